@@ -1,0 +1,10 @@
+/* magna.h — the one include a user writes. */
+#ifndef MAGNA_H
+#define MAGNA_H
+
+#include "magna/core.h"
+#include "magna/graph.h"
+#include "magna/ops.h"
+#include "magna/optim.h"
+
+#endif

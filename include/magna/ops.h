@@ -1,0 +1,120 @@
+/* magna/ops.h — the ops a graph is built from. Each returns a new node, or NULL with the graph's error
+ * set (the op's name and the shapes it was given). Every op here has a forward and a backward on the
+ * CPU; tests/test_gradcheck.c checks each backward against central finite differences. */
+#ifndef MAGNA_OPS_H
+#define MAGNA_OPS_H
+
+#include "graph.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- matrix products ---------------------------------------------------------------------------- */
+
+/* a [..., M, K] @ b [..., K, N] -> [..., M, N] (transposes swap the last two dims of an operand).
+ * Leading (batch) dims must match, or b may be 2-D: one weight shared by every row of a. */
+magna_node *magna_matmul(magna_graph *g, magna_node *a, magna_node *b, bool transpose_a, bool transpose_b);
+
+/* ---- elementwise with broadcasting (NumPy rules) ------------------------------------------------ */
+
+magna_node *magna_add(magna_graph *g, magna_node *a, magna_node *b);
+magna_node *magna_sub(magna_graph *g, magna_node *a, magna_node *b);
+magna_node *magna_mul(magna_graph *g, magna_node *a, magna_node *b);
+magna_node *magna_div(magna_graph *g, magna_node *a, magna_node *b);
+magna_node *magna_pow(magna_graph *g, magna_node *a, magna_node *b); /* a > 0 where b is not an integer */
+
+/* ---- scalar ops --------------------------------------------------------------------------------- */
+
+magna_node *magna_scale(magna_graph *g, magna_node *x, float s);      /* x * s */
+magna_node *magna_add_scalar(magna_graph *g, magna_node *x, float s); /* x + s */
+magna_node *magna_pow_scalar(magna_graph *g, magna_node *x, float p); /* x ^ p */
+
+/* ---- unary -------------------------------------------------------------------------------------- */
+
+magna_node *magna_relu(magna_graph *g, magna_node *x);
+magna_node *magna_leaky_relu(magna_graph *g, magna_node *x, float slope);
+magna_node *magna_sigmoid(magna_graph *g, magna_node *x);
+magna_node *magna_tanh(magna_graph *g, magna_node *x);
+magna_node *magna_gelu(magna_graph *g, magna_node *x);      /* exact: x * Phi(x), as PyTorch's default */
+magna_node *magna_gelu_tanh(magna_graph *g, magna_node *x); /* the tanh approximation (GPT-2) */
+magna_node *magna_exp(magna_graph *g, magna_node *x);
+magna_node *magna_log(magna_graph *g, magna_node *x);
+magna_node *magna_sqrt(magna_graph *g, magna_node *x);
+magna_node *magna_softmax(magna_graph *g, magna_node *x);     /* over the last axis */
+magna_node *magna_log_softmax(magna_graph *g, magna_node *x); /* over the last axis */
+
+/* ---- reductions --------------------------------------------------------------------------------- */
+
+/* Over the axes whose bits are set in axes_mask (bit i = axis i; negative axes: use magna_axis_bit);
+ * MAGNA_ALL_AXES reduces to a scalar. keepdims keeps reduced axes as size 1. */
+#define MAGNA_ALL_AXES 0xFFu
+static inline unsigned magna_axis_bit(int axis, int ndim) { return 1u << (axis < 0 ? axis + ndim : axis); }
+magna_node *magna_sum(magna_graph *g, magna_node *x, unsigned axes_mask, bool keepdims);
+magna_node *magna_mean(magna_graph *g, magna_node *x, unsigned axes_mask, bool keepdims);
+magna_node *magna_max(magna_graph *g, magna_node *x, unsigned axes_mask, bool keepdims);
+
+/* ---- shape -------------------------------------------------------------------------------------- */
+
+/* One entry may be -1 (inferred). A reshape that keeps dimension 0 follows set_batch when written
+ * with -1 or 0 there (0 copies the input's dimension). No copy: the output shares the input's memory. */
+magna_node *magna_reshape(magna_graph *g, magna_node *x, int ndim, const int64_t *shape);
+magna_node *magna_flatten(magna_graph *g, magna_node *x); /* [N, ...] -> [N, rest] */
+magna_node *magna_permute(magna_graph *g, magna_node *x, const int *perm); /* out dim i = in dim perm[i] */
+magna_node *magna_transpose(magna_graph *g, magna_node *x, int axis0, int axis1);
+/* x[..., start:end:step, ...] along one axis (negative start/end count from the end). */
+magna_node *magna_slice(magna_graph *g, magna_node *x, int axis, int64_t start, int64_t end, int64_t step);
+magna_node *magna_concat(magna_graph *g, int count, magna_node *const *xs, int axis);
+
+/* ---- layers as ops ------------------------------------------------------------------------------ */
+
+/* table [V, D], ids int32 [...] -> [..., D]. An id outside [0, V) fails forward with its position. */
+magna_node *magna_embedding(magna_graph *g, magna_node *table, magna_node *ids);
+
+/* Over the last axis; gamma and beta are [D] (either may be NULL). */
+magna_node *magna_layer_norm(magna_graph *g, magna_node *x, magna_node *gamma, magna_node *beta, float eps);
+
+/* x [N, C] or [N, C, H, W]; gamma, beta [C] (may be NULL); running_mean, running_var [C] are state
+ * nodes (magna_state) updated in training mode with momentum (PyTorch's convention: new = (1-m) old +
+ * m batch, unbiased variance), used instead of batch statistics when not training. */
+magna_node *magna_batch_norm(magna_graph *g, magna_node *x, magna_node *gamma, magna_node *beta,
+                             magna_node *running_mean, magna_node *running_var, float momentum, float eps);
+
+typedef struct magna_conv2d_opts {
+    int stride_h, stride_w;     /* 0 means 1 */
+    int pad_h, pad_w;           /* zero padding on each side */
+    int dilation_h, dilation_w; /* 0 means 1 */
+} magna_conv2d_opts;
+
+/* x [N, C, H, W], w [OC, C, KH, KW], bias [OC] or NULL -> [N, OC, OH, OW]. */
+magna_node *magna_conv2d(magna_graph *g, magna_node *x, magna_node *w, magna_node *bias, magna_conv2d_opts opts);
+
+typedef struct magna_pool2d_opts {
+    int kernel_h, kernel_w;
+    int stride_h, stride_w; /* 0 means the kernel size */
+    int pad_h, pad_w;       /* max pool pads with -inf; average pool counts only real pixels */
+} magna_pool2d_opts;
+
+magna_node *magna_max_pool2d(magna_graph *g, magna_node *x, magna_pool2d_opts opts);
+magna_node *magna_avg_pool2d(magna_graph *g, magna_node *x, magna_pool2d_opts opts);
+
+/* Inverted dropout: zeroes each element with probability p and scales the rest by 1/(1-p) in training
+ * mode; the identity otherwise. The mask is a function of (graph seed, node, rng step, element). */
+magna_node *magna_dropout(magna_graph *g, magna_node *x, float p);
+
+/* Causal (or not) multi-head self-attention core: q, k, v [B, T, C] with C = heads * head_dim
+ * -> softmax(q k^T / sqrt(head_dim), masked) v, heads side by side in [B, T, C]. */
+magna_node *magna_attention(magna_graph *g, magna_node *q, magna_node *k, magna_node *v, int heads, bool causal);
+
+/* ---- losses (scalar, mean over elements or rows) ------------------------------------------------ */
+
+magna_node *magna_mse(magna_graph *g, magna_node *pred, magna_node *target);
+/* logits [N, C] (or [..., C]), labels int32 [N] (or [...]): mean of -log softmax(logits)[label]. */
+magna_node *magna_cross_entropy(magna_graph *g, magna_node *logits, magna_node *labels);
+/* logits and float targets in [0, 1], same shape: mean binary cross-entropy, computed stably. */
+magna_node *magna_bce_with_logits(magna_graph *g, magna_node *logits, magna_node *targets);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,49 @@
+/* magna/optim.h — optimizers over the graph's flat parameter and gradient buffers.
+ * A step is one fused loop over every parameter; the state (momentum, Adam's moments) lives in flat
+ * buffers of the same layout, so a checkpoint is a few large writes. */
+#ifndef MAGNA_OPTIM_H
+#define MAGNA_OPTIM_H
+
+#include "graph.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum magna_optimizer_kind {
+    MAGNA_SGD,   /* plain, with momentum, or Nesterov; weight_decay adds wd*w to the gradient (L2) */
+    MAGNA_ADAM,  /* weight_decay is L2 added to the gradient, as torch.optim.Adam */
+    MAGNA_ADAMW, /* weight_decay is decoupled: w -= lr*wd*w, as torch.optim.AdamW */
+} magna_optimizer_kind;
+
+typedef struct magna_optimizer_opts {
+    magna_optimizer_kind kind;
+    float lr;
+    float momentum; /* SGD */
+    bool nesterov;  /* SGD */
+    float beta1, beta2, eps; /* Adam; 0 means 0.9, 0.999, 1e-8 */
+    float weight_decay;
+} magna_optimizer_opts;
+
+typedef struct magna_optimizer magna_optimizer;
+
+/* Compile the graph first: the optimizer sizes its state from the flat parameter buffer. */
+magna_optimizer *magna_optimizer_new(magna_graph *g, magna_optimizer_opts opts, magna_error *err);
+void magna_optimizer_free(magna_optimizer *opt);
+/* One update from the accumulated gradients (it does not zero them). */
+void magna_optimizer_step(magna_optimizer *opt);
+void magna_optimizer_set_lr(magna_optimizer *opt, float lr);
+float magna_optimizer_lr(const magna_optimizer *opt);
+int64_t magna_optimizer_steps(const magna_optimizer *opt);
+/* State buffer k (0: momentum or Adam's m, 1: Adam's v), same layout as the params; NULL if none. */
+float *magna_optimizer_state(magna_optimizer *opt, int k, size_t *count);
+
+/* Scales the gradients so their global L2 norm is at most max_norm; returns the norm before. */
+float magna_clip_grad_norm(magna_graph *g, float max_norm);
+/* False if any gradient is NaN or Inf (check before the update reaches the weights). */
+bool magna_grads_finite(magna_graph *g);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,180 @@
+/* internal.h — the structs behind magna_graph and magna_node, and the op interface.
+ * Only the library and its tests include this; users see opaque types. */
+#ifndef MAGNA_INTERNAL_H
+#define MAGNA_INTERNAL_H
+
+#include "magna.h"
+
+#include <stdarg.h>
+
+#define MAGNA_MAX_IPARAMS 16
+#define MAGNA_MAX_FPARAMS 4
+#define MAGNA_ALIGN 64
+
+typedef enum node_kind { NODE_INPUT, NODE_PARAM, NODE_STATE, NODE_OP } node_kind;
+
+/* Every op, in one list: the index into magna_op_table. */
+typedef enum op_id {
+    OP_NONE = 0, /* leaves: input, param, state */
+    OP_MATMUL,
+    OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_POW,
+    OP_SCALE, OP_ADD_SCALAR, OP_POW_SCALAR,
+    OP_RELU, OP_LEAKY_RELU, OP_SIGMOID, OP_TANH, OP_GELU, OP_GELU_TANH, OP_EXP, OP_LOG, OP_SQRT,
+    OP_SOFTMAX, OP_LOG_SOFTMAX,
+    OP_SUM, OP_MEAN, OP_MAX,
+    OP_RESHAPE, OP_PERMUTE, OP_SLICE, OP_CONCAT,
+    OP_EMBEDDING, OP_LAYER_NORM, OP_BATCH_NORM, OP_CONV2D, OP_MAX_POOL2D, OP_AVG_POOL2D, OP_DROPOUT,
+    OP_ATTENTION,
+    OP_MSE, OP_CROSS_ENTROPY, OP_BCE_WITH_LOGITS,
+    OP_COUNT
+} op_id;
+
+/* How backward uses memory, so the planner can free what it no longer needs. */
+enum {
+    OPF_BWD_INPUTS = 1u << 0, /* backward reads the input values */
+    OPF_BWD_OUTPUT = 1u << 1, /* backward reads this node's output value */
+    OPF_VIEW = 1u << 2,       /* the output aliases in[0]'s memory (reshape) */
+};
+
+struct magna_node {
+    magna_graph *g;
+    int id; /* creation order, which is a topological order: inputs always exist first */
+    node_kind kind;
+    op_id op;
+    magna_dtype dtype;
+    int ndim;
+    int64_t shape[MAGNA_MAX_DIMS];
+    int64_t numel;
+    int n_in;
+    magna_node **in;
+    int64_t ip[MAGNA_MAX_IPARAMS]; /* integer op parameters, meaning per op */
+    float fp[MAGNA_MAX_FPARAMS];   /* float op parameters */
+    char name[64];
+
+    /* leaves */
+    magna_init init;
+    size_t offset; /* param/state: element offset in the flat buffer */
+
+    /* sizes the op asks for (set by infer, at the current batch) */
+    size_t saved_bytes;     /* kept from forward to backward (e.g. batch-norm mean and 1/std) */
+    size_t workspace_bytes; /* scratch during this node's forward or backward only */
+
+    /* planning (compile) */
+    bool requires_grad; /* depends on a param */
+    bool needs_grad;    /* requires_grad and on the path to the loss */
+    bool live;          /* computed in forward (needed by the loss or a kept node) */
+    bool keep;
+    int64_t capacity;   /* numel planned at compile */
+    size_t saved_capacity;
+    void *value;
+    float *grad;
+    void *saved;
+    int grad_born_at; /* id of the consumer whose backward first writes this grad (zero it there) */
+};
+
+struct magna_graph {
+    uint64_t seed;
+    magna_status build_status; /* first build error: sticky */
+    magna_status last_status;
+    char errmsg[1024];
+
+    magna_node **nodes;
+    int n_nodes, cap_nodes;
+    magna_node *loss;
+    bool compiled, training;
+    int64_t batch, compiled_batch;
+    uint64_t rng_step;  /* advanced by each training-mode forward */
+    uint64_t mask_step; /* the rng_step the last forward drew its dropout masks with */
+
+    /* flat buffers */
+    float *params, *grads, *states;
+    size_t n_params, n_states;
+    magna_node **param_nodes, **state_nodes;
+    int n_param_nodes, n_state_nodes, cap_param_nodes, cap_state_nodes;
+
+    /* the planned arena, and one shared workspace */
+    void *arena;
+    size_t arena_bytes, unplanned_bytes;
+    void *workspace;
+    size_t workspace_bytes;
+    magna_node **order;     /* live nodes in forward order */
+    int n_order;
+    magna_node ***grad_zero; /* per node id: grads to zero before its backward (NULL-terminated) */
+    magna_node **grad_zero_pool;
+};
+
+/* One op: its name, how backward uses memory, and the three functions.
+ * infer:    checks the inputs and sets n->dtype, ndim, shape (and saved/workspace sizes). Runs at build
+ *           and again at set_batch; errors name the op and the shapes.
+ * forward:  computes n->value from the inputs' values. Returns an error only for bad data.
+ * backward: adds d(loss)/d(input) into in[i]->grad for each input whose grad is not NULL, from n->grad. */
+typedef struct magna_op_def {
+    const char *name;
+    unsigned flags;
+    magna_status (*infer)(magna_graph *g, magna_node *n);
+    magna_status (*forward)(magna_graph *g, magna_node *n);
+    void (*backward)(magna_graph *g, magna_node *n);
+} magna_op_def;
+
+extern const magna_op_def *const magna_op_table[OP_COUNT];
+
+/* graph.c */
+magna_status graph_error(magna_graph *g, magna_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Records a node made of `n_in` inputs; runs the op's infer. Returns NULL (error set) on failure. */
+magna_node *graph_add_node(magna_graph *g, op_id op, int n_in, magna_node *const *in, const int64_t *ip,
+                           int n_ip, const float *fp, int n_fp);
+magna_status graph_state_error(magna_graph *g, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void node_set_shape(magna_node *n, int ndim, const int64_t *shape);
+const char *shape_str(const magna_node *n, char *buf, size_t size); /* "[2, 3]" */
+#define SHAPE_STR_MAX 128
+
+static inline float *fval(const magna_node *n) { return (float *)n->value; }
+static inline int32_t *ival(const magna_node *n) { return (int32_t *)n->value; }
+
+/* Product of dims [from, to). */
+static inline int64_t dims_prod(const magna_node *n, int from, int to) {
+    int64_t p = 1;
+    for (int i = from; i < to; i++) p *= n->shape[i];
+    return p;
+}
+
+/* for (int64_t i = 0; i < n; i++) { body } across the threads when `parallel`, else on this thread
+ * without entering an OpenMP region: libgomp allocates a team for every one-thread region, and a
+ * training step must not allocate (tests/test_no_alloc.c). */
+#define PARALLEL_FOR(parallel, i, n, ...)                                                                            \
+    do {                                                                                                             \
+        const int64_t i##_end = (n);                                                                                 \
+        if (parallel) {                                                                                              \
+            _Pragma("omp parallel for schedule(static)") for (int64_t i = 0; i < i##_end; i++) { __VA_ARGS__ }      \
+        } else {                                                                                                     \
+            for (int64_t i = 0; i < i##_end; i++) { __VA_ARGS__ }                                                    \
+        }                                                                                                            \
+    } while (0)
+
+#define MAGNA_PRAGMA(x) _Pragma(#x)
+/* PARALLEL_FOR whose body adds into `acc` (a local double or int), reduced across threads. */
+#define PARALLEL_FOR_REDUCE(cond, op, acc, i, n, ...)                                                            \
+    do {                                                                                                             \
+        const int64_t i##_end = (n);                                                                                 \
+        if (cond)     {                                                                                              \
+            MAGNA_PRAGMA(omp parallel for schedule(static) reduction(op : acc))                                      \
+            for (int64_t i = 0; i < i##_end; i++) { __VA_ARGS__ }                                                    \
+        } else {                                                                                                     \
+            for (int64_t i = 0; i < i##_end; i++) { __VA_ARGS__ }                                                    \
+        }                                                                                                            \
+    } while (0)
+
+/* core/runtime.c: BLAS behind one function-pointer table, loaded at run time. */
+enum { BLAS_ROW_MAJOR = 101, BLAS_NO_TRANS = 111, BLAS_TRANS = 112 };
+typedef void (*sgemm_fn)(int order, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
+                         const float *b, int ldb, float beta, float *c, int ldc);
+/* C[m,n] = alpha * op(A) op(B) + beta * C, row-major. Multi-threaded by OpenBLAS outside our parallel
+ * regions; single-threaded inside them (OpenBLAS's OpenMP build checks omp_in_parallel). */
+void magna_sgemm(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb,
+                 float beta, float *c, int ldc);
+/* The plain triple loop the fast path is tested against. */
+void magna_sgemm_reference(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda,
+                           const float *b, int ldb, float beta, float *c, int ldc);
+
+#endif

@@ -1,0 +1,305 @@
+/* plan.c — compile: choose what runs, plan one arena for every activation, gradient and saved tensor by
+ * lifetime, allocate it once, and initialise the parameters.
+ *
+ * Time runs over forward and backward as one line of 2N steps for N nodes: node i runs forward at step
+ * i and backward at step 2N-1-i. Every tensor is a block alive over an inclusive interval of steps:
+ *   value of i:  [i, last forward reader], extended to the backward step of each consumer that reads
+ *                its inputs (OPF_BWD_INPUTS), of i itself if it reads its output (OPF_BWD_OUTPUT), and of
+ *                every view that aliases it; kept nodes and inputs live to the end.
+ *   saved of i:  [i, 2N-1-i] when i is differentiated, else [i, i].
+ *   grad of i:   [2N-1-(last consumer that is differentiated), 2N-1-i] — zeroed when it is born.
+ * Blocks whose intervals overlap get disjoint bytes; the rest share. Placement is greedy, largest
+ * first, lowest offset that fits (the same idea as ggml-alloc and llm.c's single activation block). */
+#include "internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct block {
+    size_t size, offset;
+    int start, end;
+    magna_node *node;
+    int what; /* 0 value, 1 grad, 2 saved */
+} block;
+
+static size_t align_up(size_t n) { return (n + MAGNA_ALIGN - 1) & ~(size_t)(MAGNA_ALIGN - 1); }
+
+static int by_size_desc(const void *a, const void *b) {
+    const block *x = a, *y = b;
+    if (x->size != y->size) return x->size < y->size ? 1 : -1;
+    return x->start - y->start;
+}
+
+static int by_offset(const void *a, const void *b) {
+    const block *const *x = a, *const *y = b;
+    return (*x)->offset < (*y)->offset ? -1 : (*x)->offset > (*y)->offset;
+}
+
+/* Places blocks; returns the arena size. O(n^2 log n), fine for thousands of blocks. */
+static size_t place_blocks(block *blocks, int n, block **scratch) {
+    qsort(blocks, (size_t)n, sizeof *blocks, by_size_desc);
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        int m = 0;
+        for (int j = 0; j < i; j++)
+            if (blocks[j].start <= blocks[i].end && blocks[i].start <= blocks[j].end) scratch[m++] = &blocks[j];
+        qsort(scratch, (size_t)m, sizeof *scratch, by_offset);
+        size_t offset = 0;
+        for (int j = 0; j < m; j++) {
+            if (scratch[j]->offset >= offset + blocks[i].size) break; /* fits in the gap before it */
+            size_t end = scratch[j]->offset + scratch[j]->size;
+            if (end > offset) offset = end;
+        }
+        blocks[i].offset = offset;
+        if (offset + blocks[i].size > total) total = offset + blocks[i].size;
+    }
+    return total;
+}
+
+/* Fans of a weight in magna's layouts: dense [in, out], conv [out, in, kh, kw]. */
+static void fans(const magna_node *n, double *fan_in, double *fan_out) {
+    if (n->ndim == 1) {
+        *fan_in = *fan_out = (double)n->shape[0];
+    } else if (n->ndim == 2) {
+        *fan_in = (double)n->shape[0];
+        *fan_out = (double)n->shape[1];
+    } else {
+        double rf = (double)dims_prod(n, 2, n->ndim);
+        *fan_in = (double)n->shape[1] * rf;
+        *fan_out = (double)n->shape[0] * rf;
+    }
+}
+
+static void init_values(float *v, const magna_node *n, uint64_t seed, uint64_t stream) {
+    double fi, fo;
+    fans(n, &fi, &fo);
+    const magna_init in = n->init;
+    double lo = 0, hi = 0, mean = 0, std = 0;
+    bool normal = false;
+    switch (in.kind) {
+    case MAGNA_INIT_ZEROS: lo = hi = 0; break;
+    case MAGNA_INIT_CONSTANT: lo = hi = in.a; break;
+    case MAGNA_INIT_UNIFORM: lo = in.a, hi = in.b; break;
+    case MAGNA_INIT_NORMAL: normal = true, mean = in.a, std = in.b; break;
+    case MAGNA_INIT_XAVIER_UNIFORM: hi = sqrt(6.0 / (fi + fo)), lo = -hi; break;
+    case MAGNA_INIT_XAVIER_NORMAL: normal = true, std = sqrt(2.0 / (fi + fo)); break;
+    case MAGNA_INIT_HE_UNIFORM: hi = sqrt(6.0 / fi), lo = -hi; break;
+    case MAGNA_INIT_HE_NORMAL: normal = true, std = sqrt(2.0 / fi); break;
+    }
+    for (int64_t i = 0; i < n->numel; i++) {
+        if (normal)
+            v[i] = (float)(mean + std * magna_rand_normal(seed, stream, (uint64_t)i));
+        else if (lo == hi)
+            v[i] = (float)lo;
+        else
+            v[i] = (float)(lo + (hi - lo) * magna_rand_uniform(seed, stream, (uint64_t)i));
+    }
+}
+
+/* The batch dimension: dimension 0 of every batched input, which must agree. */
+static magna_status find_batch(magna_graph *g, int64_t *batch) {
+    magna_node *first = NULL;
+    *batch = 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+        magna_node *n = g->nodes[i];
+        if (n->kind != NODE_INPUT || !n->ip[0] || !n->live) continue;
+        if (!first) {
+            first = n;
+            *batch = n->shape[0];
+        } else if (n->shape[0] != *batch) {
+            char a[SHAPE_STR_MAX], b[SHAPE_STR_MAX];
+            return graph_error(g, MAGNA_ERR_SHAPE,
+                               "compile: inputs '%s' %s and '%s' %s disagree on the batch dimension (dim 0)",
+                               first->name, shape_str(first, a, sizeof a), n->name, shape_str(n, b, sizeof b));
+        }
+    }
+    return MAGNA_OK;
+}
+
+magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
+    if (!g) return MAGNA_ERR_ARG;
+    if (g->build_status != MAGNA_OK) return g->build_status;
+    if (g->compiled) return graph_error(g, MAGNA_ERR_STATE, "compile: the graph is already compiled");
+    if (loss && loss->g != g) return graph_error(g, MAGNA_ERR_ARG, "compile: the loss node belongs to another graph");
+    const int N = g->n_nodes;
+    const int END = 2 * N;
+
+    /* 1. What runs: ancestors of the loss and the kept nodes. What is differentiated: nodes that
+     *    depend on a param and lead to the loss. */
+    if (loss) loss->keep = true;
+    bool any_kept = false;
+    for (int i = 0; i < N; i++) {
+        magna_node *n = g->nodes[i];
+        n->live = n->keep;
+        n->needs_grad = false;
+        any_kept |= n->keep;
+    }
+    if (!any_kept) return graph_error(g, MAGNA_ERR_STATE, "compile: no loss and no kept node: nothing to compute");
+    for (int i = N - 1; i >= 0; i--) {
+        magna_node *n = g->nodes[i];
+        if (!n->live) continue;
+        for (int j = 0; j < n->n_in; j++) n->in[j]->live = true;
+    }
+    if (loss && loss->requires_grad) loss->needs_grad = true;
+    for (int i = N - 1; i >= 0; i--) {
+        magna_node *n = g->nodes[i];
+        if (!n->needs_grad) continue;
+        for (int j = 0; j < n->n_in; j++)
+            if (n->in[j]->requires_grad) n->in[j]->needs_grad = true;
+    }
+    magna_status st = find_batch(g, &g->batch);
+    if (st != MAGNA_OK) return st;
+    g->compiled_batch = g->batch;
+
+    /* 2. Lifetimes. */
+    int *vend = malloc((size_t)N * sizeof *vend);      /* last step the value is read */
+    int *last_gc = malloc((size_t)N * sizeof *last_gc); /* last differentiated consumer */
+    block *blocks = malloc((size_t)(3 * N + 1) * sizeof *blocks);
+    block **scratch = malloc((size_t)(3 * N + 1) * sizeof *scratch);
+    g->order = malloc((size_t)(N + 1) * sizeof *g->order);
+    g->grad_zero = calloc((size_t)N + 1, sizeof *g->grad_zero);
+    g->grad_zero_pool = calloc((size_t)(2 * N + 1), sizeof *g->grad_zero_pool);
+    if (!vend || !last_gc || !blocks || !scratch || !g->order || !g->grad_zero || !g->grad_zero_pool) {
+        free(vend), free(last_gc), free(blocks), free(scratch);
+        return graph_error(g, MAGNA_ERR_NOMEM, "compile: out of memory");
+    }
+    for (int i = 0; i < N; i++) {
+        magna_node *n = g->nodes[i];
+        vend[i] = n->keep || n->kind == NODE_INPUT ? END : i;
+        last_gc[i] = -1;
+        if (n->needs_grad && (magna_op_table[n->op]->flags & OPF_BWD_OUTPUT)) vend[i] = END - 1 - i > vend[i] ? END - 1 - i : vend[i];
+    }
+    for (int j = 0; j < N; j++) {
+        magna_node *c = g->nodes[j];
+        if (!c->live || c->kind != NODE_OP) continue;
+        unsigned flags = magna_op_table[c->op]->flags;
+        for (int k = 0; k < c->n_in; k++) {
+            int i = c->in[k]->id;
+            if (j > vend[i]) vend[i] = j;
+            if (c->needs_grad && (flags & OPF_BWD_INPUTS) && END - 1 - j > vend[i]) vend[i] = END - 1 - j;
+            if (c->needs_grad && c->in[k]->needs_grad && j > last_gc[i]) last_gc[i] = j;
+        }
+    }
+    /* A view keeps its source alive as long as itself (reverse order reaches chains of views). */
+    for (int i = N - 1; i >= 0; i--) {
+        magna_node *n = g->nodes[i];
+        if (n->live && n->kind == NODE_OP && (magna_op_table[n->op]->flags & OPF_VIEW)) {
+            int s = n->in[0]->id;
+            if (vend[i] > vend[s]) vend[s] = vend[i];
+        }
+    }
+
+    /* 3. Blocks. */
+    int nb = 0, n_order = 0, n_zero = 0;
+    size_t workspace = 0;
+    g->unplanned_bytes = 0;
+    for (int i = 0; i < N; i++) {
+        magna_node *n = g->nodes[i];
+        if (!n->live) continue;
+        n->capacity = n->numel;
+        n->saved_capacity = n->saved_bytes;
+        if (n->kind == NODE_OP) g->order[n_order++] = n;
+        if (n->kind == NODE_PARAM || n->kind == NODE_STATE) continue;
+        bool view = n->kind == NODE_OP && (magna_op_table[n->op]->flags & OPF_VIEW);
+        /* inputs are written by the user before forward starts: alive over the whole step */
+        int born = n->kind == NODE_INPUT ? 0 : i;
+        if (!view) blocks[nb++] = (block){align_up((size_t)n->numel * magna_dtype_size(n->dtype)), 0, born, vend[i], n, 0};
+        if (n->saved_bytes)
+            blocks[nb++] = (block){align_up(n->saved_bytes), 0, i, n->needs_grad ? END - 1 - i : i, n, 2};
+        if (n->needs_grad) {
+            int grad_born = n == loss ? N : END - 1 - last_gc[i];
+            blocks[nb++] = (block){align_up((size_t)n->numel * sizeof(float)), 0, grad_born, END - 1 - i, n, 1};
+            n->grad_born_at = n == loss ? -1 : last_gc[i];
+        }
+        if (n->workspace_bytes > workspace) workspace = n->workspace_bytes;
+    }
+    g->n_order = n_order;
+    for (int b = 0; b < nb; b++) g->unplanned_bytes += blocks[b].size;
+    g->arena_bytes = place_blocks(blocks, nb, scratch);
+
+    /* 4. Allocate once; touch every page now so the first step pays no page faults. */
+    g->arena = g->arena_bytes ? aligned_alloc(MAGNA_ALIGN, g->arena_bytes) : NULL;
+    g->workspace_bytes = align_up(workspace);
+    g->workspace = g->workspace_bytes ? aligned_alloc(MAGNA_ALIGN, g->workspace_bytes) : NULL;
+    g->params = aligned_alloc(MAGNA_ALIGN, align_up((g->n_params + 1) * sizeof(float)));
+    g->grads = aligned_alloc(MAGNA_ALIGN, align_up((g->n_params + 1) * sizeof(float)));
+    g->states = aligned_alloc(MAGNA_ALIGN, align_up((g->n_states + 1) * sizeof(float)));
+    if ((g->arena_bytes && !g->arena) || (g->workspace_bytes && !g->workspace) || !g->params || !g->grads ||
+        !g->states) {
+        free(vend), free(last_gc), free(blocks), free(scratch);
+        return graph_error(g, MAGNA_ERR_NOMEM, "compile: out of memory allocating %zu bytes of activations",
+                           g->arena_bytes);
+    }
+    if (g->arena) memset(g->arena, 0, g->arena_bytes);
+    if (g->workspace) memset(g->workspace, 0, g->workspace_bytes);
+    memset(g->params, 0, (g->n_params + 1) * sizeof(float));
+    memset(g->grads, 0, (g->n_params + 1) * sizeof(float));
+    memset(g->states, 0, (g->n_states + 1) * sizeof(float));
+    for (int b = 0; b < nb; b++) {
+        char *p = (char *)g->arena + blocks[b].offset;
+        if (blocks[b].what == 0) blocks[b].node->value = p;
+        else if (blocks[b].what == 1) blocks[b].node->grad = (float *)p;
+        else blocks[b].node->saved = p;
+    }
+    for (int k = 0; k < g->n_param_nodes; k++) {
+        magna_node *p = g->param_nodes[k];
+        p->value = g->params + p->offset;
+        p->grad = p->needs_grad ? g->grads + p->offset : NULL;
+        init_values(g->params + p->offset, p, g->seed, (uint64_t)k + 1);
+    }
+    for (int k = 0; k < g->n_state_nodes; k++) {
+        magna_node *s = g->state_nodes[k];
+        s->value = g->states + s->offset;
+        init_values(g->states + s->offset, s, g->seed, (uint64_t)k + 1 + (1ull << 32));
+    }
+    for (int i = 0; i < N; i++) { /* views point into their (already placed) source */
+        magna_node *n = g->nodes[i];
+        if (n->live && n->kind == NODE_OP && (magna_op_table[n->op]->flags & OPF_VIEW)) n->value = n->in[0]->value;
+    }
+
+    /* 5. Which activation grads each backward step must zero first (params accumulate instead). */
+    for (int j = 0; j < N; j++) {
+        g->grad_zero[j] = g->grad_zero_pool + n_zero;
+        for (int i = 0; i < N; i++) {
+            magna_node *n = g->nodes[i];
+            if (n->needs_grad && n->kind == NODE_OP && n->grad_born_at == j) g->grad_zero_pool[n_zero++] = n;
+        }
+        g->grad_zero_pool[n_zero++] = NULL;
+        if (n_zero > 2 * N) break; /* cannot happen: each node is listed once, plus N terminators */
+    }
+    free(vend), free(last_gc), free(blocks), free(scratch);
+    g->loss = loss;
+    g->compiled = true;
+    return MAGNA_OK;
+}
+
+magna_status magna_graph_set_batch(magna_graph *g, int64_t batch) {
+    if (!g) return MAGNA_ERR_ARG;
+    if (!g->compiled) return graph_state_error(g, "set_batch: compile the graph first");
+    if (batch < 1 || batch > g->compiled_batch)
+        return graph_error(g, MAGNA_ERR_ARG, "set_batch: batch %lld is outside 1..%lld (the compiled batch)",
+                           (long long)batch, (long long)g->compiled_batch);
+    if (batch == g->batch) return MAGNA_OK;
+    for (int i = 0; i < g->n_nodes; i++) {
+        magna_node *n = g->nodes[i];
+        if (n->kind == NODE_INPUT && n->ip[0] && n->live) {
+            n->shape[0] = batch;
+            node_set_shape(n, n->ndim, n->shape);
+        }
+    }
+    for (int k = 0; k < g->n_order; k++) {
+        magna_node *n = g->order[k];
+        magna_status st = magna_op_table[n->op]->infer(g, n);
+        if (st != MAGNA_OK) return st;
+        if (n->numel > n->capacity || n->saved_bytes > n->saved_capacity || n->workspace_bytes > g->workspace_bytes) {
+            char buf[SHAPE_STR_MAX];
+            return graph_error(g, MAGNA_ERR_SHAPE,
+                               "set_batch: %s '%s' would need more memory at batch %lld (shape %s) than planned",
+                               magna_op_table[n->op]->name, n->name, (long long)batch, shape_str(n, buf, sizeof buf));
+        }
+    }
+    g->batch = batch;
+    return MAGNA_OK;
+}

@@ -1,0 +1,182 @@
+/* layer_norm.c — normalisation over the last axis, with an optional per-feature scale and shift.
+ *
+ * Inputs: in[0] = x, then gamma if given, then beta if given; ip[0] and ip[1] say which are there,
+ * fp[0] is eps. Forward keeps each row's mean and 1/std in `saved` ([2, N] floats) for backward.
+ * Backward follows llm.c's layernorm_backward: one pass per row for dx, with dgamma and dbeta summed
+ * into per-thread partial rows in the workspace and added up after, so rows can run in parallel
+ * without atomics and the sums are the same on every run with the same thread count. */
+#include "common.h"
+
+#include <math.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static int max_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+/* Floats of workspace one thread uses for its dgamma and dbeta partials: 2 D, rounded up to a cache line. */
+static size_t ln_partial_floats(int64_t D) { return ((size_t)(2 * D) + 15) & ~(size_t)15; }
+
+static magna_node *ln_gamma(const magna_node *n) { return n->ip[0] ? n->in[1] : NULL; }
+static magna_node *ln_beta(const magna_node *n) { return n->ip[1] ? n->in[1 + (n->ip[0] ? 1 : 0)] : NULL; }
+
+/* x is [..., D], gamma and beta are [D] -> out is [..., D]; saved: mean [N] and rstd [N], N = numel / D. */
+static magna_status layer_norm_infer(magna_graph *g, magna_node *n) {
+    const magna_node *x = n->in[0];
+    char a[SHAPE_STR_MAX], b[SHAPE_STR_MAX];
+    for (int i = 0; i < n->n_in; i++)
+        if (n->in[i]->dtype != MAGNA_F32)
+            return graph_error(g, MAGNA_ERR_DTYPE, "layer_norm: %s must be float32, got %s",
+                               i == 0 ? "x" : (n->in[i] == ln_gamma(n) ? "gamma" : "beta"),
+                               magna_dtype_name(n->in[i]->dtype));
+    if (x->ndim < 1)
+        return graph_error(g, MAGNA_ERR_SHAPE, "layer_norm: x must have at least one dim, got %s",
+                           shape_str(x, a, sizeof a));
+    const int64_t D = x->shape[x->ndim - 1];
+    const magna_node *affine[2] = {ln_gamma(n), ln_beta(n)};
+    for (int k = 0; k < 2; k++) {
+        const magna_node *p = affine[k];
+        if (p && (p->ndim != 1 || p->shape[0] != D))
+            return graph_error(g, MAGNA_ERR_SHAPE,
+                               "layer_norm: %s must be [%lld] (the last dim of x), got x %s and %s %s",
+                               k ? "beta" : "gamma", (long long)D, shape_str(x, a, sizeof a), k ? "beta" : "gamma",
+                               shape_str(p, b, sizeof b));
+    }
+    node_set_shape(n, x->ndim, x->shape);
+    n->dtype = MAGNA_F32;
+    n->saved_bytes = (size_t)(2 * (x->numel / D)) * sizeof(float);
+    n->workspace_bytes = 0;
+    if (affine[0] || affine[1]) {
+        size_t per_thread = ln_partial_floats(D) * sizeof(float);
+        size_t ws = per_thread * (size_t)max_threads();
+        /* After compile the workspace is fixed: if the thread count grew since, backward uses fewer threads. */
+        if (g->compiled && ws > g->workspace_bytes) ws = g->workspace_bytes / per_thread * per_thread;
+        n->workspace_bytes = ws > per_thread ? ws : per_thread;
+    }
+    return MAGNA_OK;
+}
+
+/* For each row of x [N, D]: mean = sum(x) / D, var = sum((x - mean)^2) / D, rstd = 1 / sqrt(var + eps),
+ * out = (x - mean) * rstd * gamma + beta. */
+static magna_status layer_norm_forward(magna_graph *g, magna_node *n) {
+    (void)g;
+    const magna_node *x = n->in[0], *gn = ln_gamma(n), *bn = ln_beta(n);
+    const int64_t D = x->shape[x->ndim - 1], N = x->numel / D;
+    const float eps = n->fp[0];
+    const float *xv = fval(x), *gamma = gn ? fval(gn) : NULL, *beta = bn ? fval(bn) : NULL;
+    float *out = fval(n), *mean = (float *)n->saved, *rstd = mean + N;
+PARALLEL_FOR(N * D >= PAR_MIN, i, N, 
+        const float *xr = xv + i * D;
+        float *o = out + i * D;
+        float m = 0.0f;
+        MAGNA_PRAGMA(omp simd reduction(+ : m))
+        for (int64_t d = 0; d < D; d++) m += xr[d];
+        m /= (float)D;
+        float v = 0.0f;
+        MAGNA_PRAGMA(omp simd reduction(+ : v))
+        for (int64_t d = 0; d < D; d++) {
+            float c = xr[d] - m;
+            v += c * c;
+        }
+        v /= (float)D;
+        float r = 1.0f / sqrtf(v + eps);
+        for (int64_t d = 0; d < D; d++) {
+            float y = (xr[d] - m) * r;
+            if (gamma) y *= gamma[d];
+            if (beta) y += beta[d];
+            o[d] = y;
+        }
+        mean[i] = m;
+        rstd[i] = r;
+    );
+    return MAGNA_OK;
+}
+
+/* With norm = (x - mean) * rstd and dnorm = dout * gamma:
+ *   dbeta += sum_rows dout,  dgamma += sum_rows dout * norm,
+ *   dx += rstd * (dnorm - mean_d(dnorm) - norm * mean_d(dnorm * norm)). */
+static void layer_norm_backward(magna_graph *g, magna_node *n) {
+    const magna_node *x = n->in[0];
+    magna_node *gn = ln_gamma(n), *bn = ln_beta(n);
+    const int64_t D = x->shape[x->ndim - 1], N = x->numel / D;
+    const float *xv = fval(x), *gamma = gn ? fval(gn) : NULL, *dout = n->grad;
+    const float *mean = (const float *)n->saved, *rstd = mean + N;
+    float *dx = x->grad, *dgamma = gn ? gn->grad : NULL, *dbeta = bn ? bn->grad : NULL;
+    const bool partials = dgamma || dbeta;
+    const size_t stride = ln_partial_floats(D);
+    int nt = max_threads();
+    if (partials && (size_t)nt > g->workspace_bytes / (stride * sizeof(float)))
+        nt = (int)(g->workspace_bytes / (stride * sizeof(float)));
+    if (nt < 1) nt = 1;
+    float *ws = (float *)g->workspace;
+    int used = 1; /* threads that actually ran, each with a partial row to add up */
+#pragma omp parallel num_threads(nt) if (N * D >= PAR_MIN && nt > 1)
+    {
+        int t = 0, nth = 1;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+        nth = omp_get_num_threads();
+#endif
+        if (t == 0) used = nth;
+        float *pg = partials ? ws + (size_t)t * stride : NULL, *pb = pg ? pg + D : NULL;
+        if (pg) memset(pg, 0, 2 * (size_t)D * sizeof(float));
+        const int64_t i0 = N * t / nth, i1 = N * (t + 1) / nth;
+        for (int64_t i = i0; i < i1; i++) {
+            const float *xr = xv + i * D, *dr = dout + i * D;
+            const float m = mean[i], r = rstd[i];
+            float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
+            for (int64_t d = 0; d < D; d++) {
+                float norm = (xr[d] - m) * r;
+                float dn = gamma ? dr[d] * gamma[d] : dr[d];
+                dnorm_mean += dn;
+                dnorm_norm_mean += dn * norm;
+            }
+            dnorm_mean /= (float)D;
+            dnorm_norm_mean /= (float)D;
+            for (int64_t d = 0; d < D; d++) {
+                float norm = (xr[d] - m) * r;
+                if (pg) {
+                    pg[d] += dr[d] * norm;
+                    pb[d] += dr[d];
+                }
+                if (dx) {
+                    float dn = gamma ? dr[d] * gamma[d] : dr[d];
+                    dx[i * D + d] += (dn - dnorm_mean - norm * dnorm_norm_mean) * r;
+                }
+            }
+        }
+    }
+    if (!partials) return;
+    for (int t = 0; t < used; t++) {
+        const float *pg = ws + (size_t)t * stride, *pb = pg + D;
+        for (int64_t d = 0; d < D; d++) {
+            if (dgamma) dgamma[d] += pg[d];
+            if (dbeta) dbeta[d] += pb[d];
+        }
+    }
+}
+
+/* x [..., D]; gamma, beta [D] or NULL; eps > 0 keeps a constant row finite. */
+magna_node *magna_layer_norm(magna_graph *g, magna_node *x, magna_node *gamma, magna_node *beta, float eps) {
+    if (!g) return NULL;
+    if (!(eps >= 0.0f) || isinf(eps)) {
+        graph_error(g, MAGNA_ERR_ARG, "layer_norm: eps must be a finite number >= 0, got %g", (double)eps);
+        return NULL;
+    }
+    magna_node *in[3] = {x, NULL, NULL};
+    int n_in = 1;
+    if (gamma) in[n_in++] = gamma;
+    if (beta) in[n_in++] = beta;
+    const int64_t ip[2] = {gamma != NULL, beta != NULL};
+    return graph_add_node(g, OP_LAYER_NORM, n_in, in, ip, 2, &eps, 1);
+}
+
+const magna_op_def op_def_layer_norm = {"layer_norm", OPF_BWD_INPUTS, layer_norm_infer, layer_norm_forward,
+                                        layer_norm_backward};

@@ -1,0 +1,187 @@
+/* pool2d.c — max and average pooling over 2-D windows, NCHW.
+ *
+ *   x [N, C, H, W] -> y [N, C, OH, OW], OH = (H + 2 ph - KH) / sh + 1 (OW alike), window (oh, ow) covering
+ *   rows oh sh - ph .. + KH - 1 and columns ow sw - pw .. + KW - 1.
+ *
+ * Max pooling pads with -inf: y is the largest real pixel in the window (the first one on ties, NaN if any
+ * is NaN); forward saves its position in the plane (int32, ih W + iw) and backward sends dy there.
+ * Average pooling divides by the number of real pixels in the window (PyTorch's count_include_pad=False).
+ * Padding is at most half the kernel (as in PyTorch), so every window holds at least one real pixel.
+ * Planes (n, c) are independent, so both run in parallel over them.
+ *
+ * ip: [0] kernel_h, [1] kernel_w, [2] stride_h, [3] stride_w, [4] pad_h, [5] pad_w. */
+#include "common.h"
+
+#include <math.h>
+
+typedef struct pool_dims {
+    int64_t planes; /* N C */
+    int H, W, OH, OW, KH, KW, sh, sw, ph, pw;
+} pool_dims;
+
+static pool_dims pool_dims_of(const magna_node *n) {
+    const magna_node *x = n->in[0];
+    pool_dims d;
+    d.planes = x->shape[0] * x->shape[1];
+    d.H = (int)x->shape[2], d.W = (int)x->shape[3];
+    d.OH = (int)n->shape[2], d.OW = (int)n->shape[3];
+    d.KH = (int)n->ip[0], d.KW = (int)n->ip[1], d.sh = (int)n->ip[2], d.sw = (int)n->ip[3];
+    d.ph = (int)n->ip[4], d.pw = (int)n->ip[5];
+    return d;
+}
+
+/* The window of output (oh, ow) clipped to the image: rows [*h0, *h1), columns [*w0, *w1). */
+static inline void pool_window(const pool_dims *d, int oh, int ow, int *h0, int *h1, int *w0, int *w1) {
+    const int hs = oh * d->sh - d->ph, ws = ow * d->sw - d->pw;
+    *h0 = hs < 0 ? 0 : hs;
+    *h1 = hs + d->KH > d->H ? d->H : hs + d->KH;
+    *w0 = ws < 0 ? 0 : ws;
+    *w1 = ws + d->KW > d->W ? d->W : ws + d->KW;
+}
+
+/* x [N, C, H, W] (float32) -> [N, C, OH, OW]; max pooling also saves one int32 index per output. */
+static magna_status pool2d_infer(magna_graph *g, magna_node *n) {
+    const magna_node *x = n->in[0];
+    const char *name = magna_op_table[n->op]->name;
+    char xs[SHAPE_STR_MAX];
+    shape_str(x, xs, sizeof xs);
+    magna_status st = require_dtype(g, n, 0, MAGNA_F32);
+    if (st != MAGNA_OK) return st;
+    if (x->ndim != 4)
+        return graph_error(g, MAGNA_ERR_SHAPE, "%s: input %s must be [N, C, H, W] (kernel %lldx%lld)", name, xs,
+                           (long long)n->ip[0], (long long)n->ip[1]);
+    if (x->shape[2] + 2 * n->ip[4] < n->ip[0] || x->shape[3] + 2 * n->ip[5] < n->ip[1])
+        return graph_error(g, MAGNA_ERR_SHAPE,
+                           "%s: input %s with padding %lldx%lld is smaller than the kernel %lldx%lld", name, xs,
+                           (long long)n->ip[4], (long long)n->ip[5], (long long)n->ip[0], (long long)n->ip[1]);
+    const int64_t shape[4] = {x->shape[0], x->shape[1], (x->shape[2] + 2 * n->ip[4] - n->ip[0]) / n->ip[2] + 1,
+                              (x->shape[3] + 2 * n->ip[5] - n->ip[1]) / n->ip[3] + 1};
+    node_set_shape(n, 4, shape);
+    n->dtype = MAGNA_F32;
+    n->saved_bytes = n->op == OP_MAX_POOL2D ? (size_t)n->numel * sizeof(int32_t) : 0;
+    n->workspace_bytes = 0;
+    return MAGNA_OK;
+}
+
+/* y[n, c, oh, ow] = max over the window of x[n, c, ih, iw]; saved = argmax as ih W + iw. */
+static magna_status max_pool2d_forward(magna_graph *g, magna_node *n) {
+    (void)g;
+    const pool_dims d = pool_dims_of(n);
+    const float *x = fval(n->in[0]);
+    float *y = fval(n);
+    int32_t *arg = (int32_t *)n->saved;
+    const int64_t plane_in = (int64_t)d.H * d.W, plane_out = (int64_t)d.OH * d.OW;
+PARALLEL_FOR(n->numel > PAR_MIN / 4, p, d.planes, 
+        const float *xp = x + p * plane_in;
+        float *yp = y + p * plane_out;
+        int32_t *ap = arg + p * plane_out;
+        for (int oh = 0; oh < d.OH; oh++)
+            for (int ow = 0; ow < d.OW; ow++) {
+                int h0, h1, w0, w1;
+                pool_window(&d, oh, ow, &h0, &h1, &w0, &w1);
+                int best_i = h0 * d.W + w0;
+                float best = xp[best_i];
+                for (int ih = h0; ih < h1; ih++)
+                    for (int iw = w0; iw < w1; iw++) {
+                        const float v = xp[ih * d.W + iw];
+                        if (v > best || (isnan(v) && !isnan(best))) best = v, best_i = ih * d.W + iw;
+                    }
+                yp[oh * d.OW + ow] = best;
+                ap[oh * d.OW + ow] = best_i;
+            }
+    );
+    return MAGNA_OK;
+}
+
+/* dx[n, c, argmax] += dy[n, c, oh, ow]. */
+static void max_pool2d_backward(magna_graph *g, magna_node *n) {
+    (void)g;
+    float *dx = n->in[0]->grad;
+    if (!dx) return;
+    const pool_dims d = pool_dims_of(n);
+    const float *dy = n->grad;
+    const int32_t *arg = (const int32_t *)n->saved;
+    const int64_t plane_in = (int64_t)d.H * d.W, plane_out = (int64_t)d.OH * d.OW;
+PARALLEL_FOR(n->numel > PAR_MIN, p, d.planes, 
+        float *dxp = dx + p * plane_in;
+        const float *dyp = dy + p * plane_out;
+        const int32_t *ap = arg + p * plane_out;
+        for (int64_t i = 0; i < plane_out; i++) dxp[ap[i]] += dyp[i];
+    );
+}
+
+/* y[n, c, oh, ow] = mean of x[n, c, ih, iw] over the real pixels of the window. */
+static magna_status avg_pool2d_forward(magna_graph *g, magna_node *n) {
+    (void)g;
+    const pool_dims d = pool_dims_of(n);
+    const float *x = fval(n->in[0]);
+    float *y = fval(n);
+    const int64_t plane_in = (int64_t)d.H * d.W, plane_out = (int64_t)d.OH * d.OW;
+PARALLEL_FOR(n->numel > PAR_MIN / 4, p, d.planes, 
+        const float *xp = x + p * plane_in;
+        float *yp = y + p * plane_out;
+        for (int oh = 0; oh < d.OH; oh++)
+            for (int ow = 0; ow < d.OW; ow++) {
+                int h0, h1, w0, w1;
+                pool_window(&d, oh, ow, &h0, &h1, &w0, &w1);
+                float acc = 0;
+                for (int ih = h0; ih < h1; ih++)
+                    for (int iw = w0; iw < w1; iw++) acc += xp[ih * d.W + iw];
+                yp[oh * d.OW + ow] = acc / (float)((h1 - h0) * (w1 - w0));
+            }
+    );
+    return MAGNA_OK;
+}
+
+/* dx[n, c, ih, iw] += dy[n, c, oh, ow] / count(oh, ow) for every window (oh, ow) holding (ih, iw). */
+static void avg_pool2d_backward(magna_graph *g, magna_node *n) {
+    (void)g;
+    float *dx = n->in[0]->grad;
+    if (!dx) return;
+    const pool_dims d = pool_dims_of(n);
+    const float *dy = n->grad;
+    const int64_t plane_in = (int64_t)d.H * d.W, plane_out = (int64_t)d.OH * d.OW;
+PARALLEL_FOR(n->numel > PAR_MIN / 4, p, d.planes, 
+        float *dxp = dx + p * plane_in;
+        const float *dyp = dy + p * plane_out;
+        for (int oh = 0; oh < d.OH; oh++)
+            for (int ow = 0; ow < d.OW; ow++) {
+                int h0, h1, w0, w1;
+                pool_window(&d, oh, ow, &h0, &h1, &w0, &w1);
+                const float v = dyp[oh * d.OW + ow] / (float)((h1 - h0) * (w1 - w0));
+                for (int ih = h0; ih < h1; ih++)
+                    for (int iw = w0; iw < w1; iw++) dxp[ih * d.W + iw] += v;
+            }
+    );
+}
+
+const magna_op_def op_def_max_pool2d = {"max_pool2d", 0, pool2d_infer, max_pool2d_forward, max_pool2d_backward};
+const magna_op_def op_def_avg_pool2d = {"avg_pool2d", 0, pool2d_infer, avg_pool2d_forward, avg_pool2d_backward};
+
+/* Checks the options (stride 0 means the kernel size) and records the node. */
+static magna_node *pool2d(magna_graph *g, op_id op, magna_node *x, magna_pool2d_opts o) {
+    if (!g) return NULL;
+    const char *name = magna_op_table[op]->name;
+    const int sh = o.stride_h ? o.stride_h : o.kernel_h, sw = o.stride_w ? o.stride_w : o.kernel_w;
+    if (o.kernel_h < 1 || o.kernel_w < 1 || sh < 1 || sw < 1 || o.pad_h < 0 || o.pad_w < 0) {
+        graph_error(g, MAGNA_ERR_ARG,
+                    "%s: kernel %dx%d and stride %dx%d must be positive and padding %dx%d not negative", name,
+                    o.kernel_h, o.kernel_w, sh, sw, o.pad_h, o.pad_w);
+        return NULL;
+    }
+    if (o.pad_h > o.kernel_h / 2 || o.pad_w > o.kernel_w / 2) {
+        graph_error(g, MAGNA_ERR_ARG, "%s: padding %dx%d must be at most half the kernel %dx%d", name, o.pad_h, o.pad_w,
+                    o.kernel_h, o.kernel_w);
+        return NULL;
+    }
+    const int64_t ip[6] = {o.kernel_h, o.kernel_w, sh, sw, o.pad_h, o.pad_w};
+    return graph_add_node(g, op, 1, &x, ip, 6, NULL, 0);
+}
+
+magna_node *magna_max_pool2d(magna_graph *g, magna_node *x, magna_pool2d_opts opts) {
+    return pool2d(g, OP_MAX_POOL2D, x, opts);
+}
+
+magna_node *magna_avg_pool2d(magna_graph *g, magna_node *x, magna_pool2d_opts opts) {
+    return pool2d(g, OP_AVG_POOL2D, x, opts);
+}

@@ -1,0 +1,113 @@
+/* unary.c — elementwise ops of one input: activations, exp/log/sqrt, and ops with a scalar.
+ * Each forward is y = f(x) over n->numel elements; each backward is dx += dy * f'(x), written with
+ * whichever of x and y makes f' cheapest (flags tell the planner which one backward reads). */
+#include "common.h"
+
+#include <math.h>
+
+typedef struct unary_args {
+    const float *x, *y, *dy;
+    float *out, *dx;
+    float a; /* the op's scalar: slope, s, p */
+} unary_args;
+
+#define FWD(name, expr)                                                                                              \
+    static magna_status name##_forward(magna_graph *g, magna_node *n) {                                              \
+        (void)g;                                                                                                     \
+        const float *x = fval(n->in[0]);                                                                             \
+        float *y = fval(n);                                                                                          \
+        const float a = n->fp[0];                                                                                    \
+        (void)a;                                                                                                     \
+        const int64_t count = n->numel;                                                                              \
+        PARALLEL_FOR(count > PAR_MIN, i, count, const float v = x[i]; y[i] = (expr););                              \
+        return MAGNA_OK;                                                                                             \
+    }
+
+/* expr may use v (input), o (output), d (upstream gradient), a (scalar). */
+#define BWD(name, expr)                                                                                              \
+    static void name##_backward(magna_graph *g, magna_node *n) {                                                     \
+        (void)g;                                                                                                     \
+        float *dx = n->in[0]->grad;                                                                                  \
+        if (!dx) return;                                                                                             \
+        const float *x = fval(n->in[0]), *y = fval(n), *dy = n->grad;                                               \
+        const float a = n->fp[0];                                                                                    \
+        (void)a, (void)x, (void)y;                                                                                   \
+        const int64_t count = n->numel;                                                                              \
+        PARALLEL_FOR(count > PAR_MIN, i, count, const float d = dy[i]; (void)d; dx[i] += (expr););                  \
+    }
+
+#define DEF(name, flags) const magna_op_def op_def_##name = {#name, flags, infer_like_input, name##_forward, name##_backward};
+
+static inline float sigmoidf(float v) { return v >= 0 ? 1.0f / (1.0f + expf(-v)) : expf(v) / (1.0f + expf(v)); }
+
+/* y = x s */
+FWD(scale, v * a)
+BWD(scale, d * a)
+DEF(scale, 0)
+/* y = x + s */
+FWD(add_scalar, v + a)
+BWD(add_scalar, d)
+DEF(add_scalar, 0)
+/* y = x^p, dy/dx = p x^(p-1) */
+FWD(pow_scalar, powf(v, a))
+BWD(pow_scalar, d * a * powf(x[i], a - 1.0f))
+DEF(pow_scalar, OPF_BWD_INPUTS)
+/* y = max(x, 0) */
+FWD(relu, v > 0 ? v : 0.0f)
+BWD(relu, y[i] > 0 ? d : 0.0f)
+DEF(relu, OPF_BWD_OUTPUT)
+/* y = x for x > 0, slope x otherwise */
+FWD(leaky_relu, v > 0 ? v : a * v)
+BWD(leaky_relu, x[i] > 0 ? d : a * d)
+DEF(leaky_relu, OPF_BWD_INPUTS)
+/* y = 1 / (1 + e^-x), dy/dx = y (1 - y) */
+FWD(sigmoid, sigmoidf(v))
+BWD(sigmoid, d * y[i] * (1.0f - y[i]))
+DEF(sigmoid, OPF_BWD_OUTPUT)
+/* dy/dx = 1 - y^2 */
+FWD(tanh, tanhf(v))
+BWD(tanh, d * (1.0f - y[i] * y[i]))
+DEF(tanh, OPF_BWD_OUTPUT)
+/* y = x Phi(x), dy/dx = Phi(x) + x phi(x) */
+#define PHI(v) (0.5f * (1.0f + erff((v) * 0.70710678118654752f)))
+#define PDF(v) (0.39894228040143268f * expf(-0.5f * (v) * (v)))
+FWD(gelu, v * PHI(v))
+BWD(gelu, d * (PHI(x[i]) + x[i] * PDF(x[i])))
+DEF(gelu, OPF_BWD_INPUTS)
+/* y = x/2 (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3) */
+#define GELU_K 0.7978845608028654f
+static inline float gelu_tanh_grad(float v) {
+    float u = GELU_K * (v + 0.044715f * v * v * v), t = tanhf(u);
+    return 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * GELU_K * (1.0f + 3.0f * 0.044715f * v * v);
+}
+FWD(gelu_tanh, 0.5f * v * (1.0f + tanhf(GELU_K * (v + 0.044715f * v * v * v))))
+BWD(gelu_tanh, d * gelu_tanh_grad(x[i]))
+DEF(gelu_tanh, OPF_BWD_INPUTS)
+FWD(exp, expf(v))
+BWD(exp, d * y[i])
+DEF(exp, OPF_BWD_OUTPUT)
+FWD(log, logf(v))
+BWD(log, d / x[i])
+DEF(log, OPF_BWD_INPUTS)
+/* dy/dx = 1 / (2 y) */
+FWD(sqrt, sqrtf(v))
+BWD(sqrt, d * 0.5f / y[i])
+DEF(sqrt, OPF_BWD_OUTPUT)
+
+static magna_node *unary(magna_graph *g, op_id op, magna_node *x, float a) {
+    if (!g) return NULL;
+    return graph_add_node(g, op, 1, &x, NULL, 0, &a, 1);
+}
+
+magna_node *magna_scale(magna_graph *g, magna_node *x, float s) { return unary(g, OP_SCALE, x, s); }
+magna_node *magna_add_scalar(magna_graph *g, magna_node *x, float s) { return unary(g, OP_ADD_SCALAR, x, s); }
+magna_node *magna_pow_scalar(magna_graph *g, magna_node *x, float p) { return unary(g, OP_POW_SCALAR, x, p); }
+magna_node *magna_relu(magna_graph *g, magna_node *x) { return unary(g, OP_RELU, x, 0); }
+magna_node *magna_leaky_relu(magna_graph *g, magna_node *x, float slope) { return unary(g, OP_LEAKY_RELU, x, slope); }
+magna_node *magna_sigmoid(magna_graph *g, magna_node *x) { return unary(g, OP_SIGMOID, x, 0); }
+magna_node *magna_tanh(magna_graph *g, magna_node *x) { return unary(g, OP_TANH, x, 0); }
+magna_node *magna_gelu(magna_graph *g, magna_node *x) { return unary(g, OP_GELU, x, 0); }
+magna_node *magna_gelu_tanh(magna_graph *g, magna_node *x) { return unary(g, OP_GELU_TANH, x, 0); }
+magna_node *magna_exp(magna_graph *g, magna_node *x) { return unary(g, OP_EXP, x, 0); }
+magna_node *magna_log(magna_graph *g, magna_node *x) { return unary(g, OP_LOG, x, 0); }
+magna_node *magna_sqrt(magna_graph *g, magna_node *x) { return unary(g, OP_SQRT, x, 0); }

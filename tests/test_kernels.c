@@ -1,0 +1,79 @@
+/* test_kernels.c — fast kernels against the simple ones on fresh random inputs: OpenBLAS sgemm (every
+ * transpose, odd sizes, leading dimensions) against the triple loop, and matmul through the graph
+ * (batched, shared weight) against the same loop. Also checks the runtime loaded OpenBLAS with the
+ * AVX-512 kernels where the CPU has them. */
+#include "check.h"
+#include "graph/internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void fill(float *x, size_t n, uint64_t seed) {
+    for (size_t i = 0; i < n; i++) x[i] = 2.0f * magna_rand_uniform(seed, 3, i) - 1.0f;
+}
+
+static double max_rel_err(const float *a, const float *b, size_t n) {
+    double worst = 0, scale = 1e-6;
+    for (size_t i = 0; i < n; i++) scale = fmax(scale, fabs(b[i]));
+    for (size_t i = 0; i < n; i++) worst = fmax(worst, fabs((double)a[i] - b[i]) / scale);
+    return worst;
+}
+
+static void sgemm_vs_reference(uint64_t seed) {
+    int m = 1 + (int)(magna_rand_u64(seed, 1, 0) % 97), n = 1 + (int)(magna_rand_u64(seed, 1, 1) % 83);
+    int k = 1 + (int)(magna_rand_u64(seed, 1, 2) % 131);
+    for (int t = 0; t < 4; t++) {
+        bool ta = t & 1, tb = t & 2;
+        int lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 1, ldc = n + 2;
+        size_t sa = (size_t)(ta ? k : m) * lda, sb = (size_t)(tb ? n : k) * ldb, sc = (size_t)m * ldc;
+        float *a = malloc(sa * 4), *b = malloc(sb * 4), *c1 = malloc(sc * 4), *c2 = malloc(sc * 4);
+        fill(a, sa, seed + 1), fill(b, sb, seed + 2), fill(c1, sc, seed + 3);
+        memcpy(c2, c1, sc * 4);
+        magna_sgemm(ta, tb, m, n, k, 0.7f, a, lda, b, ldb, 0.5f, c1, ldc);
+        magna_sgemm_reference(ta, tb, m, n, k, 0.7f, a, lda, b, ldb, 0.5f, c2, ldc);
+        double err = max_rel_err(c1, c2, sc);
+        CHECK(err < 1e-5, "sgemm m=%d n=%d k=%d ta=%d tb=%d: max relative error %.3g", m, n, k, ta, tb, err);
+        printf("kernel sgemm m=%-3d n=%-3d k=%-3d ta=%d tb=%d max_rel_err=%.2e\n", m, n, k, ta, tb, err);
+        free(a), free(b), free(c1), free(c2);
+    }
+}
+
+/* matmul through a graph, [B, M, K] @ [B, K, N] and [B, T, K] @ [K, N], against the loop. */
+static void graph_matmul_vs_reference(int B, int M, int K, int N, bool shared, uint64_t seed) {
+    magna_graph *g = magna_graph_new(seed);
+    magna_node *a = magna_param(g, "a", 3, (int64_t[]){B, M, K}, magna_init_uniform(-1, 1));
+    magna_node *b = shared ? magna_param(g, "b", 2, (int64_t[]){K, N}, magna_init_uniform(-1, 1))
+                           : magna_param(g, "b", 3, (int64_t[]){B, K, N}, magna_init_uniform(-1, 1));
+    magna_node *c = magna_matmul(g, a, b, false, false);
+    CHECK(magna_graph_compile(g, c) == MAGNA_OK, "%s", magna_graph_errmsg(g));
+    magna_graph_forward(g);
+    float *ref = malloc((size_t)B * M * N * 4);
+    for (int i = 0; i < B; i++)
+        magna_sgemm_reference(false, false, M, N, K, 1, magna_node_data(a) + (size_t)i * M * K, K,
+                              magna_node_data(b) + (shared ? 0 : (size_t)i * K * N), N, 0, ref + (size_t)i * M * N, N);
+    double err = max_rel_err(magna_node_data(c), ref, (size_t)B * M * N);
+    CHECK(err < 1e-5, "graph matmul B=%d M=%d K=%d N=%d shared=%d: %.3g", B, M, K, N, shared, err);
+    printf("kernel graph_matmul B=%d M=%d K=%d N=%d shared=%d max_rel_err=%.2e\n", B, M, K, N, shared, err);
+    free(ref);
+    magna_graph_free(g);
+}
+
+int main(void) {
+    magna_error err;
+    CHECK(magna_runtime_init(&err) == MAGNA_OK, "runtime: %s", err.message);
+    printf("%s\n", magna_runtime_info());
+    magna_cpu_features f = magna_cpu_detect();
+    if (f.avx512f && f.avx512bw && f.avx512vl && !getenv("MAGNA_OPENBLAS")) {
+        /* the point of loading OpenBLAS ourselves: its AVX-512 kernels on every CPU that has them */
+        CHECK(strstr(magna_runtime_info(), "core SkylakeX") || strstr(magna_runtime_info(), "core Cooperlake") ||
+                  strstr(magna_runtime_info(), "core Sapphire"),
+              "AVX-512 CPU but OpenBLAS runs other kernels: %s", magna_runtime_info());
+    }
+    for (uint64_t s = 1; s <= 6; s++) sgemm_vs_reference(s * 31);
+    graph_matmul_vs_reference(3, 17, 33, 9, false, 5);
+    graph_matmul_vs_reference(2, 65, 130, 70, false, 6);
+    graph_matmul_vs_reference(4, 7, 31, 12, true, 7);
+    graph_matmul_vs_reference(2, 200, 256, 150, true, 8);
+    return check_finish("test_kernels");
+}
