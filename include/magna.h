@@ -6,5 +6,6 @@
 #include "magna/graph.h"
 #include "magna/ops.h"
 #include "magna/optim.h"
+#include "magna/data.h"
 
 #endif

@@ -34,7 +34,7 @@ static struct {
     sgemm_fn sgemm;
     set_threads_fn set_threads;
     get_str_fn corename, config;
-    char info[512];
+    char info[1024];
     char blas_path[256];
     char coretype_note[64];
     int threads;

@@ -120,20 +120,42 @@ static void attention_head_forward(const float *q, const float *k, const float *
     }
 }
 
+/* Everything one (b, h) pair needs; off() is where the pair's head starts in a [B, T, C] tensor. */
+typedef struct attn_args {
+    const float *q, *k, *v, *dout;
+    float *out, *P, *dq, *dk, *dv;
+    int64_t H;
+    int T, C, hd;
+    float scale;
+    bool causal;
+} attn_args;
+
+static attn_args attn_args_of(const magna_node *n) {
+    const magna_node *q = n->in[0], *k = n->in[1], *v = n->in[2];
+    attn_args a = {.q = fval(q), .k = fval(k), .v = fval(v), .dout = n->grad, .out = fval(n), .P = (float *)n->saved};
+    a.dq = q->grad, a.dk = k->grad, a.dv = v->grad;
+    a.H = n->ip[0], a.T = (int)q->shape[1], a.C = (int)q->shape[2], a.hd = a.C / (int)a.H;
+    a.causal = n->ip[1] != 0;
+    a.scale = 1.0f / sqrtf((float)a.hd);
+    return a;
+}
+
+static size_t off(const attn_args *a, int64_t bh) {
+    return (size_t)(bh / a->H) * (size_t)a->T * (size_t)a->C + (size_t)(bh % a->H) * (size_t)a->hd;
+}
+
+static void attention_pair_forward(const attn_args *a, int64_t bh) {
+    const size_t o = off(a, bh);
+    attention_head_forward(a->q + o, a->k + o, a->v + o, a->out + o, a->P + (size_t)bh * a->T * a->T, a->T, a->C, a->hd,
+                           a->scale, a->causal);
+}
+
+/* (b, h) pairs in parallel, one per thread, each calling sgemm single-threaded. */
 static magna_status attention_forward(magna_graph *g, magna_node *n) {
     (void)g;
-    const magna_node *qn = n->in[0], *kn = n->in[1], *vn = n->in[2];
-    const int64_t B = qn->shape[0], H = n->ip[0];
-    const int T = (int)qn->shape[1], C = (int)qn->shape[2], hd = C / (int)H;
-    const bool causal = n->ip[1] != 0;
-    const float scale = 1.0f / sqrtf((float)hd);
-    const float *q = fval(qn), *k = fval(kn), *v = fval(vn);
-    float *out = fval(n), *P = (float *)n->saved;
-PARALLEL_FOR(B * H > 1, bh, B * H, 
-        const int64_t b = bh / H, h = bh % H;
-        const size_t off = (size_t)(b * T * C + h * hd);
-        attention_head_forward(q + off, k + off, v + off, out + off, P + (size_t)bh * T * T, T, C, hd, scale, causal);
-    );
+    const attn_args a = attn_args_of(n);
+    const int64_t pairs = n->shape[0] * a.H;
+    PARALLEL_FOR(pairs > 1 && max_threads() > 1, bh, pairs, attention_pair_forward(&a, bh););
     return MAGNA_OK;
 }
 
@@ -168,28 +190,29 @@ static void attention_head_backward(const float *q, const float *k, const float 
     }
 }
 
+static void attention_pair_backward(const attn_args *a, int64_t bh, float *scratch) {
+    const size_t o = off(a, bh);
+    attention_head_backward(a->q + o, a->k + o, a->v + o, a->P + (size_t)bh * a->T * a->T, a->dout + o,
+                            a->dq ? a->dq + o : NULL, a->dk ? a->dk + o : NULL, a->dv ? a->dv + o : NULL, scratch, a->T,
+                            a->C, a->hd, a->scale, a->causal);
+}
+
+/* Pairs in parallel, each thread with its own [T, T] scratch. A single pair (or thread) runs outside
+ * any OpenMP region (a one-thread region still allocates a team), with sgemm multi-threaded. */
 static void attention_backward(magna_graph *g, magna_node *n) {
-    const magna_node *qn = n->in[0], *kn = n->in[1], *vn = n->in[2];
-    float *dq = qn->grad, *dk = kn->grad, *dv = vn->grad;
-    if (!dq && !dk && !dv) return;
-    const int64_t B = qn->shape[0], H = n->ip[0];
-    const int T = (int)qn->shape[1], C = (int)qn->shape[2], hd = C / (int)H;
-    const bool causal = n->ip[1] != 0;
-    const float scale = 1.0f / sqrtf((float)hd);
-    const float *q = fval(qn), *k = fval(kn), *v = fval(vn), *P = (const float *)n->saved, *dout = n->grad;
-    const size_t stride = attn_scratch_floats(T);
+    const attn_args a = attn_args_of(n);
+    if (!a.dq && !a.dk && !a.dv) return;
+    const int64_t pairs = n->shape[0] * a.H;
+    const size_t stride = attn_scratch_floats(a.T);
+    float *ws = (float *)g->workspace;
     int nt = max_threads();
     if ((size_t)nt > g->workspace_bytes / (stride * sizeof(float)))
         nt = (int)(g->workspace_bytes / (stride * sizeof(float)));
-    if (nt < 1) nt = 1; /* cannot happen: infer asks for one thread's scratch at least */
-    float *ws = (float *)g->workspace;
-#pragma omp parallel for schedule(static) num_threads(nt) if (B * H > 1 && nt > 1)
-    for (int64_t bh = 0; bh < B * H; bh++) {
-        const int64_t b = bh / H, h = bh % H;
-        const size_t off = (size_t)(b * T * C + h * hd);
-        attention_head_backward(q + off, k + off, v + off, P + (size_t)bh * T * T, dout + off, dq ? dq + off : NULL,
-                                dk ? dk + off : NULL, dv ? dv + off : NULL, ws + (size_t)thread_num() * stride, T, C,
-                                hd, scale, causal);
+    if (pairs > 1 && nt > 1) {
+#pragma omp parallel for schedule(static) num_threads(nt)
+        for (int64_t bh = 0; bh < pairs; bh++) attention_pair_backward(&a, bh, ws + (size_t)thread_num() * stride);
+    } else {
+        for (int64_t bh = 0; bh < pairs; bh++) attention_pair_backward(&a, bh, ws);
     }
 }
 

@@ -247,8 +247,9 @@ static void conv_backward_group(const conv_dims *d, const float *x, const float 
     }
 }
 
-/* Checks x [N, C, H, W] against w [OC, C, KH, KW] (and bias [OC]); output [N, OC, OH, OW]. Workspace: a
- * column buffer per thread, plus a dw partial per thread when the samples are shared among threads. */
+/* Checks x [N, C, H, W] against w [OC, C, KH, KW] (and bias [OC]); output [N, OC, OH, OW]. Workspace: per
+ * thread, a column and a staging buffer for a group of samples, plus a dw partial when threads share the
+ * batch (conv_plan). */
 static magna_status conv2d_infer(magna_graph *g, magna_node *n) {
     const magna_node *x = n->in[0], *w = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL;
     char xs[SHAPE_STR_MAX], wsh[SHAPE_STR_MAX], bs[SHAPE_STR_MAX];

@@ -47,11 +47,22 @@ static magna_status embedding_forward(magna_graph *g, magna_node *n) {
         if (id[i] < 0 || id[i] >= V)
             return graph_error(g, MAGNA_ERR_RANGE, "embedding: id %d at position %lld is outside [0, %lld)", id[i],
                                (long long)i, (long long)V);
-PARALLEL_FOR(N * D >= PAR_MIN, i, N, memcpy(out + i * D, w + (int64_t)id[i] * D, (size_t)D * sizeof(float)););
+    PARALLEL_FOR(N * D >= PAR_MIN, i, N, memcpy(out + i * D, w + (int64_t)id[i] * D, (size_t)D * sizeof(float)););
     return MAGNA_OK;
 }
 
-/* dtable[ids[i], :] += dout[i, :]. Threads split the D columns; ids are walked in order by each. */
+/* Columns d0..d1 of dtable[ids[i], :] += dout[i, :], for every i in order. */
+static void scatter_add_columns(float *dw, const float *dout, const int32_t *id, int64_t N, int64_t D, int64_t d0,
+                                int64_t d1) {
+    for (int64_t i = 0; i < N; i++) {
+        const float *src = dout + i * D;
+        float *dst = dw + (int64_t)id[i] * D;
+        for (int64_t d = d0; d < d1; d++) dst[d] += src[d];
+    }
+}
+
+/* dtable[ids[i], :] += dout[i, :]. Threads split the D columns; ids are walked in order by each. Small
+ * cases stay outside any OpenMP region (a one-thread region still allocates a team in libgomp). */
 static void embedding_backward(magna_graph *g, magna_node *n) {
     (void)g;
     const magna_node *table = n->in[0], *ids = n->in[1];
@@ -60,7 +71,11 @@ static void embedding_backward(magna_graph *g, magna_node *n) {
     const int32_t *id = ival(ids);
     const float *dout = n->grad;
     float *dw = table->grad;
-#pragma omp parallel if (N * D >= PAR_MIN && D >= 64)
+    if (N * D < PAR_MIN || D < 64) {
+        scatter_add_columns(dw, dout, id, N, D, 0, D);
+        return;
+    }
+#pragma omp parallel
     {
         int t = 0, nt = 1;
 #ifdef _OPENMP
@@ -69,14 +84,8 @@ static void embedding_backward(magna_graph *g, magna_node *n) {
 #endif
         /* Column slices in whole 16-float pieces, so two threads never share a cache line of a row. */
         const int64_t pieces = (D + 15) / 16;
-        const int64_t d0 = pieces * t / nt * 16;
-        int64_t d1 = pieces * (t + 1) / nt * 16;
-        if (d1 > D) d1 = D;
-        for (int64_t i = 0; i < N; i++) {
-            const float *src = dout + i * D;
-            float *dst = dw + (int64_t)id[i] * D;
-            for (int64_t d = d0; d < d1; d++) dst[d] += src[d];
-        }
+        const int64_t d0 = pieces * t / nt * 16, d1 = pieces * (t + 1) / nt * 16;
+        scatter_add_columns(dw, dout, id, N, D, d0 < D ? d0 : D, d1 < D ? d1 : D);
     }
 }
 

@@ -63,8 +63,31 @@ static magna_status layer_norm_infer(magna_graph *g, magna_node *n) {
     return MAGNA_OK;
 }
 
-/* For each row of x [N, D]: mean = sum(x) / D, var = sum((x - mean)^2) / D, rstd = 1 / sqrt(var + eps),
- * out = (x - mean) * rstd * gamma + beta. */
+/* One row of x [D]: mean = sum(x) / D, var = sum((x - mean)^2) / D, rstd = 1 / sqrt(var + eps),
+ * out = (x - mean) * rstd * gamma + beta (gamma, beta may be NULL). The simd pragmas let the sums
+ * vectorise in an order fixed per build, so results stay deterministic. */
+static void layer_norm_row(const float *x, float *out, const float *gamma, const float *beta, int64_t D, float eps,
+                           float *mean, float *rstd) {
+    float m = 0.0f;
+#pragma omp simd reduction(+ : m)
+    for (int64_t d = 0; d < D; d++) m += x[d];
+    m /= (float)D;
+    float v = 0.0f;
+#pragma omp simd reduction(+ : v)
+    for (int64_t d = 0; d < D; d++) v += (x[d] - m) * (x[d] - m);
+    v /= (float)D;
+    const float r = 1.0f / sqrtf(v + eps);
+    for (int64_t d = 0; d < D; d++) {
+        float y = (x[d] - m) * r;
+        if (gamma) y *= gamma[d];
+        if (beta) y += beta[d];
+        out[d] = y;
+    }
+    *mean = m;
+    *rstd = r;
+}
+
+/* x [N, D] -> out [N, D], row by row; saved gets mean [N] then rstd [N]. */
 static magna_status layer_norm_forward(magna_graph *g, magna_node *n) {
     (void)g;
     const magna_node *x = n->in[0], *gn = ln_gamma(n), *bn = ln_beta(n);
@@ -72,86 +95,86 @@ static magna_status layer_norm_forward(magna_graph *g, magna_node *n) {
     const float eps = n->fp[0];
     const float *xv = fval(x), *gamma = gn ? fval(gn) : NULL, *beta = bn ? fval(bn) : NULL;
     float *out = fval(n), *mean = (float *)n->saved, *rstd = mean + N;
-PARALLEL_FOR(N * D >= PAR_MIN, i, N, 
-        const float *xr = xv + i * D;
-        float *o = out + i * D;
-        float m = 0.0f;
-        MAGNA_PRAGMA(omp simd reduction(+ : m))
-        for (int64_t d = 0; d < D; d++) m += xr[d];
-        m /= (float)D;
-        float v = 0.0f;
-        MAGNA_PRAGMA(omp simd reduction(+ : v))
-        for (int64_t d = 0; d < D; d++) {
-            float c = xr[d] - m;
-            v += c * c;
-        }
-        v /= (float)D;
-        float r = 1.0f / sqrtf(v + eps);
-        for (int64_t d = 0; d < D; d++) {
-            float y = (xr[d] - m) * r;
-            if (gamma) y *= gamma[d];
-            if (beta) y += beta[d];
-            o[d] = y;
-        }
-        mean[i] = m;
-        rstd[i] = r;
-    );
+    PARALLEL_FOR(N * D >= PAR_MIN, i, N,
+                 layer_norm_row(xv + i * D, out + i * D, gamma, beta, D, eps, mean + i, rstd + i););
     return MAGNA_OK;
 }
 
-/* With norm = (x - mean) * rstd and dnorm = dout * gamma:
- *   dbeta += sum_rows dout,  dgamma += sum_rows dout * norm,
- *   dx += rstd * (dnorm - mean_d(dnorm) - norm * mean_d(dnorm * norm)). */
+typedef struct ln_back {
+    const float *x, *gamma, *dout, *mean, *rstd;
+    float *dx;
+    int64_t D;
+} ln_back;
+
+/* Rows i0..i1 of the backward. With norm = (x - mean) * rstd and dnorm = dout * gamma:
+ *   dx += rstd * (dnorm - mean_d(dnorm) - norm * mean_d(dnorm * norm)),
+ *   pg += dout * norm and pb += dout summed over these rows (when pg is not NULL; pb = pg + D). */
+static void layer_norm_backward_rows(const ln_back *a, int64_t i0, int64_t i1, float *pg) {
+    const int64_t D = a->D;
+    float *pb = pg ? pg + D : NULL;
+    if (pg) memset(pg, 0, 2 * (size_t)D * sizeof(float));
+    for (int64_t i = i0; i < i1; i++) {
+        const float *x = a->x + i * D, *dout = a->dout + i * D, *gamma = a->gamma;
+        const float m = a->mean[i], r = a->rstd[i];
+        float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
+        for (int64_t d = 0; d < D; d++) {
+            float norm = (x[d] - m) * r;
+            float dn = gamma ? dout[d] * gamma[d] : dout[d];
+            dnorm_mean += dn;
+            dnorm_norm_mean += dn * norm;
+        }
+        dnorm_mean /= (float)D;
+        dnorm_norm_mean /= (float)D;
+        float *dx = a->dx ? a->dx + i * D : NULL;
+        for (int64_t d = 0; d < D; d++) {
+            float norm = (x[d] - m) * r;
+            if (pg) {
+                pg[d] += dout[d] * norm;
+                pb[d] += dout[d];
+            }
+            if (dx) {
+                float dn = gamma ? dout[d] * gamma[d] : dout[d];
+                dx[d] += (dn - dnorm_mean - norm * dnorm_norm_mean) * r;
+            }
+        }
+    }
+}
+
+/* dx for every row; dgamma and dbeta from per-thread partial rows in the workspace, added up after in
+ * thread order. Small cases stay outside any OpenMP region (a one-thread region still allocates). */
 static void layer_norm_backward(magna_graph *g, magna_node *n) {
     const magna_node *x = n->in[0];
     magna_node *gn = ln_gamma(n), *bn = ln_beta(n);
     const int64_t D = x->shape[x->ndim - 1], N = x->numel / D;
-    const float *xv = fval(x), *gamma = gn ? fval(gn) : NULL, *dout = n->grad;
-    const float *mean = (const float *)n->saved, *rstd = mean + N;
-    float *dx = x->grad, *dgamma = gn ? gn->grad : NULL, *dbeta = bn ? bn->grad : NULL;
+    float *dgamma = gn ? gn->grad : NULL, *dbeta = bn ? bn->grad : NULL;
+    const float *mean = (const float *)n->saved;
+    const ln_back a = {.x = fval(x),
+                       .gamma = gn ? fval(gn) : NULL,
+                       .dout = n->grad,
+                       .mean = mean,
+                       .rstd = mean + N,
+                       .dx = x->grad,
+                       .D = D};
     const bool partials = dgamma || dbeta;
     const size_t stride = ln_partial_floats(D);
+    float *ws = (float *)g->workspace;
     int nt = max_threads();
     if (partials && (size_t)nt > g->workspace_bytes / (stride * sizeof(float)))
         nt = (int)(g->workspace_bytes / (stride * sizeof(float)));
-    if (nt < 1) nt = 1;
-    float *ws = (float *)g->workspace;
-    int used = 1; /* threads that actually ran, each with a partial row to add up */
-#pragma omp parallel num_threads(nt) if (N * D >= PAR_MIN && nt > 1)
-    {
-        int t = 0, nth = 1;
+    int used = 1; /* partial rows written, one per thread that ran */
+    if (N * D >= PAR_MIN && nt > 1) {
+#pragma omp parallel num_threads(nt)
+        {
+            int t = 0, nth = 1;
 #ifdef _OPENMP
-        t = omp_get_thread_num();
-        nth = omp_get_num_threads();
+            t = omp_get_thread_num();
+            nth = omp_get_num_threads();
 #endif
-        if (t == 0) used = nth;
-        float *pg = partials ? ws + (size_t)t * stride : NULL, *pb = pg ? pg + D : NULL;
-        if (pg) memset(pg, 0, 2 * (size_t)D * sizeof(float));
-        const int64_t i0 = N * t / nth, i1 = N * (t + 1) / nth;
-        for (int64_t i = i0; i < i1; i++) {
-            const float *xr = xv + i * D, *dr = dout + i * D;
-            const float m = mean[i], r = rstd[i];
-            float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
-            for (int64_t d = 0; d < D; d++) {
-                float norm = (xr[d] - m) * r;
-                float dn = gamma ? dr[d] * gamma[d] : dr[d];
-                dnorm_mean += dn;
-                dnorm_norm_mean += dn * norm;
-            }
-            dnorm_mean /= (float)D;
-            dnorm_norm_mean /= (float)D;
-            for (int64_t d = 0; d < D; d++) {
-                float norm = (xr[d] - m) * r;
-                if (pg) {
-                    pg[d] += dr[d] * norm;
-                    pb[d] += dr[d];
-                }
-                if (dx) {
-                    float dn = gamma ? dr[d] * gamma[d] : dr[d];
-                    dx[i * D + d] += (dn - dnorm_mean - norm * dnorm_norm_mean) * r;
-                }
-            }
+            if (t == 0) used = nth;
+            layer_norm_backward_rows(&a, N * t / nth, N * (t + 1) / nth, partials ? ws + (size_t)t * stride : NULL);
         }
+    } else {
+        layer_norm_backward_rows(&a, 0, N, partials ? ws : NULL);
     }
     if (!partials) return;
     for (int t = 0; t < used; t++) {

@@ -1,0 +1,38 @@
+# A thin front for CMake. The two commands that set up a fresh Debian machine:
+#   make demo   install what is needed, build, train the house-price MLP on real data
+#   make test   install what is needed, build, run every test (CI runs this)
+BUILD ?= build
+JOBS ?= 2
+
+.PHONY: all deps deps-demo build test demo bench sanitize clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+deps-demo:
+	@scripts/install-deps.sh demo
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
+	@cmake --build $(BUILD) -j$(JOBS)
+
+test: build
+	@cd $(BUILD) && OMP_WAIT_POLICY=PASSIVE ctest --output-on-failure -j1
+
+demo: deps-demo build
+	@$(BUILD)/housing
+
+bench: build
+	@scripts/install-deps.sh bench
+	@bench/run_kernels.sh
+
+# ASan + UBSan build of the fast tests (DESIGN §6).
+sanitize: deps
+	@cmake -S . -B $(BUILD)-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMAGNA_SANITIZE=ON >/dev/null
+	@cmake --build $(BUILD)-asan -j$(JOBS)
+	@cd $(BUILD)-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j1
+
+clean:
+	rm -rf $(BUILD) $(BUILD)-asan

@@ -1,0 +1,30 @@
+#!/bin/sh
+# Installs the Debian packages magna needs, by name, only those not installed yet (so a second run
+# costs nothing): `apt-get update` once, then `apt-get install -y`.
+#   scripts/install-deps.sh          build + test packages
+#   scripts/install-deps.sh demo     also the data sets the demo trains on
+set -eu
+
+packages="build-essential cmake pkg-config libopenblas-openmp-dev zlib1g-dev"
+case "${1:-}" in
+    demo) packages="$packages python3-sklearn" ;;
+    bench) packages="$packages python3-sklearn python3-torch python3-venv" ;;
+esac
+
+missing=""
+for p in $packages; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $p"
+    fi
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" -eq 0 ]; then sudo=""; elif command -v sudo >/dev/null; then sudo="sudo"; else
+    echo "install-deps: need root (or sudo) to install:$missing" >&2
+    exit 1
+fi
+echo "install-deps: installing$missing"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+# shellcheck disable=SC2086
+$sudo apt-get install -y -qq --no-install-recommends $missing
