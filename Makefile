@@ -1,6 +1,6 @@
 # A thin front for CMake. The two commands that set up a fresh Debian machine:
 #   make demo   install what is needed, build, train the house-price MLP on real data
-#   make test   install what is needed, build, run every test (CI runs this)
+#   make test   install what is needed, build, run every test, then again under sanitizers (CI runs this)
 BUILD ?= build
 JOBS ?= 2
 
@@ -18,8 +18,10 @@ build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
 	@cmake --build $(BUILD) -j$(JOBS)
 
+# The optimised build's suite, then the same tests under ASan + UBSan (DESIGN §6).
 test: build
 	@cd $(BUILD) && OMP_WAIT_POLICY=PASSIVE ctest --output-on-failure -j1
+	@$(MAKE) --no-print-directory sanitize
 
 demo: deps-demo build
 	@$(BUILD)/housing
