@@ -6,6 +6,7 @@
 #include "graph/internal.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -63,6 +64,9 @@ int main(void) {
     magna_error err;
     CHECK(magna_runtime_init(&err) == MAGNA_OK, "runtime: %s", err.message);
     printf("%s\n", magna_runtime_info());
+    /* OpenBLAS's OpenMP build resets OpenMP's thread count when told its own: ours must survive it */
+    CHECK(omp_get_max_threads() == magna_get_threads(), "OpenMP runs %d threads, magna asked for %d",
+          omp_get_max_threads(), magna_get_threads());
     magna_cpu_features f = magna_cpu_detect();
     if (f.avx512f && f.avx512bw && f.avx512vl && !getenv("MAGNA_OPENBLAS")) {
         /* the point of loading OpenBLAS ourselves: its AVX-512 kernels on every CPU that has them */

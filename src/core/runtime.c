@@ -105,8 +105,9 @@ static void load_blas(void) {
     }
     const char *threads = getenv("MAGNA_THREADS");
     rt.threads = threads && atoi(threads) > 0 ? atoi(threads) : omp_get_max_threads();
-    omp_set_num_threads(rt.threads);
+    /* In this order: OpenBLAS's OpenMP build sets OpenMP's thread count to its own when told one. */
     if (rt.set_threads) rt.set_threads(1);
+    omp_set_num_threads(rt.threads);
     rt.status = MAGNA_OK;
 }
 
@@ -183,8 +184,16 @@ sgemm_small(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, 
 
 #define SMALL_GEMM_FLOPS (64.0 * 64.0 * 64.0)
 
+/* OpenBLAS 0.3.21 sends untransposed products of at most 100^3 to its SkylakeX "small matrix" kernel,
+ * which mallocs on every call: those stay in our kernel. */
+#define OPENBLAS_SMALL_NN_FLOPS (100.0 * 100.0 * 100.0)
+
 static void blas_sgemm(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda, const float *b,
                        int ldb, float beta, float *c, int ldc) {
+    if (!ta && !tb && (double)m * n * k <= OPENBLAS_SMALL_NN_FLOPS) {
+        sgemm_small(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
     rt.sgemm(BLAS_ROW_MAJOR, ta ? BLAS_TRANS : BLAS_NO_TRANS, tb ? BLAS_TRANS : BLAS_NO_TRANS, m, n, k, alpha, a, lda,
              b, ldb, beta, c, ldc);
 }

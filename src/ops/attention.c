@@ -16,28 +16,11 @@
 
 #include <limits.h>
 #include <math.h>
-#include <string.h>
-#ifdef _OPENMP
 #include <omp.h>
-#endif
 
 #define ATTN_BLOCK 64
 
-static int max_threads(void) {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
-static int thread_num(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
+static int max_threads(void) { return omp_get_max_threads(); }
 
 /* Floats of backward scratch per thread: dP / dS [T, T], rounded up to a cache line. */
 static size_t attn_scratch_floats(int64_t T) { return ((size_t)(T * T) + 15) & ~(size_t)15; }
@@ -209,8 +192,12 @@ static void attention_backward(magna_graph *g, magna_node *n) {
     if ((size_t)nt > g->workspace_bytes / (stride * sizeof(float)))
         nt = (int)(g->workspace_bytes / (stride * sizeof(float)));
     if (pairs > 1 && nt > 1) {
-#pragma omp parallel for schedule(static) num_threads(nt)
-        for (int64_t bh = 0; bh < pairs; bh++) attention_pair_backward(&a, bh, ws + (size_t)thread_num() * stride);
+        /* the whole team (a team of another size makes libgomp allocate); the first nt have scratch */
+#pragma omp parallel
+        {
+            const int t = omp_get_thread_num();
+            for (int64_t bh = t; t < nt && bh < pairs; bh += nt) attention_pair_backward(&a, bh, ws + (size_t)t * stride);
+        }
     } else {
         for (int64_t bh = 0; bh < pairs; bh++) attention_pair_backward(&a, bh, ws);
     }

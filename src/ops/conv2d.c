@@ -22,33 +22,9 @@
 #include <limits.h>
 #include <stdint.h>
 #include <string.h>
-#ifdef _OPENMP
 #include <omp.h>
-#endif
 
-static int max_threads(void) {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
-static int thread_num(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
-static int num_threads(void) {
-#ifdef _OPENMP
-    return omp_get_num_threads();
-#else
-    return 1;
-#endif
-}
+static int max_threads(void) { return omp_get_max_threads(); }
 
 /* Everything a kernel needs, read from the node's current shapes. */
 typedef struct conv_dims {
@@ -130,67 +106,67 @@ static void valid_range(int len, int s, int off, int out, int *lo, int *hi) {
 
 /* x is g samples [g, C, H, W], col is [C KH KW, g OH OW] (sample j in columns j P ..):
  *   col[(c, kh, kw), j P + (oh, ow)] = x[j, c, oh sh - ph + kh dh, ow sw - pw + kw dw], 0 outside the image. */
-static void im2col(const conv_dims *d, const float *x, int g, float *col, bool par) {
+static void im2col_plane(const conv_dims *d, const float *x, int g, float *col, int j, int c) {
     const int OW = d->OW, C = d->C;
     const size_t ld = (size_t)g * d->P;
-#pragma omp parallel for collapse(2) schedule(static) if (par && g * C > 1)
-    for (int j = 0; j < g; j++) {
-        for (int c = 0; c < C; c++) {
-            const float *xc = x + ((size_t)j * C + c) * d->H * d->W;
-            for (int kh = 0; kh < d->KH; kh++) {
-                for (int kw = 0; kw < d->KW; kw++) {
-                    float *row = col + ((size_t)(c * d->KH + kh) * d->KW + kw) * ld + (size_t)j * d->P;
-                    const int off_w = kw * d->dw - d->pw;
-                    int lo, hi;
-                    valid_range(d->W, d->sw, off_w, OW, &lo, &hi);
-                    for (int oh = 0; oh < d->OH; oh++) {
-                        float *dst = row + (size_t)oh * OW;
-                        const int ih = oh * d->sh - d->ph + kh * d->dh;
-                        if (ih < 0 || ih >= d->H) {
-                            memset(dst, 0, (size_t)OW * sizeof(float));
-                            continue;
-                        }
-                        const float *src = xc + (size_t)ih * d->W;
-                        for (int ow = 0; ow < lo; ow++) dst[ow] = 0.0f;
-                        if (d->sw == 1) {
-                            memcpy(dst + lo, src + lo + off_w, (size_t)(hi - lo) * sizeof(float));
-                        } else {
-                            for (int ow = lo; ow < hi; ow++) dst[ow] = src[ow * d->sw + off_w];
-                        }
-                        for (int ow = hi; ow < OW; ow++) dst[ow] = 0.0f;
-                    }
+    const float *xc = x + ((size_t)j * C + c) * d->H * d->W;
+    for (int kh = 0; kh < d->KH; kh++) {
+        for (int kw = 0; kw < d->KW; kw++) {
+            float *row = col + ((size_t)(c * d->KH + kh) * d->KW + kw) * ld + (size_t)j * d->P;
+            const int off_w = kw * d->dw - d->pw;
+            int lo, hi;
+            valid_range(d->W, d->sw, off_w, OW, &lo, &hi);
+            for (int oh = 0; oh < d->OH; oh++) {
+                float *dst = row + (size_t)oh * OW;
+                const int ih = oh * d->sh - d->ph + kh * d->dh;
+                if (ih < 0 || ih >= d->H) {
+                    memset(dst, 0, (size_t)OW * sizeof(float));
+                    continue;
                 }
+                const float *src = xc + (size_t)ih * d->W;
+                for (int ow = 0; ow < lo; ow++) dst[ow] = 0.0f;
+                if (d->sw == 1) {
+                    memcpy(dst + lo, src + lo + off_w, (size_t)(hi - lo) * sizeof(float));
+                } else {
+                    for (int ow = lo; ow < hi; ow++) dst[ow] = src[ow * d->sw + off_w];
+                }
+                for (int ow = hi; ow < OW; ow++) dst[ow] = 0.0f;
             }
         }
     }
 }
 
+/* (sample, channel) planes in parallel when `par` (never from inside another parallel region). */
+static void im2col(const conv_dims *d, const float *x, int g, float *col, bool par) {
+    PARALLEL_FOR(par && g * d->C > 1, jc, (int64_t)g * d->C, im2col_plane(d, x, g, col, (int)(jc / d->C), (int)(jc % d->C)););
+}
+
 /* The adjoint of im2col: dx [g, C, H, W] += col2im(dcol [C KH KW, g OH OW]), each column entry added
  * back to the pixel it was read from. (sample, channel) planes are independent: they may run in parallel. */
-static void col2im_add(const conv_dims *d, const float *dcol, int g, float *dx, bool par) {
+static void col2im_plane(const conv_dims *d, const float *dcol, int g, float *dx, int j, int c) {
     const int OW = d->OW, C = d->C;
     const size_t ld = (size_t)g * d->P;
-#pragma omp parallel for collapse(2) schedule(static) if (par && g * C > 1)
-    for (int j = 0; j < g; j++) {
-        for (int c = 0; c < C; c++) {
-            float *dxc = dx + ((size_t)j * C + c) * d->H * d->W;
-            for (int kh = 0; kh < d->KH; kh++) {
-                for (int kw = 0; kw < d->KW; kw++) {
-                    const float *row = dcol + ((size_t)(c * d->KH + kh) * d->KW + kw) * ld + (size_t)j * d->P;
-                    const int off_w = kw * d->dw - d->pw;
-                    int lo, hi;
-                    valid_range(d->W, d->sw, off_w, OW, &lo, &hi);
-                    for (int oh = 0; oh < d->OH; oh++) {
-                        const int ih = oh * d->sh - d->ph + kh * d->dh;
-                        if (ih < 0 || ih >= d->H) continue;
-                        const float *src = row + (size_t)oh * OW;
-                        float *dst = dxc + (size_t)ih * d->W;
-                        for (int ow = lo; ow < hi; ow++) dst[ow * d->sw + off_w] += src[ow];
-                    }
-                }
+    float *dxc = dx + ((size_t)j * C + c) * d->H * d->W;
+    for (int kh = 0; kh < d->KH; kh++) {
+        for (int kw = 0; kw < d->KW; kw++) {
+            const float *row = dcol + ((size_t)(c * d->KH + kh) * d->KW + kw) * ld + (size_t)j * d->P;
+            const int off_w = kw * d->dw - d->pw;
+            int lo, hi;
+            valid_range(d->W, d->sw, off_w, OW, &lo, &hi);
+            for (int oh = 0; oh < d->OH; oh++) {
+                const int ih = oh * d->sh - d->ph + kh * d->dh;
+                if (ih < 0 || ih >= d->H) continue;
+                const float *src = row + (size_t)oh * OW;
+                float *dst = dxc + (size_t)ih * d->W;
+                for (int ow = lo; ow < hi; ow++) dst[ow * d->sw + off_w] += src[ow];
             }
         }
     }
+}
+
+static void col2im_add(const conv_dims *d, const float *dcol, int g, float *dx, bool par) {
+    PARALLEL_FOR(par && g * d->C > 1, jc, (int64_t)g * d->C,
+                 col2im_plane(d, dcol, g, dx, (int)(jc / d->C), (int)(jc % d->C)););
 }
 
 /* g samples x [g, C, H, W] -> y [g, OC, P]: out [OC, g P] = w [OC, K] @ im2col(x), then each sample's
@@ -307,11 +283,12 @@ static magna_status conv2d_forward(magna_graph *g, magna_node *n) {
         }
         return MAGNA_OK;
     }
-#pragma omp parallel num_threads(p.threads)
+    /* the whole team, always (a team of another size makes libgomp allocate); p.threads of it work */
+#pragma omp parallel
     {
-        const int t = thread_num(), tn = num_threads();
+        const int t = omp_get_thread_num(), tn = p.threads;
         float *col = ws + (size_t)t * p.per_thread, *stage = col + p.col;
-        for (int q = t; q < groups; q += tn) {
+        for (int q = t; t < tn && q < groups; q += tn) {
             const int s0 = q * p.group, cnt = d.N - s0 < p.group ? d.N - s0 : p.group;
             conv_forward_group(&d, x + s0 * xs, w, bias, y + s0 * ys, cnt, col, stage, false);
         }
@@ -328,8 +305,7 @@ static void conv2d_backward(magna_graph *g, magna_node *n) {
     float *ws = (float *)g->workspace;
     const size_t xs = (size_t)d.C * d.H * d.W, ys = (size_t)d.OC * d.P;
     if (db) {
-#pragma omp parallel for schedule(static) if ((int64_t)d.N * d.OC * d.P > PAR_MIN)
-        for (int oc = 0; oc < d.OC; oc++) {
+        PARALLEL_FOR((int64_t)d.N * d.OC * d.P > PAR_MIN, oc, d.OC, {
             double acc = 0;
             for (int s = 0; s < d.N; s++) {
                 const float *r = dy + s * ys + (size_t)oc * d.P;
@@ -338,7 +314,7 @@ static void conv2d_backward(magna_graph *g, magna_node *n) {
                 acc += part;
             }
             db[oc] += (float)acc;
-        }
+        });
     }
     if (!dx && !dw) return;
     const conv_plan p = conv_plan_for(&d, n->workspace_bytes);
@@ -351,14 +327,13 @@ static void conv2d_backward(magna_graph *g, magna_node *n) {
         }
         return;
     }
-    int used = p.threads;
-#pragma omp parallel num_threads(p.threads)
+    const int used = p.threads;
+#pragma omp parallel
     {
-        const int t = thread_num(), tn = num_threads();
-        if (t == 0) used = tn;
+        const int t = omp_get_thread_num(), tn = p.threads;
         float *col = ws + (size_t)t * p.per_thread, *stage = col + p.col, *part = dw ? stage + p.stage : NULL;
-        if (part) memset(part, 0, (size_t)d.OC * d.K * sizeof(float));
-        for (int q = t; q < groups; q += tn) {
+        if (part && t < tn) memset(part, 0, (size_t)d.OC * d.K * sizeof(float));
+        for (int q = t; t < tn && q < groups; q += tn) {
             const int s0 = q * p.group, cnt = d.N - s0 < p.group ? d.N - s0 : p.group;
             conv_backward_group(&d, x + s0 * xs, w, dy + s0 * ys, part, dx ? dx + s0 * xs : NULL, cnt, col, stage,
                                 false);
@@ -367,12 +342,11 @@ static void conv2d_backward(magna_graph *g, magna_node *n) {
     if (dw) {
         const int64_t count = (int64_t)d.OC * d.K;
         const float *parts = ws + p.col + p.stage;
-#pragma omp parallel for schedule(static) if (count > PAR_MIN)
-        for (int64_t i = 0; i < count; i++) {
+        PARALLEL_FOR(count > PAR_MIN, i, count, {
             float acc = 0;
             for (int t = 0; t < used; t++) acc += parts[(size_t)t * p.per_thread + (size_t)i];
             dw[i] += acc;
-        }
+        });
     }
 }
 

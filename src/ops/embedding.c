@@ -7,9 +7,7 @@
 #include "common.h"
 
 #include <string.h>
-#ifdef _OPENMP
 #include <omp.h>
-#endif
 
 /* table is [V, D] float32, ids is [...] int32 -> out is [..., D]. */
 static magna_status embedding_infer(magna_graph *g, magna_node *n) {
@@ -77,11 +75,7 @@ static void embedding_backward(magna_graph *g, magna_node *n) {
     }
 #pragma omp parallel
     {
-        int t = 0, nt = 1;
-#ifdef _OPENMP
-        t = omp_get_thread_num();
-        nt = omp_get_num_threads();
-#endif
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
         /* Column slices in whole 16-float pieces, so two threads never share a cache line of a row. */
         const int64_t pieces = (D + 15) / 16;
         const int64_t d0 = pieces * t / nt * 16, d1 = pieces * (t + 1) / nt * 16;

@@ -9,17 +9,9 @@
 
 #include <math.h>
 #include <string.h>
-#ifdef _OPENMP
 #include <omp.h>
-#endif
 
-static int max_threads(void) {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
+static int max_threads(void) { return omp_get_max_threads(); }
 
 /* Floats of workspace one thread uses for its dgamma and dbeta partials: 2 D, rounded up to a cache line. */
 static size_t ln_partial_floats(int64_t D) { return ((size_t)(2 * D) + 15) & ~(size_t)15; }
@@ -163,15 +155,12 @@ static void layer_norm_backward(magna_graph *g, magna_node *n) {
         nt = (int)(g->workspace_bytes / (stride * sizeof(float)));
     int used = 1; /* partial rows written, one per thread that ran */
     if (N * D >= PAR_MIN && nt > 1) {
-#pragma omp parallel num_threads(nt)
+        used = nt;
+        /* the whole team (a team of another size makes libgomp allocate); the first nt have scratch */
+#pragma omp parallel
         {
-            int t = 0, nth = 1;
-#ifdef _OPENMP
-            t = omp_get_thread_num();
-            nth = omp_get_num_threads();
-#endif
-            if (t == 0) used = nth;
-            layer_norm_backward_rows(&a, N * t / nth, N * (t + 1) / nth, partials ? ws + (size_t)t * stride : NULL);
+            const int t = omp_get_thread_num();
+            if (t < nt) layer_norm_backward_rows(&a, N * t / nt, N * (t + 1) / nt, partials ? ws + (size_t)t * stride : NULL);
         }
     } else {
         layer_norm_backward_rows(&a, 0, N, partials ? ws : NULL);
