@@ -31,8 +31,9 @@ int gc_randint(uint64_t seed, uint64_t counter, int lo, int hi);
 magna_node *gc_param(magna_graph *g, const char *name, int ndim, const int64_t *shape, float lo, float hi);
 /* Fill an input node with U(lo, hi) (float) or uniform integers in [lo, hi] (int32). */
 void gc_fill_input(magna_node *n, uint64_t seed, float lo, float hi);
-/* Make every |value| of a param at least `margin` (keeps relu/abs-like kinks away from 0), and
- * optionally spread values apart so max/argmax has no near-ties. */
+/* Make every |value| of a param at least `margin` (keeps relu/abs-like kinks away from 0), or spread
+ * its values apart so max/argmax has no near-ties. Values exist only after compile: call these from a
+ * case's `fill`, not its `build`. */
 void gc_param_away_from_zero(magna_node *p, float margin);
 void gc_param_distinct(magna_node *p, uint64_t seed);
 

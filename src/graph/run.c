@@ -15,6 +15,7 @@ magna_status magna_graph_forward(magna_graph *g) {
         if (st != MAGNA_OK) return st;
     }
     g->last_status = MAGNA_OK;
+    g->errmsg[0] = '\0'; /* a compiled graph has no sticky build error left to keep */
     return MAGNA_OK;
 }
 
