@@ -13,7 +13,10 @@
  *   conv    forward 2 N OC OH OW C KH KW; backward adds the same for dw and again for dx when the layer
  *           needs dx (layers 2 and 3 do: their input is an activation; layer 1's input is the image).
  *   attn    causal, counting only the useful (unmasked) half: forward 2 B T^2 C (q k^T and P v, each
- *           B T^2 C / 2 multiply-adds), backward twice that (dP, dV, dQ, dK), so fwd+bwd 6 B T^2 C. */
+ *           B T^2 C / 2 multiply-adds), backward twice that (dP, dV, dQ, dK), so fwd+bwd 6 B T^2 C.
+ * Backward starts from a gradient of ones at the op's output (what a sum loss would give) through
+ * magna_graph_backward_seeded, so only the op is timed: a magna_sum node over the 1.6M outputs of conv layer
+ * 1 took more time than the conv itself. PyTorch's side seeds y.backward() with ones alike. */
 #include "graph/internal.h"
 
 #include <math.h>
@@ -139,12 +142,33 @@ static void run_forward(void *p) {
     if (magna_graph_forward(g) != MAGNA_OK) die("forward", g);
 }
 
+/* A graph whose target is the op's output itself, and the gradient backward starts from. */
+typedef struct fb_ctx {
+    magna_graph *g;
+    float *seed;
+} fb_ctx;
+
 static void run_forward_backward(void *p) {
-    magna_graph *g = p;
-    if (magna_graph_forward(g) != MAGNA_OK) die("forward", g);
+    fb_ctx *c = p;
+    if (magna_graph_forward(c->g) != MAGNA_OK) die("forward", c->g);
     /* backward adds into the gradients; zeroing them is part of every real training step. */
-    magna_graph_zero_grad(g);
-    if (magna_graph_backward(g) != MAGNA_OK) die("backward", g);
+    magna_graph_zero_grad(c->g);
+    if (magna_graph_backward_seeded(c->g, c->seed) != MAGNA_OK) die("backward", c->g);
+}
+
+/* Compiles g for forward alone (y kept) or for forward + backward with y as the target: backward is seeded
+ * with ones, d(sum y)/dy, without a sum node whose own cost would be timed with the op's. */
+static void compile_for(magna_graph *g, magna_node *y, bool backward, fb_ctx *ctx, const char *what) {
+    ctx->g = g;
+    ctx->seed = NULL;
+    if (!backward) magna_graph_keep(g, y);
+    if (magna_graph_compile(g, backward ? y : NULL) != MAGNA_OK) die(what, g);
+    if (backward) {
+        const int64_t n = magna_node_numel(y);
+        ctx->seed = malloc((size_t)n * sizeof(float));
+        if (!ctx->seed) die("out of memory", NULL);
+        for (int64_t i = 0; i < n; i++) ctx->seed[i] = 1.0f;
+    }
 }
 
 static void bench_matmul(int n) {
@@ -199,19 +223,19 @@ static void bench_conv(int batch, int cin, int cout, int hw, bool backward) {
     magna_node *w = magna_param(g, "w", 4, (int64_t[]){cout, cin, 3, 3}, magna_init_he_uniform());
     magna_node *bias = magna_param(g, "bias", 1, (int64_t[]){cout}, magna_init_uniform(-0.1f, 0.1f));
     magna_node *y = magna_conv2d(g, x, w, bias, (magna_conv2d_opts){.pad_h = 1, .pad_w = 1});
-    magna_node *loss = NULL;
-    if (backward)
-        loss = magna_sum(g, y, MAGNA_ALL_AXES, false);
-    else
-        magna_graph_keep(g, y);
-    if (magna_graph_compile(g, loss) != MAGNA_OK) die("compile conv", g);
+    fb_ctx ctx;
+    compile_for(g, y, backward, &ctx, "compile conv");
     fill_uniform(magna_node_data(x), magna_node_numel(x), 3);
 
     const double fwd = 2.0 * batch * cout * hw * hw * cin * 9;
     char key[64], peer[64];
     snprintf(peer, sizeof peer, "conv_%s %dx%d@%d", backward ? "fwdbwd" : "fwd", cin, cout, hw);
     snprintf(key, sizeof key, "%s", peer);
-    measure(key, peer, backward ? fwd * (needs_dx ? 3 : 2) : fwd, backward ? run_forward_backward : run_forward, g);
+    if (backward)
+        measure(key, peer, fwd * (needs_dx ? 3 : 2), run_forward_backward, &ctx);
+    else
+        measure(key, peer, fwd, run_forward, g);
+    free(ctx.seed);
     magna_graph_free(g);
 }
 
@@ -229,19 +253,19 @@ static void bench_attention(int B, int T, int C, int H, bool backward) {
         qkv[i] = backward ? magna_param(g, names[i], 3, shape, magna_init_uniform(-1, 1))
                           : magna_input(g, names[i], MAGNA_F32, 3, shape);
     magna_node *y = magna_attention(g, qkv[0], qkv[1], qkv[2], H, true);
-    magna_node *loss = NULL;
-    if (backward)
-        loss = magna_sum(g, y, MAGNA_ALL_AXES, false);
-    else
-        magna_graph_keep(g, y);
-    if (magna_graph_compile(g, loss) != MAGNA_OK) die("compile attention", g);
+    fb_ctx ctx;
+    compile_for(g, y, backward, &ctx, "compile attention");
     if (!backward)
         for (int i = 0; i < 3; i++) fill_uniform(magna_node_data(qkv[i]), magna_node_numel(qkv[i]), 4 + (uint64_t)i);
 
     const double fwd = 2.0 * B * (double)T * T * C;
     char key[64];
     snprintf(key, sizeof key, "attn_%s B%dT%dC%dH%d", backward ? "fwdbwd" : "fwd", B, T, C, H);
-    measure(key, key, backward ? 3 * fwd : fwd, backward ? run_forward_backward : run_forward, g);
+    if (backward)
+        measure(key, key, 3 * fwd, run_forward_backward, &ctx);
+    else
+        measure(key, key, fwd, run_forward, g);
+    free(ctx.seed);
     magna_graph_free(g);
 }
 
@@ -305,7 +329,7 @@ int main(int argc, char **argv) {
     printf("%s\n", magna_runtime_info());
     printf("median of >= %d timed reps after 2 warm-up runs; flops: matmul 2MNK; conv fwd 2*N*OC*OH*OW*C*9, "
            "fwd+bwd adds dw (+dx on layers 2, 3); causal attention counts the unmasked half: fwd 2BT^2C, "
-           "fwd+bwd 6BT^2C\n",
+           "fwd+bwd 6BT^2C; backward seeded with ones at the op's output\n",
            quick ? 3 : 7);
 
     for (int n = 1024; n <= 2048; n *= 2) bench_matmul(n);
