@@ -66,8 +66,10 @@ magna_graph *magna_graph_new(uint64_t seed) {
 void magna_graph_free(magna_graph *g) {
     if (!g) return;
     for (int i = 0; i < g->n_nodes; i++) {
-        free(g->nodes[i]->in);
-        free(g->nodes[i]);
+        magna_node *n = g->nodes[i];
+        if (n->kernel_state && magna_op_table[n->op]->release) magna_op_table[n->op]->release(n);
+        free(n->in);
+        free(n);
     }
     free(g->nodes);
     free(g->param_nodes);
@@ -236,12 +238,14 @@ magna_node *graph_add_node(magna_graph *g, op_id op, int n_in, magna_node *const
     for (int i = 0; i < n_ip && i < MAGNA_MAX_IPARAMS; i++) n->ip[i] = ip[i];
     for (int i = 0; i < n_fp && i < MAGNA_MAX_FPARAMS; i++) n->fp[i] = fp[i];
     if (def->infer(g, n) != MAGNA_OK) {
+        if (n->kernel_state && def->release) def->release(n);
         free(ins);
         free(n);
         return NULL;
     }
     snprintf(n->name, sizeof n->name, "%s_%d", def->name, g->n_nodes);
     if (push_node(g, n) != MAGNA_OK) {
+        if (n->kernel_state && def->release) def->release(n);
         free(ins);
         free(n);
         return NULL;

@@ -69,6 +69,7 @@ struct magna_node {
     void *value;
     float *grad;
     void *saved;
+    void *kernel_state; /* an op's own handles (e.g. oneDNN primitives), freed by its release hook */
     int grad_born_at; /* id of the consumer whose backward first writes this grad (zero it there) */
 };
 
@@ -107,13 +108,18 @@ struct magna_graph {
  * infer:    checks the inputs and sets n->dtype, ndim, shape (and saved/workspace sizes). Runs at build
  *           and again at set_batch; errors name the op and the shapes.
  * forward:  computes n->value from the inputs' values. Returns an error only for bad data.
- * backward: adds d(loss)/d(input) into in[i]->grad for each input whose grad is not NULL, from n->grad. */
+ * backward: adds d(loss)/d(input) into in[i]->grad for each input whose grad is not NULL, from n->grad.
+ * An op that keeps library handles between calls (oneDNN primitives) creates them in infer, which runs
+ * at build time and again at set_batch, never inside a step, stores them in n->kernel_state, and frees
+ * them in release. */
 typedef struct magna_op_def {
     const char *name;
     unsigned flags;
     magna_status (*infer)(magna_graph *g, magna_node *n);
     magna_status (*forward)(magna_graph *g, magna_node *n);
     void (*backward)(magna_graph *g, magna_node *n);
+    /* Optional: frees n->kernel_state (called by magna_graph_free when kernel_state is set). */
+    void (*release)(magna_node *n);
 } magna_op_def;
 
 extern const magna_op_def *const magna_op_table[OP_COUNT];
