@@ -125,6 +125,11 @@ REDUCE_CASE(red_max, magna_max)
 static magna_node *red_sum_all(magna_graph *g, uint64_t seed) {
     return magna_sum(g, P("x", -1, 1, R(1, 1, 4), R(2, 1, 4)), MAGNA_ALL_AXES, false);
 }
+/* axes 0 and 2 of a 3-D or 4-D input: reduced dims that are not one block take the strided path */
+static magna_node *red_strided(magna_graph *g, uint64_t seed) {
+    magna_node *x = P("x", -1, 1, R(1, 1, 3), R(2, 1, 4), R(3, 2, 3), R(4, 1, 3));
+    return R(5, 0, 1) ? magna_sum(g, x, 0x5, false) : magna_max(g, x, 0xA, true);
+}
 static void distinct_x(magna_graph *g, uint64_t seed) { gc_param_distinct(magna_graph_find(g, "x"), seed); }
 
 /* ---- shape ops (each followed by a product with a param so values matter) ---- */
@@ -242,6 +247,7 @@ const gc_case gc_cases_core[] = {
     {"sum_all", red_sum_all, NULL, 0, 0, 0},
     {"mean_axes", red_mean, NULL, 0, 0, 0},
     {"max_axes", red_max, distinct_x, 0, 0, 0},
+    {"reduce_strided", red_strided, distinct_x, 0, 0, 0},
     {"reshape", sh_reshape, NULL, 0, 0, 0},
     {"flatten", sh_flatten, NULL, 0, 0, 0},
     {"permute", sh_permute, NULL, 0, 0, 0},

@@ -32,6 +32,71 @@ static void reduce_plan_of(const magna_node *n, reduce_plan *p) {
     }
 }
 
+/* The common shape: after merging neighbouring dims of the same kind, the reduced dims form one block,
+ * so the input is [O, R, I] (kept, reduced, kept; O or I may be 1) and out[o, i] reduces x[o, :, i].
+ * Returns false for anything else (several separate reduced blocks), which takes the strided path. */
+static bool as_block(const magna_node *n, int64_t *O, int64_t *R, int64_t *I) {
+    const magna_node *x = n->in[0];
+    const unsigned mask = (unsigned)n->ip[0];
+    int first = -1, last = -1;
+    for (int d = 0; d < x->ndim; d++)
+        if (mask & (1u << d)) {
+            if (first < 0) first = d;
+            if (last >= 0 && last != d - 1) return false;
+            last = d;
+        }
+    *O = dims_prod(x, 0, first), *R = dims_prod(x, first, last + 1), *I = dims_prod(x, last + 1, x->ndim);
+    return true;
+}
+
+/* out[o, i] = sum or max over r of x[o, r, i]; max also records the flat index it came from. */
+static void block_forward(op_id op, const float *X, float *Y, int64_t *arg, int64_t O, int64_t R, int64_t I) {
+    const bool par = O * R * I > PAR_MIN;
+    if (I == 1 && O == 1 && op != OP_MAX) { /* everything to one number: a parallel sum */
+        double s = 0;
+        PARALLEL_FOR_REDUCE(par, +, s, r, R, s += X[r];);
+        Y[0] = (float)(op == OP_MEAN ? s / (double)R : s);
+        return;
+    }
+    if (I == 1) { /* each output a contiguous run */
+        PARALLEL_FOR(par && O > 1, o, O, {
+            const float *x = X + o * R;
+            if (op == OP_MAX) {
+                int64_t best = 0;
+                for (int64_t r = 1; r < R; r++)
+                    if (x[r] > x[best]) best = r;
+                Y[o] = x[best], arg[o] = o * R + best;
+            } else {
+                double s = 0;
+                for (int64_t r = 0; r < R; r++) s += x[r];
+                Y[o] = (float)(op == OP_MEAN ? s / (double)R : s);
+            }
+        });
+        return;
+    }
+    /* rows of I: accumulate row after row, vectorised over i; outputs split by (o, block of i) */
+    const int64_t chunk = 256, chunks = (I + chunk - 1) / chunk;
+    PARALLEL_FOR(par && O * chunks > 1, oc, O * chunks, {
+        const int64_t o = oc / chunks, i0 = (oc % chunks) * chunk, i1 = i0 + chunk < I ? i0 + chunk : I;
+        const float *x = X + o * R * I;
+        float *y = Y + o * I;
+        for (int64_t i = i0; i < i1; i++) y[i] = x[i];
+        if (op == OP_MAX)
+            for (int64_t i = i0; i < i1; i++) arg[o * I + i] = o * R * I + i;
+        for (int64_t r = 1; r < R; r++) {
+            const float *xr = x + r * I;
+            if (op == OP_MAX) {
+                for (int64_t i = i0; i < i1; i++)
+                    if (xr[i] > y[i]) y[i] = xr[i], arg[o * I + i] = (o * R + r) * I + i;
+            } else {
+                for (int64_t i = i0; i < i1; i++) y[i] += xr[i];
+            }
+        }
+        if (op == OP_MEAN)
+            for (int64_t i = i0; i < i1; i++) y[i] /= (float)R;
+    });
+}
+
 static inline int64_t offset_of(int64_t idx, int nd, const int64_t *shape, const int64_t *stride) {
     int64_t off = 0;
     for (int d = nd - 1; d >= 0; d--) {
@@ -70,6 +135,11 @@ static magna_status reduce_infer(magna_graph *g, magna_node *n) {
 
 static magna_status reduce_forward(magna_graph *g, magna_node *n) {
     (void)g;
+    int64_t O, R, I;
+    if (as_block(n, &O, &R, &I)) {
+        block_forward(n->op, fval(n->in[0]), fval(n), n->saved, O, R, I);
+        return MAGNA_OK;
+    }
     reduce_plan p;
     reduce_plan_of(n, &p);
     const float *X = fval(n->in[0]);
@@ -111,6 +181,15 @@ static void reduce_backward(magna_graph *g, magna_node *n) {
         return;
     }
     const float scale = n->op == OP_MEAN ? 1.0f / (float)p.red_count : 1.0f;
+    int64_t O, R, I;
+    if (as_block(n, &O, &R, &I)) { /* dx[o, r, i] += dy[o, i] scale, row by row */
+        PARALLEL_FOR(n->in[0]->numel > PAR_MIN, orow, O * R, {
+            const float *dy = DY + (orow / R) * I;
+            float *dx = DX + orow * I;
+            for (int64_t i = 0; i < I; i++) dx[i] += dy[i] * scale;
+        });
+        return;
+    }
 PARALLEL_FOR(n->in[0]->numel > PAR_MIN && p.out_count > 1, o, p.out_count, 
         const int64_t base = offset_of(o, p.nk, p.kshape, p.kstride);
         const float d = DY[o] * scale;
