@@ -179,6 +179,10 @@ typedef void (*sgemm_fn)(int order, int ta, int tb, int m, int n, int k, float a
  * regions; single-threaded inside them (OpenBLAS's OpenMP build checks omp_in_parallel). */
 void magna_sgemm(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb,
                  float beta, float *c, int ldc);
+/* y[i] = exp(x[i]) (y may be x), vectorised; about 1 ulp (core/vecmath.c). _path forces a SIMD level
+ * (0 AVX-512, 1 AVX2, 2 scalar; falling back when the CPU lacks it), for tests. */
+void magna_vexp(float *y, const float *x, int64_t n);
+void magna_vexp_path(int path, float *y, const float *x, int64_t n);
 /* The plain triple loop the fast path is tested against. */
 void magna_sgemm_reference(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda,
                            const float *b, int ldb, float beta, float *c, int ldc);

@@ -65,12 +65,14 @@ static magna_status attention_infer(magna_graph *g, magna_node *n) {
 }
 
 /* p[0..len) = softmax(p[0..len)), p[len..end) = 0. The simd pragmas let the reductions vectorise (a fixed
- * order per build, so still deterministic); expf stays the C library's. */
+ * order per build, so still deterministic); exp is magna_vexp. */
 static void softmax_row(float *p, int len, int end) {
     float mx = p[0];
 #pragma omp simd reduction(max : mx)
     for (int j = 1; j < len; j++) mx = p[j] > mx ? p[j] : mx;
-    for (int j = 0; j < len; j++) p[j] = expf(p[j] - mx);
+#pragma omp simd
+    for (int j = 0; j < len; j++) p[j] -= mx;
+    magna_vexp(p, p, len);
     float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
     for (int j = 0; j < len; j++) sum += p[j];

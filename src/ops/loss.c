@@ -89,11 +89,13 @@ PARALLEL_FOR_REDUCE(x->numel > PAR_MIN, +, total, r, rows,
         float *p = P + r * C;
         float mx = xr[0];
         for (int64_t j = 1; j < C; j++) mx = xr[j] > mx ? xr[j] : mx;
+        for (int64_t j = 0; j < C; j++) p[j] = xr[j] - mx;
+        magna_vexp(p, p, C);
         double s = 0;
-        for (int64_t j = 0; j < C; j++) s += exp((double)(xr[j] - mx));
-        const double lse = mx + log(s);
-        for (int64_t j = 0; j < C; j++) p[j] = (float)exp(xr[j] - lse);
-        total += lse - xr[label[r]];
+        for (int64_t j = 0; j < C; j++) s += p[j];
+        const float inv = (float)(1.0 / s);
+        for (int64_t j = 0; j < C; j++) p[j] *= inv;
+        total += mx + log(s) - xr[label[r]];
     );
     fval(n)[0] = (float)(total / (double)rows);
     return MAGNA_OK;

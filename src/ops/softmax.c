@@ -15,14 +15,16 @@ PARALLEL_FOR(n->numel > PAR_MIN, r, rows,
         float *y = Y + r * C;
         float mx = -INFINITY;
         for (int64_t j = 0; j < C; j++) mx = x[j] > mx ? x[j] : mx;
+        for (int64_t j = 0; j < C; j++) y[j] = x[j] - mx;
+        magna_vexp(y, y, C);
         double sum = 0;
-        for (int64_t j = 0; j < C; j++) sum += exp((double)(x[j] - mx));
+        for (int64_t j = 0; j < C; j++) sum += y[j];
         if (log_form) {
             float lse = mx + (float)log(sum);
             for (int64_t j = 0; j < C; j++) y[j] = x[j] - lse;
         } else {
             float inv = (float)(1.0 / sum);
-            for (int64_t j = 0; j < C; j++) y[j] = expf(x[j] - mx) * inv;
+            for (int64_t j = 0; j < C; j++) y[j] *= inv;
         }
     );
     return MAGNA_OK;
