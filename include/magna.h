@@ -7,5 +7,6 @@
 #include "magna/ops.h"
 #include "magna/optim.h"
 #include "magna/data.h"
+#include "magna/nn.h"
 
 #endif

@@ -102,6 +102,7 @@ UNARY_CASE(un_log_softmax, magna_log_softmax(g, x), -2, 2)
 /* relu and leaky relu have a kink at 0: keep every input at least 0.1 away from it */
 static void away_from_zero(magna_graph *g, uint64_t seed) { gc_param_away_from_zero(magna_graph_find(g, "x"), 0.1f); }
 UNARY_CASE(un_relu, magna_relu(g, x), -1, 1)
+UNARY_CASE(un_abs, magna_abs(g, x), -1, 1)
 UNARY_CASE(un_leaky_relu, magna_leaky_relu(g, x, 0.1f), -1, 1)
 
 /* ---- reductions over random axis sets ---- */
@@ -200,6 +201,12 @@ static void fill_labels(magna_graph *g, uint64_t seed) {
     const int64_t *s = magna_node_shape(x);
     gc_fill_input(magna_graph_find(g, "labels"), seed, 0, (float)(s[magna_node_ndim(x) - 1] - 1));
 }
+static magna_node *loss_ce_weighted(magna_graph *g, uint64_t seed) {
+    int64_t n = R(1, 1, 6), c = R(2, 2, 5);
+    magna_node *y = magna_input(g, "labels", MAGNA_I32, 1, SHAPE(n));
+    magna_node *w = magna_input_unbatched(g, "weights", MAGNA_F32, 1, SHAPE(c)); /* filled U(-1, 1): any sign works */
+    return magna_cross_entropy_weighted(g, P("x", -2, 2, n, c), y, w);
+}
 static magna_node *loss_bce(magna_graph *g, uint64_t seed) {
     int64_t n = R(1, 1, 5), d = R(2, 1, 3);
     return magna_bce_with_logits(g, P("x", -3, 3, n, d), magna_input(g, "t", MAGNA_F32, 2, SHAPE(n, d)));
@@ -233,6 +240,7 @@ const gc_case gc_cases_core[] = {
     {"add_scalar", un_add_scalar, NULL, 0, 0, 0},
     {"pow_scalar", un_pow_scalar, NULL, 0, 0, 0},
     {"relu", un_relu, away_from_zero, 0, 0, 0},
+    {"abs", un_abs, away_from_zero, 0, 0, 0},
     {"leaky_relu", un_leaky_relu, away_from_zero, 0, 0, 0},
     {"sigmoid", un_sigmoid, NULL, 0, 0, 0},
     {"tanh", un_tanh, NULL, 0, 0, 0},
@@ -259,6 +267,7 @@ const gc_case gc_cases_core[] = {
     {"mse", loss_mse, NULL, 0, 0, 0},
     {"cross_entropy", loss_ce, fill_labels, 0, 0, 0},
     {"cross_entropy_3d", loss_ce_3d, fill_labels, 0, 0, 0},
+    {"cross_entropy_weighted", loss_ce_weighted, fill_labels, 0, 0, 0},
     {"bce_with_logits", loss_bce, fill_targets, 0, 0, 0},
     {"mlp_composite", mlp, fill_labels, 0, 0, 0},
     {NULL, NULL, NULL, 0, 0, 0},

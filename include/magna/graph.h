@@ -73,6 +73,9 @@ magna_node *magna_input_unbatched(magna_graph *g, const char *name, magna_dtype 
 /* A trainable parameter: its value lives in the flat parameter buffer, its gradient in the flat
  * gradient buffer at the same offset. */
 magna_node *magna_param(magna_graph *g, const char *name, int ndim, const int64_t *shape, magna_init init);
+/* The L2 penalty lambda of a param: a model adds lambda/2 ||w||^2 to its loss for each param that has one. */
+void magna_param_set_l2(magna_node *param, float lambda);
+float magna_param_l2(const magna_node *param);
 /* Non-trainable state saved with the model (batch-norm running statistics). */
 magna_node *magna_state(magna_graph *g, const char *name, int ndim, const int64_t *shape, magna_init init);
 

@@ -32,6 +32,7 @@ magna_node *magna_pow_scalar(magna_graph *g, magna_node *x, float p); /* x ^ p *
 
 /* ---- unary -------------------------------------------------------------------------------------- */
 
+magna_node *magna_abs(magna_graph *g, magna_node *x);
 magna_node *magna_relu(magna_graph *g, magna_node *x);
 magna_node *magna_leaky_relu(magna_graph *g, magna_node *x, float slope);
 magna_node *magna_sigmoid(magna_graph *g, magna_node *x);
@@ -111,6 +112,10 @@ magna_node *magna_attention(magna_graph *g, magna_node *q, magna_node *k, magna_
 magna_node *magna_mse(magna_graph *g, magna_node *pred, magna_node *target);
 /* logits [N, C] (or [..., C]), labels int32 [N] (or [...]): mean of -log softmax(logits)[label]. */
 magna_node *magna_cross_entropy(magna_graph *g, magna_node *logits, magna_node *labels);
+/* The same with each row's loss scaled by class_weights[label] (float32 [C], an input or constant):
+ * sum_i w[y_i] l_i / rows, as Keras's class_weight. */
+magna_node *magna_cross_entropy_weighted(magna_graph *g, magna_node *logits, magna_node *labels,
+                                         magna_node *class_weights);
 /* logits and float targets in [0, 1], same shape: mean binary cross-entropy, computed stably. */
 magna_node *magna_bce_with_logits(magna_graph *g, magna_node *logits, magna_node *targets);
 

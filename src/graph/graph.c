@@ -193,6 +193,11 @@ magna_node *magna_param(magna_graph *g, const char *name, int ndim, const int64_
     return n;
 }
 
+void magna_param_set_l2(magna_node *p, float lambda) {
+    if (p && p->kind == NODE_PARAM && lambda >= 0) p->l2 = lambda;
+}
+float magna_param_l2(const magna_node *p) { return p && p->kind == NODE_PARAM ? p->l2 : 0.0f; }
+
 magna_node *magna_state(magna_graph *g, const char *name, int ndim, const int64_t *shape, magna_init init) {
     magna_node *n = new_leaf(g, NODE_STATE, name, MAGNA_F32, ndim, shape, "state");
     if (!n) return NULL;

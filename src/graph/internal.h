@@ -19,7 +19,7 @@ typedef enum op_id {
     OP_MATMUL,
     OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_POW,
     OP_SCALE, OP_ADD_SCALAR, OP_POW_SCALAR,
-    OP_RELU, OP_LEAKY_RELU, OP_SIGMOID, OP_TANH, OP_GELU, OP_GELU_TANH, OP_EXP, OP_LOG, OP_SQRT,
+    OP_ABS, OP_RELU, OP_LEAKY_RELU, OP_SIGMOID, OP_TANH, OP_GELU, OP_GELU_TANH, OP_EXP, OP_LOG, OP_SQRT,
     OP_SOFTMAX, OP_LOG_SOFTMAX,
     OP_SUM, OP_MEAN, OP_MAX,
     OP_RESHAPE, OP_PERMUTE, OP_SLICE, OP_CONCAT,
@@ -54,6 +54,7 @@ struct magna_node {
     /* leaves */
     magna_init init;
     size_t offset; /* param/state: element offset in the flat buffer */
+    float l2;      /* param: lambda of its lambda/2 ||w||^2 penalty (the model adds it to the loss) */
 
     /* sizes the op asks for (set by infer, at the current batch) */
     size_t saved_bytes;     /* kept from forward to backward (e.g. batch-norm mean and 1/std) */

@@ -69,6 +69,16 @@ static magna_status ce_infer(magna_graph *g, magna_node *n) {
                            "(%lld entries), got %s",
                            shape_str(x, sa, sizeof sa), (long long)rows, shape_str(y, sb, sizeof sb));
     }
+    if (n->n_in == 3) {
+        magna_node *w = n->in[2];
+        if ((st = require_dtype(g, n, 2, MAGNA_F32))) return st;
+        if (w->ndim != 1 || w->shape[0] != x->shape[x->ndim - 1]) {
+            char sa[SHAPE_STR_MAX], sb[SHAPE_STR_MAX];
+            return graph_error(g, MAGNA_ERR_SHAPE, "cross_entropy: class weights %s must be [%lld] for logits %s",
+                               shape_str(w, sa, sizeof sa), (long long)x->shape[x->ndim - 1],
+                               shape_str(x, sb, sizeof sb));
+        }
+    }
     n->saved_bytes = (size_t)x->numel * sizeof(float);
     return scalar_out(n);
 }
@@ -78,6 +88,7 @@ static magna_status ce_forward(magna_graph *g, magna_node *n) {
     const int64_t C = x->shape[x->ndim - 1], rows = x->numel / C;
     const float *X = fval(x);
     const int32_t *label = ival(n->in[1]);
+    const float *weight = n->n_in == 3 ? fval(n->in[2]) : NULL;
     float *P = n->saved;
     for (int64_t r = 0; r < rows; r++)
         if (label[r] < 0 || label[r] >= C)
@@ -95,7 +106,7 @@ PARALLEL_FOR_REDUCE(x->numel > PAR_MIN, +, total, r, rows,
         for (int64_t j = 0; j < C; j++) s += p[j];
         const float inv = (float)(1.0 / s);
         for (int64_t j = 0; j < C; j++) p[j] *= inv;
-        total += mx + log(s) - xr[label[r]];
+        total += (mx + log(s) - xr[label[r]]) * (weight ? weight[label[r]] : 1.0f);
     );
     fval(n)[0] = (float)(total / (double)rows);
     return MAGNA_OK;
@@ -109,13 +120,15 @@ static void ce_backward(magna_graph *g, magna_node *n) {
     const int64_t C = x->shape[x->ndim - 1], rows = x->numel / C;
     const float *P = n->saved;
     const int32_t *label = ival(n->in[1]);
-    const float k = n->grad[0] / (float)rows;
-PARALLEL_FOR(x->numel > PAR_MIN, r, rows, 
+    const float *weight = n->n_in == 3 ? fval(n->in[2]) : NULL;
+    const float k0 = n->grad[0] / (float)rows;
+    PARALLEL_FOR(x->numel > PAR_MIN, r, rows, {
         float *dx = DX + r * C;
         const float *p = P + r * C;
+        const float k = weight ? k0 * weight[label[r]] : k0;
         for (int64_t j = 0; j < C; j++) dx[j] += k * p[j];
         dx[label[r]] -= k;
-    );
+    });
 }
 
 const magna_op_def op_def_cross_entropy = {"cross_entropy", OPF_BWD_INPUTS, ce_infer, ce_forward, ce_backward};
@@ -159,6 +172,11 @@ static magna_node *loss(magna_graph *g, op_id op, magna_node *a, magna_node *b) 
 
 magna_node *magna_mse(magna_graph *g, magna_node *p, magna_node *t) { return loss(g, OP_MSE, p, t); }
 magna_node *magna_cross_entropy(magna_graph *g, magna_node *x, magna_node *y) { return loss(g, OP_CROSS_ENTROPY, x, y); }
+magna_node *magna_cross_entropy_weighted(magna_graph *g, magna_node *x, magna_node *y, magna_node *w) {
+    if (!g) return NULL;
+    magna_node *in[3] = {x, y, w};
+    return graph_add_node(g, OP_CROSS_ENTROPY, 3, in, NULL, 0, NULL, 0);
+}
 magna_node *magna_bce_with_logits(magna_graph *g, magna_node *x, magna_node *t) {
     return loss(g, OP_BCE_WITH_LOGITS, x, t);
 }

@@ -3,7 +3,7 @@
 #include "../graph/internal.h"
 
 extern const magna_op_def op_def_matmul, op_def_add, op_def_sub, op_def_mul, op_def_div, op_def_pow, op_def_scale,
-    op_def_add_scalar, op_def_pow_scalar, op_def_relu, op_def_leaky_relu, op_def_sigmoid, op_def_tanh, op_def_gelu,
+    op_def_add_scalar, op_def_pow_scalar, op_def_abs, op_def_relu, op_def_leaky_relu, op_def_sigmoid, op_def_tanh, op_def_gelu,
     op_def_gelu_tanh, op_def_exp, op_def_log, op_def_sqrt, op_def_softmax, op_def_log_softmax, op_def_sum,
     op_def_mean, op_def_max, op_def_reshape, op_def_permute, op_def_slice, op_def_concat, op_def_embedding,
     op_def_layer_norm, op_def_batch_norm, op_def_conv2d, op_def_max_pool2d, op_def_avg_pool2d, op_def_dropout,
@@ -22,6 +22,7 @@ const magna_op_def *const magna_op_table[OP_COUNT] = {
     [OP_SCALE] = &op_def_scale,
     [OP_ADD_SCALAR] = &op_def_add_scalar,
     [OP_POW_SCALAR] = &op_def_pow_scalar,
+    [OP_ABS] = &op_def_abs,
     [OP_RELU] = &op_def_relu,
     [OP_LEAKY_RELU] = &op_def_leaky_relu,
     [OP_SIGMOID] = &op_def_sigmoid,

@@ -52,6 +52,10 @@ DEF(add_scalar, 0)
 FWD(pow_scalar, powf(v, a))
 BWD(pow_scalar, d * a * powf(x[i], a - 1.0f))
 DEF(pow_scalar, OPF_BWD_INPUTS)
+/* y = |x|, dy/dx = sign(x) (0 at 0) */
+FWD(abs, fabsf(v))
+BWD(abs, x[i] > 0 ? d : x[i] < 0 ? -d : 0.0f)
+DEF(abs, OPF_BWD_INPUTS)
 /* y = max(x, 0) */
 FWD(relu, v > 0 ? v : 0.0f)
 BWD(relu, y[i] > 0 ? d : 0.0f)
@@ -102,6 +106,7 @@ static magna_node *unary(magna_graph *g, op_id op, magna_node *x, float a) {
 magna_node *magna_scale(magna_graph *g, magna_node *x, float s) { return unary(g, OP_SCALE, x, s); }
 magna_node *magna_add_scalar(magna_graph *g, magna_node *x, float s) { return unary(g, OP_ADD_SCALAR, x, s); }
 magna_node *magna_pow_scalar(magna_graph *g, magna_node *x, float p) { return unary(g, OP_POW_SCALAR, x, p); }
+magna_node *magna_abs(magna_graph *g, magna_node *x) { return unary(g, OP_ABS, x, 0); }
 magna_node *magna_relu(magna_graph *g, magna_node *x) { return unary(g, OP_RELU, x, 0); }
 magna_node *magna_leaky_relu(magna_graph *g, magna_node *x, float slope) { return unary(g, OP_LEAKY_RELU, x, slope); }
 magna_node *magna_sigmoid(magna_graph *g, magna_node *x) { return unary(g, OP_SIGMOID, x, 0); }

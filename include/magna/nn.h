@@ -1,0 +1,111 @@
+/* magna/nn.h — layers: functions that add named params and ops to a graph and return the output node.
+ *
+ *   magna_node *h = magna_layer_dense(g, "dense1", x, 64, (magna_dense_opts){.activation = MAGNA_ACT_RELU});
+ *
+ * Params are named "<layer>.weight", "<layer>.bias" (and "<layer>.running_mean" ... for batch norm), the
+ * names a checkpoint stores. A layer is just ops: every backward comes from the engine. A sequential
+ * model is an array of magna_layer_spec applied in order by magna_layers_apply. */
+#ifndef MAGNA_NN_H
+#define MAGNA_NN_H
+
+#include "ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum magna_activation {
+    MAGNA_ACT_NONE = 0,
+    MAGNA_ACT_RELU,
+    MAGNA_ACT_LEAKY_RELU, /* slope 0.01 unless the layer says otherwise */
+    MAGNA_ACT_SIGMOID,
+    MAGNA_ACT_TANH,
+    MAGNA_ACT_GELU,
+    MAGNA_ACT_SOFTMAX, /* over the last axis; pair logits with the from-logits losses instead when training */
+} magna_activation;
+
+const char *magna_activation_name(magna_activation act);
+magna_node *magna_layer_activation(magna_graph *g, magna_node *x, magna_activation act, float slope);
+
+typedef struct magna_dense_opts {
+    magna_activation activation;
+    bool no_bias;
+    magna_init kernel_init; /* zero value: Glorot uniform (He uniform for ReLU layers), as Keras */
+    magna_init bias_init;   /* zero value: zeros */
+    float l2;               /* lambda of this layer's lambda/2 ||W||^2 term, added to the loss by the model */
+} magna_dense_opts;
+
+/* x [..., in] -> [..., units]: x W + b, W [in, units]. */
+magna_node *magna_layer_dense(magna_graph *g, const char *name, magna_node *x, int64_t units, magna_dense_opts opts);
+
+typedef struct magna_conv2d_layer_opts {
+    int kernel;          /* square kernel size */
+    int stride;          /* 0 means 1 */
+    bool same;           /* "same" padding (output size ceil(in / stride)) instead of "valid" */
+    int dilation;        /* 0 means 1 */
+    magna_activation activation;
+    bool no_bias;
+    float l2;
+} magna_conv2d_layer_opts;
+
+/* x [N, C, H, W] -> [N, filters, OH, OW]; weight [filters, C, k, k] with He-normal init. */
+magna_node *magna_layer_conv2d(magna_graph *g, const char *name, magna_node *x, int64_t filters,
+                               magna_conv2d_layer_opts opts);
+/* Batch norm over channels (dim 1) with learnable scale and shift and running statistics as state. */
+magna_node *magna_layer_batch_norm(magna_graph *g, const char *name, magna_node *x, float momentum, float eps);
+/* Layer norm over the last axis with learnable scale and shift. */
+magna_node *magna_layer_layer_norm(magna_graph *g, const char *name, magna_node *x, float eps);
+/* [N, C, H, W] -> [N, C]: the mean over H and W. */
+magna_node *magna_layer_global_avg_pool2d(magna_graph *g, magna_node *x);
+/* ids int32 [...] -> [..., dim], table [vocab, dim] initialised N(0, 1) as Keras's uniform is not. */
+magna_node *magna_layer_embedding(magna_graph *g, const char *name, magna_node *ids, int64_t vocab, int64_t dim);
+
+/* ---- sequential models: a layer is a value ------------------------------------------------------ */
+
+typedef enum magna_layer_kind {
+    MAGNA_LAYER_DENSE = 1,
+    MAGNA_LAYER_ACTIVATION,
+    MAGNA_LAYER_DROPOUT,
+    MAGNA_LAYER_CONV2D,
+    MAGNA_LAYER_MAX_POOL2D,
+    MAGNA_LAYER_AVG_POOL2D,
+    MAGNA_LAYER_GLOBAL_AVG_POOL2D,
+    MAGNA_LAYER_FLATTEN,
+    MAGNA_LAYER_BATCH_NORM,
+    MAGNA_LAYER_LAYER_NORM,
+    MAGNA_LAYER_EMBEDDING,
+} magna_layer_kind;
+
+typedef struct magna_layer_spec {
+    magna_layer_kind kind;
+    const char *name;    /* NULL: "<kind><index>", e.g. "dense1" */
+    int64_t units;       /* dense units, conv filters, embedding dim */
+    int64_t vocab;       /* embedding */
+    magna_activation activation;
+    float rate;          /* dropout probability; leaky-relu slope */
+    int kernel, stride;  /* conv and pooling */
+    bool same;           /* conv padding */
+    float l2;            /* dense and conv */
+} magna_layer_spec;
+
+#define MAGNA_DENSE(n, act) ((magna_layer_spec){.kind = MAGNA_LAYER_DENSE, .units = (n), .activation = (act)})
+#define MAGNA_DROPOUT(p) ((magna_layer_spec){.kind = MAGNA_LAYER_DROPOUT, .rate = (p)})
+#define MAGNA_ACTIVATION(act) ((magna_layer_spec){.kind = MAGNA_LAYER_ACTIVATION, .activation = (act)})
+#define MAGNA_CONV2D(f, k, act)                                                                                    \
+    ((magna_layer_spec){.kind = MAGNA_LAYER_CONV2D, .units = (f), .kernel = (k), .same = true, .activation = (act)})
+#define MAGNA_MAX_POOL2D(k) ((magna_layer_spec){.kind = MAGNA_LAYER_MAX_POOL2D, .kernel = (k)})
+#define MAGNA_AVG_POOL2D(k) ((magna_layer_spec){.kind = MAGNA_LAYER_AVG_POOL2D, .kernel = (k)})
+#define MAGNA_GLOBAL_AVG_POOL2D() ((magna_layer_spec){.kind = MAGNA_LAYER_GLOBAL_AVG_POOL2D})
+#define MAGNA_FLATTEN() ((magna_layer_spec){.kind = MAGNA_LAYER_FLATTEN})
+#define MAGNA_BATCH_NORM() ((magna_layer_spec){.kind = MAGNA_LAYER_BATCH_NORM})
+#define MAGNA_LAYER_NORM() ((magna_layer_spec){.kind = MAGNA_LAYER_LAYER_NORM})
+#define MAGNA_EMBEDDING(v, d) ((magna_layer_spec){.kind = MAGNA_LAYER_EMBEDDING, .vocab = (v), .units = (d)})
+
+const char *magna_layer_kind_name(magna_layer_kind kind);
+/* Applies layers[0..count) to x in order; NULL with the graph's error set on a bad spec or shape. */
+magna_node *magna_layers_apply(magna_graph *g, magna_node *x, const magna_layer_spec *layers, int count);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
