@@ -8,5 +8,6 @@
 #include "magna/optim.h"
 #include "magna/data.h"
 #include "magna/nn.h"
+#include "magna/train.h"
 
 #endif

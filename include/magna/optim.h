@@ -38,6 +38,27 @@ int64_t magna_optimizer_steps(const magna_optimizer *opt);
 /* State buffer k (0: momentum or Adam's m, 1: Adam's v), same layout as the params; NULL if none. */
 float *magna_optimizer_state(magna_optimizer *opt, int k, size_t *count);
 
+/* ---- learning-rate schedules: lr(step) from the base lr -------------------------------------- */
+
+typedef enum magna_schedule_kind {
+    MAGNA_SCHEDULE_CONSTANT = 0,
+    MAGNA_SCHEDULE_STEP,        /* base * gamma^floor(t / step_size) */
+    MAGNA_SCHEDULE_EXPONENTIAL, /* base * gamma^(t / step_size) */
+    MAGNA_SCHEDULE_COSINE,      /* min_lr + (base - min_lr) (1 + cos(pi t / decay_steps)) / 2, then min_lr */
+} magna_schedule_kind;
+
+typedef struct magna_schedule {
+    magna_schedule_kind kind;
+    int64_t warmup_steps; /* linear from base/warmup_steps up to base first; t counts from its end */
+    int64_t step_size;    /* STEP, EXPONENTIAL: steps per decay (0 means 1) */
+    float gamma;          /* STEP, EXPONENTIAL: factor per step_size (0 means 0.1 for STEP, 0.96 for EXPONENTIAL) */
+    int64_t decay_steps;  /* COSINE: length of the decay (0: the whole run, as the caller gives it) */
+    float min_lr;         /* COSINE: the floor */
+} magna_schedule;
+
+/* The learning rate at optimizer step `step` (0-based) of `total_steps`. */
+float magna_schedule_lr(const magna_schedule *s, float base_lr, int64_t step, int64_t total_steps);
+
 /* Scales the gradients so their global L2 norm is at most max_norm; returns the norm before. */
 float magna_clip_grad_norm(magna_graph *g, float max_norm);
 /* False if any gradient is NaN or Inf (check before the update reaches the weights). */

@@ -121,3 +121,21 @@ bool magna_grads_finite(magna_graph *g) {
 PARALLEL_FOR_REDUCE(n > 65536, |, bad, i, n, bad |= !isfinite(g->grads[i]););
     return !bad;
 }
+
+float magna_schedule_lr(const magna_schedule *s, float base, int64_t step, int64_t total) {
+    if (!s) return base;
+    if (step < s->warmup_steps) return base * (float)(step + 1) / (float)s->warmup_steps;
+    const int64_t t = step - s->warmup_steps;
+    const double size = s->step_size > 0 ? (double)s->step_size : 1.0;
+    switch (s->kind) {
+    case MAGNA_SCHEDULE_CONSTANT: return base;
+    case MAGNA_SCHEDULE_STEP: return base * powf(s->gamma > 0 ? s->gamma : 0.1f, (float)floor((double)t / size));
+    case MAGNA_SCHEDULE_EXPONENTIAL: return base * powf(s->gamma > 0 ? s->gamma : 0.96f, (float)((double)t / size));
+    case MAGNA_SCHEDULE_COSINE: {
+        const int64_t span = s->decay_steps > 0 ? s->decay_steps : total - s->warmup_steps;
+        if (span <= 0 || t >= span) return s->min_lr;
+        return s->min_lr + (base - s->min_lr) * 0.5f * (1.0f + (float)cos(3.14159265358979323846 * (double)t / (double)span));
+    }
+    }
+    return base;
+}

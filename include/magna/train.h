@@ -1,0 +1,140 @@
+/* magna/train.h — models and the training loop: compile, fit, evaluate, predict, as in Keras.
+ *
+ *   magna_model *m = magna_model_new(42, 32);                       // seed, batch size
+ *   magna_model_input(m, "x", MAGNA_F32, 1, (int64_t[]){13});        // one sample's shape
+ *   magna_model_sequential(m, (magna_layer_spec[]){MAGNA_DENSE(64, MAGNA_ACT_RELU), MAGNA_DENSE(1, 0)}, 2);
+ *   magna_model_compile(m, &(magna_compile_opts){.loss = MAGNA_LOSS_MSE,
+ *                                                .optimizer = {.kind = MAGNA_ADAM, .lr = 1e-3f},
+ *                                                .metrics = MAGNA_METRIC_RMSE});
+ *   magna_model_fit(m, &train, NULL, &(magna_fit_opts){.epochs = 200, .validation_split = 0.1f}, &history);
+ *   magna_model_evaluate(m, &test, &scores);
+ *
+ * A functional model is built on the model's graph with the layer functions of magna/nn.h (several
+ * inputs, residual connections), then handed over with magna_model_set_output. The batch size is fixed
+ * when the model is made (the graph is static); a shorter last batch runs on the same plan. */
+#ifndef MAGNA_TRAIN_H
+#define MAGNA_TRAIN_H
+
+#include <stdio.h>
+
+#include "nn.h"
+#include "optim.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct magna_model magna_model;
+
+typedef enum magna_loss {
+    MAGNA_LOSS_MSE = 0,    /* float targets shaped like the output */
+    MAGNA_LOSS_MAE,        /* float targets shaped like the output */
+    MAGNA_LOSS_SPARSE_CE,  /* output: logits [..., classes]; targets: int32 class indices [...] */
+    MAGNA_LOSS_BCE,        /* output: logits; targets: floats in [0, 1] shaped like the output */
+} magna_loss;
+
+enum {
+    MAGNA_METRIC_MSE = 1u << 0,
+    MAGNA_METRIC_RMSE = 1u << 1,
+    MAGNA_METRIC_MAE = 1u << 2,
+    MAGNA_METRIC_R2 = 1u << 3,
+    MAGNA_METRIC_ACCURACY = 1u << 4,
+    MAGNA_METRIC_TOP_K = 1u << 5, /* top_k of magna_compile_opts, default 5 */
+};
+
+typedef struct magna_compile_opts {
+    magna_loss loss;
+    magna_optimizer_opts optimizer;
+    magna_schedule schedule;    /* zero value: constant learning rate */
+    float l2;                   /* lambda/2 ||W||^2 added to the loss for every weight (>= 2 dims) that has no
+                                 * lambda of its own (magna_param_set_l2, a layer's .l2) */
+    float clip_norm;            /* > 0: clip the gradients to this global L2 norm before each update */
+    unsigned metrics;           /* MAGNA_METRIC_* */
+    int top_k;
+    const float *class_weights; /* SPARSE_CE: one weight per class (Keras's class_weight), or NULL */
+} magna_compile_opts;
+
+/* Rows of data, each row one sample laid out as the input's sample shape (row-major). Targets: `y` for
+ * float losses (one row per sample, the output's sample shape), `labels` for SPARSE_CE. x_i32 replaces
+ * x for int32 inputs (token ids). */
+typedef struct magna_dataset {
+    int64_t rows;
+    const float *x;
+    const int32_t *x_i32;
+    const float *y;
+    const int32_t *labels;
+} magna_dataset;
+
+typedef struct magna_scores {
+    double loss; /* the data loss (without the L2 term), mean over samples */
+    double mse, rmse, mae, r2, accuracy, top_k;
+    int64_t samples;
+} magna_scores;
+
+/* One epoch's line of history. */
+typedef struct magna_epoch_log {
+    int epoch;
+    float lr;
+    double seconds;
+    magna_scores train, val;
+    bool has_val;
+} magna_epoch_log;
+
+typedef struct magna_history {
+    magna_epoch_log *epochs;
+    int count, capacity;
+    int best_epoch;   /* by the monitored value */
+    bool stopped_early;
+} magna_history;
+
+void magna_history_free(magna_history *h);
+
+/* Called after every epoch; return false to stop training. */
+typedef bool (*magna_epoch_callback)(magna_model *m, const magna_epoch_log *log, void *user);
+
+typedef struct magna_fit_opts {
+    int epochs;
+    float validation_split; /* the last fraction of the training rows, taken before shuffling, as Keras */
+    bool no_shuffle;
+    int verbose;            /* 0 silent; 1 a progress bar on a terminal, one line per epoch otherwise */
+    /* early stopping on val_loss (or loss without validation data) */
+    int patience;           /* 0: off */
+    float min_delta;
+    bool restore_best;      /* put back the weights of the best epoch at the end */
+    magna_epoch_callback on_epoch_end;
+    void *user;
+} magna_fit_opts;
+
+/* The model: a graph built for `batch` rows per step, seeded. NULL only when out of memory. */
+magna_model *magna_model_new(uint64_t seed, int64_t batch);
+void magna_model_free(magna_model *m);
+const char *magna_model_errmsg(const magna_model *m);
+magna_graph *magna_model_graph(magna_model *m);
+
+/* Declares an input; `shape` is one sample's (the batch dimension is added in front). */
+magna_node *magna_model_input(magna_model *m, const char *name, magna_dtype dtype, int ndim, const int64_t *shape);
+/* Applies the layers to the (single) input and makes the result the output. */
+magna_node *magna_model_sequential(magna_model *m, const magna_layer_spec *layers, int count);
+/* Makes a node built on magna_model_graph the output (functional models). */
+magna_status magna_model_set_output(magna_model *m, magna_node *output);
+magna_node *magna_model_output(magna_model *m);
+
+magna_status magna_model_compile(magna_model *m, const magna_compile_opts *opts);
+/* Layers (params grouped by name prefix), output shapes, parameter counts. */
+void magna_model_summary(magna_model *m, FILE *out);
+
+magna_status magna_model_fit(magna_model *m, const magna_dataset *train, const magna_dataset *val,
+                             const magna_fit_opts *opts, magna_history *history);
+magna_status magna_model_evaluate(magna_model *m, const magna_dataset *data, magna_scores *scores);
+/* out: rows x (output sample size) floats — logits for the from-logits losses. */
+magna_status magna_model_predict(magna_model *m, const magna_dataset *data, float *out);
+/* Per-class counts over `data`: confusion[true * classes + predicted] (classes from the output's last dim);
+ * and per-class precision, recall and F1 when those pointers are not NULL (arrays of `classes`). */
+magna_status magna_model_confusion(magna_model *m, const magna_dataset *data, int64_t *confusion,
+                                   double *precision, double *recall, double *f1);
+int64_t magna_model_step(const magna_model *m);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

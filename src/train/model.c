@@ -1,0 +1,542 @@
+/* model.c — a model is a graph with one input, one output, a target, a loss and an optimizer; fit,
+ * evaluate and predict move rows of a dataset through it batch by batch. */
+#include "../graph/internal.h"
+#include "magna/train.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+struct magna_model {
+    magna_graph *g;
+    int64_t batch;
+    uint64_t seed;
+    magna_node *input, *output, *target, *data_loss, *loss, *class_weights;
+    magna_optimizer *opt;
+    magna_compile_opts c;
+    float base_lr;
+    bool compiled;
+    int64_t step;
+    int64_t classes;  /* SPARSE_CE: the output's last dim */
+    int64_t x_size;   /* one sample's input elements */
+    int64_t y_size;   /* one sample's target elements (labels per sample for SPARSE_CE) */
+    int64_t out_size; /* one sample's output elements */
+    float *best_params, *best_states;
+    char errmsg[1024];
+};
+
+static magna_status model_error(magna_model *m, magna_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static magna_status model_error(magna_model *m, magna_status st, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(m->errmsg, sizeof m->errmsg, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+/* A graph error becomes the model's. */
+static magna_status from_graph(magna_model *m, magna_status st) {
+    if (st != MAGNA_OK) snprintf(m->errmsg, sizeof m->errmsg, "%s", magna_graph_errmsg(m->g));
+    return st;
+}
+
+magna_model *magna_model_new(uint64_t seed, int64_t batch) {
+    magna_model *m = calloc(1, sizeof *m);
+    if (!m) return NULL;
+    m->g = magna_graph_new(seed);
+    if (!m->g) {
+        free(m);
+        return NULL;
+    }
+    m->seed = seed;
+    m->batch = batch;
+    if (batch < 1) graph_error(m->g, MAGNA_ERR_ARG, "model: batch size must be at least 1, got %lld", (long long)batch);
+    return m;
+}
+
+void magna_model_free(magna_model *m) {
+    if (!m) return;
+    magna_optimizer_free(m->opt);
+    magna_graph_free(m->g);
+    free(m->best_params);
+    free(m->best_states);
+    free(m);
+}
+
+const char *magna_model_errmsg(const magna_model *m) {
+    if (!m) return "model is NULL";
+    return m->errmsg[0] ? m->errmsg : magna_graph_errmsg(m->g);
+}
+magna_graph *magna_model_graph(magna_model *m) { return m->g; }
+magna_node *magna_model_output(magna_model *m) { return m->output; }
+int64_t magna_model_step(const magna_model *m) { return m->step; }
+
+magna_node *magna_model_input(magna_model *m, const char *name, magna_dtype dtype, int ndim, const int64_t *shape) {
+    if (ndim < 0 || ndim >= MAGNA_MAX_DIMS || (ndim > 0 && !shape)) {
+        graph_error(m->g, MAGNA_ERR_SHAPE, "model input '%s': a sample needs 0..%d dims, got %d", name ? name : "",
+                    MAGNA_MAX_DIMS - 1, ndim);
+        return NULL;
+    }
+    int64_t full[MAGNA_MAX_DIMS];
+    full[0] = m->batch;
+    for (int d = 0; d < ndim; d++) full[d + 1] = shape[d];
+    magna_node *x = magna_input(m->g, name, dtype, ndim + 1, full);
+    if (x && !m->input) m->input = x;
+    return x;
+}
+
+magna_node *magna_model_sequential(magna_model *m, const magna_layer_spec *layers, int count) {
+    if (!m->input) {
+        graph_error(m->g, MAGNA_ERR_STATE, "sequential: declare the input first (magna_model_input)");
+        return NULL;
+    }
+    magna_node *out = magna_layers_apply(m->g, m->input, layers, count);
+    if (out) m->output = out;
+    return out;
+}
+
+magna_status magna_model_set_output(magna_model *m, magna_node *out) {
+    if (!out) return from_graph(m, magna_graph_status(m->g) != MAGNA_OK ? magna_graph_status(m->g) : MAGNA_ERR_ARG);
+    m->output = out;
+    return MAGNA_OK;
+}
+
+/* The L2 term: sum over weights of lambda/2 ||w||^2, with the global lambda for weights of >= 2 dims
+ * that have none of their own. NULL when nothing is penalised. */
+static magna_node *l2_penalty(magna_model *m, float global) {
+    magna_node *total = NULL;
+    for (int i = 0; i < m->g->n_param_nodes; i++) {
+        magna_node *p = m->g->param_nodes[i];
+        float lambda = p->l2 > 0 ? p->l2 : (p->ndim >= 2 ? global : 0);
+        if (!(lambda > 0)) continue;
+        magna_node *term = magna_scale(m->g, magna_sum(m->g, magna_mul(m->g, p, p), MAGNA_ALL_AXES, false), lambda / 2);
+        total = total ? magna_add(m->g, total, term) : term;
+    }
+    return total;
+}
+
+magna_status magna_model_compile(magna_model *m, const magna_compile_opts *opts) {
+    magna_graph *g = m->g;
+    if (m->compiled) return model_error(m, MAGNA_ERR_STATE, "compile: the model is already compiled");
+    if (magna_graph_status(g) != MAGNA_OK) return from_graph(m, magna_graph_status(g));
+    if (!m->input || !m->output)
+        return model_error(m, MAGNA_ERR_STATE, "compile: the model needs an input and an output first");
+    m->c = *opts;
+    magna_node *out = m->output;
+    switch (opts->loss) {
+    case MAGNA_LOSS_MSE:
+    case MAGNA_LOSS_MAE:
+    case MAGNA_LOSS_BCE:
+        m->target = magna_input(g, "target", MAGNA_F32, out->ndim, out->shape);
+        m->data_loss = opts->loss == MAGNA_LOSS_MSE   ? magna_mse(g, out, m->target)
+                       : opts->loss == MAGNA_LOSS_BCE ? magna_bce_with_logits(g, out, m->target)
+                                                      : magna_mean(g, magna_abs(g, magna_sub(g, out, m->target)),
+                                                                   MAGNA_ALL_AXES, false);
+        break;
+    case MAGNA_LOSS_SPARSE_CE:
+        if (out->ndim < 2)
+            return model_error(m, MAGNA_ERR_SHAPE, "compile: sparse cross-entropy needs logits [batch, ..., classes]");
+        m->classes = out->shape[out->ndim - 1];
+        m->target = magna_input(g, "target", MAGNA_I32, out->ndim - 1, out->shape);
+        if (opts->class_weights) {
+            m->class_weights = magna_input_unbatched(g, "class_weights", MAGNA_F32, 1, (int64_t[]){m->classes});
+            m->data_loss = magna_cross_entropy_weighted(g, out, m->target, m->class_weights);
+        } else {
+            m->data_loss = magna_cross_entropy(g, out, m->target);
+        }
+        break;
+    default: return model_error(m, MAGNA_ERR_ARG, "compile: unknown loss %d", (int)opts->loss);
+    }
+    magna_node *penalty = l2_penalty(m, opts->l2);
+    m->loss = penalty ? magna_add(g, m->data_loss, penalty) : m->data_loss;
+    magna_graph_keep(g, m->output);
+    magna_graph_keep(g, m->data_loss);
+    magna_status st = magna_graph_compile(g, m->loss);
+    if (st != MAGNA_OK) return from_graph(m, st);
+    if (m->class_weights) magna_node_set(m->class_weights, opts->class_weights, m->classes);
+    magna_error err;
+    m->opt = magna_optimizer_new(g, opts->optimizer, &err);
+    if (!m->opt) return model_error(m, err.status, "%s", err.message);
+    m->base_lr = opts->optimizer.lr;
+    m->x_size = m->input->numel / m->batch;
+    m->out_size = out->numel / m->batch;
+    m->y_size = m->target->numel / m->batch;
+    m->compiled = true;
+    m->errmsg[0] = '\0';
+    return MAGNA_OK;
+}
+
+/* ---- moving rows ------------------------------------------------------------------------------- */
+
+static magna_status check_dataset(magna_model *m, const magna_dataset *d, bool need_targets, const char *what) {
+    m->errmsg[0] = '\0'; /* every public call that takes data starts here: no stale message */
+    if (!m->compiled) return model_error(m, MAGNA_ERR_STATE, "%s: compile the model first", what);
+    if (!d || d->rows < 1) return model_error(m, MAGNA_ERR_ARG, "%s: the dataset has no rows", what);
+    const bool ids = m->input->dtype == MAGNA_I32;
+    if (ids ? !d->x_i32 : !d->x)
+        return model_error(m, MAGNA_ERR_ARG, "%s: the dataset has no %s inputs (the model's input is %s)", what,
+                           ids ? "int32 (x_i32)" : "float (x)", magna_dtype_name(m->input->dtype));
+    if (need_targets && (m->c.loss == MAGNA_LOSS_SPARSE_CE ? !d->labels : !d->y))
+        return model_error(m, MAGNA_ERR_ARG, "%s: the dataset has no %s", what,
+                           m->c.loss == MAGNA_LOSS_SPARSE_CE ? "labels (int32 class indices)" : "float targets (y)");
+    return MAGNA_OK;
+}
+
+/* Copies rows order[from .. from+count) into the input and target nodes, shrinking the batch if needed. */
+static void load_rows(magna_model *m, const magna_dataset *d, const int64_t *order, int64_t from, int64_t count,
+                      bool targets) {
+    magna_graph_set_batch(m->g, count);
+    const size_t xs = (size_t)m->x_size, ys = (size_t)m->y_size;
+    for (int64_t r = 0; r < count; r++) {
+        const int64_t row = order ? order[from + r] : from + r;
+        if (m->input->dtype == MAGNA_I32)
+            memcpy(ival(m->input) + r * xs, d->x_i32 + row * xs, xs * sizeof(int32_t));
+        else
+            memcpy(fval(m->input) + r * xs, d->x + row * xs, xs * sizeof(float));
+        if (!targets) continue;
+        if (m->c.loss == MAGNA_LOSS_SPARSE_CE)
+            memcpy(ival(m->target) + r * ys, d->labels + row * ys, ys * sizeof(int32_t));
+        else
+            memcpy(fval(m->target) + r * ys, d->y + row * ys, ys * sizeof(float));
+    }
+}
+
+/* Running sums for the metrics of one pass over data. */
+typedef struct tally {
+    double loss_sum, sse, sae, y_sum, y2_sum;
+    int64_t values, samples, rows_cls, correct, top_correct;
+} tally;
+
+static void tally_batch(magna_model *m, tally *t, int64_t rows) {
+    const float *out = fval(m->output);
+    t->loss_sum += (double)fval(m->data_loss)[0] * (double)rows;
+    t->samples += rows;
+    if (m->c.loss == MAGNA_LOSS_SPARSE_CE) {
+        const int64_t C = m->classes, n = rows * m->y_size;
+        const int k = m->c.top_k > 0 ? m->c.top_k : 5;
+        const int32_t *label = ival(m->target);
+        for (int64_t i = 0; i < n; i++) {
+            const float *z = out + i * C;
+            int64_t above = 0; /* classes scoring higher than the true one: its rank */
+            for (int64_t j = 0; j < C; j++) above += z[j] > z[label[i]];
+            t->correct += above == 0;
+            t->top_correct += above < k;
+        }
+        t->rows_cls += n;
+        return;
+    }
+    const float *y = fval(m->target);
+    const int64_t n = rows * m->out_size;
+    for (int64_t i = 0; i < n; i++) {
+        double e = (double)out[i] - y[i];
+        t->sse += e * e, t->sae += fabs(e), t->y_sum += y[i], t->y2_sum += (double)y[i] * y[i];
+        if (m->c.loss == MAGNA_LOSS_BCE) t->correct += (out[i] > 0) == (y[i] > 0.5f);
+    }
+    t->values += n;
+    if (m->c.loss == MAGNA_LOSS_BCE) t->rows_cls += n;
+}
+
+static magna_scores tally_scores(const tally *t) {
+    magna_scores s = {0};
+    s.samples = t->samples;
+    s.loss = t->samples ? t->loss_sum / (double)t->samples : NAN;
+    if (t->values) {
+        const double n = (double)t->values, sst = t->y2_sum - t->y_sum * t->y_sum / n;
+        s.mse = t->sse / n, s.rmse = sqrt(s.mse), s.mae = t->sae / n;
+        s.r2 = sst > 0 ? 1.0 - t->sse / sst : NAN;
+    }
+    if (t->rows_cls) {
+        s.accuracy = (double)t->correct / (double)t->rows_cls;
+        s.top_k = (double)t->top_correct / (double)t->rows_cls;
+    }
+    return s;
+}
+
+magna_status magna_model_evaluate(magna_model *m, const magna_dataset *d, magna_scores *scores) {
+    magna_status st = check_dataset(m, d, true, "evaluate");
+    if (st != MAGNA_OK) return st;
+    const bool was_training = m->g->training;
+    magna_graph_set_training(m->g, false);
+    tally t = {0};
+    for (int64_t from = 0; from < d->rows && st == MAGNA_OK; from += m->batch) {
+        const int64_t count = d->rows - from < m->batch ? d->rows - from : m->batch;
+        load_rows(m, d, NULL, from, count, true);
+        st = magna_graph_forward(m->g);
+        if (st == MAGNA_OK) tally_batch(m, &t, count);
+    }
+    magna_graph_set_training(m->g, was_training);
+    if (st != MAGNA_OK) return from_graph(m, st);
+    if (scores) *scores = tally_scores(&t);
+    return MAGNA_OK;
+}
+
+magna_status magna_model_predict(magna_model *m, const magna_dataset *d, float *out) {
+    magna_status st = check_dataset(m, d, false, "predict");
+    if (st != MAGNA_OK) return st;
+    if (!out) return model_error(m, MAGNA_ERR_ARG, "predict: out is NULL");
+    const bool was_training = m->g->training;
+    magna_graph_set_training(m->g, false);
+    for (int64_t from = 0; from < d->rows && st == MAGNA_OK; from += m->batch) {
+        const int64_t count = d->rows - from < m->batch ? d->rows - from : m->batch;
+        load_rows(m, d, NULL, from, count, false);
+        /* the loss is not computed here: only the output's ancestors matter, but forward runs the whole
+         * plan, so give the target something harmless (class 0, zeros) */
+        memset(m->target->value, 0, (size_t)(count * m->y_size) * magna_dtype_size(m->target->dtype));
+        st = magna_graph_forward(m->g);
+        if (st == MAGNA_OK) memcpy(out + from * m->out_size, fval(m->output), (size_t)(count * m->out_size) * sizeof(float));
+    }
+    magna_graph_set_training(m->g, was_training);
+    return st == MAGNA_OK ? MAGNA_OK : from_graph(m, st);
+}
+
+magna_status magna_model_confusion(magna_model *m, const magna_dataset *d, int64_t *confusion, double *precision,
+                                   double *recall, double *f1) {
+    magna_status st = check_dataset(m, d, true, "confusion");
+    if (st != MAGNA_OK) return st;
+    if (m->c.loss != MAGNA_LOSS_SPARSE_CE || !confusion)
+        return model_error(m, MAGNA_ERR_ARG, "confusion: needs a classifier (sparse cross-entropy) and a matrix");
+    const int64_t C = m->classes;
+    memset(confusion, 0, (size_t)(C * C) * sizeof *confusion);
+    const bool was_training = m->g->training;
+    magna_graph_set_training(m->g, false);
+    for (int64_t from = 0; from < d->rows && st == MAGNA_OK; from += m->batch) {
+        const int64_t count = d->rows - from < m->batch ? d->rows - from : m->batch;
+        load_rows(m, d, NULL, from, count, true);
+        st = magna_graph_forward(m->g);
+        for (int64_t i = 0; st == MAGNA_OK && i < count * m->y_size; i++) {
+            const float *z = fval(m->output) + i * C;
+            int64_t best = 0;
+            for (int64_t j = 1; j < C; j++)
+                if (z[j] > z[best]) best = j;
+            confusion[(int64_t)ival(m->target)[i] * C + best]++;
+        }
+    }
+    magna_graph_set_training(m->g, was_training);
+    if (st != MAGNA_OK) return from_graph(m, st);
+    for (int64_t k = 0; k < C; k++) {
+        int64_t tp = confusion[k * C + k], predicted = 0, actual = 0;
+        for (int64_t j = 0; j < C; j++) predicted += confusion[j * C + k], actual += confusion[k * C + j];
+        double p = predicted ? (double)tp / (double)predicted : 0, r = actual ? (double)tp / (double)actual : 0;
+        if (precision) precision[k] = p;
+        if (recall) recall[k] = r;
+        if (f1) f1[k] = p + r > 0 ? 2 * p * r / (p + r) : 0;
+    }
+    return MAGNA_OK;
+}
+
+/* ---- fit ---------------------------------------------------------------------------------------- */
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void print_scores(FILE *f, const magna_model *m, const char *prefix, const magna_scores *s) {
+    fprintf(f, " - %sloss: %.4f", prefix, s->loss);
+    const unsigned k = m->c.metrics;
+    if (k & MAGNA_METRIC_MSE) fprintf(f, " - %smse: %.4f", prefix, s->mse);
+    if (k & MAGNA_METRIC_RMSE) fprintf(f, " - %srmse: %.4f", prefix, s->rmse);
+    if (k & MAGNA_METRIC_MAE) fprintf(f, " - %smae: %.4f", prefix, s->mae);
+    if (k & MAGNA_METRIC_R2) fprintf(f, " - %sr2: %.4f", prefix, s->r2);
+    if (k & MAGNA_METRIC_ACCURACY) fprintf(f, " - %saccuracy: %.4f", prefix, s->accuracy);
+    if (k & MAGNA_METRIC_TOP_K) fprintf(f, " - %stop%d: %.4f", prefix, m->c.top_k > 0 ? m->c.top_k : 5, s->top_k);
+}
+
+/* Keras's bar on a terminal, redrawn in place; nothing per step when the output is a file or a pipe. */
+static void progress(FILE *f, int64_t done, int64_t total, double elapsed, double loss) {
+    enum { WIDTH = 30 };
+    const int filled = (int)(WIDTH * done / total);
+    char bar[WIDTH + 1];
+    for (int i = 0; i < WIDTH; i++) bar[i] = i < filled ? '=' : i == filled ? '>' : '.';
+    bar[WIDTH] = '\0';
+    const double eta = done ? elapsed / (double)done * (double)(total - done) : 0;
+    fprintf(f, "\r%5lld/%lld [%s] - ETA: %.0fs - loss: %.4f", (long long)done, (long long)total, bar, eta, loss);
+    fflush(f);
+}
+
+static magna_status save_best(magna_model *m) {
+    size_t np, ns;
+    float *p = magna_graph_params(m->g, &np), *s = magna_graph_states(m->g, &ns);
+    if (!m->best_params) m->best_params = malloc((np + 1) * sizeof(float));
+    if (!m->best_states) m->best_states = malloc((ns + 1) * sizeof(float));
+    if (!m->best_params || !m->best_states) return model_error(m, MAGNA_ERR_NOMEM, "fit: out of memory");
+    memcpy(m->best_params, p, np * sizeof(float));
+    memcpy(m->best_states, s, ns * sizeof(float));
+    return MAGNA_OK;
+}
+
+static magna_status history_push(magna_model *m, magna_history *h, const magna_epoch_log *log) {
+    if (!h) return MAGNA_OK;
+    if (h->count == h->capacity) {
+        int cap = h->capacity ? 2 * h->capacity : 64;
+        magna_epoch_log *e = realloc(h->epochs, (size_t)cap * sizeof *e);
+        if (!e) return model_error(m, MAGNA_ERR_NOMEM, "fit: out of memory for the history");
+        h->epochs = e, h->capacity = cap;
+    }
+    h->epochs[h->count++] = *log;
+    return MAGNA_OK;
+}
+
+void magna_history_free(magna_history *h) {
+    if (!h) return;
+    free(h->epochs);
+    memset(h, 0, sizeof *h);
+}
+
+magna_status magna_model_fit(magna_model *m, const magna_dataset *train_in, const magna_dataset *val_in,
+                             const magna_fit_opts *o, magna_history *history) {
+    magna_status st = check_dataset(m, train_in, true, "fit");
+    if (st != MAGNA_OK) return st;
+    if (!o || o->epochs < 1) return model_error(m, MAGNA_ERR_ARG, "fit: epochs must be at least 1");
+    if (!(o->validation_split >= 0 && o->validation_split < 1))
+        return model_error(m, MAGNA_ERR_ARG, "fit: validation_split must be in [0, 1), got %g", o->validation_split);
+    if (val_in && (st = check_dataset(m, val_in, true, "fit (validation data)")) != MAGNA_OK) return st;
+    if (history) memset(history, 0, sizeof *history);
+
+    magna_dataset train = *train_in, split_val;
+    const magna_dataset *val = val_in;
+    if (!val && o->validation_split > 0) {
+        const int64_t n_val = (int64_t)((double)train.rows * o->validation_split);
+        if (n_val < 1 || n_val >= train.rows)
+            return model_error(m, MAGNA_ERR_ARG, "fit: validation_split %g of %lld rows leaves no rows on one side",
+                               o->validation_split, (long long)train.rows);
+        train.rows -= n_val;
+        split_val = *train_in;
+        split_val.rows = n_val;
+        const int64_t at = train.rows;
+        if (split_val.x) split_val.x += at * m->x_size;
+        if (split_val.x_i32) split_val.x_i32 += at * m->x_size;
+        if (split_val.y) split_val.y += at * m->y_size;
+        if (split_val.labels) split_val.labels += at * m->y_size;
+        val = &split_val;
+    }
+    int64_t *order = malloc((size_t)train.rows * sizeof *order);
+    if (!order) return model_error(m, MAGNA_ERR_NOMEM, "fit: out of memory");
+    const int64_t steps_per_epoch = (train.rows + m->batch - 1) / m->batch;
+    const int64_t total_steps = m->step + steps_per_epoch * o->epochs;
+    const bool tty = o->verbose && isatty(fileno(stdout));
+    double best = INFINITY;
+    int wait = 0;
+    magna_graph_set_training(m->g, true);
+
+    for (int epoch = 1; epoch <= o->epochs && st == MAGNA_OK; epoch++) {
+        const double t0 = now_seconds();
+        for (int64_t i = 0; i < train.rows; i++) order[i] = i;
+        if (!o->no_shuffle) /* Fisher-Yates from (seed, optimizer step): a resumed run shuffles the same */
+            for (int64_t i = train.rows - 1; i > 0; i--) {
+                int64_t j = (int64_t)(magna_rand_u64(m->seed ^ 0x5eed5eedull, (uint64_t)m->step, (uint64_t)i) %
+                                      (uint64_t)(i + 1));
+                int64_t t = order[i];
+                order[i] = order[j], order[j] = t;
+            }
+        if (tty) printf("Epoch %d/%d\n", epoch, o->epochs);
+        tally t = {0};
+        float lr = m->base_lr;
+        for (int64_t s = 0; s < steps_per_epoch && st == MAGNA_OK; s++) {
+            const int64_t from = s * m->batch, count = train.rows - from < m->batch ? train.rows - from : m->batch;
+            load_rows(m, &train, order, from, count, true);
+            magna_graph_zero_grad(m->g);
+            if ((st = magna_graph_forward(m->g)) != MAGNA_OK) {
+                from_graph(m, st);
+                break;
+            }
+            const float loss = fval(m->loss)[0];
+            if (!isfinite(loss)) {
+                st = model_error(m, MAGNA_ERR_NUMERIC,
+                                 "fit: the loss is %g at epoch %d, step %lld: stopped before the update reached the "
+                                 "weights (try a lower learning rate or clipping)",
+                                 (double)loss, epoch, (long long)s + 1);
+                break;
+            }
+            magna_graph_backward(m->g);
+            if (m->c.clip_norm > 0) magna_clip_grad_norm(m->g, m->c.clip_norm);
+            if (!magna_grads_finite(m->g)) {
+                st = model_error(m, MAGNA_ERR_NUMERIC, "fit: a gradient is NaN or Inf at epoch %d, step %lld", epoch,
+                                 (long long)s + 1);
+                break;
+            }
+            lr = magna_schedule_lr(&m->c.schedule, m->base_lr, m->step, total_steps);
+            magna_optimizer_set_lr(m->opt, lr);
+            magna_optimizer_step(m->opt);
+            m->step++;
+            tally_batch(m, &t, count);
+            if (tty) progress(stdout, s + 1, steps_per_epoch, now_seconds() - t0, t.loss_sum / (double)t.samples);
+        }
+        if (st != MAGNA_OK) break;
+        magna_epoch_log log = {.epoch = epoch, .lr = lr, .train = tally_scores(&t), .has_val = val != NULL};
+        if (val && (st = magna_model_evaluate(m, val, &log.val)) != MAGNA_OK) break;
+        log.seconds = now_seconds() - t0;
+        if (o->verbose) {
+            if (tty)
+                printf("\r%5lld/%lld [==============================] - %.2fs", (long long)steps_per_epoch,
+                       (long long)steps_per_epoch, log.seconds);
+            else
+                printf("epoch %d/%d - %.3fs", epoch, o->epochs, log.seconds);
+            print_scores(stdout, m, "", &log.train);
+            if (val) print_scores(stdout, m, "val_", &log.val);
+            printf("\n");
+            fflush(stdout);
+        }
+        if ((st = history_push(m, history, &log)) != MAGNA_OK) break;
+        const double monitored = val ? log.val.loss : log.train.loss;
+        if (monitored < best - o->min_delta) {
+            best = monitored, wait = 0;
+            if (history) history->best_epoch = epoch;
+            if (o->restore_best && (st = save_best(m)) != MAGNA_OK) break;
+        } else if (o->patience > 0 && ++wait >= o->patience) {
+            if (history) history->stopped_early = true;
+            if (o->verbose) printf("early stopping at epoch %d: no improvement for %d epochs\n", epoch, wait);
+            break;
+        }
+        if (o->on_epoch_end && !o->on_epoch_end(m, &log, o->user)) break;
+    }
+    free(order);
+    if (st == MAGNA_OK && o->restore_best && m->best_params) {
+        size_t np, ns;
+        float *params = magna_graph_params(m->g, &np), *states = magna_graph_states(m->g, &ns);
+        memcpy(params, m->best_params, np * sizeof(float));
+        memcpy(states, m->best_states, ns * sizeof(float));
+    }
+    magna_graph_set_batch(m->g, m->batch);
+    return st;
+}
+
+/* ---- summary ------------------------------------------------------------------------------------ */
+
+void magna_model_summary(magna_model *m, FILE *f) {
+    magna_graph *g = m->g;
+    char shape[SHAPE_STR_MAX];
+    fprintf(f, "%-28s %-22s %12s\n", "Layer (params)", "Shape", "Param #");
+    fprintf(f, "%.*s\n", 64, "================================================================");
+    if (m->input) fprintf(f, "%-28s %-22s %12s\n", m->input->name, shape_str(m->input, shape, sizeof shape), "0");
+    int64_t total = 0, trainable = 0;
+    for (int i = 0; i < g->n_param_nodes;) { /* params grouped by the layer name before the first '.' */
+        const magna_node *p = g->param_nodes[i];
+        const char *dot = strchr(p->name, '.');
+        const int len = dot ? (int)(dot - p->name) : (int)strlen(p->name);
+        int64_t count = 0;
+        char shapes[128] = "";
+        int j = i;
+        for (; j < g->n_param_nodes && strncmp(g->param_nodes[j]->name, p->name, (size_t)len) == 0 &&
+               (g->param_nodes[j]->name[len] == '.' || g->param_nodes[j]->name[len] == '\0');
+             j++) {
+            count += g->param_nodes[j]->numel;
+            size_t used = strlen(shapes);
+            snprintf(shapes + used, sizeof shapes - used, "%s%s", used ? " " : "",
+                     shape_str(g->param_nodes[j], shape, sizeof shape));
+        }
+        fprintf(f, "%-28.*s %-22s %12lld\n", len, p->name, shapes, (long long)count);
+        total += count, trainable += count;
+        i = j;
+    }
+    for (int i = 0; i < g->n_state_nodes; i++) total += g->state_nodes[i]->numel;
+    if (m->output) fprintf(f, "%-28s %-22s\n", "output", shape_str(m->output, shape, sizeof shape));
+    fprintf(f, "%.*s\n", 64, "================================================================");
+    fprintf(f, "Total params: %lld\nTrainable params: %lld\nNon-trainable params: %lld\n", (long long)total,
+            (long long)trainable, (long long)(total - trainable));
+}
