@@ -40,6 +40,74 @@ static void sgemm_vs_reference(uint64_t seed) {
     }
 }
 
+/* core/gemm_small.c's test hook: one SIMD path by number (0 AVX-512, 1 AVX2+FMA, 2 portable C); false,
+ * doing nothing, when the CPU lacks it. */
+bool magna_sgemm_small_path(int path, bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda,
+                            const float *b, int ldb, float beta, float *c, int ldc);
+
+/* The small-GEMM kernel directly, on every path the CPU has: random m, n, k in 1..130 (and the edges of
+ * its 6-row and 16/32-column blocks), every transpose, alpha != 1, beta 0 (over NaN, which must not
+ * leak), 1 and 0.5, padded leading dimensions (the columns past each width must stay untouched), and
+ * k past one 256-deep packed chunk. Also k = 0 (C = beta C) and the same call twice giving the same bits. */
+static void sgemm_small_vs_reference(void) {
+    static const int edges[] = {1, 5, 6, 7, 15, 16, 17, 31, 32, 33, 64, 65};
+    const int n_edges = (int)(sizeof edges / sizeof *edges);
+    static const float betas[3] = {0.0f, 1.0f, 0.5f};
+    int paths = 0, calls = 0, failures = 0, repeats_differ = 0;
+    double worst = 0;
+    for (int path = 0; path < 3; path++) {
+        if (!magna_sgemm_small_path(path, false, false, 1, 1, 1, 1, (float[]){1}, 1, (float[]){1}, 1, 0,
+                                    (float[]){0}, 1))
+            continue;
+        paths++;
+        for (int trial = 0; trial < 240; trial++) {
+            const uint64_t seed = 1000 + (uint64_t)trial;
+            int dims[3];
+            for (int d = 0; d < 3; d++) {
+                const uint64_t r = magna_rand_u64(seed, 7, (uint64_t)d);
+                dims[d] = r % 2 ? edges[r / 2 % (uint64_t)n_edges] : 1 + (int)(r / 2 % 130);
+            }
+            int m = dims[0], n = dims[1], k = dims[2];
+            if (trial < 4) k = 257 + 40 * trial;           /* past one packed chunk of k, each transpose */
+            if (trial == 8 || trial == 13 || trial == 16) k = 0; /* beta 0.5, 0 and 1 */
+            const bool ta = trial & 1, tb = trial & 2;
+            const float beta = betas[trial / 4 % 3], alpha = 0.7f;
+            const int lda = (ta ? m : k) + 1 + trial % 5, ldb = (tb ? k : n) + 2 + trial % 3, ldc = n + 3;
+            /* + 1: no malloc(0) when k = 0 */
+            const size_t sa = (size_t)(ta ? k : m) * lda + 1, sb = (size_t)(tb ? n : k) * ldb + 1;
+            const size_t sc = (size_t)m * ldc;
+            float *a = malloc(sa * 4), *b = malloc(sb * 4), *c1 = malloc(sc * 4), *c2 = malloc(sc * 4),
+                  *c3 = malloc(sc * 4);
+            fill(a, sa, seed + 1), fill(b, sb, seed + 2), fill(c2, sc, seed + 3);
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < n; j++)
+                    if (beta == 0) c2[(size_t)i * ldc + j] = NAN;
+            memcpy(c1, c2, sc * 4), memcpy(c3, c2, sc * 4);
+            magna_sgemm_small_path(path, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c1, ldc);
+            magna_sgemm_small_path(path, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c3, ldc);
+            magna_sgemm_reference(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c2, ldc);
+            /* the reference writes only the first n columns of each row: padding compares equal too */
+            double err = 0;
+            for (size_t i = 0; i < sc; i++)
+                if (isnan(c1[i])) err = INFINITY;
+            if (err == 0) err = max_rel_err(c1, c2, sc);
+            repeats_differ += memcmp(c1, c3, sc * 4) != 0;
+            calls++;
+            worst = fmax(worst, err);
+            if (!(err < 1e-5)) {
+                failures++;
+                CHECK(err < 1e-5, "sgemm_small path %d m=%d n=%d k=%d ta=%d tb=%d beta=%g: max relative error %.3g",
+                      path, m, n, k, ta, tb, beta, err);
+            }
+            free(a), free(b), free(c1), free(c2), free(c3);
+        }
+    }
+    CHECK(paths >= 1, "no sgemm_small path ran");
+    CHECK(failures == 0, "%d of %d sgemm_small calls off", failures, calls);
+    CHECK(repeats_differ == 0, "%d sgemm_small calls gave different bits the second time", repeats_differ);
+    printf("kernel sgemm_small: %d paths, %d shapes, max_rel_err=%.2e\n", paths, calls, worst);
+}
+
 /* matmul through a graph, [B, M, K] @ [B, K, N] and [B, T, K] @ [K, N], against the loop. */
 static void graph_matmul_vs_reference(int B, int M, int K, int N, bool shared, uint64_t seed) {
     magna_graph *g = magna_graph_new(seed);
@@ -110,6 +178,7 @@ int main(void) {
               "AVX-512 CPU but OpenBLAS runs other kernels: %s", magna_runtime_info());
     }
     for (uint64_t s = 1; s <= 6; s++) sgemm_vs_reference(s * 31);
+    sgemm_small_vs_reference();
     reductions_vs_reference();
     graph_matmul_vs_reference(3, 17, 33, 9, false, 5);
     graph_matmul_vs_reference(2, 65, 130, 70, false, 6);

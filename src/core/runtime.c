@@ -145,53 +145,20 @@ const char *magna_runtime_info(void) {
     return rt.info;
 }
 
-/* Small products in plain C, compiled for AVX-512, AVX2 and baseline and picked at load time (GCC's
- * target_clones). Why not OpenBLAS: for these sizes its call overhead rivals the arithmetic, and
- * 0.3.21's SkylakeX small-matrix kernel mallocs a buffer on every call, while a training step must not
- * allocate. Rows of C accumulate alpha a[i,p] b[p,:] (contiguous, vectorised); with b transposed, each
- * element is a dot product. */
-__attribute__((target_clones("avx512f", "avx2", "default"))) static void
-sgemm_small(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb,
-            float beta, float *c, int ldc) {
-    for (int i = 0; i < m; i++) {
-        float *ci = c + (size_t)i * ldc;
-        if (beta == 0)
-            memset(ci, 0, (size_t)n * sizeof *ci);
-        else if (beta != 1)
-            for (int j = 0; j < n; j++) ci[j] *= beta;
-        if (!tb) {
-            for (int p = 0; p < k; p++) {
-                const float av = alpha * (ta ? a[(size_t)p * lda + i] : a[(size_t)i * lda + p]);
-                const float *bp = b + (size_t)p * ldb;
-                for (int j = 0; j < n; j++) ci[j] += av * bp[j];
-            }
-        } else {
-            for (int j = 0; j < n; j++) {
-                const float *bj = b + (size_t)j * ldb;
-                float s = 0;
-                if (!ta) {
-                    const float *ai = a + (size_t)i * lda;
-#pragma omp simd reduction(+ : s)
-                    for (int p = 0; p < k; p++) s += ai[p] * bj[p];
-                } else {
-                    for (int p = 0; p < k; p++) s += a[(size_t)p * lda + i] * bj[p];
-                }
-                ci[j] += alpha * s;
-            }
-        }
-    }
-}
-
+/* Products of at most 64^3 flops go to magna_sgemm_small (src/core/gemm_small.c: register-blocked
+ * AVX-512 / AVX2 / C kernels, picked at run time). Why not OpenBLAS: for these sizes its call overhead
+ * rivals the arithmetic, and 0.3.21's SkylakeX small-matrix kernel mallocs a buffer on every call, while
+ * a training step must not allocate. */
 #define SMALL_GEMM_FLOPS (64.0 * 64.0 * 64.0)
 
 /* OpenBLAS 0.3.21 sends untransposed products of at most 100^3 to its SkylakeX "small matrix" kernel,
- * which mallocs on every call: those stay in our kernel. */
+ * which mallocs on every call: those stay in magna_sgemm_small too. */
 #define OPENBLAS_SMALL_NN_FLOPS (100.0 * 100.0 * 100.0)
 
 static void blas_sgemm(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda, const float *b,
                        int ldb, float beta, float *c, int ldc) {
     if (!ta && !tb && (double)m * n * k <= OPENBLAS_SMALL_NN_FLOPS) {
-        sgemm_small(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        magna_sgemm_small(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
     }
     rt.sgemm(BLAS_ROW_MAJOR, ta ? BLAS_TRANS : BLAS_NO_TRANS, tb ? BLAS_TRANS : BLAS_NO_TRANS, m, n, k, alpha, a, lda,
@@ -202,7 +169,7 @@ void magna_sgemm(bool ta, bool tb, int m, int n, int k, float alpha, const float
                  float beta, float *c, int ldc) {
     if (m <= 0 || n <= 0) return;
     if ((double)m * n * k <= SMALL_GEMM_FLOPS) {
-        sgemm_small(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        magna_sgemm_small(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
     }
     if (k <= 0) { /* BLAS leaves C alone when k = 0; the math says C = beta C */

@@ -184,6 +184,11 @@ void magna_sgemm(bool ta, bool tb, int m, int n, int k, float alpha, const float
  * (0 AVX-512, 1 AVX2, 2 scalar; falling back when the CPU lacks it), for tests. */
 void magna_vexp(float *y, const float *x, int64_t n);
 void magna_vexp_path(int path, float *y, const float *x, int64_t n);
+/* The same contract, single-threaded and allocation-free, for small products (src/core/gemm_small.c:
+ * register-blocked AVX-512 / AVX2+FMA / C kernels chosen once at run time). magna_sgemm sends it every
+ * product of at most 64^3 flops, untransposed ones up to 100^3; it may run inside a parallel region. */
+void magna_sgemm_small(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda, const float *b,
+                       int ldb, float beta, float *c, int ldc);
 /* The plain triple loop the fast path is tested against. */
 void magna_sgemm_reference(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda,
                            const float *b, int ldb, float beta, float *c, int ldc);
