@@ -22,8 +22,10 @@ static double now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Least squares with an intercept: solve (X^T X + tiny I) w = X^T y by Cholesky. */
-static double ols_test_rmse(const float *x, const float *y, int64_t n_train, int64_t n, int d) {
+/* Least squares with an intercept, fitted on the training rows: solve (X^T X + tiny I) w = X^T y by Cholesky;
+ * returns the RMSE on the test rows. */
+static double ols_test_rmse(const float *x, const float *y, int64_t n_train, const float *x_test,
+                            const float *y_test, int64_t n_test, int d) {
     int m = d + 1;
     double *A = calloc((size_t)m * m, sizeof *A), *b = calloc((size_t)m, sizeof *b);
     for (int64_t r = 0; r < n_train; r++) {
@@ -53,13 +55,13 @@ static double ols_test_rmse(const float *x, const float *y, int64_t n_train, int
         b[i] /= A[i * m + i];
     }
     double se = 0;
-    for (int64_t r = n_train; r < n; r++) {
+    for (int64_t r = 0; r < n_test; r++) {
         double p = b[0];
-        for (int j = 0; j < d; j++) p += b[j + 1] * x[r * d + j];
-        se += (p - y[r]) * (p - y[r]);
+        for (int j = 0; j < d; j++) p += b[j + 1] * x_test[r * d + j];
+        se += (p - y_test[r]) * (p - y_test[r]);
     }
     free(A), free(b);
-    return sqrt(se / (double)(n - n_train));
+    return sqrt(se / (double)n_test);
 }
 
 int main(int argc, char **argv) {
@@ -71,47 +73,34 @@ int main(int argc, char **argv) {
         return 2;
     }
     printf("%s\n", magna_runtime_info());
-    magna_table t;
+    /* scikit-learn's file starts with a line of counts; then a header, 13 features and the target MEDV.
+     * A seeded 80/20 split, then the features standardised with the training rows' statistics only. */
+    magna_table t, train, test;
+    magna_standardizer scaler;
     magna_error err;
-    if (magna_csv_read(path, 1, &t, &err) != MAGNA_OK) {
+    float *x = NULL, *y = NULL, *x_test = NULL, *y_test = NULL;
+    int64_t d = 0, d_test = 0;
+    if (magna_csv_read(path, &(magna_csv_options){.skip_lines = 1}, &t, &err) != MAGNA_OK) {
         fprintf(stderr, "housing: %s\n", err.message);
         return 1;
     }
-    int64_t target = magna_table_column(&t, "MEDV");
-    if (target < 0 || t.cols != 14) {
+    if (magna_table_column(&t, "MEDV") < 0 || t.cols != 14) {
         fprintf(stderr, "housing: %s: expected 13 features and a MEDV column\n", path);
         return 1;
     }
-    const int d = 13;
-    const int64_t n = t.rows, n_train = n * 8 / 10, n_test = n - n_train;
-
-    /* seeded shuffle, then split; standardise with the training rows' statistics only */
-    int64_t *perm = malloc((size_t)n * sizeof *perm);
-    for (int64_t i = 0; i < n; i++) perm[i] = i;
-    for (int64_t i = n - 1; i > 0; i--) {
-        int64_t j = (int64_t)(magna_rand_u64(seed, 1, (uint64_t)i) % (uint64_t)(i + 1)), tmp = perm[i];
-        perm[i] = perm[j], perm[j] = tmp;
+    if (magna_table_split(&t, 0.0, 0.2, seed, &train, NULL, &test, &err) != MAGNA_OK ||
+        magna_standardizer_fit(&scaler, &train, NULL, "MEDV", &err) != MAGNA_OK ||
+        magna_standardizer_apply(&scaler, &train, &err) != MAGNA_OK ||
+        magna_standardizer_apply(&scaler, &test, &err) != MAGNA_OK ||
+        magna_table_features(&train, NULL, "MEDV", &x, &d, &err) != MAGNA_OK ||
+        magna_table_features(&test, NULL, "MEDV", &x_test, &d_test, &err) != MAGNA_OK ||
+        magna_table_target(&train, "MEDV", &y, &err) != MAGNA_OK ||
+        magna_table_target(&test, "MEDV", &y_test, &err) != MAGNA_OK) {
+        fprintf(stderr, "housing: %s\n", err.message);
+        return 1;
     }
-    float *x = malloc((size_t)n * d * sizeof *x), *y = malloc((size_t)n * sizeof *y);
-    for (int64_t r = 0; r < n; r++) {
-        int col = 0;
-        for (int64_t c = 0; c < t.cols; c++) {
-            float v = t.values[perm[r] * t.cols + c];
-            if (c == target)
-                y[r] = v;
-            else
-                x[r * d + col++] = v;
-        }
-    }
-    for (int j = 0; j < d; j++) {
-        double mean = 0, var = 0;
-        for (int64_t r = 0; r < n_train; r++) mean += x[r * d + j];
-        mean /= (double)n_train;
-        for (int64_t r = 0; r < n_train; r++) var += (x[r * d + j] - mean) * (x[r * d + j] - mean);
-        double sd = sqrt(var / (double)n_train);
-        for (int64_t r = 0; r < n; r++) x[r * d + j] = (float)((x[r * d + j] - mean) / (sd > 0 ? sd : 1));
-    }
-    double ols = ols_test_rmse(x, y, n_train, n, d);
+    const int64_t n_train = train.rows, n_test = test.rows;
+    double ols = ols_test_rmse(x, y, n_train, x_test, y_test, n_test, (int)d);
     printf("least squares: test RMSE %.3f\n", ols);
 
     /* the seed's MLP */
@@ -163,14 +152,14 @@ int main(int argc, char **argv) {
     /* test set, in batches, inference mode */
     magna_graph_set_training(g, false);
     double se = 0;
-    for (int64_t start = n_train; start < n; start += BATCH) {
-        int64_t rows = n - start < BATCH ? n - start : BATCH;
+    for (int64_t start = 0; start < n_test; start += BATCH) {
+        int64_t rows = n_test - start < BATCH ? n_test - start : BATCH;
         magna_graph_set_batch(g, rows);
-        memcpy(magna_node_data(in), x + start * d, (size_t)(rows * d) * sizeof(float));
-        memcpy(magna_node_data(tgt), y + start, (size_t)rows * sizeof(float));
+        memcpy(magna_node_data(in), x_test + start * d, (size_t)(rows * d) * sizeof(float));
+        memcpy(magna_node_data(tgt), y_test + start, (size_t)rows * sizeof(float));
         magna_graph_forward(g);
         for (int64_t r = 0; r < rows; r++) {
-            double e = magna_node_data(pred)[r] - y[start + r];
+            double e = magna_node_data(pred)[r] - y_test[start + r];
             se += e * e;
         }
     }
@@ -181,7 +170,8 @@ int main(int argc, char **argv) {
            rmse, ols, epochs, (long long)n_train, (long long)n_test, seconds, 1000 * seconds / epochs);
     magna_optimizer_free(opt);
     magna_graph_free(g);
-    free(order), free(perm), free(x), free(y);
-    magna_table_free(&t);
+    free(order), free(x), free(y), free(x_test), free(y_test);
+    magna_standardizer_free(&scaler);
+    magna_table_free(&t), magna_table_free(&train), magna_table_free(&test);
     return 0;
 }
