@@ -18,6 +18,7 @@
  * magna_graph_backward_seeded, so only the op is timed: a magna_sum node over the 1.6M outputs of conv layer
  * 1 took more time than the conv itself. PyTorch's side seeds y.backward() with ones alike. */
 #include "graph/internal.h"
+#include "ops/conv2d.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -226,6 +227,8 @@ static void bench_conv(int batch, int cin, int cout, int hw, bool backward) {
     fb_ctx ctx;
     compile_for(g, y, backward, &ctx, "compile conv");
     fill_uniform(magna_node_data(x), magna_node_numel(x), 3);
+    char path[256];
+    printf("conv %dx%d@%d: %s\n", cin, cout, hw, magna_conv2d_describe(y, path, sizeof path));
 
     const double fwd = 2.0 * batch * cout * hw * hw * cin * 9;
     char key[64], peer[64];

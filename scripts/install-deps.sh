@@ -5,7 +5,7 @@
 #   scripts/install-deps.sh demo     also the data sets the demo trains on
 set -eu
 
-packages="build-essential cmake pkg-config libopenblas-openmp-dev zlib1g-dev"
+packages="build-essential cmake pkg-config libopenblas-openmp-dev libdnnl-dev zlib1g-dev"
 case "${1:-}" in
     demo) packages="$packages python3-sklearn" ;;
     bench) packages="$packages python3-sklearn python3-torch python3-venv" ;;

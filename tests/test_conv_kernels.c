@@ -1,7 +1,11 @@
 /* test_conv_kernels.c — the image kernels against plain loops, through a graph, on fresh random data,
- * for several shapes and at thread counts 1, the default and 3: conv2d (im2col + sgemm) forward and
- * backward against the direct-loop reference; max/avg pooling forward and dx; batch norm's batch
+ * for several shapes and at thread counts 1, the default and 3: conv2d forward and backward against the
+ * direct-loop reference, on each of its paths (oneDNN with the layouts it picks, oneDNN on plain layouts,
+ * im2col + sgemm; only the last without oneDNN); max/avg pooling forward and dx; batch norm's batch
  * statistics, running-statistics update, inference forward and backward.
+ *
+ * Each conv2d line ends with the path the node ran, which must be the one asked for (im2col where oneDNN's
+ * primitives were made for another thread count); the first line of each path names oneDNN's kernels.
  *
  * Forward is compared with magna_conv2d_reference; backward with plain loops written here:
  *   dx[n, c, ih, iw] = sum w[oc, c, kh, kw] dy[n, oc, oh, ow] over the (oc, kh, kw, oh, ow) that read (ih, iw)
@@ -54,10 +58,29 @@ static double rel_err(const float *a, const double *b, size_t count) {
 }
 
 static int failures = 0;
+static conv2d_path want_path; /* the path conv2d nodes are built with now */
+
+static const char *path_name(conv2d_path p) {
+    return p == CONV2D_ONEDNN ? "onednn" : p == CONV2D_ONEDNN_PLAIN ? "onednn-plain" : "im2col";
+}
+
+/* The short name of the path `conv` runs; a failure when it is not the one asked for (`expect_im2col`: the
+ * primitives were made for another thread count, so im2col is right). */
+static const char *check_path(magna_node *conv, bool expect_im2col, const char *what) {
+    char buf[256];
+    magna_conv2d_describe(conv, buf, sizeof buf);
+    const bool onednn = !strncmp(buf, "oneDNN", 6);
+    const bool want_onednn = want_path != CONV2D_IM2COL && !expect_im2col;
+    if (onednn != want_onednn) {
+        printf("FAIL conv2d     %-44s asked for %s, runs: %s\n", what, path_name(want_path), buf);
+        failures++;
+    }
+    return onednn ? path_name(want_path) : "im2col";
+}
 
 /* One line per check: the worst error of each tensor compared. */
 static void report(const char *op, const char *what, int threads, const char *const *names, const double *errs,
-                   int count) {
+                   int count, const char *path) {
     char line[512];
     int used = 0;
     bool ok = true;
@@ -66,7 +89,8 @@ static void report(const char *op, const char *what, int threads, const char *co
         used += snprintf(line + used, sizeof line - (size_t)used, " %s %.1e", names[i], errs[i]);
     }
     if (!ok) failures++;
-    printf("%-4s %-10s %-44s threads %d:%s\n", ok ? "ok" : "FAIL", op, what, threads, line);
+    printf("%-4s %-10s %-44s threads %d:%s%s%s\n", ok ? "ok" : "FAIL", op, what, threads, line, path ? "  " : "",
+           path ? path : "");
 }
 
 /* Naive backward into double buffers (see the file comment). */
@@ -141,6 +165,7 @@ static void run_config(const conv_config *c, int threads, int run_threads, uint6
         printf("FAIL conv2d     %-44s threads %d: forward: %s\n", c->what, shown, magna_graph_errmsg(g));
         failures++;
     } else {
+        const char *path = check_path(y, run_threads && run_threads != threads, c->what);
         const char *names[5] = {"fwd", "dx", "dw", "db", "x2"};
         double errs[5];
         errs[0] = rel_err(magna_node_data(y), yd, ny);
@@ -157,11 +182,11 @@ static void run_config(const conv_config *c, int threads, int run_threads, uint6
         errs[4] = fmax(rel_err(magna_node_grad(x), dx, nx), rel_err(magna_node_grad(w), dw, nw));
         if (b) errs[4] = fmax(errs[4], rel_err(magna_node_grad(b), db, (size_t)c->OC));
         if (b) {
-            report("conv2d", c->what, shown, names, errs, 5);
+            report("conv2d", c->what, shown, names, errs, 5, path);
         } else {
             const char *nb[4] = {"fwd", "dx", "dw", "x2"};
             double eb[4] = {errs[0], errs[1], errs[2], errs[4]};
-            report("conv2d", c->what, shown, nb, eb, 4);
+            report("conv2d", c->what, shown, nb, eb, 4, path);
         }
     }
     free(yref), free(dy), free(yd), free(dx), free(dw), free(db);
@@ -211,7 +236,7 @@ static void run_set_batch(const conv_config *c, int threads, uint64_t seed) {
         const char *names[3] = {"fwd", "dw", "db"};
         const double errs[3] = {rel_err(magna_node_data(y), yd, by), rel_err(magna_node_grad(w), dw, nw),
                                 rel_err(magna_node_grad(b), db, (size_t)c->OC)};
-        report("conv2d", what, threads, names, errs, 3);
+        report("conv2d", what, threads, names, errs, 3, check_path(y, false, what));
         if (batch == 1) break;
     }
     free(xv), free(yref), free(dy), free(yd), free(dx), free(dw), free(db);
@@ -292,7 +317,7 @@ static void run_pool(const pool_config *c, bool max, int threads, uint64_t seed)
         magna_graph_backward_seeded(g, dy);
         const char *names[2] = {"fwd", "dx"};
         double errs[2] = {rel_err(magna_node_data(y), yd, ny), rel_err(magna_node_grad(x), dx, nx)};
-        report(op, c->what, threads, names, errs, 2);
+        report(op, c->what, threads, names, errs, 2, NULL);
     }
     free(dy), free(yd), free(dx);
     magna_graph_free(g);
@@ -381,8 +406,20 @@ static void run_batch_norm(int N, int C, int H, int W, int threads, uint64_t see
         fmax(rel_err(magna_node_grad(gamma), dg, (size_t)C), rel_err(magna_node_grad(beta), dbeta, (size_t)C));
     const char *names[6] = {"train", "rmean", "rvar", "eval", "dx", "dgb"};
     const double errs[6] = {e_train, e_rm, e_rv, e_eval, e_dx, e_dg};
-    report("batch_norm", what, threads, names, errs, 6);
+    report("batch_norm", what, threads, names, errs, 6, NULL);
     free(dy), free(yd), free(dx), free(stats), free(dg), free(dbeta);
+    magna_graph_free(g);
+}
+
+/* Which kernels a conv2d node of cnn layer 2 gets on the current path, at the default thread count. */
+static void print_path(void) {
+    magna_graph *g = magna_graph_new(1);
+    magna_node *x = magna_param(g, "x", 4, (int64_t[]){4, 32, 14, 14}, magna_init_zeros()); /* wants dx too */
+    magna_node *w = magna_param(g, "w", 4, (int64_t[]){64, 32, 3, 3}, magna_init_zeros());
+    magna_node *b = magna_param(g, "b", 1, (int64_t[]){64}, magna_init_zeros());
+    magna_node *y = magna_conv2d(g, x, w, b, (magna_conv2d_opts){.pad_h = 1, .pad_w = 1});
+    char buf[256];
+    printf("conv2d path %s: %s\n", path_name(want_path), y ? magna_conv2d_describe(y, buf, sizeof buf) : "?");
     magna_graph_free(g);
 }
 
@@ -391,27 +428,42 @@ int main(void) {
     const int thread_counts[3] = {default_threads, 1, 3};
     const int n_configs = (int)(sizeof configs / sizeof configs[0]);
     const int n_pool = (int)(sizeof pool_configs / sizeof pool_configs[0]);
-    for (int t = 0; t < 3; t++) {
-        const int threads = thread_counts[t];
-        if (t > 0 && threads == default_threads) continue;
-        const uint64_t seed = 1000 + (uint64_t)t * 100;
-        for (int i = 0; i < n_configs; i++) run_config(&configs[i], threads, 0, seed + (uint64_t)i);
-        run_set_batch(&configs[1], threads, seed + 40);
-        run_set_batch(&configs[4], threads, seed + 41);
-        for (int i = 0; i < n_pool; i++) {
-            run_pool(&pool_configs[i], true, threads, seed + 50 + (uint64_t)i);
-            run_pool(&pool_configs[i], false, threads, seed + 60 + (uint64_t)i);
-        }
-        run_batch_norm(6, 5, 0, 0, threads, seed + 70);
-        run_batch_norm(4, 32, 14, 14, threads, seed + 71);
-        run_batch_norm(3, 2, 1, 1, threads, seed + 72);
+    conv2d_path paths[3] = {CONV2D_ONEDNN, CONV2D_ONEDNN_PLAIN, CONV2D_IM2COL};
+    int n_paths = 3;
+    magna_conv2d_set_path(CONV2D_ONEDNN);
+    if (magna_conv2d_get_path() == CONV2D_IM2COL) { /* built without oneDNN */
+        printf("conv2d: built without oneDNN, only the im2col path\n");
+        paths[0] = CONV2D_IM2COL, n_paths = 1;
     }
-    /* compiled for one thread, run on three */
-    conv_config more[2] = {configs[2], configs[10]};
-    more[0].what = "cnn layer 3, compiled 1 thread, run 3";
-    more[1].what = "pad 2, stride 3, dil 2x1, compiled 1, run 3";
-    run_config(&more[0], 1, 3, 2000);
-    run_config(&more[1], 1, 3, 2001);
+    for (int pi = 0; pi < n_paths; pi++) {
+        want_path = paths[pi];
+        magna_conv2d_set_path(want_path);
+        magna_set_threads(default_threads);
+        print_path();
+        for (int t = 0; t < 3; t++) {
+            const int threads = thread_counts[t];
+            if (t > 0 && threads == default_threads) continue;
+            const uint64_t seed = 1000 + (uint64_t)t * 100 + (uint64_t)pi * 1000;
+            for (int i = 0; i < n_configs; i++) run_config(&configs[i], threads, 0, seed + (uint64_t)i);
+            run_set_batch(&configs[1], threads, seed + 40);
+            run_set_batch(&configs[4], threads, seed + 41);
+            if (pi > 0) continue; /* the other kernels have one path */
+            for (int i = 0; i < n_pool; i++) {
+                run_pool(&pool_configs[i], true, threads, seed + 50 + (uint64_t)i);
+                run_pool(&pool_configs[i], false, threads, seed + 60 + (uint64_t)i);
+            }
+            run_batch_norm(6, 5, 0, 0, threads, seed + 70);
+            run_batch_norm(4, 32, 14, 14, threads, seed + 71);
+            run_batch_norm(3, 2, 1, 1, threads, seed + 72);
+        }
+        /* compiled for one thread, run on three (oneDNN's primitives are made for one: im2col runs) */
+        conv_config more[2] = {configs[2], configs[10]};
+        more[0].what = "cnn layer 3, compiled 1 thread, run 3";
+        more[1].what = "pad 2, stride 3, dil 2x1, compiled 1, run 3";
+        run_config(&more[0], 1, 3, 2000 + (uint64_t)pi * 1000);
+        run_config(&more[1], 1, 3, 2001 + (uint64_t)pi * 1000);
+    }
+    magna_conv2d_set_path(CONV2D_DEFAULT);
     magna_set_threads(default_threads);
     if (failures) {
         printf("test_conv_kernels: %d check(s) failed\n", failures);

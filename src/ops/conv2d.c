@@ -1,9 +1,14 @@
-/* conv2d.c — 2-D convolution, NCHW, as im2col + sgemm, with a direct-loop reference to test it against.
+/* conv2d.c — 2-D convolution, NCHW: through oneDNN when magna is built with it, else (and as the fallback,
+ * and as a second reference in tests) as im2col + sgemm; with a direct-loop reference to test both against.
  *
  *   x [N, C, H, W], w [OC, C, KH, KW], bias [OC] (optional: in[2] is there only when n_in == 3)
  *   -> y [N, OC, OH, OW], OH = (H + 2 ph - dh (KH - 1) - 1) / sh + 1 (OW alike)
  *
- * Per group of g samples side by side (g P columns), with K = C KH KW and P = OH OW:
+ * oneDNN (see "oneDNN" below): forward, backward-data and backward-weights (with bias) primitives, made at
+ * infer and kept in n->kernel_state. oneDNN picks blocked layouts (nChw16c, ...); tensors are reordered into
+ * them in the workspace and results back out, the gradients with a sum post-op, since backward adds.
+ *
+ * im2col: per group of g samples side by side (g P columns), with K = C KH KW and P = OH OW:
  *   col [K, g P] = im2col(x_g)          y_g [OC, g P] = w [OC, K] @ col + bias
  *   dw [OC, K] += dy_g @ col^T          dcol [K, g P] = w^T @ dy_g,  dx_g += col2im(dcol)
  *   dbias [OC] += sum over n and P of dy
@@ -18,9 +23,12 @@
  * ip: [0] stride_h, [1] stride_w, [2] pad_h, [3] pad_w, [4] dilation_h, [5] dilation_w. */
 #include "common.h"
 #include "conv2d.h"
+#include "onednn.h"
 
 #include <limits.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <omp.h>
 
@@ -223,6 +231,426 @@ static void conv_backward_group(const conv_dims *d, const float *x, const float 
     }
 }
 
+/* dbias[oc] += sum_{n, p} dy[n, oc, p]. */
+static void conv_bias_backward(const conv_dims *d, const float *dy, float *db) {
+    const size_t ys = (size_t)d->OC * d->P;
+    PARALLEL_FOR((int64_t)d->N * d->OC * d->P > PAR_MIN, oc, d->OC, {
+        double acc = 0;
+        for (int s = 0; s < d->N; s++) {
+            const float *r = dy + s * ys + (size_t)oc * d->P;
+            float part = 0;
+            for (int q = 0; q < d->P; q++) part += r[q];
+            acc += part;
+        }
+        db[oc] += (float)acc;
+    });
+}
+
+/* ---- which path ---------------------------------------------------------------------------------- */
+
+static conv2d_path path_set = CONV2D_DEFAULT;
+
+void magna_conv2d_set_path(conv2d_path path) { path_set = path; }
+
+conv2d_path magna_conv2d_get_path(void) {
+    conv2d_path p = path_set;
+    if (p == CONV2D_DEFAULT) {
+        const char *env = getenv("MAGNA_CONV2D");
+        if (env && !strcmp(env, "im2col"))
+            p = CONV2D_IM2COL;
+        else if (env && !strcmp(env, "onednn-plain"))
+            p = CONV2D_ONEDNN_PLAIN;
+        else
+            p = CONV2D_ONEDNN;
+    }
+#ifndef MAGNA_HAVE_DNNL
+    p = CONV2D_IM2COL;
+#endif
+    return p;
+}
+
+/* ---- oneDNN -------------------------------------------------------------------------------------- *
+ *
+ * Made at infer (build and set_batch), never in a step: three primitives (forward; backward-data only when x
+ * can need a gradient; backward-weights, with diff_bias, only when w can), the reorders around them, and a
+ * memory object per argument whose data handle is set when the buffer moves (in practice once: magna's
+ * buffers are planned). Nothing here allocates in a step except oneDNN itself: dnnl_primitive_execute
+ * builds a std::unordered_map of its arguments on every call (oneDNN 2.6, src/common/primitive_iface.cpp)
+ * and some kernels std::function closures in their parallel loops, about five allocations of 32-120 bytes a
+ * call that no public API avoids; tests/test_no_alloc.c counts them apart.
+ *
+ * Layouts: oneDNN's own (format_tag_any: nChw16c, OIhw16i16o, ...) with reorders, because on plain NCHW
+ * it runs its gemm convolution, no faster than im2col: blocked + reorders was 1.4-2.5x faster on the seed
+ * CNN's layers (bench/RESULTS.md). CONV2D_ONEDNN_PLAIN keeps the plain variant for measuring that again.
+ *
+ * Workspace (g->workspace, 64-byte aligned): [scratchpad | staged copies]. The scratchpad (oneDNN's
+ * dnnl_scratchpad_mode_user) is shared by every primitive of the node, as they run one after another; the
+ * staged copies are the tensors in oneDNN's layouts: for forward x, w and y, for backward dy, w, dx, x, dw
+ * and db, laid out from the same offset since forward and backward never overlap.
+ *
+ * Threads: oneDNN's OpenMP build sizes its work split and scratchpad for omp_get_max_threads() when a
+ * primitive is made, so a step at another thread count (magna_set_threads after building) runs im2col,
+ * whose least workspace the node always reserves. Primitives are never run inside our parallel regions. */
+
+#ifdef MAGNA_HAVE_DNNL
+enum { TX, TW, TB, TY }; /* the tensor an argument is: in[0], in[1], in[2] or the node itself */
+
+typedef struct dnnl_slot {
+    int arg;                  /* DNNL_ARG_SRC, DNNL_ARG_DIFF_WEIGHTS, ... */
+    int tensor;               /* TX .. TY */
+    bool grad, output;        /* the tensor's gradient (not its value); written by the primitive */
+    dnnl_memory_t mem;        /* in the primitive's layout: on magna's buffer, or on the staged copy */
+    dnnl_memory_t user;       /* magna's buffer, when staged */
+    dnnl_primitive_t reorder; /* when staged: magna -> copy (inputs), copy -> magna (outputs; adding if grad) */
+    size_t offset;            /* of the staged copy, past the scratchpad */
+    bool shared;              /* the copy bwd_data staged of the same tensor, in the same layout: its reorder
+                                 is skipped when bwd_data ran in the same call */
+    void *mem_ptr, *user_ptr; /* the data handles last set */
+} dnnl_slot;
+
+typedef struct dnnl_pass {
+    dnnl_primitive_t prim; /* NULL: not made (no input of the node can need this gradient) */
+    int n_slot;
+    dnnl_slot slot[4];
+    char impl[40];
+} dnnl_pass;
+
+typedef struct conv_dnnl {
+    int threads; /* omp_get_max_threads() when made */
+    dnnl_stream_t stream;
+    dnnl_memory_t scratch; /* u8 [scratch_bytes] at the start of the workspace; NULL when none is needed */
+    void *scratch_ptr;
+    size_t scratch_bytes;
+    dnnl_pass fwd, bwd_data, bwd_weights;
+} conv_dnnl;
+
+static size_t round64(size_t v) { return (v + 63) & ~(size_t)63; }
+
+static void slot_free(dnnl_slot *sl) {
+    if (sl->reorder) dnnl_primitive_destroy(sl->reorder);
+    if (sl->user) dnnl_memory_destroy(sl->user);
+    if (sl->mem) dnnl_memory_destroy(sl->mem);
+}
+
+static void conv2d_release(magna_node *n) {
+    conv_dnnl *st = n->kernel_state;
+    if (!st) return;
+    dnnl_pass *passes[3] = {&st->fwd, &st->bwd_data, &st->bwd_weights};
+    for (int i = 0; i < 3; i++) {
+        for (int k = 0; k < passes[i]->n_slot; k++) slot_free(&passes[i]->slot[k]);
+        if (passes[i]->prim) dnnl_primitive_destroy(passes[i]->prim);
+    }
+    if (st->scratch) dnnl_memory_destroy(st->scratch);
+    free(st);
+    n->kernel_state = NULL;
+}
+
+/* While making one node's primitives: the first failure, kept for the message. */
+typedef struct dnnl_build {
+    dnnl_engine_t eng;
+    dnnl_status_t status;
+    const char *what;
+    size_t scratch; /* the largest scratchpad asked for so far */
+} dnnl_build;
+
+static bool ok(dnnl_build *b, dnnl_status_t s, const char *what) {
+    if (s != dnnl_success && b->status == dnnl_success) b->status = s, b->what = what;
+    return b->status == dnnl_success;
+}
+
+static void need_scratch(dnnl_build *b, const_dnnl_primitive_desc_t pd) {
+    const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    const size_t bytes = md ? dnnl_memory_desc_get_size(md) : 0;
+    if (bytes > b->scratch) b->scratch = bytes;
+}
+
+/* Every primitive here takes its scratchpad from us (a step must not allocate). */
+static dnnl_primitive_attr_t make_attr(dnnl_build *b, bool add) {
+    dnnl_primitive_attr_t attr = NULL;
+    if (!ok(b, dnnl_primitive_attr_create(&attr), "attr") ||
+        !ok(b, dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "scratchpad mode")) {
+        if (attr) dnnl_primitive_attr_destroy(attr);
+        return NULL;
+    }
+    if (add) { /* dst = dst + reorder(src): how staged gradients are added into magna's */
+        dnnl_post_ops_t po = NULL;
+        ok(b, dnnl_post_ops_create(&po), "post-ops");
+        ok(b, dnnl_post_ops_append_sum(po, 1.0f), "sum post-op");
+        ok(b, dnnl_primitive_attr_set_post_ops(attr, po), "post-ops");
+        if (po) dnnl_post_ops_destroy(po);
+    }
+    return attr;
+}
+
+/* One argument of a primitive that wants layout `md` for it, magna's being `plain`. The primitive works on
+ * magna's buffer when the two agree and nothing is to be added up; otherwise on a copy staged in the
+ * workspace at *offset (unless `share`, bwd_data's copy of the same tensor, has this very layout), with a
+ * reorder in (inputs) or out (outputs, with a sum post-op for gradients). */
+static void slot_init(dnnl_build *b, dnnl_slot *sl, int arg, int tensor, bool grad, bool output,
+                      const dnnl_memory_desc_t *md, const dnnl_memory_desc_t *plain, const dnnl_slot *share,
+                      size_t *offset) {
+    sl->arg = arg, sl->tensor = tensor, sl->grad = grad, sl->output = output;
+    if (!md) {
+        ok(b, dnnl_runtime_error, "query memory descriptor");
+        return;
+    }
+    const bool add = output && grad;
+    if (!ok(b, dnnl_memory_create(&sl->mem, md, b->eng, DNNL_MEMORY_NONE), "memory")) return;
+    if (!add && dnnl_memory_desc_equal(md, plain)) return;
+    if (!ok(b, dnnl_memory_create(&sl->user, plain, b->eng, DNNL_MEMORY_NONE), "memory")) return;
+    if (share && share->user && share->mem) {
+        const dnnl_memory_desc_t *smd = NULL;
+        if (dnnl_memory_get_memory_desc(share->mem, &smd) == dnnl_success && dnnl_memory_desc_equal(smd, md)) {
+            sl->offset = share->offset, sl->shared = true;
+        }
+    }
+    if (!sl->shared) sl->offset = *offset, *offset += round64(dnnl_memory_desc_get_size(md));
+    dnnl_primitive_attr_t attr = make_attr(b, add);
+    if (!attr) return;
+    dnnl_primitive_desc_t pd = NULL;
+    if (output)
+        ok(b, dnnl_reorder_primitive_desc_create(&pd, md, b->eng, plain, b->eng, attr), "reorder");
+    else
+        ok(b, dnnl_reorder_primitive_desc_create(&pd, plain, b->eng, md, b->eng, attr), "reorder");
+    dnnl_primitive_attr_destroy(attr);
+    if (!pd) return;
+    need_scratch(b, pd);
+    ok(b, dnnl_primitive_create(&sl->reorder, pd), "reorder primitive");
+    dnnl_primitive_desc_destroy(pd);
+}
+
+static const dnnl_memory_desc_t *query(const_dnnl_primitive_desc_t pd, dnnl_query_t what, int index) {
+    return dnnl_primitive_desc_query_md(pd, what, index);
+}
+
+static void pass_make(dnnl_build *b, dnnl_pass *ps, const dnnl_convolution_desc_t *desc,
+                      const_dnnl_primitive_desc_t hint, dnnl_primitive_desc_t *pd_out) {
+    dnnl_primitive_attr_t attr = make_attr(b, false);
+    if (!attr) return;
+    dnnl_primitive_desc_t pd = NULL;
+    ok(b, dnnl_primitive_desc_create(&pd, desc, attr, b->eng, hint), "convolution");
+    dnnl_primitive_attr_destroy(attr);
+    if (!pd) return;
+    need_scratch(b, pd);
+    const char *impl = NULL;
+    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl)
+        snprintf(ps->impl, sizeof ps->impl, "%s", impl);
+    ok(b, dnnl_primitive_create(&ps->prim, pd), "convolution primitive");
+    *pd_out = pd;
+}
+
+/* Makes the node's primitives for its current shapes (see "oneDNN" above); *bytes: the workspace they need. */
+static magna_status conv_dnnl_make(magna_graph *g, magna_node *n, const conv_dims *d, bool plain_only,
+                                   size_t *bytes) {
+    dnnl_build bb = {.status = dnnl_success}, *b = &bb;
+    dnnl_stream_t stream = NULL;
+    dnnl_status_t es = magna_dnnl_engine(&b->eng, &stream);
+    if (es != dnnl_success)
+        return graph_error(g, MAGNA_ERR_UNSUPPORTED, "conv2d: oneDNN CPU engine: %s", magna_dnnl_status_str(es));
+    conv_dnnl *st = calloc(1, sizeof *st);
+    if (!st) return graph_error(g, MAGNA_ERR_NOMEM, "conv2d: out of memory");
+    n->kernel_state = st;
+    st->threads = omp_get_max_threads();
+    st->stream = stream;
+    const bool bias = n->n_in > 2, want_dx = n->in[0]->requires_grad, want_dw = n->in[1]->requires_grad;
+
+    /* magna's layouts, and the ones a primitive may choose from */
+    dnnl_memory_desc_t x_md, w_md, b_md, y_md, x_any, w_any, y_any;
+    const dnnl_dims_t xd = {d->N, d->C, d->H, d->W}, wd = {d->OC, d->C, d->KH, d->KW}, bd = {d->OC};
+    const dnnl_dims_t yd = {d->N, d->OC, d->OH, d->OW};
+    const dnnl_format_tag_t x_tag = plain_only ? dnnl_nchw : dnnl_format_tag_any;
+    const dnnl_format_tag_t w_tag = plain_only ? dnnl_oihw : dnnl_format_tag_any;
+    ok(b, dnnl_memory_desc_init_by_tag(&x_md, 4, xd, dnnl_f32, dnnl_nchw), "memory descriptor");
+    ok(b, dnnl_memory_desc_init_by_tag(&w_md, 4, wd, dnnl_f32, dnnl_oihw), "memory descriptor");
+    ok(b, dnnl_memory_desc_init_by_tag(&b_md, 1, bd, dnnl_f32, dnnl_x), "memory descriptor");
+    ok(b, dnnl_memory_desc_init_by_tag(&y_md, 4, yd, dnnl_f32, dnnl_nchw), "memory descriptor");
+    ok(b, dnnl_memory_desc_init_by_tag(&x_any, 4, xd, dnnl_f32, x_tag), "memory descriptor");
+    ok(b, dnnl_memory_desc_init_by_tag(&w_any, 4, wd, dnnl_f32, w_tag), "memory descriptor");
+    ok(b, dnnl_memory_desc_init_by_tag(&y_any, 4, yd, dnnl_f32, x_tag), "memory descriptor");
+    /* oneDNN counts dilation from 0 (d - 1), and takes the right/bottom padding that yields exactly OH x OW
+     * (at most magna's: rows that only padding would reach are not computed at all) */
+    const int pb = (d->OH - 1) * d->sh + d->dh * (d->KH - 1) + 1 - d->H - d->ph;
+    const int pr = (d->OW - 1) * d->sw + d->dw * (d->KW - 1) + 1 - d->W - d->pw;
+    const dnnl_dims_t strides = {d->sh, d->sw}, dil = {d->dh - 1, d->dw - 1}, pad_l = {d->ph, d->pw};
+    const dnnl_dims_t pad_r = {pb > 0 ? pb : 0, pr > 0 ? pr : 0};
+
+    size_t fwd_off = 0, bwd_off = 0;
+    dnnl_primitive_desc_t fpd = NULL, dpd = NULL, wpd = NULL;
+    dnnl_convolution_desc_t cd;
+    if (b->status == dnnl_success &&
+        ok(b, dnnl_dilated_convolution_forward_desc_init(
+                  &cd, want_dx || want_dw ? dnnl_forward_training : dnnl_forward_inference, dnnl_convolution_direct,
+                  &x_any, &w_any, bias ? &b_md : NULL, &y_any, strides, dil, pad_l, pad_r),
+           "forward descriptor")) {
+        pass_make(b, &st->fwd, &cd, NULL, &fpd);
+    }
+    if (fpd) {
+        dnnl_pass *ps = &st->fwd;
+        slot_init(b, &ps->slot[ps->n_slot++], DNNL_ARG_SRC, TX, false, false, query(fpd, dnnl_query_src_md, 0), &x_md,
+                  NULL, &fwd_off);
+        slot_init(b, &ps->slot[ps->n_slot++], DNNL_ARG_WEIGHTS, TW, false, false,
+                  query(fpd, dnnl_query_weights_md, 0), &w_md, NULL, &fwd_off);
+        if (bias)
+            slot_init(b, &ps->slot[ps->n_slot++], DNNL_ARG_BIAS, TB, false, false,
+                      query(fpd, dnnl_query_weights_md, 1), &b_md, NULL, &fwd_off);
+        slot_init(b, &ps->slot[ps->n_slot++], DNNL_ARG_DST, TY, false, true, query(fpd, dnnl_query_dst_md, 0), &y_md,
+                  NULL, &fwd_off);
+    }
+    const dnnl_slot *dy_staged = NULL;
+    if (fpd && want_dx && b->status == dnnl_success &&
+        ok(b, dnnl_dilated_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &x_any, &w_any, &y_any,
+                                                               strides, dil, pad_l, pad_r),
+           "backward-data descriptor")) {
+        pass_make(b, &st->bwd_data, &cd, fpd, &dpd);
+    }
+    if (dpd) {
+        dnnl_pass *ps = &st->bwd_data;
+        dy_staged = &ps->slot[0];
+        slot_init(b, &ps->slot[ps->n_slot++], DNNL_ARG_DIFF_DST, TY, true, false,
+                  query(dpd, dnnl_query_diff_dst_md, 0), &y_md, NULL, &bwd_off);
+        slot_init(b, &ps->slot[ps->n_slot++], DNNL_ARG_WEIGHTS, TW, false, false,
+                  query(dpd, dnnl_query_weights_md, 0), &w_md, NULL, &bwd_off);
+        slot_init(b, &ps->slot[ps->n_slot++], DNNL_ARG_DIFF_SRC, TX, true, true,
+                  query(dpd, dnnl_query_diff_src_md, 0), &x_md, NULL, &bwd_off);
+    }
+    if (fpd && want_dw && b->status == dnnl_success &&
+        ok(b, dnnl_dilated_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &x_any, &w_any,
+                                                                  bias ? &b_md : NULL, &y_any, strides, dil, pad_l,
+                                                                  pad_r),
+           "backward-weights descriptor")) {
+        pass_make(b, &st->bwd_weights, &cd, fpd, &wpd);
+    }
+    if (wpd) {
+        dnnl_pass *ps = &st->bwd_weights;
+        slot_init(b, &ps->slot[ps->n_slot++], DNNL_ARG_DIFF_DST, TY, true, false,
+                  query(wpd, dnnl_query_diff_dst_md, 0), &y_md, dy_staged, &bwd_off);
+        slot_init(b, &ps->slot[ps->n_slot++], DNNL_ARG_SRC, TX, false, false, query(wpd, dnnl_query_src_md, 0), &x_md,
+                  NULL, &bwd_off);
+        slot_init(b, &ps->slot[ps->n_slot++], DNNL_ARG_DIFF_WEIGHTS, TW, true, true,
+                  query(wpd, dnnl_query_diff_weights_md, 0), &w_md, NULL, &bwd_off);
+        if (bias)
+            slot_init(b, &ps->slot[ps->n_slot++], DNNL_ARG_DIFF_BIAS, TB, true, true,
+                      query(wpd, dnnl_query_diff_weights_md, 1), &b_md, NULL, &bwd_off);
+    }
+    if (fpd) dnnl_primitive_desc_destroy(fpd);
+    if (dpd) dnnl_primitive_desc_destroy(dpd);
+    if (wpd) dnnl_primitive_desc_destroy(wpd);
+    if (b->status == dnnl_success && b->scratch) {
+        dnnl_memory_desc_t s_md;
+        const dnnl_dims_t sd = {(dnnl_dim_t)b->scratch};
+        if (ok(b, dnnl_memory_desc_init_by_tag(&s_md, 1, sd, dnnl_u8, dnnl_x), "memory descriptor"))
+            ok(b, dnnl_memory_create(&st->scratch, &s_md, b->eng, DNNL_MEMORY_NONE), "memory");
+    }
+    if (b->status != dnnl_success) {
+        conv2d_release(n);
+        char xs[SHAPE_STR_MAX], wsh[SHAPE_STR_MAX];
+        return graph_error(g, b->status == dnnl_out_of_memory ? MAGNA_ERR_NOMEM : MAGNA_ERR_UNSUPPORTED,
+                           "conv2d: oneDNN %s for input %s and weight %s: %s", b->what,
+                           shape_str(n->in[0], xs, sizeof xs), shape_str(n->in[1], wsh, sizeof wsh),
+                           magna_dnnl_status_str(b->status));
+    }
+    st->scratch_bytes = b->scratch;
+    *bytes = round64(b->scratch) + (fwd_off > bwd_off ? fwd_off : bwd_off);
+    return MAGNA_OK;
+}
+
+/* The primitives, when this step can run them: made, at this thread count, outside our parallel regions. */
+static conv_dnnl *conv_dnnl_ready(const magna_node *n) {
+    conv_dnnl *st = n->kernel_state;
+    if (!st || !st->fwd.prim || omp_in_parallel() || omp_get_max_threads() != st->threads) return NULL;
+    return st;
+}
+
+static bool set_handle(dnnl_memory_t m, void **last, void *p) {
+    if (*last == p) return true;
+    if (dnnl_memory_set_data_handle(m, p) != dnnl_success) return false;
+    *last = p;
+    return true;
+}
+
+static void *slot_tensor(const magna_node *n, const dnnl_slot *sl) {
+    const magna_node *t = sl->tensor == TY ? n : n->in[sl->tensor];
+    return sl->grad ? (void *)t->grad : t->value;
+}
+
+static dnnl_status_t run_reorder(conv_dnnl *st, dnnl_primitive_t r, dnnl_memory_t from, dnnl_memory_t to) {
+    dnnl_exec_arg_t args[3] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}, {DNNL_ARG_SCRATCHPAD, st->scratch}};
+    return dnnl_primitive_execute(r, st->stream, st->scratch ? 3 : 2, args);
+}
+
+/* Stages the inputs, runs the primitive, reorders the outputs out (adding the gradients). `reuse`: bwd_data
+ * ran just before, so a shared staged dy is there already. */
+static dnnl_status_t pass_run(magna_graph *g, const magna_node *n, conv_dnnl *st, dnnl_pass *ps, bool reuse) {
+    char *staged = (char *)g->workspace + round64(st->scratch_bytes);
+    dnnl_exec_arg_t args[5];
+    int na = 0;
+    dnnl_status_t s = dnnl_success;
+    if (st->scratch && !set_handle(st->scratch, &st->scratch_ptr, g->workspace)) return dnnl_runtime_error;
+    for (int i = 0; i < ps->n_slot && s == dnnl_success; i++) {
+        dnnl_slot *sl = &ps->slot[i];
+        void *user = slot_tensor(n, sl);
+        if (!sl->reorder) {
+            if (!set_handle(sl->mem, &sl->mem_ptr, user)) return dnnl_runtime_error;
+        } else {
+            if (!set_handle(sl->mem, &sl->mem_ptr, staged + sl->offset)) return dnnl_runtime_error;
+            if (user && !set_handle(sl->user, &sl->user_ptr, user)) return dnnl_runtime_error;
+            if (!sl->output && !(reuse && sl->shared)) s = run_reorder(st, sl->reorder, sl->user, sl->mem);
+        }
+        args[na++] = (dnnl_exec_arg_t){sl->arg, sl->mem};
+    }
+    if (st->scratch) args[na++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, st->scratch};
+    if (s == dnnl_success) s = dnnl_primitive_execute(ps->prim, st->stream, na, args);
+    for (int i = 0; i < ps->n_slot && s == dnnl_success; i++) {
+        dnnl_slot *sl = &ps->slot[i];
+        if (sl->output && sl->reorder && slot_tensor(n, sl)) s = run_reorder(st, sl->reorder, sl->mem, sl->user);
+    }
+    return s;
+}
+
+/* false: not on this path (run im2col); else *status is the result */
+static bool conv_dnnl_forward(magna_graph *g, magna_node *n, magna_status *status) {
+    conv_dnnl *st = conv_dnnl_ready(n);
+    if (!st) return false;
+    dnnl_status_t s = pass_run(g, n, st, &st->fwd, false);
+    *status = s == dnnl_success ? MAGNA_OK
+                                : graph_error(g, MAGNA_ERR_UNSUPPORTED, "conv2d: oneDNN forward: %s",
+                                              magna_dnnl_status_str(s));
+    return true;
+}
+
+static bool conv_dnnl_backward(magna_graph *g, magna_node *n, const conv_dims *d) {
+    conv_dnnl *st = conv_dnnl_ready(n);
+    float *dx = n->in[0]->grad, *dw = n->in[1]->grad, *db = n->n_in > 2 ? n->in[2]->grad : NULL;
+    if (!st || (dx && !st->bwd_data.prim) || (dw && !st->bwd_weights.prim)) return false;
+    dnnl_status_t s = dnnl_success;
+    if (db && !dw) conv_bias_backward(d, n->grad, db); /* bwd_weights computes db alongside dw */
+    if (dx) s = pass_run(g, n, st, &st->bwd_data, false);
+    if (dw && s == dnnl_success) s = pass_run(g, n, st, &st->bwd_weights, dx != NULL);
+    if (s != dnnl_success)
+        graph_error(g, MAGNA_ERR_UNSUPPORTED, "conv2d: oneDNN backward: %s", magna_dnnl_status_str(s));
+    return true;
+}
+#endif
+
+const char *magna_conv2d_describe(const magna_node *conv, char *buf, size_t size) {
+#ifdef MAGNA_HAVE_DNNL
+    const conv_dnnl *st = conv->kernel_state;
+    if (st && conv_dnnl_ready(conv)) {
+        snprintf(buf, size, "%s [fwd %s, bwd_data %s, bwd_weights %s]", magna_dnnl_version(), st->fwd.impl,
+                 st->bwd_data.prim ? st->bwd_data.impl : "-", st->bwd_weights.prim ? st->bwd_weights.impl : "-");
+        return buf;
+    }
+    if (st) {
+        snprintf(buf, size, "im2col + sgemm (oneDNN's primitives were made for %d threads)", st->threads);
+        return buf;
+    }
+    snprintf(buf, size, "im2col + sgemm");
+#else
+    snprintf(buf, size, "im2col + sgemm (built without oneDNN)");
+#endif
+    return buf;
+}
+
 /* Checks x [N, C, H, W] against w [OC, C, KH, KW] (and bias [OC]); output [N, OC, OH, OW]. Workspace: per
  * thread, a column and a staging buffer for a group of samples, plus a dw partial when threads share the
  * batch (conv_plan). */
@@ -263,12 +691,37 @@ static magna_status conv2d_infer(magna_graph *g, magna_node *n) {
     n->saved_bytes = 0;
     const conv_dims d = conv_dims_of(n);
     conv_plan p = conv_plan_for(&d, SIZE_MAX);
-    n->workspace_bytes = conv_plan_bytes(&d, p.threads, p.group, &p);
+    size_t bytes = conv_plan_bytes(&d, p.threads, p.group, &p);
+#ifdef MAGNA_HAVE_DNNL
+    conv2d_release(n); /* set_batch: primitives are made for one batch size */
+    const conv2d_path path = magna_conv2d_get_path();
+    if (path != CONV2D_IM2COL) {
+        size_t need = 0;
+        magna_status st = conv_dnnl_make(g, n, &d, path == CONV2D_ONEDNN_PLAIN, &need);
+        if (st != MAGNA_OK) return st;
+        conv_plan least;
+        const size_t fallback = conv_plan_bytes(&d, 1, 1, &least); /* im2col, for a step at another thread count */
+        if (need < fallback) need = fallback;
+        if (!g->compiled || need <= g->workspace_bytes) {
+            n->workspace_bytes = need;
+            return MAGNA_OK;
+        }
+        /* set_batch, and oneDNN wants more workspace at this batch than was planned: im2col fits */
+        conv2d_release(n);
+        p = conv_plan_for(&d, g->workspace_bytes);
+        bytes = conv_plan_bytes(&d, p.threads, p.group, &p);
+    }
+#endif
+    n->workspace_bytes = bytes;
     return MAGNA_OK;
 }
 
 /* y [N, OC, OH, OW] = conv(x, w) + bias, a group of samples per GEMM (see conv_plan). */
 static magna_status conv2d_forward(magna_graph *g, magna_node *n) {
+#ifdef MAGNA_HAVE_DNNL
+    magna_status status;
+    if (conv_dnnl_forward(g, n, &status)) return status;
+#endif
     const conv_dims d = conv_dims_of(n);
     const conv_plan p = conv_plan_for(&d, n->workspace_bytes);
     const float *x = fval(n->in[0]), *w = fval(n->in[1]);
@@ -304,18 +757,10 @@ static void conv2d_backward(magna_graph *g, magna_node *n) {
     float *dx = n->in[0]->grad, *dw = n->in[1]->grad, *db = n->n_in > 2 ? n->in[2]->grad : NULL;
     float *ws = (float *)g->workspace;
     const size_t xs = (size_t)d.C * d.H * d.W, ys = (size_t)d.OC * d.P;
-    if (db) {
-        PARALLEL_FOR((int64_t)d.N * d.OC * d.P > PAR_MIN, oc, d.OC, {
-            double acc = 0;
-            for (int s = 0; s < d.N; s++) {
-                const float *r = dy + s * ys + (size_t)oc * d.P;
-                float part = 0;
-                for (int q = 0; q < d.P; q++) part += r[q];
-                acc += part;
-            }
-            db[oc] += (float)acc;
-        });
-    }
+#ifdef MAGNA_HAVE_DNNL
+    if (conv_dnnl_backward(g, n, &d)) return;
+#endif
+    if (db) conv_bias_backward(&d, dy, db);
     if (!dx && !dw) return;
     const conv_plan p = conv_plan_for(&d, n->workspace_bytes);
     const int groups = (d.N + p.group - 1) / p.group;
@@ -350,7 +795,12 @@ static void conv2d_backward(magna_graph *g, magna_node *n) {
     }
 }
 
+#ifdef MAGNA_HAVE_DNNL
+const magna_op_def op_def_conv2d = {"conv2d", OPF_BWD_INPUTS, conv2d_infer, conv2d_forward, conv2d_backward,
+                                    conv2d_release};
+#else
 const magna_op_def op_def_conv2d = {"conv2d", OPF_BWD_INPUTS, conv2d_infer, conv2d_forward, conv2d_backward};
+#endif
 
 magna_node *magna_conv2d(magna_graph *g, magna_node *x, magna_node *w, magna_node *bias, magna_conv2d_opts opts) {
     if (!g) return NULL;
