@@ -4,15 +4,12 @@
 BUILD ?= build
 JOBS ?= 2
 
-.PHONY: all deps deps-demo build test demo bench sanitize clean
+.PHONY: all deps build test demo bench sanitize clean
 
 all: build
 
 deps:
 	@scripts/install-deps.sh
-
-deps-demo:
-	@scripts/install-deps.sh demo
 
 build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
@@ -23,7 +20,7 @@ test: build
 	@cd $(BUILD) && OMP_WAIT_POLICY=PASSIVE ctest --output-on-failure -j1
 	@$(MAKE) --no-print-directory sanitize
 
-demo: deps-demo build
+demo: build
 	@$(BUILD)/housing
 
 bench: build

@@ -7,6 +7,7 @@
 #include "magna/ops.h"
 #include "magna/optim.h"
 #include "magna/data.h"
+#include "magna/image.h"
 #include "magna/nn.h"
 #include "magna/train.h"
 

@@ -1,14 +1,15 @@
 #!/bin/sh
 # Installs the Debian packages magna needs, by name, only those not installed yet (so a second run
 # costs nothing): `apt-get update` once, then `apt-get install -y`.
-#   scripts/install-deps.sh          build + test packages
-#   scripts/install-deps.sh demo     also the data sets the demo trains on
+#   scripts/install-deps.sh          build + test packages, with the data sets the tests and demos read
+#   scripts/install-deps.sh bench    also the PyTorch builds the benchmarks compare against
 set -eu
 
-packages="build-essential cmake pkg-config libopenblas-openmp-dev libdnnl-dev zlib1g-dev"
+# data sets (DESIGN §4): python3-sklearn ships Boston housing, iris and digits; dataset-fashion-mnist
+packages="build-essential cmake pkg-config libopenblas-openmp-dev libdnnl-dev zlib1g-dev python3-sklearn
+dataset-fashion-mnist"
 case "${1:-}" in
-    demo) packages="$packages python3-sklearn" ;;
-    bench) packages="$packages python3-sklearn python3-torch python3-venv" ;;
+    bench) packages="$packages python3-torch python3-venv" ;;
 esac
 
 missing=""

@@ -1,0 +1,121 @@
+#!/bin/sh
+# fmnist.sh — Fashion-MNIST training speed: magna's examples against every PyTorch on this machine, one run,
+# one table per model (the seed's MLP and CNN), samples/s of the training loop and peak memory.
+#
+#   bench/fmnist.sh [--epochs N] [--only mlp|cnn]
+#
+# Builds build/fmnist_mlp and build/fmnist_cnn if needed (BUILD_DIR overrides the folder) and runs each for
+# --epochs (default 1) under /usr/bin/time -v, then bench/torch_fmnist.py under each PyTorch it finds:
+#   torch-debian  Debian's python3-torch (apt-get install python3-torch), through /usr/bin/python3
+#   torch-pip     pip's torch from PyPI, in the virtual environment .venv at the repository root
+# each in float32 and, on a CPU with avx512_bf16 or AMX, with torch.autocast("cpu", dtype=torch.bfloat16).
+# A missing peer shows as "not installed".
+#
+# samples/s: training images over the seconds of the training epochs alone (no data loading, no validation
+# or test pass), as each program reports it on its key=value line. Peak memory: "Maximum resident set size"
+# of the whole process (data, model, and for PyTorch the interpreter and library). Test accuracy after the
+# epochs is shown to make sure every program learned the same thing.
+#
+# Threads: MAGNA_THREADS (default 2) for magna and for each PyTorch alike. Debian's torch links Debian's
+# OpenBLAS 0.3.21, which does not recognise AMD Zen 4/5 and falls back to its AVX2 kernels unless
+# OPENBLAS_CORETYPE=SkylakeX is set before it loads; on a CPU with AVX-512 this script sets it for the
+# PyTorch runs (magna sets it for itself). Never run this while something else builds or benchmarks: the
+# machine has two cores.
+set -eu
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${BUILD_DIR:-$root/build}
+out=$build/bench_fmnist_out
+epochs=1
+models="mlp cnn"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --epochs) epochs=$2; shift 2 ;;
+        --only) models=$2; shift 2 ;;
+        *) echo "usage: bench/fmnist.sh [--epochs N] [--only mlp|cnn]" >&2; exit 2 ;;
+    esac
+done
+
+threads=${MAGNA_THREADS:-2}
+export MAGNA_THREADS="$threads"
+
+if [ ! -f "$build/CMakeCache.txt" ]; then
+    cmake -S "$root" -B "$build" >/dev/null
+fi
+cmake --build "$build" --target fmnist_mlp fmnist_cnn -j2 >/dev/null
+mkdir -p "$out"
+rm -f "$out"/*.log
+
+coretype=""
+if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -q avx512f /proc/cpuinfo && grep -q avx512bw /proc/cpuinfo; then
+    coretype=SkylakeX
+fi
+bf16=""
+grep -q -E "avx512_bf16|amx_bf16" /proc/cpuinfo && bf16=yes
+
+echo "== $(date -u '+%Y-%m-%d %H:%M:%S UTC') | $(lscpu | sed -n 's/^Model name: *//p') | $threads threads" \
+    "| $epochs epoch(s) | OPENBLAS_CORETYPE for torch: ${coretype:-unset}"
+
+# runs "$@" under /usr/bin/time -v into $out/$1.log (the name first, then the command)
+timed() {
+    name=$1
+    shift
+    echo "-- $name" >&2
+    if ! /usr/bin/time -v "$@" >"$out/$name.log" 2>&1; then
+        echo "$name: failed, see $out/$name.log" >&2
+        tail -5 "$out/$name.log" >&2
+    fi
+}
+
+have_torch() { [ -x "$1" ] && "$1" -c "import torch" >/dev/null 2>&1; }
+
+for model in $models; do
+    timed "magna_$model" "$build/fmnist_$model" --epochs "$epochs" --threads "$threads"
+    for peer in torch-debian torch-pip; do
+        py=/usr/bin/python3
+        [ "$peer" = torch-pip ] && py=$root/.venv/bin/python
+        if ! have_torch "$py"; then
+            echo "$peer: not installed ($py cannot import torch)" >"$out/${peer}_$model.log"
+            continue
+        fi
+        for precision in f32 bf16; do
+            [ "$precision" = bf16 ] && [ -z "$bf16" ] && continue
+            flag=""
+            [ "$precision" = bf16 ] && flag=--bf16
+            # shellcheck disable=SC2086 # flag is empty or one word
+            timed "${peer}_${precision}_$model" env ${coretype:+OPENBLAS_CORETYPE=$coretype} "$py" \
+                "$root/bench/torch_fmnist.py" --model "$model" --epochs "$epochs" --label "$peer" $flag
+        done
+    done
+done
+
+# One Markdown table per model from the logs: each program's last key=value line and time's peak RSS.
+for model in $models; do
+    echo
+    echo "### Fashion-MNIST $model, $epochs epoch(s), batch 64, Adam 1e-3, $threads threads"
+    echo
+    echo "| configuration | samples/s | vs best | training s | test acc | peak RSS MiB |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+    for log in "$out"/*"_$model.log"; do
+        name=$(basename "$log" .log)
+        name=${name%_"$model"}
+        awk -v name="$name" '
+            /^Maximum resident set size|Maximum resident set size/ { rss = $NF }
+            /samples_per_s=/ { kv = $0 }
+            /not installed/ { missing = 1 }
+            END {
+                if (missing) { printf "%s\t-\t-\t-\t-\n", name; exit }
+                n = split(kv, f, " ")
+                for (i = 1; i <= n; i++) { split(f[i], p, "="); v[p[1]] = p[2] }
+                if (kv == "") printf "%s\tfailed\t-\t-\t-\n", name
+                else printf "%s\t%s\t%s\t%s\t%.0f\n", name, v["samples_per_s"], v["seconds"], v["test_acc"], rss / 1024
+            }' "$log"
+    done | awk -F '\t' '
+        { name[NR] = $1; sps[NR] = $2; sec[NR] = $3; acc[NR] = $4; rss[NR] = $5; if ($2 + 0 > best) best = $2 + 0 }
+        END {
+            for (i = 1; i <= NR; i++) {
+                ratio = (sps[i] + 0 > 0 && best > 0) ? sprintf("%.2f", sps[i] / best) : "-"
+                printf "| %s | %s | %s | %s | %s | %s |\n", name[i], sps[i], ratio, sec[i], acc[i], rss[i]
+            }
+        }'
+done | tee "$out/table.md"
