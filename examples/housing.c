@@ -1,10 +1,16 @@
-/* housing.c — Boston house prices (506 rows, 13 features, target MEDV), the seed task, three ways:
- *   1. closed-form least squares (normal equations, solved by Cholesky in double),
- *   2. the seed's MLP 13 -> 64 (relu) -> 1 trained with Adam, batch 32, on MSE,
- * on standardised features (mean and std from the training split only) and a seeded 80/20 split.
- * Prints the test RMSE of each, and a last line of key=value results.
+/* housing.c — Boston house prices (506 rows, 13 features, target MEDV), the seed task, three ways, on one
+ * seeded 80/20 split with the features standardised by the training rows' statistics only:
+ *   1. closed-form least squares (the normal equations, solved by Cholesky in double);
+ *   2. a linear model (one dense unit) trained by full-batch gradient descent on the seed's loss
+ *      MSE + lambda/2 ||w||^2, checked against the closed-form ridge solution it must converge to;
+ *   3. the seed's MLP 13 -> 64 (relu) -> 1, Adam 1e-3, batch 32, 200 epochs, on MSE.
+ * The last line is key=value results.
  *
- *   build/housing [csv path] [epochs] [seed] */
+ *   build/housing [csv path] [epochs] [seed] [--dump-split FILE] [--init-seed N]
+ *
+ * `seed` picks the split and, unless --init-seed says otherwise, the models' initial weights and shuffling.
+ * --dump-split writes the split as JSON ({"train": [...], "test": [...]}, 0-based data row indices in file
+ * order) so that bench/torch_tabular.py trains PyTorch on exactly the same rows. */
 #include "magna.h"
 
 #include <math.h>
@@ -14,7 +20,9 @@
 #include <time.h>
 
 #define DEFAULT_CSV "/usr/lib/python3/dist-packages/sklearn/datasets/data/boston_house_prices.csv"
-enum { HIDDEN = 64, BATCH = 32 };
+enum { HIDDEN = 64, BATCH = 32, GD_EPOCHS = 3000 };
+static const float GD_LR = 0.1f;      /* below 2 / (largest Hessian eigenvalue, about 2 x 6 here) */
+static const double LAMBDA = 1e-2;    /* the L2 weight of the linear model's loss */
 
 static double now(void) {
     struct timespec ts;
@@ -22,13 +30,15 @@ static double now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Least squares with an intercept, fitted on the training rows: solve (X^T X + tiny I) w = X^T y by Cholesky;
- * returns the RMSE on the test rows. */
-static double ols_test_rmse(const float *x, const float *y, int64_t n_train, const float *x_test,
-                            const float *y_test, int64_t n_test, int d) {
-    int m = d + 1;
-    double *A = calloc((size_t)m * m, sizeof *A), *b = calloc((size_t)m, sizeof *b);
-    for (int64_t r = 0; r < n_train; r++) {
+/* Fits y ~ b + x w on the training rows by solving (X^T X + diag(0, pen, ..., pen)) [b; w] = X^T [y] by
+ * Cholesky in double: pen = 0 is least squares (a 1e-9 jitter keeps it definite), pen = n lambda / 2 the
+ * minimiser of mean squared error + lambda/2 ||w||^2 with the intercept unpenalised. coef: d + 1 values,
+ * the intercept first. */
+static void normal_equations(const float *x, const float *y, int64_t n, int d, double pen, double *coef) {
+    const int m = d + 1;
+    double *A = calloc((size_t)m * m, sizeof *A), *b = coef;
+    memset(b, 0, (size_t)m * sizeof *b);
+    for (int64_t r = 0; r < n; r++) {
         double row[64];
         row[0] = 1;
         for (int j = 0; j < d; j++) row[j + 1] = x[r * d + j];
@@ -37,7 +47,7 @@ static double ols_test_rmse(const float *x, const float *y, int64_t n_train, con
             for (int j = 0; j < m; j++) A[i * m + j] += row[i] * row[j];
         }
     }
-    for (int i = 0; i < m; i++) A[i * m + i] += 1e-9;
+    for (int i = 0; i < m; i++) A[i * m + i] += 1e-9 + (i > 0 ? pen : 0);
     for (int j = 0; j < m; j++) { /* A = L L^T in place */
         for (int k = 0; k < j; k++) A[j * m + j] -= A[j * m + k] * A[j * m + k];
         A[j * m + j] = sqrt(A[j * m + j]);
@@ -54,27 +64,87 @@ static double ols_test_rmse(const float *x, const float *y, int64_t n_train, con
         for (int k = i + 1; k < m; k++) b[i] -= A[k * m + i] * b[k];
         b[i] /= A[i * m + i];
     }
+    free(A);
+}
+
+static double linear_rmse(const double *coef, const float *x, const float *y, int64_t n, int d) {
     double se = 0;
-    for (int64_t r = 0; r < n_test; r++) {
-        double p = b[0];
-        for (int j = 0; j < d; j++) p += b[j + 1] * x_test[r * d + j];
-        se += (p - y_test[r]) * (p - y_test[r]);
+    for (int64_t r = 0; r < n; r++) {
+        double p = coef[0];
+        for (int j = 0; j < d; j++) p += coef[j + 1] * x[r * d + j];
+        se += (p - y[r]) * (p - y[r]);
     }
-    free(A), free(b);
-    return sqrt(se / (double)n_test);
+    return sqrt(se / (double)n);
+}
+
+/* The index of each split row in the file's data rows (rows are numbered by their line in `all`). */
+static bool dump_split(const char *file, const magna_table *all, const magna_table *train, const magna_table *test) {
+    FILE *f = fopen(file, "w");
+    if (!f) return false;
+    const magna_table *parts[2] = {train, test};
+    const char *names[2] = {"train", "test"};
+    fprintf(f, "{\"file\": \"%s\", \"rows\": %lld", all->path, (long long)all->rows);
+    for (int p = 0; p < 2; p++) {
+        fprintf(f, ",\n \"%s\": [", names[p]);
+        for (int64_t r = 0; r < parts[p]->rows; r++) {
+            int64_t lo = 0, hi = all->rows - 1, line = parts[p]->line[r];
+            while (lo < hi) { /* all->line ascends */
+                int64_t mid = (lo + hi) / 2;
+                if (all->line[mid] < line) lo = mid + 1;
+                else hi = mid;
+            }
+            fprintf(f, "%s%lld", r ? ", " : "", (long long)lo);
+        }
+        fprintf(f, "]");
+    }
+    fprintf(f, "}\n");
+    return fclose(f) == 0;
+}
+
+typedef struct progress {
+    const magna_dataset *test;
+    int epochs;
+} progress;
+
+/* fit's per-epoch hook: a line at epoch 1, every 25th and the last. The test RMSE is shown for watching
+ * only (nothing is selected by it), and costs nothing in the timing: log->seconds is measured before. */
+static bool every_25(magna_model *m, const magna_epoch_log *log, void *user) {
+    const progress *p = user;
+    if (log->epoch == 1 || log->epoch % 25 == 0 || log->epoch == p->epochs) {
+        magna_scores s;
+        magna_model_evaluate(m, p->test, &s);
+        printf("epoch %3d/%d  %.2f ms  train (running): mse %.3f rmse %.3f mae %.3f r2 %.4f | test rmse %.3f\n",
+               log->epoch, p->epochs, 1e3 * log->seconds, log->train.loss, log->train.rmse, log->train.mae,
+               log->train.r2, s.rmse);
+    }
+    return true;
 }
 
 int main(int argc, char **argv) {
-    const char *path = argc > 1 ? argv[1] : DEFAULT_CSV;
-    int epochs = argc > 2 ? atoi(argv[2]) : 200;
-    uint64_t seed = argc > 3 ? strtoull(argv[3], NULL, 10) : 42;
+    const char *path = DEFAULT_CSV, *split_file = NULL;
+    int epochs = 200;
+    uint64_t seed = 42, init_seed = 0;
+    bool own_init_seed = false;
+    for (int i = 1, pos = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--dump-split") == 0 && i + 1 < argc) split_file = argv[++i];
+        else if (strcmp(argv[i], "--init-seed") == 0 && i + 1 < argc)
+            init_seed = strtoull(argv[++i], NULL, 10), own_init_seed = true;
+        else if (argv[i][0] == '-' && argv[i][1] == '-') {
+            fprintf(stderr, "usage: housing [csv] [epochs] [seed] [--dump-split FILE] [--init-seed N]\n");
+            return 2;
+        } else if (pos == 0) path = argv[i], pos++;
+        else if (pos == 1) epochs = atoi(argv[i]), pos++;
+        else if (pos == 2) seed = strtoull(argv[i], NULL, 10), pos++;
+    }
     if (epochs < 1) {
         fprintf(stderr, "housing: epochs must be at least 1\n");
         return 2;
     }
+    if (!own_init_seed) init_seed = seed;
     printf("%s\n", magna_runtime_info());
-    /* scikit-learn's file starts with a line of counts; then a header, 13 features and the target MEDV.
-     * A seeded 80/20 split, then the features standardised with the training rows' statistics only. */
+    const double t_start = now();
+
+    /* scikit-learn's file starts with a line of counts; then a header, 13 features and the target MEDV. */
     magna_table t, train, test;
     magna_standardizer scaler;
     magna_error err;
@@ -99,78 +169,94 @@ int main(int argc, char **argv) {
         fprintf(stderr, "housing: %s\n", err.message);
         return 1;
     }
-    const int64_t n_train = train.rows, n_test = test.rows;
-    double ols = ols_test_rmse(x, y, n_train, x_test, y_test, n_test, (int)d);
-    printf("least squares: test RMSE %.3f\n", ols);
-
-    /* the seed's MLP */
-    magna_graph *g = magna_graph_new(seed);
-    magna_node *in = magna_input(g, "x", MAGNA_F32, 2, (int64_t[]){BATCH, d});
-    magna_node *tgt = magna_input(g, "y", MAGNA_F32, 2, (int64_t[]){BATCH, 1});
-    magna_node *w1 = magna_param(g, "dense1.weight", 2, (int64_t[]){d, HIDDEN}, magna_init_he_uniform());
-    magna_node *b1 = magna_param(g, "dense1.bias", 1, (int64_t[]){HIDDEN}, magna_init_zeros());
-    magna_node *w2 = magna_param(g, "dense2.weight", 2, (int64_t[]){HIDDEN, 1}, magna_init_xavier_uniform());
-    magna_node *b2 = magna_param(g, "dense2.bias", 1, (int64_t[]){1}, magna_init_zeros());
-    magna_node *h = magna_relu(g, magna_add(g, magna_matmul(g, in, w1, false, false), b1));
-    magna_node *pred = magna_add(g, magna_matmul(g, h, w2, false, false), b2);
-    magna_node *loss = magna_mse(g, pred, tgt);
-    magna_graph_keep(g, pred);
-    if (magna_graph_compile(g, loss) != MAGNA_OK) {
-        fprintf(stderr, "housing: %s\n", magna_graph_errmsg(g));
+    if (split_file && !dump_split(split_file, &t, &train, &test)) {
+        fprintf(stderr, "housing: cannot write %s\n", split_file);
         return 1;
     }
-    magna_optimizer *opt = magna_optimizer_new(g, (magna_optimizer_opts){.kind = MAGNA_ADAM, .lr = 1e-3f}, &err);
-    int64_t *order = malloc((size_t)n_train * sizeof *order);
-    for (int64_t i = 0; i < n_train; i++) order[i] = i;
-    double t0 = now();
-    for (int epoch = 1; epoch <= epochs; epoch++) {
-        for (int64_t i = n_train - 1; i > 0; i--) { /* a new seeded order each epoch */
-            int64_t j = (int64_t)(magna_rand_u64(seed, 2 + (uint64_t)epoch, (uint64_t)i) % (uint64_t)(i + 1));
-            int64_t tmp = order[i];
-            order[i] = order[j], order[j] = tmp;
-        }
-        double epoch_loss = 0;
-        for (int64_t start = 0; start < n_train; start += BATCH) {
-            int64_t rows = n_train - start < BATCH ? n_train - start : BATCH;
-            magna_graph_set_batch(g, rows);
-            for (int64_t r = 0; r < rows; r++) {
-                memcpy(magna_node_data(in) + r * d, x + order[start + r] * d, d * sizeof(float));
-                magna_node_data(tgt)[r] = y[order[start + r]];
-            }
-            magna_graph_zero_grad(g);
-            if (magna_graph_forward(g) != MAGNA_OK || magna_graph_backward(g) != MAGNA_OK) {
-                fprintf(stderr, "housing: %s\n", magna_graph_errmsg(g));
-                return 1;
-            }
-            magna_optimizer_step(opt);
-            epoch_loss += magna_node_data(loss)[0] * (double)rows;
-        }
-        if (epoch == 1 || epoch % 25 == 0 || epoch == epochs)
-            printf("epoch %3d  train mse %.3f\n", epoch, epoch_loss / (double)n_train);
+    const int64_t n_train = train.rows, n_test = test.rows;
+    const magna_dataset train_set = {.rows = n_train, .x = x, .y = y},
+                        test_set = {.rows = n_test, .x = x_test, .y = y_test};
+    printf("%s: %lld rows, %lld features; split seed %llu: %lld training rows, %lld test rows\n", path,
+           (long long)t.rows, (long long)d, (unsigned long long)seed, (long long)n_train, (long long)n_test);
+
+    /* 1. least squares, and 2'. the ridge solution gradient descent should reach */
+    double ols[64], ridge[64];
+    normal_equations(x, y, n_train, (int)d, 0.0, ols);
+    normal_equations(x, y, n_train, (int)d, (double)n_train * LAMBDA / 2, ridge);
+    const double ols_rmse = linear_rmse(ols, x_test, y_test, n_test, (int)d);
+    const double ridge_rmse = linear_rmse(ridge, x_test, y_test, n_test, (int)d);
+    printf("\n1. least squares (normal equations): test RMSE %.3f (train %.3f)\n", ols_rmse,
+           linear_rmse(ols, x, y, n_train, (int)d));
+
+    /* 2. one dense unit, full-batch gradient descent on MSE + lambda/2 ||w||^2 (the bias is not penalised) */
+    magna_model *lin = magna_model_new(init_seed, n_train);
+    magna_model_input(lin, "x", MAGNA_F32, 1, (int64_t[]){d});
+    magna_model_sequential(lin, (magna_layer_spec[]){MAGNA_DENSE(1, MAGNA_ACT_NONE)}, 1);
+    if (magna_model_compile(lin, &(magna_compile_opts){.loss = MAGNA_LOSS_MSE,
+                                                       .optimizer = {.kind = MAGNA_SGD, .lr = GD_LR},
+                                                       .l2 = (float)LAMBDA,
+                                                       .metrics = MAGNA_METRIC_RMSE}) != MAGNA_OK ||
+        magna_model_fit(lin, &train_set, NULL, &(magna_fit_opts){.epochs = GD_EPOCHS, .no_shuffle = true}, NULL) !=
+            MAGNA_OK) {
+        fprintf(stderr, "housing: linear model: %s\n", magna_model_errmsg(lin));
+        return 1;
     }
-    double seconds = now() - t0;
-    /* test set, in batches, inference mode */
-    magna_graph_set_training(g, false);
-    double se = 0;
-    for (int64_t start = 0; start < n_test; start += BATCH) {
-        int64_t rows = n_test - start < BATCH ? n_test - start : BATCH;
-        magna_graph_set_batch(g, rows);
-        memcpy(magna_node_data(in), x_test + start * d, (size_t)(rows * d) * sizeof(float));
-        memcpy(magna_node_data(tgt), y_test + start, (size_t)rows * sizeof(float));
-        magna_graph_forward(g);
-        for (int64_t r = 0; r < rows; r++) {
-            double e = magna_node_data(pred)[r] - y_test[start + r];
-            se += e * e;
-        }
+    magna_scores gd_scores;
+    magna_model_evaluate(lin, &test_set, &gd_scores);
+    const float *gw = magna_node_data(magna_graph_find(magna_model_graph(lin), "dense1.weight"));
+    const float *gb = magna_node_data(magna_graph_find(magna_model_graph(lin), "dense1.bias"));
+    double num = (gb[0] - ridge[0]) * (gb[0] - ridge[0]), den = ridge[0] * ridge[0], num_w = 0, den_w = 0;
+    for (int j = 0; j < d; j++) {
+        num_w += (gw[j] - ridge[j + 1]) * (gw[j] - ridge[j + 1]);
+        den_w += ridge[j + 1] * ridge[j + 1];
     }
-    double rmse = sqrt(se / (double)n_test);
-    printf("MLP 13-64-1, Adam 1e-3, batch %d, %d epochs: test RMSE %.3f (least squares %.3f)\n", BATCH, epochs, rmse,
-           ols);
-    printf("test_rmse=%.3f ols_test_rmse=%.3f epochs=%d train_rows=%lld test_rows=%lld seconds=%.3f ms_per_epoch=%.3f\n",
-           rmse, ols, epochs, (long long)n_train, (long long)n_test, seconds, 1000 * seconds / epochs);
-    magna_optimizer_free(opt);
-    magna_graph_free(g);
-    free(order), free(x), free(y), free(x_test), free(y_test);
+    const double gd_vs_ridge = sqrt((num + num_w) / (den + den_w)), gd_vs_ridge_w = sqrt(num_w / den_w);
+    printf("2. linear model, full-batch gradient descent (SGD lr %g, %d steps) on MSE + %g/2 ||w||^2:\n"
+           "   test RMSE %.3f; closed-form ridge (X^T X + n lambda/2 I) w = X^T y: test RMSE %.3f\n"
+           "   distance to the ridge solution: %.2e relative (weights alone %.2e); bias %.4f vs %.4f\n",
+           (double)GD_LR, GD_EPOCHS, LAMBDA, gd_scores.rmse, ridge_rmse, gd_vs_ridge, gd_vs_ridge_w, gb[0], ridge[0]);
+    magna_model_free(lin);
+
+    /* 3. the seed's MLP */
+    magna_model *m = magna_model_new(init_seed, BATCH);
+    magna_model_input(m, "x", MAGNA_F32, 1, (int64_t[]){d});
+    magna_model_sequential(m, (magna_layer_spec[]){MAGNA_DENSE(HIDDEN, MAGNA_ACT_RELU), MAGNA_DENSE(1, MAGNA_ACT_NONE)},
+                           2);
+    const unsigned metrics = MAGNA_METRIC_RMSE | MAGNA_METRIC_MAE | MAGNA_METRIC_R2;
+    if (magna_model_compile(m, &(magna_compile_opts){.loss = MAGNA_LOSS_MSE,
+                                                     .optimizer = {.kind = MAGNA_ADAM, .lr = 1e-3f},
+                                                     .metrics = metrics}) != MAGNA_OK) {
+        fprintf(stderr, "housing: %s\n", magna_model_errmsg(m));
+        return 1;
+    }
+    printf("\n3. MLP, Adam 1e-3, batch %d, %d epochs, MSE\n", BATCH, epochs);
+    magna_model_summary(m, stdout);
+    magna_history h;
+    progress p = {.test = &test_set, .epochs = epochs};
+    const double t0 = now();
+    if (magna_model_fit(m, &train_set, NULL, &(magna_fit_opts){.epochs = epochs, .on_epoch_end = every_25, .user = &p},
+                        &h) != MAGNA_OK) {
+        fprintf(stderr, "housing: %s\n", magna_model_errmsg(m));
+        return 1;
+    }
+    const double fit_wall = now() - t0;
+    double train_seconds = 0; /* the epochs' own time, without the progress lines' test evaluations */
+    for (int e = 0; e < h.count; e++) train_seconds += h.epochs[e].seconds;
+    magna_scores s;
+    if (magna_model_evaluate(m, &test_set, &s) != MAGNA_OK) {
+        fprintf(stderr, "housing: %s\n", magna_model_errmsg(m));
+        return 1;
+    }
+    printf("MLP 13-%d-1: test RMSE %.3f, MAE %.3f, R^2 %.4f (least squares RMSE %.3f); training %.3f s "
+           "(%.3f ms per epoch; fit with progress lines %.3f s)\n",
+           HIDDEN, s.rmse, s.mae, s.r2, ols_rmse, train_seconds, 1e3 * train_seconds / h.count, fit_wall);
+    printf("test_rmse=%.3f test_mae=%.3f test_r2=%.4f ols_test_rmse=%.3f gd_test_rmse=%.3f gd_vs_ridge=%.2e "
+           "seed=%llu init_seed=%llu epochs=%d seconds=%.3f ms_per_epoch=%.3f total_seconds=%.3f\n",
+           s.rmse, s.mae, s.r2, ols_rmse, gd_scores.rmse, gd_vs_ridge, (unsigned long long)seed,
+           (unsigned long long)init_seed, h.count, train_seconds, 1e3 * train_seconds / h.count, now() - t_start);
+    magna_history_free(&h);
+    magna_model_free(m);
+    free(x), free(y), free(x_test), free(y_test);
     magna_standardizer_free(&scaler);
     magna_table_free(&t), magna_table_free(&train), magna_table_free(&test);
     return 0;
