@@ -59,6 +59,27 @@ void magna_optimizer_free(magna_optimizer *opt) {
     free(opt);
 }
 
+/* Adam's update over one contiguous chunk. restrict and simd let it vectorise (the buffers never alias):
+ * torch.optim.Adam's formula, with L2 added to the gradient (Adam) or decoupled decay (AdamW, keep < 1). */
+typedef struct adam_consts {
+    float beta1, beta2, step, rbc2, eps, keep, l2;
+} adam_consts;
+
+enum { ADAM_CHUNK = 16384 };
+
+static void adam_chunk(float *restrict w, float *restrict m, float *restrict v, const float *restrict g, int64_t n,
+                       const adam_consts *k) {
+    const float b1 = k->beta1, b2 = k->beta2, step = k->step, rbc2 = k->rbc2, eps = k->eps, keep = k->keep,
+                l2 = k->l2;
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) {
+        const float gi = g[i] + l2 * w[i];
+        const float mi = b1 * m[i] + (1.0f - b1) * gi, vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+        m[i] = mi, v[i] = vi;
+        w[i] = w[i] * keep - step * mi / (sqrtf(vi) * rbc2 + eps);
+    }
+}
+
 void magna_optimizer_step(magna_optimizer *opt) {
     float *w = opt->g->params;
     const float *grad = opt->g->grads;
@@ -79,18 +100,14 @@ PARALLEL_FOR(n > 65536, i, n,
     }
     float *m = opt->m, *v = opt->v;
     const float bc1 = 1.0f - powf(o.beta1, (float)opt->steps), bc2 = 1.0f - powf(o.beta2, (float)opt->steps);
-    const float step = o.lr / bc1, rbc2 = 1.0f / sqrtf(bc2);
-    const bool decoupled = o.kind == MAGNA_ADAMW;
-PARALLEL_FOR(n > 65536, i, n, 
-        float gi = grad[i];
-        if (decoupled)
-            w[i] -= o.lr * o.weight_decay * w[i];
-        else
-            gi += o.weight_decay * w[i];
-        m[i] = o.beta1 * m[i] + (1.0f - o.beta1) * gi;
-        v[i] = o.beta2 * v[i] + (1.0f - o.beta2) * gi * gi;
-        w[i] -= step * m[i] / (sqrtf(v[i]) * rbc2 + o.eps);
-    );
+    const float keep = o.kind == MAGNA_ADAMW ? 1.0f - o.lr * o.weight_decay : 1.0f;
+    const float l2 = o.kind == MAGNA_ADAMW ? 0.0f : o.weight_decay;
+    const adam_consts k = {o.beta1, o.beta2, o.lr / bc1, 1.0f / sqrtf(bc2), o.eps, keep, l2};
+    const int64_t chunks = (n + ADAM_CHUNK - 1) / ADAM_CHUNK;
+    PARALLEL_FOR(n > 65536, c, chunks, {
+        const int64_t from = c * ADAM_CHUNK, count = n - from < ADAM_CHUNK ? n - from : ADAM_CHUNK;
+        adam_chunk(w + from, m + from, v + from, grad + from, count, &k);
+    });
 }
 
 void magna_optimizer_set_lr(magna_optimizer *opt, float lr) { opt->o.lr = lr; }
