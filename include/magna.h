@@ -10,6 +10,5 @@
 #include "magna/image.h"
 #include "magna/nn.h"
 #include "magna/train.h"
-#include "magna/io.h"
 
 #endif
