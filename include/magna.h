@@ -10,5 +10,6 @@
 #include "magna/image.h"
 #include "magna/nn.h"
 #include "magna/train.h"
+#include "magna/io.h"
 
 #endif

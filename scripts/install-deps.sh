@@ -6,7 +6,7 @@
 set -eu
 
 # data sets (DESIGN §4): python3-sklearn ships Boston housing, iris and digits; dataset-fashion-mnist
-packages="build-essential cmake pkg-config libopenblas-openmp-dev libdnnl-dev zlib1g-dev python3-sklearn
+packages="build-essential cmake pkg-config libopenblas-openmp-dev libdnnl-dev zlib1g-dev libjansson-dev python3-sklearn
 dataset-fashion-mnist"
 case "${1:-}" in
     bench) packages="$packages python3-torch python3-venv" ;;

@@ -101,6 +101,9 @@ typedef struct magna_fit_opts {
     int patience;           /* 0: off */
     float min_delta;
     bool restore_best;      /* put back the weights of the best epoch at the end */
+    /* When set, the graph's params and states are saved here (safetensors, atomically; metadata "epoch" and
+     * "val_loss" or "loss") each time the monitored value improves. A failed save stops fit with its error. */
+    const char *checkpoint_path;
     magna_epoch_callback on_epoch_end;
     void *user;
 } magna_fit_opts;

@@ -1,6 +1,7 @@
 /* model.c — a model is a graph with one input, one output, a target, a loss and an optimizer; fit,
  * evaluate and predict move rows of a dataset through it batch by batch. */
 #include "../graph/internal.h"
+#include "magna/io.h"
 #include "magna/train.h"
 
 #include <math.h>
@@ -370,6 +371,18 @@ static magna_status save_best(magna_model *m) {
     return MAGNA_OK;
 }
 
+/* The best model so far, to a safetensors file (atomically). */
+static magna_status save_checkpoint(magna_model *m, const char *path, int epoch, bool has_val, double monitored) {
+    char e[32], v[64];
+    snprintf(e, sizeof e, "%d", epoch);
+    snprintf(v, sizeof v, "%.17g", monitored);
+    const char *const kv[] = {"epoch", e, has_val ? "val_loss" : "loss", v, NULL};
+    magna_error err;
+    magna_status st = magna_save_safetensors(m->g, path, kv, &err);
+    if (st != MAGNA_OK) return model_error(m, st, "fit: checkpoint at epoch %d: %s", epoch, err.message);
+    return MAGNA_OK;
+}
+
 static magna_status history_push(magna_model *m, magna_history *h, const magna_epoch_log *log) {
     if (!h) return MAGNA_OK;
     if (h->count == h->capacity) {
@@ -488,6 +501,9 @@ magna_status magna_model_fit(magna_model *m, const magna_dataset *train_in, cons
             best = monitored, wait = 0;
             if (history) history->best_epoch = epoch;
             if (o->restore_best && (st = save_best(m)) != MAGNA_OK) break;
+            if (o->checkpoint_path && (st = save_checkpoint(m, o->checkpoint_path, epoch, val != NULL, monitored)) !=
+                                          MAGNA_OK)
+                break;
         } else if (o->patience > 0 && ++wait >= o->patience) {
             if (history) history->stopped_early = true;
             if (o->verbose) printf("early stopping at epoch %d: no improvement for %d epochs\n", epoch, wait);
