@@ -270,6 +270,55 @@ static void test_summary(void) {
     magna_model_free(m);
 }
 
+/* A functional model: two inputs, a residual block, two heads (regression and classification) with
+ * their own losses and weights, trained together. */
+static void test_functional_two_inputs_two_outputs(void) {
+    magna_model *m = magna_model_new(11, 25);
+    magna_graph *g = magna_model_graph(m);
+    magna_node *a = magna_model_input(m, "a", MAGNA_F32, 1, SHAPE(3));
+    magna_node *b = magna_model_input(m, "b", MAGNA_F32, 1, SHAPE(2));
+    magna_node *h = magna_layer_dense(g, "trunk", magna_concat(g, 2, (magna_node *[]){a, b}, 1), 32,
+                                      (magna_dense_opts){.activation = MAGNA_ACT_TANH});
+    h = magna_add(g, h, magna_layer_dense(g, "residual", h, 32, (magna_dense_opts){.activation = MAGNA_ACT_TANH}));
+    magna_node *outs[2] = {magna_layer_dense(g, "value", h, 1, (magna_dense_opts){0}),
+                           magna_layer_dense(g, "class", h, 3, (magna_dense_opts){0})};
+    CHECK(magna_model_set_outputs(m, 2, outs) == MAGNA_OK, "%s", magna_model_errmsg(m));
+    const magna_loss losses[2] = {MAGNA_LOSS_MSE, MAGNA_LOSS_SPARSE_CE};
+    const float weights[2] = {1.0f, 0.5f};
+    CHECK(magna_model_compile(m, &(magna_compile_opts){.output_losses = losses, .loss_weights = weights,
+                                                       .optimizer = {.kind = MAGNA_ADAM, .lr = 1e-2f},
+                                                       .metrics = MAGNA_METRIC_RMSE}) == MAGNA_OK,
+          "%s", magna_model_errmsg(m));
+    /* a = the first 3 features, b = the last 2; the value head learns Y, the class head LABELS */
+    float xa[ROWS * 3], xb[ROWS * 2];
+    for (int r = 0; r < ROWS; r++) {
+        for (int j = 0; j < 3; j++) xa[r * 3 + j] = X[r * FEATURES + j];
+        for (int j = 0; j < 2; j++) xb[r * 2 + j] = X[r * FEATURES + 3 + j];
+    }
+    magna_dataset d = {.rows = ROWS, .x = xa, .y = Y, .more_x = {xb}, .more_labels = {LABELS}};
+    magna_dataset no_b = {.rows = ROWS, .x = xa, .y = Y, .more_labels = {LABELS}};
+    CHECK(magna_model_fit(m, &no_b, NULL, &(magna_fit_opts){.epochs = 1}, NULL) == MAGNA_ERR_ARG &&
+              strstr(magna_model_errmsg(m), "input 1 ('b'"),
+          "%s", magna_model_errmsg(m));
+    magna_history hist;
+    CHECK(magna_model_fit(m, &d, NULL, &(magna_fit_opts){.epochs = 60, .validation_split = 0.25f}, &hist) ==
+              MAGNA_OK,
+          "%s", magna_model_errmsg(m));
+    const magna_epoch_log *first = &hist.epochs[0], *last = &hist.epochs[hist.count - 1];
+    printf("train: two inputs, residual, two heads: loss %.4f -> %.4f, val rmse %.4f -> %.4f\n", first->train.loss,
+           last->train.loss, first->val.rmse, last->val.rmse);
+    CHECK(last->train.loss < 0.2 * first->train.loss && last->val.rmse < 0.5 * first->val.rmse,
+          "the two-headed model did not learn");
+    float *pred = malloc(ROWS * sizeof *pred);
+    CHECK(magna_model_predict(m, &d, pred) == MAGNA_OK, "%s", magna_model_errmsg(m));
+    double se = 0;
+    for (int r = 0; r < ROWS; r++) se += (pred[r] - Y[r]) * (pred[r] - Y[r]);
+    CHECK(sqrt(se / ROWS) < 0.6, "predict's output 0 rmse %.3f", sqrt(se / ROWS));
+    free(pred);
+    magna_history_free(&hist);
+    magna_model_free(m);
+}
+
 int main(void) {
     make_linear_data();
     test_gd_reaches_least_squares();
@@ -279,5 +328,6 @@ int main(void) {
     test_schedules();
     test_misuse();
     test_summary();
+    test_functional_two_inputs_two_outputs();
     return check_finish("test_train");
 }

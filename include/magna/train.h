@@ -26,6 +26,9 @@ extern "C" {
 
 typedef struct magna_model magna_model;
 
+/* A functional model may have up to this many inputs and outputs. */
+#define MAGNA_MODEL_MAX_IO 8
+
 typedef enum magna_loss {
     MAGNA_LOSS_MSE = 0,    /* float targets shaped like the output */
     MAGNA_LOSS_MAE,        /* float targets shaped like the output */
@@ -52,17 +55,26 @@ typedef struct magna_compile_opts {
     unsigned metrics;           /* MAGNA_METRIC_* */
     int top_k;
     const float *class_weights; /* SPARSE_CE: one weight per class (Keras's class_weight), or NULL */
+    /* Several outputs: output k's loss is output_losses[k] when output_losses is set (else `loss`), weighted
+     * by loss_weights[k] (else 1) in the total. Metrics are reported for output 0. */
+    const magna_loss *output_losses;
+    const float *loss_weights;
 } magna_compile_opts;
 
 /* Rows of data, each row one sample laid out as the input's sample shape (row-major). Targets: `y` for
  * float losses (one row per sample, the output's sample shape), `labels` for SPARSE_CE. x_i32 replaces
- * x for int32 inputs (token ids). */
+ * x for int32 inputs (token ids). A model with several inputs or outputs takes inputs 1.. and the
+ * targets of outputs 1.. from the more_ arrays, in the order they were declared. */
 typedef struct magna_dataset {
     int64_t rows;
     const float *x;
     const int32_t *x_i32;
     const float *y;
     const int32_t *labels;
+    const float *more_x[MAGNA_MODEL_MAX_IO - 1];
+    const int32_t *more_x_i32[MAGNA_MODEL_MAX_IO - 1];
+    const float *more_y[MAGNA_MODEL_MAX_IO - 1];
+    const int32_t *more_labels[MAGNA_MODEL_MAX_IO - 1];
 } magna_dataset;
 
 typedef struct magna_scores {
@@ -118,8 +130,9 @@ magna_graph *magna_model_graph(magna_model *m);
 magna_node *magna_model_input(magna_model *m, const char *name, magna_dtype dtype, int ndim, const int64_t *shape);
 /* Applies the layers to the (single) input and makes the result the output. */
 magna_node *magna_model_sequential(magna_model *m, const magna_layer_spec *layers, int count);
-/* Makes a node built on magna_model_graph the output (functional models). */
+/* Makes a node built on magna_model_graph the output (functional models), or several the outputs. */
 magna_status magna_model_set_output(magna_model *m, magna_node *output);
+magna_status magna_model_set_outputs(magna_model *m, int count, magna_node *const *outputs);
 magna_node *magna_model_output(magna_model *m);
 
 magna_status magna_model_compile(magna_model *m, const magna_compile_opts *opts);
@@ -129,7 +142,7 @@ void magna_model_summary(magna_model *m, FILE *out);
 magna_status magna_model_fit(magna_model *m, const magna_dataset *train, const magna_dataset *val,
                              const magna_fit_opts *opts, magna_history *history);
 magna_status magna_model_evaluate(magna_model *m, const magna_dataset *data, magna_scores *scores);
-/* out: rows x (output sample size) floats — logits for the from-logits losses. */
+/* out: rows x (output 0's sample size) floats — logits for the from-logits losses. */
 magna_status magna_model_predict(magna_model *m, const magna_dataset *data, float *out);
 /* Per-class counts over `data`: confusion[true * classes + predicted] (classes from the output's last dim);
  * and per-class precision, recall and F1 when those pointers are not NULL (arrays of `classes`). */

@@ -15,7 +15,10 @@ struct magna_model {
     magna_graph *g;
     int64_t batch;
     uint64_t seed;
-    magna_node *input, *output, *target, *data_loss, *loss, *class_weights;
+    magna_node *input, *output, *target, *data_loss, *loss, *class_weights; /* input, output, target: [0] */
+    magna_node *inputs[MAGNA_MODEL_MAX_IO], *outputs[MAGNA_MODEL_MAX_IO], *targets[MAGNA_MODEL_MAX_IO];
+    magna_loss kinds[MAGNA_MODEL_MAX_IO];
+    int n_inputs, n_outputs;
     magna_optimizer *opt;
     magna_compile_opts c;
     float base_lr;
@@ -85,7 +88,13 @@ magna_node *magna_model_input(magna_model *m, const char *name, magna_dtype dtyp
     int64_t full[MAGNA_MAX_DIMS];
     full[0] = m->batch;
     for (int d = 0; d < ndim; d++) full[d + 1] = shape[d];
+    if (m->n_inputs == MAGNA_MODEL_MAX_IO) {
+        graph_error(m->g, MAGNA_ERR_ARG, "model input '%s': a model takes at most %d inputs", name ? name : "",
+                    MAGNA_MODEL_MAX_IO);
+        return NULL;
+    }
     magna_node *x = magna_input(m->g, name, dtype, ndim + 1, full);
+    if (x) m->inputs[m->n_inputs++] = x;
     if (x && !m->input) m->input = x;
     return x;
 }
@@ -96,15 +105,24 @@ magna_node *magna_model_sequential(magna_model *m, const magna_layer_spec *layer
         return NULL;
     }
     magna_node *out = magna_layers_apply(m->g, m->input, layers, count);
-    if (out) m->output = out;
+    if (out) m->output = m->outputs[0] = out, m->n_outputs = 1;
     return out;
 }
 
-magna_status magna_model_set_output(magna_model *m, magna_node *out) {
-    if (!out) return from_graph(m, magna_graph_status(m->g) != MAGNA_OK ? magna_graph_status(m->g) : MAGNA_ERR_ARG);
-    m->output = out;
+magna_status magna_model_set_outputs(magna_model *m, int count, magna_node *const *outs) {
+    if (count < 1 || count > MAGNA_MODEL_MAX_IO || !outs)
+        return model_error(m, MAGNA_ERR_ARG, "set_outputs: a model has 1 to %d outputs, got %d", MAGNA_MODEL_MAX_IO,
+                           count);
+    for (int k = 0; k < count; k++)
+        if (!outs[k])
+            return from_graph(m, magna_graph_status(m->g) != MAGNA_OK ? magna_graph_status(m->g) : MAGNA_ERR_ARG);
+    for (int k = 0; k < count; k++) m->outputs[k] = outs[k];
+    m->n_outputs = count;
+    m->output = outs[0];
     return MAGNA_OK;
 }
+
+magna_status magna_model_set_output(magna_model *m, magna_node *out) { return magna_model_set_outputs(m, 1, &out); }
 
 /* The L2 term: sum over weights of lambda/2 ||w||^2, with the global lambda for weights of >= 2 dims
  * that have none of their own. NULL when nothing is penalised. */
@@ -127,34 +145,46 @@ magna_status magna_model_compile(magna_model *m, const magna_compile_opts *opts)
     if (!m->input || !m->output)
         return model_error(m, MAGNA_ERR_STATE, "compile: the model needs an input and an output first");
     m->c = *opts;
-    magna_node *out = m->output;
-    switch (opts->loss) {
-    case MAGNA_LOSS_MSE:
-    case MAGNA_LOSS_MAE:
-    case MAGNA_LOSS_BCE:
-        m->target = magna_input(g, "target", MAGNA_F32, out->ndim, out->shape);
-        m->data_loss = opts->loss == MAGNA_LOSS_MSE   ? magna_mse(g, out, m->target)
-                       : opts->loss == MAGNA_LOSS_BCE ? magna_bce_with_logits(g, out, m->target)
-                                                      : magna_mean(g, magna_abs(g, magna_sub(g, out, m->target)),
-                                                                   MAGNA_ALL_AXES, false);
-        break;
-    case MAGNA_LOSS_SPARSE_CE:
-        if (out->ndim < 2)
-            return model_error(m, MAGNA_ERR_SHAPE, "compile: sparse cross-entropy needs logits [batch, ..., classes]");
-        m->classes = out->shape[out->ndim - 1];
-        m->target = magna_input(g, "target", MAGNA_I32, out->ndim - 1, out->shape);
-        if (opts->class_weights) {
-            m->class_weights = magna_input_unbatched(g, "class_weights", MAGNA_F32, 1, (int64_t[]){m->classes});
-            m->data_loss = magna_cross_entropy_weighted(g, out, m->target, m->class_weights);
-        } else {
-            m->data_loss = magna_cross_entropy(g, out, m->target);
+    for (int k = 0; k < m->n_outputs; k++) {
+        magna_node *out = m->outputs[k];
+        const magna_loss kind = opts->output_losses ? opts->output_losses[k] : opts->loss;
+        char tname[32];
+        snprintf(tname, sizeof tname, k ? "target%d" : "target", k);
+        magna_node *term = NULL;
+        m->kinds[k] = kind;
+        switch (kind) {
+        case MAGNA_LOSS_MSE:
+        case MAGNA_LOSS_MAE:
+        case MAGNA_LOSS_BCE:
+            m->targets[k] = magna_input(g, tname, MAGNA_F32, out->ndim, out->shape);
+            term = kind == MAGNA_LOSS_MSE   ? magna_mse(g, out, m->targets[k])
+                   : kind == MAGNA_LOSS_BCE ? magna_bce_with_logits(g, out, m->targets[k])
+                                            : magna_mean(g, magna_abs(g, magna_sub(g, out, m->targets[k])),
+                                                         MAGNA_ALL_AXES, false);
+            break;
+        case MAGNA_LOSS_SPARSE_CE:
+            if (out->ndim < 2)
+                return model_error(m, MAGNA_ERR_SHAPE,
+                                   "compile: sparse cross-entropy needs logits [batch, ..., classes] (output %d)", k);
+            m->targets[k] = magna_input(g, tname, MAGNA_I32, out->ndim - 1, out->shape);
+            if (k == 0) m->classes = out->shape[out->ndim - 1];
+            if (opts->class_weights && k == 0) {
+                m->class_weights = magna_input_unbatched(g, "class_weights", MAGNA_F32, 1, (int64_t[]){m->classes});
+                term = magna_cross_entropy_weighted(g, out, m->targets[k], m->class_weights);
+            } else {
+                term = magna_cross_entropy(g, out, m->targets[k]);
+            }
+            break;
+        default: return model_error(m, MAGNA_ERR_ARG, "compile: unknown loss %d for output %d", (int)kind, k);
         }
-        break;
-    default: return model_error(m, MAGNA_ERR_ARG, "compile: unknown loss %d", (int)opts->loss);
+        if (opts->loss_weights && opts->loss_weights[k] != 1.0f) term = magna_scale(g, term, opts->loss_weights[k]);
+        m->data_loss = k ? magna_add(g, m->data_loss, term) : term;
     }
+    m->target = m->targets[0];
+    m->c.loss = m->kinds[0]; /* metrics follow output 0 */
     magna_node *penalty = l2_penalty(m, opts->l2);
     m->loss = penalty ? magna_add(g, m->data_loss, penalty) : m->data_loss;
-    magna_graph_keep(g, m->output);
+    for (int k = 0; k < m->n_outputs; k++) magna_graph_keep(g, m->outputs[k]);
     magna_graph_keep(g, m->data_loss);
     magna_status st = magna_graph_compile(g, m->loss);
     if (st != MAGNA_OK) return from_graph(m, st);
@@ -164,7 +194,7 @@ magna_status magna_model_compile(magna_model *m, const magna_compile_opts *opts)
     if (!m->opt) return model_error(m, err.status, "%s", err.message);
     m->base_lr = opts->optimizer.lr;
     m->x_size = m->input->numel / m->batch;
-    m->out_size = out->numel / m->batch;
+    m->out_size = m->output->numel / m->batch;
     m->y_size = m->target->numel / m->batch;
     m->compiled = true;
     m->errmsg[0] = '\0';
@@ -173,17 +203,35 @@ magna_status magna_model_compile(magna_model *m, const magna_compile_opts *opts)
 
 /* ---- moving rows ------------------------------------------------------------------------------- */
 
+/* The array of a dataset that feeds input k, or target k (float or int32 as the node wants). */
+static const void *input_array(const magna_dataset *d, int k, magna_dtype dtype) {
+    if (dtype == MAGNA_I32) return k ? (const void *)d->more_x_i32[k - 1] : (const void *)d->x_i32;
+    return k ? (const void *)d->more_x[k - 1] : (const void *)d->x;
+}
+static const void *target_array(const magna_dataset *d, int k, magna_dtype dtype) {
+    if (dtype == MAGNA_I32) return k ? (const void *)d->more_labels[k - 1] : (const void *)d->labels;
+    return k ? (const void *)d->more_y[k - 1] : (const void *)d->y;
+}
+
 static magna_status check_dataset(magna_model *m, const magna_dataset *d, bool need_targets, const char *what) {
     m->errmsg[0] = '\0'; /* every public call that takes data starts here: no stale message */
     if (!m->compiled) return model_error(m, MAGNA_ERR_STATE, "%s: compile the model first", what);
     if (!d || d->rows < 1) return model_error(m, MAGNA_ERR_ARG, "%s: the dataset has no rows", what);
-    const bool ids = m->input->dtype == MAGNA_I32;
-    if (ids ? !d->x_i32 : !d->x)
-        return model_error(m, MAGNA_ERR_ARG, "%s: the dataset has no %s inputs (the model's input is %s)", what,
-                           ids ? "int32 (x_i32)" : "float (x)", magna_dtype_name(m->input->dtype));
-    if (need_targets && (m->c.loss == MAGNA_LOSS_SPARSE_CE ? !d->labels : !d->y))
-        return model_error(m, MAGNA_ERR_ARG, "%s: the dataset has no %s", what,
-                           m->c.loss == MAGNA_LOSS_SPARSE_CE ? "labels (int32 class indices)" : "float targets (y)");
+    for (int k = 0; k < m->n_inputs; k++) {
+        const bool ids = m->inputs[k]->dtype == MAGNA_I32;
+        if (!input_array(d, k, m->inputs[k]->dtype))
+            return model_error(m, MAGNA_ERR_ARG, "%s: the dataset has no %s for input %d ('%s', %s)", what,
+                               ids ? (k ? "more_x_i32" : "x_i32") : (k ? "more_x" : "x"), k, m->inputs[k]->name,
+                               magna_dtype_name(m->inputs[k]->dtype));
+    }
+    for (int k = 0; need_targets && k < m->n_outputs; k++) {
+        const bool ce = m->kinds[k] == MAGNA_LOSS_SPARSE_CE;
+        if (!target_array(d, k, m->targets[k]->dtype))
+            return model_error(m, MAGNA_ERR_ARG, "%s: the dataset has no %s for output %d", what,
+                               ce ? (k ? "more_labels (int32 class indices)" : "labels (int32 class indices)")
+                                  : (k ? "more_y (float targets)" : "float targets (y)"),
+                               k);
+    }
     return MAGNA_OK;
 }
 
@@ -191,18 +239,17 @@ static magna_status check_dataset(magna_model *m, const magna_dataset *d, bool n
 static void load_rows(magna_model *m, const magna_dataset *d, const int64_t *order, int64_t from, int64_t count,
                       bool targets) {
     magna_graph_set_batch(m->g, count);
-    const size_t xs = (size_t)m->x_size, ys = (size_t)m->y_size;
-    for (int64_t r = 0; r < count; r++) {
-        const int64_t row = order ? order[from + r] : from + r;
-        if (m->input->dtype == MAGNA_I32)
-            memcpy(ival(m->input) + r * xs, d->x_i32 + row * xs, xs * sizeof(int32_t));
-        else
-            memcpy(fval(m->input) + r * xs, d->x + row * xs, xs * sizeof(float));
-        if (!targets) continue;
-        if (m->c.loss == MAGNA_LOSS_SPARSE_CE)
-            memcpy(ival(m->target) + r * ys, d->labels + row * ys, ys * sizeof(int32_t));
-        else
-            memcpy(fval(m->target) + r * ys, d->y + row * ys, ys * sizeof(float));
+    for (int k = 0; k < m->n_inputs + (targets ? m->n_outputs : 0); k++) {
+        const bool is_input = k < m->n_inputs;
+        const int j = is_input ? k : k - m->n_inputs;
+        magna_node *node = is_input ? m->inputs[j] : m->targets[j];
+        const char *src = is_input ? input_array(d, j, node->dtype) : target_array(d, j, node->dtype);
+        const size_t row_bytes = (size_t)(node->numel / count) * magna_dtype_size(node->dtype);
+        char *dst = node->value;
+        for (int64_t r = 0; r < count; r++) {
+            const int64_t row = order ? order[from + r] : from + r;
+            memcpy(dst + (size_t)r * row_bytes, src + (size_t)row * row_bytes, row_bytes);
+        }
     }
 }
 
@@ -286,7 +333,8 @@ magna_status magna_model_predict(magna_model *m, const magna_dataset *d, float *
         load_rows(m, d, NULL, from, count, false);
         /* the loss is not computed here: only the output's ancestors matter, but forward runs the whole
          * plan, so give the target something harmless (class 0, zeros) */
-        memset(m->target->value, 0, (size_t)(count * m->y_size) * magna_dtype_size(m->target->dtype));
+        for (int k = 0; k < m->n_outputs; k++)
+            memset(m->targets[k]->value, 0, (size_t)m->targets[k]->numel * magna_dtype_size(m->targets[k]->dtype));
         st = magna_graph_forward(m->g);
         if (st == MAGNA_OK) memcpy(out + from * m->out_size, fval(m->output), (size_t)(count * m->out_size) * sizeof(float));
     }
@@ -422,10 +470,20 @@ magna_status magna_model_fit(magna_model *m, const magna_dataset *train_in, cons
         split_val = *train_in;
         split_val.rows = n_val;
         const int64_t at = train.rows;
-        if (split_val.x) split_val.x += at * m->x_size;
-        if (split_val.x_i32) split_val.x_i32 += at * m->x_size;
-        if (split_val.y) split_val.y += at * m->y_size;
-        if (split_val.labels) split_val.labels += at * m->y_size;
+        for (int k = 0; k < m->n_inputs; k++) { /* every array moves forward by `at` rows of its own width */
+            const int64_t w = m->inputs[k]->capacity / m->batch;
+            if (k == 0 && split_val.x) split_val.x += at * w;
+            if (k == 0 && split_val.x_i32) split_val.x_i32 += at * w;
+            if (k > 0 && split_val.more_x[k - 1]) split_val.more_x[k - 1] += at * w;
+            if (k > 0 && split_val.more_x_i32[k - 1]) split_val.more_x_i32[k - 1] += at * w;
+        }
+        for (int k = 0; k < m->n_outputs; k++) {
+            const int64_t w = m->targets[k]->capacity / m->batch;
+            if (k == 0 && split_val.y) split_val.y += at * w;
+            if (k == 0 && split_val.labels) split_val.labels += at * w;
+            if (k > 0 && split_val.more_y[k - 1]) split_val.more_y[k - 1] += at * w;
+            if (k > 0 && split_val.more_labels[k - 1]) split_val.more_labels[k - 1] += at * w;
+        }
         val = &split_val;
     }
     int64_t *order = malloc((size_t)train.rows * sizeof *order);
