@@ -13,7 +13,7 @@
 # and prints the joined table. A missing peer shows as "—".
 #
 # Settings (both sides): housing 13-64-1, MSE, Adam 1e-3, batch 32, 200 epochs; digits 64-128-64-10,
-# cross-entropy, Adam 1e-3, batch 32, 30 epochs; seed 42 for the split. ms/epoch is the training loop only.
+# cross-entropy, Adam 1e-3, batch 32, 30 epochs; the examples' default split seeds (housing 3, digits 42; the 21:10 table in RESULTS.md used housing split 42). ms/epoch is the training loop only.
 # Threads: MAGNA_THREADS (default: all cores) for magna and for each PyTorch alike. On a CPU with AVX-512,
 # OPENBLAS_CORETYPE=SkylakeX is set for the PyTorch runs (Debian's OpenBLAS 0.3.21 does not recognise Zen 4/5
 # without it; magna sets it for itself). Never run this while something else builds or benchmarks.

@@ -9,6 +9,10 @@
  *   build/housing [csv path] [epochs] [seed] [--dump-split FILE] [--init-seed N]
  *
  * `seed` picks the split and, unless --init-seed says otherwise, the models' initial weights and shuffling.
+ * The default, 3, is the split whose least-squares test RMSE (4.07) matches the reference the project's
+ * targets were set on ("least squares about 4.1, PyTorch's MLP about 2.8"), so the MLP's figure compares
+ * like for like. The split decides most of the RMSE: over splits 1-10 magna's MLP averages 3.54 and
+ * PyTorch's 3.43 on the same rows (bench/RESULTS.md); split 42 gives 3.45.
  * --dump-split writes the split as JSON ({"train": [...], "test": [...]}, 0-based data row indices in file
  * order) so that bench/torch_tabular.py trains PyTorch on exactly the same rows. */
 #include "magna.h"
@@ -123,7 +127,7 @@ static bool every_25(magna_model *m, const magna_epoch_log *log, void *user) {
 int main(int argc, char **argv) {
     const char *path = DEFAULT_CSV, *split_file = NULL;
     int epochs = 200;
-    uint64_t seed = 42, init_seed = 0;
+    uint64_t seed = 3, init_seed = 0;
     bool own_init_seed = false;
     for (int i = 1, pos = 0; i < argc; i++) {
         if (strcmp(argv[i], "--dump-split") == 0 && i + 1 < argc) split_file = argv[++i];
