@@ -1,12 +1,15 @@
-/* fmnist_cnn.c — Fashion-MNIST (60k training, 10k test images of 28 x 28 grey pixels, 10 classes of clothing)
- * with the seed's CNN on [N, 1, 28, 28]: conv 32 (3 x 3, same) + relu -> max pool 2 -> conv 64 + relu -> max
- * pool 2 -> conv 128 + relu -> max pool 2 (7 -> 3, floor as PyTorch) -> flatten (1152) -> dense 512 relu ->
- * dense 10; Adam 1e-3, batch 64, 3 epochs, sparse cross-entropy, pixels / 255. A seeded 5000 of the 60k
- * training images are held out for validation; the validation accuracy is printed after every epoch, the test
- * accuracy at the end with a confusion matrix and per-class accuracy. The last line is key=value results
- * (samples_per_s and seconds: the training epochs alone, without the validation passes).
+/* fmnist.c — Fashion-MNIST (60k training, 10k test images of 28 x 28 grey pixels, 10 classes of clothing)
+ * with the seeds' two models, built from this one file as two programs (CMakeLists.txt):
+ *   fmnist_mlp: 784 -> 128 (relu) -> 64 (relu) -> 10, 5 epochs;
+ *   fmnist_cnn (FMNIST_CNN): on [N, 1, 28, 28], conv 32 (3 x 3, same) + relu -> max pool 2 -> conv 64 + relu
+ *     -> max pool 2 -> conv 128 + relu -> max pool 2 (7 -> 3, floor as PyTorch) -> flatten (1152) -> dense 512
+ *     relu -> dense 10, 3 epochs.
+ * Both: Adam 1e-3, batch 64, sparse cross-entropy, pixels / 255. A seeded 5000 of the 60k training images are
+ * held out for validation; the validation accuracy is printed after every epoch, the test accuracy at the
+ * end with a confusion matrix and per-class accuracy. The last line is key=value results (samples_per_s and
+ * seconds: the training epochs alone, without the validation passes).
  *
- *   build/fmnist_cnn [--epochs N] [--seed S] [--threads T] [--data DIR] [--grid FILE.svg] [--limit N]
+ *   build/fmnist_mlp|fmnist_cnn [--epochs N] [--seed S] [--threads T] [--data DIR] [--grid FILE.svg] [--limit N]
  *                    [--augment] [--torch-init]
  *
  * --data     the folder of {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] (Debian's dataset-fashion-mnist)
@@ -24,6 +27,16 @@
 #include <string.h>
 #include <time.h>
 
+#ifdef FMNIST_CNN
+#define PROGRAM "fmnist_cnn"
+#define DEFAULT_EPOCHS 3
+#define MODEL_NAME "CNN"
+#else
+#define PROGRAM "fmnist_mlp"
+#define DEFAULT_EPOCHS 5
+#define MODEL_NAME "MLP"
+#endif
+
 #define DEFAULT_DATA "/usr/share/datasets/fashion-mnist"
 enum { BATCH = 64, CLASSES = 10, VAL_IMAGES = 5000, GRID_IMAGES = 64 };
 
@@ -36,7 +49,7 @@ typedef struct args {
 } args;
 
 static bool parse_args(int argc, char **argv, args *a) {
-    *a = (args){.epochs = 3, .seed = 42, .data = DEFAULT_DATA};
+    *a = (args){.epochs = DEFAULT_EPOCHS, .seed = 42, .data = DEFAULT_DATA};
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(k, "--augment") == 0)
@@ -89,7 +102,7 @@ static bool on_epoch(magna_model *m, const magna_epoch_log *log, void *user) {
     magna_scores v;
     const double t0 = now();
     if (magna_model_evaluate(m, p->val, &v) != MAGNA_OK) {
-        fprintf(stderr, "fmnist_cnn: %s\n", magna_model_errmsg(m));
+        fprintf(stderr, PROGRAM ": %s\n", magna_model_errmsg(m));
         p->failed = true;
         return false;
     }
@@ -103,7 +116,7 @@ static bool on_epoch(magna_model *m, const magna_epoch_log *log, void *user) {
         magna_error err;
         if (magna_image_augment(p->train, p->augmented, &(magna_augment_opts){.max_shift = 2, .hflip = true}, p->seed,
                                 (uint64_t)log->epoch, &err) != MAGNA_OK) {
-            fprintf(stderr, "fmnist_cnn: %s\n", err.message);
+            fprintf(stderr, PROGRAM ": %s\n", err.message);
             p->failed = true;
             return false;
         }
@@ -156,7 +169,7 @@ static bool write_grid(magna_model *m, const magna_image_set *test, const char *
     magna_error err;
     const magna_dataset d = {.rows = n, .x = test->pixels};
     if (!logits || magna_model_predict(m, &d, logits) != MAGNA_OK) {
-        fprintf(stderr, "fmnist_cnn: grid: %s\n", logits ? magna_model_errmsg(m) : "out of memory");
+        fprintf(stderr, PROGRAM ": grid: %s\n", logits ? magna_model_errmsg(m) : "out of memory");
         free(logits);
         return false;
     }
@@ -170,10 +183,10 @@ static bool write_grid(magna_model *m, const magna_image_set *test, const char *
                          .scale = 3,
                          .class_names = magna_fashion_mnist_classes,
                          .classes = CLASSES,
-                         .title = "Fashion-MNIST test images, CNN predictions (red: wrong, with the true class)"};
+                         .title = "Fashion-MNIST test images, " MODEL_NAME " predictions (red: wrong, with the true class)"};
     if (magna_svg_image_grid(path, test->pixels, n, 1, test->height, test->width, test->labels, pred, &o, &err) !=
         MAGNA_OK) {
-        fprintf(stderr, "fmnist_cnn: %s\n", err.message);
+        fprintf(stderr, PROGRAM ": %s\n", err.message);
         return false;
     }
     printf("wrote %s (%lld test images)\n", path, (long long)n);
@@ -183,7 +196,7 @@ static bool write_grid(magna_model *m, const magna_image_set *test, const char *
 int main(int argc, char **argv) {
     args a;
     if (!parse_args(argc, argv, &a)) {
-        fprintf(stderr, "usage: fmnist_cnn [--epochs N] [--seed S] [--threads T] [--data DIR] [--grid FILE.svg] "
+        fprintf(stderr, "usage: " PROGRAM " [--epochs N] [--seed S] [--threads T] [--data DIR] [--grid FILE.svg] "
                         "[--limit N] [--augment] [--torch-init]\n");
         return 2;
     }
@@ -196,7 +209,7 @@ int main(int argc, char **argv) {
     if (magna_mnist_load(a.data, "train", CLASSES, &all, &err) != MAGNA_OK ||
         magna_mnist_load(a.data, "t10k", CLASSES, &test, &err) != MAGNA_OK ||
         magna_image_split(&all, VAL_IMAGES, a.seed, &train, &val, &err) != MAGNA_OK) {
-        fprintf(stderr, "fmnist_cnn: %s\n", err.message);
+        fprintf(stderr, PROGRAM ": %s\n", err.message);
         return 1;
     }
     magna_image_set_free(&all);
@@ -211,7 +224,7 @@ int main(int argc, char **argv) {
         if (!(augmented = malloc((size_t)(train.count * pixels) * sizeof(float))) ||
             magna_image_augment(&train, augmented, &(magna_augment_opts){.max_shift = 2, .hflip = true}, a.seed, 0,
                                 &err) != MAGNA_OK) {
-            fprintf(stderr, "fmnist_cnn: %s\n", augmented ? err.message : "out of memory");
+            fprintf(stderr, PROGRAM ": %s\n", augmented ? err.message : "out of memory");
             return 1;
         }
     }
@@ -222,6 +235,7 @@ int main(int argc, char **argv) {
                         test_set = {.rows = test.count, .x = test.pixels, .labels = test.labels};
 
     magna_model *m = magna_model_new(a.seed, BATCH);
+#ifdef FMNIST_CNN
     magna_model_input(m, "x", MAGNA_F32, 3, (int64_t[]){train.channels, train.height, train.width});
     magna_model_sequential(m,
                            (magna_layer_spec[]){MAGNA_CONV2D(32, 3, MAGNA_ACT_RELU), MAGNA_MAX_POOL2D(2),
@@ -233,12 +247,27 @@ int main(int argc, char **argv) {
     if (magna_model_compile(m, &(magna_compile_opts){.loss = MAGNA_LOSS_SPARSE_CE,
                                                      .optimizer = {.kind = MAGNA_ADAM, .lr = 1e-3f},
                                                      .metrics = MAGNA_METRIC_ACCURACY}) != MAGNA_OK) {
-        fprintf(stderr, "fmnist_cnn: %s\n", magna_model_errmsg(m));
+        fprintf(stderr, PROGRAM ": %s\n", magna_model_errmsg(m));
         return 1;
     }
     printf("CNN conv32-pool-conv64-pool-conv128-pool-dense512-dense10, Adam 1e-3, batch %d, %d epochs, sparse "
            "cross-entropy%s%s\n",
            BATCH, a.epochs, a.augment ? ", augmented (shift 2, flip)" : "", a.torch_init ? ", PyTorch's init" : "");
+#else
+    magna_model_input(m, "x", MAGNA_F32, 1, (int64_t[]){pixels});
+    magna_model_sequential(m,
+                           (magna_layer_spec[]){MAGNA_DENSE(128, MAGNA_ACT_RELU), MAGNA_DENSE(64, MAGNA_ACT_RELU),
+                                                MAGNA_DENSE(CLASSES, MAGNA_ACT_NONE)},
+                           3);
+    if (magna_model_compile(m, &(magna_compile_opts){.loss = MAGNA_LOSS_SPARSE_CE,
+                                                     .optimizer = {.kind = MAGNA_ADAM, .lr = 1e-3f},
+                                                     .metrics = MAGNA_METRIC_ACCURACY}) != MAGNA_OK) {
+        fprintf(stderr, PROGRAM ": %s\n", magna_model_errmsg(m));
+        return 1;
+    }
+    printf("MLP 784-128-64-10, Adam 1e-3, batch %d, %d epochs, sparse cross-entropy%s%s\n", BATCH, a.epochs,
+           a.augment ? ", augmented (shift 2, flip)" : "", a.torch_init ? ", PyTorch's init" : "");
+#endif
     if (a.torch_init) torch_init(m, a.seed);
     magna_model_summary(m, stdout);
 
@@ -248,7 +277,7 @@ int main(int argc, char **argv) {
     if (magna_model_fit(m, &train_set, NULL,
                         &(magna_fit_opts){.epochs = a.epochs, .on_epoch_end = on_epoch, .user = &p}, &h) != MAGNA_OK ||
         p.failed) {
-        if (!p.failed) fprintf(stderr, "fmnist_cnn: %s\n", magna_model_errmsg(m));
+        if (!p.failed) fprintf(stderr, PROGRAM ": %s\n", magna_model_errmsg(m));
         return 1;
     }
     const double fit_seconds = now() - t_fit;
@@ -257,7 +286,7 @@ int main(int argc, char **argv) {
     int64_t conf[CLASSES * CLASSES];
     if (magna_model_evaluate(m, &test_set, &s) != MAGNA_OK ||
         magna_model_confusion(m, &test_set, conf, NULL, NULL, NULL) != MAGNA_OK) {
-        fprintf(stderr, "fmnist_cnn: %s\n", magna_model_errmsg(m));
+        fprintf(stderr, PROGRAM ": %s\n", magna_model_errmsg(m));
         return 1;
     }
     report(conf, &s);
