@@ -16,28 +16,6 @@
 #define DEFAULT_CSV "/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz"
 enum { BATCH = 32, CLASSES = 10, PIXELS = 64 };
 
-static bool dump_split(const char *file, const magna_table *all, const magna_table *train, const magna_table *test) {
-    FILE *f = fopen(file, "w");
-    if (!f) return false;
-    const magna_table *parts[2] = {train, test};
-    const char *names[2] = {"train", "test"};
-    fprintf(f, "{\"file\": \"%s\", \"rows\": %lld", all->path, (long long)all->rows);
-    for (int p = 0; p < 2; p++) {
-        fprintf(f, ",\n \"%s\": [", names[p]);
-        for (int64_t r = 0; r < parts[p]->rows; r++) {
-            int64_t lo = 0, hi = all->rows - 1, line = parts[p]->line[r];
-            while (lo < hi) { /* all->line ascends */
-                int64_t mid = (lo + hi) / 2;
-                if (all->line[mid] < line) lo = mid + 1;
-                else hi = mid;
-            }
-            fprintf(f, "%s%lld", r ? ", " : "", (long long)lo);
-        }
-        fprintf(f, "]");
-    }
-    fprintf(f, "}\n");
-    return fclose(f) == 0;
-}
 
 typedef struct progress {
     const magna_dataset *test;
@@ -92,7 +70,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "digits: %s: expected 64 pixels and classes 0..9\n", path);
         return 1;
     }
-    if (split_file && !dump_split(split_file, &t, &train, &test)) {
+    if (split_file && magna_table_dump_split(split_file, &t, &train, &test, NULL) != MAGNA_OK) {
         fprintf(stderr, "digits: cannot write %s\n", split_file);
         return 1;
     }

@@ -25,28 +25,6 @@ static double now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static bool dump_split(const char *file, const magna_table *all, const magna_table *train, const magna_table *test) {
-    FILE *f = fopen(file, "w");
-    if (!f) return false;
-    const magna_table *parts[2] = {train, test};
-    const char *names[2] = {"train", "test"};
-    fprintf(f, "{\"file\": \"%s\", \"rows\": %lld", all->path, (long long)all->rows);
-    for (int p = 0; p < 2; p++) {
-        fprintf(f, ",\n \"%s\": [", names[p]);
-        for (int64_t r = 0; r < parts[p]->rows; r++) {
-            int64_t lo = 0, hi = all->rows - 1, line = parts[p]->line[r];
-            while (lo < hi) { /* all->line ascends */
-                int64_t mid = (lo + hi) / 2;
-                if (all->line[mid] < line) lo = mid + 1;
-                else hi = mid;
-            }
-            fprintf(f, "%s%lld", r ? ", " : "", (long long)lo);
-        }
-        fprintf(f, "]");
-    }
-    fprintf(f, "}\n");
-    return fclose(f) == 0;
-}
 
 static bool every_20(magna_model *m, const magna_epoch_log *log, void *user) {
     (void)m;
@@ -101,7 +79,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "iris: %s: expected class indices 0..2\n", path);
         return 1;
     }
-    if (split_file && !dump_split(split_file, &t, &train, &test)) {
+    if (split_file && magna_table_dump_split(split_file, &t, &train, &test, NULL) != MAGNA_OK) {
         fprintf(stderr, "iris: cannot write %s\n", split_file);
         return 1;
     }

@@ -295,6 +295,19 @@ static void split_and_scale(void) {
     magna_table_free(&tr2), magna_table_free(&va2), magna_table_free(&te2);
     /* the permutation is a function of the seed alone: pin one value so a change of RNG or shuffle shows */
     CHECK(tr.line[0] == 122, "seed 7 puts file line 122 first, got %lld", (long long)tr.line[0]);
+    { /* the split as row indices, for another program: line 122 is row 120 (line 1 skipped, line 2 row 0) */
+        char json[256], text[4096] = "";
+        snprintf(json, sizeof json, "%s/split.json", dir);
+        CHECK(magna_table_dump_split(json, &t, &tr, &te, &e) == MAGNA_OK, "dump_split: %s", e.message);
+        FILE *f = fopen(json, "r");
+        size_t got = f ? fread(text, 1, sizeof text - 1, f) : 0;
+        if (f) fclose(f);
+        int commas = 0;
+        for (size_t i = 0; i < got; i++) commas += text[i] == ',';
+        CHECK(strstr(text, "\"rows\": 150") && strstr(text, "\"train\": [120, ") && commas == 2 + 104 + 1 + 29,
+              "dump_split wrote: %.120s (%d commas)", text, commas);
+        CHECK(magna_table_dump_split("/proc/nope/split.json", &t, &tr, &te, &e) == MAGNA_ERR_IO, "dump to nowhere");
+    }
     CHECK(magna_table_split(&t, 0.5, 0.5, 7, &tr2, &va2, &te2, &e) == MAGNA_ERR_ARG &&
               strstr(e.message, "split: 150 rows leave no training rows (75 validation, 75 test)"),
           "a split with no training rows: %s", e.message);

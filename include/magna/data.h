@@ -124,6 +124,11 @@ magna_status magna_table_target(const magna_table *t, const char *column, float 
 magna_status magna_table_labels(const magna_table *t, const char *column, int32_t **labels, int32_t *classes,
                                 magna_error *err);
 /* codes (n of them, each in [0, classes)) as an n x classes matrix of 0s and 1s. */
+/* Writes which rows of `all` went to `train` and `test` (0-based row indices, in order) as JSON
+ * {"file": ..., "rows": N, "train": [...], "test": [...]}, so another program — PyTorch in bench/ — can
+ * train on exactly the same rows. */
+magna_status magna_table_dump_split(const char *path, const magna_table *all, const magna_table *train,
+                                    const magna_table *test, magna_error *err);
 magna_status magna_one_hot(const int32_t *codes, int64_t n, int32_t classes, float **out, magna_error *err);
 
 #ifdef __cplusplus

@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <stdarg.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -421,5 +422,44 @@ magna_status magna_one_hot(const int32_t *codes, int64_t n, int32_t classes, flo
         return fail(err, MAGNA_ERR_NOMEM, "one_hot: out of memory (%lld x %d)", (long long)n, (int)classes);
     memset(*out, 0, (size_t)n * (size_t)classes * sizeof **out);
     for (int64_t i = 0; i < n; i++) (*out)[i * classes + codes[i]] = 1;
+    return MAGNA_OK;
+}
+
+magna_status magna_table_dump_split(const char *path, const magna_table *all, const magna_table *train,
+                                    const magna_table *test, magna_error *err) {
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        if (err) {
+            err->status = MAGNA_ERR_IO;
+            snprintf(err->message, sizeof err->message, "%s: cannot write: %s", path, strerror(errno));
+        }
+        return MAGNA_ERR_IO;
+    }
+    const magna_table *parts[2] = {train, test};
+    const char *names[2] = {"train", "test"};
+    fprintf(f, "{\"file\": \"%s\", \"rows\": %lld", all->path ? all->path : "", (long long)all->rows);
+    for (int p = 0; p < 2; p++) {
+        fprintf(f, ",\n \"%s\": [", names[p]);
+        for (int64_t r = 0; parts[p] && r < parts[p]->rows; r++) {
+            int64_t lo = 0, hi = all->rows - 1, line = parts[p]->line[r];
+            while (lo < hi) { /* all->line ascends: find the row read from that line */
+                int64_t mid = (lo + hi) / 2;
+                if (all->line[mid] < line)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            fprintf(f, "%s%lld", r ? ", " : "", (long long)lo);
+        }
+        fprintf(f, "]");
+    }
+    fprintf(f, "}\n");
+    if (fclose(f) != 0) {
+        if (err) {
+            err->status = MAGNA_ERR_IO;
+            snprintf(err->message, sizeof err->message, "%s: write failed: %s", path, strerror(errno));
+        }
+        return MAGNA_ERR_IO;
+    }
     return MAGNA_OK;
 }
