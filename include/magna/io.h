@@ -1,5 +1,6 @@
-/* magna/io.h — checkpoints in the safetensors format (DESIGN §5), readable by PyTorch and NumPy through
- * the `safetensors` package.
+/* magna/io.h — what magna writes for other tools: checkpoints in the safetensors format (DESIGN §5),
+ * readable by PyTorch and NumPy through the `safetensors` package, and training logs (TensorBoard event
+ * files, a CSV of the same scalars, an SVG plot of the loss curves; `fit(.log_dir)` writes all three).
  *
  *   magna_error err;
  *   if (magna_save_safetensors(g, "model.safetensors", (const char *const[]){"epoch", "12", NULL}, &err))
@@ -34,6 +35,45 @@ magna_status magna_save_safetensors(magna_graph *g, const char *path, const char
  * and returns MAGNA_ERR_FORMAT (or MAGNA_ERR_IO / MAGNA_ERR_NOMEM) with a message naming the file and the
  * tensor or field. */
 magna_status magna_load_safetensors(magna_graph *g, const char *path, magna_error *err);
+
+/* ---- training logs (DESIGN §5) -------------------------------------------------------------------- */
+
+/* CRC-32C (Castagnoli, reflected 0x82F63B78), as TFRecord uses: magna_crc32c("123456789", 9) = 0xE3069283. */
+uint32_t magna_crc32c(const void *data, size_t n);
+
+/* A TensorBoard event file: TFRecord records (uint64 length LE, masked CRC-32C of the length, the data,
+ * masked CRC-32C of the data) each holding an Event protobuf; the first carries file_version
+ * "brain.Event:2", the others one Summary.Value{tag, simple_value}.
+ *
+ *   magna_tb_writer *w = magna_tb_open("runs/exp1", &err);   // creates the directory (and parents)
+ *   magna_tb_scalar(w, "train/loss", epoch, loss);
+ *   magna_tb_close(w);
+ *
+ * The file is `<dir>/events.out.tfevents.<unix seconds>.<hostname>.<pid>.magna`. */
+typedef struct magna_tb_writer magna_tb_writer;
+magna_tb_writer *magna_tb_open(const char *dir, magna_error *err); /* NULL with err set on failure */
+/* MAGNA_ERR_IO on a failed write (reason in magna_tb_errmsg), MAGNA_ERR_ARG for a NULL or over-long tag. */
+magna_status magna_tb_scalar(magna_tb_writer *w, const char *tag, int64_t step, float value);
+const char *magna_tb_errmsg(const magna_tb_writer *w);
+const char *magna_tb_path(const magna_tb_writer *w);
+void magna_tb_flush(magna_tb_writer *w);
+void magna_tb_close(magna_tb_writer *w);
+
+/* A training log directory: the TensorBoard event file, `log.csv` (one line per epoch: epoch, step, then one
+ * column per scalar, named from its tag: "train/x" -> "x", "val/x" -> "val_x", other '/' -> '_') and
+ * `curves.svg` (the "train/loss" and "val/loss" curves over epochs, rewritten atomically every epoch).
+ * magna_model_fit writes one when magna_fit_opts.log_dir is set. log.csv is started afresh by open. */
+typedef struct magna_log_scalar {
+    const char *tag; /* TensorBoard tag: "lr", "train/loss", "val/loss", "val/accuracy", ... */
+    double value;
+} magna_log_scalar;
+typedef struct magna_train_log magna_train_log;
+magna_train_log *magna_train_log_open(const char *dir, magna_error *err);
+/* Every epoch must pass the same tags in the same order (they are the CSV's columns); TensorBoard's step is
+ * the epoch. Errors: MAGNA_ERR_IO naming the file, MAGNA_ERR_ARG, MAGNA_ERR_NOMEM. */
+magna_status magna_train_log_epoch(magna_train_log *l, int epoch, int64_t step, int n, const magna_log_scalar *s,
+                                   magna_error *err);
+void magna_train_log_close(magna_train_log *l);
 
 #ifdef __cplusplus
 }

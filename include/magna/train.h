@@ -116,6 +116,10 @@ typedef struct magna_fit_opts {
     /* When set, the graph's params and states are saved here (safetensors, atomically; metadata "epoch" and
      * "val_loss" or "loss") each time the monitored value improves. A failed save stops fit with its error. */
     const char *checkpoint_path;
+    /* When set, a training log directory (created if needed; magna_train_log in magna/io.h): per epoch the
+     * TensorBoard scalars "lr", "train/loss", "val/loss" and "train/<metric>", "val/<metric>", a line of
+     * log.csv and a fresh curves.svg. A failed write stops fit with its error. */
+    const char *log_dir;
     magna_epoch_callback on_epoch_end;
     void *user;
 } magna_fit_opts;

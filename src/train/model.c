@@ -6,6 +6,7 @@
 
 #include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -443,6 +444,33 @@ static magna_status history_push(magna_model *m, magna_history *h, const magna_e
     return MAGNA_OK;
 }
 
+/* One epoch into the log directory: lr, the losses and each metric the model reports. */
+static magna_status log_epoch(magna_model *m, magna_train_log *tl, const magna_epoch_log *log) {
+    static const struct { unsigned bit; const char *train, *val; size_t off; } metrics[] = {
+        {MAGNA_METRIC_MSE, "train/mse", "val/mse", offsetof(magna_scores, mse)},
+        {MAGNA_METRIC_RMSE, "train/rmse", "val/rmse", offsetof(magna_scores, rmse)},
+        {MAGNA_METRIC_MAE, "train/mae", "val/mae", offsetof(magna_scores, mae)},
+        {MAGNA_METRIC_R2, "train/r2", "val/r2", offsetof(magna_scores, r2)},
+        {MAGNA_METRIC_ACCURACY, "train/accuracy", "val/accuracy", offsetof(magna_scores, accuracy)},
+        {MAGNA_METRIC_TOP_K, "train/top_k", "val/top_k", offsetof(magna_scores, top_k)},
+    };
+    magna_log_scalar s[3 + 2 * sizeof metrics / sizeof metrics[0]];
+    int n = 0;
+    s[n++] = (magna_log_scalar){"lr", log->lr};
+    s[n++] = (magna_log_scalar){"train/loss", log->train.loss};
+    if (log->has_val) s[n++] = (magna_log_scalar){"val/loss", log->val.loss};
+    for (size_t i = 0; i < sizeof metrics / sizeof metrics[0]; i++) {
+        if (!(m->c.metrics & metrics[i].bit)) continue;
+        s[n++] = (magna_log_scalar){metrics[i].train, *(const double *)((const char *)&log->train + metrics[i].off)};
+        if (log->has_val)
+            s[n++] = (magna_log_scalar){metrics[i].val, *(const double *)((const char *)&log->val + metrics[i].off)};
+    }
+    magna_error err;
+    magna_status st = magna_train_log_epoch(tl, log->epoch, m->step, n, s, &err);
+    if (st != MAGNA_OK) return model_error(m, st, "fit: log at epoch %d: %s", log->epoch, err.message);
+    return MAGNA_OK;
+}
+
 void magna_history_free(magna_history *h) {
     if (!h) return;
     free(h->epochs);
@@ -486,8 +514,16 @@ magna_status magna_model_fit(magna_model *m, const magna_dataset *train_in, cons
         }
         val = &split_val;
     }
+    magna_train_log *tl = NULL;
+    if (o->log_dir) {
+        magna_error err;
+        if (!(tl = magna_train_log_open(o->log_dir, &err))) return model_error(m, err.status, "fit: %s", err.message);
+    }
     int64_t *order = malloc((size_t)train.rows * sizeof *order);
-    if (!order) return model_error(m, MAGNA_ERR_NOMEM, "fit: out of memory");
+    if (!order) {
+        magna_train_log_close(tl);
+        return model_error(m, MAGNA_ERR_NOMEM, "fit: out of memory");
+    }
     const int64_t steps_per_epoch = (train.rows + m->batch - 1) / m->batch;
     const int64_t total_steps = m->step + steps_per_epoch * o->epochs;
     const bool tty = o->verbose && isatty(fileno(stdout));
@@ -554,6 +590,7 @@ magna_status magna_model_fit(magna_model *m, const magna_dataset *train_in, cons
             fflush(stdout);
         }
         if ((st = history_push(m, history, &log)) != MAGNA_OK) break;
+        if (tl && (st = log_epoch(m, tl, &log)) != MAGNA_OK) break;
         const double monitored = val ? log.val.loss : log.train.loss;
         if (monitored < best - o->min_delta) {
             best = monitored, wait = 0;
@@ -570,6 +607,7 @@ magna_status magna_model_fit(magna_model *m, const magna_dataset *train_in, cons
         if (o->on_epoch_end && !o->on_epoch_end(m, &log, o->user)) break;
     }
     free(order);
+    magna_train_log_close(tl);
     if (st == MAGNA_OK && o->restore_best && m->best_params) {
         size_t np, ns;
         float *params = magna_graph_params(m->g, &np), *states = magna_graph_states(m->g, &ns);
