@@ -1,0 +1,193 @@
+/* test_cli.c — the `magna` command (src/cli/magna.c), run as a program next to this test in the build folder:
+ * train on models/housing-mlp.ini for 5 epochs (exit 0, the key=value line, the checkpoint and the log),
+ * eval of that checkpoint giving the same test RMSE, summary of every model file in models/, --version and
+ * --help, and malformed model files each rejected with their own message naming file and line. */
+#include "check.h"
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static char magna[PATH_MAX + 16], root[PATH_MAX], tmp[64];
+
+/* Runs `magna ARGS` with stderr into the output; returns the exit status and the output in out. */
+static int run(const char *args, char *out, size_t n) {
+    char cmd[2 * PATH_MAX];
+    snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", magna, args);
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    size_t used = 0, got;
+    while (used + 1 < n && (got = fread(out + used, 1, n - 1 - used, p)) > 0) used += got;
+    out[used] = 0;
+    char sink[4096];
+    while (fread(sink, 1, sizeof sink, p) > 0) {}
+    const int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* The last non-empty line of s, into line. */
+static void last_line(const char *s, char *line, size_t n) {
+    size_t len = strlen(s);
+    while (len > 0 && s[len - 1] == '\n') len--;
+    size_t start = len;
+    while (start > 0 && s[start - 1] != '\n') start--;
+    snprintf(line, n, "%.*s", (int)(len - start), s + start);
+}
+
+static double value_of(const char *line, const char *key) {
+    char k[64];
+    snprintf(k, sizeof k, "%s=", key);
+    const char *p = strstr(line, k);
+    return p ? strtod(p + strlen(k), NULL) : -1;
+}
+
+static bool exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+static char out[1 << 20];
+
+static void test_train_eval(void) {
+    char args[2 * PATH_MAX], line[4096], line2[4096], path[PATH_MAX + 64];
+    snprintf(args, sizeof args, "train '%s/models/housing-mlp.ini' --epochs 5 --threads 2 --out '%s/run'", root, tmp);
+    int rc = run(args, out, sizeof out);
+    CHECK(rc == 0, "magna train exits 0 (got %d):\n%s", rc, out);
+    last_line(out, line, sizeof line);
+    printf("train: %s\n", line);
+    const double rmse = value_of(line, "test_rmse");
+    CHECK(rmse > 0 && rmse < 30, "a test_rmse in the key=value line: %s", line);
+    CHECK(strstr(line, "test_r2=") && strstr(line, "epochs=5 ") && strstr(line, "seed=3 "),
+          "test_r2, epochs=5 and seed=3 in: %s", line);
+    snprintf(path, sizeof path, "%s/run/model.safetensors", tmp);
+    CHECK(exists(path), "%s written", path);
+    snprintf(path, sizeof path, "%s/run/logs/log.csv", tmp);
+    CHECK(exists(path), "%s written", path);
+
+    snprintf(args, sizeof args, "eval '%s/models/housing-mlp.ini' --weights '%s/run/model.safetensors'", root, tmp);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 0, "magna eval exits 0 (got %d):\n%s", rc, out);
+    last_line(out, line2, sizeof line2);
+    printf("eval: %s\n", line2);
+    CHECK(value_of(line2, "test_rmse") == rmse, "eval's test_rmse %g is train's %g", value_of(line2, "test_rmse"),
+          rmse);
+
+    snprintf(args, sizeof args, "eval '%s/models/housing-mlp.ini' --weights '%s/nothing.safetensors'", root, tmp);
+    rc = run(args, out, sizeof out);
+    CHECK(rc != 0 && strstr(out, "nothing.safetensors"), "eval of a missing file fails naming it (rc %d): %s", rc,
+          out);
+}
+
+static void test_summaries(void) {
+    const char *files[] = {"housing-mlp", "iris-mlp", "digits-mlp", "fmnist-mlp", "fmnist-cnn"};
+    const char *params[] = {"Total params: 961\n", "Total params: 131\n", "Total params: 17226\n",
+                            "Total params: 109386\n", "Total params: 688138\n"};
+    for (int i = 0; i < 5; i++) {
+        char args[PATH_MAX + 64];
+        snprintf(args, sizeof args, "summary '%s/models/%s.ini'", root, files[i]);
+        const int rc = run(args, out, sizeof out);
+        CHECK(rc == 0 && strstr(out, params[i]), "summary of %s: exit 0 and %s(rc %d):\n%s", files[i], params[i], rc,
+              out);
+    }
+}
+
+static const char *GOOD_HEAD = "[data]\nkind = csv\npath = x.csv\ntarget = y\n\n[model]\ninput = 3\n\n";
+
+/* Writes text to tmp/bad.ini, runs `magna summary` on it: non-zero, one line that holds `expect`. */
+static void expect_bad(const char *text, const char *expect) {
+    char path[128], args[256];
+    snprintf(path, sizeof path, "%s/bad.ini", tmp);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL, "write %s", path);
+    if (!f) return;
+    fputs(text, f);
+    fclose(f);
+    snprintf(args, sizeof args, "summary '%s'", path);
+    const int rc = run(args, out, sizeof out);
+    char want[256];
+    snprintf(want, sizeof want, "%s%s", path, expect);
+    const char *nl = strchr(out, '\n');
+    CHECK(rc == 2 && strstr(out, want) && nl && nl[1] == 0, "bad model file: exit 2 and one line with '%s' (rc %d): %s",
+          want, rc, out);
+}
+
+static void test_malformed(void) {
+    char text[2048];
+    const char *layer = "[layer]\ntype = dense\nunits = 1\n\n"; /* lines 9-12 */
+    const char *train = "[train]\nloss = mse\noptimizer = adam\nlr = 1e-3\nbatch = 8\nepochs = 2\n"; /* 13- */
+    /* the good file: summary needs no data, so it passes */
+    snprintf(text, sizeof text, "%s%s%s", GOOD_HEAD, layer, train);
+    char path[128], args[256];
+    snprintf(path, sizeof path, "%s/bad.ini", tmp);
+    FILE *f = fopen(path, "w");
+    if (f) fputs(text, f), fclose(f);
+    snprintf(args, sizeof args, "summary '%s'", path);
+    int rc = run(args, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "Total params: 4\n"), "the good file's summary (rc %d): %s", rc, out);
+
+    snprintf(text, sizeof text, "%s[layer]\ntype = dense\nunit = 1\n\n%s", GOOD_HEAD, train);
+    expect_bad(text, ":11: [layer] dense: unknown key 'unit' (it takes: type, name, units, activation, l2)");
+    snprintf(text, sizeof text, "%s[layer]\ntype = dense2\nunits = 1\n\n%s", GOOD_HEAD, train);
+    expect_bad(text, ":10: [layer] unknown layer type 'dense2'");
+    snprintf(text, sizeof text, "%s[layer]\ntype = dense\nunits = 6x4\n\n%s", GOOD_HEAD, train);
+    expect_bad(text, ":11: [layer] dense key 'units': '6x4' is not a whole number");
+    snprintf(text, sizeof text, "%s%s[train]\noptimizer = adam\nlr = 1e-3\nbatch = 8\nepochs = 2\n", GOOD_HEAD, layer);
+    expect_bad(text, ":13: [train] needs 'loss'");
+    snprintf(text, sizeof text, "%s%s%s", GOOD_HEAD, layer, train);
+    char *lr = strstr(text, "lr = 1e-3");
+    memcpy(lr, "lr = fast", 9);
+    expect_bad(text, ":16: [train] key 'lr': 'fast' is not a number");
+    snprintf(text, sizeof text, "%s%s%s\n[trian]\n", GOOD_HEAD, layer, train);
+    expect_bad(text, ":20: unknown section [trian]");
+    snprintf(text, sizeof text, "%s[layer]\ntype = conv2d\nfilters = 4\nkernel = 3\npadding = full\n\n%s", GOOD_HEAD,
+             train);
+    expect_bad(text, ":13: [layer] conv2d key 'padding': unknown value 'full' (expected one of: same, valid)");
+    snprintf(text, sizeof text, "%s%s%s", "[data]\nkind = csv\npath = x.csv\ntarget = y\n\n[model]\ninput = 3, x\n\n",
+             layer, train);
+    expect_bad(text, ":7: [model] key 'input': '3, x' is not a shape");
+    snprintf(text, sizeof text, "%s%s%s", GOOD_HEAD, layer, train);
+    memcpy(strstr(text, "loss = mse"), "loss = xxx", 10);
+    expect_bad(text, ":14: [train] key 'loss': unknown value 'xxx'");
+}
+
+int main(void) {
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    CHECK(n > 0, "readlink /proc/self/exe");
+    if (n <= 0) return 1;
+    self[n] = 0;
+    *strrchr(self, '/') = 0;
+    snprintf(magna, sizeof magna, "%s/magna", self);
+    snprintf(root, sizeof root, "%s", __FILE__); /* CMake passes the absolute path of this file */
+    *strrchr(root, '/') = 0;
+    *strrchr(root, '/') = 0;
+    snprintf(tmp, sizeof tmp, "/tmp/magna_test_cli.XXXXXX");
+    CHECK(mkdtemp(tmp) != NULL, "mkdtemp");
+
+    int rc = run("--version", out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "magna"), "--version (rc %d): %s", rc, out);
+    const char *cmds[] = {"--help", "train --help", "eval --help", "summary --help"};
+    for (int i = 0; i < 4; i++) {
+        rc = run(cmds[i], out, sizeof out);
+        CHECK(rc == 0 && strstr(out, "usage: magna"), "magna %s (rc %d): %s", cmds[i], rc, out);
+    }
+    rc = run("fly", out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "unknown command 'fly'"), "an unknown command (rc %d): %s", rc, out);
+    rc = run("train", out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "no model file"), "train without a file (rc %d): %s", rc, out);
+    rc = run("train x.ini --epochs 0", out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "--epochs"), "--epochs 0 (rc %d): %s", rc, out);
+    test_summaries();
+    test_malformed();
+    test_train_eval();
+
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
+    return check_finish("test_cli");
+}
