@@ -5,6 +5,7 @@
 
 #include "magna.h"
 
+#include <omp.h>
 #include <stdarg.h>
 
 #define MAGNA_MAX_IPARAMS 16
@@ -146,13 +147,13 @@ static inline int64_t dims_prod(const magna_node *n, int from, int to) {
     return p;
 }
 
-/* for (int64_t i = 0; i < n; i++) { body } across the threads when `parallel`, else on this thread
- * without entering an OpenMP region: libgomp allocates a team for every one-thread region, and a
- * training step must not allocate (tests/test_no_alloc.c). */
+/* for (int64_t i = 0; i < n; i++) { body } across the threads when `parallel` (and there is more than
+ * one), else on this thread without entering an OpenMP region: libgomp allocates a team for every
+ * one-thread region, and a training step must not allocate (tests/test_no_alloc.c). */
 #define PARALLEL_FOR(parallel, i, n, ...)                                                                            \
     do {                                                                                                             \
         const int64_t i##_end = (n);                                                                                 \
-        if (parallel) {                                                                                              \
+        if ((parallel) && omp_get_max_threads() > 1) {                                                               \
             _Pragma("omp parallel for schedule(static)") for (int64_t i = 0; i < i##_end; i++) { __VA_ARGS__ }      \
         } else {                                                                                                     \
             for (int64_t i = 0; i < i##_end; i++) { __VA_ARGS__ }                                                    \
@@ -164,7 +165,7 @@ static inline int64_t dims_prod(const magna_node *n, int from, int to) {
 #define PARALLEL_FOR_REDUCE(cond, op, acc, i, n, ...)                                                            \
     do {                                                                                                             \
         const int64_t i##_end = (n);                                                                                 \
-        if (cond)     {                                                                                              \
+        if ((cond) && omp_get_max_threads() > 1) {                                                                   \
             MAGNA_PRAGMA(omp parallel for schedule(static) reduction(op : acc))                                      \
             for (int64_t i = 0; i < i##_end; i++) { __VA_ARGS__ }                                                    \
         } else {                                                                                                     \

@@ -69,7 +69,7 @@ static void embedding_backward(magna_graph *g, magna_node *n) {
     const int32_t *id = ival(ids);
     const float *dout = n->grad;
     float *dw = table->grad;
-    if (N * D < PAR_MIN || D < 64) {
+    if (N * D < PAR_MIN || D < 64 || omp_get_max_threads() < 2) {
         scatter_add_columns(dw, dout, id, N, D, 0, D);
         return;
     }
