@@ -23,9 +23,12 @@ test: build
 demo: build
 	@$(BUILD)/housing
 
+# Benchmarks against PyTorch (Debian's python3-torch; pip's torch too when .venv has it). Never run two at once.
 bench: build
 	@scripts/install-deps.sh bench
 	@bench/run_kernels.sh
+	@bench/run_tabular.sh 3
+	@bench/fmnist.sh
 
 # ASan + UBSan build of the fast tests (DESIGN §6).
 sanitize: deps
