@@ -1,7 +1,8 @@
 /* core.c — status and dtype names, and the counter-based random numbers. */
-#include "magna.h"
+#include "../graph/internal.h"
 
 #include <math.h>
+#include <stdio.h>
 
 const char *magna_status_name(magna_status s) {
     switch (s) {
@@ -63,4 +64,15 @@ float magna_rand_normal(uint64_t seed, uint64_t stream, uint64_t counter) {
     double u1 = ((double)(x >> 32) + 1.0) / 4294967296.0; /* (0, 1] */
     double u2 = (double)(x & 0xffffffffu) / 4294967296.0;
     return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+magna_status magna_error_set(magna_error *err, magna_status status, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->message, sizeof err->message, fmt, ap);
+        va_end(ap);
+        err->status = status;
+    }
+    return status;
 }

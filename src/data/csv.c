@@ -4,6 +4,7 @@
  * newline are handled, not truncated; a gzip file is read through zlib when magna is built with it. */
 #define _GNU_SOURCE /* strtod_l */
 #include "magna/data.h"
+#include "../graph/internal.h"
 
 #include <errno.h>
 #include <float.h>
@@ -25,17 +26,6 @@
 #define MAX_LINE ((size_t)256 << 20)
 /* Codes are stored as floats, which are exact integers up to 2^24. */
 #define MAX_CATEGORIES (1 << 24)
-
-static magna_status fail(magna_error *err, magna_status st, const char *fmt, ...) {
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err->message, sizeof err->message, fmt, ap);
-        va_end(ap);
-        err->status = st;
-    }
-    return st;
-}
 
 /* Grows *p to hold at least `need` elements of `size` bytes, doubling; false on overflow or no memory. */
 static bool grow(void **p, size_t *cap, size_t need, size_t size) {
@@ -81,7 +71,7 @@ static magna_status reader_fill(reader *r, magna_error *err) {
         if (n < 0 || (r->gz_broken && n == 0)) {
             size_t pl = strlen(r->path); /* zlib's message starts with the path: say it once */
             if (strncmp(msg, r->path, pl) == 0 && strncmp(msg + pl, ": ", 2) == 0) msg += pl + 2;
-            return fail(err, code == Z_ERRNO ? MAGNA_ERR_IO : MAGNA_ERR_FORMAT, "%s:%lld: gzip: %s", r->path,
+            return magna_error_set(err, code == Z_ERRNO ? MAGNA_ERR_IO : MAGNA_ERR_FORMAT, "%s:%lld: gzip: %s", r->path,
                         (long long)r->lineno + 1, code == Z_ERRNO ? strerror(errno) : msg);
         }
         r->len = (size_t)n;
@@ -91,7 +81,7 @@ static magna_status reader_fill(reader *r, magna_error *err) {
 #endif
     r->len = fread(r->chunk, 1, sizeof r->chunk, r->f);
     if (r->len == 0) {
-        if (ferror(r->f)) return fail(err, MAGNA_ERR_IO, "%s: read failed: %s", r->path, strerror(errno));
+        if (ferror(r->f)) return magna_error_set(err, MAGNA_ERR_IO, "%s: read failed: %s", r->path, strerror(errno));
         r->eof = true;
     }
     return MAGNA_OK;
@@ -112,13 +102,13 @@ static magna_status reader_line(reader *r, size_t *out_len, bool *got, magna_err
         size_t take = nl ? (size_t)(nl - start) : r->len - r->pos;
         char *nul = memchr(start, '\0', take);
         if (nul)
-            return fail(err, MAGNA_ERR_FORMAT, "%s:%lld: byte %zu is NUL (not a text file?)", r->path,
+            return magna_error_set(err, MAGNA_ERR_FORMAT, "%s:%lld: byte %zu is NUL (not a text file?)", r->path,
                         (long long)r->lineno + 1, n + (size_t)(nul - start) + 1);
         if (n + take >= MAX_LINE)
-            return fail(err, MAGNA_ERR_FORMAT, "%s:%lld: line longer than %zu MiB", r->path, (long long)r->lineno + 1,
+            return magna_error_set(err, MAGNA_ERR_FORMAT, "%s:%lld: line longer than %zu MiB", r->path, (long long)r->lineno + 1,
                         MAX_LINE >> 20);
         if (!grow((void **)&r->line, &r->cap, n + take + 1, 1))
-            return fail(err, MAGNA_ERR_NOMEM, "%s:%lld: out of memory", r->path, (long long)r->lineno + 1);
+            return magna_error_set(err, MAGNA_ERR_NOMEM, "%s:%lld: out of memory", r->path, (long long)r->lineno + 1);
         memcpy(r->line + n, start, take);
         n += take;
         r->pos += take + (nl != NULL);
@@ -135,24 +125,24 @@ static magna_status reader_line(reader *r, size_t *out_len, bool *got, magna_err
 static magna_status reader_open(reader *r, const char *path, magna_error *err) {
     memset(r, 0, sizeof *r);
     r->path = path;
-    if (!(r->f = fopen(path, "rb"))) return fail(err, MAGNA_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (!(r->f = fopen(path, "rb"))) return magna_error_set(err, MAGNA_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
     if (fstat(fileno(r->f), &sb) == 0 && S_ISDIR(sb.st_mode))
-        return fail(err, MAGNA_ERR_IO, "%s: is a directory, not a file", path);
+        return magna_error_set(err, MAGNA_ERR_IO, "%s: is a directory, not a file", path);
     /* the first two bytes tell gzip; they stay in the chunk (no rewind), so a pipe works too */
     r->len = fread(r->chunk, 1, 2, r->f);
-    if (ferror(r->f)) return fail(err, MAGNA_ERR_IO, "%s: read failed: %s", path, strerror(errno));
+    if (ferror(r->f)) return magna_error_set(err, MAGNA_ERR_IO, "%s: read failed: %s", path, strerror(errno));
     if (!(r->len == 2 && (unsigned char)r->chunk[0] == 0x1f && (unsigned char)r->chunk[1] == 0x8b)) return MAGNA_OK;
 #ifdef MAGNA_HAVE_ZLIB
     fclose(r->f), r->f = NULL;
     r->len = 0;
     errno = 0;
     if (!(r->gz = gzopen(path, "rb")))
-        return fail(err, MAGNA_ERR_IO, "%s: cannot open: %s", path, strerror(errno ? errno : ENOMEM));
+        return magna_error_set(err, MAGNA_ERR_IO, "%s: cannot open: %s", path, strerror(errno ? errno : ENOMEM));
     gzbuffer(r->gz, 1 << 16);
     return MAGNA_OK;
 #else
-    return fail(err, MAGNA_ERR_UNSUPPORTED, "%s: a gzip file, and this magna was built without zlib", path);
+    return magna_error_set(err, MAGNA_ERR_UNSUPPORTED, "%s: a gzip file, and this magna was built without zlib", path);
 #endif
 }
 
@@ -360,25 +350,25 @@ static magna_status setup_columns(csv_state *s, const magna_csv_options *o, magn
     long long hl = (long long)header_line;
     int64_t given = list_len(o->names);
     if (!o->no_header && given)
-        return fail(err, MAGNA_ERR_ARG, "%s: `names` is for a file without a header (set no_header)", path);
+        return magna_error_set(err, MAGNA_ERR_ARG, "%s: `names` is for a file without a header (set no_header)", path);
     if (o->no_header && given && given != s->nfile)
-        return fail(err, MAGNA_ERR_FORMAT, "%s:%lld: %lld field%s, but %lld names were given", path, hl,
+        return magna_error_set(err, MAGNA_ERR_FORMAT, "%s:%lld: %lld field%s, but %lld names were given", path, hl,
                     (long long)s->nfile, s->nfile == 1 ? "" : "s", (long long)given);
     if (!(s->file_names = calloc((size_t)s->nfile, sizeof *s->file_names))) goto nomem;
     for (int64_t c = 0; c < s->nfile; c++) {
         char num[24];
         snprintf(num, sizeof num, "%lld", (long long)c);
         const char *name = !o->no_header ? s->fields[c] : given ? o->names[c] : num;
-        if (!*name) return fail(err, MAGNA_ERR_FORMAT, "%s:%lld: column %lld has no name", path, hl, (long long)c + 1);
+        if (!*name) return magna_error_set(err, MAGNA_ERR_FORMAT, "%s:%lld: column %lld has no name", path, hl, (long long)c + 1);
         bool added;
         int32_t code = strmap_code(&s->seen, name, &added);
         if (code < 0 || !(s->file_names[c] = strdup(name))) goto nomem;
         if (!added)
-            return fail(err, MAGNA_ERR_FORMAT, "%s:%lld: columns %lld and %lld are both named '%s'", path, hl,
+            return magna_error_set(err, MAGNA_ERR_FORMAT, "%s:%lld: columns %lld and %lld are both named '%s'", path, hl,
                         (long long)code + 1, (long long)c + 1, name);
     }
     t->cols = o->columns ? list_len(o->columns) : s->nfile;
-    if (t->cols == 0) return fail(err, MAGNA_ERR_ARG, "%s: `columns` names no column", path);
+    if (t->cols == 0) return magna_error_set(err, MAGNA_ERR_ARG, "%s: `columns` names no column", path);
     s->src = calloc((size_t)t->cols, sizeof *s->src);
     t->names = calloc((size_t)t->cols, sizeof *t->names);
     t->categories = calloc((size_t)t->cols, sizeof *t->categories);
@@ -392,11 +382,11 @@ static magna_status setup_columns(csv_state *s, const magna_csv_options *o, magn
         int32_t code = o->columns ? strmap_code(&s->seen, o->columns[c], &added) : (int32_t)c;
         if (code < 0) goto nomem;
         if (code >= s->nfile)
-            return fail(err, MAGNA_ERR_FORMAT, "%s:%lld: no column named '%s' (selected in `columns`)", path, hl,
+            return magna_error_set(err, MAGNA_ERR_FORMAT, "%s:%lld: no column named '%s' (selected in `columns`)", path, hl,
                         o->columns[c]);
         for (int64_t k = 0; k < c; k++)
             if (s->src[k] == code)
-                return fail(err, MAGNA_ERR_ARG, "%s: column '%s' is selected twice", path, o->columns[c]);
+                return magna_error_set(err, MAGNA_ERR_ARG, "%s: column '%s' is selected twice", path, o->columns[c]);
         s->src[c] = code;
         if (!(t->names[c] = strdup(s->file_names[code]))) goto nomem;
     }
@@ -405,14 +395,14 @@ static magna_status setup_columns(csv_state *s, const magna_csv_options *o, magn
         if (c < 0) {
             bool in_file = false;
             for (int64_t f = 0; f < s->nfile; f++) in_file |= strcmp(s->file_names[f], o->categorical[k]) == 0;
-            return fail(err, MAGNA_ERR_FORMAT, "%s:%lld: categorical column '%s' %s", path, hl, o->categorical[k],
+            return magna_error_set(err, MAGNA_ERR_FORMAT, "%s:%lld: categorical column '%s' %s", path, hl, o->categorical[k],
                         in_file ? "is not among the selected `columns`" : "is not in the file");
         }
         s->is_cat[c] = true;
     }
     return MAGNA_OK;
 nomem:
-    return fail(err, MAGNA_ERR_NOMEM, "%s: out of memory", path);
+    return magna_error_set(err, MAGNA_ERR_NOMEM, "%s: out of memory", path);
 }
 
 /* Parses one data line (already split) into the table, or drops it, or rejects it. */
@@ -426,7 +416,7 @@ static magna_status add_row(csv_state *s, const magna_csv_options *o, magna_tabl
         s->row_missing[c] = is_missing(field);
         if (s->row_missing[c]) {
             if (o->missing == MAGNA_MISSING_ERROR)
-                return fail(err, MAGNA_ERR_FORMAT, "%s:%lld: column %lld ('%s'): missing value%s%s%s", path, line, col,
+                return magna_error_set(err, MAGNA_ERR_FORMAT, "%s:%lld: column %lld ('%s'): missing value%s%s%s", path, line, col,
                             t->names[c], *field ? " '" : " (empty field)", field, *field ? "'" : "");
             any_missing = true;
             s->row[c] = NAN;
@@ -437,14 +427,14 @@ static magna_status add_row(csv_state *s, const magna_csv_options *o, magna_tabl
         case NUM_OK:
             break;
         case NUM_BAD:
-            return fail(err, MAGNA_ERR_FORMAT, "%s:%lld: column %lld ('%s'): '%s' is not a number", path, line, col,
+            return magna_error_set(err, MAGNA_ERR_FORMAT, "%s:%lld: column %lld ('%s'): '%s' is not a number", path, line, col,
                         t->names[c], field);
         case NUM_NONFINITE:
-            return fail(err, MAGNA_ERR_FORMAT,
+            return magna_error_set(err, MAGNA_ERR_FORMAT,
                         "%s:%lld: column %lld ('%s'): '%s' is not finite (set allow_nonfinite to accept it)", path,
                         line, col, t->names[c], field);
         case NUM_RANGE:
-            return fail(err, MAGNA_ERR_FORMAT, "%s:%lld: column %lld ('%s'): '%s' is out of range for float32", path,
+            return magna_error_set(err, MAGNA_ERR_FORMAT, "%s:%lld: column %lld ('%s'): '%s' is out of range for float32", path,
                         line, col, t->names[c], field);
         }
     }
@@ -456,22 +446,22 @@ static magna_status add_row(csv_state *s, const magna_csv_options *o, magna_tabl
         if (!s->is_cat[c] || s->row_missing[c]) continue;
         bool added;
         int32_t code = strmap_code(&s->cats[c], s->fields[s->src[c]], &added);
-        if (code < 0) return fail(err, MAGNA_ERR_NOMEM, "%s:%lld: out of memory", path, line);
+        if (code < 0) return magna_error_set(err, MAGNA_ERR_NOMEM, "%s:%lld: out of memory", path, line);
         if (code >= MAX_CATEGORIES)
-            return fail(err, MAGNA_ERR_FORMAT, "%s:%lld: column %lld ('%s'): more than %d categories", path, line,
+            return magna_error_set(err, MAGNA_ERR_FORMAT, "%s:%lld: column %lld ('%s'): more than %d categories", path, line,
                         (long long)s->src[c] + 1, t->names[c], MAX_CATEGORIES);
         s->row[c] = (float)code;
     }
     if (t->rows >= INT64_MAX / t->cols || (uint64_t)(t->rows + 1) * (uint64_t)t->cols > SIZE_MAX / sizeof(float))
-        return fail(err, MAGNA_ERR_NOMEM, "%s:%lld: too many rows", path, line);
+        return magna_error_set(err, MAGNA_ERR_NOMEM, "%s:%lld: too many rows", path, line);
     size_t cells = (size_t)(t->rows + 1) * (size_t)t->cols;
     if (!grow((void **)&t->values, &s->values_cap, cells, sizeof *t->values) ||
         !grow((void **)&t->line, &s->line_cap, (size_t)t->rows + 1, sizeof *t->line))
-        return fail(err, MAGNA_ERR_NOMEM, "%s:%lld: out of memory", path, line);
+        return magna_error_set(err, MAGNA_ERR_NOMEM, "%s:%lld: out of memory", path, line);
     if (any_missing || t->missing) {
         size_t old = s->missing_cap;
         if (!grow((void **)&t->missing, &s->missing_cap, cells, 1))
-            return fail(err, MAGNA_ERR_NOMEM, "%s:%lld: out of memory", path, line);
+            return magna_error_set(err, MAGNA_ERR_NOMEM, "%s:%lld: out of memory", path, line);
         memset(t->missing + old, 0, s->missing_cap - old); /* the rows before the first missing cell had none */
         memcpy(t->missing + (size_t)t->rows * (size_t)t->cols, s->row_missing, (size_t)t->cols);
     }
@@ -486,7 +476,7 @@ static magna_status split_line(csv_state *s, char delim, bool no_header, int64_t
     const char *why;
     int64_t n = split_fields(s->r.line, delim, &s->fields, &s->fields_cap, &bad, &why);
     if (n < 0)
-        return fail(err, MAGNA_ERR_FORMAT, "%s:%lld: column %lld: %s", s->r.path, (long long)s->r.lineno,
+        return magna_error_set(err, MAGNA_ERR_FORMAT, "%s:%lld: column %lld: %s", s->r.path, (long long)s->r.lineno,
                     (long long)bad, why);
     if (s->nfile == 0) { /* the header (or first row) itself */
         s->nfile = n;
@@ -498,7 +488,7 @@ static magna_status split_line(csv_state *s, char delim, bool no_header, int64_t
         snprintf(ref, sizeof ref, "line %lld has %lld", (long long)first_line, (long long)s->nfile);
     else
         snprintf(ref, sizeof ref, "the header has %lld", (long long)s->nfile);
-    return fail(err, MAGNA_ERR_FORMAT, "%s:%lld: %lld field%s, %s", s->r.path, (long long)s->r.lineno, (long long)n,
+    return magna_error_set(err, MAGNA_ERR_FORMAT, "%s:%lld: %lld field%s, %s", s->r.path, (long long)s->r.lineno, (long long)n,
                 n == 1 ? "" : "s", ref);
 }
 
@@ -511,8 +501,8 @@ static magna_status read_table(csv_state *s, const magna_csv_options *o, magna_t
     for (int i = 0; i < o->skip_lines; i++) {
         if ((st = reader_line(&s->r, &len, &got, err)) != MAGNA_OK) return st;
         if (!got)
-            return s->r.lineno == 0 ? fail(err, MAGNA_ERR_FORMAT, "%s: empty file", path)
-                                    : fail(err, MAGNA_ERR_FORMAT, "%s: %lld line%s, expected %d to skip before the %s",
+            return s->r.lineno == 0 ? magna_error_set(err, MAGNA_ERR_FORMAT, "%s: empty file", path)
+                                    : magna_error_set(err, MAGNA_ERR_FORMAT, "%s: %lld line%s, expected %d to skip before the %s",
                                            path, (long long)s->r.lineno, s->r.lineno == 1 ? "" : "s", o->skip_lines,
                                            o->no_header ? "data" : "header");
     }
@@ -520,8 +510,8 @@ static magna_status read_table(csv_state *s, const magna_csv_options *o, magna_t
         if ((st = reader_line(&s->r, &len, &got, err)) != MAGNA_OK) return st;
     } while (got && len == 0);
     if (!got)
-        return s->r.lineno == 0 ? fail(err, MAGNA_ERR_FORMAT, "%s: empty file", path)
-                                : fail(err, MAGNA_ERR_FORMAT, "%s:%lld: the file ends before its %s", path,
+        return s->r.lineno == 0 ? magna_error_set(err, MAGNA_ERR_FORMAT, "%s: empty file", path)
+                                : magna_error_set(err, MAGNA_ERR_FORMAT, "%s:%lld: the file ends before its %s", path,
                                        (long long)s->r.lineno, o->no_header ? "first row" : "header");
     int64_t first_line = s->r.lineno;
     if (first_line == 1 && len >= 3 && memcmp(s->r.line, "\xEF\xBB\xBF", 3) == 0) /* Excel's UTF-8 mark */
@@ -538,15 +528,15 @@ static magna_status read_table(csv_state *s, const magna_csv_options *o, magna_t
     }
     if (out->rows == 0)
         return out->dropped_rows
-                   ? fail(err, MAGNA_ERR_FORMAT, "%s: all %lld rows have a missing value (dropped)", path,
+                   ? magna_error_set(err, MAGNA_ERR_FORMAT, "%s: all %lld rows have a missing value (dropped)", path,
                           (long long)out->dropped_rows)
-                   : fail(err, MAGNA_ERR_FORMAT, "%s:%lld: no data rows after the header", path, (long long)first_line);
+                   : magna_error_set(err, MAGNA_ERR_FORMAT, "%s:%lld: no data rows after the header", path, (long long)first_line);
     for (int64_t c = 0; c < out->cols; c++) { /* hand the category names over to the table */
         out->categories[c].count = s->cats[c].count;
         out->categories[c].names = s->cats[c].names;
         s->cats[c].names = NULL, s->cats[c].count = 0;
         if (s->is_cat[c] && out->categories[c].count == 0)
-            return fail(err, MAGNA_ERR_FORMAT, "%s: categorical column '%s' has only missing values", path,
+            return magna_error_set(err, MAGNA_ERR_FORMAT, "%s: categorical column '%s' has only missing values", path,
                         out->names[c]);
     }
     return MAGNA_OK;
@@ -556,20 +546,20 @@ magna_status magna_csv_read(const char *path, const magna_csv_options *opts, mag
     static const magna_csv_options defaults;
     const magna_csv_options *o = opts ? opts : &defaults;
     if (err) err->status = MAGNA_OK, err->message[0] = '\0';
-    if (!out) return fail(err, MAGNA_ERR_ARG, "csv: no table to read into");
+    if (!out) return magna_error_set(err, MAGNA_ERR_ARG, "csv: no table to read into");
     memset(out, 0, sizeof *out);
-    if (!path) return fail(err, MAGNA_ERR_ARG, "csv: no path");
-    if (o->skip_lines < 0) return fail(err, MAGNA_ERR_ARG, "%s: skip_lines is negative (%d)", path, o->skip_lines);
+    if (!path) return magna_error_set(err, MAGNA_ERR_ARG, "csv: no path");
+    if (o->skip_lines < 0) return magna_error_set(err, MAGNA_ERR_ARG, "%s: skip_lines is negative (%d)", path, o->skip_lines);
     if ((unsigned)o->missing > MAGNA_MISSING_IMPUTE_MEAN)
-        return fail(err, MAGNA_ERR_ARG, "%s: unknown missing-value policy %d", path, (int)o->missing);
+        return magna_error_set(err, MAGNA_ERR_ARG, "%s: unknown missing-value policy %d", path, (int)o->missing);
     if (o->delimiter == '"' || o->delimiter == '\n' || o->delimiter == '\r')
-        return fail(err, MAGNA_ERR_ARG, "%s: '%c' cannot be the delimiter", path, o->delimiter);
+        return magna_error_set(err, MAGNA_ERR_ARG, "%s: '%c' cannot be the delimiter", path, o->delimiter);
     csv_state *s = calloc(1, sizeof *s);
-    if (!s) return fail(err, MAGNA_ERR_NOMEM, "%s: out of memory", path);
+    if (!s) return magna_error_set(err, MAGNA_ERR_NOMEM, "%s: out of memory", path);
     magna_status st = reader_open(&s->r, path, err);
     if (st == MAGNA_OK)
         st = (out->path = strdup(path)) ? read_table(s, o, out, err)
-                                        : fail(err, MAGNA_ERR_NOMEM, "%s: out of memory", path);
+                                        : magna_error_set(err, MAGNA_ERR_NOMEM, "%s: out of memory", path);
     reader_close(&s->r);
     free(s->fields);
     for (int64_t c = 0; s->file_names && c < s->nfile; c++) free(s->file_names[c]);

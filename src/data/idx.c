@@ -4,6 +4,7 @@
  * known), by deflate's greatest compression ratio for a gzip file, whose buffer then grows only with the
  * data that really arrives — a header that lies costs an error message, never gigabytes. */
 #include "magna/image.h"
+#include "../graph/internal.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -20,17 +21,6 @@
 #define DEFLATE_MAX_RATIO 1032
 /* the first allocation for streamed data; doubled up to the header's size as data arrives */
 #define STREAM_FIRST_CHUNK ((size_t)1 << 20)
-
-static magna_status fail(magna_error *err, magna_status st, const char *fmt, ...) {
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err->message, sizeof err->message, fmt, ap);
-        va_end(ap);
-        err->status = st;
-    }
-    return st;
-}
 
 const char *magna_idx_type_name(magna_idx_type type) {
     switch (type) {
@@ -79,24 +69,24 @@ static magna_status source_open(source *s, const char *path, magna_error *err) {
     memset(s, 0, sizeof *s);
     s->path = path;
     s->size = -1;
-    if (!(s->f = fopen(path, "rb"))) return fail(err, MAGNA_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (!(s->f = fopen(path, "rb"))) return magna_error_set(err, MAGNA_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
     if (fstat(fileno(s->f), &sb) == 0) {
-        if (S_ISDIR(sb.st_mode)) return fail(err, MAGNA_ERR_IO, "%s: is a directory, not a file", path);
+        if (S_ISDIR(sb.st_mode)) return magna_error_set(err, MAGNA_ERR_IO, "%s: is a directory, not a file", path);
         if (S_ISREG(sb.st_mode)) s->size = (long long)sb.st_size;
     }
     unsigned char magic[2];
     size_t n = fread(magic, 1, 2, s->f);
-    if (ferror(s->f)) return fail(err, MAGNA_ERR_IO, "%s: read failed: %s", path, strerror(errno));
+    if (ferror(s->f)) return magna_error_set(err, MAGNA_ERR_IO, "%s: read failed: %s", path, strerror(errno));
     s->gzip = n == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
     if (!s->gzip) {
         /* a regular file is seekable; anything else (a pipe) is streamed and checked as it arrives */
         s->regular = s->size >= 0;
         if (s->regular) {
             if (fseek(s->f, 0, SEEK_SET) != 0)
-                return fail(err, MAGNA_ERR_IO, "%s: seek failed: %s", path, strerror(errno));
+                return magna_error_set(err, MAGNA_ERR_IO, "%s: seek failed: %s", path, strerror(errno));
         } else {
-            return fail(err, MAGNA_ERR_UNSUPPORTED, "%s: not a regular file (IDX files are read from disk)", path);
+            return magna_error_set(err, MAGNA_ERR_UNSUPPORTED, "%s: not a regular file (IDX files are read from disk)", path);
         }
         return MAGNA_OK;
     }
@@ -104,11 +94,11 @@ static magna_status source_open(source *s, const char *path, magna_error *err) {
     fclose(s->f), s->f = NULL;
     errno = 0;
     if (!(s->gz = gzopen(path, "rb")))
-        return fail(err, MAGNA_ERR_IO, "%s: cannot open: %s", path, strerror(errno ? errno : ENOMEM));
+        return magna_error_set(err, MAGNA_ERR_IO, "%s: cannot open: %s", path, strerror(errno ? errno : ENOMEM));
     gzbuffer(s->gz, 1 << 16);
     return MAGNA_OK;
 #else
-    return fail(err, MAGNA_ERR_UNSUPPORTED, "%s: a gzip file, and this magna was built without zlib", path);
+    return magna_error_set(err, MAGNA_ERR_UNSUPPORTED, "%s: a gzip file, and this magna was built without zlib", path);
 #endif
 }
 
@@ -139,7 +129,7 @@ static magna_status source_read(source *s, void *buf, size_t n, size_t *got, con
             if (r < 0 || (code != Z_OK && code != Z_STREAM_END)) {
                 size_t pl = strlen(s->path); /* zlib's message starts with the path: say it once */
                 if (strncmp(msg, s->path, pl) == 0 && strncmp(msg + pl, ": ", 2) == 0) msg += pl + 2;
-                return fail(err, code == Z_ERRNO ? MAGNA_ERR_IO : MAGNA_ERR_FORMAT,
+                return magna_error_set(err, code == Z_ERRNO ? MAGNA_ERR_IO : MAGNA_ERR_FORMAT,
                             "%s: gzip stream broken while reading the %s: %s", s->path, what,
                             code == Z_ERRNO ? strerror(errno) : msg);
             }
@@ -150,7 +140,7 @@ static magna_status source_read(source *s, void *buf, size_t n, size_t *got, con
 #endif
     *got = fread(buf, 1, n, s->f);
     if (*got < n && ferror(s->f))
-        return fail(err, MAGNA_ERR_IO, "%s: read failed while reading the %s: %s", s->path, what, strerror(errno));
+        return magna_error_set(err, MAGNA_ERR_IO, "%s: read failed while reading the %s: %s", s->path, what, strerror(errno));
     return MAGNA_OK;
 }
 
@@ -201,37 +191,37 @@ static magna_status read_header(source *s, magna_idx *x, size_t *header_bytes, m
     magna_status st = source_read(s, magic, 4, &got, "header", err);
     if (st != MAGNA_OK) return st;
     if (got < 4)
-        return fail(err, MAGNA_ERR_FORMAT, "%s: %zu bytes, too short for an IDX file (a 4-byte magic number and dims)",
+        return magna_error_set(err, MAGNA_ERR_FORMAT, "%s: %zu bytes, too short for an IDX file (a 4-byte magic number and dims)",
                     path, got);
     if (magic[0] != 0 || magic[1] != 0)
-        return fail(err, MAGNA_ERR_FORMAT,
+        return magna_error_set(err, MAGNA_ERR_FORMAT,
                     "%s: not an IDX file: the magic number is %02x %02x %02x %02x, expected 00 00 <type> <dims>", path,
                     magic[0], magic[1], magic[2], magic[3]);
     x->type = (magna_idx_type)magic[2];
     if (!magna_idx_type_name(x->type))
-        return fail(err, MAGNA_ERR_FORMAT,
+        return magna_error_set(err, MAGNA_ERR_FORMAT,
                     "%s: unknown IDX type 0x%02x in the magic number (expected 0x08 ubyte, 0x09 byte, 0x0b short, "
                     "0x0c int, 0x0d float or 0x0e double)",
                     path, magic[2]);
     x->elem_size = type_size(x->type);
     x->ndim = magic[3];
     if (x->ndim < 1 || x->ndim > MAGNA_MAX_DIMS)
-        return fail(err, MAGNA_ERR_FORMAT, "%s: the magic number gives %d dims, expected 1 to %d", path, x->ndim,
+        return magna_error_set(err, MAGNA_ERR_FORMAT, "%s: the magic number gives %d dims, expected 1 to %d", path, x->ndim,
                     MAGNA_MAX_DIMS);
     unsigned char d[4 * MAGNA_MAX_DIMS];
     const size_t want = 4 * (size_t)x->ndim;
     if ((st = source_read(s, d, want, &got, "header", err)) != MAGNA_OK) return st;
     if (got < want)
-        return fail(err, MAGNA_ERR_FORMAT, "%s: truncated header: %d dims need %zu header bytes, the file has %zu",
+        return magna_error_set(err, MAGNA_ERR_FORMAT, "%s: truncated header: %d dims need %zu header bytes, the file has %zu",
                     path, x->ndim, 4 + want, 4 + got);
     *header_bytes = 4 + want;
     x->count = 1;
     for (int i = 0; i < x->ndim; i++) {
         x->dims[i] = (int64_t)d[4 * i] << 24 | (int64_t)d[4 * i + 1] << 16 | (int64_t)d[4 * i + 2] << 8 | d[4 * i + 3];
-        if (x->dims[i] == 0) return fail(err, MAGNA_ERR_FORMAT, "%s: dim %d of %d is 0: no data", path, i + 1, x->ndim);
+        if (x->dims[i] == 0) return magna_error_set(err, MAGNA_ERR_FORMAT, "%s: dim %d of %d is 0: no data", path, i + 1, x->ndim);
         /* each dim < 2^32: the product stays below 2^63 until it passes the limit checked here */
         if (x->count > (int64_t)(SIZE_MAX / 2 / x->elem_size) / x->dims[i])
-            return fail(err, MAGNA_ERR_FORMAT, "%s: the header's dims multiply to more elements than memory holds",
+            return magna_error_set(err, MAGNA_ERR_FORMAT, "%s: the header's dims multiply to more elements than memory holds",
                         path);
         x->count *= x->dims[i];
     }
@@ -239,9 +229,9 @@ static magna_status read_header(source *s, magna_idx *x, size_t *header_bytes, m
 }
 
 magna_status magna_idx_read(const char *path, magna_idx *out, magna_error *err) {
-    if (!out) return fail(err, MAGNA_ERR_ARG, "idx: out is NULL");
+    if (!out) return magna_error_set(err, MAGNA_ERR_ARG, "idx: out is NULL");
     memset(out, 0, sizeof *out);
-    if (!path) return fail(err, MAGNA_ERR_ARG, "idx: path is NULL");
+    if (!path) return magna_error_set(err, MAGNA_ERR_ARG, "idx: path is NULL");
     source s;
     magna_idx x = {0};
     size_t header = 0;
@@ -260,16 +250,16 @@ magna_status magna_idx_read(const char *path, magna_idx *out, magna_error *err) 
         if (have != (long long)need) {
             source_close(&s);
             if (have < (long long)need)
-                return fail(err, MAGNA_ERR_FORMAT,
+                return magna_error_set(err, MAGNA_ERR_FORMAT,
                             "%s: truncated: the header's %s needs %zu bytes of data, the file has %lld", path, dims,
                             need, have);
-            return fail(err, MAGNA_ERR_FORMAT,
+            return magna_error_set(err, MAGNA_ERR_FORMAT,
                         "%s: %lld bytes after the data: the header's %s needs %zu bytes of data, the file has %lld",
                         path, have - (long long)need, dims, need, have);
         }
     } else if (s.size >= 0 && (double)need > (double)s.size * DEFLATE_MAX_RATIO) {
         source_close(&s);
-        return fail(err, MAGNA_ERR_FORMAT,
+        return magna_error_set(err, MAGNA_ERR_FORMAT,
                     "%s: the header's %s needs %zu bytes of data, more than a gzip file of %lld bytes can hold "
                     "(deflate compresses at most %d:1)",
                     path, dims, need, s.size, DEFLATE_MAX_RATIO);
@@ -280,7 +270,7 @@ magna_status magna_idx_read(const char *path, magna_idx *out, magna_error *err) 
     unsigned char *data = malloc(cap);
     if (!data) {
         source_close(&s);
-        return fail(err, MAGNA_ERR_NOMEM, "%s: out of memory for %zu bytes of data (%s)", path, need, dims);
+        return magna_error_set(err, MAGNA_ERR_NOMEM, "%s: out of memory for %zu bytes of data (%s)", path, need, dims);
     }
     for (;;) {
         size_t got;
@@ -290,13 +280,13 @@ magna_status magna_idx_read(const char *path, magna_idx *out, magna_error *err) 
         size_t grown = cap > need / 2 ? need : cap * 2;
         unsigned char *bigger = realloc(data, grown);
         if (!bigger) {
-            st = fail(err, MAGNA_ERR_NOMEM, "%s: out of memory for %zu bytes of data (%s)", path, need, dims);
+            st = magna_error_set(err, MAGNA_ERR_NOMEM, "%s: out of memory for %zu bytes of data (%s)", path, need, dims);
             break;
         }
         data = bigger, cap = grown;
     }
     if (st == MAGNA_OK && have < need)
-        st = fail(err, MAGNA_ERR_FORMAT, "%s: truncated: the header's %s needs %zu bytes of data, the file has %zu",
+        st = magna_error_set(err, MAGNA_ERR_FORMAT, "%s: truncated: the header's %s needs %zu bytes of data, the file has %zu",
                   path, dims, need, have);
     if (st == MAGNA_OK && !s.regular) { /* whatever follows the data is counted for the message */
         unsigned char rest[4096];
@@ -306,7 +296,7 @@ magna_status magna_idx_read(const char *path, magna_idx *out, magna_error *err) 
             extra += got;
         } while (got == sizeof rest);
         if (st == MAGNA_OK && extra)
-            st = fail(err, MAGNA_ERR_FORMAT,
+            st = magna_error_set(err, MAGNA_ERR_FORMAT,
                       "%s: %zu bytes after the data: the header's %s needs %zu bytes of data, the file has %zu", path,
                       extra, dims, need, need + extra);
     }

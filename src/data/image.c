@@ -4,6 +4,7 @@
  * every epoch fresh draws with no hook in the training loop, and a draw that depends on (seed, epoch,
  * image) alone is the same in any thread count and after a resume. */
 #include "magna/image.h"
+#include "../graph/internal.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -14,17 +15,6 @@
 
 const char *const magna_fashion_mnist_classes[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                                                      "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
-
-static magna_status fail(magna_error *err, magna_status st, const char *fmt, ...) {
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err->message, sizeof err->message, fmt, ap);
-        va_end(ap);
-        err->status = st;
-    }
-    return st;
-}
 
 void magna_image_set_free(magna_image_set *s) {
     if (!s) return;
@@ -39,18 +29,18 @@ int64_t magna_image_size(const magna_image_set *s) { return s->channels * s->hei
 
 magna_status magna_image_load_idx(const char *images_path, const char *labels_path, int32_t classes,
                                   magna_image_set *out, magna_error *err) {
-    if (!out) return fail(err, MAGNA_ERR_ARG, "image load: out is NULL");
+    if (!out) return magna_error_set(err, MAGNA_ERR_ARG, "image load: out is NULL");
     memset(out, 0, sizeof *out);
-    if (!images_path || !labels_path) return fail(err, MAGNA_ERR_ARG, "image load: a path is NULL");
+    if (!images_path || !labels_path) return magna_error_set(err, MAGNA_ERR_ARG, "image load: a path is NULL");
     if (classes < 0 || classes > 256)
-        return fail(err, MAGNA_ERR_ARG, "image load: classes must be 0 (any) or 1 to 256 (ubyte labels), got %d",
+        return magna_error_set(err, MAGNA_ERR_ARG, "image load: classes must be 0 (any) or 1 to 256 (ubyte labels), got %d",
                     classes);
     /* the labels first: the small file, so a mismatch between the two is found before the big one inflates */
     magna_idx lab, img;
     magna_status st = magna_idx_read(labels_path, &lab, err);
     if (st != MAGNA_OK) return st;
     if (lab.type != MAGNA_IDX_U8 || lab.ndim != 1) {
-        fail(err, MAGNA_ERR_FORMAT, "%s: labels must be 1-dim ubyte, the file holds %d-dim %s", labels_path, lab.ndim,
+        magna_error_set(err, MAGNA_ERR_FORMAT, "%s: labels must be 1-dim ubyte, the file holds %d-dim %s", labels_path, lab.ndim,
              magna_idx_type_name(lab.type));
         magna_idx_free(&lab);
         return MAGNA_ERR_FORMAT;
@@ -60,19 +50,19 @@ magna_status magna_image_load_idx(const char *images_path, const char *labels_pa
         return st;
     }
     if (img.type != MAGNA_IDX_U8 || (img.ndim != 3 && img.ndim != 4)) {
-        st = fail(err, MAGNA_ERR_FORMAT,
+        st = magna_error_set(err, MAGNA_ERR_FORMAT,
                   "%s: images must be ubyte [count, height, width] or [count, channels, height, width], the file "
                   "holds %d-dim %s",
                   images_path, img.ndim, magna_idx_type_name(img.type));
     } else if (img.dims[0] != lab.dims[0]) {
-        st = fail(err, MAGNA_ERR_FORMAT, "%s and %s: %lld images but %lld labels", images_path, labels_path,
+        st = magna_error_set(err, MAGNA_ERR_FORMAT, "%s and %s: %lld images but %lld labels", images_path, labels_path,
                   (long long)img.dims[0], (long long)lab.dims[0]);
     }
     const uint8_t *l = lab.data;
     int32_t largest = 0;
     for (int64_t i = 0; st == MAGNA_OK && i < lab.count; i++) {
         if (classes > 0 && l[i] >= classes)
-            st = fail(err, MAGNA_ERR_RANGE, "%s: label %d of image %lld (0-based) is not below the class count %d",
+            st = magna_error_set(err, MAGNA_ERR_RANGE, "%s: label %d of image %lld (0-based) is not below the class count %d",
                       labels_path, l[i], (long long)i, classes);
         if (l[i] > largest) largest = l[i];
     }
@@ -87,7 +77,7 @@ magna_status magna_image_load_idx(const char *images_path, const char *labels_pa
             !(out->pixels = malloc((size_t)img.count * sizeof(float))) ||
             !(out->labels = malloc((size_t)out->count * sizeof(int32_t)))) {
             magna_image_set_free(out);
-            st = fail(err, MAGNA_ERR_NOMEM, "%s: out of memory for %lld pixels", images_path, (long long)img.count);
+            st = magna_error_set(err, MAGNA_ERR_NOMEM, "%s: out of memory for %lld pixels", images_path, (long long)img.count);
         }
     }
     if (st == MAGNA_OK) {
@@ -108,13 +98,13 @@ static bool file_exists(const char *path) {
 magna_status magna_mnist_load(const char *dir, const char *part, int32_t classes, magna_image_set *out,
                               magna_error *err) {
     if (out) memset(out, 0, sizeof *out);
-    if (!dir || !part) return fail(err, MAGNA_ERR_ARG, "mnist load: dir or part is NULL");
+    if (!dir || !part) return magna_error_set(err, MAGNA_ERR_ARG, "mnist load: dir or part is NULL");
     char images[4096], labels[4096];
     const char *kinds[2] = {"images-idx3", "labels-idx1"};
     char *paths[2] = {images, labels};
     for (int k = 0; k < 2; k++) {
         int n = snprintf(paths[k], sizeof images, "%s/%s-%s-ubyte.gz", dir, part, kinds[k]);
-        if (n < 0 || (size_t)n >= sizeof images) return fail(err, MAGNA_ERR_ARG, "mnist load: %s: path too long", dir);
+        if (n < 0 || (size_t)n >= sizeof images) return magna_error_set(err, MAGNA_ERR_ARG, "mnist load: %s: path too long", dir);
         if (!file_exists(paths[k])) {
             paths[k][n - 3] = '\0'; /* the plain file, as the original site's files after gunzip */
             if (!file_exists(paths[k])) paths[k][n - 3] = '.'; /* neither: the error names the .gz Debian ships */
@@ -134,7 +124,7 @@ static magna_status take(const magna_image_set *s, const int64_t *idx, int64_t n
     out->labels = malloc((size_t)n * sizeof(int32_t) + 1);
     if (!out->pixels || !out->labels) {
         magna_image_set_free(out);
-        return fail(err, MAGNA_ERR_NOMEM, "image split: out of memory for %lld images", (long long)n);
+        return magna_error_set(err, MAGNA_ERR_NOMEM, "image split: out of memory for %lld images", (long long)n);
     }
     for (int64_t i = 0; i < n; i++) {
         memcpy(out->pixels + i * size, s->pixels + idx[i] * size, (size_t)size * sizeof(float));
@@ -147,13 +137,13 @@ magna_status magna_image_split(const magna_image_set *s, int64_t val_count, uint
                                magna_image_set *val, magna_error *err) {
     if (train) memset(train, 0, sizeof *train);
     if (val) memset(val, 0, sizeof *val);
-    if (!s || !s->pixels || !train) return fail(err, MAGNA_ERR_ARG, "image split: no images or no train set");
+    if (!s || !s->pixels || !train) return magna_error_set(err, MAGNA_ERR_ARG, "image split: no images or no train set");
     if (val_count < 0 || val_count >= s->count)
-        return fail(err, MAGNA_ERR_ARG, "image split: %lld validation images of %lld leave no training images",
+        return magna_error_set(err, MAGNA_ERR_ARG, "image split: %lld validation images of %lld leave no training images",
                     (long long)val_count, (long long)s->count);
-    if (val_count > 0 && !val) return fail(err, MAGNA_ERR_ARG, "image split: validation images need a set to fill");
+    if (val_count > 0 && !val) return magna_error_set(err, MAGNA_ERR_ARG, "image split: validation images need a set to fill");
     int64_t *perm = malloc((size_t)s->count * sizeof *perm);
-    if (!perm) return fail(err, MAGNA_ERR_NOMEM, "image split: out of memory");
+    if (!perm) return magna_error_set(err, MAGNA_ERR_NOMEM, "image split: out of memory");
     /* Fisher-Yates on stream 1 of the counter-based RNG, as magna_table_split: the order depends on the seed */
     for (int64_t i = 0; i < s->count; i++) perm[i] = i;
     for (int64_t i = s->count - 1; i > 0; i--) {
@@ -170,7 +160,7 @@ magna_status magna_image_split(const magna_image_set *s, int64_t val_count, uint
 
 magna_status magna_image_mean_std(const magna_image_set *s, double *mean, double *std, magna_error *err) {
     if (!s || !s->pixels || s->count < 1 || !mean || !std)
-        return fail(err, MAGNA_ERR_ARG, "image mean/std: no images or no output arrays");
+        return magna_error_set(err, MAGNA_ERR_ARG, "image mean/std: no images or no output arrays");
     const int64_t hw = s->height * s->width;
     for (int64_t c = 0; c < s->channels; c++) {
         double sum = 0, sum2 = 0; /* double sums: 47M pixels in float would lose the low digits */
@@ -186,11 +176,11 @@ magna_status magna_image_mean_std(const magna_image_set *s, double *mean, double
 }
 
 magna_status magna_image_standardize(magna_image_set *s, const double *mean, const double *std, magna_error *err) {
-    if (!s || !s->pixels || !mean || !std) return fail(err, MAGNA_ERR_ARG, "image standardize: no images or values");
+    if (!s || !s->pixels || !mean || !std) return magna_error_set(err, MAGNA_ERR_ARG, "image standardize: no images or values");
     const int64_t hw = s->height * s->width;
     for (int64_t c = 0; c < s->channels; c++)
         if (!isfinite(mean[c]) || !isfinite(std[c]) || std[c] < 0)
-            return fail(err, MAGNA_ERR_NUMERIC, "image standardize: channel %lld: mean %g, std %g", (long long)c,
+            return magna_error_set(err, MAGNA_ERR_NUMERIC, "image standardize: channel %lld: mean %g, std %g", (long long)c,
                         mean[c], std[c]);
     for (int64_t i = 0; i < s->count; i++)
         for (int64_t c = 0; c < s->channels; c++) {
@@ -208,10 +198,10 @@ static int draw_offset(uint64_t u, int r) { return r > 0 ? (int)(u % (uint64_t)(
 
 magna_status magna_image_augment(const magna_image_set *src, float *dst, const magna_augment_opts *opts, uint64_t seed,
                                  uint64_t epoch, magna_error *err) {
-    if (!src || !src->pixels || !dst) return fail(err, MAGNA_ERR_ARG, "augment: no source images or no output");
+    if (!src || !src->pixels || !dst) return magna_error_set(err, MAGNA_ERR_ARG, "augment: no source images or no output");
     const magna_augment_opts o = opts ? *opts : (magna_augment_opts){0};
     if (o.max_shift < 0 || o.crop_pad < 0)
-        return fail(err, MAGNA_ERR_ARG, "augment: max_shift (%d) and crop_pad (%d) must be >= 0", o.max_shift,
+        return magna_error_set(err, MAGNA_ERR_ARG, "augment: max_shift (%d) and crop_pad (%d) must be >= 0", o.max_shift,
                     o.crop_pad);
     const int64_t C = src->channels, H = src->height, W = src->width, size = C * H * W;
     const uint64_t stream = 0x417 + epoch;

@@ -2,6 +2,7 @@
  * run of equal pixels in a row over a background rectangle, so the file needs no raster encoder (no libpng)
  * and stays small for the MNIST family's mostly empty images (about 200 rectangles per 28 x 28 image). */
 #include "magna/image.h"
+#include "../graph/internal.h"
 
 #include <errno.h>
 #include <math.h>
@@ -11,17 +12,6 @@
 #include <string.h>
 
 enum { PAD = 6, LINE = 12, FONT = 10, TITLE_H = 22 };
-
-static magna_status fail(magna_error *err, magna_status st, const char *fmt, ...) {
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err->message, sizeof err->message, fmt, ap);
-        va_end(ap);
-        err->status = st;
-    }
-    return st;
-}
 
 /* Writes s with the five XML special characters escaped. */
 static void put_text(FILE *f, const char *s) {
@@ -64,9 +54,9 @@ static uint32_t colour(const float *img, int64_t channels, int64_t plane, int64_
 magna_status magna_svg_image_grid(const char *path, const float *pixels, int64_t count, int64_t channels,
                                   int64_t height, int64_t width, const int32_t *labels, const int32_t *predicted,
                                   const magna_grid_opts *opts, magna_error *err) {
-    if (!path || !pixels) return fail(err, MAGNA_ERR_ARG, "image grid: path or pixels is NULL");
+    if (!path || !pixels) return magna_error_set(err, MAGNA_ERR_ARG, "image grid: path or pixels is NULL");
     if (count < 1 || (channels != 1 && channels != 3) || height < 1 || width < 1 || height > 4096 || width > 4096)
-        return fail(err, MAGNA_ERR_ARG,
+        return magna_error_set(err, MAGNA_ERR_ARG,
                     "%s: image grid: need at least one image of 1 or 3 channels and 1 to 4096 pixels a side, got "
                     "%lld images of %lld x %lld x %lld",
                     path, (long long)count, (long long)channels, (long long)height, (long long)width);
@@ -75,7 +65,7 @@ magna_status magna_svg_image_grid(const char *path, const float *pixels, int64_t
     if (o.scale <= 0) o.scale = 3;
     if (o.lo == 0 && o.hi == 0) o.hi = 1;
     if (!(o.hi > o.lo))
-        return fail(err, MAGNA_ERR_ARG, "%s: image grid: hi (%g) must exceed lo (%g)", path, o.hi, o.lo);
+        return magna_error_set(err, MAGNA_ERR_ARG, "%s: image grid: hi (%g) must exceed lo (%g)", path, o.hi, o.lo);
     const int64_t cols = count < o.columns ? count : o.columns, rows = (count + cols - 1) / cols;
     const int lines = (labels != NULL) + (predicted != NULL);
     const int64_t iw = width * o.scale, ih = height * o.scale;
@@ -84,7 +74,7 @@ magna_status magna_svg_image_grid(const char *path, const float *pixels, int64_t
     const int64_t top = o.title ? TITLE_H : 0, W = cols * cw, H = top + rows * chh;
 
     FILE *f = fopen(path, "w");
-    if (!f) return fail(err, MAGNA_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
+    if (!f) return magna_error_set(err, MAGNA_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
     fprintf(f,
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%lld\" height=\"%lld\" viewBox=\"0 0 %lld %lld\" "
             "font-family=\"sans-serif\" font-size=\"%d\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
@@ -137,6 +127,6 @@ magna_status magna_svg_image_grid(const char *path, const float *pixels, int64_t
     }
     fputs("</svg>\n", f);
     const bool bad = ferror(f) != 0;
-    if (fclose(f) != 0 || bad) return fail(err, MAGNA_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+    if (fclose(f) != 0 || bad) return magna_error_set(err, MAGNA_ERR_IO, "%s: write failed: %s", path, strerror(errno));
     return MAGNA_OK;
 }

@@ -2,6 +2,7 @@
  * on the training rows only (statistics of validation or test rows must not leak into training), and
  * the float / int32 arrays a model takes. Messages name the table's file, and the file line of a row. */
 #include "magna/data.h"
+#include "../graph/internal.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -12,17 +13,6 @@
 
 /* Class indices are kept below this (also the reader's category limit: codes are exact in a float). */
 #define MAX_CLASSES (1 << 24)
-
-static magna_status fail(magna_error *err, magna_status st, const char *fmt, ...) {
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err->message, sizeof err->message, fmt, ap);
-        va_end(ap);
-        err->status = st;
-    }
-    return st;
-}
 
 static void clear(magna_error *err) {
     if (err) err->status = MAGNA_OK, err->message[0] = '\0';
@@ -45,17 +35,17 @@ static magna_status pick_columns(const magna_table *t, const char *const *column
                                  bool numeric_only, const char *what, int64_t **idx, int64_t *n, magna_error *err) {
     *idx = NULL, *n = 0;
     if (except && magna_table_column(t, except) < 0)
-        return fail(err, MAGNA_ERR_ARG, "%s: %s: no column named '%s' (in `except`)", src(t), what, except);
+        return magna_error_set(err, MAGNA_ERR_ARG, "%s: %s: no column named '%s' (in `except`)", src(t), what, except);
     int64_t want = 0;
     while (columns && columns[want]) want++;
     if (!(*idx = alloc_array(columns ? want : t->cols, 1, sizeof **idx)))
-        return fail(err, MAGNA_ERR_NOMEM, "%s: out of memory", src(t));
+        return magna_error_set(err, MAGNA_ERR_NOMEM, "%s: out of memory", src(t));
     if (columns) {
         for (int64_t k = 0; k < want; k++) {
             int64_t c = magna_table_column(t, columns[k]);
-            if (c < 0) return fail(err, MAGNA_ERR_ARG, "%s: %s: no column named '%s'", src(t), what, columns[k]);
+            if (c < 0) return magna_error_set(err, MAGNA_ERR_ARG, "%s: %s: no column named '%s'", src(t), what, columns[k]);
             if (numeric_only && t->categories[c].count)
-                return fail(err, MAGNA_ERR_ARG, "%s: %s: column '%s' is categorical", src(t), what, columns[k]);
+                return magna_error_set(err, MAGNA_ERR_ARG, "%s: %s: column '%s' is categorical", src(t), what, columns[k]);
             (*idx)[(*n)++] = c;
         }
     } else {
@@ -63,7 +53,7 @@ static magna_status pick_columns(const magna_table *t, const char *const *column
             if ((!except || strcmp(t->names[c], except) != 0) && !(numeric_only && t->categories[c].count))
                 (*idx)[(*n)++] = c;
     }
-    if (*n == 0) return fail(err, MAGNA_ERR_ARG, "%s: %s: no columns selected", src(t), what);
+    if (*n == 0) return magna_error_set(err, MAGNA_ERR_ARG, "%s: %s: no columns selected", src(t), what);
     return MAGNA_OK;
 }
 
@@ -103,14 +93,14 @@ static magna_status table_take(const magna_table *t, const int64_t *rows, int64_
     return MAGNA_OK;
 nomem:
     magna_table_free(out);
-    return fail(err, MAGNA_ERR_NOMEM, "%s: out of memory", src(t));
+    return magna_error_set(err, MAGNA_ERR_NOMEM, "%s: out of memory", src(t));
 }
 
 /* What imputation puts in each column: the mean of the finite non-missing values, or for a categorical
  * column the most frequent code (the lowest on a tie); NaN where `fit` has no value to take. */
 static magna_status impute_values(const magna_table *fit, double **fill, magna_error *err) {
     *fill = alloc_array(fit->cols, 1, sizeof **fill);
-    if (!*fill) return fail(err, MAGNA_ERR_NOMEM, "%s: out of memory", src(fit));
+    if (!*fill) return magna_error_set(err, MAGNA_ERR_NOMEM, "%s: out of memory", src(fit));
     for (int64_t c = 0; c < fit->cols; c++) {
         int32_t k = fit->categories[c].count;
         if (k) {
@@ -118,7 +108,7 @@ static magna_status impute_values(const magna_table *fit, double **fill, magna_e
             if (!counts) {
                 free(*fill);
                 *fill = NULL;
-                return fail(err, MAGNA_ERR_NOMEM, "%s: out of memory", src(fit));
+                return magna_error_set(err, MAGNA_ERR_NOMEM, "%s: out of memory", src(fit));
             }
             for (int64_t r = 0; r < fit->rows; r++) {
                 float v = fit->values[r * fit->cols + c];
@@ -147,7 +137,7 @@ static magna_status impute_apply(magna_table *t, const double *fill, magna_error
         for (int64_t c = 0; c < t->cols; c++) {
             if (!t->missing[r * t->cols + c]) continue;
             if (isnan(fill[c]))
-                return fail(err, MAGNA_ERR_FORMAT, "%s:%lld: column '%s': missing, and no training value to impute",
+                return magna_error_set(err, MAGNA_ERR_FORMAT, "%s:%lld: column '%s': missing, and no training value to impute",
                             src(t), (long long)t->line[r], t->names[c]);
             t->values[r * t->cols + c] = (float)fill[c];
         }
@@ -165,9 +155,9 @@ static bool same_layout(const magna_table *a, const magna_table *b) {
 
 magna_status magna_table_impute_mean(magna_table *t, const magna_table *fit, magna_error *err) {
     clear(err);
-    if (!t || !fit) return fail(err, MAGNA_ERR_ARG, "impute: no table");
+    if (!t || !fit) return magna_error_set(err, MAGNA_ERR_ARG, "impute: no table");
     if (!same_layout(t, fit))
-        return fail(err, MAGNA_ERR_ARG, "%s: impute: the table to fit on has other columns", src(t));
+        return magna_error_set(err, MAGNA_ERR_ARG, "%s: impute: the table to fit on has other columns", src(t));
     double *fill;
     magna_status st = impute_values(fit, &fill, err);
     if (st == MAGNA_OK) st = impute_apply(t, fill, err);
@@ -184,19 +174,19 @@ magna_status magna_table_split(const magna_table *t, double val_frac, double tes
     if (train) memset(train, 0, sizeof *train);
     if (val) memset(val, 0, sizeof *val);
     if (test) memset(test, 0, sizeof *test);
-    if (!t || !train) return fail(err, MAGNA_ERR_ARG, "split: no table");
+    if (!t || !train) return magna_error_set(err, MAGNA_ERR_ARG, "split: no table");
     if (!(val_frac >= 0 && val_frac < 1 && test_frac >= 0 && test_frac < 1))
-        return fail(err, MAGNA_ERR_ARG, "%s: split: fractions must be in [0, 1), got %g and %g", src(t), val_frac,
+        return magna_error_set(err, MAGNA_ERR_ARG, "%s: split: fractions must be in [0, 1), got %g and %g", src(t), val_frac,
                     test_frac);
     if ((val_frac > 0 && !val) || (test_frac > 0 && !test))
-        return fail(err, MAGNA_ERR_ARG, "%s: split: a %s fraction > 0 needs a table to fill", src(t),
+        return magna_error_set(err, MAGNA_ERR_ARG, "%s: split: a %s fraction > 0 needs a table to fill", src(t),
                     val_frac > 0 && !val ? "validation" : "test");
     int64_t n = t->rows, n_val = held_out(n, val_frac), n_test = held_out(n, test_frac);
     if (n_val + n_test >= n)
-        return fail(err, MAGNA_ERR_ARG, "%s: split: %lld rows leave no training rows (%lld validation, %lld test)",
+        return magna_error_set(err, MAGNA_ERR_ARG, "%s: split: %lld rows leave no training rows (%lld validation, %lld test)",
                     src(t), (long long)n, (long long)n_val, (long long)n_test);
     int64_t n_train = n - n_val - n_test, *perm = alloc_array(n, 1, sizeof *perm);
-    if (!perm) return fail(err, MAGNA_ERR_NOMEM, "%s: out of memory", src(t));
+    if (!perm) return magna_error_set(err, MAGNA_ERR_NOMEM, "%s: out of memory", src(t));
     /* Fisher-Yates on stream 1 of the counter-based RNG: the order depends on the seed alone */
     for (int64_t i = 0; i < n; i++) perm[i] = i;
     for (int64_t i = n - 1; i > 0; i--) {
@@ -240,9 +230,9 @@ void magna_standardizer_free(magna_standardizer *s) {
 magna_status magna_standardizer_fit(magna_standardizer *s, const magna_table *train, const char *const *columns,
                                     const char *except, magna_error *err) {
     clear(err);
-    if (!s) return fail(err, MAGNA_ERR_ARG, "standardizer: none given");
+    if (!s) return magna_error_set(err, MAGNA_ERR_ARG, "standardizer: none given");
     memset(s, 0, sizeof *s);
-    if (!train || train->rows < 1) return fail(err, MAGNA_ERR_ARG, "standardizer: no training rows");
+    if (!train || train->rows < 1) return magna_error_set(err, MAGNA_ERR_ARG, "standardizer: no training rows");
     int64_t *idx, n;
     magna_status st = pick_columns(train, columns, except, true, "standardizer", &idx, &n, err);
     if (st != MAGNA_OK) {
@@ -253,7 +243,7 @@ magna_status magna_standardizer_fit(magna_standardizer *s, const magna_table *tr
     s->mean = alloc_array(n, 1, sizeof *s->mean);
     s->std = alloc_array(n, 1, sizeof *s->std);
     if (!s->names || !s->mean || !s->std) {
-        st = fail(err, MAGNA_ERR_NOMEM, "%s: out of memory", src(train));
+        st = magna_error_set(err, MAGNA_ERR_NOMEM, "%s: out of memory", src(train));
         goto done;
     }
     s->count = n;
@@ -261,14 +251,14 @@ magna_status magna_standardizer_fit(magna_standardizer *s, const magna_table *tr
     for (int64_t k = 0; k < n; k++) {
         int64_t c = idx[k];
         if (!(s->names[k] = strdup(train->names[c]))) {
-            st = fail(err, MAGNA_ERR_NOMEM, "%s: out of memory", src(train));
+            st = magna_error_set(err, MAGNA_ERR_NOMEM, "%s: out of memory", src(train));
             goto done;
         }
         double mean = 0, var = 0;
         for (int64_t r = 0; r < rows; r++) {
             float v = train->values[r * cols + c];
             if (cell_missing(train, r, c) || !isfinite(v)) {
-                st = fail(err, cell_missing(train, r, c) ? MAGNA_ERR_FORMAT : MAGNA_ERR_NUMERIC,
+                st = magna_error_set(err, cell_missing(train, r, c) ? MAGNA_ERR_FORMAT : MAGNA_ERR_NUMERIC,
                           "%s:%lld: standardizer: column '%s': %s", src(train), (long long)train->line[r],
                           train->names[c], cell_missing(train, r, c) ? "missing value (impute first)" : "not finite");
                 goto done;
@@ -291,12 +281,12 @@ done:
 
 magna_status magna_standardizer_apply(const magna_standardizer *s, magna_table *t, magna_error *err) {
     clear(err);
-    if (!s || !t) return fail(err, MAGNA_ERR_ARG, "standardizer: no table");
+    if (!s || !t) return magna_error_set(err, MAGNA_ERR_ARG, "standardizer: no table");
     for (int64_t k = 0; k < s->count; k++) { /* check every column before changing any */
         int64_t c = magna_table_column(t, s->names[k]);
-        if (c < 0) return fail(err, MAGNA_ERR_ARG, "%s: standardizer: no column named '%s'", src(t), s->names[k]);
+        if (c < 0) return magna_error_set(err, MAGNA_ERR_ARG, "%s: standardizer: no column named '%s'", src(t), s->names[k]);
         if (t->categories[c].count)
-            return fail(err, MAGNA_ERR_ARG, "%s: standardizer: column '%s' is categorical", src(t), s->names[k]);
+            return magna_error_set(err, MAGNA_ERR_ARG, "%s: standardizer: column '%s' is categorical", src(t), s->names[k]);
     }
     for (int64_t k = 0; k < s->count; k++) {
         int64_t c = magna_table_column(t, s->names[k]);
@@ -312,7 +302,7 @@ magna_status magna_standardizer_apply(const magna_standardizer *s, magna_table *
 static magna_status check_present(const magna_table *t, int64_t c, const char *what, magna_error *err) {
     for (int64_t r = 0; t->missing && r < t->rows; r++)
         if (t->missing[r * t->cols + c])
-            return fail(err, MAGNA_ERR_FORMAT,
+            return magna_error_set(err, MAGNA_ERR_FORMAT,
                         "%s:%lld: %s: column '%s': missing value (impute it: magna_table_split or "
                         "magna_table_impute_mean)",
                         src(t), (long long)t->line[r], what, t->names[c]);
@@ -322,9 +312,9 @@ static magna_status check_present(const magna_table *t, int64_t c, const char *w
 magna_status magna_table_features(const magna_table *t, const char *const *columns, const char *except, float **x,
                                   int64_t *width, magna_error *err) {
     clear(err);
-    if (!x || !width) return fail(err, MAGNA_ERR_ARG, "features: nowhere to put them");
+    if (!x || !width) return magna_error_set(err, MAGNA_ERR_ARG, "features: nowhere to put them");
     *x = NULL, *width = 0;
-    if (!t) return fail(err, MAGNA_ERR_ARG, "features: no table");
+    if (!t) return magna_error_set(err, MAGNA_ERR_ARG, "features: no table");
     int64_t *idx, n, w = 0;
     magna_status st = pick_columns(t, columns, except, false, "features", &idx, &n, err);
     for (int64_t k = 0; st == MAGNA_OK && k < n; k++) {
@@ -332,7 +322,7 @@ magna_status magna_table_features(const magna_table *t, const char *const *colum
         w += t->categories[idx[k]].count ? t->categories[idx[k]].count : 1;
     }
     if (st == MAGNA_OK && !(*x = alloc_array(t->rows, w, sizeof **x)))
-        st = fail(err, MAGNA_ERR_NOMEM, "%s: features: out of memory (%lld x %lld)", src(t), (long long)t->rows,
+        st = magna_error_set(err, MAGNA_ERR_NOMEM, "%s: features: out of memory (%lld x %lld)", src(t), (long long)t->rows,
                   (long long)w);
     for (int64_t r = 0; st == MAGNA_OK && r < t->rows; r++) {
         float *out = *x + r * w;
@@ -344,7 +334,7 @@ magna_status magna_table_features(const magna_table *t, const char *const *colum
                 continue;
             }
             if (!(v >= 0 && v < (float)classes)) { /* only a caller's edit of the codes gets here */
-                st = fail(err, MAGNA_ERR_RANGE, "%s:%lld: features: column '%s': code %g of %d categories", src(t),
+                st = magna_error_set(err, MAGNA_ERR_RANGE, "%s:%lld: features: column '%s': code %g of %d categories", src(t),
                           (long long)t->line[r], t->names[idx[k]], (double)v, (int)classes);
                 break;
             }
@@ -365,17 +355,17 @@ magna_status magna_table_features(const magna_table *t, const char *const *colum
 
 magna_status magna_table_target(const magna_table *t, const char *column, float **y, magna_error *err) {
     clear(err);
-    if (!y) return fail(err, MAGNA_ERR_ARG, "target: nowhere to put it");
+    if (!y) return magna_error_set(err, MAGNA_ERR_ARG, "target: nowhere to put it");
     *y = NULL;
-    if (!t) return fail(err, MAGNA_ERR_ARG, "target: no table");
+    if (!t) return magna_error_set(err, MAGNA_ERR_ARG, "target: no table");
     int64_t c = magna_table_column(t, column);
-    if (c < 0) return fail(err, MAGNA_ERR_ARG, "%s: target: no column named '%s'", src(t), column ? column : "(null)");
+    if (c < 0) return magna_error_set(err, MAGNA_ERR_ARG, "%s: target: no column named '%s'", src(t), column ? column : "(null)");
     if (t->categories[c].count)
-        return fail(err, MAGNA_ERR_ARG, "%s: target: column '%s' is categorical (use magna_table_labels)", src(t),
+        return magna_error_set(err, MAGNA_ERR_ARG, "%s: target: column '%s' is categorical (use magna_table_labels)", src(t),
                     column);
     magna_status st = check_present(t, c, "target", err);
     if (st != MAGNA_OK) return st;
-    if (!(*y = alloc_array(t->rows, 1, sizeof **y))) return fail(err, MAGNA_ERR_NOMEM, "%s: out of memory", src(t));
+    if (!(*y = alloc_array(t->rows, 1, sizeof **y))) return magna_error_set(err, MAGNA_ERR_NOMEM, "%s: out of memory", src(t));
     for (int64_t r = 0; r < t->rows; r++) (*y)[r] = t->values[r * t->cols + c];
     return MAGNA_OK;
 }
@@ -383,22 +373,22 @@ magna_status magna_table_target(const magna_table *t, const char *column, float 
 magna_status magna_table_labels(const magna_table *t, const char *column, int32_t **labels, int32_t *classes,
                                 magna_error *err) {
     clear(err);
-    if (!labels || !classes) return fail(err, MAGNA_ERR_ARG, "labels: nowhere to put them");
+    if (!labels || !classes) return magna_error_set(err, MAGNA_ERR_ARG, "labels: nowhere to put them");
     *labels = NULL, *classes = 0;
-    if (!t) return fail(err, MAGNA_ERR_ARG, "labels: no table");
+    if (!t) return magna_error_set(err, MAGNA_ERR_ARG, "labels: no table");
     int64_t c = magna_table_column(t, column);
-    if (c < 0) return fail(err, MAGNA_ERR_ARG, "%s: labels: no column named '%s'", src(t), column ? column : "(null)");
+    if (c < 0) return magna_error_set(err, MAGNA_ERR_ARG, "%s: labels: no column named '%s'", src(t), column ? column : "(null)");
     magna_status st = check_present(t, c, "labels", err);
     if (st != MAGNA_OK) return st;
     if (!(*labels = alloc_array(t->rows, 1, sizeof **labels)))
-        return fail(err, MAGNA_ERR_NOMEM, "%s: out of memory", src(t));
+        return magna_error_set(err, MAGNA_ERR_NOMEM, "%s: out of memory", src(t));
     int32_t most = -1;
     for (int64_t r = 0; r < t->rows; r++) {
         float v = t->values[r * t->cols + c];
         if (!(v >= 0 && v < (float)MAX_CLASSES && v == floorf(v))) {
             free(*labels);
             *labels = NULL;
-            return fail(err, MAGNA_ERR_RANGE, "%s:%lld: labels: column '%s': %g is not a class index (0, 1, ...)",
+            return magna_error_set(err, MAGNA_ERR_RANGE, "%s:%lld: labels: column '%s': %g is not a class index (0, 1, ...)",
                         src(t), (long long)t->line[r], column, (double)v);
         }
         (*labels)[r] = (int32_t)v;
@@ -410,16 +400,16 @@ magna_status magna_table_labels(const magna_table *t, const char *column, int32_
 
 magna_status magna_one_hot(const int32_t *codes, int64_t n, int32_t classes, float **out, magna_error *err) {
     clear(err);
-    if (!out) return fail(err, MAGNA_ERR_ARG, "one_hot: nowhere to put it");
+    if (!out) return magna_error_set(err, MAGNA_ERR_ARG, "one_hot: nowhere to put it");
     *out = NULL;
     if (n < 0 || (n > 0 && !codes) || classes < 1)
-        return fail(err, MAGNA_ERR_ARG, "one_hot: %lld codes, %d classes", (long long)n, (int)classes);
+        return magna_error_set(err, MAGNA_ERR_ARG, "one_hot: %lld codes, %d classes", (long long)n, (int)classes);
     for (int64_t i = 0; i < n; i++)
         if (codes[i] < 0 || codes[i] >= classes)
-            return fail(err, MAGNA_ERR_RANGE, "one_hot: codes[%lld] = %d, expected 0 to %d", (long long)i,
+            return magna_error_set(err, MAGNA_ERR_RANGE, "one_hot: codes[%lld] = %d, expected 0 to %d", (long long)i,
                         (int)codes[i], (int)classes - 1);
     if (!(*out = alloc_array(n, classes, sizeof **out)))
-        return fail(err, MAGNA_ERR_NOMEM, "one_hot: out of memory (%lld x %d)", (long long)n, (int)classes);
+        return magna_error_set(err, MAGNA_ERR_NOMEM, "one_hot: out of memory (%lld x %d)", (long long)n, (int)classes);
     memset(*out, 0, (size_t)n * (size_t)classes * sizeof **out);
     for (int64_t i = 0; i < n; i++) (*out)[i * classes + codes[i]] = 1;
     return MAGNA_OK;
@@ -428,13 +418,7 @@ magna_status magna_one_hot(const int32_t *codes, int64_t n, int32_t classes, flo
 magna_status magna_table_dump_split(const char *path, const magna_table *all, const magna_table *train,
                                     const magna_table *test, magna_error *err) {
     FILE *f = fopen(path, "w");
-    if (!f) {
-        if (err) {
-            err->status = MAGNA_ERR_IO;
-            snprintf(err->message, sizeof err->message, "%s: cannot write: %s", path, strerror(errno));
-        }
-        return MAGNA_ERR_IO;
-    }
+    if (!f) return magna_error_set(err, MAGNA_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
     const magna_table *parts[2] = {train, test};
     const char *names[2] = {"train", "test"};
     fprintf(f, "{\"file\": \"%s\", \"rows\": %lld", all->path ? all->path : "", (long long)all->rows);
@@ -454,12 +438,6 @@ magna_status magna_table_dump_split(const char *path, const magna_table *all, co
         fprintf(f, "]");
     }
     fprintf(f, "}\n");
-    if (fclose(f) != 0) {
-        if (err) {
-            err->status = MAGNA_ERR_IO;
-            snprintf(err->message, sizeof err->message, "%s: write failed: %s", path, strerror(errno));
-        }
-        return MAGNA_ERR_IO;
-    }
+    if (fclose(f) != 0) return magna_error_set(err, MAGNA_ERR_IO, "%s: write failed: %s", path, strerror(errno));
     return MAGNA_OK;
 }

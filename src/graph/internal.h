@@ -126,6 +126,13 @@ typedef struct magna_op_def {
 
 extern const magna_op_def *const magna_op_table[OP_COUNT];
 
+/* core/core.c: fills a magna_error (when err is not NULL) with the status and the message; returns status.
+ * The one way file readers and writers report, so every message is made alike. */
+magna_status magna_error_set(magna_error *err, magna_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* io/tensorboard.c: mkdir -p; 0, or an errno with the path that failed copied into `failed`. */
+int magna_io_mkdirs(const char *dir, char *failed, size_t cap);
+
 /* graph.c */
 magna_status graph_error(magna_graph *g, magna_status status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -4,6 +4,7 @@
  * directory). Load parses the header with jansson and checks every length, offset and shape against the
  * file and the graph before it copies a single value. */
 #include "magna/io.h"
+#include "../graph/internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -20,18 +21,6 @@
 #endif
 
 #define HEADER_MAX ((uint64_t)100 << 20) /* 100 MiB, as the safetensors package */
-
-static magna_status fail(magna_error *err, magna_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static magna_status fail(magna_error *err, magna_status st, const char *fmt, ...) {
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err->message, sizeof err->message, fmt, ap);
-        va_end(ap);
-        err->status = st;
-    }
-    return st;
-}
 
 /* The param nodes then the state nodes, as one list. */
 static int tensor_count(magna_graph *g) { return magna_graph_param_count(g) + magna_graph_state_count(g); }
@@ -121,7 +110,7 @@ static int sync_dir(const char *path) {
 magna_status magna_save_safetensors(magna_graph *g, const char *path, const char *const *metadata_kv,
                                     magna_error *err) {
     if (err) err->status = MAGNA_OK, err->message[0] = '\0';
-    if (!g || !path || !*path) return fail(err, MAGNA_ERR_ARG, "save_safetensors: graph and path are required");
+    if (!g || !path || !*path) return magna_error_set(err, MAGNA_ERR_ARG, "save_safetensors: graph and path are required");
     const int n = tensor_count(g);
     /* validate the nodes and build the header */
     strbuf h = {0};
@@ -132,7 +121,7 @@ magna_status magna_save_safetensors(magna_graph *g, const char *path, const char
         for (int i = 0; metadata_kv[i]; i += 2) {
             if (!metadata_kv[i + 1]) {
                 free(h.p);
-                return fail(err, MAGNA_ERR_ARG, "save_safetensors %s: metadata key '%s' has no value", path,
+                return magna_error_set(err, MAGNA_ERR_ARG, "save_safetensors %s: metadata key '%s' has no value", path,
                             metadata_kv[i]);
             }
             if (i) sb_str(&h, ",");
@@ -149,23 +138,23 @@ magna_status magna_save_safetensors(magna_graph *g, const char *path, const char
         const char *name = magna_node_name(t);
         if (!name || !*name || strcmp(name, "__metadata__") == 0) {
             free(h.p);
-            return fail(err, MAGNA_ERR_ARG, "save_safetensors %s: tensor %d has the name '%s', which cannot be saved",
+            return magna_error_set(err, MAGNA_ERR_ARG, "save_safetensors %s: tensor %d has the name '%s', which cannot be saved",
                         path, i, name ? name : "");
         }
         for (int j = 0; j < i; j++)
             if (strcmp(magna_node_name(tensor_at(g, j)), name) == 0) {
                 free(h.p);
-                return fail(err, MAGNA_ERR_ARG, "save_safetensors %s: two tensors are named '%s'", path, name);
+                return magna_error_set(err, MAGNA_ERR_ARG, "save_safetensors %s: two tensors are named '%s'", path, name);
             }
         if (magna_node_dtype(t) != MAGNA_F32) {
             free(h.p);
-            return fail(err, MAGNA_ERR_DTYPE, "save_safetensors %s: tensor '%s' is %s, only F32 is saved", path, name,
+            return magna_error_set(err, MAGNA_ERR_DTYPE, "save_safetensors %s: tensor '%s' is %s, only F32 is saved", path, name,
                         magna_dtype_name(magna_node_dtype(t)));
         }
         const int64_t numel = magna_node_numel(t);
         if (numel > 0 && !magna_node_data(t)) {
             free(h.p);
-            return fail(err, MAGNA_ERR_STATE, "save_safetensors %s: tensor '%s' has no storage (compile the graph first)",
+            return magna_error_set(err, MAGNA_ERR_STATE, "save_safetensors %s: tensor '%s' has no storage (compile the graph first)",
                         path, name);
         }
         if (!first) sb_str(&h, ",");
@@ -182,7 +171,7 @@ magna_status magna_save_safetensors(magna_graph *g, const char *path, const char
     while (!h.oom && h.len % 8) sb_str(&h, " ");
     if (h.oom) {
         free(h.p);
-        return fail(err, MAGNA_ERR_NOMEM, "save_safetensors %s: out of memory for the header", path);
+        return magna_error_set(err, MAGNA_ERR_NOMEM, "save_safetensors %s: out of memory for the header", path);
     }
 
     /* write to a temp file beside the target, then rename over it */
@@ -190,14 +179,14 @@ magna_status magna_save_safetensors(magna_graph *g, const char *path, const char
     char *tmp = malloc(tlen);
     if (!tmp) {
         free(h.p);
-        return fail(err, MAGNA_ERR_NOMEM, "save_safetensors %s: out of memory", path);
+        return magna_error_set(err, MAGNA_ERR_NOMEM, "save_safetensors %s: out of memory", path);
     }
     snprintf(tmp, tlen, "%s.tmp.%ld", path, (long)getpid());
     magna_status st = MAGNA_OK;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
     if (!f) {
-        st = fail(err, MAGNA_ERR_IO, "save_safetensors %s: cannot create %s: %s", path, tmp, strerror(errno));
+        st = magna_error_set(err, MAGNA_ERR_IO, "save_safetensors %s: cannot create %s: %s", path, tmp, strerror(errno));
         if (fd >= 0) close(fd), unlink(tmp);
         free(tmp), free(h.p);
         return st;
@@ -214,28 +203,28 @@ magna_status magna_save_safetensors(magna_graph *g, const char *path, const char
         const int e = errno;
         fclose(f);
         unlink(tmp);
-        st = fail(err, MAGNA_ERR_IO, "save_safetensors %s: writing %s failed: %s", path, tmp, strerror(e));
+        st = magna_error_set(err, MAGNA_ERR_IO, "save_safetensors %s: writing %s failed: %s", path, tmp, strerror(e));
         free(tmp);
         return st;
     }
     if (fclose(f) != 0) {
         const int e = errno;
         unlink(tmp);
-        st = fail(err, MAGNA_ERR_IO, "save_safetensors %s: closing %s failed: %s", path, tmp, strerror(e));
+        st = magna_error_set(err, MAGNA_ERR_IO, "save_safetensors %s: closing %s failed: %s", path, tmp, strerror(e));
         free(tmp);
         return st;
     }
     if (rename(tmp, path) != 0) {
         const int e = errno;
         unlink(tmp);
-        st = fail(err, MAGNA_ERR_IO, "save_safetensors %s: renaming %s over it failed: %s", path, tmp, strerror(e));
+        st = magna_error_set(err, MAGNA_ERR_IO, "save_safetensors %s: renaming %s over it failed: %s", path, tmp, strerror(e));
         free(tmp);
         return st;
     }
     free(tmp);
     const int e = sync_dir(path);
     if (e) /* the new file is in place; only its durability across a crash is in doubt */
-        return fail(err, MAGNA_ERR_IO, "save_safetensors %s: written, but syncing its directory failed: %s", path,
+        return magna_error_set(err, MAGNA_ERR_IO, "save_safetensors %s: written, but syncing its directory failed: %s", path,
                     strerror(e));
     return MAGNA_OK;
 }
@@ -259,16 +248,16 @@ static bool read_exact(FILE *f, void *p, size_t n) { return n == 0 || fread(p, 1
 /* Checks one tensor entry against its node; fills *sp. */
 static magna_status check_entry(const char *path, const char *name, json_t *v, magna_node *t, uint64_t data_size,
                                 span *sp, magna_error *err) {
-    if (!json_is_object(v)) return fail(err, MAGNA_ERR_FORMAT, "%s: tensor '%s': entry is not a JSON object", path, name);
+    if (!json_is_object(v)) return magna_error_set(err, MAGNA_ERR_FORMAT, "%s: tensor '%s': entry is not a JSON object", path, name);
     json_t *dtype = json_object_get(v, "dtype");
     if (!json_is_string(dtype))
-        return fail(err, MAGNA_ERR_FORMAT, "%s: tensor '%s': field 'dtype' is missing or not a string", path, name);
+        return magna_error_set(err, MAGNA_ERR_FORMAT, "%s: tensor '%s': field 'dtype' is missing or not a string", path, name);
     if (strcmp(json_string_value(dtype), "F32") != 0)
-        return fail(err, MAGNA_ERR_FORMAT, "%s: tensor '%s': dtype '%s', expected 'F32'", path, name,
+        return magna_error_set(err, MAGNA_ERR_FORMAT, "%s: tensor '%s': dtype '%s', expected 'F32'", path, name,
                     json_string_value(dtype));
     json_t *shape = json_object_get(v, "shape");
     if (!json_is_array(shape))
-        return fail(err, MAGNA_ERR_FORMAT, "%s: tensor '%s': field 'shape' is missing or not an array", path, name);
+        return magna_error_set(err, MAGNA_ERR_FORMAT, "%s: tensor '%s': field 'shape' is missing or not an array", path, name);
     const int ndim = magna_node_ndim(t);
     const int64_t *want = magna_node_shape(t);
     char wbuf[128];
@@ -277,7 +266,7 @@ static magna_status check_entry(const char *path, const char *name, json_t *v, m
     for (size_t d = 0; d < json_array_size(shape); d++) {
         json_t *x = json_array_get(shape, d);
         if (!json_is_integer(x) || json_integer_value(x) < 0)
-            return fail(err, MAGNA_ERR_FORMAT, "%s: tensor '%s': field 'shape' has a non-integer or negative entry",
+            return magna_error_set(err, MAGNA_ERR_FORMAT, "%s: tensor '%s': field 'shape' has a non-integer or negative entry",
                         path, name);
         if (same && json_integer_value(x) != want[d]) same = false;
     }
@@ -290,22 +279,22 @@ static magna_status check_entry(const char *path, const char *name, json_t *v, m
             used += (size_t)snprintf(got + used, sizeof got - used, "%s%lld", d ? ", " : "",
                                      (long long)json_integer_value(json_array_get(shape, d)));
         if (used < sizeof got) snprintf(got + used, sizeof got - used, "]");
-        return fail(err, MAGNA_ERR_FORMAT, "%s: tensor '%s': shape %s in the file, the model's is %s", path, name, got,
+        return magna_error_set(err, MAGNA_ERR_FORMAT, "%s: tensor '%s': shape %s in the file, the model's is %s", path, name, got,
                     wbuf);
     }
     json_t *off = json_object_get(v, "data_offsets");
     if (!json_is_array(off) || json_array_size(off) != 2 || !json_is_integer(json_array_get(off, 0)) ||
         !json_is_integer(json_array_get(off, 1)))
-        return fail(err, MAGNA_ERR_FORMAT, "%s: tensor '%s': field 'data_offsets' is not [begin, end] integers", path,
+        return magna_error_set(err, MAGNA_ERR_FORMAT, "%s: tensor '%s': field 'data_offsets' is not [begin, end] integers", path,
                     name);
     const json_int_t b = json_integer_value(json_array_get(off, 0)), e = json_integer_value(json_array_get(off, 1));
     if (b < 0 || e < b || (uint64_t)e > data_size)
-        return fail(err, MAGNA_ERR_FORMAT,
+        return magna_error_set(err, MAGNA_ERR_FORMAT,
                     "%s: tensor '%s': data_offsets [%lld, %lld] out of range (the data section is %llu bytes)", path,
                     name, (long long)b, (long long)e, (unsigned long long)data_size);
     const uint64_t want_bytes = (uint64_t)magna_node_numel(t) * sizeof(float);
     if ((uint64_t)(e - b) != want_bytes)
-        return fail(err, MAGNA_ERR_FORMAT, "%s: tensor '%s': data_offsets [%lld, %lld] span %lld bytes, shape %s F32 needs %llu",
+        return magna_error_set(err, MAGNA_ERR_FORMAT, "%s: tensor '%s': data_offsets [%lld, %lld] span %lld bytes, shape %s F32 needs %llu",
                     path, name, (long long)b, (long long)e, (long long)(e - b), wbuf, (unsigned long long)want_bytes);
     sp->begin = (uint64_t)b, sp->end = (uint64_t)e;
     return MAGNA_OK;
@@ -313,18 +302,18 @@ static magna_status check_entry(const char *path, const char *name, json_t *v, m
 
 magna_status magna_load_safetensors(magna_graph *g, const char *path, magna_error *err) {
     if (err) err->status = MAGNA_OK, err->message[0] = '\0';
-    if (!g || !path) return fail(err, MAGNA_ERR_ARG, "load_safetensors: graph and path are required");
+    if (!g || !path) return magna_error_set(err, MAGNA_ERR_ARG, "load_safetensors: graph and path are required");
     FILE *f = fopen(path, "rb");
-    if (!f) return fail(err, MAGNA_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (!f) return magna_error_set(err, MAGNA_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
     if (fstat(fileno(f), &sb) != 0) {
         const int e = errno;
         fclose(f);
-        return fail(err, MAGNA_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
+        return magna_error_set(err, MAGNA_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
     }
     if (!S_ISREG(sb.st_mode)) {
         fclose(f);
-        return fail(err, MAGNA_ERR_IO, "%s: not a regular file", path);
+        return magna_error_set(err, MAGNA_ERR_IO, "%s: not a regular file", path);
     }
     const uint64_t fsize = (uint64_t)sb.st_size;
     magna_status st = MAGNA_OK;
@@ -335,67 +324,67 @@ magna_status magna_load_safetensors(magna_graph *g, const char *path, magna_erro
     const int n = tensor_count(g);
 
     if (fsize == 0) {
-        st = fail(err, MAGNA_ERR_FORMAT, "%s: empty file (a safetensors file starts with an 8-byte header length)", path);
+        st = magna_error_set(err, MAGNA_ERR_FORMAT, "%s: empty file (a safetensors file starts with an 8-byte header length)", path);
         goto done;
     }
     if (fsize < 8) {
-        st = fail(err, MAGNA_ERR_FORMAT, "%s: header length truncated: the file is %llu bytes, fewer than 8", path,
+        st = magna_error_set(err, MAGNA_ERR_FORMAT, "%s: header length truncated: the file is %llu bytes, fewer than 8", path,
                   (unsigned long long)fsize);
         goto done;
     }
     unsigned char len8[8];
     if (!read_exact(f, len8, 8)) {
-        st = fail(err, MAGNA_ERR_IO, "%s: reading the header length failed", path);
+        st = magna_error_set(err, MAGNA_ERR_IO, "%s: reading the header length failed", path);
         goto done;
     }
     uint64_t hlen = 0;
     for (int i = 0; i < 8; i++) hlen |= (uint64_t)len8[i] << (8 * i);
     if (hlen > fsize - 8) {
-        st = fail(err, MAGNA_ERR_FORMAT, "%s: header length %llu runs past the end of the file (%llu bytes)", path,
+        st = magna_error_set(err, MAGNA_ERR_FORMAT, "%s: header length %llu runs past the end of the file (%llu bytes)", path,
                   (unsigned long long)hlen, (unsigned long long)fsize);
         goto done;
     }
     if (hlen > HEADER_MAX || hlen < 2) {
-        st = fail(err, MAGNA_ERR_FORMAT, "%s: header length %llu is not sane (2 bytes .. 100 MiB)", path,
+        st = magna_error_set(err, MAGNA_ERR_FORMAT, "%s: header length %llu is not sane (2 bytes .. 100 MiB)", path,
                   (unsigned long long)hlen);
         goto done;
     }
     const uint64_t data_size = fsize - 8 - hlen;
     if (!(hdr = malloc((size_t)hlen))) {
-        st = fail(err, MAGNA_ERR_NOMEM, "%s: out of memory for a %llu-byte header", path, (unsigned long long)hlen);
+        st = magna_error_set(err, MAGNA_ERR_NOMEM, "%s: out of memory for a %llu-byte header", path, (unsigned long long)hlen);
         goto done;
     }
     if (!read_exact(f, hdr, (size_t)hlen)) {
-        st = fail(err, MAGNA_ERR_IO, "%s: reading the header failed", path);
+        st = magna_error_set(err, MAGNA_ERR_IO, "%s: reading the header failed", path);
         goto done;
     }
     json_error_t jerr;
     if (!(root = json_loadb(hdr, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr))) {
-        st = fail(err, MAGNA_ERR_FORMAT, "%s: header is not valid JSON: %s (line %d, column %d)", path, jerr.text,
+        st = magna_error_set(err, MAGNA_ERR_FORMAT, "%s: header is not valid JSON: %s (line %d, column %d)", path, jerr.text,
                   jerr.line, jerr.column);
         goto done;
     }
     if (!json_is_object(root)) {
-        st = fail(err, MAGNA_ERR_FORMAT, "%s: header is not a JSON object", path);
+        st = magna_error_set(err, MAGNA_ERR_FORMAT, "%s: header is not a JSON object", path);
         goto done;
     }
     json_t *meta = json_object_get(root, "__metadata__");
     if (meta) {
         if (!json_is_object(meta)) {
-            st = fail(err, MAGNA_ERR_FORMAT, "%s: field '__metadata__' is not an object", path);
+            st = magna_error_set(err, MAGNA_ERR_FORMAT, "%s: field '__metadata__' is not an object", path);
             goto done;
         }
         const char *k;
         json_t *v;
         json_object_foreach(meta, k, v) {
             if (!json_is_string(v)) {
-                st = fail(err, MAGNA_ERR_FORMAT, "%s: __metadata__ value of '%s' is not a string", path, k);
+                st = magna_error_set(err, MAGNA_ERR_FORMAT, "%s: __metadata__ value of '%s' is not a string", path, k);
                 goto done;
             }
         }
     }
     if (!(spans = calloc((size_t)n + 1, sizeof *spans))) {
-        st = fail(err, MAGNA_ERR_NOMEM, "%s: out of memory", path);
+        st = magna_error_set(err, MAGNA_ERR_NOMEM, "%s: out of memory", path);
         goto done;
     }
     for (int i = 0; i < n; i++) spans[i].node = -1;
@@ -408,7 +397,7 @@ magna_status magna_load_safetensors(magna_graph *g, const char *path, magna_erro
             for (int i = 0; i < n && idx < 0; i++)
                 if (strcmp(magna_node_name(tensor_at(g, i)), k) == 0 && spans[i].node < 0) idx = i;
             if (idx < 0) {
-                st = fail(err, MAGNA_ERR_FORMAT, "%s: unknown tensor '%s' (the model has no param or state by that name)",
+                st = magna_error_set(err, MAGNA_ERR_FORMAT, "%s: unknown tensor '%s' (the model has no param or state by that name)",
                           path, k);
                 goto done;
             }
@@ -418,20 +407,20 @@ magna_status magna_load_safetensors(magna_graph *g, const char *path, magna_erro
     }
     for (int i = 0; i < n; i++)
         if (spans[i].node < 0) {
-            st = fail(err, MAGNA_ERR_FORMAT, "%s: missing tensor '%s'", path, magna_node_name(tensor_at(g, i)));
+            st = magna_error_set(err, MAGNA_ERR_FORMAT, "%s: missing tensor '%s'", path, magna_node_name(tensor_at(g, i)));
             goto done;
         }
     qsort(spans, (size_t)n, sizeof *spans, span_cmp);
     uint64_t at = 0;
     for (int i = 0; i < n; i++) {
         if (spans[i].begin < at) {
-            st = fail(err, MAGNA_ERR_FORMAT, "%s: tensor '%s': data_offsets [%llu, %llu] overlap tensor '%s'", path,
+            st = magna_error_set(err, MAGNA_ERR_FORMAT, "%s: tensor '%s': data_offsets [%llu, %llu] overlap tensor '%s'", path,
                       magna_node_name(tensor_at(g, spans[i].node)), (unsigned long long)spans[i].begin,
                       (unsigned long long)spans[i].end, magna_node_name(tensor_at(g, spans[i - 1].node)));
             goto done;
         }
         if (spans[i].begin > at) {
-            st = fail(err, MAGNA_ERR_FORMAT, "%s: tensor '%s': data_offsets leave a gap of bytes [%llu, %llu) no tensor covers",
+            st = magna_error_set(err, MAGNA_ERR_FORMAT, "%s: tensor '%s': data_offsets leave a gap of bytes [%llu, %llu) no tensor covers",
                       path, magna_node_name(tensor_at(g, spans[i].node)), (unsigned long long)at,
                       (unsigned long long)spans[i].begin);
             goto done;
@@ -439,23 +428,23 @@ magna_status magna_load_safetensors(magna_graph *g, const char *path, magna_erro
         at = spans[i].end;
     }
     if (at != data_size) {
-        st = fail(err, MAGNA_ERR_FORMAT, "%s: data size mismatch: the data section is %llu bytes, the tensors cover %llu",
+        st = magna_error_set(err, MAGNA_ERR_FORMAT, "%s: data size mismatch: the data section is %llu bytes, the tensors cover %llu",
                   path, (unsigned long long)data_size, (unsigned long long)at);
         goto done;
     }
     for (int i = 0; i < n; i++)
         if (magna_node_numel(tensor_at(g, i)) > 0 && !magna_node_data(tensor_at(g, i))) {
-            st = fail(err, MAGNA_ERR_STATE, "%s: tensor '%s' has no storage in the graph (compile it first)", path,
+            st = magna_error_set(err, MAGNA_ERR_STATE, "%s: tensor '%s' has no storage in the graph (compile it first)", path,
                       magna_node_name(tensor_at(g, i)));
             goto done;
         }
     /* all checks passed: read the data whole, then copy it in, so a short read changes nothing */
     if (!(data = malloc((size_t)data_size + 1))) {
-        st = fail(err, MAGNA_ERR_NOMEM, "%s: out of memory for %llu bytes of data", path, (unsigned long long)data_size);
+        st = magna_error_set(err, MAGNA_ERR_NOMEM, "%s: out of memory for %llu bytes of data", path, (unsigned long long)data_size);
         goto done;
     }
     if (!read_exact(f, data, (size_t)data_size)) {
-        st = fail(err, MAGNA_ERR_IO, "%s: reading the data failed (the file changed while read?)", path);
+        st = magna_error_set(err, MAGNA_ERR_IO, "%s: reading the data failed (the file changed while read?)", path);
         goto done;
     }
     for (int i = 0; i < n; i++) {

@@ -7,6 +7,7 @@
  *
  * Also the directory helper (mkdir -p) shared with train_log.c through magna_io_mkdirs. */
 #include "magna/io.h"
+#include "../graph/internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -54,7 +55,6 @@ static uint32_t masked_crc(const void *data, size_t n) {
 /* ---- directories -------------------------------------------------------------------------------- */
 
 /* mkdir -p; returns 0 or an errno, with the component that failed in `failed` (size `cap`). */
-int magna_io_mkdirs(const char *dir, char *failed, size_t cap);
 int magna_io_mkdirs(const char *dir, char *failed, size_t cap) {
     const size_t n = strlen(dir);
     char *p = malloc(n + 1);
@@ -86,18 +86,6 @@ struct magna_tb_writer {
     char *path;
     char errmsg[512];
 };
-
-static magna_status fail(magna_error *err, magna_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static magna_status fail(magna_error *err, magna_status st, const char *fmt, ...) {
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err->message, sizeof err->message, fmt, ap);
-        va_end(ap);
-        err->status = st;
-    }
-    return st;
-}
 
 static double wall_time(void) {
     struct timespec ts;
@@ -139,13 +127,13 @@ static size_t put_event_head(unsigned char *b, int64_t step) {
 magna_tb_writer *magna_tb_open(const char *dir, magna_error *err) {
     if (err) err->status = MAGNA_OK, err->message[0] = '\0';
     if (!dir || !*dir) {
-        fail(err, MAGNA_ERR_ARG, "tensorboard: a directory is required");
+        magna_error_set(err, MAGNA_ERR_ARG, "tensorboard: a directory is required");
         return NULL;
     }
     char failed[512];
     int e = magna_io_mkdirs(dir, failed, sizeof failed);
     if (e) {
-        fail(err, MAGNA_ERR_IO, "tensorboard %s: cannot create the directory %s: %s", dir, failed, strerror(e));
+        magna_error_set(err, MAGNA_ERR_IO, "tensorboard %s: cannot create the directory %s: %s", dir, failed, strerror(e));
         return NULL;
     }
     char host[256] = "localhost";
@@ -158,7 +146,7 @@ magna_tb_writer *magna_tb_open(const char *dir, magna_error *err) {
     if (w) w->path = malloc(plen);
     if (!w || !w->path) {
         free(w);
-        fail(err, MAGNA_ERR_NOMEM, "tensorboard %s: out of memory", dir);
+        magna_error_set(err, MAGNA_ERR_NOMEM, "tensorboard %s: out of memory", dir);
         return NULL;
     }
     snprintf(w->path, plen, "%s/events.out.tfevents.%lld.%s.%ld.magna", dir, (long long)time(NULL), host,
@@ -166,7 +154,7 @@ magna_tb_writer *magna_tb_open(const char *dir, magna_error *err) {
     int fd = open(w->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     w->f = fd >= 0 ? fdopen(fd, "wb") : NULL;
     if (!w->f) {
-        fail(err, MAGNA_ERR_IO, "tensorboard: cannot create %s: %s", w->path, strerror(errno));
+        magna_error_set(err, MAGNA_ERR_IO, "tensorboard: cannot create %s: %s", w->path, strerror(errno));
         if (fd >= 0) close(fd);
         free(w->path), free(w);
         return NULL;
@@ -179,7 +167,7 @@ magna_tb_writer *magna_tb_open(const char *dir, magna_error *err) {
     b[n++] = (unsigned char)(sizeof version - 1);
     memcpy(b + n, version, sizeof version - 1), n += sizeof version - 1;
     if (write_record(w, b, n) != MAGNA_OK || fflush(w->f) != 0) {
-        fail(err, MAGNA_ERR_IO, "tensorboard: writing %s failed: %s", w->path, strerror(errno));
+        magna_error_set(err, MAGNA_ERR_IO, "tensorboard: writing %s failed: %s", w->path, strerror(errno));
         magna_tb_close(w);
         return NULL;
     }

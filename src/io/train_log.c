@@ -2,6 +2,7 @@
  * a plain SVG of the train and validation loss over epochs, written by hand and replaced atomically
  * (temp file, rename) after every epoch so a browser never sees half of one. */
 #include "magna/io.h"
+#include "../graph/internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -12,7 +13,6 @@
 #include <string.h>
 #include <unistd.h>
 
-int magna_io_mkdirs(const char *dir, char *failed, size_t cap); /* tensorboard.c */
 
 struct magna_train_log {
     char *dir, *csv_path, *svg_path;
@@ -25,18 +25,6 @@ struct magna_train_log {
     int n, cap;
 };
 
-static magna_status fail(magna_error *err, magna_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static magna_status fail(magna_error *err, magna_status st, const char *fmt, ...) {
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err->message, sizeof err->message, fmt, ap);
-        va_end(ap);
-        err->status = st;
-    }
-    return st;
-}
-
 static char *join(const char *dir, const char *name) {
     const size_t n = strlen(dir) + strlen(name) + 2;
     char *p = malloc(n);
@@ -47,19 +35,19 @@ static char *join(const char *dir, const char *name) {
 magna_train_log *magna_train_log_open(const char *dir, magna_error *err) {
     if (err) err->status = MAGNA_OK, err->message[0] = '\0';
     if (!dir || !*dir) {
-        fail(err, MAGNA_ERR_ARG, "train log: a directory is required");
+        magna_error_set(err, MAGNA_ERR_ARG, "train log: a directory is required");
         return NULL;
     }
     char failed[512];
     const int e = magna_io_mkdirs(dir, failed, sizeof failed);
     if (e) {
-        fail(err, MAGNA_ERR_IO, "train log %s: cannot create the directory %s: %s", dir, failed, strerror(e));
+        magna_error_set(err, MAGNA_ERR_IO, "train log %s: cannot create the directory %s: %s", dir, failed, strerror(e));
         return NULL;
     }
     magna_train_log *l = calloc(1, sizeof *l);
     if (!l || !(l->dir = strdup(dir)) || !(l->csv_path = join(dir, "log.csv")) ||
         !(l->svg_path = join(dir, "curves.svg"))) {
-        fail(err, MAGNA_ERR_NOMEM, "train log %s: out of memory", dir);
+        magna_error_set(err, MAGNA_ERR_NOMEM, "train log %s: out of memory", dir);
         magna_train_log_close(l);
         return NULL;
     }
@@ -70,7 +58,7 @@ magna_train_log *magna_train_log_open(const char *dir, magna_error *err) {
     }
     int fd = open(l->csv_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0 || !(l->csv = fdopen(fd, "w"))) {
-        fail(err, MAGNA_ERR_IO, "train log: cannot create %s: %s", l->csv_path, strerror(errno));
+        magna_error_set(err, MAGNA_ERR_IO, "train log: cannot create %s: %s", l->csv_path, strerror(errno));
         if (fd >= 0) close(fd);
         magna_train_log_close(l);
         return NULL;
@@ -185,12 +173,12 @@ static bool write_svg(FILE *f, const magna_train_log *l) {
 static magna_status refresh_svg(magna_train_log *l, magna_error *err) {
     const size_t tlen = strlen(l->svg_path) + 32;
     char *tmp = malloc(tlen);
-    if (!tmp) return fail(err, MAGNA_ERR_NOMEM, "train log %s: out of memory", l->svg_path);
+    if (!tmp) return magna_error_set(err, MAGNA_ERR_NOMEM, "train log %s: out of memory", l->svg_path);
     snprintf(tmp, tlen, "%s.tmp.%ld", l->svg_path, (long)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
     if (!f) {
-        magna_status st = fail(err, MAGNA_ERR_IO, "train log %s: cannot create %s: %s", l->svg_path, tmp, strerror(errno));
+        magna_status st = magna_error_set(err, MAGNA_ERR_IO, "train log %s: cannot create %s: %s", l->svg_path, tmp, strerror(errno));
         if (fd >= 0) close(fd), unlink(tmp);
         free(tmp);
         return st;
@@ -199,7 +187,7 @@ static magna_status refresh_svg(magna_train_log *l, magna_error *err) {
     const int e = errno;
     if (fclose(f) != 0 || !ok) {
         unlink(tmp);
-        magna_status st = fail(err, MAGNA_ERR_IO, "train log %s: writing %s failed: %s", l->svg_path, tmp,
+        magna_status st = magna_error_set(err, MAGNA_ERR_IO, "train log %s: writing %s failed: %s", l->svg_path, tmp,
                                strerror(ok ? errno : e));
         free(tmp);
         return st;
@@ -207,7 +195,7 @@ static magna_status refresh_svg(magna_train_log *l, magna_error *err) {
     if (rename(tmp, l->svg_path) != 0) {
         const int re = errno;
         unlink(tmp);
-        magna_status st = fail(err, MAGNA_ERR_IO, "train log %s: renaming %s over it failed: %s", l->svg_path, tmp,
+        magna_status st = magna_error_set(err, MAGNA_ERR_IO, "train log %s: renaming %s over it failed: %s", l->svg_path, tmp,
                                strerror(re));
         free(tmp);
         return st;
@@ -221,15 +209,15 @@ static magna_status refresh_svg(magna_train_log *l, magna_error *err) {
 magna_status magna_train_log_epoch(magna_train_log *l, int epoch, int64_t step, int n, const magna_log_scalar *s,
                                    magna_error *err) {
     if (err) err->status = MAGNA_OK, err->message[0] = '\0';
-    if (!l || n < 0 || (n > 0 && !s)) return fail(err, MAGNA_ERR_ARG, "train log: a log and scalars are required");
+    if (!l || n < 0 || (n > 0 && !s)) return magna_error_set(err, MAGNA_ERR_ARG, "train log: a log and scalars are required");
     if (l->ncols < 0) { /* first epoch: the columns */
         if (!(l->tags = calloc((size_t)n + 1, sizeof *l->tags)))
-            return fail(err, MAGNA_ERR_NOMEM, "train log %s: out of memory", l->dir);
+            return magna_error_set(err, MAGNA_ERR_NOMEM, "train log %s: out of memory", l->dir);
         for (int i = 0; i < n; i++)
             if (!s[i].tag || !*s[i].tag || !(l->tags[i] = strdup(s[i].tag))) {
                 for (int j = 0; j < i; j++) free(l->tags[j]);
                 free(l->tags), l->tags = NULL;
-                return fail(err, s[i].tag && *s[i].tag ? MAGNA_ERR_NOMEM : MAGNA_ERR_ARG,
+                return magna_error_set(err, s[i].tag && *s[i].tag ? MAGNA_ERR_NOMEM : MAGNA_ERR_ARG,
                             "train log %s: scalar %d has no tag (or out of memory)", l->dir, i);
             }
         l->ncols = n;
@@ -237,16 +225,16 @@ magna_status magna_train_log_epoch(magna_train_log *l, int epoch, int64_t step, 
         for (int i = 0; i < n; i++) fputc(',', l->csv), csv_column(l->csv, s[i].tag);
         fputc('\n', l->csv);
     } else {
-        if (n != l->ncols) return fail(err, MAGNA_ERR_ARG, "train log %s: %d scalars, the first epoch had %d", l->dir, n, l->ncols);
+        if (n != l->ncols) return magna_error_set(err, MAGNA_ERR_ARG, "train log %s: %d scalars, the first epoch had %d", l->dir, n, l->ncols);
         for (int i = 0; i < n; i++)
             if (!s[i].tag || strcmp(s[i].tag, l->tags[i]) != 0)
-                return fail(err, MAGNA_ERR_ARG, "train log %s: scalar %d is '%s', the first epoch had '%s'", l->dir, i,
+                return magna_error_set(err, MAGNA_ERR_ARG, "train log %s: scalar %d is '%s', the first epoch had '%s'", l->dir, i,
                             s[i].tag ? s[i].tag : "(null)", l->tags[i]);
     }
     /* TensorBoard */
     for (int i = 0; i < n; i++) {
         magna_status st = magna_tb_scalar(l->tb, s[i].tag, epoch, (float)s[i].value);
-        if (st != MAGNA_OK) return fail(err, st, "train log: %s", magna_tb_errmsg(l->tb));
+        if (st != MAGNA_OK) return magna_error_set(err, st, "train log: %s", magna_tb_errmsg(l->tb));
     }
     magna_tb_flush(l->tb);
     /* CSV */
@@ -254,7 +242,7 @@ magna_status magna_train_log_epoch(magna_train_log *l, int epoch, int64_t step, 
     for (int i = 0; i < n; i++) fprintf(l->csv, ",%.9g", s[i].value);
     fputc('\n', l->csv);
     if (fflush(l->csv) != 0 || ferror(l->csv))
-        return fail(err, MAGNA_ERR_IO, "train log: writing %s failed: %s", l->csv_path, strerror(errno));
+        return magna_error_set(err, MAGNA_ERR_IO, "train log: writing %s failed: %s", l->csv_path, strerror(errno));
     /* curves */
     if (l->n == l->cap) {
         const int cap = l->cap ? 2 * l->cap : 64;
@@ -264,7 +252,7 @@ magna_status magna_train_log_epoch(magna_train_log *l, int epoch, int64_t step, 
         if (lo) l->loss = lo;
         double *va = realloc(l->val, (size_t)cap * sizeof *va);
         if (va) l->val = va;
-        if (!ep || !lo || !va) return fail(err, MAGNA_ERR_NOMEM, "train log %s: out of memory", l->dir);
+        if (!ep || !lo || !va) return magna_error_set(err, MAGNA_ERR_NOMEM, "train log %s: out of memory", l->dir);
         l->cap = cap;
     }
     l->epochs[l->n] = epoch, l->loss[l->n] = NAN, l->val[l->n] = NAN;

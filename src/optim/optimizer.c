@@ -21,8 +21,7 @@ magna_optimizer *magna_optimizer_new(magna_graph *g, magna_optimizer_opts opts, 
     if (!err) err = &ignored;
     err->status = MAGNA_OK, err->message[0] = '\0';
     if (!g || !g->compiled || !g->params) {
-        err->status = MAGNA_ERR_STATE;
-        snprintf(err->message, sizeof err->message, "optimizer: compile the graph before making its optimizer");
+        magna_error_set(err, MAGNA_ERR_STATE, "optimizer: compile the graph before making its optimizer");
         return NULL;
     }
     if (opts.beta1 == 0) opts.beta1 = 0.9f;
@@ -31,11 +30,10 @@ magna_optimizer *magna_optimizer_new(magna_graph *g, magna_optimizer_opts opts, 
     if (!(opts.lr >= 0) || !(opts.momentum >= 0 && opts.momentum < 1) || !(opts.beta1 > 0 && opts.beta1 < 1) ||
         !(opts.beta2 > 0 && opts.beta2 < 1) || !(opts.weight_decay >= 0) || opts.kind > MAGNA_ADAMW ||
         (opts.nesterov && (opts.kind != MAGNA_SGD || opts.momentum == 0))) {
-        err->status = MAGNA_ERR_ARG;
-        snprintf(err->message, sizeof err->message,
-                 "optimizer: impossible options (lr %g, momentum %g, nesterov %d, betas %g/%g, weight decay %g): "
-                 "lr and decay must be >= 0, momentum and betas in [0, 1), Nesterov needs SGD with momentum",
-                 opts.lr, opts.momentum, opts.nesterov, opts.beta1, opts.beta2, opts.weight_decay);
+        magna_error_set(err, MAGNA_ERR_ARG,
+                        "optimizer: impossible options (lr %g, momentum %g, nesterov %d, betas %g/%g, weight decay %g): "
+                        "lr and decay must be >= 0, momentum and betas in [0, 1), Nesterov needs SGD with momentum",
+                        opts.lr, opts.momentum, opts.nesterov, opts.beta1, opts.beta2, opts.weight_decay);
         return NULL;
     }
     magna_optimizer *opt = calloc(1, sizeof *opt);
@@ -47,8 +45,7 @@ magna_optimizer *magna_optimizer_new(magna_graph *g, magna_optimizer_opts opts, 
     return opt;
 nomem:
     magna_optimizer_free(opt);
-    err->status = MAGNA_ERR_NOMEM;
-    snprintf(err->message, sizeof err->message, "optimizer: out of memory");
+    magna_error_set(err, MAGNA_ERR_NOMEM, "optimizer: out of memory");
     return NULL;
 }
 
