@@ -24,6 +24,10 @@ static inline magna_status infer_like_input(magna_graph *g, magna_node *n) {
     return MAGNA_OK;
 }
 
+/* y = softmax(x) over n values, stable (the max subtracted), y may be x; returns the log-sum-exp of x in
+ * double. Shared by softmax, log-softmax and cross-entropy (softmax.c). */
+double magna_softmax_row(const float *x, float *y, int64_t n);
+
 /* Normalises an axis that may count from the end; -1 when out of range. */
 static inline int norm_axis(int axis, int ndim) {
     if (axis < 0) axis += ndim;

@@ -97,16 +97,8 @@ static magna_status ce_forward(magna_graph *g, magna_node *n) {
     double total = 0;
 PARALLEL_FOR_REDUCE(x->numel > PAR_MIN, +, total, r, rows, 
         const float *xr = X + r * C;
-        float *p = P + r * C;
-        float mx = xr[0];
-        for (int64_t j = 1; j < C; j++) mx = xr[j] > mx ? xr[j] : mx;
-        for (int64_t j = 0; j < C; j++) p[j] = xr[j] - mx;
-        magna_vexp(p, p, C);
-        double s = 0;
-        for (int64_t j = 0; j < C; j++) s += p[j];
-        const float inv = (float)(1.0 / s);
-        for (int64_t j = 0; j < C; j++) p[j] *= inv;
-        total += (mx + log(s) - xr[label[r]]) * (weight ? weight[label[r]] : 1.0f);
+        const double lse = magna_softmax_row(xr, P + r * C, C);
+        total += (lse - xr[label[r]]) * (weight ? weight[label[r]] : 1.0f);
     );
     fval(n)[0] = (float)(total / (double)rows);
     return MAGNA_OK;

@@ -4,29 +4,31 @@
 
 #include <math.h>
 
+double magna_softmax_row(const float *x, float *y, int64_t n) {
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < n; j++) mx = x[j] > mx ? x[j] : mx;
+    for (int64_t j = 0; j < n; j++) y[j] = x[j] - mx;
+    magna_vexp(y, y, n);
+    double sum = 0;
+    for (int64_t j = 0; j < n; j++) sum += y[j];
+    const float inv = (float)(1.0 / sum);
+    for (int64_t j = 0; j < n; j++) y[j] *= inv;
+    return mx + log(sum);
+}
+
 static magna_status softmax_forward(magna_graph *g, magna_node *n) {
     (void)g;
     const int64_t C = n->shape[n->ndim - 1], rows = n->numel / C;
     const float *X = fval(n->in[0]);
     float *Y = fval(n);
     const bool log_form = n->op == OP_LOG_SOFTMAX;
-PARALLEL_FOR(n->numel > PAR_MIN, r, rows, 
+    PARALLEL_FOR(n->numel > PAR_MIN, r, rows, {
         const float *x = X + r * C;
         float *y = Y + r * C;
-        float mx = -INFINITY;
-        for (int64_t j = 0; j < C; j++) mx = x[j] > mx ? x[j] : mx;
-        for (int64_t j = 0; j < C; j++) y[j] = x[j] - mx;
-        magna_vexp(y, y, C);
-        double sum = 0;
-        for (int64_t j = 0; j < C; j++) sum += y[j];
-        if (log_form) {
-            float lse = mx + (float)log(sum);
-            for (int64_t j = 0; j < C; j++) y[j] = x[j] - lse;
-        } else {
-            float inv = (float)(1.0 / sum);
-            for (int64_t j = 0; j < C; j++) y[j] *= inv;
-        }
-    );
+        const double lse = magna_softmax_row(x, y, C);
+        if (log_form)
+            for (int64_t j = 0; j < C; j++) y[j] = (float)(x[j] - lse);
+    });
     return MAGNA_OK;
 }
 
