@@ -1,0 +1,597 @@
+/* model_file.c — reads a `magna` model file (the format: README.md "Command line" and the top of each file
+ * in models/) into a config, strictly: an unknown section or key, a value that does not parse or is out of
+ * range, a missing required key are errors naming the file and the line. */
+#include "model_file.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- the first error, one line --------------------------------------------------------------------- */
+
+char cli_error[1024];
+
+bool cli_fail(const char *fmt, ...) {
+    if (cli_error[0]) return false;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cli_error, sizeof cli_error, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+static char *dup_str(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+/* ---- the INI-like file ----------------------------------------------------------------------------- */
+
+typedef struct entry {
+    char *key, *value;
+    int line;
+    bool used;
+} entry;
+
+typedef struct section {
+    char *name;
+    int line;
+    entry *e;
+    int n, cap;
+} section;
+
+typedef struct ini {
+    const char *path;
+    section *s;
+    int n, cap;
+} ini;
+
+static void ini_free(ini *f) {
+    for (int i = 0; i < f->n; i++) {
+        for (int j = 0; j < f->s[i].n; j++) free(f->s[i].e[j].key), free(f->s[i].e[j].value);
+        free(f->s[i].e);
+        free(f->s[i].name);
+    }
+    free(f->s);
+    f->s = NULL, f->n = f->cap = 0;
+}
+
+static char *trim(char *s) {
+    while (*s == ' ' || *s == '\t') s++;
+    size_t n = strlen(s);
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n')) s[--n] = 0;
+    return s;
+}
+
+static const char *const SECTIONS[] = {"data", "model", "layer", "train", NULL};
+
+static bool ini_read(const char *path, ini *f) {
+    *f = (ini){.path = path};
+    FILE *in = fopen(path, "r");
+    if (!in) return cli_fail("%s: cannot open: %s", path, strerror(errno));
+    char buf[4096];
+    int line = 0;
+    bool ok = true;
+    while (ok && fgets(buf, sizeof buf, in)) {
+        line++;
+        if (!strchr(buf, '\n') && !feof(in)) {
+            ok = cli_fail("%s:%d: line longer than %d characters", path, line, (int)sizeof buf - 2);
+            break;
+        }
+        char *s = trim(buf);
+        if (!*s || *s == '#' || *s == ';') continue;
+        for (char *c = s + 1; *c; c++) /* an inline comment starts with whitespace then '#' or ';' */
+            if ((*c == '#' || *c == ';') && (c[-1] == ' ' || c[-1] == '\t')) {
+                *c = 0;
+                break;
+            }
+        s = trim(s);
+        if (*s == '[') {
+            size_t n = strlen(s);
+            if (s[n - 1] != ']') {
+                ok = cli_fail("%s:%d: '%s': a section header ends with ']'", path, line, s);
+                break;
+            }
+            s[n - 1] = 0;
+            char *name = trim(s + 1);
+            int k = 0;
+            while (SECTIONS[k] && strcmp(SECTIONS[k], name) != 0) k++;
+            if (!SECTIONS[k]) {
+                ok = cli_fail("%s:%d: unknown section [%s] (expected [data], [model], [layer] or [train])", path, line,
+                          name);
+                break;
+            }
+            for (int i = 0; i < f->n && strcmp(name, "layer") != 0; i++)
+                if (strcmp(f->s[i].name, name) == 0) {
+                    ok = cli_fail("%s:%d: a second [%s] section (the first is at line %d)", path, line, name, f->s[i].line);
+                    break;
+                }
+            if (!ok) break;
+            if (f->n == f->cap) {
+                int cap = f->cap ? 2 * f->cap : 8;
+                section *ns = realloc(f->s, (size_t)cap * sizeof *ns);
+                if (!ns) {
+                    ok = cli_fail("%s: out of memory", path);
+                    break;
+                }
+                f->s = ns, f->cap = cap;
+            }
+            f->s[f->n++] = (section){.name = dup_str(name), .line = line};
+            continue;
+        }
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            ok = cli_fail("%s:%d: '%s': expected 'key = value' or a [section]", path, line, s);
+            break;
+        }
+        *eq = 0;
+        char *key = trim(s), *value = trim(eq + 1);
+        if (!*key) {
+            ok = cli_fail("%s:%d: a value without a key", path, line);
+            break;
+        }
+        if (f->n == 0) {
+            ok = cli_fail("%s:%d: key '%s' is outside any section", path, line, key);
+            break;
+        }
+        section *sec = &f->s[f->n - 1];
+        for (int j = 0; j < sec->n; j++)
+            if (strcmp(sec->e[j].key, key) == 0) {
+                ok = cli_fail("%s:%d: [%s] key '%s' given twice (first at line %d)", path, line, sec->name, key,
+                          sec->e[j].line);
+                break;
+            }
+        if (!ok) break;
+        if (!*value) {
+            ok = cli_fail("%s:%d: [%s] key '%s' has no value", path, line, sec->name, key);
+            break;
+        }
+        if (sec->n == sec->cap) {
+            int cap = sec->cap ? 2 * sec->cap : 8;
+            entry *ne = realloc(sec->e, (size_t)cap * sizeof *ne);
+            if (!ne) {
+                ok = cli_fail("%s: out of memory", path);
+                break;
+            }
+            sec->e = ne, sec->cap = cap;
+        }
+        sec->e[sec->n++] = (entry){.key = dup_str(key), .value = dup_str(value), .line = line};
+    }
+    if (ok && ferror(in)) ok = cli_fail("%s: read error", path);
+    fclose(in);
+    if (!ok) ini_free(f);
+    return ok;
+}
+
+static section *find_section(ini *f, const char *name) {
+    for (int i = 0; i < f->n; i++)
+        if (strcmp(f->s[i].name, name) == 0) return &f->s[i];
+    return NULL;
+}
+
+/* A section's context in messages: "[layer] dense" or "[train]". */
+typedef struct ctx {
+    ini *f;
+    section *s;
+    const char *what; /* e.g. "dense", or NULL */
+} ctx;
+
+static const char *where(const ctx *c, char *buf, size_t n) {
+    if (c->what) snprintf(buf, n, "[%s] %s", c->s->name, c->what);
+    else snprintf(buf, n, "[%s]", c->s->name);
+    return buf;
+}
+
+static entry *lookup(const ctx *c, const char *key, bool required) {
+    for (int j = 0; j < c->s->n; j++)
+        if (strcmp(c->s->e[j].key, key) == 0) {
+            c->s->e[j].used = true;
+            return &c->s->e[j];
+        }
+    if (required) {
+        char w[96];
+        cli_fail("%s:%d: %s needs '%s'", c->f->path, c->s->line, where(c, w, sizeof w), key);
+    }
+    return NULL;
+}
+
+/* Each getter leaves *out alone when the key is absent and not required; false on an error. */
+static bool get_str(const ctx *c, const char *key, bool required, const char **out) {
+    entry *e = lookup(c, key, required);
+    if (!e) return !required;
+    *out = e->value;
+    return true;
+}
+
+bool parse_int(const char *s, int64_t *v) {
+    char *end;
+    errno = 0;
+    long long x = strtoll(s, &end, 10);
+    if (errno || end == s || *end) return false;
+    *v = x;
+    return true;
+}
+
+bool parse_double(const char *s, double *v) {
+    char *end;
+    errno = 0;
+    double x = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(x)) return false;
+    *v = x;
+    return true;
+}
+
+static bool get_int(const ctx *c, const char *key, bool required, int64_t lo, int64_t hi, int64_t *out) {
+    entry *e = lookup(c, key, required);
+    if (!e) return !required;
+    char w[96];
+    int64_t v;
+    if (!parse_int(e->value, &v))
+        return cli_fail("%s:%d: %s key '%s': '%s' is not a whole number", c->f->path, e->line, where(c, w, sizeof w), key,
+                    e->value);
+    if (v < lo || v > hi)
+        return cli_fail("%s:%d: %s key '%s': %lld is out of range [%lld, %lld]", c->f->path, e->line,
+                    where(c, w, sizeof w), key, (long long)v, (long long)lo, (long long)hi);
+    *out = v;
+    return true;
+}
+
+static bool get_num(const ctx *c, const char *key, bool required, double lo, double hi, double *out) {
+    entry *e = lookup(c, key, required);
+    if (!e) return !required;
+    char w[96];
+    double v;
+    if (!parse_double(e->value, &v))
+        return cli_fail("%s:%d: %s key '%s': '%s' is not a number", c->f->path, e->line, where(c, w, sizeof w), key,
+                    e->value);
+    if (v < lo || v > hi)
+        return cli_fail("%s:%d: %s key '%s': %g is out of range [%g, %g]", c->f->path, e->line, where(c, w, sizeof w), key,
+                    v, lo, hi);
+    *out = v;
+    return true;
+}
+
+static bool get_float(const ctx *c, const char *key, bool required, double lo, double hi, float *out) {
+    double v = *out;
+    if (!get_num(c, key, required, lo, hi, &v)) return false;
+    *out = (float)v;
+    return true;
+}
+
+/* One of `names` (NULL-terminated): *out is its index. */
+static bool get_enum(const ctx *c, const char *key, bool required, const char *const *names, int *out) {
+    entry *e = lookup(c, key, required);
+    if (!e) return !required;
+    for (int k = 0; names[k]; k++)
+        if (strcmp(names[k], e->value) == 0) {
+            *out = k;
+            return true;
+        }
+    char list[256] = "", w[96];
+    for (int k = 0; names[k]; k++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", k ? ", " : "", names[k]);
+    return cli_fail("%s:%d: %s key '%s': unknown value '%s' (expected one of: %s)", c->f->path, e->line,
+                where(c, w, sizeof w), key, e->value, list);
+}
+
+static bool get_bool(const ctx *c, const char *key, bool *out) {
+    int v = *out ? 1 : 0;
+    if (!get_enum(c, key, false, (const char *const[]){"false", "true", NULL}, &v)) return false;
+    *out = v == 1;
+    return true;
+}
+
+/* Every key of the section must have been read. */
+static bool no_unknown_keys(const ctx *c, const char *takes) {
+    for (int j = 0; j < c->s->n; j++)
+        if (!c->s->e[j].used) {
+            char w[96];
+            return cli_fail("%s:%d: %s: unknown key '%s' (it takes: %s)", c->f->path, c->s->e[j].line,
+                        where(c, w, sizeof w), c->s->e[j].key, takes);
+        }
+    return true;
+}
+
+/* Every key of the section is in `takes` ("a, b, c (a note)"): checked before any value is read, so that a
+ * misspelt key is reported as such rather than as the missing key it was meant to be. */
+static bool check_keys(const ctx *c, const char *takes) {
+    for (int j = 0; j < c->s->n; j++) {
+        const char *key = c->s->e[j].key;
+        const size_t n = strlen(key);
+        bool found = false;
+        for (const char *p = takes; *p && !found;) {
+            while (*p == ' ' || *p == ',') p++;
+            size_t len = strcspn(p, " ,(");
+            found = len == n && strncmp(p, key, n) == 0;
+            p += len;
+            if (*p == '(') p += strcspn(p, ")");
+            if (*p) p++;
+        }
+        if (!found) {
+            char w[96];
+            return cli_fail("%s:%d: %s: unknown key '%s' (it takes: %s)", c->f->path, c->s->e[j].line,
+                        where(c, w, sizeof w), key, takes);
+        }
+    }
+    return true;
+}
+
+/* A comma-separated list, each item trimmed: a NULL-terminated array of malloc'd strings. */
+static char **split_list(const char *s, int *count) {
+    int n = 1;
+    for (const char *p = s; *p; p++) n += *p == ',';
+    char **out = calloc((size_t)n + 1, sizeof *out);
+    char *copy = dup_str(s);
+    if (!out || !copy) {
+        free(out), free(copy);
+        return NULL;
+    }
+    int k = 0;
+    for (char *tok = copy, *next; tok; tok = next) {
+        next = strchr(tok, ',');
+        if (next) *next++ = 0;
+        out[k++] = dup_str(trim(tok));
+    }
+    free(copy);
+    if (count) *count = k;
+    return out;
+}
+
+static void free_list(char **l) {
+    for (int k = 0; l && l[k]; k++) free(l[k]);
+    free(l);
+}
+
+/* ---- the model file's meaning ---------------------------------------------------------------------- */
+
+
+void config_free(config *c) {
+    free(c->data_path), free(c->target), free(c->label);
+    free_list(c->names);
+    for (int i = 0; i < c->nlayers; i++) free(c->layer_names[i]);
+}
+
+static const char *const ACTIVATIONS[] = {"none", "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "softmax", NULL};
+
+typedef struct layer_type {
+    const char *name;
+    magna_layer_kind kind;
+    const char *takes;
+} layer_type;
+
+static const layer_type LAYER_TYPES[] = {
+    {"dense", MAGNA_LAYER_DENSE, "type, name, units, activation, l2"},
+    {"conv2d", MAGNA_LAYER_CONV2D, "type, name, filters, kernel, stride, padding, activation, l2"},
+    {"max_pool2d", MAGNA_LAYER_MAX_POOL2D, "type, kernel, stride"},
+    {"avg_pool2d", MAGNA_LAYER_AVG_POOL2D, "type, kernel, stride"},
+    {"flatten", MAGNA_LAYER_FLATTEN, "type"},
+    {"dropout", MAGNA_LAYER_DROPOUT, "type, rate"},
+    {"batch_norm", MAGNA_LAYER_BATCH_NORM, "type, name"},
+    {"layer_norm", MAGNA_LAYER_LAYER_NORM, "type, name"},
+    {"activation", MAGNA_LAYER_ACTIVATION, "type, activation, rate (the leaky_relu slope)"},
+    {"global_avg_pool2d", MAGNA_LAYER_GLOBAL_AVG_POOL2D, "type"},
+};
+enum { LAYER_TYPE_COUNT = sizeof LAYER_TYPES / sizeof LAYER_TYPES[0] };
+
+static bool read_data(ini *f, config *cf) {
+    section *s = find_section(f, "data");
+    if (!s) return cli_fail("%s: no [data] section (it needs kind and path)", f->path);
+    ctx c = {f, s, NULL};
+    cf->data_line = s->line;
+    int kind = 0;
+    const char *path = NULL, *target = NULL, *label = NULL, *names = NULL;
+    if (!get_enum(&c, "kind", true, (const char *const[]){"csv", "idx", NULL}, &kind) ||
+        !get_str(&c, "path", true, &path))
+        return false;
+    cf->kind = (data_kind)kind;
+    const char *takes = cf->kind == DATA_CSV ? "kind, path, target, label, skip, header, names, standardise, scale, "
+                                               "validation, test, seed, limit"
+                                             : "kind, path (the folder of the MNIST-style files), classes, "
+                                               "standardise, scale, validation, seed, limit";
+    if (!check_keys(&c, takes)) return false;
+    cf->header = true;
+    cf->scale = 1.0;
+    cf->data_path = dup_str(path);
+    if (!get_bool(&c, "standardise", &cf->standardise) || !get_num(&c, "scale", false, -1e30, 1e30, &cf->scale) ||
+        !get_num(&c, "validation", false, 0, 1e12, &cf->validation) ||
+        !get_int(&c, "limit", false, 0, INT64_MAX, &cf->limit))
+        return false;
+    int64_t seed = -1;
+    if (!get_int(&c, "seed", false, 0, INT64_MAX, &seed)) return false;
+    if (seed >= 0) cf->data_seed = (uint64_t)seed, cf->has_data_seed = true;
+    if (cf->kind == DATA_CSV) {
+        if (!get_str(&c, "target", false, &target) || !get_str(&c, "label", false, &label) ||
+            !get_int(&c, "skip", false, 0, 1000000, &cf->skip) || !get_bool(&c, "header", &cf->header) ||
+            !get_str(&c, "names", false, &names) || !get_num(&c, "test", false, 0, 0.99, &cf->test))
+            return false;
+        if (!target == !label)
+            return cli_fail("%s:%d: [data] needs exactly one of 'target' (a regression column) and 'label' (a class "
+                        "column)",
+                        f->path, s->line);
+        if (names && cf->header)
+            return cli_fail("%s:%d: [data] 'names' names the columns of a file without a header: add header = false",
+                        f->path, s->line);
+        if (target) cf->target = dup_str(target);
+        if (label) cf->label = dup_str(label);
+        if (names && !(cf->names = split_list(names, NULL))) return cli_fail("%s: out of memory", f->path);
+        return no_unknown_keys(&c, takes);
+    }
+    if (!get_int(&c, "classes", false, 0, 1 << 20, &cf->classes)) return false;
+    return no_unknown_keys(&c, takes);
+}
+
+static bool read_model(ini *f, config *cf) {
+    section *s = find_section(f, "model");
+    if (!s) return cli_fail("%s: no [model] section (it needs input)", f->path);
+    ctx c = {f, s, NULL};
+    cf->model_line = s->line;
+    const char *input = NULL;
+    if (!check_keys(&c, "input") || !get_str(&c, "input", true, &input)) return false;
+    entry *e = lookup(&c, "input", false);
+    int n = 0;
+    char **dims = split_list(input, &n);
+    if (!dims) return cli_fail("%s: out of memory", f->path);
+    bool ok = n <= MAGNA_MAX_DIMS - 1;
+    for (int k = 0; ok && k < n; k++) ok = parse_int(dims[k], &cf->input[k]) && cf->input[k] >= 1;
+    free_list(dims);
+    if (!ok)
+        return cli_fail("%s:%d: [model] key 'input': '%s' is not a shape (one to %d whole numbers >= 1, separated by "
+                    "commas)",
+                    f->path, e->line, input, MAGNA_MAX_DIMS - 1);
+    cf->input_ndim = n;
+    return no_unknown_keys(&c, "input");
+}
+
+static bool read_layer(ini *f, section *s, config *cf) {
+    ctx c = {f, s, NULL};
+    if (cf->nlayers == MAX_LAYERS) return cli_fail("%s:%d: more than %d layers", f->path, s->line, MAX_LAYERS);
+    const char *type = NULL;
+    if (!get_str(&c, "type", true, &type)) return false;
+    const layer_type *t = NULL;
+    for (int k = 0; k < LAYER_TYPE_COUNT; k++)
+        if (strcmp(LAYER_TYPES[k].name, type) == 0) t = &LAYER_TYPES[k];
+    if (!t) {
+        entry *e = lookup(&c, "type", false);
+        return cli_fail("%s:%d: [layer] unknown layer type '%s' (expected one of: dense, conv2d, max_pool2d, avg_pool2d, "
+                    "flatten, dropout, batch_norm, layer_norm, activation, global_avg_pool2d)",
+                    f->path, e->line, type);
+    }
+    c.what = t->name;
+    if (!check_keys(&c, t->takes)) return false;
+    magna_layer_spec *l = &cf->layers[cf->nlayers];
+    *l = (magna_layer_spec){.kind = t->kind};
+    const char *name = NULL;
+    int act = 0, pad = 0;
+    int64_t units = 0, kernel = 0, stride = 0;
+    bool ok = true;
+    switch (t->kind) {
+    case MAGNA_LAYER_DENSE:
+        ok = get_int(&c, "units", true, 1, 1 << 30, &units) && get_enum(&c, "activation", false, ACTIVATIONS, &act) &&
+             get_float(&c, "l2", false, 0, 1e6, &l->l2) && get_str(&c, "name", false, &name);
+        l->units = units;
+        break;
+    case MAGNA_LAYER_CONV2D:
+        ok = get_int(&c, "filters", true, 1, 1 << 30, &units) && get_int(&c, "kernel", true, 1, 1024, &kernel) &&
+             get_int(&c, "stride", false, 1, 1024, &stride) &&
+             get_enum(&c, "padding", false, (const char *const[]){"same", "valid", NULL}, &pad) &&
+             get_enum(&c, "activation", false, ACTIVATIONS, &act) && get_float(&c, "l2", false, 0, 1e6, &l->l2) &&
+             get_str(&c, "name", false, &name);
+        l->units = units, l->kernel = (int)kernel, l->stride = (int)stride, l->same = pad == 0;
+        break;
+    case MAGNA_LAYER_MAX_POOL2D:
+    case MAGNA_LAYER_AVG_POOL2D:
+        ok = get_int(&c, "kernel", false, 1, 1024, &kernel) && get_int(&c, "stride", false, 1, 1024, &stride);
+        l->kernel = (int)kernel, l->stride = (int)stride;
+        break;
+    case MAGNA_LAYER_DROPOUT: ok = get_float(&c, "rate", true, 0, 0.999, &l->rate); break;
+    case MAGNA_LAYER_BATCH_NORM:
+    case MAGNA_LAYER_LAYER_NORM: ok = get_str(&c, "name", false, &name); break;
+    case MAGNA_LAYER_ACTIVATION:
+        ok = get_enum(&c, "activation", true, ACTIVATIONS, &act) && get_float(&c, "rate", false, 0, 1e6, &l->rate);
+        break;
+    default: break;
+    }
+    if (!ok || !no_unknown_keys(&c, t->takes)) return false;
+    l->activation = (magna_activation)act;
+    if (name) l->name = cf->layer_names[cf->nlayers] = dup_str(name);
+    cf->nlayers++;
+    return true;
+}
+
+const char *const LOSSES[] = {"mse", "mae", "sparse_cross_entropy", "binary_cross_entropy", NULL};
+static const char *const METRICS[] = {"mse", "rmse", "mae", "r2", "accuracy", "top_k", NULL};
+
+static const char *TRAIN_KEYS = "loss, optimizer, lr, momentum, weight_decay, l2, batch, epochs, schedule, warmup, "
+                                "step_size, gamma, decay_steps, min_lr, clip, metrics, top_k, patience, seed";
+
+static bool read_train(ini *f, config *cf) {
+    section *s = find_section(f, "train");
+    if (!s) return cli_fail("%s: no [train] section (it needs loss, optimizer, lr, batch and epochs)", f->path);
+    ctx c = {f, s, NULL};
+    magna_compile_opts *o = &cf->compile;
+    int loss = 0, opt = 0, sched = 0;
+    int64_t seed = 42, warmup = 0, step_size = 0, decay = 0, top_k = 0;
+    const char *metrics = NULL;
+    o->optimizer.momentum = -1;
+    if (!check_keys(&c, TRAIN_KEYS) || !get_enum(&c, "loss", true, LOSSES, &loss) ||
+        !get_enum(&c, "optimizer", true, (const char *const[]){"sgd", "momentum", "nesterov", "adam", "adamw", NULL},
+                  &opt) ||
+        !get_float(&c, "lr", true, 1e-12, 1e6, &o->optimizer.lr) ||
+        !get_int(&c, "batch", true, 1, 1 << 24, &cf->batch) || !get_int(&c, "epochs", true, 1, 1 << 24, &cf->epochs) ||
+        !get_float(&c, "momentum", false, 0, 0.9999, &o->optimizer.momentum) ||
+        !get_float(&c, "weight_decay", false, 0, 1e6, &o->optimizer.weight_decay) ||
+        !get_float(&c, "l2", false, 0, 1e6, &o->l2) ||
+        !get_enum(&c, "schedule", false, (const char *const[]){"constant", "step", "exponential", "cosine", NULL},
+                  &sched) ||
+        !get_int(&c, "warmup", false, 0, INT64_MAX, &warmup) ||
+        !get_int(&c, "step_size", false, 1, INT64_MAX, &step_size) ||
+        !get_float(&c, "gamma", false, 1e-9, 1, &o->schedule.gamma) ||
+        !get_int(&c, "decay_steps", false, 1, INT64_MAX, &decay) ||
+        !get_float(&c, "min_lr", false, 0, 1e6, &o->schedule.min_lr) ||
+        !get_float(&c, "clip", false, 0, 1e12, &o->clip_norm) || !get_str(&c, "metrics", false, &metrics) ||
+        !get_int(&c, "top_k", false, 1, 1 << 20, &top_k) || !get_int(&c, "patience", false, 0, 1 << 24, &cf->patience) ||
+        !get_int(&c, "seed", false, 0, INT64_MAX, &seed))
+        return false;
+    o->loss = (magna_loss)loss;
+    const magna_optimizer_kind kinds[] = {MAGNA_SGD, MAGNA_SGD, MAGNA_SGD, MAGNA_ADAM, MAGNA_ADAMW};
+    o->optimizer.kind = kinds[opt];
+    o->optimizer.nesterov = opt == 2;
+    if (o->optimizer.momentum < 0) o->optimizer.momentum = opt == 1 || opt == 2 ? 0.9f : 0.0f;
+    else if (opt > 2) {
+        entry *e = lookup(&c, "momentum", false);
+        return cli_fail("%s:%d: [train] key 'momentum': only sgd, momentum and nesterov take it", f->path, e->line);
+    }
+    o->schedule.kind = (magna_schedule_kind)sched;
+    o->schedule.warmup_steps = warmup, o->schedule.step_size = step_size, o->schedule.decay_steps = decay;
+    o->top_k = (int)top_k;
+    cf->seed = (uint64_t)seed;
+    if (metrics) {
+        int n = 0;
+        char **list = split_list(metrics, &n);
+        if (!list) return cli_fail("%s: out of memory", f->path);
+        for (int k = 0; k < n; k++) {
+            int m = 0;
+            while (METRICS[m] && strcmp(METRICS[m], list[k]) != 0) m++;
+            if (!METRICS[m]) {
+                entry *e = lookup(&c, "metrics", false);
+                cli_fail("%s:%d: [train] key 'metrics': unknown metric '%s' (expected some of: mse, rmse, mae, r2, "
+                     "accuracy, top_k)",
+                     f->path, e->line, list[k]);
+                free_list(list);
+                return false;
+            }
+            o->metrics |= 1u << m; /* METRICS is in the order of the MAGNA_METRIC_* bits */
+        }
+        free_list(list);
+    } else
+        o->metrics = o->loss == MAGNA_LOSS_SPARSE_CE ? MAGNA_METRIC_ACCURACY : MAGNA_METRIC_RMSE;
+    return no_unknown_keys(&c, TRAIN_KEYS);
+}
+
+bool config_read(const char *path, config *cf) {
+    *cf = (config){.path = path};
+    ini f;
+    if (!ini_read(path, &f)) return false;
+    bool ok = read_data(&f, cf) && read_model(&f, cf);
+    for (int i = 0; ok && i < f.n; i++)
+        if (strcmp(f.s[i].name, "layer") == 0) ok = read_layer(&f, &f.s[i], cf);
+    if (ok && cf->nlayers == 0) ok = cli_fail("%s: no [layer] section (a model needs at least one layer)", path);
+    ok = ok && read_train(&f, cf);
+    if (ok && !cf->has_data_seed) cf->data_seed = cf->seed;
+    if (ok && cf->kind == DATA_CSV && (cf->label != NULL) != (cf->compile.loss == MAGNA_LOSS_SPARSE_CE))
+        ok = cli_fail("%s:%d: [data] %s", path, cf->data_line,
+                  cf->label ? "'label' gives class indices: the loss must be sparse_cross_entropy"
+                            : "'target' gives float targets: sparse_cross_entropy needs a 'label' column");
+    if (ok && cf->kind == DATA_IDX && cf->compile.loss != MAGNA_LOSS_SPARSE_CE)
+        ok = cli_fail("%s:%d: [data] idx images come with class labels: the loss must be sparse_cross_entropy", path,
+                  cf->data_line);
+    ini_free(&f);
+    if (!ok) config_free(cf);
+    return ok;
+}
+
