@@ -132,6 +132,41 @@ static magna_node *build_attn_causal_blocks(magna_graph *g, uint64_t seed) {
     return magna_attention(g, q, k, v, 1, true);
 }
 
+/* Cross-attention: Tq queries against Tk keys (either may be the longer), optionally causal (queries
+ * aligned to the end of the keys) and with per-row key lengths from 0 to Tk (a row with none outputs 0). */
+static magna_node *cross_case(magna_graph *g, uint64_t seed, bool causal, bool masked) {
+    const int64_t B = gc_randint(seed, 0, 2, 3), Tq = gc_randint(seed, 1, 1, 5), Tk = gc_randint(seed, 2, 1, 6);
+    const int heads = gc_randint(seed, 3, 1, 2);
+    const int64_t hd = gc_randint(seed, 4, 1, 3), C = heads * hd;
+    magna_node *q = gc_param(g, "q", 3, (int64_t[]){B, Tq, C}, -1.0f, 1.0f);
+    magna_node *k = gc_param(g, "k", 3, (int64_t[]){B, Tk, C}, -1.0f, 1.0f);
+    magna_node *v = gc_param(g, "v", 3, (int64_t[]){B, Tk, C}, -1.0f, 1.0f);
+    magna_node *len = masked ? magna_input(g, "key_lengths", MAGNA_I32, 1, (int64_t[]){B}) : NULL;
+    return magna_attention_masked(g, q, k, v, len, heads, causal);
+}
+/* Lengths cover 0 (a fully masked row), Tk (no padding) and values between. */
+static void fill_key_lengths(magna_graph *g, uint64_t seed) {
+    magna_node *len = magna_graph_find(g, "key_lengths"), *k = magna_graph_find(g, "k");
+    const int64_t B = magna_node_shape(len)[0], Tk = magna_node_shape(k)[1];
+    int32_t *l = magna_node_data_i32(len);
+    for (int64_t b = 0; b < B; b++) l[b] = (int32_t)gc_randint(seed, 10 + (uint64_t)b, 0, (int)Tk);
+    l[0] = (int32_t)Tk;
+    if (B > 2) l[B - 1] = 0;
+}
+static magna_node *build_attn_cross(magna_graph *g, uint64_t s) { return cross_case(g, s, false, false); }
+static magna_node *build_attn_cross_causal(magna_graph *g, uint64_t s) { return cross_case(g, s, true, false); }
+static magna_node *build_attn_cross_masked(magna_graph *g, uint64_t s) { return cross_case(g, s, false, true); }
+static magna_node *build_attn_cross_causal_masked(magna_graph *g, uint64_t s) { return cross_case(g, s, true, true); }
+/* Padding mask past one causal row block, so the column blocks start at later rows and stop at L. */
+static magna_node *build_attn_masked_blocks(magna_graph *g, uint64_t seed) {
+    const int64_t T = gc_randint(seed, 0, 66, 72);
+    const int64_t shape[3] = {3, T, 2};
+    magna_node *q = gc_param(g, "q", 3, shape, -1.0f, 1.0f);
+    magna_node *k = gc_param(g, "k", 3, shape, -1.0f, 1.0f);
+    magna_node *v = gc_param(g, "v", 3, shape, -1.0f, 1.0f);
+    return magna_attention_masked(g, q, k, v, magna_input(g, "key_lengths", MAGNA_I32, 1, (int64_t[]){3}), 1, true);
+}
+
 const gc_case gc_cases_sequence[] = {
     {"embedding 1-D ids", build_embedding_1d, fill_ids_repeated, 0, 0, 0},
     {"embedding 2-D ids, repeated", build_embedding_2d, fill_ids, 0, 0, 0},
@@ -152,5 +187,10 @@ const gc_case gc_cases_sequence[] = {
     {"attention causal, q=k=v shared", build_attn_shared, NULL, 0, 0, 0},
     {"attention full, q=k=v shared", build_attn_shared_full, NULL, 0, 0, 0},
     {"attention causal, T > 64 rows", build_attn_causal_blocks, NULL, 0, 0, 0},
+    {"attention cross, Tq != Tk", build_attn_cross, NULL, 0, 0, 0},
+    {"attention cross, causal end-aligned", build_attn_cross_causal, NULL, 0, 0, 0},
+    {"attention cross, key lengths", build_attn_cross_masked, fill_key_lengths, 0, 0, 0},
+    {"attention cross, causal + key lengths", build_attn_cross_causal_masked, fill_key_lengths, 0, 0, 0},
+    {"attention causal + key lengths, T > 64", build_attn_masked_blocks, fill_key_lengths, 0, 0, 0},
     {NULL, NULL, NULL, 0, 0, 0},
 };

@@ -314,7 +314,7 @@ static void check_errors(void) {
     snprintf(detail, sizeof detail, "%s", magna_graph_errmsg(g));
     check(!a && magna_graph_status(g) == MAGNA_ERR_SHAPE && strstr(detail, "attention") &&
               strstr(detail, "[2, 4, 6]") && strstr(detail, "[2, 5, 6]"),
-          "attention q [2, 4, 6] with k [2, 5, 6] is a shape error naming both", detail);
+          "attention with k [2, 5, 6] and v [2, 4, 6] is a shape error naming both", detail);
     magna_graph_free(g);
 
     g = magna_graph_new(1);
@@ -369,6 +369,75 @@ static void check_errors(void) {
     magna_graph_free(g);
 }
 
+/* Cross-attention with a padding mask against plain loops in double: Tq queries, Tk keys, batch row b
+ * sees keys 0..len[b]-1 (and, causal, j <= i + Tk - Tq); a row that sees none is zero. The masked keys and
+ * values are NaN, so any read of them shows. */
+static void check_masked_reference(const char *label, int64_t B, int64_t Tq, int64_t Tk, int H, int64_t hd,
+                                   bool causal, uint64_t seed) {
+    const int64_t C = H * hd;
+    magna_graph *g = magna_graph_new(seed);
+    magna_node *q = magna_input(g, "q", MAGNA_F32, 3, (int64_t[]){B, Tq, C});
+    magna_node *k = magna_input(g, "k", MAGNA_F32, 3, (int64_t[]){B, Tk, C});
+    magna_node *v = magna_input(g, "v", MAGNA_F32, 3, (int64_t[]){B, Tk, C});
+    magna_node *len = magna_input(g, "len", MAGNA_I32, 1, (int64_t[]){B});
+    magna_node *out = magna_attention_masked(g, q, k, v, len, H, causal);
+    magna_graph_keep(g, out);
+    if (magna_graph_compile(g, NULL) != MAGNA_OK) {
+        check(false, label, magna_graph_errmsg(g));
+        magna_graph_free(g);
+        return;
+    }
+    float *qd = magna_node_data(q), *kd = magna_node_data(k), *vd = magna_node_data(v);
+    int32_t *ld = magna_node_data_i32(len);
+    fill_uniform(qd, B * Tq * C, seed, 1);
+    fill_uniform(kd, B * Tk * C, seed, 2);
+    fill_uniform(vd, B * Tk * C, seed, 3);
+    for (int64_t b = 0; b < B; b++) {
+        ld[b] = (int32_t)(b == 0 ? (uint64_t)Tk : magna_rand_u64(seed, 4, (uint64_t)b) % (uint64_t)(Tk + 1));
+        for (int64_t j = ld[b]; j < Tk; j++)
+            for (int64_t c = 0; c < C; c++) kd[(b * Tk + j) * C + c] = vd[(b * Tk + j) * C + c] = NAN;
+    }
+    magna_status st = magna_graph_forward(g);
+    double err = st == MAGNA_OK ? 0.0 : INFINITY;
+    const float *o = magna_node_data(out);
+    double *p = malloc((size_t)Tk * sizeof(double));
+    for (int64_t b = 0; st == MAGNA_OK && b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int64_t i = 0; i < Tq; i++) {
+                int64_t n = ld[b];
+                if (causal && i + Tk - Tq + 1 < n) n = i + Tk - Tq + 1;
+                if (n < 0) n = 0;
+                double mx = -INFINITY, sum = 0.0;
+                for (int64_t j = 0; j < n; j++) {
+                    double s = 0.0;
+                    for (int64_t d = 0; d < hd; d++)
+                        s += (double)qd[(b * Tq + i) * C + h * hd + d] * kd[(b * Tk + j) * C + h * hd + d];
+                    p[j] = s / sqrt((double)hd);
+                    if (p[j] > mx) mx = p[j];
+                }
+                for (int64_t j = 0; j < n; j++) sum += p[j] = exp(p[j] - mx);
+                for (int64_t d = 0; d < hd; d++) {
+                    double acc = 0.0;
+                    for (int64_t j = 0; j < n; j++) acc += p[j] / sum * vd[(b * Tk + j) * C + h * hd + d];
+                    double e = fabs(acc - o[(b * Tq + i) * C + h * hd + d]);
+                    if (!(e <= err)) err = e;
+                }
+            }
+    free(p);
+    char detail[160];
+    snprintf(detail, sizeof detail, "max abs error %.3g (limit %.0e)%s", err, TOL,
+             st == MAGNA_OK ? "" : magna_graph_errmsg(g));
+    check(err <= TOL, label, detail);
+    /* a length past Tk is a forward error naming the row */
+    if (st == MAGNA_OK) {
+        ld[B - 1] = (int32_t)Tk + 1;
+        st = magna_graph_forward(g);
+        snprintf(detail, sizeof detail, "%s", magna_graph_errmsg(g));
+        check(st == MAGNA_ERR_RANGE && strstr(detail, "key_lengths"), "key_lengths past Tk fails forward", detail);
+    }
+    magna_graph_free(g);
+}
+
 int main(void) {
     compare("causal B=2 T=16 C=32 H=4", 2, 16, 32, 4, true, false, 1);
     compare("full B=2 T=16 C=32 H=4", 2, 16, 32, 4, false, false, 2);
@@ -378,6 +447,11 @@ int main(void) {
     compare("full B=1 T=100 C=12 H=3", 1, 100, 12, 3, false, false, 6);
     compare("causal q=k=v one node B=2 T=9 C=8 H=2", 2, 9, 8, 2, true, true, 7);
     compare("full q=k=v one node B=2 T=9 C=8 H=2", 2, 9, 8, 2, false, true, 8);
+    check_masked_reference("cross Tq=5 Tk=9 H=2, key lengths", 4, 5, 9, 2, 4, false, 11);
+    check_masked_reference("cross causal Tq=3 Tk=8 (end-aligned), key lengths", 4, 3, 8, 2, 3, true, 12);
+    check_masked_reference("causal Tq=Tk=70 (two row blocks), key lengths", 3, 70, 70, 2, 8, true, 13);
+    check_masked_reference("causal Tq=6 > Tk=4: early rows see nothing", 2, 6, 4, 1, 4, true, 14);
+    check_masked_reference("decode: Tq=1 against Tk=33, key lengths", 5, 1, 33, 4, 8, false, 15);
     check_set_batch();
     check_layer_norm_large();
     check_embedding_large();

@@ -103,9 +103,15 @@ magna_node *magna_avg_pool2d(magna_graph *g, magna_node *x, magna_pool2d_opts op
  * mode; the identity otherwise. The mask is a function of (graph seed, node, rng step, element). */
 magna_node *magna_dropout(magna_graph *g, magna_node *x, float p);
 
-/* Causal (or not) multi-head self-attention core: q, k, v [B, T, C] with C = heads * head_dim
+/* Causal (or not) multi-head attention core: q, k, v [B, T, C] with C = heads * head_dim
  * -> softmax(q k^T / sqrt(head_dim), masked) v, heads side by side in [B, T, C]. */
 magna_node *magna_attention(magna_graph *g, magna_node *q, magna_node *k, magna_node *v, int heads, bool causal);
+/* The general form: q [B, Tq, C] attends to k, v [B, Tk, C] (cross-attention when they come from another
+ * sequence). key_lengths, int32 [B] or NULL, masks padding: batch row b sees only keys 0..key_lengths[b]-1
+ * (a row that sees none outputs zeros). When causal, query i sees keys j <= i + Tk - Tq: the queries are
+ * the last Tq positions of the keys' sequence (decoding one token against a cache: Tq = 1). */
+magna_node *magna_attention_masked(magna_graph *g, magna_node *q, magna_node *k, magna_node *v,
+                                   magna_node *key_lengths, int heads, bool causal);
 
 /* ---- losses (scalar, mean over elements or rows) ------------------------------------------------ */
 

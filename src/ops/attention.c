@@ -1,33 +1,42 @@
-/* attention.c — fused multi-head scaled dot-product attention, causal or not.
+/* attention.c — fused multi-head scaled dot-product attention: self or cross, causal or not, with an
+ * optional key padding mask.
  *
- * q, k, v and the output are [B, T, C] with the H heads side by side in C (head h owns columns
- * h*hd .. h*hd+hd-1, hd = C / H), as GPT-2 lays them out. Every (b, h) pair is independent: it reads
- * a [T, hd] slice of q, k and v with leading dimension C (no copies) and writes the same slice of the
- * output. The pairs run in parallel, one per thread, each calling sgemm single-threaded.
+ * q is [B, Tq, C], k and v are [B, Tk, C], the output is [B, Tq, C], with the H heads side by side in C
+ * (head h owns columns h*hd .. h*hd+hd-1, hd = C / H), as GPT-2 lays them out. Every (b, h) pair is
+ * independent: it reads a [T, hd] slice of q, k and v with leading dimension C (no copies) and writes
+ * the same slice of the output. The pairs run in parallel, one per thread, each calling sgemm
+ * single-threaded.
  *
- * Forward keeps the probabilities P [B, H, T, T] in `saved`; backward needs dP [T, T] of scratch per
- * thread in the workspace, turned in place into dS.
+ * Which keys a query row i of batch b sees: the first L_b keys (L_b = key_lengths[b], or Tk without a
+ * mask: right padding, as a batch of sequences of different lengths has), and when causal only keys
+ * j <= i + (Tk - Tq): the queries are the last Tq positions of the keys' sequence (Tq = Tk in training,
+ * Tq = 1 when decoding one token against a cache). A row that sees no key outputs zeros.
  *
- * Causal attention works in row blocks of ATTN_BLOCK: rows r0..r1 only see keys 0..r1, so each block's
- * products stop there and about half the flops of the masked upper triangle are never spent. Inside a
- * block's diagonal tile the masked entries of P and dS are written as zeros; entries right of the
- * tile are never written and never read. */
+ * Forward keeps the probabilities P [B, H, Tq, Tk] in `saved`; backward needs dP [Tq, Tk] of scratch
+ * per thread in the workspace, turned in place into dS.
+ *
+ * Rows are taken in blocks of ATTN_BLOCK when causal: rows r0..r1 only see keys 0..kc (kc = what
+ * the block's last row sees), so each block's products stop there and about half the flops of the
+ * masked upper triangle are never spent; a padding mask cuts them the same way. Every row of P and dS
+ * is written out to Tk (zeros where masked), so backward can read any column block. */
 #include "common.h"
 
 #include <limits.h>
 #include <math.h>
 #include <omp.h>
+#include <string.h>
 
 #define ATTN_BLOCK 64
 
 static int max_threads(void) { return omp_get_max_threads(); }
 
-/* Floats of backward scratch per thread: dP / dS [T, T], rounded up to a cache line. */
-static size_t attn_scratch_floats(int64_t T) { return ((size_t)(T * T) + 15) & ~(size_t)15; }
+/* Floats of backward scratch per thread: dP / dS [Tq, Tk], rounded up to a cache line. */
+static size_t attn_scratch_floats(int64_t Tq, int64_t Tk) { return ((size_t)(Tq * Tk) + 15) & ~(size_t)15; }
 
-/* q, k, v are [B, T, C], C = heads * hd -> out is [B, T, C]; saved P is [B, H, T, T]. */
+/* q [B, Tq, C]; k, v [B, Tk, C], C = heads * hd; key_lengths int32 [B] (optional 4th input) -> out is
+ * [B, Tq, C]; saved P is [B, H, Tq, Tk]. */
 static magna_status attention_infer(magna_graph *g, magna_node *n) {
-    const magna_node *q = n->in[0];
+    const magna_node *q = n->in[0], *k = n->in[1];
     const int64_t H = n->ip[0];
     static const char *const names[3] = {"q", "k", "v"};
     char a[SHAPE_STR_MAX], b[SHAPE_STR_MAX];
@@ -35,29 +44,37 @@ static magna_status attention_infer(magna_graph *g, magna_node *n) {
         if (n->in[i]->dtype != MAGNA_F32)
             return graph_error(g, MAGNA_ERR_DTYPE, "attention: %s must be float32, got %s", names[i],
                                magna_dtype_name(n->in[i]->dtype));
-    if (q->ndim != 3)
-        return graph_error(g, MAGNA_ERR_SHAPE, "attention: q must be [B, T, C], got q %s", shape_str(q, a, sizeof a));
-    for (int i = 1; i < 3; i++) {
-        const magna_node *o = n->in[i];
-        bool same = o->ndim == 3;
-        for (int d = 0; same && d < 3; d++) same = o->shape[d] == q->shape[d];
-        if (!same)
-            return graph_error(g, MAGNA_ERR_SHAPE, "attention: q %s and %s %s must have the same shape [B, T, C]",
-                               shape_str(q, a, sizeof a), names[i], shape_str(o, b, sizeof b));
-    }
-    const int64_t B = q->shape[0], T = q->shape[1], C = q->shape[2];
+    for (int i = 0; i < 3; i++)
+        if (n->in[i]->ndim != 3)
+            return graph_error(g, MAGNA_ERR_SHAPE, "attention: %s must be [B, T, C], got %s", names[i],
+                               shape_str(n->in[i], a, sizeof a));
+    const magna_node *v = n->in[2];
+    if (k->shape[0] != q->shape[0] || k->shape[2] != q->shape[2])
+        return graph_error(g, MAGNA_ERR_SHAPE, "attention: q %s and k %s must agree in B and C",
+                           shape_str(q, a, sizeof a), shape_str(k, b, sizeof b));
+    for (int d = 0; d < 3; d++)
+        if (v->shape[d] != k->shape[d])
+            return graph_error(g, MAGNA_ERR_SHAPE, "attention: k %s and v %s must have the same shape",
+                               shape_str(k, a, sizeof a), shape_str(v, b, sizeof b));
+    const int64_t B = q->shape[0], Tq = q->shape[1], Tk = k->shape[1], C = q->shape[2];
     if (C % H != 0)
         return graph_error(g, MAGNA_ERR_SHAPE, "attention: q %s has C = %lld, which %lld heads do not divide",
                            shape_str(q, a, sizeof a), (long long)C, (long long)H);
-    if (C > INT_MAX || T > INT_MAX)
+    if (C > INT_MAX || Tq > INT_MAX || Tk > INT_MAX)
         return graph_error(g, MAGNA_ERR_SHAPE, "attention: q %s is too large (T and C must fit in an int)",
                            shape_str(q, a, sizeof a));
+    if (n->n_in == 4) {
+        const magna_node *len = n->in[3];
+        if (len->dtype != MAGNA_I32 || len->ndim != 1 || len->shape[0] != B)
+            return graph_error(g, MAGNA_ERR_SHAPE, "attention: key_lengths must be int32 [B] = [%lld], got %s %s",
+                               (long long)B, magna_dtype_name(len->dtype), shape_str(len, a, sizeof a));
+    }
     node_set_shape(n, 3, q->shape);
     n->dtype = MAGNA_F32;
-    n->saved_bytes = (size_t)(B * H) * (size_t)(T * T) * sizeof(float);
+    n->saved_bytes = (size_t)(B * H) * (size_t)(Tq * Tk) * sizeof(float);
     /* Backward scratch for every thread; after compile the workspace is fixed, so if the thread count
      * grew since, backward runs on fewer threads instead of asking for more. */
-    size_t per_thread = attn_scratch_floats(T) * sizeof(float);
+    size_t per_thread = attn_scratch_floats(Tq, Tk) * sizeof(float);
     size_t ws = per_thread * (size_t)max_threads();
     if (g->compiled && ws > g->workspace_bytes) ws = g->workspace_bytes / per_thread * per_thread;
     n->workspace_bytes = ws > per_thread ? ws : per_thread;
@@ -67,19 +84,21 @@ static magna_status attention_infer(magna_graph *g, magna_node *n) {
 /* p[0..len) = softmax(p[0..len)), p[len..end) = 0. The simd pragmas let the reductions vectorise (a fixed
  * order per build, so still deterministic); exp is magna_vexp. */
 static void softmax_row(float *p, int len, int end) {
-    float mx = p[0];
+    if (len > 0) {
+        float mx = p[0];
 #pragma omp simd reduction(max : mx)
-    for (int j = 1; j < len; j++) mx = p[j] > mx ? p[j] : mx;
+        for (int j = 1; j < len; j++) mx = p[j] > mx ? p[j] : mx;
 #pragma omp simd
-    for (int j = 0; j < len; j++) p[j] -= mx;
-    magna_vexp(p, p, len);
-    float sum = 0.0f;
+        for (int j = 0; j < len; j++) p[j] -= mx;
+        magna_vexp(p, p, len);
+        float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-    for (int j = 0; j < len; j++) sum += p[j];
-    const float inv = 1.0f / sum;
+        for (int j = 0; j < len; j++) sum += p[j];
+        const float inv = 1.0f / sum;
 #pragma omp simd
-    for (int j = 0; j < len; j++) p[j] *= inv;
-    for (int j = len; j < end; j++) p[j] = 0.0f;
+        for (int j = 0; j < len; j++) p[j] *= inv;
+    }
+    for (int j = len > 0 ? len : 0; j < end; j++) p[j] = 0.0f;
 }
 
 /* ds[0..len) = p * (ds - sum(p * ds)) (the softmax backward, in place on dP), ds[len..end) = 0. */
@@ -89,106 +108,144 @@ static void softmax_row_backward(const float *p, float *ds, int len, int end) {
     for (int j = 0; j < len; j++) dot += p[j] * ds[j];
 #pragma omp simd
     for (int j = 0; j < len; j++) ds[j] = p[j] * (ds[j] - dot);
-    for (int j = len; j < end; j++) ds[j] = 0.0f;
+    for (int j = len > 0 ? len : 0; j < end; j++) ds[j] = 0.0f;
 }
 
-/* One (b, h): q, k, v, out point at the head's first column, row stride C; P is [T, T].
- * S = q k^T * scale, P = softmax(S) over keys j (j <= i when causal), out = P v. */
-static void attention_head_forward(const float *q, const float *k, const float *v, float *out, float *P, int T, int C,
-                                   int hd, float scale, bool causal) {
-    const int block = causal ? ATTN_BLOCK : T;
-    for (int r0 = 0; r0 < T; r0 += block) {
-        const int r1 = r0 + block < T ? r0 + block : T, kc = causal ? r1 : T;
-        magna_sgemm(false, true, r1 - r0, kc, hd, scale, q + (size_t)r0 * C, C, k, C, 0.0f, P + (size_t)r0 * T, T);
-        for (int i = r0; i < r1; i++) softmax_row(P + (size_t)i * T, causal ? i + 1 : T, kc);
-        magna_sgemm(false, false, r1 - r0, hd, kc, 1.0f, P + (size_t)r0 * T, T, v, C, 0.0f, out + (size_t)r0 * C, C);
+/* One (b, h) pair's view: q, k, v, out (and their grads) point at the head's first column, row stride C. */
+typedef struct attn_head {
+    int Tq, Tk, C, hd;
+    int keys;  /* L_b: keys 0..keys-1 exist */
+    int shift; /* causal: row i sees keys j <= i + shift; INT_MAX/2 when not causal */
+    float scale;
+} attn_head;
+
+/* How many keys row i sees (0..Tk). */
+static int visible(const attn_head *h, int i) {
+    const int causal_end = i + h->shift + 1;
+    const int n = causal_end < h->keys ? causal_end : h->keys;
+    return n > 0 ? n : 0;
+}
+
+static int row_block(const attn_head *h) { return h->shift < INT_MAX / 4 ? ATTN_BLOCK : h->Tq; }
+
+/* S = q k^T * scale, P = softmax(S) over the keys each row sees, out = P v. */
+static void attention_head_forward(const attn_head *h, const float *q, const float *k, const float *v, float *out,
+                                   float *P) {
+    const int Tq = h->Tq, Tk = h->Tk, C = h->C, hd = h->hd, block = row_block(h);
+    for (int r0 = 0; r0 < Tq; r0 += block) {
+        const int r1 = r0 + block < Tq ? r0 + block : Tq, kc = visible(h, r1 - 1);
+        if (kc == 0) { /* no row of the block sees a key (vis grows with i) */
+            for (int i = r0; i < r1; i++) {
+                memset(P + (size_t)i * Tk, 0, (size_t)Tk * sizeof(float));
+                memset(out + (size_t)i * C, 0, (size_t)hd * sizeof(float));
+            }
+            continue;
+        }
+        magna_sgemm(false, true, r1 - r0, kc, hd, h->scale, q + (size_t)r0 * C, C, k, C, 0.0f, P + (size_t)r0 * Tk, Tk);
+        for (int i = r0; i < r1; i++) softmax_row(P + (size_t)i * Tk, visible(h, i), Tk);
+        magna_sgemm(false, false, r1 - r0, hd, kc, 1.0f, P + (size_t)r0 * Tk, Tk, v, C, 0.0f, out + (size_t)r0 * C, C);
     }
 }
 
-/* Everything one (b, h) pair needs; off() is where the pair's head starts in a [B, T, C] tensor. */
+/* dP = dout v^T,  dS = P * (dP - rowsum(dP * P)),
+ * dv += P^T dout,  dq += dS k * scale,  dk += dS^T q * scale. dq, dk, dv may be NULL; dS is [Tq, Tk] scratch. */
+static void attention_head_backward(const attn_head *h, const float *q, const float *k, const float *v, const float *P,
+                                    const float *dout, float *dq, float *dk, float *dv, float *dS) {
+    const int Tq = h->Tq, Tk = h->Tk, C = h->C, hd = h->hd, block = row_block(h);
+    /* Row blocks: dP and dS for rows r0..r1 (keys 0..kc), then dq for those rows. */
+    for (int r0 = 0; r0 < Tq; r0 += block) {
+        const int r1 = r0 + block < Tq ? r0 + block : Tq, kc = visible(h, r1 - 1);
+        if (kc > 0)
+            magna_sgemm(false, true, r1 - r0, kc, hd, 1.0f, dout + (size_t)r0 * C, C, v, C, 0.0f, dS + (size_t)r0 * Tk,
+                        Tk);
+        for (int i = r0; i < r1; i++) softmax_row_backward(P + (size_t)i * Tk, dS + (size_t)i * Tk, visible(h, i), Tk);
+        if (dq && kc > 0)
+            magna_sgemm(false, false, r1 - r0, hd, kc, h->scale, dS + (size_t)r0 * Tk, Tk, k, C, 1.0f,
+                        dq + (size_t)r0 * C, C);
+    }
+    if (!dk && !dv) return;
+    /* Column blocks: keys c0..ce are seen by rows rs..Tq-1 (the first row that sees key c0 onwards). */
+    const int cblock = block == Tq ? Tk : block;
+    for (int c0 = 0; c0 < h->keys; c0 += cblock) {
+        const int c1 = c0 + cblock < h->keys ? c0 + cblock : h->keys;
+        int rs = 0;
+        if (h->shift < INT_MAX / 4) rs = c0 - h->shift > 0 ? c0 - h->shift : 0;
+        if (rs >= Tq) break;
+        if (dv)
+            magna_sgemm(true, false, c1 - c0, hd, Tq - rs, 1.0f, P + (size_t)rs * Tk + c0, Tk, dout + (size_t)rs * C, C,
+                        1.0f, dv + (size_t)c0 * C, C);
+        if (dk)
+            magna_sgemm(true, false, c1 - c0, hd, Tq - rs, h->scale, dS + (size_t)rs * Tk + c0, Tk,
+                        q + (size_t)rs * C, C, 1.0f, dk + (size_t)c0 * C, C);
+    }
+}
+
+/* Everything one (b, h) pair needs. */
 typedef struct attn_args {
     const float *q, *k, *v, *dout;
     float *out, *P, *dq, *dk, *dv;
+    const int32_t *lengths;
     int64_t H;
-    int T, C, hd;
-    float scale;
-    bool causal;
+    attn_head head; /* keys is filled per pair */
 } attn_args;
 
 static attn_args attn_args_of(const magna_node *n) {
     const magna_node *q = n->in[0], *k = n->in[1], *v = n->in[2];
     attn_args a = {.q = fval(q), .k = fval(k), .v = fval(v), .dout = n->grad, .out = fval(n), .P = (float *)n->saved};
     a.dq = q->grad, a.dk = k->grad, a.dv = v->grad;
-    a.H = n->ip[0], a.T = (int)q->shape[1], a.C = (int)q->shape[2], a.hd = a.C / (int)a.H;
-    a.causal = n->ip[1] != 0;
-    a.scale = 1.0f / sqrtf((float)a.hd);
+    a.lengths = n->n_in == 4 ? ival(n->in[3]) : NULL;
+    a.H = n->ip[0];
+    attn_head *h = &a.head;
+    h->Tq = (int)q->shape[1], h->Tk = (int)k->shape[1], h->C = (int)q->shape[2], h->hd = h->C / (int)a.H;
+    h->keys = h->Tk;
+    h->shift = n->ip[1] ? h->Tk - h->Tq : INT_MAX / 2;
+    h->scale = 1.0f / sqrtf((float)h->hd);
     return a;
 }
 
-static size_t off(const attn_args *a, int64_t bh) {
-    return (size_t)(bh / a->H) * (size_t)a->T * (size_t)a->C + (size_t)(bh % a->H) * (size_t)a->hd;
+/* The pair's head view, and where its q/out rows (oq) and k/v rows (ok) start. */
+static attn_head pair_head(const attn_args *a, int64_t bh, size_t *oq, size_t *ok) {
+    const int64_t b = bh / a->H, hh = bh % a->H;
+    attn_head h = a->head;
+    if (a->lengths) h.keys = a->lengths[b];
+    *oq = (size_t)b * (size_t)h.Tq * (size_t)h.C + (size_t)hh * (size_t)h.hd;
+    *ok = (size_t)b * (size_t)h.Tk * (size_t)h.C + (size_t)hh * (size_t)h.hd;
+    return h;
 }
 
 static void attention_pair_forward(const attn_args *a, int64_t bh) {
-    const size_t o = off(a, bh);
-    attention_head_forward(a->q + o, a->k + o, a->v + o, a->out + o, a->P + (size_t)bh * a->T * a->T, a->T, a->C, a->hd,
-                           a->scale, a->causal);
+    size_t oq, ok;
+    const attn_head h = pair_head(a, bh, &oq, &ok);
+    attention_head_forward(&h, a->q + oq, a->k + ok, a->v + ok, a->out + oq, a->P + (size_t)bh * h.Tq * h.Tk);
 }
 
 /* (b, h) pairs in parallel, one per thread, each calling sgemm single-threaded. */
 static magna_status attention_forward(magna_graph *g, magna_node *n) {
-    (void)g;
     const attn_args a = attn_args_of(n);
+    if (a.lengths)
+        for (int64_t b = 0; b < n->shape[0]; b++)
+            if (a.lengths[b] < 0 || a.lengths[b] > a.head.Tk)
+                return graph_error(g, MAGNA_ERR_RANGE, "attention: key_lengths[%lld] = %d is outside [0, %d]",
+                                   (long long)b, a.lengths[b], a.head.Tk);
     const int64_t pairs = n->shape[0] * a.H;
     PARALLEL_FOR(pairs > 1 && max_threads() > 1, bh, pairs, attention_pair_forward(&a, bh););
     return MAGNA_OK;
 }
 
-/* One (b, h), same layout as forward; dout is the head's slice of the output grad, dq/dk/dv of the
- * inputs' grads (each may be NULL); dS is [T, T] scratch.
- *   dP = dout v^T,  dS = P * (dP - rowsum(dP * P)),
- *   dv += P^T dout,  dq += dS k * scale,  dk += dS^T q * scale. */
-static void attention_head_backward(const float *q, const float *k, const float *v, const float *P, const float *dout,
-                                    float *dq, float *dk, float *dv, float *dS, int T, int C, int hd, float scale,
-                                    bool causal) {
-    const int block = causal ? ATTN_BLOCK : T;
-    /* Row blocks: dP and dS for rows r0..r1 (keys 0..kc), then dq for those rows. */
-    for (int r0 = 0; r0 < T; r0 += block) {
-        const int r1 = r0 + block < T ? r0 + block : T, kc = causal ? r1 : T;
-        magna_sgemm(false, true, r1 - r0, kc, hd, 1.0f, dout + (size_t)r0 * C, C, v, C, 0.0f, dS + (size_t)r0 * T, T);
-        for (int i = r0; i < r1; i++)
-            softmax_row_backward(P + (size_t)i * T, dS + (size_t)i * T, causal ? i + 1 : T, kc);
-        if (dq)
-            magna_sgemm(false, false, r1 - r0, hd, kc, scale, dS + (size_t)r0 * T, T, k, C, 1.0f, dq + (size_t)r0 * C,
-                        C);
-    }
-    /* Column blocks: keys c0..c1 are seen by queries c0..T-1 (all queries when not causal). */
-    if (!dk && !dv) return;
-    for (int c0 = 0; c0 < T; c0 += block) {
-        const int c1 = c0 + block < T ? c0 + block : T, rs = causal ? c0 : 0;
-        if (dv)
-            magna_sgemm(true, false, c1 - c0, hd, T - rs, 1.0f, P + (size_t)rs * T + c0, T, dout + (size_t)rs * C, C,
-                        1.0f, dv + (size_t)c0 * C, C);
-        if (dk)
-            magna_sgemm(true, false, c1 - c0, hd, T - rs, scale, dS + (size_t)rs * T + c0, T, q + (size_t)rs * C, C,
-                        1.0f, dk + (size_t)c0 * C, C);
-    }
-}
-
 static void attention_pair_backward(const attn_args *a, int64_t bh, float *scratch) {
-    const size_t o = off(a, bh);
-    attention_head_backward(a->q + o, a->k + o, a->v + o, a->P + (size_t)bh * a->T * a->T, a->dout + o,
-                            a->dq ? a->dq + o : NULL, a->dk ? a->dk + o : NULL, a->dv ? a->dv + o : NULL, scratch, a->T,
-                            a->C, a->hd, a->scale, a->causal);
+    size_t oq, ok;
+    const attn_head h = pair_head(a, bh, &oq, &ok);
+    attention_head_backward(&h, a->q + oq, a->k + ok, a->v + ok, a->P + (size_t)bh * h.Tq * h.Tk, a->dout + oq,
+                            a->dq ? a->dq + oq : NULL, a->dk ? a->dk + ok : NULL, a->dv ? a->dv + ok : NULL, scratch);
 }
 
-/* Pairs in parallel, each thread with its own [T, T] scratch. A single pair (or thread) runs outside
+/* Pairs in parallel, each thread with its own [Tq, Tk] scratch. A single pair (or thread) runs outside
  * any OpenMP region (a one-thread region still allocates a team), with sgemm multi-threaded. */
 static void attention_backward(magna_graph *g, magna_node *n) {
     const attn_args a = attn_args_of(n);
     if (!a.dq && !a.dk && !a.dv) return;
     const int64_t pairs = n->shape[0] * a.H;
-    const size_t stride = attn_scratch_floats(a.T);
+    const size_t stride = attn_scratch_floats(a.head.Tq, a.head.Tk);
     float *ws = (float *)g->workspace;
     int nt = max_threads();
     if ((size_t)nt > g->workspace_bytes / (stride * sizeof(float)))
@@ -205,16 +262,20 @@ static void attention_backward(magna_graph *g, magna_node *n) {
     }
 }
 
-/* q, k, v [B, T, C], heads dividing C -> [B, T, C] = softmax(q k^T / sqrt(C / heads), causal mask) v per head. */
-magna_node *magna_attention(magna_graph *g, magna_node *q, magna_node *k, magna_node *v, int heads, bool causal) {
+magna_node *magna_attention_masked(magna_graph *g, magna_node *q, magna_node *k, magna_node *v,
+                                   magna_node *key_lengths, int heads, bool causal) {
     if (!g) return NULL;
     if (heads < 1) {
         graph_error(g, MAGNA_ERR_ARG, "attention: heads must be at least 1, got %d", heads);
         return NULL;
     }
-    magna_node *in[3] = {q, k, v};
+    magna_node *in[4] = {q, k, v, key_lengths};
     const int64_t ip[2] = {heads, causal};
-    return graph_add_node(g, OP_ATTENTION, 3, in, ip, 2, NULL, 0);
+    return graph_add_node(g, OP_ATTENTION, key_lengths ? 4 : 3, in, ip, 2, NULL, 0);
+}
+
+magna_node *magna_attention(magna_graph *g, magna_node *q, magna_node *k, magna_node *v, int heads, bool causal) {
+    return magna_attention_masked(g, q, k, v, NULL, heads, causal);
 }
 
 const magna_op_def op_def_attention = {"attention", OPF_BWD_INPUTS, attention_infer, attention_forward,
