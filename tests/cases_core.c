@@ -201,6 +201,13 @@ static void fill_labels(magna_graph *g, uint64_t seed) {
     const int64_t *s = magna_node_shape(x);
     gc_fill_input(magna_graph_find(g, "labels"), seed, 0, (float)(s[magna_node_ndim(x) - 1] - 1));
 }
+/* Labels from -1 (MAGNA_IGNORE_LABEL, padding) up: ignored rows get no gradient and leave the mean. */
+static void fill_labels_some_ignored(magna_graph *g, uint64_t seed) {
+    magna_node *x = magna_graph_find(g, "x"), *y = magna_graph_find(g, "labels");
+    const int64_t *s = magna_node_shape(x);
+    gc_fill_input(y, seed, -1, (float)(s[magna_node_ndim(x) - 1] - 1));
+    magna_node_data_i32(y)[0] = 0; /* at least one counted row */
+}
 static magna_node *loss_ce_weighted(magna_graph *g, uint64_t seed) {
     int64_t n = R(1, 1, 6), c = R(2, 2, 5);
     magna_node *y = magna_input(g, "labels", MAGNA_I32, 1, SHAPE(n));
@@ -267,6 +274,8 @@ const gc_case gc_cases_core[] = {
     {"mse", loss_mse, NULL, 0, 0, 0},
     {"cross_entropy", loss_ce, fill_labels, 0, 0, 0},
     {"cross_entropy_3d", loss_ce_3d, fill_labels, 0, 0, 0},
+    {"cross_entropy_3d, ignored labels", loss_ce_3d, fill_labels_some_ignored, 0, 0, 0},
+    {"cross_entropy_weighted, ignored labels", loss_ce_weighted, fill_labels_some_ignored, 0, 0, 0},
     {"cross_entropy_weighted", loss_ce_weighted, fill_labels, 0, 0, 0},
     {"bce_with_logits", loss_bce, fill_targets, 0, 0, 0},
     {"mlp_composite", mlp, fill_labels, 0, 0, 0},

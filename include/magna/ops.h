@@ -116,7 +116,10 @@ magna_node *magna_attention_masked(magna_graph *g, magna_node *q, magna_node *k,
 /* ---- losses (scalar, mean over elements or rows) ------------------------------------------------ */
 
 magna_node *magna_mse(magna_graph *g, magna_node *pred, magna_node *target);
-/* logits [N, C] (or [..., C]), labels int32 [N] (or [...]): mean of -log softmax(logits)[label]. */
+/* logits [N, C] (or [..., C]), labels int32 [N] (or [...]): mean of -log softmax(logits)[label] over the
+ * rows whose label is not MAGNA_IGNORE_LABEL (padded positions of a batch of sequences; PyTorch's
+ * ignore_index). All rows ignored: the loss is 0. */
+#define MAGNA_IGNORE_LABEL (-1)
 magna_node *magna_cross_entropy(magna_graph *g, magna_node *logits, magna_node *labels);
 /* The same with each row's loss scaled by class_weights[label] (float32 [C], an input or constant):
  * sum_i w[y_i] l_i / rows, as Keras's class_weight. */

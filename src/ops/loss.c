@@ -53,7 +53,8 @@ static void mse_backward(magna_graph *g, magna_node *n) {
 const magna_op_def op_def_mse = {"mse", OPF_BWD_INPUTS, same_shape_infer, mse_forward, mse_backward};
 
 /* ---- cross entropy: logits [..., C], labels int32 [...]; loss = mean(logsumexp(x) - x[label]) ----
- * saved: the softmax of each row, so backward is dx = (softmax - onehot) / rows. */
+ * over the rows whose label is not MAGNA_IGNORE_LABEL (padding). saved: the softmax of each counted row, so
+ * backward is dx = (softmax - onehot) / counted rows. */
 
 static magna_status ce_infer(magna_graph *g, magna_node *n) {
     magna_node *x = n->in[0], *y = n->in[1];
@@ -83,6 +84,13 @@ static magna_status ce_infer(magna_graph *g, magna_node *n) {
     return scalar_out(n);
 }
 
+/* Rows whose label is not MAGNA_IGNORE_LABEL (padding): the mean is over these. */
+static int64_t ce_counted_rows(const int32_t *label, int64_t rows) {
+    int64_t counted = 0;
+    for (int64_t r = 0; r < rows; r++) counted += label[r] != MAGNA_IGNORE_LABEL;
+    return counted;
+}
+
 static magna_status ce_forward(magna_graph *g, magna_node *n) {
     const magna_node *x = n->in[0];
     const int64_t C = x->shape[x->ndim - 1], rows = x->numel / C;
@@ -91,16 +99,19 @@ static magna_status ce_forward(magna_graph *g, magna_node *n) {
     const float *weight = n->n_in == 3 ? fval(n->in[2]) : NULL;
     float *P = n->saved;
     for (int64_t r = 0; r < rows; r++)
-        if (label[r] < 0 || label[r] >= C)
+        if ((label[r] < 0 && label[r] != MAGNA_IGNORE_LABEL) || label[r] >= C)
             return graph_error(g, MAGNA_ERR_RANGE, "cross_entropy: label %d at row %lld is outside [0, %lld)",
                                label[r], (long long)r, (long long)C);
     double total = 0;
 PARALLEL_FOR_REDUCE(x->numel > PAR_MIN, +, total, r, rows, 
-        const float *xr = X + r * C;
-        const double lse = magna_softmax_row(xr, P + r * C, C);
-        total += (lse - xr[label[r]]) * (weight ? weight[label[r]] : 1.0f);
+        if (label[r] != MAGNA_IGNORE_LABEL) {
+            const float *xr = X + r * C;
+            const double lse = magna_softmax_row(xr, P + r * C, C);
+            total += (lse - xr[label[r]]) * (weight ? weight[label[r]] : 1.0f);
+        }
     );
-    fval(n)[0] = (float)(total / (double)rows);
+    const int64_t counted = ce_counted_rows(label, rows);
+    fval(n)[0] = counted ? (float)(total / (double)counted) : 0.0f;
     return MAGNA_OK;
 }
 
@@ -113,8 +124,11 @@ static void ce_backward(magna_graph *g, magna_node *n) {
     const float *P = n->saved;
     const int32_t *label = ival(n->in[1]);
     const float *weight = n->n_in == 3 ? fval(n->in[2]) : NULL;
-    const float k0 = n->grad[0] / (float)rows;
+    const int64_t counted = ce_counted_rows(label, rows);
+    if (!counted) return;
+    const float k0 = n->grad[0] / (float)counted;
     PARALLEL_FOR(x->numel > PAR_MIN, r, rows, {
+        if (label[r] == MAGNA_IGNORE_LABEL) continue;
         float *dx = DX + r * C;
         const float *p = P + r * C;
         const float k = weight ? k0 * weight[label[r]] : k0;

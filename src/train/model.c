@@ -256,28 +256,34 @@ static void load_rows(magna_model *m, const magna_dataset *d, const int64_t *ord
 
 /* Running sums for the metrics of one pass over data. */
 typedef struct tally {
-    double loss_sum, sse, sae, y_sum, y2_sum;
+    double loss_sum, loss_weight, sse, sae, y_sum, y2_sum;
     int64_t values, samples, rows_cls, correct, top_correct;
 } tally;
 
 static void tally_batch(magna_model *m, tally *t, int64_t rows) {
     const float *out = fval(m->output);
-    t->loss_sum += (double)fval(m->data_loss)[0] * (double)rows;
     t->samples += rows;
     if (m->c.loss == MAGNA_LOSS_SPARSE_CE) {
         const int64_t C = m->classes, n = rows * m->y_size;
         const int k = m->c.top_k > 0 ? m->c.top_k : 5;
         const int32_t *label = ival(m->target);
+        int64_t counted = 0; /* the batch loss is a mean over the labels that are not padding */
+        for (int64_t i = 0; i < n; i++) counted += label[i] != MAGNA_IGNORE_LABEL;
+        t->loss_sum += (double)fval(m->data_loss)[0] * (double)counted;
+        t->loss_weight += (double)counted;
         for (int64_t i = 0; i < n; i++) {
+            if (label[i] == MAGNA_IGNORE_LABEL) continue;
             const float *z = out + i * C;
             int64_t above = 0; /* classes scoring higher than the true one: its rank */
             for (int64_t j = 0; j < C; j++) above += z[j] > z[label[i]];
             t->correct += above == 0;
             t->top_correct += above < k;
         }
-        t->rows_cls += n;
+        t->rows_cls += counted;
         return;
     }
+    t->loss_sum += (double)fval(m->data_loss)[0] * (double)rows;
+    t->loss_weight += (double)rows;
     const float *y = fval(m->target);
     const int64_t n = rows * m->out_size;
     for (int64_t i = 0; i < n; i++) {
@@ -292,7 +298,7 @@ static void tally_batch(magna_model *m, tally *t, int64_t rows) {
 static magna_scores tally_scores(const tally *t) {
     magna_scores s = {0};
     s.samples = t->samples;
-    s.loss = t->samples ? t->loss_sum / (double)t->samples : NAN;
+    s.loss = t->loss_weight > 0 ? t->loss_sum / t->loss_weight : NAN;
     if (t->values) {
         const double n = (double)t->values, sst = t->y2_sum - t->y_sum * t->y_sum / n;
         s.mse = t->sse / n, s.rmse = sqrt(s.mse), s.mae = t->sae / n;
@@ -572,7 +578,7 @@ magna_status magna_model_fit(magna_model *m, const magna_dataset *train_in, cons
             magna_optimizer_step(m->opt);
             m->step++;
             tally_batch(m, &t, count);
-            if (tty) progress(stdout, s + 1, steps_per_epoch, now_seconds() - t0, t.loss_sum / (double)t.samples);
+            if (tty) progress(stdout, s + 1, steps_per_epoch, now_seconds() - t0, t.loss_sum / t.loss_weight);
         }
         if (st != MAGNA_OK) break;
         magna_epoch_log log = {.epoch = epoch, .lr = lr, .train = tally_scores(&t), .has_val = val != NULL};
