@@ -11,5 +11,6 @@
 #include "magna/nn.h"
 #include "magna/train.h"
 #include "magna/io.h"
+#include "magna/generate.h"
 
 #endif

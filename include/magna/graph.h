@@ -36,6 +36,7 @@ typedef enum magna_init_kind {
     MAGNA_INIT_XAVIER_NORMAL,  /* std = sqrt(2 / (fan_in + fan_out)) */
     MAGNA_INIT_HE_UNIFORM,     /* U(-r, r), r = sqrt(6 / fan_in) */
     MAGNA_INIT_HE_NORMAL,      /* std = sqrt(2 / fan_in) */
+    MAGNA_INIT_SINUSOIDAL,     /* [positions, D]: the Transformer's sin/cos position table (Vaswani et al.) */
 } magna_init_kind;
 
 /* Fans follow the layouts magna uses: a dense weight is [in, out]; a conv weight is
@@ -53,6 +54,7 @@ static inline magna_init magna_init_xavier_uniform(void) { return (magna_init){M
 static inline magna_init magna_init_xavier_normal(void) { return (magna_init){MAGNA_INIT_XAVIER_NORMAL, 0, 0}; }
 static inline magna_init magna_init_he_uniform(void) { return (magna_init){MAGNA_INIT_HE_UNIFORM, 0, 0}; }
 static inline magna_init magna_init_he_normal(void) { return (magna_init){MAGNA_INIT_HE_NORMAL, 0, 0}; }
+static inline magna_init magna_init_sinusoidal(void) { return (magna_init){MAGNA_INIT_SINUSOIDAL, 0, 0}; }
 
 /* ---- life cycle --------------------------------------------------------------------------------- */
 
@@ -123,6 +125,9 @@ magna_node *magna_graph_state_at(magna_graph *g, int index);
 size_t magna_graph_arena_bytes(const magna_graph *g); /* planned activation + gradient memory */
 size_t magna_graph_unplanned_bytes(const magna_graph *g); /* the same without reuse, for comparison */
 int magna_graph_node_count(const magna_graph *g);
+/* Copies every param and state of dst from the node of the same name in src (shapes must match): the
+ * weights of a trained graph into a graph built for another purpose, e.g. decoding. Both compiled. */
+magna_status magna_graph_copy_weights(magna_graph *dst, magna_graph *src);
 /* The first node with this name, or NULL. */
 magna_node *magna_graph_find(magna_graph *g, const char *name);
 

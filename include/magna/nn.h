@@ -105,6 +105,78 @@ const char *magna_layer_kind_name(magna_layer_kind kind);
 /* Applies layers[0..count) to x in order; NULL with the graph's error set on a bad spec or shape. */
 magna_node *magna_layers_apply(magna_graph *g, magna_node *x, const magna_layer_spec *layers, int count);
 
+/* ---- attention and transformers ------------------------------------------------------------------ */
+
+typedef enum magna_position_kind {
+    MAGNA_POS_LEARNED = 0, /* a trained table "<name>.weight" [max_len, D], N(0, 0.02) as GPT-2 */
+    MAGNA_POS_SINUSOIDAL,  /* the fixed sin/cos table of "Attention is all you need", the state "<name>.table" */
+} magna_position_kind;
+
+/* x [B, T, D] -> x + P[0..T), or x + P[positions] when positions (int32 [T], unbatched) is given: the
+ * positions of the tokens in x, e.g. the one position being decoded. */
+magna_node *magna_layer_positional(magna_graph *g, const char *name, magna_node *x, int64_t max_len,
+                                   magna_position_kind kind, magna_node *positions);
+
+/* One attention layer's key/value cache for decoding one token at a time (Tq = 1). The caller owns the
+ * cache: k_past and v_past are inputs [B, max_len, D] holding the earlier positions' keys and values in
+ * rows 0..n-1, lengths an int32 input [B] holding n + 1. The layer sets k_new and v_new ([B, 1, D], kept
+ * after forward) to this token's key and value, which the caller copies to row n afterwards. The new key
+ * goes first in the attended sequence (attention does not depend on the order of the keys), so the keys
+ * seen are exactly rows 0..n of [new, past]. */
+typedef struct magna_kv_cache_slot {
+    magna_node *k_past, *v_past, *lengths;
+    magna_node *k_new, *v_new;
+} magna_kv_cache_slot;
+
+typedef struct magna_attention_opts {
+    int heads;
+    bool causal;
+    magna_node *key_lengths;    /* int32 [B]: padding mask on the keys (batch row b sees keys 0..len-1), or NULL */
+    magna_kv_cache_slot *cache; /* decoding with a cache (self-attention only), or NULL */
+    float init_std;             /* q, k, v, out weights N(0, std); 0: Glorot uniform */
+    float out_init_std;         /* the output projection's std when set (GPT-2 scales it by 1/sqrt(2 layers)) */
+} magna_attention_opts;
+
+/* Multi-head attention: x_q [B, Tq, D] attends to x_kv [B, Tk, D] (x_q itself for self-attention, an
+ * encoder's output for cross-attention). Params "<name>.q", ".k", ".v", ".out", each a dense [D, D] + bias. */
+magna_node *magna_layer_multi_head_attention(magna_graph *g, const char *name, magna_node *x_q, magna_node *x_kv,
+                                             magna_attention_opts opts);
+
+typedef struct magna_transformer_opts {
+    int heads;
+    int64_t d_ff;               /* the MLP's hidden width; 0 means 4 D */
+    float dropout;              /* on each residual branch, in training */
+    magna_activation activation; /* the MLP's; 0 means GELU */
+    magna_node *key_lengths;    /* self-attention padding mask (encoder) */
+    magna_node *memory_lengths; /* cross-attention padding mask (decoder) */
+    float init_std;             /* 0 means 0.02, as GPT-2 */
+    int depth;                  /* blocks in the stack: residual projections get init_std / sqrt(2 depth) */
+    magna_kv_cache_slot *cache; /* decoder self-attention while decoding, or NULL */
+} magna_transformer_opts;
+
+/* Pre-LN encoder block, x [B, T, D]: h = x + SelfAttention(LN(x)); out = h + MLP(LN(h)). */
+magna_node *magna_layer_transformer_encoder(magna_graph *g, const char *name, magna_node *x,
+                                            magna_transformer_opts opts);
+/* Pre-LN decoder block: h = x + CausalSelfAttention(LN(x)); h += CrossAttention(LN(h), memory) when memory
+ * [B, S, D] is given (NULL: a GPT block); out = h + MLP(LN(h)). */
+magna_node *magna_layer_transformer_decoder(magna_graph *g, const char *name, magna_node *x, magna_node *memory,
+                                            magna_transformer_opts opts);
+
+typedef struct magna_gpt_config {
+    int64_t vocab, context, d_model;
+    int heads, layers;
+    int64_t d_ff;                  /* 0: 4 d_model */
+    float dropout;
+    magna_position_kind positions; /* learned (GPT-2) or sinusoidal */
+} magna_gpt_config;
+
+/* A GPT: ids int32 [B, T] (T <= context) -> logits [B, T, vocab]. Token embedding "<name>.wte" [vocab, D]
+ * is also the output projection (tied, as GPT-2), positions "<name>.wpe", blocks "<name>.h0" ..., final
+ * layer norm "<name>.ln_f". Training: positions and cache NULL. Decoding one token (T = 1): positions an
+ * int32 input [1] with its position and cache an array of cfg->layers slots. */
+magna_node *magna_gpt(magna_graph *g, const char *name, magna_node *ids, const magna_gpt_config *cfg,
+                      magna_node *positions, magna_kv_cache_slot *cache);
+
 #ifdef __cplusplus
 }
 #endif

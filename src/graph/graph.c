@@ -299,6 +299,29 @@ magna_node *magna_graph_find(magna_graph *g, const char *name) {
     return NULL;
 }
 
+magna_status magna_graph_copy_weights(magna_graph *dst, magna_graph *src) {
+    if (!dst || !src) return MAGNA_ERR_ARG;
+    if (!dst->compiled || !src->compiled)
+        return graph_state_error(dst, "copy_weights: compile both graphs first");
+    for (int i = 0; i < dst->n_nodes; i++) {
+        magna_node *d = dst->nodes[i];
+        if ((d->kind != NODE_PARAM && d->kind != NODE_STATE) || !d->value) continue;
+        magna_node *s = magna_graph_find(src, d->name);
+        if (!s || s->kind != d->kind)
+            return graph_error(dst, MAGNA_ERR_ARG, "copy_weights: the source graph has no %s '%s'",
+                               d->kind == NODE_PARAM ? "param" : "state", d->name);
+        bool same = s->ndim == d->ndim;
+        for (int k = 0; same && k < d->ndim; k++) same = s->shape[k] == d->shape[k];
+        if (!same || !s->value) {
+            char a[SHAPE_STR_MAX], b[SHAPE_STR_MAX];
+            return graph_error(dst, MAGNA_ERR_SHAPE, "copy_weights: '%s' is %s here and %s in the source", d->name,
+                               shape_str(d, a, sizeof a), shape_str(s, b, sizeof b));
+        }
+        memcpy(d->value, s->value, (size_t)d->numel * magna_dtype_size(d->dtype));
+    }
+    return MAGNA_OK;
+}
+
 float *magna_graph_params(magna_graph *g, size_t *count) {
     if (count) *count = g->n_params;
     return g->params;

@@ -87,6 +87,15 @@ static void init_values(float *v, const magna_node *n, uint64_t seed, uint64_t s
     case MAGNA_INIT_XAVIER_NORMAL: normal = true, std = sqrt(2.0 / (fi + fo)); break;
     case MAGNA_INIT_HE_UNIFORM: hi = sqrt(6.0 / fi), lo = -hi; break;
     case MAGNA_INIT_HE_NORMAL: normal = true, std = sqrt(2.0 / fi); break;
+    case MAGNA_INIT_SINUSOIDAL: { /* PE[p, 2i] = sin(p / 10000^(2i/D)), PE[p, 2i+1] = cos(the same) */
+        const int64_t D = n->shape[n->ndim - 1];
+        for (int64_t i = 0; i < n->numel; i++) {
+            const int64_t p = i / D, d = i % D;
+            const double angle = (double)p / pow(10000.0, (double)(d - d % 2) / (double)D);
+            v[i] = (float)(d % 2 ? cos(angle) : sin(angle));
+        }
+        return;
+    }
     }
     for (int64_t i = 0; i < n->numel; i++) {
         if (normal)

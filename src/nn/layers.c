@@ -1,7 +1,6 @@
 /* layers.c — Keras's layers as functions over the graph. Each creates its params by name and composes
  * engine ops, so every backward is the engine's and already gradient-checked. */
-#include "../graph/internal.h"
-#include "magna/nn.h"
+#include "internal.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -27,8 +26,8 @@ magna_node *magna_layer_activation(magna_graph *g, magna_node *x, magna_activati
 
 static bool is_zero_init(magna_init i) { return i.kind == MAGNA_INIT_ZEROS && i.a == 0 && i.b == 0; }
 
-static magna_node *named_param(magna_graph *g, const char *layer, const char *what, int ndim, const int64_t *shape,
-                               magna_init init, float l2) {
+magna_node *nn_param(magna_graph *g, const char *layer, const char *what, int ndim, const int64_t *shape,
+                     magna_init init, float l2) {
     char name[64];
     snprintf(name, sizeof name, "%s.%s", layer, what);
     magna_node *p = magna_param(g, name, ndim, shape, init);
@@ -36,7 +35,7 @@ static magna_node *named_param(magna_graph *g, const char *layer, const char *wh
     return p;
 }
 
-static bool check_input(magna_graph *g, const char *layer, magna_node *x, int min_ndim, int max_ndim) {
+bool nn_check_input(magna_graph *g, const char *layer, magna_node *x, int min_ndim, int max_ndim) {
     if (!g || !x) return false; /* the graph keeps the first error */
     if (x->ndim < min_ndim || x->ndim > max_ndim) {
         char buf[SHAPE_STR_MAX];
@@ -48,7 +47,7 @@ static bool check_input(magna_graph *g, const char *layer, magna_node *x, int mi
 }
 
 magna_node *magna_layer_dense(magna_graph *g, const char *name, magna_node *x, int64_t units, magna_dense_opts o) {
-    if (!check_input(g, name, x, 1, MAGNA_MAX_DIMS)) return NULL;
+    if (!nn_check_input(g, name, x, 1, MAGNA_MAX_DIMS)) return NULL;
     if (units < 1) {
         graph_error(g, MAGNA_ERR_ARG, "%s: dense needs at least 1 unit, got %lld", name, (long long)units);
         return NULL;
@@ -57,17 +56,17 @@ magna_node *magna_layer_dense(magna_graph *g, const char *name, magna_node *x, i
     if (is_zero_init(kinit))
         kinit = o.activation == MAGNA_ACT_RELU ? magna_init_he_uniform() : magna_init_xavier_uniform();
     const int64_t in = x->shape[x->ndim - 1];
-    magna_node *w = named_param(g, name, "weight", 2, (int64_t[]){in, units}, kinit, o.l2);
+    magna_node *w = nn_param(g, name, "weight", 2, (int64_t[]){in, units}, kinit, o.l2);
     magna_node *h = x->ndim == 1 ? magna_matmul(g, magna_reshape(g, x, 2, (int64_t[]){1, in}), w, false, false)
                                  : magna_matmul(g, x, w, false, false);
     if (x->ndim == 1) h = magna_reshape(g, h, 1, (int64_t[]){units});
-    if (!o.no_bias) h = magna_add(g, h, named_param(g, name, "bias", 1, (int64_t[]){units}, o.bias_init, 0));
+    if (!o.no_bias) h = magna_add(g, h, nn_param(g, name, "bias", 1, (int64_t[]){units}, o.bias_init, 0));
     return magna_layer_activation(g, h, o.activation, 0);
 }
 
 magna_node *magna_layer_conv2d(magna_graph *g, const char *name, magna_node *x, int64_t filters,
                                magna_conv2d_layer_opts o) {
-    if (!check_input(g, name, x, 4, 4)) return NULL;
+    if (!nn_check_input(g, name, x, 4, 4)) return NULL;
     const int k = o.kernel, stride = o.stride ? o.stride : 1, dil = o.dilation ? o.dilation : 1;
     if (k < 1 || filters < 1 || stride < 1 || dil < 1) {
         graph_error(g, MAGNA_ERR_ARG, "%s: conv2d needs kernel, filters, stride and dilation >= 1 (got %d, %lld, %d, %d)",
@@ -81,9 +80,9 @@ magna_node *magna_layer_conv2d(magna_graph *g, const char *name, magna_node *x, 
                     dil * (k - 1) + 1);
         return NULL;
     }
-    magna_node *w = named_param(g, name, "weight", 4, (int64_t[]){filters, x->shape[1], k, k}, magna_init_he_normal(),
+    magna_node *w = nn_param(g, name, "weight", 4, (int64_t[]){filters, x->shape[1], k, k}, magna_init_he_normal(),
                                 o.l2);
-    magna_node *b = o.no_bias ? NULL : named_param(g, name, "bias", 1, (int64_t[]){filters}, magna_init_zeros(), 0);
+    magna_node *b = o.no_bias ? NULL : nn_param(g, name, "bias", 1, (int64_t[]){filters}, magna_init_zeros(), 0);
     magna_node *h = magna_conv2d(g, x, w, b,
                                  (magna_conv2d_opts){.stride_h = stride, .stride_w = stride, .pad_h = pad, .pad_w = pad,
                                                      .dilation_h = dil, .dilation_w = dil});
@@ -91,32 +90,32 @@ magna_node *magna_layer_conv2d(magna_graph *g, const char *name, magna_node *x, 
 }
 
 magna_node *magna_layer_batch_norm(magna_graph *g, const char *name, magna_node *x, float momentum, float eps) {
-    if (!check_input(g, name, x, 2, 4)) return NULL;
+    if (!nn_check_input(g, name, x, 2, 4)) return NULL;
     const int64_t c[1] = {x->shape[1]};
     char rm[64], rv[64];
     snprintf(rm, sizeof rm, "%s.running_mean", name), snprintf(rv, sizeof rv, "%s.running_var", name);
-    return magna_batch_norm(g, x, named_param(g, name, "weight", 1, c, magna_init_constant(1), 0),
-                            named_param(g, name, "bias", 1, c, magna_init_zeros(), 0),
+    return magna_batch_norm(g, x, nn_param(g, name, "weight", 1, c, magna_init_constant(1), 0),
+                            nn_param(g, name, "bias", 1, c, magna_init_zeros(), 0),
                             magna_state(g, rm, 1, c, magna_init_zeros()),
                             magna_state(g, rv, 1, c, magna_init_constant(1)), momentum > 0 ? momentum : 0.1f,
                             eps > 0 ? eps : 1e-5f);
 }
 
 magna_node *magna_layer_layer_norm(magna_graph *g, const char *name, magna_node *x, float eps) {
-    if (!check_input(g, name, x, 1, MAGNA_MAX_DIMS)) return NULL;
+    if (!nn_check_input(g, name, x, 1, MAGNA_MAX_DIMS)) return NULL;
     const int64_t d[1] = {x->shape[x->ndim - 1]};
-    return magna_layer_norm(g, x, named_param(g, name, "weight", 1, d, magna_init_constant(1), 0),
-                            named_param(g, name, "bias", 1, d, magna_init_zeros(), 0), eps > 0 ? eps : 1e-5f);
+    return magna_layer_norm(g, x, nn_param(g, name, "weight", 1, d, magna_init_constant(1), 0),
+                            nn_param(g, name, "bias", 1, d, magna_init_zeros(), 0), eps > 0 ? eps : 1e-5f);
 }
 
 magna_node *magna_layer_global_avg_pool2d(magna_graph *g, magna_node *x) {
-    if (!check_input(g, "global_avg_pool2d", x, 4, 4)) return NULL;
+    if (!nn_check_input(g, "global_avg_pool2d", x, 4, 4)) return NULL;
     return magna_mean(g, x, 0xC, false);
 }
 
 magna_node *magna_layer_embedding(magna_graph *g, const char *name, magna_node *ids, int64_t vocab, int64_t dim) {
-    if (!check_input(g, name, ids, 1, MAGNA_MAX_DIMS - 1)) return NULL;
-    return magna_embedding(g, named_param(g, name, "weight", 2, (int64_t[]){vocab, dim}, magna_init_normal(0, 1), 0),
+    if (!nn_check_input(g, name, ids, 1, MAGNA_MAX_DIMS - 1)) return NULL;
+    return magna_embedding(g, nn_param(g, name, "weight", 2, (int64_t[]){vocab, dim}, magna_init_normal(0, 1), 0),
                            ids);
 }
 
