@@ -6,8 +6,9 @@
 set -eu
 
 # data sets (DESIGN §4): python3-sklearn ships Boston housing, iris and digits; dataset-fashion-mnist
+# libopenmpi-dev openmpi-bin: data-parallel training across processes (src/dist; mpirun runs the tests)
 packages="build-essential cmake pkg-config libopenblas-openmp-dev libdnnl-dev zlib1g-dev libjansson-dev python3-sklearn
-dataset-fashion-mnist"
+dataset-fashion-mnist libopenmpi-dev openmpi-bin"
 case "${1:-}" in
     bench) packages="$packages python3-torch python3-venv" ;;
 esac

@@ -35,8 +35,17 @@ void magna_optimizer_step(magna_optimizer *opt);
 void magna_optimizer_set_lr(magna_optimizer *opt, float lr);
 float magna_optimizer_lr(const magna_optimizer *opt);
 int64_t magna_optimizer_steps(const magna_optimizer *opt);
-/* State buffer k (0: momentum or Adam's m, 1: Adam's v), same layout as the params; NULL if none. */
+/* State buffer k (0: momentum or Adam's m, 1: Adam's v), same layout as the params; NULL if none.
+ * For a sharded optimizer, the state of its slice only (count = the slice's length). */
 float *magna_optimizer_state(magna_optimizer *opt, int k, size_t *count);
+/* Bytes of optimizer state this process holds. */
+size_t magna_optimizer_state_bytes(const magna_optimizer *opt);
+/* ZeRO stage 1: from now on the optimizer keeps state for, and updates, params [offset, offset + count) of the
+ * flat buffer only (the slice of the state it had is kept; the rest is freed). Once per optimizer; sharding to
+ * the same range again is a no-op. */
+magna_status magna_optimizer_shard(magna_optimizer *opt, size_t offset, size_t count, magna_error *err);
+/* The first param this optimizer updates (0 unless sharded), in *count how many, in *total the graph's params. */
+size_t magna_optimizer_range(const magna_optimizer *opt, size_t *count, size_t *total);
 
 /* ---- learning-rate schedules: lr(step) from the base lr -------------------------------------- */
 

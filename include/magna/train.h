@@ -129,6 +129,8 @@ magna_model *magna_model_new(uint64_t seed, int64_t batch);
 void magna_model_free(magna_model *m);
 const char *magna_model_errmsg(const magna_model *m);
 magna_graph *magna_model_graph(magna_model *m);
+/* The optimizer compile made (NULL before compile). */
+magna_optimizer *magna_model_optimizer(magna_model *m);
 
 /* Declares an input; `shape` is one sample's (the batch dimension is added in front). */
 magna_node *magna_model_input(magna_model *m, const char *name, magna_dtype dtype, int ndim, const int64_t *shape);

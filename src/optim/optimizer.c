@@ -12,7 +12,8 @@ struct magna_optimizer {
     magna_graph *g;
     magna_optimizer_opts o;
     float *m, *v; /* momentum / first moment, second moment */
-    size_t n;
+    size_t n;     /* the params it updates: [off, off + n) of the flat buffer (all of it unless sharded) */
+    size_t off;
     int64_t steps;
 };
 
@@ -78,8 +79,8 @@ static void adam_chunk(float *restrict w, float *restrict m, float *restrict v, 
 }
 
 void magna_optimizer_step(magna_optimizer *opt) {
-    float *w = opt->g->params;
-    const float *grad = opt->g->grads;
+    float *w = opt->g->params + opt->off;
+    const float *grad = opt->g->grads + opt->off;
     const magna_optimizer_opts o = opt->o;
     const int64_t n = (int64_t)opt->n;
     opt->steps++;
@@ -114,6 +115,38 @@ float *magna_optimizer_state(magna_optimizer *opt, int k, size_t *count) {
     float *s = k == 0 ? opt->m : k == 1 ? opt->v : NULL;
     if (count) *count = s ? opt->n : 0;
     return s;
+}
+
+size_t magna_optimizer_state_bytes(const magna_optimizer *opt) {
+    return ((opt->m ? opt->n : 0) + (opt->v ? opt->n : 0)) * sizeof(float);
+}
+
+size_t magna_optimizer_range(const magna_optimizer *opt, size_t *count, size_t *total) {
+    if (count) *count = opt->n;
+    if (total) *total = opt->g->n_params;
+    return opt->off;
+}
+
+magna_status magna_optimizer_shard(magna_optimizer *opt, size_t offset, size_t count, magna_error *err) {
+    if (offset == opt->off && count == opt->n) return MAGNA_OK;
+    if (opt->off != 0 || opt->n != opt->g->n_params || offset > opt->n || count > opt->n - offset)
+        return magna_error_set(err, MAGNA_ERR_ARG,
+                               "optimizer: cannot shard params [%zu, %zu) from [%zu, %zu) of %zu: shard a whole "
+                               "optimizer once", offset, offset + count, opt->off, opt->off + opt->n, opt->g->n_params);
+    /* the slice's state moves into buffers of its own size: the memory ZeRO saves */
+    float *keep[2] = {opt->m, opt->v}, *slice[2] = {NULL, NULL};
+    for (int k = 0; k < 2; k++) {
+        if (!keep[k]) continue;
+        if (!(slice[k] = malloc((count + 1) * sizeof(float)))) {
+            free(slice[0]);
+            return magna_error_set(err, MAGNA_ERR_NOMEM, "optimizer: out of memory");
+        }
+        memcpy(slice[k], keep[k] + offset, count * sizeof(float));
+    }
+    free(opt->m), free(opt->v);
+    opt->m = slice[0], opt->v = slice[1];
+    opt->off = offset, opt->n = count;
+    return MAGNA_OK;
 }
 
 float magna_clip_grad_norm(magna_graph *g, float max_norm) {

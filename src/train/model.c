@@ -1,6 +1,7 @@
 /* model.c — a model is a graph with one input, one output, a target, a loss and an optimizer; fit,
  * evaluate and predict move rows of a dataset through it batch by batch. */
 #include "../graph/internal.h"
+#include "magna/dist.h"
 #include "magna/io.h"
 #include "magna/train.h"
 
@@ -30,6 +31,7 @@ struct magna_model {
     int64_t y_size;   /* one sample's target elements (labels per sample for SPARSE_CE) */
     int64_t out_size; /* one sample's output elements */
     float *best_params, *best_states;
+    magna_dist *dist; /* data parallel over these ranks (NULL: one process) */
     char errmsg[1024];
 };
 
@@ -77,6 +79,7 @@ const char *magna_model_errmsg(const magna_model *m) {
     return m->errmsg[0] ? m->errmsg : magna_graph_errmsg(m->g);
 }
 magna_graph *magna_model_graph(magna_model *m) { return m->g; }
+magna_optimizer *magna_model_optimizer(magna_model *m) { return m->opt; }
 magna_node *magna_model_output(magna_model *m) { return m->output; }
 int64_t magna_model_step(const magna_model *m) { return m->step; }
 
@@ -311,20 +314,110 @@ static magna_scores tally_scores(const tally *t) {
     return s;
 }
 
+/* ---- data parallel (magna/dist.h): the hooks fit and evaluate call; all no-ops without a dist ---------- */
+
+magna_status magna_model_set_dist(magna_model *m, magna_dist *d) {
+    m->dist = magna_dist_size(d) > 1 ? d : NULL; /* one rank is the plain single-process path */
+    return MAGNA_OK;
+}
+
+/* This rank's contiguous share of rows [from, from + count): equal parts, the first count % ranks one longer. */
+static void dist_share(const magna_model *m, int64_t from, int64_t count, int64_t *lo, int64_t *hi) {
+    const int64_t n = magna_dist_size(m->dist), r = magna_dist_rank(m->dist), base = count / n, rem = count % n;
+    *lo = from + r * base + (r < rem ? r : rem);
+    *hi = *lo + base + (r < rem);
+}
+
+/* An error on one rank would leave the others waiting in the next collective: end the job with it. */
+static magna_status dist_fail(magna_model *m, magna_status st) {
+    if (st != MAGNA_OK && m->dist) magna_dist_abort(m->dist, 1, magna_model_errmsg(m));
+    return st;
+}
+
+static magna_status dist_error(magna_model *m, const magna_error *err) {
+    return model_error(m, err->status, "%s", err->message);
+}
+
+/* The sums of every rank's tally, so that rank 0 reports the global loss and metrics. */
+static magna_status dist_tally(magna_model *m, tally *t, const char *what) {
+    if (!m->dist) return MAGNA_OK;
+    double v[] = {t->loss_sum, t->loss_weight, t->sse, t->sae, t->y_sum, t->y2_sum, (double)t->values,
+                  (double)t->samples, (double)t->rows_cls, (double)t->correct, (double)t->top_correct};
+    magna_error err;
+    if (magna_dist_allreduce_sum(m->dist, v, (int)(sizeof v / sizeof v[0]), m->step, what, &err) != MAGNA_OK)
+        return dist_error(m, &err);
+    *t = (tally){v[0], v[1], v[2], v[3], v[4], v[5], (int64_t)v[6], (int64_t)v[7], (int64_t)v[8], (int64_t)v[9],
+                 (int64_t)v[10]};
+    return MAGNA_OK;
+}
+
+/* Before the first step: the same data and model on every rank, rank 0's weights everywhere, the optimizer
+ * sharded (ZeRO 1), and each rank its own dropout stream. */
+static magna_status dist_begin_fit(magna_model *m, int64_t rows, bool verbose) {
+    magna_error err;
+    const int64_t same[] = {rows, m->batch, (int64_t)m->g->n_params, (int64_t)m->g->n_states, (int64_t)m->seed};
+    if (magna_dist_check_same(m->dist, same, 5, "fit: training rows, batch, params, states and seed", &err) !=
+            MAGNA_OK ||
+        magna_dist_broadcast_params(m->dist, m->g, m->step, &err) != MAGNA_OK ||
+        magna_dist_shard_optimizer(m->dist, m->opt, &err) != MAGNA_OK)
+        return dist_error(m, &err);
+    const int rank = magna_dist_rank(m->dist);
+    m->g->seed = rank ? magna_rand_u64(m->seed, 0xd157ull, (uint64_t)rank) : m->seed;
+    if (verbose && rank == 0) magna_dist_describe(m->dist, m->g, m->opt, m->batch, stdout);
+    return MAGNA_OK;
+}
+
+/* After backward: the mean gradient over the global batch, and `flags` summed over ranks. */
+static magna_status dist_reduce_grads(magna_model *m, int64_t rows, double *flags, int n_flags) {
+    magna_error err;
+    if (magna_dist_allreduce_grads(m->dist, m->g, (double)rows, flags, n_flags, m->step, &err) != MAGNA_OK)
+        return dist_error(m, &err);
+    return MAGNA_OK;
+}
+
+static magna_status dist_update(magna_model *m) {
+    magna_error err;
+    if (!m->dist) {
+        magna_optimizer_step(m->opt);
+        return MAGNA_OK;
+    }
+    if (magna_dist_optimizer_step(m->dist, m->opt, m->g, m->step, &err) != MAGNA_OK) return dist_error(m, &err);
+    return MAGNA_OK;
+}
+
+/* At an epoch's end: batch-norm statistics averaged, and a check that every rank holds rank 0's weights. */
+static magna_status dist_end_epoch(magna_model *m) {
+    magna_error err;
+    if (magna_dist_average_states(m->dist, m->g, m->step, &err) != MAGNA_OK) return dist_error(m, &err);
+    uint64_t h = 0x9e3779b97f4a7c15ull; /* FNV-style hash of the weights' bits */
+    for (size_t i = 0; i < m->g->n_params; i++) {
+        uint32_t b;
+        memcpy(&b, &m->g->params[i], sizeof b);
+        h = (h ^ b) * 0x100000001b3ull;
+    }
+    const int64_t v = (int64_t)h;
+    if (magna_dist_check_same(m->dist, &v, 1, "fit: the weights' hash at the end of an epoch", &err) != MAGNA_OK)
+        return dist_error(m, &err);
+    return MAGNA_OK;
+}
+
 magna_status magna_model_evaluate(magna_model *m, const magna_dataset *d, magna_scores *scores) {
     magna_status st = check_dataset(m, d, true, "evaluate");
     if (st != MAGNA_OK) return st;
     const bool was_training = m->g->training;
     magna_graph_set_training(m->g, false);
     tally t = {0};
-    for (int64_t from = 0; from < d->rows && st == MAGNA_OK; from += m->batch) {
-        const int64_t count = d->rows - from < m->batch ? d->rows - from : m->batch;
+    int64_t lo, hi; /* data parallel: this rank's contiguous share of the rows, the tallies summed after */
+    dist_share(m, 0, d->rows, &lo, &hi);
+    for (int64_t from = lo; from < hi && st == MAGNA_OK; from += m->batch) {
+        const int64_t count = hi - from < m->batch ? hi - from : m->batch;
         load_rows(m, d, NULL, from, count, true);
         st = magna_graph_forward(m->g);
         if (st == MAGNA_OK) tally_batch(m, &t, count);
     }
     magna_graph_set_training(m->g, was_training);
-    if (st != MAGNA_OK) return from_graph(m, st);
+    if (st != MAGNA_OK) return dist_fail(m, from_graph(m, st));
+    if ((st = dist_tally(m, &t, "the allreduce of the evaluation metrics")) != MAGNA_OK) return st;
     if (scores) *scores = tally_scores(&t);
     return MAGNA_OK;
 }
@@ -520,8 +613,11 @@ magna_status magna_model_fit(magna_model *m, const magna_dataset *train_in, cons
         }
         val = &split_val;
     }
+    const int64_t ranks = magna_dist_size(m->dist), global = ranks * m->batch; /* rows per step, all ranks */
+    const bool lead = magna_dist_rank(m->dist) == 0; /* prints, logs and writes checkpoints */
+    if (m->dist && (st = dist_begin_fit(m, train.rows, o->verbose)) != MAGNA_OK) return dist_fail(m, st);
     magna_train_log *tl = NULL;
-    if (o->log_dir) {
+    if (o->log_dir && lead) {
         magna_error err;
         if (!(tl = magna_train_log_open(o->log_dir, &err))) return model_error(m, err.status, "fit: %s", err.message);
     }
@@ -530,9 +626,10 @@ magna_status magna_model_fit(magna_model *m, const magna_dataset *train_in, cons
         magna_train_log_close(tl);
         return model_error(m, MAGNA_ERR_NOMEM, "fit: out of memory");
     }
-    const int64_t steps_per_epoch = (train.rows + m->batch - 1) / m->batch;
+    const int64_t steps_per_epoch = (train.rows + global - 1) / global;
     const int64_t total_steps = m->step + steps_per_epoch * o->epochs;
-    const bool tty = o->verbose && isatty(fileno(stdout));
+    const int verbose = lead ? o->verbose : 0;
+    const bool tty = verbose && isatty(fileno(stdout));
     double best = INFINITY;
     int wait = 0;
     magna_graph_set_training(m->g, true);
@@ -551,22 +648,29 @@ magna_status magna_model_fit(magna_model *m, const magna_dataset *train_in, cons
         tally t = {0};
         float lr = m->base_lr;
         for (int64_t s = 0; s < steps_per_epoch && st == MAGNA_OK; s++) {
-            const int64_t from = s * m->batch, count = train.rows - from < m->batch ? train.rows - from : m->batch;
-            load_rows(m, &train, order, from, count, true);
+            /* this rank's share of the step's global batch (all of it on one process) */
+            int64_t from, to;
+            dist_share(m, s * global, train.rows - s * global < global ? train.rows - s * global : global, &from, &to);
+            const int64_t count = to - from;
             magna_graph_zero_grad(m->g);
-            if ((st = magna_graph_forward(m->g)) != MAGNA_OK) {
-                from_graph(m, st);
-                break;
+            float loss = 0;
+            if (count > 0) { /* a short last step may leave a rank without rows: it adds zero gradients */
+                load_rows(m, &train, order, from, count, true);
+                if ((st = magna_graph_forward(m->g)) != MAGNA_OK) {
+                    from_graph(m, st);
+                    break;
+                }
+                if (isfinite(loss = fval(m->loss)[0])) magna_graph_backward(m->g);
             }
-            const float loss = fval(m->loss)[0];
-            if (!isfinite(loss)) {
+            double bad = !isfinite(loss); /* summed over ranks: every rank stops at the same step */
+            if (m->dist && (st = dist_reduce_grads(m, isfinite(loss) ? count : 0, &bad, 1)) != MAGNA_OK) break;
+            if (bad > 0) {
                 st = model_error(m, MAGNA_ERR_NUMERIC,
                                  "fit: the loss is %g at epoch %d, step %lld: stopped before the update reached the "
                                  "weights (try a lower learning rate or clipping)",
-                                 (double)loss, epoch, (long long)s + 1);
+                                 isfinite(loss) ? (double)NAN : (double)loss, epoch, (long long)s + 1);
                 break;
             }
-            magna_graph_backward(m->g);
             if (m->c.clip_norm > 0) magna_clip_grad_norm(m->g, m->c.clip_norm);
             if (!magna_grads_finite(m->g)) {
                 st = model_error(m, MAGNA_ERR_NUMERIC, "fit: a gradient is NaN or Inf at epoch %d, step %lld", epoch,
@@ -575,16 +679,19 @@ magna_status magna_model_fit(magna_model *m, const magna_dataset *train_in, cons
             }
             lr = magna_schedule_lr(&m->c.schedule, m->base_lr, m->step, total_steps);
             magna_optimizer_set_lr(m->opt, lr);
-            magna_optimizer_step(m->opt);
+            if ((st = dist_update(m)) != MAGNA_OK) break;
             m->step++;
-            tally_batch(m, &t, count);
+            if (count > 0) tally_batch(m, &t, count);
             if (tty) progress(stdout, s + 1, steps_per_epoch, now_seconds() - t0, t.loss_sum / t.loss_weight);
         }
         if (st != MAGNA_OK) break;
+        if (m->dist && ((st = dist_tally(m, &t, "the allreduce of the epoch's metrics")) != MAGNA_OK ||
+                        (st = dist_end_epoch(m)) != MAGNA_OK))
+            break;
         magna_epoch_log log = {.epoch = epoch, .lr = lr, .train = tally_scores(&t), .has_val = val != NULL};
         if (val && (st = magna_model_evaluate(m, val, &log.val)) != MAGNA_OK) break;
         log.seconds = now_seconds() - t0;
-        if (o->verbose) {
+        if (verbose) {
             if (tty)
                 printf("\r%5lld/%lld [==============================] - %.2fs", (long long)steps_per_epoch,
                        (long long)steps_per_epoch, log.seconds);
@@ -602,15 +709,24 @@ magna_status magna_model_fit(magna_model *m, const magna_dataset *train_in, cons
             best = monitored, wait = 0;
             if (history) history->best_epoch = epoch;
             if (o->restore_best && (st = save_best(m)) != MAGNA_OK) break;
-            if (o->checkpoint_path && (st = save_checkpoint(m, o->checkpoint_path, epoch, val != NULL, monitored)) !=
+            if (o->checkpoint_path && lead && (st = save_checkpoint(m, o->checkpoint_path, epoch, val != NULL, monitored)) !=
                                           MAGNA_OK)
                 break;
         } else if (o->patience > 0 && ++wait >= o->patience) {
             if (history) history->stopped_early = true;
-            if (o->verbose) printf("early stopping at epoch %d: no improvement for %d epochs\n", epoch, wait);
+            if (verbose) printf("early stopping at epoch %d: no improvement for %d epochs\n", epoch, wait);
             break;
         }
-        if (o->on_epoch_end && !o->on_epoch_end(m, &log, o->user)) break;
+        if (o->on_epoch_end) { /* any rank's "stop" stops every rank */
+            double stop = !o->on_epoch_end(m, &log, o->user);
+            magna_error err;
+            if (m->dist && magna_dist_allreduce_sum(m->dist, &stop, 1, m->step, "the allreduce of on_epoch_end's "
+                                                    "answers", &err) != MAGNA_OK) {
+                st = dist_error(m, &err);
+                break;
+            }
+            if (stop > 0) break;
+        }
     }
     free(order);
     magna_train_log_close(tl);
@@ -621,7 +737,7 @@ magna_status magna_model_fit(magna_model *m, const magna_dataset *train_in, cons
         memcpy(states, m->best_states, ns * sizeof(float));
     }
     magna_graph_set_batch(m->g, m->batch);
-    return st;
+    return dist_fail(m, st);
 }
 
 /* ---- summary ------------------------------------------------------------------------------------ */

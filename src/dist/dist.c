@@ -1,0 +1,566 @@
+/* dist.c — data parallel over MPI: the collectives of a training step, each non-blocking and polled until a
+ * deadline, with a heartbeat that tells rank 0 which rank did not come (magna/dist.h says how it is used).
+ * Without MPI at build time the same functions say "this build has no MPI". */
+#include "../graph/internal.h"
+#include "magna/dist.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+bool magna_dist_launched(void) {
+    static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MV2_COMM_WORLD_SIZE",
+                                       "MPI_LOCALNRANKS"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
+        if (getenv(vars[i])) return true;
+    return false;
+}
+
+int magna_dist_local_size(void) {
+    static const char *const vars[] = {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && atoi(v) > 0) return atoi(v);
+    }
+    return 1;
+}
+
+#ifndef MAGNA_HAVE_MPI
+
+static magna_status no_mpi(magna_error *err) {
+    return magna_error_set(err, MAGNA_ERR_UNSUPPORTED,
+                           "this build has no MPI: install Open MPI (libopenmpi-dev openmpi-bin, `make deps`) and "
+                           "rebuild to train across processes");
+}
+bool magna_dist_available(void) { return false; }
+magna_dist *magna_dist_init(const magna_dist_opts *opts, magna_error *err) {
+    no_mpi(err);
+    return NULL;
+}
+void magna_dist_finalize(magna_dist *d) {}
+void magna_dist_abort(magna_dist *d, int code, const char *msg) {
+    if (msg) fprintf(stderr, "magna: %s\n", msg);
+    exit(code);
+}
+int magna_dist_rank(const magna_dist *d) { return 0; }
+int magna_dist_size(const magna_dist *d) { return 1; }
+double magna_dist_timeout(const magna_dist *d) { return 0; }
+bool magna_dist_zero1(const magna_dist *d) { return false; }
+magna_status magna_dist_check_same(magna_dist *d, const int64_t *v, int n, const char *what, magna_error *err) {
+    return no_mpi(err);
+}
+magna_status magna_dist_broadcast_params(magna_dist *d, magna_graph *g, int64_t step, magna_error *err) {
+    return no_mpi(err);
+}
+magna_status magna_dist_allreduce_grads(magna_dist *d, magna_graph *g, double weight, double *sums, int n_sums,
+                                        int64_t step, magna_error *err) {
+    return no_mpi(err);
+}
+magna_status magna_dist_allreduce_sum(magna_dist *d, double *v, int n, int64_t step, const char *what,
+                                      magna_error *err) {
+    return no_mpi(err);
+}
+magna_status magna_dist_average_states(magna_dist *d, magna_graph *g, int64_t step, magna_error *err) {
+    return no_mpi(err);
+}
+magna_status magna_dist_shard_optimizer(magna_dist *d, magna_optimizer *opt, magna_error *err) { return no_mpi(err); }
+magna_status magna_dist_optimizer_step(magna_dist *d, magna_optimizer *opt, magna_graph *g, int64_t step,
+                                       magna_error *err) {
+    return no_mpi(err);
+}
+magna_status magna_dist_gather_state(magna_dist *d, magna_optimizer *opt, int k, float *full, int64_t step,
+                                     magna_error *err) {
+    return no_mpi(err);
+}
+void magna_dist_set_abort_on_error(magna_dist *d, bool abort_on_error) {}
+void magna_dist_describe(const magna_dist *d, const magna_graph *g, const magna_optimizer *opt, int64_t batch,
+                         FILE *out) {}
+size_t magna_dist_allreduce_bytes(const magna_dist *d, const magna_graph *g) { return 0; }
+
+#else /* MAGNA_HAVE_MPI */
+
+#include <limits.h>
+#include <mpi.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <time.h>
+
+enum { TAG_TO_ROOT = 7101, TAG_FROM_ROOT = 7102, TAG_PING = 7103, MAX_REQS = 64, MAX_SUMS = 32 };
+
+struct magna_dist {
+    MPI_Comm comm;
+    int rank, size;
+    bool we_initialized, abort_on_error;
+    double timeout;
+    size_t bucket_floats;
+    bool zero1;
+    /* the heartbeat: {collective number, step}; rank 0 receives one from every rank and sends its own to each */
+    int64_t seq;
+    int64_t hb_out[2];
+    int64_t (*hb_in)[2];     /* rank 0: one per rank; others: [0] is rank 0's */
+    MPI_Request *hb_recv;    /* same indexing as hb_in */
+    MPI_Request *hb_send;    /* rank 0: one per rank; others: [0] */
+    /* while a rank waits in a collective it pings (rank 0 pings every rank, the others rank 0) every
+     * ping_interval: at the deadline, a rank that reached the collective but went quiet is the one stopped */
+    double ping_interval, next_ping;
+    double *last_seen;       /* rank 0: per rank; others: [0] is rank 0's */
+    int64_t ping_out, ping_in;
+    MPI_Request *ping_send;  /* as hb_send */
+    MPI_Request ping_recv;
+    MPI_Request reqs[MAX_REQS];
+    int n_reqs;
+    double scratch[MAX_SUMS + 1];
+    int *counts, *displs;    /* ZeRO slices of the flat params, per rank */
+};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+bool magna_dist_available(void) { return true; }
+int magna_dist_rank(const magna_dist *d) { return d ? d->rank : 0; }
+int magna_dist_size(const magna_dist *d) { return d ? d->size : 1; }
+double magna_dist_timeout(const magna_dist *d) { return d ? d->timeout : 0; }
+bool magna_dist_zero1(const magna_dist *d) { return d && d->zero1; }
+void magna_dist_set_abort_on_error(magna_dist *d, bool on) { d->abort_on_error = on; }
+
+void magna_dist_abort(magna_dist *d, int code, const char *msg) {
+    if (msg) fprintf(stderr, "magna: rank %d: %s\n", d ? d->rank : 0, msg);
+    fflush(stdout);
+    fflush(stderr);
+    MPI_Abort(d ? d->comm : MPI_COMM_WORLD, code ? code : 1);
+    exit(code ? code : 1); /* not reached */
+}
+
+/* The error of a collective: into err, and unless told otherwise the end of the whole job. */
+static magna_status fail(magna_dist *d, magna_error *err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static magna_status fail(magna_dist *d, magna_error *err, const char *fmt, ...) {
+    char msg[sizeof err->message];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    magna_error_set(err, MAGNA_ERR_IO, "%s", msg);
+    if (d->abort_on_error) magna_dist_abort(d, 1, msg);
+    return MAGNA_ERR_IO;
+}
+
+static magna_status mpi_fail(magna_dist *d, magna_error *err, int rc, const char *call, const char *what,
+                             int64_t step) {
+    char s[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(rc, s, &len);
+    return fail(d, err, "%s at step %lld: %s failed: %s", what, (long long)step, call, s);
+}
+
+magna_dist *magna_dist_init(const magna_dist_opts *opts, magna_error *err) {
+    magna_dist_opts o = opts ? *opts : (magna_dist_opts){0};
+    if (!(o.timeout >= 0)) {
+        magna_error_set(err, MAGNA_ERR_ARG, "dist: the timeout must be >= 0 seconds, got %g", o.timeout);
+        return NULL;
+    }
+    if (o.timeout == 0) {
+        const char *e = getenv("MAGNA_DIST_TIMEOUT");
+        char *end = NULL;
+        o.timeout = e ? strtod(e, &end) : 300;
+        if (e && (end == e || *end || !(o.timeout > 0))) {
+            magna_error_set(err, MAGNA_ERR_ARG, "dist: MAGNA_DIST_TIMEOUT='%s' is not a number of seconds > 0", e);
+            return NULL;
+        }
+    }
+    if (o.bucket_bytes == 0) o.bucket_bytes = (size_t)16 << 20;
+    if (o.bucket_bytes < 64 || o.bucket_bytes / sizeof(float) > (size_t)INT_MAX) {
+        magna_error_set(err, MAGNA_ERR_ARG, "dist: bucket_bytes %zu is out of range (64 B to 8 GiB)", o.bucket_bytes);
+        return NULL;
+    }
+    int inited = 0, provided = 0;
+    MPI_Initialized(&inited);
+    if (!inited && MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+        magna_error_set(err, MAGNA_ERR_IO, "dist: MPI_Init_thread failed");
+        return NULL;
+    }
+    magna_dist *d = calloc(1, sizeof *d);
+    if (!d) goto nomem;
+    d->we_initialized = !inited;
+    d->abort_on_error = true;
+    d->timeout = o.timeout;
+    d->bucket_floats = o.bucket_bytes / sizeof(float);
+    d->zero1 = o.zero1;
+    MPI_Comm_dup(MPI_COMM_WORLD, &d->comm);
+    MPI_Comm_set_errhandler(d->comm, MPI_ERRORS_RETURN); /* an error comes back to us, and we name it */
+    MPI_Comm_rank(d->comm, &d->rank);
+    MPI_Comm_size(d->comm, &d->size);
+    const int peers = d->size;
+    d->hb_in = calloc((size_t)peers, sizeof *d->hb_in);
+    d->hb_recv = malloc((size_t)peers * sizeof *d->hb_recv);
+    d->hb_send = malloc((size_t)peers * sizeof *d->hb_send);
+    d->counts = calloc((size_t)peers, sizeof *d->counts);
+    d->last_seen = calloc((size_t)peers, sizeof *d->last_seen);
+    d->ping_send = malloc((size_t)peers * sizeof *d->ping_send);
+    d->displs = calloc((size_t)peers, sizeof *d->displs);
+    if (!d->hb_in || !d->hb_recv || !d->hb_send || !d->counts || !d->displs || !d->last_seen || !d->ping_send)
+        goto nomem;
+    const double t = now_s();
+    for (int r = 0; r < peers; r++) {
+        d->hb_recv[r] = d->hb_send[r] = d->ping_send[r] = MPI_REQUEST_NULL;
+        d->last_seen[r] = t;
+    }
+    d->ping_interval = d->timeout / 10 < 0.01 ? 0.01 : d->timeout / 10 > 5 ? 5 : d->timeout / 10;
+    d->ping_recv = MPI_REQUEST_NULL;
+    if (d->size > 1)
+        MPI_Irecv(&d->ping_in, 1, MPI_INT64_T, d->rank == 0 ? MPI_ANY_SOURCE : 0, TAG_PING, d->comm, &d->ping_recv);
+    return d;
+nomem:
+    magna_dist_finalize(d);
+    magna_error_set(err, MAGNA_ERR_NOMEM, "dist: out of memory");
+    return NULL;
+}
+
+void magna_dist_finalize(magna_dist *d) {
+    if (!d) return;
+    const bool fin = d->we_initialized;
+    if (d->ping_recv != MPI_REQUEST_NULL && d->ping_recv) {
+        MPI_Cancel(&d->ping_recv);
+        MPI_Request_free(&d->ping_recv);
+    }
+    for (int r = 0; d->ping_send && r < d->size; r++)
+        if (d->ping_send[r] != MPI_REQUEST_NULL) MPI_Request_free(&d->ping_send[r]);
+    if (d->comm != MPI_COMM_NULL && d->comm) MPI_Comm_free(&d->comm);
+    free(d->hb_in), free(d->hb_recv), free(d->hb_send), free(d->counts), free(d->displs);
+    free(d->last_seen), free(d->ping_send);
+    free(d);
+    if (fin) MPI_Finalize();
+}
+
+/* ---- one collective: heartbeat, the operations, then a polled wait with a deadline ------------------------ */
+
+static magna_status begin(magna_dist *d, int64_t step, const char *what, magna_error *err) {
+    d->n_reqs = 0;
+    d->seq++;
+    d->hb_out[0] = d->seq, d->hb_out[1] = step;
+    int rc = MPI_SUCCESS;
+    if (d->rank == 0) {
+        for (int r = 1; r < d->size && rc == MPI_SUCCESS; r++) {
+            rc = MPI_Irecv(d->hb_in[r], 2, MPI_INT64_T, r, TAG_TO_ROOT, d->comm, &d->hb_recv[r]);
+            if (rc == MPI_SUCCESS) rc = MPI_Isend(d->hb_out, 2, MPI_INT64_T, r, TAG_FROM_ROOT, d->comm, &d->hb_send[r]);
+        }
+    } else {
+        rc = MPI_Irecv(d->hb_in[0], 2, MPI_INT64_T, 0, TAG_FROM_ROOT, d->comm, &d->hb_recv[0]);
+        if (rc == MPI_SUCCESS) rc = MPI_Isend(d->hb_out, 2, MPI_INT64_T, 0, TAG_TO_ROOT, d->comm, &d->hb_send[0]);
+    }
+    return rc == MPI_SUCCESS ? MPI_SUCCESS : mpi_fail(d, err, rc, "heartbeat", what, step);
+}
+
+static bool push_ok(magna_dist *d, int rc) { return rc == MPI_SUCCESS && ++d->n_reqs <= MAX_REQS; }
+
+/* A received heartbeat must be for the same collective: ranks that made different calls are a bug to name. */
+static magna_status check_beat(magna_dist *d, int from, const int64_t beat[2], int64_t step, const char *what,
+                               magna_error *err) {
+    if (beat[0] == d->seq) return MAGNA_OK;
+    return fail(d, err,
+                "%s at step %lld: rank %d is at collective #%lld (step %lld), this rank at #%lld: the ranks made "
+                "different calls (same data, options and model on every rank?)",
+                what, (long long)step, from, (long long)beat[0], (long long)beat[1], (long long)d->seq);
+}
+
+/* Pings out (the previous one to a rank must have gone), pings in (who was heard from, when). */
+static int pings(magna_dist *d, double t) {
+    int rc = MPI_SUCCESS, flag = 0;
+    if (t >= d->next_ping) {
+        d->next_ping = t + d->ping_interval;
+        d->ping_out = d->seq;
+        for (int r = d->rank == 0 ? 1 : 0; r < (d->rank == 0 ? d->size : 1) && rc == MPI_SUCCESS; r++) {
+            if (d->ping_send[r] != MPI_REQUEST_NULL &&
+                ((rc = MPI_Test(&d->ping_send[r], &flag, MPI_STATUS_IGNORE)) != MPI_SUCCESS || !flag))
+                continue;
+            rc = MPI_Isend(&d->ping_out, 1, MPI_INT64_T, r, TAG_PING, d->comm, &d->ping_send[r]);
+        }
+    }
+    while (rc == MPI_SUCCESS && d->ping_recv != MPI_REQUEST_NULL) {
+        MPI_Status status;
+        if ((rc = MPI_Test(&d->ping_recv, &flag, &status)) != MPI_SUCCESS || !flag) break;
+        d->last_seen[d->rank == 0 ? status.MPI_SOURCE : 0] = t;
+        rc = MPI_Irecv(&d->ping_in, 1, MPI_INT64_T, d->rank == 0 ? MPI_ANY_SOURCE : 0, TAG_PING, d->comm,
+                       &d->ping_recv);
+    }
+    return rc;
+}
+
+static magna_status finish(magna_dist *d, int64_t step, const char *what, magna_error *err) {
+    const double t0 = now_s();
+    /* rank 0 gives up first; the others a little later, so that rank 0's message (it knows who is missing) is
+     * the one that ends the job, unless rank 0 is the one missing */
+    const double limit = d->rank == 0 ? d->timeout : d->timeout * 1.25 + 0.5;
+    const int n_hb = d->rank == 0 ? d->size : 1;
+    for (long spins = 0;; spins++) {
+        int done = 0, rc = MPI_Testall(d->n_reqs, d->reqs, &done, MPI_STATUSES_IGNORE);
+        if (rc != MPI_SUCCESS) return mpi_fail(d, err, rc, "MPI_Testall", what, step);
+        bool beats = true;
+        for (int r = 0; r < n_hb; r++) {
+            int flag = 0;
+            if (d->hb_recv[r] != MPI_REQUEST_NULL) {
+                if ((rc = MPI_Test(&d->hb_recv[r], &flag, MPI_STATUS_IGNORE)) != MPI_SUCCESS)
+                    return mpi_fail(d, err, rc, "heartbeat", what, step);
+                if (flag && check_beat(d, d->rank == 0 ? r : 0, d->hb_in[r], step, what, err) != MAGNA_OK)
+                    return MAGNA_ERR_IO;
+            }
+            if (d->hb_send[r] != MPI_REQUEST_NULL) {
+                if ((rc = MPI_Test(&d->hb_send[r], &flag, MPI_STATUS_IGNORE)) != MPI_SUCCESS)
+                    return mpi_fail(d, err, rc, "heartbeat", what, step);
+            }
+            beats = beats && d->hb_recv[r] == MPI_REQUEST_NULL && d->hb_send[r] == MPI_REQUEST_NULL;
+        }
+        if (done && beats) return MAGNA_OK;
+        const double t = now_s(), waited = t - t0;
+        if ((rc = pings(d, t)) != MPI_SUCCESS) return mpi_fail(d, err, rc, "ping", what, step);
+        if (waited > limit) {
+            /* who is missing: those that never reached this collective, else those that went quiet in it */
+            char missing[256] = "", quiet[256] = "";
+            size_t used = 0, used_q = 0;
+            int n_missing = 0, n_quiet = 0;
+            const double stale = 3 * d->ping_interval;
+            for (int r = d->rank == 0 ? 1 : 0; r < (d->rank == 0 ? d->size : 1); r++) {
+                const int who = d->rank == 0 ? r : 0;
+                if (d->hb_recv[r] != MPI_REQUEST_NULL && used + 16 < sizeof missing)
+                    used += (size_t)snprintf(missing + used, sizeof missing - used, "%s%d", n_missing++ ? ", " : "",
+                                             who);
+                else if (t - d->last_seen[r] > stale && used_q + 16 < sizeof quiet)
+                    used_q += (size_t)snprintf(quiet + used_q, sizeof quiet - used_q, "%s%d", n_quiet++ ? ", " : "",
+                                               who);
+            }
+            if (n_missing)
+                return fail(d, err,
+                            "%s at step %lld: rank%s %s did not reach it within the %.3g s deadline (dead, stopped or "
+                            "hung); ending the job",
+                            what, (long long)step, n_missing > 1 ? "s" : "", missing, limit);
+            if (n_quiet)
+                return fail(d, err,
+                            "%s at step %lld: rank%s %s reached it but stopped answering (no ping for %.3g s); the "
+                            "deadline of %.3g s passed; ending the job",
+                            what, (long long)step, n_quiet > 1 ? "s" : "", quiet, stale, limit);
+            return fail(d, err,
+                        "%s at step %lld did not complete within %.3g s although %s reached it and still answers%s; "
+                        "ending the job",
+                        what, (long long)step, limit, d->rank == 0 ? "every rank" : "rank 0",
+                        d->rank == 0 ? " (the network?)" : " (rank 0 should have named the missing rank)");
+        }
+        /* MPI progresses only inside MPI calls: poll hard at first, then yield, then nap */
+        if (waited > 0.05) {
+            struct timespec nap = {0, 200000};
+            nanosleep(&nap, NULL);
+        } else if (spins > 100) {
+            sched_yield();
+        }
+    }
+}
+
+/* ---- the collectives ----------------------------------------------------------------------------------- */
+
+magna_status magna_dist_check_same(magna_dist *d, const int64_t *values, int count, const char *what,
+                                   magna_error *err) {
+    if (count < 1 || count > MAX_SUMS) return magna_error_set(err, MAGNA_ERR_ARG, "dist: check_same of %d values", count);
+    int64_t mine[MAX_SUMS], root[MAX_SUMS];
+    memcpy(mine, values, (size_t)count * sizeof *mine);
+    memcpy(root, values, (size_t)count * sizeof *root);
+    magna_status st = begin(d, 0, what, err);
+    if (st != MAGNA_OK) return st;
+    int rc = MPI_Ibcast(root, count, MPI_INT64_T, 0, d->comm, &d->reqs[d->n_reqs]);
+    if (!push_ok(d, rc)) return mpi_fail(d, err, rc, "MPI_Ibcast", what, 0);
+    if ((st = finish(d, 0, what, err)) != MAGNA_OK) return st;
+    for (int i = 0; i < count; i++)
+        if (mine[i] != root[i]) {
+            char a[256] = "", b[256] = "";
+            for (int j = 0, ua = 0, ub = 0; j < count; j++) {
+                ua += snprintf(a + ua, sizeof a - (size_t)ua, "%s%lld", j ? " " : "", (long long)mine[j]);
+                ub += snprintf(b + ub, sizeof b - (size_t)ub, "%s%lld", j ? " " : "", (long long)root[j]);
+                if (ua >= 200 || ub >= 200) break;
+            }
+            return fail(d, err, "%s differ: this rank has %s, rank 0 has %s (every rank must run the same)", what, a, b);
+        }
+    return MAGNA_OK;
+}
+
+/* Posts one operation per bucket of a float buffer of any length. */
+typedef int (*bucket_op)(magna_dist *d, float *p, int count, MPI_Request *req);
+
+static int op_allreduce(magna_dist *d, float *p, int count, MPI_Request *req) {
+    return MPI_Iallreduce(MPI_IN_PLACE, p, count, MPI_FLOAT, MPI_SUM, d->comm, req);
+}
+static int op_bcast(magna_dist *d, float *p, int count, MPI_Request *req) {
+    return MPI_Ibcast(p, count, MPI_FLOAT, 0, d->comm, req);
+}
+
+/* Buckets beyond the request table are posted after the earlier ones complete (a wait per round). */
+static magna_status buckets(magna_dist *d, float *p, size_t n, bucket_op op, int64_t step, const char *what,
+                            magna_error *err, bool *open) {
+    for (size_t at = 0; at < n;) {
+        if (d->n_reqs == MAX_REQS - 2) { /* keep room for the caller's small ones */
+            magna_status st = finish(d, step, what, err);
+            if (st != MAGNA_OK) return st;
+            if ((st = begin(d, step, what, err)) != MAGNA_OK) return st;
+        }
+        const size_t c = n - at < d->bucket_floats ? n - at : d->bucket_floats;
+        int rc = op(d, p + at, (int)c, &d->reqs[d->n_reqs]);
+        if (!push_ok(d, rc)) return mpi_fail(d, err, rc, "a bucket", what, step);
+        at += c;
+    }
+    *open = true;
+    return MAGNA_OK;
+}
+
+magna_status magna_dist_broadcast_params(magna_dist *d, magna_graph *g, int64_t step, magna_error *err) {
+    const char *what = "the broadcast of rank 0's params";
+    bool open = false;
+    magna_status st = begin(d, step, what, err);
+    if (st == MAGNA_OK) st = buckets(d, g->params, g->n_params, op_bcast, step, what, err, &open);
+    if (st == MAGNA_OK && g->n_states) st = buckets(d, g->states, g->n_states, op_bcast, step, what, err, &open);
+    if (st == MAGNA_OK) st = finish(d, step, what, err);
+    return st;
+}
+
+magna_status magna_dist_allreduce_grads(magna_dist *d, magna_graph *g, double weight, double *sums, int n_sums,
+                                        int64_t step, magna_error *err) {
+    const char *what = "the gradient allreduce";
+    if (n_sums < 0 || n_sums > MAX_SUMS || (n_sums && !sums) || !(weight >= 0))
+        return magna_error_set(err, MAGNA_ERR_ARG, "dist: allreduce_grads: weight %g and %d sums", weight, n_sums);
+    float *grad = g->grads;
+    const int64_t n = (int64_t)g->n_params;
+    if (d->size == 1) return MAGNA_OK; /* one rank: the gradients are already the mean */
+    if (weight != 1.0) {
+        const float w = (float)weight;
+        PARALLEL_FOR(n > 65536, i, n, grad[i] *= w;);
+    }
+    d->scratch[0] = weight;
+    for (int i = 0; i < n_sums; i++) d->scratch[1 + i] = sums[i];
+    bool open = false;
+    magna_status st = begin(d, step, what, err);
+    if (st == MAGNA_OK) {
+        int rc = MPI_Iallreduce(MPI_IN_PLACE, d->scratch, 1 + n_sums, MPI_DOUBLE, MPI_SUM, d->comm,
+                                &d->reqs[d->n_reqs]);
+        if (!push_ok(d, rc)) return mpi_fail(d, err, rc, "MPI_Iallreduce", what, step);
+    }
+    if (st == MAGNA_OK) st = buckets(d, grad, g->n_params, op_allreduce, step, what, err, &open);
+    if (st == MAGNA_OK) st = finish(d, step, what, err);
+    if (st != MAGNA_OK) return st;
+    /* the mean over the global batch: sum of (rows_r x mean_r) / total rows */
+    const double total = d->scratch[0];
+    const float inv = total > 0 ? (float)(1.0 / total) : 0.0f;
+    if (inv != 1.0f) {
+        PARALLEL_FOR(n > 65536, i, n, grad[i] *= inv;);
+    }
+    for (int i = 0; i < n_sums; i++) sums[i] = d->scratch[1 + i];
+    return MAGNA_OK;
+}
+
+magna_status magna_dist_allreduce_sum(magna_dist *d, double *values, int n, int64_t step, const char *what,
+                                      magna_error *err) {
+    if (n < 1) return MAGNA_OK;
+    magna_status st = begin(d, step, what, err);
+    if (st != MAGNA_OK) return st;
+    int rc = MPI_Iallreduce(MPI_IN_PLACE, values, n, MPI_DOUBLE, MPI_SUM, d->comm, &d->reqs[d->n_reqs]);
+    if (!push_ok(d, rc)) return mpi_fail(d, err, rc, "MPI_Iallreduce", what, step);
+    return finish(d, step, what, err);
+}
+
+magna_status magna_dist_average_states(magna_dist *d, magna_graph *g, int64_t step, magna_error *err) {
+    if (!g->n_states || d->size == 1) return MAGNA_OK;
+    const char *what = "the allreduce of the states (batch-norm statistics)";
+    bool open = false;
+    magna_status st = begin(d, step, what, err);
+    if (st == MAGNA_OK) st = buckets(d, g->states, g->n_states, op_allreduce, step, what, err, &open);
+    if (st == MAGNA_OK) st = finish(d, step, what, err);
+    if (st != MAGNA_OK) return st;
+    const float inv = 1.0f / (float)d->size;
+    for (size_t i = 0; i < g->n_states; i++) g->states[i] *= inv;
+    return MAGNA_OK;
+}
+
+/* ---- ZeRO stage 1 -------------------------------------------------------------------------------------- */
+
+/* Rank r's slice of n params: equal parts, each starting on a 64-byte boundary. */
+static magna_status slices(magna_dist *d, size_t n, magna_error *err) {
+    size_t per = (n + (size_t)d->size - 1) / (size_t)d->size;
+    per = (per + 15) / 16 * 16;
+    if (per > (size_t)INT_MAX) return fail(d, err, "ZeRO: a slice of %zu params is too big for MPI counts", per);
+    for (int r = 0; r < d->size; r++) {
+        size_t from = (size_t)r * per < n ? (size_t)r * per : n, to = from + per < n ? from + per : n;
+        d->displs[r] = (int)from, d->counts[r] = (int)(to - from);
+    }
+    return MAGNA_OK;
+}
+
+magna_status magna_dist_shard_optimizer(magna_dist *d, magna_optimizer *opt, magna_error *err) {
+    if (!d->zero1 || d->size == 1) return MAGNA_OK;
+    size_t count, n_all;
+    magna_optimizer_range(opt, &count, &n_all);
+    magna_status st = slices(d, n_all, err);
+    if (st != MAGNA_OK) return st;
+    return magna_optimizer_shard(opt, (size_t)d->displs[d->rank], (size_t)d->counts[d->rank], err);
+}
+
+static bool sharded(const magna_dist *d, const magna_optimizer *opt) {
+    size_t count, n_all;
+    const size_t off = magna_optimizer_range(opt, &count, &n_all);
+    return d->zero1 && d->size > 1 && (off != 0 || count != n_all);
+}
+
+magna_status magna_dist_optimizer_step(magna_dist *d, magna_optimizer *opt, magna_graph *g, int64_t step,
+                                       magna_error *err) {
+    magna_optimizer_step(opt);
+    if (!sharded(d, opt)) return MAGNA_OK;
+    const char *what = "the all-gather of the params (ZeRO 1)";
+    magna_status st = begin(d, step, what, err);
+    if (st != MAGNA_OK) return st;
+    int rc = MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, g->params, d->counts, d->displs, MPI_FLOAT, d->comm,
+                             &d->reqs[d->n_reqs]);
+    if (!push_ok(d, rc)) return mpi_fail(d, err, rc, "MPI_Iallgatherv", what, step);
+    return finish(d, step, what, err);
+}
+
+magna_status magna_dist_gather_state(magna_dist *d, magna_optimizer *opt, int k, float *full, int64_t step,
+                                     magna_error *err) {
+    size_t count;
+    float *s = magna_optimizer_state(opt, k, &count);
+    if (!s) return MAGNA_OK;
+    if (!sharded(d, opt)) {
+        if (d->rank == 0 && full != s) memcpy(full, s, count * sizeof *s);
+        return MAGNA_OK;
+    }
+    const char *what = "the gather of the optimizer state (ZeRO 1)";
+    magna_status st = begin(d, step, what, err);
+    if (st != MAGNA_OK) return st;
+    int rc = MPI_Igatherv(s, (int)count, MPI_FLOAT, full, d->counts, d->displs, MPI_FLOAT, 0, d->comm,
+                          &d->reqs[d->n_reqs]);
+    if (!push_ok(d, rc)) return mpi_fail(d, err, rc, "MPI_Igatherv", what, step);
+    return finish(d, step, what, err);
+}
+
+/* ---- figures ----------------------------------------------------------------------------------------- */
+
+size_t magna_dist_allreduce_bytes(const magna_dist *d, const magna_graph *g) {
+    if (!d || d->size == 1) return 0;
+    return g->n_params * sizeof(float) + 4 * sizeof(double);
+}
+
+void magna_dist_describe(const magna_dist *d, const magna_graph *g, const magna_optimizer *opt, int64_t batch,
+                         FILE *out) {
+    const double mib = 1024.0 * 1024.0;
+    const size_t bytes = g->n_params * sizeof(float);
+    const size_t n_buckets = (g->n_params + d->bucket_floats - 1) / d->bucket_floats;
+    fprintf(out, "data parallel: %d ranks x batch %lld = global batch %lld; gradient allreduce %.3f MiB per step in "
+                 "%zu bucket%s; deadline %.3g s per collective",
+            d->size, (long long)batch, (long long)batch * d->size, (double)bytes / mib, n_buckets,
+            n_buckets == 1 ? "" : "s", d->timeout);
+    if (opt && d->zero1) {
+        const size_t mine = magna_optimizer_state_bytes(opt);
+        size_t count, n_all;
+        magna_optimizer_range(opt, &count, &n_all);
+        const double full = count ? (double)mine * (double)n_all / (double)count : 0;
+        fprintf(out, "; ZeRO 1: optimizer state %.3f MiB on this rank, %.3f MiB unsharded (%.2fx less)",
+                (double)mine / mib, full / mib, mine ? full / (double)mine : 0.0);
+    }
+    fprintf(out, "\n");
+}
+
+#endif /* MAGNA_HAVE_MPI */

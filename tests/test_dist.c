@@ -1,0 +1,394 @@
+/* test_dist.c — data-parallel training over MPI, run by mpiexec from this same program (--worker MODE):
+ *   - 2 ranks x batch B give the weights of 1 process with batch 2B after K steps, and the same global loss;
+ *   - ZeRO 1 gives the same weights bit for bit, with half the optimizer memory on each rank;
+ *   - kill -9 of one rank: the job ends non-zero within the deadline, no process left;
+ *   - SIGSTOP of one rank: the deadline fires, the error names the rank and the step, no process left.
+ * Skipped (exit 77, ctest's SKIP_RETURN_CODE) when the build has no MPI. */
+#include "check.h"
+#include "magna.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SHAPE(...) ((int64_t[]){__VA_ARGS__})
+
+/* 200 rows = 6 steps of 32 and a last of 8 (4 per rank): the short step's weighting is tested too */
+enum { ROWS = 200, FEATURES = 8, BATCH = 16, EPOCHS = 3, STEPS = EPOCHS * 7 };
+static float X[ROWS * FEATURES], Y[ROWS];
+
+static void make_data(void) {
+    for (int r = 0; r < ROWS; r++) {
+        float y = 0;
+        for (int j = 0; j < FEATURES; j++) {
+            float x = 2 * magna_rand_uniform(9, 1, (uint64_t)(r * FEATURES + j)) - 1;
+            X[r * FEATURES + j] = x;
+            y += (j % 2 ? 1.5f : -0.5f) * x + 0.3f * x * x;
+        }
+        Y[r] = sinf(y);
+    }
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static magna_model *make_model(int64_t batch) {
+    magna_model *m = magna_model_new(7, batch);
+    magna_model_input(m, "x", MAGNA_F32, 1, SHAPE(FEATURES));
+    magna_model_sequential(m, (magna_layer_spec[]){MAGNA_DENSE(32, MAGNA_ACT_TANH), MAGNA_DENSE(1, MAGNA_ACT_NONE)}, 2);
+    if (magna_model_compile(m, &(magna_compile_opts){.loss = MAGNA_LOSS_MSE,
+                                                     .optimizer = {.kind = MAGNA_ADAM, .lr = 1e-2f},
+                                                     .metrics = MAGNA_METRIC_MAE}) != MAGNA_OK) {
+        printf("compile: %s\n", magna_model_errmsg(m));
+        exit(3);
+    }
+    return m;
+}
+
+static void write_file(const char *dir, const char *name, const void *p, size_t bytes) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(p, 1, bytes, f) != bytes || fclose(f) != 0) {
+        printf("cannot write %s\n", path);
+        exit(3);
+    }
+}
+
+static bool read_file(const char *dir, const char *name, void *p, size_t bytes) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "rb");
+    if (!f) return false;
+    bool ok = fread(p, 1, bytes, f) == bytes;
+    fclose(f);
+    return ok;
+}
+
+/* ---- the workers (under mpiexec) ------------------------------------------------------------------ */
+
+/* equiv DIR TAG ZERO1: trains K steps data parallel; rank 0 writes the weights and the global loss, every
+ * rank its optimizer memory. */
+static int worker_equiv(const char *dir, const char *tag, bool zero1) {
+    magna_error err;
+    magna_dist *d = magna_dist_init(&(magna_dist_opts){.timeout = 30, .zero1 = zero1, .bucket_bytes = 1024}, &err);
+    if (!d) return printf("dist init: %s\n", err.message), 3;
+    magna_model *m = make_model(BATCH);
+    magna_model_set_dist(m, d);
+    magna_history h = {0};
+    magna_dataset data = {.rows = ROWS, .x = X, .y = Y};
+    if (magna_model_fit(m, &data, NULL, &(magna_fit_opts){.epochs = EPOCHS, .verbose = 1}, &h) != MAGNA_OK)
+        return printf("fit: %s\n", magna_model_errmsg(m)), 3;
+    size_t n;
+    const float *w = magna_graph_params(magna_model_graph(m), &n);
+    char name[128];
+    const int rank = magna_dist_rank(d);
+    const int64_t bytes = (int64_t)magna_optimizer_state_bytes(magna_model_optimizer(m));
+    snprintf(name, sizeof name, "%s.optbytes.%d", tag, rank);
+    write_file(dir, name, &bytes, sizeof bytes);
+    const double results[3] = {h.epochs[h.count - 1].train.loss, h.epochs[h.count - 1].train.mae,
+                               (double)magna_model_step(m)};
+    if (rank == 0) {
+        snprintf(name, sizeof name, "%s.params", tag);
+        write_file(dir, name, w, n * sizeof *w);
+        snprintf(name, sizeof name, "%s.results", tag);
+        write_file(dir, name, results, sizeof results);
+    }
+    magna_history_free(&h);
+    magna_model_free(m);
+    magna_dist_finalize(d);
+    return 0;
+}
+
+typedef struct long_run {
+    const char *dir;
+    magna_dist *d;
+    double t0;
+} long_run;
+
+/* After the first epoch (training is under way), each rank leaves its pid for the test to signal. Stops by
+ * itself after 60 s, should the test fail to end it. */
+static bool long_epoch_end(magna_model *m, const magna_epoch_log *log, void *user) {
+    long_run *run = user;
+    if (log->epoch == 1) {
+        char name[64];
+        const int64_t pid = getpid();
+        snprintf(name, sizeof name, "pid.%d", magna_dist_rank(run->d));
+        write_file(run->dir, name, &pid, sizeof pid);
+    }
+    return now_s() - run->t0 < 60;
+}
+
+static int worker_long(const char *dir, double timeout) {
+    magna_error err;
+    long_run run = {.dir = dir, .t0 = now_s()};
+    if (!(run.d = magna_dist_init(&(magna_dist_opts){.timeout = timeout}, &err))) return printf("dist init: %s\n", err.message), 3;
+    magna_model *m = make_model(BATCH);
+    magna_model_set_dist(m, run.d);
+    magna_dataset data = {.rows = ROWS, .x = X, .y = Y};
+    magna_fit_opts fo = {.epochs = 1000000, .on_epoch_end = long_epoch_end, .user = &run};
+    if (magna_model_fit(m, &data, NULL, &fo, NULL) != MAGNA_OK) return printf("fit: %s\n", magna_model_errmsg(m)), 3;
+    magna_model_free(m);
+    magna_dist_finalize(run.d);
+    return 0;
+}
+
+/* ---- the driver -------------------------------------------------------------------------------------- */
+
+static char self[4096], dir[256];
+
+/* mpiexec -n RANKS self --worker ARGS..., in its own process group, output to DIR/LOG. */
+static pid_t launch(int ranks, const char *log, const char *const *args) {
+    char np[16], path[512];
+    snprintf(np, sizeof np, "%d", ranks);
+    snprintf(path, sizeof path, "%s/%s", dir, log);
+    const char *argv[16] = {MAGNA_MPIEXEC, "-n", np, self, "--worker"};
+    int n = 5;
+    for (int i = 0; args[i] && n < 15; i++) argv[n++] = args[i];
+    argv[n] = NULL;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        setpgid(0, 0);
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) dup2(fd, 1), dup2(fd, 2);
+        /* Open MPI's settings by environment (root, more ranks than cores); one thread a rank on shared cores */
+        setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+        setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+        setenv("OMPI_MCA_rmaps_base_oversubscribe", "1", 1);
+        setenv("OMP_NUM_THREADS", "1", 1);
+        setenv("MAGNA_THREADS", "1", 1);
+        setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+        execv(MAGNA_MPIEXEC, (char *const *)argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Waits up to `seconds` for the launcher; on time-out kills its process group. Returns the wait status, or -1. */
+static int wait_for(pid_t pid, double seconds) {
+    const double t0 = now_s();
+    int status;
+    while (now_s() - t0 < seconds) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid) return status;
+        struct timespec nap = {0, 10 * 1000 * 1000};
+        nanosleep(&nap, NULL);
+    }
+    kill(-pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return -1;
+}
+
+static void show_log(const char *log) {
+    char path[512], line[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, log);
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    while (fgets(line, sizeof line, f)) printf("    | %s", line);
+    fclose(f);
+}
+
+static bool log_has(const char *log, const char *text) {
+    char path[512], buf[65536];
+    snprintf(path, sizeof path, "%s/%s", dir, log);
+    FILE *f = fopen(path, "r");
+    if (!f) return false;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return strstr(buf, text) != NULL;
+}
+
+/* A worker of this test still running: its pid alive, and its command line naming this test's folder. */
+static bool alive(int64_t pid) {
+    char path[64], cmd[4096];
+    snprintf(path, sizeof path, "/proc/%lld/cmdline", (long long)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return false;
+    size_t n = fread(cmd, 1, sizeof cmd - 1, f);
+    fclose(f);
+    for (size_t i = 0; i < n; i++)
+        if (!cmd[i]) cmd[i] = ' ';
+    cmd[n] = '\0';
+    char stat_path[64], state = '?';
+    snprintf(stat_path, sizeof stat_path, "/proc/%lld/stat", (long long)pid);
+    if ((f = fopen(stat_path, "r"))) {
+        if (fscanf(f, "%*d %*s %c", &state) != 1) state = '?';
+        fclose(f);
+    }
+    return strstr(cmd, dir) != NULL && state != 'Z';
+}
+
+/* No worker left within a few seconds of the launcher's end; any left are killed (and counted as failures). */
+static bool none_left(const int64_t pids[2]) {
+    const double t0 = now_s();
+    while (now_s() - t0 < 3) {
+        if (!alive(pids[0]) && !alive(pids[1])) return true;
+        struct timespec nap = {0, 20 * 1000 * 1000};
+        nanosleep(&nap, NULL);
+    }
+    for (int r = 0; r < 2; r++)
+        if (alive(pids[r])) kill((pid_t)pids[r], SIGKILL);
+    return false;
+}
+
+static void test_same_weights_as_one_process(void) {
+    /* 2 ranks x BATCH, plain and ZeRO 1 */
+    int st = wait_for(launch(2, "dp.log", (const char *[]){"equiv", dir, "dp", "0", NULL}), 60);
+    CHECK(st == 0, "2 ranks: mpiexec status %d", st);
+    if (st != 0) show_log("dp.log");
+    st = wait_for(launch(2, "zero.log", (const char *[]){"equiv", dir, "zero", "1", NULL}), 60);
+    CHECK(st == 0, "2 ranks, ZeRO 1: mpiexec status %d", st);
+    if (st != 0) show_log("zero.log");
+    CHECK(log_has("dp.log", "data parallel: 2 ranks x batch 16 = global batch 32"), "rank 0 describes the setup");
+    CHECK(log_has("zero.log", "ZeRO 1: optimizer state"), "ZeRO 1 reports its memory");
+
+    /* 1 process x 2 BATCH, in this one */
+    magna_model *m = make_model(2 * BATCH);
+    magna_history h = {0};
+    magna_dataset data = {.rows = ROWS, .x = X, .y = Y};
+    CHECK(magna_model_fit(m, &data, NULL, &(magna_fit_opts){.epochs = EPOCHS}, &h) == MAGNA_OK, "%s",
+          magna_model_errmsg(m));
+    CHECK(magna_model_step(m) == STEPS, "%lld steps", (long long)magna_model_step(m));
+    size_t n;
+    const float *w1 = magna_graph_params(magna_model_graph(m), &n);
+    float *w2 = malloc(n * sizeof *w2), *wz = malloc(n * sizeof *wz);
+    double r2[3] = {0}, rz[3] = {0};
+    const bool got = read_file(dir, "dp.params", w2, n * sizeof *w2) && read_file(dir, "zero.params", wz, n * sizeof *wz) &&
+                     read_file(dir, "dp.results", r2, sizeof r2) && read_file(dir, "zero.results", rz, sizeof rz);
+    CHECK(got, "the workers' weights and results");
+    if (got) {
+        /* float32: the two runs add the same gradient terms in another order (each rank's mean over 16 rows,
+         * then the weighted sum of the two means, against one mean over 32 rows), so the gradients differ by
+         * a few ulp and Adam carries that through 21 steps; measured max |dw| ~1e-7 on weights of size ~0.5 */
+        double max_diff = 0, max_w = 0;
+        for (size_t i = 0; i < n; i++) {
+            max_diff = fmax(max_diff, fabs((double)w1[i] - w2[i]));
+            max_w = fmax(max_w, fabs((double)w1[i]));
+        }
+        printf("  1 process x batch %d vs 2 ranks x batch %d after %d steps: max |dw| = %.3g (max |w| %.3g)\n",
+               2 * BATCH, BATCH, STEPS, max_diff, max_w);
+        CHECK(max_diff <= 2e-6, "weights differ by %g", max_diff);
+        CHECK(r2[2] == STEPS, "the 2-rank run took %g steps, not %d", r2[2], STEPS);
+        /* the loss rank 0 reports is the global one: the 1-process run's, to rounding */
+        const double loss1 = h.epochs[h.count - 1].train.loss, mae1 = h.epochs[h.count - 1].train.mae;
+        CHECK(fabs(r2[0] - loss1) <= 1e-5 * fabs(loss1), "global loss %.9g vs one process %.9g", r2[0], loss1);
+        CHECK(fabs(r2[1] - mae1) <= 1e-5 * fabs(mae1), "global mae %.9g vs one process %.9g", r2[1], mae1);
+        /* ZeRO 1 does the same arithmetic on slices: the same bits */
+        CHECK(memcmp(w2, wz, n * sizeof *w2) == 0, "ZeRO 1 changed the weights");
+        int64_t full = 0, z0 = 0, z1 = 0;
+        CHECK(read_file(dir, "dp.optbytes.0", &full, sizeof full) && read_file(dir, "zero.optbytes.0", &z0, sizeof z0) &&
+                  read_file(dir, "zero.optbytes.1", &z1, sizeof z1),
+              "optimizer bytes");
+        printf("  Adam state per rank: %lld bytes unsharded, ZeRO 1: %lld + %lld\n", (long long)full, (long long)z0,
+               (long long)z1);
+        CHECK(full == (int64_t)(2 * n * sizeof(float)), "unsharded state %lld bytes", (long long)full);
+        CHECK(z0 + z1 == full && z0 <= full / 2 + 2 * 16 * 4 && z1 <= full / 2, "sharded %lld + %lld of %lld",
+              (long long)z0, (long long)z1, (long long)full);
+    }
+    free(w2), free(wz);
+    magna_history_free(&h);
+    magna_model_free(m);
+}
+
+/* Starts the long run, waits for both ranks' pids (training is under way), signals rank 1. */
+static pid_t start_long(const char *log, double timeout, int64_t pids[2]) {
+    char t[32];
+    snprintf(t, sizeof t, "%g", timeout);
+    for (int r = 0; r < 2; r++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/pid.%d", dir, r);
+        unlink(path);
+    }
+    pid_t pid = launch(2, log, (const char *[]){"long", dir, t, NULL});
+    const double t0 = now_s();
+    while (now_s() - t0 < 30) {
+        if (read_file(dir, "pid.0", &pids[0], sizeof pids[0]) && read_file(dir, "pid.1", &pids[1], sizeof pids[1]))
+            return pid;
+        if (waitpid(pid, NULL, WNOHANG) == pid) break;
+        struct timespec nap = {0, 20 * 1000 * 1000};
+        nanosleep(&nap, NULL);
+    }
+    CHECK(false, "the long run did not start");
+    show_log(log);
+    kill(-pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return -1;
+}
+
+static void test_kill9(void) {
+    const double timeout = 3;
+    int64_t pids[2] = {0, 0};
+    pid_t pid = start_long("kill.log", timeout, pids);
+    if (pid < 0) return;
+    struct timespec settle = {0, 200 * 1000 * 1000};
+    nanosleep(&settle, NULL);
+    const double t0 = now_s();
+    kill((pid_t)pids[1], SIGKILL);
+    const int st = wait_for(pid, 20);
+    const double took = now_s() - t0;
+    printf("  kill -9 rank 1: the job ended in %.2f s (deadline %.0f s), status %d\n", took, timeout, st);
+    CHECK(st != -1, "the job did not end within 20 s");
+    CHECK(st != 0, "the job ended with status 0 after a rank died");
+    CHECK(took <= timeout * 1.25 + 0.5 + 2, "the job took %.2f s to end", took);
+    CHECK(none_left(pids), "a rank was left running");
+    if (st == 0 || st == -1) show_log("kill.log");
+}
+
+static void test_sigstop(void) {
+    const double timeout = 2;
+    int64_t pids[2] = {0, 0};
+    pid_t pid = start_long("stop.log", timeout, pids);
+    if (pid < 0) return;
+    struct timespec settle = {0, 200 * 1000 * 1000};
+    nanosleep(&settle, NULL);
+    const double t0 = now_s();
+    kill((pid_t)pids[1], SIGSTOP);
+    const int st = wait_for(pid, 20);
+    const double took = now_s() - t0;
+    printf("  SIGSTOP rank 1: the job ended in %.2f s (deadline %.0f s), status %d\n", took, timeout, st);
+    CHECK(st != -1 && st != 0, "status %d", st);
+    CHECK(took >= timeout * 0.9 && took <= timeout * 1.25 + 0.5 + 2, "the deadline fired after %.2f s", took);
+    CHECK(log_has("stop.log", "rank 1") && log_has("stop.log", "at step") && log_has("stop.log", "deadline"),
+          "the error names the rank and the step");
+    CHECK(none_left(pids), "a rank was left running (the stopped one?)");
+    show_log("stop.log");
+}
+
+int main(int argc, char **argv) {
+    make_data();
+    if (argc >= 4 && strcmp(argv[1], "--worker") == 0) {
+        if (strcmp(argv[2], "equiv") == 0 && argc == 6) return worker_equiv(argv[3], argv[4], atoi(argv[5]) != 0);
+        if (strcmp(argv[2], "long") == 0 && argc == 5) return worker_long(argv[3], atof(argv[4]));
+        return printf("test_dist: bad worker arguments\n"), 2;
+    }
+    if (!magna_dist_available() || !MAGNA_MPIEXEC[0]) {
+        printf("test_dist: skipped: this build has no MPI (install libopenmpi-dev openmpi-bin and rebuild)\n");
+        return 77;
+    }
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (len <= 0) return printf("test_dist: cannot find this program\n"), 1;
+    self[len] = '\0';
+    snprintf(dir, sizeof dir, "/tmp/magna-test-dist-XXXXXX");
+    if (!mkdtemp(dir)) return printf("test_dist: mkdtemp: %s\n", strerror(errno)), 1;
+    const double t0 = now_s();
+    test_same_weights_as_one_process();
+    test_kill9();
+    test_sigstop();
+    printf("  (%.1f s)\n", now_s() - t0);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (check_failed == 0 && system(cmd) != 0) printf("could not remove %s\n", dir);
+    return check_finish("test_dist");
+}
