@@ -2,8 +2,10 @@
  *   - 2 ranks x batch B give the weights of 1 process with batch 2B after K steps, and the same global loss;
  *   - ZeRO 1 gives the same weights bit for bit, with half the optimizer memory on each rank;
  *   - kill -9 of one rank: the job ends non-zero within the deadline, no process left;
- *   - SIGSTOP of one rank: the deadline fires, the error names the rank and the step, no process left.
- * Skipped (exit 77, ctest's SKIP_RETURN_CODE) when the build has no MPI. */
+ *   - SIGSTOP of one rank: the deadline fires, the error names the rank and the step, no process left;
+ *   - `mpiexec -n 2 magna train` gives the test figures of `magna train --batch 2B`, written once.
+ * Skipped (exit 77, ctest's SKIP_RETURN_CODE) when the build has no MPI, after checking that the dist API
+ * then says so. */
 #include "check.h"
 #include "magna.h"
 
@@ -175,6 +177,35 @@ static pid_t launch(int ranks, const char *log, const char *const *args) {
     return pid;
 }
 
+/* The magna command (next to this test) under mpiexec, or alone when ranks is 0. */
+static pid_t launch_cli(int ranks, const char *log, const char *const *args) {
+    char np[16], path[512], magna[4200];
+    snprintf(np, sizeof np, "%d", ranks);
+    snprintf(path, sizeof path, "%s/%s", dir, log);
+    snprintf(magna, sizeof magna, "%s", self);
+    snprintf(strrchr(magna, '/'), sizeof magna - (size_t)(strrchr(magna, '/') - magna), "/magna");
+    const char *argv[24];
+    int n = 0;
+    if (ranks) argv[n++] = MAGNA_MPIEXEC, argv[n++] = "-n", argv[n++] = np;
+    argv[n++] = magna;
+    for (int i = 0; args[i] && n < 23; i++) argv[n++] = args[i];
+    argv[n] = NULL;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        setpgid(0, 0);
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) dup2(fd, 1), dup2(fd, 2);
+        setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+        setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+        setenv("OMPI_MCA_rmaps_base_oversubscribe", "1", 1);
+        setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    return pid;
+}
+
 /* Waits up to `seconds` for the launcher; on time-out kills its process group. Returns the wait status, or -1. */
 static int wait_for(pid_t pid, double seconds) {
     const double t0 = now_s();
@@ -188,6 +219,31 @@ static int wait_for(pid_t pid, double seconds) {
     kill(-pid, SIGKILL);
     waitpid(pid, &status, 0);
     return -1;
+}
+
+static void show_log(const char *log);
+
+/* The last line of a log that starts with `prefix`, into line. */
+static bool log_line(const char *log, const char *prefix, char *line, size_t n) {
+    char path[512], buf[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, log);
+    FILE *f = fopen(path, "r");
+    if (!f) return false;
+    bool found = false;
+    while (fgets(buf, sizeof buf, f))
+        if (strncmp(buf, prefix, strlen(prefix)) == 0) snprintf(line, n, "%s", buf), found = true;
+    fclose(f);
+    return found;
+}
+
+static int count_lines(const char *log, const char *prefix) {
+    char path[512], buf[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, log);
+    FILE *f = fopen(path, "r");
+    int n = 0;
+    while (f && fgets(buf, sizeof buf, f)) n += strncmp(buf, prefix, strlen(prefix)) == 0;
+    if (f) fclose(f);
+    return n;
 }
 
 static void show_log(const char *log) {
@@ -366,6 +422,39 @@ static void test_sigstop(void) {
     show_log("stop.log");
 }
 
+/* The command, 2 ranks x its model file's batch 16 against one process with --batch 32: the same test figures
+ * (printed to 4 decimals), one key=value line, the files written once by rank 0. */
+static void test_cli(void) {
+    char model[4200], out2[512], out1[512], l2[4096] = "", l1[4096] = "";
+    snprintf(model, sizeof model, "%s", __FILE__); /* CMake passes the absolute path of this file */
+    *strrchr(model, '/') = 0;
+    snprintf(strrchr(model, '/'), sizeof model - (size_t)(strrchr(model, '/') - model), "/models/iris-mlp.ini");
+    snprintf(out2, sizeof out2, "%s/cli2", dir);
+    snprintf(out1, sizeof out1, "%s/cli1", dir);
+    int st = wait_for(launch_cli(2, "cli2.log", (const char *[]){"train", model, "--epochs", "3", "--timeout", "20",
+                                                                 "--out", out2, NULL}), 60);
+    CHECK(st == 0, "mpiexec -n 2 magna train: status %d", st);
+    st = wait_for(launch_cli(0, "cli1.log", (const char *[]){"train", model, "--epochs", "3", "--batch", "32", "--out",
+                                                             out1, NULL}), 60);
+    CHECK(st == 0, "magna train --batch 32: status %d", st);
+    CHECK(log_line("cli2.log", "test_loss=", l2, sizeof l2) && log_line("cli1.log", "test_loss=", l1, sizeof l1),
+          "the key=value lines");
+    printf("  2 ranks: %s  1 process: %s", l2, l1);
+    CHECK(strstr(l2, "ranks=2 ") && strstr(l1, "ranks=1 "), "ranks in the key=value lines");
+    /* the figures before best_epoch must agree */
+    if (strstr(l2, " best_epoch=")) *strstr(l2, " best_epoch=") = 0;
+    if (strstr(l1, " best_epoch=")) *strstr(l1, " best_epoch=") = 0;
+    CHECK(strcmp(l1, l2) == 0, "2 ranks x 16 gave '%s', 1 x 32 gave '%s'", l2, l1);
+    CHECK(count_lines("cli2.log", "test_loss=") == 1 && count_lines("cli2.log", "wrote ") == 1,
+          "rank 0 alone prints the results");
+    CHECK(log_has("cli2.log", "data parallel: 2 ranks x batch 16 = global batch 32"), "the setup line");
+    char path[600];
+    snprintf(path, sizeof path, "%s/model.safetensors", out2);
+    struct stat sb;
+    CHECK(stat(path, &sb) == 0, "%s written", path);
+    if (st != 0 || check_failed) show_log("cli2.log");
+}
+
 int main(int argc, char **argv) {
     make_data();
     if (argc >= 4 && strcmp(argv[1], "--worker") == 0) {
@@ -374,6 +463,11 @@ int main(int argc, char **argv) {
         return printf("test_dist: bad worker arguments\n"), 2;
     }
     if (!magna_dist_available() || !MAGNA_MPIEXEC[0]) {
+        magna_error err;
+        CHECK(!magna_dist_available() && magna_dist_init(NULL, &err) == NULL && err.status == MAGNA_ERR_UNSUPPORTED &&
+                  strstr(err.message, "this build has no MPI"),
+              "without MPI, magna_dist_init says so");
+        if (check_failed) return check_finish("test_dist");
         printf("test_dist: skipped: this build has no MPI (install libopenmpi-dev openmpi-bin and rebuild)\n");
         return 77;
     }
@@ -386,6 +480,7 @@ int main(int argc, char **argv) {
     test_same_weights_as_one_process();
     test_kill9();
     test_sigstop();
+    test_cli();
     printf("  (%.1f s)\n", now_s() - t0);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

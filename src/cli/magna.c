@@ -2,6 +2,7 @@
  * (models/<name>.ini, the format is described in README.md "Command line" and at the top of each file).
  *
  *   magna train MODEL_FILE [--epochs N] [--batch N] [--lr X] [--seed N] [--threads N] [--out DIR]
+ *               [--dist] [--zero1] [--timeout SECONDS]          (data parallel: mpirun -np N magna train ...)
  *   magna eval MODEL_FILE --weights FILE [--seed N] [--threads N]
  *   magna summary MODEL_FILE
  *   magna --version
@@ -9,14 +10,17 @@
  * A model file is read strictly: an unknown section or key, a value that does not parse or is out of range,
  * a missing required key are errors naming the file and the line ("models/x.ini:12: [layer] dense: unknown
  * key 'unit'"). Exit status: 0 on success, 1 when the run fails, 2 for a bad command line or model file. */
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include "model_file.h"
 #include "graph/internal.h" /* magna_io_mkdirs */
 
 #include <math.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* ---- data ------------------------------------------------------------------------------------------ */
 
@@ -199,6 +203,7 @@ static bool make_dirs(const char *dir) {
 static const char *USAGE =
     "usage: magna COMMAND ...\n"
     "  magna train MODEL_FILE [--epochs N] [--batch N] [--lr X] [--seed N] [--threads N] [--out DIR]\n"
+    "              [--dist] [--zero1] [--timeout SECONDS]\n"
     "  magna eval MODEL_FILE --weights FILE [--seed N] [--threads N]\n"
     "  magna summary MODEL_FILE\n"
     "  magna --version\n"
@@ -210,6 +215,11 @@ static const char *USAGE_TRAIN =
     "DIR/model.safetensors (the best epoch's weights, which are also the ones evaluated) and DIR/logs\n"
     "(TensorBoard events, log.csv, curves.svg). DIR defaults to runs/<model file name>. The options\n"
     "override the file's [train] epochs, batch, lr and seed (--seed sets the data split's seed too).\n"
+    "Data parallel: started by mpirun/mpiexec/srun (or with --dist), each of N ranks takes its share\n"
+    "of a global batch of N x batch rows and the gradients are averaged; rank 0 alone prints and writes.\n"
+    "--zero1 shards the optimizer state across ranks; --timeout is the deadline of every collective\n"
+    "(default $MAGNA_DIST_TIMEOUT or 300 s): a rank that dies or stops answering ends the job, named.\n"
+    "Without --threads, each rank runs cores / ranks-on-this-machine threads.\n"
     "The last line is key=value results.\n";
 static const char *USAGE_EVAL = "usage: magna eval MODEL_FILE --weights FILE [--seed N] [--threads N]\n"
                                 "Loads the weights into the model the file describes and evaluates it on the "
@@ -222,8 +232,8 @@ static const char *USAGE_SUMMARY = "usage: magna summary MODEL_FILE\n"
 typedef struct options {
     const char *model_file, *out, *weights;
     int64_t epochs, batch, seed, threads;
-    double lr;
-    bool help;
+    double lr, timeout;
+    bool help, dist, zero1;
 } options;
 
 /* Options after the command; `allowed` lists the ones this command takes, as "--epochs --batch ...". */
@@ -245,6 +255,10 @@ static bool parse_options(int argc, char **argv, const char *cmd, const char *al
         const char *p = strstr(allowed, flag);
         if (strncmp(a, "--", 2) != 0 || !p || (p[strlen(flag)] != ' ' && p[strlen(flag)] != 0))
             return cli_fail("magna %s: unknown option '%s' (see magna %s --help)", cmd, a, cmd);
+        if (strcmp(a, "--dist") == 0 || strcmp(a, "--zero1") == 0) { /* the flags without a value */
+            *(a[2] == 'd' ? &o->dist : &o->zero1) = true;
+            continue;
+        }
         if (i + 1 >= argc) return cli_fail("magna %s: %s needs a value", cmd, a);
         const char *v = argv[++i];
         int64_t n = 0;
@@ -254,6 +268,10 @@ static bool parse_options(int argc, char **argv, const char *cmd, const char *al
         else if (strcmp(a, "--lr") == 0) {
             if (!parse_double(v, &x) || x <= 0) return cli_fail("magna %s: --lr: '%s' is not a number > 0", cmd, v);
             o->lr = x;
+        } else if (strcmp(a, "--timeout") == 0) {
+            if (!parse_double(v, &x) || !(x > 0))
+                return cli_fail("magna %s: --timeout: '%s' is not a number of seconds > 0", cmd, v);
+            o->timeout = x;
         } else {
             if (!parse_int(v, &n) || n < (strcmp(a, "--seed") == 0 ? 0 : 1) || (strcmp(a, "--seed") != 0 && n > (1 << 24)))
                 return cli_fail("magna %s: %s: '%s' is not a whole number in range", cmd, a, v);
@@ -294,13 +312,45 @@ static int cmd_summary(int argc, char **argv) {
     return rc;
 }
 
+/* Data parallel when an MPI launcher started this process (or --dist): rank 0 alone prints; unless told,
+ * each rank runs as many threads as it has cores to itself (ranks sharing cores with busy-waiting OpenMP
+ * threads ran 6x slower, DESIGN.md 3). */
+static bool start_dist(const options *o, magna_dist **out) {
+    *out = NULL;
+    if (!o->dist && !o->zero1 && !magna_dist_launched()) return true;
+    magna_error err;
+    magna_dist *d = magna_dist_init(&(magna_dist_opts){.timeout = o->timeout, .zero1 = o->zero1}, &err);
+    if (!d) return cli_fail("magna train: %s", err.message);
+    if (magna_dist_rank(d) != 0 && !freopen("/dev/null", "w", stdout)) {
+        magna_dist_finalize(d);
+        return cli_fail("magna train: cannot silence rank %d's output", magna_dist_rank(d));
+    }
+    if (o->threads <= 0 && !getenv("MAGNA_THREADS") && !getenv("OMP_NUM_THREADS")) {
+        cpu_set_t set;
+        const long online = sysconf(_SC_NPROCESSORS_ONLN);
+        const int mine = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : (int)online;
+        /* bound by the launcher (fewer cores than the machine's): those are ours; else a share of the machine */
+        const int threads = mine < online ? mine : mine / magna_dist_local_size();
+        magna_set_threads(threads > 0 ? threads : 1);
+    }
+    *out = d;
+    return true;
+}
+
 static int cmd_train(int argc, char **argv) {
     options o;
-    if (!parse_options(argc, argv, "train", "--epochs --batch --lr --seed --threads --out", &o)) return EXIT_USAGE;
+    if (!parse_options(argc, argv, "train", "--epochs --batch --lr --seed --threads --out --dist --zero1 --timeout",
+                       &o))
+        return EXIT_USAGE;
     if (o.help) return fputs(USAGE_TRAIN, stdout), 0;
     config cf;
     if (!config_read(o.model_file, &cf)) return EXIT_USAGE;
     apply_options(&o, &cf);
+    magna_dist *dist;
+    if (!start_dist(&o, &dist)) {
+        config_free(&cf);
+        return EXIT_RUN;
+    }
     char out[4096], ckpt[4200], logs[4200];
     if (o.out) snprintf(out, sizeof out, "%s", o.out);
     else {
@@ -323,7 +373,8 @@ static int cmd_train(int argc, char **argv) {
     int rc = EXIT_RUN;
     magna_model *m = build(&cf);
     magna_history h = {0};
-    if (m && make_dirs(out)) {
+    if (m) magna_model_set_dist(m, dist);
+    if (m && (magna_dist_rank(dist) != 0 || make_dirs(out))) {
         magna_model_summary(m, stdout);
         fflush(stdout);
         const double t0 = now();
@@ -345,8 +396,9 @@ static int cmd_train(int argc, char **argv) {
                     scores_kv("val", &h.epochs[h.best_epoch - 1].val, cf.compile.metrics, vkv + 1, sizeof vkv - 1);
                 }
                 printf("wrote %s (epoch %d) and %s\n", ckpt, h.best_epoch, logs);
-                printf("%s%s best_epoch=%d epochs=%d seed=%llu threads=%d seconds=%.3f out=%s\n", kv, vkv,
-                       h.best_epoch, h.count, (unsigned long long)cf.seed, magna_get_threads(), seconds, out);
+                printf("%s%s best_epoch=%d epochs=%d seed=%llu threads=%d ranks=%d seconds=%.3f out=%s\n", kv, vkv,
+                       h.best_epoch, h.count, (unsigned long long)cf.seed, magna_get_threads(), magna_dist_size(dist),
+                       seconds, out);
                 rc = 0;
             }
         }
@@ -355,6 +407,11 @@ static int cmd_train(int argc, char **argv) {
     magna_model_free(m);
     data_free(&d);
     config_free(&cf);
+    if (rc != 0 && magna_dist_size(dist) > 1) { /* the other ranks would wait for this one: end the job */
+        fprintf(stderr, "%s\n", cli_error[0] ? cli_error : "magna: failed");
+        magna_dist_abort(dist, rc, NULL);
+    }
+    magna_dist_finalize(dist);
     return rc;
 }
 

@@ -293,6 +293,7 @@ static magna_status finish(magna_dist *d, int64_t step, const char *what, magna_
      * the one that ends the job, unless rank 0 is the one missing */
     const double limit = d->rank == 0 ? d->timeout : d->timeout * 1.25 + 0.5;
     const int n_hb = d->rank == 0 ? d->size : 1;
+    double last = t0, suspended = 0; /* time this process itself did not run (SIGSTOP, a starved VM) */
     for (long spins = 0;; spins++) {
         int done = 0, rc = MPI_Testall(d->n_reqs, d->reqs, &done, MPI_STATUSES_IGNORE);
         if (rc != MPI_SUCCESS) return mpi_fail(d, err, rc, "MPI_Testall", what, step);
@@ -313,7 +314,12 @@ static magna_status finish(magna_dist *d, int64_t step, const char *what, magna_
         }
         if (done && beats) return MAGNA_OK;
         const double t = now_s(), waited = t - t0;
+        if (t - last > 2 * d->ping_interval + 0.5) suspended += t - last;
+        last = t;
         if ((rc = pings(d, t)) != MPI_SUCCESS) return mpi_fail(d, err, rc, "ping", what, step);
+        if (waited > limit && suspended > 0.5 * limit)
+            return fail(d, err, "%s at step %lld: this rank was itself suspended for %.3g s of the %.3g s deadline "
+                                "(stopped?); ending the job", what, (long long)step, suspended, limit);
         if (waited > limit) {
             /* who is missing: those that never reached this collective, else those that went quiet in it */
             char missing[256] = "", quiet[256] = "";
@@ -543,22 +549,31 @@ size_t magna_dist_allreduce_bytes(const magna_dist *d, const magna_graph *g) {
     return g->n_params * sizeof(float) + 4 * sizeof(double);
 }
 
+/* 1234 B, 12.1 KiB, 3.45 MiB, 1.23 GiB */
+static const char *human(double bytes, char *buf, size_t n) {
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int u = 0;
+    while (bytes >= 1024 && u < 4) bytes /= 1024, u++;
+    snprintf(buf, n, u ? "%.3g %s" : "%.0f %s", bytes, units[u]);
+    return buf;
+}
+
 void magna_dist_describe(const magna_dist *d, const magna_graph *g, const magna_optimizer *opt, int64_t batch,
                          FILE *out) {
-    const double mib = 1024.0 * 1024.0;
-    const size_t bytes = g->n_params * sizeof(float);
+    char a[32], b[32];
     const size_t n_buckets = (g->n_params + d->bucket_floats - 1) / d->bucket_floats;
-    fprintf(out, "data parallel: %d ranks x batch %lld = global batch %lld; gradient allreduce %.3f MiB per step in "
-                 "%zu bucket%s; deadline %.3g s per collective",
-            d->size, (long long)batch, (long long)batch * d->size, (double)bytes / mib, n_buckets,
-            n_buckets == 1 ? "" : "s", d->timeout);
+    fprintf(out, "data parallel: %d ranks x batch %lld = global batch %lld; gradient allreduce %s per step in %zu "
+                 "bucket%s; deadline %.3g s per collective",
+            d->size, (long long)batch, (long long)batch * d->size,
+            human((double)magna_dist_allreduce_bytes(d, g), a, sizeof a), n_buckets, n_buckets == 1 ? "" : "s",
+            d->timeout);
     if (opt && d->zero1) {
         const size_t mine = magna_optimizer_state_bytes(opt);
         size_t count, n_all;
         magna_optimizer_range(opt, &count, &n_all);
         const double full = count ? (double)mine * (double)n_all / (double)count : 0;
-        fprintf(out, "; ZeRO 1: optimizer state %.3f MiB on this rank, %.3f MiB unsharded (%.2fx less)",
-                (double)mine / mib, full / mib, mine ? full / (double)mine : 0.0);
+        fprintf(out, "; ZeRO 1: optimizer state %s on rank 0, %s unsharded (%.2fx less)",
+                human((double)mine, a, sizeof a), human(full, b, sizeof b), mine ? full / (double)mine : 0.0);
     }
     fprintf(out, "\n");
 }
