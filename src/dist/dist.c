@@ -351,9 +351,10 @@ static magna_status finish(magna_dist *d, int64_t step, const char *what, magna_
                         what, (long long)step, limit, d->rank == 0 ? "every rank" : "rank 0",
                         d->rank == 0 ? " (the network?)" : " (rank 0 should have named the missing rank)");
         }
-        /* MPI progresses only inside MPI calls: poll hard at first, then yield, then nap */
-        if (waited > 0.05) {
-            struct timespec nap = {0, 200000};
+        /* MPI progresses only inside MPI calls (a nap between two calls stalls a big allreduce's rounds):
+         * poll, yielding the core to whoever shares it; nap only once the wait is clearly on a slow rank */
+        if (waited > 1.0) {
+            struct timespec nap = {0, 1000000};
             nanosleep(&nap, NULL);
         } else if (spins > 100) {
             sched_yield();
