@@ -661,6 +661,8 @@ magna_status magna_model_fit(magna_model *m, const magna_dataset *train_in, cons
                     break;
                 }
                 if (isfinite(loss = fval(m->loss)[0])) magna_graph_backward(m->g);
+            } else {
+                m->g->rng_step++; /* the dropout counter stays in step with the ranks that ran */
             }
             double bad = !isfinite(loss); /* summed over ranks: every rank stops at the same step */
             if (m->dist && (st = dist_reduce_grads(m, isfinite(loss) ? count : 0, &bad, 1)) != MAGNA_OK) break;
