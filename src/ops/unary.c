@@ -82,7 +82,9 @@ DEF(tanh, OPF_BWD_OUTPUT)
  * the first loop fills e[0..n) before magna_vexp reads it.) */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-static void gelu_cdf(const float *restrict x, float *restrict cdf, float *restrict pdf, int64_t n) {
+/* The baseline build is x86-64-v2 (SSE, no FMA): one clone per wider ISA, picked by the loader. */
+#define GELU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+GELU_CLONES static void gelu_cdf(const float *restrict x, float *restrict cdf, float *restrict pdf, int64_t n) {
     float t[GELU_CHUNK], e[GELU_CHUNK];
 #pragma omp simd
     for (int64_t i = 0; i < n; i++) {
@@ -111,14 +113,14 @@ static void gelu_cdf(const float *restrict x, float *restrict cdf, float *restri
 }
 #pragma GCC diagnostic pop
 
-static void gelu_forward_chunk(const float *x, float *y, int64_t n) {
+GELU_CLONES static void gelu_forward_chunk(const float *x, float *y, int64_t n) {
     float cdf[GELU_CHUNK];
     gelu_cdf(x, cdf, NULL, n);
 #pragma omp simd
     for (int64_t i = 0; i < n; i++) y[i] = x[i] * cdf[i];
 }
 
-static void gelu_backward_chunk(const float *x, const float *dy, float *dx, int64_t n) {
+GELU_CLONES static void gelu_backward_chunk(const float *x, const float *dy, float *dx, int64_t n) {
     float cdf[GELU_CHUNK], pdf[GELU_CHUNK];
     gelu_cdf(x, cdf, pdf, n);
 #pragma omp simd
