@@ -260,6 +260,9 @@ static void test_bpe(void) {
         i += l;
     }
     CHECK(k == 12, "%d pieces", k);
+    uint8_t run[300];
+    memset(run, 'x', sizeof run);
+    CHECK(bpe_piece(run, 300, 0) == 128 && bpe_piece(run, 300, 256) == 44, "a long run is cut every 128 bytes");
 
     /* the classic example: aa (4), then ab (2, tied with "aa a" and won by the smaller first id), then aa+ab */
     CHECK(magna_tokenizer_train_bpe(S("aaabdaaabac"), 1000, &t, &e) == MAGNA_OK, "bpe: %s", e.message);

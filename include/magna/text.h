@@ -80,8 +80,10 @@ magna_status magna_tokenizer_train_chars(const uint8_t *text, int64_t n, bool un
  * Pieces (ASCII classes; every byte >= 0x80 counts as a letter, so UTF-8 words stay whole): an optional
  * single space followed by a run of letters, or of digits, or of other non-space characters; or a run of
  * whitespace, less its last character when a non-space follows it (that space then starts the next
- * piece: " world" rather than "world"). Pair counts are updated incrementally with a priority queue, so
- * training costs about the number of pieces touched by each merge, not a recount of the corpus. */
+ * piece: " world" rather than "world"); a piece longer than 128 bytes is cut every 128 bytes. Pair
+ * counts are updated incrementally with a priority queue, so training costs about the pieces each merge
+ * touches, not a recount of the corpus: the 2.6 MB fortunes corpus trains to 4096 ids in 0.1-0.2 s
+ * here. */
 magna_status magna_tokenizer_train_bpe(const uint8_t *text, int64_t n, int32_t vocab_size, magna_tokenizer **out,
                                        magna_error *err);
 

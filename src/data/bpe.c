@@ -91,11 +91,14 @@ static int cls(uint8_t c) {
 int64_t bpe_piece(const uint8_t *s, int64_t n, int64_t i) {
     int64_t j = i;
     if (s[i] == ' ' && i + 1 < n && cls(s[i + 1]) != C_SPACE) j = i + 1; /* " word" */
+    /* a cap keeps training and encoding linear in the text: merging within one piece costs its length per
+     * merge, and a megabyte without a space (a binary file, a base64 blob) would otherwise be one piece */
+    const int64_t end = n - i > BPE_MAX_PIECE ? i + BPE_MAX_PIECE : n;
     const int c = cls(s[j]);
     int64_t e = j + 1;
-    while (e < n && cls(s[e]) == c) e++;
+    while (e < end && cls(s[e]) == c) e++;
     /* whitespace before a non-space keeps its last character back: it may start the next piece */
-    if (c == C_SPACE && e < n && e - i > 1) e--;
+    if (c == C_SPACE && e < n && e - i > 1 && cls(s[e]) != C_SPACE) e--;
     return e - i;
 }
 

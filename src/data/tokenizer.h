@@ -32,6 +32,7 @@ struct magna_tokenizer {
 magna_status bpe_finish(magna_tokenizer *t, int32_t *dup, int32_t *first, magna_error *err);
 /* bpe.c: encodes with t's merges into *ids (capacity n + 1, as many ids as bytes at most). */
 int64_t bpe_encode(const magna_tokenizer *t, const uint8_t *text, int64_t n, int32_t *ids);
+#define BPE_MAX_PIECE 128
 /* bpe.c: the length of the pre-split piece starting at text[i] (>= 1 when i < n). */
 int64_t bpe_piece(const uint8_t *text, int64_t n, int64_t i);
 
