@@ -352,6 +352,11 @@ static void test_malformed(void) {
     malformed("magna-tokenizer 1\nkind bpe\nmerges 4\n97 97\n97 98\n98 98\n97 97\n", F, ":7: merge 3 (97 97) repeats merge 0");
     malformed("magna-tokenizer 1\nkind bpe\nmerges 2\n97 97\n97\n", F, ":5: merge 1: expected two ids, got '97'");
     malformed("magna-tokenizer 1\nkind bpe\nmerges 1\n97 97 98\n", F, ":4: merge 0: expected two ids, got '97 97 98'");
+    malformed("magna-tokenizer 1\nkind bpe\nmerges 1\n97  97\n", F, ":4: merge 0: expected two ids, got '97  97'");
+    malformed("magna-tokenizer 1\nkind bpe\nmerges 1\n+97 97\n", F, ":4: merge 0: expected two ids, got '+97 97'");
+    malformed("magna-tokenizer 1\nkind bpe\nmerges 1\n97 99999999999\n", F,
+              ":4: merge 0: expected two ids, got '97 99999999999'");
+    malformed("magna-tokenizer 1\nkind bpe\nmerges  1\n97 97\n", F, ":3: 'merges' needs a whole number in [0, 16777216], got ' 1'");
     malformed("magna-tokenizer 1\nkind bpe\nmerges 1\n97 97\n98 98\n", F, ":5: text after the end: '98 98'");
     malformed("magna-tokenizer 1\nkind bytes\nmerges 0\n", F, ":3: text after the end: 'merges 0'");
     malformed("magna-tokenizer 1\nkind chars\nchars 2\nunk 2\n", F, ":4: 'unk' needs a whole number in [0, 1], got '2'");
@@ -362,6 +367,8 @@ static void test_malformed(void) {
     malformed("magna-tokenizer 1\nkind chars\nchars 1\nunk 0\nU+D800\n", F, ":5: 'U+D800' is not a Unicode scalar value");
     malformed("magna-tokenizer 1\nkind chars\nchars 1\nunk 0\nU+110000\n", F, ":5: 'U+110000' is not a Unicode scalar value");
     malformed("magna-tokenizer 1\nkind chars\nchars 1\nunk 0\nbyte 0x41\n", F, ":5: 'byte 0x41': a raw byte is 0x80..0xFF");
+    malformed("magna-tokenizer 1\nkind chars\nchars 1\nunk 0\nU+ 41\n", F, ":5: 'U+ 41' is not a Unicode scalar value");
+    malformed("magna-tokenizer 1\nkind chars\nchars 1\nunk 0\nU+-41\n", F, ":5: 'U+-41' is not a Unicode scalar value");
     malformed("magna-tokenizer 1\nkind chars\nchars 1\nunk 0\nA\n", F, ":5: expected 'U+XXXX' or 'byte 0xXX', got 'A'");
     malformed("magna-tokenizer 1\nkind chars\nchars 0\nunk 0\n", F, ":4: an empty vocabulary");
 
@@ -388,6 +395,62 @@ static void test_malformed(void) {
     CHECK(magna_tokenizer_from_string("magna-tokenizer 1\r\nkind bpe\r\nmerges 1\r\n97 97\r\n", &t, &e) == MAGNA_OK &&
           magna_tokenizer_vocab_size(t) == 257, "CRLF: %s", e.message);
     magna_tokenizer_free(t);
+}
+
+/* Random edits of valid texts: each loads or fails with a message, never crashes (ASan runs this too), and a
+ * text that loads gives a working tokenizer. */
+static void test_mutations(void) {
+    magna_error e;
+    magna_tokenizer *a = NULL, *b = NULL;
+    const uint8_t *text = (const uint8_t *)"the theme of the thesis: then the other, \xC3\xA9t\xC3\xA9 \xFF 1234 1234 ...\n";
+    const int64_t n = (int64_t)strlen((const char *)text);
+    magna_tokenizer_train_bpe(text, n, 300, &a, &e);
+    magna_tokenizer_train_chars(text, n, true, &b, &e);
+    char *src[2] = {to_string(a), to_string(b)};
+    uint8_t *r = random_bytes(21, 300);
+    int loaded = 0, failed = 0;
+    bool ok = true;
+    for (int it = 0; it < 3000; it++) {
+        const char *orig = src[it % 2];
+        const size_t len = strlen(orig);
+        char *m = malloc(len + 1);
+        memcpy(m, orig, len + 1);
+        const int edits = 1 + (int)(magna_rand_u64(4, 1, (uint64_t)it) % 3);
+        size_t ml = len;
+        for (int k = 0; k < edits && ml > 0; k++) {
+            const uint64_t x = magna_rand_u64(4, 2, (uint64_t)(it * 4 + k));
+            const size_t at = (size_t)(x % ml);
+            const int op = (int)(x >> 32) % 4;
+            if (op == 0) m[at] = "0123456789 \n-+xU"[(x >> 40) % 17];       /* replace */
+            else if (op == 1) memmove(m + at, m + at + 1, ml - at), ml--; /* delete (the NUL moves too) */
+            else if (op == 2) m[at] = 0, ml = at;                       /* truncate */
+            else m[at] = (char)('0' + (x >> 40) % 10);                   /* another digit */
+        }
+        magna_tokenizer *t = NULL;
+        const magna_status st = magna_tokenizer_from_string(m, &t, &e);
+        if (st == MAGNA_OK) {
+            loaded++;
+            int32_t *ids = NULL;
+            uint8_t *back = NULL;
+            int64_t c = 0, bn = -1;
+            const bool chars = magna_tokenizer_get_kind(t) == MAGNA_TOKENIZER_CHARS && magna_tokenizer_unk_id(t) < 0;
+            if (!chars) { /* bytes, BPE: any bytes round-trip */
+                ok = ok && magna_tokenizer_encode(t, r, 300, &ids, &c, &e) == MAGNA_OK &&
+                     magna_tokenizer_decode(t, ids, c, &back, &bn, &e) == MAGNA_OK &&
+                     (magna_tokenizer_unk_id(t) >= 0 || (bn == 300 && memcmp(back, r, 300) == 0));
+            }
+            free(ids), free(back);
+            magna_tokenizer_free(t);
+        } else {
+            failed++;
+            ok = ok && t == NULL && e.status == st && e.message[0] && (st == MAGNA_ERR_FORMAT || st == MAGNA_ERR_RANGE);
+        }
+        free(m);
+    }
+    CHECK(ok, "every edited text loads into a working tokenizer or fails with a message");
+    CHECK(loaded > 100 && failed > 1000, "%d loaded, %d failed", loaded, failed);
+    free(src[0]), free(src[1]), free(r);
+    magna_tokenizer_free(a), magna_tokenizer_free(b);
 }
 
 /* ---- windows ---------------------------------------------------------------------------------------- */
@@ -496,6 +559,7 @@ int main(void) {
     test_bytes_and_chars();
     test_bpe();
     test_malformed();
+    test_mutations();
     test_windows();
     test_bigram();
     char cmd[128];

@@ -339,18 +339,44 @@ static int count_lines(const char *p) {
     return n;
 }
 
+/* A decimal integer at *s, optionally negative, at most 10 digits (no spaces, no '+'); advances *s. */
+static bool parse_long(const char **s, long *v) {
+    const char *p = *s;
+    const bool neg = *p == '-';
+    p += neg;
+    if (*p < '0' || *p > '9') return false;
+    long x = 0;
+    for (int d = 0; *p >= '0' && *p <= '9'; p++)
+        if (++d > 10) return false;
+        else x = x * 10 + (*p - '0');
+    *v = neg ? -x : x, *s = p;
+    return true;
+}
+
+/* 1 to 8 hex digits and nothing after them */
+static bool parse_hex(const char *p, unsigned long *v) {
+    unsigned long x = 0;
+    int d = 0;
+    for (; *p; p++, d++) {
+        const int h = *p >= '0' && *p <= '9' ? *p - '0' : *p >= 'A' && *p <= 'F' ? *p - 'A' + 10
+                    : *p >= 'a' && *p <= 'f' ? *p - 'a' + 10 : -1;
+        if (h < 0 || d == 8) return false;
+        x = x << 4 | (unsigned long)h;
+    }
+    *v = x;
+    return d > 0;
+}
+
 /* "key N" with N a decimal integer in [lo, hi] */
 static magna_status keyed_int(lines *l, const char *key, long lo, long hi, long *v, magna_error *err) {
     if (!next_line(l))
         return magna_error_set(err, MAGNA_ERR_FORMAT, "%s:%d: truncated: the text ends before '%s N'", l->where,
                                l->line + 1, key);
     const size_t kl = strlen(key);
-    char *end;
     if (strncmp(l->buf, key, kl) != 0 || l->buf[kl] != ' ')
         return magna_error_set(err, MAGNA_ERR_FORMAT, "%s:%d: expected '%s N', got '%s'", l->where, l->line, key, l->buf);
-    errno = 0;
-    *v = strtol(l->buf + kl + 1, &end, 10);
-    if (end == l->buf + kl + 1 || *end || errno || *v < lo || *v > hi)
+    const char *p = l->buf + kl + 1;
+    if (!parse_long(&p, v) || *p || *v < lo || *v > hi)
         return magna_error_set(err, MAGNA_ERR_FORMAT, "%s:%d: '%s' needs a whole number in [%ld, %ld], got '%s'",
                                l->where, l->line, key, lo, hi, l->buf + kl + 1);
     return MAGNA_OK;
@@ -371,17 +397,12 @@ static magna_status parse_chars(lines *l, magna_tokenizer *t, magna_error *err) 
     for (long i = 0; i < n; i++) {
         next_line(l);
         unsigned long u;
-        char *end;
-        if (strncmp(l->buf, "U+", 2) == 0 && l->buf[2] && l->buf[2] != '-' && l->buf[2] != '+') {
-            errno = 0;
-            u = strtoul(l->buf + 2, &end, 16);
-            if (*end || errno || u >= RAW_BYTE || !unit_valid((uint32_t)u))
+        if (strncmp(l->buf, "U+", 2) == 0) {
+            if (!parse_hex(l->buf + 2, &u) || u >= RAW_BYTE || !unit_valid((uint32_t)u))
                 return magna_error_set(err, MAGNA_ERR_FORMAT, "%s:%d: '%s' is not a Unicode scalar value", l->where,
                                        l->line, l->buf);
-        } else if (strncmp(l->buf, "byte 0x", 7) == 0 && l->buf[7] && l->buf[7] != '-' && l->buf[7] != '+') {
-            errno = 0;
-            u = strtoul(l->buf + 7, &end, 16);
-            if (*end || errno || u < 0x80 || u > 0xFF)
+        } else if (strncmp(l->buf, "byte 0x", 7) == 0) {
+            if (!parse_hex(l->buf + 7, &u) || u < 0x80 || u > 0xFF)
                 return magna_error_set(err, MAGNA_ERR_FORMAT, "%s:%d: '%s': a raw byte is 0x80..0xFF", l->where, l->line,
                                        l->buf);
             u += RAW_BYTE;
@@ -411,8 +432,8 @@ static magna_status parse_bpe(lines *l, magna_tokenizer *t, magna_error *err) {
     for (long i = 0; i < n; i++) {
         next_line(l);
         long a, b;
-        int used = -1;
-        if (sscanf(l->buf, "%ld %ld%n", &a, &b, &used) != 2 || used < 0 || l->buf[used] || l->buf[0] == ' ')
+        const char *p = l->buf;
+        if (!parse_long(&p, &a) || *p++ != ' ' || !parse_long(&p, &b) || *p)
             return magna_error_set(err, MAGNA_ERR_FORMAT, "%s:%d: merge %ld: expected two ids, got '%s'", l->where, l->line,
                                    i, l->buf);
         const long have = 256 + i; /* ids that exist before this merge */
