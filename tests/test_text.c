@@ -549,6 +549,54 @@ static void test_bigram(void) {
     magna_tokenizer_free(t);
 }
 
+/* The windows as magna_dataset takes them: an embedding + dense model sees one token per prediction, so it
+ * can learn no more than a bigram; trained on random windows it must come close to the count bigram's
+ * validation loss (and beat the uniform). */
+static void test_model_on_windows(void) {
+    magna_error e;
+    char text[6000] = "";
+    const char *lines[] = {"a cat sat. ", "the dog ate. ", "a bat ran to the cat. ", "dogs dig. "};
+    for (int i = 0; strlen(text) < 5500; i++) strcat(text, lines[magna_rand_u64(8, 1, (uint64_t)i) % 4]);
+    const int64_t n = (int64_t)strlen(text);
+    magna_tokenizer *t = NULL;
+    int32_t *ids = NULL;
+    int64_t count = 0, cut = 0;
+    CHECK(magna_text_split((const uint8_t *)text, n, 0.2, &cut, &e) == MAGNA_OK &&
+          magna_tokenizer_train_chars((const uint8_t *)text, n, false, &t, &e) == MAGNA_OK &&
+          magna_tokenizer_encode(t, (const uint8_t *)text, n, &ids, &count, &e) == MAGNA_OK, "%s", e.message);
+    const int32_t V = magna_tokenizer_vocab_size(t);
+    enum { T = 16, B = 32, W = 640 };
+    int32_t *x = malloc(W * T * 4), *y = malloc(W * T * 4);
+    const int64_t nv = count - cut, wv = magna_lm_window_count(nv, T);
+    int32_t *vx = malloc((size_t)wv * T * 4), *vy = malloc((size_t)wv * T * 4);
+    CHECK(magna_lm_windows_random(ids, cut, T, W, 1, 0, x, y, &e) == MAGNA_OK &&
+          magna_lm_windows_sequential(ids + cut, nv, T, vx, vy, &e) == MAGNA_OK, "%s", e.message);
+    magna_bigram bg;
+    double bigram = 0;
+    CHECK(magna_bigram_fit(&bg, ids, cut, V, 0.01, &e) == MAGNA_OK && magna_bigram_loss(&bg, ids + cut, nv, &bigram, &e) == MAGNA_OK,
+          "%s", e.message);
+    magna_bigram_free(&bg);
+
+    magna_model *m = magna_model_new(3, B);
+    magna_model_input(m, "x", MAGNA_I32, 1, (int64_t[]){T});
+    magna_model_sequential(m, (magna_layer_spec[]){MAGNA_EMBEDDING(V, 16), MAGNA_DENSE(V, MAGNA_ACT_NONE)}, 2);
+    magna_status st = magna_model_compile(m, &(magna_compile_opts){.loss = MAGNA_LOSS_SPARSE_CE,
+                                                                     .optimizer = {.kind = MAGNA_ADAM, .lr = 3e-2f}});
+    CHECK(st == MAGNA_OK, "compile: %s", magna_model_errmsg(m));
+    const magna_dataset train = {.rows = W, .x_i32 = x, .labels = y}, val = {.rows = wv, .x_i32 = vx, .labels = vy};
+    magna_scores sc = {0};
+    if (st == MAGNA_OK) {
+        CHECK(magna_model_fit(m, &train, NULL, &(magna_fit_opts){.epochs = 15}, NULL) == MAGNA_OK, "fit: %s",
+              magna_model_errmsg(m));
+        CHECK(magna_model_evaluate(m, &val, &sc) == MAGNA_OK, "evaluate: %s", magna_model_errmsg(m));
+    }
+    CHECK(sc.loss < bigram + 0.06 && sc.loss > bigram - 0.06, "the neural bigram's validation loss %.4f is within 0.06 of "
+          "the count bigram's %.4f (uniform %.4f)", sc.loss, bigram, log((double)V));
+    magna_model_free(m);
+    free(x), free(y), free(vx), free(vy), free(ids);
+    magna_tokenizer_free(t);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/magna_test_text_XXXXXX");
     if (!mkdtemp(dir)) {
@@ -562,6 +610,7 @@ int main(void) {
     test_mutations();
     test_windows();
     test_bigram();
+    test_model_on_windows();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0) printf("could not remove %s\n", dir);
