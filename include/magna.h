@@ -12,5 +12,6 @@
 #include "magna/train.h"
 #include "magna/io.h"
 #include "magna/generate.h"
+#include "magna/text.h"
 
 #endif
