@@ -1,10 +1,13 @@
 /* test_cli.c — the `magna` command (src/cli/magna.c), run as a program next to this test in the build folder:
  * train on models/housing-mlp.ini for 5 epochs (exit 0, the key=value line, the checkpoint and the log),
+ * 6 epochs straight vs 25 steps + `--resume` in a new process (a dropout model with a cosine warm-up: the same
+ * weights byte for byte), SIGINT/SIGTERM to a training child (exit 130/143, a checkpoint that resumes),
  * eval of that checkpoint giving the same test RMSE, summary of every model file in models/, --version and
  * --help, and malformed model files each rejected with their own message naming file and line. */
 #include "check.h"
 
 #include <limits.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,6 +84,118 @@ static void test_train_eval(void) {
     rc = run(args, out, sizeof out);
     CHECK(rc != 0 && strstr(out, "nothing.safetensors"), "eval of a missing file fails naming it (rc %d): %s", rc,
           out);
+}
+
+static bool same_file(const char *a, const char *b) {
+    char cmd[3 * PATH_MAX];
+    snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", a, b);
+    return system(cmd) == 0;
+}
+
+/* housing-mlp.ini with dropout after the hidden layer and a cosine schedule with warm-up: everything a
+ * resume must carry (shuffling, the dropout counter, Adam's moments, the schedule's position). */
+static void write_dropout_model(const char *path) {
+    char src[PATH_MAX + 64];
+    snprintf(src, sizeof src, "%s/models/housing-mlp.ini", root);
+    FILE *in = fopen(src, "r"), *o = fopen(path, "w");
+    CHECK(in && o, "copy %s", src);
+    if (!in || !o) return;
+    char line[1024];
+    while (fgets(line, sizeof line, in) && strncmp(line, "[model]", 7) != 0) fputs(line, o); /* its [data] */
+    fputs("[model]\ninput = 13\n\n[layer]\ntype = dense\nunits = 64\nactivation = relu\n\n[layer]\ntype = dropout\n"
+          "rate = 0.3\n\n[layer]\ntype = dense\nunits = 1\n\n[train]\nloss = mse\noptimizer = adam\nlr = 1e-3\n"
+          "batch = 32\nepochs = 200\nmetrics = rmse, mae, r2\nseed = 3\nschedule = cosine\nwarmup = 5\n",
+          o);
+    fclose(in), fclose(o);
+}
+
+/* 6 epochs straight vs 25 steps (mid-epoch 2), stopped, resumed in a new process from the checkpoint alone. */
+static void test_resume(void) {
+    char model[PATH_MAX], args[3 * PATH_MAX], a[PATH_MAX + 64], b[PATH_MAX + 64], line[4096];
+    snprintf(model, sizeof model, "%s/dropout.ini", tmp);
+    write_dropout_model(model);
+    snprintf(args, sizeof args, "summary '%s'", model);
+    int rc = run(args, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "Total params: 961\n") && strstr(out, "3 layers"), "the dropout model builds (rc %d): %s",
+          rc, out);
+    snprintf(args, sizeof args, "train '%s' --epochs 6 --threads 1 --out '%s/straight'", model, tmp);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 0, "straight run (rc %d): %s", rc, out);
+    snprintf(args, sizeof args, "train '%s' --epochs 6 --threads 1 --out '%s/split' --steps 25 --save-every 10 --keep 1",
+             model, tmp);
+    rc = run(args, out, sizeof out);
+    last_line(out, line, sizeof line);
+    CHECK(rc == 0 && strstr(out, "stopped at step 25") && strstr(line, "step=25 "), "stopped at 25 (rc %d): %s", rc,
+          out);
+    snprintf(a, sizeof a, "%s/split/checkpoints/step-000000025.safetensors", tmp);
+    snprintf(b, sizeof b, "%s/split/checkpoints/step-000000020.safetensors", tmp);
+    CHECK(exists(a) && !exists(b), "--keep 1 kept step 25 alone");
+    snprintf(args, sizeof args, "train --resume '%s/split/checkpoints' --threads 1", tmp);
+    rc = run(args, out, sizeof out);
+    last_line(out, line, sizeof line);
+    CHECK(rc == 0 && strstr(out, "resuming from") && strstr(line, "step=78 ") && strstr(line, "epochs=6 "),
+          "resumed to the end (rc %d): %s", rc, out);
+    snprintf(a, sizeof a, "%s/straight/model.safetensors", tmp);
+    snprintf(b, sizeof b, "%s/split/model.safetensors", tmp);
+    CHECK(same_file(a, b), "the resumed run's weights are the straight run's, byte for byte");
+    snprintf(a, sizeof a, "%s/straight/checkpoints/step-000000078.safetensors", tmp);
+    snprintf(b, sizeof b, "%s/split/checkpoints/step-000000078.safetensors", tmp);
+    CHECK(exists(a) && exists(b), "both runs end with a step-78 checkpoint");
+
+    /* a checkpoint that does not fit: another model file */
+    snprintf(args, sizeof args, "train '%s/models/iris-mlp.ini' --resume '%s/split/checkpoints' --threads 1", root, tmp);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "resume") && strstr(out, "shape"), "iris from a housing checkpoint (rc %d): %s", rc,
+          out);
+    snprintf(args, sizeof args, "train --resume '%s/nothing'", tmp);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "nothing") && strstr(out, "cannot open"), "resume from nothing (rc %d): %s", rc, out);
+}
+
+/* SIGINT and SIGTERM: the child saves a checkpoint at the end of its step and exits 128 + the signal. */
+static void test_signal(int sig, int want_rc) {
+    char model[PATH_MAX + 64], outdir[PATH_MAX], log[PATH_MAX], ck[PATH_MAX + 32];
+    snprintf(model, sizeof model, "%s/models/housing-mlp.ini", root);
+    snprintf(outdir, sizeof outdir, "%s/sig%d", tmp, sig);
+    snprintf(log, sizeof log, "%s/sig%d.log", tmp, sig);
+    snprintf(ck, sizeof ck, "%s/checkpoints", outdir);
+    fflush(stdout);
+    const pid_t pid = fork();
+    if (pid == 0) {
+        if (!freopen(log, "w", stdout) || dup2(fileno(stdout), 2) < 0) _exit(99);
+        execl(magna, magna, "train", model, "--epochs", "1000000", "--threads", "1", "--out", outdir, (char *)NULL);
+        _exit(98);
+    }
+    CHECK(pid > 0, "fork");
+    if (pid <= 0) return;
+    char first[PATH_MAX + 64];
+    snprintf(first, sizeof first, "%s/best.safetensors", ck);
+    for (int i = 0; i < 3000 && !exists(first); i++) usleep(10000); /* training has started: an epoch is done */
+    CHECK(exists(first), "the child trains (%s)", first);
+    kill(pid, sig);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == want_rc, "exit status %d after signal %d (want %d)",
+          WIFEXITED(status) ? WEXITSTATUS(status) : -1, sig, want_rc);
+    size_t len = 0;
+    FILE *f = fopen(log, "r");
+    if (f) len = fread(out, 1, sizeof out - 1, f), fclose(f);
+    out[len] = 0;
+    const char *msg = strstr(out, "interrupted by");
+    CHECK(msg && strstr(msg, sig == SIGINT ? "SIGINT" : "SIGTERM") && strstr(msg, "--resume"),
+          "one line saying so: %s", msg ? msg : out + (len > 400 ? len - 400 : 0));
+    /* the checkpoint it names resumes (a few steps more) */
+    char args[3 * PATH_MAX], line[4096];
+    long long at = -1;
+    if (msg && (msg = strstr(msg, "at step "))) at = atoll(msg + 8);
+    CHECK(at > 0, "the step it stopped at");
+    snprintf(args, sizeof args, "train --resume '%s' --threads 1 --steps %lld", ck, at + 3);
+    const int rc = run(args, out, sizeof out);
+    last_line(out, line, sizeof line);
+    char want[64];
+    snprintf(want, sizeof want, "step=%lld ", at + 3);
+    CHECK(rc == 0 && strstr(out, "resuming from") && strstr(line, want), "resumed from the signal's checkpoint (rc %d): %s",
+          rc, line);
 }
 
 static void test_summaries(void) {
@@ -185,6 +300,9 @@ int main(void) {
     test_summaries();
     test_malformed();
     test_train_eval();
+    test_resume();
+    test_signal(SIGINT, 130);
+    test_signal(SIGTERM, 143);
 
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);

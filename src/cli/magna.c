@@ -2,17 +2,20 @@
  * (models/<name>.ini, the format is described in README.md "Command line" and at the top of each file).
  *
  *   magna train MODEL_FILE [--epochs N] [--batch N] [--lr X] [--seed N] [--threads N] [--out DIR]
+ *               [--save-every STEPS] [--keep K] [--steps N] [--resume CHECKPOINT]
  *   magna eval MODEL_FILE --weights FILE [--seed N] [--threads N]
  *   magna summary MODEL_FILE
  *   magna --version
  *
  * A model file is read strictly: an unknown section or key, a value that does not parse or is out of range,
  * a missing required key are errors naming the file and the line ("models/x.ini:12: [layer] dense: unknown
- * key 'unit'"). Exit status: 0 on success, 1 when the run fails, 2 for a bad command line or model file. */
+ * key 'unit'"). Exit status: 0 on success, 1 when the run fails, 2 for a bad command line or model file,
+ * 128 + the signal (130 SIGINT, 143 SIGTERM) when a signal stopped `magna train` after saving a checkpoint. */
 #include "model_file.h"
 #include "graph/internal.h" /* magna_io_mkdirs */
 
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -199,6 +202,7 @@ static bool make_dirs(const char *dir) {
 static const char *USAGE =
     "usage: magna COMMAND ...\n"
     "  magna train MODEL_FILE [--epochs N] [--batch N] [--lr X] [--seed N] [--threads N] [--out DIR]\n"
+    "              [--save-every STEPS] [--keep K] [--steps N] [--resume CHECKPOINT]\n"
     "  magna eval MODEL_FILE --weights FILE [--seed N] [--threads N]\n"
     "  magna summary MODEL_FILE\n"
     "  magna --version\n"
@@ -206,10 +210,19 @@ static const char *USAGE =
     "\"Command line\").\n";
 static const char *USAGE_TRAIN =
     "usage: magna train MODEL_FILE [--epochs N] [--batch N] [--lr X] [--seed N] [--threads N] [--out DIR]\n"
+    "                   [--save-every STEPS] [--keep K] [--steps N]\n"
+    "       magna train [MODEL_FILE] --resume CHECKPOINT [--threads N] [--steps N] ...\n"
     "Trains the model the file describes on its data, evaluates it on the test split and writes\n"
-    "DIR/model.safetensors (the best epoch's weights, which are also the ones evaluated) and DIR/logs\n"
-    "(TensorBoard events, log.csv, curves.svg). DIR defaults to runs/<model file name>. The options\n"
-    "override the file's [train] epochs, batch, lr and seed (--seed sets the data split's seed too).\n"
+    "DIR/model.safetensors (the best epoch's weights, which are also the ones evaluated), DIR/logs\n"
+    "(TensorBoard events, log.csv, curves.svg) and DIR/checkpoints: full-state checkpoints (weights,\n"
+    "optimizer moments, step, epoch position, RNG, schedule, early stopping, the model file) at each\n"
+    "epoch's end and every --save-every steps, the last K (--keep, default 3) kept, and best.safetensors.\n"
+    "DIR defaults to runs/<model file name>. The options override the file's [train] epochs, batch, lr\n"
+    "and seed (--seed sets the data split's seed too). --steps N stops after optimizer step N (mid-epoch\n"
+    "too) with a checkpoint there. --resume takes a checkpoint file or folder (its newest step-*) and\n"
+    "continues that run exactly, with its model file, settings and DIR unless given again.\n"
+    "SIGINT or SIGTERM: the current step finishes, a checkpoint is saved, and the command exits with\n"
+    "status 128 + the signal's number (130, 143) and a line saying how to resume.\n"
     "The last line is key=value results.\n";
 static const char *USAGE_EVAL = "usage: magna eval MODEL_FILE --weights FILE [--seed N] [--threads N]\n"
                                 "Loads the weights into the model the file describes and evaluates it on the "
@@ -220,15 +233,16 @@ static const char *USAGE_SUMMARY = "usage: magna summary MODEL_FILE\n"
                                    "parameter counts.\n";
 
 typedef struct options {
-    const char *model_file, *out, *weights;
-    int64_t epochs, batch, seed, threads;
+    const char *model_file, *out, *weights, *resume;
+    int64_t epochs, batch, seed, threads, save_every, keep, steps;
     double lr;
     bool help;
 } options;
 
 /* Options after the command; `allowed` lists the ones this command takes, as "--epochs --batch ...". */
 static bool parse_options(int argc, char **argv, const char *cmd, const char *allowed, options *o) {
-    *o = (options){.epochs = -1, .batch = -1, .seed = -1, .threads = -1, .lr = -1};
+    *o = (options){.epochs = -1, .batch = -1, .seed = -1, .threads = -1, .lr = -1, .save_every = -1, .keep = -1,
+                   .steps = -1};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -251,19 +265,24 @@ static bool parse_options(int argc, char **argv, const char *cmd, const char *al
         double x = 0;
         if (strcmp(a, "--out") == 0) o->out = v;
         else if (strcmp(a, "--weights") == 0) o->weights = v;
+        else if (strcmp(a, "--resume") == 0) o->resume = v;
         else if (strcmp(a, "--lr") == 0) {
             if (!parse_double(v, &x) || x <= 0) return cli_fail("magna %s: --lr: '%s' is not a number > 0", cmd, v);
             o->lr = x;
         } else {
-            if (!parse_int(v, &n) || n < (strcmp(a, "--seed") == 0 ? 0 : 1) || (strcmp(a, "--seed") != 0 && n > (1 << 24)))
+            const bool big = strcmp(a, "--seed") == 0 || strcmp(a, "--steps") == 0 || strcmp(a, "--save-every") == 0;
+            if (!parse_int(v, &n) || n < (strcmp(a, "--seed") == 0 ? 0 : 1) || (!big && n > (1 << 24)))
                 return cli_fail("magna %s: %s: '%s' is not a whole number in range", cmd, a, v);
             if (strcmp(a, "--epochs") == 0) o->epochs = n;
+            else if (strcmp(a, "--save-every") == 0) o->save_every = n;
+            else if (strcmp(a, "--keep") == 0) o->keep = n;
+            else if (strcmp(a, "--steps") == 0) o->steps = n;
             else if (strcmp(a, "--batch") == 0) o->batch = n;
             else if (strcmp(a, "--seed") == 0) o->seed = n;
             else o->threads = n;
         }
     }
-    if (!o->model_file) return cli_fail("magna %s: no model file (see magna %s --help)", cmd, cmd);
+    if (!o->model_file && !o->resume) return cli_fail("magna %s: no model file (see magna %s --help)", cmd, cmd);
     return true;
 }
 
@@ -294,15 +313,69 @@ static int cmd_summary(int argc, char **argv) {
     return rc;
 }
 
+/* The signal that asked `magna train` to stop (0: none); fit finishes its step and saves a checkpoint. */
+static volatile sig_atomic_t stop_signal;
+static void on_stop_signal(int sig) { stop_signal = sig; }
+
+/* The settings a resumed run must keep: the model file's, as the first run's flags overrode them. */
+static void run_settings(const config *cf, const char *out, char *buf, size_t n) {
+    snprintf(buf, n, "epochs=%lld batch=%lld lr=%.9g seed=%llu data_seed=%llu out=%s", (long long)cf->epochs,
+             (long long)cf->batch, (double)cf->compile.optimizer.lr, (unsigned long long)cf->seed,
+             (unsigned long long)cf->data_seed, out);
+}
+static bool apply_run_settings(const char *s, config *cf, char *out, size_t n) {
+    long long epochs, batch;
+    unsigned long long seed, data_seed;
+    double lr;
+    int at = 0;
+    if (!s || sscanf(s, "epochs=%lld batch=%lld lr=%lf seed=%llu data_seed=%llu out=%n", &epochs, &batch, &lr, &seed,
+                     &data_seed, &at) != 5 || at == 0)
+        return false;
+    cf->epochs = epochs, cf->batch = batch, cf->compile.optimizer.lr = (float)lr;
+    cf->seed = seed, cf->data_seed = data_seed;
+    snprintf(out, n, "%s", s + at);
+    return true;
+}
+
 static int cmd_train(int argc, char **argv) {
     options o;
-    if (!parse_options(argc, argv, "train", "--epochs --batch --lr --seed --threads --out", &o)) return EXIT_USAGE;
+    if (!parse_options(argc, argv, "train",
+                       "--epochs --batch --lr --seed --threads --out --resume --save-every --keep --steps", &o))
+        return EXIT_USAGE;
     if (o.help) return fputs(USAGE_TRAIN, stdout), 0;
+    if (!o.model_file && !o.resume)
+        return cli_fail("magna train: no model file (see magna train --help)"), EXIT_USAGE;
+    /* resuming: the checkpoint holds the model file's text and the first run's settings */
+    char resume_path[4200] = "", resume_name[4300], out[4096] = "", saved_out[4096] = "";
+    magna_st_metadata md = {0};
+    if (o.resume) {
+        magna_error err;
+        if (magna_checkpoint_find(o.resume, resume_path, sizeof resume_path, &err) != MAGNA_OK ||
+            magna_read_safetensors_metadata(resume_path, &md, &err) != MAGNA_OK)
+            return cli_fail("magna train --resume: %s", err.message), EXIT_RUN;
+        if (!magna_st_metadata_get(&md, "model_file") || !magna_st_metadata_get(&md, "run")) {
+            magna_st_metadata_free(&md);
+            return cli_fail("magna train --resume: %s was not written by magna train (no model file in its metadata)",
+                            resume_path),
+                   EXIT_RUN;
+        }
+    }
     config cf;
-    if (!config_read(o.model_file, &cf)) return EXIT_USAGE;
+    snprintf(resume_name, sizeof resume_name, "%s (model file)", resume_path);
+    const bool from_ckpt = o.resume && !o.model_file;
+    if (!(from_ckpt ? config_read_text(resume_name, magna_st_metadata_get(&md, "model_file"), &cf)
+                    : config_read(o.model_file, &cf))) {
+        magna_st_metadata_free(&md);
+        return EXIT_USAGE;
+    }
+    if (o.resume && !apply_run_settings(magna_st_metadata_get(&md, "run"), &cf, saved_out, sizeof saved_out)) {
+        magna_st_metadata_free(&md);
+        config_free(&cf);
+        return cli_fail("magna train --resume: %s: metadata 'run' is malformed", resume_path), EXIT_RUN;
+    }
     apply_options(&o, &cf);
-    char out[4096], ckpt[4200], logs[4200];
     if (o.out) snprintf(out, sizeof out, "%s", o.out);
+    else if (o.resume) snprintf(out, sizeof out, "%s", saved_out);
     else {
         const char *base = strrchr(o.model_file, '/');
         base = base ? base + 1 : o.model_file;
@@ -311,11 +384,34 @@ static int cmd_train(int argc, char **argv) {
         if (dot && dot != base) len = (int)(dot - base);
         snprintf(out, sizeof out, "runs/%.*s", len, base);
     }
+    char ckpt[4200], logs[4200], ckdir[4200], settings[4400];
     snprintf(ckpt, sizeof ckpt, "%s/model.safetensors", out);
     snprintf(logs, sizeof logs, "%s/logs", out);
+    snprintf(ckdir, sizeof ckdir, "%s/checkpoints", out);
+    run_settings(&cf, out, settings, sizeof settings);
+    /* the model file's text goes into every checkpoint */
+    char *text = NULL;
+    if (from_ckpt) text = strdup(magna_st_metadata_get(&md, "model_file"));
+    else {
+        FILE *f = fopen(o.model_file, "rb");
+        size_t len = 0;
+        if (f && fseek(f, 0, SEEK_END) == 0) {
+            long n = ftell(f);
+            if (n >= 0 && (text = malloc((size_t)n + 1)) && fseek(f, 0, SEEK_SET) == 0)
+                len = fread(text, 1, (size_t)n, f);
+            if (text) text[len] = '\0';
+        }
+        if (f) fclose(f);
+    }
+    magna_st_metadata_free(&md);
+    if (!text) {
+        config_free(&cf);
+        return cli_fail("%s: cannot read the model file again", o.model_file), EXIT_RUN;
+    }
     printf("%s\n", magna_runtime_info());
     data d;
     if (!load_data(&cf, &d)) {
+        free(text);
         config_free(&cf);
         return EXIT_RUN;
     }
@@ -323,34 +419,61 @@ static int cmd_train(int argc, char **argv) {
     int rc = EXIT_RUN;
     magna_model *m = build(&cf);
     magna_history h = {0};
-    if (m && make_dirs(out)) {
+    if (m && o.resume && magna_model_resume(m, resume_path) != MAGNA_OK) {
+        cli_fail("magna train: %s", magna_model_errmsg(m));
+    } else if (m && make_dirs(out)) {
+        if (o.resume) printf("resuming from %s at step %lld\n", resume_path, (long long)magna_model_step(m));
         magna_model_summary(m, stdout);
         fflush(stdout);
+        struct sigaction sa = {.sa_handler = on_stop_signal}, old_int, old_term;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, &old_int);
+        sigaction(SIGTERM, &sa, &old_term);
         const double t0 = now();
+        const char *const meta[] = {"model_file", text, "run", settings, NULL};
         magna_fit_opts fo = {.epochs = (int)cf.epochs, .verbose = 1, .patience = (int)cf.patience,
-                             .restore_best = true, .checkpoint_path = ckpt, .log_dir = logs};
-        if (magna_model_fit(m, &d.train, d.has_val ? &d.val : NULL, &fo, &h) != MAGNA_OK)
-            cli_fail("%s: %s", o.model_file, magna_model_errmsg(m));
-        else {
+                             .restore_best = true, .checkpoint_path = ckpt, .log_dir = logs,
+                             .checkpoint_dir = ckdir, .save_every = o.save_every > 0 ? o.save_every : 0,
+                             .save_each_epoch = true, .keep_last = o.keep > 0 ? (int)o.keep : 3,
+                             .checkpoint_metadata = meta, .max_steps = o.steps > 0 ? o.steps : 0,
+                             .stop = &stop_signal};
+        const magna_status st = magna_model_fit(m, &d.train, d.has_val ? &d.val : NULL, &fo, &h);
+        sigaction(SIGINT, &old_int, NULL);
+        sigaction(SIGTERM, &old_term, NULL);
+        if (st != MAGNA_OK)
+            cli_fail("%s: %s", cf.path, magna_model_errmsg(m));
+        else if (h.interrupted && stop_signal) {
+            cli_fail("magna train: interrupted by %s at step %lld: checkpoint %s (continue with: magna train --resume %s)",
+                     stop_signal == SIGINT ? "SIGINT" : "SIGTERM", (long long)magna_model_step(m),
+                     magna_model_last_checkpoint(m), ckdir);
+            rc = 128 + stop_signal;
+        } else {
             const double seconds = now() - t0;
             magna_scores s;
             char kv[512] = "", vkv[512] = "";
             if (d.has_test && magna_model_evaluate(m, &d.test, &s) != MAGNA_OK)
-                cli_fail("%s: %s", o.model_file, magna_model_errmsg(m));
+                cli_fail("%s: %s", cf.path, magna_model_errmsg(m));
             else {
                 if (d.has_test) scores_kv("test", &s, cf.compile.metrics, kv, sizeof kv);
-                else scores_kv("train", &h.epochs[h.count - 1].train, cf.compile.metrics, kv, sizeof kv);
-                if (d.has_val && h.best_epoch >= 1) { /* " val_loss=... val_acc=...", the best epoch's */
-                    vkv[0] = ' ';
-                    scores_kv("val", &h.epochs[h.best_epoch - 1].val, cf.compile.metrics, vkv + 1, sizeof vkv - 1);
-                }
-                printf("wrote %s (epoch %d) and %s\n", ckpt, h.best_epoch, logs);
-                printf("%s%s best_epoch=%d epochs=%d seed=%llu threads=%d seconds=%.3f out=%s\n", kv, vkv,
-                       h.best_epoch, h.count, (unsigned long long)cf.seed, magna_get_threads(), seconds, out);
+                else if (h.count) scores_kv("train", &h.epochs[h.count - 1].train, cf.compile.metrics, kv, sizeof kv);
+                for (int i = 0; d.has_val && i < h.count; i++) /* " val_loss=... val_acc=...", the best epoch's */
+                    if (h.epochs[i].epoch == h.best_epoch) {
+                        vkv[0] = ' ';
+                        scores_kv("val", &h.epochs[i].val, cf.compile.metrics, vkv + 1, sizeof vkv - 1);
+                    }
+                if (h.interrupted)
+                    printf("stopped at step %lld (--steps): checkpoint %s\n", (long long)magna_model_step(m),
+                           magna_model_last_checkpoint(m));
+                else
+                    printf("wrote %s (epoch %d), %s and %s\n", ckpt, h.best_epoch, ckdir, logs);
+                printf("%s%s best_epoch=%d epochs=%d step=%lld seed=%llu threads=%d seconds=%.3f out=%s\n", kv, vkv,
+                       h.best_epoch, h.count ? h.epochs[h.count - 1].epoch : 0, (long long)magna_model_step(m),
+                       (unsigned long long)cf.seed, magna_get_threads(), seconds, out);
                 rc = 0;
             }
         }
     }
+    free(text);
     magna_history_free(&h);
     magna_model_free(m);
     data_free(&d);
