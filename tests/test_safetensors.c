@@ -222,7 +222,34 @@ static void test_malformed(void) {
     expect_format(m, p, MAGNA_ERR_FORMAT, "truncated", "truncated header length");
     write_raw(p, 1000, "{}", 2, 0);
     expect_format(m, p, MAGNA_ERR_FORMAT, "past the end", "header length beyond the file");
-    write_st(p, "this is not json", 0);
+    FILE *zf = fopen(p, "wb"); /* what torch.save writes: a zip archive */
+    static const char zip[] = "PK\x03\x04\x14\x00\x00\x00\x08\x00archive/data.pkl";
+    fwrite(zip, 1, sizeof zip - 1, zf);
+    fclose(zf);
+    expect_format(m, p, MAGNA_ERR_FORMAT, "not a safetensors file: it starts 50 4b 03 04", "wrong magic (a zip)");
+    write_raw(p, 2, "[]", 2, 0);
+    expect_format(m, p, MAGNA_ERR_FORMAT, "not a safetensors file", "a header that is not an object");
+    write_raw(p, 1, "{", 1, 0);
+    expect_format(m, p, MAGNA_ERR_FORMAT, "not sane", "a header length too short for JSON");
+    TENSORS("F32", "[4,3]", "[0,48]", "[48,60]");
+    write_st(p, h, 60);
+    truncate(p, 8 + (off_t)strlen(h) + 30);
+    expect_format(m, p, MAGNA_ERR_FORMAT, "out of range (the data section is 30 bytes)", "a file cut in its data");
+    truncate(p, 8 + 40);
+    expect_format(m, p, MAGNA_ERR_FORMAT, "past the end", "a file cut in its header");
+    TENSORS("F32", "[4,3]", "[-4,44]", "[48,60]");
+    write_st(p, h, 60);
+    expect_format(m, p, MAGNA_ERR_FORMAT, "out of range", "a negative offset");
+    TENSORS("F32", "[4,3]", "[0,18446744073709551615]", "[48,60]");
+    write_st(p, h, 60);
+    expect_format(m, p, MAGNA_ERR_FORMAT, "too big integer", "an offset beyond int64");
+    TENSORS("F32", "[4,-3]", "[0,48]", "[48,60]");
+    write_st(p, h, 60);
+    expect_format(m, p, MAGNA_ERR_FORMAT, "negative entry", "a negative dimension");
+    TENSORS("F32", "[4,3]", "[48,0]", "[48,60]");
+    write_st(p, h, 60);
+    expect_format(m, p, MAGNA_ERR_FORMAT, "out of range", "begin after end");
+    write_st(p, "{this is not json}", 0);
     expect_format(m, p, MAGNA_ERR_FORMAT, "not valid JSON", "not JSON");
     snprintf(h, sizeof h,
              "{\"%s\":{\"dtype\":\"F32\",\"shape\":[4,3],\"data_offsets\":[0,48]},"

@@ -447,6 +447,21 @@ static magna_status load_views(const view *tv, int n, bool tensors, const char *
     }
     uint64_t hlen = 0;
     for (int i = 0; i < 8; i++) hlen |= (uint64_t)len8[i] << (8 * i);
+    /* safetensors has no magic number; its JSON header's '{' right after the length is the nearest thing, and
+     * checking it first names a file of another kind (a PyTorch zip, a pickle, text) for what it is */
+    const int first = fsize > 8 ? fgetc(f) : EOF;
+    if (fsize > 8 && first != '{') {
+        st = magna_error_set(err, MAGNA_ERR_FORMAT,
+                             "%s: not a safetensors file: it starts %02x %02x %02x %02x %02x %02x %02x %02x %02x, "
+                             "not an 8-byte header length then '{'",
+                             path, len8[0], len8[1], len8[2], len8[3], len8[4], len8[5], len8[6], len8[7],
+                             (unsigned)(first == EOF ? 0 : first));
+        goto done;
+    }
+    if (fsize > 8 && ungetc(first, f) == EOF) {
+        st = magna_error_set(err, MAGNA_ERR_IO, "%s: reading the header failed", path);
+        goto done;
+    }
     if (hlen > fsize - 8) {
         st = magna_error_set(err, MAGNA_ERR_FORMAT, "%s: header length %llu runs past the end of the file (%llu bytes)", path,
                   (unsigned long long)hlen, (unsigned long long)fsize);
