@@ -2,11 +2,14 @@
  * train on models/housing-mlp.ini for 5 epochs (exit 0, the key=value line, the checkpoint and the log),
  * 6 epochs straight vs 25 steps + `--resume` in a new process (a dropout model with a cosine warm-up: the same
  * weights byte for byte), SIGINT/SIGTERM to a training child (exit 130/143, a checkpoint that resumes),
- * eval of that checkpoint giving the same test RMSE, summary of every model file in models/, --version and
+ * eval of that checkpoint giving the same test RMSE, predict on CSV (housing) and IDX (a small Fashion-MNIST
+ * MLP: its accuracy over the rows eval scores is eval's), summary of every model file in models/, --version and
  * --help, and malformed model files each rejected with their own message naming file and line. */
 #include "check.h"
+#include "magna.h"
 
 #include <limits.h>
+#include <math.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -198,6 +201,134 @@ static void test_signal(int sig, int want_rc) {
           rc, line);
 }
 
+/* Lines of a file (0 when it cannot be read), and its first line into `head`. */
+static long count_lines(const char *path, char *head, size_t n) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    long lines = 0;
+    int c, prev = '\n';
+    size_t k = 0;
+    while ((c = fgetc(f)) != EOF) {
+        if (lines == 0 && c != '\n' && k + 1 < n) head[k++] = (char)c;
+        if (c == '\n') lines++;
+        prev = c;
+    }
+    if (prev != '\n') lines++;
+    head[k < n ? k : n - 1] = 0;
+    fclose(f);
+    return lines;
+}
+
+/* Housing (CSV in, after test_train_eval's run) and Fashion-MNIST (IDX in): predictions agree with eval. */
+static void test_predict(void) {
+    char args[4 * PATH_MAX], in[PATH_MAX], pred[PATH_MAX], head[256], line[4096];
+    /* the whole Boston table as a user would have it (scikit-learn's copy has a line of counts first) */
+    snprintf(in, sizeof in, "%s/boston.csv", tmp);
+    snprintf(args, sizeof args, "tail -n +2 /usr/lib/python3/dist-packages/sklearn/datasets/data/boston_house_prices.csv > '%s'",
+             in);
+    CHECK(system(args) == 0, "%s", args);
+    snprintf(pred, sizeof pred, "%s/pred.csv", tmp);
+    snprintf(args, sizeof args, "predict '%s/models/housing-mlp.ini' --weights '%s/run/model.safetensors' --input '%s' "
+             "--output '%s'", root, tmp, in, pred);
+    int rc = run(args, out, sizeof out);
+    last_line(out, line, sizeof line);
+    CHECK(rc == 0 && strstr(line, "rows=506 outputs=1"), "predict (rc %d): %s", rc, out);
+    CHECK(count_lines(pred, head, sizeof head) == 507 && strcmp(head, "MEDV") == 0, "506 rows under 'MEDV' (%s)", head);
+    /* the predictions' RMSE over all rows is near the test split's (they are standardised as in training) */
+    FILE *fp = fopen(pred, "r"), *fi = fopen(in, "r");
+    double sse = 0;
+    int n = 0;
+    char a[512], b[512];
+    if (fp && fi && fgets(a, sizeof a, fp) && fgets(b, sizeof b, fi))
+        while (fgets(a, sizeof a, fp) && fgets(b, sizeof b, fi)) {
+            const char *medv = strrchr(b, ',');
+            const double e = strtod(a, NULL) - strtod(medv + 1, NULL);
+            sse += e * e, n++;
+        }
+    if (fp) fclose(fp);
+    if (fi) fclose(fi);
+    snprintf(args, sizeof args, "eval '%s/models/housing-mlp.ini' --weights '%s/run/model.safetensors'", root, tmp);
+    run(args, out, sizeof out);
+    last_line(out, line, sizeof line);
+    const double test_rmse = value_of(line, "test_rmse"), all_rmse = n ? sqrt(sse / n) : -1;
+    CHECK(n == 506 && fabs(all_rmse - test_rmse) < 0.25 * test_rmse, "RMSE over all rows %.3f, test split's %.3f",
+          all_rmse, test_rmse);
+
+    /* errors: one line, non-zero */
+    snprintf(args, sizeof args, "predict '%s/models/housing-mlp.ini' --weights '%s/run/model.safetensors' --input '%s'",
+             root, tmp, in);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "--output") && strchr(out, '\n') == out + strlen(out) - 1, "no --output (rc %d): %s",
+          rc, out);
+    snprintf(args, sizeof args, "cut -d, -f2- '%s' > '%s/nocrim.csv'", in, tmp);
+    CHECK(system(args) == 0, "%s", args);
+    snprintf(args, sizeof args, "predict '%s/models/housing-mlp.ini' --weights '%s/run/model.safetensors' --input "
+             "'%s/nocrim.csv' --output '%s'", root, tmp, tmp, pred);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "CRIM") && strchr(out, '\n') == out + strlen(out) - 1, "a missing column (rc %d): %s",
+          rc, out);
+    snprintf(args, sizeof args, "predict '%s/models/housing-mlp.ini' --weights '%s/run/logs/log.csv' --input '%s' "
+             "--output '%s'", root, tmp, in, pred);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "log.csv"), "weights that are no checkpoint (rc %d): %s", rc, out);
+    snprintf(args, sizeof args, "predict '%s/models/housing-mlp.ini' --weights '%s/run/model.safetensors' --input "
+             "'%s/x.idx' --output '%s'", root, tmp, tmp, pred);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "trained on CSV rows"), "images for a CSV model (rc %d): %s", rc, out);
+
+    /* IDX in: a small Fashion-MNIST MLP; over the first 500 test images predict's accuracy is eval's */
+    const char *fm = "/usr/share/datasets/fashion-mnist";
+    char model[PATH_MAX], images[PATH_MAX], labels[PATH_MAX];
+    snprintf(images, sizeof images, "%s/t10k-images-idx3-ubyte.gz", fm);
+    snprintf(labels, sizeof labels, "%s/t10k-labels-idx1-ubyte.gz", fm);
+    if (!exists(images)) {
+        printf("%s missing: skipping predict on IDX (apt-get install dataset-fashion-mnist)\n", images);
+        return;
+    }
+    snprintf(model, sizeof model, "%s/fm.ini", tmp);
+    FILE *f = fopen(model, "w");
+    if (!f) return;
+    fprintf(f, "[data]\nkind = idx\npath = %s\nclasses = 10\nlimit = 500\nstandardise = true\n\n[model]\ninput = 1, 28, 28\n\n"
+               "[layer]\ntype = flatten\n\n[layer]\ntype = dense\nunits = 10\n\n[train]\nloss = sparse_cross_entropy\n"
+               "optimizer = adam\nlr = 1e-2\nbatch = 50\nepochs = 3\nmetrics = accuracy\n", fm);
+    fclose(f);
+    snprintf(args, sizeof args, "train '%s' --out '%s/fm' --threads 1", model, tmp);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 0, "train the small Fashion-MNIST model (rc %d): %s", rc, out);
+    snprintf(args, sizeof args, "eval '%s' --weights '%s/fm/model.safetensors'", model, tmp);
+    rc = run(args, out, sizeof out);
+    last_line(out, line, sizeof line);
+    const double acc = value_of(line, "test_acc");
+    CHECK(rc == 0 && acc > 0.5, "eval (rc %d): %s", rc, line);
+    snprintf(args, sizeof args, "predict '%s' --weights '%s/fm/model.safetensors' --input '%s' --output '%s'", model,
+             tmp, images, pred);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "rows=10000 outputs=10"), "predict on IDX (rc %d): %s", rc, out);
+    CHECK(count_lines(pred, head, sizeof head) == 10001 && strncmp(head, "class,p0,p1,", 12) == 0, "header %s", head);
+    magna_idx lab;
+    magna_error err;
+    CHECK(magna_idx_read(labels, &lab, &err) == MAGNA_OK, "%s", err.message);
+    fp = fopen(pred, "r");
+    int correct = 0, rows = 0;
+    double worst = 0;
+    char row[1024];
+    if (fp && fgets(row, sizeof row, fp))
+        while (rows < 500 && fgets(row, sizeof row, fp)) {
+            char *p = row;
+            const long cls = strtol(p, &p, 10);
+            double sum = 0;
+            for (int k = 0; k < 10 && *p == ','; k++) sum += strtod(p + 1, &p);
+            worst = fmax(worst, fabs(sum - 1));
+            correct += cls == ((const uint8_t *)lab.data)[rows];
+            rows++;
+        }
+    if (fp) fclose(fp);
+    magna_idx_free(&lab);
+    CHECK(rows == 500 && fabs((double)correct / rows - acc) < 1e-4, "predict's accuracy on the first 500 %.4f, eval's %.4f",
+          rows ? (double)correct / rows : 0, acc);
+    CHECK(worst < 1e-4, "probabilities sum to 1 (worst %.2g)", worst);
+}
+
 static void test_summaries(void) {
     const char *files[] = {"housing-mlp", "iris-mlp", "digits-mlp", "fmnist-mlp", "fmnist-cnn"};
     const char *params[] = {"Total params: 961\n", "Total params: 131\n", "Total params: 17226\n",
@@ -286,8 +417,8 @@ int main(void) {
 
     int rc = run("--version", out, sizeof out);
     CHECK(rc == 0 && strstr(out, "magna"), "--version (rc %d): %s", rc, out);
-    const char *cmds[] = {"--help", "train --help", "eval --help", "summary --help"};
-    for (int i = 0; i < 4; i++) {
+    const char *cmds[] = {"--help", "train --help", "eval --help", "predict --help", "summary --help"};
+    for (int i = 0; i < 5; i++) {
         rc = run(cmds[i], out, sizeof out);
         CHECK(rc == 0 && strstr(out, "usage: magna"), "magna %s (rc %d): %s", cmds[i], rc, out);
     }
@@ -300,6 +431,7 @@ int main(void) {
     test_summaries();
     test_malformed();
     test_train_eval();
+    test_predict();
     test_resume();
     test_signal(SIGINT, 130);
     test_signal(SIGTERM, 143);

@@ -4,6 +4,7 @@
  *   magna train MODEL_FILE [--epochs N] [--batch N] [--lr X] [--seed N] [--threads N] [--out DIR]
  *               [--save-every STEPS] [--keep K] [--steps N] [--resume CHECKPOINT]
  *   magna eval MODEL_FILE --weights FILE [--seed N] [--threads N]
+ *   magna predict MODEL_FILE --weights CHECKPOINT --input FILE.csv|FILE.idx[.gz] --output OUT.csv
  *   magna summary MODEL_FILE
  *   magna --version
  *
@@ -14,6 +15,7 @@
 #include "model_file.h"
 #include "graph/internal.h" /* magna_io_mkdirs */
 
+#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -29,12 +31,19 @@ typedef struct data {
     int64_t width;
     void *owned[9];
     magna_image_set sets[3];
+    magna_standardizer st;   /* csv: fitted on the training rows (predict applies it to new rows) */
+    double *mean, *sd;       /* idx: per channel, fitted on the training images */
+    char **features;         /* csv: the feature columns, in the training table's order, NULL-terminated */
     char desc[512];
 } data;
 
 static void data_free(data *d) {
     for (int k = 0; k < 9; k++) free(d->owned[k]);
     for (int k = 0; k < 3; k++) magna_image_set_free(&d->sets[k]);
+    magna_standardizer_free(&d->st);
+    free(d->mean), free(d->sd);
+    for (int k = 0; d->features && d->features[k]; k++) free(d->features[k]);
+    free(d->features);
 }
 
 static void scale_rows(float *x, int64_t n, double scale) {
@@ -54,18 +63,27 @@ static bool load_csv(const config *cf, data *d) {
         return cli_fail("%s: no column '%s' (%s:%d, [data] %s)", cf->data_path, col, cf->path, cf->data_line,
                     cf->target ? "target" : "label");
     }
+    if (!(d->features = calloc((size_t)t.cols + 1, sizeof *d->features))) {
+        magna_table_free(&t);
+        return cli_fail("out of memory");
+    }
+    for (int64_t c = 0, k = 0; c < t.cols; c++)
+        if (strcmp(t.names[c], col) != 0 && !(d->features[k++] = strdup(t.names[c]))) {
+            magna_table_free(&t);
+            return cli_fail("out of memory");
+        }
     double val = cf->validation;
     if (val >= 1) val = (val - 0.5) / (double)t.rows; /* a count of rows; split takes ceil(rows * fraction) */
     bool ok = true;
-    magna_standardizer st = {0};
+    magna_standardizer *st = &d->st;
     if (magna_table_split(&t, val, cf->test, cf->data_seed, &part[0], val > 0 ? &part[1] : NULL,
                           cf->test > 0 ? &part[2] : NULL, &err) != MAGNA_OK)
         ok = cli_fail("%s", err.message);
     if (ok && cf->standardise &&
-        (magna_standardizer_fit(&st, &part[0], NULL, col, &err) != MAGNA_OK ||
-         magna_standardizer_apply(&st, &part[0], &err) != MAGNA_OK ||
-         (val > 0 && magna_standardizer_apply(&st, &part[1], &err) != MAGNA_OK) ||
-         (cf->test > 0 && magna_standardizer_apply(&st, &part[2], &err) != MAGNA_OK)))
+        (magna_standardizer_fit(st, &part[0], NULL, col, &err) != MAGNA_OK ||
+         magna_standardizer_apply(st, &part[0], &err) != MAGNA_OK ||
+         (val > 0 && magna_standardizer_apply(st, &part[1], &err) != MAGNA_OK) ||
+         (cf->test > 0 && magna_standardizer_apply(st, &part[2], &err) != MAGNA_OK)))
         ok = cli_fail("%s", err.message);
     magna_dataset *sets[3] = {&d->train, &d->val, &d->test};
     for (int k = 0; ok && k < 3; k++) {
@@ -91,7 +109,6 @@ static bool load_csv(const config *cf, data *d) {
                  "%s: %lld rows, %lld features; split seed %llu: %lld training, %lld validation, %lld test rows",
                  cf->data_path, (long long)t.rows, (long long)d->width, (unsigned long long)cf->data_seed,
                  (long long)d->train.rows, (long long)d->val.rows, (long long)d->test.rows);
-    magna_standardizer_free(&st);
     magna_table_free(&t);
     for (int k = 0; k < 3; k++) magna_table_free(&part[k]);
     return ok;
@@ -121,7 +138,7 @@ static bool load_idx(const config *cf, data *d) {
         bool ok = mean && sd && magna_image_mean_std(&d->sets[0], mean, sd, &err) == MAGNA_OK;
         for (int k = 0; ok && k < 3; k++)
             if (d->sets[k].count) ok = magna_image_standardize(&d->sets[k], mean, sd, &err) == MAGNA_OK;
-        free(mean), free(sd);
+        d->mean = mean, d->sd = sd; /* data_free frees them */
         if (!ok) return cli_fail("%s", err.message);
     }
     magna_dataset *sets[3] = {&d->train, &d->val, &d->test};
@@ -204,6 +221,7 @@ static const char *USAGE =
     "  magna train MODEL_FILE [--epochs N] [--batch N] [--lr X] [--seed N] [--threads N] [--out DIR]\n"
     "              [--save-every STEPS] [--keep K] [--steps N] [--resume CHECKPOINT]\n"
     "  magna eval MODEL_FILE --weights FILE [--seed N] [--threads N]\n"
+    "  magna predict MODEL_FILE --weights CHECKPOINT --input FILE.csv|FILE.idx[.gz] --output OUT.csv\n"
     "  magna summary MODEL_FILE\n"
     "  magna --version\n"
     "A MODEL_FILE has sections [data], [model], one [layer] per layer, and [train] (see README.md, "
@@ -228,12 +246,20 @@ static const char *USAGE_EVAL = "usage: magna eval MODEL_FILE --weights FILE [--
                                 "Loads the weights into the model the file describes and evaluates it on the "
                                 "test split\n(the same split as training: same file, same seed). The last line "
                                 "is key=value results.\n";
+static const char *USAGE_PREDICT =
+    "usage: magna predict MODEL_FILE --weights CHECKPOINT --input FILE.csv|FILE.idx[.gz] --output OUT.csv [--threads N]\n"
+    "Runs the model on new rows and writes one CSV line per row. CHECKPOINT: the weights magna train wrote\n"
+    "(DIR/model.safetensors) or a full-state checkpoint (file, or folder: its newest). The rows are prepared\n"
+    "as the model file's training rows were: a CSV's feature columns are found by name (a target column\n"
+    "is ignored) and standardised with the training split's means; IDX ubyte images are divided by 255\n"
+    "and standardised per channel. Output: the target's name (regression), or class,p0,p1,... (the\n"
+    "predicted class and each probability), or probability (binary cross-entropy).\n";
 static const char *USAGE_SUMMARY = "usage: magna summary MODEL_FILE\n"
                                    "Checks the model file, builds the model and prints its layers, shapes and "
                                    "parameter counts.\n";
 
 typedef struct options {
-    const char *model_file, *out, *weights, *resume;
+    const char *model_file, *out, *weights, *resume, *input, *output;
     int64_t epochs, batch, seed, threads, save_every, keep, steps;
     double lr;
     bool help;
@@ -266,6 +292,8 @@ static bool parse_options(int argc, char **argv, const char *cmd, const char *al
         if (strcmp(a, "--out") == 0) o->out = v;
         else if (strcmp(a, "--weights") == 0) o->weights = v;
         else if (strcmp(a, "--resume") == 0) o->resume = v;
+        else if (strcmp(a, "--input") == 0) o->input = v;
+        else if (strcmp(a, "--output") == 0) o->output = v;
         else if (strcmp(a, "--lr") == 0) {
             if (!parse_double(v, &x) || x <= 0) return cli_fail("magna %s: --lr: '%s' is not a number > 0", cmd, v);
             o->lr = x;
@@ -518,6 +546,147 @@ static int cmd_eval(int argc, char **argv) {
     return rc;
 }
 
+/* Puts weights into m: a weights file (model.safetensors), or a full-state checkpoint file or folder. */
+static bool load_weights(magna_model *m, const char *path) {
+    char file[4200];
+    magna_error err;
+    magna_st_metadata md;
+    if (magna_checkpoint_find(path, file, sizeof file, &err) != MAGNA_OK ||
+        magna_read_safetensors_metadata(file, &md, &err) != MAGNA_OK)
+        return cli_fail("%s", err.message);
+    const bool full = magna_st_metadata_get(&md, "magna_checkpoint") != NULL;
+    magna_st_metadata_free(&md);
+    if (full) return magna_model_resume(m, file) == MAGNA_OK || cli_fail("%s", magna_model_errmsg(m));
+    return magna_load_safetensors(magna_model_graph(m), file, &err) == MAGNA_OK || cli_fail("%s", err.message);
+}
+
+static bool ends_with(const char *s, const char *tail) {
+    const size_t n = strlen(s), k = strlen(tail);
+    return n >= k && strcmp(s + n - k, tail) == 0;
+}
+
+/* New rows as the model saw its training rows: CSV features (by the training columns' names, the target
+ * column ignored when present) standardised as in training, or IDX images / 255 standardised per channel;
+ * then the file's scale. */
+static bool predict_inputs(const config *cf, const data *d, const char *path, float **x, int64_t *rows) {
+    magna_error err;
+    int64_t width = 0;
+    if (ends_with(path, ".csv")) {
+        if (cf->kind != DATA_CSV) return cli_fail("%s: the model was trained on images: give an .idx file", path);
+        magna_table t;
+        if (magna_csv_read(path, &(magna_csv_options){0}, &t, &err) != MAGNA_OK) return cli_fail("%s", err.message);
+        bool ok = true;
+        /* the training table's feature columns, in its order, found by name: a missing one is an error */
+        if (cf->standardise && magna_standardizer_apply(&d->st, &t, &err) != MAGNA_OK) ok = cli_fail("%s", err.message);
+        if (ok && magna_table_features(&t, (const char *const *)d->features, NULL, x, &width, &err) != MAGNA_OK)
+            ok = cli_fail("%s", err.message);
+        *rows = t.rows;
+        magna_table_free(&t);
+        if (!ok) return false;
+    } else if (ends_with(path, ".idx") || ends_with(path, ".idx.gz") || strstr(path, "-ubyte")) {
+        if (cf->kind != DATA_IDX) return cli_fail("%s: the model was trained on CSV rows: give a .csv file", path);
+        magna_idx idx;
+        if (magna_idx_read(path, &idx, &err) != MAGNA_OK) return cli_fail("%s", err.message);
+        if (idx.type != MAGNA_IDX_U8 || idx.ndim < 3 || idx.ndim > 4) {
+            magna_idx_free(&idx);
+            return cli_fail("%s: expected ubyte images [N, H, W] or [N, C, H, W], got %s of %d dims", path,
+                            magna_idx_type_name(idx.type), idx.ndim);
+        }
+        *rows = idx.dims[0];
+        width = idx.count / idx.dims[0];
+        const int64_t channels = idx.ndim == 4 ? idx.dims[1] : 1, plane = width / channels;
+        if (!(*x = malloc((size_t)idx.count * sizeof **x))) {
+            magna_idx_free(&idx);
+            return cli_fail("out of memory");
+        }
+        const uint8_t *p = idx.data;
+        for (int64_t i = 0; i < idx.count; i++) {
+            double v = (double)((float)p[i] / 255.0f);
+            const int64_t c = (i % width) / plane;
+            if (d->mean && c < d->sets[0].channels) v = (v - d->mean[c]) / (d->sd[c] > 0 ? d->sd[c] : 1.0);
+            (*x)[i] = (float)v;
+        }
+        magna_idx_free(&idx);
+    } else
+        return cli_fail("%s: the input must be a .csv or an .idx[.gz] file", path);
+    int64_t n = 1;
+    for (int k = 0; k < cf->input_ndim; k++) n *= cf->input[k];
+    if (width != n) {
+        free(*x), *x = NULL;
+        return cli_fail("%s: %lld values per row, the model (%s) takes %lld", path, (long long)width, cf->path,
+                        (long long)n);
+    }
+    scale_rows(*x, *rows * width, cf->scale);
+    return true;
+}
+
+static int cmd_predict(int argc, char **argv) {
+    options o;
+    if (!parse_options(argc, argv, "predict", "--weights --input --output --threads", &o)) return EXIT_USAGE;
+    if (o.help) return fputs(USAGE_PREDICT, stdout), 0;
+    if (!o.weights || !o.input || !o.output)
+        return cli_fail("magna predict: --weights, --input and --output are required (see magna predict --help)"),
+               EXIT_USAGE;
+    config cf;
+    if (!config_read(o.model_file, &cf)) return EXIT_USAGE;
+    apply_options(&o, &cf);
+    data d;
+    if (!load_data(&cf, &d)) { /* the training rows give the standardisation */
+        config_free(&cf);
+        return EXIT_RUN;
+    }
+    int rc = EXIT_RUN;
+    float *x = NULL, *y = NULL;
+    int64_t rows = 0;
+    magna_model *m = build(&cf);
+    FILE *f = NULL;
+    if (m && load_weights(m, o.weights) && predict_inputs(&cf, &d, o.input, &x, &rows)) {
+        const int64_t per = magna_node_numel(magna_model_output(m)) / cf.batch;
+        const bool classes = cf.compile.loss == MAGNA_LOSS_SPARSE_CE, binary = cf.compile.loss == MAGNA_LOSS_BCE;
+        if (!(y = malloc((size_t)(rows * per + 1) * sizeof *y))) cli_fail("out of memory");
+        else if (magna_model_predict(m, &(magna_dataset){.rows = rows, .x = x}, y) != MAGNA_OK)
+            cli_fail("%s: %s", cf.path, magna_model_errmsg(m));
+        else if (!(f = fopen(o.output, "w")))
+            cli_fail("%s: cannot create: %s", o.output, strerror(errno));
+        else {
+            /* header: regression, the target's name; classes, the predicted one then each probability */
+            const char *name = cf.target ? cf.target : "prediction";
+            if (classes) {
+                fputs("class", f);
+                for (int64_t j = 0; j < per; j++) fprintf(f, ",p%lld", (long long)j);
+            } else
+                for (int64_t j = 0; j < per; j++)
+                    fprintf(f, per == 1 ? "%s%s" : "%s%s_%lld", j ? "," : "", binary ? "probability" : name, (long long)j);
+            fputc('\n', f);
+            for (int64_t r = 0; r < rows; r++) {
+                const float *z = y + r * per;
+                if (classes) { /* softmax of the logits, max subtracted */
+                    int64_t best = 0;
+                    for (int64_t j = 1; j < per; j++) best = z[j] > z[best] ? j : best;
+                    double sum = 0;
+                    for (int64_t j = 0; j < per; j++) sum += exp((double)z[j] - z[best]);
+                    fprintf(f, "%lld", (long long)best);
+                    for (int64_t j = 0; j < per; j++) fprintf(f, ",%.6g", exp((double)z[j] - z[best]) / sum);
+                } else
+                    for (int64_t j = 0; j < per; j++)
+                        fprintf(f, "%s%.9g", j ? "," : "", binary ? 1.0 / (1.0 + exp(-(double)z[j])) : (double)z[j]);
+                fputc('\n', f);
+            }
+            if (fclose(f) != 0) cli_fail("%s: write failed: %s", o.output, strerror(errno));
+            else {
+                printf("rows=%lld outputs=%lld input=%s output=%s weights=%s\n", (long long)rows, (long long)per,
+                       o.input, o.output, o.weights);
+                rc = 0;
+            }
+        }
+    }
+    free(x), free(y);
+    magna_model_free(m);
+    data_free(&d);
+    config_free(&cf);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     int rc;
     if (argc < 2) {
@@ -535,9 +704,10 @@ int main(int argc, char **argv) {
     }
     if (strcmp(cmd, "train") == 0) rc = cmd_train(argc - 2, argv + 2);
     else if (strcmp(cmd, "eval") == 0) rc = cmd_eval(argc - 2, argv + 2);
+    else if (strcmp(cmd, "predict") == 0) rc = cmd_predict(argc - 2, argv + 2);
     else if (strcmp(cmd, "summary") == 0) rc = cmd_summary(argc - 2, argv + 2);
     else {
-        cli_fail("magna: unknown command '%s' (expected train, eval, summary, --version or --help)", cmd);
+        cli_fail("magna: unknown command '%s' (expected train, eval, predict, summary, --version or --help)", cmd);
         rc = EXIT_USAGE;
     }
     if (rc != 0) fprintf(stderr, "%s\n", cli_error[0] ? cli_error : "magna: failed");
