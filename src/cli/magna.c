@@ -458,7 +458,22 @@ static int cmd_train(int argc, char **argv) {
         sigaction(SIGINT, &sa, &old_int);
         sigaction(SIGTERM, &sa, &old_term);
         const double t0 = now();
-        const char *const meta[] = {"model_file", text, "run", settings, NULL};
+        /* the training split's standardisation, so a checkpoint alone can prepare new rows (NumPy, other tools) */
+        char *names = NULL, *means = NULL, *sds = NULL;
+        size_t nn = 0, nm = 0, ns = 0;
+        FILE *fn = open_memstream(&names, &nn), *fm = open_memstream(&means, &nm), *fs = open_memstream(&sds, &ns);
+        for (int64_t k = 0; fn && fm && fs && k < d.st.count; k++) {
+            fprintf(fn, "%s%s", k ? "," : "", d.st.names[k]);
+            fprintf(fm, "%s%.17g", k ? " " : "", d.st.mean[k]);
+            fprintf(fs, "%s%.17g", k ? " " : "", d.st.std[k]);
+        }
+        if (fn) fclose(fn);
+        if (fm) fclose(fm);
+        if (fs) fclose(fs);
+        const bool stats = d.st.count > 0 && names && means && sds;
+        const char *const meta[] = {"model_file", text, "run", settings,
+                                    stats ? "standardise_columns" : NULL, names, "standardise_mean", means,
+                                    "standardise_std", sds, NULL};
         magna_fit_opts fo = {.epochs = (int)cf.epochs, .verbose = 1, .patience = (int)cf.patience,
                              .restore_best = true, .checkpoint_path = ckpt, .log_dir = logs,
                              .checkpoint_dir = ckdir, .save_every = o.save_every > 0 ? o.save_every : 0,
@@ -468,6 +483,7 @@ static int cmd_train(int argc, char **argv) {
         const magna_status st = magna_model_fit(m, &d.train, d.has_val ? &d.val : NULL, &fo, &h);
         sigaction(SIGINT, &old_int, NULL);
         sigaction(SIGTERM, &old_term, NULL);
+        free(names), free(means), free(sds);
         if (st != MAGNA_OK)
             cli_fail("%s: %s", cf.path, magna_model_errmsg(m));
         else if (h.interrupted && stop_signal) {
