@@ -141,6 +141,9 @@ static void test_resume(void) {
     snprintf(a, sizeof a, "%s/straight/model.safetensors", tmp);
     snprintf(b, sizeof b, "%s/split/model.safetensors", tmp);
     CHECK(same_file(a, b), "the resumed run's weights are the straight run's, byte for byte");
+    snprintf(a, sizeof a, "%s/straight/logs/log.csv", tmp);
+    snprintf(b, sizeof b, "%s/split/logs/log.csv", tmp);
+    CHECK(same_file(a, b), "and its log.csv (continued, not restarted)");
     snprintf(a, sizeof a, "%s/straight/checkpoints/step-000000078.safetensors", tmp);
     snprintf(b, sizeof b, "%s/split/checkpoints/step-000000078.safetensors", tmp);
     CHECK(exists(a) && exists(b), "both runs end with a step-78 checkpoint");

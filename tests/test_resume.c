@@ -92,22 +92,33 @@ static bool stop_after_first(magna_model *m, const magna_epoch_log *log, void *u
 }
 
 /* Resumes from `ckpt` in a model made with another seed and finishes the run; returns it. */
-static magna_model *finish(const char *ckpt, magna_history *h) {
+static magna_model *finish_logged(const char *ckpt, magna_history *h, const char *log_dir) {
     magna_model *c = make(99, ADAM);
     magna_status st = magna_model_resume(c, ckpt);
     CHECK(st == MAGNA_OK, "resume %s: %s", ckpt, magna_model_errmsg(c));
-    st = magna_model_fit(c, &TRAIN, &VALID, &(magna_fit_opts){.epochs = EPOCHS}, h);
+    st = magna_model_fit(c, &TRAIN, &VALID, &(magna_fit_opts){.epochs = EPOCHS, .log_dir = log_dir}, h);
     CHECK(st == MAGNA_OK, "resumed fit: %s", magna_model_errmsg(c));
     CHECK(magna_model_step(c) == EPOCHS * 7, "resumed run ends at step %lld", (long long)magna_model_step(c));
     return c;
+}
+static magna_model *finish(const char *ckpt, magna_history *h) { return finish_logged(ckpt, h, NULL); }
+
+static bool same_bytes(const char *a, const char *b) {
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    bool same = fa && fb;
+    for (int ca = 0, cb = 0; same && ca != EOF;) ca = fgetc(fa), cb = fgetc(fb), same = ca == cb;
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    return same;
 }
 
 static void test_exact_resume(void) {
     /* the run straight through */
     magna_model *a = make(7, ADAM);
     magna_history ha;
-    CHECK(magna_model_fit(a, &TRAIN, &VALID, &(magna_fit_opts){.epochs = EPOCHS}, &ha) == MAGNA_OK, "%s",
-          magna_model_errmsg(a));
+    CHECK(magna_model_fit(a, &TRAIN, &VALID, &(magna_fit_opts){.epochs = EPOCHS, .log_dir = sub("log-a")}, &ha) ==
+              MAGNA_OK,
+          "%s", magna_model_errmsg(a));
     snapshot sa = snap(a);
 
     /* stopped at step 10 (epoch 2, step 3 of 7), checkpoints every 4 steps, the last 2 kept */
@@ -116,7 +127,7 @@ static void test_exact_resume(void) {
     magna_history hb;
     CHECK(magna_model_fit(b, &TRAIN, &VALID,
                           &(magna_fit_opts){.epochs = EPOCHS, .checkpoint_dir = d1, .save_every = 4, .keep_last = 2,
-                                            .max_steps = 10},
+                                            .max_steps = 10, .log_dir = sub("log-b")},
                           &hb) == MAGNA_OK,
           "%s", magna_model_errmsg(b));
     CHECK(hb.interrupted && hb.count == 1 && magna_model_step(b) == 10, "stopped at step %lld after %d epochs",
@@ -130,7 +141,7 @@ static void test_exact_resume(void) {
     CHECK(!same(&sa, &sb), "the stopped run differs from the finished one (the test can fail)");
 
     magna_history hc;
-    magna_model *c = finish(d1, &hc); /* the folder: its newest checkpoint */
+    magna_model *c = finish_logged(d1, &hc, sub("log-b")); /* the folder: its newest checkpoint */
     snapshot sc = snap(c);
     CHECK(same(&sa, &sc), "2N straight == N + resume + N: weights and states bit for bit");
     CHECK(hc.count == 2 && hc.epochs[0].epoch == 2, "the resumed run logs epochs 2..3 (%d)", hc.count);
@@ -139,6 +150,13 @@ static void test_exact_resume(void) {
           "epoch losses identical (the interrupted epoch's running sums were saved): %.9g vs %.9g",
           hc.count ? hc.epochs[0].train.loss : 0, ha.epochs[1].train.loss);
     CHECK(hc.best_epoch == ha.best_epoch, "best epoch %d vs %d", hc.best_epoch, ha.best_epoch);
+    char la[256], lb[256];
+    snprintf(la, sizeof la, "%s", sub("log-a/log.csv"));
+    snprintf(lb, sizeof lb, "%s", sub("log-b/log.csv"));
+    CHECK(same_bytes(la, lb), "the resumed run's log.csv (epoch 1 kept, 2-3 appended) is the straight run's");
+    snprintf(la, sizeof la, "%s", sub("log-a/curves.svg"));
+    snprintf(lb, sizeof lb, "%s", sub("log-b/curves.svg"));
+    CHECK(same_bytes(la, lb), "and so is curves.svg");
     snap_free(&sc);
     magna_history_free(&hc);
     magna_model_free(c);

@@ -100,6 +100,10 @@ magna_train_log *magna_train_log_open(const char *dir, magna_error *err);
  * the epoch. Errors: MAGNA_ERR_IO naming the file, MAGNA_ERR_ARG, MAGNA_ERR_NOMEM. */
 magna_status magna_train_log_epoch(magna_train_log *l, int epoch, int64_t step, int n, const magna_log_scalar *s,
                                    magna_error *err);
+/* For a resumed run: log.csv keeps its header and its rows of epochs before first_epoch (rewritten atomically;
+ * the run's columns must be the same), curves.svg starts from their losses, and a new event file continues
+ * the TensorBoard run. Without a log.csv it is open. fit does this when it continues a magna_model_resume. */
+magna_train_log *magna_train_log_reopen(const char *dir, int first_epoch, magna_error *err);
 void magna_train_log_close(magna_train_log *l);
 
 #ifdef __cplusplus

@@ -790,6 +790,7 @@ magna_status magna_model_fit(magna_model *m, const magna_dataset *train_in, cons
     const int64_t steps_per_epoch = (train.rows + m->batch - 1) / m->batch;
     run_state rs = {.epoch = 1, .run_start_step = m->step, .train_rows = train.rows, .batch = m->batch,
                     .best = INFINITY, .lr = m->base_lr};
+    const bool resumed = m->resume != NULL;
     if (m->resume) { /* a resumed run: the same data and batch, or the position means nothing */
         if (m->resume->train_rows != train.rows || m->resume->batch != m->batch)
             return model_error(m, MAGNA_ERR_ARG,
@@ -812,7 +813,8 @@ magna_status magna_model_fit(magna_model *m, const magna_dataset *train_in, cons
     magna_train_log *tl = NULL;
     if (o->log_dir) {
         magna_error err;
-        if (!(tl = magna_train_log_open(o->log_dir, &err))) return model_error(m, err.status, "fit: %s", err.message);
+        tl = resumed ? magna_train_log_reopen(o->log_dir, rs.epoch, &err) : magna_train_log_open(o->log_dir, &err);
+        if (!tl) return model_error(m, err.status, "fit: %s", err.message);
     }
     int64_t *order = malloc((size_t)train.rows * sizeof *order);
     if (!order) {
