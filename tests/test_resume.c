@@ -212,6 +212,25 @@ static void test_exact_resume(void) {
     snap_free(&s1), snap_free(&s3);
     magna_model_free(r1), magna_model_free(r2), magna_model_free(r3);
 
+    /* a run that early stopping ended stays ended: resuming its last checkpoint trains no further */
+    magna_model *p1 = make(7, ADAM);
+    magna_history hp;
+    const char *d5 = sub("patience");
+    const magna_fit_opts po = {.epochs = 40, .patience = 1, .min_delta = 1e9f, .restore_best = true,
+                               .checkpoint_dir = d5, .save_each_epoch = true};
+    CHECK(magna_model_fit(p1, &TRAIN, &VALID, &po, &hp) == MAGNA_OK && hp.stopped_early && hp.count == 2,
+          "early stopping after 2 epochs (%d): %s", hp.count, magna_model_errmsg(p1));
+    magna_model *p2 = make(99, ADAM);
+    magna_history hq;
+    CHECK(magna_model_resume(p2, d5) == MAGNA_OK, "%s", magna_model_errmsg(p2));
+    CHECK(magna_model_fit(p2, &TRAIN, &VALID, &po, &hq) == MAGNA_OK, "%s", magna_model_errmsg(p2));
+    snapshot s_p1 = snap(p1), s_p2 = snap(p2);
+    CHECK(hq.count == 0 && hq.stopped_early && magna_model_step(p2) == 14 && same(&s_p1, &s_p2),
+          "no more epochs (%d), step %lld, the best weights restored", hq.count, (long long)magna_model_step(p2));
+    snap_free(&s_p1), snap_free(&s_p2);
+    magna_history_free(&hp), magna_history_free(&hq);
+    magna_model_free(p1), magna_model_free(p2);
+
     snap_free(&sa), snap_free(&sb);
     magna_history_free(&ha), magna_history_free(&hb);
     magna_model_free(a), magna_model_free(b);

@@ -240,7 +240,8 @@ static const char *USAGE_TRAIN =
     "too) with a checkpoint there. --resume takes a checkpoint file or folder (its newest step-*) and\n"
     "continues that run exactly, with its model file, settings and DIR unless given again.\n"
     "SIGINT or SIGTERM: the current step finishes, a checkpoint is saved, and the command exits with\n"
-    "status 128 + the signal's number (130, 143) and a line saying how to resume.\n"
+    "status 128 + the signal's number (130, 143) and a line saying how to resume; a second signal ends\n"
+    "it at once.\n"
     "The last line is key=value results.\n";
 static const char *USAGE_EVAL = "usage: magna eval MODEL_FILE --weights FILE [--seed N] [--threads N]\n"
                                 "Loads the weights into the model the file describes and evaluates it on the "
@@ -453,7 +454,8 @@ static int cmd_train(int argc, char **argv) {
         if (o.resume) printf("resuming from %s at step %lld\n", resume_path, (long long)magna_model_step(m));
         magna_model_summary(m, stdout);
         fflush(stdout);
-        struct sigaction sa = {.sa_handler = on_stop_signal}, old_int, old_term;
+        /* SA_RESETHAND: a second Ctrl-C ends the command at once (the checkpoint being written is atomic) */
+        struct sigaction sa = {.sa_handler = on_stop_signal, .sa_flags = SA_RESETHAND}, old_int, old_term;
         sigemptyset(&sa.sa_mask);
         sigaction(SIGINT, &sa, &old_int);
         sigaction(SIGTERM, &sa, &old_term);

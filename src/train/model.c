@@ -499,6 +499,7 @@ typedef struct run_state {
     float lr;                 /* the last step's, for the epoch's log */
     double best;              /* early stopping: the best monitored value, epochs without improvement */
     int wait, best_epoch;
+    bool finished;            /* early stopping ended the run at this epoch's end */
     tally t;                  /* the epoch's running sums so far */
 } run_state;
 
@@ -580,6 +581,7 @@ static magna_status save_state(magna_model *m, const magna_fit_opts *o, const ru
     KV("best", "%.17g", rs->best);
     KV("wait", "%d", rs->wait);
     KV("best_epoch", "%d", rs->best_epoch);
+    KV("finished", "%d", (int)rs->finished);
     KV("has_best_weights", "%d", m->best_params != NULL);
     KV("tally", "%.17g %.17g %.17g %.17g %.17g %.17g", rs->t.loss_sum, rs->t.loss_weight, rs->t.sse, rs->t.sae,
        rs->t.y_sum, rs->t.y2_sum);
@@ -694,6 +696,9 @@ magna_status magna_model_resume(magna_model *m, const char *where) {
         model_error(m, st, "resume: %s: metadata '%s' is missing or malformed", path, bad);
         goto fail;
     }
+    int64_t finished = 0;
+    md_i64(&md, "finished", &finished); /* optional */
+    rs.finished = finished != 0;
     rs.epoch = (int)epoch, rs.epoch_done = done != 0, rs.wait = (int)wait, rs.best_epoch = (int)best_epoch;
     rs.lr = (float)lr;
     rs.t.values = c[0], rs.t.samples = c[1], rs.t.rows_cls = c[2], rs.t.correct = c[3], rs.t.top_correct = c[4];
@@ -802,7 +807,8 @@ magna_status magna_model_fit(magna_model *m, const magna_dataset *train_in, cons
         free(m->resume);
         m->resume = NULL;
         if (rs.epoch_done) rs.epoch++, rs.epoch_step = 0, rs.epoch_done = false;
-        if (history) history->best_epoch = rs.best_epoch;
+        if (history) history->best_epoch = rs.best_epoch, history->stopped_early = rs.finished;
+        if (rs.finished) rs.epoch = o->epochs + 1; /* early stopping had ended it: nothing left but restore_best */
     }
     if (o->checkpoint_dir) {
         char failed[4096] = "";
@@ -908,7 +914,7 @@ magna_status magna_model_fit(magna_model *m, const magna_dataset *train_in, cons
             if (o->verbose) printf("early stopping at epoch %d: no improvement for %d epochs\n", epoch, rs.wait);
             stop_early = true;
         }
-        rs.epoch_done = true;
+        rs.epoch_done = true, rs.finished = stop_early;
         if (o->checkpoint_dir && improved && (st = save_state(m, o, &rs, "best.safetensors")) != MAGNA_OK) break;
         if (o->checkpoint_dir && o->save_each_epoch && (st = save_step_checkpoint(m, o, &rs)) != MAGNA_OK) break;
         rs.epoch_done = false, rs.epoch_step = 0;
