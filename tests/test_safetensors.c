@@ -369,15 +369,19 @@ static void test_atomic(void) {
 
 /* Optional: the `safetensors` Python package reads our file, when it is installed. */
 static void test_python_reader(void) {
-    if (system("python3 -c 'import safetensors, numpy' >/dev/null 2>&1") != 0) {
+    /* a Python with safetensors: $MAGNA_ST_PYTHON (ctest: .venv-interop's), else python3 */
+    const char *py = getenv("MAGNA_ST_PYTHON") && access(getenv("MAGNA_ST_PYTHON"), X_OK) == 0 ? getenv("MAGNA_ST_PYTHON")
+                                                                                              : "python3";
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "'%s' -c 'import safetensors, numpy' >/dev/null 2>&1", py);
+    if (system(cmd) != 0) {
         printf("python safetensors not installed: skipping the cross-check\n");
         return;
     }
-    char cmd[512];
     snprintf(cmd, sizeof cmd,
-             "python3 -c 'from safetensors.numpy import load_file; t = load_file(\"%s\"); "
+             "'%s' -c 'from safetensors.numpy import load_file; t = load_file(\"%s\"); "
              "assert len(t) > 0 and all(v.dtype.name == \"float32\" for v in t.values())'",
-             path_in("round.safetensors"));
+             py, path_in("round.safetensors"));
     CHECK(system(cmd) == 0, "python safetensors loads our file");
 }
 
