@@ -5,11 +5,12 @@
 #   scripts/install-deps.sh bench    also the PyTorch builds the benchmarks compare against
 set -eu
 
-# data sets (DESIGN §4): python3-sklearn ships Boston housing, iris and digits; dataset-fashion-mnist
+# data sets (DESIGN §4): python3-sklearn ships Boston housing, iris and digits; dataset-fashion-mnist.
+# python3-venv: the interoperability tests' virtual environment (scripts/interop-venv.sh, made by ctest).
 packages="build-essential cmake pkg-config libopenblas-openmp-dev libdnnl-dev zlib1g-dev libjansson-dev python3-sklearn
-dataset-fashion-mnist"
+dataset-fashion-mnist python3-venv"
 case "${1:-}" in
-    bench) packages="$packages python3-torch python3-venv" ;;
+    bench) packages="$packages python3-torch" ;;
 esac
 
 missing=""
