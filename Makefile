@@ -1,10 +1,11 @@
 # A thin front for CMake. The two commands that set up a fresh Debian machine:
-#   make demo   install what is needed, build, train the house-price MLP on real data
-#   make test   install what is needed, build, run every test, then again under sanitizers (CI runs this)
+#   make demo   install what is needed, build, train the house-price MLP on real data with the magna command
+#   make test   install what is needed, build, run every test (the interoperability tests' Python packages go
+#               into .venv-interop first), then again under sanitizers (CI runs this)
 BUILD ?= build
 JOBS ?= 2
 
-.PHONY: all deps build test demo bench sanitize clean
+.PHONY: all deps build venv test demo bench sanitize clean
 
 all: build
 
@@ -15,13 +16,18 @@ build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
 	@cmake --build $(BUILD) -j$(JOBS)
 
+# Python's safetensors, numpy and tensorboard from PyPI for tests/interop (once; ctest's fixture calls it too).
+venv: deps
+	@scripts/interop-venv.sh
+
 # The optimised build's suite, then the same tests under ASan + UBSan (DESIGN §6).
-test: build
+test: build venv
 	@cd $(BUILD) && OMP_WAIT_POLICY=PASSIVE ctest --output-on-failure -j1
 	@$(MAKE) --no-print-directory sanitize
 
+# models/housing-mlp.ini: 13 -> 64 -> 1 on Boston housing, 200 epochs; the last line is key=value results.
 demo: build
-	@$(BUILD)/housing
+	@$(BUILD)/magna train models/housing-mlp.ini
 
 # Benchmarks against PyTorch (Debian's python3-torch; pip's torch too when .venv has it). Never run two at once.
 bench: build
@@ -31,10 +37,10 @@ bench: build
 	@bench/fmnist.sh
 
 # ASan + UBSan build of the fast tests (DESIGN §6).
-sanitize: deps
+sanitize: deps venv
 	@cmake -S . -B $(BUILD)-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMAGNA_SANITIZE=ON >/dev/null
 	@cmake --build $(BUILD)-asan -j$(JOBS)
 	@cd $(BUILD)-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j1
 
 clean:
-	rm -rf $(BUILD) $(BUILD)-asan
+	rm -rf $(BUILD) $(BUILD)-asan .venv-interop

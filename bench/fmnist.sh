@@ -46,34 +46,15 @@ cmake --build "$build" --target fmnist_mlp fmnist_cnn -j2 >/dev/null
 mkdir -p "$out"
 rm -f "$out"/*.log
 
-coretype=""
-if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -q avx512f /proc/cpuinfo && grep -q avx512bw /proc/cpuinfo; then
-    coretype=SkylakeX
-fi
-bf16=""
-grep -q -E "avx512_bf16|amx_bf16" /proc/cpuinfo && bf16=yes
+. "$root/bench/peers.sh"
 
 echo "== $(date -u '+%Y-%m-%d %H:%M:%S UTC') | $(lscpu | sed -n 's/^Model name: *//p') | $threads threads" \
     "| $epochs epoch(s) | OPENBLAS_CORETYPE for torch: ${coretype:-unset}"
 
-# runs "$@" under /usr/bin/time -v into $out/$1.log (the name first, then the command)
-timed() {
-    name=$1
-    shift
-    echo "-- $name" >&2
-    if ! /usr/bin/time -v "$@" >"$out/$name.log" 2>&1; then
-        echo "$name: failed, see $out/$name.log" >&2
-        tail -5 "$out/$name.log" >&2
-    fi
-}
-
-have_torch() { [ -x "$1" ] && "$1" -c "import torch" >/dev/null 2>&1; }
-
 for model in $models; do
     timed "magna_$model" "$build/fmnist_$model" --epochs "$epochs" --threads "$threads"
     for peer in torch-debian torch-pip; do
-        py=/usr/bin/python3
-        [ "$peer" = torch-pip ] && py=$root/.venv/bin/python
+        py=$(peer_python "$peer")
         if ! have_torch "$py"; then
             echo "$peer: not installed ($py cannot import torch)" >"$out/${peer}_$model.log"
             continue
@@ -96,26 +77,5 @@ for model in $models; do
     echo
     echo "| configuration | samples/s | vs best | training s | test acc | peak RSS MiB |"
     echo "| --- | ---: | ---: | ---: | ---: | ---: |"
-    for log in "$out"/*"_$model.log"; do
-        name=$(basename "$log" .log)
-        name=${name%_"$model"}
-        awk -v name="$name" '
-            /^Maximum resident set size|Maximum resident set size/ { rss = $NF }
-            /samples_per_s=/ { kv = $0 }
-            /not installed/ { missing = 1 }
-            END {
-                if (missing) { printf "%s\t-\t-\t-\t-\n", name; exit }
-                n = split(kv, f, " ")
-                for (i = 1; i <= n; i++) { split(f[i], p, "="); v[p[1]] = p[2] }
-                if (kv == "") printf "%s\tfailed\t-\t-\t-\n", name
-                else printf "%s\t%s\t%s\t%s\t%.0f\n", name, v["samples_per_s"], v["seconds"], v["test_acc"], rss / 1024
-            }' "$log"
-    done | awk -F '\t' '
-        { name[NR] = $1; sps[NR] = $2; sec[NR] = $3; acc[NR] = $4; rss[NR] = $5; if ($2 + 0 > best) best = $2 + 0 }
-        END {
-            for (i = 1; i <= NR; i++) {
-                ratio = (sps[i] + 0 > 0 && best > 0) ? sprintf("%.2f", sps[i] / best) : "-"
-                printf "| %s | %s | %s | %s | %s | %s |\n", name[i], sps[i], ratio, sec[i], acc[i], rss[i]
-            }
-        }'
+    table "$model" samples_per_s seconds test_acc
 done | tee "$out/table.md"

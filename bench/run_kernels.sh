@@ -35,10 +35,7 @@ rm -f "$out"/*.json
 echo "== $(date -u '+%Y-%m-%d %H:%M:%S UTC') | $(lscpu | sed -n 's/^Model name: *//p') | $threads threads"
 "$build/bench_kernels" --json "$out/magna.json" $quick
 
-coretype=""
-if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -q avx512f /proc/cpuinfo && grep -q avx512bw /proc/cpuinfo; then
-    coretype=SkylakeX
-fi
+. "$root/bench/peers.sh" # coretype
 
 peers=""
 run_torch() { # label python

@@ -51,10 +51,7 @@ while [ "$i" -le "$repeats" ]; do
     i=$((i + 1))
 done
 
-coretype=""
-if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -q avx512f /proc/cpuinfo && grep -q avx512bw /proc/cpuinfo; then
-    coretype=SkylakeX
-fi
+. "$root/bench/peers.sh" # coretype
 
 peers=""
 run_torch() { # label python

@@ -6,8 +6,10 @@
 
 The corpus is read as magna reads it: a file, or a folder's plain regular files sorted by name (no .dat
 files, no symbolic links, no sub-folders), concatenated as bytes; /usr/share/games/fortunes by default.
-Characters are bytes: the vocabulary is the distinct bytes of the training part, in byte order (as
-magna's character tokenizer over bytes). Split 90/10 by position. Training: random windows of 128 + 1
+Characters are Unicode code points from UTF-8, a byte that is not valid UTF-8 being a character of its own
+(Python's surrogateescape), as magna's character tokenizer reads them; the vocabulary is the characters of
+the training part plus <unk> for characters only the validation part has. Split 90/10 by position (the cut
+moved past UTF-8 continuation bytes, as magna does). Training: random windows of 128 + 1
 tokens, batch 32, the issue's settings:
   lstm  embedding 64 -> LSTM 256 -> linear to the vocabulary; Adam 2e-3
   gpt   GPT-2 style: 4 pre-LN blocks, 4 heads, d 128, MLP 512 (exact GELU), learned positions, tied
@@ -124,13 +126,16 @@ def main():
     data = read_corpus(a.corpus)
     if not data:
         sys.exit(f"{a.corpus}: empty corpus")
-    cut = len(data) * 9 // 10
-    chars = sorted(set(data[:cut]))
+    cut = len(data) - round(len(data) * 0.1)
+    while cut < len(data) and (data[cut] & 0xC0) == 0x80:
+        cut += 1
+    train_text = data[:cut].decode("utf-8", "surrogateescape")
+    val_text = data[cut:].decode("utf-8", "surrogateescape")
+    chars = sorted(set(train_text))
     index = {c: i for i, c in enumerate(chars)}
-    # bytes of the validation part never seen in training: magna's tokenizer maps them to <unk> (the last id)
-    vocab = len(chars) + 1
-    ids = torch.tensor([index.get(c, vocab - 1) for c in data], dtype=torch.long)
-    train, val = ids[:cut], ids[cut:]
+    vocab = len(chars) + 1  # the last id is <unk>: characters the training part lacks
+    train = torch.tensor([index[c] for c in train_text], dtype=torch.long)
+    val = torch.tensor([index.get(c, vocab - 1) for c in val_text], dtype=torch.long)
     model = build(torch, a.model, vocab)
     if a.model == "lstm":
         opt = torch.optim.Adam(model.parameters(), lr=2e-3)

@@ -12,6 +12,7 @@
 #include "magna/train.h"
 #include "magna/io.h"
 #include "magna/generate.h"
+#include "magna/text.h"
 #include "magna/dist.h"
 
 #endif

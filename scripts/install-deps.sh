@@ -5,12 +5,13 @@
 #   scripts/install-deps.sh bench    also the PyTorch builds the benchmarks compare against
 set -eu
 
-# data sets (DESIGN §4): python3-sklearn ships Boston housing, iris and digits; dataset-fashion-mnist
-# libopenmpi-dev openmpi-bin: data-parallel training across processes (src/dist; mpirun runs the tests)
+# data sets (DESIGN §4): python3-sklearn ships Boston housing, iris and digits; dataset-fashion-mnist.
+# python3-venv: the interoperability tests' virtual environment (scripts/interop-venv.sh, made by ctest).
+# libopenmpi-dev openmpi-bin: data-parallel training across processes (src/dist; mpiexec runs test_dist).
 packages="build-essential cmake pkg-config libopenblas-openmp-dev libdnnl-dev zlib1g-dev libjansson-dev python3-sklearn
-dataset-fashion-mnist libopenmpi-dev openmpi-bin"
+dataset-fashion-mnist python3-venv libopenmpi-dev openmpi-bin"
 case "${1:-}" in
-    bench) packages="$packages python3-torch python3-venv" ;;
+    bench) packages="$packages python3-torch" ;;
 esac
 
 missing=""

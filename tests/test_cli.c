@@ -1,10 +1,16 @@
 /* test_cli.c — the `magna` command (src/cli/magna.c), run as a program next to this test in the build folder:
  * train on models/housing-mlp.ini for 5 epochs (exit 0, the key=value line, the checkpoint and the log),
- * eval of that checkpoint giving the same test RMSE, summary of every model file in models/, --version and
+ * 6 epochs straight vs 25 steps + `--resume` in a new process (a dropout model with a cosine warm-up: the same
+ * weights byte for byte), SIGINT/SIGTERM to a training child (exit 130/143, a checkpoint that resumes),
+ * eval of that checkpoint giving the same test RMSE, predict on CSV (housing) and IDX (a small Fashion-MNIST
+ * MLP: its accuracy over the rows eval scores is eval's), summary of every model file in models/, --version and
  * --help, and malformed model files each rejected with their own message naming file and line. */
 #include "check.h"
+#include "magna.h"
 
 #include <limits.h>
+#include <math.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,6 +87,249 @@ static void test_train_eval(void) {
     rc = run(args, out, sizeof out);
     CHECK(rc != 0 && strstr(out, "nothing.safetensors"), "eval of a missing file fails naming it (rc %d): %s", rc,
           out);
+}
+
+static bool same_file(const char *a, const char *b) {
+    char cmd[3 * PATH_MAX];
+    snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", a, b);
+    return system(cmd) == 0;
+}
+
+/* housing-mlp.ini with dropout after the hidden layer and a cosine schedule with warm-up: everything a
+ * resume must carry (shuffling, the dropout counter, Adam's moments, the schedule's position). */
+static void write_dropout_model(const char *path) {
+    char src[PATH_MAX + 64];
+    snprintf(src, sizeof src, "%s/models/housing-mlp.ini", root);
+    FILE *in = fopen(src, "r"), *o = fopen(path, "w");
+    CHECK(in && o, "copy %s", src);
+    if (!in || !o) return;
+    char line[1024];
+    while (fgets(line, sizeof line, in) && strncmp(line, "[model]", 7) != 0) fputs(line, o); /* its [data] */
+    fputs("[model]\ninput = 13\n\n[layer]\ntype = dense\nunits = 64\nactivation = relu\n\n[layer]\ntype = dropout\n"
+          "rate = 0.3\n\n[layer]\ntype = dense\nunits = 1\n\n[train]\nloss = mse\noptimizer = adam\nlr = 1e-3\n"
+          "batch = 32\nepochs = 200\nmetrics = rmse, mae, r2\nseed = 3\nschedule = cosine\nwarmup = 5\n",
+          o);
+    fclose(in), fclose(o);
+}
+
+/* 6 epochs straight vs 25 steps (mid-epoch 2), stopped, resumed in a new process from the checkpoint alone. */
+static void test_resume(void) {
+    char model[PATH_MAX], args[3 * PATH_MAX], a[PATH_MAX + 64], b[PATH_MAX + 64], line[4096];
+    snprintf(model, sizeof model, "%s/dropout.ini", tmp);
+    write_dropout_model(model);
+    snprintf(args, sizeof args, "summary '%s'", model);
+    int rc = run(args, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "Total params: 961\n") && strstr(out, "3 layers"), "the dropout model builds (rc %d): %s",
+          rc, out);
+    snprintf(args, sizeof args, "train '%s' --epochs 6 --threads 1 --out '%s/straight'", model, tmp);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 0, "straight run (rc %d): %s", rc, out);
+    snprintf(args, sizeof args, "train '%s' --epochs 6 --threads 1 --out '%s/split' --steps 25 --save-every 10 --keep 1",
+             model, tmp);
+    rc = run(args, out, sizeof out);
+    last_line(out, line, sizeof line);
+    CHECK(rc == 0 && strstr(out, "stopped at step 25") && strstr(line, "step=25 "), "stopped at 25 (rc %d): %s", rc,
+          out);
+    snprintf(a, sizeof a, "%s/split/checkpoints/step-000000025.safetensors", tmp);
+    snprintf(b, sizeof b, "%s/split/checkpoints/step-000000020.safetensors", tmp);
+    CHECK(exists(a) && !exists(b), "--keep 1 kept step 25 alone");
+    snprintf(args, sizeof args, "train --resume '%s/split/checkpoints' --threads 1", tmp);
+    rc = run(args, out, sizeof out);
+    last_line(out, line, sizeof line);
+    CHECK(rc == 0 && strstr(out, "resuming from") && strstr(line, "step=78 ") && strstr(line, "epochs=6 "),
+          "resumed to the end (rc %d): %s", rc, out);
+    snprintf(a, sizeof a, "%s/straight/model.safetensors", tmp);
+    snprintf(b, sizeof b, "%s/split/model.safetensors", tmp);
+    CHECK(same_file(a, b), "the resumed run's weights are the straight run's, byte for byte");
+    snprintf(a, sizeof a, "%s/straight/logs/log.csv", tmp);
+    snprintf(b, sizeof b, "%s/split/logs/log.csv", tmp);
+    CHECK(same_file(a, b), "and its log.csv (continued, not restarted)");
+    snprintf(a, sizeof a, "%s/straight/checkpoints/step-000000078.safetensors", tmp);
+    snprintf(b, sizeof b, "%s/split/checkpoints/step-000000078.safetensors", tmp);
+    CHECK(exists(a) && exists(b), "both runs end with a step-78 checkpoint");
+
+    /* a checkpoint that does not fit: another model file */
+    snprintf(args, sizeof args, "train '%s/models/iris-mlp.ini' --resume '%s/split/checkpoints' --threads 1", root, tmp);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "resume") && strstr(out, "shape"), "iris from a housing checkpoint (rc %d): %s", rc,
+          out);
+    snprintf(args, sizeof args, "train --resume '%s/nothing'", tmp);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "nothing") && strstr(out, "cannot open"), "resume from nothing (rc %d): %s", rc, out);
+}
+
+/* SIGINT and SIGTERM: the child saves a checkpoint at the end of its step and exits 128 + the signal. */
+static void test_signal(int sig, int want_rc) {
+    char model[PATH_MAX + 64], outdir[PATH_MAX], log[PATH_MAX], ck[PATH_MAX + 32];
+    snprintf(model, sizeof model, "%s/models/housing-mlp.ini", root);
+    snprintf(outdir, sizeof outdir, "%s/sig%d", tmp, sig);
+    snprintf(log, sizeof log, "%s/sig%d.log", tmp, sig);
+    snprintf(ck, sizeof ck, "%s/checkpoints", outdir);
+    fflush(stdout);
+    const pid_t pid = fork();
+    if (pid == 0) {
+        if (!freopen(log, "w", stdout) || dup2(fileno(stdout), 2) < 0) _exit(99);
+        execl(magna, magna, "train", model, "--epochs", "1000000", "--threads", "1", "--out", outdir, (char *)NULL);
+        _exit(98);
+    }
+    CHECK(pid > 0, "fork");
+    if (pid <= 0) return;
+    char first[PATH_MAX + 64];
+    snprintf(first, sizeof first, "%s/best.safetensors", ck);
+    for (int i = 0; i < 3000 && !exists(first); i++) usleep(10000); /* training has started: an epoch is done */
+    CHECK(exists(first), "the child trains (%s)", first);
+    kill(pid, sig);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == want_rc, "exit status %d after signal %d (want %d)",
+          WIFEXITED(status) ? WEXITSTATUS(status) : -1, sig, want_rc);
+    size_t len = 0;
+    FILE *f = fopen(log, "r");
+    if (f) len = fread(out, 1, sizeof out - 1, f), fclose(f);
+    out[len] = 0;
+    const char *msg = strstr(out, "interrupted by");
+    CHECK(msg && strstr(msg, sig == SIGINT ? "SIGINT" : "SIGTERM") && strstr(msg, "--resume"),
+          "one line saying so: %s", msg ? msg : out + (len > 400 ? len - 400 : 0));
+    /* the checkpoint it names resumes (a few steps more) */
+    char args[3 * PATH_MAX], line[4096];
+    long long at = -1;
+    if (msg && (msg = strstr(msg, "at step "))) at = atoll(msg + 8);
+    CHECK(at > 0, "the step it stopped at");
+    snprintf(args, sizeof args, "train --resume '%s' --threads 1 --steps %lld", ck, at + 3);
+    const int rc = run(args, out, sizeof out);
+    last_line(out, line, sizeof line);
+    char want[64];
+    snprintf(want, sizeof want, "step=%lld ", at + 3);
+    CHECK(rc == 0 && strstr(out, "resuming from") && strstr(line, want), "resumed from the signal's checkpoint (rc %d): %s",
+          rc, line);
+}
+
+/* Lines of a file (0 when it cannot be read), and its first line into `head`. */
+static long count_lines(const char *path, char *head, size_t n) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    long lines = 0;
+    int c, prev = '\n';
+    size_t k = 0;
+    while ((c = fgetc(f)) != EOF) {
+        if (lines == 0 && c != '\n' && k + 1 < n) head[k++] = (char)c;
+        if (c == '\n') lines++;
+        prev = c;
+    }
+    if (prev != '\n') lines++;
+    head[k < n ? k : n - 1] = 0;
+    fclose(f);
+    return lines;
+}
+
+/* Housing (CSV in, after test_train_eval's run) and Fashion-MNIST (IDX in): predictions agree with eval. */
+static void test_predict(void) {
+    char args[4 * PATH_MAX], in[PATH_MAX], pred[PATH_MAX], head[256], line[4096];
+    /* the whole Boston table as a user would have it (scikit-learn's copy has a line of counts first) */
+    snprintf(in, sizeof in, "%s/boston.csv", tmp);
+    snprintf(args, sizeof args, "tail -n +2 /usr/lib/python3/dist-packages/sklearn/datasets/data/boston_house_prices.csv > '%s'",
+             in);
+    CHECK(system(args) == 0, "%s", args);
+    snprintf(pred, sizeof pred, "%s/pred.csv", tmp);
+    snprintf(args, sizeof args, "predict '%s/models/housing-mlp.ini' --weights '%s/run/model.safetensors' --input '%s' "
+             "--output '%s'", root, tmp, in, pred);
+    int rc = run(args, out, sizeof out);
+    last_line(out, line, sizeof line);
+    CHECK(rc == 0 && strstr(line, "rows=506 outputs=1"), "predict (rc %d): %s", rc, out);
+    CHECK(count_lines(pred, head, sizeof head) == 507 && strcmp(head, "MEDV") == 0, "506 rows under 'MEDV' (%s)", head);
+    /* the predictions' RMSE over all rows is near the test split's (they are standardised as in training) */
+    FILE *fp = fopen(pred, "r"), *fi = fopen(in, "r");
+    double sse = 0;
+    int n = 0;
+    char a[512], b[512];
+    if (fp && fi && fgets(a, sizeof a, fp) && fgets(b, sizeof b, fi))
+        while (fgets(a, sizeof a, fp) && fgets(b, sizeof b, fi)) {
+            const char *medv = strrchr(b, ',');
+            const double e = strtod(a, NULL) - strtod(medv + 1, NULL);
+            sse += e * e, n++;
+        }
+    if (fp) fclose(fp);
+    if (fi) fclose(fi);
+    snprintf(args, sizeof args, "eval '%s/models/housing-mlp.ini' --weights '%s/run/model.safetensors'", root, tmp);
+    run(args, out, sizeof out);
+    last_line(out, line, sizeof line);
+    const double test_rmse = value_of(line, "test_rmse"), all_rmse = n ? sqrt(sse / n) : -1;
+    CHECK(n == 506 && fabs(all_rmse - test_rmse) < 0.25 * test_rmse, "RMSE over all rows %.3f, test split's %.3f",
+          all_rmse, test_rmse);
+
+    /* errors: one line, non-zero */
+    snprintf(args, sizeof args, "predict '%s/models/housing-mlp.ini' --weights '%s/run/model.safetensors' --input '%s'",
+             root, tmp, in);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "--output") && strchr(out, '\n') == out + strlen(out) - 1, "no --output (rc %d): %s",
+          rc, out);
+    snprintf(args, sizeof args, "cut -d, -f2- '%s' > '%s/nocrim.csv'", in, tmp);
+    CHECK(system(args) == 0, "%s", args);
+    snprintf(args, sizeof args, "predict '%s/models/housing-mlp.ini' --weights '%s/run/model.safetensors' --input "
+             "'%s/nocrim.csv' --output '%s'", root, tmp, tmp, pred);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "CRIM") && strchr(out, '\n') == out + strlen(out) - 1, "a missing column (rc %d): %s",
+          rc, out);
+    snprintf(args, sizeof args, "predict '%s/models/housing-mlp.ini' --weights '%s/run/logs/log.csv' --input '%s' "
+             "--output '%s'", root, tmp, in, pred);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "log.csv"), "weights that are no checkpoint (rc %d): %s", rc, out);
+    snprintf(args, sizeof args, "predict '%s/models/housing-mlp.ini' --weights '%s/run/model.safetensors' --input "
+             "'%s/x.idx' --output '%s'", root, tmp, tmp, pred);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "trained on CSV rows"), "images for a CSV model (rc %d): %s", rc, out);
+
+    /* IDX in: a small Fashion-MNIST MLP; over the first 500 test images predict's accuracy is eval's */
+    const char *fm = "/usr/share/datasets/fashion-mnist";
+    char model[PATH_MAX], images[PATH_MAX], labels[PATH_MAX];
+    snprintf(images, sizeof images, "%s/t10k-images-idx3-ubyte.gz", fm);
+    snprintf(labels, sizeof labels, "%s/t10k-labels-idx1-ubyte.gz", fm);
+    if (!exists(images)) {
+        printf("%s missing: skipping predict on IDX (apt-get install dataset-fashion-mnist)\n", images);
+        return;
+    }
+    snprintf(model, sizeof model, "%s/fm.ini", tmp);
+    FILE *f = fopen(model, "w");
+    if (!f) return;
+    fprintf(f, "[data]\nkind = idx\npath = %s\nclasses = 10\nlimit = 500\nstandardise = true\n\n[model]\ninput = 1, 28, 28\n\n"
+               "[layer]\ntype = flatten\n\n[layer]\ntype = dense\nunits = 10\n\n[train]\nloss = sparse_cross_entropy\n"
+               "optimizer = adam\nlr = 1e-2\nbatch = 50\nepochs = 3\nmetrics = accuracy\n", fm);
+    fclose(f);
+    snprintf(args, sizeof args, "train '%s' --out '%s/fm' --threads 1", model, tmp);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 0, "train the small Fashion-MNIST model (rc %d): %s", rc, out);
+    snprintf(args, sizeof args, "eval '%s' --weights '%s/fm/model.safetensors'", model, tmp);
+    rc = run(args, out, sizeof out);
+    last_line(out, line, sizeof line);
+    const double acc = value_of(line, "test_acc");
+    CHECK(rc == 0 && acc > 0.5, "eval (rc %d): %s", rc, line);
+    snprintf(args, sizeof args, "predict '%s' --weights '%s/fm/model.safetensors' --input '%s' --output '%s'", model,
+             tmp, images, pred);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "rows=10000 outputs=10"), "predict on IDX (rc %d): %s", rc, out);
+    CHECK(count_lines(pred, head, sizeof head) == 10001 && strncmp(head, "class,p0,p1,", 12) == 0, "header %s", head);
+    magna_idx lab;
+    magna_error err;
+    CHECK(magna_idx_read(labels, &lab, &err) == MAGNA_OK, "%s", err.message);
+    fp = fopen(pred, "r");
+    int correct = 0, rows = 0;
+    double worst = 0;
+    char row[1024];
+    if (fp && fgets(row, sizeof row, fp))
+        while (rows < 500 && fgets(row, sizeof row, fp)) {
+            char *p = row;
+            const long cls = strtol(p, &p, 10);
+            double sum = 0;
+            for (int k = 0; k < 10 && *p == ','; k++) sum += strtod(p + 1, &p);
+            worst = fmax(worst, fabs(sum - 1));
+            correct += cls == ((const uint8_t *)lab.data)[rows];
+            rows++;
+        }
+    if (fp) fclose(fp);
+    magna_idx_free(&lab);
+    CHECK(rows == 500 && fabs((double)correct / rows - acc) < 1e-4, "predict's accuracy on the first 500 %.4f, eval's %.4f",
+          rows ? (double)correct / rows : 0, acc);
+    CHECK(worst < 1e-4, "probabilities sum to 1 (worst %.2g)", worst);
 }
 
 static void test_summaries(void) {
@@ -171,8 +420,8 @@ int main(void) {
 
     int rc = run("--version", out, sizeof out);
     CHECK(rc == 0 && strstr(out, "magna"), "--version (rc %d): %s", rc, out);
-    const char *cmds[] = {"--help", "train --help", "eval --help", "summary --help"};
-    for (int i = 0; i < 4; i++) {
+    const char *cmds[] = {"--help", "train --help", "eval --help", "predict --help", "summary --help"};
+    for (int i = 0; i < 5; i++) {
         rc = run(cmds[i], out, sizeof out);
         CHECK(rc == 0 && strstr(out, "usage: magna"), "magna %s (rc %d): %s", cmds[i], rc, out);
     }
@@ -185,6 +434,10 @@ int main(void) {
     test_summaries();
     test_malformed();
     test_train_eval();
+    test_predict();
+    test_resume();
+    test_signal(SIGINT, 130);
+    test_signal(SIGTERM, 143);
 
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);

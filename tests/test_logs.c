@@ -1,6 +1,7 @@
 /* test_logs.c — training logs: CRC-32C's check value; an event file read back by a small TFRecord and
  * protobuf reader written here (both CRCs, tag, step, value); fit with log_dir writes log.csv and
- * curves.svg; a log_dir that cannot be created stops fit with MAGNA_ERR_IO naming the path. */
+ * curves.svg; a log_dir that cannot be created stops fit with MAGNA_ERR_IO naming the path; a log reopened for a
+ * resumed run keeps the earlier epochs' rows and curve and refuses other columns. */
 #include "check.h"
 #include "magna.h"
 
@@ -297,6 +298,46 @@ static void test_fit_logs(void) {
     magna_model_free(m);
 }
 
+/* Reopening for a resumed run keeps the rows of earlier epochs, drops later ones, and refuses other columns. */
+static void test_reopen(void) {
+    char d[128], csv[160];
+    snprintf(d, sizeof d, "%s/reopen", dir);
+    snprintf(csv, sizeof csv, "%s/log.csv", d);
+    magna_error err;
+    magna_train_log *l = magna_train_log_open(d, &err);
+    CHECK(l != NULL, "%s", err.message);
+    if (!l) return;
+    for (int e = 1; e <= 3; e++) {
+        const magna_log_scalar s[] = {{"lr", 0.5}, {"train/loss", 1.0 / e}, {"val/loss", 2.0 / e}};
+        CHECK(magna_train_log_epoch(l, e, 10 * e, 3, s, &err) == MAGNA_OK, "%s", err.message);
+    }
+    magna_train_log_close(l);
+    l = magna_train_log_reopen(d, 3, &err); /* epoch 3 runs again */
+    CHECK(l != NULL, "%s", err.message);
+    if (!l) return;
+    const magna_log_scalar s[] = {{"lr", 0.5}, {"train/loss", 0.25}, {"val/loss", 0.75}};
+    CHECK(magna_train_log_epoch(l, 3, 30, 3, s, &err) == MAGNA_OK, "%s", err.message);
+    magna_train_log_close(l);
+    size_t len;
+    char *text = (char *)slurp(csv, &len);
+    CHECK(text && strcmp(text, "epoch,step,lr,loss,val_loss\n1,10,0.5,1,2\n2,20,0.5,0.5,1\n3,30,0.5,0.25,0.75\n") == 0,
+          "epochs 1-2 kept, 3 replaced: %s", text ? text : "(none)");
+    free(text);
+    snprintf(csv, sizeof csv, "%s/curves.svg", d);
+    text = (char *)slurp(csv, &len);
+    int points = 0;
+    for (char *p = text; p && (p = strstr(p, "<circle")); p++) points++;
+    CHECK(points == 6, "curves.svg has 3 epochs of train and validation loss after the reopen (%d markers)", points);
+    free(text);
+    l = magna_train_log_reopen(d, 2, &err);
+    CHECK(l != NULL, "%s", err.message);
+    if (!l) return;
+    const magna_log_scalar other[] = {{"lr", 0.5}, {"train/loss", 0.25}};
+    CHECK(magna_train_log_epoch(l, 2, 20, 2, other, &err) == MAGNA_ERR_FORMAT && strstr(err.message, "columns"),
+          "other columns refused: %s", err.message);
+    magna_train_log_close(l);
+}
+
 static void rm_rf(const char *p) {
     char cmd[256];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", p);
@@ -317,6 +358,7 @@ int main(void) {
     test_crc();
     test_event_file();
     test_fit_logs();
+    test_reopen();
     if (!getenv("MAGNA_KEEP_LOGS")) rm_rf(dir); else printf("kept %s\n", dir);
     return check_finish("test_logs");
 }

@@ -222,7 +222,34 @@ static void test_malformed(void) {
     expect_format(m, p, MAGNA_ERR_FORMAT, "truncated", "truncated header length");
     write_raw(p, 1000, "{}", 2, 0);
     expect_format(m, p, MAGNA_ERR_FORMAT, "past the end", "header length beyond the file");
-    write_st(p, "this is not json", 0);
+    FILE *zf = fopen(p, "wb"); /* what torch.save writes: a zip archive */
+    static const char zip[] = "PK\x03\x04\x14\x00\x00\x00\x08\x00archive/data.pkl";
+    fwrite(zip, 1, sizeof zip - 1, zf);
+    fclose(zf);
+    expect_format(m, p, MAGNA_ERR_FORMAT, "not a safetensors file: it starts 50 4b 03 04", "wrong magic (a zip)");
+    write_raw(p, 2, "[]", 2, 0);
+    expect_format(m, p, MAGNA_ERR_FORMAT, "not a safetensors file", "a header that is not an object");
+    write_raw(p, 1, "{", 1, 0);
+    expect_format(m, p, MAGNA_ERR_FORMAT, "not sane", "a header length too short for JSON");
+    TENSORS("F32", "[4,3]", "[0,48]", "[48,60]");
+    write_st(p, h, 60);
+    truncate(p, 8 + (off_t)strlen(h) + 30);
+    expect_format(m, p, MAGNA_ERR_FORMAT, "out of range (the data section is 30 bytes)", "a file cut in its data");
+    truncate(p, 8 + 40);
+    expect_format(m, p, MAGNA_ERR_FORMAT, "past the end", "a file cut in its header");
+    TENSORS("F32", "[4,3]", "[-4,44]", "[48,60]");
+    write_st(p, h, 60);
+    expect_format(m, p, MAGNA_ERR_FORMAT, "out of range", "a negative offset");
+    TENSORS("F32", "[4,3]", "[0,18446744073709551615]", "[48,60]");
+    write_st(p, h, 60);
+    expect_format(m, p, MAGNA_ERR_FORMAT, "too big integer", "an offset beyond int64");
+    TENSORS("F32", "[4,-3]", "[0,48]", "[48,60]");
+    write_st(p, h, 60);
+    expect_format(m, p, MAGNA_ERR_FORMAT, "negative entry", "a negative dimension");
+    TENSORS("F32", "[4,3]", "[48,0]", "[48,60]");
+    write_st(p, h, 60);
+    expect_format(m, p, MAGNA_ERR_FORMAT, "out of range", "begin after end");
+    write_st(p, "{this is not json}", 0);
     expect_format(m, p, MAGNA_ERR_FORMAT, "not valid JSON", "not JSON");
     snprintf(h, sizeof h,
              "{\"%s\":{\"dtype\":\"F32\",\"shape\":[4,3],\"data_offsets\":[0,48]},"
@@ -342,15 +369,19 @@ static void test_atomic(void) {
 
 /* Optional: the `safetensors` Python package reads our file, when it is installed. */
 static void test_python_reader(void) {
-    if (system("python3 -c 'import safetensors, numpy' >/dev/null 2>&1") != 0) {
+    /* a Python with safetensors: $MAGNA_ST_PYTHON (ctest: .venv-interop's), else python3 */
+    const char *py = getenv("MAGNA_ST_PYTHON") && access(getenv("MAGNA_ST_PYTHON"), X_OK) == 0 ? getenv("MAGNA_ST_PYTHON")
+                                                                                              : "python3";
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "'%s' -c 'import safetensors, numpy' >/dev/null 2>&1", py);
+    if (system(cmd) != 0) {
         printf("python safetensors not installed: skipping the cross-check\n");
         return;
     }
-    char cmd[512];
     snprintf(cmd, sizeof cmd,
-             "python3 -c 'from safetensors.numpy import load_file; t = load_file(\"%s\"); "
+             "'%s' -c 'from safetensors.numpy import load_file; t = load_file(\"%s\"); "
              "assert len(t) > 0 and all(v.dtype.name == \"float32\" for v in t.values())'",
-             path_in("round.safetensors"));
+             py, path_in("round.safetensors"));
     CHECK(system(cmd) == 0, "python safetensors loads our file");
 }
 

@@ -36,6 +36,33 @@ magna_status magna_save_safetensors(magna_graph *g, const char *path, const char
  * tensor or field. */
 magna_status magna_load_safetensors(magna_graph *g, const char *path, magna_error *err);
 
+/* Tensors beside a graph's: the optimizer's moments, a run's best weights, anything flat in F32. `data`
+ * is read by save and written by load (it must hold the shape's elements). */
+typedef struct magna_st_tensor {
+    const char *name;
+    int ndim;
+    int64_t shape[MAGNA_MAX_DIMS];
+    float *data;
+} magna_st_tensor;
+
+/* A file's "__metadata__", string -> string, as read back. */
+typedef struct magna_st_metadata {
+    int count;
+    char **keys, **values;
+} magna_st_metadata;
+const char *magna_st_metadata_get(const magna_st_metadata *md, const char *key); /* NULL when absent */
+void magna_st_metadata_free(magna_st_metadata *md);
+
+/* As save/load above, with `extra` tensors after the graph's (g may be NULL: the extras only) and, for load,
+ * the metadata handed back in *md (when md is not NULL; free it with magna_st_metadata_free). Load checks
+ * the extras as it checks the nodes: each present once, shape equal, dtype F32, nothing unknown. */
+magna_status magna_save_safetensors_ex(magna_graph *g, const magna_st_tensor *extra, int n_extra, const char *path,
+                                       const char *const *metadata_kv, magna_error *err);
+magna_status magna_load_safetensors_ex(magna_graph *g, const magna_st_tensor *extra, int n_extra, const char *path,
+                                       magna_st_metadata *md, magna_error *err);
+/* Validates the header (length, JSON, __metadata__ strings) and returns the metadata alone. */
+magna_status magna_read_safetensors_metadata(const char *path, magna_st_metadata *md, magna_error *err);
+
 /* ---- training logs (DESIGN §5) -------------------------------------------------------------------- */
 
 /* CRC-32C (Castagnoli, reflected 0x82F63B78), as TFRecord uses: magna_crc32c("123456789", 9) = 0xE3069283. */
@@ -73,6 +100,10 @@ magna_train_log *magna_train_log_open(const char *dir, magna_error *err);
  * the epoch. Errors: MAGNA_ERR_IO naming the file, MAGNA_ERR_ARG, MAGNA_ERR_NOMEM. */
 magna_status magna_train_log_epoch(magna_train_log *l, int epoch, int64_t step, int n, const magna_log_scalar *s,
                                    magna_error *err);
+/* For a resumed run: log.csv keeps its header and its rows of epochs before first_epoch (rewritten atomically;
+ * the run's columns must be the same), curves.svg starts from their losses, and a new event file continues
+ * the TensorBoard run. Without a log.csv it is open. fit does this when it continues a magna_model_resume. */
+magna_train_log *magna_train_log_reopen(const char *dir, int first_epoch, magna_error *err);
 void magna_train_log_close(magna_train_log *l);
 
 #ifdef __cplusplus

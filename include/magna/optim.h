@@ -35,6 +35,9 @@ void magna_optimizer_step(magna_optimizer *opt);
 void magna_optimizer_set_lr(magna_optimizer *opt, float lr);
 float magna_optimizer_lr(const magna_optimizer *opt);
 int64_t magna_optimizer_steps(const magna_optimizer *opt);
+/* Puts back the step count of a resumed run (Adam's bias correction, SGD momentum's first step depend on it). */
+void magna_optimizer_set_steps(magna_optimizer *opt, int64_t steps);
+magna_optimizer_kind magna_optimizer_get_kind(const magna_optimizer *opt);
 /* State buffer k (0: momentum or Adam's m, 1: Adam's v), same layout as the params; NULL if none.
  * For a sharded optimizer, the state of its slice only (count = the slice's length). */
 float *magna_optimizer_state(magna_optimizer *opt, int k, size_t *count);

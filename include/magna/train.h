@@ -15,6 +15,7 @@
 #ifndef MAGNA_TRAIN_H
 #define MAGNA_TRAIN_H
 
+#include <signal.h>
 #include <stdio.h>
 
 #include "nn.h"
@@ -97,6 +98,7 @@ typedef struct magna_history {
     int count, capacity;
     int best_epoch;   /* by the monitored value */
     bool stopped_early;
+    bool interrupted; /* fit stopped at the end of a step: *stop was set, or max_steps was reached */
 } magna_history;
 
 void magna_history_free(magna_history *h);
@@ -120,6 +122,22 @@ typedef struct magna_fit_opts {
      * TensorBoard scalars "lr", "train/loss", "val/loss" and "train/<metric>", "val/<metric>", a line of
      * log.csv and a fresh curves.svg. A failed write stops fit with its error. */
     const char *log_dir;
+    /* Full-state checkpoints, from which magna_model_resume continues exactly: each holds the params and
+     * states, the optimizer's moments and step, the epoch and the position in it, the RNG state (seed, the
+     * dropout counter, the shuffle order's step), the schedule's run length, early stopping's best value and
+     * patience, the best weights kept for restore_best, and checkpoint_metadata. Safetensors, written
+     * atomically into checkpoint_dir (created if needed) as step-<step>.safetensors; the last keep_last of
+     * those are kept (0: 3), and best.safetensors is rewritten whenever the monitored value improves. */
+    const char *checkpoint_dir;
+    int64_t save_every;                     /* a checkpoint every this many optimizer steps (0: none by count) */
+    bool save_each_epoch;                   /* a checkpoint at the end of every epoch */
+    int keep_last;
+    const char *const *checkpoint_metadata; /* NULL-terminated key, value pairs stored too (e.g. the model file) */
+    /* Stopping at the end of a step (mid-epoch too), with a checkpoint there when checkpoint_dir is set: once
+     * the model's step reaches max_steps (> 0), or when *stop becomes non-zero (a signal handler's flag).
+     * fit then returns MAGNA_OK with history->interrupted set. */
+    int64_t max_steps;
+    const volatile sig_atomic_t *stop;
     magna_epoch_callback on_epoch_end;
     void *user;
 } magna_fit_opts;
@@ -155,6 +173,23 @@ magna_status magna_model_predict(magna_model *m, const magna_dataset *data, floa
 magna_status magna_model_confusion(magna_model *m, const magna_dataset *data, int64_t *confusion,
                                    double *precision, double *recall, double *f1);
 int64_t magna_model_step(const magna_model *m);
+
+/* Loads a full-state checkpoint of fit (magna_fit_opts.checkpoint_dir) into a compiled model of the same
+ * architecture and optimizer: `path` is a checkpoint file or a folder (its step-*.safetensors with the highest
+ * step). The weights, optimizer and RNG state are in place at once; the next magna_model_fit, given the same
+ * data and options (`epochs` counts the whole run's epochs, as at the start), continues the run where it
+ * stopped, so 2N steps straight and N, checkpoint, resume, N more give the same weights bit for bit. Every
+ * check runs before anything changes: a weights-only file, another optimizer, missing or extra tensors, other
+ * shapes or dtypes are MAGNA_ERR_FORMAT naming the file; a run on other data or another batch size is refused
+ * by fit. The checkpoint's metadata (checkpoint_metadata included) stays readable until the next resume. */
+magna_status magna_model_resume(magna_model *m, const char *path);
+/* A value of the last resumed checkpoint's metadata, or NULL. */
+const char *magna_model_resume_metadata(const magna_model *m, const char *key);
+/* The path of the last checkpoint fit wrote into checkpoint_dir ("" when none). */
+const char *magna_model_last_checkpoint(const magna_model *m);
+/* The newest step-*.safetensors of a checkpoint folder (or `path` itself when it is a file) into out;
+ * MAGNA_ERR_IO when there is none. */
+magna_status magna_checkpoint_find(const char *path, char *out, size_t cap, magna_error *err);
 
 #ifdef __cplusplus
 }

@@ -2,20 +2,25 @@
  * (models/<name>.ini, the format is described in README.md "Command line" and at the top of each file).
  *
  *   magna train MODEL_FILE [--epochs N] [--batch N] [--lr X] [--seed N] [--threads N] [--out DIR]
+ *               [--save-every STEPS] [--keep K] [--steps N] [--resume CHECKPOINT]
  *               [--dist] [--zero1] [--timeout SECONDS]          (data parallel: mpirun -np N magna train ...)
  *   magna eval MODEL_FILE --weights FILE [--seed N] [--threads N]
+ *   magna predict MODEL_FILE --weights CHECKPOINT --input FILE.csv|FILE.idx[.gz] --output OUT.csv
  *   magna summary MODEL_FILE
  *   magna --version
  *
  * A model file is read strictly: an unknown section or key, a value that does not parse or is out of range,
  * a missing required key are errors naming the file and the line ("models/x.ini:12: [layer] dense: unknown
- * key 'unit'"). Exit status: 0 on success, 1 when the run fails, 2 for a bad command line or model file. */
+ * key 'unit'"). Exit status: 0 on success, 1 when the run fails, 2 for a bad command line or model file,
+ * 128 + the signal (130 SIGINT, 143 SIGTERM) when a signal stopped `magna train` after saving a checkpoint. */
 #define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include "model_file.h"
 #include "graph/internal.h" /* magna_io_mkdirs */
 
+#include <errno.h>
 #include <math.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,12 +35,19 @@ typedef struct data {
     int64_t width;
     void *owned[9];
     magna_image_set sets[3];
+    magna_standardizer st;   /* csv: fitted on the training rows (predict applies it to new rows) */
+    double *mean, *sd;       /* idx: per channel, fitted on the training images */
+    char **features;         /* csv: the feature columns, in the training table's order, NULL-terminated */
     char desc[512];
 } data;
 
 static void data_free(data *d) {
     for (int k = 0; k < 9; k++) free(d->owned[k]);
     for (int k = 0; k < 3; k++) magna_image_set_free(&d->sets[k]);
+    magna_standardizer_free(&d->st);
+    free(d->mean), free(d->sd);
+    for (int k = 0; d->features && d->features[k]; k++) free(d->features[k]);
+    free(d->features);
 }
 
 static void scale_rows(float *x, int64_t n, double scale) {
@@ -55,18 +67,27 @@ static bool load_csv(const config *cf, data *d) {
         return cli_fail("%s: no column '%s' (%s:%d, [data] %s)", cf->data_path, col, cf->path, cf->data_line,
                     cf->target ? "target" : "label");
     }
+    if (!(d->features = calloc((size_t)t.cols + 1, sizeof *d->features))) {
+        magna_table_free(&t);
+        return cli_fail("out of memory");
+    }
+    for (int64_t c = 0, k = 0; c < t.cols; c++)
+        if (strcmp(t.names[c], col) != 0 && !(d->features[k++] = strdup(t.names[c]))) {
+            magna_table_free(&t);
+            return cli_fail("out of memory");
+        }
     double val = cf->validation;
     if (val >= 1) val = (val - 0.5) / (double)t.rows; /* a count of rows; split takes ceil(rows * fraction) */
     bool ok = true;
-    magna_standardizer st = {0};
+    magna_standardizer *st = &d->st;
     if (magna_table_split(&t, val, cf->test, cf->data_seed, &part[0], val > 0 ? &part[1] : NULL,
                           cf->test > 0 ? &part[2] : NULL, &err) != MAGNA_OK)
         ok = cli_fail("%s", err.message);
     if (ok && cf->standardise &&
-        (magna_standardizer_fit(&st, &part[0], NULL, col, &err) != MAGNA_OK ||
-         magna_standardizer_apply(&st, &part[0], &err) != MAGNA_OK ||
-         (val > 0 && magna_standardizer_apply(&st, &part[1], &err) != MAGNA_OK) ||
-         (cf->test > 0 && magna_standardizer_apply(&st, &part[2], &err) != MAGNA_OK)))
+        (magna_standardizer_fit(st, &part[0], NULL, col, &err) != MAGNA_OK ||
+         magna_standardizer_apply(st, &part[0], &err) != MAGNA_OK ||
+         (val > 0 && magna_standardizer_apply(st, &part[1], &err) != MAGNA_OK) ||
+         (cf->test > 0 && magna_standardizer_apply(st, &part[2], &err) != MAGNA_OK)))
         ok = cli_fail("%s", err.message);
     magna_dataset *sets[3] = {&d->train, &d->val, &d->test};
     for (int k = 0; ok && k < 3; k++) {
@@ -92,7 +113,6 @@ static bool load_csv(const config *cf, data *d) {
                  "%s: %lld rows, %lld features; split seed %llu: %lld training, %lld validation, %lld test rows",
                  cf->data_path, (long long)t.rows, (long long)d->width, (unsigned long long)cf->data_seed,
                  (long long)d->train.rows, (long long)d->val.rows, (long long)d->test.rows);
-    magna_standardizer_free(&st);
     magna_table_free(&t);
     for (int k = 0; k < 3; k++) magna_table_free(&part[k]);
     return ok;
@@ -122,7 +142,7 @@ static bool load_idx(const config *cf, data *d) {
         bool ok = mean && sd && magna_image_mean_std(&d->sets[0], mean, sd, &err) == MAGNA_OK;
         for (int k = 0; ok && k < 3; k++)
             if (d->sets[k].count) ok = magna_image_standardize(&d->sets[k], mean, sd, &err) == MAGNA_OK;
-        free(mean), free(sd);
+        d->mean = mean, d->sd = sd; /* data_free frees them */
         if (!ok) return cli_fail("%s", err.message);
     }
     magna_dataset *sets[3] = {&d->train, &d->val, &d->test};
@@ -203,20 +223,33 @@ static bool make_dirs(const char *dir) {
 static const char *USAGE =
     "usage: magna COMMAND ...\n"
     "  magna train MODEL_FILE [--epochs N] [--batch N] [--lr X] [--seed N] [--threads N] [--out DIR]\n"
+    "              [--save-every STEPS] [--keep K] [--steps N] [--resume CHECKPOINT]\n"
     "              [--dist] [--zero1] [--timeout SECONDS]\n"
     "  magna eval MODEL_FILE --weights FILE [--seed N] [--threads N]\n"
+    "  magna predict MODEL_FILE --weights CHECKPOINT --input FILE.csv|FILE.idx[.gz] --output OUT.csv\n"
     "  magna summary MODEL_FILE\n"
     "  magna --version\n"
     "A MODEL_FILE has sections [data], [model], one [layer] per layer, and [train] (see README.md, "
     "\"Command line\").\n";
 static const char *USAGE_TRAIN =
     "usage: magna train MODEL_FILE [--epochs N] [--batch N] [--lr X] [--seed N] [--threads N] [--out DIR]\n"
+    "                   [--save-every STEPS] [--keep K] [--steps N]\n"
+    "       magna train [MODEL_FILE] --resume CHECKPOINT [--threads N] [--steps N] ...\n"
     "Trains the model the file describes on its data, evaluates it on the test split and writes\n"
-    "DIR/model.safetensors (the best epoch's weights, which are also the ones evaluated) and DIR/logs\n"
-    "(TensorBoard events, log.csv, curves.svg). DIR defaults to runs/<model file name>. The options\n"
-    "override the file's [train] epochs, batch, lr and seed (--seed sets the data split's seed too).\n"
+    "DIR/model.safetensors (the best epoch's weights, which are also the ones evaluated), DIR/logs\n"
+    "(TensorBoard events, log.csv, curves.svg) and DIR/checkpoints: full-state checkpoints (weights,\n"
+    "optimizer moments, step, epoch position, RNG, schedule, early stopping, the model file) at each\n"
+    "epoch's end and every --save-every steps, the last K (--keep, default 3) kept, and best.safetensors.\n"
+    "DIR defaults to runs/<model file name>. The options override the file's [train] epochs, batch, lr\n"
+    "and seed (--seed sets the data split's seed too). --steps N stops after optimizer step N (mid-epoch\n"
+    "too) with a checkpoint there. --resume takes a checkpoint file or folder (its newest step-*) and\n"
+    "continues that run exactly, with its model file, settings and DIR unless given again.\n"
+    "SIGINT or SIGTERM: the current step finishes, a checkpoint is saved, and the command exits with\n"
+    "status 128 + the signal's number (130, 143) and a line saying how to resume; a second signal ends\n"
+    "it at once.\n"
     "Data parallel: started by mpirun/mpiexec/srun (or with --dist), each of N ranks takes its share\n"
     "of a global batch of N x batch rows and the gradients are averaged; rank 0 alone prints and writes.\n"
+    "A checkpoint of N ranks resumes on M with --batch (N x batch) / M, the same global batch.\n"
     "--zero1 shards the optimizer state across ranks; --timeout is the deadline of every collective\n"
     "(default $MAGNA_DIST_TIMEOUT or 300 s): a rank that dies or stops answering ends the job, named.\n"
     "Without --threads, each rank runs cores / ranks-on-this-machine threads.\n"
@@ -225,20 +258,29 @@ static const char *USAGE_EVAL = "usage: magna eval MODEL_FILE --weights FILE [--
                                 "Loads the weights into the model the file describes and evaluates it on the "
                                 "test split\n(the same split as training: same file, same seed). The last line "
                                 "is key=value results.\n";
+static const char *USAGE_PREDICT =
+    "usage: magna predict MODEL_FILE --weights CHECKPOINT --input FILE.csv|FILE.idx[.gz] --output OUT.csv [--threads N]\n"
+    "Runs the model on new rows and writes one CSV line per row. CHECKPOINT: the weights magna train wrote\n"
+    "(DIR/model.safetensors) or a full-state checkpoint (file, or folder: its newest). The rows are prepared\n"
+    "as the model file's training rows were: a CSV's feature columns are found by name (a target column\n"
+    "is ignored) and standardised with the training split's means; IDX ubyte images are divided by 255\n"
+    "and standardised per channel. Output: the target's name (regression), or class,p0,p1,... (the\n"
+    "predicted class and each probability), or probability (binary cross-entropy).\n";
 static const char *USAGE_SUMMARY = "usage: magna summary MODEL_FILE\n"
                                    "Checks the model file, builds the model and prints its layers, shapes and "
                                    "parameter counts.\n";
 
 typedef struct options {
-    const char *model_file, *out, *weights;
-    int64_t epochs, batch, seed, threads;
+    const char *model_file, *out, *weights, *resume, *input, *output;
+    int64_t epochs, batch, seed, threads, save_every, keep, steps;
     double lr, timeout;
     bool help, dist, zero1;
 } options;
 
 /* Options after the command; `allowed` lists the ones this command takes, as "--epochs --batch ...". */
 static bool parse_options(int argc, char **argv, const char *cmd, const char *allowed, options *o) {
-    *o = (options){.epochs = -1, .batch = -1, .seed = -1, .threads = -1, .lr = -1};
+    *o = (options){.epochs = -1, .batch = -1, .seed = -1, .threads = -1, .lr = -1, .save_every = -1, .keep = -1,
+                   .steps = -1};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -265,6 +307,9 @@ static bool parse_options(int argc, char **argv, const char *cmd, const char *al
         double x = 0;
         if (strcmp(a, "--out") == 0) o->out = v;
         else if (strcmp(a, "--weights") == 0) o->weights = v;
+        else if (strcmp(a, "--resume") == 0) o->resume = v;
+        else if (strcmp(a, "--input") == 0) o->input = v;
+        else if (strcmp(a, "--output") == 0) o->output = v;
         else if (strcmp(a, "--lr") == 0) {
             if (!parse_double(v, &x) || x <= 0) return cli_fail("magna %s: --lr: '%s' is not a number > 0", cmd, v);
             o->lr = x;
@@ -273,15 +318,19 @@ static bool parse_options(int argc, char **argv, const char *cmd, const char *al
                 return cli_fail("magna %s: --timeout: '%s' is not a number of seconds > 0", cmd, v);
             o->timeout = x;
         } else {
-            if (!parse_int(v, &n) || n < (strcmp(a, "--seed") == 0 ? 0 : 1) || (strcmp(a, "--seed") != 0 && n > (1 << 24)))
+            const bool big = strcmp(a, "--seed") == 0 || strcmp(a, "--steps") == 0 || strcmp(a, "--save-every") == 0;
+            if (!parse_int(v, &n) || n < (strcmp(a, "--seed") == 0 ? 0 : 1) || (!big && n > (1 << 24)))
                 return cli_fail("magna %s: %s: '%s' is not a whole number in range", cmd, a, v);
             if (strcmp(a, "--epochs") == 0) o->epochs = n;
+            else if (strcmp(a, "--save-every") == 0) o->save_every = n;
+            else if (strcmp(a, "--keep") == 0) o->keep = n;
+            else if (strcmp(a, "--steps") == 0) o->steps = n;
             else if (strcmp(a, "--batch") == 0) o->batch = n;
             else if (strcmp(a, "--seed") == 0) o->seed = n;
             else o->threads = n;
         }
     }
-    if (!o->model_file) return cli_fail("magna %s: no model file (see magna %s --help)", cmd, cmd);
+    if (!o->model_file && !o->resume) return cli_fail("magna %s: no model file (see magna %s --help)", cmd, cmd);
     return true;
 }
 
@@ -312,6 +361,30 @@ static int cmd_summary(int argc, char **argv) {
     return rc;
 }
 
+/* The signal that asked `magna train` to stop (0: none); fit finishes its step and saves a checkpoint. */
+static volatile sig_atomic_t stop_signal;
+static void on_stop_signal(int sig) { stop_signal = sig; }
+
+/* The settings a resumed run must keep: the model file's, as the first run's flags overrode them. */
+static void run_settings(const config *cf, const char *out, char *buf, size_t n) {
+    snprintf(buf, n, "epochs=%lld batch=%lld lr=%.9g seed=%llu data_seed=%llu out=%s", (long long)cf->epochs,
+             (long long)cf->batch, (double)cf->compile.optimizer.lr, (unsigned long long)cf->seed,
+             (unsigned long long)cf->data_seed, out);
+}
+static bool apply_run_settings(const char *s, config *cf, char *out, size_t n) {
+    long long epochs, batch;
+    unsigned long long seed, data_seed;
+    double lr;
+    int at = 0;
+    if (!s || sscanf(s, "epochs=%lld batch=%lld lr=%lf seed=%llu data_seed=%llu out=%n", &epochs, &batch, &lr, &seed,
+                     &data_seed, &at) != 5 || at == 0)
+        return false;
+    cf->epochs = epochs, cf->batch = batch, cf->compile.optimizer.lr = (float)lr;
+    cf->seed = seed, cf->data_seed = data_seed;
+    snprintf(out, n, "%s", s + at);
+    return true;
+}
+
 /* Data parallel when an MPI launcher started this process (or --dist): rank 0 alone prints; unless told,
  * each rank runs as many threads as it has cores to itself (ranks sharing cores with busy-waiting OpenMP
  * threads ran 6x slower, DESIGN.md 3). */
@@ -337,22 +410,62 @@ static bool start_dist(const options *o, magna_dist **out) {
     return true;
 }
 
+static int cmd_train_run(const options *o, magna_dist *dist);
+
 static int cmd_train(int argc, char **argv) {
     options o;
-    if (!parse_options(argc, argv, "train", "--epochs --batch --lr --seed --threads --out --dist --zero1 --timeout",
+    if (!parse_options(argc, argv, "train",
+                       "--epochs --batch --lr --seed --threads --out --resume --save-every --keep --steps --dist "
+                       "--zero1 --timeout",
                        &o))
         return EXIT_USAGE;
     if (o.help) return fputs(USAGE_TRAIN, stdout), 0;
-    config cf;
-    if (!config_read(o.model_file, &cf)) return EXIT_USAGE;
-    apply_options(&o, &cf);
     magna_dist *dist;
-    if (!start_dist(&o, &dist)) {
-        config_free(&cf);
-        return EXIT_RUN;
+    if (!start_dist(&o, &dist)) return EXIT_RUN;
+    const int rc = cmd_train_run(&o, dist);
+    if (rc != 0 && magna_dist_size(dist) > 1) { /* the other ranks would wait for this one: end the job */
+        fprintf(stderr, "%s\n", cli_error[0] ? cli_error : "magna: failed");
+        magna_dist_abort(dist, rc, NULL);
     }
-    char out[4096], ckpt[4200], logs[4200];
+    magna_dist_finalize(dist);
+    return rc;
+}
+
+static int cmd_train_run(const options *op, magna_dist *dist) {
+    options o = *op;
+    if (!o.model_file && !o.resume)
+        return cli_fail("magna train: no model file (see magna train --help)"), EXIT_USAGE;
+    /* resuming: the checkpoint holds the model file's text and the first run's settings */
+    char resume_path[4200] = "", resume_name[4300], out[4096] = "", saved_out[4096] = "";
+    magna_st_metadata md = {0};
+    if (o.resume) {
+        magna_error err;
+        if (magna_checkpoint_find(o.resume, resume_path, sizeof resume_path, &err) != MAGNA_OK ||
+            magna_read_safetensors_metadata(resume_path, &md, &err) != MAGNA_OK)
+            return cli_fail("magna train --resume: %s", err.message), EXIT_RUN;
+        if (!magna_st_metadata_get(&md, "model_file") || !magna_st_metadata_get(&md, "run")) {
+            magna_st_metadata_free(&md);
+            return cli_fail("magna train --resume: %s was not written by magna train (no model file in its metadata)",
+                            resume_path),
+                   EXIT_RUN;
+        }
+    }
+    config cf;
+    snprintf(resume_name, sizeof resume_name, "%s (model file)", resume_path);
+    const bool from_ckpt = o.resume && !o.model_file;
+    if (!(from_ckpt ? config_read_text(resume_name, magna_st_metadata_get(&md, "model_file"), &cf)
+                    : config_read(o.model_file, &cf))) {
+        magna_st_metadata_free(&md);
+        return EXIT_USAGE;
+    }
+    if (o.resume && !apply_run_settings(magna_st_metadata_get(&md, "run"), &cf, saved_out, sizeof saved_out)) {
+        magna_st_metadata_free(&md);
+        config_free(&cf);
+        return cli_fail("magna train --resume: %s: metadata 'run' is malformed", resume_path), EXIT_RUN;
+    }
+    apply_options(&o, &cf);
     if (o.out) snprintf(out, sizeof out, "%s", o.out);
+    else if (o.resume) snprintf(out, sizeof out, "%s", saved_out);
     else {
         const char *base = strrchr(o.model_file, '/');
         base = base ? base + 1 : o.model_file;
@@ -361,11 +474,34 @@ static int cmd_train(int argc, char **argv) {
         if (dot && dot != base) len = (int)(dot - base);
         snprintf(out, sizeof out, "runs/%.*s", len, base);
     }
+    char ckpt[4200], logs[4200], ckdir[4200], settings[4400];
     snprintf(ckpt, sizeof ckpt, "%s/model.safetensors", out);
     snprintf(logs, sizeof logs, "%s/logs", out);
+    snprintf(ckdir, sizeof ckdir, "%s/checkpoints", out);
+    run_settings(&cf, out, settings, sizeof settings);
+    /* the model file's text goes into every checkpoint */
+    char *text = NULL;
+    if (from_ckpt) text = strdup(magna_st_metadata_get(&md, "model_file"));
+    else {
+        FILE *f = fopen(o.model_file, "rb");
+        size_t len = 0;
+        if (f && fseek(f, 0, SEEK_END) == 0) {
+            long n = ftell(f);
+            if (n >= 0 && (text = malloc((size_t)n + 1)) && fseek(f, 0, SEEK_SET) == 0)
+                len = fread(text, 1, (size_t)n, f);
+            if (text) text[len] = '\0';
+        }
+        if (f) fclose(f);
+    }
+    magna_st_metadata_free(&md);
+    if (!text) {
+        config_free(&cf);
+        return cli_fail("%s: cannot read the model file again", o.model_file), EXIT_RUN;
+    }
     printf("%s\n", magna_runtime_info());
     data d;
     if (!load_data(&cf, &d)) {
+        free(text);
         config_free(&cf);
         return EXIT_RUN;
     }
@@ -374,44 +510,83 @@ static int cmd_train(int argc, char **argv) {
     magna_model *m = build(&cf);
     magna_history h = {0};
     if (m) magna_model_set_dist(m, dist);
-    if (m && (magna_dist_rank(dist) != 0 || make_dirs(out))) {
+    if (m && o.resume && magna_model_resume(m, resume_path) != MAGNA_OK) {
+        cli_fail("magna train: %s", magna_model_errmsg(m));
+    } else if (m && (magna_dist_rank(dist) != 0 || make_dirs(out))) {
+        if (o.resume) printf("resuming from %s at step %lld\n", resume_path, (long long)magna_model_step(m));
         magna_model_summary(m, stdout);
         fflush(stdout);
+        /* SA_RESETHAND: a second Ctrl-C ends the command at once (the checkpoint being written is atomic) */
+        struct sigaction sa = {.sa_handler = on_stop_signal, .sa_flags = SA_RESETHAND}, old_int, old_term;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, &old_int);
+        sigaction(SIGTERM, &sa, &old_term);
         const double t0 = now();
+        /* the training split's standardisation, so a checkpoint alone can prepare new rows (NumPy, other tools) */
+        char *names = NULL, *means = NULL, *sds = NULL;
+        size_t nn = 0, nm = 0, ns = 0;
+        FILE *fn = open_memstream(&names, &nn), *fm = open_memstream(&means, &nm), *fs = open_memstream(&sds, &ns);
+        for (int64_t k = 0; fn && fm && fs && k < d.st.count; k++) {
+            fprintf(fn, "%s%s", k ? "," : "", d.st.names[k]);
+            fprintf(fm, "%s%.17g", k ? " " : "", d.st.mean[k]);
+            fprintf(fs, "%s%.17g", k ? " " : "", d.st.std[k]);
+        }
+        if (fn) fclose(fn);
+        if (fm) fclose(fm);
+        if (fs) fclose(fs);
+        const bool stats = d.st.count > 0 && names && means && sds;
+        const char *const meta[] = {"model_file", text, "run", settings,
+                                    stats ? "standardise_columns" : NULL, names, "standardise_mean", means,
+                                    "standardise_std", sds, NULL};
         magna_fit_opts fo = {.epochs = (int)cf.epochs, .verbose = 1, .patience = (int)cf.patience,
-                             .restore_best = true, .checkpoint_path = ckpt, .log_dir = logs};
-        if (magna_model_fit(m, &d.train, d.has_val ? &d.val : NULL, &fo, &h) != MAGNA_OK)
-            cli_fail("%s: %s", o.model_file, magna_model_errmsg(m));
-        else {
+                             .restore_best = true, .checkpoint_path = ckpt, .log_dir = logs,
+                             .checkpoint_dir = ckdir, .save_every = o.save_every > 0 ? o.save_every : 0,
+                             .save_each_epoch = true, .keep_last = o.keep > 0 ? (int)o.keep : 3,
+                             .checkpoint_metadata = meta, .max_steps = o.steps > 0 ? o.steps : 0,
+                             .stop = &stop_signal};
+        const magna_status st = magna_model_fit(m, &d.train, d.has_val ? &d.val : NULL, &fo, &h);
+        sigaction(SIGINT, &old_int, NULL);
+        sigaction(SIGTERM, &old_term, NULL);
+        free(names), free(means), free(sds);
+        if (st != MAGNA_OK)
+            cli_fail("%s: %s", cf.path, magna_model_errmsg(m));
+        else if (h.interrupted && stop_signal) {
+            cli_fail("magna train: interrupted by %s at step %lld: checkpoint %s (continue with: magna train --resume %s)",
+                     stop_signal == SIGINT ? "SIGINT" : "SIGTERM", (long long)magna_model_step(m),
+                     magna_model_last_checkpoint(m), ckdir);
+            rc = 128 + stop_signal;
+        } else {
             const double seconds = now() - t0;
             magna_scores s;
             char kv[512] = "", vkv[512] = "";
             if (d.has_test && magna_model_evaluate(m, &d.test, &s) != MAGNA_OK)
-                cli_fail("%s: %s", o.model_file, magna_model_errmsg(m));
+                cli_fail("%s: %s", cf.path, magna_model_errmsg(m));
             else {
                 if (d.has_test) scores_kv("test", &s, cf.compile.metrics, kv, sizeof kv);
-                else scores_kv("train", &h.epochs[h.count - 1].train, cf.compile.metrics, kv, sizeof kv);
-                if (d.has_val && h.best_epoch >= 1) { /* " val_loss=... val_acc=...", the best epoch's */
-                    vkv[0] = ' ';
-                    scores_kv("val", &h.epochs[h.best_epoch - 1].val, cf.compile.metrics, vkv + 1, sizeof vkv - 1);
-                }
-                printf("wrote %s (epoch %d) and %s\n", ckpt, h.best_epoch, logs);
-                printf("%s%s best_epoch=%d epochs=%d seed=%llu threads=%d ranks=%d seconds=%.3f out=%s\n", kv, vkv,
-                       h.best_epoch, h.count, (unsigned long long)cf.seed, magna_get_threads(), magna_dist_size(dist),
-                       seconds, out);
+                else if (h.count) scores_kv("train", &h.epochs[h.count - 1].train, cf.compile.metrics, kv, sizeof kv);
+                for (int i = 0; d.has_val && i < h.count; i++) /* " val_loss=... val_acc=...", the best epoch's */
+                    if (h.epochs[i].epoch == h.best_epoch) {
+                        vkv[0] = ' ';
+                        scores_kv("val", &h.epochs[i].val, cf.compile.metrics, vkv + 1, sizeof vkv - 1);
+                    }
+                if (h.interrupted)
+                    printf("stopped at step %lld (--steps): checkpoint %s\n", (long long)magna_model_step(m),
+                           magna_model_last_checkpoint(m));
+                else
+                    printf("wrote %s (epoch %d), %s and %s\n", ckpt, h.best_epoch, ckdir, logs);
+                printf("%s%s best_epoch=%d epochs=%d step=%lld seed=%llu threads=%d ranks=%d seconds=%.3f out=%s\n",
+                       kv, vkv, h.best_epoch, h.count ? h.epochs[h.count - 1].epoch : 0,
+                       (long long)magna_model_step(m), (unsigned long long)cf.seed, magna_get_threads(),
+                       magna_dist_size(dist), seconds, out);
                 rc = 0;
             }
         }
     }
+    free(text);
     magna_history_free(&h);
     magna_model_free(m);
     data_free(&d);
     config_free(&cf);
-    if (rc != 0 && magna_dist_size(dist) > 1) { /* the other ranks would wait for this one: end the job */
-        fprintf(stderr, "%s\n", cli_error[0] ? cli_error : "magna: failed");
-        magna_dist_abort(dist, rc, NULL);
-    }
-    magna_dist_finalize(dist);
     return rc;
 }
 
@@ -452,6 +627,147 @@ static int cmd_eval(int argc, char **argv) {
     return rc;
 }
 
+/* Puts weights into m: a weights file (model.safetensors), or a full-state checkpoint file or folder. */
+static bool load_weights(magna_model *m, const char *path) {
+    char file[4200];
+    magna_error err;
+    magna_st_metadata md;
+    if (magna_checkpoint_find(path, file, sizeof file, &err) != MAGNA_OK ||
+        magna_read_safetensors_metadata(file, &md, &err) != MAGNA_OK)
+        return cli_fail("%s", err.message);
+    const bool full = magna_st_metadata_get(&md, "magna_checkpoint") != NULL;
+    magna_st_metadata_free(&md);
+    if (full) return magna_model_resume(m, file) == MAGNA_OK || cli_fail("%s", magna_model_errmsg(m));
+    return magna_load_safetensors(magna_model_graph(m), file, &err) == MAGNA_OK || cli_fail("%s", err.message);
+}
+
+static bool ends_with(const char *s, const char *tail) {
+    const size_t n = strlen(s), k = strlen(tail);
+    return n >= k && strcmp(s + n - k, tail) == 0;
+}
+
+/* New rows as the model saw its training rows: CSV features (by the training columns' names, the target
+ * column ignored when present) standardised as in training, or IDX images / 255 standardised per channel;
+ * then the file's scale. */
+static bool predict_inputs(const config *cf, const data *d, const char *path, float **x, int64_t *rows) {
+    magna_error err;
+    int64_t width = 0;
+    if (ends_with(path, ".csv")) {
+        if (cf->kind != DATA_CSV) return cli_fail("%s: the model was trained on images: give an .idx file", path);
+        magna_table t;
+        if (magna_csv_read(path, &(magna_csv_options){0}, &t, &err) != MAGNA_OK) return cli_fail("%s", err.message);
+        bool ok = true;
+        /* the training table's feature columns, in its order, found by name: a missing one is an error */
+        if (cf->standardise && magna_standardizer_apply(&d->st, &t, &err) != MAGNA_OK) ok = cli_fail("%s", err.message);
+        if (ok && magna_table_features(&t, (const char *const *)d->features, NULL, x, &width, &err) != MAGNA_OK)
+            ok = cli_fail("%s", err.message);
+        *rows = t.rows;
+        magna_table_free(&t);
+        if (!ok) return false;
+    } else if (ends_with(path, ".idx") || ends_with(path, ".idx.gz") || strstr(path, "-ubyte")) {
+        if (cf->kind != DATA_IDX) return cli_fail("%s: the model was trained on CSV rows: give a .csv file", path);
+        magna_idx idx;
+        if (magna_idx_read(path, &idx, &err) != MAGNA_OK) return cli_fail("%s", err.message);
+        if (idx.type != MAGNA_IDX_U8 || idx.ndim < 3 || idx.ndim > 4) {
+            magna_idx_free(&idx);
+            return cli_fail("%s: expected ubyte images [N, H, W] or [N, C, H, W], got %s of %d dims", path,
+                            magna_idx_type_name(idx.type), idx.ndim);
+        }
+        *rows = idx.dims[0];
+        width = idx.count / idx.dims[0];
+        const int64_t channels = idx.ndim == 4 ? idx.dims[1] : 1, plane = width / channels;
+        if (!(*x = malloc((size_t)idx.count * sizeof **x))) {
+            magna_idx_free(&idx);
+            return cli_fail("out of memory");
+        }
+        const uint8_t *p = idx.data;
+        for (int64_t i = 0; i < idx.count; i++) {
+            double v = (double)((float)p[i] / 255.0f);
+            const int64_t c = (i % width) / plane;
+            if (d->mean && c < d->sets[0].channels) v = (v - d->mean[c]) / (d->sd[c] > 0 ? d->sd[c] : 1.0);
+            (*x)[i] = (float)v;
+        }
+        magna_idx_free(&idx);
+    } else
+        return cli_fail("%s: the input must be a .csv or an .idx[.gz] file", path);
+    int64_t n = 1;
+    for (int k = 0; k < cf->input_ndim; k++) n *= cf->input[k];
+    if (width != n) {
+        free(*x), *x = NULL;
+        return cli_fail("%s: %lld values per row, the model (%s) takes %lld", path, (long long)width, cf->path,
+                        (long long)n);
+    }
+    scale_rows(*x, *rows * width, cf->scale);
+    return true;
+}
+
+static int cmd_predict(int argc, char **argv) {
+    options o;
+    if (!parse_options(argc, argv, "predict", "--weights --input --output --threads", &o)) return EXIT_USAGE;
+    if (o.help) return fputs(USAGE_PREDICT, stdout), 0;
+    if (!o.weights || !o.input || !o.output)
+        return cli_fail("magna predict: --weights, --input and --output are required (see magna predict --help)"),
+               EXIT_USAGE;
+    config cf;
+    if (!config_read(o.model_file, &cf)) return EXIT_USAGE;
+    apply_options(&o, &cf);
+    data d;
+    if (!load_data(&cf, &d)) { /* the training rows give the standardisation */
+        config_free(&cf);
+        return EXIT_RUN;
+    }
+    int rc = EXIT_RUN;
+    float *x = NULL, *y = NULL;
+    int64_t rows = 0;
+    magna_model *m = build(&cf);
+    FILE *f = NULL;
+    if (m && load_weights(m, o.weights) && predict_inputs(&cf, &d, o.input, &x, &rows)) {
+        const int64_t per = magna_node_numel(magna_model_output(m)) / cf.batch;
+        const bool classes = cf.compile.loss == MAGNA_LOSS_SPARSE_CE, binary = cf.compile.loss == MAGNA_LOSS_BCE;
+        if (!(y = malloc((size_t)(rows * per + 1) * sizeof *y))) cli_fail("out of memory");
+        else if (magna_model_predict(m, &(magna_dataset){.rows = rows, .x = x}, y) != MAGNA_OK)
+            cli_fail("%s: %s", cf.path, magna_model_errmsg(m));
+        else if (!(f = fopen(o.output, "w")))
+            cli_fail("%s: cannot create: %s", o.output, strerror(errno));
+        else {
+            /* header: regression, the target's name; classes, the predicted one then each probability */
+            const char *name = cf.target ? cf.target : "prediction";
+            if (classes) {
+                fputs("class", f);
+                for (int64_t j = 0; j < per; j++) fprintf(f, ",p%lld", (long long)j);
+            } else
+                for (int64_t j = 0; j < per; j++)
+                    fprintf(f, per == 1 ? "%s%s" : "%s%s_%lld", j ? "," : "", binary ? "probability" : name, (long long)j);
+            fputc('\n', f);
+            for (int64_t r = 0; r < rows; r++) {
+                const float *z = y + r * per;
+                if (classes) { /* softmax of the logits, max subtracted */
+                    int64_t best = 0;
+                    for (int64_t j = 1; j < per; j++) best = z[j] > z[best] ? j : best;
+                    double sum = 0;
+                    for (int64_t j = 0; j < per; j++) sum += exp((double)z[j] - z[best]);
+                    fprintf(f, "%lld", (long long)best);
+                    for (int64_t j = 0; j < per; j++) fprintf(f, ",%.6g", exp((double)z[j] - z[best]) / sum);
+                } else
+                    for (int64_t j = 0; j < per; j++)
+                        fprintf(f, "%s%.9g", j ? "," : "", binary ? 1.0 / (1.0 + exp(-(double)z[j])) : (double)z[j]);
+                fputc('\n', f);
+            }
+            if (fclose(f) != 0) cli_fail("%s: write failed: %s", o.output, strerror(errno));
+            else {
+                printf("rows=%lld outputs=%lld input=%s output=%s weights=%s\n", (long long)rows, (long long)per,
+                       o.input, o.output, o.weights);
+                rc = 0;
+            }
+        }
+    }
+    free(x), free(y);
+    magna_model_free(m);
+    data_free(&d);
+    config_free(&cf);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     int rc;
     if (argc < 2) {
@@ -469,9 +785,10 @@ int main(int argc, char **argv) {
     }
     if (strcmp(cmd, "train") == 0) rc = cmd_train(argc - 2, argv + 2);
     else if (strcmp(cmd, "eval") == 0) rc = cmd_eval(argc - 2, argv + 2);
+    else if (strcmp(cmd, "predict") == 0) rc = cmd_predict(argc - 2, argv + 2);
     else if (strcmp(cmd, "summary") == 0) rc = cmd_summary(argc - 2, argv + 2);
     else {
-        cli_fail("magna: unknown command '%s' (expected train, eval, summary, --version or --help)", cmd);
+        cli_fail("magna: unknown command '%s' (expected train, eval, predict, summary, --version or --help)", cmd);
         rc = EXIT_USAGE;
     }
     if (rc != 0) fprintf(stderr, "%s\n", cli_error[0] ? cli_error : "magna: failed");

@@ -70,9 +70,10 @@ static char *trim(char *s) {
 
 static const char *const SECTIONS[] = {"data", "model", "layer", "train", NULL};
 
-static bool ini_read(const char *path, ini *f) {
+/* From the file at `path`, or from `text` (a checkpoint's copy of the file) when it is not NULL. */
+static bool ini_read(const char *path, const char *text, ini *f) {
     *f = (ini){.path = path};
-    FILE *in = fopen(path, "r");
+    FILE *in = text ? fmemopen((void *)text, strlen(text), "r") : fopen(path, "r");
     if (!in) return cli_fail("%s: cannot open: %s", path, strerror(errno));
     char buf[4096];
     int line = 0;
@@ -573,10 +574,12 @@ static bool read_train(ini *f, config *cf) {
     return no_unknown_keys(&c, TRAIN_KEYS);
 }
 
-bool config_read(const char *path, config *cf) {
+bool config_read(const char *path, config *cf) { return config_read_text(path, NULL, cf); }
+
+bool config_read_text(const char *path, const char *text, config *cf) {
     *cf = (config){.path = path};
     ini f;
-    if (!ini_read(path, &f)) return false;
+    if (!ini_read(path, text, &f)) return false;
     bool ok = read_data(&f, cf) && read_model(&f, cf);
     for (int i = 0; ok && i < f.n; i++)
         if (strcmp(f.s[i].name, "layer") == 0) ok = read_layer(&f, &f.s[i], cf);

@@ -35,6 +35,8 @@ typedef struct config {
 
 /* Reads and checks a model file strictly; false with cli_error set ("file:line: ..."). */
 bool config_read(const char *path, config *cf);
+/* The same from the file's text (a checkpoint's copy); `path` names it in messages and must outlive cf. */
+bool config_read_text(const char *path, const char *text, config *cf);
 void config_free(config *cf);
 
 /* Whole-string number parsing (no trailing characters, finite); shared with the command's flags. */

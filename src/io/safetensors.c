@@ -22,11 +22,38 @@
 
 #define HEADER_MAX ((uint64_t)100 << 20) /* 100 MiB, as the safetensors package */
 
-/* The param nodes then the state nodes, as one list. */
-static int tensor_count(magna_graph *g) { return magna_graph_param_count(g) + magna_graph_state_count(g); }
-static magna_node *tensor_at(magna_graph *g, int i) {
-    const int np = magna_graph_param_count(g);
-    return i < np ? magna_graph_param_at(g, i) : magna_graph_state_at(g, i - np);
+/* One tensor of a file: a graph's param or state node, or one of the caller's extra tensors. */
+typedef struct view {
+    const char *name;
+    int ndim;
+    const int64_t *shape;
+    int64_t numel;
+    void *data;
+    magna_dtype dtype;
+} view;
+
+/* The param nodes, then the state nodes, then the extras, as one list (NULL with err set when out of memory). */
+static view *gather(magna_graph *g, const magna_st_tensor *extra, int n_extra, int *count, magna_error *err) {
+    const int np = g ? magna_graph_param_count(g) : 0, ns = g ? magna_graph_state_count(g) : 0;
+    const int n = np + ns + (n_extra > 0 ? n_extra : 0);
+    view *v = calloc((size_t)n + 1, sizeof *v);
+    if (!v) {
+        magna_error_set(err, MAGNA_ERR_NOMEM, "safetensors: out of memory");
+        return NULL;
+    }
+    for (int i = 0; i < np + ns; i++) {
+        magna_node *t = i < np ? magna_graph_param_at(g, i) : magna_graph_state_at(g, i - np);
+        v[i] = (view){magna_node_name(t), magna_node_ndim(t), magna_node_shape(t), magna_node_numel(t),
+                      magna_node_data(t), magna_node_dtype(t)};
+    }
+    for (int i = 0; i < n_extra; i++) {
+        const magna_st_tensor *e = &extra[i];
+        int64_t numel = 1;
+        for (int d = 0; d < e->ndim; d++) numel *= e->shape[d];
+        v[np + ns + i] = (view){e->name, e->ndim, e->shape, numel, e->data, MAGNA_F32};
+    }
+    *count = n;
+    return v;
 }
 
 /* ---- save --------------------------------------------------------------------------------------- */
@@ -109,10 +136,32 @@ static int sync_dir(const char *path) {
 
 magna_status magna_save_safetensors(magna_graph *g, const char *path, const char *const *metadata_kv,
                                     magna_error *err) {
+    if (!g) {
+        if (err) err->status = MAGNA_OK, err->message[0] = '\0';
+        return magna_error_set(err, MAGNA_ERR_ARG, "save_safetensors: graph and path are required");
+    }
+    return magna_save_safetensors_ex(g, NULL, 0, path, metadata_kv, err);
+}
+
+static magna_status save_views(const view *tv, int n, const char *path, const char *const *metadata_kv,
+                               magna_error *err);
+
+magna_status magna_save_safetensors_ex(magna_graph *g, const magna_st_tensor *extra, int n_extra, const char *path,
+                                       const char *const *metadata_kv, magna_error *err) {
     if (err) err->status = MAGNA_OK, err->message[0] = '\0';
-    if (!g || !path || !*path) return magna_error_set(err, MAGNA_ERR_ARG, "save_safetensors: graph and path are required");
-    const int n = tensor_count(g);
-    /* validate the nodes and build the header */
+    if (!path || !*path || n_extra < 0 || (n_extra > 0 && !extra))
+        return magna_error_set(err, MAGNA_ERR_ARG, "save_safetensors: a path is required (and extras when counted)");
+    int n = 0;
+    view *tv = gather(g, extra, n_extra, &n, err);
+    if (!tv) return err ? err->status : MAGNA_ERR_NOMEM;
+    magna_status st = save_views(tv, n, path, metadata_kv, err);
+    free(tv);
+    return st;
+}
+
+static magna_status save_views(const view *tv, int n, const char *path, const char *const *metadata_kv,
+                               magna_error *err) {
+    /* validate the tensors and build the header */
     strbuf h = {0};
     sb_str(&h, "{");
     bool first = true;
@@ -134,25 +183,25 @@ magna_status magna_save_safetensors(magna_graph *g, const char *path, const char
     }
     uint64_t offset = 0;
     for (int i = 0; i < n; i++) {
-        magna_node *t = tensor_at(g, i);
-        const char *name = magna_node_name(t);
+        const view *t = &tv[i];
+        const char *name = t->name;
         if (!name || !*name || strcmp(name, "__metadata__") == 0) {
             free(h.p);
             return magna_error_set(err, MAGNA_ERR_ARG, "save_safetensors %s: tensor %d has the name '%s', which cannot be saved",
                         path, i, name ? name : "");
         }
         for (int j = 0; j < i; j++)
-            if (strcmp(magna_node_name(tensor_at(g, j)), name) == 0) {
+            if (strcmp(tv[j].name, name) == 0) {
                 free(h.p);
                 return magna_error_set(err, MAGNA_ERR_ARG, "save_safetensors %s: two tensors are named '%s'", path, name);
             }
-        if (magna_node_dtype(t) != MAGNA_F32) {
+        if (t->dtype != MAGNA_F32) {
             free(h.p);
             return magna_error_set(err, MAGNA_ERR_DTYPE, "save_safetensors %s: tensor '%s' is %s, only F32 is saved", path, name,
-                        magna_dtype_name(magna_node_dtype(t)));
+                        magna_dtype_name(t->dtype));
         }
-        const int64_t numel = magna_node_numel(t);
-        if (numel > 0 && !magna_node_data(t)) {
+        const int64_t numel = t->numel;
+        if (numel > 0 && !t->data) {
             free(h.p);
             return magna_error_set(err, MAGNA_ERR_STATE, "save_safetensors %s: tensor '%s' has no storage (compile the graph first)",
                         path, name);
@@ -161,8 +210,8 @@ magna_status magna_save_safetensors(magna_graph *g, const char *path, const char
         first = false;
         sb_json_string(&h, name);
         sb_str(&h, ":{\"dtype\":\"F32\",\"shape\":[");
-        const int64_t *shape = magna_node_shape(t);
-        for (int d = 0; d < magna_node_ndim(t); d++) sb_fmt(&h, "%s%lld", d ? "," : "", (long long)shape[d]);
+        const int64_t *shape = t->shape;
+        for (int d = 0; d < t->ndim; d++) sb_fmt(&h, "%s%lld", d ? "," : "", (long long)shape[d]);
         const uint64_t bytes = (uint64_t)numel * sizeof(float);
         sb_fmt(&h, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)offset, (unsigned long long)(offset + bytes));
         offset += bytes;
@@ -194,10 +243,7 @@ magna_status magna_save_safetensors(magna_graph *g, const char *path, const char
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)h.len >> (8 * i));
     bool ok = write_all(f, len8, 8) && write_all(f, h.p, h.len);
-    for (int i = 0; ok && i < n; i++) {
-        magna_node *t = tensor_at(g, i);
-        ok = write_all(f, magna_node_data(t), (size_t)magna_node_numel(t) * sizeof(float));
-    }
+    for (int i = 0; ok && i < n; i++) ok = write_all(f, tv[i].data, (size_t)tv[i].numel * sizeof(float));
     free(h.p);
     if (!ok || fflush(f) != 0 || fsync(fileno(f)) != 0) {
         const int e = errno;
@@ -233,7 +279,7 @@ magna_status magna_save_safetensors(magna_graph *g, const char *path, const char
 
 typedef struct span {
     uint64_t begin, end;
-    int node; /* index in tensor_at order */
+    int node; /* index in the view list */
 } span;
 
 static int span_cmp(const void *a, const void *b) {
@@ -246,7 +292,7 @@ static int span_cmp(const void *a, const void *b) {
 static bool read_exact(FILE *f, void *p, size_t n) { return n == 0 || fread(p, 1, n, f) == n; }
 
 /* Checks one tensor entry against its node; fills *sp. */
-static magna_status check_entry(const char *path, const char *name, json_t *v, magna_node *t, uint64_t data_size,
+static magna_status check_entry(const char *path, const char *name, json_t *v, const view *t, uint64_t data_size,
                                 span *sp, magna_error *err) {
     if (!json_is_object(v)) return magna_error_set(err, MAGNA_ERR_FORMAT, "%s: tensor '%s': entry is not a JSON object", path, name);
     json_t *dtype = json_object_get(v, "dtype");
@@ -258,8 +304,8 @@ static magna_status check_entry(const char *path, const char *name, json_t *v, m
     json_t *shape = json_object_get(v, "shape");
     if (!json_is_array(shape))
         return magna_error_set(err, MAGNA_ERR_FORMAT, "%s: tensor '%s': field 'shape' is missing or not an array", path, name);
-    const int ndim = magna_node_ndim(t);
-    const int64_t *want = magna_node_shape(t);
+    const int ndim = t->ndim;
+    const int64_t *want = t->shape;
     char wbuf[128];
     magna_shape_str(ndim, want, wbuf, sizeof wbuf);
     bool same = json_array_size(shape) == (size_t)ndim;
@@ -292,7 +338,7 @@ static magna_status check_entry(const char *path, const char *name, json_t *v, m
         return magna_error_set(err, MAGNA_ERR_FORMAT,
                     "%s: tensor '%s': data_offsets [%lld, %lld] out of range (the data section is %llu bytes)", path,
                     name, (long long)b, (long long)e, (unsigned long long)data_size);
-    const uint64_t want_bytes = (uint64_t)magna_node_numel(t) * sizeof(float);
+    const uint64_t want_bytes = (uint64_t)t->numel * sizeof(float);
     if ((uint64_t)(e - b) != want_bytes)
         return magna_error_set(err, MAGNA_ERR_FORMAT, "%s: tensor '%s': data_offsets [%lld, %lld] span %lld bytes, shape %s F32 needs %llu",
                     path, name, (long long)b, (long long)e, (long long)(e - b), wbuf, (unsigned long long)want_bytes);
@@ -300,9 +346,72 @@ static magna_status check_entry(const char *path, const char *name, json_t *v, m
     return MAGNA_OK;
 }
 
+const char *magna_st_metadata_get(const magna_st_metadata *md, const char *key) {
+    for (int i = 0; md && key && i < md->count; i++)
+        if (strcmp(md->keys[i], key) == 0) return md->values[i];
+    return NULL;
+}
+
+void magna_st_metadata_free(magna_st_metadata *md) {
+    if (!md) return;
+    for (int i = 0; i < md->count; i++) free(md->keys[i]), free(md->values[i]);
+    free(md->keys), free(md->values);
+    memset(md, 0, sizeof *md);
+}
+
+/* Copies the header's __metadata__ (already checked to be string -> string) out. */
+static magna_status copy_metadata(json_t *meta, magna_st_metadata *md) {
+    const size_t n = meta ? json_object_size(meta) : 0;
+    md->keys = calloc(n + 1, sizeof *md->keys), md->values = calloc(n + 1, sizeof *md->values);
+    if (!md->keys || !md->values) return MAGNA_ERR_NOMEM;
+    const char *k;
+    json_t *v;
+    if (meta)
+        json_object_foreach(meta, k, v) {
+            md->keys[md->count] = strdup(k), md->values[md->count] = strdup(json_string_value(v));
+            if (!md->keys[md->count] || !md->values[md->count]) {
+                free(md->keys[md->count]), free(md->values[md->count]);
+                return MAGNA_ERR_NOMEM;
+            }
+            md->count++;
+        }
+    return MAGNA_OK;
+}
+
+static magna_status load_views(const view *tv, int n, bool tensors, const char *path, magna_st_metadata *md,
+                               magna_error *err);
+
 magna_status magna_load_safetensors(magna_graph *g, const char *path, magna_error *err) {
     if (err) err->status = MAGNA_OK, err->message[0] = '\0';
     if (!g || !path) return magna_error_set(err, MAGNA_ERR_ARG, "load_safetensors: graph and path are required");
+    return magna_load_safetensors_ex(g, NULL, 0, path, NULL, err);
+}
+
+magna_status magna_load_safetensors_ex(magna_graph *g, const magna_st_tensor *extra, int n_extra, const char *path,
+                                       magna_st_metadata *md, magna_error *err) {
+    if (err) err->status = MAGNA_OK, err->message[0] = '\0';
+    if (md) memset(md, 0, sizeof *md);
+    if (!path || n_extra < 0 || (n_extra > 0 && !extra))
+        return magna_error_set(err, MAGNA_ERR_ARG, "load_safetensors: a path is required (and extras when counted)");
+    int n = 0;
+    view *tv = gather(g, extra, n_extra, &n, err);
+    if (!tv) return err ? err->status : MAGNA_ERR_NOMEM;
+    magna_status st = load_views(tv, n, true, path, md, err);
+    free(tv);
+    return st;
+}
+
+magna_status magna_read_safetensors_metadata(const char *path, magna_st_metadata *md, magna_error *err) {
+    if (err) err->status = MAGNA_OK, err->message[0] = '\0';
+    if (md) memset(md, 0, sizeof *md);
+    if (!path || !md) return magna_error_set(err, MAGNA_ERR_ARG, "read_safetensors_metadata: path and md are required");
+    return load_views(NULL, 0, false, path, md, err);
+}
+
+/* Validates the file; with `tensors`, checks it holds exactly tv[0..n) and copies them in; fills md (when
+ * not NULL) only on success. */
+static magna_status load_views(const view *tv, int n, bool tensors, const char *path, magna_st_metadata *md,
+                               magna_error *err) {
     FILE *f = fopen(path, "rb");
     if (!f) return magna_error_set(err, MAGNA_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
@@ -321,7 +430,6 @@ magna_status magna_load_safetensors(magna_graph *g, const char *path, magna_erro
     json_t *root = NULL;
     span *spans = NULL;
     float *data = NULL;
-    const int n = tensor_count(g);
 
     if (fsize == 0) {
         st = magna_error_set(err, MAGNA_ERR_FORMAT, "%s: empty file (a safetensors file starts with an 8-byte header length)", path);
@@ -339,6 +447,21 @@ magna_status magna_load_safetensors(magna_graph *g, const char *path, magna_erro
     }
     uint64_t hlen = 0;
     for (int i = 0; i < 8; i++) hlen |= (uint64_t)len8[i] << (8 * i);
+    /* safetensors has no magic number; its JSON header's '{' right after the length is the nearest thing, and
+     * checking it first names a file of another kind (a PyTorch zip, a pickle, text) for what it is */
+    const int first = fsize > 8 ? fgetc(f) : EOF;
+    if (fsize > 8 && first != '{') {
+        st = magna_error_set(err, MAGNA_ERR_FORMAT,
+                             "%s: not a safetensors file: it starts %02x %02x %02x %02x %02x %02x %02x %02x %02x, "
+                             "not an 8-byte header length then '{'",
+                             path, len8[0], len8[1], len8[2], len8[3], len8[4], len8[5], len8[6], len8[7],
+                             (unsigned)(first == EOF ? 0 : first));
+        goto done;
+    }
+    if (fsize > 8 && ungetc(first, f) == EOF) {
+        st = magna_error_set(err, MAGNA_ERR_IO, "%s: reading the header failed", path);
+        goto done;
+    }
     if (hlen > fsize - 8) {
         st = magna_error_set(err, MAGNA_ERR_FORMAT, "%s: header length %llu runs past the end of the file (%llu bytes)", path,
                   (unsigned long long)hlen, (unsigned long long)fsize);
@@ -383,6 +506,13 @@ magna_status magna_load_safetensors(magna_graph *g, const char *path, magna_erro
             }
         }
     }
+    if (!tensors) { /* metadata only: the header's structure is checked, the tensors are not read */
+        if (copy_metadata(meta, md) != MAGNA_OK) {
+            magna_st_metadata_free(md);
+            st = magna_error_set(err, MAGNA_ERR_NOMEM, "%s: out of memory", path);
+        }
+        goto done;
+    }
     if (!(spans = calloc((size_t)n + 1, sizeof *spans))) {
         st = magna_error_set(err, MAGNA_ERR_NOMEM, "%s: out of memory", path);
         goto done;
@@ -395,19 +525,19 @@ magna_status magna_load_safetensors(magna_graph *g, const char *path, magna_erro
             if (strcmp(k, "__metadata__") == 0) continue;
             int idx = -1;
             for (int i = 0; i < n && idx < 0; i++)
-                if (strcmp(magna_node_name(tensor_at(g, i)), k) == 0 && spans[i].node < 0) idx = i;
+                if (strcmp(tv[i].name, k) == 0 && spans[i].node < 0) idx = i;
             if (idx < 0) {
                 st = magna_error_set(err, MAGNA_ERR_FORMAT, "%s: unknown tensor '%s' (the model has no param or state by that name)",
                           path, k);
                 goto done;
             }
-            if ((st = check_entry(path, k, v, tensor_at(g, idx), data_size, &spans[idx], err)) != MAGNA_OK) goto done;
+            if ((st = check_entry(path, k, v, &tv[idx], data_size, &spans[idx], err)) != MAGNA_OK) goto done;
             spans[idx].node = idx;
         }
     }
     for (int i = 0; i < n; i++)
         if (spans[i].node < 0) {
-            st = magna_error_set(err, MAGNA_ERR_FORMAT, "%s: missing tensor '%s'", path, magna_node_name(tensor_at(g, i)));
+            st = magna_error_set(err, MAGNA_ERR_FORMAT, "%s: missing tensor '%s'", path, tv[i].name);
             goto done;
         }
     qsort(spans, (size_t)n, sizeof *spans, span_cmp);
@@ -415,13 +545,13 @@ magna_status magna_load_safetensors(magna_graph *g, const char *path, magna_erro
     for (int i = 0; i < n; i++) {
         if (spans[i].begin < at) {
             st = magna_error_set(err, MAGNA_ERR_FORMAT, "%s: tensor '%s': data_offsets [%llu, %llu] overlap tensor '%s'", path,
-                      magna_node_name(tensor_at(g, spans[i].node)), (unsigned long long)spans[i].begin,
-                      (unsigned long long)spans[i].end, magna_node_name(tensor_at(g, spans[i - 1].node)));
+                      tv[spans[i].node].name, (unsigned long long)spans[i].begin,
+                      (unsigned long long)spans[i].end, tv[spans[i - 1].node].name);
             goto done;
         }
         if (spans[i].begin > at) {
             st = magna_error_set(err, MAGNA_ERR_FORMAT, "%s: tensor '%s': data_offsets leave a gap of bytes [%llu, %llu) no tensor covers",
-                      path, magna_node_name(tensor_at(g, spans[i].node)), (unsigned long long)at,
+                      path, tv[spans[i].node].name, (unsigned long long)at,
                       (unsigned long long)spans[i].begin);
             goto done;
         }
@@ -433,9 +563,9 @@ magna_status magna_load_safetensors(magna_graph *g, const char *path, magna_erro
         goto done;
     }
     for (int i = 0; i < n; i++)
-        if (magna_node_numel(tensor_at(g, i)) > 0 && !magna_node_data(tensor_at(g, i))) {
+        if (tv[i].numel > 0 && !tv[i].data) {
             st = magna_error_set(err, MAGNA_ERR_STATE, "%s: tensor '%s' has no storage in the graph (compile it first)", path,
-                      magna_node_name(tensor_at(g, i)));
+                      tv[i].name);
             goto done;
         }
     /* all checks passed: read the data whole, then copy it in, so a short read changes nothing */
@@ -447,11 +577,14 @@ magna_status magna_load_safetensors(magna_graph *g, const char *path, magna_erro
         st = magna_error_set(err, MAGNA_ERR_IO, "%s: reading the data failed (the file changed while read?)", path);
         goto done;
     }
-    for (int i = 0; i < n; i++) {
-        magna_node *t = tensor_at(g, spans[i].node);
-        if (spans[i].end > spans[i].begin)
-            memcpy(magna_node_data(t), (const char *)data + spans[i].begin, (size_t)(spans[i].end - spans[i].begin));
+    if (md && copy_metadata(meta, md) != MAGNA_OK) {
+        magna_st_metadata_free(md);
+        st = magna_error_set(err, MAGNA_ERR_NOMEM, "%s: out of memory", path);
+        goto done;
     }
+    for (int i = 0; i < n; i++)
+        if (spans[i].end > spans[i].begin)
+            memcpy(tv[spans[i].node].data, (const char *)data + spans[i].begin, (size_t)(spans[i].end - spans[i].begin));
 done:
     free(data);
     free(spans);

@@ -23,6 +23,7 @@ struct magna_train_log {
     int *epochs;      /* curve points */
     double *loss, *val;
     int n, cap;
+    char *kept_header; /* reopened: log.csv's header line, which this run's columns must match */
 };
 
 static char *join(const char *dir, const char *name) {
@@ -32,7 +33,12 @@ static char *join(const char *dir, const char *name) {
     return p;
 }
 
-magna_train_log *magna_train_log_open(const char *dir, magna_error *err) {
+static magna_status add_point(magna_train_log *l, int epoch, double loss, double val, magna_error *err);
+static magna_status keep_rows(magna_train_log *l, int first_epoch, magna_error *err);
+
+magna_train_log *magna_train_log_open(const char *dir, magna_error *err) { return magna_train_log_reopen(dir, 0, err); }
+
+magna_train_log *magna_train_log_reopen(const char *dir, int first_epoch, magna_error *err) {
     if (err) err->status = MAGNA_OK, err->message[0] = '\0';
     if (!dir || !*dir) {
         magna_error_set(err, MAGNA_ERR_ARG, "train log: a directory is required");
@@ -56,7 +62,11 @@ magna_train_log *magna_train_log_open(const char *dir, magna_error *err) {
         magna_train_log_close(l);
         return NULL;
     }
-    int fd = open(l->csv_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (first_epoch > 0 && keep_rows(l, first_epoch, err) != MAGNA_OK) {
+        magna_train_log_close(l);
+        return NULL;
+    }
+    int fd = open(l->csv_path, O_WRONLY | O_CREAT | (l->kept_header ? O_APPEND : O_TRUNC) | O_CLOEXEC, 0644);
     if (fd < 0 || !(l->csv = fdopen(fd, "w"))) {
         magna_error_set(err, MAGNA_ERR_IO, "train log: cannot create %s: %s", l->csv_path, strerror(errno));
         if (fd >= 0) close(fd);
@@ -64,6 +74,68 @@ magna_train_log *magna_train_log_open(const char *dir, magna_error *err) {
         return NULL;
     }
     return l;
+}
+
+/* Reopening for a resumed run: log.csv keeps its header and the rows of epochs before first_epoch (rewritten
+ * atomically), and those rows' losses become the curve's first points. No log.csv: a fresh one. */
+static magna_status keep_rows(magna_train_log *l, int first_epoch, magna_error *err) {
+    FILE *in = fopen(l->csv_path, "r");
+    if (!in) return errno == ENOENT ? MAGNA_OK : magna_error_set(err, MAGNA_ERR_IO, "train log: cannot read %s: %s",
+                                                                 l->csv_path, strerror(errno));
+    char *line = NULL, *tmp = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    magna_status st = MAGNA_OK;
+    FILE *out = NULL;
+    if ((len = getline(&line, &cap, in)) <= 0 || strncmp(line, "epoch,step", 10) != 0) {
+        st = magna_error_set(err, MAGNA_ERR_FORMAT, "train log: %s has no 'epoch,step,...' header", l->csv_path);
+        goto done;
+    }
+    if (line[len - 1] == '\n') line[--len] = '\0';
+    if (!(l->kept_header = strdup(line)) || !(tmp = malloc(strlen(l->csv_path) + 32))) {
+        st = magna_error_set(err, MAGNA_ERR_NOMEM, "train log %s: out of memory", l->dir);
+        goto done;
+    }
+    int loss_col = -1, val_col = -1, col = 0; /* the columns of the curve's points */
+    for (char *c = line, *end; c; c = end ? end + 1 : NULL, col++) {
+        end = strchr(c, ',');
+        const size_t n = end ? (size_t)(end - c) : strlen(c);
+        if (n == 4 && strncmp(c, "loss", 4) == 0) loss_col = col;
+        if (n == 8 && strncmp(c, "val_loss", 8) == 0) val_col = col;
+    }
+    sprintf(tmp, "%s.tmp.%ld", l->csv_path, (long)getpid());
+    if (!(out = fopen(tmp, "w"))) {
+        st = magna_error_set(err, MAGNA_ERR_IO, "train log: cannot create %s: %s", tmp, strerror(errno));
+        goto done;
+    }
+    fprintf(out, "%s\n", l->kept_header);
+    while ((len = getline(&line, &cap, in)) > 0) {
+        char *end;
+        const long epoch = strtol(line, &end, 10);
+        if (end == line || *end != ',' || epoch >= first_epoch) continue;
+        fputs(line, out);
+        if (line[len - 1] != '\n') fputc('\n', out);
+        double loss = NAN, val = NAN;
+        col = 0;
+        for (char *c = line; c; c = strchr(c, ','), c = c ? c + 1 : NULL, col++) {
+            if (col == loss_col) loss = strtod(c, NULL);
+            if (col == val_col) val = strtod(c, NULL);
+        }
+        if ((st = add_point(l, (int)epoch, loss, val, err)) != MAGNA_OK) goto done;
+    }
+    if (fflush(out) != 0 || ferror(out) || fsync(fileno(out)) != 0) {
+        st = magna_error_set(err, MAGNA_ERR_IO, "train log: writing %s failed: %s", tmp, strerror(errno));
+        goto done;
+    }
+    fclose(out), out = NULL;
+    if (rename(tmp, l->csv_path) != 0)
+        st = magna_error_set(err, MAGNA_ERR_IO, "train log: renaming %s failed: %s", tmp, strerror(errno));
+done:
+    if (out) fclose(out);
+    if (st != MAGNA_OK && tmp) unlink(tmp);
+    free(tmp), free(line);
+    fclose(in);
+    return st;
 }
 
 void magna_train_log_close(magna_train_log *l) {
@@ -74,7 +146,7 @@ void magna_train_log_close(magna_train_log *l) {
         for (int i = 0; i < l->ncols; i++) free(l->tags[i]);
     free(l->tags);
     free(l->epochs), free(l->loss), free(l->val);
-    free(l->dir), free(l->csv_path), free(l->svg_path);
+    free(l->dir), free(l->csv_path), free(l->svg_path), free(l->kept_header);
     free(l);
 }
 
@@ -221,9 +293,22 @@ magna_status magna_train_log_epoch(magna_train_log *l, int epoch, int64_t step, 
                             "train log %s: scalar %d has no tag (or out of memory)", l->dir, i);
             }
         l->ncols = n;
-        fputs("epoch,step", l->csv);
-        for (int i = 0; i < n; i++) fputc(',', l->csv), csv_column(l->csv, s[i].tag);
-        fputc('\n', l->csv);
+        char *head = NULL;
+        size_t hn = 0;
+        FILE *h = open_memstream(&head, &hn);
+        if (!h) return magna_error_set(err, MAGNA_ERR_NOMEM, "train log %s: out of memory", l->dir);
+        fputs("epoch,step", h);
+        for (int i = 0; i < n; i++) fputc(',', h), csv_column(h, s[i].tag);
+        fclose(h);
+        const bool same = l->kept_header && strcmp(l->kept_header, head) == 0;
+        if (l->kept_header && !same) {
+            magna_error_set(err, MAGNA_ERR_FORMAT, "train log: %s has the columns '%s', this run logs '%s'",
+                            l->csv_path, l->kept_header, head);
+            free(head);
+            return err ? err->status : MAGNA_ERR_FORMAT;
+        }
+        if (!same) fprintf(l->csv, "%s\n", head);
+        free(head);
     } else {
         if (n != l->ncols) return magna_error_set(err, MAGNA_ERR_ARG, "train log %s: %d scalars, the first epoch had %d", l->dir, n, l->ncols);
         for (int i = 0; i < n; i++)
@@ -244,6 +329,16 @@ magna_status magna_train_log_epoch(magna_train_log *l, int epoch, int64_t step, 
     if (fflush(l->csv) != 0 || ferror(l->csv))
         return magna_error_set(err, MAGNA_ERR_IO, "train log: writing %s failed: %s", l->csv_path, strerror(errno));
     /* curves */
+    double loss = NAN, val = NAN;
+    for (int i = 0; i < n; i++) {
+        if (strcmp(s[i].tag, "train/loss") == 0) loss = s[i].value;
+        if (strcmp(s[i].tag, "val/loss") == 0) val = s[i].value;
+    }
+    magna_status st = add_point(l, epoch, loss, val, err);
+    return st != MAGNA_OK ? st : refresh_svg(l, err);
+}
+
+static magna_status add_point(magna_train_log *l, int epoch, double loss, double val, magna_error *err) {
     if (l->n == l->cap) {
         const int cap = l->cap ? 2 * l->cap : 64;
         int *ep = realloc(l->epochs, (size_t)cap * sizeof *ep);
@@ -255,11 +350,7 @@ magna_status magna_train_log_epoch(magna_train_log *l, int epoch, int64_t step, 
         if (!ep || !lo || !va) return magna_error_set(err, MAGNA_ERR_NOMEM, "train log %s: out of memory", l->dir);
         l->cap = cap;
     }
-    l->epochs[l->n] = epoch, l->loss[l->n] = NAN, l->val[l->n] = NAN;
-    for (int i = 0; i < n; i++) {
-        if (strcmp(s[i].tag, "train/loss") == 0) l->loss[l->n] = s[i].value;
-        if (strcmp(s[i].tag, "val/loss") == 0) l->val[l->n] = s[i].value;
-    }
+    l->epochs[l->n] = epoch, l->loss[l->n] = loss, l->val[l->n] = val;
     l->n++;
-    return refresh_svg(l, err);
+    return MAGNA_OK;
 }

@@ -111,6 +111,8 @@ PARALLEL_FOR(n > 65536, i, n,
 void magna_optimizer_set_lr(magna_optimizer *opt, float lr) { opt->o.lr = lr; }
 float magna_optimizer_lr(const magna_optimizer *opt) { return opt->o.lr; }
 int64_t magna_optimizer_steps(const magna_optimizer *opt) { return opt->steps; }
+void magna_optimizer_set_steps(magna_optimizer *opt, int64_t steps) { opt->steps = steps; }
+magna_optimizer_kind magna_optimizer_get_kind(const magna_optimizer *opt) { return opt->o.kind; }
 float *magna_optimizer_state(magna_optimizer *opt, int k, size_t *count) {
     float *s = k == 0 ? opt->m : k == 1 ? opt->v : NULL;
     if (count) *count = s ? opt->n : 0;

@@ -5,12 +5,15 @@
 #include "magna/io.h"
 #include "magna/train.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 struct magna_model {
@@ -31,7 +34,11 @@ struct magna_model {
     int64_t y_size;   /* one sample's target elements (labels per sample for SPARSE_CE) */
     int64_t out_size; /* one sample's output elements */
     float *best_params, *best_states;
-    magna_dist *dist; /* data parallel over these ranks (NULL: one process) */
+    struct run_state *resume;      /* the position fit continues from, set by magna_model_resume */
+    magna_st_metadata resume_md;   /* that checkpoint's metadata */
+    char last_checkpoint[4200];
+    magna_dist *dist;      /* data parallel over these ranks (NULL: one process) */
+    float *full_state[2];  /* ZeRO 1: the optimizer state gathered on rank 0 while a checkpoint is written */
     char errmsg[1024];
 };
 
@@ -71,6 +78,9 @@ void magna_model_free(magna_model *m) {
     magna_graph_free(m->g);
     free(m->best_params);
     free(m->best_states);
+    free(m->resume);
+    magna_st_metadata_free(&m->resume_md);
+    free(m->full_state[0]), free(m->full_state[1]);
     free(m);
 }
 
@@ -570,10 +580,308 @@ static magna_status log_epoch(magna_model *m, magna_train_log *tl, const magna_e
     return MAGNA_OK;
 }
 
+/* ---- full-state checkpoints ---------------------------------------------------------------------- */
+
+/* Where a run stands between two steps: with the weights, the optimizer and the graph's RNG counter, all that
+ * the next step depends on. The shuffle order of an epoch is a function of (seed, epoch_start_step). */
+typedef struct run_state {
+    int epoch;                /* 1-based, of the whole run */
+    int64_t epoch_step;       /* steps done in this epoch */
+    bool epoch_done;          /* its end (validation, logs, early stopping) is done too */
+    int64_t epoch_start_step; /* the model's step when the epoch began: the shuffle's */
+    int64_t run_start_step;   /* the model's step when the run began: the schedule's total counts from it */
+    int64_t train_rows, batch;
+    float lr;                 /* the last step's, for the epoch's log */
+    double best;              /* early stopping: the best monitored value, epochs without improvement */
+    int wait, best_epoch;
+    bool finished;            /* early stopping ended the run at this epoch's end */
+    tally t;                  /* the epoch's running sums so far */
+} run_state;
+
+static const char *const OPTIMIZER_NAMES[] = {"sgd", "adam", "adamw"};
+enum { CKPT_KV = 64 };
+
+/* The optimizer's moments and restore_best's copies as extra tensors; returns their count. */
+static int checkpoint_extras(magna_model *m, magna_st_tensor *x, bool with_best) {
+    int n = 0;
+    static const char *const names[] = {"optimizer.m", "optimizer.v"};
+    for (int k = 0; k < 2; k++) {
+        size_t count;
+        float *s = magna_optimizer_state(m->opt, k, &count);
+        if (s && m->full_state[k]) s = m->full_state[k], count = m->g->n_params; /* ZeRO 1, while saving */
+        if (s) x[n++] = (magna_st_tensor){names[k], 1, {(int64_t)count}, s};
+    }
+    if (with_best) {
+        x[n++] = (magna_st_tensor){"fit.best_params", 1, {(int64_t)m->g->n_params}, m->best_params};
+        if (m->g->n_states) x[n++] = (magna_st_tensor){"fit.best_states", 1, {(int64_t)m->g->n_states}, m->best_states};
+    }
+    return n;
+}
+
+/* Deletes all but the newest `keep` step-*.safetensors of dir. */
+static void prune_checkpoints(const char *dir, int keep) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    long long *steps = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        long long step;
+        char tail[32];
+        if (sscanf(e->d_name, "step-%lld%31s", &step, tail) != 2 || strcmp(tail, ".safetensors") != 0) continue;
+        if (n == cap) {
+            long long *p = realloc(steps, (cap = cap ? 2 * cap : 16) * sizeof *p);
+            if (!p) break;
+            steps = p;
+        }
+        steps[n++] = step;
+    }
+    closedir(d);
+    for (size_t i = 0; n > (size_t)keep && i < n; i++) {
+        size_t newer = 0; /* how many are newer than this one */
+        for (size_t j = 0; j < n; j++) newer += steps[j] > steps[i];
+        if (newer >= (size_t)keep) {
+            char path[4200];
+            snprintf(path, sizeof path, "%s/step-%09lld.safetensors", dir, steps[i]);
+            unlink(path);
+        }
+    }
+    free(steps);
+}
+
+/* The whole state to dir/name (atomically). */
+static magna_status save_state(magna_model *m, const magna_fit_opts *o, const run_state *rs, const char *name) {
+    char path[4200], v[CKPT_KV][160];
+    snprintf(path, sizeof path, "%s/%s", o->checkpoint_dir, name);
+    const char *kv[2 * CKPT_KV + 2];
+    int n = 0, k = 0;
+#define KV(key, ...) (snprintf(v[k], sizeof v[k], __VA_ARGS__), kv[n++] = key, kv[n++] = v[k++])
+    kv[n++] = "magna_checkpoint", kv[n++] = "1";
+    kv[n++] = "optimizer", kv[n++] = OPTIMIZER_NAMES[magna_optimizer_get_kind(m->opt)];
+    KV("step", "%lld", (long long)m->step);
+    KV("optimizer_steps", "%lld", (long long)magna_optimizer_steps(m->opt));
+    KV("seed", "%llu", (unsigned long long)m->seed);
+    KV("rng_step", "%llu", (unsigned long long)magna_graph_rng_step(m->g));
+    KV("epoch", "%d", rs->epoch);
+    KV("epoch_step", "%lld", (long long)rs->epoch_step);
+    KV("epoch_done", "%d", (int)rs->epoch_done);
+    KV("epoch_start_step", "%lld", (long long)rs->epoch_start_step);
+    KV("run_start_step", "%lld", (long long)rs->run_start_step);
+    KV("train_rows", "%lld", (long long)rs->train_rows);
+    KV("batch", "%lld", (long long)rs->batch);
+    KV("lr", "%.9g", (double)rs->lr);
+    KV("base_lr", "%.9g", (double)m->base_lr);
+    KV("schedule", "%d %lld %lld %.9g %lld %.9g", (int)m->c.schedule.kind, (long long)m->c.schedule.warmup_steps,
+       (long long)m->c.schedule.step_size, (double)m->c.schedule.gamma, (long long)m->c.schedule.decay_steps,
+       (double)m->c.schedule.min_lr);
+    KV("best", "%.17g", rs->best);
+    KV("wait", "%d", rs->wait);
+    KV("best_epoch", "%d", rs->best_epoch);
+    KV("finished", "%d", (int)rs->finished);
+    KV("has_best_weights", "%d", m->best_params != NULL);
+    KV("tally", "%.17g %.17g %.17g %.17g %.17g %.17g", rs->t.loss_sum, rs->t.loss_weight, rs->t.sse, rs->t.sae,
+       rs->t.y_sum, rs->t.y2_sum);
+    KV("tally_counts", "%lld %lld %lld %lld %lld", (long long)rs->t.values, (long long)rs->t.samples,
+       (long long)rs->t.rows_cls, (long long)rs->t.correct, (long long)rs->t.top_correct);
+#undef KV
+    for (int i = 0; o->checkpoint_metadata && o->checkpoint_metadata[i] && n < 2 * CKPT_KV; i += 2)
+        kv[n++] = o->checkpoint_metadata[i], kv[n++] = o->checkpoint_metadata[i + 1];
+    kv[n] = NULL;
+    magna_st_tensor extra[4];
+    const int ne = checkpoint_extras(m, extra, m->best_params != NULL);
+    magna_error err;
+    magna_status st = magna_save_safetensors_ex(m->g, extra, ne, path, kv, &err);
+    if (st != MAGNA_OK) return model_error(m, st, "fit: checkpoint at step %lld: %s", (long long)m->step, err.message);
+    snprintf(m->last_checkpoint, sizeof m->last_checkpoint, "%s", path);
+    return MAGNA_OK;
+}
+
+static magna_status save_step_checkpoint(magna_model *m, const magna_fit_opts *o, const run_state *rs) {
+    char name[64];
+    snprintf(name, sizeof name, "step-%09lld.safetensors", (long long)m->step);
+    magna_status st = save_state(m, o, rs, name);
+    if (st == MAGNA_OK) prune_checkpoints(o->checkpoint_dir, o->keep_last > 0 ? o->keep_last : 3);
+    return st;
+}
+
+magna_status magna_checkpoint_find(const char *path, char *out, size_t cap, magna_error *err) {
+    struct stat sb;
+    if (!path || stat(path, &sb) != 0)
+        return magna_error_set(err, MAGNA_ERR_IO, "%s: cannot open: %s", path ? path : "(null)", strerror(errno));
+    if (!S_ISDIR(sb.st_mode)) {
+        snprintf(out, cap, "%s", path);
+        return MAGNA_OK;
+    }
+    DIR *d = opendir(path);
+    if (!d) return magna_error_set(err, MAGNA_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    long long best = -1;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        long long step;
+        char tail[32];
+        if (sscanf(e->d_name, "step-%lld%31s", &step, tail) == 2 && strcmp(tail, ".safetensors") == 0 && step > best)
+            best = step;
+    }
+    closedir(d);
+    if (best < 0) return magna_error_set(err, MAGNA_ERR_IO, "%s: no checkpoint (step-*.safetensors) in this folder", path);
+    snprintf(out, cap, "%s/step-%09lld.safetensors", path, best);
+    return MAGNA_OK;
+}
+
+/* Whole-string numbers of the checkpoint's metadata. */
+static bool md_i64(const magna_st_metadata *md, const char *key, int64_t *out) {
+    const char *s = magna_st_metadata_get(md, key);
+    char *end;
+    if (!s || !*s) return false;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end) return false;
+    *out = v;
+    return true;
+}
+static bool md_f64(const magna_st_metadata *md, const char *key, double *out) {
+    const char *s = magna_st_metadata_get(md, key);
+    char *end;
+    if (!s || !*s) return false;
+    *out = strtod(s, &end);
+    return *end == '\0';
+}
+
+magna_status magna_model_resume(magna_model *m, const char *where) {
+    m->errmsg[0] = '\0';
+    if (!m->compiled) return model_error(m, MAGNA_ERR_STATE, "resume: compile the model first");
+    magna_error err;
+    char path[4200];
+    if (magna_checkpoint_find(where, path, sizeof path, &err) != MAGNA_OK)
+        return model_error(m, err.status, "resume: %s", err.message);
+    magna_st_metadata md;
+    if (magna_read_safetensors_metadata(path, &md, &err) != MAGNA_OK)
+        return model_error(m, err.status, "resume: %s", err.message);
+    run_state rs = {0};
+    int64_t step, opt_steps, seed, rng, epoch, done, wait, best_epoch, has_best;
+    double lr;
+    const char *bad = NULL, *opt = magna_st_metadata_get(&md, "optimizer");
+    const char *want = OPTIMIZER_NAMES[magna_optimizer_get_kind(m->opt)];
+    magna_status st = MAGNA_ERR_FORMAT;
+    if (!magna_st_metadata_get(&md, "magna_checkpoint")) {
+        model_error(m, st, "resume: %s: not a full-state checkpoint (no 'magna_checkpoint' metadata; weights alone "
+                           "load with magna_load_safetensors)", path);
+        goto fail;
+    }
+    if (!opt || strcmp(opt, want) != 0) {
+        model_error(m, st, "resume: %s: the checkpoint's optimizer is %s, the model's is %s", path, opt ? opt : "missing",
+                    want);
+        goto fail;
+    }
+    const char *tally = magna_st_metadata_get(&md, "tally"), *counts = magna_st_metadata_get(&md, "tally_counts");
+    long long c[5];
+    if (!md_i64(&md, bad = "step", &step) || !md_i64(&md, bad = "optimizer_steps", &opt_steps) ||
+        !md_i64(&md, bad = "seed", &seed) || !md_i64(&md, bad = "rng_step", &rng) ||
+        !md_i64(&md, bad = "epoch", &epoch) || !md_i64(&md, bad = "epoch_step", &rs.epoch_step) ||
+        !md_i64(&md, bad = "epoch_done", &done) || !md_i64(&md, bad = "epoch_start_step", &rs.epoch_start_step) ||
+        !md_i64(&md, bad = "run_start_step", &rs.run_start_step) ||
+        !md_i64(&md, bad = "train_rows", &rs.train_rows) || !md_i64(&md, bad = "batch", &rs.batch) ||
+        !md_f64(&md, bad = "lr", &lr) || !md_f64(&md, bad = "best", &rs.best) || !md_i64(&md, bad = "wait", &wait) ||
+        !md_i64(&md, bad = "best_epoch", &best_epoch) || !md_i64(&md, bad = "has_best_weights", &has_best) ||
+        (bad = "tally", !tally) ||
+        sscanf(tally, "%lf %lf %lf %lf %lf %lf", &rs.t.loss_sum, &rs.t.loss_weight, &rs.t.sse, &rs.t.sae,
+               &rs.t.y_sum, &rs.t.y2_sum) != 6 ||
+        (bad = "tally_counts", !counts) ||
+        sscanf(counts, "%lld %lld %lld %lld %lld", &c[0], &c[1], &c[2], &c[3], &c[4]) != 5 ||
+        (bad = "epoch", epoch < 1 || epoch > INT32_MAX) || (bad = "step", step < 0 || rs.epoch_step < 0)) {
+        model_error(m, st, "resume: %s: metadata '%s' is missing or malformed", path, bad);
+        goto fail;
+    }
+    int64_t finished = 0;
+    md_i64(&md, "finished", &finished); /* optional */
+    rs.finished = finished != 0;
+    rs.epoch = (int)epoch, rs.epoch_done = done != 0, rs.wait = (int)wait, rs.best_epoch = (int)best_epoch;
+    rs.lr = (float)lr;
+    rs.t.values = c[0], rs.t.samples = c[1], rs.t.rows_cls = c[2], rs.t.correct = c[3], rs.t.top_correct = c[4];
+    /* everything read; now the tensors (best weights into fresh buffers, so a failure changes nothing) */
+    float *bp = NULL, *bs = NULL;
+    if (has_best) {
+        bp = malloc((m->g->n_params + 1) * sizeof *bp), bs = malloc((m->g->n_states + 1) * sizeof *bs);
+        if (!bp || !bs) {
+            free(bp), free(bs);
+            model_error(m, st = MAGNA_ERR_NOMEM, "resume: out of memory");
+            goto fail;
+        }
+    }
+    float *keep_p = m->best_params, *keep_s = m->best_states;
+    m->best_params = bp, m->best_states = bs;
+    magna_st_tensor extra[4];
+    const int ne = checkpoint_extras(m, extra, has_best);
+    m->best_params = keep_p, m->best_states = keep_s;
+    magna_st_metadata_free(&md);
+    if ((st = magna_load_safetensors_ex(m->g, extra, ne, path, &md, &err)) != MAGNA_OK) {
+        free(bp), free(bs);
+        model_error(m, st, "resume: %s", err.message);
+        goto fail;
+    }
+    if (has_best) {
+        free(m->best_params), free(m->best_states);
+        m->best_params = bp, m->best_states = bs;
+    }
+    if (!m->resume && !(m->resume = malloc(sizeof *m->resume))) {
+        model_error(m, st = MAGNA_ERR_NOMEM, "resume: out of memory");
+        goto fail;
+    }
+    *m->resume = rs;
+    m->step = step;
+    m->seed = (uint64_t)seed, m->g->seed = (uint64_t)seed; /* the run's RNG, whatever this model was made with */
+    magna_graph_set_rng_step(m->g, (uint64_t)rng);
+    magna_optimizer_set_steps(m->opt, opt_steps);
+    magna_st_metadata_free(&m->resume_md);
+    m->resume_md = md;
+    return MAGNA_OK;
+fail:
+    magna_st_metadata_free(&md);
+    return st;
+}
+
+const char *magna_model_resume_metadata(const magna_model *m, const char *key) {
+    return magna_st_metadata_get(&m->resume_md, key);
+}
+const char *magna_model_last_checkpoint(const magna_model *m) { return m->last_checkpoint; }
+
 void magna_history_free(magna_history *h) {
     if (!h) return;
     free(h->epochs);
     memset(h, 0, sizeof *h);
+}
+
+/* Any rank's `mine` (a stop asked for on one rank): the same answer on every rank. */
+static bool dist_any(magna_model *m, bool mine, magna_status *st) {
+    double v = mine;
+    magna_error err;
+    if (m->dist && magna_dist_allreduce_sum(m->dist, &v, 1, m->step, "the allreduce of a stop flag", &err) != MAGNA_OK)
+        *st = dist_error(m, &err);
+    return v > 0;
+}
+
+/* A checkpoint (a step's when name is NULL). Data parallel, every rank takes part: the epoch's running sums
+ * (mid-epoch) and ZeRO 1's optimizer slices are gathered to rank 0, which alone writes. The state is then
+ * the whole run's, which resumes on any number of ranks. */
+static magna_status dist_checkpoint(magna_model *m, const magna_fit_opts *o, const run_state *rs, const char *name) {
+    if (!m->dist) return name ? save_state(m, o, rs, name) : save_step_checkpoint(m, o, rs);
+    run_state all = *rs;
+    magna_status st;
+    if (!rs->epoch_done && (st = dist_tally(m, &all.t, "the allreduce of the running metrics for a checkpoint")) !=
+                               MAGNA_OK)
+        return st;
+    const bool lead = magna_dist_rank(m->dist) == 0, gather = magna_dist_zero1(m->dist);
+    for (int k = 0; gather && k < 2; k++) {
+        magna_error err;
+        if (!magna_optimizer_state(m->opt, k, NULL)) continue;
+        if (lead && !m->full_state[k] && !(m->full_state[k] = malloc((m->g->n_params + 1) * sizeof(float))))
+            return dist_fail(m, model_error(m, MAGNA_ERR_NOMEM, "fit: out of memory for a checkpoint"));
+        if (magna_dist_gather_state(m->dist, m->opt, k, m->full_state[k], m->step, &err) != MAGNA_OK)
+            return dist_error(m, &err);
+    }
+    st = !lead ? MAGNA_OK : name ? save_state(m, o, &all, name) : save_step_checkpoint(m, o, &all);
+    for (int k = 0; k < 2; k++) free(m->full_state[k]), m->full_state[k] = NULL; /* the slices are the state again */
+    return st;
 }
 
 magna_status magna_model_fit(magna_model *m, const magna_dataset *train_in, const magna_dataset *val_in,
@@ -613,41 +921,68 @@ magna_status magna_model_fit(magna_model *m, const magna_dataset *train_in, cons
         }
         val = &split_val;
     }
-    const int64_t ranks = magna_dist_size(m->dist), global = ranks * m->batch; /* rows per step, all ranks */
-    const bool lead = magna_dist_rank(m->dist) == 0; /* prints, logs and writes checkpoints */
+    /* data parallel: a step takes `global` rows, its share on each rank; rank 0 alone prints and writes */
+    const int64_t ranks = magna_dist_size(m->dist), global = ranks * m->batch;
+    const bool lead = magna_dist_rank(m->dist) == 0;
+    const int64_t steps_per_epoch = (train.rows + global - 1) / global;
+    run_state rs = {.epoch = 1, .run_start_step = m->step, .train_rows = train.rows, .batch = global,
+                    .best = INFINITY, .lr = m->base_lr};
+    const bool resumed = m->resume != NULL;
+    if (m->resume) { /* a resumed run: the same data and (global) batch, or the position means nothing */
+        if (m->resume->train_rows != train.rows || m->resume->batch != global)
+            return dist_fail(m, model_error(m, MAGNA_ERR_ARG,
+                                            "fit: the resumed checkpoint was trained on %lld rows in batches of %lld, "
+                                            "this fit has %lld rows in batches of %lld (%lld rank%s x %lld)",
+                                            (long long)m->resume->train_rows, (long long)m->resume->batch,
+                                            (long long)train.rows, (long long)global, (long long)ranks,
+                                            ranks > 1 ? "s" : "", (long long)m->batch));
+        rs = *m->resume;
+        free(m->resume);
+        m->resume = NULL;
+        if (!lead) rs.t = (tally){0}; /* the epoch's running sums so far are rank 0's to carry */
+        if (rs.epoch_done) rs.epoch++, rs.epoch_step = 0, rs.epoch_done = false;
+        if (history) history->best_epoch = rs.best_epoch, history->stopped_early = rs.finished;
+        if (rs.finished) rs.epoch = o->epochs + 1; /* early stopping had ended it: nothing left but restore_best */
+    }
     if (m->dist && (st = dist_begin_fit(m, train.rows, o->verbose)) != MAGNA_OK) return dist_fail(m, st);
+    if (o->checkpoint_dir && lead) {
+        char failed[4096] = "";
+        const int e = magna_io_mkdirs(o->checkpoint_dir, failed, sizeof failed);
+        if (e) return model_error(m, MAGNA_ERR_IO, "fit: %s: cannot create: %s", failed[0] ? failed : o->checkpoint_dir,
+                                  strerror(e));
+    }
     magna_train_log *tl = NULL;
     if (o->log_dir && lead) {
         magna_error err;
-        if (!(tl = magna_train_log_open(o->log_dir, &err))) return model_error(m, err.status, "fit: %s", err.message);
+        tl = resumed ? magna_train_log_reopen(o->log_dir, rs.epoch, &err) : magna_train_log_open(o->log_dir, &err);
+        if (!tl) return model_error(m, err.status, "fit: %s", err.message);
     }
     int64_t *order = malloc((size_t)train.rows * sizeof *order);
     if (!order) {
         magna_train_log_close(tl);
         return model_error(m, MAGNA_ERR_NOMEM, "fit: out of memory");
     }
-    const int64_t steps_per_epoch = (train.rows + global - 1) / global;
-    const int64_t total_steps = m->step + steps_per_epoch * o->epochs;
+    const int64_t total_steps = rs.run_start_step + steps_per_epoch * o->epochs;
     const int verbose = lead ? o->verbose : 0;
     const bool tty = verbose && isatty(fileno(stdout));
-    double best = INFINITY;
-    int wait = 0;
+    bool interrupted = false;
     magna_graph_set_training(m->g, true);
 
-    for (int epoch = 1; epoch <= o->epochs && st == MAGNA_OK; epoch++) {
+    for (; rs.epoch <= o->epochs && st == MAGNA_OK; rs.epoch++) {
+        const int epoch = rs.epoch;
         const double t0 = now_seconds();
+        if (rs.epoch_step == 0) rs.epoch_start_step = m->step, rs.t = (tally){0};
         for (int64_t i = 0; i < train.rows; i++) order[i] = i;
-        if (!o->no_shuffle) /* Fisher-Yates from (seed, optimizer step): a resumed run shuffles the same */
+        if (!o->no_shuffle) /* Fisher-Yates from (seed, the epoch's first step): a resumed run shuffles the same */
             for (int64_t i = train.rows - 1; i > 0; i--) {
-                int64_t j = (int64_t)(magna_rand_u64(m->seed ^ 0x5eed5eedull, (uint64_t)m->step, (uint64_t)i) %
+                int64_t j = (int64_t)(magna_rand_u64(m->seed ^ 0x5eed5eedull, (uint64_t)rs.epoch_start_step,
+                                                     (uint64_t)i) %
                                       (uint64_t)(i + 1));
                 int64_t t = order[i];
                 order[i] = order[j], order[j] = t;
             }
         if (tty) printf("Epoch %d/%d\n", epoch, o->epochs);
-        tally t = {0};
-        float lr = m->base_lr;
-        for (int64_t s = 0; s < steps_per_epoch && st == MAGNA_OK; s++) {
+        for (int64_t s = rs.epoch_step; s < steps_per_epoch && st == MAGNA_OK; s++) {
             /* this rank's share of the step's global batch (all of it on one process) */
             int64_t from, to;
             dist_share(m, s * global, train.rows - s * global < global ? train.rows - s * global : global, &from, &to);
@@ -664,9 +999,10 @@ magna_status magna_model_fit(magna_model *m, const magna_dataset *train_in, cons
             } else {
                 m->g->rng_step++; /* the dropout counter stays in step with the ranks that ran */
             }
-            double bad = !isfinite(loss); /* summed over ranks: every rank stops at the same step */
-            if (m->dist && (st = dist_reduce_grads(m, isfinite(loss) ? count : 0, &bad, 1)) != MAGNA_OK) break;
-            if (bad > 0) {
+            /* summed over ranks with the gradients, so every rank stops at the same step */
+            double flags[2] = {!isfinite(loss), o->stop && *o->stop};
+            if (m->dist && (st = dist_reduce_grads(m, isfinite(loss) ? count : 0, flags, 2)) != MAGNA_OK) break;
+            if (flags[0] > 0) {
                 st = model_error(m, MAGNA_ERR_NUMERIC,
                                  "fit: the loss is %g at epoch %d, step %lld: stopped before the update reached the "
                                  "weights (try a lower learning rate or clipping)",
@@ -679,18 +1015,25 @@ magna_status magna_model_fit(magna_model *m, const magna_dataset *train_in, cons
                                  (long long)s + 1);
                 break;
             }
-            lr = magna_schedule_lr(&m->c.schedule, m->base_lr, m->step, total_steps);
-            magna_optimizer_set_lr(m->opt, lr);
+            rs.lr = magna_schedule_lr(&m->c.schedule, m->base_lr, m->step, total_steps);
+            magna_optimizer_set_lr(m->opt, rs.lr);
             if ((st = dist_update(m)) != MAGNA_OK) break;
             m->step++;
-            if (count > 0) tally_batch(m, &t, count);
-            if (tty) progress(stdout, s + 1, steps_per_epoch, now_seconds() - t0, t.loss_sum / t.loss_weight);
+            if (count > 0) tally_batch(m, &rs.t, count);
+            rs.epoch_step = s + 1;
+            if (tty) progress(stdout, s + 1, steps_per_epoch, now_seconds() - t0, rs.t.loss_sum / rs.t.loss_weight);
+            interrupted = (m->dist ? flags[1] > 0 : o->stop && *o->stop) || (o->max_steps > 0 && m->step >= o->max_steps);
+            if (o->checkpoint_dir && (interrupted || (o->save_every > 0 && m->step % o->save_every == 0)) &&
+                (st = dist_checkpoint(m, o, &rs, NULL)) != MAGNA_OK)
+                break;
+            if (interrupted) break;
         }
-        if (st != MAGNA_OK) break;
-        if (m->dist && ((st = dist_tally(m, &t, "the allreduce of the epoch's metrics")) != MAGNA_OK ||
+        if (st != MAGNA_OK || interrupted) break;
+        if (m->dist && ((st = dist_tally(m, &rs.t, "the allreduce of the epoch's metrics")) != MAGNA_OK ||
                         (st = dist_end_epoch(m)) != MAGNA_OK))
             break;
-        magna_epoch_log log = {.epoch = epoch, .lr = lr, .train = tally_scores(&t), .has_val = val != NULL};
+        if (!lead) rs.t = (tally){0}; /* the epoch's sums are rank 0's from here (its checkpoints carry them) */
+        magna_epoch_log log = {.epoch = epoch, .lr = rs.lr, .train = tally_scores(&rs.t), .has_val = val != NULL};
         if (val && (st = magna_model_evaluate(m, val, &log.val)) != MAGNA_OK) break;
         log.seconds = now_seconds() - t0;
         if (verbose) {
@@ -707,32 +1050,42 @@ magna_status magna_model_fit(magna_model *m, const magna_dataset *train_in, cons
         if ((st = history_push(m, history, &log)) != MAGNA_OK) break;
         if (tl && (st = log_epoch(m, tl, &log)) != MAGNA_OK) break;
         const double monitored = val ? log.val.loss : log.train.loss;
-        if (monitored < best - o->min_delta) {
-            best = monitored, wait = 0;
+        const bool improved = monitored < rs.best - o->min_delta;
+        bool stop_early = false;
+        if (improved) {
+            rs.best = monitored, rs.wait = 0, rs.best_epoch = epoch;
             if (history) history->best_epoch = epoch;
             if (o->restore_best && (st = save_best(m)) != MAGNA_OK) break;
             if (o->checkpoint_path && lead && (st = save_checkpoint(m, o->checkpoint_path, epoch, val != NULL, monitored)) !=
                                           MAGNA_OK)
                 break;
-        } else if (o->patience > 0 && ++wait >= o->patience) {
+        } else if (o->patience > 0 && ++rs.wait >= o->patience) {
             if (history) history->stopped_early = true;
-            if (verbose) printf("early stopping at epoch %d: no improvement for %d epochs\n", epoch, wait);
+            if (verbose) printf("early stopping at epoch %d: no improvement for %d epochs\n", epoch, rs.wait);
+            stop_early = true;
+        }
+        rs.epoch_done = true, rs.finished = stop_early;
+        if (o->checkpoint_dir && improved && (st = dist_checkpoint(m, o, &rs, "best.safetensors")) != MAGNA_OK) break;
+        if (o->checkpoint_dir && o->save_each_epoch && (st = dist_checkpoint(m, o, &rs, NULL)) != MAGNA_OK) break;
+        rs.epoch_done = false, rs.epoch_step = 0;
+        if (stop_early) break;
+        /* any rank's "stop" (the callback's, a signal's) stops every rank */
+        if (o->on_epoch_end && dist_any(m, !o->on_epoch_end(m, &log, o->user), &st)) break;
+        if (st != MAGNA_OK) break;
+        if (dist_any(m, o->stop && *o->stop, &st)) { /* a signal during the epoch's end: its checkpoint is above */
+            interrupted = true;
+            if (o->checkpoint_dir && !o->save_each_epoch) {
+                rs.epoch_done = true;
+                if ((st = dist_checkpoint(m, o, &rs, NULL)) != MAGNA_OK) break;
+            }
             break;
         }
-        if (o->on_epoch_end) { /* any rank's "stop" stops every rank */
-            double stop = !o->on_epoch_end(m, &log, o->user);
-            magna_error err;
-            if (m->dist && magna_dist_allreduce_sum(m->dist, &stop, 1, m->step, "the allreduce of on_epoch_end's "
-                                                    "answers", &err) != MAGNA_OK) {
-                st = dist_error(m, &err);
-                break;
-            }
-            if (stop > 0) break;
-        }
+        if (st != MAGNA_OK) break;
     }
+    if (history) history->interrupted = interrupted;
     free(order);
     magna_train_log_close(tl);
-    if (st == MAGNA_OK && o->restore_best && m->best_params) {
+    if (st == MAGNA_OK && !interrupted && o->restore_best && m->best_params) {
         size_t np, ns;
         float *params = magna_graph_params(m->g, &np), *states = magna_graph_states(m->g, &ns);
         memcpy(params, m->best_params, np * sizeof(float));
