@@ -1,6 +1,8 @@
 /* test_dist.c — data-parallel training over MPI, run by mpiexec from this same program (--worker MODE):
  *   - 2 ranks x batch B give the weights of 1 process with batch 2B after K steps, and the same global loss;
  *   - ZeRO 1 gives the same weights bit for bit, with half the optimizer memory on each rank;
+ *   - a checkpoint written mid-epoch by 2 ranks (ZeRO 1) resumes in 1 process with batch 2B, and one of 1
+ *     process resumes on 2 ranks: both end with the weights and epoch losses of the straight run;
  *   - kill -9 of one rank: the job ends non-zero within the deadline, no process left;
  *   - SIGSTOP of one rank: the deadline fires, the error names the rank and the step, no process left;
  *   - `mpiexec -n 2 magna train` gives the test figures of `magna train --batch 2B`, written once.
@@ -101,6 +103,39 @@ static int worker_equiv(const char *dir, const char *tag, bool zero1) {
     const double results[3] = {h.epochs[h.count - 1].train.loss, h.epochs[h.count - 1].train.mae,
                                (double)magna_model_step(m)};
     if (rank == 0) {
+        snprintf(name, sizeof name, "%s.params", tag);
+        write_file(dir, name, w, n * sizeof *w);
+        snprintf(name, sizeof name, "%s.results", tag);
+        write_file(dir, name, results, sizeof results);
+    }
+    magna_history_free(&h);
+    magna_model_free(m);
+    magna_dist_finalize(d);
+    return 0;
+}
+
+/* ckpt DIR TAG MAX_STEPS RESUME: 2 ranks with ZeRO 1 and full-state checkpoints in DIR/TAG, stopping at
+ * MAX_STEPS (0: the end), resuming from RESUME first unless it is "-"; rank 0 writes the weights and the
+ * last epoch's loss. */
+static int worker_ckpt(const char *dir, const char *tag, int64_t max_steps, const char *resume) {
+    magna_error err;
+    magna_dist *d = magna_dist_init(&(magna_dist_opts){.timeout = 30, .zero1 = true}, &err);
+    if (!d) return printf("dist init: %s\n", err.message), 3;
+    magna_model *m = make_model(BATCH);
+    magna_model_set_dist(m, d);
+    if (strcmp(resume, "-") != 0 && magna_model_resume(m, resume) != MAGNA_OK)
+        return printf("resume: %s\n", magna_model_errmsg(m)), 3;
+    char ck[512], name[128];
+    snprintf(ck, sizeof ck, "%s/%s", dir, tag);
+    magna_history h = {0};
+    magna_dataset data = {.rows = ROWS, .x = X, .y = Y};
+    magna_fit_opts fo = {.epochs = EPOCHS, .checkpoint_dir = ck, .save_each_epoch = true, .max_steps = max_steps};
+    if (magna_model_fit(m, &data, NULL, &fo, &h) != MAGNA_OK) return printf("fit: %s\n", magna_model_errmsg(m)), 3;
+    size_t n;
+    const float *w = magna_graph_params(magna_model_graph(m), &n);
+    const double results[3] = {h.count ? h.epochs[h.count - 1].train.loss : NAN, h.count ? h.epochs[h.count - 1].epoch : 0,
+                               (double)magna_model_step(m)};
+    if (magna_dist_rank(d) == 0) {
         snprintf(name, sizeof name, "%s.params", tag);
         write_file(dir, name, w, n * sizeof *w);
         snprintf(name, sizeof name, "%s.results", tag);
@@ -299,6 +334,85 @@ static bool none_left(const int64_t pids[2]) {
     return false;
 }
 
+/* The largest |a - b| over n floats. */
+static double max_abs_diff(const float *a, const float *b, size_t n) {
+    double d = 0;
+    for (size_t i = 0; i < n; i++) d = fmax(d, fabs((double)a[i] - b[i]));
+    return d;
+}
+
+/* N ranks -> M ranks: a checkpoint of 2 ranks x B (ZeRO 1: the optimizer state is gathered for it) resumes in
+ * 1 process x 2B, and a checkpoint of 1 process x 2B resumes on 2 ranks x B; both stop at step 10, in the
+ * middle of epoch 2, and end like the straight run of 1 process x 2B: weights to float32 rounding (as above),
+ * the loss of every epoch after the resume, the interrupted one included (its running sums travel in the
+ * checkpoint). A mismatched global batch is refused. */
+static void test_resume_across_ranks(void) {
+    char ck[512];
+    magna_dataset data = {.rows = ROWS, .x = X, .y = Y};
+    magna_model *straight = make_model(2 * BATCH);
+    magna_history hs = {0};
+    CHECK(magna_model_fit(straight, &data, NULL, &(magna_fit_opts){.epochs = EPOCHS}, &hs) == MAGNA_OK, "%s",
+          magna_model_errmsg(straight));
+    size_t n;
+    const float *ws = magna_graph_params(magna_model_graph(straight), &n);
+    float *w = malloc(n * sizeof *w);
+
+    /* 2 ranks -> 1 process */
+    int st = wait_for(launch(2, "ckA.log", (const char *[]){"ckpt", dir, "ckA", "10", "-", NULL}), 60);
+    CHECK(st == 0, "2 ranks with checkpoints: status %d", st);
+    if (st != 0) show_log("ckA.log");
+    snprintf(ck, sizeof ck, "%s/ckA", dir);
+    magna_model *m = make_model(BATCH); /* the wrong global batch first: 1 x 16 against the checkpoint's 2 x 16 */
+    CHECK(magna_model_resume(m, ck) == MAGNA_OK, "%s", magna_model_errmsg(m));
+    CHECK(magna_model_fit(m, &data, NULL, &(magna_fit_opts){.epochs = EPOCHS}, NULL) == MAGNA_ERR_ARG &&
+              strstr(magna_model_errmsg(m), "batches of 32, this fit has 200 rows in batches of 16 (1 rank x 16)"),
+          "a resume with another global batch: %s", magna_model_errmsg(m));
+    magna_model_free(m);
+    m = make_model(2 * BATCH);
+    magna_history h = {0};
+    CHECK(magna_model_resume(m, ck) == MAGNA_OK, "%s", magna_model_errmsg(m));
+    CHECK(magna_model_step(m) == 10, "resumed at step %lld", (long long)magna_model_step(m));
+    CHECK(magna_model_fit(m, &data, NULL, &(magna_fit_opts){.epochs = EPOCHS}, &h) == MAGNA_OK, "%s",
+          magna_model_errmsg(m));
+    double dw = max_abs_diff(magna_graph_params(magna_model_graph(m), NULL), ws, n);
+    printf("  2 ranks (ZeRO 1) to step 10, then 1 process: max |dw| = %.3g against the straight run\n", dw);
+    CHECK(dw <= 2e-6, "weights differ by %g", dw);
+    CHECK(h.count == 2 && h.epochs[0].epoch == 2, "epochs 2 and 3 after the resume (%d)", h.count);
+    for (int e = 0; e < h.count && e < 2; e++) {
+        const double a = h.epochs[e].train.loss, b = hs.epochs[e + 1].train.loss;
+        CHECK(fabs(a - b) <= 1e-5 * fabs(b), "epoch %d loss %.9g, straight %.9g", h.epochs[e].epoch, a, b);
+    }
+    magna_history_free(&h);
+    magna_model_free(m);
+
+    /* 1 process -> 2 ranks */
+    snprintf(ck, sizeof ck, "%s/ckB", dir);
+    m = make_model(2 * BATCH);
+    CHECK(magna_model_fit(m, &data, NULL,
+                          &(magna_fit_opts){.epochs = EPOCHS, .checkpoint_dir = ck, .save_each_epoch = true,
+                                            .max_steps = 10},
+                          NULL) == MAGNA_OK,
+          "%s", magna_model_errmsg(m));
+    magna_model_free(m);
+    st = wait_for(launch(2, "ckB.log", (const char *[]){"ckpt", dir, "ckB2", "0", ck, NULL}), 60);
+    CHECK(st == 0, "2 ranks resuming a 1-process checkpoint: status %d", st);
+    if (st != 0) show_log("ckB.log");
+    double r[3] = {0};
+    if (read_file(dir, "ckB2.params", w, n * sizeof *w) && read_file(dir, "ckB2.results", r, sizeof r)) {
+        dw = max_abs_diff(w, ws, n);
+        printf("  1 process to step 10, then 2 ranks (ZeRO 1): max |dw| = %.3g against the straight run\n", dw);
+        CHECK(dw <= 2e-6, "weights differ by %g", dw);
+        const double b = hs.epochs[EPOCHS - 1].train.loss;
+        CHECK(r[1] == EPOCHS && r[2] == STEPS && fabs(r[0] - b) <= 1e-5 * fabs(b),
+              "epoch %g, step %g, loss %.9g (straight %.9g)", r[1], r[2], r[0], b);
+    } else {
+        CHECK(false, "the resumed 2-rank run's weights");
+    }
+    free(w);
+    magna_history_free(&hs);
+    magna_model_free(straight);
+}
+
 static void test_same_weights_as_one_process(void) {
     /* 2 ranks x BATCH, plain and ZeRO 1 */
     int st = wait_for(launch(2, "dp.log", (const char *[]){"equiv", dir, "dp", "0", NULL}), 60);
@@ -460,6 +574,7 @@ int main(int argc, char **argv) {
     if (argc >= 4 && strcmp(argv[1], "--worker") == 0) {
         if (strcmp(argv[2], "equiv") == 0 && argc == 6) return worker_equiv(argv[3], argv[4], atoi(argv[5]) != 0);
         if (strcmp(argv[2], "long") == 0 && argc == 5) return worker_long(argv[3], atof(argv[4]));
+        if (strcmp(argv[2], "ckpt") == 0 && argc == 7) return worker_ckpt(argv[3], argv[4], atoll(argv[5]), argv[6]);
         return printf("test_dist: bad worker arguments\n"), 2;
     }
     if (!magna_dist_available() || !MAGNA_MPIEXEC[0]) {
@@ -478,6 +593,7 @@ int main(int argc, char **argv) {
     if (!mkdtemp(dir)) return printf("test_dist: mkdtemp: %s\n", strerror(errno)), 1;
     const double t0 = now_s();
     test_same_weights_as_one_process();
+    test_resume_across_ranks();
     test_kill9();
     test_sigstop();
     test_cli();

@@ -1032,7 +1032,6 @@ magna_status magna_model_fit(magna_model *m, const magna_dataset *train_in, cons
         if (m->dist && ((st = dist_tally(m, &rs.t, "the allreduce of the epoch's metrics")) != MAGNA_OK ||
                         (st = dist_end_epoch(m)) != MAGNA_OK))
             break;
-        if (!lead) rs.t = (tally){0}; /* the epoch's sums are rank 0's from here (its checkpoints carry them) */
         magna_epoch_log log = {.epoch = epoch, .lr = rs.lr, .train = tally_scores(&rs.t), .has_val = val != NULL};
         if (val && (st = magna_model_evaluate(m, val, &log.val)) != MAGNA_OK) break;
         log.seconds = now_seconds() - t0;
