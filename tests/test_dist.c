@@ -5,7 +5,8 @@
  *     process resumes on 2 ranks: both end with the weights and epoch losses of the straight run;
  *   - kill -9 of one rank: the job ends non-zero within the deadline, no process left;
  *   - SIGSTOP of one rank: the deadline fires, the error names the rank and the step, no process left;
- *   - `mpiexec -n 2 magna train` gives the test figures of `magna train --batch 2B`, written once.
+ *   - `mpiexec -n 2 magna train` gives the test figures of `magna train --batch 2B`, written once; stopped
+ *     with --steps, it resumes in one process with --batch 2B and ends as that run does.
  * Skipped (exit 77, ctest's SKIP_RETURN_CODE) when the build has no MPI, after checking that the dist API
  * then says so. */
 #include "check.h"
@@ -567,6 +568,20 @@ static void test_cli(void) {
     struct stat sb;
     CHECK(stat(path, &sb) == 0, "%s written", path);
     if (st != 0 || check_failed) show_log("cli2.log");
+
+    /* 2 ranks stopped at step 5 (mid-epoch 2), resumed by one process with the same global batch */
+    char out3[512], ckdir[600], l3[4096] = "";
+    snprintf(out3, sizeof out3, "%s/cli3", dir);
+    snprintf(ckdir, sizeof ckdir, "%s/checkpoints", out3);
+    st = wait_for(launch_cli(2, "cli3.log", (const char *[]){"train", model, "--epochs", "3", "--steps", "5", "--out",
+                                                             out3, NULL}), 60);
+    CHECK(st == 0, "mpiexec -n 2 magna train --steps 5: status %d", st);
+    st = wait_for(launch_cli(0, "cli4.log", (const char *[]){"train", "--resume", ckdir, "--batch", "32", NULL}), 60);
+    CHECK(st == 0, "magna train --resume (1 process): status %d", st);
+    CHECK(log_line("cli4.log", "test_loss=", l3, sizeof l3), "the resumed run's key=value line");
+    if (strstr(l3, " best_epoch=")) *strstr(l3, " best_epoch=") = 0;
+    CHECK(strcmp(l1, l3) == 0, "2 ranks to step 5, then 1 x 32 gave '%s'; 1 x 32 straight '%s'", l3, l1);
+    if (check_failed) show_log("cli3.log"), show_log("cli4.log");
 }
 
 int main(int argc, char **argv) {

@@ -423,7 +423,8 @@ static int cmd_train(int argc, char **argv) {
     magna_dist *dist;
     if (!start_dist(&o, &dist)) return EXIT_RUN;
     const int rc = cmd_train_run(&o, dist);
-    if (rc != 0 && magna_dist_size(dist) > 1) { /* the other ranks would wait for this one: end the job */
+    /* a failure on this rank would leave the others waiting: end the job (a signal stops every rank alike) */
+    if ((rc == EXIT_RUN || rc == EXIT_USAGE) && magna_dist_size(dist) > 1) {
         fprintf(stderr, "%s\n", cli_error[0] ? cli_error : "magna: failed");
         magna_dist_abort(dist, rc, NULL);
     }
