@@ -423,10 +423,18 @@ static int cmd_train(int argc, char **argv) {
     magna_dist *dist;
     if (!start_dist(&o, &dist)) return EXIT_RUN;
     const int rc = cmd_train_run(&o, dist);
-    /* a failure on this rank would leave the others waiting: end the job (a signal stops every rank alike) */
-    if ((rc == EXIT_RUN || rc == EXIT_USAGE) && magna_dist_size(dist) > 1) {
-        fprintf(stderr, "%s\n", cli_error[0] ? cli_error : "magna: failed");
-        magna_dist_abort(dist, rc, NULL);
+    if (rc != 0 && magna_dist_size(dist) > 1) {
+        /* a failure on this rank would leave the others waiting: end the job */
+        if (rc == EXIT_RUN || rc == EXIT_USAGE) {
+            fprintf(stderr, "%s\n", cli_error[0] ? cli_error : "magna: failed");
+            magna_dist_abort(dist, rc, NULL);
+        }
+        /* a signal stopped every rank at the same step: rank 0 says where its checkpoint is, before the final
+         * barrier (mpirun ends the other ranks as soon as one exits non-zero) */
+        if (magna_dist_rank(dist) == 0) fprintf(stderr, "%s\n", cli_error);
+        fflush(stderr);
+        magna_dist_finalize(dist);
+        exit(rc);
     }
     magna_dist_finalize(dist);
     return rc;
@@ -551,11 +559,14 @@ static int cmd_train_run(const options *op, magna_dist *dist) {
         free(names), free(means), free(sds);
         if (st != MAGNA_OK)
             cli_fail("%s: %s", cf.path, magna_model_errmsg(m));
-        else if (h.interrupted && stop_signal) {
-            cli_fail("magna train: interrupted by %s at step %lld: checkpoint %s (continue with: magna train --resume %s)",
-                     stop_signal == SIGINT ? "SIGINT" : "SIGTERM", (long long)magna_model_step(m),
-                     magna_model_last_checkpoint(m), ckdir);
-            rc = 128 + stop_signal;
+        else if (h.interrupted && (stop_signal || !(o.steps > 0 && magna_model_step(m) >= o.steps))) {
+            /* a signal, here or (data parallel) on another rank: every rank stopped at this step */
+            const int sig = stop_signal ? (int)stop_signal : SIGTERM;
+            cli_fail("magna train: interrupted by %s%s at step %lld: checkpoint %s (continue with: magna train --resume "
+                     "%s)",
+                     sig == SIGINT ? "SIGINT" : "SIGTERM", stop_signal ? "" : " on another rank",
+                     (long long)magna_model_step(m), magna_model_last_checkpoint(m), ckdir);
+            rc = 128 + sig;
         } else {
             const double seconds = now() - t0;
             magna_scores s;

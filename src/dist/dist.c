@@ -154,6 +154,10 @@ static magna_status mpi_fail(magna_dist *d, magna_error *err, int rc, const char
     return fail(d, err, "%s at step %lld: %s failed: %s", what, (long long)step, call, s);
 }
 
+static magna_status begin(magna_dist *d, int64_t step, const char *what, magna_error *err);
+static magna_status finish(magna_dist *d, int64_t step, const char *what, magna_error *err);
+static bool push_ok(magna_dist *d, int rc);
+
 magna_dist *magna_dist_init(const magna_dist_opts *opts, magna_error *err) {
     magna_dist_opts o = opts ? *opts : (magna_dist_opts){0};
     if (!(o.timeout >= 0)) {
@@ -220,6 +224,14 @@ nomem:
 void magna_dist_finalize(magna_dist *d) {
     if (!d) return;
     const bool fin = d->we_initialized;
+    if (d->size > 1) { /* every rank gets here before any leaves (a rank exiting early makes mpirun end the rest) */
+        magna_error err;
+        d->abort_on_error = false;
+        if (begin(d, d->hb_out[1], "the final barrier", &err) == MAGNA_OK &&
+            push_ok(d, MPI_Ibarrier(d->comm, &d->reqs[d->n_reqs])) &&
+            finish(d, d->hb_out[1], "the final barrier", &err) != MAGNA_OK)
+            fprintf(stderr, "magna: rank %d: %s\n", d->rank, err.message);
+    }
     if (d->ping_recv != MPI_REQUEST_NULL && d->ping_recv) {
         MPI_Cancel(&d->ping_recv);
         MPI_Request_free(&d->ping_recv);

@@ -881,6 +881,9 @@ static magna_status dist_checkpoint(magna_model *m, const magna_fit_opts *o, con
     }
     st = !lead ? MAGNA_OK : name ? save_state(m, o, &all, name) : save_step_checkpoint(m, o, &all);
     for (int k = 0; k < 2; k++) free(m->full_state[k]), m->full_state[k] = NULL; /* the slices are the state again */
+    if (st != MAGNA_OK) return dist_fail(m, st);
+    /* the others wait for the write: a rank that went on (and, stopped, exited) could end the job under it */
+    dist_any(m, false, &st);
     return st;
 }
 
