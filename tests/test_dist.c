@@ -185,6 +185,16 @@ static int worker_long(const char *dir, double timeout) {
 
 static char self[4096], dir[256];
 
+/* Under ASan, the ranks leave leak checking off: Open MPI leaves ~20 KB at MPI_Finalize, all of it in libmpi,
+ * libopen-pal and the components it has unloaded by then (so no suppression can name them); the same fit and
+ * evaluate code is leak-checked in this process, which runs them without MPI. */
+static void no_mpi_leak_check(void) {
+    const char *old = getenv("ASAN_OPTIONS");
+    char opts[1024];
+    snprintf(opts, sizeof opts, "%s%sdetect_leaks=0", old ? old : "", old && *old ? ":" : "");
+    setenv("ASAN_OPTIONS", opts, 1);
+}
+
 /* mpiexec -n RANKS self --worker ARGS..., in its own process group, output to DIR/LOG. */
 static pid_t launch(int ranks, const char *log, const char *const *args) {
     char np[16], path[512];
@@ -207,6 +217,7 @@ static pid_t launch(int ranks, const char *log, const char *const *args) {
         setenv("OMP_NUM_THREADS", "1", 1);
         setenv("MAGNA_THREADS", "1", 1);
         setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+        no_mpi_leak_check();
         execv(MAGNA_MPIEXEC, (char *const *)argv);
         _exit(127);
     }
@@ -236,6 +247,7 @@ static pid_t launch_cli(int ranks, const char *log, const char *const *args) {
         setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
         setenv("OMPI_MCA_rmaps_base_oversubscribe", "1", 1);
         setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+        if (ranks) no_mpi_leak_check();
         execv(argv[0], (char *const *)argv);
         _exit(127);
     }
