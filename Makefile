@@ -35,6 +35,7 @@ bench: build
 	@bench/run_kernels.sh
 	@bench/run_tabular.sh 3
 	@bench/fmnist.sh
+	@bench/run_dist.sh
 
 # ASan + UBSan build of the fast tests (DESIGN §6).
 sanitize: deps venv
