@@ -134,8 +134,8 @@ static int worker_ckpt(const char *dir, const char *tag, int64_t max_steps, cons
     if (magna_model_fit(m, &data, NULL, &fo, &h) != MAGNA_OK) return printf("fit: %s\n", magna_model_errmsg(m)), 3;
     size_t n;
     const float *w = magna_graph_params(magna_model_graph(m), &n);
-    const double results[3] = {h.count ? h.epochs[h.count - 1].train.loss : NAN, h.count ? h.epochs[h.count - 1].epoch : 0,
-                               (double)magna_model_step(m)};
+    const double results[3] = {h.count ? h.epochs[h.count - 1].train.loss : NAN,
+                               h.count ? h.epochs[h.count - 1].epoch : 0, (double)magna_model_step(m)};
     if (magna_dist_rank(d) == 0) {
         snprintf(name, sizeof name, "%s.params", tag);
         write_file(dir, name, w, n * sizeof *w);
@@ -170,7 +170,8 @@ static bool long_epoch_end(magna_model *m, const magna_epoch_log *log, void *use
 static int worker_long(const char *dir, double timeout) {
     magna_error err;
     long_run run = {.dir = dir, .t0 = now_s()};
-    if (!(run.d = magna_dist_init(&(magna_dist_opts){.timeout = timeout}, &err))) return printf("dist init: %s\n", err.message), 3;
+    if (!(run.d = magna_dist_init(&(magna_dist_opts){.timeout = timeout}, &err)))
+        return printf("dist init: %s\n", err.message), 3;
     magna_model *m = make_model(BATCH);
     magna_model_set_dist(m, run.d);
     magna_dataset data = {.rows = ROWS, .x = X, .y = Y};
@@ -448,7 +449,8 @@ static void test_same_weights_as_one_process(void) {
     const float *w1 = magna_graph_params(magna_model_graph(m), &n);
     float *w2 = malloc(n * sizeof *w2), *wz = malloc(n * sizeof *wz);
     double r2[3] = {0}, rz[3] = {0};
-    const bool got = read_file(dir, "dp.params", w2, n * sizeof *w2) && read_file(dir, "zero.params", wz, n * sizeof *wz) &&
+    const bool got = read_file(dir, "dp.params", w2, n * sizeof *w2) &&
+                     read_file(dir, "zero.params", wz, n * sizeof *wz) &&
                      read_file(dir, "dp.results", r2, sizeof r2) && read_file(dir, "zero.results", rz, sizeof rz);
     CHECK(got, "the workers' weights and results");
     if (got) {
@@ -471,7 +473,8 @@ static void test_same_weights_as_one_process(void) {
         /* ZeRO 1 does the same arithmetic on slices: the same bits */
         CHECK(memcmp(w2, wz, n * sizeof *w2) == 0, "ZeRO 1 changed the weights");
         int64_t full = 0, z0 = 0, z1 = 0;
-        CHECK(read_file(dir, "dp.optbytes.0", &full, sizeof full) && read_file(dir, "zero.optbytes.0", &z0, sizeof z0) &&
+        CHECK(read_file(dir, "dp.optbytes.0", &full, sizeof full) &&
+                  read_file(dir, "zero.optbytes.0", &z0, sizeof z0) &&
                   read_file(dir, "zero.optbytes.1", &z1, sizeof z1),
               "optimizer bytes");
         printf("  Adam state per rank: %lld bytes unsharded, ZeRO 1: %lld + %lld\n", (long long)full, (long long)z0,

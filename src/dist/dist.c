@@ -378,7 +378,8 @@ static magna_status finish(magna_dist *d, int64_t step, const char *what, magna_
 
 magna_status magna_dist_check_same(magna_dist *d, const int64_t *values, int count, const char *what,
                                    magna_error *err) {
-    if (count < 1 || count > MAX_SUMS) return magna_error_set(err, MAGNA_ERR_ARG, "dist: check_same of %d values", count);
+    if (count < 1 || count > MAX_SUMS)
+        return magna_error_set(err, MAGNA_ERR_ARG, "dist: check_same of %d values", count);
     int64_t mine[MAX_SUMS], root[MAX_SUMS];
     memcpy(mine, values, (size_t)count * sizeof *mine);
     memcpy(root, values, (size_t)count * sizeof *root);
@@ -395,7 +396,8 @@ magna_status magna_dist_check_same(magna_dist *d, const int64_t *values, int cou
                 ub += snprintf(b + ub, sizeof b - (size_t)ub, "%s%lld", j ? " " : "", (long long)root[j]);
                 if (ua >= 200 || ub >= 200) break;
             }
-            return fail(d, err, "%s differ: this rank has %s, rank 0 has %s (every rank must run the same)", what, a, b);
+            return fail(d, err, "%s differ: this rank has %s, rank 0 has %s (every rank must run the same)", what, a,
+                        b);
         }
     return MAGNA_OK;
 }

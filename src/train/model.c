@@ -1025,7 +1025,8 @@ magna_status magna_model_fit(magna_model *m, const magna_dataset *train_in, cons
             if (count > 0) tally_batch(m, &rs.t, count);
             rs.epoch_step = s + 1;
             if (tty) progress(stdout, s + 1, steps_per_epoch, now_seconds() - t0, rs.t.loss_sum / rs.t.loss_weight);
-            interrupted = (m->dist ? flags[1] > 0 : o->stop && *o->stop) || (o->max_steps > 0 && m->step >= o->max_steps);
+            interrupted = (m->dist ? flags[1] > 0 : o->stop && *o->stop) ||
+                          (o->max_steps > 0 && m->step >= o->max_steps);
             if (o->checkpoint_dir && (interrupted || (o->save_every > 0 && m->step % o->save_every == 0)) &&
                 (st = dist_checkpoint(m, o, &rs, NULL)) != MAGNA_OK)
                 break;
@@ -1058,8 +1059,8 @@ magna_status magna_model_fit(magna_model *m, const magna_dataset *train_in, cons
             rs.best = monitored, rs.wait = 0, rs.best_epoch = epoch;
             if (history) history->best_epoch = epoch;
             if (o->restore_best && (st = save_best(m)) != MAGNA_OK) break;
-            if (o->checkpoint_path && lead && (st = save_checkpoint(m, o->checkpoint_path, epoch, val != NULL, monitored)) !=
-                                          MAGNA_OK)
+            if (o->checkpoint_path && lead &&
+                (st = save_checkpoint(m, o->checkpoint_path, epoch, val != NULL, monitored)) != MAGNA_OK)
                 break;
         } else if (o->patience > 0 && ++rs.wait >= o->patience) {
             if (history) history->stopped_early = true;
