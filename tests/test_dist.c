@@ -4,6 +4,8 @@
  *   - a checkpoint written mid-epoch by 2 ranks (ZeRO 1) resumes in 1 process with batch 2B, and one of 1
  *     process resumes on 2 ranks: both end with the weights and epoch losses of the straight run;
  *   - kill -9 of one rank: the job ends non-zero within the deadline, no process left;
+ *   - ranks given different data are refused before the first step; a NaN in one rank's rows stops every
+ *     rank at that step with the loss error; both end the job non-zero at once, with no process left;
  *   - SIGSTOP of one rank: the deadline fires, the error names the rank and the step, no process left;
  *   - `mpiexec -n 2 magna train` gives the test figures of `magna train --batch 2B`, written once; stopped
  *     with --steps, it resumes in one process with --batch 2B and ends as that run does.
@@ -146,6 +148,33 @@ static int worker_ckpt(const char *dir, const char *tag, int64_t max_steps, cons
     magna_model_free(m);
     magna_dist_finalize(d);
     return 0;
+}
+
+/* bad DIR KIND: "rows": rank 1 has one row fewer; "nan": a NaN in the row rank 1 takes first. */
+static int worker_bad(const char *dir, const char *kind) {
+    magna_error err;
+    magna_dist *d = magna_dist_init(&(magna_dist_opts){.timeout = 30}, &err);
+    if (!d) return printf("dist init: %s\n", err.message), 3;
+    const int rank = magna_dist_rank(d);
+    char name[64];
+    const int64_t pid = getpid();
+    snprintf(name, sizeof name, "pid.%d", rank);
+    write_file(dir, name, &pid, sizeof pid);
+    magna_model *m = make_model(BATCH);
+    magna_model_set_dist(m, d);
+    magna_dataset data = {.rows = ROWS, .x = X, .y = Y};
+    if (strcmp(kind, "rows") == 0 && rank == 1) data.rows--;
+    if (strcmp(kind, "nan") == 0 && rank == 1) { /* the row of the first step's second half (no shuffling) */
+        static float x[ROWS * FEATURES];
+        memcpy(x, X, sizeof x);
+        x[(BATCH + 3) * FEATURES] = NAN;
+        data.x = x;
+    }
+    magna_fit_opts fo = {.epochs = EPOCHS, .no_shuffle = true};
+    if (magna_model_fit(m, &data, NULL, &fo, NULL) != MAGNA_OK) return printf("fit: %s\n", magna_model_errmsg(m)), 3;
+    magna_model_free(m);
+    magna_dist_finalize(d);
+    return 0; /* not reached: fit ends the job */
 }
 
 typedef struct long_run {
@@ -513,6 +542,33 @@ static pid_t start_long(const char *log, double timeout, int64_t pids[2]) {
     return -1;
 }
 
+/* An error only some ranks meet ends the whole job at once, with the error, and no process left. */
+static void test_rank_errors(void) {
+    const char *kinds[] = {"rows", "nan"};
+    const char *expect[] = {"fit: training rows, batch, params, states and seed differ: this rank has 199",
+                            "fit: the loss is nan at epoch 1, step 1"};
+    for (int k = 0; k < 2; k++) {
+        char log[32];
+        snprintf(log, sizeof log, "bad-%s.log", kinds[k]);
+        for (int r = 0; r < 2; r++) {
+            char path[512];
+            snprintf(path, sizeof path, "%s/pid.%d", dir, r);
+            unlink(path);
+        }
+        const double t0 = now_s();
+        const int st = wait_for(launch(2, log, (const char *[]){"bad", dir, kinds[k], NULL}), 20);
+        const double took = now_s() - t0;
+        int64_t pids[2] = {0, 0};
+        read_file(dir, "pid.0", &pids[0], sizeof pids[0]);
+        read_file(dir, "pid.1", &pids[1], sizeof pids[1]);
+        printf("  %s: the job ended in %.2f s, status %d\n", kinds[k], took, st);
+        CHECK(st != 0 && st != -1 && took < 10, "%s: status %d after %.2f s (deadline 30 s)", kinds[k], st, took);
+        CHECK(log_has(log, expect[k]), "%s: the error '%s'", kinds[k], expect[k]);
+        CHECK(pids[0] && pids[1] && none_left(pids), "%s: a rank was left running", kinds[k]);
+        if (check_failed) show_log(log);
+    }
+}
+
 static void test_kill9(void) {
     const double timeout = 3;
     int64_t pids[2] = {0, 0};
@@ -604,6 +660,7 @@ int main(int argc, char **argv) {
     if (argc >= 4 && strcmp(argv[1], "--worker") == 0) {
         if (strcmp(argv[2], "equiv") == 0 && argc == 6) return worker_equiv(argv[3], argv[4], atoi(argv[5]) != 0);
         if (strcmp(argv[2], "long") == 0 && argc == 5) return worker_long(argv[3], atof(argv[4]));
+        if (strcmp(argv[2], "bad") == 0 && argc == 5) return worker_bad(argv[3], argv[4]);
         if (strcmp(argv[2], "ckpt") == 0 && argc == 7) return worker_ckpt(argv[3], argv[4], atoll(argv[5]), argv[6]);
         return printf("test_dist: bad worker arguments\n"), 2;
     }
@@ -624,6 +681,7 @@ int main(int argc, char **argv) {
     const double t0 = now_s();
     test_same_weights_as_one_process();
     test_resume_across_ranks();
+    test_rank_errors();
     test_kill9();
     test_sigstop();
     test_cli();
