@@ -1,0 +1,439 @@
+/* rnn.c — fused recurrent ops: LSTM, GRU and the tanh RNN, each running a whole sequence in one op.
+ *
+ * Inputs, in order: x [B, T, I], w_ih [I, G*H], w_hh [H, G*H], then optionally b_ih and b_hh [G*H] (both
+ * or neither: PyTorch's two biases, which GRU needs apart), h0 [B, H], c0 [B, H] (LSTM). G is the number
+ * of gates, in PyTorch's order: LSTM i, f, g, o (4); GRU r, z, n (3), with r applied to (W_hn h + b_hn);
+ * the RNN 1. ip: [0] has biases, [1] has h0, [2] has c0.
+ *
+ * Output: the LSTM's is [B, T, 2, H], h and c of every step side by side; the GRU's and RNN's [B, T, H],
+ * the h of every step. The final states are slices of it (magna_rnn_final_h / _c), so gradients from the
+ * sequence and from the final states meet in this op's one output gradient.
+ *
+ * Forward: the input projection of every step is one GEMM over B*T rows (plus the biases), written into
+ * the gate buffer (saved for backward; for the RNN, the output itself); each step then adds
+ * h_{t-1} W_hh with one GEMM of B rows and runs the gate math row by row, activations stored in place.
+ * Backward walks the steps back computing the pre-activation gradients dG of every step (one GEMM per
+ * step carries dh back through W_hh), then dW_ih, dx, dW_hh and the biases are big GEMMs (and column
+ * sums) over all B*T rows at the end. Scratch comes from the workspace declared at infer; nothing
+ * allocates. */
+#include "common.h"
+
+#include <limits.h>
+#include <math.h>
+#include <string.h>
+
+typedef enum cell { CELL_LSTM, CELL_GRU, CELL_RNN } cell;
+
+static cell cell_of(const magna_node *n) { return n->op == OP_LSTM ? CELL_LSTM : n->op == OP_GRU ? CELL_GRU : CELL_RNN; }
+static int gates_of(cell c) { return c == CELL_LSTM ? 4 : c == CELL_GRU ? 3 : 1; }
+
+/* Everything forward and backward need, read off the node. */
+typedef struct rnn_args {
+    cell cell;
+    int64_t B, T, I, H, G; /* G = gates * H, the width of a gate row */
+    magna_node *x, *w_ih, *w_hh, *b_ih, *b_hh, *h0, *c0;
+} rnn_args;
+
+static rnn_args args_of(const magna_node *n) {
+    rnn_args a = {.cell = cell_of(n)};
+    a.x = n->in[0], a.w_ih = n->in[1], a.w_hh = n->in[2];
+    int k = 3;
+    if (n->ip[0]) a.b_ih = n->in[k++], a.b_hh = n->in[k++];
+    if (n->ip[1]) a.h0 = n->in[k++];
+    if (n->ip[2]) a.c0 = n->in[k++];
+    a.B = a.x->shape[0], a.T = a.x->shape[1], a.I = a.x->shape[2];
+    a.H = a.w_hh->shape[0], a.G = gates_of(a.cell) * a.H;
+    return a;
+}
+
+static size_t round16(int64_t floats) { return ((size_t)floats + 15) & ~(size_t)15; }
+
+/* Workspace, in floats: a row of zeros (h_{-1}, c_{-1} when no initial state is given), then forward's
+ * h_{t-1} W_hh rows (GRU) or backward's dG of every step (x side, and the h side for GRU, whose n gate
+ * differs), h_{t-1} of every step, and the carried dh and dc. */
+typedef struct rnn_ws {
+    float *zeros, *hproj, *dgx, *dgh, *hprev, *dh, *dc;
+} rnn_ws;
+
+static size_t ws_layout(const rnn_args *a, float *base, rnn_ws *w) {
+    size_t off = 0;
+#define TAKE(field, floats)                                                                                          \
+    do {                                                                                                             \
+        if (w) w->field = (floats) != 0 ? base + off : NULL;                                                         \
+        off += round16(floats);                                                                                      \
+    } while (0)
+    TAKE(zeros, a->H);
+    const size_t fwd_start = off;
+    TAKE(hproj, a->cell == CELL_GRU ? a->B * a->G : 0);
+    const size_t fwd = off;
+    off = fwd_start;
+    TAKE(dgx, a->B * a->T * a->G);
+    TAKE(dgh, a->cell == CELL_GRU ? a->B * a->T * a->G : 0);
+    TAKE(hprev, a->B * a->T * a->H);
+    TAKE(dh, a->B * a->H);
+    TAKE(dc, a->cell == CELL_LSTM ? a->B * a->H : 0);
+#undef TAKE
+    return off > fwd ? off : fwd;
+}
+
+/* Saved for backward: LSTM the activated gates [B, T, 4H] and tanh(c) [B, T, H]; GRU the activated gates
+ * [B, T, 3H] and W_hn h + b_hn [B, T, H]; the RNN nothing (its output is h, and dh/dpre = 1 - h^2). */
+static size_t saved_floats(const rnn_args *a) {
+    if (a->cell == CELL_RNN) return 0;
+    return round16(a->B * a->T * a->G) + round16(a->B * a->T * a->H);
+}
+
+static magna_status rnn_infer(magna_graph *g, magna_node *n) {
+    const char *op = magna_op_table[n->op]->name;
+    for (int i = 0; i < n->n_in; i++) {
+        magna_status st = require_dtype(g, n, i, MAGNA_F32);
+        if (st != MAGNA_OK) return st;
+    }
+    const rnn_args a = args_of(n);
+    char s1[SHAPE_STR_MAX], s2[SHAPE_STR_MAX];
+    if (a.x->ndim != 3)
+        return graph_error(g, MAGNA_ERR_SHAPE, "%s: x must be [B, T, I], got %s", op, shape_str(a.x, s1, sizeof s1));
+    if (a.w_hh->ndim != 2 || a.w_hh->shape[1] != a.G)
+        return graph_error(g, MAGNA_ERR_SHAPE, "%s: w_hh must be [H, %d*H], got %s", op, gates_of(a.cell),
+                           shape_str(a.w_hh, s1, sizeof s1));
+    if (a.w_ih->ndim != 2 || a.w_ih->shape[0] != a.I || a.w_ih->shape[1] != a.G)
+        return graph_error(g, MAGNA_ERR_SHAPE, "%s: w_ih must be [I, %d*H] = [%lld, %lld] for x %s and w_hh %s, got %s",
+                           op, gates_of(a.cell), (long long)a.I, (long long)a.G, shape_str(a.x, s1, sizeof s1),
+                           shape_str(a.w_hh, s2, sizeof s2), shape_str(a.w_ih, s1, sizeof s1));
+    const magna_node *bias[2] = {a.b_ih, a.b_hh};
+    for (int k = 0; k < 2; k++)
+        if (bias[k] && (bias[k]->ndim != 1 || bias[k]->shape[0] != a.G))
+            return graph_error(g, MAGNA_ERR_SHAPE, "%s: %s must be [%lld] (%d*H), got %s", op, k ? "b_hh" : "b_ih",
+                               (long long)a.G, gates_of(a.cell), shape_str(bias[k], s1, sizeof s1));
+    const magna_node *state[2] = {a.h0, a.c0};
+    for (int k = 0; k < 2; k++)
+        if (state[k] && (state[k]->ndim != 2 || state[k]->shape[0] != a.B || state[k]->shape[1] != a.H))
+            return graph_error(g, MAGNA_ERR_SHAPE, "%s: %s must be [B, H] = [%lld, %lld], got %s", op, k ? "c0" : "h0",
+                               (long long)a.B, (long long)a.H, shape_str(state[k], s1, sizeof s1));
+    if (a.B * a.T > INT_MAX || a.G > INT_MAX / 2 || a.I > INT_MAX)
+        return graph_error(g, MAGNA_ERR_SHAPE, "%s: x %s is too large (B*T, I and 4H must fit in an int)", op,
+                           shape_str(a.x, s1, sizeof s1));
+    if (a.cell == CELL_LSTM)
+        node_set_shape(n, 4, (int64_t[]){a.B, a.T, 2, a.H});
+    else
+        node_set_shape(n, 3, (int64_t[]){a.B, a.T, a.H});
+    n->dtype = MAGNA_F32;
+    n->saved_bytes = saved_floats(&a) * sizeof(float);
+    n->workspace_bytes = ws_layout(&a, NULL, NULL) * sizeof(float);
+    return MAGNA_OK;
+}
+
+/* ---- activations, in place and vectorised through magna_vexp ------------------------------------- */
+
+static void sigmoid_inplace(float *v, int64_t n) {
+    for (int64_t j = 0; j < n; j++) v[j] = -v[j];
+    magna_vexp(v, v, n);
+    for (int64_t j = 0; j < n; j++) v[j] = 1.0f / (1.0f + v[j]);
+}
+
+/* tanh(x) = 2 / (1 + exp(-2x)) - 1: exact at both infinities (exp overflowing to inf gives -1), and within a
+ * few 1e-8 of tanhf elsewhere. */
+static void tanh_inplace(float *v, int64_t n) {
+    for (int64_t j = 0; j < n; j++) v[j] = -2.0f * v[j];
+    magna_vexp(v, v, n);
+    for (int64_t j = 0; j < n; j++) v[j] = 2.0f / (1.0f + v[j]) - 1.0f;
+}
+
+/* ---- forward ------------------------------------------------------------------------------------- */
+
+typedef struct rnn_fwd {
+    rnn_args a;
+    float *out, *gates, *aux; /* aux: LSTM tanh(c), GRU W_hn h + b_hn */
+    rnn_ws ws;
+} rnn_fwd;
+
+/* h_{t-1} (or c_{t-1}) of row b: the previous step's output, the initial state, or zeros. */
+static const float *prev_state(const rnn_fwd *f, int64_t b, int64_t t, int which) {
+    const rnn_args *a = &f->a;
+    if (t > 0) {
+        if (a->cell == CELL_LSTM) return f->out + ((b * a->T + t - 1) * 2 + which) * a->H;
+        return f->out + (b * a->T + t - 1) * a->H;
+    }
+    const magna_node *s = which ? a->c0 : a->h0;
+    return s ? fval(s) + b * a->H : f->ws.zeros;
+}
+
+static void lstm_row_forward(const rnn_fwd *f, int64_t b, int64_t t) {
+    const int64_t H = f->a.H, row = b * f->a.T + t;
+    float *gi = f->gates + row * 4 * H, *gf = gi + H, *gg = gf + H, *go = gg + H;
+    sigmoid_inplace(gi, 2 * H);
+    tanh_inplace(gg, H);
+    sigmoid_inplace(go, H);
+    float *h = f->out + row * 2 * H, *c = h + H, *tc = f->aux + row * H;
+    const float *cp = prev_state(f, b, t, 1);
+    for (int64_t j = 0; j < H; j++) tc[j] = c[j] = gf[j] * cp[j] + gi[j] * gg[j];
+    tanh_inplace(tc, H);
+    for (int64_t j = 0; j < H; j++) h[j] = go[j] * tc[j];
+}
+
+/* gates hold x W_ih + b_ih (+ b_hh for r and z); hp is h_{t-1} W_hh for this row. */
+static void gru_row_forward(const rnn_fwd *f, int64_t b, int64_t t, const float *b_hn) {
+    const int64_t H = f->a.H, row = b * f->a.T + t;
+    float *r = f->gates + row * 3 * H, *z = r + H, *nn = z + H, *hn = f->aux + row * H;
+    const float *hp = f->ws.hproj + b * 3 * H;
+    for (int64_t j = 0; j < 2 * H; j++) r[j] += hp[j];
+    sigmoid_inplace(r, 2 * H);
+    for (int64_t j = 0; j < H; j++) {
+        hn[j] = hp[2 * H + j] + (b_hn ? b_hn[j] : 0.0f);
+        nn[j] += r[j] * hn[j];
+    }
+    tanh_inplace(nn, H);
+    const float *hprev = prev_state(f, b, t, 0);
+    float *h = f->out + row * H;
+    for (int64_t j = 0; j < H; j++) h[j] = nn[j] + z[j] * (hprev[j] - nn[j]);
+}
+
+static magna_status rnn_forward(magna_graph *g, magna_node *n) {
+    rnn_fwd f = {.a = args_of(n), .out = fval(n)};
+    const rnn_args *a = &f.a;
+    ws_layout(a, (float *)g->workspace, &f.ws);
+    memset(f.ws.zeros, 0, (size_t)a->H * sizeof(float));
+    const int64_t B = a->B, T = a->T, H = a->H, G = a->G, BT = B * T;
+    if (a->cell == CELL_RNN) {
+        f.gates = f.out;
+    } else {
+        f.gates = (float *)n->saved;
+        f.aux = f.gates + round16(BT * G);
+    }
+    /* every step's input projection at once, then the biases (b_hh too, except GRU's n part) */
+    magna_sgemm(false, false, (int)BT, (int)G, (int)a->I, 1.0f, fval(a->x), (int)a->I, fval(a->w_ih), (int)G, 0.0f,
+                f.gates, (int)G);
+    if (a->b_ih) {
+        const float *bi = fval(a->b_ih), *bh = fval(a->b_hh);
+        const int64_t hh_cols = a->cell == CELL_GRU ? 2 * H : G;
+        float *gates = f.gates;
+        PARALLEL_FOR(BT * G >= PAR_MIN, r, BT, {
+            float *gr = gates + r * G;
+            for (int64_t j = 0; j < G; j++) gr[j] += bi[j];
+            for (int64_t j = 0; j < hh_cols; j++) gr[j] += bh[j];
+        });
+    }
+    const float *w_hh = fval(a->w_hh), *b_hn = a->b_hh && a->cell == CELL_GRU ? fval(a->b_hh) + 2 * H : NULL;
+    const int ldo = (int)(a->cell == CELL_LSTM ? T * 2 * H : T * H); /* h row stride in the output */
+    const bool par = B > 1 && B * G >= 4096;
+    for (int64_t t = 0; t < T; t++) {
+        const bool has_prev = t > 0 || a->h0;
+        const float *hprev = t > 0 ? (a->cell == CELL_LSTM ? f.out + (t - 1) * 2 * H : f.out + (t - 1) * H)
+                                   : (a->h0 ? fval(a->h0) : NULL);
+        const int ldh = t > 0 ? ldo : (int)H;
+        if (a->cell == CELL_GRU) {
+            if (has_prev)
+                magna_sgemm(false, false, (int)B, (int)G, (int)H, 1.0f, hprev, ldh, w_hh, (int)G, 0.0f, f.ws.hproj,
+                            (int)G);
+            else
+                memset(f.ws.hproj, 0, (size_t)(B * G) * sizeof(float));
+            PARALLEL_FOR(par, b, B, gru_row_forward(&f, b, t, b_hn););
+        } else {
+            if (has_prev)
+                magna_sgemm(false, false, (int)B, (int)G, (int)H, 1.0f, hprev, ldh, w_hh, (int)G, 1.0f,
+                            f.gates + t * G, (int)(T * G));
+            if (a->cell == CELL_LSTM) {
+                PARALLEL_FOR(par, b, B, lstm_row_forward(&f, b, t););
+            } else {
+                float *out = f.out;
+                PARALLEL_FOR(par, b, B, tanh_inplace(out + (b * T + t) * H, H););
+            }
+        }
+    }
+    return MAGNA_OK;
+}
+
+/* ---- backward ------------------------------------------------------------------------------------ */
+
+/* dh_tot = dout_h + dh (carried from step t+1); writes this row's dG and the carries to step t-1. */
+static void lstm_row_backward(const rnn_fwd *f, const float *dout, int64_t b, int64_t t) {
+    const int64_t H = f->a.H, row = b * f->a.T + t;
+    const float *gi = f->gates + row * 4 * H, *gf = gi + H, *gg = gf + H, *go = gg + H, *tc = f->aux + row * H;
+    const float *dh_out = dout + row * 2 * H, *dc_out = dh_out + H, *cp = prev_state(f, b, t, 1);
+    float *dh = f->ws.dh + b * H, *dc = f->ws.dc + b * H;
+    float *di = f->ws.dgx + row * 4 * H, *df = di + H, *dg = df + H, *dO = dg + H;
+    for (int64_t j = 0; j < H; j++) {
+        const float dht = dh_out[j] + dh[j];
+        const float dct = dc_out[j] + dc[j] + dht * go[j] * (1.0f - tc[j] * tc[j]);
+        di[j] = dct * gg[j] * gi[j] * (1.0f - gi[j]);
+        df[j] = dct * cp[j] * gf[j] * (1.0f - gf[j]);
+        dg[j] = dct * gi[j] * (1.0f - gg[j] * gg[j]);
+        dO[j] = dht * tc[j] * go[j] * (1.0f - go[j]);
+        dc[j] = dct * gf[j];
+    }
+}
+
+/* h = (1 - z) n + z h_{t-1}, n = tanh(x_n + r hn). dh is left holding z dh_tot, the direct path to
+ * h_{t-1}; the GEMM through W_hh adds the rest. */
+static void gru_row_backward(const rnn_fwd *f, const float *dout, int64_t b, int64_t t) {
+    const int64_t H = f->a.H, row = b * f->a.T + t;
+    const float *r = f->gates + row * 3 * H, *z = r + H, *nn = z + H, *hn = f->aux + row * H;
+    const float *hprev = prev_state(f, b, t, 0), *dh_out = dout + row * H;
+    float *dh = f->ws.dh + b * H;
+    float *dxr = f->ws.dgx + row * 3 * H, *dxz = dxr + H, *dxn = dxz + H;
+    float *dhr = f->ws.dgh + row * 3 * H, *dhz = dhr + H, *dhn = dhz + H;
+    for (int64_t j = 0; j < H; j++) {
+        const float dht = dh_out[j] + dh[j];
+        const float dnp = dht * (1.0f - z[j]) * (1.0f - nn[j] * nn[j]);
+        const float drp = dnp * hn[j] * r[j] * (1.0f - r[j]);
+        const float dzp = dht * (hprev[j] - nn[j]) * z[j] * (1.0f - z[j]);
+        dxr[j] = dhr[j] = drp;
+        dxz[j] = dhz[j] = dzp;
+        dxn[j] = dnp;
+        dhn[j] = dnp * r[j];
+        dh[j] = dht * z[j];
+    }
+}
+
+static void rnn_row_backward(const rnn_fwd *f, const float *dout, int64_t b, int64_t t) {
+    const int64_t H = f->a.H, row = b * f->a.T + t;
+    const float *h = f->out + row * H, *dh_out = dout + row * H, *dh = f->ws.dh + b * H;
+    float *dg = f->ws.dgx + row * H;
+    for (int64_t j = 0; j < H; j++) dg[j] = (dh_out[j] + dh[j]) * (1.0f - h[j] * h[j]);
+}
+
+/* db[j] += sum over rows of m[r, j]; columns in blocks of 64 across the threads. */
+static void add_colsum(float *db, const float *m, int64_t rows, int64_t cols) {
+    const int64_t blocks = (cols + 63) / 64;
+    PARALLEL_FOR(rows * cols >= PAR_MIN && blocks > 1, blk, blocks, {
+        const int64_t j0 = blk * 64, w = cols - j0 < 64 ? cols - j0 : 64;
+        float acc[64] = {0};
+        for (int64_t r = 0; r < rows; r++) {
+            const float *mr = m + r * cols + j0;
+            for (int64_t j = 0; j < w; j++) acc[j] += mr[j];
+        }
+        for (int64_t j = 0; j < w; j++) db[j0 + j] += acc[j];
+    });
+}
+
+static void rnn_backward(magna_graph *g, magna_node *n) {
+    rnn_fwd f = {.a = args_of(n), .out = fval(n)};
+    const rnn_args *a = &f.a;
+    ws_layout(a, (float *)g->workspace, &f.ws);
+    memset(f.ws.zeros, 0, (size_t)a->H * sizeof(float));
+    const int64_t B = a->B, T = a->T, H = a->H, G = a->G, BT = B * T;
+    if (a->cell == CELL_RNN) {
+        f.gates = f.out;
+    } else {
+        f.gates = (float *)n->saved;
+        f.aux = f.gates + round16(BT * G);
+    }
+    if (a->cell != CELL_GRU) f.ws.dgh = f.ws.dgx; /* the same pre-activations feed W_ih and W_hh */
+    const float *dout = n->grad, *w_hh = fval(a->w_hh);
+    memset(f.ws.dh, 0, (size_t)(B * H) * sizeof(float));
+    if (f.ws.dc) memset(f.ws.dc, 0, (size_t)(B * H) * sizeof(float));
+    const bool par = B > 1 && B * G >= 4096;
+    for (int64_t t = T - 1; t >= 0; t--) {
+        switch (a->cell) {
+        case CELL_LSTM: PARALLEL_FOR(par, b, B, lstm_row_backward(&f, dout, b, t);); break;
+        case CELL_GRU: PARALLEL_FOR(par, b, B, gru_row_backward(&f, dout, b, t);); break;
+        case CELL_RNN: PARALLEL_FOR(par, b, B, rnn_row_backward(&f, dout, b, t);); break;
+        }
+        /* dh_{t-1} = dG_t W_hh^T (+ the GRU's direct path, already in dh) */
+        if (t > 0 || (a->h0 && a->h0->grad))
+            magna_sgemm(false, true, (int)B, (int)H, (int)G, 1.0f, f.ws.dgh + t * G, (int)(T * G), w_hh, (int)G,
+                        a->cell == CELL_GRU ? 1.0f : 0.0f, f.ws.dh, (int)H);
+    }
+    if (a->h0 && a->h0->grad) {
+        float *d = a->h0->grad;
+        const float *dh = f.ws.dh;
+        PARALLEL_FOR(B * H >= PAR_MIN, i, B * H, d[i] += dh[i];);
+    }
+    if (a->c0 && a->c0->grad) {
+        float *d = a->c0->grad;
+        const float *dc = f.ws.dc;
+        PARALLEL_FOR(B * H >= PAR_MIN, i, B * H, d[i] += dc[i];);
+    }
+    /* the big products over all B*T rows */
+    if (a->w_ih->grad)
+        magna_sgemm(true, false, (int)a->I, (int)G, (int)BT, 1.0f, fval(a->x), (int)a->I, f.ws.dgx, (int)G, 1.0f,
+                    a->w_ih->grad, (int)G);
+    if (a->x->grad)
+        magna_sgemm(false, true, (int)BT, (int)a->I, (int)G, 1.0f, f.ws.dgx, (int)G, fval(a->w_ih), (int)G, 1.0f,
+                    a->x->grad, (int)a->I);
+    if (a->w_hh->grad) {
+        float *hprev = f.ws.hprev;
+        const rnn_fwd *fp = &f;
+        PARALLEL_FOR(BT * H >= PAR_MIN, r, BT,
+                     memcpy(hprev + r * H, prev_state(fp, r / T, r % T, 0), (size_t)H * sizeof(float)););
+        magna_sgemm(true, false, (int)H, (int)G, (int)BT, 1.0f, hprev, (int)H, f.ws.dgh, (int)G, 1.0f, a->w_hh->grad,
+                    (int)G);
+    }
+    if (a->b_ih && a->b_ih->grad) add_colsum(a->b_ih->grad, f.ws.dgx, BT, G);
+    if (a->b_hh && a->b_hh->grad) add_colsum(a->b_hh->grad, f.ws.dgh, BT, G);
+}
+
+const magna_op_def op_def_lstm = {"lstm", OPF_BWD_INPUTS | OPF_BWD_OUTPUT, rnn_infer, rnn_forward, rnn_backward};
+const magna_op_def op_def_gru = {"gru", OPF_BWD_INPUTS | OPF_BWD_OUTPUT, rnn_infer, rnn_forward, rnn_backward};
+const magna_op_def op_def_rnn = {"rnn_tanh", OPF_BWD_INPUTS | OPF_BWD_OUTPUT, rnn_infer, rnn_forward, rnn_backward};
+
+/* ---- builders ------------------------------------------------------------------------------------ */
+
+static magna_node *rnn_node(magna_graph *g, op_id op, magna_node *x, magna_node *w_ih, magna_node *w_hh,
+                            magna_node *b_ih, magna_node *b_hh, magna_node *h0, magna_node *c0) {
+    if (!g) return NULL;
+    if ((b_ih == NULL) != (b_hh == NULL)) {
+        graph_error(g, MAGNA_ERR_ARG, "%s: give both biases (b_ih and b_hh) or neither", magna_op_table[op]->name);
+        return NULL;
+    }
+    magna_node *in[7] = {x, w_ih, w_hh};
+    int k = 3;
+    if (b_ih) in[k++] = b_ih, in[k++] = b_hh;
+    if (h0) in[k++] = h0;
+    if (c0) in[k++] = c0;
+    const int64_t ip[3] = {b_ih != NULL, h0 != NULL, c0 != NULL};
+    return graph_add_node(g, op, k, in, ip, 3, NULL, 0);
+}
+
+magna_node *magna_lstm(magna_graph *g, magna_node *x, magna_node *w_ih, magna_node *w_hh, magna_node *b_ih,
+                       magna_node *b_hh, magna_node *h0, magna_node *c0) {
+    return rnn_node(g, OP_LSTM, x, w_ih, w_hh, b_ih, b_hh, h0, c0);
+}
+
+magna_node *magna_gru(magna_graph *g, magna_node *x, magna_node *w_ih, magna_node *w_hh, magna_node *b_ih,
+                      magna_node *b_hh, magna_node *h0) {
+    return rnn_node(g, OP_GRU, x, w_ih, w_hh, b_ih, b_hh, h0, NULL);
+}
+
+magna_node *magna_rnn_tanh(magna_graph *g, magna_node *x, magna_node *w_ih, magna_node *w_hh, magna_node *b_ih,
+                           magna_node *b_hh, magna_node *h0) {
+    return rnn_node(g, OP_RNN, x, w_ih, w_hh, b_ih, b_hh, h0, NULL);
+}
+
+static bool is_recurrent(magna_graph *g, magna_node *out, const char *what) {
+    if (!g || !out) return false;
+    if (out->kind != NODE_OP || (out->op != OP_LSTM && out->op != OP_GRU && out->op != OP_RNN)) {
+        graph_error(g, MAGNA_ERR_ARG, "%s: '%s' is not the output of lstm, gru or rnn_tanh", what, out->name);
+        return false;
+    }
+    return true;
+}
+
+/* [B, T, 2, H] -> [B, T, H] (slice of h, then a view); GRU and RNN outputs already are the sequence. */
+magna_node *magna_rnn_sequence(magna_graph *g, magna_node *out) {
+    if (!is_recurrent(g, out, "rnn_sequence")) return NULL;
+    if (out->op != OP_LSTM) return out;
+    return magna_reshape(g, magna_slice(g, out, 2, 0, 1, 1), 3, (int64_t[]){-1, out->shape[1], out->shape[3]});
+}
+
+/* The last step's h (which = 0) or c (1): one slice of the output seen as [B, T * S * H]. */
+static magna_node *final_state(magna_graph *g, magna_node *out, int which) {
+    const int64_t T = out->shape[1], H = out->shape[out->ndim - 1], S = out->op == OP_LSTM ? 2 : 1;
+    const int64_t start = ((T - 1) * S + which) * H;
+    return magna_slice(g, magna_reshape(g, out, 2, (int64_t[]){-1, T * S * H}), 1, start, start + H, 1);
+}
+
+magna_node *magna_rnn_final_h(magna_graph *g, magna_node *out) {
+    if (!is_recurrent(g, out, "rnn_final_h")) return NULL;
+    return final_state(g, out, 0);
+}
+
+magna_node *magna_rnn_final_c(magna_graph *g, magna_node *out) {
+    if (!is_recurrent(g, out, "rnn_final_c")) return NULL;
+    if (out->op != OP_LSTM) {
+        graph_error(g, MAGNA_ERR_ARG, "rnn_final_c: '%s' is not an LSTM's output (only an LSTM has a cell state)",
+                    out->name);
+        return NULL;
+    }
+    return final_state(g, out, 1);
+}
