@@ -18,8 +18,10 @@
  * allocates. */
 #include "common.h"
 
+#include <immintrin.h>
 #include <limits.h>
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 typedef enum cell { CELL_LSTM, CELL_GRU, CELL_RNN } cell;
@@ -48,11 +50,17 @@ static rnn_args args_of(const magna_node *n) {
 
 static size_t round16(int64_t floats) { return ((size_t)floats + 15) & ~(size_t)15; }
 
+/* The step products' blocks (see step_product): panels of 32 columns, blocks of 8 rows. */
+enum { SP_NR = 32, SP_MR = 8 };
+
+static size_t packed_b_floats(int64_t k, int64_t n) { return (size_t)((n + SP_NR - 1) / SP_NR) * SP_NR * (size_t)k; }
+static size_t packed_a_floats(int64_t m, int64_t k) { return (size_t)((m + SP_MR - 1) / SP_MR) * SP_MR * (size_t)k; }
+
 /* Workspace, in floats: a row of zeros (h_{-1}, c_{-1} when no initial state is given), then forward's
  * h_{t-1} W_hh rows (GRU) or backward's dG of every step (x side, and the h side for GRU, whose n gate
- * differs), h_{t-1} of every step, and the carried dh and dc. */
+ * differs), h_{t-1} of every step, and the carried dh and dc. The step products' packed operands come first. */
 typedef struct rnn_ws {
-    float *zeros, *hproj, *dgx, *dgh, *hprev, *dh, *dc;
+    float *zeros, *hproj, *dgx, *dgh, *hprev, *dh, *dc, *wpack, *apack;
 } rnn_ws;
 
 static size_t ws_layout(const rnn_args *a, float *base, rnn_ws *w) {
@@ -63,6 +71,9 @@ static size_t ws_layout(const rnn_args *a, float *base, rnn_ws *w) {
         off += round16(floats);                                                                                      \
     } while (0)
     TAKE(zeros, a->H);
+    /* the packed weight and rows of the step products: [H, G] forward, [G, H] backward, same size */
+    TAKE(wpack, (int64_t)packed_b_floats(a->G, a->G > a->H ? a->G : a->H));
+    TAKE(apack, (int64_t)packed_a_floats(a->B, a->G));
     const size_t fwd_start = off;
     TAKE(hproj, a->cell == CELL_GRU ? a->B * a->G : 0);
     const size_t fwd = off;
@@ -123,6 +134,10 @@ static magna_status rnn_infer(magna_graph *g, magna_node *n) {
     return MAGNA_OK;
 }
 
+/* The row loops below are compiled for AVX-512 and AVX2 too, picked at load time: the build targets
+ * x86-64-v2, and at that width the gate math of backward took a tenth of the layer's time. */
+#define ROW_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+
 /* ---- activations, in place and vectorised through magna_vexp ------------------------------------- */
 
 static void sigmoid_inplace(float *v, int64_t n) {
@@ -137,6 +152,134 @@ static void tanh_inplace(float *v, int64_t n) {
     for (int64_t j = 0; j < n; j++) v[j] = -2.0f * v[j];
     magna_vexp(v, v, n);
     for (int64_t j = 0; j < n; j++) v[j] = 2.0f / (1.0f + v[j]) - 1.0f;
+}
+
+
+/* ---- the per-step product ------------------------------------------------------------------------ */
+
+/* Each step multiplies B rows by W_hh (forward) or W_hh^T (backward), T times over the same weight.
+ * OpenBLAS packs the whole [H, G*H] weight into its own layout on every call, a quarter of the layer's
+ * time at H = 256; here the weight is packed once per forward or backward, into panels of 32 columns
+ * (each panel k rows of 32 contiguous floats), and each step packs only its few rows of A (8 rows
+ * interleaved per k). The kernel keeps an 8 x 32 block of C in 16 AVX-512 registers: per k, one
+ * broadcast per row and two aligned loads of the panel. CPUs without AVX-512 take magna_sgemm. */
+#define T512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
+
+/* dst = op(W) [k, n] in panels, where op(W)[p, j] = w[p * ldw + j], or w[j * ldw + p] when transposed. */
+static void pack_b(int k, int n, const float *w, int ldw, bool transposed, float *dst) {
+    const int panels = (n + SP_NR - 1) / SP_NR;
+    PARALLEL_FOR((int64_t)k * n >= PAR_MIN && panels > 1, pn, panels, {
+        float *d = dst + (size_t)pn * k * SP_NR;
+        const int j0 = (int)pn * SP_NR, w_cols = n - j0 < SP_NR ? n - j0 : SP_NR;
+        for (int p = 0; p < k; p++) {
+            for (int jj = 0; jj < w_cols; jj++)
+                d[(size_t)p * SP_NR + jj] = transposed ? w[(size_t)(j0 + jj) * ldw + p] : w[(size_t)p * ldw + j0 + jj];
+            for (int jj = w_cols; jj < SP_NR; jj++) d[(size_t)p * SP_NR + jj] = 0.0f;
+        }
+    });
+}
+
+/* dst[blk][p][r] = a[(blk * 8 + r) * lda + p], zero past row m. */
+static void pack_a(int m, int k, const float *a, int lda, float *dst) {
+    for (int i0 = 0; i0 < m; i0 += SP_MR) {
+        float *d = dst + (size_t)i0 * k;
+        for (int r = 0; r < SP_MR; r++) {
+            if (i0 + r < m) {
+                const float *ar = a + (size_t)(i0 + r) * lda;
+                for (int p = 0; p < k; p++) d[(size_t)p * SP_MR + r] = ar[p];
+            } else {
+                for (int p = 0; p < k; p++) d[(size_t)p * SP_MR + r] = 0.0f;
+            }
+        }
+    }
+}
+
+/* C[rows, 32 masked] += A B over k, from packed A (8 per k) and a packed panel (32 per k). All 8 rows are
+ * computed (packed A is zero past the last row) in 16 named accumulators, which GCC keeps in registers
+ * (an array of them it kept in memory); only `rows` are loaded and stored. */
+#define SP_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+T512 static void step_block(int rows, int k, const float *ap, const float *bp, float *c, int ldc, __mmask16 m0,
+                            __mmask16 m1) {
+#define SP_DECL(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = _mm512_setzero_ps();
+    SP_ROWS(SP_DECL)
+#define SP_LOAD(r)                                                                                                   \
+    if (r < rows) {                                                                                                  \
+        c##r##0 = _mm512_maskz_loadu_ps(m0, c + (size_t)r * ldc);                                                    \
+        c##r##1 = _mm512_maskz_loadu_ps(m1, c + (size_t)r * ldc + 16);                                               \
+    }
+    SP_ROWS(SP_LOAD)
+    for (int p = 0; p < k; p++) {
+        const __m512 b0 = _mm512_load_ps(bp + (size_t)p * SP_NR), b1 = _mm512_load_ps(bp + (size_t)p * SP_NR + 16);
+        const float *a = ap + (size_t)p * SP_MR;
+#define SP_FMA(r)                                                                                                    \
+    {                                                                                                                \
+        const __m512 av = _mm512_set1_ps(a[r]);                                                                      \
+        c##r##0 = _mm512_fmadd_ps(av, b0, c##r##0);                                                                  \
+        c##r##1 = _mm512_fmadd_ps(av, b1, c##r##1);                                                                  \
+    }
+        SP_ROWS(SP_FMA)
+    }
+#define SP_STORE(r)                                                                                                  \
+    if (r < rows) {                                                                                                  \
+        _mm512_mask_storeu_ps(c + (size_t)r * ldc, m0, c##r##0);                                                     \
+        _mm512_mask_storeu_ps(c + (size_t)r * ldc + 16, m1, c##r##1);                                                \
+    }
+    SP_ROWS(SP_STORE)
+#undef SP_DECL
+#undef SP_LOAD
+#undef SP_FMA
+#undef SP_STORE
+}
+
+/* C[m, columns j0..j1) += A B, over whole panels (j0 a multiple of 32). */
+T512 static void step_gemm_512(int m, int n, int k, const float *ap, const float *bp, float *c, int ldc, int j0,
+                               int j1) {
+    for (; j0 < j1; j0 += SP_NR) {
+        const int w = n - j0;
+        const __mmask16 m0 = w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << w) - 1);
+        const __mmask16 m1 = w >= 32 ? (__mmask16)0xFFFF : w > 16 ? (__mmask16)((1u << (w - 16)) - 1) : 0;
+        const float *panel = bp + (size_t)j0 * k;
+        for (int i0 = 0; i0 < m; i0 += SP_MR)
+            step_block(m - i0 < SP_MR ? m - i0 : SP_MR, k, ap + (size_t)i0 * k, panel, c + (size_t)i0 * ldc + j0, ldc,
+                       m0, m1);
+    }
+}
+
+static bool have_avx512(void) {
+    static int have = -1; /* every thread computes the same value: a race is harmless */
+    if (have < 0) {
+        __builtin_cpu_init();
+        have = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+    }
+    return have;
+}
+
+/* C[m, n] += A[m, k] op(W)[k, n] with op(W) packed by pack_b into bp; A packed into ap (scratch). The
+ * columns are split across the threads in whole panels. */
+static void step_product(int m, int n, int k, const float *a, int lda, const float *bp, float *ap, float *c,
+                         int ldc) {
+    pack_a(m, k, a, lda, ap);
+    const int panels = (n + SP_NR - 1) / SP_NR;
+    if (panels > 1 && (double)m * n * k >= 65536.0 && omp_get_max_threads() > 1) {
+#pragma omp parallel
+        {
+            const int t = omp_get_thread_num(), nt = omp_get_num_threads(), per = (panels + nt - 1) / nt;
+            const int j0 = t * per * SP_NR, j1 = (t + 1) * per * SP_NR < n ? (t + 1) * per * SP_NR : n;
+            if (j0 < j1) step_gemm_512(m, n, k, ap, bp, c, ldc, j0, j1);
+        }
+    } else {
+        step_gemm_512(m, n, k, ap, bp, c, ldc, 0, n);
+    }
+}
+
+/* C[m, n] += A op(W_hh): op is the transpose in backward. fast: W_hh already packed into ws->wpack. */
+static void step_mul(const rnn_ws *ws, bool fast, int m, int n, int k, const float *a, int lda, const float *w_hh,
+                     int G, bool transposed, float *c, int ldc) {
+    if (fast)
+        step_product(m, n, k, a, lda, ws->wpack, ws->apack, c, ldc);
+    else
+        magna_sgemm(false, transposed, m, n, k, 1.0f, a, lda, w_hh, G, 1.0f, c, ldc);
 }
 
 /* ---- forward ------------------------------------------------------------------------------------- */
@@ -158,7 +301,7 @@ static const float *prev_state(const rnn_fwd *f, int64_t b, int64_t t, int which
     return s ? fval(s) + b * a->H : f->ws.zeros;
 }
 
-static void lstm_row_forward(const rnn_fwd *f, int64_t b, int64_t t) {
+ROW_CLONES static void lstm_row_forward(const rnn_fwd *f, int64_t b, int64_t t) {
     const int64_t H = f->a.H, row = b * f->a.T + t;
     float *gi = f->gates + row * 4 * H, *gf = gi + H, *gg = gf + H, *go = gg + H;
     sigmoid_inplace(gi, 2 * H);
@@ -172,7 +315,7 @@ static void lstm_row_forward(const rnn_fwd *f, int64_t b, int64_t t) {
 }
 
 /* gates hold x W_ih + b_ih (+ b_hh for r and z); hp is h_{t-1} W_hh for this row. */
-static void gru_row_forward(const rnn_fwd *f, int64_t b, int64_t t, const float *b_hn) {
+ROW_CLONES static void gru_row_forward(const rnn_fwd *f, int64_t b, int64_t t, const float *b_hn) {
     const int64_t H = f->a.H, row = b * f->a.T + t;
     float *r = f->gates + row * 3 * H, *z = r + H, *nn = z + H, *hn = f->aux + row * H;
     const float *hp = f->ws.hproj + b * 3 * H;
@@ -215,23 +358,21 @@ static magna_status rnn_forward(magna_graph *g, magna_node *n) {
     }
     const float *w_hh = fval(a->w_hh), *b_hn = a->b_hh && a->cell == CELL_GRU ? fval(a->b_hh) + 2 * H : NULL;
     const int ldo = (int)(a->cell == CELL_LSTM ? T * 2 * H : T * H); /* h row stride in the output */
-    const bool par = B > 1 && B * G >= 4096;
+    const bool par = B > 1 && B * G >= 4096, fast = have_avx512();
+    if (fast) pack_b((int)H, (int)G, w_hh, (int)G, false, f.ws.wpack);
     for (int64_t t = 0; t < T; t++) {
         const bool has_prev = t > 0 || a->h0;
         const float *hprev = t > 0 ? (a->cell == CELL_LSTM ? f.out + (t - 1) * 2 * H : f.out + (t - 1) * H)
                                    : (a->h0 ? fval(a->h0) : NULL);
         const int ldh = t > 0 ? ldo : (int)H;
         if (a->cell == CELL_GRU) {
-            if (has_prev)
-                magna_sgemm(false, false, (int)B, (int)G, (int)H, 1.0f, hprev, ldh, w_hh, (int)G, 0.0f, f.ws.hproj,
-                            (int)G);
-            else
-                memset(f.ws.hproj, 0, (size_t)(B * G) * sizeof(float));
+            memset(f.ws.hproj, 0, (size_t)(B * G) * sizeof(float));
+            if (has_prev) step_mul(&f.ws, fast, (int)B, (int)G, (int)H, hprev, ldh, w_hh, (int)G, false, f.ws.hproj, (int)G);
             PARALLEL_FOR(par, b, B, gru_row_forward(&f, b, t, b_hn););
         } else {
             if (has_prev)
-                magna_sgemm(false, false, (int)B, (int)G, (int)H, 1.0f, hprev, ldh, w_hh, (int)G, 1.0f,
-                            f.gates + t * G, (int)(T * G));
+                step_mul(&f.ws, fast, (int)B, (int)G, (int)H, hprev, ldh, w_hh, (int)G, false, f.gates + t * G,
+                         (int)(T * G));
             if (a->cell == CELL_LSTM) {
                 PARALLEL_FOR(par, b, B, lstm_row_forward(&f, b, t););
             } else {
@@ -246,12 +387,13 @@ static magna_status rnn_forward(magna_graph *g, magna_node *n) {
 /* ---- backward ------------------------------------------------------------------------------------ */
 
 /* dh_tot = dout_h + dh (carried from step t+1); writes this row's dG and the carries to step t-1. */
-static void lstm_row_backward(const rnn_fwd *f, const float *dout, int64_t b, int64_t t) {
+ROW_CLONES static void lstm_row_backward(const rnn_fwd *f, const float *dout, int64_t b, int64_t t) {
     const int64_t H = f->a.H, row = b * f->a.T + t;
-    const float *gi = f->gates + row * 4 * H, *gf = gi + H, *gg = gf + H, *go = gg + H, *tc = f->aux + row * H;
-    const float *dh_out = dout + row * 2 * H, *dc_out = dh_out + H, *cp = prev_state(f, b, t, 1);
-    float *dh = f->ws.dh + b * H, *dc = f->ws.dc + b * H;
-    float *di = f->ws.dgx + row * 4 * H, *df = di + H, *dg = df + H, *dO = dg + H;
+    const float *restrict gi = f->gates + row * 4 * H, *restrict gf = gi + H, *restrict gg = gf + H;
+    const float *restrict go = gg + H, *restrict tc = f->aux + row * H, *restrict cp = prev_state(f, b, t, 1);
+    const float *restrict dh_out = dout + row * 2 * H, *restrict dc_out = dh_out + H, *restrict dh = f->ws.dh + b * H;
+    float *restrict dc = f->ws.dc + b * H, *restrict di = f->ws.dgx + row * 4 * H, *restrict df = di + H;
+    float *restrict dg = df + H, *restrict dO = dg + H;
     for (int64_t j = 0; j < H; j++) {
         const float dht = dh_out[j] + dh[j];
         const float dct = dc_out[j] + dc[j] + dht * go[j] * (1.0f - tc[j] * tc[j]);
@@ -265,13 +407,14 @@ static void lstm_row_backward(const rnn_fwd *f, const float *dout, int64_t b, in
 
 /* h = (1 - z) n + z h_{t-1}, n = tanh(x_n + r hn). dh is left holding z dh_tot, the direct path to
  * h_{t-1}; the GEMM through W_hh adds the rest. */
-static void gru_row_backward(const rnn_fwd *f, const float *dout, int64_t b, int64_t t) {
+ROW_CLONES static void gru_row_backward(const rnn_fwd *f, const float *dout, int64_t b, int64_t t) {
     const int64_t H = f->a.H, row = b * f->a.T + t;
-    const float *r = f->gates + row * 3 * H, *z = r + H, *nn = z + H, *hn = f->aux + row * H;
-    const float *hprev = prev_state(f, b, t, 0), *dh_out = dout + row * H;
-    float *dh = f->ws.dh + b * H;
-    float *dxr = f->ws.dgx + row * 3 * H, *dxz = dxr + H, *dxn = dxz + H;
-    float *dhr = f->ws.dgh + row * 3 * H, *dhz = dhr + H, *dhn = dhz + H;
+    const float *restrict r = f->gates + row * 3 * H, *restrict z = r + H, *restrict nn = z + H;
+    const float *restrict hn = f->aux + row * H, *restrict hprev = prev_state(f, b, t, 0);
+    const float *restrict dh_out = dout + row * H;
+    float *restrict dh = f->ws.dh + b * H, *restrict dxr = f->ws.dgx + row * 3 * H, *restrict dxz = dxr + H;
+    float *restrict dxn = dxz + H, *restrict dhr = f->ws.dgh + row * 3 * H, *restrict dhz = dhr + H;
+    float *restrict dhn = dhz + H;
     for (int64_t j = 0; j < H; j++) {
         const float dht = dh_out[j] + dh[j];
         const float dnp = dht * (1.0f - z[j]) * (1.0f - nn[j] * nn[j]);
@@ -285,7 +428,7 @@ static void gru_row_backward(const rnn_fwd *f, const float *dout, int64_t b, int
     }
 }
 
-static void rnn_row_backward(const rnn_fwd *f, const float *dout, int64_t b, int64_t t) {
+ROW_CLONES static void rnn_row_backward(const rnn_fwd *f, const float *dout, int64_t b, int64_t t) {
     const int64_t H = f->a.H, row = b * f->a.T + t;
     const float *h = f->out + row * H, *dh_out = dout + row * H, *dh = f->ws.dh + b * H;
     float *dg = f->ws.dgx + row * H;
@@ -323,6 +466,9 @@ static void rnn_backward(magna_graph *g, magna_node *n) {
     memset(f.ws.dh, 0, (size_t)(B * H) * sizeof(float));
     if (f.ws.dc) memset(f.ws.dc, 0, (size_t)(B * H) * sizeof(float));
     const bool par = B > 1 && B * G >= 4096;
+    /* W_hh^T [G, H], packed once for every step's dh product */
+    const bool fast = have_avx512();
+    if (fast) pack_b((int)G, (int)H, w_hh, (int)G, true, f.ws.wpack);
     for (int64_t t = T - 1; t >= 0; t--) {
         switch (a->cell) {
         case CELL_LSTM: PARALLEL_FOR(par, b, B, lstm_row_backward(&f, dout, b, t);); break;
@@ -330,9 +476,10 @@ static void rnn_backward(magna_graph *g, magna_node *n) {
         case CELL_RNN: PARALLEL_FOR(par, b, B, rnn_row_backward(&f, dout, b, t);); break;
         }
         /* dh_{t-1} = dG_t W_hh^T (+ the GRU's direct path, already in dh) */
-        if (t > 0 || (a->h0 && a->h0->grad))
-            magna_sgemm(false, true, (int)B, (int)H, (int)G, 1.0f, f.ws.dgh + t * G, (int)(T * G), w_hh, (int)G,
-                        a->cell == CELL_GRU ? 1.0f : 0.0f, f.ws.dh, (int)H);
+        if (t == 0 && !(a->h0 && a->h0->grad)) continue;
+        if (a->cell != CELL_GRU) memset(f.ws.dh, 0, (size_t)(B * H) * sizeof(float));
+        step_mul(&f.ws, fast, (int)B, (int)H, (int)G, f.ws.dgh + t * G, (int)(T * G), w_hh, (int)G, true, f.ws.dh,
+                 (int)H);
     }
     if (a->h0 && a->h0->grad) {
         float *d = a->h0->grad;
