@@ -3,7 +3,7 @@
  *   - several steps at sizes that take the threaded paths, against a plain double-precision loop;
  *   - a sequence run in two halves, the second started from the first's final states, against one run,
  *     forward and gradients (gradients must flow into the final-state nodes);
- *   - error messages for bad shapes and arguments;
+ *   - error messages for bad shapes and arguments; a smaller last batch on the same plan;
  *   - learning: an LSTM and a GRU recall the token seen K steps earlier (loss from ln 8 to under 0.05).
  * Backward of every op is checked against finite differences in test_gradcheck (cases_recurrent.c). */
 #include "check.h"
@@ -283,6 +283,35 @@ static void test_recall(kind k) {
     magna_graph_free(g);
 }
 
+/* ---- a smaller last batch on the same plan ------------------------------------------------------- */
+
+/* A 2-layer LSTM layer with its final states kept, compiled at batch 5 and run at 3: the 3 rows come out
+ * as they did in the full batch (each row's recurrence is its own). */
+static void test_set_batch(void) {
+    enum { B = 5, T = 4, I = 3, H = 6 };
+    magna_graph *g = magna_graph_new(7);
+    magna_node *x = magna_input(g, "x", MAGNA_F32, 3, SHAPE(B, T, I));
+    magna_node *hf[2], *cf[2];
+    magna_node *seq = magna_layer_lstm(g, "lstm", x, H, (magna_recurrent_opts){.num_layers = 2, .h_final = hf,
+                                                                               .c_final = cf});
+    magna_node *keep[3] = {seq, hf[1], cf[0]};
+    for (int i = 0; i < 3; i++) magna_graph_keep(g, keep[i]);
+    CHECK(magna_graph_compile(g, NULL) == MAGNA_OK, "%s", magna_graph_errmsg(g));
+    fill_uniform(magna_node_data(x), B * T * I, 31, 1.0f);
+    magna_graph_forward(g);
+    float full[3][B * T * H];
+    for (int i = 0; i < 3; i++) memcpy(full[i], magna_node_data(keep[i]), (size_t)magna_node_numel(keep[i]) * 4);
+    CHECK(magna_graph_set_batch(g, 3) == MAGNA_OK, "%s", magna_graph_errmsg(g));
+    CHECK(magna_node_shape(seq)[0] == 3 && magna_node_shape(hf[1])[0] == 3, "set_batch: shapes did not follow");
+    magna_graph_forward(g);
+    double worst = 0;
+    for (int i = 0; i < 3; i++)
+        for (int64_t j = 0; j < magna_node_numel(keep[i]); j++)
+            worst = fmax(worst, fabs(magna_node_data(keep[i])[j] - full[i][j]));
+    CHECK(magna_node_numel(seq) == 3 * T * H && worst < 1e-6, "set_batch: rows differ by %.3g", worst);
+    magna_graph_free(g);
+}
+
 int main(void) {
     magna_set_threads(2);
     test_one_step();
@@ -293,6 +322,7 @@ int main(void) {
         test_carried_state(k);
     }
     test_errors();
+    test_set_batch();
     test_recall(K_LSTM);
     test_recall(K_GRU);
     return check_finish("test_recurrent");

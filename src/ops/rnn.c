@@ -22,6 +22,7 @@
 #include <limits.h>
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef enum cell { CELL_LSTM, CELL_GRU, CELL_RNN } cell;
@@ -162,7 +163,8 @@ static void tanh_inplace(float *v, int64_t n) {
  * time at H = 256; here the weight is packed once per forward or backward, into panels of 32 columns
  * (each panel k rows of 32 contiguous floats), and each step packs only its few rows of A (8 rows
  * interleaved per k). The kernel keeps an 8 x 32 block of C in 16 AVX-512 registers: per k, one
- * broadcast per row and two aligned loads of the panel. CPUs without AVX-512 take magna_sgemm. */
+ * broadcast per row and two aligned loads of the panel. CPUs without AVX-512 take magna_sgemm
+ * (MAGNA_RNN_STEP=sgemm forces that path, for tests). */
 #define T512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
 
 /* dst = op(W) [k, n] in panels, where op(W)[p, j] = w[p * ldw + j], or w[j * ldw + p] when transposed. */
@@ -245,12 +247,16 @@ T512 static void step_gemm_512(int m, int n, int k, const float *ap, const float
     }
 }
 
+/* The kernel when the CPU has AVX-512, unless MAGNA_RNN_STEP=sgemm asks for magna_sgemm (the path other CPUs
+ * take, so the tests can run it here too). */
 static bool have_avx512(void) {
     static int have = -1; /* every thread computes the same value: a race is harmless */
     if (have < 0) {
+        const char *env = getenv("MAGNA_RNN_STEP");
         __builtin_cpu_init();
-        have = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+        have = !(env && strcmp(env, "sgemm") == 0) && __builtin_cpu_supports("avx512f") &&
+               __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl");
     }
     return have;
 }
