@@ -3,7 +3,8 @@
  * Inputs, in order: x [B, T, I], w_ih [I, G*H], w_hh [H, G*H], then optionally b_ih and b_hh [G*H] (both
  * or neither: PyTorch's two biases, which GRU needs apart), h0 [B, H], c0 [B, H] (LSTM). G is the number
  * of gates, in PyTorch's order: LSTM i, f, g, o (4); GRU r, z, n (3), with r applied to (W_hn h + b_hn);
- * the RNN 1. ip: [0] has biases, [1] has h0, [2] has c0.
+ * the RNN 1. ip: [0] has biases, [1] has h0, [2] has c0; [3] the threads backward's bias sums have scratch
+ * for (set by infer, never raised after compile: the workspace is planned by then).
  *
  * Output: the LSTM's is [B, T, 2, H], h and c of every step side by side; the GRU's and RNN's [B, T, H],
  * the h of every step. The final states are slices of it (magna_rnn_final_h / _c), so gradients from the
@@ -33,6 +34,7 @@ static int gates_of(cell c) { return c == CELL_LSTM ? 4 : c == CELL_GRU ? 3 : 1;
 /* Everything forward and backward need, read off the node. */
 typedef struct rnn_args {
     cell cell;
+    int threads; /* bias-sum partials in the workspace */
     int64_t B, T, I, H, G; /* G = gates * H, the width of a gate row */
     magna_node *x, *w_ih, *w_hh, *b_ih, *b_hh, *h0, *c0;
 } rnn_args;
@@ -46,6 +48,7 @@ static rnn_args args_of(const magna_node *n) {
     if (n->ip[2]) a.c0 = n->in[k++];
     a.B = a.x->shape[0], a.T = a.x->shape[1], a.I = a.x->shape[2];
     a.H = a.w_hh->shape[0], a.G = gates_of(a.cell) * a.H;
+    a.threads = n->ip[3] > 0 ? (int)n->ip[3] : 1;
     return a;
 }
 
@@ -61,7 +64,7 @@ static size_t packed_a_floats(int64_t m, int64_t k) { return (size_t)((m + SP_MR
  * h_{t-1} W_hh rows (GRU) or backward's dG of every step (x side, and the h side for GRU, whose n gate
  * differs), h_{t-1} of every step, and the carried dh and dc. The step products' packed operands come first. */
 typedef struct rnn_ws {
-    float *zeros, *hproj, *dgx, *dgh, *hprev, *dh, *dc, *wpack, *apack;
+    float *zeros, *hproj, *dgx, *dgh, *hprev, *dh, *dc, *wpack, *apack, *colsum;
 } rnn_ws;
 
 static size_t ws_layout(const rnn_args *a, float *base, rnn_ws *w) {
@@ -84,6 +87,7 @@ static size_t ws_layout(const rnn_args *a, float *base, rnn_ws *w) {
     TAKE(hprev, a->B * a->T * a->H);
     TAKE(dh, a->B * a->H);
     TAKE(dc, a->cell == CELL_LSTM ? a->B * a->H : 0);
+    TAKE(colsum, (a->threads + 1) * a->G);
 #undef TAKE
     return off > fwd ? off : fwd;
 }
@@ -131,7 +135,11 @@ static magna_status rnn_infer(magna_graph *g, magna_node *n) {
         node_set_shape(n, 3, (int64_t[]){a.B, a.T, a.H});
     n->dtype = MAGNA_F32;
     n->saved_bytes = saved_floats(&a) * sizeof(float);
-    n->workspace_bytes = ws_layout(&a, NULL, NULL) * sizeof(float);
+    int threads = omp_get_max_threads();
+    if (g->compiled && threads > n->ip[3]) threads = (int)n->ip[3];
+    n->ip[3] = threads;
+    const rnn_args sized = args_of(n);
+    n->workspace_bytes = ws_layout(&sized, NULL, NULL) * sizeof(float);
     return MAGNA_OK;
 }
 
@@ -441,18 +449,38 @@ ROW_CLONES static void rnn_row_backward(const rnn_fwd *f, const float *dout, int
     for (int64_t j = 0; j < H; j++) dg[j] = (dh_out[j] + dh[j]) * (1.0f - h[j] * h[j]);
 }
 
-/* db[j] += sum over rows of m[r, j]; columns in blocks of 64 across the threads. */
-static void add_colsum(float *db, const float *m, int64_t rows, int64_t cols) {
-    const int64_t blocks = (cols + 63) / 64;
-    PARALLEL_FOR(rows * cols >= PAR_MIN && blocks > 1, blk, blocks, {
-        const int64_t j0 = blk * 64, w = cols - j0 < 64 ? cols - j0 : 64;
-        float acc[64] = {0};
-        for (int64_t r = 0; r < rows; r++) {
-            const float *mr = m + r * cols + j0;
-            for (int64_t j = 0; j < w; j++) acc[j] += mr[j];
+/* sum[j] = sum over rows of m[r, j]: each thread sums a share of the rows into its own partial row
+ * (streaming whole rows, vectorised), then the partials are added. scratch holds a->threads rows. */
+static void column_sums(float *sum, const float *m, int64_t rows, int64_t cols, float *scratch, int threads) {
+    int used = 1;
+    if (threads > 1 && rows >= threads && rows * cols >= PAR_MIN && omp_get_max_threads() > 1) {
+#pragma omp parallel
+        {
+            const int t = omp_get_thread_num(), k = omp_get_num_threads() < threads ? omp_get_num_threads() : threads;
+            if (t == 0) used = k;
+            if (t < k) {
+                float *restrict acc = scratch + (size_t)t * cols;
+                memset(acc, 0, (size_t)cols * sizeof(float));
+                for (int64_t r = rows * t / k; r < rows * (t + 1) / k; r++) {
+                    const float *restrict mr = m + r * cols;
+                    for (int64_t j = 0; j < cols; j++) acc[j] += mr[j];
+                }
+            }
         }
-        for (int64_t j = 0; j < w; j++) db[j0 + j] += acc[j];
-    });
+    } else {
+        memset(scratch, 0, (size_t)cols * sizeof(float));
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t j = 0; j < cols; j++) scratch[j] += m[r * cols + j];
+    }
+    for (int64_t j = 0; j < cols; j++) {
+        float s = 0.0f;
+        for (int t = 0; t < used; t++) s += scratch[(size_t)t * cols + j];
+        sum[j] = s;
+    }
+}
+
+static void add_into(float *dst, const float *src, int64_t n) {
+    for (int64_t j = 0; j < n; j++) dst[j] += src[j];
 }
 
 static void rnn_backward(magna_graph *g, magna_node *n) {
@@ -512,8 +540,14 @@ static void rnn_backward(magna_graph *g, magna_node *n) {
         magna_sgemm(true, false, (int)H, (int)G, (int)BT, 1.0f, hprev, (int)H, f.ws.dgh, (int)G, 1.0f, a->w_hh->grad,
                     (int)G);
     }
-    if (a->b_ih && a->b_ih->grad) add_colsum(a->b_ih->grad, f.ws.dgx, BT, G);
-    if (a->b_hh && a->b_hh->grad) add_colsum(a->b_hh->grad, f.ws.dgh, BT, G);
+    /* the biases: column sums of dG (one sum serves both when the two sides share dG) */
+    if (!a->b_ih) return;
+    float *sum = f.ws.colsum + (size_t)a->threads * G;
+    const bool hh = a->b_hh->grad != NULL, ih = a->b_ih->grad != NULL;
+    if (ih || (hh && f.ws.dgh == f.ws.dgx)) column_sums(sum, f.ws.dgx, BT, G, f.ws.colsum, a->threads);
+    if (ih) add_into(a->b_ih->grad, sum, G);
+    if (hh && f.ws.dgh != f.ws.dgx) column_sums(sum, f.ws.dgh, BT, G, f.ws.colsum, a->threads);
+    if (hh) add_into(a->b_hh->grad, sum, G);
 }
 
 const magna_op_def op_def_lstm = {"lstm", OPF_BWD_INPUTS | OPF_BWD_OUTPUT, rnn_infer, rnn_forward, rnn_backward};
