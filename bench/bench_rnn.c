@@ -1,7 +1,9 @@
 /* bench_rnn.c — forward and forward + backward time of one fused recurrent layer at the char-LSTM bench's
- * size (B = 32, T = 128, I = 64, H = 256 unless given), and the GFLOP/s it implies.
+ * size (B = 32, T = 128, I = 64, H = 256 unless given), and the GFLOP/s it implies; or, with `char`, the
+ * whole training step of that character LSTM (vocabulary 65, embedding I, LSTM H, dense head,
+ * cross-entropy, Adam) in tokens/s, the figure bench/torch_char_lstm.py gives for PyTorch.
  *
- *   build/bench_rnn [lstm|gru|rnn] [B T I H] [--reps N]
+ *   build/bench_rnn [lstm|gru|rnn|char] [B T I H] [--reps N]
  *
  * x is a param, so backward computes dx as well (in a language model x is the embedding's output).
  * Backward is seeded with ones at the op's output through magna_graph_backward_seeded, so only the op is
@@ -26,22 +28,62 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* The character LSTM's training step: ids -> embedding [V, I] -> LSTM H -> dense V -> cross-entropy, Adam. */
+static int char_lstm(int64_t B, int64_t T, int64_t I, int64_t H, int reps) {
+    enum { V = 65 };
+    magna_graph *g = magna_graph_new(1);
+    magna_node *ids = magna_input(g, "ids", MAGNA_I32, 2, (int64_t[]){B, T});
+    magna_node *y = magna_input(g, "y", MAGNA_I32, 2, (int64_t[]){B, T});
+    magna_node *h = magna_layer_embedding(g, "emb", ids, V, I);
+    h = magna_layer_lstm(g, "lstm", h, H, (magna_recurrent_opts){0});
+    magna_node *loss = magna_cross_entropy(g, magna_layer_dense(g, "head", h, V, (magna_dense_opts){0}), y);
+    if (magna_graph_compile(g, loss) != MAGNA_OK) {
+        fprintf(stderr, "bench_rnn: %s\n", magna_graph_errmsg(g));
+        return 1;
+    }
+    magna_optimizer *opt = magna_optimizer_new(g, (magna_optimizer_opts){.kind = MAGNA_ADAM, .lr = 1e-3f}, NULL);
+    int32_t *id = magna_node_data_i32(ids), *lab = magna_node_data_i32(y);
+    for (int64_t i = 0; i < B * T; i++)
+        id[i] = (int32_t)(magna_rand_u64(1, 2, (uint64_t)i) % V), lab[i] = (int32_t)(magna_rand_u64(1, 3, (uint64_t)i) % V);
+    double *ms = malloc((size_t)reps * sizeof *ms);
+    for (int r = -2; r < reps; r++) {
+        const double t0 = now_s();
+        magna_graph_zero_grad(g);
+        magna_graph_forward(g);
+        magna_graph_backward(g);
+        magna_optimizer_step(opt);
+        if (r >= 0) ms[r] = 1e3 * (now_s() - t0);
+    }
+    qsort(ms, (size_t)reps, sizeof *ms, cmp_double);
+    printf("char lstm V=%d B=%lld T=%lld E=%lld H=%lld threads=%d: training step %.2f ms, %.0f tokens/s; median of %d "
+           "(loss %.4f)\n",
+           V, (long long)B, (long long)T, (long long)I, (long long)H, magna_get_threads(), ms[reps / 2],
+           (double)(B * T) / (ms[reps / 2] * 1e-3), reps, magna_node_data(loss)[0]);
+    free(ms);
+    magna_optimizer_free(opt);
+    magna_graph_free(g);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *kind = "lstm";
     int64_t dims[4] = {32, 128, 64, 256};
     int reps = 5, nd = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) reps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "lstm") || !strcmp(argv[i], "gru") || !strcmp(argv[i], "rnn")) kind = argv[i];
+        else if (!strcmp(argv[i], "lstm") || !strcmp(argv[i], "gru") || !strcmp(argv[i], "rnn") ||
+                 !strcmp(argv[i], "char"))
+            kind = argv[i];
         else if (nd < 4 && atoll(argv[i]) > 0) dims[nd++] = atoll(argv[i]);
         else {
-            fprintf(stderr, "usage: bench_rnn [lstm|gru|rnn] [B T I H] [--reps N]\n");
+            fprintf(stderr, "usage: bench_rnn [lstm|gru|rnn|char] [B T I H] [--reps N]\n");
             return 2;
         }
     }
     if (reps < 1 || reps > 100) reps = 5;
     printf("%s\n", magna_runtime_info());
     const int64_t B = dims[0], T = dims[1], I = dims[2], H = dims[3];
+    if (!strcmp(kind, "char")) return char_lstm(B, T, I, H, reps);
     const int64_t G = (!strcmp(kind, "lstm") ? 4 : !strcmp(kind, "gru") ? 3 : 1) * H;
     magna_graph *g = magna_graph_new(1);
     const float a = 1.0f / (float)H;

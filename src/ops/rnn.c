@@ -126,9 +126,9 @@ static magna_status rnn_infer(magna_graph *g, magna_node *n) {
         if (state[k] && (state[k]->ndim != 2 || state[k]->shape[0] != a.B || state[k]->shape[1] != a.H))
             return graph_error(g, MAGNA_ERR_SHAPE, "%s: %s must be [B, H] = [%lld, %lld], got %s", op, k ? "c0" : "h0",
                                (long long)a.B, (long long)a.H, shape_str(state[k], s1, sizeof s1));
-    if (a.B * a.T > INT_MAX || a.G > INT_MAX / 2 || a.I > INT_MAX)
-        return graph_error(g, MAGNA_ERR_SHAPE, "%s: x %s is too large (B*T, I and 4H must fit in an int)", op,
-                           shape_str(a.x, s1, sizeof s1));
+    if (a.B * a.T > INT_MAX || a.T * (a.G > 2 * a.H ? a.G : 2 * a.H) > INT_MAX || a.I > INT_MAX)
+        return graph_error(g, MAGNA_ERR_SHAPE, "%s: x %s is too large (B*T, T*%d*H and I must fit in an int)", op,
+                           shape_str(a.x, s1, sizeof s1), gates_of(a.cell));
     if (a.cell == CELL_LSTM)
         node_set_shape(n, 4, (int64_t[]){a.B, a.T, 2, a.H});
     else
