@@ -132,7 +132,8 @@ int main(void) {
         check_model("embedding, lstm, gru (specs)", m, 24, 1e-2, 1e-3, 2e-2);
         magna_model_free(m);
     }
-    { /* a stacked LSTM with initial states as inputs and both layers' final states in the head, and an RNN */
+    { /* a stacked LSTM (dropout between its layers) with initial states as inputs and both layers' final
+       * states in the head, and an RNN */
         enum { B = 2, T = 4, I = 3, H = 4 };
         magna_model *m = magna_model_new(25, B);
         magna_graph *g = magna_model_graph(m);
@@ -142,7 +143,8 @@ int main(void) {
         magna_node *hf[2], *cf[2];
         magna_node *seq = magna_layer_lstm(g, "lstm", x, H,
                                            (magna_recurrent_opts){.num_layers = 2, .h0 = h0, .c0 = c0,
-                                                                  .h_final = hf, .c_final = cf});
+                                                                  .h_final = hf, .c_final = cf,
+                                                                  .dropout = 0.25f});
         magna_node *r = magna_layer_rnn(g, "rnn", seq, 3, (magna_recurrent_opts){.return_last = true});
         magna_node *feat = magna_concat(g, 4, (magna_node *[]){hf[0], cf[0], cf[1], r}, 1);
         magna_model_set_output(m, magna_layer_dense(g, "head", feat, 3, (magna_dense_opts){0}));

@@ -2,7 +2,8 @@
  *   - one LSTM / GRU / RNN step against values worked out by hand;
  *   - several steps at sizes that take the threaded paths, against a plain double-precision loop;
  *   - a sequence run in two halves, the second started from the first's final states, against one run,
- *     forward and gradients (gradients must flow into the final-state nodes);
+ *     forward and gradients (gradients must flow into the final-state nodes); and one step at a time with
+ *     the states carried through inputs, as generation runs;
  *   - error messages for bad shapes and arguments; a smaller last batch on the same plan;
  *   - learning: an LSTM and a GRU recall the token seen K steps earlier (loss from ln 8 to under 0.05).
  * Backward of every op is checked against finite differences in test_gradcheck (cases_recurrent.c). */
@@ -312,6 +313,58 @@ static void test_set_batch(void) {
     magna_graph_free(g);
 }
 
+/* ---- generation: one step at a time, the state carried through inputs ----------------------------- */
+
+/* A 2-layer LSTM layer over T steps at once, against the same layer (same seed, so the same weights) built
+ * for T = 1 with h0 / c0 inputs, run T times with each step's final states copied into the next step's
+ * inputs, as a sampler does. */
+static void test_step_by_step(void) {
+    enum { B = 2, T = 5, I = 3, H = 4, L = 2 };
+    magna_graph *g = magna_graph_new(8);
+    magna_node *x = magna_input(g, "x", MAGNA_F32, 3, SHAPE(B, T, I));
+    magna_node *seq = magna_layer_lstm(g, "lstm", x, H, (magna_recurrent_opts){.num_layers = L});
+    magna_graph_keep(g, seq);
+    CHECK(magna_graph_compile(g, NULL) == MAGNA_OK, "%s", magna_graph_errmsg(g));
+    fill_uniform(magna_node_data(x), B * T * I, 41, 1.0f);
+    magna_graph_forward(g);
+
+    magna_graph *s = magna_graph_new(8);
+    magna_node *xs = magna_input(s, "x", MAGNA_F32, 3, SHAPE(B, 1, I));
+    magna_node *h0[L], *c0[L], *hf[L], *cf[L];
+    for (int l = 0; l < L; l++) {
+        char name[16];
+        snprintf(name, sizeof name, "h0_%d", l), h0[l] = magna_input(s, name, MAGNA_F32, 2, SHAPE(B, H));
+        snprintf(name, sizeof name, "c0_%d", l), c0[l] = magna_input(s, name, MAGNA_F32, 2, SHAPE(B, H));
+    }
+    magna_node *out = magna_layer_lstm(s, "lstm", xs, H, (magna_recurrent_opts){.num_layers = L, .h0 = h0, .c0 = c0,
+                                                                              .h_final = hf, .c_final = cf,
+                                                                              .return_last = true});
+    magna_graph_keep(s, out);
+    for (int l = 0; l < L; l++) magna_graph_keep(s, hf[l]), magna_graph_keep(s, cf[l]);
+    CHECK(magna_graph_compile(s, NULL) == MAGNA_OK, "%s", magna_graph_errmsg(s));
+    for (int l = 0; l < L; l++) {
+        memset(magna_node_data(h0[l]), 0, B * H * sizeof(float));
+        memset(magna_node_data(c0[l]), 0, B * H * sizeof(float));
+    }
+    double worst = 0;
+    for (int t = 0; t < T; t++) {
+        for (int b = 0; b < B; b++)
+            memcpy(magna_node_data(xs) + b * I, magna_node_data(x) + (b * T + t) * I, I * sizeof(float));
+        magna_graph_forward(s);
+        for (int b = 0; b < B; b++)
+            for (int j = 0; j < H; j++)
+                worst = fmax(worst, fabs(magna_node_data(out)[b * H + j] - magna_node_data(seq)[(b * T + t) * H + j]));
+        for (int l = 0; l < L; l++) {
+            memcpy(magna_node_data(h0[l]), magna_node_data(hf[l]), B * H * sizeof(float));
+            memcpy(magna_node_data(c0[l]), magna_node_data(cf[l]), B * H * sizeof(float));
+        }
+    }
+    printf("lstm     %d steps one at a time, state carried through inputs: max diff %.2e\n", T, worst);
+    CHECK(worst < 1e-6, "step-by-step LSTM differs from the whole sequence by %.3g", worst);
+    magna_graph_free(s);
+    magna_graph_free(g);
+}
+
 int main(void) {
     magna_set_threads(2);
     test_one_step();
@@ -323,6 +376,7 @@ int main(void) {
     }
     test_errors();
     test_set_batch();
+    test_step_by_step();
     test_recall(K_LSTM);
     test_recall(K_GRU);
     return check_finish("test_recurrent");

@@ -113,6 +113,7 @@ typedef struct magna_recurrent_opts {
     int num_layers;          /* stacked layers, each fed the h sequence of the one before; 0 means 1 */
     bool return_last;        /* return the last layer's final h [B, H] instead of its sequence [B, T, H] */
     bool no_bias;
+    float dropout;           /* dropout on each layer's output sequence but the last, as PyTorch's */
     magna_node *const *h0;   /* NULL, or num_layers initial h nodes [B, H] (an entry may be NULL: zeros) */
     magna_node *const *c0;   /* LSTM only: the same for c */
     magna_node **h_final;    /* when not NULL: receives num_layers final-h nodes [B, H], with gradients */

@@ -68,6 +68,7 @@ static magna_node *recurrent(magna_graph *g, rec_kind kind, const char *name, ma
         if (o.c_final) o.c_final[k] = magna_rnn_final_c(g, out);
         /* the last layer's sequence is made only when it is returned */
         if (k + 1 < layers || !o.return_last) seq = magna_rnn_sequence(g, out);
+        if (seq && k + 1 < layers && o.dropout > 0) seq = magna_dropout(g, seq, o.dropout);
         if (!seq) return NULL;
     }
     if (!o.return_last) return seq;
