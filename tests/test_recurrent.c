@@ -208,7 +208,7 @@ static void test_errors(void) {
         const char *fragment;
     } bad[] = {
         {{3, 20}, {5, 19}, 20, {2, 5}, "lstm: w_hh must be [H, 4*H], got [5, 19]"},
-        {{4, 20}, {5, 20}, 20, {2, 5}, "lstm: w_ih must be [I, 4*H] = [3, 20]"},
+        {{4, 20}, {5, 20}, 20, {2, 5}, "lstm: w_ih must be [I, 4*H] = [3, 20] for x [2, 7, 3] and w_hh [5, 20], got [4, 20]"},
         {{3, 20}, {5, 20}, 21, {2, 5}, "lstm: b_ih must be [20] (4*H), got [21]"},
         {{3, 20}, {5, 20}, 20, {2, 4}, "lstm: h0 must be [B, H] = [2, 5], got [2, 4]"},
     };

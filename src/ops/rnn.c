@@ -106,7 +106,7 @@ static magna_status rnn_infer(magna_graph *g, magna_node *n) {
         if (st != MAGNA_OK) return st;
     }
     const rnn_args a = args_of(n);
-    char s1[SHAPE_STR_MAX], s2[SHAPE_STR_MAX];
+    char s1[SHAPE_STR_MAX], s2[SHAPE_STR_MAX], s3[SHAPE_STR_MAX];
     if (a.x->ndim != 3)
         return graph_error(g, MAGNA_ERR_SHAPE, "%s: x must be [B, T, I], got %s", op, shape_str(a.x, s1, sizeof s1));
     if (a.w_hh->ndim != 2 || a.w_hh->shape[1] != a.G)
@@ -115,7 +115,7 @@ static magna_status rnn_infer(magna_graph *g, magna_node *n) {
     if (a.w_ih->ndim != 2 || a.w_ih->shape[0] != a.I || a.w_ih->shape[1] != a.G)
         return graph_error(g, MAGNA_ERR_SHAPE, "%s: w_ih must be [I, %d*H] = [%lld, %lld] for x %s and w_hh %s, got %s",
                            op, gates_of(a.cell), (long long)a.I, (long long)a.G, shape_str(a.x, s1, sizeof s1),
-                           shape_str(a.w_hh, s2, sizeof s2), shape_str(a.w_ih, s1, sizeof s1));
+                           shape_str(a.w_hh, s2, sizeof s2), shape_str(a.w_ih, s3, sizeof s3));
     const magna_node *bias[2] = {a.b_ih, a.b_hh};
     for (int k = 0; k < 2; k++)
         if (bias[k] && (bias[k]->ndim != 1 || bias[k]->shape[0] != a.G))
@@ -155,14 +155,13 @@ static void sigmoid_inplace(float *v, int64_t n) {
     for (int64_t j = 0; j < n; j++) v[j] = 1.0f / (1.0f + v[j]);
 }
 
-/* tanh(x) = 2 / (1 + exp(-2x)) - 1: exact at both infinities (exp overflowing to inf gives -1), and within a
- * few 1e-8 of tanhf elsewhere. */
+/* tanh(x) = 2 / (1 + exp(-2x)) - 1: exact at both infinities (exp overflowing to inf gives -1), within about
+ * 1e-7 (absolute) of tanhf elsewhere. */
 static void tanh_inplace(float *v, int64_t n) {
     for (int64_t j = 0; j < n; j++) v[j] = -2.0f * v[j];
     magna_vexp(v, v, n);
     for (int64_t j = 0; j < n; j++) v[j] = 2.0f / (1.0f + v[j]) - 1.0f;
 }
-
 
 /* ---- the per-step product ------------------------------------------------------------------------ */
 
