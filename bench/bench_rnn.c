@@ -1,7 +1,7 @@
 /* bench_rnn.c — forward and forward + backward time of one fused recurrent layer at the char-LSTM bench's
  * size (B = 32, T = 128, I = 64, H = 256 unless given), and the GFLOP/s it implies; or, with `char`, the
  * whole training step of that character LSTM (vocabulary 65, embedding I, LSTM H, dense head,
- * cross-entropy, Adam) in tokens/s, the figure bench/torch_char_lstm.py gives for PyTorch.
+ * cross-entropy, Adam) in tokens/s, the model `python3 bench/torch_lm.py --model lstm` trains in PyTorch.
  *
  *   build/bench_rnn [lstm|gru|rnn|char] [B T I H] [--reps N]
  *
