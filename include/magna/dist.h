@@ -72,9 +72,10 @@ bool magna_dist_zero1(const magna_dist *d);
 magna_status magna_dist_check_same(magna_dist *d, const int64_t *values, int count, const char *what, magna_error *err);
 /* Rank 0's params and states to every rank. */
 magna_status magna_dist_broadcast_params(magna_dist *d, magna_graph *g, int64_t step, magna_error *err);
-/* Averages the gradients over ranks, weighting rank r's by weight[r] (its rows in the step, so that the result
- * is the gradient of the mean loss over the global batch; a rank with no rows gives weight 0 and zero
- * gradients). `sums` (may be NULL) are added across ranks in the same round (flags, counts). */
+/* Averages the gradients over ranks, weighting rank r's by its `weight` (its rows in the step, or rows over
+ * the usual batch, so that the result is the gradient of the mean loss over the global batch; a rank with no
+ * rows gives weight 0 and zero gradients). A weight of 1 costs no pass over the gradients before the sum.
+ * `sums` (may be NULL) are added across ranks in the same round (flags, counts). */
 magna_status magna_dist_allreduce_grads(magna_dist *d, magna_graph *g, double weight, double *sums, int n_sums,
                                         int64_t step, magna_error *err);
 /* Sums n doubles across ranks, in place. */

@@ -380,7 +380,9 @@ static magna_status dist_begin_fit(magna_model *m, int64_t rows, bool verbose) {
 /* After backward: the mean gradient over the global batch, and `flags` summed over ranks. */
 static magna_status dist_reduce_grads(magna_model *m, int64_t rows, double *flags, int n_flags) {
     magna_error err;
-    if (magna_dist_allreduce_grads(m->dist, m->g, (double)rows, flags, n_flags, m->step, &err) != MAGNA_OK)
+    /* weights in batches, not rows: 1 in a full step, where the gradients then need no scaling before the sum */
+    const double weight = (double)rows / (double)m->batch;
+    if (magna_dist_allreduce_grads(m->dist, m->g, weight, flags, n_flags, m->step, &err) != MAGNA_OK)
         return dist_error(m, &err);
     return MAGNA_OK;
 }
