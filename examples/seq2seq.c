@@ -294,7 +294,7 @@ static bool parse_int(const char *s, long long lo, long long hi, long long *out)
 }
 
 int main(int argc, char **argv) {
-    long long steps = 3000, beam = 4, test_rows = 2000, seed = 42, threads = 0;
+    long long steps = 2000, beam = 4, test_rows = 2000, seed = 42, threads = 0;
     for (int i = 1; i < argc; i++) {
         long long *dst = strcmp(argv[i], "--steps") == 0 ? &steps : strcmp(argv[i], "--beam") == 0 ? &beam
                        : strcmp(argv[i], "--test") == 0 ? &test_rows : strcmp(argv[i], "--seed") == 0 ? &seed
