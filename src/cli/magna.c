@@ -1,10 +1,13 @@
 /* magna.c — the `magna` command: trains, evaluates and summarises models described by model files
- * (models/<name>.ini, the format is described in README.md "Command line" and at the top of each file).
+ * (models/<name>.ini, the format is described in README.md "Command line" and at the top of each file), and
+ * generates with the language models among them (text: an LSTM stack or a GPT; numbers: the seq2seq).
  *
  *   magna train MODEL_FILE [--epochs N] [--batch N] [--lr X] [--seed N] [--threads N] [--out DIR]
  *               [--save-every STEPS] [--keep K] [--steps N] [--resume CHECKPOINT]
  *   magna eval MODEL_FILE --weights FILE [--seed N] [--threads N]
  *   magna predict MODEL_FILE --weights CHECKPOINT --input FILE.csv|FILE.idx[.gz] --output OUT.csv
+ *   magna generate MODEL_FILE --weights CKPT [--prompt TEXT] [--length N] [--temperature X] [--top-k K]
+ *                  [--top-p P] [--seed S] [--beam K]
  *   magna summary MODEL_FILE
  *   magna --version
  *
@@ -236,10 +239,12 @@ static bool load_numbers(const config *cf, bool train, data *d) {
     d->has_test = true;
     char words[160];
     magna_number_words(342105, words);
+    char train_rows[64] = "";
+    if (train) snprintf(train_rows, sizeof train_rows, "%lld training examples, ", (long long)d->train.rows);
     snprintf(d->desc, sizeof d->desc,
-             "numbers in words -> digits (\"%s\" -> 342105), below 1e6, seed %llu: %lld training examples, %lld "
-             "held-out test examples (a tenth of the numbers, never trained on)",
-             words, (unsigned long long)cf->data_seed, (long long)d->train.rows, (long long)d->test.rows);
+             "numbers in words -> digits (\"%s\" -> 342105), below 1e6, seed %llu: %s%lld held-out test examples "
+             "(a tenth of the numbers, never trained on)",
+             words, (unsigned long long)cf->data_seed, train_rows, (long long)d->test.rows);
     return true;
 }
 
@@ -365,11 +370,17 @@ static const char *USAGE_TRAIN =
     "SIGINT or SIGTERM: the current step finishes, a checkpoint is saved, and the command exits with\n"
     "status 128 + the signal's number (130, 143) and a line saying how to resume; a second signal ends\n"
     "it at once.\n"
-    "The last line is key=value results.\n";
-static const char *USAGE_EVAL = "usage: magna eval MODEL_FILE --weights FILE [--seed N] [--threads N]\n"
-                                "Loads the weights into the model the file describes and evaluates it on the "
-                                "test split\n(the same split as training: same file, same seed). The last line "
-                                "is key=value results.\n";
+    "The last line is key=value results.\n"
+    "Language models ([data] kind = text or numbers) train one epoch of [train] steps batches of fresh random\n"
+    "windows (or examples); their tokenizer goes into the weights and checkpoints. The last line has\n"
+    "val_loss (nats a token over the validation windows), bigram_val_loss and tokens_per_s for text, and\n"
+    "exact_match (beam search) and greedy_exact_match on the held-out numbers for seq2seq.\n";
+static const char *USAGE_EVAL =
+    "usage: magna eval MODEL_FILE --weights FILE [--seed N] [--threads N]\n"
+    "Loads the weights into the model the file describes and evaluates it on the test split\n"
+    "(the same split as training: same file, same seed); a text model on its validation windows, with the\n"
+    "tokenizer the weights hold; seq2seq by exact match on the held-out numbers. The last line is key=value\n"
+    "results.\n";
 static const char *USAGE_PREDICT =
     "usage: magna predict MODEL_FILE --weights CHECKPOINT --input FILE.csv|FILE.idx[.gz] --output OUT.csv [--threads N]\n"
     "Runs the model on new rows and writes one CSV line per row. CHECKPOINT: the weights magna train wrote\n"
