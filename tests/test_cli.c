@@ -5,7 +5,7 @@
  * eval of that checkpoint giving the same test RMSE, predict on CSV (housing) and IDX (a small Fashion-MNIST
  * MLP: its accuracy over the rows eval scores is eval's), summary of every model file in models/, --version and
  * --help, and malformed model files each rejected with their own message naming file and line. Language models
- * on a tiny corpus written here (a GPT and an LSTM, 40 steps) and the words -> digits seq2seq (30 steps): train,
+ * on a tiny corpus written here (a GPT and an LSTM, 40 steps) and the words -> digits seq2seq (60 steps): train,
  * eval, stop + --resume (the same weights), generate twice with one seed (the same text), the misuses and the
  * malformed language-model files, each with its own message. */
 #include "check.h"
@@ -521,7 +521,7 @@ static void test_seq2seq(void) {
     snprintf(file, sizeof file, "%s/s2s.ini", tmp);
     write_file(file, "[data]\nkind = numbers\ntest = 50\n\n[model]\nkind = seq2seq\nlayers = 1\nheads = 2\n"
                      "d_model = 16\n\n[train]\nloss = sparse_cross_entropy\noptimizer = adamw\nlr = 3e-3\nbatch = 16\n"
-                     "steps = 30\nbeam = 2\n");
+                     "steps = 60\nbeam = 2\n");
     snprintf(args, sizeof args, "train '%s' --threads 2 --out '%s/s2s'", file, tmp);
     int rc = run(args, out, sizeof out);
     last_line(out, line, sizeof line);
@@ -530,7 +530,7 @@ static void test_seq2seq(void) {
     CHECK(rc == 0 && em >= 0 && em <= 1 && value_of(line, "greedy_exact_match") >= 0 && strstr(line, "beam=2 ") &&
               value_of(line, "tokens_per_s") > 0,
           "seq2seq: train exits 0 with exact_match, greedy_exact_match, beam=2, tokens_per_s (rc %d):\n%s", rc, out);
-    CHECK(loss > 0 && loss < log(12.0) - 0.1, "seq2seq: test loss %.4f below the uniform %.4f after 30 steps", loss,
+    CHECK(loss > 0 && loss < log(12.0) - 0.1, "seq2seq: test loss %.4f below the uniform %.4f after 60 steps", loss,
           log(12.0));
     snprintf(args, sizeof args, "eval '%s' --weights '%s/s2s/model.safetensors'", file, tmp);
     rc = run(args, out, sizeof out);
