@@ -550,6 +550,33 @@ static void test_seq2seq(void) {
           rc, out);
 }
 
+/* The other tokenizers: bytes (256 ids) and BPE (trained to 300 ids), 10 steps each, and generate from them. */
+static void test_lm_tokenizers(void) {
+    const char *toks[] = {"tokenizer = bytes", "tokenizer = bpe\nvocab = 300"};
+    /* BPE stops early when no pair occurs twice: the tiny corpus has fewer than 300 ids' worth */
+    const double lo[] = {256, 257}, hi[] = {256, 300};
+    for (int i = 0; i < 2; i++) {
+        char file[PATH_MAX], text[2048], args[3 * PATH_MAX], line[4096], gen[4096];
+        snprintf(file, sizeof file, "%s/tok%d.ini", tmp, i);
+        snprintf(text, sizeof text,
+                 "[data]\nkind = text\npath = %s\n%s\ncontext = 8\neval_windows = 4\n\n%s\n[train]\n"
+                 "loss = sparse_cross_entropy\noptimizer = adam\nlr = 1e-3\nbatch = 4\nsteps = 10\n",
+                 corpus, toks[i], TINY_GPT);
+        write_file(file, text);
+        snprintf(args, sizeof args, "train '%s' --threads 2 --out '%s/tok%d'", file, tmp, i);
+        int rc = run(args, out, sizeof out);
+        last_line(out, line, sizeof line);
+        const double v = value_of(line, "vocab");
+        CHECK(rc == 0 && v >= lo[i] && v <= hi[i] && value_of(line, "val_loss") > 0, "%s: train (rc %d): %s", toks[i],
+              rc, line);
+        snprintf(args, sizeof args, "generate '%s' --weights '%s/tok%d/model.safetensors' --prompt 'the' --length 5",
+                 file, tmp, i);
+        rc = run(args, gen, sizeof gen);
+        CHECK(rc == 0 && strncmp(gen, "the", 3) == 0 && strlen(gen) > 3 + 5, "%s: generate (rc %d): %s", toks[i], rc,
+              gen);
+    }
+}
+
 /* Commands that do not fit the model: each its own one-line error and exit status. */
 static void test_lm_misuse(void) {
     char args[3 * PATH_MAX];
@@ -693,6 +720,7 @@ int main(void) {
     test_lm("gpt", TINY_GPT, "optimizer = adamw\nlr = 3e-3\nweight_decay = 0.1\n");
     test_lm("lstm", TINY_LSTM, "optimizer = adam\nlr = 1e-2\n");
     test_seq2seq();
+    test_lm_tokenizers();
     test_lm_misuse();
     test_lm_malformed();
 
