@@ -745,10 +745,10 @@ static int cmd_train(int argc, char **argv) {
         if (fm) fclose(fm);
         if (fs) fclose(fs);
         const bool stats = d.st.count > 0 && names && means && sds;
-        const char *const meta[] = {"model_file", text, "run", settings,
-                                    tok_text ? "tokenizer" : stats ? "standardise_columns" : NULL,
-                                    tok_text ? tok_text : names, "standardise_mean", means,
-                                    "standardise_std", sds, NULL};
+        const char *const meta_stats[] = {"model_file", text, "run", settings, stats ? "standardise_columns" : NULL,
+                                          names, "standardise_mean", means, "standardise_std", sds, NULL};
+        const char *const meta_text[] = {"model_file", text, "run", settings, "tokenizer", tok_text, NULL};
+        const char *const *meta = tok_text ? meta_text : meta_stats;
         /* what the weights file needs to be used alone: the model file and a text model's tokenizer */
         const char *const wmeta[] = {"model_file", text, tok_text ? "tokenizer" : NULL, tok_text, NULL};
         const int64_t step0 = magna_model_step(m);
