@@ -85,7 +85,7 @@ static magna_model *build(uint64_t seed, int64_t vocab) {
     magna_graph *g = magna_model_graph(m);
     magna_node *ids = magna_model_input(m, "ids", MAGNA_I32, 1, (int64_t[]){T});
     magna_node *h = magna_layer_embedding(g, "emb", ids, vocab, 64);
-    h = magna_layer_lstm(g, "lstm", h, 256, (magna_rnn_opts){.layers = 1});
+    h = magna_layer_lstm(g, "lstm", h, 256, (magna_recurrent_opts){0});
     magna_model_set_output(m, magna_layer_dense(g, "head", h, vocab, (magna_dense_opts){0}));
     return m;
 }

@@ -41,5 +41,6 @@ void gc_param_distinct(magna_node *p, uint64_t seed);
 extern const gc_case gc_cases_core[];      /* tests/cases_core.c: matmul, elementwise, reductions, shape, losses */
 extern const gc_case gc_cases_conv[];      /* tests/cases_conv.c: conv2d, pooling, batch norm */
 extern const gc_case gc_cases_sequence[];  /* tests/cases_sequence.c: embedding, layer norm, attention, dropout */
+extern const gc_case gc_cases_recurrent[]; /* tests/cases_recurrent.c: lstm, gru, rnn_tanh */
 
 #endif

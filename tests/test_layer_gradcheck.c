@@ -159,5 +159,41 @@ int main(void) {
         check_model("gpt, tied embeddings", m, 16, 1e-3, 1e-3, 2e-2);
         magna_model_free(m);
     }
+    { /* recurrent layers from specs: embedding, LSTM returning the sequence, GRU returning its last h */
+        enum { T = 5, V = 6 };
+        magna_model *m = magna_model_new(24, 3);
+        magna_model_input(m, "ids", MAGNA_I32, 1, SHAPE(T));
+        magna_layer_spec net[] = {MAGNA_EMBEDDING(V, 4), MAGNA_LSTM(5), MAGNA_GRU_LAST(4), MAGNA_DENSE(V, 0)};
+        magna_model_sequential(m, net, 4);
+        CHECK(magna_model_compile(m, &(magna_compile_opts){.loss = MAGNA_LOSS_SPARSE_CE,
+                                                           .optimizer = {.kind = MAGNA_SGD}}) == MAGNA_OK,
+              "%s", magna_model_errmsg(m));
+        fill(m, 4, V);
+        check_model("embedding, lstm, gru (specs)", m, 24, 1e-2, 1e-3, 2e-2);
+        magna_model_free(m);
+    }
+    { /* a stacked LSTM (dropout between its layers) with initial states as inputs and both layers' final
+       * states in the head, and an RNN */
+        enum { B = 2, T = 4, I = 3, H = 4 };
+        magna_model *m = magna_model_new(25, B);
+        magna_graph *g = magna_model_graph(m);
+        magna_node *x = magna_model_input(m, "x", MAGNA_F32, 2, SHAPE(T, I));
+        magna_node *h0[2] = {magna_model_input(m, "h0_0", MAGNA_F32, 1, SHAPE(H)), NULL};
+        magna_node *c0[2] = {NULL, magna_model_input(m, "c0_1", MAGNA_F32, 1, SHAPE(H))};
+        magna_node *hf[2], *cf[2];
+        magna_node *seq = magna_layer_lstm(g, "lstm", x, H,
+                                           (magna_recurrent_opts){.num_layers = 2, .h0 = h0, .c0 = c0,
+                                                                  .h_final = hf, .c_final = cf,
+                                                                  .dropout = 0.25f});
+        magna_node *r = magna_layer_rnn(g, "rnn", seq, 3, (magna_recurrent_opts){.return_last = true});
+        magna_node *feat = magna_concat(g, 4, (magna_node *[]){hf[0], cf[0], cf[1], r}, 1);
+        magna_model_set_output(m, magna_layer_dense(g, "head", feat, 3, (magna_dense_opts){0}));
+        CHECK(magna_model_compile(m, &(magna_compile_opts){.loss = MAGNA_LOSS_SPARSE_CE,
+                                                           .optimizer = {.kind = MAGNA_SGD}}) == MAGNA_OK,
+              "%s", magna_model_errmsg(m));
+        fill(m, 5, 3);
+        check_model("stacked lstm, states, rnn", m, 24, 1e-2, 1e-3, 2e-2);
+        magna_model_free(m);
+    }
     return check_finish("test_layer_gradcheck");
 }

@@ -2,7 +2,8 @@
  *
  * This program defines malloc and friends itself, so every allocation in the process — magna's,
  * OpenBLAS's, libgomp's, oneDNN's — goes through the counters below before reaching glibc. Steps 2..N of
- * forward + backward + Adam must leave the counter at zero, for an MLP, a CNN and a transformer block.
+ * forward + backward + Adam must leave the counter at zero, for an MLP, a CNN, a transformer block and a
+ * character LSTM.
  *
  * One exception, counted apart and printed: oneDNN 2.6 allocates a few small objects on every primitive
  * execution, freed before it returns: dnnl_primitive_execute copies its arguments into a std::unordered_map
@@ -217,6 +218,18 @@ int main(void) {
         magna_node *loss = magna_cross_entropy(g, dense(g, h, C, V, "head"),
                                                magna_input(g, "y", MAGNA_I32, 2, SHAPE(B, T)));
         count_steps("transformer block", g, loss, V, 6, false);
+    }
+    { /* character LSTM: embedding, a 2-layer LSTM with its final states carried, dense head, next-token loss */
+        enum { B = 16, T = 32, E = 16, H = 64, V = 40 };
+        magna_graph *g = magna_graph_new(45);
+        magna_node *ids = magna_input(g, "x", MAGNA_I32, 2, SHAPE(B, T));
+        magna_node *h = magna_layer_embedding(g, "emb", ids, V, E);
+        magna_node *hf[2], *cf[2];
+        h = magna_layer_lstm(g, "lstm", h, H, (magna_recurrent_opts){.num_layers = 2, .h_final = hf, .c_final = cf});
+        magna_node *loss = magna_cross_entropy(g, magna_layer_dense(g, "head", h, V, (magna_dense_opts){0}),
+                                               magna_input(g, "y", MAGNA_I32, 2, SHAPE(B, T)));
+        magna_graph_keep(g, hf[1]), magna_graph_keep(g, cf[1]);
+        count_steps("char lstm", g, loss, V, 6, false);
     }
     return check_finish("test_no_alloc");
 }

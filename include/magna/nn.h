@@ -74,6 +74,7 @@ typedef enum magna_layer_kind {
     MAGNA_LAYER_BATCH_NORM,
     MAGNA_LAYER_LAYER_NORM,
     MAGNA_LAYER_EMBEDDING,
+    MAGNA_LAYER_LSTM, MAGNA_LAYER_GRU, MAGNA_LAYER_RNN, /* recurrent layers (below) */
 } magna_layer_kind;
 
 typedef struct magna_layer_spec {
@@ -86,6 +87,7 @@ typedef struct magna_layer_spec {
     int kernel, stride;  /* conv and pooling */
     bool same;           /* conv padding */
     float l2;            /* dense and conv */
+    bool return_last;    /* recurrent: the final h [B, units] instead of the sequence */
 } magna_layer_spec;
 
 #define MAGNA_DENSE(n, act) ((magna_layer_spec){.kind = MAGNA_LAYER_DENSE, .units = (n), .activation = (act)})
@@ -176,6 +178,36 @@ typedef struct magna_gpt_config {
  * int32 input [1] with its position and cache an array of cfg->layers slots. */
 magna_node *magna_gpt(magna_graph *g, const char *name, magna_node *ids, const magna_gpt_config *cfg,
                       magna_node *positions, magna_kv_cache_slot *cache);
+
+/* ---- recurrent layers (src/nn/recurrent.c) ------------------------------------------------------ */
+
+typedef struct magna_recurrent_opts {
+    int num_layers;          /* stacked layers, each fed the h sequence of the one before; 0 means 1 */
+    bool return_last;        /* return the last layer's final h [B, H] instead of its sequence [B, T, H] */
+    bool no_bias;
+    float dropout;           /* dropout on each layer's output sequence but the last, as PyTorch's */
+    magna_node *const *h0;   /* NULL, or num_layers initial h nodes [B, H] (an entry may be NULL: zeros) */
+    magna_node *const *c0;   /* LSTM only: the same for c */
+    magna_node **h_final;    /* when not NULL: receives num_layers final-h nodes [B, H], with gradients */
+    magna_node **c_final;    /* LSTM only: the same for c */
+} magna_recurrent_opts;
+
+/* x [B, T, in] -> [B, T, units] (or [B, units] with return_last). Params per stacked layer k, named as
+ * PyTorch's: "<name>.weight_ih_l<k>" [in, G*units], "<name>.weight_hh_l<k>" [units, G*units],
+ * "<name>.bias_ih_l<k>", "<name>.bias_hh_l<k>" [G*units] (G = 4, 3, 1; PyTorch's weights transposed),
+ * all initialised U(-1/sqrt(units), 1/sqrt(units)) as PyTorch does. Gate order and formulas: magna_lstm. */
+magna_node *magna_layer_lstm(magna_graph *g, const char *name, magna_node *x, int64_t units, magna_recurrent_opts opts);
+magna_node *magna_layer_gru(magna_graph *g, const char *name, magna_node *x, int64_t units, magna_recurrent_opts opts);
+magna_node *magna_layer_rnn(magna_graph *g, const char *name, magna_node *x, int64_t units, magna_recurrent_opts opts);
+
+/* Sequential specs: one layer each, returning the sequence ([B, T, units]); the _LAST forms return the
+ * final h [B, units] (e.g. before a dense classifier). */
+#define MAGNA_LSTM(n) ((magna_layer_spec){.kind = MAGNA_LAYER_LSTM, .units = (n)})
+#define MAGNA_GRU(n) ((magna_layer_spec){.kind = MAGNA_LAYER_GRU, .units = (n)})
+#define MAGNA_RNN(n) ((magna_layer_spec){.kind = MAGNA_LAYER_RNN, .units = (n)})
+#define MAGNA_LSTM_LAST(n) ((magna_layer_spec){.kind = MAGNA_LAYER_LSTM, .units = (n), .return_last = true})
+#define MAGNA_GRU_LAST(n) ((magna_layer_spec){.kind = MAGNA_LAYER_GRU, .units = (n), .return_last = true})
+#define MAGNA_RNN_LAST(n) ((magna_layer_spec){.kind = MAGNA_LAYER_RNN, .units = (n), .return_last = true})
 
 #ifdef __cplusplus
 }

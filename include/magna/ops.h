@@ -128,6 +128,26 @@ magna_node *magna_cross_entropy_weighted(magna_graph *g, magna_node *logits, mag
 /* logits and float targets in [0, 1], same shape: mean binary cross-entropy, computed stably. */
 magna_node *magna_bce_with_logits(magna_graph *g, magna_node *logits, magna_node *targets);
 
+/* ---- recurrent layers as fused ops (src/ops/rnn.c) ------------------------------------------------ */
+
+/* One op runs the whole sequence. x [B, T, I]; w_ih [I, G*H], w_hh [H, G*H]; b_ih, b_hh [G*H] as PyTorch's
+ * two biases (both, or both NULL); h0 (and the LSTM's c0) [B, H] or NULL for zeros. Gates are in PyTorch's
+ * order, side by side in the G*H columns: LSTM i, f, g, o (G = 4); GRU r, z, n (G = 3) with
+ * n = tanh(x W_in + b_in + r * (h W_hn + b_hn)); the RNN h = tanh(x W_ih + b_ih + h W_hh + b_hh) (G = 1).
+ * PyTorch's weight_ih is [G*H, I]: magna's w_ih is its transpose, as a dense weight is.
+ * The LSTM's output is [B, T, 2, H] (h and c of every step); the GRU's and RNN's [B, T, H] (h). */
+magna_node *magna_lstm(magna_graph *g, magna_node *x, magna_node *w_ih, magna_node *w_hh, magna_node *b_ih,
+                       magna_node *b_hh, magna_node *h0, magna_node *c0);
+magna_node *magna_gru(magna_graph *g, magna_node *x, magna_node *w_ih, magna_node *w_hh, magna_node *b_ih,
+                      magna_node *b_hh, magna_node *h0);
+magna_node *magna_rnn_tanh(magna_graph *g, magna_node *x, magna_node *w_ih, magna_node *w_hh, magna_node *b_ih,
+                           magna_node *b_hh, magna_node *h0);
+/* Of such an output: the h sequence [B, T, H], the last step's h [B, H], the LSTM's last c [B, H]. These
+ * are slices, so gradients into them reach the op (stacking, truncated BPTT, carried state). */
+magna_node *magna_rnn_sequence(magna_graph *g, magna_node *out);
+magna_node *magna_rnn_final_h(magna_graph *g, magna_node *out);
+magna_node *magna_rnn_final_c(magna_graph *g, magna_node *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -27,6 +27,7 @@ typedef enum op_id {
     OP_EMBEDDING, OP_LAYER_NORM, OP_BATCH_NORM, OP_CONV2D, OP_MAX_POOL2D, OP_AVG_POOL2D, OP_DROPOUT,
     OP_ATTENTION,
     OP_MSE, OP_CROSS_ENTROPY, OP_BCE_WITH_LOGITS,
+    OP_LSTM, OP_GRU, OP_RNN, /* fused recurrent ops (ops/rnn.c) */
     OP_COUNT
 } op_id;
 

@@ -122,7 +122,7 @@ magna_node *magna_layer_embedding(magna_graph *g, const char *name, magna_node *
 const char *magna_layer_kind_name(magna_layer_kind kind) {
     static const char *names[] = {"?",           "dense",      "activation", "dropout",    "conv2d",   "max_pool2d",
                                   "avg_pool2d",  "global_avg_pool2d", "flatten", "batch_norm", "layer_norm",
-                                  "embedding"};
+                                  "embedding", "lstm", "gru", "rnn"};
     return (unsigned)kind < sizeof names / sizeof *names ? names[kind] : "?";
 }
 
@@ -157,6 +157,15 @@ magna_node *magna_layers_apply(magna_graph *g, magna_node *x, const magna_layer_
         case MAGNA_LAYER_BATCH_NORM: x = magna_layer_batch_norm(g, name, x, 0.1f, 1e-5f); break;
         case MAGNA_LAYER_LAYER_NORM: x = magna_layer_layer_norm(g, name, x, 1e-5f); break;
         case MAGNA_LAYER_EMBEDDING: x = magna_layer_embedding(g, name, x, l->vocab, l->units); break;
+        case MAGNA_LAYER_LSTM:
+        case MAGNA_LAYER_GRU:
+        case MAGNA_LAYER_RNN: {
+            magna_node *(*layer)(magna_graph *, const char *, magna_node *, int64_t, magna_recurrent_opts) =
+                l->kind == MAGNA_LAYER_LSTM ? magna_layer_lstm : l->kind == MAGNA_LAYER_GRU ? magna_layer_gru
+                                                                                            : magna_layer_rnn;
+            x = layer(g, name, x, l->units, (magna_recurrent_opts){.return_last = l->return_last});
+            break;
+        }
         }
     }
     return x;

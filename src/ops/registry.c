@@ -8,6 +8,7 @@ extern const magna_op_def op_def_matmul, op_def_add, op_def_sub, op_def_mul, op_
     op_def_mean, op_def_max, op_def_reshape, op_def_permute, op_def_slice, op_def_concat, op_def_embedding,
     op_def_layer_norm, op_def_batch_norm, op_def_conv2d, op_def_max_pool2d, op_def_avg_pool2d, op_def_dropout,
     op_def_attention, op_def_mse, op_def_cross_entropy, op_def_bce_with_logits;
+extern const magna_op_def op_def_lstm, op_def_gru, op_def_rnn;
 
 static const magna_op_def op_def_none = {"leaf", 0, NULL, NULL, NULL};
 
@@ -52,4 +53,7 @@ const magna_op_def *const magna_op_table[OP_COUNT] = {
     [OP_MSE] = &op_def_mse,
     [OP_CROSS_ENTROPY] = &op_def_cross_entropy,
     [OP_BCE_WITH_LOGITS] = &op_def_bce_with_logits,
+    [OP_LSTM] = &op_def_lstm,
+    [OP_GRU] = &op_def_gru,
+    [OP_RNN] = &op_def_rnn,
 };

@@ -1,0 +1,625 @@
+/* rnn.c — fused recurrent ops: LSTM, GRU and the tanh RNN, each running a whole sequence in one op.
+ *
+ * Inputs, in order: x [B, T, I], w_ih [I, G*H], w_hh [H, G*H], then optionally b_ih and b_hh [G*H] (both
+ * or neither: PyTorch's two biases, which GRU needs apart), h0 [B, H], c0 [B, H] (LSTM). G is the number
+ * of gates, in PyTorch's order: LSTM i, f, g, o (4); GRU r, z, n (3), with r applied to (W_hn h + b_hn);
+ * the RNN 1. ip: [0] has biases, [1] has h0, [2] has c0; [3] the threads backward's bias sums have scratch
+ * for (set by infer, never raised after compile: the workspace is planned by then).
+ *
+ * Output: the LSTM's is [B, T, 2, H], h and c of every step side by side; the GRU's and RNN's [B, T, H],
+ * the h of every step. The final states are slices of it (magna_rnn_final_h / _c), so gradients from the
+ * sequence and from the final states meet in this op's one output gradient.
+ *
+ * Forward: the input projection of every step is one GEMM over B*T rows (plus the biases), written into
+ * the gate buffer (saved for backward; for the RNN, the output itself); each step then adds
+ * h_{t-1} W_hh with one GEMM of B rows and runs the gate math row by row, activations stored in place.
+ * Backward walks the steps back computing the pre-activation gradients dG of every step (one GEMM per
+ * step carries dh back through W_hh), then dW_ih, dx, dW_hh and the biases are big GEMMs (and column
+ * sums) over all B*T rows at the end. Scratch comes from the workspace declared at infer; nothing
+ * allocates. */
+#include "common.h"
+
+#include <immintrin.h>
+#include <limits.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum cell { CELL_LSTM, CELL_GRU, CELL_RNN } cell;
+
+static cell cell_of(const magna_node *n) { return n->op == OP_LSTM ? CELL_LSTM : n->op == OP_GRU ? CELL_GRU : CELL_RNN; }
+static int gates_of(cell c) { return c == CELL_LSTM ? 4 : c == CELL_GRU ? 3 : 1; }
+
+/* Everything forward and backward need, read off the node. */
+typedef struct rnn_args {
+    cell cell;
+    int threads; /* bias-sum partials in the workspace */
+    int64_t B, T, I, H, G; /* G = gates * H, the width of a gate row */
+    magna_node *x, *w_ih, *w_hh, *b_ih, *b_hh, *h0, *c0;
+} rnn_args;
+
+static rnn_args args_of(const magna_node *n) {
+    rnn_args a = {.cell = cell_of(n)};
+    a.x = n->in[0], a.w_ih = n->in[1], a.w_hh = n->in[2];
+    int k = 3;
+    if (n->ip[0]) a.b_ih = n->in[k++], a.b_hh = n->in[k++];
+    if (n->ip[1]) a.h0 = n->in[k++];
+    if (n->ip[2]) a.c0 = n->in[k++];
+    a.B = a.x->shape[0], a.T = a.x->shape[1], a.I = a.x->shape[2];
+    a.H = a.w_hh->shape[0], a.G = gates_of(a.cell) * a.H;
+    a.threads = n->ip[3] > 0 ? (int)n->ip[3] : 1;
+    return a;
+}
+
+static size_t round16(int64_t floats) { return ((size_t)floats + 15) & ~(size_t)15; }
+
+/* The step products' blocks (see step_product): panels of 32 columns, blocks of 8 rows. */
+enum { SP_NR = 32, SP_MR = 8 };
+
+static size_t packed_b_floats(int64_t k, int64_t n) { return (size_t)((n + SP_NR - 1) / SP_NR) * SP_NR * (size_t)k; }
+static size_t packed_a_floats(int64_t m, int64_t k) { return (size_t)((m + SP_MR - 1) / SP_MR) * SP_MR * (size_t)k; }
+
+/* Workspace, in floats: a row of zeros (h_{-1}, c_{-1} when no initial state is given), then forward's
+ * h_{t-1} W_hh rows (GRU) or backward's dG of every step (x side, and the h side for GRU, whose n gate
+ * differs), h_{t-1} of every step, and the carried dh and dc. The step products' packed operands come first. */
+typedef struct rnn_ws {
+    float *zeros, *hproj, *dgx, *dgh, *hprev, *dh, *dc, *wpack, *apack, *colsum;
+} rnn_ws;
+
+static size_t ws_layout(const rnn_args *a, float *base, rnn_ws *w) {
+    size_t off = 0;
+#define TAKE(field, floats)                                                                                          \
+    do {                                                                                                             \
+        if (w) w->field = (floats) != 0 ? base + off : NULL;                                                         \
+        off += round16(floats);                                                                                      \
+    } while (0)
+    TAKE(zeros, a->H);
+    /* the packed weight and rows of the step products: [H, G] forward, [G, H] backward, same size */
+    TAKE(wpack, (int64_t)packed_b_floats(a->G, a->G > a->H ? a->G : a->H));
+    TAKE(apack, (int64_t)packed_a_floats(a->B, a->G));
+    const size_t fwd_start = off;
+    TAKE(hproj, a->cell == CELL_GRU ? a->B * a->G : 0);
+    const size_t fwd = off;
+    off = fwd_start;
+    TAKE(dgx, a->B * a->T * a->G);
+    TAKE(dgh, a->cell == CELL_GRU ? a->B * a->T * a->G : 0);
+    TAKE(hprev, a->B * a->T * a->H);
+    TAKE(dh, a->B * a->H);
+    TAKE(dc, a->cell == CELL_LSTM ? a->B * a->H : 0);
+    TAKE(colsum, (a->threads + 1) * a->G);
+#undef TAKE
+    return off > fwd ? off : fwd;
+}
+
+/* Saved for backward: LSTM the activated gates [B, T, 4H] and tanh(c) [B, T, H]; GRU the activated gates
+ * [B, T, 3H] and W_hn h + b_hn [B, T, H]; the RNN nothing (its output is h, and dh/dpre = 1 - h^2). */
+static size_t saved_floats(const rnn_args *a) {
+    if (a->cell == CELL_RNN) return 0;
+    return round16(a->B * a->T * a->G) + round16(a->B * a->T * a->H);
+}
+
+static magna_status rnn_infer(magna_graph *g, magna_node *n) {
+    const char *op = magna_op_table[n->op]->name;
+    for (int i = 0; i < n->n_in; i++) {
+        magna_status st = require_dtype(g, n, i, MAGNA_F32);
+        if (st != MAGNA_OK) return st;
+    }
+    const rnn_args a = args_of(n);
+    char s1[SHAPE_STR_MAX], s2[SHAPE_STR_MAX], s3[SHAPE_STR_MAX];
+    if (a.x->ndim != 3)
+        return graph_error(g, MAGNA_ERR_SHAPE, "%s: x must be [B, T, I], got %s", op, shape_str(a.x, s1, sizeof s1));
+    if (a.w_hh->ndim != 2 || a.w_hh->shape[1] != a.G)
+        return graph_error(g, MAGNA_ERR_SHAPE, "%s: w_hh must be [H, %d*H], got %s", op, gates_of(a.cell),
+                           shape_str(a.w_hh, s1, sizeof s1));
+    if (a.w_ih->ndim != 2 || a.w_ih->shape[0] != a.I || a.w_ih->shape[1] != a.G)
+        return graph_error(g, MAGNA_ERR_SHAPE, "%s: w_ih must be [I, %d*H] = [%lld, %lld] for x %s and w_hh %s, got %s",
+                           op, gates_of(a.cell), (long long)a.I, (long long)a.G, shape_str(a.x, s1, sizeof s1),
+                           shape_str(a.w_hh, s2, sizeof s2), shape_str(a.w_ih, s3, sizeof s3));
+    const magna_node *bias[2] = {a.b_ih, a.b_hh};
+    for (int k = 0; k < 2; k++)
+        if (bias[k] && (bias[k]->ndim != 1 || bias[k]->shape[0] != a.G))
+            return graph_error(g, MAGNA_ERR_SHAPE, "%s: %s must be [%lld] (%d*H), got %s", op, k ? "b_hh" : "b_ih",
+                               (long long)a.G, gates_of(a.cell), shape_str(bias[k], s1, sizeof s1));
+    const magna_node *state[2] = {a.h0, a.c0};
+    for (int k = 0; k < 2; k++)
+        if (state[k] && (state[k]->ndim != 2 || state[k]->shape[0] != a.B || state[k]->shape[1] != a.H))
+            return graph_error(g, MAGNA_ERR_SHAPE, "%s: %s must be [B, H] = [%lld, %lld], got %s", op, k ? "c0" : "h0",
+                               (long long)a.B, (long long)a.H, shape_str(state[k], s1, sizeof s1));
+    if (a.B * a.T > INT_MAX || a.T * (a.G > 2 * a.H ? a.G : 2 * a.H) > INT_MAX || a.I > INT_MAX)
+        return graph_error(g, MAGNA_ERR_SHAPE, "%s: x %s is too large (B*T, T*%d*H and I must fit in an int)", op,
+                           shape_str(a.x, s1, sizeof s1), gates_of(a.cell));
+    if (a.cell == CELL_LSTM)
+        node_set_shape(n, 4, (int64_t[]){a.B, a.T, 2, a.H});
+    else
+        node_set_shape(n, 3, (int64_t[]){a.B, a.T, a.H});
+    n->dtype = MAGNA_F32;
+    n->saved_bytes = saved_floats(&a) * sizeof(float);
+    int threads = omp_get_max_threads();
+    if (g->compiled && threads > n->ip[3]) threads = (int)n->ip[3];
+    n->ip[3] = threads;
+    const rnn_args sized = args_of(n);
+    n->workspace_bytes = ws_layout(&sized, NULL, NULL) * sizeof(float);
+    return MAGNA_OK;
+}
+
+/* The row loops below are compiled for AVX-512 and AVX2 too, picked at load time: the build targets
+ * x86-64-v2, and at that width the gate math of backward took a tenth of the layer's time. */
+#define ROW_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+
+/* ---- activations, in place and vectorised through magna_vexp ------------------------------------- */
+
+static void sigmoid_inplace(float *v, int64_t n) {
+    for (int64_t j = 0; j < n; j++) v[j] = -v[j];
+    magna_vexp(v, v, n);
+    for (int64_t j = 0; j < n; j++) v[j] = 1.0f / (1.0f + v[j]);
+}
+
+/* tanh(x) = 2 / (1 + exp(-2x)) - 1: exact at both infinities (exp overflowing to inf gives -1), within about
+ * 1e-7 (absolute) of tanhf elsewhere. */
+static void tanh_inplace(float *v, int64_t n) {
+    for (int64_t j = 0; j < n; j++) v[j] = -2.0f * v[j];
+    magna_vexp(v, v, n);
+    for (int64_t j = 0; j < n; j++) v[j] = 2.0f / (1.0f + v[j]) - 1.0f;
+}
+
+/* ---- the per-step product ------------------------------------------------------------------------ */
+
+/* Each step multiplies B rows by W_hh (forward) or W_hh^T (backward), T times over the same weight.
+ * OpenBLAS packs the whole [H, G*H] weight into its own layout on every call, a quarter of the layer's
+ * time at H = 256; here the weight is packed once per forward or backward, into panels of 32 columns
+ * (each panel k rows of 32 contiguous floats), and each step packs only its few rows of A (8 rows
+ * interleaved per k). The kernel keeps an 8 x 32 block of C in 16 AVX-512 registers: per k, one
+ * broadcast per row and two aligned loads of the panel. CPUs without AVX-512 take magna_sgemm
+ * (MAGNA_RNN_STEP=sgemm forces that path, for tests). */
+#define T512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
+
+/* dst = op(W) [k, n] in panels, where op(W)[p, j] = w[p * ldw + j], or w[j * ldw + p] when transposed. */
+static void pack_b(int k, int n, const float *w, int ldw, bool transposed, float *dst) {
+    const int panels = (n + SP_NR - 1) / SP_NR;
+    PARALLEL_FOR((int64_t)k * n >= PAR_MIN && panels > 1, pn, panels, {
+        float *d = dst + (size_t)pn * k * SP_NR;
+        const int j0 = (int)pn * SP_NR, w_cols = n - j0 < SP_NR ? n - j0 : SP_NR;
+        for (int p = 0; p < k; p++) {
+            for (int jj = 0; jj < w_cols; jj++)
+                d[(size_t)p * SP_NR + jj] = transposed ? w[(size_t)(j0 + jj) * ldw + p] : w[(size_t)p * ldw + j0 + jj];
+            for (int jj = w_cols; jj < SP_NR; jj++) d[(size_t)p * SP_NR + jj] = 0.0f;
+        }
+    });
+}
+
+/* dst[blk][p][r] = a[(blk * 8 + r) * lda + p], zero past row m. */
+static void pack_a(int m, int k, const float *a, int lda, float *dst) {
+    for (int i0 = 0; i0 < m; i0 += SP_MR) {
+        float *d = dst + (size_t)i0 * k;
+        for (int r = 0; r < SP_MR; r++) {
+            if (i0 + r < m) {
+                const float *ar = a + (size_t)(i0 + r) * lda;
+                for (int p = 0; p < k; p++) d[(size_t)p * SP_MR + r] = ar[p];
+            } else {
+                for (int p = 0; p < k; p++) d[(size_t)p * SP_MR + r] = 0.0f;
+            }
+        }
+    }
+}
+
+/* C[rows, 32 masked] += A B over k, from packed A (8 per k) and a packed panel (32 per k). All 8 rows are
+ * computed (packed A is zero past the last row) in 16 named accumulators, which GCC keeps in registers
+ * (an array of them it kept in memory); only `rows` are loaded and stored. */
+#define SP_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+T512 static void step_block(int rows, int k, const float *ap, const float *bp, float *c, int ldc, __mmask16 m0,
+                            __mmask16 m1) {
+#define SP_DECL(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = _mm512_setzero_ps();
+    SP_ROWS(SP_DECL)
+#define SP_LOAD(r)                                                                                                   \
+    if (r < rows) {                                                                                                  \
+        c##r##0 = _mm512_maskz_loadu_ps(m0, c + (size_t)r * ldc);                                                    \
+        c##r##1 = _mm512_maskz_loadu_ps(m1, c + (size_t)r * ldc + 16);                                               \
+    }
+    SP_ROWS(SP_LOAD)
+    for (int p = 0; p < k; p++) {
+        const __m512 b0 = _mm512_load_ps(bp + (size_t)p * SP_NR), b1 = _mm512_load_ps(bp + (size_t)p * SP_NR + 16);
+        const float *a = ap + (size_t)p * SP_MR;
+#define SP_FMA(r)                                                                                                    \
+    {                                                                                                                \
+        const __m512 av = _mm512_set1_ps(a[r]);                                                                      \
+        c##r##0 = _mm512_fmadd_ps(av, b0, c##r##0);                                                                  \
+        c##r##1 = _mm512_fmadd_ps(av, b1, c##r##1);                                                                  \
+    }
+        SP_ROWS(SP_FMA)
+    }
+#define SP_STORE(r)                                                                                                  \
+    if (r < rows) {                                                                                                  \
+        _mm512_mask_storeu_ps(c + (size_t)r * ldc, m0, c##r##0);                                                     \
+        _mm512_mask_storeu_ps(c + (size_t)r * ldc + 16, m1, c##r##1);                                                \
+    }
+    SP_ROWS(SP_STORE)
+#undef SP_DECL
+#undef SP_LOAD
+#undef SP_FMA
+#undef SP_STORE
+}
+
+/* C[m, columns j0..j1) += A B, over whole panels (j0 a multiple of 32). */
+T512 static void step_gemm_512(int m, int n, int k, const float *ap, const float *bp, float *c, int ldc, int j0,
+                               int j1) {
+    for (; j0 < j1; j0 += SP_NR) {
+        const int w = n - j0;
+        const __mmask16 m0 = w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << w) - 1);
+        const __mmask16 m1 = w >= 32 ? (__mmask16)0xFFFF : w > 16 ? (__mmask16)((1u << (w - 16)) - 1) : 0;
+        const float *panel = bp + (size_t)j0 * k;
+        for (int i0 = 0; i0 < m; i0 += SP_MR)
+            step_block(m - i0 < SP_MR ? m - i0 : SP_MR, k, ap + (size_t)i0 * k, panel, c + (size_t)i0 * ldc + j0, ldc,
+                       m0, m1);
+    }
+}
+
+/* The kernel when the CPU has AVX-512, unless MAGNA_RNN_STEP=sgemm asks for magna_sgemm (the path other CPUs
+ * take, so the tests can run it here too). */
+static bool have_avx512(void) {
+    static int have = -1; /* every thread computes the same value: a race is harmless */
+    if (have < 0) {
+        const char *env = getenv("MAGNA_RNN_STEP");
+        __builtin_cpu_init();
+        have = !(env && strcmp(env, "sgemm") == 0) && __builtin_cpu_supports("avx512f") &&
+               __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl");
+    }
+    return have;
+}
+
+/* C[m, n] += A[m, k] op(W)[k, n] with op(W) packed by pack_b into bp; A packed into ap (scratch). The
+ * columns are split across the threads in whole panels. */
+static void step_product(int m, int n, int k, const float *a, int lda, const float *bp, float *ap, float *c,
+                         int ldc) {
+    pack_a(m, k, a, lda, ap);
+    const int panels = (n + SP_NR - 1) / SP_NR;
+    if (panels > 1 && (double)m * n * k >= 65536.0 && omp_get_max_threads() > 1) {
+#pragma omp parallel
+        {
+            const int t = omp_get_thread_num(), nt = omp_get_num_threads(), per = (panels + nt - 1) / nt;
+            const int j0 = t * per * SP_NR, j1 = (t + 1) * per * SP_NR < n ? (t + 1) * per * SP_NR : n;
+            if (j0 < j1) step_gemm_512(m, n, k, ap, bp, c, ldc, j0, j1);
+        }
+    } else {
+        step_gemm_512(m, n, k, ap, bp, c, ldc, 0, n);
+    }
+}
+
+/* C[m, n] += A op(W_hh): op is the transpose in backward. fast: W_hh already packed into ws->wpack. */
+static void step_mul(const rnn_ws *ws, bool fast, int m, int n, int k, const float *a, int lda, const float *w_hh,
+                     int G, bool transposed, float *c, int ldc) {
+    if (fast)
+        step_product(m, n, k, a, lda, ws->wpack, ws->apack, c, ldc);
+    else
+        magna_sgemm(false, transposed, m, n, k, 1.0f, a, lda, w_hh, G, 1.0f, c, ldc);
+}
+
+/* ---- forward ------------------------------------------------------------------------------------- */
+
+typedef struct rnn_fwd {
+    rnn_args a;
+    float *out, *gates, *aux; /* aux: LSTM tanh(c), GRU W_hn h + b_hn */
+    rnn_ws ws;
+} rnn_fwd;
+
+/* h_{t-1} (or c_{t-1}) of row b: the previous step's output, the initial state, or zeros. */
+static const float *prev_state(const rnn_fwd *f, int64_t b, int64_t t, int which) {
+    const rnn_args *a = &f->a;
+    if (t > 0) {
+        if (a->cell == CELL_LSTM) return f->out + ((b * a->T + t - 1) * 2 + which) * a->H;
+        return f->out + (b * a->T + t - 1) * a->H;
+    }
+    const magna_node *s = which ? a->c0 : a->h0;
+    return s ? fval(s) + b * a->H : f->ws.zeros;
+}
+
+ROW_CLONES static void lstm_row_forward(const rnn_fwd *f, int64_t b, int64_t t) {
+    const int64_t H = f->a.H, row = b * f->a.T + t;
+    float *gi = f->gates + row * 4 * H, *gf = gi + H, *gg = gf + H, *go = gg + H;
+    sigmoid_inplace(gi, 2 * H);
+    tanh_inplace(gg, H);
+    sigmoid_inplace(go, H);
+    float *h = f->out + row * 2 * H, *c = h + H, *tc = f->aux + row * H;
+    const float *cp = prev_state(f, b, t, 1);
+    for (int64_t j = 0; j < H; j++) tc[j] = c[j] = gf[j] * cp[j] + gi[j] * gg[j];
+    tanh_inplace(tc, H);
+    for (int64_t j = 0; j < H; j++) h[j] = go[j] * tc[j];
+}
+
+/* gates hold x W_ih + b_ih (+ b_hh for r and z); hp is h_{t-1} W_hh for this row. */
+ROW_CLONES static void gru_row_forward(const rnn_fwd *f, int64_t b, int64_t t, const float *b_hn) {
+    const int64_t H = f->a.H, row = b * f->a.T + t;
+    float *r = f->gates + row * 3 * H, *z = r + H, *nn = z + H, *hn = f->aux + row * H;
+    const float *hp = f->ws.hproj + b * 3 * H;
+    for (int64_t j = 0; j < 2 * H; j++) r[j] += hp[j];
+    sigmoid_inplace(r, 2 * H);
+    for (int64_t j = 0; j < H; j++) {
+        hn[j] = hp[2 * H + j] + (b_hn ? b_hn[j] : 0.0f);
+        nn[j] += r[j] * hn[j];
+    }
+    tanh_inplace(nn, H);
+    const float *hprev = prev_state(f, b, t, 0);
+    float *h = f->out + row * H;
+    for (int64_t j = 0; j < H; j++) h[j] = nn[j] + z[j] * (hprev[j] - nn[j]);
+}
+
+static magna_status rnn_forward(magna_graph *g, magna_node *n) {
+    rnn_fwd f = {.a = args_of(n), .out = fval(n)};
+    const rnn_args *a = &f.a;
+    ws_layout(a, (float *)g->workspace, &f.ws);
+    memset(f.ws.zeros, 0, (size_t)a->H * sizeof(float));
+    const int64_t B = a->B, T = a->T, H = a->H, G = a->G, BT = B * T;
+    if (a->cell == CELL_RNN) {
+        f.gates = f.out;
+    } else {
+        f.gates = (float *)n->saved;
+        f.aux = f.gates + round16(BT * G);
+    }
+    /* every step's input projection at once, then the biases (b_hh too, except GRU's n part) */
+    magna_sgemm(false, false, (int)BT, (int)G, (int)a->I, 1.0f, fval(a->x), (int)a->I, fval(a->w_ih), (int)G, 0.0f,
+                f.gates, (int)G);
+    if (a->b_ih) {
+        const float *bi = fval(a->b_ih), *bh = fval(a->b_hh);
+        const int64_t hh_cols = a->cell == CELL_GRU ? 2 * H : G;
+        float *gates = f.gates;
+        PARALLEL_FOR(BT * G >= PAR_MIN, r, BT, {
+            float *gr = gates + r * G;
+            for (int64_t j = 0; j < G; j++) gr[j] += bi[j];
+            for (int64_t j = 0; j < hh_cols; j++) gr[j] += bh[j];
+        });
+    }
+    const float *w_hh = fval(a->w_hh), *b_hn = a->b_hh && a->cell == CELL_GRU ? fval(a->b_hh) + 2 * H : NULL;
+    const int ldo = (int)(a->cell == CELL_LSTM ? T * 2 * H : T * H); /* h row stride in the output */
+    const bool par = B > 1 && B * G >= 4096, fast = have_avx512();
+    if (fast) pack_b((int)H, (int)G, w_hh, (int)G, false, f.ws.wpack);
+    for (int64_t t = 0; t < T; t++) {
+        const bool has_prev = t > 0 || a->h0;
+        const float *hprev = t > 0 ? (a->cell == CELL_LSTM ? f.out + (t - 1) * 2 * H : f.out + (t - 1) * H)
+                                   : (a->h0 ? fval(a->h0) : NULL);
+        const int ldh = t > 0 ? ldo : (int)H;
+        if (a->cell == CELL_GRU) {
+            memset(f.ws.hproj, 0, (size_t)(B * G) * sizeof(float));
+            if (has_prev) step_mul(&f.ws, fast, (int)B, (int)G, (int)H, hprev, ldh, w_hh, (int)G, false, f.ws.hproj, (int)G);
+            PARALLEL_FOR(par, b, B, gru_row_forward(&f, b, t, b_hn););
+        } else {
+            if (has_prev)
+                step_mul(&f.ws, fast, (int)B, (int)G, (int)H, hprev, ldh, w_hh, (int)G, false, f.gates + t * G,
+                         (int)(T * G));
+            if (a->cell == CELL_LSTM) {
+                PARALLEL_FOR(par, b, B, lstm_row_forward(&f, b, t););
+            } else {
+                float *out = f.out;
+                PARALLEL_FOR(par, b, B, tanh_inplace(out + (b * T + t) * H, H););
+            }
+        }
+    }
+    return MAGNA_OK;
+}
+
+/* ---- backward ------------------------------------------------------------------------------------ */
+
+/* dh_tot = dout_h + dh (carried from step t+1); writes this row's dG and the carries to step t-1. */
+ROW_CLONES static void lstm_row_backward(const rnn_fwd *f, const float *dout, int64_t b, int64_t t) {
+    const int64_t H = f->a.H, row = b * f->a.T + t;
+    const float *restrict gi = f->gates + row * 4 * H, *restrict gf = gi + H, *restrict gg = gf + H;
+    const float *restrict go = gg + H, *restrict tc = f->aux + row * H, *restrict cp = prev_state(f, b, t, 1);
+    const float *restrict dh_out = dout + row * 2 * H, *restrict dc_out = dh_out + H, *restrict dh = f->ws.dh + b * H;
+    float *restrict dc = f->ws.dc + b * H, *restrict di = f->ws.dgx + row * 4 * H, *restrict df = di + H;
+    float *restrict dg = df + H, *restrict dO = dg + H;
+    for (int64_t j = 0; j < H; j++) {
+        const float dht = dh_out[j] + dh[j];
+        const float dct = dc_out[j] + dc[j] + dht * go[j] * (1.0f - tc[j] * tc[j]);
+        di[j] = dct * gg[j] * gi[j] * (1.0f - gi[j]);
+        df[j] = dct * cp[j] * gf[j] * (1.0f - gf[j]);
+        dg[j] = dct * gi[j] * (1.0f - gg[j] * gg[j]);
+        dO[j] = dht * tc[j] * go[j] * (1.0f - go[j]);
+        dc[j] = dct * gf[j];
+    }
+}
+
+/* h = (1 - z) n + z h_{t-1}, n = tanh(x_n + r hn). dh is left holding z dh_tot, the direct path to
+ * h_{t-1}; the GEMM through W_hh adds the rest. */
+ROW_CLONES static void gru_row_backward(const rnn_fwd *f, const float *dout, int64_t b, int64_t t) {
+    const int64_t H = f->a.H, row = b * f->a.T + t;
+    const float *restrict r = f->gates + row * 3 * H, *restrict z = r + H, *restrict nn = z + H;
+    const float *restrict hn = f->aux + row * H, *restrict hprev = prev_state(f, b, t, 0);
+    const float *restrict dh_out = dout + row * H;
+    float *restrict dh = f->ws.dh + b * H, *restrict dxr = f->ws.dgx + row * 3 * H, *restrict dxz = dxr + H;
+    float *restrict dxn = dxz + H, *restrict dhr = f->ws.dgh + row * 3 * H, *restrict dhz = dhr + H;
+    float *restrict dhn = dhz + H;
+    for (int64_t j = 0; j < H; j++) {
+        const float dht = dh_out[j] + dh[j];
+        const float dnp = dht * (1.0f - z[j]) * (1.0f - nn[j] * nn[j]);
+        const float drp = dnp * hn[j] * r[j] * (1.0f - r[j]);
+        const float dzp = dht * (hprev[j] - nn[j]) * z[j] * (1.0f - z[j]);
+        dxr[j] = dhr[j] = drp;
+        dxz[j] = dhz[j] = dzp;
+        dxn[j] = dnp;
+        dhn[j] = dnp * r[j];
+        dh[j] = dht * z[j];
+    }
+}
+
+ROW_CLONES static void rnn_row_backward(const rnn_fwd *f, const float *dout, int64_t b, int64_t t) {
+    const int64_t H = f->a.H, row = b * f->a.T + t;
+    const float *h = f->out + row * H, *dh_out = dout + row * H, *dh = f->ws.dh + b * H;
+    float *dg = f->ws.dgx + row * H;
+    for (int64_t j = 0; j < H; j++) dg[j] = (dh_out[j] + dh[j]) * (1.0f - h[j] * h[j]);
+}
+
+/* sum[j] = sum over rows of m[r, j]: each thread sums a share of the rows into its own partial row
+ * (streaming whole rows, vectorised), then the partials are added. scratch holds a->threads rows. */
+static void column_sums(float *sum, const float *m, int64_t rows, int64_t cols, float *scratch, int threads) {
+    int used = 1;
+    if (threads > 1 && rows >= threads && rows * cols >= PAR_MIN && omp_get_max_threads() > 1) {
+#pragma omp parallel
+        {
+            const int t = omp_get_thread_num(), k = omp_get_num_threads() < threads ? omp_get_num_threads() : threads;
+            if (t == 0) used = k;
+            if (t < k) {
+                float *restrict acc = scratch + (size_t)t * cols;
+                memset(acc, 0, (size_t)cols * sizeof(float));
+                for (int64_t r = rows * t / k; r < rows * (t + 1) / k; r++) {
+                    const float *restrict mr = m + r * cols;
+                    for (int64_t j = 0; j < cols; j++) acc[j] += mr[j];
+                }
+            }
+        }
+    } else {
+        memset(scratch, 0, (size_t)cols * sizeof(float));
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t j = 0; j < cols; j++) scratch[j] += m[r * cols + j];
+    }
+    for (int64_t j = 0; j < cols; j++) {
+        float s = 0.0f;
+        for (int t = 0; t < used; t++) s += scratch[(size_t)t * cols + j];
+        sum[j] = s;
+    }
+}
+
+static void add_into(float *dst, const float *src, int64_t n) {
+    for (int64_t j = 0; j < n; j++) dst[j] += src[j];
+}
+
+static void rnn_backward(magna_graph *g, magna_node *n) {
+    rnn_fwd f = {.a = args_of(n), .out = fval(n)};
+    const rnn_args *a = &f.a;
+    ws_layout(a, (float *)g->workspace, &f.ws);
+    memset(f.ws.zeros, 0, (size_t)a->H * sizeof(float));
+    const int64_t B = a->B, T = a->T, H = a->H, G = a->G, BT = B * T;
+    if (a->cell == CELL_RNN) {
+        f.gates = f.out;
+    } else {
+        f.gates = (float *)n->saved;
+        f.aux = f.gates + round16(BT * G);
+    }
+    if (a->cell != CELL_GRU) f.ws.dgh = f.ws.dgx; /* the same pre-activations feed W_ih and W_hh */
+    const float *dout = n->grad, *w_hh = fval(a->w_hh);
+    memset(f.ws.dh, 0, (size_t)(B * H) * sizeof(float));
+    if (f.ws.dc) memset(f.ws.dc, 0, (size_t)(B * H) * sizeof(float));
+    const bool par = B > 1 && B * G >= 4096;
+    /* W_hh^T [G, H], packed once for every step's dh product */
+    const bool fast = have_avx512();
+    if (fast) pack_b((int)G, (int)H, w_hh, (int)G, true, f.ws.wpack);
+    for (int64_t t = T - 1; t >= 0; t--) {
+        switch (a->cell) {
+        case CELL_LSTM: PARALLEL_FOR(par, b, B, lstm_row_backward(&f, dout, b, t);); break;
+        case CELL_GRU: PARALLEL_FOR(par, b, B, gru_row_backward(&f, dout, b, t);); break;
+        case CELL_RNN: PARALLEL_FOR(par, b, B, rnn_row_backward(&f, dout, b, t);); break;
+        }
+        /* dh_{t-1} = dG_t W_hh^T (+ the GRU's direct path, already in dh) */
+        if (t == 0 && !(a->h0 && a->h0->grad)) continue;
+        if (a->cell != CELL_GRU) memset(f.ws.dh, 0, (size_t)(B * H) * sizeof(float));
+        step_mul(&f.ws, fast, (int)B, (int)H, (int)G, f.ws.dgh + t * G, (int)(T * G), w_hh, (int)G, true, f.ws.dh,
+                 (int)H);
+    }
+    if (a->h0 && a->h0->grad) {
+        float *d = a->h0->grad;
+        const float *dh = f.ws.dh;
+        PARALLEL_FOR(B * H >= PAR_MIN, i, B * H, d[i] += dh[i];);
+    }
+    if (a->c0 && a->c0->grad) {
+        float *d = a->c0->grad;
+        const float *dc = f.ws.dc;
+        PARALLEL_FOR(B * H >= PAR_MIN, i, B * H, d[i] += dc[i];);
+    }
+    /* the big products over all B*T rows */
+    if (a->w_ih->grad)
+        magna_sgemm(true, false, (int)a->I, (int)G, (int)BT, 1.0f, fval(a->x), (int)a->I, f.ws.dgx, (int)G, 1.0f,
+                    a->w_ih->grad, (int)G);
+    if (a->x->grad)
+        magna_sgemm(false, true, (int)BT, (int)a->I, (int)G, 1.0f, f.ws.dgx, (int)G, fval(a->w_ih), (int)G, 1.0f,
+                    a->x->grad, (int)a->I);
+    if (a->w_hh->grad) {
+        float *hprev = f.ws.hprev;
+        const rnn_fwd *fp = &f;
+        PARALLEL_FOR(BT * H >= PAR_MIN, r, BT,
+                     memcpy(hprev + r * H, prev_state(fp, r / T, r % T, 0), (size_t)H * sizeof(float)););
+        magna_sgemm(true, false, (int)H, (int)G, (int)BT, 1.0f, hprev, (int)H, f.ws.dgh, (int)G, 1.0f, a->w_hh->grad,
+                    (int)G);
+    }
+    /* the biases: column sums of dG (one sum serves both when the two sides share dG) */
+    if (!a->b_ih) return;
+    float *sum = f.ws.colsum + (size_t)a->threads * G;
+    const bool hh = a->b_hh->grad != NULL, ih = a->b_ih->grad != NULL;
+    if (ih || (hh && f.ws.dgh == f.ws.dgx)) column_sums(sum, f.ws.dgx, BT, G, f.ws.colsum, a->threads);
+    if (ih) add_into(a->b_ih->grad, sum, G);
+    if (hh && f.ws.dgh != f.ws.dgx) column_sums(sum, f.ws.dgh, BT, G, f.ws.colsum, a->threads);
+    if (hh) add_into(a->b_hh->grad, sum, G);
+}
+
+const magna_op_def op_def_lstm = {"lstm", OPF_BWD_INPUTS | OPF_BWD_OUTPUT, rnn_infer, rnn_forward, rnn_backward};
+const magna_op_def op_def_gru = {"gru", OPF_BWD_INPUTS | OPF_BWD_OUTPUT, rnn_infer, rnn_forward, rnn_backward};
+const magna_op_def op_def_rnn = {"rnn_tanh", OPF_BWD_INPUTS | OPF_BWD_OUTPUT, rnn_infer, rnn_forward, rnn_backward};
+
+/* ---- builders ------------------------------------------------------------------------------------ */
+
+static magna_node *rnn_node(magna_graph *g, op_id op, magna_node *x, magna_node *w_ih, magna_node *w_hh,
+                            magna_node *b_ih, magna_node *b_hh, magna_node *h0, magna_node *c0) {
+    if (!g) return NULL;
+    if ((b_ih == NULL) != (b_hh == NULL)) {
+        graph_error(g, MAGNA_ERR_ARG, "%s: give both biases (b_ih and b_hh) or neither", magna_op_table[op]->name);
+        return NULL;
+    }
+    magna_node *in[7] = {x, w_ih, w_hh};
+    int k = 3;
+    if (b_ih) in[k++] = b_ih, in[k++] = b_hh;
+    if (h0) in[k++] = h0;
+    if (c0) in[k++] = c0;
+    const int64_t ip[3] = {b_ih != NULL, h0 != NULL, c0 != NULL};
+    return graph_add_node(g, op, k, in, ip, 3, NULL, 0);
+}
+
+magna_node *magna_lstm(magna_graph *g, magna_node *x, magna_node *w_ih, magna_node *w_hh, magna_node *b_ih,
+                       magna_node *b_hh, magna_node *h0, magna_node *c0) {
+    return rnn_node(g, OP_LSTM, x, w_ih, w_hh, b_ih, b_hh, h0, c0);
+}
+
+magna_node *magna_gru(magna_graph *g, magna_node *x, magna_node *w_ih, magna_node *w_hh, magna_node *b_ih,
+                      magna_node *b_hh, magna_node *h0) {
+    return rnn_node(g, OP_GRU, x, w_ih, w_hh, b_ih, b_hh, h0, NULL);
+}
+
+magna_node *magna_rnn_tanh(magna_graph *g, magna_node *x, magna_node *w_ih, magna_node *w_hh, magna_node *b_ih,
+                           magna_node *b_hh, magna_node *h0) {
+    return rnn_node(g, OP_RNN, x, w_ih, w_hh, b_ih, b_hh, h0, NULL);
+}
+
+static bool is_recurrent(magna_graph *g, magna_node *out, const char *what) {
+    if (!g || !out) return false;
+    if (out->kind != NODE_OP || (out->op != OP_LSTM && out->op != OP_GRU && out->op != OP_RNN)) {
+        graph_error(g, MAGNA_ERR_ARG, "%s: '%s' is not the output of lstm, gru or rnn_tanh", what, out->name);
+        return false;
+    }
+    return true;
+}
+
+/* [B, T, 2, H] -> [B, T, H] (slice of h, then a view); GRU and RNN outputs already are the sequence. */
+magna_node *magna_rnn_sequence(magna_graph *g, magna_node *out) {
+    if (!is_recurrent(g, out, "rnn_sequence")) return NULL;
+    if (out->op != OP_LSTM) return out;
+    return magna_reshape(g, magna_slice(g, out, 2, 0, 1, 1), 3, (int64_t[]){-1, out->shape[1], out->shape[3]});
+}
+
+/* The last step's h (which = 0) or c (1): one slice of the output seen as [B, T * S * H]. */
+static magna_node *final_state(magna_graph *g, magna_node *out, int which) {
+    const int64_t T = out->shape[1], H = out->shape[out->ndim - 1], S = out->op == OP_LSTM ? 2 : 1;
+    const int64_t start = ((T - 1) * S + which) * H;
+    return magna_slice(g, magna_reshape(g, out, 2, (int64_t[]){-1, T * S * H}), 1, start, start + H, 1);
+}
+
+magna_node *magna_rnn_final_h(magna_graph *g, magna_node *out) {
+    if (!is_recurrent(g, out, "rnn_final_h")) return NULL;
+    return final_state(g, out, 0);
+}
+
+magna_node *magna_rnn_final_c(magna_graph *g, magna_node *out) {
+    if (!is_recurrent(g, out, "rnn_final_c")) return NULL;
+    if (out->op != OP_LSTM) {
+        graph_error(g, MAGNA_ERR_ARG, "rnn_final_c: '%s' is not an LSTM's output (only an LSTM has a cell state)",
+                    out->name);
+        return NULL;
+    }
+    return final_state(g, out, 1);
+}
