@@ -377,11 +377,9 @@ static const layer_type LAYER_TYPES[] = {
     {"activation", MAGNA_LAYER_ACTIVATION, "type, activation, rate (the leaky_relu slope)"},
     {"global_avg_pool2d", MAGNA_LAYER_GLOBAL_AVG_POOL2D, "type"},
     {"embedding", MAGNA_LAYER_EMBEDDING, "type, name, units (the vector size; the vocabulary is the tokenizer's)"},
-#ifdef MAGNA_LSTM
     {"lstm", MAGNA_LAYER_LSTM, "type, name, units"},
     {"gru", MAGNA_LAYER_GRU, "type, name, units"},
     {"rnn", MAGNA_LAYER_RNN, "type, name, units"},
-#endif
 };
 enum { LAYER_TYPE_COUNT = sizeof LAYER_TYPES / sizeof LAYER_TYPES[0] };
 
@@ -596,11 +594,9 @@ static bool read_layer(ini *f, section *s, config *cf) {
         break;
     }
     case MAGNA_LAYER_EMBEDDING:
-#ifdef MAGNA_LSTM
     case MAGNA_LAYER_LSTM:
     case MAGNA_LAYER_GRU:
     case MAGNA_LAYER_RNN:
-#endif
         ok = get_int(&c, "units", true, 1, 1 << 20, &units) && get_str(&c, "name", false, &name);
         l->units = units;
         break;
