@@ -13,5 +13,6 @@
 #include "magna/io.h"
 #include "magna/generate.h"
 #include "magna/text.h"
+#include "magna/numbers.h"
 
 #endif

@@ -434,12 +434,20 @@ static magna_status save_best(magna_model *m) {
     return MAGNA_OK;
 }
 
-/* The best model so far, to a safetensors file (atomically). */
-static magna_status save_checkpoint(magna_model *m, const char *path, int epoch, bool has_val, double monitored) {
+enum { CKPT_KV = 64 };
+
+/* The best model so far, to a safetensors file (atomically), with weights_metadata. */
+static magna_status save_checkpoint(magna_model *m, const magna_fit_opts *o, int epoch, bool has_val,
+                                    double monitored) {
+    const char *path = o->checkpoint_path;
     char e[32], v[64];
     snprintf(e, sizeof e, "%d", epoch);
     snprintf(v, sizeof v, "%.17g", monitored);
-    const char *const kv[] = {"epoch", e, has_val ? "val_loss" : "loss", v, NULL};
+    const char *kv[2 * CKPT_KV + 6] = {"epoch", e, has_val ? "val_loss" : "loss", v};
+    int n = 4;
+    for (int i = 0; o->weights_metadata && o->weights_metadata[i] && n < 2 * CKPT_KV; i += 2)
+        kv[n++] = o->weights_metadata[i], kv[n++] = o->weights_metadata[i + 1];
+    kv[n] = NULL;
     magna_error err;
     magna_status st = magna_save_safetensors(m->g, path, kv, &err);
     if (st != MAGNA_OK) return model_error(m, st, "fit: checkpoint at epoch %d: %s", epoch, err.message);
@@ -504,7 +512,6 @@ typedef struct run_state {
 } run_state;
 
 static const char *const OPTIMIZER_NAMES[] = {"sgd", "adam", "adamw"};
-enum { CKPT_KV = 64 };
 
 /* The optimizer's moments and restore_best's copies as extra tensors; returns their count. */
 static int checkpoint_extras(magna_model *m, magna_st_tensor *x, bool with_best) {
@@ -906,7 +913,7 @@ magna_status magna_model_fit(magna_model *m, const magna_dataset *train_in, cons
             rs.best = monitored, rs.wait = 0, rs.best_epoch = epoch;
             if (history) history->best_epoch = epoch;
             if (o->restore_best && (st = save_best(m)) != MAGNA_OK) break;
-            if (o->checkpoint_path && (st = save_checkpoint(m, o->checkpoint_path, epoch, val != NULL, monitored)) !=
+            if (o->checkpoint_path && (st = save_checkpoint(m, o, epoch, val != NULL, monitored)) !=
                                           MAGNA_OK)
                 break;
         } else if (o->patience > 0 && ++rs.wait >= o->patience) {
