@@ -958,9 +958,9 @@ void magna_model_summary(magna_model *m, FILE *f) {
     fprintf(f, "%.*s\n", 64, "================================================================");
     if (m->input) fprintf(f, "%-28s %-22s %12s\n", m->input->name, shape_str(m->input, shape, sizeof shape), "0");
     int64_t total = 0, trainable = 0;
-    for (int i = 0; i < g->n_param_nodes;) { /* params grouped by the layer name before the first '.' */
+    for (int i = 0; i < g->n_param_nodes;) { /* params grouped by the layer name: all but the last part */
         const magna_node *p = g->param_nodes[i];
-        const char *dot = strchr(p->name, '.');
+        const char *dot = strrchr(p->name, '.');
         const int len = dot ? (int)(dot - p->name) : (int)strlen(p->name);
         int64_t count = 0;
         char shapes[128] = "";
