@@ -14,6 +14,8 @@
  * seconds=... */
 #include "magna.h"
 
+#include "args.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,14 +32,6 @@ static double now(void) {
 
 /* ---- main ---------------------------------------------------------------------------------------- */
 
-static bool parse_int(const char *s, long long lo, long long hi, long long *out) {
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    if (!*s || *end || v < lo || v > hi) return false;
-    *out = v;
-    return true;
-}
-
 int main(int argc, char **argv) {
     long long steps = 2000, beam = 4, test_rows = 2000, seed = 42, threads = 0;
     for (int i = 1; i < argc; i++) {
@@ -45,7 +39,7 @@ int main(int argc, char **argv) {
                        : strcmp(argv[i], "--test") == 0 ? &test_rows : strcmp(argv[i], "--seed") == 0 ? &seed
                        : strcmp(argv[i], "--threads") == 0 ? &threads : NULL;
         const long long hi = dst == &beam ? 64 : (long long)1 << 40;
-        if (!dst || i + 1 >= argc || !parse_int(argv[i + 1], dst == &beam || dst == &steps || dst == &test_rows, hi, dst)) {
+        if (!dst || i + 1 >= argc || !arg_int(argv[i + 1], dst == &beam || dst == &steps || dst == &test_rows, hi, dst)) {
             fprintf(stderr, "usage: seq2seq [--steps N] [--beam K (1..64)] [--test N] [--seed S] [--threads T]\n");
             return 2;
         }
