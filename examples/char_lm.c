@@ -13,6 +13,10 @@
  *                            [--temperature X] [--top-k K] [--prompt TEXT] [--eval-windows N] */
 #include "magna.h"
 
+#include "args.h"
+
+#include <limits.h>
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,13 +43,7 @@ typedef struct args {
     const char *corpus, *prompt;
 } args;
 
-static bool parse_ll(const char *s, long long lo, long long *out) {
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    if (!*s || *end || v < lo) return false;
-    *out = v;
-    return true;
-}
+static bool parse_ll(const char *s, long long lo, long long *out) { return arg_int(s, lo, LLONG_MAX, out); }
 
 static bool parse_args(int argc, char **argv, args *a) {
     *a = (args){.steps = 1500, .seed = 42, .sample = 300, .temperature = 0.8, .top_k = 0,

@@ -21,6 +21,8 @@
  *            like */
 #include "magna.h"
 
+#include "args.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +52,7 @@ typedef struct args {
 
 static bool parse_args(int argc, char **argv, args *a) {
     *a = (args){.epochs = DEFAULT_EPOCHS, .seed = 42, .data = DEFAULT_DATA};
+    long long n; /* a number that does not parse whole, or is out of range, falls through to the usage */
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(k, "--augment") == 0)
@@ -58,18 +61,18 @@ static bool parse_args(int argc, char **argv, args *a) {
             a->torch_init = true;
         else if (!v)
             return false;
-        else if (strcmp(k, "--epochs") == 0)
-            a->epochs = atoi(v), i++;
-        else if (strcmp(k, "--seed") == 0)
-            a->seed = strtoull(v, NULL, 10), i++;
-        else if (strcmp(k, "--threads") == 0)
-            a->threads = atoi(v), i++;
+        else if (strcmp(k, "--epochs") == 0 && arg_int(v, 1, 100000, &n))
+            a->epochs = (int)n, i++;
+        else if (strcmp(k, "--seed") == 0 && arg_seed(v, &a->seed))
+            i++;
+        else if (strcmp(k, "--threads") == 0 && arg_int(v, 0, 4096, &n))
+            a->threads = (int)n, i++;
         else if (strcmp(k, "--data") == 0)
             a->data = v, i++;
         else if (strcmp(k, "--grid") == 0)
             a->grid = v, i++;
-        else if (strcmp(k, "--limit") == 0)
-            a->limit = strtoll(v, NULL, 10), i++;
+        else if (strcmp(k, "--limit") == 0 && arg_int(v, 0, INT64_MAX, &n))
+            a->limit = n, i++;
         else
             return false;
     }

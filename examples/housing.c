@@ -17,6 +17,8 @@
  * order) so that bench/torch_tabular.py trains PyTorch on exactly the same rows. */
 #include "magna.h"
 
+#include "args.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,14 +110,26 @@ int main(int argc, char **argv) {
     bool own_init_seed = false;
     for (int i = 1, pos = 0; i < argc; i++) {
         if (strcmp(argv[i], "--dump-split") == 0 && i + 1 < argc) split_file = argv[++i];
-        else if (strcmp(argv[i], "--init-seed") == 0 && i + 1 < argc)
-            init_seed = strtoull(argv[++i], NULL, 10), own_init_seed = true;
+        else if (strcmp(argv[i], "--init-seed") == 0 && i + 1 < argc) {
+            if (!arg_seed(argv[++i], &init_seed)) {
+                fprintf(stderr, "housing: '%s' is not a valid seed\n", argv[i]);
+                return 2;
+            }
+            own_init_seed = true;
+        }
         else if (argv[i][0] == '-' && argv[i][1] == '-') {
             fprintf(stderr, "usage: housing [csv] [epochs] [seed] [--dump-split FILE] [--init-seed N]\n");
             return 2;
         } else if (pos == 0) path = argv[i], pos++;
-        else if (pos == 1) epochs = atoi(argv[i]), pos++;
-        else if (pos == 2) seed = strtoull(argv[i], NULL, 10), pos++;
+        else if (pos == 1 || pos == 2) {
+            long long e;
+            if (pos == 1 ? !arg_int(argv[i], 1, 1000000, &e) : !arg_seed(argv[i], &seed)) {
+                fprintf(stderr, "housing: '%s' is not a valid %s\n", argv[i], pos == 1 ? "epoch count" : "seed");
+                return 2;
+            }
+            if (pos == 1) epochs = (int)e;
+            pos++;
+        }
     }
     if (epochs < 1) {
         fprintf(stderr, "housing: epochs must be at least 1\n");

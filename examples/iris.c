@@ -9,6 +9,8 @@
  * order), for comparing with other tools on the same rows. */
 #include "magna.h"
 
+#include "args.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,8 +47,15 @@ int main(int argc, char **argv) {
             fprintf(stderr, "usage: iris [csv] [epochs] [seed] [--dump-split FILE]\n");
             return 2;
         } else if (pos == 0) path = argv[i], pos++;
-        else if (pos == 1) epochs = atoi(argv[i]), pos++;
-        else if (pos == 2) seed = strtoull(argv[i], NULL, 10), pos++;
+        else if (pos == 1 || pos == 2) {
+            long long e;
+            if (pos == 1 ? !arg_int(argv[i], 1, 1000000, &e) : !arg_seed(argv[i], &seed)) {
+                fprintf(stderr, "%s: '%s' is not a valid %s\n", "iris", argv[i], pos == 1 ? "epoch count" : "seed");
+                return 2;
+            }
+            if (pos == 1) epochs = (int)e;
+            pos++;
+        }
     }
     if (epochs < 1) {
         fprintf(stderr, "iris: epochs must be at least 1\n");

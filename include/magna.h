@@ -13,6 +13,7 @@
 #include "magna/io.h"
 #include "magna/generate.h"
 #include "magna/text.h"
+#include "magna/numbers.h"
 #include "magna/dist.h"
 
 #endif

@@ -6,10 +6,11 @@
 set -eu
 
 # data sets (DESIGN §4): python3-sklearn ships Boston housing, iris and digits; dataset-fashion-mnist.
+# fortunes: the fortune cookies, the default corpus of the language models (models/char-*.ini).
 # python3-venv: the interoperability tests' virtual environment (scripts/interop-venv.sh, made by ctest).
 # libopenmpi-dev openmpi-bin: data-parallel training across processes (src/dist; mpiexec runs test_dist).
 packages="build-essential cmake pkg-config libopenblas-openmp-dev libdnnl-dev zlib1g-dev libjansson-dev python3-sklearn
-dataset-fashion-mnist python3-venv libopenmpi-dev openmpi-bin"
+dataset-fashion-mnist fortunes python3-venv libopenmpi-dev openmpi-bin"
 case "${1:-}" in
     bench) packages="$packages python3-torch" ;;
 esac

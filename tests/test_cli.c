@@ -4,7 +4,10 @@
  * weights byte for byte), SIGINT/SIGTERM to a training child (exit 130/143, a checkpoint that resumes),
  * eval of that checkpoint giving the same test RMSE, predict on CSV (housing) and IDX (a small Fashion-MNIST
  * MLP: its accuracy over the rows eval scores is eval's), summary of every model file in models/, --version and
- * --help, and malformed model files each rejected with their own message naming file and line. */
+ * --help, and malformed model files each rejected with their own message naming file and line. Language models
+ * on a tiny corpus written here (a GPT and an LSTM, 40 steps) and the words -> digits seq2seq (60 steps): train,
+ * eval, stop + --resume (the same weights), generate twice with one seed (the same text), the misuses and the
+ * malformed language-model files, each with its own message. */
 #include "check.h"
 #include "magna.h"
 
@@ -333,10 +336,13 @@ static void test_predict(void) {
 }
 
 static void test_summaries(void) {
-    const char *files[] = {"housing-mlp", "iris-mlp", "digits-mlp", "fmnist-mlp", "fmnist-cnn"};
+    /* the language models: char-gpt and char-lstm on fortune's 113 characters (112 and <unk>) */
+    const char *files[] = {"housing-mlp", "iris-mlp", "digits-mlp", "fmnist-mlp", "fmnist-cnn", "char-gpt",
+                           "char-lstm", "seq2seq"};
     const char *params[] = {"Total params: 961\n", "Total params: 131\n", "Total params: 17226\n",
-                            "Total params: 109386\n", "Total params: 688138\n"};
-    for (int i = 0; i < 5; i++) {
+                            "Total params: 109386\n", "Total params: 688138\n", "Total params: 824192\n",
+                            "Total params: 366001\n", "Total params: 942220\n"};
+    for (int i = 0; i < 8; i++) {
         char args[PATH_MAX + 64];
         snprintf(args, sizeof args, "summary '%s/models/%s.ini'", root, files[i]);
         const int rc = run(args, out, sizeof out);
@@ -404,6 +410,277 @@ static void test_malformed(void) {
     expect_bad(text, ":14: [train] key 'loss': unknown value 'xxx'");
 }
 
+/* ---- language models ---------------------------------------------------------------------------- */
+
+static char corpus[128]; /* tmp/corpus.txt */
+
+static void write_file(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL, "write %s", path);
+    if (f) fputs(text, f), fclose(f);
+}
+
+/* A tiny corpus: sentences of a dozen words drawn with a fixed LCG, about 14 kB. */
+static void write_corpus(void) {
+    static const char *const words[] = {"the", "cat", "sat", "on", "a", "mat", "dog", "ran", "to", "hat", "and", "sun"};
+    snprintf(corpus, sizeof corpus, "%s/corpus.txt", tmp);
+    FILE *f = fopen(corpus, "w");
+    CHECK(f != NULL, "write %s", corpus);
+    if (!f) return;
+    uint32_t x = 12345;
+    for (int line = 0; line < 600; line++) {
+        for (int w = 0; w < 6; w++) {
+            x = x * 1664525u + 1013904223u;
+            fprintf(f, "%s%s", w ? " " : "", words[(x >> 16) % 12]);
+        }
+        fputs(".\n", f);
+    }
+    fclose(f);
+}
+
+/* A text model file on the tiny corpus: `model` is its [model] and [layer] sections. */
+static void write_lm(const char *path, const char *model, const char *optimizer) {
+    char text[4096];
+    snprintf(text, sizeof text,
+             "[data]\nkind = text\npath = %s\ntokenizer = chars\ncontext = 16\neval_windows = 20\n\n%s\n"
+             "[train]\nloss = sparse_cross_entropy\n%sbatch = 8\nsteps = 40\n",
+             corpus, model, optimizer);
+    write_file(path, text);
+}
+
+static const char *TINY_GPT = "[model]\nkind = gpt\nlayers = 1\nheads = 2\nd_model = 16\n";
+static const char *TINY_LSTM = "[model]\nkind = sequential\n\n[layer]\ntype = embedding\nunits = 8\n\n[layer]\n"
+                               "type = lstm\nunits = 16\n\n[layer]\ntype = dense\nunits = vocab\n";
+
+/* train (the key=value line, below the uniform loss), eval of the weights (the same val_loss), 25 steps +
+ * --resume (the straight run's weights byte for byte), generate twice with one seed (the same text, N
+ * characters after the prompt) and once with another, from model.safetensors and from the checkpoints. */
+static void test_lm(const char *name, const char *model, const char *optimizer) {
+    char file[PATH_MAX], args[3 * PATH_MAX], line[4096], line2[4096], a[PATH_MAX + 64], b[PATH_MAX + 64];
+    static char gen1[8192], gen2[8192];
+    snprintf(file, sizeof file, "%s/%s.ini", tmp, name);
+    write_lm(file, model, optimizer);
+    snprintf(args, sizeof args, "train '%s' --threads 2 --out '%s/%s'", file, tmp, name);
+    int rc = run(args, out, sizeof out);
+    last_line(out, line, sizeof line);
+    printf("%s train: %s\n", name, line);
+    const double val = value_of(line, "val_loss"), bigram = value_of(line, "bigram_val_loss");
+    CHECK(rc == 0 && strstr(out, "bigram baseline") && strstr(line, "step=40 ") && value_of(line, "tokens_per_s") > 0,
+          "%s: train exits 0 with step=40 and tokens_per_s (rc %d):\n%s", name, rc, out);
+    /* 13 characters (12 letters ... plus ' ', '.', '\n'): the uniform loss is log(vocab) */
+    const double vocab = value_of(line, "vocab");
+    CHECK(val > 0 && vocab > 10 && val < log(vocab) - 0.3 && bigram > 0 && bigram < val,
+          "%s: val_loss %.4f below the uniform %.4f after 40 steps (and the bigram %.4f below both)", name, val,
+          log(vocab), bigram);
+
+    snprintf(args, sizeof args, "eval '%s' --weights '%s/%s/model.safetensors'", file, tmp, name);
+    rc = run(args, out, sizeof out);
+    last_line(out, line2, sizeof line2);
+    CHECK(rc == 0 && value_of(line2, "val_loss") == val && value_of(line2, "perplexity") > 1,
+          "%s: eval's val_loss is train's %.4f (rc %d): %s", name, val, rc, out);
+
+    snprintf(args, sizeof args, "train '%s' --threads 2 --out '%s/%s-split' --steps 25", file, tmp, name);
+    rc = run(args, out, sizeof out);
+    last_line(out, line2, sizeof line2);
+    CHECK(rc == 0 && strstr(out, "stopped at step 25") && value_of(line2, "val_loss") > 0,
+          "%s: stopped at 25 with a val_loss (rc %d): %s", name, rc, out);
+    snprintf(args, sizeof args, "train --resume '%s/%s-split/checkpoints' --threads 2", tmp, name);
+    rc = run(args, out, sizeof out);
+    last_line(out, line2, sizeof line2);
+    CHECK(rc == 0 && strstr(line2, "step=40 ") && value_of(line2, "val_loss") == val,
+          "%s: resumed to step 40 with the straight run's val_loss %.4f (rc %d): %s", name, val, rc, out);
+    snprintf(a, sizeof a, "%s/%s/model.safetensors", tmp, name);
+    snprintf(b, sizeof b, "%s/%s-split/model.safetensors", tmp, name);
+    CHECK(same_file(a, b), "%s: the resumed run's weights are the straight run's, byte for byte", name);
+
+    snprintf(args, sizeof args, "generate '%s' --weights '%s' --prompt 'the cat' --length 50 --seed 7 --top-k 5", file,
+             a);
+    rc = run(args, gen1, sizeof gen1);
+    CHECK(rc == 0 && strncmp(gen1, "the cat", 7) == 0 && strlen(gen1) == 7 + 50 + 1,
+          "%s: generate prints the prompt and 50 characters (rc %d, %zu bytes): %s", name, rc, strlen(gen1), gen1);
+    printf("%s generate: %s", name, gen1);
+    snprintf(args, sizeof args,
+             "generate '%s' --weights '%s/%s/checkpoints' --prompt 'the cat' --length 50 --seed 7 --top-k 5", file, tmp,
+             name);
+    rc = run(args, gen2, sizeof gen2);
+    CHECK(rc == 0 && strcmp(gen1, gen2) == 0, "%s: the same seed, the same text (from the checkpoint too): %s", name,
+          gen2);
+    snprintf(args, sizeof args, "generate '%s' --weights '%s' --prompt 'the cat' --length 50 --seed 8 --top-p 0.95",
+             file, a);
+    rc = run(args, gen2, sizeof gen2);
+    CHECK(rc == 0 && strlen(gen2) == strlen(gen1) && strcmp(gen1, gen2) != 0, "%s: another seed, other text: %s",
+          name, gen2);
+    snprintf(args, sizeof args, "generate '%s' --weights '%s' --length 30 --temperature 0", file, a);
+    rc = run(args, gen2, sizeof gen2);
+    CHECK(rc == 0 && gen2[0] == '\n' && strlen(gen2) == 1 + 30 + 1, "%s: greedy from the default prompt: %s", name,
+          gen2);
+}
+
+static void test_seq2seq(void) {
+    char file[PATH_MAX], args[3 * PATH_MAX], line[4096], line2[4096], g1[256], g2[256];
+    snprintf(file, sizeof file, "%s/s2s.ini", tmp);
+    write_file(file, "[data]\nkind = numbers\ntest = 50\n\n[model]\nkind = seq2seq\nlayers = 1\nheads = 2\n"
+                     "d_model = 16\n\n[train]\nloss = sparse_cross_entropy\noptimizer = adamw\nlr = 3e-3\nbatch = 16\n"
+                     "steps = 60\nbeam = 2\n");
+    snprintf(args, sizeof args, "train '%s' --threads 2 --out '%s/s2s'", file, tmp);
+    int rc = run(args, out, sizeof out);
+    last_line(out, line, sizeof line);
+    printf("seq2seq train: %s\n", line);
+    const double em = value_of(line, "exact_match"), loss = value_of(line, "test_loss");
+    CHECK(rc == 0 && em >= 0 && em <= 1 && value_of(line, "greedy_exact_match") >= 0 && strstr(line, "beam=2 ") &&
+              value_of(line, "tokens_per_s") > 0,
+          "seq2seq: train exits 0 with exact_match, greedy_exact_match, beam=2, tokens_per_s (rc %d):\n%s", rc, out);
+    CHECK(loss > 0 && loss < log(12.0) - 0.1, "seq2seq: test loss %.4f below the uniform %.4f after 60 steps", loss,
+          log(12.0));
+    snprintf(args, sizeof args, "eval '%s' --weights '%s/s2s/model.safetensors'", file, tmp);
+    rc = run(args, out, sizeof out);
+    last_line(out, line2, sizeof line2);
+    CHECK(rc == 0 && value_of(line2, "exact_match") == em && value_of(line2, "test_loss") == loss,
+          "seq2seq: eval gives train's exact_match and test_loss (rc %d): %s", rc, out);
+    snprintf(args, sizeof args, "generate '%s' --weights '%s/s2s/model.safetensors' --prompt 'forty-two' --beam 3", file,
+             tmp);
+    const int rc1 = run(args, g1, sizeof g1), rc2 = run(args, g2, sizeof g2);
+    /* an untrained model may write no number: then exit 1 with its reason, but the same twice */
+    CHECK(((rc1 == 0 && g1[0] >= '0' && g1[0] <= '9') || (rc1 == 1 && strstr(g1, "no number"))) && rc1 == rc2 &&
+              strcmp(g1, g2) == 0,
+          "seq2seq: generate --beam 3 prints digits, the same twice (rc %d): %s", rc1, g1);
+    snprintf(args, sizeof args, "generate '%s' --weights '%s/s2s/model.safetensors' --prompt 'Forty'", file, tmp);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "'F'") && strstr(out, "position 0"), "seq2seq: a prompt it cannot read (rc %d): %s",
+          rc, out);
+}
+
+/* The other tokenizers: bytes (256 ids) and BPE (trained to 300 ids), 10 steps each, and generate from them. */
+static void test_lm_tokenizers(void) {
+    const char *toks[] = {"tokenizer = bytes", "tokenizer = bpe\nvocab = 300"};
+    /* BPE stops early when no pair occurs twice: the tiny corpus has fewer than 300 ids' worth */
+    const double lo[] = {256, 257}, hi[] = {256, 300};
+    for (int i = 0; i < 2; i++) {
+        char file[PATH_MAX], text[2048], args[3 * PATH_MAX], line[4096], gen[4096];
+        snprintf(file, sizeof file, "%s/tok%d.ini", tmp, i);
+        snprintf(text, sizeof text,
+                 "[data]\nkind = text\npath = %s\n%s\ncontext = 8\neval_windows = 4\n\n%s\n[train]\n"
+                 "loss = sparse_cross_entropy\noptimizer = adam\nlr = 1e-3\nbatch = 4\nsteps = 10\n",
+                 corpus, toks[i], TINY_GPT);
+        write_file(file, text);
+        snprintf(args, sizeof args, "train '%s' --threads 2 --out '%s/tok%d'", file, tmp, i);
+        int rc = run(args, out, sizeof out);
+        last_line(out, line, sizeof line);
+        const double v = value_of(line, "vocab");
+        CHECK(rc == 0 && v >= lo[i] && v <= hi[i] && value_of(line, "val_loss") > 0, "%s: train (rc %d): %s", toks[i],
+              rc, line);
+        snprintf(args, sizeof args, "generate '%s' --weights '%s/tok%d/model.safetensors' --prompt 'the' --length 5",
+                 file, tmp, i);
+        rc = run(args, gen, sizeof gen);
+        CHECK(rc == 0 && strncmp(gen, "the", 3) == 0 && strlen(gen) > 3 + 5, "%s: generate (rc %d): %s", toks[i], rc,
+              gen);
+    }
+}
+
+/* Commands that do not fit the model: each its own one-line error and exit status. */
+static void test_lm_misuse(void) {
+    char args[3 * PATH_MAX];
+    snprintf(args, sizeof args, "generate '%s/models/housing-mlp.ini' --weights '%s/run/model.safetensors'", root, tmp);
+    int rc = run(args, out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "not a language model"), "generate on housing (rc %d): %s", rc, out);
+    snprintf(args, sizeof args, "generate '%s/gpt.ini' --weights '%s/run/model.safetensors'", tmp, tmp);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "no tokenizer"), "generate with housing's weights (rc %d): %s", rc, out);
+    snprintf(args, sizeof args, "generate '%s/gpt.ini'", tmp);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "--weights"), "generate without weights (rc %d): %s", rc, out);
+    snprintf(args, sizeof args, "generate '%s/gpt.ini' --weights '%s/gpt/model.safetensors' --top-p 1.5", tmp, tmp);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "--top-p"), "--top-p 1.5 (rc %d): %s", rc, out);
+    snprintf(args, sizeof args, "generate '%s/gpt.ini' --weights '%s/gpt/model.safetensors' --beam 2", tmp, tmp);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "--beam is for seq2seq"), "--beam on a text model (rc %d): %s", rc, out);
+    snprintf(args, sizeof args, "train '%s/gpt.ini' --epochs 3", tmp);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "trains by steps"), "--epochs on a language model (rc %d): %s", rc, out);
+    snprintf(args, sizeof args, "predict '%s/gpt.ini' --weights w --input x.csv --output y.csv", tmp);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "magna generate"), "predict on a language model (rc %d): %s", rc, out);
+    snprintf(args, sizeof args, "eval '%s/s2s.ini' --weights '%s/gpt/model.safetensors'", tmp, tmp);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "gpt/model.safetensors"), "seq2seq eval of GPT weights (rc %d): %s", rc, out);
+    rc = run("generate --help", out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "usage: magna generate"), "generate --help (rc %d): %s", rc, out);
+}
+
+/* Malformed language-model files: each its own message naming the file and the line. */
+static void test_lm_malformed(void) {
+    char text[2048], head[512];
+    /* lines 1-6: [data]; 8-: [model] */
+    snprintf(head, sizeof head, "[data]\nkind = text\npath = %s\ntokenizer = chars\ncontext = 16\n\n", corpus);
+    const char *gpt = "[model]\nkind = gpt\nlayers = 1\nheads = 2\nd_model = 16\n\n";           /* 7-12 */
+    const char *train = "[train]\nloss = sparse_cross_entropy\noptimizer = adam\nlr = 1e-3\nbatch = 4\nsteps = 5\n";
+    snprintf(text, sizeof text, "%s%s%s", head, gpt, train); /* [train] at 13 */
+    char path[128], args[256];
+    snprintf(path, sizeof path, "%s/bad.ini", tmp);
+    write_file(path, text);
+    snprintf(args, sizeof args, "summary '%s'", path);
+    int rc = run(args, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "gpt model") && strstr(out, "Total params:"), "the good text file's summary (rc %d): %s",
+          rc, out);
+
+    snprintf(text, sizeof text, "[data]\nkind = text\npath = %s\ntokenizer = bpe\n\n%s%s", corpus, gpt, train);
+    expect_bad(text, ":1: [data] tokenizer = bpe needs 'vocab'");
+    snprintf(text, sizeof text, "[data]\nkind = text\npath = %s\nvocab = 300\n\n%s%s", corpus, gpt, train);
+    expect_bad(text, ":4: [data] key 'vocab': only tokenizer = bpe takes it");
+    snprintf(text, sizeof text, "[data]\nkind = text\ntokenizer = bytes\nunk = false\n\n%s%s", gpt, train);
+    expect_bad(text, ":4: [data] key 'unk': only tokenizer = chars takes it");
+    snprintf(text, sizeof text, "[data]\nkind = text\ncontext = 0\n\n%s%s", gpt, train);
+    expect_bad(text, ":3: [data] key 'context': 0 is out of range");
+    snprintf(text, sizeof text, "[data]\nkind = text\ntokenizer = words\n\n%s%s", gpt, train);
+    expect_bad(text, ":3: [data] key 'tokenizer': unknown value 'words' (expected one of: bytes, chars, bpe)");
+    snprintf(text, sizeof text, "[data]\nkind = text\ntarget = y\n\n%s%s", gpt, train);
+    expect_bad(text, ":3: [data]: unknown key 'target' (it takes: kind, path");
+    snprintf(text, sizeof text, "%s[model]\nkind = seq2seq\n\n%s", head, train);
+    expect_bad(text, ":8: [model] key 'kind': seq2seq reads numbers in words");
+    snprintf(text, sizeof text, "%s[model]\nkind = gpt\nlayers = 1\nheads = 3\nd_model = 16\n\n%s", head, train);
+    expect_bad(text, ":10: [model] key 'heads': d_model 16 does not split into 3 heads");
+    snprintf(text, sizeof text, "%s[model]\nkind = gpt\nlayers = 1\nd_model = 16\n\n%s", head, train);
+    expect_bad(text, ":7: [model] needs 'heads'");
+    snprintf(text, sizeof text, "%s[model]\nkind = gpt\nlayers = 1\nheads = 2\nd_model = 16\ninput = 3\n\n%s", head,
+             train);
+    expect_bad(text, ":12: [model]: unknown key 'input' (it takes: kind, layers, heads, d_model, d_ff, positions, dropout)");
+    snprintf(text, sizeof text, "%s%s[layer]\ntype = dense\nunits = 4\n\n%s", head, gpt, train);
+    expect_bad(text, ":13: [layer] a gpt model takes no [layer] sections");
+    snprintf(text, sizeof text, "%s[model]\nkind = sequential\n\n[layer]\ntype = dense\nunits = vocab\n\n%s", head,
+             train);
+    expect_bad(text, ":10: [layer] dense: a text model's first layer is an embedding");
+    snprintf(text, sizeof text, "%s[model]\nkind = sequential\n\n[layer]\ntype = embedding\nunits = 8\n\n[layer]\n"
+                                "type = embedding\nunits = 8\n\n%s",
+             head, train);
+    expect_bad(text, ":14: [layer] embedding: the embedding is the first layer");
+    snprintf(text, sizeof text, "%s%s[train]\nloss = sparse_cross_entropy\noptimizer = adam\nlr = 1e-3\nbatch = 4\n"
+                                "epochs = 5\n",
+             head, gpt);
+    expect_bad(text, ":18: [train]: unknown key 'epochs' (it takes: loss, optimizer, lr, momentum, weight_decay, l2, "
+                     "batch, steps,");
+    snprintf(text, sizeof text, "%s%s[train]\nloss = sparse_cross_entropy\noptimizer = adam\nlr = 1e-3\nbatch = 4\n",
+             head, gpt);
+    expect_bad(text, ":13: [train] needs 'steps'");
+    snprintf(text, sizeof text, "%s%s[train]\nloss = mse\noptimizer = adam\nlr = 1e-3\nbatch = 4\nsteps = 5\n", head,
+             gpt);
+    expect_bad(text, ":14: [train] key 'loss': a language model predicts token ids: sparse_cross_entropy");
+    snprintf(text, sizeof text, "%s%s%s\nbeam = 2\n", head, gpt, train);
+    expect_bad(text, ":20: [train]: unknown key 'beam'");
+    snprintf(text, sizeof text, "[data]\nkind = numbers\n\n[model]\nkind = gpt\n\n%s", train);
+    expect_bad(text, ":5: [model] key 'kind': [data] kind = numbers trains the encoder-decoder");
+    snprintf(text, sizeof text, "[data]\nkind = numbers\ntest = 0\n\n[model]\nkind = seq2seq\n\n%s", train);
+    expect_bad(text, ":3: [data] key 'test': 0 is out of range");
+    snprintf(text, sizeof text, "%s[layer]\ntype = embedding\nunits = 4\n\n[layer]\ntype = dense\nunits = 1\n\n"
+                                "[train]\nloss = mse\noptimizer = adam\nlr = 1e-3\nbatch = 8\nepochs = 2\n",
+             GOOD_HEAD);
+    expect_bad(text, ":9: [layer] embedding: an embedding reads token ids, which only [data] kind = text gives");
+    snprintf(text, sizeof text, "%s[layer]\ntype = dense\nunits = vocab\n\n"
+                                "[train]\nloss = mse\noptimizer = adam\nlr = 1e-3\nbatch = 8\nepochs = 2\n",
+             GOOD_HEAD);
+    expect_bad(text, ":11: [layer] dense key 'units': 'vocab' is not a whole number");
+}
+
 int main(void) {
     char self[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -420,8 +697,9 @@ int main(void) {
 
     int rc = run("--version", out, sizeof out);
     CHECK(rc == 0 && strstr(out, "magna"), "--version (rc %d): %s", rc, out);
-    const char *cmds[] = {"--help", "train --help", "eval --help", "predict --help", "summary --help"};
-    for (int i = 0; i < 5; i++) {
+    const char *cmds[] = {"--help", "train --help", "eval --help", "predict --help", "summary --help",
+                          "generate --help"};
+    for (int i = 0; i < 6; i++) {
         rc = run(cmds[i], out, sizeof out);
         CHECK(rc == 0 && strstr(out, "usage: magna"), "magna %s (rc %d): %s", cmds[i], rc, out);
     }
@@ -438,6 +716,13 @@ int main(void) {
     test_resume();
     test_signal(SIGINT, 130);
     test_signal(SIGTERM, 143);
+    write_corpus();
+    test_lm("gpt", TINY_GPT, "optimizer = adamw\nlr = 3e-3\nweight_decay = 0.1\n");
+    test_lm("lstm", TINY_LSTM, "optimizer = adam\nlr = 1e-2\n");
+    test_seq2seq();
+    test_lm_tokenizers();
+    test_lm_misuse();
+    test_lm_malformed();
 
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);

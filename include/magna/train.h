@@ -116,8 +116,10 @@ typedef struct magna_fit_opts {
     float min_delta;
     bool restore_best;      /* put back the weights of the best epoch at the end */
     /* When set, the graph's params and states are saved here (safetensors, atomically; metadata "epoch" and
-     * "val_loss" or "loss") each time the monitored value improves. A failed save stops fit with its error. */
+     * "val_loss" or "loss", and weights_metadata) each time the monitored value improves. A failed save stops
+     * fit with its error. */
     const char *checkpoint_path;
+    const char *const *weights_metadata; /* NULL-terminated key, value pairs (e.g. a tokenizer), or NULL */
     /* When set, a training log directory (created if needed; magna_train_log in magna/io.h): per epoch the
      * TensorBoard scalars "lr", "train/loss", "val/loss" and "train/<metric>", "val/<metric>", a line of
      * log.csv and a fresh curves.svg. A failed write stops fit with its error. */

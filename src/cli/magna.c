@@ -1,11 +1,14 @@
 /* magna.c — the `magna` command: trains, evaluates and summarises models described by model files
- * (models/<name>.ini, the format is described in README.md "Command line" and at the top of each file).
+ * (models/<name>.ini, the format is described in README.md "Command line" and at the top of each file), and
+ * generates with the language models among them (text: an LSTM stack or a GPT; numbers: the seq2seq).
  *
  *   magna train MODEL_FILE [--epochs N] [--batch N] [--lr X] [--seed N] [--threads N] [--out DIR]
  *               [--save-every STEPS] [--keep K] [--steps N] [--resume CHECKPOINT]
  *               [--dist] [--zero1] [--timeout SECONDS]          (data parallel: mpirun -np N magna train ...)
  *   magna eval MODEL_FILE --weights FILE [--seed N] [--threads N]
  *   magna predict MODEL_FILE --weights CHECKPOINT --input FILE.csv|FILE.idx[.gz] --output OUT.csv
+ *   magna generate MODEL_FILE --weights CKPT [--prompt TEXT] [--length N] [--temperature X] [--top-k K]
+ *                  [--top-p P] [--seed S] [--beam K]
  *   magna summary MODEL_FILE
  *   magna --version
  *
@@ -38,6 +41,13 @@ typedef struct data {
     magna_standardizer st;   /* csv: fitted on the training rows (predict applies it to new rows) */
     double *mean, *sd;       /* idx: per channel, fitted on the training images */
     char **features;         /* csv: the feature columns, in the training table's order, NULL-terminated */
+    /* text: the corpus, its tokenizer, the token ids of the training and validation parts (train windows in
+     * owned[0..1], validation windows in owned[2..3]) */
+    magna_corpus corpus;
+    magna_tokenizer *tok;
+    int32_t *ids[2];
+    int64_t n_ids[2], vocab;
+    magna_numbers numbers[2]; /* numbers: training and held-out examples */
     char desc[512];
 } data;
 
@@ -48,6 +58,10 @@ static void data_free(data *d) {
     free(d->mean), free(d->sd);
     for (int k = 0; d->features && d->features[k]; k++) free(d->features[k]);
     free(d->features);
+    magna_corpus_free(&d->corpus);
+    magna_tokenizer_free(d->tok);
+    free(d->ids[0]), free(d->ids[1]);
+    magna_numbers_free(&d->numbers[0]), magna_numbers_free(&d->numbers[1]);
 }
 
 static void scale_rows(float *x, int64_t n, double scale) {
@@ -161,8 +175,92 @@ static bool load_idx(const config *cf, data *d) {
     return true;
 }
 
-static bool load_data(const config *cf, data *d) {
+/* The corpus split by position, the tokenizer (trained on the training part, or `tok_text`: a checkpoint's),
+ * the ids of both parts, the validation windows and, when `train`, steps x batch random training windows
+ * (drawn from the data seed, so a resumed run has the same ones). */
+static bool load_text(const config *cf, const char *tok_text, bool train, data *d) {
+    magna_error err;
+    int64_t cut;
+    if (magna_corpus_load(cf->data_path, &d->corpus, &err) != MAGNA_OK)
+        return cli_fail("%s (%s:%d, [data] path)", err.message, cf->path, cf->data_line);
+    const uint8_t *text = d->corpus.data;
+    if (magna_text_split(text, d->corpus.size, cf->validation, &cut, &err) != MAGNA_OK)
+        return cli_fail("%s: %s", cf->data_path, err.message);
+    magna_status st;
+    if (tok_text) st = magna_tokenizer_from_string(tok_text, &d->tok, &err);
+    else if (cf->tokenizer == MAGNA_TOKENIZER_BYTES) st = magna_tokenizer_bytes(&d->tok, &err);
+    else if (cf->tokenizer == MAGNA_TOKENIZER_CHARS) st = magna_tokenizer_train_chars(text, cut, cf->unk, &d->tok, &err);
+    else st = magna_tokenizer_train_bpe(text, cut, (int32_t)cf->bpe_vocab, &d->tok, &err);
+    if (st != MAGNA_OK) return cli_fail("%s%s", tok_text ? "the weights' tokenizer: " : "", err.message);
+    if (magna_tokenizer_get_kind(d->tok) != cf->tokenizer)
+        return cli_fail("%s:%d: [data] tokenizer is %s, the weights were trained with a %s tokenizer", cf->path,
+                        cf->data_line, magna_tokenizer_kind_name(cf->tokenizer),
+                        magna_tokenizer_kind_name(magna_tokenizer_get_kind(d->tok)));
+    d->vocab = magna_tokenizer_vocab_size(d->tok);
+    if (magna_tokenizer_encode(d->tok, text, cut, &d->ids[0], &d->n_ids[0], &err) != MAGNA_OK ||
+        magna_tokenizer_encode(d->tok, text + cut, d->corpus.size - cut, &d->ids[1], &d->n_ids[1], &err) != MAGNA_OK)
+        return cli_fail("%s: %s", cf->data_path, err.message);
+    const int64_t T = cf->context;
+    if (d->n_ids[0] <= T || d->n_ids[1] < 2)
+        return cli_fail("%s: %lld training and %lld validation tokens: windows of %lld tokens need more (%s:%d)",
+                        cf->data_path, (long long)d->n_ids[0], (long long)d->n_ids[1], (long long)T, cf->path,
+                        cf->data_line);
+    const int64_t windows = magna_lm_window_count(d->n_ids[1], T);
+    int32_t *vx = d->owned[2] = malloc((size_t)(windows * T) * sizeof *vx);
+    int32_t *vy = d->owned[3] = malloc((size_t)(windows * T) * sizeof *vy);
+    if (!vx || !vy) return cli_fail("out of memory");
+    if (magna_lm_windows_sequential(d->ids[1], d->n_ids[1], T, vx, vy, &err) != MAGNA_OK)
+        return cli_fail("%s", err.message);
+    d->val = (magna_dataset){.rows = cf->eval_windows > 0 && cf->eval_windows < windows ? cf->eval_windows : windows,
+                             .x_i32 = vx, .labels = vy};
+    d->has_val = true;
+    if (train) {
+        const int64_t rows = cf->steps * cf->batch;
+        int32_t *x = d->owned[0] = malloc((size_t)(rows * T) * sizeof *x);
+        int32_t *y = d->owned[1] = malloc((size_t)(rows * T) * sizeof *y);
+        if (!x || !y) return cli_fail("out of memory for %lld training windows", (long long)rows);
+        if (magna_lm_windows_random(d->ids[0], d->n_ids[0], T, rows, cf->data_seed, 0, x, y, &err) != MAGNA_OK)
+            return cli_fail("%s", err.message);
+        d->train = (magna_dataset){.rows = rows, .x_i32 = x, .labels = y};
+    }
+    snprintf(d->desc, sizeof d->desc,
+             "%s: %d file%s, %lld bytes; %s tokenizer, vocabulary %lld; %lld training tokens, %lld validation tokens "
+             "(the last %g of the bytes), %lld of %lld validation windows of %lld",
+             cf->data_path, d->corpus.files, d->corpus.files == 1 ? "" : "s", (long long)d->corpus.size,
+             magna_tokenizer_kind_name(cf->tokenizer), (long long)d->vocab, (long long)d->n_ids[0],
+             (long long)d->n_ids[1], cf->validation, (long long)d->val.rows, (long long)windows, (long long)T);
+    return true;
+}
+
+/* The words -> digits task: steps x batch fresh training examples (when `train`), and the held-out ones. */
+static bool load_numbers(const config *cf, bool train, data *d) {
+    magna_error err;
+    if ((train && magna_numbers_make(&d->numbers[0], cf->steps * cf->batch, cf->data_seed, 1, false, &err) != MAGNA_OK) ||
+        magna_numbers_make(&d->numbers[1], cf->test_rows, cf->data_seed, 2, true, &err) != MAGNA_OK)
+        return cli_fail("%s", err.message);
+    if (train) d->train = magna_numbers_dataset(&d->numbers[0]);
+    d->test = magna_numbers_dataset(&d->numbers[1]);
+    d->has_test = true;
+    char words[160];
+    magna_number_words(342105, words);
+    char train_rows[64] = "";
+    if (train) snprintf(train_rows, sizeof train_rows, "%lld training examples, ", (long long)d->train.rows);
+    snprintf(d->desc, sizeof d->desc,
+             "numbers in words -> digits (\"%s\" -> 342105), below 1e6, seed %llu: %s%lld held-out test examples "
+             "(a tenth of the numbers, never trained on)",
+             words, (unsigned long long)cf->data_seed, train_rows, (long long)d->test.rows);
+    return true;
+}
+
+/* The data of the model file; `tok_text`: a text model's tokenizer from its weights (NULL: trained here);
+ * `train`: the training windows or examples too. */
+static bool load_data(const config *cf, const char *tok_text, bool train, data *d) {
     *d = (data){0};
+    if (cf->kind == DATA_TEXT || cf->kind == DATA_NUMBERS) {
+        const bool ok = cf->kind == DATA_TEXT ? load_text(cf, tok_text, train, d) : load_numbers(cf, train, d);
+        if (!ok) data_free(d);
+        return ok;
+    }
     bool ok = cf->kind == DATA_CSV ? load_csv(cf, d) : load_idx(cf, d);
     if (ok) {
         int64_t n = 1;
@@ -177,16 +275,44 @@ static bool load_data(const config *cf, data *d) {
 
 /* ---- commands -------------------------------------------------------------------------------------- */
 
-static magna_model *build(const config *cf) {
-    magna_model *m = magna_model_new(cf->seed, cf->batch);
+/* The model of the file, compiled, for `batch` rows a step; vocab: a text model's tokenizer's. */
+static magna_model *build(const config *cf, int64_t vocab, int64_t batch) {
+    magna_model *m = cf->model == MODEL_SEQ2SEQ ? magna_numbers_model(cf->seed, batch, &cf->seq2seq)
+                                                : magna_model_new(cf->seed, batch);
     if (!m) {
         cli_fail("out of memory");
         return NULL;
     }
-    magna_model_input(m, "x", MAGNA_F32, cf->input_ndim, cf->input);
-    magna_model_sequential(m, cf->layers, cf->nlayers);
+    if (cf->kind == DATA_TEXT) {
+        magna_node *ids = magna_model_input(m, "ids", MAGNA_I32, 1, (int64_t[]){cf->context});
+        if (cf->model == MODEL_GPT) {
+            magna_gpt_config g = cf->gpt;
+            g.vocab = vocab;
+            magna_model_set_output(m, magna_gpt(magna_model_graph(m), "gpt", ids, &g, NULL, NULL));
+        } else {
+            magna_layer_spec layers[MAX_LAYERS];
+            memcpy(layers, cf->layers, (size_t)cf->nlayers * sizeof *layers);
+            for (int i = 0; i < cf->nlayers; i++) {
+                if (layers[i].kind == MAGNA_LAYER_EMBEDDING) layers[i].vocab = vocab;
+                if (cf->units_vocab[i]) layers[i].units = vocab;
+            }
+            magna_model_sequential(m, layers, cf->nlayers);
+        }
+    } else if (cf->model == MODEL_SEQUENTIAL) {
+        magna_model_input(m, "x", MAGNA_F32, cf->input_ndim, cf->input);
+        magna_model_sequential(m, cf->layers, cf->nlayers);
+    }
     if (magna_model_compile(m, &cf->compile) != MAGNA_OK) {
         cli_fail("%s: %s", cf->path, magna_model_errmsg(m));
+        magna_model_free(m);
+        return NULL;
+    }
+    magna_node *out = magna_model_output(m);
+    const int64_t width = magna_node_shape(out)[magna_node_ndim(out) - 1];
+    if (cf->kind == DATA_TEXT && width != vocab) {
+        cli_fail("%s: the model gives %lld logits a position, the tokenizer has %lld ids (the last layer: dense with "
+                 "units = vocab)",
+                 cf->path, (long long)width, (long long)vocab);
         magna_model_free(m);
         return NULL;
     }
@@ -227,6 +353,8 @@ static const char *USAGE =
     "              [--dist] [--zero1] [--timeout SECONDS]\n"
     "  magna eval MODEL_FILE --weights FILE [--seed N] [--threads N]\n"
     "  magna predict MODEL_FILE --weights CHECKPOINT --input FILE.csv|FILE.idx[.gz] --output OUT.csv\n"
+    "  magna generate MODEL_FILE --weights CHECKPOINT [--prompt TEXT] [--length N] [--temperature X]\n"
+    "                 [--top-k K] [--top-p P] [--seed S] [--beam K]\n"
     "  magna summary MODEL_FILE\n"
     "  magna --version\n"
     "A MODEL_FILE has sections [data], [model], one [layer] per layer, and [train] (see README.md, "
@@ -253,11 +381,17 @@ static const char *USAGE_TRAIN =
     "--zero1 shards the optimizer state across ranks; --timeout is the deadline of every collective\n"
     "(default $MAGNA_DIST_TIMEOUT or 300 s): a rank that dies or stops answering ends the job, named.\n"
     "Without --threads, each rank runs cores / ranks-on-this-machine threads.\n"
-    "The last line is key=value results.\n";
-static const char *USAGE_EVAL = "usage: magna eval MODEL_FILE --weights FILE [--seed N] [--threads N]\n"
-                                "Loads the weights into the model the file describes and evaluates it on the "
-                                "test split\n(the same split as training: same file, same seed). The last line "
-                                "is key=value results.\n";
+    "The last line is key=value results.\n"
+    "Language models ([data] kind = text or numbers) train one epoch of [train] steps batches of fresh random\n"
+    "windows (or examples); their tokenizer goes into the weights and checkpoints. The last line has\n"
+    "val_loss (nats a token over the validation windows), bigram_val_loss and tokens_per_s for text, and\n"
+    "exact_match (beam search) and greedy_exact_match on the held-out numbers for seq2seq.\n";
+static const char *USAGE_EVAL =
+    "usage: magna eval MODEL_FILE --weights FILE [--seed N] [--threads N]\n"
+    "Loads the weights into the model the file describes and evaluates it on the test split\n"
+    "(the same split as training: same file, same seed); a text model on its validation windows, with the\n"
+    "tokenizer the weights hold; seq2seq by exact match on the held-out numbers. The last line is key=value\n"
+    "results.\n";
 static const char *USAGE_PREDICT =
     "usage: magna predict MODEL_FILE --weights CHECKPOINT --input FILE.csv|FILE.idx[.gz] --output OUT.csv [--threads N]\n"
     "Runs the model on new rows and writes one CSV line per row. CHECKPOINT: the weights magna train wrote\n"
@@ -266,21 +400,34 @@ static const char *USAGE_PREDICT =
     "is ignored) and standardised with the training split's means; IDX ubyte images are divided by 255\n"
     "and standardised per channel. Output: the target's name (regression), or class,p0,p1,... (the\n"
     "predicted class and each probability), or probability (binary cross-entropy).\n";
+static const char *USAGE_GENERATE =
+    "usage: magna generate MODEL_FILE --weights CHECKPOINT [--prompt TEXT] [--length N] [--temperature X]\n"
+    "                      [--top-k K] [--top-p P] [--seed S] [--threads N]\n"
+    "       magna generate SEQ2SEQ_MODEL_FILE --weights CHECKPOINT --prompt WORDS [--beam K]\n"
+    "A text model ([data] kind = text) continues the prompt (default: a newline) by N tokens (default 200)\n"
+    "and prints the prompt and the continuation. The tokenizer comes from the weights (DIR/model.safetensors\n"
+    "or a checkpoint, file or folder, written by magna train). A GPT samples through its KV cache; a\n"
+    "sequential model (LSTM) runs over the last context window for each token. Sampling: --temperature X\n"
+    "(default 0.8; 0 is greedy), --top-k K (only the K most likely tokens), --top-p P (the fewest tokens\n"
+    "whose probabilities reach P), --seed S (default 42: the same seed gives the same text).\n"
+    "A seq2seq model ([data] kind = numbers) translates the words of --prompt ('three hundred forty-two')\n"
+    "into digits, greedily or with a beam search of K beams (--beam K, 1..64), and prints them.\n";
 static const char *USAGE_SUMMARY = "usage: magna summary MODEL_FILE\n"
                                    "Checks the model file, builds the model and prints its layers, shapes and "
                                    "parameter counts.\n";
 
 typedef struct options {
-    const char *model_file, *out, *weights, *resume, *input, *output;
+    const char *model_file, *out, *weights, *resume, *input, *output, *prompt;
     int64_t epochs, batch, seed, threads, save_every, keep, steps;
-    double lr, timeout;
+    int64_t length, top_k, beam; /* generate */
+    double lr, temperature, top_p, timeout;
     bool help, dist, zero1;
 } options;
 
 /* Options after the command; `allowed` lists the ones this command takes, as "--epochs --batch ...". */
 static bool parse_options(int argc, char **argv, const char *cmd, const char *allowed, options *o) {
     *o = (options){.epochs = -1, .batch = -1, .seed = -1, .threads = -1, .lr = -1, .save_every = -1, .keep = -1,
-                   .steps = -1};
+                   .steps = -1, .length = 200, .temperature = 0.8, .top_p = 1};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -310,6 +457,7 @@ static bool parse_options(int argc, char **argv, const char *cmd, const char *al
         else if (strcmp(a, "--resume") == 0) o->resume = v;
         else if (strcmp(a, "--input") == 0) o->input = v;
         else if (strcmp(a, "--output") == 0) o->output = v;
+        else if (strcmp(a, "--prompt") == 0) o->prompt = v;
         else if (strcmp(a, "--lr") == 0) {
             if (!parse_double(v, &x) || x <= 0) return cli_fail("magna %s: --lr: '%s' is not a number > 0", cmd, v);
             o->lr = x;
@@ -317,11 +465,24 @@ static bool parse_options(int argc, char **argv, const char *cmd, const char *al
             if (!parse_double(v, &x) || !(x > 0))
                 return cli_fail("magna %s: --timeout: '%s' is not a number of seconds > 0", cmd, v);
             o->timeout = x;
+        } else if (strcmp(a, "--temperature") == 0) {
+            if (!parse_double(v, &x) || x < 0 || x > 1e6)
+                return cli_fail("magna %s: --temperature: '%s' is not a number >= 0 (0: greedy)", cmd, v);
+            o->temperature = x;
+        } else if (strcmp(a, "--top-p") == 0) {
+            if (!parse_double(v, &x) || x <= 0 || x > 1)
+                return cli_fail("magna %s: --top-p: '%s' is not a number in (0, 1]", cmd, v);
+            o->top_p = x;
+        } else if (strcmp(a, "--beam") == 0) {
+            if (!parse_int(v, &n) || n < 1 || n > 64) return cli_fail("magna %s: --beam: '%s' is not in 1..64", cmd, v);
+            o->beam = n;
         } else {
             const bool big = strcmp(a, "--seed") == 0 || strcmp(a, "--steps") == 0 || strcmp(a, "--save-every") == 0;
             if (!parse_int(v, &n) || n < (strcmp(a, "--seed") == 0 ? 0 : 1) || (!big && n > (1 << 24)))
                 return cli_fail("magna %s: %s: '%s' is not a whole number in range", cmd, a, v);
             if (strcmp(a, "--epochs") == 0) o->epochs = n;
+            else if (strcmp(a, "--length") == 0) o->length = n;
+            else if (strcmp(a, "--top-k") == 0) o->top_k = n;
             else if (strcmp(a, "--save-every") == 0) o->save_every = n;
             else if (strcmp(a, "--keep") == 0) o->keep = n;
             else if (strcmp(a, "--steps") == 0) o->steps = n;
@@ -334,12 +495,34 @@ static bool parse_options(int argc, char **argv, const char *cmd, const char *al
     return true;
 }
 
-static void apply_options(const options *o, config *cf) {
+static bool apply_options(const options *o, config *cf) {
+    if (o->epochs > 0 && (cf->kind == DATA_TEXT || cf->kind == DATA_NUMBERS))
+        return cli_fail("magna: --epochs: %s trains by steps ([train] steps; --steps N stops at step N)", cf->path);
     if (o->epochs > 0) cf->epochs = o->epochs;
     if (o->batch > 0) cf->batch = o->batch;
     if (o->lr > 0) cf->compile.optimizer.lr = (float)o->lr;
     if (o->seed >= 0) cf->seed = cf->data_seed = (uint64_t)o->seed;
     if (o->threads > 0) magna_set_threads((int)o->threads);
+    return true;
+}
+
+/* A text model's tokenizer from the metadata of its weights (model.safetensors or a checkpoint, file or
+ * folder): malloc'd text, or NULL with the error set. */
+static char *weights_tokenizer(const char *weights) {
+    char file[4200];
+    magna_error err;
+    magna_st_metadata md;
+    if (magna_checkpoint_find(weights, file, sizeof file, &err) != MAGNA_OK ||
+        magna_read_safetensors_metadata(file, &md, &err) != MAGNA_OK) {
+        cli_fail("%s", err.message);
+        return NULL;
+    }
+    const char *t = magna_st_metadata_get(&md, "tokenizer");
+    char *text = t ? strdup(t) : NULL;
+    if (!t) cli_fail("%s: no tokenizer in its metadata (weights of a text model are written by magna train)", file);
+    else if (!text) cli_fail("out of memory");
+    magna_st_metadata_free(&md);
+    return text;
 }
 
 static int cmd_summary(int argc, char **argv) {
@@ -348,15 +531,27 @@ static int cmd_summary(int argc, char **argv) {
     if (o.help) return fputs(USAGE_SUMMARY, stdout), 0;
     config cf;
     if (!config_read(o.model_file, &cf)) return EXIT_USAGE;
-    magna_model *m = build(&cf);
+    data d = {0};
+    /* a text model's vocabulary is its tokenizer's, trained on the corpus */
+    if (cf.kind == DATA_TEXT && !load_data(&cf, NULL, false, &d)) {
+        config_free(&cf);
+        return EXIT_RUN;
+    }
+    magna_model *m = build(&cf, d.vocab, cf.batch);
     int rc = EXIT_RUN;
     if (m) {
-        printf("%s: %d layers; %s, batch %lld, %lld epochs\n", o.model_file, cf.nlayers, LOSSES[cf.compile.loss],
-               (long long)cf.batch, (long long)cf.epochs);
+        if (cf.kind == DATA_TEXT) printf("%s\n", d.desc);
+        if (cf.kind == DATA_TEXT || cf.kind == DATA_NUMBERS)
+            printf("%s: %s model; %s, batch %lld, %lld steps\n", o.model_file, MODEL_KINDS[cf.model],
+                   LOSSES[cf.compile.loss], (long long)cf.batch, (long long)cf.steps);
+        else
+            printf("%s: %d layers; %s, batch %lld, %lld epochs\n", o.model_file, cf.nlayers, LOSSES[cf.compile.loss],
+                   (long long)cf.batch, (long long)cf.epochs);
         magna_model_summary(m, stdout);
         magna_model_free(m);
         rc = 0;
     }
+    data_free(&d);
     config_free(&cf);
     return rc;
 }
@@ -383,6 +578,55 @@ static bool apply_run_settings(const char *s, config *cf, char *out, size_t n) {
     cf->seed = seed, cf->data_seed = data_seed;
     snprintf(out, n, "%s", s + at);
     return true;
+}
+
+/* The end of a language model's training: the validation loss (text) or the exact match of greedy and
+ * beam-search decoding on the held-out numbers, and the training speed in tokens a second. */
+static int lm_results(const config *cf, data *d, magna_model *m, const magna_history *h, int64_t steps,
+                      double seconds, double bigram_val, const char *ckpt, const char *out) {
+    const magna_epoch_log *last = h->count ? &h->epochs[h->count - 1] : NULL;
+    char train_loss[64] = "";
+    if (last) snprintf(train_loss, sizeof train_loss, " train_loss=%.4f", last->train.loss);
+    if (h->interrupted)
+        printf("stopped at step %lld (--steps): checkpoint %s\n", (long long)magna_model_step(m),
+               magna_model_last_checkpoint(m));
+    else
+        printf("wrote %s, %s/checkpoints and %s/logs\n", ckpt, out, out);
+    if (cf->kind == DATA_TEXT) {
+        const double tokens = (double)steps * (double)cf->batch * (double)cf->context;
+        magna_scores s = last && last->has_val && !h->interrupted ? last->val : (magna_scores){0};
+        if (!(last && last->has_val && !h->interrupted) && magna_model_evaluate(m, &d->val, &s) != MAGNA_OK)
+            return cli_fail("%s: %s", cf->path, magna_model_errmsg(m)), EXIT_RUN;
+        printf("val_loss=%.4f bigram_val_loss=%.4f%s tokens_per_s=%.0f step=%lld vocab=%lld val_windows=%lld seed=%llu "
+               "threads=%d seconds=%.3f out=%s\n",
+               s.loss, bigram_val, train_loss, seconds > 0 ? tokens / seconds : 0.0, (long long)magna_model_step(m),
+               (long long)d->vocab, (long long)d->val.rows, (unsigned long long)cf->seed, magna_get_threads(), seconds,
+               out);
+        return 0;
+    }
+    const magna_numbers *test = &d->numbers[1];
+    int *greedy = malloc((size_t)test->rows * sizeof *greedy), *beam = malloc((size_t)test->rows * sizeof *beam);
+    magna_scores s;
+    int64_t g = -1, b = -1;
+    if (!greedy || !beam) cli_fail("out of memory");
+    else if (magna_model_evaluate(m, &d->test, &s) != MAGNA_OK || (g = magna_numbers_decode(m, test, 1, greedy)) < 0 ||
+             (b = magna_numbers_decode(m, test, (int)cf->beam, beam)) < 0)
+        cli_fail("%s: %s", cf->path, magna_model_errmsg(m));
+    else {
+        char words[160];
+        for (int64_t r = 0; r < 4 && r < test->rows; r++) {
+            magna_number_words(test->number[r], words);
+            printf("  %-60s -> %d%s\n", words, beam[r], beam[r] == test->number[r] ? "" : " (wrong)");
+        }
+        const double tokens = (double)steps * (double)cf->batch * (MAGNA_NUMBERS_SRC_LEN + MAGNA_NUMBERS_TGT_LEN);
+        printf("exact_match=%.4f greedy_exact_match=%.4f test_loss=%.4f%s tokens_per_s=%.0f step=%lld beam=%lld "
+               "test=%lld seed=%llu threads=%d seconds=%.3f out=%s\n",
+               (double)b / (double)test->rows, (double)g / (double)test->rows, s.loss, train_loss,
+               seconds > 0 ? tokens / seconds : 0.0, (long long)magna_model_step(m), (long long)cf->beam,
+               (long long)test->rows, (unsigned long long)cf->seed, magna_get_threads(), seconds, out);
+    }
+    free(greedy), free(beam);
+    return b >= 0 ? 0 : EXIT_RUN;
 }
 
 /* Data parallel when an MPI launcher started this process (or --dist): rank 0 alone prints; unless told,
@@ -442,6 +686,7 @@ static int cmd_train(int argc, char **argv) {
 
 static int cmd_train_run(const options *op, magna_dist *dist) {
     options o = *op;
+    if (o.help) return fputs(USAGE_TRAIN, stdout), 0;
     if (!o.model_file && !o.resume)
         return cli_fail("magna train: no model file (see magna train --help)"), EXIT_USAGE;
     /* resuming: the checkpoint holds the model file's text and the first run's settings */
@@ -472,7 +717,11 @@ static int cmd_train_run(const options *op, magna_dist *dist) {
         config_free(&cf);
         return cli_fail("magna train --resume: %s: metadata 'run' is malformed", resume_path), EXIT_RUN;
     }
-    apply_options(&o, &cf);
+    if (!apply_options(&o, &cf)) {
+        magna_st_metadata_free(&md);
+        config_free(&cf);
+        return EXIT_USAGE;
+    }
     if (o.out) snprintf(out, sizeof out, "%s", o.out);
     else if (o.resume) snprintf(out, sizeof out, "%s", saved_out);
     else {
@@ -502,21 +751,45 @@ static int cmd_train_run(const options *op, magna_dist *dist) {
         }
         if (f) fclose(f);
     }
+    /* a resumed text model keeps its tokenizer (the same one, whatever the corpus's copy would train) */
+    const char *saved_tok = o.resume ? magna_st_metadata_get(&md, "tokenizer") : NULL;
+    char *tok_text = saved_tok ? strdup(saved_tok) : NULL;
+    const bool tok_lost = saved_tok && !tok_text;
     magna_st_metadata_free(&md);
-    if (!text) {
+    if (!text || tok_lost) {
+        free(text);
         config_free(&cf);
         return cli_fail("%s: cannot read the model file again", o.model_file), EXIT_RUN;
     }
     printf("%s\n", magna_runtime_info());
     data d;
-    if (!load_data(&cf, &d)) {
-        free(text);
+    if (!load_data(&cf, tok_text, true, &d)) {
+        free(text), free(tok_text);
         config_free(&cf);
         return EXIT_RUN;
     }
+    free(tok_text), tok_text = NULL;
+    magna_error terr;
+    if (d.tok && magna_tokenizer_to_string(d.tok, &tok_text, &terr) != MAGNA_OK) {
+        free(text);
+        data_free(&d);
+        config_free(&cf);
+        return cli_fail("%s", terr.message), EXIT_RUN;
+    }
     printf("%s\n", d.desc);
+    const bool lm = cf.kind == DATA_TEXT || cf.kind == DATA_NUMBERS;
+    double bigram_val = NAN;
+    if (cf.kind == DATA_TEXT) { /* the baseline every model must beat, on the same split */
+        magna_bigram bg;
+        if (magna_bigram_fit(&bg, d.ids[0], d.n_ids[0], (int32_t)d.vocab, 0.1, &terr) == MAGNA_OK) {
+            if (magna_bigram_loss(&bg, d.ids[1], d.n_ids[1], &bigram_val, &terr) == MAGNA_OK)
+                printf("bigram baseline: validation loss %.4f nats/token (uniform: %.4f)\n", bigram_val,
+                       log((double)d.vocab));
+            magna_bigram_free(&bg);
+        }
+    }
     int rc = EXIT_RUN;
-    magna_model *m = build(&cf);
+    magna_model *m = build(&cf, d.vocab, cf.batch);
     magna_history h = {0};
     if (m) magna_model_set_dist(m, dist);
     if (m && o.resume && magna_model_resume(m, resume_path) != MAGNA_OK) {
@@ -544,15 +817,20 @@ static int cmd_train_run(const options *op, magna_dist *dist) {
         if (fm) fclose(fm);
         if (fs) fclose(fs);
         const bool stats = d.st.count > 0 && names && means && sds;
-        const char *const meta[] = {"model_file", text, "run", settings,
-                                    stats ? "standardise_columns" : NULL, names, "standardise_mean", means,
-                                    "standardise_std", sds, NULL};
+        const char *const meta_stats[] = {"model_file", text, "run", settings, stats ? "standardise_columns" : NULL,
+                                          names, "standardise_mean", means, "standardise_std", sds, NULL};
+        const char *const meta_text[] = {"model_file", text, "run", settings, "tokenizer", tok_text, NULL};
+        const char *const *meta = tok_text ? meta_text : meta_stats;
+        /* what the weights file needs to be used alone: the model file and a text model's tokenizer */
+        const char *const wmeta[] = {"model_file", text, tok_text ? "tokenizer" : NULL, tok_text, NULL};
+        const int64_t step0 = magna_model_step(m);
         magna_fit_opts fo = {.epochs = (int)cf.epochs, .verbose = 1, .patience = (int)cf.patience,
+                             .no_shuffle = cf.kind == DATA_TEXT, /* the windows are drawn at random already */
                              .restore_best = true, .checkpoint_path = ckpt, .log_dir = logs,
                              .checkpoint_dir = ckdir, .save_every = o.save_every > 0 ? o.save_every : 0,
                              .save_each_epoch = true, .keep_last = o.keep > 0 ? (int)o.keep : 3,
-                             .checkpoint_metadata = meta, .max_steps = o.steps > 0 ? o.steps : 0,
-                             .stop = &stop_signal};
+                             .checkpoint_metadata = meta, .weights_metadata = wmeta,
+                             .max_steps = o.steps > 0 ? o.steps : 0, .stop = &stop_signal};
         const magna_status st = magna_model_fit(m, &d.train, d.has_val ? &d.val : NULL, &fo, &h);
         sigaction(SIGINT, &old_int, NULL);
         sigaction(SIGTERM, &old_term, NULL);
@@ -567,6 +845,8 @@ static int cmd_train_run(const options *op, magna_dist *dist) {
                      sig == SIGINT ? "SIGINT" : "SIGTERM", stop_signal ? "" : " on another rank",
                      (long long)magna_model_step(m), magna_model_last_checkpoint(m), ckdir);
             rc = 128 + sig;
+        } else if (lm) {
+            rc = lm_results(&cf, &d, m, &h, magna_model_step(m) - step0, now() - t0, bigram_val, ckpt, out);
         } else {
             const double seconds = now() - t0;
             magna_scores s;
@@ -594,11 +874,57 @@ static int cmd_train_run(const options *op, magna_dist *dist) {
             }
         }
     }
-    free(text);
+    free(text), free(tok_text);
     magna_history_free(&h);
     magna_model_free(m);
     data_free(&d);
     config_free(&cf);
+    return rc;
+}
+
+static bool load_weights(magna_model *m, const char *path);
+
+/* eval of a text model: the validation loss over the sequential windows; of seq2seq: exact match. */
+static int eval_lm(const options *o, const config *cf) {
+    char *tok = cf->kind == DATA_TEXT ? weights_tokenizer(o->weights) : NULL;
+    if (cf->kind == DATA_TEXT && !tok) return EXIT_RUN;
+    data d;
+    const bool loaded = load_data(cf, tok, false, &d);
+    free(tok);
+    if (!loaded) return EXIT_RUN;
+    magna_model *m = build(cf, d.vocab, cf->batch);
+    int rc = EXIT_RUN;
+    if (m && load_weights(m, o->weights)) {
+        printf("%s\n", d.desc);
+        magna_scores s;
+        if (cf->kind == DATA_TEXT) {
+            if (magna_model_evaluate(m, &d.val, &s) != MAGNA_OK) cli_fail("%s: %s", cf->path, magna_model_errmsg(m));
+            else {
+                printf("val_loss=%.4f perplexity=%.3f val_windows=%lld vocab=%lld weights=%s\n", s.loss, exp(s.loss),
+                       (long long)d.val.rows, (long long)d.vocab, o->weights);
+                rc = 0;
+            }
+        } else {
+            const magna_numbers *test = &d.numbers[1];
+            int *decoded = malloc((size_t)test->rows * sizeof *decoded);
+            int64_t g = -1, b = -1;
+            if (!decoded) cli_fail("out of memory");
+            else if (magna_model_evaluate(m, &d.test, &s) != MAGNA_OK ||
+                     (g = magna_numbers_decode(m, test, 1, decoded)) < 0 ||
+                     (b = magna_numbers_decode(m, test, (int)cf->beam, decoded)) < 0)
+                cli_fail("%s: %s", cf->path, magna_model_errmsg(m));
+            else {
+                printf("exact_match=%.4f greedy_exact_match=%.4f test_loss=%.4f beam=%lld test=%lld seed=%llu "
+                       "weights=%s\n",
+                       (double)b / (double)test->rows, (double)g / (double)test->rows, s.loss, (long long)cf->beam,
+                       (long long)test->rows, (unsigned long long)cf->data_seed, o->weights);
+                rc = 0;
+            }
+            free(decoded);
+        }
+    }
+    magna_model_free(m);
+    data_free(&d);
     return rc;
 }
 
@@ -609,14 +935,22 @@ static int cmd_eval(int argc, char **argv) {
     if (!o.weights) return cli_fail("magna eval: --weights FILE is required"), EXIT_USAGE;
     config cf;
     if (!config_read(o.model_file, &cf)) return EXIT_USAGE;
-    apply_options(&o, &cf);
+    if (!apply_options(&o, &cf)) {
+        config_free(&cf);
+        return EXIT_USAGE;
+    }
+    if (cf.kind == DATA_TEXT || cf.kind == DATA_NUMBERS) {
+        const int lrc = eval_lm(&o, &cf);
+        config_free(&cf);
+        return lrc;
+    }
     data d;
-    if (!load_data(&cf, &d)) {
+    if (!load_data(&cf, NULL, false, &d)) {
         config_free(&cf);
         return EXIT_RUN;
     }
     int rc = EXIT_RUN;
-    magna_model *m = build(&cf);
+    magna_model *m = build(&cf, 0, cf.batch);
     magna_error err;
     if (m) {
         const magna_dataset *set = d.has_test ? &d.test : d.has_val ? &d.val : &d.train;
@@ -722,16 +1056,23 @@ static int cmd_predict(int argc, char **argv) {
                EXIT_USAGE;
     config cf;
     if (!config_read(o.model_file, &cf)) return EXIT_USAGE;
-    apply_options(&o, &cf);
+    if (!apply_options(&o, &cf)) {
+        config_free(&cf);
+        return EXIT_USAGE;
+    }
+    if (cf.kind == DATA_TEXT || cf.kind == DATA_NUMBERS) {
+        config_free(&cf);
+        return cli_fail("magna predict: %s is a language model: use magna generate", o.model_file), EXIT_USAGE;
+    }
     data d;
-    if (!load_data(&cf, &d)) { /* the training rows give the standardisation */
+    if (!load_data(&cf, NULL, false, &d)) { /* the training rows give the standardisation */
         config_free(&cf);
         return EXIT_RUN;
     }
     int rc = EXIT_RUN;
     float *x = NULL, *y = NULL;
     int64_t rows = 0;
-    magna_model *m = build(&cf);
+    magna_model *m = build(&cf, 0, cf.batch);
     FILE *f = NULL;
     if (m && load_weights(m, o.weights) && predict_inputs(&cf, &d, o.input, &x, &rows)) {
         const int64_t per = magna_node_numel(magna_model_output(m)) / cf.batch;
@@ -780,6 +1121,127 @@ static int cmd_predict(int argc, char **argv) {
     return rc;
 }
 
+/* A text model's continuation of the prompt: a GPT through its KV-cache generator; a sequential model run
+ * on the last context window (as it trained: from a zero state at the window's start). */
+static bool generate_text(const config *cf, magna_model *m, int64_t vocab, const int32_t *prompt, int64_t n_prompt,
+                          int64_t n, const magna_sampling *s, int32_t *out) {
+    magna_error err;
+    if (cf->model == MODEL_GPT) {
+        magna_gpt_config g = cf->gpt;
+        g.vocab = vocab;
+        magna_gpt_generator *gen = magna_gpt_generator_new(magna_model_graph(m), "gpt", &g, true, &err);
+        if (!gen) return cli_fail("%s", err.message);
+        const bool ok = magna_gpt_generate(gen, prompt, n_prompt, n, s, out) == MAGNA_OK ||
+                        cli_fail("%s", magna_gpt_generator_errmsg(gen));
+        magna_gpt_generator_free(gen);
+        return ok;
+    }
+    const int64_t T = cf->context;
+    int32_t *ctx = malloc((size_t)(n_prompt + n) * sizeof *ctx), *row = calloc((size_t)T, sizeof *row);
+    float *logits = malloc((size_t)(T * vocab) * sizeof *logits), *scratch = malloc((size_t)(2 * vocab) * sizeof *scratch);
+    bool ok = ctx && row && logits && scratch;
+    if (!ok) cli_fail("out of memory");
+    else memcpy(ctx, prompt, (size_t)n_prompt * sizeof *ctx);
+    for (int64_t i = 0, len = n_prompt; ok && i < n; i++) {
+        const int64_t w = len < T ? len : T;
+        memset(row, 0, (size_t)T * sizeof *row);
+        memcpy(row, ctx + len - w, (size_t)w * sizeof *row);
+        if (magna_model_predict(m, &(magna_dataset){.rows = 1, .x_i32 = row}, logits) != MAGNA_OK)
+            ok = cli_fail("%s", magna_model_errmsg(m));
+        else out[i] = ctx[len++] = magna_sample(logits + (w - 1) * vocab, vocab, s, (uint64_t)i, scratch);
+    }
+    free(ctx), free(row), free(logits), free(scratch);
+    return ok;
+}
+
+static int generate_numbers(const options *o, const config *cf) {
+    if (!o->prompt) return cli_fail("magna generate: %s translates numbers in words: give --prompt 'forty-two'", cf->path),
+                           EXIT_USAGE;
+    magna_numbers ex;
+    magna_error err;
+    if (magna_numbers_from_words(&ex, o->prompt, &err) != MAGNA_OK)
+        return cli_fail("magna generate: --prompt: %s", err.message), EXIT_USAGE;
+    magna_model *m = build(cf, 0, 1);
+    int decoded = -1, rc = EXIT_RUN;
+    if (m && load_weights(m, o->weights)) {
+        if (magna_numbers_decode(m, &ex, o->beam > 0 ? (int)o->beam : 1, &decoded) < 0)
+            cli_fail("%s: %s", cf->path, magna_model_errmsg(m));
+        else if (decoded < 0)
+            cli_fail("magna generate: the model wrote no number for '%s' (no end token after 1 to 7 digits)", o->prompt);
+        else {
+            printf("%d\n", decoded);
+            rc = 0;
+        }
+    }
+    magna_model_free(m);
+    magna_numbers_free(&ex);
+    return rc;
+}
+
+static int cmd_generate(int argc, char **argv) {
+    options o;
+    if (!parse_options(argc, argv, "generate",
+                       "--weights --prompt --length --temperature --top-k --top-p --seed --beam --threads", &o))
+        return EXIT_USAGE;
+    if (o.help) return fputs(USAGE_GENERATE, stdout), 0;
+    if (!o.model_file) return cli_fail("magna generate: no model file (see magna generate --help)"), EXIT_USAGE;
+    if (!o.weights) return cli_fail("magna generate: --weights CHECKPOINT is required"), EXIT_USAGE;
+    config cf;
+    if (!config_read(o.model_file, &cf)) return EXIT_USAGE;
+    if (o.threads > 0) magna_set_threads((int)o.threads);
+    int rc = EXIT_RUN;
+    if (cf.kind == DATA_NUMBERS) rc = generate_numbers(&o, &cf);
+    else if (cf.kind != DATA_TEXT)
+        rc = EXIT_USAGE, cli_fail("magna generate: %s is not a language model ([data] kind = text or numbers): use "
+                                  "magna predict",
+                                  o.model_file);
+    else if (o.beam > 0)
+        rc = EXIT_USAGE, cli_fail("magna generate: --beam is for seq2seq models; a text model samples (--temperature, "
+                                  "--top-k, --top-p)");
+    else {
+        char *tok_text = weights_tokenizer(o.weights);
+        magna_tokenizer *tok = NULL;
+        magna_error err;
+        magna_model *m = NULL;
+        int32_t *prompt = NULL, *gen = NULL;
+        uint8_t *text = NULL;
+        int64_t n_prompt = 0, n_text = 0;
+        const char *p = o.prompt ? o.prompt : "\n";
+        if (!tok_text) {
+        } else if (magna_tokenizer_from_string(tok_text, &tok, &err) != MAGNA_OK)
+            cli_fail("%s: its tokenizer: %s", o.weights, err.message);
+        else if (magna_tokenizer_encode(tok, (const uint8_t *)p, (int64_t)strlen(p), &prompt, &n_prompt, &err) !=
+                 MAGNA_OK)
+            cli_fail("magna generate: --prompt: %s", err.message);
+        else if (n_prompt < 1)
+            cli_fail("magna generate: --prompt is empty");
+        else if (magna_tokenizer_get_kind(tok) != cf.tokenizer)
+            cli_fail("%s: the weights were trained with a %s tokenizer, the model file says %s", o.weights,
+                     magna_tokenizer_kind_name(magna_tokenizer_get_kind(tok)), magna_tokenizer_kind_name(cf.tokenizer));
+        else if ((m = build(&cf, magna_tokenizer_vocab_size(tok), 1)) && load_weights(m, o.weights)) {
+            const magna_sampling s = {.temperature = (float)o.temperature, .top_k = (int)o.top_k,
+                                      .top_p = o.top_p < 1 ? (float)o.top_p : 0.0f,
+                                      .seed = o.seed >= 0 ? (uint64_t)o.seed : 42};
+            if (!(gen = malloc((size_t)o.length * sizeof *gen))) cli_fail("out of memory");
+            else if (generate_text(&cf, m, magna_tokenizer_vocab_size(tok), prompt, n_prompt, o.length, &s, gen)) {
+                if (magna_tokenizer_decode(tok, gen, o.length, &text, &n_text, &err) != MAGNA_OK)
+                    cli_fail("%s", err.message);
+                else {
+                    fwrite(p, 1, strlen(p), stdout);
+                    fwrite(text, 1, (size_t)n_text, stdout);
+                    fputc('\n', stdout);
+                    rc = 0;
+                }
+            }
+        }
+        free(tok_text), free(prompt), free(gen), free(text);
+        magna_tokenizer_free(tok);
+        magna_model_free(m);
+    }
+    config_free(&cf);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     int rc;
     if (argc < 2) {
@@ -799,8 +1261,10 @@ int main(int argc, char **argv) {
     else if (strcmp(cmd, "eval") == 0) rc = cmd_eval(argc - 2, argv + 2);
     else if (strcmp(cmd, "predict") == 0) rc = cmd_predict(argc - 2, argv + 2);
     else if (strcmp(cmd, "summary") == 0) rc = cmd_summary(argc - 2, argv + 2);
+    else if (strcmp(cmd, "generate") == 0) rc = cmd_generate(argc - 2, argv + 2);
     else {
-        cli_fail("magna: unknown command '%s' (expected train, eval, predict, summary, --version or --help)", cmd);
+        cli_fail("magna: unknown command '%s' (expected train, eval, predict, generate, summary, --version or --help)",
+                 cmd);
         rc = EXIT_USAGE;
     }
     if (rc != 0) fprintf(stderr, "%s\n", cli_error[0] ? cli_error : "magna: failed");

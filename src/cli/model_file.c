@@ -376,8 +376,52 @@ static const layer_type LAYER_TYPES[] = {
     {"layer_norm", MAGNA_LAYER_LAYER_NORM, "type, name"},
     {"activation", MAGNA_LAYER_ACTIVATION, "type, activation, rate (the leaky_relu slope)"},
     {"global_avg_pool2d", MAGNA_LAYER_GLOBAL_AVG_POOL2D, "type"},
+    {"embedding", MAGNA_LAYER_EMBEDDING, "type, name, units (the vector size; the vocabulary is the tokenizer's)"},
+    {"lstm", MAGNA_LAYER_LSTM, "type, name, units"},
+    {"gru", MAGNA_LAYER_GRU, "type, name, units"},
+    {"rnn", MAGNA_LAYER_RNN, "type, name, units"},
 };
 enum { LAYER_TYPE_COUNT = sizeof LAYER_TYPES / sizeof LAYER_TYPES[0] };
+
+static const char *const TOKENIZERS[] = {"bytes", "chars", "bpe", NULL}; /* magna_tokenizer_kind's order */
+
+/* [data] of a language model: kind = text (a corpus, a tokenizer, windows) or numbers (the words -> digits
+ * task, made in process). */
+static bool read_lm_data(const ctx *c, config *cf) {
+    const char *takes = cf->kind == DATA_TEXT
+                            ? "kind, path (a file or a folder; default " DEFAULT_CORPUS "), tokenizer (chars, bytes "
+                              "or bpe), vocab (bpe), unk (chars), validation, context, eval_windows, seed"
+                            : "kind, test (held-out examples), seed";
+    if (!check_keys(c, takes)) return false;
+    int64_t seed = -1;
+    if (!get_int(c, "seed", false, 0, INT64_MAX, &seed)) return false;
+    if (seed >= 0) cf->data_seed = (uint64_t)seed, cf->has_data_seed = true;
+    if (cf->kind == DATA_NUMBERS) {
+        cf->test_rows = 2000;
+        return get_int(c, "test", false, 1, 1 << 24, &cf->test_rows) && no_unknown_keys(c, takes);
+    }
+    const char *path = DEFAULT_CORPUS;
+    int tok = MAGNA_TOKENIZER_CHARS;
+    cf->unk = true, cf->validation = 0.1, cf->context = 128;
+    if (!get_str(c, "path", false, &path) || !get_enum(c, "tokenizer", false, TOKENIZERS, &tok) ||
+        !get_int(c, "vocab", false, 257, 1 << 20, &cf->bpe_vocab) || !get_bool(c, "unk", &cf->unk) ||
+        !get_num(c, "validation", false, 1e-6, 0.9, &cf->validation) ||
+        !get_int(c, "context", false, 1, 1 << 16, &cf->context) ||
+        !get_int(c, "eval_windows", false, 1, INT64_MAX, &cf->eval_windows))
+        return false;
+    cf->tokenizer = (magna_tokenizer_kind)tok;
+    entry *e;
+    if (cf->tokenizer == MAGNA_TOKENIZER_BPE && !cf->bpe_vocab)
+        return cli_fail("%s:%d: [data] tokenizer = bpe needs 'vocab' (the vocabulary size, e.g. 2048)", c->f->path,
+                        c->s->line);
+    if (cf->tokenizer != MAGNA_TOKENIZER_BPE && (e = lookup(c, "vocab", false)))
+        return cli_fail("%s:%d: [data] key 'vocab': only tokenizer = bpe takes it (%s's vocabulary comes from the text)",
+                        c->f->path, e->line, TOKENIZERS[tok]);
+    if (cf->tokenizer != MAGNA_TOKENIZER_CHARS && (e = lookup(c, "unk", false)))
+        return cli_fail("%s:%d: [data] key 'unk': only tokenizer = chars takes it", c->f->path, e->line);
+    if (!(cf->data_path = dup_str(path))) return cli_fail("%s: out of memory", c->f->path);
+    return no_unknown_keys(c, takes);
+}
 
 static bool read_data(ini *f, config *cf) {
     section *s = find_section(f, "data");
@@ -386,10 +430,10 @@ static bool read_data(ini *f, config *cf) {
     cf->data_line = s->line;
     int kind = 0;
     const char *path = NULL, *target = NULL, *label = NULL, *names = NULL;
-    if (!get_enum(&c, "kind", true, (const char *const[]){"csv", "idx", NULL}, &kind) ||
-        !get_str(&c, "path", true, &path))
-        return false;
+    if (!get_enum(&c, "kind", true, (const char *const[]){"csv", "idx", "text", "numbers", NULL}, &kind)) return false;
     cf->kind = (data_kind)kind;
+    if (cf->kind == DATA_TEXT || cf->kind == DATA_NUMBERS) return read_lm_data(&c, cf);
+    if (!get_str(&c, "path", true, &path)) return false;
     const char *takes = cf->kind == DATA_CSV ? "kind, path, target, label, skip, header, names, standardise, scale, "
                                                "validation, test, seed, limit"
                                              : "kind, path (the folder of the MNIST-style files), classes, "
@@ -426,11 +470,63 @@ static bool read_data(ini *f, config *cf) {
     return no_unknown_keys(&c, takes);
 }
 
+const char *const MODEL_KINDS[] = {"sequential", "gpt", "seq2seq", NULL}; /* model_kind's order */
+
+/* [model] of a language model: sequential (the [layer]s, on token ids of the data's context), a GPT (text)
+ * or the encoder-decoder (numbers), their shapes here. */
+static bool read_lm_model(const ctx *c, config *cf) {
+    int kind = cf->kind == DATA_TEXT ? MODEL_SEQUENTIAL : MODEL_SEQ2SEQ;
+    if (!get_enum(c, "kind", false, MODEL_KINDS, &kind)) return false;
+    cf->model = (model_kind)kind;
+    entry *e = lookup(c, "kind", false);
+    const int line = e ? e->line : c->s->line;
+    if (cf->kind == DATA_TEXT && cf->model == MODEL_SEQ2SEQ)
+        return cli_fail("%s:%d: [model] key 'kind': seq2seq reads numbers in words: it needs [data] kind = numbers",
+                        c->f->path, line);
+    if (cf->kind == DATA_NUMBERS && cf->model != MODEL_SEQ2SEQ)
+        return cli_fail("%s:%d: [model] key 'kind': [data] kind = numbers trains the encoder-decoder: kind = seq2seq",
+                        c->f->path, line);
+    const char *takes = cf->model == MODEL_SEQUENTIAL ? "kind (its layers are the [layer] sections; the input is "
+                                                        "[data] context token ids)"
+                        : cf->model == MODEL_GPT      ? "kind, layers, heads, d_model, d_ff, positions, dropout"
+                                                      : "kind, layers, heads, d_model, d_ff, dropout";
+    if (!check_keys(c, takes)) return false;
+    if (cf->model == MODEL_SEQUENTIAL) {
+        cf->input_ndim = 1, cf->input[0] = cf->context;
+        return true;
+    }
+    int64_t layers = 0, heads = 0, d = 0, d_ff = 0;
+    float dropout = 0;
+    int pos = 0;
+    if (!get_int(c, "layers", true, 1, 1024, &layers) || !get_int(c, "heads", true, 1, 1024, &heads) ||
+        !get_int(c, "d_model", true, 1, 1 << 16, &d) || !get_int(c, "d_ff", false, 1, 1 << 20, &d_ff) ||
+        !get_float(c, "dropout", false, 0, 0.999, &dropout) ||
+        (cf->model == MODEL_GPT &&
+         !get_enum(c, "positions", false, (const char *const[]){"learned", "sinusoidal", NULL}, &pos)))
+        return false;
+    if (d % heads != 0) {
+        e = lookup(c, "heads", false);
+        return cli_fail("%s:%d: [model] key 'heads': d_model %lld does not split into %lld heads", c->f->path, e->line,
+                        (long long)d, (long long)heads);
+    }
+    if (cf->model == MODEL_GPT)
+        cf->gpt = (magna_gpt_config){.context = cf->context, .d_model = d, .heads = (int)heads, .layers = (int)layers,
+                                     .d_ff = d_ff, .dropout = dropout, .positions = (magna_position_kind)pos};
+    else {
+        cf->seq2seq = (magna_numbers_model_config){.d_model = d, .heads = (int)heads, .layers = (int)layers,
+                                                   .d_ff = d_ff, .dropout = dropout};
+        cf->input_ndim = 1, cf->input[0] = MAGNA_NUMBERS_SRC_LEN;
+    }
+    return no_unknown_keys(c, takes);
+}
+
 static bool read_model(ini *f, config *cf) {
     section *s = find_section(f, "model");
-    if (!s) return cli_fail("%s: no [model] section (it needs input)", f->path);
+    const bool lm = cf->kind == DATA_TEXT || cf->kind == DATA_NUMBERS;
+    if (!s) return cli_fail("%s: no [model] section (it needs %s)", f->path, lm ? "kind" : "input");
     ctx c = {f, s, NULL};
     cf->model_line = s->line;
+    if (lm) return read_lm_model(&c, cf);
     const char *input = NULL;
     if (!check_keys(&c, "input") || !get_str(&c, "input", true, &input)) return false;
     entry *e = lookup(&c, "input", false);
@@ -459,10 +555,22 @@ static bool read_layer(ini *f, section *s, config *cf) {
     if (!t) {
         entry *e = lookup(&c, "type", false);
         return cli_fail("%s:%d: [layer] unknown layer type '%s' (expected one of: dense, conv2d, max_pool2d, avg_pool2d, "
-                    "flatten, dropout, batch_norm, layer_norm, activation, global_avg_pool2d)",
+                    "flatten, dropout, batch_norm, layer_norm, activation, global_avg_pool2d, embedding, lstm, gru, "
+                    "rnn)",
                     f->path, e->line, type);
     }
     c.what = t->name;
+    if (cf->model != MODEL_SEQUENTIAL)
+        return cli_fail("%s:%d: [layer] a %s model takes no [layer] sections: its shape is in [model]", f->path, s->line,
+                        MODEL_KINDS[cf->model]);
+    const bool ids = t->kind == MAGNA_LAYER_EMBEDDING;
+    if (ids && cf->kind != DATA_TEXT)
+        return cli_fail("%s:%d: [layer] embedding: an embedding reads token ids, which only [data] kind = text gives",
+                        f->path, s->line);
+    if (cf->kind == DATA_TEXT && ids != (cf->nlayers == 0))
+        return cli_fail("%s:%d: [layer] %s: %s", f->path, s->line, t->name,
+                        ids ? "the embedding is the first layer (it reads the token ids)"
+                            : "a text model's first layer is an embedding (its input is token ids)");
     if (!check_keys(&c, t->takes)) return false;
     magna_layer_spec *l = &cf->layers[cf->nlayers];
     *l = (magna_layer_spec){.kind = t->kind};
@@ -471,9 +579,25 @@ static bool read_layer(ini *f, section *s, config *cf) {
     int64_t units = 0, kernel = 0, stride = 0;
     bool ok = true;
     switch (t->kind) {
-    case MAGNA_LAYER_DENSE:
-        ok = get_int(&c, "units", true, 1, 1 << 30, &units) && get_enum(&c, "activation", false, ACTIVATIONS, &act) &&
+    case MAGNA_LAYER_DENSE: {
+        entry *e = cf->kind == DATA_TEXT ? lookup(&c, "units", false) : NULL;
+        if (e && strcmp(e->value, "vocab") == 0) /* the tokenizer's vocabulary size, known when the model is built */
+            cf->units_vocab[cf->nlayers] = true, units = 1;
+        else if (!get_int(&c, "units", true, 1, 1 << 30, &units)) {
+            if (cf->kind == DATA_TEXT) snprintf(cli_error + strlen(cli_error), sizeof cli_error - strlen(cli_error),
+                                                " (or 'vocab')");
+            return false;
+        }
+        ok = get_enum(&c, "activation", false, ACTIVATIONS, &act) &&
              get_float(&c, "l2", false, 0, 1e6, &l->l2) && get_str(&c, "name", false, &name);
+        l->units = units;
+        break;
+    }
+    case MAGNA_LAYER_EMBEDDING:
+    case MAGNA_LAYER_LSTM:
+    case MAGNA_LAYER_GRU:
+    case MAGNA_LAYER_RNN:
+        ok = get_int(&c, "units", true, 1, 1 << 20, &units) && get_str(&c, "name", false, &name);
         l->units = units;
         break;
     case MAGNA_LAYER_CONV2D:
@@ -510,20 +634,35 @@ static const char *const METRICS[] = {"mse", "rmse", "mae", "r2", "accuracy", "t
 static const char *TRAIN_KEYS = "loss, optimizer, lr, momentum, weight_decay, l2, batch, epochs, schedule, warmup, "
                                 "step_size, gamma, decay_steps, min_lr, clip, metrics, top_k, patience, seed";
 
+static const char *LM_TRAIN_KEYS = "loss, optimizer, lr, momentum, weight_decay, l2, batch, steps, schedule, warmup, "
+                                   "step_size, gamma, decay_steps, min_lr, clip, metrics, top_k, seed";
+static const char *SEQ2SEQ_TRAIN_KEYS = "loss, optimizer, lr, momentum, weight_decay, l2, batch, steps, schedule, "
+                                        "warmup, step_size, gamma, decay_steps, min_lr, clip, metrics, top_k, seed, "
+                                        "beam";
+
 static bool read_train(ini *f, config *cf) {
     section *s = find_section(f, "train");
-    if (!s) return cli_fail("%s: no [train] section (it needs loss, optimizer, lr, batch and epochs)", f->path);
+    const bool lm = cf->kind == DATA_TEXT || cf->kind == DATA_NUMBERS;
+    if (!s)
+        return cli_fail("%s: no [train] section (it needs loss, optimizer, lr, batch and %s)", f->path,
+                        lm ? "steps" : "epochs");
     ctx c = {f, s, NULL};
+    const char *keys = cf->kind == DATA_NUMBERS ? SEQ2SEQ_TRAIN_KEYS : lm ? LM_TRAIN_KEYS : TRAIN_KEYS;
+    /* a language model trains one epoch of `steps` batches of fresh windows (or examples) */
+    cf->epochs = 1, cf->beam = 4;
+    if (lm && (!check_keys(&c, keys) || !get_int(&c, "steps", true, 1, 1 << 30, &cf->steps) ||
+               !get_int(&c, "beam", false, 1, 64, &cf->beam)))
+        return false;
     magna_compile_opts *o = &cf->compile;
     int loss = 0, opt = 0, sched = 0;
     int64_t seed = 42, warmup = 0, step_size = 0, decay = 0, top_k = 0;
     const char *metrics = NULL;
     o->optimizer.momentum = -1;
-    if (!check_keys(&c, TRAIN_KEYS) || !get_enum(&c, "loss", true, LOSSES, &loss) ||
+    if (!check_keys(&c, keys) || !get_enum(&c, "loss", true, LOSSES, &loss) ||
         !get_enum(&c, "optimizer", true, (const char *const[]){"sgd", "momentum", "nesterov", "adam", "adamw", NULL},
                   &opt) ||
         !get_float(&c, "lr", true, 1e-12, 1e6, &o->optimizer.lr) ||
-        !get_int(&c, "batch", true, 1, 1 << 24, &cf->batch) || !get_int(&c, "epochs", true, 1, 1 << 24, &cf->epochs) ||
+        !get_int(&c, "batch", true, 1, 1 << 24, &cf->batch) || (!lm && !get_int(&c, "epochs", true, 1, 1 << 24, &cf->epochs)) ||
         !get_float(&c, "momentum", false, 0, 0.9999, &o->optimizer.momentum) ||
         !get_float(&c, "weight_decay", false, 0, 1e6, &o->optimizer.weight_decay) ||
         !get_float(&c, "l2", false, 0, 1e6, &o->l2) ||
@@ -571,7 +710,12 @@ static bool read_train(ini *f, config *cf) {
         free_list(list);
     } else
         o->metrics = o->loss == MAGNA_LOSS_SPARSE_CE ? MAGNA_METRIC_ACCURACY : MAGNA_METRIC_RMSE;
-    return no_unknown_keys(&c, TRAIN_KEYS);
+    if (lm && o->loss != MAGNA_LOSS_SPARSE_CE) {
+        entry *e = lookup(&c, "loss", false);
+        return cli_fail("%s:%d: [train] key 'loss': a %s model predicts token ids: sparse_cross_entropy", f->path,
+                        e->line, cf->kind == DATA_TEXT ? "language" : "seq2seq");
+    }
+    return no_unknown_keys(&c, keys);
 }
 
 bool config_read(const char *path, config *cf) { return config_read_text(path, NULL, cf); }
@@ -583,7 +727,8 @@ bool config_read_text(const char *path, const char *text, config *cf) {
     bool ok = read_data(&f, cf) && read_model(&f, cf);
     for (int i = 0; ok && i < f.n; i++)
         if (strcmp(f.s[i].name, "layer") == 0) ok = read_layer(&f, &f.s[i], cf);
-    if (ok && cf->nlayers == 0) ok = cli_fail("%s: no [layer] section (a model needs at least one layer)", path);
+    if (ok && cf->nlayers == 0 && cf->model == MODEL_SEQUENTIAL)
+        ok = cli_fail("%s: no [layer] section (a model needs at least one layer)", path);
     ok = ok && read_train(&f, cf);
     if (ok && !cf->has_data_seed) cf->data_seed = cf->seed;
     if (ok && cf->kind == DATA_CSV && (cf->label != NULL) != (cf->compile.loss == MAGNA_LOSS_SPARSE_CE))

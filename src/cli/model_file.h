@@ -7,7 +7,12 @@
 
 enum { MAX_LAYERS = 64, EXIT_RUN = 1, EXIT_USAGE = 2 };
 
-typedef enum { DATA_CSV, DATA_IDX } data_kind;
+typedef enum { DATA_CSV, DATA_IDX, DATA_TEXT, DATA_NUMBERS } data_kind;
+/* sequential: the [layer] sections; gpt (text) and seq2seq (numbers): the shape given in [model] */
+typedef enum { MODEL_SEQUENTIAL, MODEL_GPT, MODEL_SEQ2SEQ } model_kind;
+
+/* Where a text model's corpus is when the file names none: fortune's cookies. */
+#define DEFAULT_CORPUS "/usr/share/games/fortunes"
 
 typedef struct config {
     const char *path;
@@ -20,16 +25,28 @@ typedef struct config {
     double scale, validation, test;
     int64_t classes;
     uint64_t data_seed;
+    /* [data] kind = text: the tokenizer (bpe_vocab ids for bpe, unk for chars), windows of `context` tokens,
+     * at most eval_windows (0: all) validation windows; validation is the fraction at the corpus's end */
+    magna_tokenizer_kind tokenizer;
+    int64_t bpe_vocab, context, eval_windows;
+    bool unk;
+    /* [data] kind = numbers: held-out examples for exact_match */
+    int64_t test_rows;
     /* [model] */
     int model_line, input_ndim;
     int64_t input[MAGNA_MAX_DIMS];
+    model_kind model;
+    magna_gpt_config gpt;               /* gpt: vocab is the tokenizer's, context the data's */
+    magna_numbers_model_config seq2seq; /* seq2seq */
     /* [layer] */
     magna_layer_spec layers[MAX_LAYERS];
     char *layer_names[MAX_LAYERS];
+    bool units_vocab[MAX_LAYERS]; /* dense units = vocab: the tokenizer's vocabulary size, known when built */
     int nlayers;
     /* [train] */
     magna_compile_opts compile;
     int64_t batch, epochs, patience;
+    int64_t steps, beam; /* text and numbers train by steps (one epoch of steps x batch rows); beam: numbers */
     uint64_t seed;
 } config;
 
@@ -43,6 +60,8 @@ void config_free(config *cf);
 bool parse_int(const char *s, int64_t *v);
 bool parse_double(const char *s, double *v);
 
+/* The [model] kinds, indexed by model_kind. */
+extern const char *const MODEL_KINDS[];
 /* The loss names of model files, indexed by magna_loss. */
 extern const char *const LOSSES[];
 

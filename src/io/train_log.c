@@ -77,7 +77,8 @@ magna_train_log *magna_train_log_reopen(const char *dir, int first_epoch, magna_
 }
 
 /* Reopening for a resumed run: log.csv keeps its header and the rows of epochs before first_epoch (rewritten
- * atomically), and those rows' losses become the curve's first points. No log.csv: a fresh one. */
+ * atomically), and those rows' losses become the curve's first points. No log.csv, or an empty one (a run
+ * stopped before its first epoch ended): a fresh one. */
 static magna_status keep_rows(magna_train_log *l, int first_epoch, magna_error *err) {
     FILE *in = fopen(l->csv_path, "r");
     if (!in) return errno == ENOENT ? MAGNA_OK : magna_error_set(err, MAGNA_ERR_IO, "train log: cannot read %s: %s",
@@ -87,7 +88,12 @@ static magna_status keep_rows(magna_train_log *l, int first_epoch, magna_error *
     ssize_t len;
     magna_status st = MAGNA_OK;
     FILE *out = NULL;
-    if ((len = getline(&line, &cap, in)) <= 0 || strncmp(line, "epoch,step", 10) != 0) {
+    if ((len = getline(&line, &cap, in)) <= 0 && !ferror(in)) { /* empty: the run stopped in its first epoch */
+        free(line);
+        fclose(in);
+        return MAGNA_OK;
+    }
+    if (len <= 0 || strncmp(line, "epoch,step", 10) != 0) {
         st = magna_error_set(err, MAGNA_ERR_FORMAT, "train log: %s has no 'epoch,step,...' header", l->csv_path);
         goto done;
     }

@@ -531,12 +531,20 @@ static magna_status save_best(magna_model *m) {
     return MAGNA_OK;
 }
 
-/* The best model so far, to a safetensors file (atomically). */
-static magna_status save_checkpoint(magna_model *m, const char *path, int epoch, bool has_val, double monitored) {
+enum { CKPT_KV = 64 };
+
+/* The best model so far, to a safetensors file (atomically), with weights_metadata. */
+static magna_status save_checkpoint(magna_model *m, const magna_fit_opts *o, int epoch, bool has_val,
+                                    double monitored) {
+    const char *path = o->checkpoint_path;
     char e[32], v[64];
     snprintf(e, sizeof e, "%d", epoch);
     snprintf(v, sizeof v, "%.17g", monitored);
-    const char *const kv[] = {"epoch", e, has_val ? "val_loss" : "loss", v, NULL};
+    const char *kv[2 * CKPT_KV + 6] = {"epoch", e, has_val ? "val_loss" : "loss", v};
+    int n = 4;
+    for (int i = 0; o->weights_metadata && o->weights_metadata[i] && n < 2 * CKPT_KV; i += 2)
+        kv[n++] = o->weights_metadata[i], kv[n++] = o->weights_metadata[i + 1];
+    kv[n] = NULL;
     magna_error err;
     magna_status st = magna_save_safetensors(m->g, path, kv, &err);
     if (st != MAGNA_OK) return model_error(m, st, "fit: checkpoint at epoch %d: %s", epoch, err.message);
@@ -601,7 +609,6 @@ typedef struct run_state {
 } run_state;
 
 static const char *const OPTIMIZER_NAMES[] = {"sgd", "adam", "adamw"};
-enum { CKPT_KV = 64 };
 
 /* The optimizer's moments and restore_best's copies as extra tensors; returns their count. */
 static int checkpoint_extras(magna_model *m, magna_st_tensor *x, bool with_best) {
@@ -1062,7 +1069,7 @@ magna_status magna_model_fit(magna_model *m, const magna_dataset *train_in, cons
             if (history) history->best_epoch = epoch;
             if (o->restore_best && (st = save_best(m)) != MAGNA_OK) break;
             if (o->checkpoint_path && lead &&
-                (st = save_checkpoint(m, o->checkpoint_path, epoch, val != NULL, monitored)) != MAGNA_OK)
+                (st = save_checkpoint(m, o, epoch, val != NULL, monitored)) != MAGNA_OK)
                 break;
         } else if (o->patience > 0 && ++rs.wait >= o->patience) {
             if (history) history->stopped_early = true;
@@ -1109,9 +1116,9 @@ void magna_model_summary(magna_model *m, FILE *f) {
     fprintf(f, "%.*s\n", 64, "================================================================");
     if (m->input) fprintf(f, "%-28s %-22s %12s\n", m->input->name, shape_str(m->input, shape, sizeof shape), "0");
     int64_t total = 0, trainable = 0;
-    for (int i = 0; i < g->n_param_nodes;) { /* params grouped by the layer name before the first '.' */
+    for (int i = 0; i < g->n_param_nodes;) { /* params grouped by the layer name: all but the last part */
         const magna_node *p = g->param_nodes[i];
-        const char *dot = strchr(p->name, '.');
+        const char *dot = strrchr(p->name, '.');
         const int len = dot ? (int)(dot - p->name) : (int)strlen(p->name);
         int64_t count = 0;
         char shapes[128] = "";
