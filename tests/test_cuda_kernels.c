@@ -66,7 +66,7 @@ static void activations(int64_t n, int offset) {
 }
 
 static void adam(int64_t n, int decoupled) {
-    float *w = malloc((size_t)n * 4), *g = calloc((size_t)n, 4), *m = calloc((size_t)n, 4), *v = calloc((size_t)n, 4);
+    float *w = calloc((size_t)n, 4), *g = calloc((size_t)n, 4), *m = calloc((size_t)n, 4), *v = calloc((size_t)n, 4);
     float *out = malloc((size_t)n * 4);
     fill(w, n, 1, 4);
     float *wd = to_device(w, n, 0), *md = to_device(m, n, 0), *vd = to_device(v, n, 0), *gd = to_device(g, n, 0);
