@@ -2,10 +2,11 @@
 #   make demo   install what is needed, build, train the house-price MLP on real data with the magna command
 #   make test   install what is needed, build, run every test (the interoperability tests' Python packages go
 #               into .venv-interop first), then again under sanitizers (CI runs this)
+#   make gpu-check  on a GPU machine: the CUDA build and its GPU tests (fails, saying why, without a GPU)
 BUILD ?= build
 JOBS ?= 2
 
-.PHONY: all deps build venv test demo bench sanitize clean
+.PHONY: all deps build venv test demo bench sanitize gpu-check clean
 
 all: build
 
@@ -43,5 +44,10 @@ sanitize: deps venv
 	@cmake --build $(BUILD)-asan -j$(JOBS)
 	@cd $(BUILD)-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j1
 
+# On a machine with an NVIDIA GPU: build with CUDA (in build-gpu), run the GPU tests and memcheck over them.
+# Without a GPU it says so and exits 1 (README, "GPU"). No deps: the GPU machines reach no package registry.
+gpu-check:
+	@scripts/gpu-check.sh
+
 clean:
-	rm -rf $(BUILD) $(BUILD)-asan .venv-interop
+	rm -rf $(BUILD) $(BUILD)-asan build-gpu .venv-interop

@@ -15,5 +15,6 @@
 #include "magna/text.h"
 #include "magna/numbers.h"
 #include "magna/dist.h"
+#include "magna/cuda.h"
 
 #endif

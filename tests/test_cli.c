@@ -709,6 +709,16 @@ int main(void) {
     CHECK(rc == 2 && strstr(out, "no model file"), "train without a file (rc %d): %s", rc, out);
     rc = run("train x.ini --epochs 0", out, sizeof out);
     CHECK(rc == 2 && strstr(out, "--epochs"), "--epochs 0 (rc %d): %s", rc, out);
+    /* --device: a name it does not know is a usage error; cuda, which cannot train yet (and has no device or
+     * no CUDA build here), fails at once with one line that says why */
+    char dev_args[2 * PATH_MAX + 64];
+    snprintf(dev_args, sizeof dev_args, "train '%s/models/housing-mlp.ini' --device tpu", root);
+    rc = run(dev_args, out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "unknown device 'tpu'"), "--device tpu (rc %d): %s", rc, out);
+    snprintf(dev_args, sizeof dev_args, "train '%s/models/housing-mlp.ini' --device cuda --out '%s/dev'", root, tmp);
+    rc = run(dev_args, out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "--device cuda: cannot run on cuda: ") && strchr(out, '\n') == out + strlen(out) - 1,
+          "--device cuda (rc %d): %s", rc, out);
     test_summaries();
     test_malformed();
     test_train_eval();

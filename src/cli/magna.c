@@ -350,7 +350,7 @@ static const char *USAGE =
     "usage: magna COMMAND ...\n"
     "  magna train MODEL_FILE [--epochs N] [--batch N] [--lr X] [--seed N] [--threads N] [--out DIR]\n"
     "              [--save-every STEPS] [--keep K] [--steps N] [--resume CHECKPOINT]\n"
-    "              [--dist] [--zero1] [--timeout SECONDS]\n"
+    "              [--dist] [--zero1] [--timeout SECONDS] [--device cpu|cuda]\n"
     "  magna eval MODEL_FILE --weights FILE [--seed N] [--threads N]\n"
     "  magna predict MODEL_FILE --weights CHECKPOINT --input FILE.csv|FILE.idx[.gz] --output OUT.csv\n"
     "  magna generate MODEL_FILE --weights CHECKPOINT [--prompt TEXT] [--length N] [--temperature X]\n"
@@ -361,7 +361,7 @@ static const char *USAGE =
     "\"Command line\").\n";
 static const char *USAGE_TRAIN =
     "usage: magna train MODEL_FILE [--epochs N] [--batch N] [--lr X] [--seed N] [--threads N] [--out DIR]\n"
-    "                   [--save-every STEPS] [--keep K] [--steps N]\n"
+    "                   [--save-every STEPS] [--keep K] [--steps N] [--device cpu|cuda]\n"
     "       magna train [MODEL_FILE] --resume CHECKPOINT [--threads N] [--steps N] ...\n"
     "Trains the model the file describes on its data, evaluates it on the test split and writes\n"
     "DIR/model.safetensors (the best epoch's weights, which are also the ones evaluated), DIR/logs\n"
@@ -381,6 +381,8 @@ static const char *USAGE_TRAIN =
     "--zero1 shards the optimizer state across ranks; --timeout is the deadline of every collective\n"
     "(default $MAGNA_DIST_TIMEOUT or 300 s): a rank that dies or stops answering ends the job, named.\n"
     "Without --threads, each rank runs cores / ranks-on-this-machine threads.\n"
+    "--device cuda asks for the GPU; without a CUDA build or a device it fails at once with the reason\n"
+    "(the CUDA backend does not train yet: cpu, the default, is the device that runs).\n"
     "The last line is key=value results.\n"
     "Language models ([data] kind = text or numbers) train one epoch of [train] steps batches of fresh random\n"
     "windows (or examples); their tokenizer goes into the weights and checkpoints. The last line has\n"
@@ -417,7 +419,7 @@ static const char *USAGE_SUMMARY = "usage: magna summary MODEL_FILE\n"
                                    "parameter counts.\n";
 
 typedef struct options {
-    const char *model_file, *out, *weights, *resume, *input, *output, *prompt;
+    const char *model_file, *out, *weights, *resume, *input, *output, *prompt, *device;
     int64_t epochs, batch, seed, threads, save_every, keep, steps;
     int64_t length, top_k, beam; /* generate */
     double lr, temperature, top_p, timeout;
@@ -458,6 +460,7 @@ static bool parse_options(int argc, char **argv, const char *cmd, const char *al
         else if (strcmp(a, "--input") == 0) o->input = v;
         else if (strcmp(a, "--output") == 0) o->output = v;
         else if (strcmp(a, "--prompt") == 0) o->prompt = v;
+        else if (strcmp(a, "--device") == 0) o->device = v;
         else if (strcmp(a, "--lr") == 0) {
             if (!parse_double(v, &x) || x <= 0) return cli_fail("magna %s: --lr: '%s' is not a number > 0", cmd, v);
             o->lr = x;
@@ -660,10 +663,18 @@ static int cmd_train(int argc, char **argv) {
     options o;
     if (!parse_options(argc, argv, "train",
                        "--epochs --batch --lr --seed --threads --out --resume --save-every --keep --steps --dist "
-                       "--zero1 --timeout",
+                       "--zero1 --timeout --device",
                        &o))
         return EXIT_USAGE;
     if (o.help) return fputs(USAGE_TRAIN, stdout), 0;
+    if (o.device) { /* before any data is read: asking for a device that cannot run is a one-line error */
+        magna_device device;
+        magna_error err;
+        if (magna_device_parse(o.device, &device, &err) != MAGNA_OK)
+            return cli_fail("magna train: --device: %s", err.message), EXIT_USAGE;
+        if (magna_device_check(device, &err) != MAGNA_OK)
+            return cli_fail("magna train: --device %s: %s", o.device, err.message), EXIT_RUN;
+    }
     magna_dist *dist;
     if (!start_dist(&o, &dist)) return EXIT_RUN;
     const int rc = cmd_train_run(&o, dist);

@@ -1,0 +1,125 @@
+/* launch.h — launch geometry of the CUDA kernels (grid, block, tiles), as host functions a CPU test runs.
+ *
+ * Every kernel asks these functions for its launch and walks its elements with the index functions below
+ * (MAGNA_HD: the kernel and the test run the same code), so tests/test_cuda_launch.c can show, for tiny and
+ * odd sizes, that every element is visited exactly once and every index stays in range, without a GPU.
+ * Plain C with no CUDA types, so it compiles into CPU-only builds too. Three shapes of launch:
+ *   elementwise  a grid-stride loop over n elements, `vec` contiguous ones per thread and step (float4);
+ *   rows         softmax, cross-entropy, layer norm: a warp per row for short rows, a block per row for
+ *                long ones, rows beyond the grid taken by a grid-stride loop;
+ *   attention    flash-style tiles: a block per (query tile, batch x head), looping over key tiles (only
+ *                those a causal mask leaves), so the T x T scores never exist in memory. */
+#ifndef MAGNA_CUDA_LAUNCH_H
+#define MAGNA_CUDA_LAUNCH_H
+
+#include <stdint.h>
+
+#include "elementwise_math.h" /* MAGNA_HD */
+
+enum {
+    MAGNA_LAUNCH_BLOCK = 256,        /* threads of an elementwise or row block */
+    MAGNA_LAUNCH_MAX_GRID = 132 * 16, /* blocks of a grid-stride launch: an H100's 132 SMs, 16 blocks deep */
+    MAGNA_LAUNCH_WARP = 32,
+    MAGNA_LAUNCH_MAX_GRID_Y = 65535, /* CUDA's limit on gridDim.y */
+};
+
+/* ---- elementwise -------------------------------------------------------------------------------------- */
+
+typedef struct magna_launch_1d {
+    int64_t n;
+    uint32_t grid, block, vec; /* grid 0: nothing to launch (n = 0) */
+} magna_launch_1d;
+
+static inline magna_launch_1d magna_launch_elementwise(int64_t n, uint32_t vec) {
+    magna_launch_1d l;
+    l.n = n > 0 ? n : 0, l.block = MAGNA_LAUNCH_BLOCK, l.vec = vec ? vec : 1;
+    const int64_t per_block = (int64_t)l.block * l.vec, blocks = (l.n + per_block - 1) / per_block;
+    l.grid = (uint32_t)(blocks < MAGNA_LAUNCH_MAX_GRID ? blocks : MAGNA_LAUNCH_MAX_GRID);
+    return l;
+}
+/* Thread t of block b starts at element first and steps by stride, taking vec elements [i, i + vec) that
+ * are < n at each step:  for (i = first; i < n; i += stride) for (v = 0; v < vec && i + v < n; v++) ... */
+MAGNA_HD int64_t magna_launch_1d_first(const magna_launch_1d *l, uint32_t b, uint32_t t) {
+    return ((int64_t)b * l->block + t) * l->vec;
+}
+MAGNA_HD int64_t magna_launch_1d_stride(const magna_launch_1d *l) { return (int64_t)l->grid * l->block * l->vec; }
+
+/* ---- row-wise ------------------------------------------------------------------------------------------ */
+
+typedef struct magna_launch_rows {
+    int64_t rows, cols;
+    uint32_t grid, block;
+    uint32_t threads_per_row; /* a warp (short rows) or the whole block (long rows) */
+    uint32_t rows_per_block;  /* block / threads_per_row */
+} magna_launch_rows;
+
+static inline magna_launch_rows magna_launch_rowwise(int64_t rows, int64_t cols) {
+    magna_launch_rows l;
+    l.rows = rows > 0 ? rows : 0, l.cols = cols > 0 ? cols : 0;
+    /* a warp per row up to 1024 columns (32 per lane, reduced by shuffles alone); beyond, a block per row
+     * (1024 threads from 8192 columns, so the block's shared-memory reduction is paid over enough work) */
+    l.block = l.cols < 8192 ? MAGNA_LAUNCH_BLOCK : 1024;
+    l.threads_per_row = l.cols <= 1024 ? MAGNA_LAUNCH_WARP : l.block;
+    l.rows_per_block = l.block / l.threads_per_row;
+    const int64_t blocks = (l.rows + l.rows_per_block - 1) / l.rows_per_block;
+    l.grid = (uint32_t)(l.cols == 0 ? 0 : blocks < MAGNA_LAUNCH_MAX_GRID ? blocks : MAGNA_LAUNCH_MAX_GRID);
+    return l;
+}
+/* Thread t of block b takes rows row, row + row_stride, ... < rows, and within each the columns
+ * col, col + threads_per_row, ... < cols. */
+MAGNA_HD int64_t magna_launch_rows_first(const magna_launch_rows *l, uint32_t b, uint32_t t) {
+    return (int64_t)b * l->rows_per_block + t / l->threads_per_row;
+}
+MAGNA_HD int64_t magna_launch_rows_stride(const magna_launch_rows *l) { return (int64_t)l->grid * l->rows_per_block; }
+MAGNA_HD uint32_t magna_launch_rows_lane(const magna_launch_rows *l, uint32_t t) { return t % l->threads_per_row; }
+
+/* ---- attention tiles ---------------------------------------------------------------------------------- */
+
+typedef struct magna_launch_attention {
+    int64_t bh, tq, tk;        /* batch x heads, queries, keys */
+    uint32_t tile_q, tile_k;   /* queries of a block, keys of one step of its loop */
+    uint32_t grid_x, grid_y;   /* query tiles; (batch x head) slots, strided when bh > 65535 */
+    uint32_t block;            /* threads: rows_per_thread queries each */
+    uint32_t rows_per_thread;
+    int causal;                /* query q sees keys k <= q + (tk - tq): the queries are the last tq positions */
+} magna_launch_attention;
+
+static inline magna_launch_attention magna_launch_attn(int64_t bh, int64_t tq, int64_t tk, int causal) {
+    magna_launch_attention l;
+    l.bh = bh > 0 ? bh : 0, l.tq = tq > 0 ? tq : 0, l.tk = tk > 0 ? tk : 0, l.causal = causal != 0;
+    l.tile_q = 64, l.tile_k = 64, l.block = 128;
+    l.rows_per_thread = 1;
+    /* 128 threads over 64 queries: two threads share a query row (each takes half of the head dim) */
+    const int64_t qtiles = (l.tq + l.tile_q - 1) / l.tile_q;
+    const int empty = l.bh == 0 || l.tq == 0;
+    l.grid_x = (uint32_t)(empty ? 0 : qtiles);
+    l.grid_y = (uint32_t)(empty ? 0 : l.bh < MAGNA_LAUNCH_MAX_GRID_Y ? l.bh : MAGNA_LAUNCH_MAX_GRID_Y);
+    return l;
+}
+/* queries [q_begin, q_end) of block x */
+MAGNA_HD int64_t magna_attn_q_begin(const magna_launch_attention *l, uint32_t x) { return (int64_t)x * l->tile_q; }
+MAGNA_HD int64_t magna_attn_q_end(const magna_launch_attention *l, uint32_t x) {
+    const int64_t e = ((int64_t)x + 1) * l->tile_q;
+    return e < l->tq ? e : l->tq;
+}
+/* the query row of thread t (two threads a row), and which half of the head dim it takes */
+MAGNA_HD int64_t magna_attn_query(const magna_launch_attention *l, uint32_t x, uint32_t t) {
+    return magna_attn_q_begin(l, x) + t / (l->block / l->tile_q);
+}
+MAGNA_HD uint32_t magna_attn_part(const magna_launch_attention *l, uint32_t t) { return t % (l->block / l->tile_q); }
+/* the keys query q may see: [0, keys_end(q)) */
+MAGNA_HD int64_t magna_attn_keys_end(const magna_launch_attention *l, int64_t q) {
+    if (!l->causal) return l->tk;
+    const int64_t e = q + 1 + (l->tk - l->tq);
+    return e < 0 ? 0 : e < l->tk ? e : l->tk;
+}
+/* key tiles block x loops over: [0, k_tiles) — those any of its queries sees */
+MAGNA_HD int64_t magna_attn_k_tiles(const magna_launch_attention *l, uint32_t x) {
+    const int64_t q_end = magna_attn_q_end(l, x);
+    const int64_t keys = q_end > magna_attn_q_begin(l, x) ? magna_attn_keys_end(l, q_end - 1) : 0;
+    return (keys + l->tile_k - 1) / l->tile_k;
+}
+/* the (batch x head) slots of grid row y: y, y + grid_y, ... < bh */
+MAGNA_HD int64_t magna_attn_bh_stride(const magna_launch_attention *l) { return l->grid_y; }
+
+#endif

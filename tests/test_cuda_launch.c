@@ -1,0 +1,151 @@
+/* test_cuda_launch.c — the CUDA kernels' launch geometry (src/cuda/launch.h), walked on the CPU thread by
+ * thread as the kernels walk it: for empty, tiny and odd sizes (0, 1, 31, 33, 1023, 4097, ...), and sizes
+ * past one grid (grid-stride loops, more than 65535 batch x head slots), every element is visited exactly
+ * once, every index stays in range, the launch respects CUDA's limits (block <= 1024, no empty grid but
+ * for empty work), a row is handled by threads of one block (one warp for short rows), vector accesses stay
+ * aligned, and attention visits exactly the keys a causal mask leaves, in no more key tiles than needed. */
+#include "check.h"
+#include "cuda/launch.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const int64_t SIZES[] = {0, 1, 2, 31, 32, 33, 255, 256, 257, 1023, 1024, 1025, 4097, 100003};
+enum { N_SIZES = sizeof SIZES / sizeof SIZES[0] };
+
+static void elementwise(int64_t n, uint32_t vec) {
+    const magna_launch_1d l = magna_launch_elementwise(n, vec);
+    CHECK(l.block >= 1 && l.block <= 1024 && l.grid <= MAGNA_LAUNCH_MAX_GRID && (l.grid == 0) == (n == 0),
+          "elementwise n=%lld: grid %u block %u", (long long)n, l.grid, l.block);
+    unsigned char *seen = calloc((size_t)n + 1, 1);
+    int64_t out_of_range = 0, twice = 0, misaligned = 0;
+    const int64_t stride = magna_launch_1d_stride(&l);
+    CHECK(l.grid == 0 || stride > 0, "elementwise n=%lld: stride %lld would never end", (long long)n, (long long)stride);
+    if (l.grid && stride <= 0) return free(seen);
+    misaligned += stride % l.vec != 0;
+    for (uint32_t b = 0; b < l.grid; b++)
+        for (uint32_t t = 0; t < l.block; t++) {
+            const int64_t first = magna_launch_1d_first(&l, b, t);
+            misaligned += first % l.vec != 0;
+            for (int64_t i = first; i < l.n; i += stride)
+                for (uint32_t v = 0; v < l.vec && i + v < l.n; v++) {
+                    if (i + v < 0 || i + v >= n) out_of_range++;
+                    else if (seen[i + v]++) twice++;
+                }
+        }
+    int64_t missed = 0;
+    for (int64_t i = 0; i < n; i++) missed += !seen[i];
+    CHECK(!out_of_range && !twice && !missed && !misaligned,
+          "elementwise n=%lld vec=%u: %lld out of range, %lld twice, %lld missed, %lld misaligned", (long long)n, vec,
+          (long long)out_of_range, (long long)twice, (long long)missed, (long long)misaligned);
+    free(seen);
+}
+
+static void rowwise(int64_t rows, int64_t cols) {
+    const magna_launch_rows l = magna_launch_rowwise(rows, cols);
+    const int empty = rows == 0 || cols == 0;
+    CHECK(l.block >= 1 && l.block <= 1024 && l.block % l.threads_per_row == 0 &&
+              l.rows_per_block * l.threads_per_row == l.block && (l.grid == 0) == empty &&
+              l.grid <= MAGNA_LAUNCH_MAX_GRID && (l.threads_per_row == MAGNA_LAUNCH_WARP || l.threads_per_row == l.block),
+          "rows %lldx%lld: grid %u block %u threads_per_row %u", (long long)rows, (long long)cols, l.grid, l.block,
+          l.threads_per_row);
+    const int64_t n = rows * cols;
+    unsigned char *seen = calloc((size_t)n + 1, 1);
+    int64_t *owner = malloc(((size_t)rows + 1) * sizeof *owner); /* the (block, group) that took each row */
+    for (int64_t r = 0; r < rows; r++) owner[r] = -1;
+    int64_t out_of_range = 0, twice = 0, split = 0;
+    const int64_t stride = magna_launch_rows_stride(&l);
+    CHECK(l.grid == 0 || stride > 0, "rows %lld: stride %lld would never end", (long long)rows, (long long)stride);
+    if (l.grid && stride <= 0) return free(seen), free(owner);
+    for (uint32_t b = 0; b < l.grid; b++)
+        for (uint32_t t = 0; t < l.block; t++) {
+            const int64_t group = (int64_t)b * l.block + t / l.threads_per_row;
+            for (int64_t r = magna_launch_rows_first(&l, b, t); r < l.rows; r += stride) {
+                if (owner[r] < 0) owner[r] = group;
+                split += owner[r] != group;
+                for (int64_t c = magna_launch_rows_lane(&l, t); c < l.cols; c += l.threads_per_row) {
+                    if (r < 0 || c < 0 || r >= rows || c >= cols) out_of_range++;
+                    else if (seen[r * cols + c]++) twice++;
+                }
+            }
+        }
+    int64_t missed = 0;
+    for (int64_t i = 0; i < n; i++) missed += !seen[i];
+    CHECK(!out_of_range && !twice && !missed && !split,
+          "rows %lldx%lld: %lld out of range, %lld twice, %lld missed, %lld rows split across groups", (long long)rows,
+          (long long)cols, (long long)out_of_range, (long long)twice, (long long)missed, (long long)split);
+    free(seen), free(owner);
+}
+
+static void attention(int64_t bh, int64_t tq, int64_t tk, int causal) {
+    const magna_launch_attention l = magna_launch_attn(bh, tq, tk, causal);
+    const int empty = bh == 0 || tq == 0;
+    const uint32_t parts = l.block / l.tile_q;
+    CHECK(l.block <= 1024 && l.block % l.tile_q == 0 && (l.grid_x == 0) == empty && (l.grid_y == 0) == empty &&
+              l.grid_y <= MAGNA_LAUNCH_MAX_GRID_Y,
+          "attention bh=%lld tq=%lld tk=%lld: grid %u x %u block %u", (long long)bh, (long long)tq, (long long)tk,
+          l.grid_x, l.grid_y, l.block);
+    /* (slot, query) pairs: each must be taken by `parts` threads, one per part of the head dim */
+    unsigned char *rows = calloc((size_t)(bh * tq) + 1, 1);
+    /* keys per query, counted for the first slot only (every slot runs the same loop) */
+    unsigned char *keys = calloc((size_t)(tq * tk) + 1, 1);
+    int64_t out_of_range = 0, twice = 0, extra_tiles = 0;
+    for (uint32_t x = 0; x < l.grid_x; x++) {
+        const int64_t tiles = magna_attn_k_tiles(&l, x), q0 = magna_attn_q_begin(&l, x), q1 = magna_attn_q_end(&l, x);
+        if (q0 >= q1 || q0 < 0 || q1 > tq) out_of_range++;
+        /* no wasted tile: the last one holds a key some query of the block sees */
+        if (tiles > 0 && magna_attn_keys_end(&l, q1 - 1) <= (tiles - 1) * (int64_t)l.tile_k) extra_tiles++;
+        for (uint32_t y = 0; y < l.grid_y; y++)
+            for (int64_t s = y; s < l.bh; s += magna_attn_bh_stride(&l))
+                for (uint32_t t = 0; t < l.block; t++) {
+                    const int64_t q = magna_attn_query(&l, x, t);
+                    if (q >= q1) continue; /* the last tile's idle threads */
+                    if (q < q0 || q >= tq) {
+                        out_of_range++;
+                        continue;
+                    }
+                    if (++rows[s * tq + q] > parts) twice++;
+                    if (s != 0 || magna_attn_part(&l, t) != 0) continue;
+                    for (int64_t j = 0; j < tiles; j++)
+                        for (int64_t k = j * l.tile_k; k < (j + 1) * l.tile_k && k < magna_attn_keys_end(&l, q); k++) {
+                            if (k < 0 || k >= tk) out_of_range++;
+                            else if (keys[q * tk + k]++) twice++;
+                        }
+                }
+    }
+    int64_t missed = 0, wrong_keys = 0;
+    for (int64_t i = 0; i < bh * tq; i++) missed += rows[i] != parts;
+    for (int64_t q = 0; q < (bh ? tq : 0); q++)
+        for (int64_t k = 0; k < tk; k++) {
+            const int visible = !causal || k <= q + (tk - tq);
+            wrong_keys += keys[q * tk + k] != visible;
+        }
+    CHECK(!out_of_range && !twice && !missed && !wrong_keys && !extra_tiles,
+          "attention bh=%lld tq=%lld tk=%lld causal=%d: %lld out of range, %lld twice, %lld rows missed, %lld keys "
+          "wrong, %lld extra tiles",
+          (long long)bh, (long long)tq, (long long)tk, causal, (long long)out_of_range, (long long)twice,
+          (long long)missed, (long long)wrong_keys, (long long)extra_tiles);
+    free(rows), free(keys);
+}
+
+int main(void) {
+    for (int i = 0; i < N_SIZES; i++) {
+        elementwise(SIZES[i], 1);
+        elementwise(SIZES[i], 4);
+    }
+    /* past one grid: the grid-stride loop wraps (132 x 16 blocks of 256 x 4) */
+    elementwise((int64_t)MAGNA_LAUNCH_MAX_GRID * MAGNA_LAUNCH_BLOCK * 4 * 2 + 5, 4);
+    static const int64_t COLS[] = {0, 1, 31, 33, 1023, 1024, 1025, 4097, 8192, 50304};
+    for (int i = 0; i < N_SIZES - 1; i++)
+        for (int j = 0; j < (int)(sizeof COLS / sizeof COLS[0]); j++)
+            if (SIZES[i] * COLS[j] <= 3000000) rowwise(SIZES[i], COLS[j]);
+    rowwise((int64_t)MAGNA_LAUNCH_MAX_GRID * 8 + 7, 3); /* more rows than one grid takes */
+    static const int64_t T[] = {0, 1, 31, 33, 64, 65, 127, 1023};
+    for (int c = 0; c < 2; c++)
+        for (int i = 0; i < 8; i++)
+            for (int j = 0; j < 8; j++) attention(i % 3 + (i == 0 ? 0 : 1), T[i], T[j], c);
+    attention(65537, 3, 5, 1); /* more batch x head slots than gridDim.y takes */
+    printf("launch geometry: elementwise, rows and attention tiles checked\n");
+    return check_finish("test_cuda_launch");
+}

@@ -1,0 +1,231 @@
+/* test_cuda_math.c — the CUDA kernels' per-element math (src/cuda/elementwise_math.h), run on the CPU
+ * against the graph's CPU ops on fresh random inputs: GELU, ReLU and sigmoid forward and backward, AdamW
+ * and Adam over three steps, softmax + cross-entropy (ignored labels too) and layer norm, forward and
+ * backward, with the row reductions split into uneven pieces and merged in another order, as a warp and
+ * block reduction does. The tolerances are float32 rounding (1e-5 relative to the largest value). Runs in
+ * every build: the header needs no CUDA. */
+#include "check.h"
+#include "cuda/elementwise_math.h"
+#include "magna.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t seed_base = 20261123;
+
+static void fill(float *x, int64_t n, float scale, uint64_t stream) {
+    for (int64_t i = 0; i < n; i++) x[i] = scale * (2.0f * magna_rand_uniform(seed_base, stream, (uint64_t)i) - 1.0f);
+}
+
+/* max |a - b| / max(|b|, floor) over n */
+static double rel_err(const float *a, const float *b, int64_t n, double floor) {
+    double scale = floor, worst = 0;
+    for (int64_t i = 0; i < n; i++) scale = fmax(scale, fabs(b[i]));
+    for (int64_t i = 0; i < n; i++) worst = fmax(worst, fabs((double)a[i] - b[i]));
+    return worst / scale;
+}
+
+enum { ACT_RELU, ACT_SIGMOID, ACT_GELU };
+static const char *ACT_NAMES[] = {"relu", "sigmoid", "gelu"};
+
+/* y = act(x) through the graph, loss = sum(y * c) so dL/dy = c; the header's forward and backward on the
+ * same x and c. x spans [-8, 8], where sigmoid saturates and GELU's tails are small. */
+static void activation(int act, int64_t n) {
+    magna_graph *g = magna_graph_new(1);
+    magna_node *x = magna_param(g, "x", 1, (int64_t[]){n}, magna_init_zeros());
+    magna_node *c = magna_input_unbatched(g, "c", MAGNA_F32, 1, (int64_t[]){n});
+    magna_node *y = act == ACT_RELU ? magna_relu(g, x) : act == ACT_SIGMOID ? magna_sigmoid(g, x) : magna_gelu(g, x);
+    magna_node *loss = magna_sum(g, magna_mul(g, y, c), 1u, false);
+    magna_graph_keep(g, y);
+    CHECK(magna_graph_compile(g, loss) == MAGNA_OK, "%s: compile: %s", ACT_NAMES[act], magna_graph_errmsg(g));
+    if (magna_graph_status(g) != MAGNA_OK) return magna_graph_free(g);
+    float *xv = magna_node_data(x), *cv = magna_node_data(c);
+    fill(xv, n, 8.0f, 10 + (uint64_t)act);
+    xv[0] = 0.0f; /* the kink of relu */
+    fill(cv, n, 1.0f, 20 + (uint64_t)act);
+    magna_graph_zero_grad(g);
+    CHECK(magna_graph_forward(g) == MAGNA_OK && magna_graph_backward(g) == MAGNA_OK, "%s: run", ACT_NAMES[act]);
+    float *yh = malloc((size_t)n * 4), *dxh = malloc((size_t)n * 4);
+    for (int64_t i = 0; i < n; i++) {
+        const float v = xv[i];
+        yh[i] = act == ACT_RELU ? magna_em_relu(v) : act == ACT_SIGMOID ? magna_em_sigmoid(v) : magna_em_gelu(v);
+        dxh[i] = act == ACT_RELU      ? magna_em_relu_backward(yh[i], cv[i])
+                 : act == ACT_SIGMOID ? magna_em_sigmoid_backward(yh[i], cv[i])
+                                      : magna_em_gelu_backward(v, cv[i]);
+    }
+    const double ey = rel_err(yh, magna_node_data(y), n, 1e-6), edx = rel_err(dxh, magna_node_grad(x), n, 1e-6);
+    printf("%-8s n=%lld forward %.2e backward %.2e\n", ACT_NAMES[act], (long long)n, ey, edx);
+    CHECK(ey <= 1e-5 && edx <= 1e-5, "%s: forward %.3g backward %.3g", ACT_NAMES[act], ey, edx);
+    free(yh), free(dxh);
+    magna_graph_free(g);
+}
+
+/* Three optimizer steps on one flat buffer with a new gradient each step, against the header's update of
+ * every element (weights, both moments). */
+static void adam(magna_optimizer_kind kind, int64_t n) {
+    magna_graph *g = magna_graph_new(2);
+    magna_node *w = magna_param(g, "w", 1, (int64_t[]){n}, magna_init_zeros());
+    magna_node *c = magna_input_unbatched(g, "c", MAGNA_F32, 1, (int64_t[]){n});
+    magna_node *loss = magna_sum(g, magna_mul(g, w, c), 1u, false); /* dL/dw = c */
+    CHECK(magna_graph_compile(g, loss) == MAGNA_OK, "adam: compile: %s", magna_graph_errmsg(g));
+    if (magna_graph_status(g) != MAGNA_OK) return magna_graph_free(g);
+    const float lr = 3e-3f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f;
+    magna_error err;
+    magna_optimizer *opt = magna_optimizer_new(
+        g, (magna_optimizer_opts){.kind = kind, .lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps, .weight_decay = wd},
+        &err);
+    CHECK(opt != NULL, "adam: %s", err.message);
+    if (!opt) return;
+    float *wv = magna_node_data(w), *cv = magna_node_data(c);
+    fill(wv, n, 1.0f, 30);
+    float *wh = malloc((size_t)n * 4), *mh = calloc((size_t)n, 4), *vh = calloc((size_t)n, 4);
+    memcpy(wh, wv, (size_t)n * 4);
+    for (int t = 1; t <= 3; t++) {
+        fill(cv, n, t == 2 ? 1e-3f : 1.0f, 40 + (uint64_t)t); /* a step of tiny gradients between big ones */
+        magna_graph_zero_grad(g);
+        magna_graph_forward(g);
+        magna_graph_backward(g);
+        magna_optimizer_step(opt);
+        const magna_em_adam k = magna_em_adam_consts(lr, b1, b2, eps, wd, kind == MAGNA_ADAMW, t);
+        for (int64_t i = 0; i < n; i++) magna_em_adam_update(&k, wh + i, mh + i, vh + i, cv[i]);
+    }
+    size_t cm = 0, cvn = 0; /* the flat buffer is padded: at least n */
+    const float *m = magna_optimizer_state(opt, 0, &cm), *v = magna_optimizer_state(opt, 1, &cvn);
+    const double ew = rel_err(wh, wv, n, 1e-6), em = rel_err(mh, m, n, 1e-6), ev = rel_err(vh, v, n, 1e-12);
+    printf("%-8s n=%lld w %.2e m %.2e v %.2e\n", kind == MAGNA_ADAMW ? "adamw" : "adam", (long long)n, ew, em, ev);
+    CHECK(cm >= (size_t)n && cvn >= (size_t)n && ew <= 1e-6 && em <= 1e-6 && ev <= 1e-6,
+          "adam kind %d: state %zu %zu of %lld; w %.3g m %.3g v %.3g", kind, cm, cvn, (long long)n, ew, em, ev);
+    free(wh), free(mh), free(vh);
+    magna_optimizer_free(opt);
+    magna_graph_free(g);
+}
+
+/* Pushes row[from, to) into a state, in pieces of uneven sizes merged right to left: the order a tree
+ * reduction merges them in is not the row's order, and the answer must not depend on it. */
+static magna_em_maxsum maxsum_split(const float *row, int64_t from, int64_t to, int depth) {
+    if (depth == 0 || to - from < 3) {
+        magna_em_maxsum s = magna_em_maxsum_empty();
+        for (int64_t j = from; j < to; j++) s = magna_em_maxsum_push(s, row[j]);
+        return s;
+    }
+    const int64_t mid = from + (to - from) / 3;
+    return magna_em_maxsum_merge(maxsum_split(row, mid, to, depth - 1), maxsum_split(row, from, mid, depth - 1));
+}
+static magna_em_welford welford_split(const float *row, int64_t from, int64_t to, int depth) {
+    if (depth == 0 || to - from < 3) {
+        magna_em_welford s = magna_em_welford_empty();
+        for (int64_t j = from; j < to; j++) s = magna_em_welford_push(s, row[j]);
+        return s;
+    }
+    const int64_t mid = from + (to - from) / 3;
+    return magna_em_welford_merge(welford_split(row, mid, to, depth - 1), welford_split(row, from, mid, depth - 1));
+}
+
+/* mean cross-entropy over rows with some ignored labels; logits up to +-30 so the max shift matters */
+static void cross_entropy(int64_t rows, int64_t C) {
+    magna_graph *g = magna_graph_new(3);
+    magna_node *x = magna_param(g, "x", 2, (int64_t[]){rows, C}, magna_init_zeros());
+    magna_node *y = magna_input_unbatched(g, "y", MAGNA_I32, 1, (int64_t[]){rows});
+    magna_node *loss = magna_cross_entropy(g, x, y);
+    CHECK(magna_graph_compile(g, loss) == MAGNA_OK, "xent: compile: %s", magna_graph_errmsg(g));
+    if (magna_graph_status(g) != MAGNA_OK) return magna_graph_free(g);
+    float *xv = magna_node_data(x);
+    fill(xv, rows * C, 30.0f, 50);
+    int32_t *label = magna_node_data_i32(y);
+    int64_t counted = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        label[r] = r % 5 == 3 ? MAGNA_IGNORE_LABEL : (int32_t)(magna_rand_u64(seed_base, 51, (uint64_t)r) % (uint64_t)C);
+        counted += label[r] >= 0;
+    }
+    magna_graph_zero_grad(g);
+    CHECK(magna_graph_forward(g) == MAGNA_OK && magna_graph_backward(g) == MAGNA_OK, "xent: run");
+    float *dx = malloc((size_t)(rows * C) * 4);
+    double total = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = xv + r * C;
+        const magna_em_maxsum s = maxsum_split(xr, 0, C, 4);
+        total += magna_em_xent_loss(s, xr, label[r]);
+        for (int64_t j = 0; j < C; j++) dx[r * C + j] = magna_em_xent_grad(s, xr[j], j, label[r], 1.0f / (float)counted);
+    }
+    const float lh = (float)(total / (double)counted), lg = magna_node_data(loss)[0];
+    const double el = fabs((double)lh - lg) / fmax(1e-6, fabs(lg)), edx = rel_err(dx, magna_node_grad(x), rows * C, 1e-6);
+    printf("xent     rows=%lld C=%lld loss %.2e backward %.2e\n", (long long)rows, (long long)C, el, edx);
+    CHECK(el <= 1e-5 && edx <= 1e-5, "xent %lldx%lld: loss %.3g backward %.3g", (long long)rows, (long long)C, el, edx);
+    free(dx);
+    magna_graph_free(g);
+}
+
+/* layer norm [rows, D] with gamma, beta; loss = sum(out * c); values offset by 5 so the mean matters */
+static void layer_norm(int64_t rows, int64_t D) {
+    const float eps = 1e-5f;
+    magna_graph *g = magna_graph_new(4);
+    magna_node *x = magna_param(g, "x", 2, (int64_t[]){rows, D}, magna_init_zeros());
+    magna_node *gamma = magna_param(g, "gamma", 1, (int64_t[]){D}, magna_init_zeros());
+    magna_node *beta = magna_param(g, "beta", 1, (int64_t[]){D}, magna_init_zeros());
+    magna_node *c = magna_input_unbatched(g, "c", MAGNA_F32, 2, (int64_t[]){rows, D});
+    magna_node *out = magna_layer_norm(g, x, gamma, beta, eps);
+    magna_node *loss = magna_sum(g, magna_mul(g, out, c), 3u, false);
+    magna_graph_keep(g, out);
+    CHECK(magna_graph_compile(g, loss) == MAGNA_OK, "layer_norm: compile: %s", magna_graph_errmsg(g));
+    if (magna_graph_status(g) != MAGNA_OK) return magna_graph_free(g);
+    float *xv = magna_node_data(x), *gv = magna_node_data(gamma), *bv = magna_node_data(beta), *cv = magna_node_data(c);
+    fill(xv, rows * D, 3.0f, 60);
+    for (int64_t i = 0; i < rows * D; i++) xv[i] += 5.0f;
+    fill(gv, D, 1.0f, 61), fill(bv, D, 1.0f, 62), fill(cv, rows * D, 1.0f, 63);
+    magna_graph_zero_grad(g);
+    CHECK(magna_graph_forward(g) == MAGNA_OK && magna_graph_backward(g) == MAGNA_OK, "layer_norm: run");
+    float *oh = malloc((size_t)(rows * D) * 4), *dxh = malloc((size_t)(rows * D) * 4);
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = xv + r * D, *dout = cv + r * D;
+        const magna_em_welford s = welford_split(xr, 0, D, 4);
+        const float mean = s.mean, rstd = magna_em_layer_norm_rstd(s, eps);
+        double dn = 0, dnn = 0; /* the backward's second reduction: sums of dnorm and dnorm * norm */
+        for (int64_t j = 0; j < D; j++) {
+            oh[r * D + j] = magna_em_layer_norm_out(xr[j], mean, rstd, gv[j], bv[j]);
+            dn += dout[j] * gv[j];
+            dnn += dout[j] * gv[j] * (xr[j] - mean) * rstd;
+        }
+        for (int64_t j = 0; j < D; j++)
+            dxh[r * D + j] = magna_em_layer_norm_dx(xr[j], dout[j], gv[j], mean, rstd, (float)(dn / (double)D),
+                                                    (float)(dnn / (double)D));
+    }
+    const double eo = rel_err(oh, magna_node_data(out), rows * D, 1e-6);
+    const double edx = rel_err(dxh, magna_node_grad(x), rows * D, 1e-6);
+    printf("layernorm rows=%lld D=%lld forward %.2e backward %.2e\n", (long long)rows, (long long)D, eo, edx);
+    CHECK(eo <= 1e-5 && edx <= 1e-4, "layer_norm %lldx%lld: forward %.3g backward %.3g", (long long)rows, (long long)D,
+          eo, edx);
+    free(oh), free(dxh);
+    magna_graph_free(g);
+}
+
+/* The merges' edge cases a reduction meets: empty pieces on either side, a single element, -inf. */
+static void merges(void) {
+    magna_em_maxsum e = magna_em_maxsum_empty(), one = magna_em_maxsum_push(e, 2.0f);
+    magna_em_maxsum l = magna_em_maxsum_merge(e, one), r = magna_em_maxsum_merge(one, e);
+    CHECK(l.max == 2.0f && l.sum == 1.0f && r.max == 2.0f && r.sum == 1.0f, "maxsum with empty: %g %g", l.sum, r.sum);
+    CHECK(fabsf(magna_em_logsumexp(magna_em_maxsum_push(one, 2.0f)) - (2.0f + logf(2.0f))) < 1e-6f, "lse of twins");
+    magna_em_maxsum big = magna_em_maxsum_push(magna_em_maxsum_push(e, 1000.0f), -1000.0f);
+    CHECK(big.max == 1000.0f && big.sum == 1.0f, "no overflow: max %g sum %g", big.max, big.sum);
+    magna_em_welford w = magna_em_welford_empty(), w1 = magna_em_welford_push(w, 3.0f);
+    magna_em_welford wl = magna_em_welford_merge(w, w1), wr = magna_em_welford_merge(w1, w);
+    CHECK(wl.n == 1 && wl.mean == 3.0f && wl.m2 == 0 && wr.n == 1 && wr.mean == 3.0f, "welford with empty");
+    /* constant row: zero variance, rstd = 1 / sqrt(eps) */
+    magna_em_welford cst = magna_em_welford_merge(magna_em_welford_push(w1, 3.0f), magna_em_welford_push(w1, 3.0f));
+    CHECK(cst.n == 4 && cst.mean == 3.0f && cst.m2 == 0.0f, "constant row: m2 %g", cst.m2);
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1) seed_base = strtoull(argv[1], NULL, 10); /* another draw of the inputs */
+    printf("seed %llu\n", (unsigned long long)seed_base);
+    magna_error err;
+    CHECK(magna_runtime_init(&err) == MAGNA_OK, "runtime: %s", err.message);
+    static const int64_t sizes[] = {1, 31, 1000, 4097};
+    for (int act = 0; act < 3; act++)
+        for (int s = 0; s < 4; s++) activation(act, sizes[s]);
+    adam(MAGNA_ADAMW, 1), adam(MAGNA_ADAMW, 5003), adam(MAGNA_ADAM, 5003);
+    cross_entropy(1, 1), cross_entropy(7, 10), cross_entropy(33, 1000), cross_entropy(4, 50304);
+    layer_norm(1, 1), layer_norm(5, 7), layer_norm(9, 768), layer_norm(2, 4097);
+    merges();
+    return check_finish("test_cuda_math");
+}

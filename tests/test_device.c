@@ -1,0 +1,37 @@
+/* test_device.c — the device query (include/magna/cuda.h): a build without CUDA says so; a CUDA build
+ * answers from cudart, and on a machine without a GPU (this one, CI) says that no device was found. Asking
+ * for cuda fails with MAGNA_ERR_UNSUPPORTED and that reason wherever the backend cannot train. */
+#include "check.h"
+#include "magna.h"
+
+#include <string.h>
+
+int main(void) {
+    char why[256] = "";
+    const bool available = magna_cuda_available(why, sizeof why);
+    printf("cuda built=%d available=%d: %s\n", magna_cuda_built(), available, why);
+    CHECK(why[0] != 0, "magna_cuda_available gives no reason");
+    if (!magna_cuda_built())
+        CHECK(!available && strstr(why, "this build has no CUDA"), "no CUDA build: %s", why);
+    else if (!available)
+        CHECK(strstr(why, "no CUDA device") || strstr(why, "no usable CUDA device"), "no device: %s", why);
+    /* NULL and a tiny buffer are fine */
+    CHECK(magna_cuda_available(NULL, 0) == available, "the answer changed without a reason buffer");
+    char tiny[4];
+    magna_cuda_available(tiny, sizeof tiny);
+    CHECK(strlen(tiny) == 3, "reason not cut to the buffer: '%s'", tiny);
+
+    magna_device d = MAGNA_DEVICE_CUDA;
+    magna_error err;
+    CHECK(magna_device_parse("cpu", &d, &err) == MAGNA_OK && d == MAGNA_DEVICE_CPU, "parse cpu");
+    CHECK(magna_device_parse("cuda", &d, &err) == MAGNA_OK && d == MAGNA_DEVICE_CUDA, "parse cuda");
+    CHECK(magna_device_parse("gpu", &d, &err) == MAGNA_ERR_ARG && strstr(err.message, "unknown device 'gpu'"),
+          "parse gpu: %s", err.message);
+    CHECK(magna_device_check(MAGNA_DEVICE_CPU, &err) == MAGNA_OK, "the CPU always runs");
+    /* the backend does not train yet: cuda is refused everywhere, with the device query's reason */
+    CHECK(magna_device_check(MAGNA_DEVICE_CUDA, &err) == MAGNA_ERR_UNSUPPORTED &&
+              strstr(err.message, "cannot run on cuda: ") && strstr(err.message, available ? "found" : why),
+          "check cuda: %s", err.message);
+    CHECK(magna_device_check((magna_device)7, &err) == MAGNA_ERR_ARG, "device 7 accepted");
+    return check_finish("test_device");
+}
