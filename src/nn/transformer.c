@@ -105,18 +105,31 @@ static void block_stds(const magna_transformer_opts *o, float *std, float *out_s
     *out_std = *std / sqrtf(2.0f * (float)(o->depth > 0 ? o->depth : 1));
 }
 
+/* x + dropout(attention(LN(x), kv)), params "<block>.<what>" and the norm "<block>.<ln>"; kv NULL attends to
+ * LN(x) itself (self-attention). */
+static magna_node *attention_branch(magna_graph *g, const char *block, const char *what, const char *ln, magna_node *x,
+                                    magna_node *kv, magna_attention_opts ao, float dropout) {
+    char att[64];
+    snprintf(att, sizeof att, "%s.%s", block, what);
+    magna_node *h = block_ln(g, block, ln, x);
+    return magna_add(g, x, maybe_dropout(g, magna_layer_multi_head_attention(g, att, h, kv ? kv : h, ao), dropout));
+}
+
+/* x + dropout(MLP(LN(x))), the norm "<block>.ln2". */
+static magna_node *mlp_branch(magna_graph *g, const char *block, magna_node *x, const magna_transformer_opts *o,
+                              float std, float out_std) {
+    return magna_add(g, x, maybe_dropout(g, mlp(g, block, block_ln(g, block, "ln2", x), o, std, out_std), o->dropout));
+}
+
 magna_node *magna_layer_transformer_encoder(magna_graph *g, const char *name, magna_node *x,
                                             magna_transformer_opts o) {
     if (!nn_check_input(g, name, x, 3, 3)) return NULL;
     float std, out_std;
     block_stds(&o, &std, &out_std);
-    char att[64];
-    snprintf(att, sizeof att, "%s.attn", name);
     magna_attention_opts ao = branch_attention(&o, std, out_std);
     ao.key_lengths = o.key_lengths;
-    magna_node *h = block_ln(g, name, "ln1", x);
-    x = magna_add(g, x, maybe_dropout(g, magna_layer_multi_head_attention(g, att, h, h, ao), o.dropout));
-    return magna_add(g, x, maybe_dropout(g, mlp(g, name, block_ln(g, name, "ln2", x), &o, std, out_std), o.dropout));
+    x = attention_branch(g, name, "attn", "ln1", x, NULL, ao, o.dropout);
+    return mlp_branch(g, name, x, &o, std, out_std);
 }
 
 magna_node *magna_layer_transformer_decoder(magna_graph *g, const char *name, magna_node *x, magna_node *memory,
@@ -124,20 +137,15 @@ magna_node *magna_layer_transformer_decoder(magna_graph *g, const char *name, ma
     if (!nn_check_input(g, name, x, 3, 3)) return NULL;
     float std, out_std;
     block_stds(&o, &std, &out_std);
-    char att[64];
-    snprintf(att, sizeof att, "%s.attn", name);
     magna_attention_opts ao = branch_attention(&o, std, out_std);
     ao.causal = true, ao.cache = o.cache;
-    magna_node *h = block_ln(g, name, "ln1", x);
-    x = magna_add(g, x, maybe_dropout(g, magna_layer_multi_head_attention(g, att, h, h, ao), o.dropout));
+    x = attention_branch(g, name, "attn", "ln1", x, NULL, ao, o.dropout);
     if (memory) {
-        snprintf(att, sizeof att, "%s.cross", name);
         magna_attention_opts co = branch_attention(&o, std, out_std);
         co.key_lengths = o.memory_lengths;
-        h = block_ln(g, name, "ln_cross", x);
-        x = magna_add(g, x, maybe_dropout(g, magna_layer_multi_head_attention(g, att, h, memory, co), o.dropout));
+        x = attention_branch(g, name, "cross", "ln_cross", x, memory, co, o.dropout);
     }
-    return magna_add(g, x, maybe_dropout(g, mlp(g, name, block_ln(g, name, "ln2", x), &o, std, out_std), o.dropout));
+    return mlp_branch(g, name, x, &o, std, out_std);
 }
 
 magna_node *magna_gpt(magna_graph *g, const char *name, magna_node *ids, const magna_gpt_config *c,
