@@ -344,18 +344,26 @@ ROW_CLONES static void gru_row_forward(const rnn_fwd *f, int64_t b, int64_t t, c
     for (int64_t j = 0; j < H; j++) h[j] = nn[j] + z[j] * (hprev[j] - nn[j]);
 }
 
-static magna_status rnn_forward(magna_graph *g, magna_node *n) {
+/* The op's arguments and where its buffers are: the workspace laid out, its row of zeros cleared, the
+ * gates (the output itself for the RNN) and the auxiliary rows in `saved`. Forward and backward alike. */
+static rnn_fwd rnn_view(magna_graph *g, magna_node *n) {
     rnn_fwd f = {.a = args_of(n), .out = fval(n)};
     const rnn_args *a = &f.a;
     ws_layout(a, (float *)g->workspace, &f.ws);
     memset(f.ws.zeros, 0, (size_t)a->H * sizeof(float));
-    const int64_t B = a->B, T = a->T, H = a->H, G = a->G, BT = B * T;
     if (a->cell == CELL_RNN) {
         f.gates = f.out;
     } else {
         f.gates = (float *)n->saved;
-        f.aux = f.gates + round16(BT * G);
+        f.aux = f.gates + round16(a->B * a->T * a->G);
     }
+    return f;
+}
+
+static magna_status rnn_forward(magna_graph *g, magna_node *n) {
+    rnn_fwd f = rnn_view(g, n);
+    const rnn_args *a = &f.a;
+    const int64_t B = a->B, T = a->T, H = a->H, G = a->G, BT = B * T;
     /* every step's input projection at once, then the biases (b_hh too, except GRU's n part) */
     magna_sgemm(false, false, (int)BT, (int)G, (int)a->I, 1.0f, fval(a->x), (int)a->I, fval(a->w_ih), (int)G, 0.0f,
                 f.gates, (int)G);
@@ -483,17 +491,9 @@ static void add_into(float *dst, const float *src, int64_t n) {
 }
 
 static void rnn_backward(magna_graph *g, magna_node *n) {
-    rnn_fwd f = {.a = args_of(n), .out = fval(n)};
+    rnn_fwd f = rnn_view(g, n);
     const rnn_args *a = &f.a;
-    ws_layout(a, (float *)g->workspace, &f.ws);
-    memset(f.ws.zeros, 0, (size_t)a->H * sizeof(float));
     const int64_t B = a->B, T = a->T, H = a->H, G = a->G, BT = B * T;
-    if (a->cell == CELL_RNN) {
-        f.gates = f.out;
-    } else {
-        f.gates = (float *)n->saved;
-        f.aux = f.gates + round16(BT * G);
-    }
     if (a->cell != CELL_GRU) f.ws.dgh = f.ws.dgx; /* the same pre-activations feed W_ih and W_hh */
     const float *dout = n->grad, *w_hh = fval(a->w_hh);
     memset(f.ws.dh, 0, (size_t)(B * H) * sizeof(float));
