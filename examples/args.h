@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 static inline bool arg_int(const char *s, long long lo, long long hi, long long *out) {
@@ -25,6 +26,19 @@ static inline bool arg_seed(const char *s, uint64_t *out) {
     const unsigned long long v = strtoull(s, &end, 10);
     if (*end || errno) return false;
     *out = v;
+    return true;
+}
+
+/* The table examples' positional [epochs] [seed]: argument `pos` 1 is the epoch count (1..1e6), 2 the seed.
+ * False, with a line on stderr naming the program and the value, when it does not parse. */
+static inline bool arg_epochs_or_seed(const char *prog, int pos, const char *s, int *epochs, uint64_t *seed) {
+    long long e;
+    const bool ok = pos == 1 ? arg_int(s, 1, 1000000, &e) : arg_seed(s, seed);
+    if (!ok) {
+        fprintf(stderr, "%s: '%s' is not a valid %s\n", prog, s, pos == 1 ? "epoch count" : "seed");
+        return false;
+    }
+    if (pos == 1) *epochs = (int)e;
     return true;
 }
 

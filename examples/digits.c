@@ -46,18 +46,8 @@ int main(int argc, char **argv) {
             return 2;
         } else if (pos == 0) path = argv[i], pos++;
         else if (pos == 1 || pos == 2) {
-            long long e;
-            if (pos == 1 ? !arg_int(argv[i], 1, 1000000, &e) : !arg_seed(argv[i], &seed)) {
-                fprintf(stderr, "%s: '%s' is not a valid %s\n", "digits", argv[i], pos == 1 ? "epoch count" : "seed");
-                return 2;
-            }
-            if (pos == 1) epochs = (int)e;
-            pos++;
+            if (!arg_epochs_or_seed("digits", pos++, argv[i], &epochs, &seed)) return 2;
         }
-    }
-    if (epochs < 1) {
-        fprintf(stderr, "digits: epochs must be at least 1\n");
-        return 2;
     }
     printf("%s\n", magna_runtime_info());
     /* no header: 64 pixel columns named "0".."63", then the class in "64" */

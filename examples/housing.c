@@ -122,18 +122,8 @@ int main(int argc, char **argv) {
             return 2;
         } else if (pos == 0) path = argv[i], pos++;
         else if (pos == 1 || pos == 2) {
-            long long e;
-            if (pos == 1 ? !arg_int(argv[i], 1, 1000000, &e) : !arg_seed(argv[i], &seed)) {
-                fprintf(stderr, "housing: '%s' is not a valid %s\n", argv[i], pos == 1 ? "epoch count" : "seed");
-                return 2;
-            }
-            if (pos == 1) epochs = (int)e;
-            pos++;
+            if (!arg_epochs_or_seed("housing", pos++, argv[i], &epochs, &seed)) return 2;
         }
-    }
-    if (epochs < 1) {
-        fprintf(stderr, "housing: epochs must be at least 1\n");
-        return 2;
     }
     if (!own_init_seed) init_seed = seed;
     printf("%s\n", magna_runtime_info());
