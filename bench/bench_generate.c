@@ -14,16 +14,7 @@
 #include <string.h>
 #include <time.h>
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
+#include "bench_util.h"
 
 int main(int argc, char **argv) {
     int tokens = 256, repeats = 5, threads = 0;
@@ -66,14 +57,14 @@ int main(int argc, char **argv) {
         const int32_t prompt = 1;
         magna_gpt_generate(gen, &prompt, 1, tokens - 1, &(magna_sampling){0}, out[cached]); /* warm-up */
         for (int r = 0; r < repeats; r++) {
-            const double t0 = now();
+            const double t0 = now_s();
             if (magna_gpt_generate(gen, &prompt, 1, tokens - 1, &(magna_sampling){0}, out[cached]) != MAGNA_OK) {
                 fprintf(stderr, "bench_generate: %s\n", magna_gpt_generator_errmsg(gen));
                 return 1;
             }
-            t[r] = now() - t0;
+            t[r] = now_s() - t0;
         }
-        qsort(t, (size_t)repeats, sizeof *t, cmp_double);
+        sort_doubles(t, repeats);
         ms[cached] = 1e3 * t[repeats / 2] / (tokens - 1);
         magna_gpt_generator_free(gen);
     }

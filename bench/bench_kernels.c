@@ -26,6 +26,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
+
 typedef struct result {
     char key[64];  /* unique name of this row */
     char peer[64]; /* the name bench/torch_kernels.py uses for the same work */
@@ -38,17 +40,6 @@ typedef struct result {
 static result results[MAX_RESULTS];
 static int n_results;
 static bool quick;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static void fill_uniform(float *x, int64_t n, uint64_t stream) {
     for (int64_t i = 0; i < n; i++) x[i] = 2.0f * magna_rand_uniform(1234, stream, (uint64_t)i) - 1.0f;
@@ -111,7 +102,7 @@ static void measure_together(int count, const work *ws) {
         reps++;
     }
     for (int w = 0; w < count; w++) {
-        qsort(t[w], (size_t)reps, sizeof **t, cmp_double);
+        sort_doubles(t[w], reps);
         record(&ws[w], reps % 2 ? t[w][reps / 2] : 0.5 * (t[w][reps / 2 - 1] + t[w][reps / 2]), reps);
     }
 }

@@ -17,16 +17,7 @@
 #include <string.h>
 #include <time.h>
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
+#include "bench_util.h"
 
 /* The character LSTM's training step: ids -> embedding [V, I] -> LSTM H -> dense V -> cross-entropy, Adam. */
 static int char_lstm(int64_t B, int64_t T, int64_t I, int64_t H, int reps) {
@@ -54,7 +45,7 @@ static int char_lstm(int64_t B, int64_t T, int64_t I, int64_t H, int reps) {
         magna_optimizer_step(opt);
         if (r >= 0) ms[r] = 1e3 * (now_s() - t0);
     }
-    qsort(ms, (size_t)reps, sizeof *ms, cmp_double);
+    sort_doubles(ms, reps);
     printf("char lstm V=%d B=%lld T=%lld E=%lld H=%lld threads=%d: training step %.2f ms, %.0f tokens/s; median of %d "
            "(loss %.4f)\n",
            V, (long long)B, (long long)T, (long long)I, (long long)H, magna_get_threads(), ms[reps / 2],
@@ -112,8 +103,8 @@ int main(int argc, char **argv) {
         const double t2 = now_s();
         if (r >= 0) fwd[r] = t1 - t0, both[r] = t2 - t0;
     }
-    qsort(fwd, (size_t)reps, sizeof *fwd, cmp_double);
-    qsort(both, (size_t)reps, sizeof *both, cmp_double);
+    sort_doubles(fwd, reps);
+    sort_doubles(both, reps);
     const double f_flops = 2.0 * (double)(B * T) * (double)(I + H) * (double)G;
     const double mf = fwd[reps / 2], mb = both[reps / 2];
     printf("%s B=%lld T=%lld I=%lld H=%lld threads=%d: forward %.2f ms (%.1f GFLOP/s), forward+backward %.2f ms "
