@@ -35,13 +35,13 @@ rm -f "$out"/*.json
 echo "== $(date -u '+%Y-%m-%d %H:%M:%S UTC') | $(lscpu | sed -n 's/^Model name: *//p') | $threads threads"
 "$build/bench_kernels" --json "$out/magna.json" $quick
 
-. "$root/bench/peers.sh" # coretype
+. "$root/bench/peers.sh" # coretype, have_torch
 
 peers=""
 run_torch() { # label python
     label=$1
     py=$2
-    if [ -x "$py" ] && "$py" -c "import torch" >/dev/null 2>&1; then
+    if have_torch "$py"; then
         echo
         if [ -n "$coretype" ]; then
             OPENBLAS_CORETYPE=$coretype "$py" "$root/bench/torch_kernels.py" --label "$label" \

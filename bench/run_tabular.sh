@@ -51,13 +51,13 @@ while [ "$i" -le "$repeats" ]; do
     i=$((i + 1))
 done
 
-. "$root/bench/peers.sh" # coretype
+. "$root/bench/peers.sh" # coretype, have_torch
 
 peers=""
 run_torch() { # label python
     label=$1
     py=$2
-    if [ -x "$py" ] && "$py" -c "import torch" >/dev/null 2>&1; then
+    if have_torch "$py"; then
         set -- "$root/bench/torch_tabular.py" run --label "$label" --json "$out/$label.json" --repeats "$repeats" \
             --housing-split "$out/housing_split.json" --digits-split "$out/digits_split.json"
         if [ -n "$coretype" ]; then
