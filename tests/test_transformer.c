@@ -186,7 +186,44 @@ static void check_memorise(void) {
     free(x), free(y);
 }
 
+/* Bad arguments to the transformer layers and the generator: a status and a message, no crash. */
+static void check_errors(void) {
+    magna_graph *g = magna_graph_new(1);
+    magna_node *x = magna_input(g, "x", MAGNA_F32, 3, SHAPE(2, 9, 8));
+    CHECK(!magna_layer_positional(g, "pos", x, 8, MAGNA_POS_LEARNED, NULL) &&
+              strstr(magna_graph_errmsg(g), "9 positions does not fit a table of 8"),
+          "9 positions in a table of 8: '%s'", magna_graph_errmsg(g));
+    magna_graph_free(g);
+
+    g = magna_graph_new(1);
+    x = magna_input(g, "x", MAGNA_F32, 3, SHAPE(2, 4, 6));
+    CHECK(!magna_layer_multi_head_attention(g, "att", x, x, (magna_attention_opts){.heads = 4}) &&
+              strstr(magna_graph_errmsg(g), "4 heads must divide the model width 6"),
+          "4 heads over width 6: '%s'", magna_graph_errmsg(g));
+    magna_graph_free(g);
+
+    g = magna_graph_new(1);
+    magna_node *ids = magna_input(g, "ids", MAGNA_I32, 2, SHAPE(1, 4));
+    magna_gpt_config bad = tiny;
+    bad.layers = 0;
+    CHECK(!magna_gpt(g, "gpt", ids, &bad, NULL, NULL) && magna_graph_status(g) == MAGNA_ERR_ARG,
+          "a GPT with 0 layers: '%s'", magna_graph_errmsg(g));
+    magna_graph_free(g);
+
+    magna_error err = {0};
+    magna_gpt_generator *gen = magna_gpt_generator_new(NULL, "gpt", &tiny, true, &err);
+    CHECK(gen != NULL, "%s", err.message);
+    if (gen) {
+        int32_t out[4];
+        CHECK(magna_gpt_generate(gen, NULL, 0, 4, &(magna_sampling){0}, out) == MAGNA_ERR_ARG &&
+                  strstr(magna_gpt_generator_errmsg(gen), "prompt"),
+              "an empty prompt: '%s'", magna_gpt_generator_errmsg(gen));
+    }
+    magna_gpt_generator_free(gen);
+}
+
 int main(void) {
+    check_errors();
     check_causal_mask();
     check_padding_mask();
     check_kv_cache();
