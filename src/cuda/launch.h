@@ -244,11 +244,11 @@ static inline magna_launch_reduce magna_launch_reduction(int64_t outs, int64_t r
     } else {
         l.cols = 0;
         /* a whole block for long runs when there are too few outputs to fill the GPU with warps */
-        l.threads_per_out = l.reds > 1024 && l.outs < 4096 ? l.block : MAGNA_LAUNCH_WARP;
+        l.threads_per_out = l.reds > 1024 && l.outs < 4096 ? l.block : (uint32_t)MAGNA_LAUNCH_WARP;
         const int64_t per_block = l.block / l.threads_per_out;
         blocks = (l.outs + per_block - 1) / per_block;
     }
-    l.grid = (uint32_t)(blocks < MAGNA_LAUNCH_MAX_GRID ? blocks : MAGNA_LAUNCH_MAX_GRID);
+    l.grid = (uint32_t)(blocks < (int64_t)MAGNA_LAUNCH_MAX_GRID ? blocks : (int64_t)MAGNA_LAUNCH_MAX_GRID);
     return l;
 }
 /* rows shape: thread t of block b takes outputs first, first + stride, ... and lanes lane, lane +
