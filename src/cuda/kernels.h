@@ -15,6 +15,7 @@
 extern "C" {
 #endif
 
+/* the values of MAGNA_EM_RELU, MAGNA_EM_SIGMOID, MAGNA_EM_GELU (elementwise_math.h) */
 typedef enum magna_cuda_act { MAGNA_CUDA_RELU, MAGNA_CUDA_SIGMOID, MAGNA_CUDA_GELU } magna_cuda_act;
 
 /* y = act(x) over n elements */
