@@ -216,7 +216,7 @@ static void reduction(op_id op, int nd, const int64_t *shape, unsigned mask, int
     int64_t *arg = NULL;
     CU(cudaMalloc((void **)&arg, (size_t)m->numel * sizeof *arg));
     const float scale = op == OP_MEAN ? 1.0f / (float)red.n : 1.0f;
-    CU(magna_cuda_reduce(op == OP_MAX, &kept, &red, xd, scale, md, arg, NULL));
+    CU(magna_cuda_reduce_axes(op == OP_MAX, &kept, &red, xd, scale, md, arg, NULL));
     if (op == OP_MAX) {
         CU(magna_cuda_max_backward(arg, cd, gd, m->numel, NULL));
     } else { /* the glue's broadcast of dy (src/cuda/ops_reduce.c) */
@@ -313,7 +313,7 @@ static void cross_entropy(int64_t rows, int64_t C, int weighted, int bad_label) 
     int32_t *labd = to_dev(label, rows, sizeof *label);
     int *badd = to_dev((int[]){7}, 1, sizeof(int)), bad = 0;
     CU(magna_cuda_xent_forward(xd, labd, wd, rows, C, saved, row_loss, badd, lossd, NULL));
-    CU(magna_cuda_fetch(&bad, badd, sizeof bad, NULL));
+    CU(cudaMemcpy(&bad, badd, sizeof bad, cudaMemcpyDeviceToHost));
     if (bad_label) {
         CHECK(bad == 1, "cross_entropy: a label of %lld classes at row %lld was not flagged", (long long)C,
               (long long)rows - 1);
@@ -346,7 +346,7 @@ static void pointwise_loss(int bce, int64_t n, int bad_target) {
     int *badd = to_dev((int[]){7}, 1, sizeof(int)), bad = 0;
     if (bce) {
         CU(magna_cuda_bce_forward(pd, td, n, ws, badd, lossd, NULL));
-        CU(magna_cuda_fetch(&bad, badd, sizeof bad, NULL));
+        CU(cudaMemcpy(&bad, badd, sizeof bad, cudaMemcpyDeviceToHost));
         CU(magna_cuda_bce_backward(pd, td, dl, gpd, gtd, n, NULL));
     } else {
         CU(magna_cuda_mse_forward(pd, td, n, ws, lossd, NULL));
@@ -389,7 +389,7 @@ static void embedding(int64_t V, int64_t D, int64_t N, int bad_id) {
     CU(cudaMalloc(&ws, magna_embedding_workspace(N, V)));
     int bad = 0;
     CU(magna_cuda_embedding_forward(td, idd, yd, N, D, V, ws, NULL));
-    CU(magna_cuda_fetch(&bad, ws, sizeof bad, NULL));
+    CU(cudaMemcpy(&bad, ws, sizeof bad, cudaMemcpyDeviceToHost));
     if (bad_id) {
         CHECK(bad == 1, "embedding: id %lld of a table of %lld rows was not flagged", (long long)V, (long long)V);
     } else {

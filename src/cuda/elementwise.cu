@@ -254,9 +254,3 @@ extern "C" int magna_cuda_dropout(uint64_t seed, uint64_t rstream, float p, cons
     return magna_cuda_launch(l.grid, l.block, 0, stream, dropout_kernel, l, seed, rstream, p, 1.0f / (1.0f - p), src,
                              dst, accumulate);
 }
-
-extern "C" int magna_cuda_fetch(void *host, const void *device, size_t bytes, void *stream) {
-    cudaStream_t s = static_cast<cudaStream_t>(stream);
-    const int e = cudaMemcpyAsync(host, device, bytes, cudaMemcpyDeviceToHost, s);
-    return e ? e : cudaStreamSynchronize(s);
-}

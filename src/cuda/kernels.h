@@ -31,7 +31,7 @@ int magna_cuda_adam_step(const magna_em_adam *k, float *w, float *m, float *v, c
 /* ---- the elementwise family (cuda-ops-a): elementwise.cu, reduce.cu, softmax.cu, embedding.cu ----------
  * Index spaces (magna_index) and reduction shapes come from launch.h; `bad` arguments are a device int the
  * kernel sets to 1 when the data is invalid (an id, a label, a target out of range), for the glue to read
- * back with magna_cuda_fetch and report as the CPU op does. */
+ * back and report as the CPU op does. */
 
 /* y = f(x; a) over n elements, op a magna_em_unary_op */
 int magna_cuda_unary_forward(int op, float a, const float *x, float *y, int64_t n, void *stream);
@@ -50,13 +50,10 @@ int magna_cuda_strided_copy(const magna_index *ix, const float *src, float *dst,
 /* dst = (accumulate ? dst : 0) + src m / (1 - p), m the mask of magna_em_dropout_kept(seed, rstream, i, p) */
 int magna_cuda_dropout(uint64_t seed, uint64_t rstream, float p, const float *src, float *dst, int64_t n,
                        int accumulate, void *stream);
-/* copies `bytes` from the device to the host and waits for the stream: the one synchronising call, for the
- * ops that must report bad data from their forward */
-int magna_cuda_fetch(void *host, const void *device, size_t bytes, void *stream);
 
 /* y[o] = scale * sum, or max (max != 0, arg[o] = the flat index of x it came from, the first on ties), of x
  * over red for each o of kept (tensor 0 = x) */
-int magna_cuda_reduce(int max, const magna_index *kept, const magna_index *red, const float *x, float scale, float *y,
+int magna_cuda_reduce_axes(int max, const magna_index *kept, const magna_index *red, const float *x, float scale, float *y,
                       int64_t *arg, void *stream);
 /* dx[arg[o]] += dy[o] for outs outputs */
 int magna_cuda_max_backward(const int64_t *arg, const float *dy, float *dx, int64_t outs, void *stream);
@@ -93,6 +90,16 @@ int magna_cuda_embedding_forward(const float *table, const int32_t *ids, float *
  * bytes (launch.h) */
 int magna_cuda_embedding_backward(const int32_t *ids, const float *dout, float *dtable, int64_t n, int64_t D,
                                   int64_t V, void *workspace, void *stream);
+/* ---- the optimizer over the flat buffers (optim.cu) ---- */
+/* partials of a reduction: at most this many blocks, so `scratch` needs this many floats */
+enum { MAGNA_CUDA_REDUCE_BLOCKS = 1024 };
+/* one torch.optim.SGD step (m: the momentum buffer, NULL without momentum; first: step 1) */
+int magna_cuda_sgd_step(float lr, float momentum, float weight_decay, int nesterov, int first, float *w, float *m,
+                        const float *g, int64_t n, void *stream);
+/* *out = sum of x^2 (mode 0) or the count of non-finite x (mode 1), deterministically; out is device memory */
+int magna_cuda_reduce(int mode, const float *x, int64_t n, float *scratch, float *out, void *stream);
+/* x *= k */
+int magna_cuda_scale(float k, float *x, int64_t n, void *stream);
 
 #ifdef __cplusplus
 }

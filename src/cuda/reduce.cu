@@ -171,7 +171,7 @@ __global__ void bce_backward_kernel(magna_launch_1d l, const float *__restrict__
 
 } // namespace
 
-extern "C" int magna_cuda_reduce(int max, const magna_index *kept, const magna_index *red, const float *x, float scale,
+extern "C" int magna_cuda_reduce_axes(int max, const magna_index *kept, const magna_index *red, const float *x, float scale,
                                  float *y, int64_t *arg, void *stream) {
     const int inner = red->nd > 0 && red->stride[0][red->nd - 1] == 1;
     const magna_launch_reduce l = magna_launch_reduction(kept->n, red->n, inner);

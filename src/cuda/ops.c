@@ -1,0 +1,42 @@
+/* ops.c — the CUDA op table: for each op_id, the glue (src/cuda/ops_<family>.c) that runs it on the
+ * device. An op missing here makes a CUDA graph that uses it refuse to compile, naming the op. */
+#include "ops.h"
+
+#include "ops_glue.h"
+
+const magna_cuda_op magna_cuda_op_table[OP_COUNT] = {
+    [OP_NONE] = {0},
+    /* the elementwise family (ops_elementwise.c, ops_shape.c, ops_reduce.c) */
+    [OP_ADD] = {cuda_binary_forward, cuda_binary_backward},
+    [OP_SUB] = {cuda_binary_forward, cuda_binary_backward},
+    [OP_MUL] = {cuda_binary_forward, cuda_binary_backward},
+    [OP_DIV] = {cuda_binary_forward, cuda_binary_backward},
+    [OP_POW] = {cuda_binary_forward, cuda_binary_backward},
+    [OP_SCALE] = {cuda_unary_forward, cuda_unary_backward},
+    [OP_ADD_SCALAR] = {cuda_unary_forward, cuda_unary_backward},
+    [OP_POW_SCALAR] = {cuda_unary_forward, cuda_unary_backward},
+    [OP_ABS] = {cuda_unary_forward, cuda_unary_backward},
+    [OP_RELU] = {cuda_unary_forward, cuda_unary_backward},
+    [OP_LEAKY_RELU] = {cuda_unary_forward, cuda_unary_backward},
+    [OP_SIGMOID] = {cuda_unary_forward, cuda_unary_backward},
+    [OP_TANH] = {cuda_unary_forward, cuda_unary_backward},
+    [OP_GELU] = {cuda_unary_forward, cuda_unary_backward},
+    [OP_GELU_TANH] = {cuda_unary_forward, cuda_unary_backward},
+    [OP_EXP] = {cuda_unary_forward, cuda_unary_backward},
+    [OP_LOG] = {cuda_unary_forward, cuda_unary_backward},
+    [OP_SQRT] = {cuda_unary_forward, cuda_unary_backward},
+    [OP_SOFTMAX] = {cuda_softmax_forward, cuda_softmax_backward},
+    [OP_LOG_SOFTMAX] = {cuda_softmax_forward, cuda_softmax_backward},
+    [OP_SUM] = {cuda_reduce_forward, cuda_reduce_backward},
+    [OP_MEAN] = {cuda_reduce_forward, cuda_reduce_backward},
+    [OP_MAX] = {cuda_reduce_forward, cuda_reduce_backward},
+    [OP_RESHAPE] = {cuda_reshape_forward, cuda_reshape_backward},
+    [OP_PERMUTE] = {cuda_permute_forward, cuda_permute_backward},
+    [OP_SLICE] = {cuda_slice_forward, cuda_slice_backward},
+    [OP_CONCAT] = {cuda_concat_forward, cuda_concat_backward},
+    [OP_EMBEDDING] = {cuda_embedding_forward, cuda_embedding_backward},
+    [OP_DROPOUT] = {cuda_dropout_forward, cuda_dropout_backward},
+    [OP_MSE] = {cuda_mse_forward, cuda_mse_backward},
+    [OP_CROSS_ENTROPY] = {cuda_cross_entropy_forward, cuda_cross_entropy_backward},
+    [OP_BCE_WITH_LOGITS] = {cuda_bce_forward, cuda_bce_backward},
+};
