@@ -137,6 +137,34 @@ static void random_shape(uint64_t seed, int nd, int64_t *shape) {
     for (int d = 0; d < nd; d++) shape[d] = 1 + (int64_t)(magna_rand_u64(seed, 1, (uint64_t)d) % 4);
 }
 
+/* offsets of element i by its digits, most significant first: the plain definition */
+static void reference_offsets(const magna_index *ix, int64_t i, int nt, int64_t *off) {
+    int64_t below = ix->n;
+    for (int t = 0; t < nt; t++) off[t] = 0;
+    for (int d = 0; d < ix->nd; d++) {
+        below /= ix->shape[d];
+        const int64_t digit = i / below;
+        i -= digit * below;
+        for (int t = 0; t < nt; t++) off[t] += digit * ix->stride[t][d];
+    }
+}
+
+/* past 2^32 elements the offsets take the 64-bit division path: sampled elements against the definition */
+static void index_space_64(void) {
+    magna_index ix = magna_index_of(3, (int64_t[]){3, 5, 1ll << 30});
+    magna_index_contiguous(&ix, 0);
+    ix.stride[1][0] = 7, ix.stride[1][1] = 0, ix.stride[1][2] = 3;
+    int64_t wrong = 0;
+    for (int64_t k = 0; k < 1000; k++) {
+        const int64_t i = (int64_t)(magna_rand_u64(5, 6, (uint64_t)k) % (uint64_t)ix.n);
+        int64_t got[2], want[2];
+        magna_index_offsets(&ix, i, 2, got), reference_offsets(&ix, i, 2, want);
+        wrong += got[0] != want[0] || got[1] != want[1] || got[0] != i;
+    }
+    CHECK(ix.n > (int64_t)UINT32_MAX && wrong == 0, "index space of %lld elements: %lld offsets wrong", (long long)ix.n,
+          (long long)wrong);
+}
+
 /* A binary op's space over random shapes: operand a (a suffix of the dims, some of them 1) and b (all dims,
  * some 1). Simplifying keeps every element's offsets; splitting it by the dims an operand is broadcast over
  * gives kept x reduced pairs that cover the output exactly once, the kept index walking the operand's own
@@ -158,8 +186,10 @@ static void index_spaces(uint64_t seed) {
     int64_t changed = 0;
     for (int64_t i = 0; i < full.n; i++) {
         int64_t o1[3], o2[3];
-        magna_index_offsets(&full, i, 3, o1), magna_index_offsets(&simple, i, 3, o2);
+        int64_t ref[3];
+        magna_index_offsets(&full, i, 3, o1), magna_index_offsets(&simple, i, 3, o2), reference_offsets(&full, i, 3, ref);
         changed += o1[0] != o2[0] || o1[1] != o2[1] || o1[2] != o2[2] || o1[0] != i;
+        changed += o1[0] != ref[0] || o1[1] != ref[1] || o1[2] != ref[2];
     }
     CHECK(!changed && simple.n == full.n && simple.nd <= full.nd, "index seed %llu: simplify changed %lld offsets",
           (unsigned long long)seed, (long long)changed);
@@ -254,6 +284,7 @@ int main(void) {
             for (int j = 0; j < 8; j++) attention(i % 3 + (i == 0 ? 0 : 1), T[i], T[j], c);
     attention(65537, 3, 5, 1); /* more batch x head slots than gridDim.y takes */
     for (uint64_t seed = 0; seed < 300; seed++) index_spaces(seed);
+    index_space_64();
     static const int64_t R[] = {0, 1, 7, 31, 33, 1024, 1025, 5000};
     for (int i = 0; i < 8; i++)
         for (int j = 0; j < 8; j++)

@@ -147,6 +147,15 @@ MAGNA_HD void magna_index_offsets(const magna_index *ix, int64_t i, int nt, int6
         for (int t = 0; t < nt; t++) off[t] = i * ix->stride[t][0];
         return;
     }
+    if (ix->n <= (int64_t)UINT32_MAX) { /* 32-bit division: several times cheaper than 64-bit on a GPU */
+        uint32_t j = (uint32_t)i;
+        for (int d = ix->nd - 1; d >= 0; d--) {
+            const uint32_t size = (uint32_t)ix->shape[d], q = j / size, digit = j - q * size;
+            for (int t = 0; t < nt; t++) off[t] += (int64_t)digit * ix->stride[t][d];
+            j = q;
+        }
+        return;
+    }
     for (int d = ix->nd - 1; d >= 0; d--) {
         const int64_t q = i / ix->shape[d], digit = i - q * ix->shape[d];
         for (int t = 0; t < nt; t++) off[t] += digit * ix->stride[t][d];
