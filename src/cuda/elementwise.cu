@@ -144,7 +144,21 @@ template <class T> __global__ void grad_reduce_cols_kernel(magna_launch_reduce l
     }
 }
 
+/* nothing broadcast (the residual add's case): one element each, no reduction */
+template <class T> __global__ void grad_map_kernel(magna_launch_1d l, magna_index kept, T f, float *__restrict__ g) {
+    const int64_t stride = magna_launch_1d_stride(&l);
+    for (int64_t o = magna_launch_1d_first(&l, blockIdx.x, threadIdx.x); o < l.n; o += stride) {
+        int64_t off[3];
+        magna_index_offsets(&kept, o, 3, off);
+        g[o] += f.term(off);
+    }
+}
+
 template <class T> int grad_reduce_launch(const magna_index *kept, const magna_index *red, T f, float *g, void *stream) {
+    if (red->n == 1) {
+        const magna_launch_1d l = magna_launch_elementwise(kept->n, 1);
+        return l.grid ? magna_cuda_launch(l.grid, l.block, 0, stream, grad_map_kernel<T>, l, *kept, f, g) : cudaSuccess;
+    }
     const int inner = red->nd > 0 && red->stride[0][red->nd - 1] == 1;
     const magna_launch_reduce l = magna_launch_reduction(kept->n, red->n, inner);
     if (l.grid == 0) return cudaSuccess;
