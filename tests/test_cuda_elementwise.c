@@ -5,7 +5,8 @@
  * (max on rows full of ties and with NaNs: the gradient must land on the CPU's argmax), softmax and
  * log-softmax (a warp and a block per row), cross-entropy (ignored rows, class weights, a bad label
  * flagged), mean squared error, binary cross-entropy (a bad target flagged), the embedding (its backward
- * bit for bit the CPU's, ids repeating) and dropout (the CPU's mask, exactly).
+ * bit for bit the CPU's, ids repeating) and dropout (the CPU's mask, exactly); and, through whole CUDA graphs,
+ * a bad id, label or target refused with the CPU's message.
  *
  * Gradients are accumulated into buffers that start non-zero, as the graph's backward adds. Tolerance:
  * 1e-5 of the largest magnitude (float32 sums in another order). Linked with the emulator (magna_emu), it
@@ -430,6 +431,45 @@ static void dropout(int64_t n, float p) {
     magna_graph_free(g);
 }
 
+/* ---- bad data through a whole graph: the CUDA graph refuses it with the CPU graph's status and message --- */
+
+enum { BAD_ID, BAD_LABEL, BAD_TARGET };
+
+static magna_graph *bad_data_graph(int kind, bool cuda) {
+    magna_graph *g = magna_graph_new(28);
+    if (cuda) CHECK(magna_graph_set_device(g, MAGNA_DEVICE_CUDA) == MAGNA_OK, "set_device: %s", magna_graph_errmsg(g));
+    magna_node *loss;
+    if (kind == BAD_ID) {
+        magna_node *table = magna_param(g, "table", 2, (int64_t[]){5, 3}, magna_init_zeros());
+        magna_node *ids = magna_input_unbatched(g, "ids", MAGNA_I32, 1, (int64_t[]){40});
+        loss = magna_sum(g, magna_embedding(g, table, ids), MAGNA_ALL_AXES, false);
+        if (run_cpu(g, loss, "bad id"))
+            for (int i = 0; i < 40; i++) magna_node_data_i32(ids)[i] = i == 23 || i == 31 ? 5 + i : i % 5;
+    } else if (kind == BAD_LABEL) {
+        magna_node *x = magna_param(g, "x", 2, (int64_t[]){40, 6}, magna_init_zeros());
+        magna_node *y = magna_input_unbatched(g, "y", MAGNA_I32, 1, (int64_t[]){40});
+        loss = magna_cross_entropy(g, x, y);
+        if (run_cpu(g, loss, "bad label"))
+            for (int i = 0; i < 40; i++) magna_node_data_i32(y)[i] = i == 17 ? -2 : i == 30 ? 6 : i % 2 ? -1 : i % 6;
+    } else {
+        magna_node *x = magna_param(g, "x", 1, (int64_t[]){40}, magna_init_zeros());
+        magna_node *t = magna_input_unbatched(g, "t", MAGNA_F32, 1, (int64_t[]){40});
+        loss = magna_bce_with_logits(g, x, t);
+        if (run_cpu(g, loss, "bad target"))
+            for (int i = 0; i < 40; i++) magna_node_data(t)[i] = i == 9 ? -0.5f : i == 33 ? NAN : 0.25f;
+    }
+    return g;
+}
+
+static void bad_data(int kind) {
+    magna_graph *gc = bad_data_graph(kind, false), *gg = bad_data_graph(kind, true);
+    const magna_status sc = magna_graph_forward(gc), sg = magna_graph_forward(gg);
+    printf("bad data %d: cpu '%s', cuda '%s'\n", kind, magna_graph_errmsg(gc), magna_graph_errmsg(gg));
+    CHECK(sc == MAGNA_ERR_RANGE && sg == sc && strcmp(magna_graph_errmsg(gc), magna_graph_errmsg(gg)) == 0,
+          "bad data %d: cpu %d '%s', cuda %d '%s'", kind, sc, magna_graph_errmsg(gc), sg, magna_graph_errmsg(gg));
+    magna_graph_free(gc), magna_graph_free(gg);
+}
+
 int main(void) {
     char why[256];
     if (!magna_cuda_available(why, sizeof why)) {
@@ -451,5 +491,6 @@ int main(void) {
     pointwise_loss(1, 1001, 1);
     embedding(37, 5, 1000, 0), embedding(11, 300, 200, 0), embedding(1, 1, 1, 0), embedding(37, 5, 100, 1);
     dropout(1, 0.5f), dropout(10007, 0.25f);
+    bad_data(BAD_ID), bad_data(BAD_LABEL), bad_data(BAD_TARGET);
     return check_finish("test_cuda_elementwise");
 }
