@@ -53,6 +53,9 @@ magna_status cuda_graph_alloc(magna_graph *g) {
     cuda_graph *c = calloc(1, sizeof *c);
     if (!c) return graph_error(g, MAGNA_ERR_NOMEM, "compile: out of memory");
     g->cuda = c;
+    if (!(c->ops = malloc((size_t)(g->n_nodes + 1) * sizeof *c->ops)))
+        return graph_error(g, MAGNA_ERR_NOMEM, "compile: out of memory");
+    for (int i = 0; i < g->n_nodes; i++) c->ops[i] = magna_cuda_op_table[g->nodes[i]->op];
     int e = cuda_stream_create(&c->stream);
     if (e) return cuda_fail(g, e, "compile: creating a stream");
     const size_t flat = (g->n_params + 1) * sizeof(float), flat_states = (g->n_states + 1) * sizeof(float);
@@ -120,6 +123,7 @@ void cuda_graph_free(magna_graph *g) {
     cuda_free(g->dev_params), cuda_free(g->dev_grads), cuda_free(g->dev_states), cuda_free(c->scratch);
     cuda_host_free(c->seed_host), cuda_host_free(c->scratch_host);
     if (c->stream) cuda_stream_destroy(c->stream);
+    free(c->ops);
     free(c);
     g->cuda = NULL;
     g->arena = g->workspace = NULL;
@@ -164,7 +168,7 @@ magna_status cuda_graph_forward(magna_graph *g) {
     g->last_status = MAGNA_OK;
     for (int k = 0; k < g->n_order; k++) {
         magna_node *n = g->order[k];
-        if ((st = magna_cuda_op_table[n->op].forward(g, n)) != MAGNA_OK) return st;
+        if ((st = g->cuda->ops[n->id].forward(g, n)) != MAGNA_OK) return st;
     }
     for (int k = 0; k < g->n_order && !e; k++) {
         magna_node *n = g->order[k];
@@ -189,7 +193,7 @@ magna_status cuda_graph_backward(magna_graph *g, const float *seed_grad) {
         if (!n->needs_grad) continue;
         for (magna_node **z = g->grad_zero[n->id]; *z && !e; z++)
             e = cuda_memset((*z)->grad, 0, (size_t)(*z)->numel * sizeof(float), s);
-        if (!e) magna_cuda_op_table[n->op].backward(g, n);
+        if (!e) g->cuda->ops[n->id].backward(g, n);
         if (g->last_status != MAGNA_OK) return g->last_status; /* the op recorded a failed launch */
     }
     /* The seed buffer must outlive the copy: wait here (the optimizer's step follows on the same stream
