@@ -52,13 +52,15 @@ not_here() {
     echo "gpu-bundle: $1" >&2
     exit 1
 }
-command -v apt-get >/dev/null && command -v apt-cache >/dev/null || not_here "apt-get not found (a Debian machine makes the bundle)"
+command -v apt-get >/dev/null && command -v apt-cache >/dev/null ||
+    not_here "apt-get not found (a Debian machine makes the bundle)"
 
 # The candidate versions' records, one apt-cache call (each costs ~0.7 s): "PACKAGE VERSION SHA256" lines
 records() {
     # shellcheck disable=SC2046
     apt-cache show --no-all-versions $(for p in $PACKAGES; do printf '%s:%s ' "$p" "$ARCH"; done) 2>/dev/null |
-        awk '/^Package: /{p=$2} /^Version: /{v=$2} /^SHA256: /{s=$2} /^$/{if(p)print p, v, s; p=""} END{if(p)print p, v, s}'
+        awk '/^Package: /{p=$2} /^Version: /{v=$2} /^SHA256: /{s=$2}
+             /^$/{if(p)print p, v, s; p=""} END{if(p)print p, v, s}'
 }
 records >"$tmp/records" || true
 if ! grep -q '^libjansson4 ' "$tmp/records"; then
@@ -111,7 +113,10 @@ cmp -s "$tmp/fortunes.txt" "$B/data/fortunes.txt" || mv "$tmp/fortunes.txt" "$B/
 
 # A prefix unpacked here (scripts/gpu-prefix.sh) would travel too: ~85 MB, past the carry limit, and
 # with this machine's paths in it. The GPU machine unpacks its own.
-[ -e "$B/prefix" ] && rm -rf "$B/prefix" && echo "gpu-bundle: removed $B/prefix (it would travel; the GPU machine makes its own)"
+if [ -e "$B/prefix" ]; then
+    rm -rf "$B/prefix"
+    echo "gpu-bundle: removed $B/prefix (it would travel; the GPU machine makes its own)"
+fi
 
 for f in "$B"/data/fashion-mnist/* "$B/data/fortunes.txt"; do
     manifest="$manifest
