@@ -28,7 +28,8 @@ ARCH=amd64 # the GPU machines' (x86-64 + H100/H200)
 #   zlib1g zlib1g-dev            .gz data; Ubuntu has libz.so.1 but not zlib.h, and the dev link needs the
 #                                runtime of its own version beside it
 #   libopenblas0-openmp          sgemm, loaded with dlopen (src/core/runtime.c declares its few symbols:
-#                                no -dev package, which would add 5 MB of libopenblas.a)
+#                                no -dev package, which would add 5 MB of libopenblas.a); required: without
+#                                it every new graph carries the error "could not load OpenBLAS"
 #   libgfortran5 libquadmath0    what libopenblas.so.0 needs and gcc without gfortran lacks
 #   libdnnl2 libdnnl-dev         oneDNN for conv2d (without it conv2d runs im2col + sgemm; it fits, so it travels)
 #   ocl-icd-libopencl1           libdnnl.so.2 needs libOpenCL.so.1 (Debian builds oneDNN's OpenCL GPU
