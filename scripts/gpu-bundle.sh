@@ -84,7 +84,8 @@ for p in $PACKAGES; do
     [ -n "$version" ] && [ -n "$sha" ] || not_here "apt knows no $p:$ARCH"
     name=$(printf '%s_%s_%s.deb' "$p" "${version#*:}" "$ARCH" | tr -c 'A-Za-z0-9._+\n-' '_')
     echo "$p $name $sha" >>"$tmp/keep"
-    [ -f "$B/debs/$name" ] && [ "$(sha256sum "$B/debs/$name" | cut -d' ' -f1)" = "$sha" ] || missing="$missing $p:$ARCH"
+    [ -f "$B/debs/$name" ] && [ "$(sha256sum "$B/debs/$name" | cut -d' ' -f1)" = "$sha" ] ||
+        missing="$missing $p:$ARCH"
     manifest="$manifest
 deb debs/$name $version $sha"
 done
@@ -103,7 +104,10 @@ if [ -n "$missing" ]; then # one apt-get call: each costs ~0.7 s of reading the 
     done
 fi
 for f in "$B"/debs/*; do # an older version, or a package no longer wanted, would be unpacked too
-    cut -d' ' -f2 "$tmp/keep" | grep -qxF "$(basename "$f")" || { rm -f "$f"; echo "gpu-bundle: removed $(basename "$f")"; }
+    [ -e "$f" ] || continue
+    cut -d' ' -f2 "$tmp/keep" | grep -qxF "$(basename "$f")" && continue
+    rm -f "$f"
+    echo "gpu-bundle: removed $(basename "$f")"
 done
 
 # data/: the files the GPU checks train on, as the CPU runs here read them
