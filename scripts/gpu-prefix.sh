@@ -89,14 +89,14 @@ done
 # Does every library load here? ldd names a missing library or symbol version ("version `GLIBC_2.34' not
 # found"); the prefix's own folders come first, as the programs' RPATH puts them.
 libdirs=$(find "$PREFIX/usr/lib" -name '*.so*' -type f -exec dirname {} \; | sort -u | tr '\n' ':')
-problems=""
-for so in $(find "$PREFIX/usr/lib" -name '*.so.*' -type f); do
-    out=$(LD_LIBRARY_PATH=$libdirs ldd "$so" 2>&1) || problems="$problems
-$so: $out"
-    case "$out" in *"not found"*) problems="$problems
-$so: $(echo "$out" | grep 'not found')" ;; esac
-done
-[ -z "$problems" ] || fail "the unpacked libraries do not load on this machine:$problems"
+find "$PREFIX/usr/lib" -name '*.so.*' -type f | while read -r so; do
+    out=$(LD_LIBRARY_PATH=$libdirs ldd "$so" 2>&1) && ! echo "$out" | grep -q 'not found' && continue
+    echo "$so: $(echo "$out" | grep 'not found' || echo "$out")"
+done >"$PREFIX/.ldd-problems"
+problems=$(cat "$PREFIX/.ldd-problems")
+rm -f "$PREFIX/.ldd-problems"
+[ -z "$problems" ] || fail "the unpacked libraries do not load on this machine:
+$problems"
 need=""
 if command -v objdump >/dev/null; then
     need=$(find "$PREFIX/usr/lib" -name '*.so.*' -type f -exec objdump -T {} \; 2>/dev/null |
