@@ -20,6 +20,8 @@ enum {
     EMU_WARP_DOWN16, /* the value 5 lanes down within segments of 16, the lane's own past the segment */
     EMU_WARP_UP8,    /* the value 3 lanes up within segments of 8, the lane's own before the segment */
     EMU_WARP_IDX8,   /* lane 2 of the lane's segment of 8 */
+    EMU_WARP_BALLOT,  /* the bits of __ballot_sync(x > 0), as a float's bits */
+    EMU_WARP_ANY_ALL, /* __any_sync(x > 45) * 2 + __all_sync(x > -48) */
     EMU_WARP_OUTPUTS
 };
 int emu_warp(const float *x, int n, float *out);

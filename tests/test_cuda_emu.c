@@ -65,8 +65,13 @@ static void warp_ops(void) {
     int bad[k_n] = {0};
     for (int w = 0; w < n / 32; w++) {
         const float *xw = x + 32 * w;
-        float sum = 0, scan = 0;
-        for (int l = 0; l < 32; l++) sum += xw[l];
+        float sum = 0, scan = 0, hi = -1e9f, lo = 1e9f;
+        uint32_t ballot = 0;
+        for (int l = 0; l < 32; l++) {
+            sum += xw[l], hi = fmaxf(hi, xw[l]), lo = fminf(lo, xw[l]);
+            ballot |= (uint32_t)(xw[l] > 0) << l;
+        }
+        const float any_all = (float)((hi > 45) * 2 + (lo > -48));
         for (int l = 0; l < 32; l++) {
             const int i = 32 * w + l, s8 = l & ~7, s16 = l & ~15;
             float seg = 0;
@@ -80,10 +85,14 @@ static void warp_ops(void) {
             bad[EMU_WARP_DOWN16] += r[EMU_WARP_DOWN16][i] != (l + 5 < s16 + 16 ? xw[l + 5] : xw[l]);
             bad[EMU_WARP_UP8] += r[EMU_WARP_UP8][i] != (l - 3 >= s8 ? xw[l - 3] : xw[l]);
             bad[EMU_WARP_IDX8] += r[EMU_WARP_IDX8][i] != xw[s8 + 2];
+            uint32_t got;
+            memcpy(&got, &r[EMU_WARP_BALLOT][i], 4);
+            bad[EMU_WARP_BALLOT] += got != ballot;
+            bad[EMU_WARP_ANY_ALL] += r[EMU_WARP_ANY_ALL][i] != any_all;
         }
     }
     static const char *const what[k_n] = {"xor sum", "down sum", "up scan", "idx broadcast", "width-8 xor sum",
-                                          "width-16 down", "width-8 up", "width-8 idx"};
+                                          "width-16 down", "width-8 up", "width-8 idx", "ballot", "any/all"};
     for (int k = 0; k < k_n; k++) CHECK(bad[k] == 0, "shuffles: %s wrong in %d lanes", what[k], bad[k]);
     cudaFree(xd), cudaFree(rd);
 }
