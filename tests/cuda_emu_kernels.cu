@@ -102,6 +102,17 @@ __global__ void bf16_kernel(const float *x, int n, unsigned short *bits, float *
     back[i] = __bfloat162float(h);
 }
 
+/* out[i] = x[i - 1] within each block of 64, through shared memory; without the barrier between the writes
+ * and the reads, a race: a GPU may give anything, the emulator gives the right answer only in blocks whose
+ * threads run first to last */
+__global__ void shift_kernel(const float *x, float *out, int with_barrier) {
+    __shared__ float s[64];
+    const int t = threadIdx.x, i = blockIdx.x * 64 + t;
+    s[t] = x[i];
+    if (with_barrier) __syncthreads();
+    if (t > 0) out[i] = s[t - 1];
+}
+
 /* the mistakes: threads of the upper half return before the barrier the lower half waits at ... */
 __global__ void early_exit_kernel(float *x) {
     if (threadIdx.x >= blockDim.x / 2) return;
@@ -159,6 +170,9 @@ extern "C" int emu_geometry(const unsigned grid[3], const unsigned block[3], int
 }
 extern "C" int emu_bf16(const float *x, int n, unsigned short *bits, float *back) {
     return magna_cuda_launch(dim3((n + 127) / 128), dim3(128), 0, nullptr, bf16_kernel, x, n, bits, back);
+}
+extern "C" int emu_shift(const float *x, float *out, int blocks, int with_barrier) {
+    return magna_cuda_launch(dim3(blocks), dim3(64), 0, nullptr, shift_kernel, x, out, with_barrier);
 }
 extern "C" int emu_mistake(int which, float *x) {
     switch (which) {

@@ -33,6 +33,9 @@ int emu_reverse_unset(const float *in, float *out, int threads, size_t shared_by
 int emu_atomics(const int *x, int n, int *hist, float *total, int *maxv);
 int emu_geometry(const unsigned grid[3], const unsigned block[3], int *seen, int *bad);
 int emu_bf16(const float *x, int n, unsigned short *bits, float *back);
+/* out[i] = x[i - 1] within blocks of 64 (out[64 b] untouched), through shared memory, with or without the
+ * barrier it needs */
+int emu_shift(const float *x, float *out, int blocks, int with_barrier);
 /* 0: threads exit before a barrier; 1: a barrier in a branch; 2: a shuffle against a barrier; 3: a lane exits
  * while its warp shuffles. Each must fail, never hang. */
 int emu_mistake(int which, float *x);

@@ -1,8 +1,8 @@
 /* test_cuda_emu.c — the CUDA emulator itself (src/cuda/emu), on the kernels of tests/cuda_emu_kernels.cu:
  * a block reduction through shared memory and __syncthreads, warp shuffles (xor, down, up, idx, widths),
  * a tiled transpose on odd sizes, dynamic shared memory (and its 48 KiB limit), atomics across blocks,
- * every thread of 3-D launches exactly once, bf16 rounding bits against a reference (ties, NaN, Inf); and
- * the mistakes a GPU would hang on (a barrier some threads skip or exit before, threads at different
+ * every thread of 3-D launches exactly once, bf16 rounding bits against a reference (ties, NaN, Inf); a
+ * missing barrier made visible by the alternating thread order; and the mistakes a GPU would hang on (a barrier some threads skip or exit before, threads at different
  * barriers) reported as launch failures naming the kernel, after which the emulator still works. Also the
  * runtime's checks: invalid launch geometry, a copy whose direction does not match its pointers, a bad
  * free. Emulated builds only (magna_test_emu). */
@@ -221,6 +221,29 @@ static void bf16(void) {
     cudaFree(xd), cudaFree(backd), cudaFree(bitsd);
 }
 
+/* A missing barrier between a write and another thread's read: the emulator alternates the order a block
+ * runs its threads in (unless MAGNA_EMU_ORDER says otherwise), so over two blocks one of them reads what a
+ * later thread has not yet written, and the result is wrong; with the barrier both are right. */
+static int shift_wrong(int with_barrier) {
+    enum { blocks = 2, n = 64 * blocks };
+    float x[n], out[n];
+    for (int i = 0; i < n; i++) x[i] = (float)(i + 1), out[i] = 0;
+    float *xd = dev_copy(x, sizeof x), *od = dev_copy(out, sizeof out);
+    CU(emu_shift(xd, od, blocks, with_barrier));
+    get(out, od, sizeof out);
+    int wrong = 0;
+    for (int i = 0; i < n; i++) wrong += i % 64 != 0 && out[i] != x[i - 1];
+    cudaFree(xd), cudaFree(od);
+    return wrong;
+}
+static void races(void) {
+    const char *order = getenv("MAGNA_EMU_ORDER");
+    CHECK(shift_wrong(1) == 0, "the shift with its barrier is wrong");
+    if (!order || strcmp(order, "forward") != 0) /* forward alone hides this race, as one GPU schedule might */
+        CHECK(shift_wrong(0) > 0, "a missing __syncthreads went unseen: the threads ran in one order only");
+    CHECK(shift_wrong(1) == 0, "the shift with its barrier is wrong (second run)");
+}
+
 static void mistakes(void) {
     static const char *const kernel[] = {"early_exit_kernel", "branch_barrier_kernel", "mixed_barrier_kernel",
                                          "exited_lane_kernel"};
@@ -296,6 +319,7 @@ int main(void) {
     geometry(70000, 1, 1, 1, 1, 1);
     geometry(2, 3, 1, 7, 1, 9);
     bf16();
+    races();
     mistakes();
     runtime_checks();
     CHECK(magna_emu_launch_count() - launches >= 20, "only %lld launches counted", magna_emu_launch_count() - launches);

@@ -154,6 +154,7 @@ struct Launch {
     std::vector<Warp> warps;
     std::vector<int> ready; /* threads to resume, in order; ready_head is the next */
     size_t ready_head;
+    bool reverse; /* this block runs its threads last to first (thread_order) */
     bool failed;
     std::string failure;
 };
@@ -344,7 +345,7 @@ void fiber_main(void *arg) {
     for (;;) {
         Launch &L = *e.launch;
         while (L.next < L.n && !L.failed) {
-            const unsigned t = L.next++;
+            const unsigned k = L.next++, t = L.reverse ? L.n - 1 - k : k;
             f->thread = (int)t;
             L.fiber_of[t] = f;
             enter_thread(L, f);
@@ -377,7 +378,20 @@ void suspend(Fiber *f) {
     enter_thread(L, f);
 }
 
-void run_block(Launch &L) {
+/* The order a block runs its threads in (and resumes them after a barrier): MAGNA_EMU_ORDER=forward or
+ * reverse, or by default alternating from block to block and launch to launch. One order hides a missing
+ * barrier where a thread reads what a thread before it wrote (it has already run); the other exposes it,
+ * so alternating shows such races in any kernel a test launches more than once or with several blocks. */
+bool thread_order_reversed(unsigned long long block) {
+    static const int order = [] {
+        const char *v = getenv("MAGNA_EMU_ORDER");
+        return v && strcmp(v, "forward") == 0 ? 0 : v && strcmp(v, "reverse") == 0 ? 1 : 2;
+    }();
+    return order == 2 ? ((unsigned long long)emu().launches + block) & 1 : order == 1;
+}
+
+void run_block(Launch &L, unsigned long long block) {
+    L.reverse = thread_order_reversed(block);
     L.next = L.done = L.wait_block = L.wait_warp = 0;
     std::fill(L.state.begin(), L.state.end(), T_UNSTARTED);
     for (size_t w = 0; w < L.warps.size(); w++) {
@@ -411,8 +425,10 @@ extern "C" void __syncthreads(void) {
     }
     L.state[t] = T_WAIT_BLOCK;
     if (++L.wait_block == L.n) {
-        for (unsigned i = 0; i < L.n; i++)
+        for (unsigned k = 0; k < L.n; k++) {
+            const unsigned i = L.reverse ? L.n - 1 - k : k;
             if (L.state[i] == T_WAIT_BLOCK) L.state[i] = T_READY, L.ready.push_back((int)i);
+        }
         L.wait_block = 0;
     }
     suspend(f);
@@ -445,7 +461,10 @@ unsigned warp_arrive(Fiber *f, uint8_t op, unsigned mask, uint64_t value) {
     L.state[t] = T_WAIT_WARP;
     L.wait_warp++;
     if (++W.arrived == W.lanes) {
-        for (unsigned i = 32 * w; i < 32 * w + W.lanes; i++) L.state[i] = T_READY, L.ready.push_back((int)i);
+        for (unsigned k = 0; k < W.lanes; k++) {
+            const unsigned i = 32 * w + (L.reverse ? W.lanes - 1 - k : k);
+            L.state[i] = T_READY, L.ready.push_back((int)i);
+        }
         L.wait_warp -= W.lanes;
         W.arrived = 0, W.op = W_NONE, W.gen++;
     }
@@ -606,7 +625,7 @@ extern "C" cudaError_t magna_emu_launch(dim3 grid, dim3 block, size_t shared_byt
         for (unsigned y = 0; y < grid.y && !L.failed; y++)
             for (unsigned x = 0; x < grid.x && !L.failed; x++) {
                 blockIdx.x = x, blockIdx.y = y, blockIdx.z = z;
-                run_block(L);
+                run_block(L, x + (unsigned long long)grid.x * (y + (unsigned long long)grid.y * z));
             }
     e.launch = nullptr, e.current = nullptr;
     free(L.shared);
