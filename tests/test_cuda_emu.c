@@ -5,7 +5,7 @@
  * missing barrier made visible by the alternating thread order; and the mistakes a GPU would hang on (a barrier some threads skip or exit before, threads at different
  * barriers) reported as launch failures naming the kernel, after which the emulator still works. Also the
  * runtime's checks: invalid launch geometry, a copy whose direction does not match its pointers, a bad
- * free. Emulated builds only (magna_test_emu). */
+ * free, a host pointer passed to a kernel. Emulated builds only (magna_test_emu). */
 #include "check.h"
 #include "cuda_emu_kernels.h"
 #include "magna.h"
@@ -283,6 +283,18 @@ static void runtime_checks(void) {
     CHECK(emu_reverse_unset(d, d, 8, 100 * 1024) == cudaErrorInvalidValue,
           "100 KiB of dynamic shared memory launched over the kernel's attribute");
     CHECK(emu_reverse_unset(d, d, 8, 64 * 1024) == cudaSuccess, "64 KiB, within the attribute, failed");
+    /* a kernel given a host pointer: an illegal address on a GPU, refused before it runs; page-locked host
+     * memory and device memory (an offset into it) are fine */
+    float *out = dev(sizeof h), *pinned = NULL;
+    const int e = emu_block_sum(h, 8, out);
+    CHECK(e == cudaErrorIllegalAddress && strstr(cudaGetErrorString((cudaError_t)e), "kernel argument 0"),
+          "a host pointer passed to a kernel: %d %s", e, cudaGetErrorString((cudaError_t)e));
+    CU(cudaMallocHost((void **)&pinned, sizeof h));
+    for (int i = 0; i < 8; i++) pinned[i] = (float)i;
+    CU(emu_block_sum(pinned, 8, out));
+    CU(emu_block_sum(d + 2, 6, out));
+    CU(cudaFreeHost(pinned));
+    cudaFree(out);
     cudaStream_t s;
     cudaEvent_t a, b;
     float ms = -1;

@@ -169,8 +169,8 @@ struct Emu {
     std::string last_failure;      /* the message of the last error the emulator explained ... */
     cudaError_t last_failure_code = cudaSuccess; /* ... and its code */
     long long launches = 0;
-    std::map<uintptr_t, size_t> device;      /* cudaMalloc'd [start, start + size) */
-    std::set<void *> pinned, streams, events; /* cudaMallocHost'd blocks, live handles */
+    std::map<uintptr_t, size_t> device, pinned; /* cudaMalloc'd and cudaMallocHost'd [start, start + size) */
+    std::set<void *> streams, events;           /* live handles */
     std::map<const void *, int> max_dynamic_shared;
     size_t allocated = 0;
     bool switch_from_host = false; /* whether the last switch left the host */
@@ -183,6 +183,16 @@ Emu &emu() {
     static Emu *e = new Emu; /* never destroyed: a leak checker or a late cudaFree at exit must still find it */
     return *e;
 }
+
+/* whether one block of `blocks` holds [p, p + n) */
+bool in_blocks(const std::map<uintptr_t, size_t> &blocks, const void *p, size_t n) {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    auto it = blocks.upper_bound(a);
+    if (it == blocks.begin()) return false;
+    --it;
+    return a >= it->first && a + n <= it->first + it->second;
+}
+bool in_device(const void *p, size_t n) { return in_blocks(emu().device, p, n); }
 
 #ifdef MAGNA_EMU_ASAN
 const size_t fiber_stack_bytes = 256 << 10; /* ASan's redzones make frames several times larger */
@@ -580,6 +590,17 @@ void report_kernel_context() {
 #endif
 } // namespace
 
+extern "C" cudaError_t magna_emu_check_pointer_arg(const void *p, int index, const char *where, const char *what) {
+    Emu &e = emu();
+    std::lock_guard<std::recursive_mutex> g(e.lock);
+    /* NULL, device memory (its end too: an empty range), or page-locked host memory, which a GPU reaches */
+    if (!p || in_device(p, 0) || in_blocks(e.pinned, p, 0)) return cudaSuccess;
+    return fail(cudaErrorIllegalAddress,
+                "launch at %s, magna_cuda_launch(%s): kernel argument %d is %p, which is neither device memory nor "
+                "cudaMallocHost'd: a host pointer (an illegal address on a GPU)",
+                where, what, index, p);
+}
+
 extern "C" cudaError_t magna_emu_launch(dim3 grid, dim3 block, size_t shared_bytes, void *stream, const void *kernel,
                                         void (*body)(void *), void *ctx, const char *where, const char *what) {
     Emu &e = emu();
@@ -647,15 +668,6 @@ extern "C" const char *magna_emu_last_failure(void) { return emu().last_failure.
 /* ---- memory -------------------------------------------------------------------------------------------- */
 
 namespace {
-/* the device allocation holding [p, p + n), or false */
-bool in_device(const void *p, size_t n) {
-    Emu &e = emu();
-    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-    auto it = e.device.upper_bound(a);
-    if (it == e.device.begin()) return false;
-    --it;
-    return a >= it->first && a + n <= it->first + it->second;
-}
 const char *kind_name(cudaMemcpyKind k) {
     static const char *const names[] = {"cudaMemcpyHostToHost", "cudaMemcpyHostToDevice", "cudaMemcpyDeviceToHost",
                                         "cudaMemcpyDeviceToDevice", "cudaMemcpyDefault"};
@@ -695,7 +707,7 @@ extern "C" cudaError_t cudaMallocHost(void **ptr, size_t size) {
     if (!ptr) return set_error(cudaErrorInvalidValue);
     *ptr = malloc(size ? size : 1);
     if (!*ptr) return set_error(cudaErrorMemoryAllocation);
-    e.pinned.insert(*ptr);
+    e.pinned[reinterpret_cast<uintptr_t>(*ptr)] = size;
     return cudaSuccess;
 }
 extern "C" cudaError_t cudaHostAlloc(void **ptr, size_t size, unsigned int flags) { return cudaMallocHost(ptr, size); }
@@ -704,7 +716,7 @@ extern "C" cudaError_t cudaFreeHost(void *ptr) {
     Emu &e = emu();
     std::lock_guard<std::recursive_mutex> g(e.lock);
     if (!ptr) return cudaSuccess;
-    if (!e.pinned.erase(ptr))
+    if (!e.pinned.erase(reinterpret_cast<uintptr_t>(ptr)))
         return fail(cudaErrorInvalidValue, "cudaFreeHost(%p): not a pointer cudaMallocHost returned", ptr);
     free(ptr);
     return cudaSuccess;
@@ -902,7 +914,7 @@ extern "C" const char *cudaGetErrorName(cudaError_t error) {
         NAME(cudaErrorInvalidConfiguration) NAME(cudaErrorInvalidDevicePointer) NAME(cudaErrorInvalidMemcpyDirection)
         NAME(cudaErrorInsufficientDriver) NAME(cudaErrorNoDevice) NAME(cudaErrorInvalidDevice)
         NAME(cudaErrorInvalidResourceHandle) NAME(cudaErrorNotReady) NAME(cudaErrorLaunchOutOfResources)
-        NAME(cudaErrorLaunchTimeout) NAME(cudaErrorLaunchFailure) NAME(cudaErrorUnknown)
+        NAME(cudaErrorIllegalAddress) NAME(cudaErrorLaunchTimeout) NAME(cudaErrorLaunchFailure) NAME(cudaErrorUnknown)
 #undef NAME
     }
     return "cudaErrorUnknown";
@@ -925,6 +937,7 @@ extern "C" const char *cudaGetErrorString(cudaError_t error) {
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorInvalidResourceHandle: return "invalid resource handle";
     case cudaErrorNotReady: return "device not ready";
+    case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
     case cudaErrorLaunchOutOfResources: return "too many resources requested for launch";
     case cudaErrorLaunchTimeout: return "the launch timed out and was terminated";
     case cudaErrorLaunchFailure: return "unspecified launch failure";
