@@ -5,7 +5,7 @@
  * missing barrier made visible by the alternating thread order; and the mistakes a GPU would hang on (a barrier some threads skip or exit before, threads at different
  * barriers) reported as launch failures naming the kernel, after which the emulator still works. Also the
  * runtime's checks: invalid launch geometry, a copy whose direction does not match its pointers, a bad
- * free, a host pointer passed to a kernel. Emulated builds only (magna_test_emu). */
+ * free, a host pointer passed to a kernel, fresh device memory filled with NaN (a GPU's holds anything). Emulated builds only (magna_test_emu). */
 #include "check.h"
 #include "cuda_emu_kernels.h"
 #include "magna.h"
@@ -274,6 +274,9 @@ static void mistakes(void) {
 
 static void runtime_checks(void) {
     float h[8] = {0}, *d = dev(sizeof h);
+    CU(cudaMemcpy(h, d, sizeof h, cudaMemcpyDeviceToHost));
+    CHECK(isnan(h[0]) && isnan(h[7]), "fresh device memory is not NaN-filled: %g %g", h[0], h[7]);
+    memset(h, 0, sizeof h);
     CHECK(cudaMemcpy(h, d, sizeof h, cudaMemcpyHostToDevice) == cudaErrorInvalidValue, "a swapped copy direction passed");
     CHECK(cudaMemcpy(d, h, sizeof h + 4, cudaMemcpyHostToDevice) == cudaErrorInvalidValue, "a copy past the allocation passed");
     CHECK(cudaMemcpy(d + 4, h, 16, cudaMemcpyHostToDevice) == cudaSuccess, "a copy inside the allocation failed");

@@ -3,8 +3,9 @@
  * magna_emu only (MAGNA_CUDA_EMU); the real build never sees it.
  *
  * Host side (C and C++): the runtime calls, with CUDA's names and error codes. Device memory is host memory
- * (malloc'd, so ASan sees a kernel's out-of-bounds access); copies and launches run at once, so streams and
- * events order nothing (everything is already done when a call returns).
+ * (malloc'd, so ASan sees a kernel's out-of-bounds access; NaN-filled when allocated, since a GPU's fresh
+ * memory holds anything); copies and launches run at once, so streams and events order nothing
+ * (everything is already done when a call returns). A kernel's pointer arguments must be device memory.
  * Device side (C++ only): threadIdx and friends, __syncthreads, warp shuffles, atomics, __nv_bfloat16,
  * float4. A launch runs its blocks one after another, each block's threads one after another on fibers
  * (emu.cpp): a thread runs until it finishes or reaches a barrier, so a kernel without barriers costs a

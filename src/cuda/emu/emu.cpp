@@ -683,6 +683,7 @@ extern "C" cudaError_t cudaMalloc(void **ptr, size_t size) {
     if (size == 0) return cudaSuccess;
     void *p = nullptr;
     if (posix_memalign(&p, 256, size) != 0) return set_error(cudaErrorMemoryAllocation); /* exact size: ASan */
+    memset(p, 0xff, size); /* a GPU's fresh memory holds anything: NaN floats here, so a missed zeroing shows */
     e.device[reinterpret_cast<uintptr_t>(p)] = size;
     e.allocated += size;
     *ptr = p;
