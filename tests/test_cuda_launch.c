@@ -191,6 +191,38 @@ static void gemm_staging(void) {
     }
 }
 
+/* column sums: every (row, col) summed by exactly one (block, warp, lane), slices in order and disjoint */
+static void colsums(int64_t rows, int64_t cols, int64_t max_slices) {
+    const magna_launch_colsum l = magna_launch_colsums(rows, cols, max_slices);
+    const int empty = rows == 0 || cols == 0;
+    CHECK((l.grid_x == 0) == empty && (l.grid_y == 0) == empty && l.grid_y <= MAGNA_LAUNCH_MAX_GRID_Y &&
+              (empty || (l.grid_y >= 1 && l.grid_y <= (max_slices > 0 ? max_slices : 1))) && l.block <= 1024,
+          "colsums %lldx%lld (max %lld slices): grid %u x %u", (long long)rows, (long long)cols, (long long)max_slices,
+          l.grid_x, l.grid_y);
+    unsigned char *seen = calloc((size_t)(rows * cols) + 1, 1);
+    int64_t out_of_range = 0, twice = 0;
+    for (uint32_t y = 0; y < l.grid_y; y++) {
+        if (magna_colsum_row_begin(&l, y) > magna_colsum_row_end(&l, y) ||
+            (y && magna_colsum_row_begin(&l, y) != magna_colsum_row_end(&l, y - 1)))
+            out_of_range++;
+        for (uint32_t x = 0; x < l.grid_x; x++)
+            for (uint32_t t = 0; t < l.block; t++) {
+                const int64_t col = magna_colsum_col(x, t);
+                if (col >= l.cols) continue;
+                for (int64_t r = magna_colsum_row_begin(&l, y) + t / MAGNA_LAUNCH_WARP; r < magna_colsum_row_end(&l, y);
+                     r += MAGNA_COLSUM_WARPS) {
+                    if (r < 0 || r >= rows || col < 0) out_of_range++;
+                    else if (seen[r * cols + col]++) twice++;
+                }
+            }
+    }
+    int64_t missed = 0;
+    for (int64_t i = 0; i < rows * cols; i++) missed += !seen[i];
+    CHECK(!out_of_range && !twice && !missed, "colsums %lldx%lld: %lld out of range, %lld twice, %lld missed",
+          (long long)rows, (long long)cols, (long long)out_of_range, (long long)twice, (long long)missed);
+    free(seen);
+}
+
 int main(void) {
     for (int i = 0; i < N_SIZES; i++) {
         elementwise(SIZES[i], 1);
@@ -215,6 +247,9 @@ int main(void) {
     gemm_tiles(2, (int64_t)MAGNA_LAUNCH_MAX_GRID_Y * MAGNA_GEMM_TILE_N + 65, 1); /* more column tiles than grid y */
     gemm_tiles(1, 3, MAGNA_LAUNCH_MAX_GRID_Y + 2);                               /* more batches than grid z */
     gemm_staging();
-    printf("launch geometry: elementwise, rows, attention and GEMM tiles checked\n");
+    for (int i = 0; i < N_SIZES - 1; i++)
+        for (int j = 0; j < 6; j++) colsums(SIZES[i], COLS[j], j % 2 ? 1 : 1000);
+    colsums(3000, 5, 7); /* capped slices */
+    printf("launch geometry: elementwise, rows, attention, GEMM tiles and column sums checked\n");
     return check_finish("test_cuda_launch");
 }

@@ -175,4 +175,33 @@ MAGNA_HD void magna_gemm_stage(uint32_t t, uint32_t e, int k_contiguous, uint32_
     else *kk = i / MAGNA_GEMM_TILE_M, *o = i % MAGNA_GEMM_TILE_M;
 }
 
+/* ---- column sums (layer norm's dgamma and dbeta) -----------------------------------------------------------
+ * A block of 8 warps per (32 columns, slice of rows): lane = column, each warp taking every 8th row of the
+ * slice; slices (grid y) make the parallelism that few columns lack, and their partial sums are added in
+ * order afterwards. A slice is at least 256 rows (32 a warp), at most max_slices and 65535 of them. */
+enum { MAGNA_COLSUM_WARPS = 8, MAGNA_COLSUM_MIN_ROWS = 256 };
+
+typedef struct magna_launch_colsum {
+    int64_t rows, cols;
+    uint32_t grid_x, grid_y, block; /* grid_x 0: nothing to launch */
+} magna_launch_colsum;
+
+static inline magna_launch_colsum magna_launch_colsums(int64_t rows, int64_t cols, int64_t max_slices) {
+    magna_launch_colsum l;
+    l.rows = rows > 0 ? rows : 0, l.cols = cols > 0 ? cols : 0, l.block = MAGNA_COLSUM_WARPS * MAGNA_LAUNCH_WARP;
+    int64_t s = (l.rows + MAGNA_COLSUM_MIN_ROWS - 1) / MAGNA_COLSUM_MIN_ROWS;
+    if (s > max_slices) s = max_slices;
+    if (s > MAGNA_LAUNCH_MAX_GRID_Y) s = MAGNA_LAUNCH_MAX_GRID_Y;
+    if (s < 1) s = 1;
+    const int empty = l.rows == 0 || l.cols == 0;
+    l.grid_x = (uint32_t)(empty ? 0 : (l.cols + MAGNA_LAUNCH_WARP - 1) / MAGNA_LAUNCH_WARP);
+    l.grid_y = (uint32_t)(empty ? 0 : s);
+    return l;
+}
+/* thread t of block x takes column col (skipping it when >= cols), rows [begin, end) of slice y from
+ * begin + t / 32 in steps of MAGNA_COLSUM_WARPS */
+MAGNA_HD int64_t magna_colsum_col(uint32_t x, uint32_t t) { return (int64_t)x * MAGNA_LAUNCH_WARP + t % MAGNA_LAUNCH_WARP; }
+MAGNA_HD int64_t magna_colsum_row_begin(const magna_launch_colsum *l, uint32_t y) { return l->rows * y / l->grid_y; }
+MAGNA_HD int64_t magna_colsum_row_end(const magna_launch_colsum *l, uint32_t y) { return l->rows * (y + 1) / l->grid_y; }
+
 #endif
