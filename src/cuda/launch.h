@@ -152,8 +152,8 @@ static inline magna_launch_gemm magna_launch_gemm_tiles(int64_t m, int64_t n, in
     const int64_t tm = (l.m + MAGNA_GEMM_TILE_M - 1) / MAGNA_GEMM_TILE_M, tn = (l.n + MAGNA_GEMM_TILE_N - 1) / MAGNA_GEMM_TILE_N;
     const int empty = tm == 0 || tn == 0 || l.batch == 0;
     l.grid_x = (uint32_t)(empty ? 0 : tm);
-    l.grid_y = (uint32_t)(empty ? 0 : tn < MAGNA_LAUNCH_MAX_GRID_Y ? tn : MAGNA_LAUNCH_MAX_GRID_Y);
-    l.grid_z = (uint32_t)(empty ? 0 : l.batch < MAGNA_LAUNCH_MAX_GRID_Y ? l.batch : MAGNA_LAUNCH_MAX_GRID_Y);
+    l.grid_y = (uint32_t)(empty ? 0 : tn < MAGNA_LAUNCH_MAX_GRID_Y ? tn : (int64_t)MAGNA_LAUNCH_MAX_GRID_Y);
+    l.grid_z = (uint32_t)(empty ? 0 : l.batch < MAGNA_LAUNCH_MAX_GRID_Y ? l.batch : (int64_t)MAGNA_LAUNCH_MAX_GRID_Y);
     return l;
 }
 /* column tiles of grid row y: y, y + grid_y, ... < gemm_col_tiles; batches of grid slice z likewise */
