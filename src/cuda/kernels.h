@@ -98,6 +98,17 @@ int magna_cuda_max_pool_backward(const magna_cuda_pool *d, const float *dy, cons
 int magna_cuda_avg_pool_forward(const magna_cuda_pool *d, const float *x, float *y, void *stream);
 int magna_cuda_avg_pool_backward(const magna_cuda_pool *d, const float *dy, float *dx, void *stream);
 
+/* ---- the optimizer over the flat buffers (optim.cu) ---- */
+/* partials of a reduction: at most this many blocks, so `scratch` needs this many floats */
+enum { MAGNA_CUDA_REDUCE_BLOCKS = 1024 };
+/* one torch.optim.SGD step (m: the momentum buffer, NULL without momentum; first: step 1) */
+int magna_cuda_sgd_step(float lr, float momentum, float weight_decay, int nesterov, int first, float *w, float *m,
+                        const float *g, int64_t n, void *stream);
+/* *out = sum of x^2 (mode 0) or the count of non-finite x (mode 1), deterministically; out is device memory */
+int magna_cuda_reduce(int mode, const float *x, int64_t n, float *scratch, float *out, void *stream);
+/* x *= k */
+int magna_cuda_scale(float k, float *x, int64_t n, void *stream);
+
 #ifdef __cplusplus
 }
 #endif
