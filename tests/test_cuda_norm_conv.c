@@ -5,10 +5,13 @@
  * flag names; im2col in both layouts, col2im as its exact adjoint, convolution as im2col + magna_cuda_gemm
  * against magna_conv2d_reference; bias add and gradient, the dy staging; max and average pooling with
  * overlapping, padded, non-square windows (max: first of ties, NaN wins), backward gathers against scatters.
- * Backward results add into gradients that already hold values. Runs under the emulator (test_..._emu) and,
- * in CUDA builds, on a GPU. */
+ * Backward results add into gradients that already hold values. And conv2d's glue (src/cuda/ops_conv.c) on a
+ * CUDA graph whose workspace is cut after compile to one sample's columns, or two samples' worth, so the
+ * sample-group loops and the GEMM-a-sample path for dw run (a compiled graph's workspace holds the whole batch)
+ * against the same graph on the CPU. Runs under the emulator (test_..._emu) and, in CUDA builds, on a GPU. */
 #include "check.h"
 #include "cuda/kernels.h"
+#include "graph/internal.h"
 #include "magna.h"
 #include "ops/conv2d.h"
 
@@ -297,6 +300,45 @@ static void pooling(int max, int N, int C, int H, int W, int KH, int KW, int sh,
     free(x), free(dy), free(dx0), free(yr), free(dxr), free(ar), free(arg), free(y), free(dx);
 }
 
+/* ---- conv2d's sample groups, through the graph ---------------------------------------------------------------- */
+
+static magna_graph *conv_graph(bool cuda, int ksize, magna_node **y) {
+    magna_graph *g = magna_graph_new(11);
+    if (cuda) CHECK(magna_graph_set_device(g, MAGNA_DEVICE_CUDA) == MAGNA_OK, "set_device: %s", magna_graph_errmsg(g));
+    magna_node *x = magna_param(g, "x", 4, (int64_t[]){5, 3, 6, 7}, magna_init_uniform(-1, 1));
+    magna_node *w = magna_param(g, "w", 4, (int64_t[]){4, 3, ksize, ksize}, magna_init_uniform(-1, 1));
+    magna_node *b = magna_param(g, "b", 1, (int64_t[]){4}, magna_init_uniform(-1, 1));
+    *y = magna_conv2d(g, x, w, b, (magna_conv2d_opts){.stride_w = ksize > 1 ? 2 : 1, .pad_h = ksize / 2, .pad_w = ksize / 2});
+    CHECK(*y && magna_graph_compile(g, *y) == MAGNA_OK, "compile: %s", magna_graph_errmsg(g));
+    return g;
+}
+
+static void conv_groups(int ksize, size_t budget_floats) {
+    magna_node *yc, *yg;
+    magna_graph *gc = conv_graph(false, ksize, &yc), *gg = conv_graph(true, ksize, &yg);
+    gg->workspace_bytes = budget_floats * sizeof(float); /* the groups shrink to it (the buffer is larger) */
+    const int64_t n = yc->numel;
+    float *r = rand_host(n), *got = malloc((size_t)n * 4);
+    double *want = malloc((size_t)n * 8);
+    size_t np;
+    CHECK(magna_graph_forward(gc) == MAGNA_OK && magna_graph_forward(gg) == MAGNA_OK, "forward: %s",
+          magna_graph_errmsg(gg));
+    CHECK(magna_node_read(yg, got) == MAGNA_OK, "read");
+    for (int64_t i = 0; i < n; i++) want[i] = fval(yc)[i];
+    const double ey = rel(got, want, n);
+    magna_graph_zero_grad(gc), magna_graph_zero_grad(gg);
+    CHECK(magna_graph_backward_seeded(gc, r) == MAGNA_OK && magna_graph_backward_seeded(gg, r) == MAGNA_OK,
+          "backward: %s", magna_graph_errmsg(gg));
+    const float *gcpu = magna_graph_grads(gc, &np), *ggpu = magna_graph_grads(gg, NULL);
+    double *gw = malloc(np * 8);
+    for (size_t i = 0; i < np; i++) gw[i] = gcpu[i];
+    const double eg = ggpu ? rel(ggpu, gw, (int64_t)np) : INFINITY;
+    CHECK(ey < 1e-5 && eg < 1e-5, "conv2d %dx%d through the graph, workspace %zu floats: y %.2g, gradients %.2g", ksize,
+          ksize, budget_floats, ey, eg);
+    magna_graph_free(gc), magna_graph_free(gg);
+    free(r), free(got), free(want), free(gw);
+}
+
 int main(void) {
     char why[256];
     if (!magna_cuda_available(why, sizeof why)) {
@@ -326,6 +368,10 @@ int main(void) {
         pooling(max, 2, 2, 6, 5, 3, 3, 1, 1, 1, 1);
         pooling(max, 1, 1, 9, 7, 4, 3, 3, 2, 2, 0);
     }
-    printf("layer norm, batch norm, convolution's kernels and pooling against double loops\n");
+    /* 3x3 (K 27, P 6 x 4 = 24, OC 4): one sample's columns; two samples' columns and staging (groups 2, 2, 1) */
+    conv_groups(3, 27 * 24);
+    conv_groups(3, (27 + 4) * 24 * 2);
+    conv_groups(1, 0); /* 1x1: no columns, dw a GEMM a sample on x itself */
+    printf("layer norm, batch norm, convolution's kernels and pooling against double loops; conv2d's sample groups\n");
     return check_finish("test_cuda_norm_conv");
 }
