@@ -11,6 +11,7 @@
 #include "ops.h"
 
 #include "kernels.h"
+#include "ops_glue.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,6 +84,16 @@ magna_status cuda_graph_alloc(magna_graph *g) {
     }
     if ((e = cuda_host_alloc((void **)&c->scratch_host, 16 * sizeof(float))))
         return cuda_fail(g, e, "compile: pinned host memory");
+    /* cuBLASLt (NULL under the emulator: magna_cuda_gemm runs our kernel); in mixed precision its staging for
+     * bf16 operands, sized for the largest GEMM of the graph's matmuls and convolutions */
+    if ((e = magna_cuda_blas_create(&c->blas))) return cuda_fail(g, e, "compile: creating the cuBLASLt handle");
+    size_t stage = 0;
+    for (int i = 0; i < g->n_nodes && g->bf16; i++) {
+        const size_t need = g->nodes[i]->live ? cuda_gemm_stage_elems(g, g->nodes[i]) : 0;
+        stage = need > stage ? need : stage;
+    }
+    if (stage && (e = magna_cuda_blas_reserve(c->blas, stage)))
+        return cuda_fail(g, e, "compile: allocating the bf16 staging of the GEMM operands");
     return MAGNA_OK;
 }
 
@@ -117,6 +128,7 @@ void cuda_graph_free(magna_graph *g) {
     cuda_graph *c = g->cuda;
     if (!c) return;
     if (c->stream) cuda_stream_sync(c->stream);
+    magna_cuda_blas_destroy(&c->blas);
     for (int i = 0; i < g->n_nodes; i++)
         if (g->nodes[i]->host && mirrored(g->nodes[i])) cuda_host_free(g->nodes[i]->host), g->nodes[i]->host = NULL;
     cuda_free(g->arena), cuda_free(g->workspace);
