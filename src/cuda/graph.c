@@ -208,9 +208,9 @@ magna_status cuda_graph_backward(magna_graph *g, const float *seed_grad) {
         if (!e) g->cuda->ops[n->id].backward(g, n);
         if (g->last_status != MAGNA_OK) return g->last_status; /* the op recorded a failed launch */
     }
-    /* The seed buffer must outlive the copy: wait here (the optimizer's step follows on the same stream
-     * anyway, and a kernel fault surfaces here rather than a step later). */
-    if (!e) e = cuda_stream_sync(s);
+    /* No wait here: the optimizer's kernels queue behind backward's on the same stream, and the host
+     * meanwhile gathers the next batch. The seed buffer is rewritten only after the next forward's wait.
+     * A kernel fault surfaces at the next wait (the finite check of the gradients, or forward). */
     return cuda_fail(g, e, "backward");
 }
 
