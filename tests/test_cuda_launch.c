@@ -6,6 +6,7 @@
  * aligned, and attention visits exactly the keys a causal mask leaves, in no more key tiles than needed. */
 #include "check.h"
 #include "cuda/launch.h"
+#include "magna.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -221,6 +222,140 @@ static void colsums(int64_t rows, int64_t cols, int64_t max_slices) {
     CHECK(!out_of_range && !twice && !missed, "colsums %lldx%lld: %lld out of range, %lld twice, %lld missed",
           (long long)rows, (long long)cols, (long long)out_of_range, (long long)twice, (long long)missed);
     free(seen);
+/* ---- strided index spaces ------------------------------------------------------------------------------ */
+
+/* a random shape of nd dims of sizes 1..4 (from a fixed seed) */
+static void random_shape(uint64_t seed, int nd, int64_t *shape) {
+    for (int d = 0; d < nd; d++) shape[d] = 1 + (int64_t)(magna_rand_u64(seed, 1, (uint64_t)d) % 4);
+}
+
+/* offsets of element i by its digits, most significant first: the plain definition */
+static void reference_offsets(const magna_index *ix, int64_t i, int nt, int64_t *off) {
+    int64_t below = ix->n;
+    for (int t = 0; t < nt; t++) off[t] = 0;
+    for (int d = 0; d < ix->nd; d++) {
+        below /= ix->shape[d];
+        const int64_t digit = i / below;
+        i -= digit * below;
+        for (int t = 0; t < nt; t++) off[t] += digit * ix->stride[t][d];
+    }
+}
+
+/* past 2^32 elements the offsets take the 64-bit division path: sampled elements against the definition */
+static void index_space_64(void) {
+    magna_index ix = magna_index_of(3, (int64_t[]){3, 5, 1ll << 30});
+    magna_index_contiguous(&ix, 0);
+    ix.stride[1][0] = 7, ix.stride[1][1] = 0, ix.stride[1][2] = 3;
+    int64_t wrong = 0;
+    for (int64_t k = 0; k < 1000; k++) {
+        const int64_t i = (int64_t)(magna_rand_u64(5, 6, (uint64_t)k) % (uint64_t)ix.n);
+        int64_t got[2], want[2];
+        magna_index_offsets(&ix, i, 2, got), reference_offsets(&ix, i, 2, want);
+        wrong += got[0] != want[0] || got[1] != want[1] || got[0] != i;
+    }
+    CHECK(ix.n > (int64_t)UINT32_MAX && wrong == 0, "index space of %lld elements: %lld offsets wrong", (long long)ix.n,
+          (long long)wrong);
+}
+
+/* A binary op's space over random shapes: operand a (a suffix of the dims, some of them 1) and b (all dims,
+ * some 1). Simplifying keeps every element's offsets; splitting it by the dims an operand is broadcast over
+ * gives kept x reduced pairs that cover the output exactly once, the kept index walking the operand's own
+ * elements in order (its gradient's layout), as binary backward and the reductions rely on. */
+static void index_spaces(uint64_t seed) {
+    const int nd = 1 + (int)(magna_rand_u64(seed, 2, 0) % 5), and_ = 1 + (int)(magna_rand_u64(seed, 2, 1) % nd);
+    int64_t shape[MAGNA_INDEX_DIMS], sa[MAGNA_INDEX_DIMS], sb[MAGNA_INDEX_DIMS];
+    random_shape(seed, nd, shape);
+    for (int d = 0; d < nd; d++) {
+        sb[d] = magna_rand_u64(seed, 3, (uint64_t)d) % 3 == 0 ? 1 : shape[d];
+        if (d >= nd - and_) sa[d - (nd - and_)] = magna_rand_u64(seed, 4, (uint64_t)d) % 3 == 0 ? 1 : shape[d];
+    }
+    magna_index full = magna_index_of(nd, shape);
+    magna_index_contiguous(&full, 0);
+    magna_index_broadcast(&full, 1, and_, sa);
+    magna_index_broadcast(&full, 2, nd, sb);
+    magna_index simple = full;
+    magna_index_simplify(&simple, 3);
+    int64_t changed = 0;
+    for (int64_t i = 0; i < full.n; i++) {
+        int64_t o1[3], o2[3];
+        int64_t ref[3];
+        magna_index_offsets(&full, i, 3, o1), magna_index_offsets(&simple, i, 3, o2), reference_offsets(&full, i, 3, ref);
+        changed += o1[0] != o2[0] || o1[1] != o2[1] || o1[2] != o2[2] || o1[0] != i;
+        changed += o1[0] != ref[0] || o1[1] != ref[1] || o1[2] != ref[2];
+    }
+    CHECK(!changed && simple.n == full.n && simple.nd <= full.nd, "index seed %llu: simplify changed %lld offsets",
+          (unsigned long long)seed, (long long)changed);
+    for (int which = 0; which < 2; which++) {
+        unsigned mask = 0;
+        int64_t xn = 1;
+        for (int d = 0; d < nd; d++) {
+            if (full.stride[1 + which][d] == 0 && shape[d] != 1) mask |= 1u << d;
+            else xn *= shape[d];
+        }
+        magna_index kept, red;
+        magna_index_split(&full, mask, 3, &kept, &red);
+        unsigned char *seen = calloc((size_t)full.n, 1);
+        int64_t bad = 0, twice = 0, missed = 0, order = 0;
+        for (int64_t o = 0; o < kept.n; o++) {
+            int64_t base[3];
+            magna_index_offsets(&kept, o, 3, base);
+            order += base[1 + which] != o; /* the operand's own element o */
+            for (int64_t r = 0; r < red.n; r++) {
+                int64_t off[3], want[3];
+                magna_index_offsets(&red, r, 3, off);
+                for (int t = 0; t < 3; t++) off[t] += base[t];
+                if (off[0] < 0 || off[0] >= full.n) {
+                    bad++;
+                    continue;
+                }
+                magna_index_offsets(&full, off[0], 3, want);
+                bad += want[1] != off[1] || want[2] != off[2];
+                twice += seen[off[0]]++ != 0;
+            }
+        }
+        for (int64_t i = 0; i < full.n; i++) missed += !seen[i];
+        CHECK(kept.n == xn && !bad && !twice && !missed && !order,
+              "index seed %llu operand %d: kept %lld of %lld, %lld wrong, %lld twice, %lld missed, %lld out of order",
+              (unsigned long long)seed, which, (long long)kept.n, (long long)xn, (long long)bad, (long long)twice,
+              (long long)missed, (long long)order);
+        free(seen);
+    }
+}
+
+/* The reduction shapes walked thread by thread as reduce.cu's kernels walk them: every output taken by one
+ * group of threads (a warp, a block, or a cols block's column), every (output, r) pair by exactly one thread. */
+static void reduction(int64_t outs, int64_t reds, int inner) {
+    const magna_launch_reduce l = magna_launch_reduction(outs, reds, inner);
+    const int64_t n = outs * reds;
+    CHECK(l.block <= 1024 && (l.grid == 0) == (outs == 0) && l.grid <= MAGNA_LAUNCH_MAX_GRID &&
+              (l.cols ? l.block == MAGNA_LAUNCH_COLS_X * MAGNA_LAUNCH_COLS_Y
+                      : l.block % l.threads_per_out == 0 && l.threads_per_out % MAGNA_LAUNCH_WARP == 0),
+          "reduce %lld x %lld: grid %u block %u threads %u", (long long)outs, (long long)reds, l.grid, l.block,
+          l.threads_per_out);
+    unsigned char *seen = calloc((size_t)n + 1, 1);
+    int64_t *owner = malloc(((size_t)outs + 1) * sizeof *owner);
+    for (int64_t o = 0; o < outs; o++) owner[o] = -1;
+    int64_t out_of_range = 0, twice = 0, split = 0;
+    const int64_t stride = magna_launch_reduce_stride(&l);
+    for (uint32_t b = 0; b < l.grid; b++)
+        for (uint32_t t = 0; t < l.block; t++) {
+            const int64_t group = l.cols ? (int64_t)b * MAGNA_LAUNCH_COLS_X + t % MAGNA_LAUNCH_COLS_X
+                                         : (int64_t)b * l.block + t / l.threads_per_out;
+            for (int64_t o = magna_launch_reduce_first(&l, b, t); o < l.outs; o += stride) {
+                if (owner[o] < 0) owner[o] = group;
+                split += owner[o] != group;
+                for (int64_t r = magna_launch_reduce_lane(&l, t); r < l.reds; r += l.threads_per_out) {
+                    if (o < 0 || r < 0 || o >= outs || r >= reds) out_of_range++;
+                    else if (seen[o * reds + r]++) twice++;
+                }
+            }
+        }
+    int64_t missed = 0;
+    for (int64_t i = 0; i < n; i++) missed += !seen[i];
+    CHECK(!out_of_range && !twice && !missed && !split,
+          "reduce %lld x %lld inner %d: %lld out of range, %lld twice, %lld missed, %lld split", (long long)outs,
+          (long long)reds, inner, (long long)out_of_range, (long long)twice, (long long)missed, (long long)split);
+    free(seen), free(owner);
 }
 
 int main(void) {
@@ -251,5 +386,15 @@ int main(void) {
         for (int j = 0; j < 6; j++) colsums(SIZES[i], COLS[j], j % 2 ? 1 : 1000);
     colsums(3000, 5, 7); /* capped slices */
     printf("launch geometry: elementwise, rows, attention, GEMM tiles and column sums checked\n");
+    for (uint64_t seed = 0; seed < 300; seed++) index_spaces(seed);
+    index_space_64();
+    static const int64_t R[] = {0, 1, 7, 31, 33, 1024, 1025, 5000};
+    for (int i = 0; i < 8; i++)
+        for (int j = 0; j < 8; j++)
+            for (int inner = 0; inner < 2; inner++)
+                if (SIZES[i] * R[j] <= 3000000) reduction(SIZES[i], R[j], inner);
+    reduction(100003, 3, 1), reduction(100003, 3, 0); /* past one grid */
+    reduction(3, 300001, 1);                          /* a block per output */
+    printf("launch geometry: elementwise, rows, attention tiles, index spaces and reductions checked\n");
     return check_finish("test_cuda_launch");
 }

@@ -6,6 +6,7 @@
  * every build: the header needs no CUDA. */
 #include "check.h"
 #include "cuda/elementwise_math.h"
+#include "graph/internal.h" /* the dropout mask's seed and step */
 #include "magna.h"
 
 #include <math.h>
@@ -215,6 +216,202 @@ static void merges(void) {
     CHECK(cst.n == 4 && cst.mean == 3.0f && cst.m2 == 0.0f, "constant row: m2 %g", cst.m2);
 }
 
+/* ---- the other unary and scalar ops: forward and backward against the graph's CPU ops ---------------- */
+
+typedef magna_node *(*unary_builder)(magna_graph *, magna_node *, float);
+static magna_node *b_scale(magna_graph *g, magna_node *x, float a) { return magna_scale(g, x, a); }
+static magna_node *b_add_scalar(magna_graph *g, magna_node *x, float a) { return magna_add_scalar(g, x, a); }
+static magna_node *b_pow_scalar(magna_graph *g, magna_node *x, float a) { return magna_pow_scalar(g, x, a); }
+static magna_node *b_abs(magna_graph *g, magna_node *x, float a) { return (void)a, magna_abs(g, x); }
+static magna_node *b_relu(magna_graph *g, magna_node *x, float a) { return (void)a, magna_relu(g, x); }
+static magna_node *b_leaky(magna_graph *g, magna_node *x, float a) { return magna_leaky_relu(g, x, a); }
+static magna_node *b_sigmoid(magna_graph *g, magna_node *x, float a) { return (void)a, magna_sigmoid(g, x); }
+static magna_node *b_tanh(magna_graph *g, magna_node *x, float a) { return (void)a, magna_tanh(g, x); }
+static magna_node *b_gelu(magna_graph *g, magna_node *x, float a) { return (void)a, magna_gelu(g, x); }
+static magna_node *b_gelu_tanh(magna_graph *g, magna_node *x, float a) { return (void)a, magna_gelu_tanh(g, x); }
+static magna_node *b_exp(magna_graph *g, magna_node *x, float a) { return (void)a, magna_exp(g, x); }
+static magna_node *b_log(magna_graph *g, magna_node *x, float a) { return (void)a, magna_log(g, x); }
+static magna_node *b_sqrt(magna_graph *g, magna_node *x, float a) { return (void)a, magna_sqrt(g, x); }
+
+static const struct {
+    const char *name;
+    int em;
+    unary_builder build;
+    float a;
+    int positive; /* the op's domain is x > 0 */
+} UNARY[] = {
+    {"scale", MAGNA_EM_SCALE, b_scale, -1.75f, 0},       {"add_scalar", MAGNA_EM_ADD_SCALAR, b_add_scalar, 0.5f, 0},
+    {"pow_scalar", MAGNA_EM_POW_SCALAR, b_pow_scalar, 2.5f, 1}, {"abs", MAGNA_EM_ABS, b_abs, 0, 0},
+    {"relu", MAGNA_EM_RELU, b_relu, 0, 0},               {"leaky_relu", MAGNA_EM_LEAKY_RELU, b_leaky, 0.01f, 0},
+    {"sigmoid", MAGNA_EM_SIGMOID, b_sigmoid, 0, 0},      {"tanh", MAGNA_EM_TANH, b_tanh, 0, 0},
+    {"gelu", MAGNA_EM_GELU, b_gelu, 0, 0},               {"gelu_tanh", MAGNA_EM_GELU_TANH, b_gelu_tanh, 0, 0},
+    {"exp", MAGNA_EM_EXP, b_exp, 0, 0},                  {"log", MAGNA_EM_LOG, b_log, 0, 1},
+    {"sqrt", MAGNA_EM_SQRT, b_sqrt, 0, 1},
+};
+
+/* y = op(x), loss = sum(y c): the header's forward and backward (from x, y, c) against the graph's */
+static void unary_op(int k, int64_t n) {
+    magna_graph *g = magna_graph_new(5);
+    magna_node *x = magna_param(g, "x", 1, (int64_t[]){n}, magna_init_zeros());
+    magna_node *c = magna_input_unbatched(g, "c", MAGNA_F32, 1, (int64_t[]){n});
+    magna_node *y = UNARY[k].build(g, x, UNARY[k].a);
+    magna_node *loss = magna_sum(g, magna_mul(g, y, c), 1u, false);
+    magna_graph_keep(g, y);
+    CHECK(magna_graph_compile(g, loss) == MAGNA_OK, "%s: compile: %s", UNARY[k].name, magna_graph_errmsg(g));
+    if (magna_graph_status(g) != MAGNA_OK) return magna_graph_free(g);
+    float *xv = magna_node_data(x), *cv = magna_node_data(c);
+    fill(xv, n, 4.0f, 70 + (uint64_t)k);
+    if (UNARY[k].positive)
+        for (int64_t i = 0; i < n; i++) xv[i] = fabsf(xv[i]) + 0.05f;
+    else
+        xv[0] = 0.0f; /* the kinks of abs, relu, leaky relu */
+    fill(cv, n, 1.0f, 90 + (uint64_t)k);
+    magna_graph_zero_grad(g);
+    CHECK(magna_graph_forward(g) == MAGNA_OK && magna_graph_backward(g) == MAGNA_OK, "%s: run", UNARY[k].name);
+    float *yh = malloc((size_t)n * 4), *dxh = malloc((size_t)n * 4);
+    const float *yg = magna_node_data(y);
+    for (int64_t i = 0; i < n; i++) {
+        yh[i] = magna_em_unary(UNARY[k].em, xv[i], UNARY[k].a);
+        dxh[i] = magna_em_unary_backward(UNARY[k].em, xv[i], yg[i], cv[i], UNARY[k].a);
+    }
+    const double ey = rel_err(yh, yg, n, 1e-6), edx = rel_err(dxh, magna_node_grad(x), n, 1e-6);
+    printf("%-10s n=%lld forward %.2e backward %.2e\n", UNARY[k].name, (long long)n, ey, edx);
+    CHECK(ey <= 1e-5 && edx <= 1e-5, "%s: forward %.3g backward %.3g", UNARY[k].name, ey, edx);
+    free(yh), free(dxh);
+    magna_graph_free(g);
+}
+
+/* ---- binary ops: forward and both partials, same shapes (the broadcasting is launch.h's, tested there) -- */
+static void binary_op(int op, int64_t n) {
+    static const char *NAMES[] = {"add", "sub", "mul", "div", "pow"};
+    magna_graph *g = magna_graph_new(6);
+    magna_node *a = magna_param(g, "a", 1, (int64_t[]){n}, magna_init_zeros());
+    magna_node *b = magna_param(g, "b", 1, (int64_t[]){n}, magna_init_zeros());
+    magna_node *c = magna_input_unbatched(g, "c", MAGNA_F32, 1, (int64_t[]){n});
+    magna_node *y = op == 0 ? magna_add(g, a, b) : op == 1 ? magna_sub(g, a, b) : op == 2 ? magna_mul(g, a, b)
+                  : op == 3 ? magna_div(g, a, b) : magna_pow(g, a, b);
+    magna_node *loss = magna_sum(g, magna_mul(g, y, c), 1u, false);
+    magna_graph_keep(g, y);
+    CHECK(magna_graph_compile(g, loss) == MAGNA_OK, "%s: compile: %s", NAMES[op], magna_graph_errmsg(g));
+    if (magna_graph_status(g) != MAGNA_OK) return magna_graph_free(g);
+    float *av = magna_node_data(a), *bv = magna_node_data(b), *cv = magna_node_data(c);
+    fill(av, n, 3.0f, 100 + (uint64_t)op), fill(bv, n, 3.0f, 110 + (uint64_t)op), fill(cv, n, 1.0f, 120);
+    for (int64_t i = 0; i < n; i++) {
+        if (op == MAGNA_EM_POW) av[i] = fabsf(av[i]) + 0.1f; /* pow's log(a) */
+        if (op == MAGNA_EM_DIV && fabsf(bv[i]) < 0.1f) bv[i] = 0.5f;
+    }
+    magna_graph_zero_grad(g);
+    CHECK(magna_graph_forward(g) == MAGNA_OK && magna_graph_backward(g) == MAGNA_OK, "%s: run", NAMES[op]);
+    float *yh = malloc((size_t)n * 4), *dah = malloc((size_t)n * 4), *dbh = malloc((size_t)n * 4);
+    for (int64_t i = 0; i < n; i++) {
+        yh[i] = magna_em_binary(op, av[i], bv[i]);
+        dah[i] = cv[i] * magna_em_binary_partial(op, 0, av[i], bv[i], yh[i]);
+        dbh[i] = cv[i] * magna_em_binary_partial(op, 1, av[i], bv[i], yh[i]);
+    }
+    const double ey = rel_err(yh, magna_node_data(y), n, 1e-6), eda = rel_err(dah, magna_node_grad(a), n, 1e-6),
+                 edb = rel_err(dbh, magna_node_grad(b), n, 1e-6);
+    printf("%-10s n=%lld forward %.2e backward %.2e %.2e\n", NAMES[op], (long long)n, ey, eda, edb);
+    CHECK(ey <= 1e-5 && eda <= 1e-5 && edb <= 1e-5, "%s: forward %.3g backward %.3g %.3g", NAMES[op], ey, eda, edb);
+    free(yh), free(dah), free(dbh);
+    magna_graph_free(g);
+}
+
+/* ---- max with its argument: the header's state, pushed in pieces merged in another order, against the
+ * CPU op's value and gradient (which lands on the argmax), with ties and NaNs in the rows ------------------ */
+static magna_em_argmax argmax_split(const float *row, int64_t from, int64_t to, int depth) {
+    if (depth == 0 || to - from < 3) {
+        magna_em_argmax s = magna_em_argmax_empty();
+        for (int64_t j = from; j < to; j++) s = magna_em_argmax_push(s, row[j], (int)j);
+        return s;
+    }
+    const int64_t mid = from + (to - from) / 3;
+    return magna_em_argmax_merge(argmax_split(row, mid, to, depth - 1), argmax_split(row, from, mid, depth - 1));
+}
+
+static void argmax(int64_t rows, int64_t cols) {
+    magna_graph *g = magna_graph_new(7);
+    magna_node *x = magna_param(g, "x", 2, (int64_t[]){rows, cols}, magna_init_zeros());
+    magna_node *m = magna_max(g, x, 2u, false);
+    magna_node *loss = magna_sum(g, m, 1u, false);
+    magna_graph_keep(g, m);
+    CHECK(magna_graph_compile(g, loss) == MAGNA_OK, "argmax: compile: %s", magna_graph_errmsg(g));
+    if (magna_graph_status(g) != MAGNA_OK) return magna_graph_free(g);
+    float *xv = magna_node_data(x);
+    for (int64_t i = 0; i < rows * cols; i++) /* few distinct values: many ties */
+        xv[i] = (float)(magna_rand_u64(seed_base, 130, (uint64_t)i) % 4);
+    for (int64_t r = 0; r < rows; r++) {
+        if (r % 3 == 1) xv[r * cols + (r / 3) % cols] = NAN; /* a NaN inside the row: skipped */
+        if (r % 7 == 5) xv[r * cols] = NAN;                  /* a NaN first: the answer */
+    }
+    magna_graph_zero_grad(g);
+    CHECK(magna_graph_forward(g) == MAGNA_OK && magna_graph_backward(g) == MAGNA_OK, "argmax: run");
+    const float *mv = magna_node_data(m), *dx = magna_node_grad(x);
+    int64_t wrong = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        const magna_em_argmax s = magna_em_argmax_final(argmax_split(xv + r * cols, 0, cols, 4), xv[r * cols]);
+        const bool same_value = (isnan(s.val) && isnan(mv[r])) || s.val == mv[r];
+        wrong += !same_value || dx[r * cols + s.idx] != 1.0f;
+    }
+    printf("argmax    rows=%lld cols=%lld: %lld rows differ\n", (long long)rows, (long long)cols, (long long)wrong);
+    CHECK(wrong == 0, "argmax %lldx%lld: %lld rows differ from the CPU", (long long)rows, (long long)cols, (long long)wrong);
+    magna_graph_free(g);
+}
+
+/* ---- dropout's mask and binary cross-entropy --------------------------------------------------------- */
+static void dropout_mask(int64_t n, float p) {
+    magna_graph *g = magna_graph_new(8);
+    magna_node *x = magna_param(g, "x", 1, (int64_t[]){n}, magna_init_zeros());
+    magna_node *y = magna_dropout(g, x, p);
+    magna_node *loss = magna_sum(g, y, 1u, false);
+    magna_graph_keep(g, y);
+    CHECK(magna_graph_compile(g, loss) == MAGNA_OK, "dropout: compile: %s", magna_graph_errmsg(g));
+    if (magna_graph_status(g) != MAGNA_OK) return magna_graph_free(g);
+    magna_graph_set_training(g, true);
+    float *xv = magna_node_data(x);
+    for (int64_t i = 0; i < n; i++) xv[i] = 1.0f;
+    int64_t wrong = 0, kept = 0;
+    for (int step = 0; step < 2; step++) { /* a new mask each step */
+        CHECK(magna_graph_forward(g) == MAGNA_OK, "dropout: run");
+        const float *yv = magna_node_data(y);
+        const uint64_t seed = magna_em_dropout_seed(g->seed), stream = magna_em_dropout_stream(y->id, g->mask_step);
+        for (int64_t i = 0; i < n; i++) {
+            const int k = magna_em_dropout_kept(seed, stream, i, p);
+            kept += k;
+            wrong += (yv[i] != 0.0f) != k;
+        }
+    }
+    printf("dropout   n=%lld p=%.2f: kept %.3f, %lld differ\n", (long long)n, p, (double)kept / (2.0 * n), (long long)wrong);
+    CHECK(wrong == 0 && (n < 1000 || fabs((double)kept / (2.0 * n) - (1.0 - p)) < 0.05), "dropout: %lld differ, kept %lld", (long long)wrong,
+          (long long)kept);
+    magna_graph_free(g);
+}
+
+static void bce(int64_t n) {
+    magna_graph *g = magna_graph_new(9);
+    magna_node *x = magna_param(g, "x", 1, (int64_t[]){n}, magna_init_zeros());
+    magna_node *t = magna_input_unbatched(g, "t", MAGNA_F32, 1, (int64_t[]){n});
+    magna_node *loss = magna_bce_with_logits(g, x, t);
+    CHECK(magna_graph_compile(g, loss) == MAGNA_OK, "bce: compile: %s", magna_graph_errmsg(g));
+    if (magna_graph_status(g) != MAGNA_OK) return magna_graph_free(g);
+    float *xv = magna_node_data(x), *tv = magna_node_data(t);
+    fill(xv, n, 20.0f, 140);
+    for (int64_t i = 0; i < n; i++) tv[i] = magna_rand_uniform(seed_base, 141, (uint64_t)i);
+    magna_graph_zero_grad(g);
+    CHECK(magna_graph_forward(g) == MAGNA_OK && magna_graph_backward(g) == MAGNA_OK, "bce: run");
+    double s = 0;
+    float *dxh = malloc((size_t)n * 4);
+    for (int64_t i = 0; i < n; i++) {
+        s += magna_em_bce(xv[i], tv[i]);
+        dxh[i] = (magna_em_sigmoid(xv[i]) - tv[i]) / (float)n;
+    }
+    const float lg = magna_node_data(loss)[0];
+    const double el = fabs(s / (double)n - lg) / fmax(1e-6, fabs(lg)), edx = rel_err(dxh, magna_node_grad(x), n, 1e-6);
+    printf("bce       n=%lld loss %.2e backward %.2e\n", (long long)n, el, edx);
+    CHECK(el <= 1e-5 && edx <= 1e-5, "bce: loss %.3g backward %.3g", el, edx);
+    free(dxh);
+    magna_graph_free(g);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1) seed_base = strtoull(argv[1], NULL, 10); /* another draw of the inputs */
     printf("seed %llu\n", (unsigned long long)seed_base);
@@ -227,5 +424,10 @@ int main(int argc, char **argv) {
     cross_entropy(1, 1), cross_entropy(7, 10), cross_entropy(33, 1000), cross_entropy(4, 50304);
     layer_norm(1, 1), layer_norm(5, 7), layer_norm(9, 768), layer_norm(2, 4097);
     merges();
+    for (int k = 0; k < (int)(sizeof UNARY / sizeof UNARY[0]); k++) unary_op(k, 1), unary_op(k, 4097);
+    for (int op = 0; op < 5; op++) binary_op(op, 1), binary_op(op, 1000);
+    argmax(1, 1), argmax(40, 7), argmax(9, 1000);
+    dropout_mask(10007, 0.3f), dropout_mask(1, 0.5f);
+    bce(1), bce(5003);
     return check_finish("test_cuda_math");
 }

@@ -1,5 +1,6 @@
 /* core.c — status and dtype names, and the counter-based random numbers. */
 #include "../graph/internal.h"
+#include "../cuda/elementwise_math.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -41,21 +42,15 @@ const char *magna_dtype_name(magna_dtype d) {
     return "unknown";
 }
 
-/* splitmix64's finaliser: a bijective mix with full avalanche. Chaining it over (seed, stream,
- * counter) gives a counter-based generator: no state to carry, any element computable on its own. */
-static inline uint64_t mix64(uint64_t z) {
-    z += 0x9e3779b97f4a7c15ull;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
+/* The counter-based generator: splitmix64's finaliser chained over (seed, stream, counter), no state to
+ * carry, any element computable on its own. Written once in cuda/elementwise_math.h, so the CUDA kernels
+ * (dropout) draw the same numbers. */
 uint64_t magna_rand_u64(uint64_t seed, uint64_t stream, uint64_t counter) {
-    return mix64(mix64(mix64(seed) ^ stream) ^ counter);
+    return magna_em_rand_u64(seed, stream, counter);
 }
 
 float magna_rand_uniform(uint64_t seed, uint64_t stream, uint64_t counter) {
-    return (float)(magna_rand_u64(seed, stream, counter) >> 40) * (1.0f / 16777216.0f);
+    return magna_em_rand_uniform(seed, stream, counter);
 }
 
 /* Box-Muller on the two 32-bit halves of one draw. */

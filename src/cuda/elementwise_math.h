@@ -119,6 +119,8 @@ MAGNA_HD magna_em_maxsum magna_em_maxsum_push(magna_em_maxsum s, float x) {
 }
 MAGNA_HD float magna_em_logsumexp(magna_em_maxsum s) { return s.max + logf(s.sum); }
 
+#define MAGNA_EM_IGNORE_LABEL (-1) /* MAGNA_IGNORE_LABEL of magna/ops.h, for the kernels that do not include it */
+
 /* One row's loss, logsumexp(x) - x[label], from its merged state; 0 for an ignored label (< 0). */
 MAGNA_HD float magna_em_xent_loss(magna_em_maxsum s, const float *x, int32_t label) {
     return label < 0 ? 0.0f : magna_em_logsumexp(s) - x[label];
@@ -171,5 +173,143 @@ MAGNA_HD float magna_em_layer_norm_dx(float x, float dout, float gamma, float me
     const float norm = (x - mean) * rstd;
     return rstd * (dout * gamma - dnorm_mean - norm * dnorm_norm_mean);
 }
+
+/* ---- the other unary ops and the scalar ops (src/ops/unary.c) ---------------------------------------
+ * One forward y = f(x; a) and one backward dL/dx from x, y, dL/dy and a (the op's scalar: s, p, slope).
+ * A backward reads x only for ops whose CPU op keeps the inputs (OPF_BWD_INPUTS) and y only for those that
+ * keep the output: the planner may have reused the other's memory, and the kernels pass it anyway. */
+typedef enum magna_em_unary_op {
+    MAGNA_EM_RELU, MAGNA_EM_SIGMOID, MAGNA_EM_GELU, /* the order of magna_cuda_act (kernels.h) */
+    MAGNA_EM_SCALE, MAGNA_EM_ADD_SCALAR, MAGNA_EM_POW_SCALAR, MAGNA_EM_ABS, MAGNA_EM_LEAKY_RELU, MAGNA_EM_TANH,
+    MAGNA_EM_GELU_TANH, MAGNA_EM_EXP, MAGNA_EM_LOG, MAGNA_EM_SQRT,
+    MAGNA_EM_UNARY_COUNT
+} magna_em_unary_op;
+
+#define MAGNA_EM_GELU_K 0.7978845608028654f /* sqrt(2 / pi) */
+
+MAGNA_HD float magna_em_unary(int op, float x, float a) {
+    switch (op) {
+    case MAGNA_EM_RELU: return magna_em_relu(x);
+    case MAGNA_EM_SIGMOID: return magna_em_sigmoid(x);
+    case MAGNA_EM_GELU: return magna_em_gelu(x);
+    case MAGNA_EM_SCALE: return x * a;
+    case MAGNA_EM_ADD_SCALAR: return x + a;
+    case MAGNA_EM_POW_SCALAR: return powf(x, a);
+    case MAGNA_EM_ABS: return fabsf(x);
+    case MAGNA_EM_LEAKY_RELU: return x > 0.0f ? x : a * x;
+    case MAGNA_EM_TANH: return tanhf(x);
+    case MAGNA_EM_GELU_TANH: return 0.5f * x * (1.0f + tanhf(MAGNA_EM_GELU_K * (x + 0.044715f * x * x * x)));
+    case MAGNA_EM_EXP: return expf(x);
+    case MAGNA_EM_LOG: return logf(x);
+    default: return sqrtf(x);
+    }
+}
+
+MAGNA_HD float magna_em_unary_backward(int op, float x, float y, float dy, float a) {
+    switch (op) {
+    case MAGNA_EM_RELU: return magna_em_relu_backward(y, dy);
+    case MAGNA_EM_SIGMOID: return magna_em_sigmoid_backward(y, dy);
+    case MAGNA_EM_GELU: return magna_em_gelu_backward(x, dy);
+    case MAGNA_EM_SCALE: return dy * a;
+    case MAGNA_EM_ADD_SCALAR: return dy;
+    case MAGNA_EM_POW_SCALAR: return dy * a * powf(x, a - 1.0f);
+    case MAGNA_EM_ABS: return x > 0.0f ? dy : x < 0.0f ? -dy : 0.0f;
+    case MAGNA_EM_LEAKY_RELU: return x > 0.0f ? dy : a * dy;
+    case MAGNA_EM_TANH: return dy * (1.0f - y * y);
+    case MAGNA_EM_GELU_TANH: {
+        const float u = MAGNA_EM_GELU_K * (x + 0.044715f * x * x * x), t = tanhf(u);
+        return dy * (0.5f * (1.0f + t) +
+                     0.5f * x * (1.0f - t * t) * MAGNA_EM_GELU_K * (1.0f + 3.0f * 0.044715f * x * x));
+    }
+    case MAGNA_EM_EXP: return dy * y;
+    case MAGNA_EM_LOG: return dy / x;
+    default: return dy * 0.5f / y;
+    }
+}
+
+/* ---- binary ops with broadcasting (src/ops/binary.c) ------------------------------------------------- */
+typedef enum magna_em_binary_op { MAGNA_EM_ADD, MAGNA_EM_SUB, MAGNA_EM_MUL, MAGNA_EM_DIV, MAGNA_EM_POW } magna_em_binary_op;
+
+MAGNA_HD float magna_em_binary(int op, float x, float y) {
+    switch (op) {
+    case MAGNA_EM_ADD: return x + y;
+    case MAGNA_EM_SUB: return x - y;
+    case MAGNA_EM_MUL: return x * y;
+    case MAGNA_EM_DIV: return x / y;
+    default: return powf(x, y);
+    }
+}
+/* d out / d operand `which` (0: x, 1: y) at x, y and the output o */
+MAGNA_HD float magna_em_binary_partial(int op, int which, float x, float y, float o) {
+    switch (op) {
+    case MAGNA_EM_ADD: return 1.0f;
+    case MAGNA_EM_SUB: return which == 0 ? 1.0f : -1.0f;
+    case MAGNA_EM_MUL: return which == 0 ? y : x;
+    case MAGNA_EM_DIV: return which == 0 ? 1.0f / y : -x / (y * y);
+    default: return which == 0 ? y * powf(x, y - 1.0f) : o * logf(x);
+    }
+}
+
+/* ---- max with its argument, as a reduction state (src/ops/reduce.c) ---------------------------------
+ * The CPU scans a run from its first element and moves only to a strictly greater one: the result is the
+ * first element when it is NaN, else the first maximum among the values that are not NaN. A state keeps
+ * the best non-NaN value and its index in the run (-1: none yet); merging prefers the greater value and,
+ * on a tie, the smaller index, so any split merged in any order gives the scan's index; the caller then
+ * checks the run's first element for NaN (magna_em_argmax_final). */
+typedef struct magna_em_argmax {
+    float val;
+    int idx;
+} magna_em_argmax;
+
+MAGNA_HD magna_em_argmax magna_em_argmax_empty(void) {
+    magna_em_argmax s;
+    s.val = -INFINITY, s.idx = -1;
+    return s;
+}
+MAGNA_HD magna_em_argmax magna_em_argmax_merge(magna_em_argmax a, magna_em_argmax b) {
+    if (b.idx < 0) return a;
+    if (a.idx < 0) return b;
+    return b.val > a.val || (b.val == a.val && b.idx < a.idx) ? b : a;
+}
+MAGNA_HD magna_em_argmax magna_em_argmax_push(magna_em_argmax s, float x, int idx) {
+    if (x != x) return s; /* NaN */
+    magna_em_argmax one;
+    one.val = x, one.idx = idx;
+    return magna_em_argmax_merge(s, one);
+}
+/* the run's answer, given its first element */
+MAGNA_HD magna_em_argmax magna_em_argmax_final(magna_em_argmax s, float first) {
+    if (s.idx < 0 || first != first) s.val = first, s.idx = 0;
+    return s;
+}
+
+/* ---- the counter-based random numbers (src/core/core.c's magna_rand_*, which calls these) -----------
+ * splitmix64's finaliser chained over (seed, stream, counter): any element's draw computed on its own, so
+ * a GPU thread and the CPU draw the same number for the same element. */
+MAGNA_HD uint64_t magna_em_mix64(uint64_t z) {
+    z += 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+MAGNA_HD uint64_t magna_em_rand_u64(uint64_t seed, uint64_t stream, uint64_t counter) {
+    return magna_em_mix64(magna_em_mix64(magna_em_mix64(seed) ^ stream) ^ counter);
+}
+MAGNA_HD float magna_em_rand_uniform(uint64_t seed, uint64_t stream, uint64_t counter) {
+    return (float)(magna_em_rand_u64(seed, stream, counter) >> 40) * (1.0f / 16777216.0f);
+}
+/* Dropout's mask (src/ops/dropout.c): element i of the node is kept when its draw is >= p. The seed and
+ * stream come from the graph's seed, the node's id and the step (magna_em_dropout_seed/_stream). */
+MAGNA_HD uint64_t magna_em_dropout_seed(uint64_t graph_seed) { return graph_seed ^ 0xd1b54a32d192ed03ull; }
+MAGNA_HD uint64_t magna_em_dropout_stream(int node_id, uint64_t mask_step) {
+    return ((uint64_t)node_id << 40) ^ mask_step;
+}
+MAGNA_HD int magna_em_dropout_kept(uint64_t seed, uint64_t stream, int64_t i, float p) {
+    return magna_em_rand_uniform(seed, stream, (uint64_t)i) >= p;
+}
+
+/* ---- binary cross-entropy from logits (src/ops/loss.c) ----------------------------------------------- */
+/* one element's loss max(x, 0) - x t + log(1 + e^-|x|) */
+MAGNA_HD float magna_em_bce(float x, float t) { return (x > 0.0f ? x : 0.0f) - x * t + log1pf(expf(-fabsf(x))); }
 
 #endif

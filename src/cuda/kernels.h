@@ -5,14 +5,17 @@
 #ifndef MAGNA_CUDA_KERNELS_H
 #define MAGNA_CUDA_KERNELS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "elementwise_math.h"
+#include "launch.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
+/* the values of MAGNA_EM_RELU, MAGNA_EM_SIGMOID, MAGNA_EM_GELU (elementwise_math.h) */
 typedef enum magna_cuda_act { MAGNA_CUDA_RELU, MAGNA_CUDA_SIGMOID, MAGNA_CUDA_GELU } magna_cuda_act;
 
 /* y = act(x) over n elements */
@@ -98,6 +101,68 @@ int magna_cuda_max_pool_backward(const magna_cuda_pool *d, const float *dy, cons
 int magna_cuda_avg_pool_forward(const magna_cuda_pool *d, const float *x, float *y, void *stream);
 int magna_cuda_avg_pool_backward(const magna_cuda_pool *d, const float *dy, float *dx, void *stream);
 
+/* ---- the elementwise family (cuda-ops-a): elementwise.cu, reduce.cu, softmax.cu, embedding.cu ----------
+ * Index spaces (magna_index) and reduction shapes come from launch.h; `bad` arguments are a device int the
+ * kernel sets to 1 when the data is invalid (an id, a label, a target out of range), for the glue to read
+ * back and report as the CPU op does. */
+
+/* y = f(x; a) over n elements, op a magna_em_unary_op */
+int magna_cuda_unary_forward(int op, float a, const float *x, float *y, int64_t n, void *stream);
+/* dx += f'(x, y; a) dy; x or y may be NULL where the op's backward does not read it */
+int magna_cuda_unary_backward(int op, float a, const float *x, const float *y, const float *dy, float *dx, int64_t n,
+                              void *stream);
+/* y[i] = op(a[off 1], b[off 2]) over the output's space ix (op a magna_em_binary_op) */
+int magna_cuda_binary_forward(int op, const magna_index *ix, const float *a, const float *b, float *y, void *stream);
+/* the gradient of operand `which` (0: a, 1: b): g[o] += sum over r of dy * d(op)/d(operand) with the output's
+ * (0), a's (1) and b's (2) strides in kept (g's elements, in order) and red (the broadcast dims) */
+int magna_cuda_binary_backward(int op, int which, const magna_index *kept, const magna_index *red, const float *a,
+                               const float *b, const float *y, const float *dy, float *g, void *stream);
+/* dst[off 1] = (accumulate ? dst[off 1] : 0) + scale src[off 0] over ix: permute, slice, concat, broadcasts */
+int magna_cuda_strided_copy(const magna_index *ix, const float *src, float *dst, float scale, int accumulate,
+                            void *stream);
+/* dst = (accumulate ? dst : 0) + src m / (1 - p), m the mask of magna_em_dropout_kept(seed, rstream, i, p) */
+int magna_cuda_dropout(uint64_t seed, uint64_t rstream, float p, const float *src, float *dst, int64_t n,
+                       int accumulate, void *stream);
+
+/* y[o] = scale * sum, or max (max != 0, arg[o] = the flat index of x it came from, the first on ties), of x
+ * over red for each o of kept (tensor 0 = x) */
+int magna_cuda_reduce_axes(int max, const magna_index *kept, const magna_index *red, const float *x, float scale, float *y,
+                      int64_t *arg, void *stream);
+/* dx[arg[o]] += dy[o] for outs outputs */
+int magna_cuda_max_backward(const int64_t *arg, const float *dy, float *dx, int64_t outs, void *stream);
+/* loss[0] = mean((p - t)^2); workspace: MAGNA_LAUNCH_SUM_BLOCKS floats */
+int magna_cuda_mse_forward(const float *p, const float *t, int64_t n, float *workspace, float *loss, void *stream);
+/* loss[0] = mean of magna_em_bce(x, t); *bad = 1 when a target is outside [0, 1] */
+int magna_cuda_bce_forward(const float *x, const float *t, int64_t n, float *workspace, int *bad, float *loss,
+                           void *stream);
+/* dp += 2 dl (p - t) / n, dt -= the same (either may be NULL); dl: the loss's gradient, on the device */
+int magna_cuda_mse_backward(const float *p, const float *t, const float *dl, float *dp, float *dt, int64_t n,
+                            void *stream);
+/* dx += dl (sigmoid(x) - t) / n, dt -= dl x / n (either may be NULL) */
+int magna_cuda_bce_backward(const float *x, const float *t, const float *dl, float *dx, float *dt, int64_t n,
+                            void *stream);
+
+/* softmax (log_form 0) or log-softmax (1) of each of rows rows of cols */
+int magna_cuda_softmax_forward(int log_form, const float *x, float *y, int64_t rows, int64_t cols, void *stream);
+/* dx += the gradient from the forward's output y and dy */
+int magna_cuda_softmax_backward(int log_form, const float *y, const float *dy, float *dx, int64_t rows, int64_t cols,
+                                void *stream);
+/* loss[0] = mean over the counted rows (label != MAGNA_EM_IGNORE_LABEL) of (lse - x[label]) w[label] (weight
+ * may be NULL); saved (rows + 1 floats): each row's lse, then the count; row_loss: rows floats of scratch;
+ * *bad = 1 when a label is outside [0, cols) and not the ignore label */
+int magna_cuda_xent_forward(const float *x, const int32_t *label, const float *weight, int64_t rows, int64_t cols,
+                            float *saved, float *row_loss, int *bad, float *loss, void *stream);
+/* dx += dl / counted w[label] (softmax - onehot) on the counted rows, from the forward's saved */
+int magna_cuda_xent_backward(const float *x, const int32_t *label, const float *weight, const float *saved,
+                             const float *dl, float *dx, int64_t rows, int64_t cols, void *stream);
+
+/* out[i, :] = table[ids[i], :] for n ids, table [V, D]; *bad = 1 when an id is outside [0, V) */
+int magna_cuda_embedding_forward(const float *table, const int32_t *ids, float *out, int64_t n, int64_t D, int64_t V,
+                                 int *bad, void *stream);
+/* dtable[ids[i], :] += dout[i, :], deterministic, in the CPU's order; workspace: magna_embedding_workspace(n, V)
+ * bytes (launch.h) */
+int magna_cuda_embedding_backward(const int32_t *ids, const float *dout, float *dtable, int64_t n, int64_t D,
+                                  int64_t V, void *workspace, void *stream);
 /* ---- the optimizer over the flat buffers (optim.cu) ---- */
 /* partials of a reduction: at most this many blocks, so `scratch` needs this many floats */
 enum { MAGNA_CUDA_REDUCE_BLOCKS = 1024 };

@@ -12,7 +12,10 @@
 #ifndef MAGNA_CUDA_LAUNCH_H
 #define MAGNA_CUDA_LAUNCH_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "elementwise_math.h" /* MAGNA_HD */
 
@@ -203,5 +206,159 @@ static inline magna_launch_colsum magna_launch_colsums(int64_t rows, int64_t col
 MAGNA_HD int64_t magna_colsum_col(uint32_t x, uint32_t t) { return (int64_t)x * MAGNA_LAUNCH_WARP + t % MAGNA_LAUNCH_WARP; }
 MAGNA_HD int64_t magna_colsum_row_begin(const magna_launch_colsum *l, uint32_t y) { return l->rows * y / l->grid_y; }
 MAGNA_HD int64_t magna_colsum_row_end(const magna_launch_colsum *l, uint32_t y) { return l->rows * (y + 1) / l->grid_y; }
+/* ---- strided index spaces (broadcasting, reductions, permute, slice, concat) ---------------------------
+ * n elements seen as nd dims (outermost first); element i's offset in tensor t is the sum over dims of its
+ * digit times stride[t][d]. A stride 0 reads one element for the whole dim (broadcasting). The host builds
+ * one from the op's shapes, simplifies it (size-1 dims dropped, dims that are contiguous for every tensor
+ * merged: a same-shape binary op becomes one flat dim) and, for reductions, splits it into the kept dims
+ * (one output each) and the reduced ones (walked for each output). */
+enum { MAGNA_INDEX_DIMS = 8, MAGNA_INDEX_TENSORS = 3 };
+
+typedef struct magna_index {
+    int nd;
+    int64_t n;
+    int64_t shape[MAGNA_INDEX_DIMS];
+    int64_t stride[MAGNA_INDEX_TENSORS][MAGNA_INDEX_DIMS];
+} magna_index;
+
+/* the offsets of element i in the first `nt` tensors */
+MAGNA_HD void magna_index_offsets(const magna_index *ix, int64_t i, int nt, int64_t *off) {
+    for (int t = 0; t < nt; t++) off[t] = 0;
+    if (ix->nd == 1) { /* the common flat case: no division */
+        for (int t = 0; t < nt; t++) off[t] = i * ix->stride[t][0];
+        return;
+    }
+    if (ix->n <= (int64_t)UINT32_MAX) { /* 32-bit division: several times cheaper than 64-bit on a GPU */
+        uint32_t j = (uint32_t)i;
+        for (int d = ix->nd - 1; d >= 0; d--) {
+            const uint32_t size = (uint32_t)ix->shape[d], q = j / size, digit = j - q * size;
+            for (int t = 0; t < nt; t++) off[t] += (int64_t)digit * ix->stride[t][d];
+            j = q;
+        }
+        return;
+    }
+    for (int d = ix->nd - 1; d >= 0; d--) {
+        const int64_t q = i / ix->shape[d], digit = i - q * ix->shape[d];
+        for (int t = 0; t < nt; t++) off[t] += digit * ix->stride[t][d];
+        i = q;
+    }
+}
+
+/* an empty space over `shape` (strides 0: the caller fills those it uses) */
+static inline magna_index magna_index_of(int nd, const int64_t *shape) {
+    magna_index ix;
+    memset(&ix, 0, sizeof ix);
+    ix.nd = nd, ix.n = 1;
+    for (int d = 0; d < nd; d++) ix.shape[d] = shape[d], ix.n *= shape[d];
+    return ix;
+}
+/* the contiguous strides of `shape` as tensor t's (the tensor that owns the index space) */
+static inline void magna_index_contiguous(magna_index *ix, int t) {
+    int64_t s = 1;
+    for (int d = ix->nd - 1; d >= 0; d--) ix->stride[t][d] = s, s *= ix->shape[d];
+}
+/* tensor t broadcast to the space: its shape `xshape` (xnd dims, aligned to the last dims) has each dim
+ * equal to the space's or 1 (stride 0) */
+static inline void magna_index_broadcast(magna_index *ix, int t, int xnd, const int64_t *xshape) {
+    int64_t s = 1;
+    for (int d = ix->nd - 1; d >= 0; d--) {
+        const int xd = d - (ix->nd - xnd);
+        const int64_t size = xd >= 0 ? xshape[xd] : 1;
+        ix->stride[t][d] = size == 1 && ix->shape[d] != 1 ? 0 : s;
+        s *= size;
+    }
+}
+/* drops size-1 dims and merges a dim into the next one when every tensor steps through the pair as one
+ * dim (stride[d] == stride[d + 1] * shape[d + 1]); the offsets of every element are unchanged. An empty
+ * space stays as it is; a space of one element becomes nd = 0 (offset 0 everywhere). */
+static inline void magna_index_simplify(magna_index *ix, int nt) {
+    if (ix->n == 0) return;
+    int nd = 0;
+    for (int d = 0; d < ix->nd; d++) {
+        if (ix->shape[d] == 1) continue;
+        bool merge = nd > 0;
+        for (int t = 0; merge && t < nt; t++) merge = ix->stride[t][nd - 1] == ix->stride[t][d] * ix->shape[d];
+        if (merge) {
+            ix->shape[nd - 1] *= ix->shape[d];
+            for (int t = 0; t < nt; t++) ix->stride[t][nd - 1] = ix->stride[t][d];
+        } else {
+            ix->shape[nd] = ix->shape[d];
+            for (int t = 0; t < nt; t++) ix->stride[t][nd] = ix->stride[t][d];
+            nd++;
+        }
+    }
+    ix->nd = nd;
+}
+/* the dims of `full` named in `mask` (bit d: dim d) into *red, the others into *kept, both simplified */
+static inline void magna_index_split(const magna_index *full, unsigned mask, int nt, magna_index *kept,
+                                     magna_index *red) {
+    memset(kept, 0, sizeof *kept), memset(red, 0, sizeof *red);
+    kept->n = red->n = 1;
+    for (int d = 0; d < full->nd; d++) {
+        magna_index *to = mask & (1u << d) ? red : kept;
+        to->shape[to->nd] = full->shape[d];
+        for (int t = 0; t < nt; t++) to->stride[t][to->nd] = full->stride[t][d];
+        to->nd++, to->n *= full->shape[d];
+    }
+    magna_index_simplify(kept, nt), magna_index_simplify(red, nt);
+}
+
+/* ---- reductions: out[o] = merge over r of f(o, r), for o over the kept space and r over the reduced ---
+ * Two shapes, both deterministic (a fixed tree, no atomics):
+ *   rows  when the innermost reduced dim is contiguous in the read tensor: threads_per_out lanes (a warp,
+ *         or the whole block for long runs of few outputs) stride over r and reduce by shuffles (and shared
+ *         memory across the block's warps);
+ *   cols  otherwise (the reduced dims are outer, e.g. a bias's gradient summed over rows): a 32 x 8 block
+ *         takes 32 neighbouring outputs (coalesced), its 8 rows of threads split r, merged in shared memory. */
+typedef struct magna_launch_reduce {
+    int64_t outs, reds;
+    uint32_t grid, block;
+    uint32_t cols;            /* 1: the cols shape, block = 32 x 8 (x outputs, y splits of r) */
+    uint32_t threads_per_out; /* rows shape: 32 or block; cols shape: 8 (the y threads) */
+} magna_launch_reduce;
+
+enum {
+    MAGNA_LAUNCH_COLS_X = 32,
+    MAGNA_LAUNCH_COLS_Y = 8,
+    MAGNA_LAUNCH_SUM_BLOCKS = 1024, /* blocks (partial sums) of a whole-tensor sum: its workspace in floats */
+};
+
+static inline magna_launch_reduce magna_launch_reduction(int64_t outs, int64_t reds, int inner_contiguous) {
+    magna_launch_reduce l;
+    l.outs = outs > 0 ? outs : 0, l.reds = reds > 0 ? reds : 0;
+    l.block = MAGNA_LAUNCH_BLOCK;
+    int64_t blocks;
+    if (!inner_contiguous) {
+        l.cols = 1, l.threads_per_out = MAGNA_LAUNCH_COLS_Y;
+        blocks = (l.outs + MAGNA_LAUNCH_COLS_X - 1) / MAGNA_LAUNCH_COLS_X;
+    } else {
+        l.cols = 0;
+        /* a whole block for long runs when there are too few outputs to fill the GPU with warps */
+        l.threads_per_out = l.reds > 1024 && l.outs < 4096 ? l.block : (uint32_t)MAGNA_LAUNCH_WARP;
+        const int64_t per_block = l.block / l.threads_per_out;
+        blocks = (l.outs + per_block - 1) / per_block;
+    }
+    l.grid = (uint32_t)(blocks < (int64_t)MAGNA_LAUNCH_MAX_GRID ? blocks : (int64_t)MAGNA_LAUNCH_MAX_GRID);
+    return l;
+}
+/* rows shape: thread t of block b takes outputs first, first + stride, ... and lanes lane, lane +
+ * threads_per_out, ... of each; cols shape: outputs b * 32 + t % 32 + k * grid * 32, r from t / 32 by 8 */
+MAGNA_HD int64_t magna_launch_reduce_first(const magna_launch_reduce *l, uint32_t b, uint32_t t) {
+    return l->cols ? (int64_t)b * MAGNA_LAUNCH_COLS_X + t % MAGNA_LAUNCH_COLS_X
+                   : (int64_t)b * (l->block / l->threads_per_out) + t / l->threads_per_out;
+}
+MAGNA_HD int64_t magna_launch_reduce_stride(const magna_launch_reduce *l) {
+    return l->cols ? (int64_t)l->grid * MAGNA_LAUNCH_COLS_X : (int64_t)l->grid * (l->block / l->threads_per_out);
+}
+MAGNA_HD uint32_t magna_launch_reduce_lane(const magna_launch_reduce *l, uint32_t t) {
+    return l->cols ? t / MAGNA_LAUNCH_COLS_X : t % l->threads_per_out;
+}
+
+/* ---- embedding backward's counting sort (src/cuda/embedding.cu): its workspace in bytes, for n positions
+ * and a table of V rows: a count, a start and a cursor per row, a bucket and a sorted slot per position;
+ * plain C so the CPU op's infer can ask for it ---------------------------------------------------------- */
+static inline size_t magna_embedding_workspace(int64_t n, int64_t V) {
+    return (size_t)(3 * V + 2 * n + 1) * sizeof(int);
+}
 
 #endif

@@ -21,5 +21,44 @@ void cuda_avg_pool2d_backward(magna_graph *g, magna_node *n);
 /* bf16 elements of cuBLASLt's staging that the GEMMs of node n (matmul, conv2d; 0 for other ops) may need in
  * mixed precision: compile reserves the graph's largest (magna_cuda_blas_reserve) */
 size_t cuda_gemm_stage_elems(const magna_graph *g, const magna_node *n);
+#include <stdint.h>
+
+/* ---- the elementwise family (cuda-ops-a): ops_elementwise.c, ops_shape.c, ops_reduce.c ---------------- */
+
+/* device -> host, then waits for the stream: how a forward reads back its kernel's bad-data flag */
+static inline int cuda_fetch(void *host, const void *device, size_t bytes, void *stream) {
+    const int e = cuda_d2h(host, device, bytes, stream);
+    return e ? e : cuda_stream_sync(stream);
+}
+/* n elements of `size` bytes of device memory in a malloc'd host copy; NULL with the graph's error set
+ * (what: the op, for the message). For error messages that name the bad element, as the CPU op does. */
+void *cuda_fetch_all(magna_graph *g, const void *device, int64_t n, size_t size, const char *what);
+
+magna_status cuda_unary_forward(magna_graph *g, magna_node *n); /* every unary and scalar op */
+void cuda_unary_backward(magna_graph *g, magna_node *n);
+magna_status cuda_binary_forward(magna_graph *g, magna_node *n); /* add, sub, mul, div, pow */
+void cuda_binary_backward(magna_graph *g, magna_node *n);
+magna_status cuda_dropout_forward(magna_graph *g, magna_node *n);
+void cuda_dropout_backward(magna_graph *g, magna_node *n);
+magna_status cuda_reshape_forward(magna_graph *g, magna_node *n);
+void cuda_reshape_backward(magna_graph *g, magna_node *n);
+magna_status cuda_permute_forward(magna_graph *g, magna_node *n);
+void cuda_permute_backward(magna_graph *g, magna_node *n);
+magna_status cuda_slice_forward(magna_graph *g, magna_node *n);
+void cuda_slice_backward(magna_graph *g, magna_node *n);
+magna_status cuda_concat_forward(magna_graph *g, magna_node *n);
+void cuda_concat_backward(magna_graph *g, magna_node *n);
+magna_status cuda_embedding_forward(magna_graph *g, magna_node *n);
+void cuda_embedding_backward(magna_graph *g, magna_node *n);
+magna_status cuda_reduce_forward(magna_graph *g, magna_node *n); /* sum, mean, max */
+void cuda_reduce_backward(magna_graph *g, magna_node *n);
+magna_status cuda_softmax_forward(magna_graph *g, magna_node *n); /* softmax, log-softmax */
+void cuda_softmax_backward(magna_graph *g, magna_node *n);
+magna_status cuda_mse_forward(magna_graph *g, magna_node *n);
+void cuda_mse_backward(magna_graph *g, magna_node *n);
+magna_status cuda_cross_entropy_forward(magna_graph *g, magna_node *n);
+void cuda_cross_entropy_backward(magna_graph *g, magna_node *n);
+magna_status cuda_bce_forward(magna_graph *g, magna_node *n);
+void cuda_bce_backward(magna_graph *g, magna_node *n);
 
 #endif

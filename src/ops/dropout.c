@@ -2,9 +2,11 @@
  * from (graph seed, node id, rng step, element): the same seed and step give the same mask, so a
  * resumed run drops the same units, and backward recomputes the mask instead of storing it. */
 #include "common.h"
+#include "../cuda/elementwise_math.h"
 
+/* the mask's draw is shared with the CUDA kernel (cuda/elementwise_math.h), so both drop the same units */
 static inline bool kept(const magna_graph *g, const magna_node *n, int64_t i, float p) {
-    return magna_rand_uniform(g->seed ^ 0xd1b54a32d192ed03ull, ((uint64_t)n->id << 40) ^ g->mask_step, (uint64_t)i) >= p;
+    return magna_em_dropout_kept(magna_em_dropout_seed(g->seed), magna_em_dropout_stream(n->id, g->mask_step), i, p);
 }
 
 static magna_status dropout_infer(magna_graph *g, magna_node *n) {

@@ -5,6 +5,7 @@
  * never over ids: every thread owns a slice of D and walks all ids in order, which needs no atomics and
  * gives the same sums for any thread count. */
 #include "common.h"
+#include "../cuda/launch.h"
 
 #include <string.h>
 #include <omp.h>
@@ -30,7 +31,8 @@ static magna_status embedding_infer(magna_graph *g, magna_node *n) {
     node_set_shape(n, ids->ndim + 1, shape);
     n->dtype = MAGNA_F32;
     n->saved_bytes = 0;
-    n->workspace_bytes = 0;
+    /* the CUDA op's scratch (its id flag, its backward's counting sort of the ids); the CPU needs none */
+    n->workspace_bytes = magna_embedding_workspace(ids->numel, table->shape[0]);
     return MAGNA_OK;
 }
 

@@ -2,6 +2,7 @@
  * (log-softmax and NLL fused), and binary cross-entropy from logits. Sums run in double so the loss of
  * a big batch does not drift. */
 #include "common.h"
+#include "../cuda/launch.h"
 
 #include <math.h>
 
@@ -22,6 +23,8 @@ static magna_status same_shape_infer(magna_graph *g, magna_node *n) {
         return graph_error(g, MAGNA_ERR_SHAPE, "%s: prediction %s and target %s differ in shape",
                            magna_op_table[n->op]->name, shape_str(a, sa, sizeof sa), shape_str(b, sb, sizeof sb));
     }
+    /* the CUDA op's scratch: its partial sums and a flag for bad targets (cuda/reduce.cu) */
+    n->workspace_bytes = (MAGNA_LAUNCH_SUM_BLOCKS + 1) * sizeof(float);
     return scalar_out(n);
 }
 
@@ -80,7 +83,10 @@ static magna_status ce_infer(magna_graph *g, magna_node *n) {
                                shape_str(x, sb, sizeof sb));
         }
     }
-    n->saved_bytes = (size_t)x->numel * sizeof(float);
+    /* the CPU keeps the softmax; the CUDA op each row's log-sum-exp and the count of rows (one more float
+     * when there is a single class), and scratch for each row's loss and a flag for bad labels */
+    n->saved_bytes = (size_t)(x->numel + 1) * sizeof(float);
+    n->workspace_bytes = (size_t)(rows + 1) * sizeof(float);
     return scalar_out(n);
 }
 
