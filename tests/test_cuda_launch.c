@@ -222,6 +222,8 @@ static void colsums(int64_t rows, int64_t cols, int64_t max_slices) {
     CHECK(!out_of_range && !twice && !missed, "colsums %lldx%lld: %lld out of range, %lld twice, %lld missed",
           (long long)rows, (long long)cols, (long long)out_of_range, (long long)twice, (long long)missed);
     free(seen);
+}
+
 /* ---- strided index spaces ------------------------------------------------------------------------------ */
 
 /* a random shape of nd dims of sizes 1..4 (from a fixed seed) */
