@@ -22,8 +22,8 @@ __global__ void block_sum_kernel(const float *x, int n, float *out) {
 }
 
 /* per warp, into out[k * n + i] (k = EMU_WARP_*): a butterfly sum (every lane gets it), a down-sum (lane 0
- * gets it), an inclusive scan with up-shuffles, a broadcast of lane 5, and the same four at widths below 32
- * (segments of 8 or 16 lanes: a shuffle that would leave its segment keeps the lane's own value) */
+ * gets it), an inclusive scan with up-shuffles, a broadcast of lane 5, the same four at widths below 32
+ * (segments of 8 or 16 lanes: a shuffle that would leave its segment keeps the lane's own value), and votes */
 __global__ void warp_kernel(const float *x, int n, float *out) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x, lane = threadIdx.x % 32;
     const float v = x[i];
@@ -41,6 +41,10 @@ __global__ void warp_kernel(const float *x, int n, float *out) {
     out[EMU_WARP_DOWN16 * n + i] = __shfl_down_sync(0xffffffffu, v, 5, 16);
     out[EMU_WARP_UP8 * n + i] = __shfl_up_sync(0xffffffffu, v, 3, 8);
     out[EMU_WARP_IDX8 * n + i] = __shfl_sync(0xffffffffu, v, 10, 8); /* lane 2 of the segment: 10 mod 8 */
+    __syncwarp();
+    out[EMU_WARP_BALLOT * n + i] = __uint_as_float(__ballot_sync(0xffffffffu, v > 0.0f));
+    out[EMU_WARP_ANY_ALL * n + i] =
+        (float)(__any_sync(0xffffffffu, v > 45.0f) * 2 + __all_sync(0xffffffffu, v > -48.0f));
 }
 
 /* out (cols x rows) = in (rows x cols) transposed through a padded 32 x 33 tile, blocks of 32 x 8 */
@@ -96,6 +100,17 @@ __global__ void bf16_kernel(const float *x, int n, unsigned short *bits, float *
     __nv_bfloat16_raw r = h;
     bits[i] = r.x;
     back[i] = __bfloat162float(h);
+}
+
+/* out[i] = x[i - 1] within each block of 64, through shared memory; without the barrier between the writes
+ * and the reads, a race: a GPU may give anything, the emulator gives the right answer only in blocks whose
+ * threads run first to last */
+__global__ void shift_kernel(const float *x, float *out, int with_barrier) {
+    __shared__ float s[64];
+    const int t = threadIdx.x, i = blockIdx.x * 64 + t;
+    s[t] = x[i];
+    if (with_barrier) __syncthreads();
+    if (t > 0) out[i] = s[t - 1];
 }
 
 /* the mistakes: threads of the upper half return before the barrier the lower half waits at ... */
@@ -155,6 +170,9 @@ extern "C" int emu_geometry(const unsigned grid[3], const unsigned block[3], int
 }
 extern "C" int emu_bf16(const float *x, int n, unsigned short *bits, float *back) {
     return magna_cuda_launch(dim3((n + 127) / 128), dim3(128), 0, nullptr, bf16_kernel, x, n, bits, back);
+}
+extern "C" int emu_shift(const float *x, float *out, int blocks, int with_barrier) {
+    return magna_cuda_launch(dim3(blocks), dim3(64), 0, nullptr, shift_kernel, x, out, with_barrier);
 }
 extern "C" int emu_mistake(int which, float *x) {
     switch (which) {

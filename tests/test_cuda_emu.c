@@ -1,11 +1,11 @@
 /* test_cuda_emu.c — the CUDA emulator itself (src/cuda/emu), on the kernels of tests/cuda_emu_kernels.cu:
  * a block reduction through shared memory and __syncthreads, warp shuffles (xor, down, up, idx, widths),
  * a tiled transpose on odd sizes, dynamic shared memory (and its 48 KiB limit), atomics across blocks,
- * every thread of 3-D launches exactly once, bf16 rounding bits against a reference (ties, NaN, Inf); and
- * the mistakes a GPU would hang on (a barrier some threads skip or exit before, threads at different
+ * every thread of 3-D launches exactly once, bf16 rounding bits against a reference (ties, NaN, Inf); a
+ * missing barrier made visible by the alternating thread order; and the mistakes a GPU would hang on (a barrier some threads skip or exit before, threads at different
  * barriers) reported as launch failures naming the kernel, after which the emulator still works. Also the
  * runtime's checks: invalid launch geometry, a copy whose direction does not match its pointers, a bad
- * free. Emulated builds only (magna_test_emu). */
+ * free, a host pointer passed to a kernel, fresh device memory filled with NaN (a GPU's holds anything). Emulated builds only (magna_test_emu). */
 #include "check.h"
 #include "cuda_emu_kernels.h"
 #include "magna.h"
@@ -65,8 +65,13 @@ static void warp_ops(void) {
     int bad[k_n] = {0};
     for (int w = 0; w < n / 32; w++) {
         const float *xw = x + 32 * w;
-        float sum = 0, scan = 0;
-        for (int l = 0; l < 32; l++) sum += xw[l];
+        float sum = 0, scan = 0, hi = -1e9f, lo = 1e9f;
+        uint32_t ballot = 0;
+        for (int l = 0; l < 32; l++) {
+            sum += xw[l], hi = fmaxf(hi, xw[l]), lo = fminf(lo, xw[l]);
+            ballot |= (uint32_t)(xw[l] > 0) << l;
+        }
+        const float any_all = (float)((hi > 45) * 2 + (lo > -48));
         for (int l = 0; l < 32; l++) {
             const int i = 32 * w + l, s8 = l & ~7, s16 = l & ~15;
             float seg = 0;
@@ -80,10 +85,14 @@ static void warp_ops(void) {
             bad[EMU_WARP_DOWN16] += r[EMU_WARP_DOWN16][i] != (l + 5 < s16 + 16 ? xw[l + 5] : xw[l]);
             bad[EMU_WARP_UP8] += r[EMU_WARP_UP8][i] != (l - 3 >= s8 ? xw[l - 3] : xw[l]);
             bad[EMU_WARP_IDX8] += r[EMU_WARP_IDX8][i] != xw[s8 + 2];
+            uint32_t got;
+            memcpy(&got, &r[EMU_WARP_BALLOT][i], 4);
+            bad[EMU_WARP_BALLOT] += got != ballot;
+            bad[EMU_WARP_ANY_ALL] += r[EMU_WARP_ANY_ALL][i] != any_all;
         }
     }
     static const char *const what[k_n] = {"xor sum", "down sum", "up scan", "idx broadcast", "width-8 xor sum",
-                                          "width-16 down", "width-8 up", "width-8 idx"};
+                                          "width-16 down", "width-8 up", "width-8 idx", "ballot", "any/all"};
     for (int k = 0; k < k_n; k++) CHECK(bad[k] == 0, "shuffles: %s wrong in %d lanes", what[k], bad[k]);
     cudaFree(xd), cudaFree(rd);
 }
@@ -212,6 +221,29 @@ static void bf16(void) {
     cudaFree(xd), cudaFree(backd), cudaFree(bitsd);
 }
 
+/* A missing barrier between a write and another thread's read: the emulator alternates the order a block
+ * runs its threads in (unless MAGNA_EMU_ORDER says otherwise), so over two blocks one of them reads what a
+ * later thread has not yet written, and the result is wrong; with the barrier both are right. */
+static int shift_wrong(int with_barrier) {
+    enum { blocks = 2, n = 64 * blocks };
+    float x[n], out[n];
+    for (int i = 0; i < n; i++) x[i] = (float)(i + 1), out[i] = 0;
+    float *xd = dev_copy(x, sizeof x), *od = dev_copy(out, sizeof out);
+    CU(emu_shift(xd, od, blocks, with_barrier));
+    get(out, od, sizeof out);
+    int wrong = 0;
+    for (int i = 0; i < n; i++) wrong += i % 64 != 0 && out[i] != x[i - 1];
+    cudaFree(xd), cudaFree(od);
+    return wrong;
+}
+static void races(void) {
+    const char *order = getenv("MAGNA_EMU_ORDER");
+    CHECK(shift_wrong(1) == 0, "the shift with its barrier is wrong");
+    if (!order || strcmp(order, "forward") != 0) /* forward alone hides this race, as one GPU schedule might */
+        CHECK(shift_wrong(0) > 0, "a missing __syncthreads went unseen: the threads ran in one order only");
+    CHECK(shift_wrong(1) == 0, "the shift with its barrier is wrong (second run)");
+}
+
 static void mistakes(void) {
     static const char *const kernel[] = {"early_exit_kernel", "branch_barrier_kernel", "mixed_barrier_kernel",
                                          "exited_lane_kernel"};
@@ -242,6 +274,9 @@ static void mistakes(void) {
 
 static void runtime_checks(void) {
     float h[8] = {0}, *d = dev(sizeof h);
+    CU(cudaMemcpy(h, d, sizeof h, cudaMemcpyDeviceToHost));
+    CHECK(isnan(h[0]) && isnan(h[7]), "fresh device memory is not NaN-filled: %g %g", h[0], h[7]);
+    memset(h, 0, sizeof h);
     CHECK(cudaMemcpy(h, d, sizeof h, cudaMemcpyHostToDevice) == cudaErrorInvalidValue, "a swapped copy direction passed");
     CHECK(cudaMemcpy(d, h, sizeof h + 4, cudaMemcpyHostToDevice) == cudaErrorInvalidValue, "a copy past the allocation passed");
     CHECK(cudaMemcpy(d + 4, h, 16, cudaMemcpyHostToDevice) == cudaSuccess, "a copy inside the allocation failed");
@@ -251,6 +286,18 @@ static void runtime_checks(void) {
     CHECK(emu_reverse_unset(d, d, 8, 100 * 1024) == cudaErrorInvalidValue,
           "100 KiB of dynamic shared memory launched over the kernel's attribute");
     CHECK(emu_reverse_unset(d, d, 8, 64 * 1024) == cudaSuccess, "64 KiB, within the attribute, failed");
+    /* a kernel given a host pointer: an illegal address on a GPU, refused before it runs; page-locked host
+     * memory and device memory (an offset into it) are fine */
+    float *out = dev(sizeof h), *pinned = NULL;
+    const int e = emu_block_sum(h, 8, out);
+    CHECK(e == cudaErrorIllegalAddress && strstr(cudaGetErrorString((cudaError_t)e), "kernel argument 0"),
+          "a host pointer passed to a kernel: %d %s", e, cudaGetErrorString((cudaError_t)e));
+    CU(cudaMallocHost((void **)&pinned, sizeof h));
+    for (int i = 0; i < 8; i++) pinned[i] = (float)i;
+    CU(emu_block_sum(pinned, 8, out));
+    CU(emu_block_sum(d + 2, 6, out));
+    CU(cudaFreeHost(pinned));
+    cudaFree(out);
     cudaStream_t s;
     cudaEvent_t a, b;
     float ms = -1;
@@ -287,6 +334,7 @@ int main(void) {
     geometry(70000, 1, 1, 1, 1, 1);
     geometry(2, 3, 1, 7, 1, 9);
     bf16();
+    races();
     mistakes();
     runtime_checks();
     CHECK(magna_emu_launch_count() - launches >= 20, "only %lld launches counted", magna_emu_launch_count() - launches);

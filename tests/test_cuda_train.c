@@ -17,9 +17,9 @@
 
 #define SHAPE(...) ((int64_t[]){__VA_ARGS__})
 
-enum { ROWS = 96, FEATURES = 6, CLASSES = 3 };
+enum { ROWS = 96, FEATURES = 6, CLASSES = 3, VOCAB = 11, T = 8 };
 static float X[ROWS * FEATURES], Y[ROWS];
-static int32_t LABELS[ROWS];
+static int32_t LABELS[ROWS], IDS[ROWS * T], NEXT[ROWS * T];
 
 static void make_data(void) {
     for (int r = 0; r < ROWS; r++) {
@@ -33,6 +33,14 @@ static void make_data(void) {
         Y[r] = y;
         LABELS[r] = score[0] > score[1] ? (score[0] > score[2] ? 0 : 2) : (score[1] > score[2] ? 1 : 2);
     }
+    /* token windows of a sequence with structure (each id mostly the previous plus 3, mod VOCAB) */
+    for (int r = 0; r < ROWS; r++)
+        for (int t = 0; t <= T; t++) {
+            int32_t id = t == 0 ? (int32_t)(magna_rand_u64(9, 3, (uint64_t)r) % VOCAB)
+                                : (IDS[r * T + t - 1] + 3 + (magna_rand_uniform(9, 4, (uint64_t)(r * T + t)) < 0.2f)) % VOCAB;
+            if (t < T) IDS[r * T + t] = id;
+            if (t > 0) NEXT[r * T + t - 1] = id;
+        }
 }
 
 static double max_rel_diff(const float *a, const float *b, size_t n) {
@@ -66,6 +74,14 @@ static magna_node *build_cnn(magna_model *m) { /* the rows as 1x2x3 images */
                                   4);
 }
 
+static magna_node *build_gpt(magna_model *m) { /* pre-LN blocks: bias + GELU and residual + layer norm */
+    magna_node *ids = magna_model_input(m, "ids", MAGNA_I32, 1, SHAPE(T));
+    const magna_gpt_config cfg = {.vocab = VOCAB, .context = T, .d_model = 16, .heads = 2, .layers = 2};
+    magna_node *logits = magna_gpt(magna_model_graph(m), "gpt", ids, &cfg, NULL, NULL);
+    magna_model_set_output(m, logits);
+    return logits;
+}
+
 typedef struct run {
     float *params;
     size_t n;
@@ -81,8 +97,9 @@ static bool train(build_fn build, magna_compile_opts co, magna_device device, bo
         magna_model_free(m);
         return false;
     }
-    const bool cls = co.loss == MAGNA_LOSS_SPARSE_CE;
-    magna_dataset d = {.rows = ROWS, .x = X, .y = cls ? NULL : Y, .labels = cls ? LABELS : NULL};
+    const bool cls = co.loss == MAGNA_LOSS_SPARSE_CE, lm = build == build_gpt;
+    magna_dataset d = {.rows = ROWS, .x = lm ? NULL : X, .x_i32 = lm ? IDS : NULL, .y = cls ? NULL : Y,
+                       .labels = lm ? NEXT : cls ? LABELS : NULL};
     magna_history h = {0};
     magna_status st = magna_model_fit(m, &d, NULL, &(magna_fit_opts){.epochs = epochs, .validation_split = 0.25f}, &h);
     if (st != MAGNA_OK) {
@@ -236,6 +253,10 @@ int main(void) {
     same_training("cnn", build_cnn,
                   (magna_compile_opts){.loss = MAGNA_LOSS_SPARSE_CE, .metrics = MAGNA_METRIC_ACCURACY,
                                        .optimizer = {.kind = MAGNA_ADAMW, .lr = 1e-2f, .weight_decay = 0.1f}},
+                  2);
+    same_training("gpt", build_gpt,
+                  (magna_compile_opts){.loss = MAGNA_LOSS_SPARSE_CE, .metrics = MAGNA_METRIC_ACCURACY,
+                                       .optimizer = {.kind = MAGNA_ADAMW, .lr = 3e-3f, .weight_decay = 0.1f}},
                   2);
     test_coherence();
     test_checkpoint_across_devices();

@@ -11,6 +11,7 @@
 #include "ops.h"
 
 #include "kernels.h"
+#include "ops_glue.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +54,9 @@ magna_status cuda_graph_alloc(magna_graph *g) {
     cuda_graph *c = calloc(1, sizeof *c);
     if (!c) return graph_error(g, MAGNA_ERR_NOMEM, "compile: out of memory");
     g->cuda = c;
+    if (!(c->ops = malloc((size_t)(g->n_nodes + 1) * sizeof *c->ops)))
+        return graph_error(g, MAGNA_ERR_NOMEM, "compile: out of memory");
+    for (int i = 0; i < g->n_nodes; i++) c->ops[i] = magna_cuda_op_table[g->nodes[i]->op];
     int e = cuda_stream_create(&c->stream);
     if (e) return cuda_fail(g, e, "compile: creating a stream");
     const size_t flat = (g->n_params + 1) * sizeof(float), flat_states = (g->n_states + 1) * sizeof(float);
@@ -80,6 +84,16 @@ magna_status cuda_graph_alloc(magna_graph *g) {
     }
     if ((e = cuda_host_alloc((void **)&c->scratch_host, 16 * sizeof(float))))
         return cuda_fail(g, e, "compile: pinned host memory");
+    /* cuBLASLt (NULL under the emulator: magna_cuda_gemm runs our kernel); in mixed precision its staging for
+     * bf16 operands, sized for the largest GEMM of the graph's matmuls and convolutions */
+    if ((e = magna_cuda_blas_create(&c->blas))) return cuda_fail(g, e, "compile: creating the cuBLASLt handle");
+    size_t stage = 0;
+    for (int i = 0; i < g->n_nodes && g->bf16; i++) {
+        const size_t need = g->nodes[i]->live ? cuda_gemm_stage_elems(g, g->nodes[i]) : 0;
+        stage = need > stage ? need : stage;
+    }
+    if (stage && (e = magna_cuda_blas_reserve(c->blas, stage)))
+        return cuda_fail(g, e, "compile: allocating the bf16 staging of the GEMM operands");
     return MAGNA_OK;
 }
 
@@ -114,12 +128,14 @@ void cuda_graph_free(magna_graph *g) {
     cuda_graph *c = g->cuda;
     if (!c) return;
     if (c->stream) cuda_stream_sync(c->stream);
+    magna_cuda_blas_destroy(&c->blas);
     for (int i = 0; i < g->n_nodes; i++)
         if (g->nodes[i]->host && mirrored(g->nodes[i])) cuda_host_free(g->nodes[i]->host), g->nodes[i]->host = NULL;
     cuda_free(g->arena), cuda_free(g->workspace);
     cuda_free(g->dev_params), cuda_free(g->dev_grads), cuda_free(g->dev_states), cuda_free(c->scratch);
     cuda_host_free(c->seed_host), cuda_host_free(c->scratch_host);
     if (c->stream) cuda_stream_destroy(c->stream);
+    free(c->ops);
     free(c);
     g->cuda = NULL;
     g->arena = g->workspace = NULL;
@@ -164,7 +180,7 @@ magna_status cuda_graph_forward(magna_graph *g) {
     g->last_status = MAGNA_OK;
     for (int k = 0; k < g->n_order; k++) {
         magna_node *n = g->order[k];
-        if ((st = magna_cuda_op_table[n->op].forward(g, n)) != MAGNA_OK) return st;
+        if ((st = g->cuda->ops[n->id].forward(g, n)) != MAGNA_OK) return st;
     }
     for (int k = 0; k < g->n_order && !e; k++) {
         magna_node *n = g->order[k];
@@ -189,12 +205,12 @@ magna_status cuda_graph_backward(magna_graph *g, const float *seed_grad) {
         if (!n->needs_grad) continue;
         for (magna_node **z = g->grad_zero[n->id]; *z && !e; z++)
             e = cuda_memset((*z)->grad, 0, (size_t)(*z)->numel * sizeof(float), s);
-        if (!e) magna_cuda_op_table[n->op].backward(g, n);
+        if (!e) g->cuda->ops[n->id].backward(g, n);
         if (g->last_status != MAGNA_OK) return g->last_status; /* the op recorded a failed launch */
     }
-    /* The seed buffer must outlive the copy: wait here (the optimizer's step follows on the same stream
-     * anyway, and a kernel fault surfaces here rather than a step later). */
-    if (!e) e = cuda_stream_sync(s);
+    /* No wait here: the optimizer's kernels queue behind backward's on the same stream, and the host
+     * meanwhile gathers the next batch. The seed buffer is rewritten only after the next forward's wait.
+     * A kernel fault surfaces at the next wait (the finite check of the gradients, or forward). */
     return cuda_fail(g, e, "backward");
 }
 

@@ -28,6 +28,79 @@ int magna_cuda_act_backward(magna_cuda_act act, const float *saved, const float 
 int magna_cuda_adam_step(const magna_em_adam *k, float *w, float *m, float *v, const float *g, int64_t n,
                          void *stream);
 
+/* ---- GEMM (gemm.cu) ---------------------------------------------------------------------------------------- */
+#include <stddef.h>
+
+/* C = alpha * op(A) op(B) + beta * C, row-major, `batch` products at element strides sa, sb, sc
+ * (0 = shared operand). bf16: operands rounded to bf16, float32 accumulation and output. blas is the
+ * cuBLASLt handle (NULL: our own tiled kernel). beta 0 never reads C. */
+int magna_cuda_gemm(void *blas, void *stream, int ta, int tb, int m, int n, int k, float alpha,
+                    const float *a, int lda, long long sa, const float *b, int ldb, long long sb,
+                    float beta, float *c, int ldc, long long sc, int batch, int bf16);
+/* The cuBLASLt handle with its 32 MiB workspace (*blas NULL under the emulator, which has no cuBLASLt, and after
+ * destroy). Made and destroyed outside a step; one handle per stream (it caches each shape's algorithm). */
+int magna_cuda_blas_create(void **blas);
+void magna_cuda_blas_destroy(void **blas);
+/* bf16 mode with cuBLASLt converts the operands into the handle's staging buffer: make it hold at least
+ * `bf16_elems` (the largest magna_cuda_gemm_bf16_elems of the graph's calls), outside a step (it may
+ * synchronise and reallocate). A call whose operands do not fit still runs (cuBLASLt's FAST_16BF compute on the
+ * float32 operands: the same rounding, no staging). No-op on a NULL handle. */
+int magna_cuda_blas_reserve(void *blas, size_t bf16_elems);
+/* staging elements one magna_cuda_gemm call in bf16 mode needs (both operands packed) */
+size_t magna_cuda_gemm_bf16_elems(int ta, int tb, int m, int n, int k, long long sa, long long sb, int batch);
+
+/* ---- layer norm and batch norm (norm.cu), float32 in every mode ---------------------------------------------- */
+/* x [rows, D] -> y; mean [rows] and rstd [rows] for backward (layer_norm.c's saved); gamma, beta may be NULL */
+int magna_cuda_layer_norm_forward(const float *x, const float *gamma, const float *beta, float eps, int64_t rows,
+                                  int64_t D, float *y, float *mean, float *rstd, void *stream);
+/* dx += (when not NULL), dgamma += and dbeta += (when not NULL); the parameter sums go through `workspace` in
+ * slices of rows, at least 2 D floats (more: more slices in parallel) */
+int magna_cuda_layer_norm_backward(const float *x, const float *gamma, const float *dout, const float *mean,
+                                   const float *rstd, int64_t rows, int64_t D, float *dx, float *dgamma, float *dbeta,
+                                   float *workspace, size_t workspace_floats, void *stream);
+
+/* batch norm over x [N, C, HW] per channel (batch_norm.c): saved = mean [C], invstd [C], then 1 if they are
+ * batch statistics (training, which also updates running_mean and running_var) or 0 (the running ones) */
+typedef struct magna_cuda_bn {
+    int64_t N, C, HW;
+    float momentum, eps;
+    int training;
+} magna_cuda_bn;
+int magna_cuda_batch_norm_forward(const magna_cuda_bn *d, const float *x, const float *gamma, const float *beta,
+                                  float *running_mean, float *running_var, float *y, float *saved, void *stream);
+/* dx, dgamma, dbeta += (each may be NULL), by the formula of the statistics saved[2 C] says forward used */
+int magna_cuda_batch_norm_backward(const magna_cuda_bn *d, const float *x, const float *gamma, const float *dy,
+                                   const float *saved, float *dx, float *dgamma, float *dbeta, void *stream);
+
+/* ---- convolution's helpers and pooling (conv.cu), NCHW --------------------------------------------------------- */
+typedef struct magna_cuda_conv {
+    int C, H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw;
+} magna_cuda_conv;
+/* col[row ld_row + j ld_sample + p] = im2col of the g samples at x: row = (c, kh, kw), p = (oh, ow), 0 outside
+ * the image. ld_row = P, ld_sample = K P lays the samples out one after another ([g, K, P]: a batched GEMM's
+ * operand); ld_row = g P, ld_sample = P side by side ([K, g P]: one GEMM over the group). */
+int magna_cuda_im2col(const magna_cuda_conv *c, int g, const float *x, float *col, long long ld_row,
+                      long long ld_sample, void *stream);
+/* dx [g, C, H, W] += col2im(col), the adjoint of im2col with the same layout (a gather: no atomics) */
+int magna_cuda_col2im_add(const magna_cuda_conv *c, int g, const float *col, long long ld_row, long long ld_sample,
+                          float *dx, void *stream);
+/* y [N, OC, P] += bias [OC];  db [OC] += sum over N and P of dy */
+int magna_cuda_bias_add(const float *bias, int N, int OC, int64_t P, float *y, void *stream);
+int magna_cuda_bias_grad(const float *dy, int N, int OC, int64_t P, float *db, void *stream);
+/* dys [OC, g P] = dy [g, OC, P] (a group's gradients side by side) */
+int magna_cuda_conv_stage(const float *dy, int g, int OC, int64_t P, float *dys, void *stream);
+
+typedef struct magna_cuda_pool {
+    int64_t planes; /* N C */
+    int H, W, OH, OW, KH, KW, sh, sw, ph, pw;
+} magna_cuda_pool;
+/* pool2d.c's max pooling: y and the argmax (ih W + iw in the plane); backward dx[argmax] += dy, gathered */
+int magna_cuda_max_pool_forward(const magna_cuda_pool *d, const float *x, float *y, int32_t *arg, void *stream);
+int magna_cuda_max_pool_backward(const magna_cuda_pool *d, const float *dy, const int32_t *arg, float *dx, void *stream);
+/* average over the window's real pixels; backward dx += dy / count of every window holding a pixel */
+int magna_cuda_avg_pool_forward(const magna_cuda_pool *d, const float *x, float *y, void *stream);
+int magna_cuda_avg_pool_backward(const magna_cuda_pool *d, const float *dy, float *dx, void *stream);
+
 /* ---- the elementwise family (cuda-ops-a): elementwise.cu, reduce.cu, softmax.cu, embedding.cu ----------
  * Index spaces (magna_index) and reduction shapes come from launch.h; `bad` arguments are a device int the
  * kernel sets to 1 when the data is invalid (an id, a label, a target out of range), for the glue to read

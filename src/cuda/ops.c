@@ -6,6 +6,13 @@
 
 const magna_cuda_op magna_cuda_op_table[OP_COUNT] = {
     [OP_NONE] = {0},
+    /* ops_matmul.c, ops_norm.c, ops_conv.c */
+    [OP_MATMUL] = {cuda_matmul_forward, cuda_matmul_backward},
+    [OP_LAYER_NORM] = {cuda_layer_norm_forward, cuda_layer_norm_backward},
+    [OP_BATCH_NORM] = {cuda_batch_norm_forward, cuda_batch_norm_backward},
+    [OP_CONV2D] = {cuda_conv2d_forward, cuda_conv2d_backward},
+    [OP_MAX_POOL2D] = {cuda_max_pool2d_forward, cuda_max_pool2d_backward},
+    [OP_AVG_POOL2D] = {cuda_avg_pool2d_forward, cuda_avg_pool2d_backward},
     /* the elementwise family (ops_elementwise.c, ops_shape.c, ops_reduce.c) */
     [OP_ADD] = {cuda_binary_forward, cuda_binary_backward},
     [OP_SUB] = {cuda_binary_forward, cuda_binary_backward},

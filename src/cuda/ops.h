@@ -28,6 +28,8 @@ typedef struct cuda_graph {
     float *scratch;   /* device: reductions of the optimizer (norm, finite check) */
     float *scratch_host;
     size_t device_bytes; /* everything this graph holds on the device, for reports */
+    magna_cuda_op *ops;  /* per node id: the table's entry, or a fused pair's (fuse.c) */
+    int fused;           /* pairs fused at compile */
 } cuda_graph;
 
 static inline void *cuda_stream(const magna_graph *g) { return g->cuda ? g->cuda->stream : NULL; }

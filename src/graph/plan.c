@@ -287,7 +287,7 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
     }
 
 #ifdef MAGNA_HAVE_CUDA
-    g->loss = loss; /* cuda_graph_mirrors sizes the loss's seed buffer from it */
+    g->loss = loss; /* the mirrors size the loss's seed buffer from it */
     if (on_cuda && ((st = cuda_graph_mirrors(g)) != MAGNA_OK || (st = cuda_graph_upload_params(g)) != MAGNA_OK)) {
         free(vend), free(last_gc), free(blocks), free(scratch);
         cuda_graph_free(g);

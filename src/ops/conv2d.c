@@ -651,6 +651,17 @@ const char *magna_conv2d_describe(const magna_node *conv, char *buf, size_t size
     return buf;
 }
 
+/* The CUDA glue's workspace (src/cuda/ops_conv.c): the whole batch's columns and staged gradients at once,
+ * (K + OC) N P floats, up to 256 MiB, and never less than one sample's K P (its smallest group); after compile
+ * (set_batch) what was planned, the groups shrinking to fit. */
+static size_t conv_cuda_workspace(const magna_graph *g, const conv_dims *d) {
+    const size_t per_sample = ((size_t)d->K + (size_t)d->OC) * (size_t)d->P * sizeof(float), cap = (size_t)256 << 20;
+    size_t ws = per_sample * (size_t)d->N;
+    if (ws > cap) ws = cap > per_sample ? cap / per_sample * per_sample : (size_t)d->K * (size_t)d->P * sizeof(float);
+    if (g->compiled && ws > g->workspace_bytes) ws = g->workspace_bytes;
+    return ws;
+}
+
 /* Checks x [N, C, H, W] against w [OC, C, KH, KW] (and bias [OC]); output [N, OC, OH, OW]. Workspace: per
  * thread, a column and a staging buffer for a group of samples, plus a dw partial when threads share the
  * batch (conv_plan). */
@@ -690,6 +701,10 @@ static magna_status conv2d_infer(magna_graph *g, magna_node *n) {
     n->dtype = MAGNA_F32;
     n->saved_bytes = 0;
     const conv_dims d = conv_dims_of(n);
+    if (g->device == MAGNA_DEVICE_CUDA) { /* src/cuda/ops_conv.c runs it: no oneDNN, no threads */
+        n->workspace_bytes = conv_cuda_workspace(g, &d);
+        return MAGNA_OK;
+    }
     conv_plan p = conv_plan_for(&d, SIZE_MAX);
     size_t bytes = conv_plan_bytes(&d, p.threads, p.group, &p);
 #ifdef MAGNA_HAVE_DNNL

@@ -6,6 +6,7 @@
  * into per-thread partial rows in the workspace and added up after, so rows can run in parallel
  * without atomics and the sums are the same on every run with the same thread count. */
 #include "common.h"
+#include "../cuda/launch.h" /* MAGNA_COLSUM_MIN_ROWS */
 
 #include <math.h>
 #include <string.h>
@@ -49,6 +50,12 @@ static magna_status layer_norm_infer(magna_graph *g, magna_node *n) {
         size_t per_thread = ln_partial_floats(D) * sizeof(float);
         size_t ws = per_thread * (size_t)max_threads();
         /* After compile the workspace is fixed: if the thread count grew since, backward uses fewer threads. */
+        /* on CUDA, partial rows for slices of at least MAGNA_COLSUM_MIN_ROWS rows (src/cuda/norm.cu), up to 1024 */
+        if (g->device == MAGNA_DEVICE_CUDA) {
+            const int64_t slices = (x->numel / D + MAGNA_COLSUM_MIN_ROWS - 1) / MAGNA_COLSUM_MIN_ROWS;
+            const size_t cuda = (size_t)(2 * D) * sizeof(float) * (size_t)(slices < 1024 ? slices : 1024);
+            ws = cuda > ws ? cuda : ws;
+        }
         if (g->compiled && ws > g->workspace_bytes) ws = g->workspace_bytes / per_thread * per_thread;
         n->workspace_bytes = ws > per_thread ? ws : per_thread;
     }

@@ -3,8 +3,9 @@
  * magna_emu only (MAGNA_CUDA_EMU); the real build never sees it.
  *
  * Host side (C and C++): the runtime calls, with CUDA's names and error codes. Device memory is host memory
- * (malloc'd, so ASan sees a kernel's out-of-bounds access); copies and launches run at once, so streams and
- * events order nothing (everything is already done when a call returns).
+ * (malloc'd, so ASan sees a kernel's out-of-bounds access; NaN-filled when allocated, since a GPU's fresh
+ * memory holds anything); copies and launches run at once, so streams and events order nothing
+ * (everything is already done when a call returns). A kernel's pointer arguments must be device memory.
  * Device side (C++ only): threadIdx and friends, __syncthreads, warp shuffles, atomics, __nv_bfloat16,
  * float4. A launch runs its blocks one after another, each block's threads one after another on fibers
  * (emu.cpp): a thread runs until it finishes or reaches a barrier, so a kernel without barriers costs a
@@ -38,6 +39,7 @@ typedef enum cudaError {
     cudaErrorInvalidDevice = 101,
     cudaErrorInvalidResourceHandle = 400,
     cudaErrorNotReady = 600,
+    cudaErrorIllegalAddress = 700,
     cudaErrorLaunchOutOfResources = 701,
     cudaErrorLaunchTimeout = 702,
     cudaErrorLaunchFailure = 719,
@@ -329,6 +331,15 @@ static inline float __high2float(__nv_bfloat162 v) { return __bfloat162float(v.y
 extern "C" cudaError_t magna_emu_launch(dim3 grid, dim3 block, size_t shared_bytes, void *stream, const void *kernel,
                                         void (*body)(void *), void *ctx, const char *where, const char *what);
 extern "C" cudaError_t magna_emu_func_set_attribute(const void *kernel, int attr, int value);
+/* a kernel's pointer argument must be NULL, device memory or cudaMallocHost'd (a host pointer is an illegal
+ * address on a GPU); other arguments are not looked into */
+extern "C" cudaError_t magna_emu_check_pointer_arg(const void *p, int index, const char *where, const char *what);
+template <class T> static inline cudaError_t magna_emu_check_arg(const T &, int, const char *, const char *) {
+    return cudaSuccess;
+}
+template <class T> static inline cudaError_t magna_emu_check_arg(T *p, int index, const char *where, const char *what) {
+    return magna_emu_check_pointer_arg((const void *)p, index, where, what);
+}
 
 template <class... P> struct magna_emu_call {
     void (*kernel)(P...);
@@ -344,6 +355,11 @@ cudaError_t magna_emu_launch_at(const char *where, const char *what, dim3 grid, 
                                 void *stream, void (*kernel)(P...), A... args) {
     static_assert(sizeof...(P) == sizeof...(A), "magna_cuda_launch: wrong number of kernel arguments");
     magna_emu_call<P...> call{kernel, std::tuple<P...>(static_cast<P>(args)...)};
+    cudaError_t err = cudaSuccess;
+    int index = 0;
+    std::apply([&](const P &...p) { ((err = err ? err : magna_emu_check_arg(p, index++, where, what)), ...); },
+               call.args);
+    if (err != cudaSuccess) return err;
     return magna_emu_launch(grid, block, shared_bytes, stream, reinterpret_cast<const void *>(kernel),
                             &magna_emu_call<P...>::run, &call, where, what);
 }

@@ -2,11 +2,13 @@
  *
  * A launch runs its blocks one after another; a block's threads run on fibers (cooperative stacks) on the
  * calling OS thread. A fiber takes the next thread not yet started and runs it to the end or to a barrier
- * (__syncthreads, a shuffle, __syncwarp, a ballot); there it is suspended and the scheduler (on the
- * caller's stack) starts the next threads on other fibers. When every thread of the block (or every lane
- * of the warp) has arrived, the waiting threads are resumed in thread order. So a kernel without barriers
- * runs its block on one fiber, a function call per thread, and one with barriers pays two context switches
- * per thread and barrier. Fibers and their stacks are made once and reused across launches.
+ * (__syncthreads, a shuffle, __syncwarp, a vote); there the thread waits and its fiber switches straight to
+ * the next thing that can run (pick_next): a thread its barrier has released, else a fresh fiber for the
+ * threads not yet started. When every thread of the block (or every lane of the warp) has arrived, the
+ * waiting threads run on in thread order. So a kernel without barriers runs a block on one fiber, a
+ * function call per thread, and one with barriers pays one context switch per thread and barrier. The
+ * host's loop (run_block) gets control back only when nothing can run: the block is done, or deadlocked.
+ * Fibers and their stacks are made once and reused across launches.
  *
  * What a GPU would hang on or leave undefined fails the launch with a message naming it: a barrier some
  * threads never reach because they exited, threads waiting at different barriers (block and warp), lanes
@@ -16,7 +18,8 @@
  *
  * Context switches: a few lines of assembly on x86-64 (swapcontext makes a system call per switch, which
  * would dominate a shuffle-heavy kernel), ucontext elsewhere or with MAGNA_EMU_UCONTEXT. Under ASan every
- * switch is announced (__sanitizer_start/finish_switch_fiber) so the sanitizer follows the stacks. */
+ * switch is announced (__sanitizer_start/finish_switch_fiber) so the sanitizer follows the stacks, and a
+ * sanitizer's report from inside a kernel is followed by the launch, block and thread it came from. */
 #include "cuda_emu.h"
 
 #include <chrono>
@@ -131,6 +134,7 @@ static const char *const warp_op_name[] = {"", "a shuffle", "__syncwarp", "a vot
 struct Warp {
     unsigned lanes;   /* lanes that exist (the block's last warp may be partial) */
     unsigned arrived; /* at the current warp operation */
+    unsigned exited;
     unsigned gen;     /* warp operations completed; its parity picks the slot row */
     uint8_t op;       /* the operation the waiting lanes are at */
     uint64_t slot[2][32];
@@ -150,6 +154,7 @@ struct Launch {
     std::vector<Warp> warps;
     std::vector<int> ready; /* threads to resume, in order; ready_head is the next */
     size_t ready_head;
+    bool reverse; /* this block runs its threads last to first (thread_order) */
     bool failed;
     std::string failure;
 };
@@ -164,10 +169,11 @@ struct Emu {
     std::string last_failure;      /* the message of the last error the emulator explained ... */
     cudaError_t last_failure_code = cudaSuccess; /* ... and its code */
     long long launches = 0;
-    std::map<uintptr_t, size_t> device;      /* cudaMalloc'd [start, start + size) */
-    std::set<void *> pinned, streams, events; /* cudaMallocHost'd blocks, live handles */
+    std::map<uintptr_t, size_t> device, pinned; /* cudaMalloc'd and cudaMallocHost'd [start, start + size) */
+    std::set<void *> streams, events;           /* live handles */
     std::map<const void *, int> max_dynamic_shared;
     size_t allocated = 0;
+    bool switch_from_host = false; /* whether the last switch left the host */
 #ifdef MAGNA_EMU_ASAN
     const void *host_bottom = nullptr;
     size_t host_size = 0;
@@ -177,6 +183,16 @@ Emu &emu() {
     static Emu *e = new Emu; /* never destroyed: a leak checker or a late cudaFree at exit must still find it */
     return *e;
 }
+
+/* whether one block of `blocks` holds [p, p + n) */
+bool in_blocks(const std::map<uintptr_t, size_t> &blocks, const void *p, size_t n) {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    auto it = blocks.upper_bound(a);
+    if (it == blocks.begin()) return false;
+    --it;
+    return a >= it->first && a + n <= it->first + it->second;
+}
+bool in_device(const void *p, size_t n) { return in_blocks(emu().device, p, n); }
 
 #ifdef MAGNA_EMU_ASAN
 const size_t fiber_stack_bytes = 256 << 10; /* ASan's redzones make frames several times larger */
@@ -230,38 +246,27 @@ Fiber *fiber_new() {
     return f;
 }
 
-/* from the host (the scheduler) to a fiber, or back */
-void switch_to_fiber(Fiber *f) {
+/* from the running context (a fiber, or the host: nullptr) to another; `last`: the fiber leaving is
+ * abandoned (a failed launch), so ASan may drop its fake stack */
+void transfer(Fiber *from, Fiber *to, bool last = false) {
     Emu &e = emu();
-    if (f->fresh) fiber_init(f);
-    e.current = f;
+    if (to && to->fresh) fiber_init(to);
 #ifdef MAGNA_EMU_ASAN
     void *fake = nullptr;
-    __sanitizer_start_switch_fiber(&fake, f->stack, f->stack_size);
+    __sanitizer_start_switch_fiber(last ? nullptr : &fake, to ? to->stack : e.host_bottom,
+                                   to ? to->stack_size : e.host_size);
 #endif
+    e.switch_from_host = from == nullptr;
 #ifdef MAGNA_EMU_UCONTEXT
-    swapcontext(&e.host.uc, &f->ctx.uc);
+    swapcontext(from ? &from->ctx.uc : &e.host.uc, to ? &to->ctx.uc : &e.host.uc);
 #else
-    magna_emu_swap(&e.host.sp, f->ctx.sp);
+    magna_emu_swap(from ? &from->ctx.sp : &e.host.sp, to ? to->ctx.sp : e.host.sp);
 #endif
 #ifdef MAGNA_EMU_ASAN
-    __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
-#endif
-    e.current = nullptr;
-}
-void switch_to_host(Fiber *f) {
-    Emu &e = emu();
-#ifdef MAGNA_EMU_ASAN
-    void *fake = nullptr;
-    __sanitizer_start_switch_fiber(&fake, e.host_bottom, e.host_size);
-#endif
-#ifdef MAGNA_EMU_UCONTEXT
-    swapcontext(&f->ctx.uc, &e.host.uc);
-#else
-    magna_emu_swap(&f->ctx.sp, e.host.sp);
-#endif
-#ifdef MAGNA_EMU_ASAN
-    __sanitizer_finish_switch_fiber(fake, &e.host_bottom, &e.host_size);
+    const void *bottom;
+    size_t size;
+    __sanitizer_finish_switch_fiber(fake, &bottom, &size);
+    if (from && e.switch_from_host) e.host_bottom = bottom, e.host_size = size; /* where to come back to */
 #endif
 }
 
@@ -295,7 +300,7 @@ __attribute__((format(printf, 1, 2))) void launch_fail(const char *fmt, ...) {
     Emu &e = emu();
     Fiber *f = e.current;
     f->fresh = true;
-    switch_to_host(f);
+    transfer(f, nullptr, true);
     abort(); /* never resumed */
 }
 
@@ -310,82 +315,108 @@ Fiber *current_thread_fiber(const char *what) {
 
 /* ---- the scheduler ------------------------------------------------------------------------------------- */
 
+/* What runs next in the block: the fiber of the first released thread, else a fiber to start the threads
+ * not yet started, else nothing (the block is done, failed or deadlocked: the host decides which). Every
+ * context calls it when its thread waits or ends and switches straight to the answer. */
+Fiber *pick_next(Launch &L) {
+    Emu &e = emu();
+    if (L.failed) return nullptr;
+    if (L.ready_head < L.ready.size()) {
+        const int t = L.ready[L.ready_head++];
+        if (L.ready_head == L.ready.size()) L.ready.clear(), L.ready_head = 0;
+        return L.fiber_of[t];
+    }
+    if (L.next < L.n) {
+        Fiber *f = nullptr;
+        if (!e.idle.empty()) f = e.idle.back(), e.idle.pop_back();
+        else f = fiber_new();
+        if (!f) launch_fail("out of memory for a fiber stack");
+        return f;
+    }
+    return nullptr;
+}
+
+/* the running thread's coordinates and state, after its fiber is entered or resumed */
+void enter_thread(Launch &L, Fiber *f) {
+    emu().current = f;
+    set_thread(L, (unsigned)f->thread);
+    L.state[f->thread] = T_RUNNING;
+}
+
 void fiber_main(void *arg) {
     Fiber *f = static_cast<Fiber *>(arg);
     Emu &e = emu();
 #ifdef MAGNA_EMU_ASAN
-    __sanitizer_finish_switch_fiber(nullptr, &e.host_bottom, &e.host_size);
+    const void *bottom;
+    size_t size;
+    __sanitizer_finish_switch_fiber(nullptr, &bottom, &size);
+    if (e.switch_from_host) e.host_bottom = bottom, e.host_size = size;
 #endif
     for (;;) {
         Launch &L = *e.launch;
         while (L.next < L.n && !L.failed) {
-            const unsigned t = L.next++;
+            const unsigned k = L.next++, t = L.reverse ? L.n - 1 - k : k;
             f->thread = (int)t;
             L.fiber_of[t] = f;
-            set_thread(L, t);
-            L.state[t] = T_RUNNING;
+            enter_thread(L, f);
             L.body(L.ctx);
             L.state[t] = T_DONE;
             L.done++;
+            Warp &W = L.warps[t / 32];
+            W.exited++;
             if (L.wait_block)
                 launch_fail("thread (%u,%u,%u) exited while %u threads wait at __syncthreads: a barrier not every "
                             "thread reaches (a hang on a GPU)",
                             threadIdx.x, threadIdx.y, threadIdx.z, L.wait_block);
-            else if (L.warps[t / 32].arrived)
+            else if (W.arrived)
                 launch_fail("thread (%u,%u,%u) exited while %u lanes of its warp wait at %s for it", threadIdx.x,
-                            threadIdx.y, threadIdx.z, L.warps[t / 32].arrived, warp_op_name[L.warps[t / 32].op]);
+                            threadIdx.y, threadIdx.z, W.arrived, warp_op_name[W.op]);
         }
         f->thread = -1;
+        e.current = nullptr;
         e.idle.push_back(f);
-        switch_to_host(f);
+        transfer(f, pick_next(L)); /* a fiber holding a released thread, or the host */
     }
 }
 
-/* the running thread waits; the scheduler resumes it once its barrier is complete */
+/* the running thread waits at a barrier: run what can run; come back here once the barrier is complete */
 void suspend(Fiber *f) {
-    switch_to_host(f);
-    if (emu().launch->failed) abandon_thread();
+    Launch &L = *emu().launch;
+    Fiber *next = pick_next(L);
+    if (next != f) transfer(f, next); /* f itself: its barrier completed with it, and it is first in line */
+    if (L.failed) abandon_thread();
+    enter_thread(L, f);
 }
 
-void run_block(Launch &L) {
-    Emu &e = emu();
+/* The order a block runs its threads in (and resumes them after a barrier): MAGNA_EMU_ORDER=forward or
+ * reverse, or by default alternating from block to block and launch to launch. One order hides a missing
+ * barrier where a thread reads what a thread before it wrote (it has already run); the other exposes it,
+ * so alternating shows such races in any kernel a test launches more than once or with several blocks. */
+bool thread_order_reversed(unsigned long long block) {
+    static const int order = [] {
+        const char *v = getenv("MAGNA_EMU_ORDER");
+        return v && strcmp(v, "forward") == 0 ? 0 : v && strcmp(v, "reverse") == 0 ? 1 : 2;
+    }();
+    return order == 2 ? ((unsigned long long)emu().launches + block) & 1 : order == 1;
+}
+
+void run_block(Launch &L, unsigned long long block) {
+    L.reverse = thread_order_reversed(block);
     L.next = L.done = L.wait_block = L.wait_warp = 0;
     std::fill(L.state.begin(), L.state.end(), T_UNSTARTED);
     for (size_t w = 0; w < L.warps.size(); w++) {
         Warp &W = L.warps[w];
         W.lanes = L.n - 32 * (unsigned)w < 32 ? L.n - 32 * (unsigned)w : 32;
-        W.arrived = 0, W.gen = 0, W.op = W_NONE;
+        W.arrived = 0, W.exited = 0, W.gen = 0, W.op = W_NONE;
     }
     L.ready.clear(), L.ready_head = 0;
     if (L.shared) memset(L.shared, 0xff, L.shared_bytes); /* NaN floats, -1 ints: a read before a write shows */
-    for (;;) {
-        if (L.failed) return;
-        if (L.ready_head < L.ready.size()) {
-            const int t = L.ready[L.ready_head++];
-            if (L.ready_head == L.ready.size()) L.ready.clear(), L.ready_head = 0;
-            Fiber *f = L.fiber_of[t];
-            L.state[t] = T_RUNNING;
-            set_thread(L, (unsigned)t);
-            switch_to_fiber(f);
-            continue;
-        }
-        if (L.next < L.n) {
-            Fiber *f = nullptr;
-            if (!e.idle.empty()) f = e.idle.back(), e.idle.pop_back();
-            else f = fiber_new();
-            if (!f) {
-                launch_fail("out of memory for a fiber stack");
-                return;
-            }
-            switch_to_fiber(f);
-            continue;
-        }
-        if (L.done == L.n) return;
-        launch_fail("deadlock: %u threads wait at __syncthreads and %u at warp operations, %u exited: threads "
-                    "waiting at different barriers (a hang on a GPU)",
-                    L.wait_block, L.wait_warp, L.done);
-        return;
-    }
+    /* the fibers pass control among themselves and come back here when nothing can run */
+    while (Fiber *f = pick_next(L)) transfer(nullptr, f);
+    if (L.failed || L.done == L.n) return;
+    launch_fail("deadlock: %u threads wait at __syncthreads and %u at warp operations, %u exited: threads "
+                "waiting at different barriers (a hang on a GPU)",
+                L.wait_block, L.wait_warp, L.done);
 }
 
 } // namespace
@@ -404,8 +435,10 @@ extern "C" void __syncthreads(void) {
     }
     L.state[t] = T_WAIT_BLOCK;
     if (++L.wait_block == L.n) {
-        for (unsigned i = 0; i < L.n; i++)
+        for (unsigned k = 0; k < L.n; k++) {
+            const unsigned i = L.reverse ? L.n - 1 - k : k;
             if (L.state[i] == T_WAIT_BLOCK) L.state[i] = T_READY, L.ready.push_back((int)i);
+        }
         L.wait_block = 0;
     }
     suspend(f);
@@ -423,11 +456,10 @@ unsigned warp_arrive(Fiber *f, uint8_t op, unsigned mask, uint64_t value) {
                     warp_op_name[op], mask, w, exist);
         abandon_thread();
     }
-    for (unsigned i = 32 * w; i < 32 * w + W.lanes; i++)
-        if (L.state[i] == T_DONE) {
-            launch_fail("thread %u reached %s after lane %u of its warp exited", t, warp_op_name[op], i % 32);
-            abandon_thread();
-        }
+    if (W.exited) {
+        launch_fail("thread %u reached %s after %u lanes of its warp exited", t, warp_op_name[op], W.exited);
+        abandon_thread();
+    }
     if (W.arrived && W.op != op) {
         launch_fail("lane %u of warp %u reached %s while other lanes wait at %s", lane, w, warp_op_name[op],
                     warp_op_name[W.op]);
@@ -439,7 +471,10 @@ unsigned warp_arrive(Fiber *f, uint8_t op, unsigned mask, uint64_t value) {
     L.state[t] = T_WAIT_WARP;
     L.wait_warp++;
     if (++W.arrived == W.lanes) {
-        for (unsigned i = 32 * w; i < 32 * w + W.lanes; i++) L.state[i] = T_READY, L.ready.push_back((int)i);
+        for (unsigned k = 0; k < W.lanes; k++) {
+            const unsigned i = 32 * w + (L.reverse ? W.lanes - 1 - k : k);
+            L.state[i] = T_READY, L.ready.push_back((int)i);
+        }
         L.wait_warp -= W.lanes;
         W.arrived = 0, W.op = W_NONE, W.gen++;
     }
@@ -491,7 +526,7 @@ extern "C" unsigned int magna_emu_ballot(unsigned int mask, int predicate) {
     const unsigned gen = warp_arrive(f, W_BALLOT, mask, predicate != 0);
     const Warp &W = L.warps[(unsigned)f->thread / 32];
     unsigned bits = 0;
-    for (unsigned i = 0; i < W.lanes; i++) bits |= (unsigned)(W.slot[gen & 1][i] != 0) << i;
+    for (unsigned i = 0; i < W.lanes && i < 32; i++) bits |= (unsigned)(W.slot[gen & 1][i] != 0) << i;
     return bits & mask;
 }
 
@@ -538,10 +573,42 @@ extern "C" cudaError_t magna_emu_func_set_attribute(const void *kernel, int attr
     return cudaSuccess;
 }
 
+namespace {
+#ifdef MAGNA_EMU_ASAN
+/* a sanitizer's report from inside a kernel names the kernel's source line; this says which launch, block
+ * and thread */
+void report_kernel_context() {
+    Emu &e = emu();
+    if (!e.launch) return;
+    const Launch &L = *e.launch;
+    fprintf(stderr, "CUDA emulator: the report above is from the launch at %s, magna_cuda_launch(%s), block (%u,%u,%u)",
+            L.where, L.what, blockIdx.x, blockIdx.y, blockIdx.z);
+    if (e.current && e.current->thread >= 0)
+        fprintf(stderr, ", thread (%u,%u,%u)", threadIdx.x, threadIdx.y, threadIdx.z);
+    fprintf(stderr, "\n");
+}
+#endif
+} // namespace
+
+extern "C" cudaError_t magna_emu_check_pointer_arg(const void *p, int index, const char *where, const char *what) {
+    Emu &e = emu();
+    std::lock_guard<std::recursive_mutex> g(e.lock);
+    /* NULL, device memory (its end too: an empty range), or page-locked host memory, which a GPU reaches */
+    if (!p || in_device(p, 0) || in_blocks(e.pinned, p, 0)) return cudaSuccess;
+    return fail(cudaErrorIllegalAddress,
+                "launch at %s, magna_cuda_launch(%s): kernel argument %d is %p, which is neither device memory nor "
+                "cudaMallocHost'd: a host pointer (an illegal address on a GPU)",
+                where, what, index, p);
+}
+
 extern "C" cudaError_t magna_emu_launch(dim3 grid, dim3 block, size_t shared_bytes, void *stream, const void *kernel,
                                         void (*body)(void *), void *ctx, const char *where, const char *what) {
     Emu &e = emu();
     std::lock_guard<std::recursive_mutex> g(e.lock);
+#ifdef MAGNA_EMU_ASAN
+    static const bool hooked = (__sanitizer_set_death_callback(report_kernel_context), true);
+    (void)hooked;
+#endif
     if (e.launch)
         return fail(cudaErrorLaunchFailure, "launch at %s (%s) from inside a kernel: not emulated", where, what);
     const unsigned long long threads = (unsigned long long)block.x * block.y * block.z;
@@ -579,9 +646,9 @@ extern "C" cudaError_t magna_emu_launch(dim3 grid, dim3 block, size_t shared_byt
         for (unsigned y = 0; y < grid.y && !L.failed; y++)
             for (unsigned x = 0; x < grid.x && !L.failed; x++) {
                 blockIdx.x = x, blockIdx.y = y, blockIdx.z = z;
-                run_block(L);
+                run_block(L, x + (unsigned long long)grid.x * (y + (unsigned long long)grid.y * z));
             }
-    e.launch = nullptr;
+    e.launch = nullptr, e.current = nullptr;
     free(L.shared);
     L.shared = nullptr;
     if (!L.failed) return cudaSuccess;
@@ -601,15 +668,6 @@ extern "C" const char *magna_emu_last_failure(void) { return emu().last_failure.
 /* ---- memory -------------------------------------------------------------------------------------------- */
 
 namespace {
-/* the device allocation holding [p, p + n), or false */
-bool in_device(const void *p, size_t n) {
-    Emu &e = emu();
-    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-    auto it = e.device.upper_bound(a);
-    if (it == e.device.begin()) return false;
-    --it;
-    return a >= it->first && a + n <= it->first + it->second;
-}
 const char *kind_name(cudaMemcpyKind k) {
     static const char *const names[] = {"cudaMemcpyHostToHost", "cudaMemcpyHostToDevice", "cudaMemcpyDeviceToHost",
                                         "cudaMemcpyDeviceToDevice", "cudaMemcpyDefault"};
@@ -625,6 +683,7 @@ extern "C" cudaError_t cudaMalloc(void **ptr, size_t size) {
     if (size == 0) return cudaSuccess;
     void *p = nullptr;
     if (posix_memalign(&p, 256, size) != 0) return set_error(cudaErrorMemoryAllocation); /* exact size: ASan */
+    memset(p, 0xff, size); /* a GPU's fresh memory holds anything: NaN floats here, so a missed zeroing shows */
     e.device[reinterpret_cast<uintptr_t>(p)] = size;
     e.allocated += size;
     *ptr = p;
@@ -649,7 +708,7 @@ extern "C" cudaError_t cudaMallocHost(void **ptr, size_t size) {
     if (!ptr) return set_error(cudaErrorInvalidValue);
     *ptr = malloc(size ? size : 1);
     if (!*ptr) return set_error(cudaErrorMemoryAllocation);
-    e.pinned.insert(*ptr);
+    e.pinned[reinterpret_cast<uintptr_t>(*ptr)] = size;
     return cudaSuccess;
 }
 extern "C" cudaError_t cudaHostAlloc(void **ptr, size_t size, unsigned int flags) { return cudaMallocHost(ptr, size); }
@@ -658,7 +717,7 @@ extern "C" cudaError_t cudaFreeHost(void *ptr) {
     Emu &e = emu();
     std::lock_guard<std::recursive_mutex> g(e.lock);
     if (!ptr) return cudaSuccess;
-    if (!e.pinned.erase(ptr))
+    if (!e.pinned.erase(reinterpret_cast<uintptr_t>(ptr)))
         return fail(cudaErrorInvalidValue, "cudaFreeHost(%p): not a pointer cudaMallocHost returned", ptr);
     free(ptr);
     return cudaSuccess;
@@ -856,7 +915,7 @@ extern "C" const char *cudaGetErrorName(cudaError_t error) {
         NAME(cudaErrorInvalidConfiguration) NAME(cudaErrorInvalidDevicePointer) NAME(cudaErrorInvalidMemcpyDirection)
         NAME(cudaErrorInsufficientDriver) NAME(cudaErrorNoDevice) NAME(cudaErrorInvalidDevice)
         NAME(cudaErrorInvalidResourceHandle) NAME(cudaErrorNotReady) NAME(cudaErrorLaunchOutOfResources)
-        NAME(cudaErrorLaunchTimeout) NAME(cudaErrorLaunchFailure) NAME(cudaErrorUnknown)
+        NAME(cudaErrorIllegalAddress) NAME(cudaErrorLaunchTimeout) NAME(cudaErrorLaunchFailure) NAME(cudaErrorUnknown)
 #undef NAME
     }
     return "cudaErrorUnknown";
@@ -879,6 +938,7 @@ extern "C" const char *cudaGetErrorString(cudaError_t error) {
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorInvalidResourceHandle: return "invalid resource handle";
     case cudaErrorNotReady: return "device not ready";
+    case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
     case cudaErrorLaunchOutOfResources: return "too many resources requested for launch";
     case cudaErrorLaunchTimeout: return "the launch timed out and was terminated";
     case cudaErrorLaunchFailure: return "unspecified launch failure";

@@ -1,0 +1,257 @@
+/* norm.cu — layer norm and batch norm, forward and backward, in float32 (bf16 mode leaves norms alone), with
+ * the formulas of src/ops/layer_norm.c and batch_norm.c.
+ *
+ * Layer norm: rows (launch.h's row launch: a warp per row up to 1024 columns, a block per row beyond), the
+ * mean and then the variance about it (two passes, as the CPU), mean and 1/std kept in `saved`. Backward's dx
+ * is the same row pattern; dgamma and dbeta are column sums over the rows, done without atomics: a block per
+ * (32 columns, slice of rows) writes its partial sums into the workspace, and a second kernel adds the
+ * slices up in order. Batch norm: a block per channel reduces its N H W values (double partials, a fixed
+ * tree: the same bits every run), then normalises them; running statistics updated by the block's first
+ * thread exactly as the CPU does. */
+#include "compat.h"
+#include "kernels.h"
+#include "launch.h"
+
+namespace {
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int off = MAGNA_LAUNCH_WARP / 2; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
+    return v;
+}
+
+/* The sum over a row's threads (a warp, or the whole block when WARP is false), the same in every thread.
+ * The block case goes through `red` (a warp's slot each) and adds the warps' sums in order. */
+template <bool WARP> __device__ __forceinline__ float row_sum(float v, float *red) {
+    v = warp_sum(v);
+    if (WARP) return v;
+    const unsigned lane = threadIdx.x % MAGNA_LAUNCH_WARP, warp = threadIdx.x / MAGNA_LAUNCH_WARP;
+    __syncthreads(); /* red may still be read from the last call */
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    float s = 0.0f;
+    for (unsigned w = 0; w < blockDim.x / MAGNA_LAUNCH_WARP; w++) s += red[w];
+    return s;
+}
+
+/* x [rows, D] -> y; mean[row], rstd[row] */
+template <bool WARP>
+__global__ void ln_forward_kernel(magna_launch_rows l, const float *__restrict__ x, const float *__restrict__ gamma,
+                                  const float *__restrict__ beta, float eps, float *__restrict__ y,
+                                  float *__restrict__ mean, float *__restrict__ rstd) {
+    __shared__ float red[1024 / MAGNA_LAUNCH_WARP];
+    const int64_t D = l.cols, stride = magna_launch_rows_stride(&l);
+    const uint32_t lane = magna_launch_rows_lane(&l, threadIdx.x);
+    for (int64_t r = magna_launch_rows_first(&l, blockIdx.x, threadIdx.x); r < l.rows; r += stride) {
+        const float *xr = x + r * D;
+        float s = 0.0f;
+        for (int64_t d = lane; d < D; d += l.threads_per_row) s += xr[d];
+        const float m = row_sum<WARP>(s, red) / (float)D;
+        float v = 0.0f;
+        for (int64_t d = lane; d < D; d += l.threads_per_row) v += (xr[d] - m) * (xr[d] - m);
+        const float rs = 1.0f / sqrtf(row_sum<WARP>(v, red) / (float)D + eps);
+        float *yr = y + r * D;
+        for (int64_t d = lane; d < D; d += l.threads_per_row) {
+            float o = (xr[d] - m) * rs;
+            if (gamma) o *= gamma[d];
+            if (beta) o += beta[d];
+            yr[d] = o;
+        }
+        if (lane == 0) mean[r] = m, rstd[r] = rs;
+    }
+}
+
+/* dx += rstd (dnorm - mean(dnorm) - norm mean(dnorm norm)), dnorm = dout gamma */
+template <bool WARP>
+__global__ void ln_backward_dx_kernel(magna_launch_rows l, const float *__restrict__ x, const float *__restrict__ gamma,
+                                      const float *__restrict__ dout, const float *__restrict__ mean,
+                                      const float *__restrict__ rstd, float *__restrict__ dx) {
+    __shared__ float red[1024 / MAGNA_LAUNCH_WARP];
+    const int64_t D = l.cols, stride = magna_launch_rows_stride(&l);
+    const uint32_t lane = magna_launch_rows_lane(&l, threadIdx.x);
+    for (int64_t r = magna_launch_rows_first(&l, blockIdx.x, threadIdx.x); r < l.rows; r += stride) {
+        const float *xr = x + r * D, *dr = dout + r * D;
+        const float m = mean[r], rs = rstd[r];
+        float a = 0.0f, b = 0.0f;
+        for (int64_t d = lane; d < D; d += l.threads_per_row) {
+            const float dn = gamma ? dr[d] * gamma[d] : dr[d];
+            a += dn, b += dn * ((xr[d] - m) * rs);
+        }
+        const float dn_mean = row_sum<WARP>(a, red) / (float)D, dnn_mean = row_sum<WARP>(b, red) / (float)D;
+        float *dxr = dx + r * D;
+        for (int64_t d = lane; d < D; d += l.threads_per_row) {
+            const float norm = (xr[d] - m) * rs, dn = gamma ? dr[d] * gamma[d] : dr[d];
+            dxr[d] += (dn - dn_mean - norm * dnn_mean) * rs;
+        }
+    }
+}
+
+/* Block (x: 32 columns, y: a slice of rows): part[y][col] = sum dout norm, part[y][D + col] = sum dout over the
+ * slice's rows, the block's 8 warps taking every 8th row, then added in warp order. */
+__global__ void ln_param_partial_kernel(magna_launch_colsum l, const float *__restrict__ x, const float *__restrict__ dout,
+                                        const float *__restrict__ mean, const float *__restrict__ rstd,
+                                        float *__restrict__ part) {
+    __shared__ float sg[MAGNA_COLSUM_WARPS][MAGNA_LAUNCH_WARP], sb[MAGNA_COLSUM_WARPS][MAGNA_LAUNCH_WARP];
+    const int64_t D = l.cols, col = magna_colsum_col(blockIdx.x, threadIdx.x);
+    const uint32_t warp = threadIdx.x / MAGNA_LAUNCH_WARP, lane = threadIdx.x % MAGNA_LAUNCH_WARP;
+    float g = 0.0f, b = 0.0f;
+    if (col < D)
+        for (int64_t r = magna_colsum_row_begin(&l, blockIdx.y) + warp; r < magna_colsum_row_end(&l, blockIdx.y);
+             r += MAGNA_COLSUM_WARPS) {
+            const float dy = dout[r * D + col];
+            g += dy * ((x[r * D + col] - mean[r]) * rstd[r]);
+            b += dy;
+        }
+    sg[warp][lane] = g, sb[warp][lane] = b;
+    __syncthreads();
+    if (warp == 0 && col < D) {
+        for (uint32_t w = 1; w < MAGNA_COLSUM_WARPS; w++) g += sg[w][lane], b += sb[w][lane];
+        part[(int64_t)blockIdx.y * 2 * D + col] = g;
+        part[(int64_t)blockIdx.y * 2 * D + D + col] = b;
+    }
+}
+
+/* dgamma[col] += sum over slices of part[s][col], dbeta likewise, slices in order */
+__global__ void ln_param_final_kernel(magna_launch_1d l, const float *__restrict__ part, int slices,
+                                      float *__restrict__ dgamma, float *__restrict__ dbeta) {
+    const int64_t stride = magna_launch_1d_stride(&l), D = l.n;
+    for (int64_t col = magna_launch_1d_first(&l, blockIdx.x, threadIdx.x); col < D; col += stride) {
+        float g = 0.0f, b = 0.0f;
+        for (int s = 0; s < slices; s++) g += part[(int64_t)s * 2 * D + col], b += part[(int64_t)s * 2 * D + D + col];
+        if (dgamma) dgamma[col] += g;
+        if (dbeta) dbeta[col] += b;
+    }
+}
+
+/* ---- batch norm: a block per channel ---------------------------------------------------------------------- */
+
+/* the block's sum of v (blockDim.x a power of two up to MAGNA_LAUNCH_BLOCK), in every thread */
+__device__ double block_sum(double v, double *red) {
+    __syncthreads(); /* red may still be read from the last call */
+    red[threadIdx.x] = v;
+    __syncthreads();
+    for (unsigned half = blockDim.x / 2; half > 0; half /= 2) {
+        if (threadIdx.x < half) red[threadIdx.x] += red[threadIdx.x + half];
+        __syncthreads();
+    }
+    return red[0];
+}
+
+__global__ void bn_forward_kernel(magna_cuda_bn d, const float *__restrict__ x, const float *__restrict__ gamma,
+                                  const float *__restrict__ beta, float *__restrict__ rmean, float *__restrict__ rvar,
+                                  float *__restrict__ y, float *__restrict__ saved) {
+    __shared__ double red[MAGNA_LAUNCH_BLOCK];
+    const int64_t c = blockIdx.x, M = d.N * d.HW;
+    float mu, istd;
+    if (d.training) {
+        double s = 0;
+        for (int64_t e = threadIdx.x; e < M; e += blockDim.x) s += x[(e / d.HW * d.C + c) * d.HW + e % d.HW];
+        const double m = block_sum(s, red) / (double)M;
+        double ss = 0;
+        for (int64_t e = threadIdx.x; e < M; e += blockDim.x) {
+            const double v = x[(e / d.HW * d.C + c) * d.HW + e % d.HW] - m;
+            ss += v * v;
+        }
+        const double var = block_sum(ss, red) / (double)M;
+        mu = (float)m;
+        istd = (float)(1.0 / sqrt(var + (double)d.eps));
+        if (threadIdx.x == 0) {
+            const double unbiased = M > 1 ? var * (double)M / (double)(M - 1) : var;
+            rmean[c] = (1.0f - d.momentum) * rmean[c] + d.momentum * mu;
+            rvar[c] = (1.0f - d.momentum) * rvar[c] + d.momentum * (float)unbiased;
+        }
+    } else {
+        mu = rmean[c];
+        istd = (float)(1.0 / sqrt((double)rvar[c] + (double)d.eps));
+    }
+    if (threadIdx.x == 0) {
+        saved[c] = mu, saved[d.C + c] = istd;
+        if (c == 0) saved[2 * d.C] = d.training ? 1.0f : 0.0f; /* which formula backward must use */
+    }
+    const float scale = (gamma ? gamma[c] : 1.0f) * istd, shift = beta ? beta[c] : 0.0f;
+    for (int64_t e = threadIdx.x; e < M; e += blockDim.x) {
+        const int64_t at = (e / d.HW * d.C + c) * d.HW + e % d.HW;
+        y[at] = (x[at] - mu) * scale + shift;
+    }
+}
+
+__global__ void bn_backward_kernel(magna_cuda_bn d, const float *__restrict__ x, const float *__restrict__ gamma,
+                                   const float *__restrict__ dy, const float *__restrict__ saved, float *__restrict__ dx,
+                                   float *__restrict__ dgamma, float *__restrict__ dbeta) {
+    __shared__ double red[MAGNA_LAUNCH_BLOCK];
+    const int64_t c = blockIdx.x, M = d.N * d.HW;
+    const float mu = saved[c], istd = saved[d.C + c];
+    const bool batch_stats = saved[2 * d.C] != 0.0f;
+    double a = 0, b = 0;
+    for (int64_t e = threadIdx.x; e < M; e += blockDim.x) {
+        const int64_t at = (e / d.HW * d.C + c) * d.HW + e % d.HW;
+        a += dy[at];
+        b += (double)dy[at] * ((x[at] - mu) * istd);
+    }
+    const double sdy = block_sum(a, red), sdyx = block_sum(b, red);
+    if (threadIdx.x == 0) {
+        if (dgamma) dgamma[c] += (float)sdyx;
+        if (dbeta) dbeta[c] += (float)sdy;
+    }
+    if (!dx) return;
+    const float k = (gamma ? gamma[c] : 1.0f) * istd;
+    const float mdy = batch_stats ? (float)(sdy / (double)M) : 0.0f, mdyx = batch_stats ? (float)(sdyx / (double)M) : 0.0f;
+    for (int64_t e = threadIdx.x; e < M; e += blockDim.x) {
+        const int64_t at = (e / d.HW * d.C + c) * d.HW + e % d.HW;
+        dx[at] += k * (dy[at] - mdy - (x[at] - mu) * istd * mdyx);
+    }
+}
+
+} // namespace
+
+extern "C" int magna_cuda_layer_norm_forward(const float *x, const float *gamma, const float *beta, float eps,
+                                             int64_t rows, int64_t D, float *y, float *mean, float *rstd, void *stream) {
+    const magna_launch_rows l = magna_launch_rowwise(rows, D);
+    if (l.grid == 0) return cudaSuccess;
+    return l.threads_per_row == MAGNA_LAUNCH_WARP
+               ? magna_cuda_launch(dim3(l.grid), dim3(l.block), 0, stream, ln_forward_kernel<true>, l, x, gamma, beta,
+                                   eps, y, mean, rstd)
+               : magna_cuda_launch(dim3(l.grid), dim3(l.block), 0, stream, ln_forward_kernel<false>, l, x, gamma, beta,
+                                   eps, y, mean, rstd);
+}
+
+extern "C" int magna_cuda_layer_norm_backward(const float *x, const float *gamma, const float *dout, const float *mean,
+                                              const float *rstd, int64_t rows, int64_t D, float *dx, float *dgamma,
+                                              float *dbeta, float *workspace, size_t workspace_floats, void *stream) {
+    if (rows <= 0 || D <= 0) return cudaSuccess;
+    int e = cudaSuccess;
+    if (dx) {
+        const magna_launch_rows l = magna_launch_rowwise(rows, D);
+        e = l.threads_per_row == MAGNA_LAUNCH_WARP
+                ? magna_cuda_launch(dim3(l.grid), dim3(l.block), 0, stream, ln_backward_dx_kernel<true>, l, x, gamma,
+                                    dout, mean, rstd, dx)
+                : magna_cuda_launch(dim3(l.grid), dim3(l.block), 0, stream, ln_backward_dx_kernel<false>, l, x, gamma,
+                                    dout, mean, rstd, dx);
+        if (e != cudaSuccess) return e;
+    }
+    if (!dgamma && !dbeta) return cudaSuccess;
+    const int64_t fit = (int64_t)(workspace_floats / (size_t)(2 * D));
+    if (fit < 1) return cudaErrorInvalidValue; /* the CPU op's infer always asks for 2 D floats */
+    const magna_launch_colsum l = magna_launch_colsums(rows, D, fit);
+    e = magna_cuda_launch(dim3(l.grid_x, l.grid_y), dim3(l.block), 0, stream, ln_param_partial_kernel, l, x, dout, mean,
+                          rstd, workspace);
+    if (e != cudaSuccess) return e;
+    const magna_launch_1d f = magna_launch_elementwise(D, 1);
+    return magna_cuda_launch(dim3(f.grid), dim3(f.block), 0, stream, ln_param_final_kernel, f, (const float *)workspace,
+                             (int)l.grid_y, dgamma, dbeta);
+}
+
+extern "C" int magna_cuda_batch_norm_forward(const magna_cuda_bn *d, const float *x, const float *gamma,
+                                             const float *beta, float *rmean, float *rvar, float *y, float *saved,
+                                             void *stream) {
+    if (d->C <= 0) return cudaSuccess;
+    return magna_cuda_launch(dim3((unsigned)d->C), dim3(MAGNA_LAUNCH_BLOCK), 0, stream, bn_forward_kernel, *d, x, gamma,
+                             beta, rmean, rvar, y, saved);
+}
+
+extern "C" int magna_cuda_batch_norm_backward(const magna_cuda_bn *d, const float *x, const float *gamma,
+                                              const float *dy, const float *saved, float *dx, float *dgamma,
+                                              float *dbeta, void *stream) {
+    if (d->C <= 0) return cudaSuccess;
+    return magna_cuda_launch(dim3((unsigned)d->C), dim3(MAGNA_LAUNCH_BLOCK), 0, stream, bn_backward_kernel, *d, x, gamma,
+                             dy, saved, dx, dgamma, dbeta);
+}

@@ -1,0 +1,100 @@
+/* ops_matmul.c — OP_MATMUL on a CUDA graph: src/ops/matmul.c's products, each one magna_cuda_gemm (batched,
+ * cuBLASLt on a GPU), bf16 operands in mixed precision (g->bf16) with float32 accumulation.
+ *
+ * a is [..., M, K] ([..., K, M] when ip[0]), b is [..., K, N] ([..., N, K] when ip[1]), out [..., M, N]; batch
+ * dims match, or one operand is 2-D and shared (stride 0). A 2-D b with an untransposed a is one GEMM over all
+ * rows of a. Backward: dA += dC op(B)^T, dB += op(A)^T dC (stored transposed when the operand is). A shared
+ * operand's gradient sums over the batch: one GEMM a batch entry, in order, each adding (beta 1) into the same
+ * matrix — a batched GEMM would have every entry write it at once. */
+#include "ops_glue.h"
+#include "kernels.h"
+
+typedef struct mm_dims {
+    int batch, m, n, k, lda, ldb;
+    long long sa, sb, sc; /* elements between batch entries; 0 when shared */
+    int ta, tb;
+} mm_dims;
+
+/* as matmul.c's mm_dims_of */
+static mm_dims mm_dims_of(const magna_node *c) {
+    const magna_node *a = c->in[0], *b = c->in[1];
+    mm_dims d;
+    d.ta = c->ip[0] != 0, d.tb = c->ip[1] != 0;
+    const int64_t ar = a->shape[a->ndim - 2], ac = a->shape[a->ndim - 1];
+    const int64_t br = b->shape[b->ndim - 2], bc = b->shape[b->ndim - 1];
+    d.k = (int)(d.ta ? ar : ac);
+    d.n = (int)(d.tb ? br : bc);
+    d.lda = (int)ac, d.ldb = (int)bc;
+    if (b->ndim == 2 && !d.ta) { /* a's batch folded into rows */
+        d.batch = 1;
+        d.m = (int)(a->numel / ac);
+        d.sa = d.sb = d.sc = 0;
+        return d;
+    }
+    d.m = (int)(d.ta ? ac : ar);
+    d.batch = (int)(c->numel / ((int64_t)d.m * d.n));
+    d.sa = a->ndim == 2 ? 0 : ar * ac;
+    d.sb = b->ndim == 2 ? 0 : br * bc;
+    d.sc = (long long)d.m * d.n;
+    return d;
+}
+
+magna_status cuda_matmul_forward(magna_graph *g, magna_node *c) {
+    const mm_dims d = mm_dims_of(c);
+    const int e = magna_cuda_gemm(cuda_blas(g), cuda_stream(g), d.ta, d.tb, d.m, d.n, d.k, 1.0f, fval(c->in[0]), d.lda,
+                                  d.sa, fval(c->in[1]), d.ldb, d.sb, 0.0f, fval(c), d.n, d.sc, d.batch, g->bf16);
+    return cuda_fail(g, e, "matmul forward");
+}
+
+/* One GEMM over the batch, or `batch` GEMMs one after another when the output (a shared operand's gradient)
+ * has stride 0. */
+static int gemm_into(magna_graph *g, const mm_dims *d, int ta, int tb, int m, int n, int k, const float *a, int lda,
+                     long long sa, const float *b, int ldb, long long sb, float *c, int ldc, long long sc) {
+    if (sc != 0 || d->batch == 1)
+        return magna_cuda_gemm(cuda_blas(g), cuda_stream(g), ta, tb, m, n, k, 1.0f, a, lda, sa, b, ldb, sb, 1.0f, c, ldc,
+                               sc, d->batch, g->bf16);
+    for (int i = 0; i < d->batch; i++) {
+        const int e = magna_cuda_gemm(cuda_blas(g), cuda_stream(g), ta, tb, m, n, k, 1.0f, a + i * sa, lda, 0,
+                                      b + i * sb, ldb, 0, 1.0f, c, ldc, 0, 1, g->bf16);
+        if (e) return e;
+    }
+    return 0;
+}
+
+void cuda_matmul_backward(magna_graph *g, magna_node *c) {
+    const mm_dims d = mm_dims_of(c);
+    const float *A = fval(c->in[0]), *B = fval(c->in[1]), *dC = c->grad;
+    float *dA = c->in[0]->grad, *dB = c->in[1]->grad;
+    int e = 0;
+    if (dA) {
+        if (!d.ta) /* dA [m, k] += dC [m, n] op(B)^T */
+            e = gemm_into(g, &d, 0, !d.tb, d.m, d.k, d.n, dC, d.n, d.sc, B, d.ldb, d.sb, dA, d.lda, d.sa);
+        else /* dA [k, m] += op(B) dC^T */
+            e = gemm_into(g, &d, d.tb, 1, d.k, d.m, d.n, B, d.ldb, d.sb, dC, d.n, d.sc, dA, d.lda, d.sa);
+        if (e) {
+            cuda_fail(g, e, "matmul backward (dA)");
+            return;
+        }
+    }
+    if (dB) {
+        if (!d.tb) /* dB [k, n] += op(A)^T dC */
+            e = gemm_into(g, &d, !d.ta, 0, d.k, d.n, d.m, A, d.lda, d.sa, dC, d.n, d.sc, dB, d.ldb, d.sb);
+        else /* dB [n, k] += dC^T op(A) */
+            e = gemm_into(g, &d, 1, d.ta, d.n, d.k, d.m, dC, d.n, d.sc, A, d.lda, d.sa, dB, d.ldb, d.sb);
+        if (e) cuda_fail(g, e, "matmul backward (dB)");
+    }
+}
+
+/* Each GEMM's two operands, packed, are each at most one of the tensors (or, for conv2d, the workspace's
+ * columns) it reads: the two largest of those bound what one call stages. */
+size_t cuda_gemm_stage_elems(const magna_graph *g, const magna_node *n) {
+    if (n->kind != NODE_OP || (n->op != OP_MATMUL && n->op != OP_CONV2D)) return 0;
+    int64_t t[4] = {n->in[0]->numel, n->in[1]->numel, n->numel, 0};
+    if (n->op == OP_CONV2D) t[3] = (int64_t)(g->workspace_bytes / sizeof(float));
+    int64_t first = 0, second = 0;
+    for (int i = 0; i < 4; i++) {
+        if (t[i] > first) second = first, first = t[i];
+        else if (t[i] > second) second = t[i];
+    }
+    return (size_t)(first + second) + 16; /* + the second operand's alignment */
+}
