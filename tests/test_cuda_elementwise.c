@@ -433,7 +433,8 @@ static void dropout(int64_t n, float p) {
 
 /* ---- bad data through a whole graph: the CUDA graph refuses it with the CPU graph's status and message --- */
 
-enum { BAD_ID, BAD_LABEL, BAD_TARGET };
+/* BAD_TARGET_MADE: the targets come out of an op, so the host has no copy: the kernel flags them */
+enum { BAD_ID, BAD_LABEL, BAD_TARGET, BAD_TARGET_MADE };
 
 static magna_graph *bad_data_graph(int kind, bool cuda) {
     magna_graph *g = magna_graph_new(28);
@@ -454,7 +455,7 @@ static magna_graph *bad_data_graph(int kind, bool cuda) {
     } else {
         magna_node *x = magna_param(g, "x", 1, (int64_t[]){40}, magna_init_zeros());
         magna_node *t = magna_input_unbatched(g, "t", MAGNA_F32, 1, (int64_t[]){40});
-        loss = magna_bce_with_logits(g, x, t);
+        loss = magna_bce_with_logits(g, x, kind == BAD_TARGET_MADE ? magna_scale(g, t, 1.0f) : t);
         if (run_cpu(g, loss, "bad target"))
             for (int i = 0; i < 40; i++) magna_node_data(t)[i] = i == 9 ? -0.5f : i == 33 ? NAN : 0.25f;
     }
@@ -491,6 +492,6 @@ int main(void) {
     pointwise_loss(1, 1001, 1);
     embedding(37, 5, 1000, 0), embedding(11, 300, 200, 0), embedding(1, 1, 1, 0), embedding(37, 5, 100, 1);
     dropout(1, 0.5f), dropout(10007, 0.25f);
-    bad_data(BAD_ID), bad_data(BAD_LABEL), bad_data(BAD_TARGET);
+    bad_data(BAD_ID), bad_data(BAD_LABEL), bad_data(BAD_TARGET), bad_data(BAD_TARGET_MADE);
     return check_finish("test_cuda_elementwise");
 }

@@ -104,7 +104,8 @@ int magna_cuda_avg_pool_backward(const magna_cuda_pool *d, const float *dy, floa
 /* ---- the elementwise family (cuda-ops-a): elementwise.cu, reduce.cu, softmax.cu, embedding.cu ----------
  * Index spaces (magna_index) and reduction shapes come from launch.h; `bad` arguments are a device int the
  * kernel sets to 1 when the data is invalid (an id, a label, a target out of range), for the glue to read
- * back and report as the CPU op does. */
+ * back and report as the CPU op does; NULL where the glue checked the data on the host already. A bad
+ * element is never used to index memory. */
 
 /* y = f(x; a) over n elements, op a magna_em_unary_op */
 int magna_cuda_unary_forward(int op, float a, const float *x, float *y, int64_t n, void *stream);

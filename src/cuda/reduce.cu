@@ -114,7 +114,7 @@ struct bce_term {
     const float *x, *t;
     __device__ float operator()(int64_t i, int *bad) const {
         const float ti = t[i];
-        if (!(ti >= 0.0f && ti <= 1.0f)) *bad = 1; /* every writer stores the same value */
+        if (!(ti >= 0.0f && ti <= 1.0f) && bad) *bad = 1; /* every writer stores the same value */
         return magna_em_bce(x[i], ti);
     }
 };
@@ -197,7 +197,7 @@ extern "C" int magna_cuda_mse_forward(const float *p, const float *t, int64_t n,
 
 extern "C" int magna_cuda_bce_forward(const float *x, const float *t, int64_t n, float *workspace, int *bad, float *loss,
                                       void *stream) {
-    int e = cudaMemsetAsync(bad, 0, sizeof(int), static_cast<cudaStream_t>(stream));
+    int e = bad ? cudaMemsetAsync(bad, 0, sizeof(int), static_cast<cudaStream_t>(stream)) : cudaSuccess;
     return e ? e : whole_sum(bce_term{x, t}, n, workspace, bad, loss, stream);
 }
 

@@ -61,7 +61,7 @@ __global__ void softmax_backward_kernel(magna_launch_rows l, int log_form, const
 }
 
 /* per row: lse[r] and loss[r] = (lse - x[label]) w[label] (0 for an ignored row); a label outside [0, C)
- * (but the ignore label) sets *bad and is not read */
+ * (but the ignore label) sets *bad (when given) and is not read */
 __global__ void xent_rows_kernel(magna_launch_rows l, const float *__restrict__ X, const int32_t *__restrict__ label,
                                  const float *__restrict__ weight, float *__restrict__ lse, float *__restrict__ loss,
                                  int *__restrict__ bad) {
@@ -71,7 +71,7 @@ __global__ void xent_rows_kernel(magna_launch_rows l, const float *__restrict__ 
         if (k == MAGNA_EM_IGNORE_LABEL || k < 0 || k >= l.cols) { /* the same branch for the whole row */
             if (lane == 0) {
                 loss[r] = 0.0f, lse[r] = 0.0f;
-                if (k != MAGNA_EM_IGNORE_LABEL) *bad = 1;
+                if (k != MAGNA_EM_IGNORE_LABEL && bad) *bad = 1;
             }
             continue;
         }
@@ -128,7 +128,7 @@ extern "C" int magna_cuda_softmax_backward(int log_form, const float *y, const f
 extern "C" int magna_cuda_xent_forward(const float *x, const int32_t *label, const float *weight, int64_t rows,
                                        int64_t cols, float *saved, float *row_loss, int *bad, float *loss,
                                        void *stream) {
-    int e = cudaMemsetAsync(bad, 0, sizeof(int), static_cast<cudaStream_t>(stream));
+    int e = bad ? cudaMemsetAsync(bad, 0, sizeof(int), static_cast<cudaStream_t>(stream)) : cudaSuccess;
     const magna_launch_rows l = magna_launch_rowwise(rows, cols);
     if (e || l.grid == 0) return e;
     e = magna_cuda_launch(l.grid, l.block, 0, stream, xent_rows_kernel, l, x, label, weight, saved, row_loss, bad);
