@@ -86,6 +86,38 @@ template <int OP> __global__ void binary_forward_kernel(magna_index ix, const fl
     }
 }
 
+/* the flat case (same shapes, or one operand a single value): sa, sb in {0, 1}; float4 where aligned */
+template <int OP> __global__ void binary_flat_kernel(magna_launch_1d l, const float *__restrict__ a, int64_t sa,
+                                                     const float *__restrict__ b, int64_t sb, float *__restrict__ y) {
+    const int64_t stride = magna_launch_1d_stride(&l);
+    for (int64_t i = magna_launch_1d_first(&l, blockIdx.x, threadIdx.x); i < l.n; i += stride) {
+        if (l.vec == 4 && i + 4 <= l.n) {
+            const float4 va = sa ? *reinterpret_cast<const float4 *>(a + i) : make_float4(a[0], a[0], a[0], a[0]);
+            const float4 vb = sb ? *reinterpret_cast<const float4 *>(b + i) : make_float4(b[0], b[0], b[0], b[0]);
+            float4 v;
+            v.x = magna_em_binary(OP, va.x, vb.x), v.y = magna_em_binary(OP, va.y, vb.y);
+            v.z = magna_em_binary(OP, va.z, vb.z), v.w = magna_em_binary(OP, va.w, vb.w);
+            *reinterpret_cast<float4 *>(y + i) = v;
+        } else {
+            for (uint32_t j = 0; j < l.vec && i + j < l.n; j++) y[i + j] = magna_em_binary(OP, a[(i + j) * sa], b[(i + j) * sb]);
+        }
+    }
+}
+
+template <int OP> int binary_forward_launch(const magna_index *ix, const float *a, const float *b, float *y, void *stream) {
+    const bool flat = ix->nd <= 1 && (ix->nd == 0 || ((ix->stride[1][0] | ix->stride[2][0]) & ~(int64_t)1) == 0);
+    if (flat) {
+        const int64_t sa = ix->nd ? ix->stride[1][0] : 0, sb = ix->nd ? ix->stride[2][0] : 0;
+        const bool vec = aligned16(y) && (!sa || aligned16(a)) && (!sb || aligned16(b));
+        const magna_launch_1d l = magna_launch_elementwise(ix->n, vec ? 4 : 1);
+        if (l.grid == 0) return cudaSuccess;
+        return magna_cuda_launch(l.grid, l.block, 0, stream, binary_flat_kernel<OP>, l, a, sa, b, sb, y);
+    }
+    const magna_launch_1d l = magna_launch_elementwise(ix->n, 1);
+    if (l.grid == 0) return cudaSuccess;
+    return magna_cuda_launch(l.grid, l.block, 0, stream, binary_forward_kernel<OP>, *ix, a, b, y);
+}
+
 template <int OP, int WHICH> struct binary_grad_sum {
     const float *a, *b, *y, *dy;
     __device__ __forceinline__ float term(const int64_t *off) const {
@@ -229,14 +261,12 @@ extern "C" int magna_cuda_unary_backward(int op, float a, const float *x, const 
 
 extern "C" int magna_cuda_binary_forward(int op, const magna_index *ix, const float *a, const float *b, float *y,
                                          void *stream) {
-    const magna_launch_1d l = flat(ix->n);
-    if (l.grid == 0) return cudaSuccess;
     switch (op) {
-    case MAGNA_EM_ADD: return magna_cuda_launch(l.grid, l.block, 0, stream, binary_forward_kernel<MAGNA_EM_ADD>, *ix, a, b, y);
-    case MAGNA_EM_SUB: return magna_cuda_launch(l.grid, l.block, 0, stream, binary_forward_kernel<MAGNA_EM_SUB>, *ix, a, b, y);
-    case MAGNA_EM_MUL: return magna_cuda_launch(l.grid, l.block, 0, stream, binary_forward_kernel<MAGNA_EM_MUL>, *ix, a, b, y);
-    case MAGNA_EM_DIV: return magna_cuda_launch(l.grid, l.block, 0, stream, binary_forward_kernel<MAGNA_EM_DIV>, *ix, a, b, y);
-    case MAGNA_EM_POW: return magna_cuda_launch(l.grid, l.block, 0, stream, binary_forward_kernel<MAGNA_EM_POW>, *ix, a, b, y);
+    case MAGNA_EM_ADD: return binary_forward_launch<MAGNA_EM_ADD>(ix, a, b, y, stream);
+    case MAGNA_EM_SUB: return binary_forward_launch<MAGNA_EM_SUB>(ix, a, b, y, stream);
+    case MAGNA_EM_MUL: return binary_forward_launch<MAGNA_EM_MUL>(ix, a, b, y, stream);
+    case MAGNA_EM_DIV: return binary_forward_launch<MAGNA_EM_DIV>(ix, a, b, y, stream);
+    case MAGNA_EM_POW: return binary_forward_launch<MAGNA_EM_POW>(ix, a, b, y, stream);
     }
     return cudaErrorInvalidValue;
 }
