@@ -217,7 +217,8 @@ static void reduction(op_id op, int nd, const int64_t *shape, unsigned mask, int
     int64_t *arg = NULL;
     CU(cudaMalloc((void **)&arg, (size_t)m->numel * sizeof *arg));
     const float scale = op == OP_MEAN ? 1.0f / (float)red.n : 1.0f;
-    CU(magna_cuda_reduce_axes(op == OP_MAX, &kept, &red, xd, scale, md, arg, NULL));
+    float *ws = dev_zeros(MAGNA_LAUNCH_SUM_BLOCKS); /* as the CPU op's infer asks for it (a single output) */
+    CU(magna_cuda_reduce_axes(op == OP_MAX, &kept, &red, xd, scale, md, arg, m->workspace_bytes ? ws : NULL, NULL));
     if (op == OP_MAX) {
         CU(magna_cuda_max_backward(arg, cd, gd, m->numel, NULL));
     } else { /* the glue's broadcast of dy (src/cuda/ops_reduce.c) */
@@ -246,7 +247,7 @@ static void reduction(op_id op, int nd, const int64_t *shape, unsigned mask, int
           "%s %s mask 0x%x%s: forward %.3g (%lld NaNs differ) backward %.3g", name, shape_str(x, sx, sizeof sx), mask,
           ties ? " ties" : "", em, (long long)nan_mismatch, eg);
     free(mh), free(mc), free(g0);
-    cudaFree(xd), cudaFree(cd), cudaFree(md), cudaFree(gd), cudaFree(arg);
+    cudaFree(xd), cudaFree(cd), cudaFree(md), cudaFree(gd), cudaFree(arg), cudaFree(ws);
     magna_graph_free(g);
 }
 

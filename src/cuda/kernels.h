@@ -126,9 +126,10 @@ int magna_cuda_dropout(uint64_t seed, uint64_t rstream, float p, const float *sr
                        int accumulate, void *stream);
 
 /* y[o] = scale * sum, or max (max != 0, arg[o] = the flat index of x it came from, the first on ties), of x
- * over red for each o of kept (tensor 0 = x) */
+ * over red for each o of kept (tensor 0 = x). workspace (MAGNA_LAUNCH_SUM_BLOCKS floats, may be NULL): a sum
+ * to a single output then runs over the whole grid in two passes. */
 int magna_cuda_reduce_axes(int max, const magna_index *kept, const magna_index *red, const float *x, float scale, float *y,
-                      int64_t *arg, void *stream);
+                           int64_t *arg, float *workspace, void *stream);
 /* dx[arg[o]] += dy[o] for outs outputs */
 int magna_cuda_max_backward(const int64_t *arg, const float *dy, float *dx, int64_t outs, void *stream);
 /* loss[0] = mean((p - t)^2); workspace: MAGNA_LAUNCH_SUM_BLOCKS floats */

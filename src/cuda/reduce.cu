@@ -103,6 +103,17 @@ __global__ void max_backward_kernel(magna_launch_1d l, const int64_t *__restrict
 
 /* ---- whole-tensor losses: a fixed grid of partial sums, then one block ------------------------------- */
 
+/* x over a reduced index space (a sum of everything to one number) */
+struct strided_term {
+    const float *x;
+    magna_index red;
+    __device__ float operator()(int64_t i, int *) const {
+        int64_t off;
+        magna_index_offsets(&red, i, 1, &off);
+        return x[off];
+    }
+};
+
 struct mse_term {
     const float *p, *t;
     __device__ float operator()(int64_t i, int *) const {
@@ -136,14 +147,15 @@ __global__ void final_sum_kernel(const float *__restrict__ partial, int n, float
     if (threadIdx.x == 0) out[0] = s * scale;
 }
 
-template <class T> int whole_sum(T f, int64_t n, float *workspace, int *bad, float *out, void *stream) {
+/* out = scale * sum of f(i) over i < n (scale 0: 1 / n, a mean) */
+template <class T> int whole_sum(T f, int64_t n, float *workspace, int *bad, float *out, void *stream, float scale = 0.0f) {
     magna_launch_1d l = magna_launch_elementwise(n, 1);
     if (l.grid > MAGNA_LAUNCH_SUM_BLOCKS) l.grid = MAGNA_LAUNCH_SUM_BLOCKS; /* the grid-stride loop takes the rest */
     if (l.grid == 0) return cudaSuccess;
     int e = magna_cuda_launch(l.grid, l.block, 0, stream, partial_sums_kernel<T>, l, f, workspace, bad);
     if (e) return e;
     return magna_cuda_launch(1, MAGNA_LAUNCH_BLOCK, 0, stream, final_sum_kernel, (const float *)workspace, (int)l.grid,
-                             1.0f / (float)n, out);
+                             scale != 0.0f ? scale : 1.0f / (float)n, out);
 }
 
 /* dp += k (p - t), dt -= k (p - t), k = 2 dL / n */
@@ -172,7 +184,10 @@ __global__ void bce_backward_kernel(magna_launch_1d l, const float *__restrict__
 } // namespace
 
 extern "C" int magna_cuda_reduce_axes(int max, const magna_index *kept, const magna_index *red, const float *x, float scale,
-                                 float *y, int64_t *arg, void *stream) {
+                                      float *y, int64_t *arg, float *workspace, void *stream) {
+    /* a sum of everything to one number: the whole grid in two passes rather than one block */
+    if (!max && workspace && kept->n == 1 && red->n > 4 * MAGNA_LAUNCH_BLOCK)
+        return whole_sum(strided_term{x, *red}, red->n, workspace, (int *)NULL, y, stream, scale);
     const int inner = red->nd > 0 && red->stride[0][red->nd - 1] == 1;
     const magna_launch_reduce l = magna_launch_reduction(kept->n, red->n, inner);
     if (l.grid == 0) return cudaSuccess;
