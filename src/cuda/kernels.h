@@ -174,6 +174,15 @@ int magna_cuda_reduce(int mode, const float *x, int64_t n, float *scratch, float
 /* x *= k */
 int magna_cuda_scale(float k, float *x, int64_t n, void *stream);
 
+/* ---- fused pairs of nodes (fused.cu, chosen by fuse.c) ---- */
+/* x = a + bias (bias [N] over rows of N), y = gelu(x) (tanh_approx: GELU's tanh form) */
+int magna_cuda_bias_gelu_forward(int tanh_approx, const float *a, const float *bias, int64_t rows, int64_t N, float *x,
+                                 float *y, void *stream);
+/* x1 = a + r, y = layer_norm(x1) with gamma, beta (either may be NULL); mean and rstd [rows] as layer norm saves */
+int magna_cuda_add_layer_norm_forward(const float *a, const float *r, const float *gamma, const float *beta, float eps,
+                                      int64_t rows, int64_t D, float *x1, float *y, float *mean, float *rstd,
+                                      void *stream);
+
 #ifdef __cplusplus
 }
 #endif
