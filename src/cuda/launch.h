@@ -8,10 +8,12 @@
  *   rows         softmax, cross-entropy, layer norm: a warp per row for short rows, a block per row for
  *                long ones, rows beyond the grid taken by a grid-stride loop;
  *   attention    flash-style tiles: a block per (query tile, batch x head), looping over key tiles (only
- *                those a causal mask leaves), so the T x T scores never exist in memory. */
+ *                those a causal mask leaves), so the T x T scores never exist in memory; backward's dK/dV
+ *                a block per (key tile, batch x head), looping over the queries that see its keys. */
 #ifndef MAGNA_CUDA_LAUNCH_H
 #define MAGNA_CUDA_LAUNCH_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "elementwise_math.h" /* MAGNA_HD */
@@ -75,26 +77,48 @@ MAGNA_HD uint32_t magna_launch_rows_lane(const magna_launch_rows *l, uint32_t t)
 
 /* ---- attention tiles ---------------------------------------------------------------------------------- */
 
+/* A query row (forward, dQ) or key row (dK, dV) is owned by `parts` neighbouring threads of a warp; part p
+ * holds the head-dim elements d = p, p + parts, ... (interleaved, so the parts of a row read neighbouring
+ * shared-memory words: no bank conflicts). Fast path (hd <= 128): parts = 4, each thread keeps its
+ * dpt = hd / 4 (rounded up to 4, 8, 16 or 32) elements of q and of the accumulator in registers and the
+ * block stages tiles of tile_k rows of K and V (or Q and dO) in shared memory. Generic path (hd > 128,
+ * dpt = 0): a warp per row, vectors read from and accumulated in global memory, nothing staged. */
+enum { MAGNA_ATTN_MAX_FAST_HD = 128 };
+
 typedef struct magna_launch_attention {
-    int64_t bh, tq, tk;        /* batch x heads, queries, keys */
-    uint32_t tile_q, tile_k;   /* queries of a block, keys of one step of its loop */
+    int64_t bh, tq, tk, hd;    /* batch x heads, queries, keys, head dimension */
+    uint32_t tile_q, tile_k;   /* rows a block owns (queries; keys in dK/dV), rows of one staged tile */
+    uint32_t parts, dpt;       /* threads of a row; elements each keeps in registers (0: generic path) */
     uint32_t grid_x, grid_y;   /* query tiles; (batch x head) slots, strided when bh > 65535 */
-    uint32_t block;            /* threads: rows_per_thread queries each */
-    uint32_t rows_per_thread;
+    uint32_t kv_grid_x;        /* dK/dV: key tiles of tile_q keys */
+    uint32_t block;            /* tile_q * parts threads */
     int causal;                /* query q sees keys k <= q + (tk - tq): the queries are the last tq positions */
 } magna_launch_attention;
 
-static inline magna_launch_attention magna_launch_attn(int64_t bh, int64_t tq, int64_t tk, int causal) {
+static inline magna_launch_attention magna_launch_attn(int64_t bh, int64_t tq, int64_t tk, int64_t hd, int causal) {
     magna_launch_attention l;
-    l.bh = bh > 0 ? bh : 0, l.tq = tq > 0 ? tq : 0, l.tk = tk > 0 ? tk : 0, l.causal = causal != 0;
-    l.tile_q = 64, l.tile_k = 64, l.block = 128;
-    l.rows_per_thread = 1;
-    /* 128 threads over 64 queries: two threads share a query row (each takes half of the head dim) */
-    const int64_t qtiles = (l.tq + l.tile_q - 1) / l.tile_q;
-    const int empty = l.bh == 0 || l.tq == 0;
-    l.grid_x = (uint32_t)(empty ? 0 : qtiles);
+    l.bh = bh > 0 ? bh : 0, l.tq = tq > 0 ? tq : 0, l.tk = tk > 0 ? tk : 0, l.hd = hd > 0 ? hd : 0;
+    l.causal = causal != 0;
+    l.block = 256, l.tile_k = 32;
+    if (l.hd <= MAGNA_ATTN_MAX_FAST_HD) {
+        l.parts = 4;
+        l.dpt = l.hd <= 16 ? 4 : l.hd <= 32 ? 8 : l.hd <= 64 ? 16 : 32;
+    } else {
+        l.parts = MAGNA_LAUNCH_WARP, l.dpt = 0;
+    }
+    l.tile_q = l.block / l.parts;
+    const int empty = l.bh == 0 || l.tq == 0 || l.hd == 0;
+    l.grid_x = (uint32_t)(empty ? 0 : (l.tq + l.tile_q - 1) / l.tile_q);
+    l.kv_grid_x = (uint32_t)(empty ? 0 : (l.tk + l.tile_q - 1) / l.tile_q);
     l.grid_y = (uint32_t)(empty ? 0 : l.bh < MAGNA_LAUNCH_MAX_GRID_Y ? l.bh : MAGNA_LAUNCH_MAX_GRID_Y);
     return l;
+}
+/* shared memory of the fast path's kernels: two staged tiles of tile_k rows of parts * dpt floats (hd, padded
+ * with zeros so the register loops need no bound), and tile_k floats each of the two per-row values dK/dV
+ * stages beside them (log-sum-exp and rowsum(dO * O)) */
+static inline size_t magna_attn_shared_bytes(const magna_launch_attention *l) {
+    const size_t row = (size_t)l->parts * l->dpt;
+    return l->dpt ? (2 * (size_t)l->tile_k * row + 2 * (size_t)l->tile_k) * sizeof(float) : 0;
 }
 /* queries [q_begin, q_end) of block x */
 MAGNA_HD int64_t magna_attn_q_begin(const magna_launch_attention *l, uint32_t x) { return (int64_t)x * l->tile_q; }
@@ -102,12 +126,12 @@ MAGNA_HD int64_t magna_attn_q_end(const magna_launch_attention *l, uint32_t x) {
     const int64_t e = ((int64_t)x + 1) * l->tile_q;
     return e < l->tq ? e : l->tq;
 }
-/* the query row of thread t (two threads a row), and which half of the head dim it takes */
+/* the row (query, or key in dK/dV) of thread t within block x's tile, and which part of the head dim it takes */
 MAGNA_HD int64_t magna_attn_query(const magna_launch_attention *l, uint32_t x, uint32_t t) {
-    return magna_attn_q_begin(l, x) + t / (l->block / l->tile_q);
+    return magna_attn_q_begin(l, x) + t / l->parts;
 }
-MAGNA_HD uint32_t magna_attn_part(const magna_launch_attention *l, uint32_t t) { return t % (l->block / l->tile_q); }
-/* the keys query q may see: [0, keys_end(q)) */
+MAGNA_HD uint32_t magna_attn_part(const magna_launch_attention *l, uint32_t t) { return t % l->parts; }
+/* the keys query q may see: [0, keys_end(q)) (a padding mask cuts this further, per batch, in the kernel) */
 MAGNA_HD int64_t magna_attn_keys_end(const magna_launch_attention *l, int64_t q) {
     if (!l->causal) return l->tk;
     const int64_t e = q + 1 + (l->tk - l->tq);
@@ -118,6 +142,18 @@ MAGNA_HD int64_t magna_attn_k_tiles(const magna_launch_attention *l, uint32_t x)
     const int64_t q_end = magna_attn_q_end(l, x);
     const int64_t keys = q_end > magna_attn_q_begin(l, x) ? magna_attn_keys_end(l, q_end - 1) : 0;
     return (keys + l->tile_k - 1) / l->tile_k;
+}
+/* dK/dV: keys [k_begin, k_end) of block x; the queries it loops over, [kv_q_begin, tq): from the first that
+ * sees the block's first key (all later queries see at least as many keys) */
+MAGNA_HD int64_t magna_attn_k_begin(const magna_launch_attention *l, uint32_t x) { return (int64_t)x * l->tile_q; }
+MAGNA_HD int64_t magna_attn_k_end(const magna_launch_attention *l, uint32_t x) {
+    const int64_t e = ((int64_t)x + 1) * l->tile_q;
+    return e < l->tk ? e : l->tk;
+}
+MAGNA_HD int64_t magna_attn_kv_q_begin(const magna_launch_attention *l, uint32_t x) {
+    if (!l->causal) return 0;
+    const int64_t q = magna_attn_k_begin(l, x) - (l->tk - l->tq);
+    return q < 0 ? 0 : q < l->tq ? q : l->tq;
 }
 /* the (batch x head) slots of grid row y: y, y + grid_y, ... < bh */
 MAGNA_HD int64_t magna_attn_bh_stride(const magna_launch_attention *l) { return l->grid_y; }
