@@ -147,6 +147,68 @@ static void attention(int64_t bh, int64_t tq, int64_t tk, int64_t hd, int causal
     free(rows), free(keys), free(pairs);
 }
 
+/* GEMM tiles: every (batch, row, col) of C written by exactly one thread, nothing out of range; each step's
+ * staging covers the TILE x TILE_K slab of an operand exactly once, for either contiguous dim. */
+static void gemm_tiles(int64_t m, int64_t n, int64_t batch) {
+    const magna_launch_gemm l = magna_launch_gemm_tiles(m, n, batch);
+    const int empty = m == 0 || n == 0 || batch == 0;
+    CHECK(l.block == MAGNA_GEMM_THREADS && l.block <= 1024 && (l.grid_x == 0) == empty && (l.grid_y == 0) == empty &&
+              (l.grid_z == 0) == empty && l.grid_y <= MAGNA_LAUNCH_MAX_GRID_Y && l.grid_z <= MAGNA_LAUNCH_MAX_GRID_Y,
+          "gemm %lldx%lld x%lld: grid %u x %u x %u block %u", (long long)m, (long long)n, (long long)batch, l.grid_x,
+          l.grid_y, l.grid_z, l.block);
+    const int64_t total = m * n * batch;
+    unsigned char *seen = calloc((size_t)total + 1, 1);
+    int64_t out_of_range = 0, twice = 0;
+    for (uint32_t z = 0; z < l.grid_z; z++)
+        for (int64_t bz = z; bz < l.batch; bz += l.grid_z)
+            for (uint32_t x = 0; x < l.grid_x; x++)
+                for (uint32_t y = 0; y < l.grid_y; y++)
+                    for (int64_t ty = y; ty < magna_gemm_col_tiles(&l); ty += l.grid_y)
+                        for (uint32_t t = 0; t < l.block; t++)
+                            for (uint32_t r = 0; r < MAGNA_GEMM_MICRO; r++) {
+                                const int64_t i = magna_gemm_row(x, t, r);
+                                if (i >= l.m) continue; /* the edge tile's idle rows */
+                                for (uint32_t c = 0; c < MAGNA_GEMM_MICRO; c++) {
+                                    const int64_t j = magna_gemm_col(ty, t, c);
+                                    if (j >= l.n) continue;
+                                    if (i < 0 || j < 0 || i >= m || j >= n || i < (int64_t)x * MAGNA_GEMM_TILE_M ||
+                                        j < ty * MAGNA_GEMM_TILE_N)
+                                        out_of_range++;
+                                    else if (seen[(bz * m + i) * n + j]++)
+                                        twice++;
+                                }
+                            }
+    int64_t missed = 0;
+    for (int64_t i = 0; i < total; i++) missed += !seen[i];
+    CHECK(!out_of_range && !twice && !missed, "gemm %lldx%lld x%lld: %lld out of range, %lld twice, %lld missed",
+          (long long)m, (long long)n, (long long)batch, (long long)out_of_range, (long long)twice, (long long)missed);
+    free(seen);
+}
+
+static void gemm_staging(void) {
+    for (int contiguous = 0; contiguous < 2; contiguous++) {
+        unsigned char seen[MAGNA_GEMM_TILE_M][MAGNA_GEMM_TILE_K] = {{0}};
+        int bad = 0, coalesced = 1;
+        for (uint32_t t = 0; t < MAGNA_GEMM_THREADS; t++)
+            for (uint32_t e = 0; e < MAGNA_GEMM_LOADS; e++) {
+                uint32_t o, kk;
+                magna_gemm_stage(t, e, contiguous, &o, &kk);
+                if (o >= MAGNA_GEMM_TILE_M || kk >= MAGNA_GEMM_TILE_K) bad++;
+                else seen[o][kk]++;
+                /* neighbouring threads of a warp read neighbouring elements along the contiguous dim */
+                if (t % 32 && t % (contiguous ? MAGNA_GEMM_TILE_K : MAGNA_GEMM_TILE_M)) {
+                    uint32_t po, pk;
+                    magna_gemm_stage(t - 1, e, contiguous, &po, &pk);
+                    coalesced &= contiguous ? (po == o && pk + 1 == kk) : (pk == kk && po + 1 == o);
+                }
+            }
+        for (int o = 0; o < MAGNA_GEMM_TILE_M; o++)
+            for (int k = 0; k < MAGNA_GEMM_TILE_K; k++) bad += seen[o][k] != 1;
+        CHECK(!bad && coalesced, "gemm staging (k contiguous %d): %d entries not staged exactly once, coalesced %d",
+              contiguous, bad, coalesced);
+    }
+}
+
 int main(void) {
     for (int i = 0; i < N_SIZES; i++) {
         elementwise(SIZES[i], 1);
@@ -166,6 +228,13 @@ int main(void) {
             for (int j = 0; j < 8; j++) attention(i % 3 + (i == 0 ? 0 : 1), T[i], T[j], HD[(i + j) % 7], c);
     attention(65537, 3, 5, 64, 1); /* more batch x head slots than gridDim.y takes */
     attention(2, 70, 40, 0, 1);    /* an empty head dimension launches nothing */
-    printf("launch geometry: elementwise, rows and attention tiles checked\n");
+    static const int64_t MN[] = {0, 1, 2, 15, 16, 17, 63, 64, 65, 129};
+    for (int i = 0; i < 10; i++)
+        for (int j = 0; j < 10; j++) gemm_tiles(MN[i], MN[j], 1 + (i + j) % 3);
+    gemm_tiles(3, 5, 0);
+    gemm_tiles(2, (int64_t)MAGNA_LAUNCH_MAX_GRID_Y * MAGNA_GEMM_TILE_N + 65, 1); /* more column tiles than grid y */
+    gemm_tiles(1, 3, MAGNA_LAUNCH_MAX_GRID_Y + 2);                               /* more batches than grid z */
+    gemm_staging();
+    printf("launch geometry: elementwise, rows, attention and GEMM tiles checked\n");
     return check_finish("test_cuda_launch");
 }

@@ -73,6 +73,27 @@ int magna_cuda_colsum_add(const float *m, int64_t rows, int cols, float *dst1, f
 int magna_cuda_add_into(float *y, const float *x, int64_t n, void *stream);
 int magna_cuda_fill(float *y, float value, int64_t n, void *stream);
 
+/* ---- GEMM (gemm.cu) ---------------------------------------------------------------------------------------- */
+#include <stddef.h>
+
+/* C = alpha * op(A) op(B) + beta * C, row-major, `batch` products at element strides sa, sb, sc
+ * (0 = shared operand). bf16: operands rounded to bf16, float32 accumulation and output. blas is the
+ * cuBLASLt handle (NULL: our own tiled kernel). beta 0 never reads C. */
+int magna_cuda_gemm(void *blas, void *stream, int ta, int tb, int m, int n, int k, float alpha,
+                    const float *a, int lda, long long sa, const float *b, int ldb, long long sb,
+                    float beta, float *c, int ldc, long long sc, int batch, int bf16);
+/* The cuBLASLt handle with its 32 MiB workspace (*blas NULL under the emulator, which has no cuBLASLt, and after
+ * destroy). Made and destroyed outside a step; one handle per stream (it caches each shape's algorithm). */
+int magna_cuda_blas_create(void **blas);
+void magna_cuda_blas_destroy(void **blas);
+/* bf16 mode with cuBLASLt converts the operands into the handle's staging buffer: make it hold at least
+ * `bf16_elems` (the largest magna_cuda_gemm_bf16_elems of the graph's calls), outside a step (it may
+ * synchronise and reallocate). A call whose operands do not fit still runs (cuBLASLt's FAST_16BF compute on the
+ * float32 operands: the same rounding, no staging). No-op on a NULL handle. */
+int magna_cuda_blas_reserve(void *blas, size_t bf16_elems);
+/* staging elements one magna_cuda_gemm call in bf16 mode needs (both operands packed) */
+size_t magna_cuda_gemm_bf16_elems(int ta, int tb, int m, int n, int k, long long sa, long long sb, int batch);
+
 #ifdef __cplusplus
 }
 #endif

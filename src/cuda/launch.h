@@ -158,4 +158,57 @@ MAGNA_HD int64_t magna_attn_kv_q_begin(const magna_launch_attention *l, uint32_t
 /* the (batch x head) slots of grid row y: y, y + grid_y, ... < bh */
 MAGNA_HD int64_t magna_attn_bh_stride(const magna_launch_attention *l) { return l->grid_y; }
 
+
+/* ---- GEMM tiles (gemm.cu's own kernel) -------------------------------------------------------------------
+ * A block computes a TILE_M x TILE_N tile of C: its 256 threads form a 16 x 16 grid, thread (ty, tx) taking
+ * rows ty + 16 r and columns tx + 16 c (r, c < 4), so a warp's stores of one row are 16 consecutive floats.
+ * Each step of the k loop stages TILE_M x TILE_K of op(A) and TILE_K x TILE_N of op(B) in shared memory, 4
+ * elements a thread, walked along the operand's contiguous dim (which one depends on the transpose) so the
+ * loads coalesce. Row tiles on grid x (up to 2^31 - 1), column tiles on grid y and batches on grid z, both
+ * capped at 65535 and strided past it. */
+enum {
+    MAGNA_GEMM_TILE_M = 64,
+    MAGNA_GEMM_TILE_N = 64,
+    MAGNA_GEMM_TILE_K = 16,
+    MAGNA_GEMM_THREADS = 256,
+    MAGNA_GEMM_SIDE = 16,                                                    /* threads along a tile side */
+    MAGNA_GEMM_MICRO = MAGNA_GEMM_TILE_M / MAGNA_GEMM_SIDE,                  /* rows (and columns) a thread */
+    MAGNA_GEMM_LOADS = MAGNA_GEMM_TILE_M * MAGNA_GEMM_TILE_K / MAGNA_GEMM_THREADS, /* elements a thread stages */
+};
+
+typedef struct magna_launch_gemm {
+    int64_t m, n, batch;
+    uint32_t grid_x, grid_y, grid_z; /* all 0: nothing to launch */
+    uint32_t block;
+} magna_launch_gemm;
+
+static inline magna_launch_gemm magna_launch_gemm_tiles(int64_t m, int64_t n, int64_t batch) {
+    magna_launch_gemm l;
+    l.m = m > 0 ? m : 0, l.n = n > 0 ? n : 0, l.batch = batch > 0 ? batch : 0, l.block = MAGNA_GEMM_THREADS;
+    const int64_t tm = (l.m + MAGNA_GEMM_TILE_M - 1) / MAGNA_GEMM_TILE_M, tn = (l.n + MAGNA_GEMM_TILE_N - 1) / MAGNA_GEMM_TILE_N;
+    const int empty = tm == 0 || tn == 0 || l.batch == 0;
+    l.grid_x = (uint32_t)(empty ? 0 : tm);
+    l.grid_y = (uint32_t)(empty ? 0 : tn < MAGNA_LAUNCH_MAX_GRID_Y ? tn : MAGNA_LAUNCH_MAX_GRID_Y);
+    l.grid_z = (uint32_t)(empty ? 0 : l.batch < MAGNA_LAUNCH_MAX_GRID_Y ? l.batch : MAGNA_LAUNCH_MAX_GRID_Y);
+    return l;
+}
+/* column tiles of grid row y: y, y + grid_y, ... < gemm_col_tiles; batches of grid slice z likewise */
+MAGNA_HD int64_t magna_gemm_col_tiles(const magna_launch_gemm *l) { return (l->n + MAGNA_GEMM_TILE_N - 1) / MAGNA_GEMM_TILE_N; }
+/* the row (of C) of thread t's r-th micro-row in row tile x, and the column of its c-th micro-column in
+ * column tile y (either may be past m or n at the edge: the kernel skips those) */
+MAGNA_HD int64_t magna_gemm_row(uint32_t x, uint32_t t, uint32_t r) {
+    return (int64_t)x * MAGNA_GEMM_TILE_M + t / MAGNA_GEMM_SIDE + (int64_t)MAGNA_GEMM_SIDE * r;
+}
+MAGNA_HD int64_t magna_gemm_col(int64_t y, uint32_t t, uint32_t c) {
+    return y * MAGNA_GEMM_TILE_N + t % MAGNA_GEMM_SIDE + (int64_t)MAGNA_GEMM_SIDE * c;
+}
+/* The e-th (e < LOADS) element thread t stages of a tile with `outer` x TILE_K entries (op(A): outer = TILE_M
+ * rows; op(B): outer = TILE_N columns): (o, kk), o < outer, kk < TILE_K. `k_contiguous`: the operand's memory
+ * runs along k (A untransposed, B transposed), so consecutive threads take consecutive kk. */
+MAGNA_HD void magna_gemm_stage(uint32_t t, uint32_t e, int k_contiguous, uint32_t *o, uint32_t *kk) {
+    const uint32_t i = t + MAGNA_GEMM_THREADS * e;
+    if (k_contiguous) *o = i / MAGNA_GEMM_TILE_K, *kk = i % MAGNA_GEMM_TILE_K;
+    else *kk = i / MAGNA_GEMM_TILE_M, *o = i % MAGNA_GEMM_TILE_M;
+}
+
 #endif
