@@ -1,9 +1,10 @@
 /* test_cuda_math.c — the CUDA kernels' per-element math (src/cuda/elementwise_math.h), run on the CPU
  * against the graph's CPU ops on fresh random inputs: GELU, ReLU and sigmoid forward and backward, AdamW
  * and Adam over three steps, softmax + cross-entropy (ignored labels too) and layer norm, forward and
- * backward, the LSTM, GRU and RNN cells (rnn_math.h) against one step of the graph's recurrent ops, with the row reductions split into uneven pieces and merged in another order, as a warp and
- * block reduction does. The tolerances are float32 rounding (1e-5 relative to the largest value). Runs in
- * every build: the header needs no CUDA. */
+ * backward (the row reductions split into uneven pieces and merged in another order, as a warp and block
+ * reduction does), and the LSTM, GRU and RNN cells (rnn_math.h) against one step of the recurrent ops.
+ * The tolerances are float32 rounding (1e-5 relative to the largest value). Runs in every build: the
+ * header needs no CUDA. */
 #include "check.h"
 #include "cuda/elementwise_math.h"
 #include "cuda/rnn_math.h"
