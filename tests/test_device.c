@@ -1,5 +1,6 @@
 /* test_device.c — the device query (include/magna/cuda.h): a build without CUDA says so; a CUDA build
- * answers from cudart, and on a machine without a GPU (this one, CI) says that no device was found. Asking
+ * answers from cudart, and on a machine without a GPU (this one, CI) says that no device was found; the
+ * emulated build (test_device_emu) has its one emulated device. Asking
  * for cuda fails with MAGNA_ERR_UNSUPPORTED and that reason wherever the backend cannot train. */
 #include "check.h"
 #include "magna.h"
@@ -11,6 +12,9 @@ int main(void) {
     const bool available = magna_cuda_available(why, sizeof why);
     printf("cuda built=%d available=%d: %s\n", magna_cuda_built(), available, why);
     CHECK(why[0] != 0, "magna_cuda_available gives no reason");
+#ifdef MAGNA_CUDA_EMU
+    CHECK(magna_cuda_built() && available && strcmp(why, "emulated CUDA device (CPU)") == 0, "emulator: %s", why);
+#endif
     if (!magna_cuda_built())
         CHECK(!available && strstr(why, "this build has no CUDA"), "no CUDA build: %s", why);
     else if (!available)

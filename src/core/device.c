@@ -1,6 +1,8 @@
 /* device.c — which devices this build and this machine can run on (include/magna/cuda.h).
  * With CUDA built (MAGNA_HAVE_CUDA) the device count comes from cudart; a machine without a driver or a
- * GPU answers with a reason, never a crash. Without it every question says "this build has no CUDA". */
+ * GPU answers with a reason, never a crash. Without it every question says "this build has no CUDA". In
+ * magna_emu (MAGNA_CUDA_EMU: the CUDA backend run by the CPU emulator, src/cuda/emu) there is always one
+ * device, the emulated one. */
 #include "graph/internal.h"
 
 #include <stdio.h>
@@ -23,7 +25,10 @@ bool magna_cuda_built(void) {
 }
 
 bool magna_cuda_available(char *why, size_t n) {
-#ifdef MAGNA_HAVE_CUDA
+#if defined(MAGNA_CUDA_EMU)
+    set_why(why, n, "emulated CUDA device (CPU)");
+    return true;
+#elif defined(MAGNA_HAVE_CUDA)
     int count = 0;
     const cudaError_t e = cudaGetDeviceCount(&count);
     char msg[256];

@@ -1,7 +1,7 @@
 /* kernels.cu — elementwise activations (forward, backward) and Adam/AdamW over the flat parameter buffer.
  * Each thread takes `vec` contiguous elements per step of a grid-stride loop (launch.h); with vec = 4 (all
  * pointers 16-byte aligned) a full group moves as one float4 load/store, the tail element by element. */
-#include <cuda_runtime.h>
+#include "compat.h"
 
 #include "kernels.h"
 #include "launch.h"
@@ -61,28 +61,24 @@ bool aligned16(const void *p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 
 extern "C" int magna_cuda_act_forward(magna_cuda_act act, const float *x, float *y, int64_t n, void *stream) {
     const magna_launch_1d l = magna_launch_elementwise(n, aligned16(x) && aligned16(y) ? 4 : 1);
     if (l.grid == 0) return cudaSuccess;
-    cudaStream_t s = static_cast<cudaStream_t>(stream);
     switch (act) {
-    case MAGNA_CUDA_RELU: act_forward_kernel<MAGNA_CUDA_RELU><<<l.grid, l.block, 0, s>>>(l, x, y); break;
-    case MAGNA_CUDA_SIGMOID: act_forward_kernel<MAGNA_CUDA_SIGMOID><<<l.grid, l.block, 0, s>>>(l, x, y); break;
-    case MAGNA_CUDA_GELU: act_forward_kernel<MAGNA_CUDA_GELU><<<l.grid, l.block, 0, s>>>(l, x, y); break;
+    case MAGNA_CUDA_RELU: return magna_cuda_launch(l.grid, l.block, 0, stream, act_forward_kernel<MAGNA_CUDA_RELU>, l, x, y);
+    case MAGNA_CUDA_SIGMOID: return magna_cuda_launch(l.grid, l.block, 0, stream, act_forward_kernel<MAGNA_CUDA_SIGMOID>, l, x, y);
+    case MAGNA_CUDA_GELU: return magna_cuda_launch(l.grid, l.block, 0, stream, act_forward_kernel<MAGNA_CUDA_GELU>, l, x, y);
     default: return cudaErrorInvalidValue;
     }
-    return cudaGetLastError();
 }
 
 extern "C" int magna_cuda_act_backward(magna_cuda_act act, const float *saved, const float *dy, float *dx, int64_t n,
                                        void *stream) {
     const magna_launch_1d l = magna_launch_elementwise(n, aligned16(saved) && aligned16(dy) && aligned16(dx) ? 4 : 1);
     if (l.grid == 0) return cudaSuccess;
-    cudaStream_t s = static_cast<cudaStream_t>(stream);
     switch (act) {
-    case MAGNA_CUDA_RELU: act_backward_kernel<MAGNA_CUDA_RELU><<<l.grid, l.block, 0, s>>>(l, saved, dy, dx); break;
-    case MAGNA_CUDA_SIGMOID: act_backward_kernel<MAGNA_CUDA_SIGMOID><<<l.grid, l.block, 0, s>>>(l, saved, dy, dx); break;
-    case MAGNA_CUDA_GELU: act_backward_kernel<MAGNA_CUDA_GELU><<<l.grid, l.block, 0, s>>>(l, saved, dy, dx); break;
+    case MAGNA_CUDA_RELU: return magna_cuda_launch(l.grid, l.block, 0, stream, act_backward_kernel<MAGNA_CUDA_RELU>, l, saved, dy, dx);
+    case MAGNA_CUDA_SIGMOID: return magna_cuda_launch(l.grid, l.block, 0, stream, act_backward_kernel<MAGNA_CUDA_SIGMOID>, l, saved, dy, dx);
+    case MAGNA_CUDA_GELU: return magna_cuda_launch(l.grid, l.block, 0, stream, act_backward_kernel<MAGNA_CUDA_GELU>, l, saved, dy, dx);
     default: return cudaErrorInvalidValue;
     }
-    return cudaGetLastError();
 }
 
 extern "C" int magna_cuda_adam_step(const magna_em_adam *k, float *w, float *m, float *v, const float *g, int64_t n,
@@ -90,6 +86,5 @@ extern "C" int magna_cuda_adam_step(const magna_em_adam *k, float *w, float *m, 
     /* four contiguous elements a thread, scalar accesses (any alignment); not yet tuned on a GPU */
     const magna_launch_1d l = magna_launch_elementwise(n, 4);
     if (l.grid == 0) return cudaSuccess;
-    adam_kernel<<<l.grid, l.block, 0, static_cast<cudaStream_t>(stream)>>>(l, *k, w, m, v, g);
-    return cudaGetLastError();
+    return magna_cuda_launch(l.grid, l.block, 0, stream, adam_kernel, l, *k, w, m, v, g);
 }

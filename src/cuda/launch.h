@@ -36,7 +36,7 @@ static inline magna_launch_1d magna_launch_elementwise(int64_t n, uint32_t vec) 
     magna_launch_1d l;
     l.n = n > 0 ? n : 0, l.block = MAGNA_LAUNCH_BLOCK, l.vec = vec ? vec : 1;
     const int64_t per_block = (int64_t)l.block * l.vec, blocks = (l.n + per_block - 1) / per_block;
-    l.grid = (uint32_t)(blocks < MAGNA_LAUNCH_MAX_GRID ? blocks : MAGNA_LAUNCH_MAX_GRID);
+    l.grid = (uint32_t)(blocks < MAGNA_LAUNCH_MAX_GRID ? blocks : (int64_t)MAGNA_LAUNCH_MAX_GRID);
     return l;
 }
 /* Thread t of block b starts at element first and steps by stride, taking vec elements [i, i + vec) that
@@ -61,10 +61,10 @@ static inline magna_launch_rows magna_launch_rowwise(int64_t rows, int64_t cols)
     /* a warp per row up to 1024 columns (32 per lane, reduced by shuffles alone); beyond, a block per row
      * (1024 threads from 8192 columns, so the block's shared-memory reduction is paid over enough work) */
     l.block = l.cols < 8192 ? MAGNA_LAUNCH_BLOCK : 1024;
-    l.threads_per_row = l.cols <= 1024 ? MAGNA_LAUNCH_WARP : l.block;
+    l.threads_per_row = l.cols <= 1024 ? (uint32_t)MAGNA_LAUNCH_WARP : l.block;
     l.rows_per_block = l.block / l.threads_per_row;
     const int64_t blocks = (l.rows + l.rows_per_block - 1) / l.rows_per_block;
-    l.grid = (uint32_t)(l.cols == 0 ? 0 : blocks < MAGNA_LAUNCH_MAX_GRID ? blocks : MAGNA_LAUNCH_MAX_GRID);
+    l.grid = (uint32_t)(l.cols == 0 ? 0 : blocks < MAGNA_LAUNCH_MAX_GRID ? blocks : (int64_t)MAGNA_LAUNCH_MAX_GRID);
     return l;
 }
 /* Thread t of block b takes rows row, row + row_stride, ... < rows, and within each the columns
@@ -110,7 +110,7 @@ static inline magna_launch_attention magna_launch_attn(int64_t bh, int64_t tq, i
     const int empty = l.bh == 0 || l.tq == 0 || l.hd == 0;
     l.grid_x = (uint32_t)(empty ? 0 : (l.tq + l.tile_q - 1) / l.tile_q);
     l.kv_grid_x = (uint32_t)(empty ? 0 : (l.tk + l.tile_q - 1) / l.tile_q);
-    l.grid_y = (uint32_t)(empty ? 0 : l.bh < MAGNA_LAUNCH_MAX_GRID_Y ? l.bh : MAGNA_LAUNCH_MAX_GRID_Y);
+    l.grid_y = (uint32_t)(empty ? 0 : l.bh < MAGNA_LAUNCH_MAX_GRID_Y ? l.bh : (int64_t)MAGNA_LAUNCH_MAX_GRID_Y);
     return l;
 }
 /* shared memory of the fast path's kernels: two staged tiles of tile_k rows of parts * dpt floats (hd, padded
