@@ -201,10 +201,11 @@ void fiber_init(Fiber *f) {
                 }),
                 2, (unsigned)(p >> 32), (unsigned)p);
 #else
-    /* what magna_emu_swap pops: MXCSR and x87 control word, r15, r14, r13 (function), r12 (argument), rbx, rbp,
-     * the return address; after the ret the stack pointer is 16-byte aligned, as at a call */
+    /* what magna_emu_swap pops, 8 slots: MXCSR and x87 control word, r15, r14, r13 (function), r12
+     * (argument), rbx, rbp, the return address; after the ret the stack pointer is 16-byte aligned, so the
+     * call in magna_emu_fiber_start enters the function as the ABI wants (rsp + 8 aligned) */
     uintptr_t top = (reinterpret_cast<uintptr_t>(f->stack) + f->stack_size) & ~(uintptr_t)15;
-    uint64_t *sp = reinterpret_cast<uint64_t *>(top - 16 - 72);
+    uint64_t *sp = reinterpret_cast<uint64_t *>(top - 16 - 64);
     const uint32_t mxcsr = 0x1f80, fpucw = 0x037f;
     sp[0] = mxcsr | (uint64_t)fpucw << 32;
     sp[1] = sp[2] = 0;                                   /* r15 r14 */
