@@ -21,6 +21,15 @@
 #include "kernels.h"
 #include "launch.h"
 
+/* nvcc unrolls the register loops (the arrays must stay in registers); g++ (the emulator) is left to itself */
+#ifdef __CUDACC__
+#define UNROLL _Pragma("unroll")
+#define UNROLL_4 _Pragma("unroll 4")
+#else
+#define UNROLL
+#define UNROLL_4
+#endif
+
 namespace {
 
 constexpr int KT = 32; /* rows of a staged tile: launch.h's tile_k */
@@ -38,7 +47,7 @@ __device__ __forceinline__ float rnd(float x, int bf16) { return bf16 ? __bfloat
 
 /* the sum over the P threads of a row (P divides 32; every lane of the warp takes part) */
 template <int P> __device__ __forceinline__ float row_sum(float v) {
-#pragma unroll
+UNROLL
     for (int o = P / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
 }
@@ -80,7 +89,7 @@ template <int DPT, int P> __global__ void attn_forward_kernel(attn_k a) {
         float *orow = a.o + qoff;
         float qr[NR], acc[NR];
         if constexpr (DPT > 0) {
-#pragma unroll
+UNROLL
             for (int e = 0; e < DPT; e++) {
                 const int d = part + P * e;
                 qr[e] = i < Tq && d < hd ? rnd(qrow[d], a.bf16) : 0.0f;
@@ -99,17 +108,17 @@ template <int DPT, int P> __global__ void attn_forward_kernel(attn_k a) {
                 stage<LD>(Ks, kb, C, k0, kn, hd, a.bf16);
                 stage<LD>(Vs, vb, C, k0, kn, hd, a.bf16);
                 __syncthreads();
-#pragma unroll
+UNROLL
                 for (int jj = 0; jj < KT; jj++) {
                     float ps = 0.0f;
-#pragma unroll
+UNROLL
                     for (int e = 0; e < DPT; e++) ps += qr[e] * Ks[jj * LD + part + P * e];
                     const float sc = row_sum<P>(ps) * a.scale;
                     s[jj] = k0 + jj < vis ? sc : -INFINITY;
                     mt = fmaxf(mt, s[jj]);
                 }
             } else {
-#pragma unroll
+UNROLL
                 for (int jj = 0; jj < KT; jj++) {
                     s[jj] = -INFINITY;
                     if (jj < kn) { /* block-uniform: the shuffles stay converged */
@@ -128,16 +137,16 @@ template <int DPT, int P> __global__ void attn_forward_kernel(attn_k a) {
             if (m_new != -INFINITY) {
                 const float alpha = __expf(m - m_new);
                 lsum *= alpha;
-#pragma unroll
+UNROLL
                 for (int jj = 0; jj < KT; jj++) {
                     s[jj] = __expf(s[jj] - m_new);
                     lsum += s[jj];
                 }
                 if constexpr (DPT > 0) {
-#pragma unroll
+UNROLL
                     for (int e = 0; e < DPT; e++) {
                         float o = acc[e] * alpha;
-#pragma unroll
+UNROLL
                         for (int jj = 0; jj < KT; jj++) o += s[jj] * Vs[jj * LD + part + P * e];
                         acc[e] = o;
                     }
@@ -154,7 +163,7 @@ template <int DPT, int P> __global__ void attn_forward_kernel(attn_k a) {
         if (i < Tq) {
             const float inv = lsum > 0.0f ? 1.0f / lsum : 0.0f;
             if constexpr (DPT > 0) {
-#pragma unroll
+UNROLL
                 for (int e = 0; e < DPT; e++)
                     if (part + P * e < hd) orow[part + P * e] = acc[e] * inv;
             } else {
@@ -203,7 +212,7 @@ template <int DPT, int P> __global__ void attn_dq_kernel(attn_k a) {
         const float lse = i < Tq ? a.lse[bh * Tq + i] : 0.0f, delta = i < Tq ? a.delta[bh * Tq + i] : 0.0f;
         float qr[NR], dor[NR], acc[NR];
         if constexpr (DPT > 0) {
-#pragma unroll
+UNROLL
             for (int e = 0; e < DPT; e++) {
                 const int d = part + P * e;
                 qr[e] = i < Tq && d < hd ? rnd(qrow[d], a.bf16) : 0.0f;
@@ -218,17 +227,17 @@ template <int DPT, int P> __global__ void attn_dq_kernel(attn_k a) {
                 stage<LD>(Ks, kb, C, k0, kn, hd, a.bf16);
                 stage<LD>(Vs, vb, C, k0, kn, hd, a.bf16);
                 __syncthreads();
-#pragma unroll 4
+UNROLL_4
                 for (int jj = 0; jj < KT; jj++) {
                     float ps = 0.0f, pd = 0.0f;
-#pragma unroll
+UNROLL
                     for (int e = 0; e < DPT; e++) {
                         ps += qr[e] * Ks[jj * LD + part + P * e];
                         pd += dor[e] * Vs[jj * LD + part + P * e];
                     }
                     const float sc = row_sum<P>(ps) * a.scale, dp = row_sum<P>(pd);
                     const float p = k0 + jj < vis ? __expf(sc - lse) : 0.0f, ds = p * (dp - delta);
-#pragma unroll
+UNROLL
                     for (int e = 0; e < DPT; e++) acc[e] += ds * Ks[jj * LD + part + P * e];
                 }
             } else {
@@ -248,7 +257,7 @@ template <int DPT, int P> __global__ void attn_dq_kernel(attn_k a) {
         }
         if constexpr (DPT > 0) {
             if (i < Tq)
-#pragma unroll
+UNROLL
                 for (int e = 0; e < DPT; e++)
                     if (part + P * e < hd) dqrow[part + P * e] += a.scale * acc[e];
         }
@@ -274,7 +283,7 @@ template <int DPT, int P> __global__ void attn_dkv_kernel(attn_k a) {
         const float *dob = a.dout + (size_t)b * Tq * C + (size_t)h * hd;
         float kr[NR], vr[NR], dk[NR], dv[NR];
         if constexpr (DPT > 0) {
-#pragma unroll
+UNROLL
             for (int e = 0; e < DPT; e++) {
                 const int d = part + P * e;
                 kr[e] = j < Tk && d < hd ? rnd(krow[d], a.bf16) : 0.0f;
@@ -293,10 +302,10 @@ template <int DPT, int P> __global__ void attn_dkv_kernel(attn_k a) {
                     delta_s[r] = r < qn ? a.delta[bh * Tq + q0 + r] : 0.0f;
                 }
                 __syncthreads();
-#pragma unroll 4
+UNROLL_4
                 for (int ii = 0; ii < KT; ii++) {
                     float ps = 0.0f, pd = 0.0f;
-#pragma unroll
+UNROLL
                     for (int e = 0; e < DPT; e++) {
                         ps += Qs[ii * LD + part + P * e] * kr[e];
                         pd += Ds[ii * LD + part + P * e] * vr[e];
@@ -304,7 +313,7 @@ template <int DPT, int P> __global__ void attn_dkv_kernel(attn_k a) {
                     const float sc = row_sum<P>(ps) * a.scale, dp = row_sum<P>(pd);
                     const bool seen = ii < qn && j < Tk && j < visible(l, q0 + ii, L);
                     const float p = seen ? __expf(sc - lse_s[ii]) : 0.0f, ds = p * (dp - delta_s[ii]);
-#pragma unroll
+UNROLL
                     for (int e = 0; e < DPT; e++) {
                         dv[e] += p * Ds[ii * LD + part + P * e];
                         dk[e] += ds * Qs[ii * LD + part + P * e];
@@ -334,7 +343,7 @@ template <int DPT, int P> __global__ void attn_dkv_kernel(attn_k a) {
         }
         if constexpr (DPT > 0) {
             if (j < Tk)
-#pragma unroll
+UNROLL
                 for (int e = 0; e < DPT; e++) {
                     const int d = part + P * e;
                     if (d >= hd) continue;
