@@ -41,37 +41,31 @@ int magna_cuda_attention_forward(const magna_cuda_attention_args *a, float *out,
 int magna_cuda_attention_backward(const magna_cuda_attention_args *a, const float *out, const float *dout,
                                   const float *lse, float *delta, float *dq, float *dk, float *dv, void *stream);
 
-/* ---- recurrent ops (rnn.cu): src/ops/rnn.c's LSTM, GRU and tanh RNN; their products are magna_cuda_gemm's -- */
+/* ---- recurrent ops (rnn.cu): src/ops/rnn.c's LSTM, GRU and tanh RNN, the products through magna_cuda_gemm -- */
 
 enum { MAGNA_CUDA_CELL_LSTM = 0, MAGNA_CUDA_CELL_GRU = 1, MAGNA_CUDA_CELL_RNN = 2 };
 
-/* One step t of B rows, laid out as src/ops/rnn.c lays it (rows of [B, T, *] are b * T + t). */
-typedef struct magna_cuda_rnn_step {
-    int cell, B, T, H, t;
-    float *gates, *aux, *out;     /* [B, T, G] pre-activations in, activations out (RNN: the output); [B, T, H]
-                                     LSTM tanh(c), GRU W_hn h + b_hn; the output (LSTM [B, T, 2, H]) */
-    const float *h_prev, *c_prev; /* rows b * ld_prev of h_{t-1}, c_{t-1}; NULL: zeros */
-    int64_t ld_prev;
-    const float *hproj, *b_hn;    /* GRU forward: h_{t-1} W_hh [B, 3H] (NULL: zeros), b_hh's n part (NULL: 0) */
-    const float *dout;            /* backward: the output's gradient */
-    float *dgx, *dgh, *dh, *dc;   /* backward: dG [B, T, G] of the x side and (GRU) the h side; carries [B, H] */
-} magna_cuda_rnn_step;
-
-/* gates[r, j] += b_ih[j] + (j < hh_cols ? b_hh[j] : 0) over rows r; G columns */
-int magna_cuda_rnn_bias(float *gates, const float *b_ih, const float *b_hh, int64_t rows, int G, int hh_cols,
-                        void *stream);
-/* the gate math of step s->t, forward and backward (backward writes dG of the step and updates the carries) */
-int magna_cuda_rnn_step_forward(const magna_cuda_rnn_step *s, void *stream);
-int magna_cuda_rnn_step_backward(const magna_cuda_rnn_step *s, void *stream);
-/* dst [B * T, H] = h_{t-1} of every (b, t): the output's h of step t - 1 (output rows per_step * H wide),
- * h0 (NULL: zeros) at t = 0 */
-int magna_cuda_rnn_gather_prev(float *dst, const float *out, const float *h0, int B, int T, int H, int per_step,
-                               void *stream);
-/* dst1[j] += sum_r m[r, j] and dst2[j] += the same (either may be NULL), deterministically */
-int magna_cuda_colsum_add(const float *m, int64_t rows, int cols, float *dst1, float *dst2, void *stream);
-/* y += x; y = value (n floats) */
-int magna_cuda_add_into(float *y, const float *x, int64_t n, void *stream);
-int magna_cuda_fill(float *y, float value, int64_t n, void *stream);
+/* One op, laid out as src/ops/rnn.c lays it: x [B, T, I], w_ih [I, G], w_hh [H, G] (G = gates * H, PyTorch's
+ * gate order), b_ih, b_hh [G] (both or neither), h0, c0 [B, H] (NULL: zeros); out [B, T, 2, H] for the LSTM
+ * (h and c), else [B, T, H]; gates [B, T, G] the activated gates saved for backward (the RNN's are its
+ * output: NULL) and aux [B, T, H] (LSTM tanh(c), GRU W_hn h + b_hn). Scratch, each NULL where the cell does
+ * not use it: hproj [B, G] (GRU forward), dgx and dgh [B, T, G] (dgh: GRU), hprev [B, T, H], dh and dc
+ * [B, H] (dc: LSTM). */
+typedef struct magna_cuda_rnn_args {
+    int cell, B, T, I, H, bf16;
+    const float *x, *w_ih, *w_hh, *b_ih, *b_hh, *h0, *c0;
+    float *out, *gates, *aux;
+    float *hproj, *dgx, *dgh, *hprev, *dh, *dc;
+} magna_cuda_rnn_args;
+/* the gradients backward adds into, each NULL when not wanted */
+typedef struct magna_cuda_rnn_grads {
+    float *x, *w_ih, *w_hh, *b_ih, *b_hh, *h0, *c0;
+} magna_cuda_rnn_grads;
+/* blas: magna_cuda_gemm's handle (NULL: its own kernel) */
+int magna_cuda_rnn_forward(const magna_cuda_rnn_args *a, void *blas, void *stream);
+/* from dout, the output's gradient */
+int magna_cuda_rnn_backward(const magna_cuda_rnn_args *a, const float *dout, const magna_cuda_rnn_grads *d,
+                            void *blas, void *stream);
 
 /* ---- GEMM (gemm.cu) ---------------------------------------------------------------------------------------- */
 #include <stddef.h>
