@@ -71,7 +71,7 @@ template <int LD> __device__ __forceinline__ void stage(float *tile, const float
 
 /* ---- forward: out, lse ------------------------------------------------------------------------------ */
 
-template <int DPT, int P> __global__ void attn_forward_kernel(attn_k a) {
+template <int DPT, int P> __global__ void __launch_bounds__(MAGNA_ATTN_BLOCK) attn_forward_kernel(attn_k a) {
     MAGNA_DYNAMIC_SHARED(float, smem);
     constexpr int LD = DPT * P, NR = DPT > 0 ? DPT : 1;
     const magna_launch_attention l = a.l;
@@ -193,7 +193,7 @@ __global__ void attn_delta_kernel(attn_k a, magna_launch_rows r) {
 }
 
 /* dQ[i] += scale * sum_j dS_ij k_j, dS_ij = P_ij (dO_i . v_j - delta_i): a block per query tile */
-template <int DPT, int P> __global__ void attn_dq_kernel(attn_k a) {
+template <int DPT, int P> __global__ void __launch_bounds__(MAGNA_ATTN_BLOCK) attn_dq_kernel(attn_k a) {
     MAGNA_DYNAMIC_SHARED(float, smem);
     constexpr int LD = DPT * P, NR = DPT > 0 ? DPT : 1;
     const magna_launch_attention l = a.l;
@@ -266,7 +266,7 @@ UNROLL
 
 /* dV[j] += sum_i P_ij dO_i, dK[j] += scale * sum_i dS_ij q_i: a block per key tile, over the queries that
  * see its keys (launch.h's kv_q_begin onwards) */
-template <int DPT, int P> __global__ void attn_dkv_kernel(attn_k a) {
+template <int DPT, int P> __global__ void __launch_bounds__(MAGNA_ATTN_BLOCK) attn_dkv_kernel(attn_k a) {
     MAGNA_DYNAMIC_SHARED(float, smem);
     constexpr int LD = DPT * P, NR = DPT > 0 ? DPT : 1;
     const magna_launch_attention l = a.l;

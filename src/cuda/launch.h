@@ -83,7 +83,7 @@ MAGNA_HD uint32_t magna_launch_rows_lane(const magna_launch_rows *l, uint32_t t)
  * dpt = hd / 4 (rounded up to 4, 8, 16 or 32) elements of q and of the accumulator in registers and the
  * block stages tiles of tile_k rows of K and V (or Q and dO) in shared memory. Generic path (hd > 128,
  * dpt = 0): a warp per row, vectors read from and accumulated in global memory, nothing staged. */
-enum { MAGNA_ATTN_MAX_FAST_HD = 128 };
+enum { MAGNA_ATTN_MAX_FAST_HD = 128, MAGNA_ATTN_BLOCK = 256 /* threads of every attention block */ };
 
 typedef struct magna_launch_attention {
     int64_t bh, tq, tk, hd;    /* batch x heads, queries, keys, head dimension */
@@ -99,7 +99,7 @@ static inline magna_launch_attention magna_launch_attn(int64_t bh, int64_t tq, i
     magna_launch_attention l;
     l.bh = bh > 0 ? bh : 0, l.tq = tq > 0 ? tq : 0, l.tk = tk > 0 ? tk : 0, l.hd = hd > 0 ? hd : 0;
     l.causal = causal != 0;
-    l.block = 256, l.tile_k = 32;
+    l.block = MAGNA_ATTN_BLOCK, l.tile_k = 32;
     if (l.hd <= MAGNA_ATTN_MAX_FAST_HD) {
         l.parts = 4;
         l.dpt = l.hd <= 16 ? 4 : l.hd <= 32 ? 8 : l.hd <= 64 ? 16 : 32;
