@@ -2,11 +2,12 @@
 #   make demo   install what is needed, build, train the house-price MLP on real data with the magna command
 #   make test   install what is needed, build, run every test (the interoperability tests' Python packages go
 #               into .venv-interop first), then again under sanitizers (CI runs this)
+#   make gpu-bundle here: what the GPU machine needs (libraries' .debs, data) into .gpu-bundle, which travels
 #   make gpu-check  on a GPU machine: the CUDA build and its GPU tests (fails, saying why, without a GPU)
 BUILD ?= build
 JOBS ?= 2
 
-.PHONY: all deps build venv test demo bench sanitize gpu-check clean
+.PHONY: all deps build venv test demo bench sanitize gpu-bundle gpu-check clean
 
 all: build
 
@@ -21,8 +22,10 @@ build: deps
 venv: deps
 	@scripts/interop-venv.sh
 
-# The optimised build's suite, then the same tests under ASan + UBSan (DESIGN §6).
+# The optimised build's suite, then the same tests under ASan + UBSan (DESIGN §6). The GPU bundle first, where a
+# Debian mirror answers (~2 s; test_gpu_bundle builds the GPU configuration from it, ~30 s; it skips without one).
 test: build venv
+	@scripts/gpu-bundle.sh --if-possible
 	@cd $(BUILD) && OMP_WAIT_POLICY=PASSIVE ctest --output-on-failure -j1
 	@$(MAKE) --no-print-directory sanitize
 
@@ -43,6 +46,11 @@ sanitize: deps venv
 	@cmake -S . -B $(BUILD)-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMAGNA_SANITIZE=ON >/dev/null
 	@cmake --build $(BUILD)-asan -j$(JOBS)
 	@cd $(BUILD)-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j1
+
+# The libraries' .debs (apt-get download) and the GPU checks' data into .gpu-bundle/, the git-ignored folder that
+# travels to GPU machines reaching no registry; gpu-check unpacks and uses it there (README, "GPU").
+gpu-bundle: deps
+	@scripts/gpu-bundle.sh
 
 # On a machine with an NVIDIA GPU: build with CUDA (in build-gpu), run the GPU tests and memcheck over them.
 # Without a GPU it says so and exits 1 (README, "GPU"). No deps: the GPU machines reach no package registry.

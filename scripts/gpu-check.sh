@@ -20,8 +20,16 @@ done
 cd "$(dirname "$0")/.." || exit 1
 JOBS=$(nproc 2>/dev/null || echo 2)
 if [ "$CONFIGURE" = 1 ]; then
+    # the libraries that travelled with the tree (make gpu-bundle), unpacked into a prefix the build uses
+    set --
+    if [ -d .gpu-bundle/debs ]; then
+        scripts/gpu-prefix.sh || { echo "gpu-check: FAIL: .gpu-bundle's libraries do not unpack or load here"; exit 1; }
+        set -- "-DMAGNA_DEPS_PREFIX=$PWD/.gpu-bundle/prefix"
+    else
+        echo "gpu-check: no .gpu-bundle (make gpu-bundle makes it): the libraries must be installed here"
+    fi
     echo "gpu-check: building with CUDA in $BUILD"
-    cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DMAGNA_WITH_CUDA=ON >"$BUILD.configure.log" 2>&1 ||
+    cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DMAGNA_WITH_CUDA=ON "$@" >"$BUILD.configure.log" 2>&1 ||
         { echo "gpu-check: FAIL: the CUDA build does not configure (see $BUILD.configure.log)"; exit 1; }
     rm -f "$BUILD.configure.log"
     cmake --build "$BUILD" -j"$JOBS" >/dev/null || { echo "gpu-check: FAIL: the CUDA build failed"; exit 1; }

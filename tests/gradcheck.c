@@ -15,26 +15,29 @@ magna_node *gc_param(magna_graph *g, const char *name, int ndim, const int64_t *
     return magna_param(g, name, ndim, shape, magna_init_uniform(lo, hi));
 }
 
+/* Through magna_node_data: on a CUDA graph that is the host copy the next forward uploads. */
 void gc_fill_input(magna_node *n, uint64_t seed, float lo, float hi) {
     if (!n || !n->value) return;
+    int32_t *iv = n->dtype == MAGNA_I32 ? magna_node_data_i32(n) : NULL;
+    float *fv = n->dtype == MAGNA_I32 ? NULL : magna_node_data(n);
     for (int64_t i = 0; i < n->numel; i++) {
-        if (n->dtype == MAGNA_I32)
-            ival(n)[i] = (int32_t)lo + (int32_t)(magna_rand_u64(seed, (uint64_t)n->id, (uint64_t)i) %
-                                                 (uint64_t)((int64_t)hi - (int64_t)lo + 1));
+        if (iv)
+            iv[i] = (int32_t)lo + (int32_t)(magna_rand_u64(seed, (uint64_t)n->id, (uint64_t)i) %
+                                            (uint64_t)((int64_t)hi - (int64_t)lo + 1));
         else
-            fval(n)[i] = lo + (hi - lo) * magna_rand_uniform(seed, (uint64_t)n->id, (uint64_t)i);
+            fv[i] = lo + (hi - lo) * magna_rand_uniform(seed, (uint64_t)n->id, (uint64_t)i);
     }
 }
 
 void gc_param_away_from_zero(magna_node *p, float margin) {
-    float *v = fval(p);
+    float *v = p ? magna_node_data(p) : NULL;
     for (int64_t i = 0; p && v && i < p->numel; i++)
         if (fabsf(v[i]) < margin) v[i] = v[i] < 0 ? v[i] - margin : v[i] + margin;
 }
 
 /* Values 0.05 apart in a random order: no two within a finite-difference step of each other. */
 void gc_param_distinct(magna_node *p, uint64_t seed) {
-    float *v = fval(p);
+    float *v = p ? magna_node_data(p) : NULL;
     if (!p || !v) return;
     const int64_t n = p->numel;
     for (int64_t i = 0; i < n; i++) v[i] = 0.05f * (float)(i - n / 2);

@@ -32,10 +32,23 @@ int main(void) {
     CHECK(magna_device_parse("gpu", &d, &err) == MAGNA_ERR_ARG && strstr(err.message, "unknown device 'gpu'"),
           "parse gpu: %s", err.message);
     CHECK(magna_device_check(MAGNA_DEVICE_CPU, &err) == MAGNA_OK, "the CPU always runs");
-    /* the backend does not train yet: cuda is refused everywhere, with the device query's reason */
-    CHECK(magna_device_check(MAGNA_DEVICE_CUDA, &err) == MAGNA_ERR_UNSUPPORTED &&
-              strstr(err.message, "cannot run on cuda: ") && strstr(err.message, available ? "found" : why),
-          "check cuda: %s", err.message);
+    /* cuda runs exactly where a device answers; elsewhere it is refused with the device query's reason */
+    if (available) {
+        CHECK(magna_device_check(MAGNA_DEVICE_CUDA, &err) == MAGNA_OK, "check cuda with a device: %s", err.message);
+    } else {
+        CHECK(magna_device_check(MAGNA_DEVICE_CUDA, &err) == MAGNA_ERR_UNSUPPORTED &&
+                  strstr(err.message, "cannot run on cuda: ") && strstr(err.message, why),
+              "check cuda: %s", err.message);
+    }
+    /* a graph asks the same question */
+    magna_graph *g = magna_graph_new(1);
+    CHECK((magna_graph_set_device(g, MAGNA_DEVICE_CUDA) == MAGNA_OK) == available, "set_device(cuda): %s",
+          magna_graph_errmsg(g));
+    CHECK(magna_graph_device(g) == (available ? MAGNA_DEVICE_CUDA : MAGNA_DEVICE_CPU), "the graph's device");
+    magna_graph_free(g);
+    g = magna_graph_new(1);
+    CHECK(magna_graph_set_bf16(g, true) == MAGNA_ERR_UNSUPPORTED, "bf16 on a cpu graph accepted");
+    magna_graph_free(g);
     CHECK(magna_device_check((magna_device)7, &err) == MAGNA_ERR_ARG, "device 7 accepted");
     return check_finish("test_device");
 }

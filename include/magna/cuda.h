@@ -1,10 +1,15 @@
-/* magna/cuda.h — the CUDA backend: whether this build has it and whether this machine can run it.
- *
- * The backend is being built (issue 10); today it offers the device query and the clear error every
- * entry point gives when CUDA is asked for where it cannot run:
+/* magna/cuda.h — the CUDA backend: whether this build has it, whether this machine can run it, and
+ * running a graph on it.
  *
  *   char why[256];
  *   if (!magna_cuda_available(why, sizeof why)) fprintf(stderr, "%s\n", why);
+ *   magna_graph_set_device(g, MAGNA_DEVICE_CUDA);   // before compile; then build, compile, run as usual
+ *
+ * A CUDA graph is planned like a CPU one (the same arena offsets) but holds its activations, params,
+ * gradients and optimizer state in device memory. What the caller touches stays host memory: the inputs'
+ * magna_node_data (uploaded by forward), kept nodes' (downloaded after it), and params/states through
+ * magna_graph_params / magna_node_data, which refresh their host copy and upload it again before the device
+ * next reads it. Other values and gradients: magna_node_read / magna_node_read_grad.
  *
  * A build without CUDA (CMake found no nvcc, or MAGNA_WITH_CUDA=OFF) has the same functions: they say
  * "this build has no CUDA". */
@@ -15,6 +20,7 @@
 #include <stddef.h>
 
 #include "core.h"
+#include "graph.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -32,6 +38,18 @@ magna_status magna_device_parse(const char *name, magna_device *device, magna_er
 /* MAGNA_OK when `device` can run here; MAGNA_ERR_UNSUPPORTED with the reason otherwise. Every entry
  * point that takes a device calls it first, so asking for CUDA fails the same way everywhere. */
 magna_status magna_device_check(magna_device device, magna_error *err);
+
+/* Runs the graph on `device` (call before compile). MAGNA_ERR_UNSUPPORTED, with the reason, when the build
+ * or the machine cannot; compile then also refuses a graph with an op that has no CUDA implementation. */
+magna_status magna_graph_set_device(magna_graph *g, magna_device device);
+magna_device magna_graph_device(const magna_graph *g);
+/* CUDA mixed precision: matmuls, convolutions and attention take bf16 operands and accumulate in float32;
+ * norms, softmax, losses, params and the optimizer stay float32. Off by default in the graph API. */
+magna_status magna_graph_set_bf16(magna_graph *g, bool on);
+bool magna_graph_bf16(const magna_graph *g);
+/* Copies a node's value (numel elements of its dtype) or gradient (float32) into dst, on any device. */
+magna_status magna_node_read(magna_node *n, void *dst);
+magna_status magna_node_read_grad(magna_node *n, float *dst);
 
 #ifdef __cplusplus
 }

@@ -18,6 +18,7 @@
 #include <signal.h>
 #include <stdio.h>
 
+#include "cuda.h"
 #include "nn.h"
 #include "optim.h"
 
@@ -60,6 +61,10 @@ typedef struct magna_compile_opts {
      * by loss_weights[k] (else 1) in the total. Metrics are reported for output 0. */
     const magna_loss *output_losses;
     const float *loss_weights;
+    /* Where it trains: MAGNA_DEVICE_CPU (the zero value) or MAGNA_DEVICE_CUDA (magna/cuda.h). On CUDA,
+     * matmuls, convolutions and attention take bf16 operands with float32 accumulation unless fp32 is set. */
+    magna_device device;
+    bool fp32;
 } magna_compile_opts;
 
 /* Rows of data, each row one sample laid out as the input's sample shape (row-major). Targets: `y` for

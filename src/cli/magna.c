@@ -108,7 +108,7 @@ static const char *USAGE =
     "usage: magna COMMAND ...\n"
     "  magna train MODEL_FILE [--epochs N] [--batch N] [--lr X] [--seed N] [--threads N] [--out DIR]\n"
     "              [--save-every STEPS] [--keep K] [--steps N] [--resume CHECKPOINT]\n"
-    "              [--dist] [--zero1] [--timeout SECONDS] [--device cpu|cuda]\n"
+    "              [--dist] [--zero1] [--timeout SECONDS] [--device cpu|cuda] [--fp32]\n"
     "  magna eval MODEL_FILE --weights FILE [--seed N] [--threads N]\n"
     "  magna predict MODEL_FILE --weights CHECKPOINT --input FILE.csv|FILE.idx[.gz] --output OUT.csv\n"
     "  magna generate MODEL_FILE --weights CHECKPOINT [--prompt TEXT] [--length N] [--temperature X]\n"
@@ -119,7 +119,7 @@ static const char *USAGE =
     "\"Command line\").\n";
 static const char *USAGE_TRAIN =
     "usage: magna train MODEL_FILE [--epochs N] [--batch N] [--lr X] [--seed N] [--threads N] [--out DIR]\n"
-    "                   [--save-every STEPS] [--keep K] [--steps N] [--device cpu|cuda]\n"
+    "                   [--save-every STEPS] [--keep K] [--steps N] [--device cpu|cuda] [--fp32]\n"
     "       magna train [MODEL_FILE] --resume CHECKPOINT [--threads N] [--steps N] ...\n"
     "Trains the model the file describes on its data, evaluates it on the test split and writes\n"
     "DIR/model.safetensors (the best epoch's weights, which are also the ones evaluated), DIR/logs\n"
@@ -139,8 +139,8 @@ static const char *USAGE_TRAIN =
     "--zero1 shards the optimizer state across ranks; --timeout is the deadline of every collective\n"
     "(default $MAGNA_DIST_TIMEOUT or 300 s): a rank that dies or stops answering ends the job, named.\n"
     "Without --threads, each rank runs cores / ranks-on-this-machine threads.\n"
-    "--device cuda asks for the GPU; without a CUDA build or a device it fails at once with the reason\n"
-    "(the CUDA backend does not train yet: cpu, the default, is the device that runs).\n"
+    "--device cuda trains on the GPU (bf16 matmuls with float32 accumulation; --fp32 keeps every op float32);\n"
+    "without a CUDA build or a device it fails at once with the reason. Data parallel runs on the cpu.\n"
     "The last line is key=value results.\n"
     "Language models ([data] kind = text or numbers) train one epoch of [train] steps batches of fresh random\n"
     "windows (or examples); their tokenizer goes into the weights and checkpoints. The last line has\n"
@@ -181,7 +181,7 @@ typedef struct options {
     int64_t epochs, batch, seed, threads, save_every, keep, steps;
     int64_t length, top_k, beam; /* generate */
     double lr, temperature, top_p, timeout;
-    bool help, dist, zero1;
+    bool help, dist, zero1, fp32;
 } options;
 
 /* Options after the command; `allowed` lists the ones this command takes, as "--epochs --batch ...". */
@@ -204,8 +204,8 @@ static bool parse_options(int argc, char **argv, const char *cmd, const char *al
         const char *p = strstr(allowed, flag);
         if (strncmp(a, "--", 2) != 0 || !p || (p[strlen(flag)] != ' ' && p[strlen(flag)] != 0))
             return cli_fail("magna %s: unknown option '%s' (see magna %s --help)", cmd, a, cmd);
-        if (strcmp(a, "--dist") == 0 || strcmp(a, "--zero1") == 0) { /* the flags without a value */
-            *(a[2] == 'd' ? &o->dist : &o->zero1) = true;
+        if (strcmp(a, "--dist") == 0 || strcmp(a, "--zero1") == 0 || strcmp(a, "--fp32") == 0) { /* no value */
+            *(a[2] == 'd' ? &o->dist : a[2] == 'z' ? &o->zero1 : &o->fp32) = true;
             continue;
         }
         if (i + 1 >= argc) return cli_fail("magna %s: %s needs a value", cmd, a);
@@ -264,6 +264,12 @@ static bool apply_options(const options *o, config *cf) {
     if (o->lr > 0) cf->compile.optimizer.lr = (float)o->lr;
     if (o->seed >= 0) cf->seed = cf->data_seed = (uint64_t)o->seed;
     if (o->threads > 0) magna_set_threads((int)o->threads);
+    if (o->device) { /* checked by cmd_train before any data is read */
+        magna_error err;
+        if (magna_device_parse(o->device, &cf->compile.device, &err) != MAGNA_OK)
+            return cli_fail("magna: --device: %s", err.message);
+    }
+    cf->compile.fp32 = o->fp32;
     return true;
 }
 
@@ -421,7 +427,7 @@ static int cmd_train(int argc, char **argv) {
     options o;
     if (!parse_options(argc, argv, "train",
                        "--epochs --batch --lr --seed --threads --out --resume --save-every --keep --steps --dist "
-                       "--zero1 --timeout --device",
+                       "--zero1 --timeout --device --fp32",
                        &o))
         return EXIT_USAGE;
     if (o.help) return fputs(USAGE_TRAIN, stdout), 0;

@@ -80,6 +80,18 @@ MAGNA_HD void magna_em_adam_update(const magna_em_adam *k, float *w, float *m, f
     *w = *w * k->keep - k->step * mi / (sqrtf(vi) * k->rbc2 + k->eps);
 }
 
+/* torch.optim.SGD's update of one element: weight decay through the gradient, then momentum (the buffer
+ * starts as the first gradient: `first` on step 1) and Nesterov's look-ahead. m is unused without momentum. */
+MAGNA_HD void magna_em_sgd_update(float lr, float momentum, float weight_decay, int nesterov, int first, float *w,
+                                  float *m, float g) {
+    float gi = g + weight_decay * *w;
+    if (momentum > 0.0f) {
+        *m = first ? gi : momentum * *m + gi;
+        gi = nesterov ? gi + momentum * *m : *m;
+    }
+    *w -= lr * gi;
+}
+
 /* ---- softmax + cross-entropy of one row --------------------------------------------------------------
  * The running (max, sum of e^(x - max)) of a row: push one logit, merge two partial rows. An empty state
  * has max = -inf and sum = 0 and merges as the identity. */

@@ -87,6 +87,16 @@ void magna_cuda_blas_destroy(void **blas);
 int magna_cuda_blas_reserve(void *blas, size_t bf16_elems);
 /* staging elements one magna_cuda_gemm call in bf16 mode needs (both operands packed) */
 size_t magna_cuda_gemm_bf16_elems(int ta, int tb, int m, int n, int k, long long sa, long long sb, int batch);
+/* ---- the optimizer over the flat buffers (optim.cu) ---- */
+/* partials of a reduction: at most this many blocks, so `scratch` needs this many floats */
+enum { MAGNA_CUDA_REDUCE_BLOCKS = 1024 };
+/* one torch.optim.SGD step (m: the momentum buffer, NULL without momentum; first: step 1) */
+int magna_cuda_sgd_step(float lr, float momentum, float weight_decay, int nesterov, int first, float *w, float *m,
+                        const float *g, int64_t n, void *stream);
+/* *out = sum of x^2 (mode 0) or the count of non-finite x (mode 1), deterministically; out is device memory */
+int magna_cuda_reduce(int mode, const float *x, int64_t n, float *scratch, float *out, void *stream);
+/* x *= k */
+int magna_cuda_scale(float k, float *x, int64_t n, void *stream);
 
 #ifdef __cplusplus
 }

@@ -2,6 +2,10 @@
  * Planning and running live in plan.c and run.c. */
 #include "internal.h"
 
+#ifdef MAGNA_HAVE_CUDA
+#include "../cuda/ops.h"
+#endif
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +69,9 @@ magna_graph *magna_graph_new(uint64_t seed) {
 
 void magna_graph_free(magna_graph *g) {
     if (!g) return;
+#ifdef MAGNA_HAVE_CUDA
+    cuda_graph_free(g); /* device memory and host mirrors; leaves NULL where it freed */
+#endif
     for (int i = 0; i < g->n_nodes; i++) {
         magna_node *n = g->nodes[i];
         if (n->kernel_state && magna_op_table[n->op]->release) magna_op_table[n->op]->release(n);
@@ -77,7 +84,7 @@ void magna_graph_free(magna_graph *g) {
     free(g->params);
     free(g->grads);
     free(g->states);
-    free(g->arena);
+    free(g->arena); /* NULL on CUDA: cuda_graph_free took the device's */
     free(g->workspace);
     free(g->order);
     free(g->grad_zero);
@@ -272,9 +279,80 @@ magna_dtype magna_node_dtype(const magna_node *n) { return n->dtype; }
 int magna_node_ndim(const magna_node *n) { return n->ndim; }
 const int64_t *magna_node_shape(const magna_node *n) { return n->shape; }
 int64_t magna_node_numel(const magna_node *n) { return n->numel; }
-float *magna_node_data(magna_node *n) { return n && n->dtype == MAGNA_F32 ? (float *)n->value : NULL; }
-int32_t *magna_node_data_i32(magna_node *n) { return n && n->dtype == MAGNA_I32 ? (int32_t *)n->value : NULL; }
-float *magna_node_grad(magna_node *n) { return n ? n->grad : NULL; }
+/* On CUDA the caller gets the host mirror. A param's or state's mirror is refreshed first and counts as
+ * written (it is uploaded before the device next reads it); an input's is uploaded by forward; a kept
+ * node's is what the last forward downloaded. */
+static void *host_view(magna_node *n) {
+#ifdef MAGNA_HAVE_CUDA
+    if (n->g->device == MAGNA_DEVICE_CUDA && n->g->compiled && (n->kind == NODE_PARAM || n->kind == NODE_STATE) &&
+        cuda_graph_sync_host(n->g) != MAGNA_OK)
+        return NULL;
+#endif
+    return node_host(n);
+}
+float *magna_node_data(magna_node *n) { return n && n->dtype == MAGNA_F32 ? (float *)host_view(n) : NULL; }
+int32_t *magna_node_data_i32(magna_node *n) { return n && n->dtype == MAGNA_I32 ? (int32_t *)host_view(n) : NULL; }
+float *magna_node_grad(magna_node *n) {
+    if (!n) return NULL;
+#ifdef MAGNA_HAVE_CUDA
+    if (n->g->device == MAGNA_DEVICE_CUDA && n->g->compiled) { /* a param's, from the host mirror; others: read_grad */
+        if (n->kind != NODE_PARAM || !n->grad || cuda_graph_grads_to_host(n->g) != MAGNA_OK) return NULL;
+        return n->g->grads + n->offset;
+    }
+#endif
+    return n->grad;
+}
+
+magna_status magna_node_read(magna_node *n, void *dst) {
+    if (!n || !dst) return MAGNA_ERR_ARG;
+    if (!n->value) return graph_state_error(n->g, "read '%s': no value (compile first, and keep the node)", n->name);
+    const size_t bytes = (size_t)n->numel * magna_dtype_size(n->dtype);
+#ifdef MAGNA_HAVE_CUDA
+    if (n->g->device == MAGNA_DEVICE_CUDA) {
+        void *s = cuda_stream(n->g);
+        int e = cuda_d2h(dst, n->value, bytes, s);
+        if (!e) e = cuda_stream_sync(s);
+        return cuda_fail(n->g, e, "reading a value");
+    }
+#endif
+    memcpy(dst, n->value, bytes);
+    return MAGNA_OK;
+}
+
+magna_status magna_node_read_grad(magna_node *n, float *dst) {
+    if (!n || !dst) return MAGNA_ERR_ARG;
+    if (!n->grad) return graph_state_error(n->g, "read_grad '%s': no gradient (it is not on the path to the loss)", n->name);
+    const size_t bytes = (size_t)n->numel * sizeof(float);
+#ifdef MAGNA_HAVE_CUDA
+    if (n->g->device == MAGNA_DEVICE_CUDA) {
+        void *s = cuda_stream(n->g);
+        int e = cuda_d2h(dst, n->grad, bytes, s);
+        if (!e) e = cuda_stream_sync(s);
+        return cuda_fail(n->g, e, "reading a gradient");
+    }
+#endif
+    memcpy(dst, n->grad, bytes);
+    return MAGNA_OK;
+}
+
+magna_status magna_graph_set_device(magna_graph *g, magna_device device) {
+    if (!g) return MAGNA_ERR_ARG;
+    if (g->compiled) return graph_state_error(g, "set_device: choose the device before compile");
+    magna_error err;
+    if (magna_device_check(device, &err) != MAGNA_OK) return graph_error(g, err.status, "%s", err.message);
+    g->device = device;
+    return MAGNA_OK;
+}
+magna_device magna_graph_device(const magna_graph *g) { return g ? g->device : MAGNA_DEVICE_CPU; }
+
+magna_status magna_graph_set_bf16(magna_graph *g, bool on) {
+    if (!g) return MAGNA_ERR_ARG;
+    if (on && g->device != MAGNA_DEVICE_CUDA)
+        return graph_error(g, MAGNA_ERR_UNSUPPORTED, "set_bf16: bf16 mixed precision is the CUDA backend's (set the device first)");
+    g->bf16 = on;
+    return MAGNA_OK;
+}
+bool magna_graph_bf16(const magna_graph *g) { return g && g->bf16; }
 size_t magna_node_offset(const magna_node *n) { return n->offset; }
 
 magna_status magna_node_set(magna_node *n, const void *values, int64_t count) {
@@ -288,7 +366,9 @@ magna_status magna_node_set(magna_node *n, const void *values, int64_t count) {
         return graph_error(g, MAGNA_ERR_SHAPE, "set '%s': got %lld values for shape %s (%lld values)", n->name,
                            (long long)count, shape_str(n, buf, sizeof buf), (long long)n->numel);
     }
-    memcpy(n->value, values, (size_t)count * magna_dtype_size(n->dtype));
+    void *dst = host_view(n);
+    if (!dst) return g->last_status;
+    memcpy(dst, values, (size_t)count * magna_dtype_size(n->dtype));
     return MAGNA_OK;
 }
 
@@ -317,21 +397,33 @@ magna_status magna_graph_copy_weights(magna_graph *dst, magna_graph *src) {
             return graph_error(dst, MAGNA_ERR_SHAPE, "copy_weights: '%s' is %s here and %s in the source", d->name,
                                shape_str(d, a, sizeof a), shape_str(s, b, sizeof b));
         }
-        memcpy(d->value, s->value, (size_t)d->numel * magna_dtype_size(d->dtype));
+        void *to = host_view(d), *from = host_view(s);
+        if (!to || !from) return graph_state_error(dst, "copy_weights: %s", to ? src->errmsg : dst->errmsg);
+        memcpy(to, from, (size_t)d->numel * magna_dtype_size(d->dtype));
     }
     return MAGNA_OK;
 }
 
+/* On CUDA: the host mirrors, refreshed; params and states count as written (see host_view). */
 float *magna_graph_params(magna_graph *g, size_t *count) {
     if (count) *count = g->n_params;
+#ifdef MAGNA_HAVE_CUDA
+    if (g->device == MAGNA_DEVICE_CUDA && g->compiled && cuda_graph_sync_host(g) != MAGNA_OK) return NULL;
+#endif
     return g->params;
 }
 float *magna_graph_grads(magna_graph *g, size_t *count) {
     if (count) *count = g->n_params;
+#ifdef MAGNA_HAVE_CUDA
+    if (g->device == MAGNA_DEVICE_CUDA && g->compiled && cuda_graph_grads_to_host(g) != MAGNA_OK) return NULL;
+#endif
     return g->grads;
 }
 float *magna_graph_states(magna_graph *g, size_t *count) {
     if (count) *count = g->n_states;
+#ifdef MAGNA_HAVE_CUDA
+    if (g->device == MAGNA_DEVICE_CUDA && g->compiled && cuda_graph_sync_host(g) != MAGNA_OK) return NULL;
+#endif
     return g->states;
 }
 int magna_graph_param_count(const magna_graph *g) { return g->n_param_nodes; }

@@ -4,6 +4,7 @@
 #define MAGNA_INTERNAL_H
 
 #include "magna.h"
+#include "magna/cuda.h"
 
 #include <omp.h>
 #include <stdarg.h>
@@ -74,6 +75,11 @@ struct magna_node {
     void *saved;
     void *kernel_state; /* an op's own handles (e.g. oneDNN primitives), freed by its release hook */
     int grad_born_at; /* id of the consumer whose backward first writes this grad (zero it there) */
+    /* On a CUDA graph value/grad/saved are device memory; `host` is the copy the caller reads and writes:
+     * inputs (uploaded by forward), kept nodes (downloaded after forward), params and states (mirrors in
+     * g->params / g->states). NULL on the CPU, where value is the host memory itself. */
+    void *host;
+    bool skip_fetch; /* CUDA: a kept node forward leaves on the device (outputs no metric reads in training) */
 };
 
 struct magna_graph {
@@ -105,6 +111,15 @@ struct magna_graph {
     int n_order;
     magna_node ***grad_zero; /* per node id: grads to zero before its backward (NULL-terminated) */
     magna_node **grad_zero_pool;
+
+    /* the device (include/magna/cuda.h). On CUDA, params/grads/states above are host mirrors of the
+     * dev_ buffers; which side is newer is tracked so that reads and writes through the API stay coherent
+     * without a copy every step (src/cuda/graph.c). */
+    magna_device device;
+    bool bf16;                 /* CUDA mixed precision: bf16 matmul operands, float32 everything else */
+    struct cuda_graph *cuda;   /* stream, cuBLASLt handle, staging (src/cuda/graph.c) */
+    float *dev_params, *dev_grads, *dev_states;
+    bool host_newer, device_newer; /* params/states: the host mirror was handed out / the device stepped */
 };
 
 /* One op: its name, how backward uses memory, and the three functions.
@@ -147,6 +162,10 @@ const char *shape_str(const magna_node *n, char *buf, size_t size); /* "[2, 3]" 
 
 static inline float *fval(const magna_node *n) { return (float *)n->value; }
 static inline int32_t *ival(const magna_node *n) { return (int32_t *)n->value; }
+/* The host memory of a node a caller reads or writes: value itself on the CPU, the mirror on CUDA. */
+static inline void *node_host(const magna_node *n) { return n->host ? n->host : n->value; }
+static inline float *host_f32(const magna_node *n) { return (float *)node_host(n); }
+static inline int32_t *host_i32(const magna_node *n) { return (int32_t *)node_host(n); }
 
 /* Product of dims [from, to). */
 static inline int64_t dims_prod(const magna_node *n, int from, int to) {

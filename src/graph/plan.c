@@ -12,6 +12,10 @@
  * first, lowest offset that fits (the same idea as ggml-alloc and llm.c's single activation block). */
 #include "internal.h"
 
+#ifdef MAGNA_HAVE_CUDA
+#include "../cuda/ops.h"
+#endif
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -228,10 +232,22 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
     for (int b = 0; b < nb; b++) g->unplanned_bytes += blocks[b].size;
     g->arena_bytes = place_blocks(blocks, nb, scratch);
 
-    /* 4. Allocate once; touch every page now so the first step pays no page faults. */
-    g->arena = g->arena_bytes ? aligned_alloc(MAGNA_ALIGN, g->arena_bytes) : NULL;
+    /* 4. Allocate once; touch every page now so the first step pays no page faults. On CUDA the arena and
+     *    workspace are device memory (the same offsets); params, grads and states keep host mirrors. */
+    const bool on_cuda = g->device == MAGNA_DEVICE_CUDA;
     g->workspace_bytes = align_up(workspace);
-    g->workspace = g->workspace_bytes ? aligned_alloc(MAGNA_ALIGN, g->workspace_bytes) : NULL;
+    if (on_cuda) {
+#ifdef MAGNA_HAVE_CUDA
+        if ((st = cuda_graph_alloc(g)) != MAGNA_OK) {
+            free(vend), free(last_gc), free(blocks), free(scratch);
+            cuda_graph_free(g);
+            return st;
+        }
+#endif
+    } else {
+        g->arena = g->arena_bytes ? aligned_alloc(MAGNA_ALIGN, g->arena_bytes) : NULL;
+        g->workspace = g->workspace_bytes ? aligned_alloc(MAGNA_ALIGN, g->workspace_bytes) : NULL;
+    }
     g->params = aligned_alloc(MAGNA_ALIGN, align_up((g->n_params + 1) * sizeof(float)));
     g->grads = aligned_alloc(MAGNA_ALIGN, align_up((g->n_params + 1) * sizeof(float)));
     g->states = aligned_alloc(MAGNA_ALIGN, align_up((g->n_states + 1) * sizeof(float)));
@@ -241,8 +257,8 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
         return graph_error(g, MAGNA_ERR_NOMEM, "compile: out of memory allocating %zu bytes of activations",
                            g->arena_bytes);
     }
-    if (g->arena) memset(g->arena, 0, g->arena_bytes);
-    if (g->workspace) memset(g->workspace, 0, g->workspace_bytes);
+    if (g->arena && !on_cuda) memset(g->arena, 0, g->arena_bytes);
+    if (g->workspace && !on_cuda) memset(g->workspace, 0, g->workspace_bytes);
     memset(g->params, 0, (g->n_params + 1) * sizeof(float));
     memset(g->grads, 0, (g->n_params + 1) * sizeof(float));
     memset(g->states, 0, (g->n_states + 1) * sizeof(float));
@@ -254,19 +270,29 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
     }
     for (int k = 0; k < g->n_param_nodes; k++) {
         magna_node *p = g->param_nodes[k];
-        p->value = g->params + p->offset;
-        p->grad = p->needs_grad ? g->grads + p->offset : NULL;
+        p->value = (on_cuda ? g->dev_params : g->params) + p->offset;
+        p->grad = p->needs_grad ? (on_cuda ? g->dev_grads : g->grads) + p->offset : NULL;
+        p->host = on_cuda ? g->params + p->offset : NULL;
         init_values(g->params + p->offset, p, g->seed, (uint64_t)k + 1);
     }
     for (int k = 0; k < g->n_state_nodes; k++) {
         magna_node *s = g->state_nodes[k];
-        s->value = g->states + s->offset;
+        s->value = (on_cuda ? g->dev_states : g->states) + s->offset;
+        s->host = on_cuda ? g->states + s->offset : NULL;
         init_values(g->states + s->offset, s, g->seed, (uint64_t)k + 1 + (1ull << 32));
     }
     for (int i = 0; i < N; i++) { /* views point into their (already placed) source */
         magna_node *n = g->nodes[i];
         if (n->live && n->kind == NODE_OP && (magna_op_table[n->op]->flags & OPF_VIEW)) n->value = n->in[0]->value;
     }
+
+#ifdef MAGNA_HAVE_CUDA
+    if (on_cuda && ((st = cuda_graph_mirrors(g)) != MAGNA_OK || (st = cuda_graph_upload_params(g)) != MAGNA_OK)) {
+        free(vend), free(last_gc), free(blocks), free(scratch);
+        cuda_graph_free(g);
+        return st;
+    }
+#endif
 
     /* 5. Which activation grads each backward step must zero first (params accumulate instead). */
     for (int j = 0; j < N; j++) {

@@ -2,6 +2,10 @@
  * at compile, so a training step is a walk over g->order and nothing else. */
 #include "internal.h"
 
+#ifdef MAGNA_HAVE_CUDA
+#include "../cuda/ops.h"
+#endif
+
 #include <string.h>
 
 magna_status magna_graph_forward(magna_graph *g) {
@@ -9,6 +13,9 @@ magna_status magna_graph_forward(magna_graph *g) {
     if (!g->compiled) return graph_state_error(g, "forward: compile the graph first");
     g->mask_step = g->rng_step;
     if (g->training) g->rng_step++;
+#ifdef MAGNA_HAVE_CUDA
+    if (g->device == MAGNA_DEVICE_CUDA) return cuda_graph_forward(g);
+#endif
     for (int k = 0; k < g->n_order; k++) {
         magna_node *n = g->order[k];
         magna_status st = magna_op_table[n->op]->forward(g, n);
@@ -25,6 +32,9 @@ magna_status magna_graph_backward_seeded(magna_graph *g, const float *seed_grad)
     if (!g->loss) return graph_state_error(g, "backward: the graph was compiled without a loss");
     magna_node *loss = g->loss;
     if (!loss->needs_grad) return MAGNA_OK; /* the loss depends on no parameter */
+#ifdef MAGNA_HAVE_CUDA
+    if (g->device == MAGNA_DEVICE_CUDA) return cuda_graph_backward(g, seed_grad);
+#endif
     if (seed_grad)
         memcpy(loss->grad, seed_grad, (size_t)loss->numel * sizeof(float));
     else
@@ -41,5 +51,11 @@ magna_status magna_graph_backward_seeded(magna_graph *g, const float *seed_grad)
 magna_status magna_graph_backward(magna_graph *g) { return magna_graph_backward_seeded(g, NULL); }
 
 void magna_graph_zero_grad(magna_graph *g) {
+#ifdef MAGNA_HAVE_CUDA
+    if (g && g->compiled && g->device == MAGNA_DEVICE_CUDA) {
+        cuda_graph_zero_grad(g);
+        return;
+    }
+#endif
     if (g && g->grads) memset(g->grads, 0, g->n_params * sizeof(float));
 }

@@ -3,6 +3,11 @@
 #include "../graph/internal.h"
 #include "magna/optim.h"
 
+#ifdef MAGNA_HAVE_CUDA
+#include "../cuda/kernels.h"
+#include "../cuda/ops.h"
+#endif
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +20,10 @@ struct magna_optimizer {
     size_t n;     /* the params it updates: [off, off + n) of the flat buffer (all of it unless sharded) */
     size_t off;
     int64_t steps;
+    /* On a CUDA graph the moments live on the device (dm, dv); m and v are their host mirrors, kept
+     * coherent the way the graph keeps its params (src/cuda/graph.c). */
+    float *dm, *dv;
+    bool host_newer, device_newer;
 };
 
 magna_optimizer *magna_optimizer_new(magna_graph *g, magna_optimizer_opts opts, magna_error *err) {
@@ -43,6 +52,19 @@ magna_optimizer *magna_optimizer_new(magna_graph *g, magna_optimizer_opts opts, 
     bool needs_m = opts.kind != MAGNA_SGD || opts.momentum > 0, needs_v = opts.kind != MAGNA_SGD;
     if (needs_m && !(opt->m = calloc(opt->n + 1, sizeof(float)))) goto nomem;
     if (needs_v && !(opt->v = calloc(opt->n + 1, sizeof(float)))) goto nomem;
+#ifdef MAGNA_HAVE_CUDA
+    if (g->device == MAGNA_DEVICE_CUDA) {
+        const size_t bytes = (opt->n + 1) * sizeof(float);
+        int e = 0;
+        if (needs_m && !(e = cuda_malloc((void **)&opt->dm, bytes))) e = cuda_memset(opt->dm, 0, bytes, cuda_stream(g));
+        if (!e && needs_v && !(e = cuda_malloc((void **)&opt->dv, bytes))) e = cuda_memset(opt->dv, 0, bytes, cuda_stream(g));
+        if (e) {
+            magna_optimizer_free(opt);
+            magna_error_set(err, MAGNA_ERR_NOMEM, "optimizer: device memory for its state: %s", cuda_error_string(e));
+            return NULL;
+        }
+    }
+#endif
     return opt;
 nomem:
     magna_optimizer_free(opt);
@@ -54,6 +76,10 @@ void magna_optimizer_free(magna_optimizer *opt) {
     if (!opt) return;
     free(opt->m);
     free(opt->v);
+#ifdef MAGNA_HAVE_CUDA
+    if (opt->dm) cuda_free(opt->dm);
+    if (opt->dv) cuda_free(opt->dv);
+#endif
     free(opt);
 }
 
@@ -78,7 +104,43 @@ static void adam_chunk(float *restrict w, float *restrict m, float *restrict v, 
     }
 }
 
+#ifdef MAGNA_HAVE_CUDA
+/* The same step on the device: the moments and params never leave it. */
+static void cuda_step(magna_optimizer *opt) {
+    magna_graph *g = opt->g;
+    const magna_optimizer_opts o = opt->o;
+    void *s = cuda_stream(g);
+    if (cuda_graph_sync_device(g) != MAGNA_OK) return;
+    int e = 0;
+    const size_t bytes = opt->n * sizeof(float);
+    if (opt->host_newer) { /* someone wrote the moments (a resumed checkpoint) */
+        if (opt->dm) e = cuda_h2d(opt->dm, opt->m, bytes, s);
+        if (!e && opt->dv) e = cuda_h2d(opt->dv, opt->v, bytes, s);
+        opt->host_newer = false;
+    }
+    float *w = g->dev_params + opt->off;
+    const float *grad = g->dev_grads + opt->off;
+    if (!e && o.kind == MAGNA_SGD)
+        e = magna_cuda_sgd_step(o.lr, o.momentum, o.weight_decay, o.nesterov, opt->steps == 1, w, opt->dm, grad,
+                                (int64_t)opt->n, s);
+    else if (!e) {
+        const magna_em_adam k = magna_em_adam_consts(o.lr, o.beta1, o.beta2, o.eps, o.weight_decay,
+                                                     o.kind == MAGNA_ADAMW, opt->steps);
+        e = magna_cuda_adam_step(&k, w, opt->dm, opt->dv, grad, (int64_t)opt->n, s);
+    }
+    cuda_fail(g, e, "optimizer step");
+    g->device_newer = opt->device_newer = true;
+}
+#endif
+
 void magna_optimizer_step(magna_optimizer *opt) {
+#ifdef MAGNA_HAVE_CUDA
+    if (opt->g->device == MAGNA_DEVICE_CUDA) {
+        opt->steps++;
+        cuda_step(opt);
+        return;
+    }
+#endif
     float *w = opt->g->params + opt->off;
     const float *grad = opt->g->grads + opt->off;
     const magna_optimizer_opts o = opt->o;
@@ -115,6 +177,20 @@ void magna_optimizer_set_steps(magna_optimizer *opt, int64_t steps) { opt->steps
 magna_optimizer_kind magna_optimizer_get_kind(const magna_optimizer *opt) { return opt->o.kind; }
 float *magna_optimizer_state(magna_optimizer *opt, int k, size_t *count) {
     float *s = k == 0 ? opt->m : k == 1 ? opt->v : NULL;
+#ifdef MAGNA_HAVE_CUDA
+    if (s && opt->g->device == MAGNA_DEVICE_CUDA) { /* the caller reads and may write the mirror */
+        if (opt->device_newer) {
+            void *st = cuda_stream(opt->g);
+            int e = 0;
+            if (opt->dm) e = cuda_d2h(opt->m, opt->dm, opt->n * sizeof(float), st);
+            if (!e && opt->dv) e = cuda_d2h(opt->v, opt->dv, opt->n * sizeof(float), st);
+            if (!e) e = cuda_stream_sync(st);
+            if (cuda_fail(opt->g, e, "copying the optimizer state from the device") != MAGNA_OK) return NULL;
+            opt->device_newer = false;
+        }
+        opt->host_newer = true;
+    }
+#endif
     if (count) *count = s ? opt->n : 0;
     return s;
 }
@@ -131,6 +207,8 @@ size_t magna_optimizer_range(const magna_optimizer *opt, size_t *count, size_t *
 
 magna_status magna_optimizer_shard(magna_optimizer *opt, size_t offset, size_t count, magna_error *err) {
     if (offset == opt->off && count == opt->n) return MAGNA_OK;
+    if (opt->g->device != MAGNA_DEVICE_CPU)
+        return magna_error_set(err, MAGNA_ERR_UNSUPPORTED, "optimizer: sharding (ZeRO) runs on the cpu only");
     if (opt->off != 0 || opt->n != opt->g->n_params || offset > opt->n || count > opt->n - offset)
         return magna_error_set(err, MAGNA_ERR_ARG,
                                "optimizer: cannot shard params [%zu, %zu) from [%zu, %zu) of %zu: shard a whole "
@@ -152,6 +230,17 @@ magna_status magna_optimizer_shard(magna_optimizer *opt, size_t offset, size_t c
 }
 
 float magna_clip_grad_norm(magna_graph *g, float max_norm) {
+#ifdef MAGNA_HAVE_CUDA
+    if (g->device == MAGNA_DEVICE_CUDA) {
+        float ss = 0;
+        if (cuda_grads_reduce(g, 0, &ss) != MAGNA_OK) return NAN;
+        const float norm = sqrtf(ss);
+        if (norm > max_norm && norm > 0)
+            cuda_fail(g, magna_cuda_scale(max_norm / norm, g->dev_grads, (int64_t)g->n_params, cuda_stream(g)),
+                      "clipping the gradients");
+        return norm;
+    }
+#endif
     const int64_t n = (int64_t)g->n_params;
     float *grad = g->grads;
     double ss = 0;
@@ -165,6 +254,12 @@ PARALLEL_FOR(n > 65536, i, n, grad[i] *= k;);
 }
 
 bool magna_grads_finite(magna_graph *g) {
+#ifdef MAGNA_HAVE_CUDA
+    if (g->device == MAGNA_DEVICE_CUDA) {
+        float bad = 0;
+        return cuda_grads_reduce(g, 1, &bad) == MAGNA_OK && bad == 0;
+    }
+#endif
     const int64_t n = (int64_t)g->n_params;
     int bad = 0;
 PARALLEL_FOR_REDUCE(n > 65536, |, bad, i, n, bad |= !isfinite(g->grads[i]););

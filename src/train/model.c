@@ -169,8 +169,16 @@ magna_status magna_model_compile(magna_model *m, const magna_compile_opts *opts)
     m->loss = penalty ? magna_add(g, m->data_loss, penalty) : m->data_loss;
     for (int k = 0; k < m->n_outputs; k++) magna_graph_keep(g, m->outputs[k]);
     magna_graph_keep(g, m->data_loss);
-    magna_status st = magna_graph_compile(g, m->loss);
-    if (st != MAGNA_OK) return from_graph(m, st);
+    magna_status st = MAGNA_OK;
+    if (opts->device != MAGNA_DEVICE_CPU) {
+        if (m->dist)
+            return model_error(m, MAGNA_ERR_UNSUPPORTED,
+                               "compile: data-parallel training runs on the cpu (NCCL for CUDA is not built yet)");
+        if ((st = magna_graph_set_device(g, opts->device)) != MAGNA_OK ||
+            (!opts->fp32 && (st = magna_graph_set_bf16(g, true)) != MAGNA_OK))
+            return from_graph(m, st);
+    }
+    if ((st = magna_graph_compile(g, m->loss)) != MAGNA_OK) return from_graph(m, st);
     if (m->class_weights) magna_node_set(m->class_weights, opts->class_weights, m->classes);
     magna_error err;
     m->opt = magna_optimizer_new(g, opts->optimizer, &err);
@@ -196,8 +204,15 @@ static const void *target_array(const magna_dataset *d, int k, magna_dtype dtype
     return k ? (const void *)d->more_y[k - 1] : (const void *)d->y;
 }
 
+/* CUDA: whether forward brings the outputs back to the host (a training step whose metrics do not read them
+ * leaves them on the device: a GPT's logits are most of a step's bytes). */
+static void fetch_outputs(magna_model *m, bool fetch) {
+    for (int k = 0; k < m->n_outputs; k++) m->outputs[k]->skip_fetch = !fetch;
+}
+
 static magna_status check_dataset(magna_model *m, const magna_dataset *d, bool need_targets, const char *what) {
     m->errmsg[0] = '\0'; /* every public call that takes data starts here: no stale message */
+    fetch_outputs(m, true);
     if (!m->compiled) return model_error(m, MAGNA_ERR_STATE, "%s: compile the model first", what);
     if (!d || d->rows < 1) return model_error(m, MAGNA_ERR_ARG, "%s: the dataset has no rows", what);
     for (int k = 0; k < m->n_inputs; k++) {
@@ -228,7 +243,7 @@ static void load_rows(magna_model *m, const magna_dataset *d, const int64_t *ord
         magna_node *node = is_input ? m->inputs[j] : m->targets[j];
         const char *src = is_input ? input_array(d, j, node->dtype) : target_array(d, j, node->dtype);
         const size_t row_bytes = (size_t)(node->numel / count) * magna_dtype_size(node->dtype);
-        char *dst = node->value;
+        char *dst = node_host(node);
         for (int64_t r = 0; r < count; r++) {
             const int64_t row = order ? order[from + r] : from + r;
             memcpy(dst + (size_t)r * row_bytes, src + (size_t)row * row_bytes, row_bytes);
@@ -237,17 +252,20 @@ static void load_rows(magna_model *m, const magna_dataset *d, const int64_t *ord
 }
 
 
+/* The batch's loss and, when the outputs came back from the device (always on the CPU), their metrics. */
 static void tally_batch(magna_model *m, tally *t, int64_t rows) {
-    const float *out = fval(m->output);
+    const float *out = host_f32(m->output);
+    const bool have_out = !m->output->skip_fetch;
     t->samples += rows;
     if (m->c.loss == MAGNA_LOSS_SPARSE_CE) {
         const int64_t C = m->classes, n = rows * m->y_size;
         const int k = m->c.top_k > 0 ? m->c.top_k : 5;
-        const int32_t *label = ival(m->target);
+        const int32_t *label = host_i32(m->target);
         int64_t counted = 0; /* the batch loss is a mean over the labels that are not padding */
         for (int64_t i = 0; i < n; i++) counted += label[i] != MAGNA_IGNORE_LABEL;
-        t->loss_sum += (double)fval(m->data_loss)[0] * (double)counted;
+        t->loss_sum += (double)host_f32(m->data_loss)[0] * (double)counted;
         t->loss_weight += (double)counted;
+        if (!have_out) return;
         for (int64_t i = 0; i < n; i++) {
             if (label[i] == MAGNA_IGNORE_LABEL) continue;
             const float *z = out + i * C;
@@ -259,9 +277,10 @@ static void tally_batch(magna_model *m, tally *t, int64_t rows) {
         t->rows_cls += counted;
         return;
     }
-    t->loss_sum += (double)fval(m->data_loss)[0] * (double)rows;
+    t->loss_sum += (double)host_f32(m->data_loss)[0] * (double)rows;
     t->loss_weight += (double)rows;
-    const float *y = fval(m->target);
+    if (!have_out) return;
+    const float *y = host_f32(m->target);
     const int64_t n = rows * m->out_size;
     for (int64_t i = 0; i < n; i++) {
         double e = (double)out[i] - y[i];
@@ -291,6 +310,9 @@ static magna_scores tally_scores(const tally *t) {
 /* ---- data parallel (magna/dist.h): the hooks fit and evaluate call; all no-ops without a dist ---------- */
 
 magna_status magna_model_set_dist(magna_model *m, magna_dist *d) {
+    if (magna_dist_size(d) > 1 && m->g->device != MAGNA_DEVICE_CPU)
+        return model_error(m, MAGNA_ERR_UNSUPPORTED, "set_dist: data-parallel training runs on the cpu (NCCL for "
+                                                     "CUDA is not built yet)");
     m->dist = magna_dist_size(d) > 1 ? d : NULL; /* one rank is the plain single-process path */
     return MAGNA_OK;
 }
@@ -410,9 +432,9 @@ magna_status magna_model_predict(magna_model *m, const magna_dataset *d, float *
         /* the loss is not computed here: only the output's ancestors matter, but forward runs the whole
          * plan, so give the target something harmless (class 0, zeros) */
         for (int k = 0; k < m->n_outputs; k++)
-            memset(m->targets[k]->value, 0, (size_t)m->targets[k]->numel * magna_dtype_size(m->targets[k]->dtype));
+            memset(node_host(m->targets[k]), 0, (size_t)m->targets[k]->numel * magna_dtype_size(m->targets[k]->dtype));
         st = magna_graph_forward(m->g);
-        if (st == MAGNA_OK) memcpy(out + from * m->out_size, fval(m->output), (size_t)(count * m->out_size) * sizeof(float));
+        if (st == MAGNA_OK) memcpy(out + from * m->out_size, host_f32(m->output), (size_t)(count * m->out_size) * sizeof(float));
     }
     magna_graph_set_training(m->g, was_training);
     return st == MAGNA_OK ? MAGNA_OK : from_graph(m, st);
@@ -433,11 +455,11 @@ magna_status magna_model_confusion(magna_model *m, const magna_dataset *d, int64
         load_rows(m, d, NULL, from, count, true);
         st = magna_graph_forward(m->g);
         for (int64_t i = 0; st == MAGNA_OK && i < count * m->y_size; i++) {
-            const float *z = fval(m->output) + i * C;
+            const float *z = host_f32(m->output) + i * C;
             int64_t best = 0;
             for (int64_t j = 1; j < C; j++)
                 if (z[j] > z[best]) best = j;
-            confusion[(int64_t)ival(m->target)[i] * C + best]++;
+            confusion[(int64_t)host_i32(m->target)[i] * C + best]++;
         }
     }
     magna_graph_set_training(m->g, was_training);
@@ -701,11 +723,15 @@ magna_status magna_model_fit(magna_model *m, const magna_dataset *train_in, cons
             float loss = 0;
             if (count > 0) { /* a short last step may leave a rank without rows: it adds zero gradients */
                 load_rows(m, &train, order, from, count, true);
+                fetch_outputs(m, m->g->device == MAGNA_DEVICE_CPU || m->c.metrics != 0);
                 if ((st = magna_graph_forward(m->g)) != MAGNA_OK) {
                     from_graph(m, st);
                     break;
                 }
-                if (isfinite(loss = fval(m->loss)[0])) magna_graph_backward(m->g);
+                if (isfinite(loss = host_f32(m->loss)[0]) && (st = magna_graph_backward(m->g)) != MAGNA_OK) {
+                    from_graph(m, st);
+                    break;
+                }
             } else {
                 m->g->rng_step++; /* the dropout counter stays in step with the ranks that ran */
             }
@@ -728,8 +754,13 @@ magna_status magna_model_fit(magna_model *m, const magna_dataset *train_in, cons
             rs.lr = magna_schedule_lr(&m->c.schedule, m->base_lr, m->step, total_steps);
             magna_optimizer_set_lr(m->opt, rs.lr);
             if ((st = dist_update(m)) != MAGNA_OK) break;
+            if (m->g->device != MAGNA_DEVICE_CPU && (st = magna_graph_status(m->g)) != MAGNA_OK) { /* a failed launch */
+                from_graph(m, st);
+                break;
+            }
             m->step++;
             if (count > 0) tally_batch(m, &rs.t, count);
+            fetch_outputs(m, true);
             rs.epoch_step = s + 1;
             if (tty) progress(stdout, s + 1, steps_per_epoch, now_seconds() - t0, rs.t.loss_sum / rs.t.loss_weight);
             interrupted = (m->dist ? flags[1] > 0 : o->stop && *o->stop) ||

@@ -1,0 +1,37 @@
+/* runtime.cu — the CUDA runtime calls the C side of the backend makes (src/cuda/ops.h), as plain C
+ * functions: the glue and graph code stay C, compiled by gcc, and never see CUDA's headers. */
+#include "compat.h"
+
+#include "runtime.h"
+
+extern "C" {
+
+int cuda_malloc(void **p, size_t bytes) { return (int)cudaMalloc(p, bytes ? bytes : 1); }
+int cuda_free(void *p) { return p ? (int)cudaFree(p) : 0; }
+int cuda_host_alloc(void **p, size_t bytes) { return (int)cudaMallocHost(p, bytes ? bytes : 1); }
+int cuda_host_free(void *p) { return p ? (int)cudaFreeHost(p) : 0; }
+
+int cuda_h2d(void *dst, const void *src, size_t bytes, void *stream) {
+    return bytes ? (int)cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, (cudaStream_t)stream) : 0;
+}
+int cuda_d2h(void *dst, const void *src, size_t bytes, void *stream) {
+    return bytes ? (int)cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, (cudaStream_t)stream) : 0;
+}
+int cuda_d2d(void *dst, const void *src, size_t bytes, void *stream) {
+    return bytes ? (int)cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, (cudaStream_t)stream) : 0;
+}
+int cuda_memset(void *dst, int value, size_t bytes, void *stream) {
+    return bytes ? (int)cudaMemsetAsync(dst, value, bytes, (cudaStream_t)stream) : 0;
+}
+
+int cuda_stream_create(void **stream) {
+    cudaStream_t s = nullptr;
+    const cudaError_t e = cudaStreamCreate(&s);
+    *stream = s;
+    return (int)e;
+}
+int cuda_stream_destroy(void *stream) { return (int)cudaStreamDestroy((cudaStream_t)stream); }
+int cuda_stream_sync(void *stream) { return (int)cudaStreamSynchronize((cudaStream_t)stream); }
+const char *cuda_error_string(int err) { return cudaGetErrorString((cudaError_t)err); }
+
+} // extern "C"

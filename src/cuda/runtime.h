@@ -1,0 +1,30 @@
+/* runtime.h — thin C wrappers of the CUDA runtime (src/cuda/runtime.cu) for the backend's C side, which
+ * never includes CUDA's headers. cudaError_t as int, 0 = success. Copies and sets are asynchronous on
+ * `stream`; host memory in copies should be pinned (cuda_host_alloc) for real overlap. */
+#ifndef MAGNA_CUDA_RUNTIME_H
+#define MAGNA_CUDA_RUNTIME_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+int cuda_malloc(void **p, size_t bytes);
+int cuda_free(void *p);
+int cuda_host_alloc(void **p, size_t bytes);
+int cuda_host_free(void *p);
+int cuda_h2d(void *dst, const void *src, size_t bytes, void *stream);
+int cuda_d2h(void *dst, const void *src, size_t bytes, void *stream);
+int cuda_d2d(void *dst, const void *src, size_t bytes, void *stream);
+int cuda_memset(void *dst, int value, size_t bytes, void *stream);
+int cuda_stream_create(void **stream);
+int cuda_stream_destroy(void *stream);
+int cuda_stream_sync(void *stream);
+const char *cuda_error_string(int err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
