@@ -6,4 +6,8 @@
 
 const magna_cuda_op magna_cuda_op_table[OP_COUNT] = {
     [OP_NONE] = {0},
+    [OP_ATTENTION] = {cuda_attention_forward, cuda_attention_backward},
+    [OP_LSTM] = {cuda_rnn_forward, cuda_rnn_backward},
+    [OP_GRU] = {cuda_rnn_forward, cuda_rnn_backward},
+    [OP_RNN] = {cuda_rnn_forward, cuda_rnn_backward},
 };
