@@ -79,14 +79,20 @@ static void rowwise(int64_t rows, int64_t cols) {
     free(seen), free(owner);
 }
 
-static void attention(int64_t bh, int64_t tq, int64_t tk, int64_t hd, int causal) {
-    const magna_launch_attention l = magna_launch_attn(bh, tq, tk, hd, causal);
+/* tc: the tensor-core path's geometry (bf16, hd 32/64/128), whose shared memory is opted into (227 KiB) */
+static void attention(int64_t bh, int64_t tq, int64_t tk, int64_t hd, int causal, int tc) {
+    const magna_launch_attention l =
+        tc ? magna_launch_attn_tc(bh, tq, tk, hd, causal) : magna_launch_attn(bh, tq, tk, hd, causal);
     const int empty = bh == 0 || tq == 0 || hd == 0;
     const uint32_t parts = l.parts;
+    int shared_ok = magna_attn_shared_bytes(&l) <= 48 * 1024;
+    for (int k = 0; tc && k < 3; k++)
+        shared_ok &= magna_attn_tc_shared_bytes(hd, k) <= 227 * 1024 && magna_attn_tc_shared_bytes(hd, k) % 32 == 0;
     CHECK(l.block <= 1024 && l.block == l.tile_q * parts && parts <= 32 && 32 % parts == 0 &&
               (l.grid_x == 0) == empty && (l.grid_y == 0) == empty && l.grid_y <= MAGNA_LAUNCH_MAX_GRID_Y &&
-              (l.dpt == 0 ? hd > MAGNA_ATTN_MAX_FAST_HD : (int64_t)l.dpt * parts >= hd) &&
-              magna_attn_shared_bytes(&l) <= 48 * 1024,
+              (tc ? l.dpt == 0 && l.block == MAGNA_ATTN_TC_BLOCK
+                  : l.dpt == 0 ? hd > MAGNA_ATTN_MAX_FAST_HD : (int64_t)l.dpt * parts >= hd) &&
+              shared_ok,
           "attention bh=%lld tq=%lld tk=%lld hd=%lld: grid %u x %u block %u parts %u dpt %u", (long long)bh,
           (long long)tq, (long long)tk, (long long)hd, l.grid_x, l.grid_y, l.block, parts, l.dpt);
     /* (slot, query) pairs: each must be taken by `parts` threads, one per part of the head dim */
@@ -225,9 +231,13 @@ int main(void) {
     static const int64_t HD[] = {1, 4, 17, 64, 128, 129, 300}; /* every register size, and the generic path */
     for (int c = 0; c < 2; c++)
         for (int i = 0; i < 8; i++)
-            for (int j = 0; j < 8; j++) attention(i % 3 + (i == 0 ? 0 : 1), T[i], T[j], HD[(i + j) % 7], c);
-    attention(65537, 3, 5, 64, 1); /* more batch x head slots than gridDim.y takes */
-    attention(2, 70, 40, 0, 1);    /* an empty head dimension launches nothing */
+            for (int j = 0; j < 8; j++) {
+                attention(i % 3 + (i == 0 ? 0 : 1), T[i], T[j], HD[(i + j) % 7], c, 0);
+                attention(i % 3 + (i == 0 ? 0 : 1), T[i], T[j], 32 << (i + j) % 3, c, 1);
+            }
+    attention(65537, 3, 5, 64, 1, 0); /* more batch x head slots than gridDim.y takes */
+    attention(65537, 3, 5, 64, 1, 1);
+    attention(2, 70, 40, 0, 1, 0); /* an empty head dimension launches nothing */
     static const int64_t MN[] = {0, 1, 2, 15, 16, 17, 63, 64, 65, 129};
     for (int i = 0; i < 10; i++)
         for (int j = 0; j < 10; j++) gemm_tiles(MN[i], MN[j], 1 + (i + j) % 3);
