@@ -389,7 +389,7 @@ cudaError_t magna_emu_launch_at(const char *where, const char *what, dim3 grid, 
     int index = 0;
     std::apply([&](const P &...p) { ((err = err ? err : magna_emu_check_arg(p, index++, where, what)), ...); },
                call.args);
-    if (err != cudaSuccess) return err;
+    if (err != cudaSuccess) return cudaGetLastError(); /* err, read and cleared as a failed launch's is */
     return magna_emu_launch(grid, block, shared_bytes, stream, reinterpret_cast<const void *>(kernel),
                             &magna_emu_call<P...>::run, &call, where, what);
 }

@@ -14,7 +14,8 @@
  * threads never reach because they exited, threads waiting at different barriers (block and warp), lanes
  * of one warp at different warp operations, a shuffle with a partial mask or from a lane that does not
  * exist. The failure is not sticky (a GPU's context would be lost): the launch returns
- * cudaErrorLaunchFailure, cudaGetLastError returns it once, cudaGetErrorString gives the message.
+ * cudaErrorLaunchFailure (read and cleared, as compat.h's cudaGetLastError after <<< >>> does), and
+ * cudaGetErrorString gives the message.
  *
  * Context switches: a few lines of assembly on x86-64 (swapcontext makes a system call per switch, which
  * would dominate a shuffle-heavy kernel), ucontext elsewhere or with MAGNA_EMU_UCONTEXT. Under ASan every
@@ -604,10 +605,10 @@ extern "C" cudaError_t magna_emu_check_pointer_arg(const void *p, int index, con
                 where, what, index, p);
 }
 
-extern "C" cudaError_t magna_emu_launch(dim3 grid, dim3 block, size_t shared_bytes, void *stream, const void *kernel,
-                                        void (*body)(void *), void *ctx, const char *where, const char *what) {
+namespace {
+cudaError_t launch(dim3 grid, dim3 block, size_t shared_bytes, void *stream, const void *kernel, void (*body)(void *),
+                   void *ctx, const char *where, const char *what) {
     Emu &e = emu();
-    std::lock_guard<std::recursive_mutex> g(e.lock);
 #ifdef MAGNA_EMU_ASAN
     static const bool hooked = (__sanitizer_set_death_callback(report_kernel_context), true);
     (void)hooked;
@@ -663,6 +664,16 @@ extern "C" cudaError_t magna_emu_launch(dim3 grid, dim3 block, size_t shared_byt
         e.idle.push_back(f);
     }
     return fail(cudaErrorLaunchFailure, "%s", L.failure.c_str());
+}
+} // namespace
+
+/* Returns what compat.h's nvcc path returns after `kernel<<<...>>>`: cudaGetLastError(), so the launch's own
+ * failure or an earlier call's that nobody read, and clears it. */
+extern "C" cudaError_t magna_emu_launch(dim3 grid, dim3 block, size_t shared_bytes, void *stream, const void *kernel,
+                                        void (*body)(void *), void *ctx, const char *where, const char *what) {
+    std::lock_guard<std::recursive_mutex> g(emu().lock);
+    launch(grid, block, shared_bytes, stream, kernel, body, ctx, where, what);
+    return cudaGetLastError();
 }
 
 extern "C" long long magna_emu_launch_count(void) { return emu().launches; }
