@@ -163,7 +163,13 @@ static void binary(int op, int nda, const int64_t *sa, int ndb, const int64_t *s
             if (full.stride[1 + which][d] == 0 && full.shape[d] != 1) mask |= 1u << d;
         magna_index kept, red;
         magna_index_split(&full, mask, 3, &kept, &red);
-        CU(magna_cuda_binary_backward(op, which, &kept, &red, ad, bd, yd, cd, which ? gbd : gad, NULL));
+        /* the split reduction's scratch as the glue gives it: the CPU infer's workspace */
+        const size_t need = magna_reduce_split_workspace(kept.n, red.n);
+        CHECK(need <= y->workspace_bytes, "%s: infer asked for %zu bytes of workspace, the split needs %zu", NAMES[op],
+              y->workspace_bytes, need);
+        float *ws = need ? dev_zeros((int64_t)(need / sizeof(float))) : NULL;
+        CU(magna_cuda_binary_backward(op, which, &kept, &red, ad, bd, yd, cd, which ? gbd : gad, ws, NULL));
+        cudaFree(ws);
     }
     const double ey = dev_err(yd, magna_node_data(y), NULL, y->numel);
     const double ea = dev_err(gad, magna_node_grad(a), ga0, a->numel), eb = dev_err(gbd, magna_node_grad(b), gb0, b->numel);
@@ -183,6 +189,8 @@ static void binaries(void) {
         binary(op, 3, (int64_t[]){2, 1, 4}, 2, (int64_t[]){3, 1});            /* both broadcast */
         binary(op, 3, (int64_t[]){1, 7, 1}, 3, (int64_t[]){3, 1, 5});
         binary(op, 2, (int64_t[]){600, 40}, 1, (int64_t[]){40});              /* cols reduction, many rows */
+        binary(op, 2, (int64_t[]){5000, 40}, 1, (int64_t[]){40});             /* ... split over the grid */
+        binary(op, 3, (int64_t[]){3, 1, 7}, 3, (int64_t[]){3, 2100, 7});
         binary(op, 2, (int64_t[]){4, 1500}, 2, (int64_t[]){4, 1});            /* rows reduction, a block each */
         binary(op, 4, (int64_t[]){2, 3, 1, 5}, 4, (int64_t[]){1, 3, 4, 1});
     }
@@ -217,8 +225,12 @@ static void reduction(op_id op, int nd, const int64_t *shape, unsigned mask, int
     int64_t *arg = NULL;
     CU(cudaMalloc((void **)&arg, (size_t)m->numel * sizeof *arg));
     const float scale = op == OP_MEAN ? 1.0f / (float)red.n : 1.0f;
-    float *ws = dev_zeros(MAGNA_LAUNCH_SUM_BLOCKS); /* as the CPU op's infer asks for it (a single output) */
-    CU(magna_cuda_reduce_axes(op == OP_MAX, &kept, &red, xd, scale, md, arg, m->workspace_bytes ? ws : NULL, NULL));
+    /* the two-pass sums' scratch as the glue gives it: the CPU infer's workspace */
+    const size_t need = magna_reduce_workspace(kept.n, red.n);
+    CHECK(op == OP_MAX || need <= m->workspace_bytes, "%s: infer asked for %zu bytes of workspace, the sums need %zu",
+          name, m->workspace_bytes, need);
+    float *ws = op != OP_MAX && need ? dev_zeros((int64_t)(need / sizeof(float))) : NULL;
+    CU(magna_cuda_reduce_axes(op == OP_MAX, &kept, &red, xd, scale, md, arg, ws, NULL));
     if (op == OP_MAX) {
         CU(magna_cuda_max_backward(arg, cd, gd, m->numel, NULL));
     } else { /* the glue's broadcast of dy (src/cuda/ops_reduce.c) */
@@ -257,6 +269,8 @@ static void reductions(void) {
         for (unsigned mask = 1; mask < 16; mask++) reduction(op, 4, s4, mask, 0);
         reduction(op, 2, (int64_t[]){2, 3000}, 2, 0); /* long rows: a block per output */
         reduction(op, 2, (int64_t[]){3000, 3}, 1, 0); /* the cols shape over many rows */
+        reduction(op, 2, (int64_t[]){6000, 40}, 1, 0); /* ... split over the grid (sums) */
+        reduction(op, 3, (int64_t[]){700, 9, 40}, 5, 0);
         reduction(op, 1, (int64_t[]){70001}, 1, 0);   /* everything to one number */
     }
     for (unsigned mask = 1; mask < 16; mask++) reduction(OP_MAX, 4, s4, mask, 1);

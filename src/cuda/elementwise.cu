@@ -149,8 +149,9 @@ template <class T> __global__ void grad_reduce_rows_kernel(magna_launch_reduce l
     }
 }
 
+/* with splits > 1, block row y of the grid takes chunk y of r and writes partial[y][o] instead of adding */
 template <class T> __global__ void grad_reduce_cols_kernel(magna_launch_reduce l, magna_index kept, magna_index red,
-                                                           T f, float *__restrict__ g) {
+                                                           T f, float *__restrict__ g, float *__restrict__ partial) {
     __shared__ float part[MAGNA_LAUNCH_COLS_Y][MAGNA_LAUNCH_COLS_X + 1];
     const uint32_t tx = threadIdx.x % MAGNA_LAUNCH_COLS_X, ty = threadIdx.x / MAGNA_LAUNCH_COLS_X;
     const int64_t stride = magna_launch_reduce_stride(&l);
@@ -160,7 +161,8 @@ template <class T> __global__ void grad_reduce_cols_kernel(magna_launch_reduce l
         if (o < l.outs) {
             int64_t base[3], off[3];
             magna_index_offsets(&kept, o, 3, base);
-            for (int64_t r = ty; r < red.n; r += MAGNA_LAUNCH_COLS_Y) {
+            const int64_t r_end = magna_launch_reduce_r_end(&l, blockIdx.y);
+            for (int64_t r = magna_launch_reduce_r_begin(&l, blockIdx.y) + ty; r < r_end; r += MAGNA_LAUNCH_COLS_Y) {
                 magna_index_offsets(&red, r, 3, off);
                 off[0] += base[0], off[1] += base[1], off[2] += base[2];
                 s += f.term(off);
@@ -170,7 +172,8 @@ template <class T> __global__ void grad_reduce_cols_kernel(magna_launch_reduce l
         __syncthreads();
         if (ty == 0 && o < l.outs) {
             for (int k = 1; k < MAGNA_LAUNCH_COLS_Y; k++) s += part[k][tx];
-            g[o] += s;
+            if (l.splits > 1) partial[(int64_t)blockIdx.y * l.outs + o] = s;
+            else g[o] += s;
         }
         __syncthreads();
     }
@@ -186,22 +189,29 @@ template <class T> __global__ void grad_map_kernel(magna_launch_1d l, magna_inde
     }
 }
 
-template <class T> int grad_reduce_launch(const magna_index *kept, const magna_index *red, T f, float *g, void *stream) {
+/* workspace: magna_reduce_split_workspace(kept n, red n) bytes, or NULL (no split) */
+template <class T> int grad_reduce_launch(const magna_index *kept, const magna_index *red, T f, float *g,
+                                          float *workspace, void *stream) {
     if (red->n == 1) {
         const magna_launch_1d l = magna_launch_elementwise(kept->n, 1);
         return l.grid ? magna_cuda_launch(l.grid, l.block, 0, stream, grad_map_kernel<T>, l, *kept, f, g) : cudaSuccess;
     }
     const int inner = red->nd > 0 && red->stride[0][red->nd - 1] == 1;
-    const magna_launch_reduce l = magna_launch_reduction(kept->n, red->n, inner);
+    const magna_launch_reduce l = magna_launch_reduction(kept->n, red->n, inner, workspace != NULL);
     if (l.grid == 0) return cudaSuccess;
-    if (l.cols) return magna_cuda_launch(l.grid, l.block, 0, stream, grad_reduce_cols_kernel<T>, l, *kept, *red, f, g);
+    if (l.cols) {
+        const int e = magna_cuda_launch(dim3(l.grid, l.splits), l.block, 0, stream, grad_reduce_cols_kernel<T>, l, *kept,
+                                        *red, f, g, workspace);
+        return e || l.splits == 1 ? e : magna_reduce::split_finish<1>(l.outs, l.splits, workspace, 1.0f, g, stream);
+    }
     return magna_cuda_launch(l.grid, l.block, 0, stream, grad_reduce_rows_kernel<T>, l, *kept, *red, f, g);
 }
 
 template <int OP> int binary_backward_op(int which, const magna_index *kept, const magna_index *red, const float *a,
-                                         const float *b, const float *y, const float *dy, float *g, void *stream) {
-    if (which == 0) return grad_reduce_launch(kept, red, binary_grad_sum<OP, 0>{a, b, y, dy}, g, stream);
-    return grad_reduce_launch(kept, red, binary_grad_sum<OP, 1>{a, b, y, dy}, g, stream);
+                                         const float *b, const float *y, const float *dy, float *g, float *workspace,
+                                         void *stream) {
+    if (which == 0) return grad_reduce_launch(kept, red, binary_grad_sum<OP, 0>{a, b, y, dy}, g, workspace, stream);
+    return grad_reduce_launch(kept, red, binary_grad_sum<OP, 1>{a, b, y, dy}, g, workspace, stream);
 }
 
 /* ---- strided copy: dst[off 1] = (accumulate ? dst[off 1] : 0) + scale src[off 0] ------------------- */
@@ -273,13 +283,13 @@ extern "C" int magna_cuda_binary_forward(int op, const magna_index *ix, const fl
 
 extern "C" int magna_cuda_binary_backward(int op, int which, const magna_index *kept, const magna_index *red,
                                           const float *a, const float *b, const float *y, const float *dy, float *g,
-                                          void *stream) {
+                                          float *workspace, void *stream) {
     switch (op) {
-    case MAGNA_EM_ADD: return binary_backward_op<MAGNA_EM_ADD>(which, kept, red, a, b, y, dy, g, stream);
-    case MAGNA_EM_SUB: return binary_backward_op<MAGNA_EM_SUB>(which, kept, red, a, b, y, dy, g, stream);
-    case MAGNA_EM_MUL: return binary_backward_op<MAGNA_EM_MUL>(which, kept, red, a, b, y, dy, g, stream);
-    case MAGNA_EM_DIV: return binary_backward_op<MAGNA_EM_DIV>(which, kept, red, a, b, y, dy, g, stream);
-    case MAGNA_EM_POW: return binary_backward_op<MAGNA_EM_POW>(which, kept, red, a, b, y, dy, g, stream);
+    case MAGNA_EM_ADD: return binary_backward_op<MAGNA_EM_ADD>(which, kept, red, a, b, y, dy, g, workspace, stream);
+    case MAGNA_EM_SUB: return binary_backward_op<MAGNA_EM_SUB>(which, kept, red, a, b, y, dy, g, workspace, stream);
+    case MAGNA_EM_MUL: return binary_backward_op<MAGNA_EM_MUL>(which, kept, red, a, b, y, dy, g, workspace, stream);
+    case MAGNA_EM_DIV: return binary_backward_op<MAGNA_EM_DIV>(which, kept, red, a, b, y, dy, g, workspace, stream);
+    case MAGNA_EM_POW: return binary_backward_op<MAGNA_EM_POW>(which, kept, red, a, b, y, dy, g, workspace, stream);
     }
     return cudaErrorInvalidValue;
 }

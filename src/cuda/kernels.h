@@ -157,9 +157,12 @@ int magna_cuda_unary_backward(int op, float a, const float *x, const float *y, c
 /* y[i] = op(a[off 1], b[off 2]) over the output's space ix (op a magna_em_binary_op) */
 int magna_cuda_binary_forward(int op, const magna_index *ix, const float *a, const float *b, float *y, void *stream);
 /* the gradient of operand `which` (0: a, 1: b): g[o] += sum over r of dy * d(op)/d(operand) with the output's
- * (0), a's (1) and b's (2) strides in kept (g's elements, in order) and red (the broadcast dims) */
+ * (0), a's (1) and b's (2) strides in kept (g's elements, in order) and red (the broadcast dims). workspace:
+ * magna_reduce_split_workspace(kept n, red n) bytes (launch.h), or NULL: few outputs over long runs (a bias's
+ * gradient) then reduce in one pass on few blocks instead of two passes over the whole GPU. */
 int magna_cuda_binary_backward(int op, int which, const magna_index *kept, const magna_index *red, const float *a,
-                               const float *b, const float *y, const float *dy, float *g, void *stream);
+                               const float *b, const float *y, const float *dy, float *g, float *workspace,
+                               void *stream);
 /* dst[off 1] = (accumulate ? dst[off 1] : 0) + scale src[off 0] over ix: permute, slice, concat, broadcasts */
 int magna_cuda_strided_copy(const magna_index *ix, const float *src, float *dst, float scale, int accumulate,
                             void *stream);
@@ -168,8 +171,9 @@ int magna_cuda_dropout(uint64_t seed, uint64_t rstream, float p, const float *sr
                        int accumulate, void *stream);
 
 /* y[o] = scale * sum, or max (max != 0, arg[o] = the flat index of x it came from, the first on ties), of x
- * over red for each o of kept (tensor 0 = x). workspace (MAGNA_LAUNCH_SUM_BLOCKS floats, may be NULL): a sum
- * to a single output then runs over the whole grid in two passes. */
+ * over red for each o of kept (tensor 0 = x). workspace (may be NULL): a sum then runs over the whole grid in
+ * two passes, to a single output (MAGNA_LAUNCH_SUM_BLOCKS floats) or to few outputs over long runs
+ * (magna_reduce_split_workspace(kept n, red n) bytes); the caller gives the larger. */
 int magna_cuda_reduce_axes(int max, const magna_index *kept, const magna_index *red, const float *x, float scale, float *y,
                            int64_t *arg, float *workspace, void *stream);
 /* dx[arg[o]] += dy[o] for outs outputs */

@@ -43,6 +43,10 @@ template <> __device__ __forceinline__ void reduce_store<1>(magna_em_argmax s, i
     y[o] = s.val, arg[o] = base + off;
 }
 
+/* a split cols reduction's partial (sums only: max never splits) */
+__device__ __forceinline__ void store_partial(float *p, float s) { *p = s; }
+__device__ __forceinline__ void store_partial(float *, magna_em_argmax) {}
+
 template <class S> __device__ __forceinline__ S group_all(const magna_launch_reduce &l, S s, S empty) {
     return l.threads_per_out == MAGNA_LAUNCH_WARP ? magna_reduce::warp_all(s) : magna_reduce::block_all(s, empty);
 }
@@ -66,9 +70,10 @@ template <int MAX> __global__ void reduce_rows_kernel(magna_launch_reduce l, mag
     }
 }
 
+/* with splits > 1 (sums), block row y of the grid takes chunk y of r and writes partial[y][o] unscaled */
 template <int MAX> __global__ void reduce_cols_kernel(magna_launch_reduce l, magna_index kept, magna_index red,
                                                       const float *__restrict__ x, float scale, float *__restrict__ y,
-                                                      int64_t *__restrict__ arg) {
+                                                      int64_t *__restrict__ arg, float *__restrict__ partial) {
     typedef reduce_state<MAX> R;
     __shared__ typename R::type part[MAGNA_LAUNCH_COLS_Y][MAGNA_LAUNCH_COLS_X + 1];
     const uint32_t tx = threadIdx.x % MAGNA_LAUNCH_COLS_X, ty = threadIdx.x / MAGNA_LAUNCH_COLS_X;
@@ -79,7 +84,8 @@ template <int MAX> __global__ void reduce_cols_kernel(magna_launch_reduce l, mag
         typename R::type s = R::empty();
         if (o < l.outs) {
             magna_index_offsets(&kept, o, 1, &base);
-            for (int64_t r = ty; r < red.n; r += MAGNA_LAUNCH_COLS_Y) {
+            const int64_t r_end = magna_launch_reduce_r_end(&l, blockIdx.y);
+            for (int64_t r = magna_launch_reduce_r_begin(&l, blockIdx.y) + ty; r < r_end; r += MAGNA_LAUNCH_COLS_Y) {
                 magna_index_offsets(&red, r, 1, &off);
                 s = R::push(s, x[base + off], r);
             }
@@ -88,7 +94,8 @@ template <int MAX> __global__ void reduce_cols_kernel(magna_launch_reduce l, mag
         __syncthreads();
         if (ty == 0 && o < l.outs) {
             for (int k = 1; k < MAGNA_LAUNCH_COLS_Y; k++) s = magna_reduce::merge(s, part[k][tx]);
-            reduce_store<MAX>(s, o, base, red, x, scale, y, arg);
+            if (l.splits > 1) store_partial(partial + (int64_t)blockIdx.y * l.outs + o, s);
+            else reduce_store<MAX>(s, o, base, red, x, scale, y, arg);
         }
         __syncthreads();
     }
@@ -189,12 +196,17 @@ extern "C" int magna_cuda_reduce_axes(int max, const magna_index *kept, const ma
     if (!max && workspace && kept->n == 1 && red->n > 4 * MAGNA_LAUNCH_BLOCK)
         return whole_sum(strided_term{x, *red}, red->n, workspace, (int *)NULL, y, stream, scale);
     const int inner = red->nd > 0 && red->stride[0][red->nd - 1] == 1;
-    const magna_launch_reduce l = magna_launch_reduction(kept->n, red->n, inner);
+    const magna_launch_reduce l = magna_launch_reduction(kept->n, red->n, inner, !max && workspace);
     if (l.grid == 0) return cudaSuccess;
     if (max && red->n > 0x7fffffff) return cudaErrorInvalidValue; /* the argmax state keeps r as an int */
-    if (l.cols)
-        return max ? magna_cuda_launch(l.grid, l.block, 0, stream, reduce_cols_kernel<1>, l, *kept, *red, x, scale, y, arg)
-                   : magna_cuda_launch(l.grid, l.block, 0, stream, reduce_cols_kernel<0>, l, *kept, *red, x, scale, y, arg);
+    if (l.cols && max)
+        return magna_cuda_launch(l.grid, l.block, 0, stream, reduce_cols_kernel<1>, l, *kept, *red, x, scale, y, arg,
+                                 workspace);
+    if (l.cols) {
+        const int e = magna_cuda_launch(dim3(l.grid, l.splits), l.block, 0, stream, reduce_cols_kernel<0>, l, *kept,
+                                        *red, x, scale, y, arg, workspace);
+        return e || l.splits == 1 ? e : magna_reduce::split_finish<0>(l.outs, l.splits, workspace, scale, y, stream);
+    }
     return max ? magna_cuda_launch(l.grid, l.block, 0, stream, reduce_rows_kernel<1>, l, *kept, *red, x, scale, y, arg)
                : magna_cuda_launch(l.grid, l.block, 0, stream, reduce_rows_kernel<0>, l, *kept, *red, x, scale, y, arg);
 }
