@@ -729,6 +729,7 @@ magna_status magna_model_fit(magna_model *m, const magna_dataset *train_in, cons
             magna_optimizer_set_lr(m->opt, rs.lr);
             if ((st = dist_update(m)) != MAGNA_OK) break;
             m->step++;
+            if (o->on_step) o->on_step(m, m->step, count > 0 ? (double)loss : NAN, o->user);
             if (count > 0) tally_batch(m, &rs.t, count);
             rs.epoch_step = s + 1;
             if (tty) progress(stdout, s + 1, steps_per_epoch, now_seconds() - t0, rs.t.loss_sum / rs.t.loss_weight);
