@@ -81,8 +81,10 @@ run() {
     esac
     rc=$?
     mem_stop
-    awk -v base="$base" '$1 + 0 > m { m = $1 + 0 } END { printf "%.2f\n", (m - base) / 1024 }' "$out/$name.mem" \
-        >"$out/$name.peak"
+    # no sample (a run shorter than nvidia-smi's start): "-"
+    awk -v base="$base" '$1 ~ /^[0-9]+$/ && $1 + 0 > m { m = $1 + 0 }
+        END { if (m == "" || base == "") print "-"; else printf "%.2f\n", (m - base) / 1024 }' "$out/$name.mem" \
+        >"$out/$name.peak" 2>/dev/null || echo - >"$out/$name.peak"
     [ $rc -eq 124 ] && echo "(timed out after $limit s)" >>"$out/$name.log"
     return $rc
 }

@@ -35,6 +35,7 @@ cat >"$tmp/build/magna" <<'MAGNA'
 case "$1" in
 summary) echo "Total params: 124475904"; exit 0 ;;
 esac
+sleep 0.5
 # train ... --precision P ... --batch B: float32 at batch 64 runs out of memory
 case "$*" in
 *"--precision f32"*"--batch 64"*) echo "magna train: cuda: out of memory allocating 81 GiB"; exit 1 ;;
@@ -45,6 +46,7 @@ MAGNA
 cat >"$tmp/bin/fakepython" <<'PY'
 #!/bin/sh
 case "$*" in *--peak*) exec python3 "$@" ;; esac
+sleep 0.5 # nvidia-smi's memory samples (taken in the background) land while it runs
 label=torch_eager tps=300000
 case "$*" in *--compile*) label=torch_compile tps=500000 ;; esac
 echo "step 1 loss 10.9"
