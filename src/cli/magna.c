@@ -120,7 +120,8 @@ static const char *USAGE =
     "usage: magna COMMAND ...\n"
     "  magna train MODEL_FILE [--epochs N] [--batch N] [--lr X] [--seed N] [--threads N] [--out DIR]\n"
     "              [--save-every STEPS] [--keep K] [--steps N] [--resume CHECKPOINT]\n"
-    "              [--dist] [--zero1] [--timeout SECONDS] [--device cpu|cuda]\n"
+    "              [--dist] [--zero1] [--timeout SECONDS] [--device cpu|cuda] [--precision f32|bf16]\n"
+    "              [--log-steps FILE] [--set SECTION.KEY=VALUE]...\n"
     "  magna eval MODEL_FILE --weights FILE [--seed N] [--threads N]\n"
     "  magna predict MODEL_FILE --weights CHECKPOINT --input FILE.csv|FILE.idx[.gz] --output OUT.csv\n"
     "  magna generate MODEL_FILE --weights CHECKPOINT [--prompt TEXT] [--length N] [--temperature X]\n"
@@ -128,10 +129,12 @@ static const char *USAGE =
     "  magna summary MODEL_FILE\n"
     "  magna --version\n"
     "A MODEL_FILE has sections [data], [model], one [layer] per layer, and [train] (see README.md, "
-    "\"Command line\").\n";
+    "\"Command line\");\n"
+    "every command that reads one takes --set SECTION.KEY=VALUE to change a key of [data], [model] or [train].\n";
 static const char *USAGE_TRAIN =
     "usage: magna train MODEL_FILE [--epochs N] [--batch N] [--lr X] [--seed N] [--threads N] [--out DIR]\n"
-    "                   [--save-every STEPS] [--keep K] [--steps N] [--device cpu|cuda]\n"
+    "                   [--save-every STEPS] [--keep K] [--steps N] [--device cpu|cuda] [--precision f32|bf16]\n"
+    "                   [--log-steps FILE] [--set SECTION.KEY=VALUE]...\n"
     "       magna train [MODEL_FILE] --resume CHECKPOINT [--threads N] [--steps N] ...\n"
     "Trains the model the file describes on its data, evaluates it on the test split and writes\n"
     "DIR/model.safetensors (the best epoch's weights, which are also the ones evaluated), DIR/logs\n"
@@ -152,14 +155,22 @@ static const char *USAGE_TRAIN =
     "(default $MAGNA_DIST_TIMEOUT or 300 s): a rank that dies or stops answering ends the job, named.\n"
     "Without --threads, each rank runs cores / ranks-on-this-machine threads.\n"
     "--device cuda asks for the GPU; without a CUDA build or a device it fails at once with the reason\n"
-    "(the CUDA backend does not train yet: cpu, the default, is the device that runs).\n"
-    "The last line is key=value results.\n"
+    "(the CUDA backend does not train yet: cpu, the default, is the device that runs). --precision bf16\n"
+    "is its mixed precision (bf16 matmuls, float32 weights, optimizer, norms and loss); f32, the default,\n"
+    "keeps everything float32 (the CPU's only mode).\n"
+    "--set SECTION.KEY=VALUE (repeatable) changes a key of the file's [data], [model] or [train] before it\n"
+    "is read (--set model.layers=2 --set data.context=64); checkpoints keep the file as changed.\n"
+    "--log-steps FILE writes step,loss,ms for every step (a loss curve to compare across devices).\n"
+    "The last line is key=value results, with step_ms_median: the median step time in milliseconds after\n"
+    "the first tenth of the steps (warm-up).\n"
     "Language models ([data] kind = text or numbers) train one epoch of [train] steps batches of fresh random\n"
     "windows (or examples); their tokenizer goes into the weights and checkpoints. The last line has\n"
     "val_loss (nats a token over the validation windows), bigram_val_loss and tokens_per_s for text, and\n"
-    "exact_match (beam search) and greedy_exact_match on the held-out numbers for seq2seq.\n";
+    "exact_match (beam search) and greedy_exact_match on the held-out numbers for seq2seq. [data] kind =\n"
+    "random_tokens (models/gpt2-124m.ini) has no validation: train_loss, tokens_per_s and\n"
+    "tokens_per_s_median (batch x context / the median step time).\n";
 static const char *USAGE_EVAL =
-    "usage: magna eval MODEL_FILE --weights FILE [--seed N] [--threads N]\n"
+    "usage: magna eval MODEL_FILE --weights FILE [--seed N] [--threads N] [--set SECTION.KEY=VALUE]...\n"
     "Loads the weights into the model the file describes and evaluates it on the test split\n"
     "(the same split as training: same file, same seed); a text model on its validation windows, with the\n"
     "tokenizer the weights hold; seq2seq by exact match on the held-out numbers. The last line is key=value\n"
@@ -184,9 +195,10 @@ static const char *USAGE_GENERATE =
     "whose probabilities reach P), --seed S (default 42: the same seed gives the same text).\n"
     "A seq2seq model ([data] kind = numbers) translates the words of --prompt ('three hundred forty-two')\n"
     "into digits, greedily or with a beam search of K beams (--beam K, 1..64), and prints them.\n";
-static const char *USAGE_SUMMARY = "usage: magna summary MODEL_FILE\n"
+static const char *USAGE_SUMMARY = "usage: magna summary MODEL_FILE [--set SECTION.KEY=VALUE]...\n"
                                    "Checks the model file, builds the model and prints its layers, shapes and "
-                                   "parameter counts.\n";
+                                   "parameter counts\n(without compiling it: nothing of a training step is "
+                                   "allocated).\n";
 
 enum { MAX_SETS = 32 };
 
