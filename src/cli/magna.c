@@ -542,7 +542,6 @@ static bool start_dist(const options *o, magna_dist **out) {
 
 static int cmd_train_run(const options *o, magna_dist *dist);
 
-
 static int cmd_train(int argc, char **argv) {
     options o;
     if (!parse_options(argc, argv, "train",
