@@ -90,7 +90,8 @@ def build(torch, L, H, D, T, V):
             for blk in self.h:
                 x = blk(x)
             logits = self.ln_f(x) @ self.wte.weight.t()  # tied
-            return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1))
+            # under autocast cross_entropy runs in float32 itself (as nanoGPT leaves it)
+            return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1))
 
     return GPT()
 
