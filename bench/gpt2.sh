@@ -93,9 +93,9 @@ for name in $runs; do
     case $name in
     magna_bf16 | magna_f32)
         if [ ! -x "$build/magna" ]; then echo "no $build/magna: build with CUDA first" >"$out/$name.log"; continue; fi
-        limit=75 ;;
-    torch_eager) limit=60 ;;
-    torch_compile) limit=150 ;;
+        limit=60 ;;
+    torch_eager) limit=50 ;;
+    torch_compile) limit=130 ;;
     *) echo "bench/gpt2.sh: unknown run '$name'" >&2; exit 2 ;;
     esac
     used=$batch

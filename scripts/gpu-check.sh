@@ -1,16 +1,17 @@
 #!/bin/sh
 # gpu-check.sh — `make gpu-check`: on a machine with an NVIDIA GPU, build magna with CUDA and check it there, in
-# about 10 minutes on an H100 with 16 cores (every check has its own timeout). One PASS/FAIL line a check with
-# its figures, all of them in BUILD/gpu-check.txt, which ends with the lines to paste into bench/RESULTS.md:
+# about 10 minutes on an H100 with 16 cores (every check has its own timeout, cut to what is left of
+# GPU_CHECK_BUDGET, default 570 s from the start, build included). One PASS/FAIL line a check with its
+# figures, all of them in BUILD/gpu-check.txt, which ends with the lines to paste into bench/RESULTS.md:
 #   cpu_tests_of_gpu_code   the CPU-side tests of the GPU code (math, launch geometry, device query, emulated)
 #   cuda_ops                test_cuda_ops: every op on the GPU against the CPU, float32 and bf16 modes
 #   cuda_kernels            test_cuda_kernels: the kernels against the same math on the CPU
-#   memcheck_ops, memcheck_kernels   compute-sanitizer's memcheck over both tests
 #   cnn_f32, cnn_bf16       the Fashion-MNIST CNN (models/fmnist-cnn.ini), $CNN_STEPS steps on the GPU against the
 #                           CPU from the same seed: loss curves and test accuracy (scripts/curves.py)
 #   chargpt_f32, chargpt_bf16   the char-GPT (models/char-gpt.ini), $GPT_STEPS steps: curves and validation loss
 #   gpt2_bench, gpt2_speed, gpt2_mfu, gpt2_memory   bench/gpt2.sh: GPT-2 124M against PyTorch on this GPU, and
 #                           issue 10's targets: >= torch.compile's tokens/s, >= 45% MFU, memory <= PyTorch's
+#   memcheck_ops, memcheck_kernels   compute-sanitizer's memcheck over both tests (last: the slowest)
 # Exit 0 only when every check passed. Without a GPU (or without a CUDA build) it says so in one line and exits
 # 1: nothing it checks can run there. The training data comes from $MAGNA_GPU_DATA (default .gpu-bundle/data:
 # fashion-mnist/ and fortunes.txt, made by make gpu-bundle), else from where the CPU runs read it here.
@@ -42,7 +43,13 @@ if [ ! -x "$BUILD/test_cuda_kernels" ]; then
     exit 1
 fi
 REPORT=$BUILD/gpu-check.txt
-START=$(date +%s)
+# The budget: the device tool gives a command 600 s, the build included, so every check's timeout is cut to
+# what is left of GPU_CHECK_BUDGET seconds (default 570) since this script started, 15 s kept for the report;
+# a check with nothing left is a FAIL that says so.
+START=$(($(date +%s) - $(ps -o etimes= -p $$ 2>/dev/null | tr -d ' ' | grep -x '[0-9][0-9]*' || echo 0)))
+DEADLINE=$((START + ${GPU_CHECK_BUDGET:-570} - 15))
+# cap SECONDS: the smaller of SECONDS and what is left of the budget (0 when nothing is)
+cap() { left=$((DEADLINE - $(date +%s))); [ "$left" -lt 0 ] && left=0; [ "$1" -lt "$left" ] && echo "$1" || echo "$left"; }
 echo "gpu-check $(date -u '+%Y-%m-%d %H:%M UTC') on $(uname -n)" >"$REPORT"
 failed=0
 passed=0
@@ -54,8 +61,12 @@ result() {
 # check NAME SECONDS COMMAND...: runs it under a timeout, its output into BUILD/gpu-check-NAME.log; the report's
 # line has the time and the log's last line (a test's "N passed, M failed")
 check() {
-    name=$1 limit=$2
+    name=$1 limit=$(cap "$2")
     shift 2
+    if [ "$limit" -lt 5 ]; then
+        result FAIL "$name" "skipped: the ${GPU_CHECK_BUDGET:-570} s budget (GPU_CHECK_BUDGET) is spent"
+        return
+    fi
     t0=$(date +%s)
     timeout "$limit" "$@" >"$BUILD/gpu-check-$name.log" 2>&1
     rc=$?
@@ -95,8 +106,13 @@ cpu_threads=$((JOBS > 8 ? JOBS - 4 : JOBS))
 # train_run NAME SECONDS MODEL DEVICE PRECISION ARGS...: magna train under a timeout; its step log in RUNS/NAME.csv,
 # its output in NAME.log, its exit status in NAME.rc
 train_run() {
-    name=$1 limit=$2 model=$3 dev=$4 prec=$5
+    name=$1 limit=$(cap "$2") model=$3 dev=$4 prec=$5
     shift 5
+    if [ "$limit" -lt 5 ]; then
+        echo "skipped: the ${GPU_CHECK_BUDGET:-570} s budget (GPU_CHECK_BUDGET) is spent" >"$RUNS/$name.log"
+        echo 124 >"$RUNS/$name.rc"
+        return
+    fi
     if [ "$dev" = cpu ]; then set -- "$@" --threads "$cpu_threads"; else set -- "$@" --device cuda --precision "$prec"; fi
     timeout "$limit" "$MAGNA" train "$model" --out "$RUNS/$name" --log-steps "$RUNS/$name.csv" "$@" >"$RUNS/$name.log" 2>&1
     echo $? >"$RUNS/$name.rc"
@@ -117,13 +133,6 @@ else
     result FAIL cuda_ops "no $BUILD/test_cuda_ops: this tree does not have the op-by-op test yet"
 fi
 check cuda_kernels 60 "$BUILD/test_cuda_kernels"
-SANITIZER=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-for t in ops kernels; do
-    if [ ! -x "$SANITIZER" ]; then result FAIL "memcheck_$t" "compute-sanitizer not found"
-    elif [ ! -x "$BUILD/test_cuda_$t" ]; then result FAIL "memcheck_$t" "no $BUILD/test_cuda_$t"
-    else check "memcheck_$t" 180 "$SANITIZER" --tool memcheck --leak-check full --error-exitcode 1 "$BUILD/test_cuda_$t"
-    fi
-done
 
 # The GPU runs, then each against its CPU reference. Tolerances (scripts/curves.py): float32 on the GPU and on
 # the CPU differ only in summation order (cuBLAS's tiles, our reductions' trees vs OpenBLAS and the CPU ops),
@@ -175,7 +184,8 @@ compare chargpt_f32 chargpt f32
 compare chargpt_bf16 chargpt bf16
 
 # GPT-2 124M against PyTorch, then issue 10's targets from its figures.
-check gpt2_bench 330 bench/gpt2.sh --build-dir "$BUILD"
+rm -f "$BUILD/bench_gpt2/summary.txt" "$BUILD/bench_gpt2/table.md" # no figures of an earlier run
+check gpt2_bench 300 bench/gpt2.sh --build-dir "$BUILD"
 SUMMARY=$BUILD/bench_gpt2/summary.txt
 fig() { tr ' ' '\n' <"$SUMMARY" 2>/dev/null | sed -n "s/^$1=//p" | head -1; }
 m_tps=$(fig magna_bf16_tokens_per_s) t_tps=$(fig torch_compile_tokens_per_s) m_mfu=$(fig magna_bf16_mfu)
@@ -195,6 +205,15 @@ if [ -n "$m_mfu" ] && [ "$m_mfu" != unknown ]; then
 else
     result FAIL gpt2_mfu "MFU ${m_mfu:-not measured} (no figures, or a device without a known peak)"
 fi
+
+# memcheck last: the slowest checks (about 10-100x the tests' time), with what the budget has left
+SANITIZER=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+for t in ops kernels; do
+    if [ ! -x "$SANITIZER" ]; then result FAIL "memcheck_$t" "compute-sanitizer not found"
+    elif [ ! -x "$BUILD/test_cuda_$t" ]; then result FAIL "memcheck_$t" "no $BUILD/test_cuda_$t"
+    else check "memcheck_$t" 180 "$SANITIZER" --tool memcheck --leak-check full --error-exitcode 1 "$BUILD/test_cuda_$t"
+    fi
+done
 
 took=$(($(date +%s) - START))
 {

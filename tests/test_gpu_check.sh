@@ -3,7 +3,8 @@
 # `magna train` writes a loss curve, a little off the CPU's on "cuda", and the key=value line; nvidia-smi shows an
 # "H100"; compute-sanitizer runs the test; PyTorch is bench/gpt2.sh's stand-in) and the real script: every check
 # gets its PASS line with figures, the report ends with the lines for bench/RESULTS.md, exit 0; a bf16 curve 10%
-# off the CPU's, a GPU run that crashes and a slow GPT-2 are each a FAIL with the reason, exit 1. The figures
+# off the CPU's, a GPU run that crashes, a spent time budget and a slow GPT-2 are each a FAIL with the reason,
+# exit 1. The figures
 # are made up here; what is tested is the script's logic (its tolerances, parsing and report).
 #   tests/test_gpu_check.sh SOURCE_DIR
 set -u
@@ -84,6 +85,12 @@ out=$(run env FAKE_BF16_SCALE=1.10 FAKE_CRASH=char-gpt); rc=$?
 check "bf16 10% off: FAIL, exit 1" '[ $rc -eq 1 ] && grep -q "^FAIL cnn_bf16: .*relative 1.00e-01 (<= 0.05)" "$report"'
 check "a crashed GPU run: FAIL with its message" 'grep -q "^FAIL chargpt_f32: the GPU run failed (exit 1, 124: timed out): magna train: cuda: an illegal memory access$" "$report"'
 check "the others still pass" 'grep -q "^PASS cnn_f32" "$report" && echo "$out" | grep -q "gpu-check: 10 passed, 3 failed"'
+
+out=$(run env GPU_CHECK_BUDGET=10); rc=$?
+check "a spent budget: every check a FAIL that says so, the report still written" '[ $rc -eq 1 ] &&
+    grep -q "^FAIL cuda_ops: skipped: the 10 s budget (GPU_CHECK_BUDGET) is spent$" "$report" &&
+    grep -q "^FAIL cnn_f32: the GPU run failed (exit 124, 124: timed out): skipped: the 10 s budget" "$report" &&
+    grep -q "^FAIL gpt2_speed: no figures" "$report" && echo "$out" | grep -q "gpu-check: 0 passed, 13 failed"'
 
 sed -i 's/tokens_per_s_median=600000/tokens_per_s_median=400000/' "$tmp/build/magna"
 run env >/dev/null
