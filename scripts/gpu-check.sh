@@ -6,6 +6,7 @@
 #   cpu_tests_of_gpu_code   the CPU-side tests of the GPU code (math, launch geometry, device query, emulated)
 #   cuda_ops                test_cuda_ops: every op on the GPU against the CPU, float32 and bf16 modes
 #   cuda_kernels            test_cuda_kernels: the kernels against the same math on the CPU
+#   other_gpu_tests         every other ctest labelled gpu (test_cuda_gemm, test_cuda_train, ...)
 #   cnn_f32, cnn_bf16       the Fashion-MNIST CNN (models/fmnist-cnn.ini), $CNN_STEPS steps on the GPU against the
 #                           CPU from the same seed: loss curves and test accuracy (scripts/curves.py)
 #   chargpt_f32, chargpt_bf16   the char-GPT (models/char-gpt.ini), $GPT_STEPS steps: curves and validation loss
@@ -113,7 +114,11 @@ train_run() {
         echo 124 >"$RUNS/$name.rc"
         return
     fi
-    if [ "$dev" = cpu ]; then set -- "$@" --threads "$cpu_threads"; else set -- "$@" --device cuda --precision "$prec"; fi
+    # on cuda bf16 is the default, --fp32 keeps every op float32
+    if [ "$dev" = cpu ]; then set -- "$@" --threads "$cpu_threads"
+    elif [ "$prec" = f32 ]; then set -- "$@" --device cuda --fp32
+    else set -- "$@" --device cuda
+    fi
     timeout "$limit" "$MAGNA" train "$model" --out "$RUNS/$name" --log-steps "$RUNS/$name.csv" "$@" >"$RUNS/$name.log" 2>&1
     echo $? >"$RUNS/$name.rc"
 }
@@ -133,6 +138,9 @@ else
     result FAIL cuda_ops "no $BUILD/test_cuda_ops: this tree does not have the op-by-op test yet"
 fi
 check cuda_kernels 60 "$BUILD/test_cuda_kernels"
+# the other tests labelled gpu (ctest -L gpu: the GEMM, norms and convolution, models trained on both devices,
+# whatever is added), together
+check other_gpu_tests 180 sh -c "cd '$BUILD' && ctest -L gpu -E '^(test_cuda_ops|test_cuda_kernels)\$' --output-on-failure"
 
 # The GPU runs, then each against its CPU reference. Tolerances (scripts/curves.py): float32 on the GPU and on
 # the CPU differ only in summation order (cuBLAS's tiles, our reductions' trees vs OpenBLAS and the CPU ops),

@@ -36,10 +36,10 @@ case "$1" in
 summary) echo "Total params: 124475904"; exit 0 ;;
 esac
 sleep 0.5
-# train ... --precision P ... --batch B: float32 at batch 64 runs out of memory
+# train ... [--fp32] ... --batch B: float32 at batch 64 runs out of memory
 case "$*" in
-*"--precision f32"*"--batch 64"*) echo "magna train: cuda: out of memory allocating 81 GiB"; exit 1 ;;
-*"--precision f32"*) echo "train_loss=10.9 uniform_loss=10.8249 tokens_per_s=90000 step_ms_median=364.089 tokens_per_s_median=90000 step=10" ;;
+*"--fp32"*"--batch 64"*) echo "magna train: cuda: out of memory allocating 81 GiB"; exit 1 ;;
+*"--fp32"*) echo "train_loss=10.9 uniform_loss=10.8249 tokens_per_s=90000 step_ms_median=364.089 tokens_per_s_median=90000 step=10" ;;
 *) echo "train_loss=10.9 uniform_loss=10.8249 tokens_per_s=380000 step_ms_median=163.840 tokens_per_s_median=400000 step=30" ;;
 esac
 MAGNA

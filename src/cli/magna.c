@@ -118,10 +118,10 @@ static bool make_dirs(const char *dir) {
 
 static const char *USAGE =
     "usage: magna COMMAND ...\n"
-    "  magna train MODEL_FILE [--epochs N] [--batch N] [--lr X] [--seed N] [--threads N] [--out DIR]\n"
+    "  magna train MODEL_FILE [--set SECTION.KEY=VALUE]... [--log-steps FILE]\n"
+    "              [--epochs N] [--batch N] [--lr X] [--seed N] [--threads N] [--out DIR]\n"
     "              [--save-every STEPS] [--keep K] [--steps N] [--resume CHECKPOINT]\n"
-    "              [--dist] [--zero1] [--timeout SECONDS] [--device cpu|cuda] [--precision f32|bf16]\n"
-    "              [--log-steps FILE] [--set SECTION.KEY=VALUE]...\n"
+    "              [--dist] [--zero1] [--timeout SECONDS] [--device cpu|cuda]\n"
     "  magna eval MODEL_FILE --weights FILE [--seed N] [--threads N]\n"
     "  magna predict MODEL_FILE --weights CHECKPOINT --input FILE.csv|FILE.idx[.gz] --output OUT.csv\n"
     "  magna generate MODEL_FILE --weights CHECKPOINT [--prompt TEXT] [--length N] [--temperature X]\n"
@@ -133,9 +133,9 @@ static const char *USAGE =
     "every command that reads one takes --set SECTION.KEY=VALUE to change a key of [data], [model] or [train].\n";
 static const char *USAGE_TRAIN =
     "usage: magna train MODEL_FILE [--epochs N] [--batch N] [--lr X] [--seed N] [--threads N] [--out DIR]\n"
-    "                   [--save-every STEPS] [--keep K] [--steps N] [--device cpu|cuda] [--precision f32|bf16]\n"
-    "                   [--log-steps FILE] [--set SECTION.KEY=VALUE]...\n"
+    "                   [--save-every STEPS] [--keep K] [--steps N] [--device cpu|cuda]\n"
     "       magna train [MODEL_FILE] --resume CHECKPOINT [--threads N] [--steps N] ...\n"
+    "       magna train MODEL_FILE --set SECTION.KEY=VALUE [--set ...] [--log-steps FILE] ...\n"
     "Trains the model the file describes on its data, evaluates it on the test split and writes\n"
     "DIR/model.safetensors (the best epoch's weights, which are also the ones evaluated), DIR/logs\n"
     "(TensorBoard events, log.csv, curves.svg) and DIR/checkpoints: full-state checkpoints (weights,\n"
@@ -155,20 +155,19 @@ static const char *USAGE_TRAIN =
     "(default $MAGNA_DIST_TIMEOUT or 300 s): a rank that dies or stops answering ends the job, named.\n"
     "Without --threads, each rank runs cores / ranks-on-this-machine threads.\n"
     "--device cuda asks for the GPU; without a CUDA build or a device it fails at once with the reason\n"
-    "(the CUDA backend does not train yet: cpu, the default, is the device that runs). --precision bf16\n"
-    "is its mixed precision (bf16 matmuls, float32 weights, optimizer, norms and loss); f32, the default,\n"
-    "keeps everything float32 (the CPU's only mode).\n"
-    "--set SECTION.KEY=VALUE (repeatable) changes a key of the file's [data], [model] or [train] before it\n"
-    "is read (--set model.layers=2 --set data.context=64); checkpoints keep the file as changed.\n"
-    "--log-steps FILE writes step,loss,ms for every step (a loss curve to compare across devices).\n"
-    "The last line is key=value results, with step_ms_median: the median step time in milliseconds after\n"
-    "the first tenth of the steps (warm-up).\n"
+    "(the CUDA backend does not train yet: cpu, the default, is the device that runs).\n"
+    "The last line is key=value results.\n"
     "Language models ([data] kind = text or numbers) train one epoch of [train] steps batches of fresh random\n"
     "windows (or examples); their tokenizer goes into the weights and checkpoints. The last line has\n"
     "val_loss (nats a token over the validation windows), bigram_val_loss and tokens_per_s for text, and\n"
     "exact_match (beam search) and greedy_exact_match on the held-out numbers for seq2seq. [data] kind =\n"
     "random_tokens (models/gpt2-124m.ini) has no validation: train_loss, tokens_per_s and\n"
-    "tokens_per_s_median (batch x context / the median step time).\n";
+    "tokens_per_s_median (batch x context / the median step time).\n"
+    "--set SECTION.KEY=VALUE (repeatable) changes a key of the file's [data], [model] or [train] before it\n"
+    "is read (--set model.layers=2 --set data.context=64); checkpoints keep the file as changed.\n"
+    "--log-steps FILE writes step,loss,ms for every step (a loss curve to compare across devices). Every\n"
+    "results line has step_ms_median: the median step time in milliseconds after the first tenth of the\n"
+    "steps (warm-up).\n";
 static const char *USAGE_EVAL =
     "usage: magna eval MODEL_FILE --weights FILE [--seed N] [--threads N] [--set SECTION.KEY=VALUE]...\n"
     "Loads the weights into the model the file describes and evaluates it on the test split\n"
@@ -203,9 +202,9 @@ static const char *USAGE_SUMMARY = "usage: magna summary MODEL_FILE [--set SECTI
 enum { MAX_SETS = 32 };
 
 typedef struct options {
-    const char *model_file, *out, *weights, *resume, *input, *output, *prompt, *device, *precision, *log_steps;
-    const char *sets[MAX_SETS]; /* --set SECTION.KEY=VALUE, in order */
+    const char *sets[MAX_SETS], *log_steps; /* --set SECTION.KEY=VALUE, in order; --log-steps FILE */
     int nsets;
+    const char *model_file, *out, *weights, *resume, *input, *output, *prompt, *device;
     int64_t epochs, batch, seed, threads, save_every, keep, steps;
     int64_t length, top_k, beam; /* generate */
     double lr, temperature, top_p, timeout;
@@ -247,7 +246,6 @@ static bool parse_options(int argc, char **argv, const char *cmd, const char *al
         else if (strcmp(a, "--output") == 0) o->output = v;
         else if (strcmp(a, "--prompt") == 0) o->prompt = v;
         else if (strcmp(a, "--device") == 0) o->device = v;
-        else if (strcmp(a, "--precision") == 0) o->precision = v;
         else if (strcmp(a, "--log-steps") == 0) o->log_steps = v;
         else if (strcmp(a, "--set") == 0) {
             if (o->nsets == MAX_SETS) return cli_fail("magna %s: more than %d --set options", cmd, MAX_SETS);
@@ -544,9 +542,9 @@ static int cmd_train_run(const options *o, magna_dist *dist);
 
 static int cmd_train(int argc, char **argv) {
     options o;
-    if (!parse_options(argc, argv, "train",
+    if (!parse_options(argc, argv, "train", "--set --log-steps "
                        "--epochs --batch --lr --seed --threads --out --resume --save-every --keep --steps --dist "
-                       "--zero1 --timeout --device --precision --log-steps --set",
+                       "--zero1 --timeout --device",
                        &o))
         return EXIT_USAGE;
     if (o.help) return fputs(USAGE_TRAIN, stdout), 0;
@@ -558,12 +556,6 @@ static int cmd_train(int argc, char **argv) {
         if (magna_device_check(device, &err) != MAGNA_OK)
             return cli_fail("magna train: --device %s: %s", o.device, err.message), EXIT_RUN;
     }
-    if (o.precision && strcmp(o.precision, "f32") != 0 && strcmp(o.precision, "bf16") != 0)
-        return cli_fail("magna train: --precision: '%s' is not f32 or bf16", o.precision), EXIT_USAGE;
-    if (o.precision && strcmp(o.precision, "bf16") == 0 && !(o.device && strcmp(o.device, "cuda") == 0))
-        return cli_fail("magna train: --precision bf16 is the CUDA backend's mixed precision (--device cuda); the CPU "
-                        "trains in float32"),
-               EXIT_USAGE;
     magna_dist *dist;
     if (!start_dist(&o, &dist)) return EXIT_RUN;
     const int rc = cmd_train_run(&o, dist);
