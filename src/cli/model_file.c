@@ -385,8 +385,8 @@ enum { LAYER_TYPE_COUNT = sizeof LAYER_TYPES / sizeof LAYER_TYPES[0] };
 
 static const char *const TOKENIZERS[] = {"bytes", "chars", "bpe", NULL}; /* magna_tokenizer_kind's order */
 
-/* [data] of a language model: kind = text (a corpus, a tokenizer, windows) or numbers (the words -> digits
- * task, made in process). */
+/* [data] of a language model: kind = text (a corpus, a tokenizer, windows), random_tokens (windows of random
+ * ids, no corpus) or numbers (the words -> digits task, made in process). */
 static bool read_lm_data(const ctx *c, config *cf) {
     if (cf->random_tokens) { /* token windows without a corpus: a throughput benchmark's data */
         const char *takes = "kind, vocab (the ids are drawn uniformly from 0 .. vocab-1), context, seed";
@@ -649,16 +649,15 @@ const char *const LOSSES[] = {"mse", "mae", "sparse_cross_entropy", "binary_cros
 static const char *const METRICS[] = {"mse", "rmse", "mae", "r2", "accuracy", "top_k", NULL};
 
 static const char *TRAIN_KEYS = "loss, optimizer, lr, momentum, beta1, beta2, eps, weight_decay, l2, batch, epochs, "
-                                "schedule, warmup, "
-                                "step_size, gamma, decay_steps, min_lr, clip, metrics, top_k, patience, seed";
+                                "schedule, warmup, step_size, gamma, decay_steps, min_lr, clip, metrics, top_k, "
+                                "patience, seed";
 
 static const char *LM_TRAIN_KEYS = "loss, optimizer, lr, momentum, beta1, beta2, eps, weight_decay, l2, batch, steps, "
-                                   "schedule, warmup, "
-                                   "step_size, gamma, decay_steps, min_lr, clip, metrics, top_k, seed";
+                                   "schedule, warmup, step_size, gamma, decay_steps, min_lr, clip, metrics, top_k, "
+                                   "seed";
 static const char *SEQ2SEQ_TRAIN_KEYS = "loss, optimizer, lr, momentum, beta1, beta2, eps, weight_decay, l2, batch, "
-                                        "steps, schedule, "
-                                        "warmup, step_size, gamma, decay_steps, min_lr, clip, metrics, top_k, seed, "
-                                        "beam";
+                                        "steps, schedule, warmup, step_size, gamma, decay_steps, min_lr, clip, "
+                                        "metrics, top_k, seed, beam";
 
 static bool read_train(ini *f, config *cf) {
     section *s = find_section(f, "train");
