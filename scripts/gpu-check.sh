@@ -12,7 +12,7 @@
 #   chargpt_f32, chargpt_bf16   the char-GPT (models/char-gpt.ini), $GPT_STEPS steps: curves and validation loss
 #   gpt2_bench, gpt2_speed, gpt2_mfu, gpt2_memory   bench/gpt2.sh: GPT-2 124M against PyTorch on this GPU, and
 #                           issue 10's targets: >= torch.compile's tokens/s, >= 45% MFU, memory <= PyTorch's
-#   memcheck_ops, memcheck_kernels   compute-sanitizer's memcheck over both tests (last: the slowest)
+#   memcheck_ops, memcheck_kernels   compute-sanitizer's memcheck over both tests (beside the training runs)
 # Exit 0 only when every check passed. Without a GPU (or without a CUDA build) it says so in one line and exits
 # 1: nothing it checks can run there. The training data comes from $MAGNA_GPU_DATA (default .gpu-bundle/data:
 # fashion-mnist/ and fortunes.txt, made by make gpu-bundle), else from where the CPU runs read it here.
@@ -59,26 +59,34 @@ result() {
     echo "$1 $2${3:+: $3}" | tee -a "$REPORT"
     if [ "$1" = PASS ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 }
-# check NAME SECONDS COMMAND...: runs it under a timeout, its output into BUILD/gpu-check-NAME.log; the report's
-# line has the time and the log's last line (a test's "N passed, M failed")
-check() {
+# run_timed NAME SECONDS COMMAND...: runs it under a timeout (cut to the budget), its output into
+# BUILD/gpu-check-NAME.log, "status seconds limit" into BUILD/gpu-check-NAME.rc (status "skip": no time left)
+run_timed() {
     name=$1 limit=$(cap "$2")
     shift 2
-    if [ "$limit" -lt 5 ]; then
-        result FAIL "$name" "skipped: the ${GPU_CHECK_BUDGET:-570} s budget (GPU_CHECK_BUDGET) is spent"
-        return
-    fi
+    if [ "$limit" -lt 5 ]; then echo "skip 0 0" >"$BUILD/gpu-check-$name.rc"; return; fi
     t0=$(date +%s)
     timeout "$limit" "$@" >"$BUILD/gpu-check-$name.log" 2>&1
-    rc=$?
-    took=$(($(date +%s) - t0))
-    last=$(grep -v '^[[:space:]]*$' "$BUILD/gpu-check-$name.log" | tail -1 | cut -c1-160)
-    if [ $rc -eq 0 ]; then result PASS "$name" "${took} s; $last"
-    elif [ $rc -eq 124 ]; then result FAIL "$name" "timed out after $limit s; $last"
-    else result FAIL "$name" "exit $rc after ${took} s; $last"
+    echo "$? $(($(date +%s) - t0)) $limit" >"$BUILD/gpu-check-$name.rc"
+}
+# report_timed NAME: its line in the report, with the time and the log's last line (a test's "N passed, M failed")
+report_timed() {
+    name=$1
+    read -r rc took limit <"$BUILD/gpu-check-$name.rc" 2>/dev/null || rc=missing
+    last=$(grep -v '^[[:space:]]*$' "$BUILD/gpu-check-$name.log" 2>/dev/null | tail -1 | cut -c1-160)
+    if [ "$rc" = skip ]; then result FAIL "$name" "skipped: the ${GPU_CHECK_BUDGET:-570} s budget (GPU_CHECK_BUDGET) is spent"
+    elif [ "$rc" = 0 ]; then result PASS "$name" "${took} s; $last"
+    elif [ "$rc" = 124 ]; then result FAIL "$name" "timed out after $limit s; $last"
+    else result FAIL "$name" "exit $rc after ${took:-?} s; $last"
     fi
 }
+# check NAME SECONDS COMMAND...: both, now
+check() {
+    run_timed "$@"
+    report_timed "$1"
+}
 
+rm -f "$BUILD"/gpu-check-*.rc "$BUILD"/gpu-check-*.log # nothing of an earlier run is read as this one's
 # A GPU first: without one nothing below can run (the kernels' test exits 77 and says why).
 "$BUILD/test_cuda_kernels" >"$BUILD/gpu-check-device.log" 2>&1
 rc=$?
@@ -142,6 +150,19 @@ check cuda_kernels 60 "$BUILD/test_cuda_kernels"
 # whatever is added), together
 check other_gpu_tests 180 sh -c "cd '$BUILD' && ctest -L gpu -E '^(test_cuda_ops|test_cuda_kernels)\$' --output-on-failure"
 
+# memcheck (about 10-100x the tests' time, mostly on the CPU) in the background, beside the training runs below,
+# whose timings nothing reads; both are done before the GPT-2 benchmark, which has the GPU to itself
+SANITIZER=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+(
+    for t in ops kernels; do
+        if [ -x "$SANITIZER" ] && [ -x "$BUILD/test_cuda_$t" ]; then
+            run_timed "memcheck_$t" 150 "$SANITIZER" --tool memcheck --leak-check full --error-exitcode 1 \
+                "$BUILD/test_cuda_$t"
+        fi
+    done
+) &
+MEMCHECK=$!
+
 # The GPU runs, then each against its CPU reference. Tolerances (scripts/curves.py): float32 on the GPU and on
 # the CPU differ only in summation order (cuBLAS's tiles, our reductions' trees vs OpenBLAS and the CPU ops),
 # about 1e-6 of a value per op: over the first 5 steps the losses stay within 2e-3 (relative), after which the
@@ -155,6 +176,13 @@ for prec in f32 bf16; do
     train_run "chargpt_$prec" 120 models/char-gpt.ini cuda "$prec" $GPT_ARGS
 done
 wait "$REFS"
+wait "$MEMCHECK"
+for t in ops kernels; do
+    if [ ! -x "$SANITIZER" ]; then result FAIL "memcheck_$t" "compute-sanitizer not found"
+    elif [ ! -x "$BUILD/test_cuda_$t" ]; then result FAIL "memcheck_$t" "no $BUILD/test_cuda_$t"
+    else report_timed "memcheck_$t"
+    fi
+done
 # kv FILE KEY: KEY's value in the file's last line of key=value pairs
 kv() { tail -1 "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -1; }
 # compare NAME KIND PREC: the GPU run against the CPU's: curves, then the final figure
@@ -214,14 +242,6 @@ else
     result FAIL gpt2_mfu "MFU ${m_mfu:-not measured} (no figures, or a device without a known peak)"
 fi
 
-# memcheck last: the slowest checks (about 10-100x the tests' time), with what the budget has left
-SANITIZER=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-for t in ops kernels; do
-    if [ ! -x "$SANITIZER" ]; then result FAIL "memcheck_$t" "compute-sanitizer not found"
-    elif [ ! -x "$BUILD/test_cuda_$t" ]; then result FAIL "memcheck_$t" "no $BUILD/test_cuda_$t"
-    else check "memcheck_$t" 180 "$SANITIZER" --tool memcheck --leak-check full --error-exitcode 1 "$BUILD/test_cuda_$t"
-    fi
-done
 
 took=$(($(date +%s) - START))
 {
