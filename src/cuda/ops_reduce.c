@@ -16,7 +16,7 @@ magna_status cuda_reduce_forward(magna_graph *g, magna_node *n) {
     magna_index_contiguous(&full, 0);
     magna_index_split(&full, (unsigned)n->ip[0], 1, &kept, &red);
     const float scale = n->op == OP_MEAN ? 1.0f / (float)red.n : 1.0f;
-    /* the two-pass sums' scratch, which the CPU infer asked for (reduce_workspace in ops/reduce.c) */
+    /* the two-pass sums' scratch, which the CPU infer asked for (reduce_infer in ops/reduce.c) */
     const size_t need = magna_reduce_workspace(kept.n, red.n);
     float *ws = need && n->workspace_bytes >= need ? g->workspace : NULL;
     const int e = magna_cuda_reduce_axes(n->op == OP_MAX, &kept, &red, fval(x), scale, fval(n), n->saved, ws,
