@@ -486,6 +486,27 @@ static void bad_data(int kind) {
     magna_graph_free(gc), magna_graph_free(gg);
 }
 
+/* cross-entropy on a graph that is on CUDA from the start keeps each row's log-sum-exp, not the softmax;
+ * one given its device later keeps the CPU's size, which holds both */
+static void xent_saved_size(void) {
+    for (int cuda_first = 0; cuda_first < 2; cuda_first++) {
+        magna_graph *g = magna_graph_new(29);
+        if (cuda_first) magna_graph_set_device(g, MAGNA_DEVICE_CUDA);
+        magna_node *x = magna_param(g, "x", 2, (int64_t[]){64, 1000}, magna_init_zeros());
+        magna_node *y = magna_input_unbatched(g, "y", MAGNA_I32, 1, (int64_t[]){64});
+        magna_node *loss = magna_cross_entropy(g, x, y);
+        if (!cuda_first) magna_graph_set_device(g, MAGNA_DEVICE_CUDA);
+        CHECK(magna_graph_compile(g, loss) == MAGNA_OK, "xent saved: compile: %s", magna_graph_errmsg(g));
+        const size_t want = (size_t)(cuda_first ? 64 + 1 : 64 * 1000 + 1) * sizeof(float);
+        CHECK(loss->saved_bytes == want, "cross-entropy %s: saved %zu bytes, expected %zu",
+              cuda_first ? "on CUDA from the start" : "given CUDA after build", loss->saved_bytes, want);
+        for (int r = 0; r < 64; r++) magna_node_data_i32(y)[r] = r % 1000;
+        CHECK(magna_graph_forward(g) == MAGNA_OK && magna_graph_backward(g) == MAGNA_OK, "xent saved: run: %s",
+              magna_graph_errmsg(g));
+        magna_graph_free(g);
+    }
+}
+
 int main(void) {
     char why[256];
     if (!magna_cuda_available(why, sizeof why)) {
@@ -508,5 +529,6 @@ int main(void) {
     embedding(37, 5, 1000, 0), embedding(11, 300, 200, 0), embedding(1, 1, 1, 0), embedding(37, 5, 100, 1);
     dropout(1, 0.5f), dropout(10007, 0.25f);
     bad_data(BAD_ID), bad_data(BAD_LABEL), bad_data(BAD_TARGET), bad_data(BAD_TARGET_MADE);
+    xent_saved_size();
     return check_finish("test_cuda_elementwise");
 }
