@@ -221,20 +221,32 @@ lt_plan *plan_for(magna_cuda_blas *h, const lt_key &k) {
     return plan_make(h, k, p) ? p : NULL;
 }
 
-/* dst [batch][rows][cols] (packed) = bf16(src), src's rows ld apart and batches stride apart */
+/* dst [batch][rows][cols] (packed) = bf16(src), src's rows ld apart and batches stride apart; a packed src
+ * (FLAT) is copied element for element, others are indexed by divisions in I (32 bits when they fit) */
+template <int FLAT, class I>
 __global__ void to_bf16_kernel(magna_launch_1d l, const float *__restrict__ src, int ld, long long stride, int rows,
                                int cols, __nv_bfloat16 *__restrict__ dst) {
-    const int64_t step = magna_launch_1d_stride(&l), per = (int64_t)rows * cols;
+    const int64_t step = magna_launch_1d_stride(&l);
     for (int64_t i = magna_launch_1d_first(&l, blockIdx.x, threadIdx.x); i < l.n; i += step) {
-        const int64_t z = i / per, r = (i % per) / cols, c = i % cols;
-        dst[i] = __float2bfloat16(src[z * stride + r * ld + c]);
+        if (FLAT) {
+            dst[i] = __float2bfloat16(src[i]);
+        } else {
+            const I q = (I)i / (I)cols, c = (I)i - q * (I)cols, z = q / (I)rows, r = q - z * (I)rows;
+            dst[i] = __float2bfloat16(src[(int64_t)z * stride + (int64_t)r * ld + (int64_t)c]);
+        }
     }
 }
 
 int to_bf16(void *stream, const float *src, int ld, long long stride, int rows, int cols, int batch, __nv_bfloat16 *dst) {
-    const magna_launch_1d l = magna_launch_elementwise((int64_t)rows * cols * batch, 1);
+    const int64_t n = (int64_t)rows * cols * batch;
+    const magna_launch_1d l = magna_launch_elementwise(n, 1);
     if (l.grid == 0) return cudaSuccess;
-    return magna_cuda_launch(dim3(l.grid), dim3(l.block), 0, stream, to_bf16_kernel, l, src, ld, stride, rows, cols, dst);
+    const dim3 grid(l.grid), block(l.block);
+    if (ld == cols && (batch == 1 || stride == (long long)rows * cols))
+        return magna_cuda_launch(grid, block, 0, stream, to_bf16_kernel<1, int64_t>, l, src, ld, stride, rows, cols, dst);
+    return n <= (int64_t)UINT32_MAX
+               ? magna_cuda_launch(grid, block, 0, stream, to_bf16_kernel<0, uint32_t>, l, src, ld, stride, rows, cols, dst)
+               : magna_cuda_launch(grid, block, 0, stream, to_bf16_kernel<0, int64_t>, l, src, ld, stride, rows, cols, dst);
 }
 
 } // namespace
