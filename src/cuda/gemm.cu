@@ -11,7 +11,8 @@
  * stays float32. Our kernel rounds as it stages a tile; cuBLASLt needs bf16 matrices, converted (packed) into
  * the handle's staging buffer, which magna_cuda_blas_reserve sizes outside a step from
  * magna_cuda_gemm_bf16_elems. A call whose operands do not fit it runs with CUBLAS_COMPUTE_32F_FAST_16BF on the
- * float32 operands instead (cuBLASLt's own down-conversion: the same rounding, no staging). */
+ * float32 operands instead (cuBLASLt's own down-conversion: the same rounding, no staging); the environment's
+ * MAGNA_GEMM_BF16=fast sends every bf16 call that way, so a GPU run can measure both routes. */
 #include "compat.h"
 #include "kernels.h"
 #include "launch.h"
@@ -22,6 +23,7 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 namespace {
 
@@ -139,6 +141,7 @@ struct magna_cuda_blas {
     size_t stage_elems;
     lt_plan plans[LT_PLANS]; /* the shapes seen, so a step pays no heuristic query (round-robin reuse) */
     int next_plan;
+    bool fast16; /* MAGNA_GEMM_BF16=fast: bf16 mode always through FAST_16BF, never staged */
 };
 
 namespace {
@@ -277,6 +280,10 @@ extern "C" int magna_cuda_blas_create(void **blas) {
         free(h);
         return e;
     }
+    /* which of the two bf16 routes runs, for a GPU to measure: staged copies (default) or cuBLASLt's own
+     * down-conversion */
+    const char *route = getenv("MAGNA_GEMM_BF16");
+    h->fast16 = route && !strcmp(route, "fast");
     *blas = h;
     return cudaSuccess;
 #endif
@@ -288,7 +295,7 @@ extern "C" int magna_cuda_blas_reserve(void *blas, size_t bf16_elems) {
     return cudaSuccess;
 #else
     magna_cuda_blas *h = static_cast<magna_cuda_blas *>(blas);
-    if (!h || bf16_elems <= h->stage_elems) return cudaSuccess;
+    if (!h || h->fast16 || bf16_elems <= h->stage_elems) return cudaSuccess;
     cudaError_t e = cudaDeviceSynchronize(); /* the old buffer may still be read by queued work */
     if (e != cudaSuccess) return e;
     cudaFree(h->stage);
