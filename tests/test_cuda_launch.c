@@ -3,7 +3,8 @@
  * past one grid (grid-stride loops, more than 65535 batch x head slots), every element is visited exactly
  * once, every index stays in range, the launch respects CUDA's limits (block <= 1024, no empty grid but
  * for empty work), a row is handled by threads of one block (one warp for short rows), vector accesses stay
- * aligned, and attention visits exactly the keys a causal mask leaves, in no more key tiles than needed. */
+ * aligned, and attention visits exactly the keys a causal mask leaves, in no more key tiles than needed,
+ * for every head-dim path (registers of 4 to 32 floats, or the generic one), forward and dK/dV alike. */
 #include "check.h"
 #include "cuda/launch.h"
 #include "magna.h"
@@ -79,18 +80,26 @@ static void rowwise(int64_t rows, int64_t cols) {
     free(seen), free(owner);
 }
 
-static void attention(int64_t bh, int64_t tq, int64_t tk, int causal) {
-    const magna_launch_attention l = magna_launch_attn(bh, tq, tk, causal);
-    const int empty = bh == 0 || tq == 0;
-    const uint32_t parts = l.block / l.tile_q;
-    CHECK(l.block <= 1024 && l.block % l.tile_q == 0 && (l.grid_x == 0) == empty && (l.grid_y == 0) == empty &&
-              l.grid_y <= MAGNA_LAUNCH_MAX_GRID_Y,
-          "attention bh=%lld tq=%lld tk=%lld: grid %u x %u block %u", (long long)bh, (long long)tq, (long long)tk,
-          l.grid_x, l.grid_y, l.block);
+/* tc: the tensor-core path's geometry (bf16, hd 32/64/128), whose shared memory is opted into (227 KiB) */
+static void attention(int64_t bh, int64_t tq, int64_t tk, int64_t hd, int causal, int tc) {
+    const magna_launch_attention l =
+        tc ? magna_launch_attn_tc(bh, tq, tk, hd, causal) : magna_launch_attn(bh, tq, tk, hd, causal);
+    const int empty = bh == 0 || tq == 0 || hd == 0;
+    const uint32_t parts = l.parts;
+    int shared_ok = magna_attn_shared_bytes(&l) <= 48 * 1024;
+    for (int k = 0; tc && k < 3; k++)
+        shared_ok &= magna_attn_tc_shared_bytes(hd, k) <= 227 * 1024 && magna_attn_tc_shared_bytes(hd, k) % 32 == 0;
+    CHECK(l.block <= 1024 && l.block == l.tile_q * parts && parts <= 32 && 32 % parts == 0 &&
+              (l.grid_x == 0) == empty && (l.grid_y == 0) == empty && l.grid_y <= MAGNA_LAUNCH_MAX_GRID_Y &&
+              (tc ? l.dpt == 0 && l.block == MAGNA_ATTN_TC_BLOCK
+                  : l.dpt == 0 ? hd > MAGNA_ATTN_MAX_FAST_HD : (int64_t)l.dpt * parts >= hd) &&
+              shared_ok,
+          "attention bh=%lld tq=%lld tk=%lld hd=%lld: grid %u x %u block %u parts %u dpt %u", (long long)bh,
+          (long long)tq, (long long)tk, (long long)hd, l.grid_x, l.grid_y, l.block, parts, l.dpt);
     /* (slot, query) pairs: each must be taken by `parts` threads, one per part of the head dim */
     unsigned char *rows = calloc((size_t)(bh * tq) + 1, 1);
     /* keys per query, counted for the first slot only (every slot runs the same loop) */
-    unsigned char *keys = calloc((size_t)(tq * tk) + 1, 1);
+    unsigned char *keys = calloc((size_t)(tq * tk) + 1, 1), *pairs = calloc((size_t)(tq * tk) + 1, 1);
     int64_t out_of_range = 0, twice = 0, extra_tiles = 0;
     for (uint32_t x = 0; x < l.grid_x; x++) {
         const int64_t tiles = magna_attn_k_tiles(&l, x), q0 = magna_attn_q_begin(&l, x), q1 = magna_attn_q_end(&l, x);
@@ -115,19 +124,34 @@ static void attention(int64_t bh, int64_t tq, int64_t tk, int causal) {
                         }
                 }
     }
+    /* dK/dV: every key owned by one block; its loop over queries [kv_q_begin, tq) meets every visible pair
+     * once, and starts at a query that sees the block's first key */
+    for (uint32_t x = 0; x < l.kv_grid_x; x++) {
+        const int64_t k0 = magna_attn_k_begin(&l, x), k1 = magna_attn_k_end(&l, x), qb = magna_attn_kv_q_begin(&l, x);
+        if (k0 >= k1 || k0 < 0 || k1 > tk || qb < 0 || qb > tq) out_of_range++;
+        if (qb < tq && magna_attn_keys_end(&l, qb) <= k0) extra_tiles++;
+        if (qb > 0 && magna_attn_keys_end(&l, qb - 1) > k0) out_of_range++; /* a query before qb sees k0 */
+        for (uint32_t t = 0; t < l.block; t += parts) {
+            const int64_t k = magna_attn_query(&l, x, t); /* the same row-of-thread rule, over keys */
+            if (k >= k1) continue;
+            for (int64_t q = qb; q < tq; q++)
+                if (k < magna_attn_keys_end(&l, q) && pairs[q * tk + k]++) twice++;
+        }
+    }
     int64_t missed = 0, wrong_keys = 0;
-    for (int64_t i = 0; i < bh * tq; i++) missed += rows[i] != parts;
-    for (int64_t q = 0; q < (bh ? tq : 0); q++)
+    for (int64_t i = 0; i < (empty ? 0 : bh * tq); i++) missed += rows[i] != parts;
+    for (int64_t q = 0; q < (empty ? 0 : tq); q++)
         for (int64_t k = 0; k < tk; k++) {
             const int visible = !causal || k <= q + (tk - tq);
             wrong_keys += keys[q * tk + k] != visible;
+            wrong_keys += pairs[q * tk + k] != visible;
         }
     CHECK(!out_of_range && !twice && !missed && !wrong_keys && !extra_tiles,
-          "attention bh=%lld tq=%lld tk=%lld causal=%d: %lld out of range, %lld twice, %lld rows missed, %lld keys "
-          "wrong, %lld extra tiles",
-          (long long)bh, (long long)tq, (long long)tk, causal, (long long)out_of_range, (long long)twice,
-          (long long)missed, (long long)wrong_keys, (long long)extra_tiles);
-    free(rows), free(keys);
+          "attention bh=%lld tq=%lld tk=%lld hd=%lld causal=%d: %lld out of range, %lld twice, %lld rows missed, "
+          "%lld keys wrong, %lld extra tiles",
+          (long long)bh, (long long)tq, (long long)tk, (long long)hd, causal, (long long)out_of_range,
+          (long long)twice, (long long)missed, (long long)wrong_keys, (long long)extra_tiles);
+    free(rows), free(keys), free(pairs);
 }
 
 /* GEMM tiles: every (batch, row, col) of C written by exactly one thread, nothing out of range; each step's
@@ -373,10 +397,16 @@ int main(void) {
             if (SIZES[i] * COLS[j] <= 3000000) rowwise(SIZES[i], COLS[j]);
     rowwise((int64_t)MAGNA_LAUNCH_MAX_GRID * 8 + 7, 3); /* more rows than one grid takes */
     static const int64_t T[] = {0, 1, 31, 33, 64, 65, 127, 1023};
+    static const int64_t HD[] = {1, 4, 17, 64, 128, 129, 300}; /* every register size, and the generic path */
     for (int c = 0; c < 2; c++)
         for (int i = 0; i < 8; i++)
-            for (int j = 0; j < 8; j++) attention(i % 3 + (i == 0 ? 0 : 1), T[i], T[j], c);
-    attention(65537, 3, 5, 1); /* more batch x head slots than gridDim.y takes */
+            for (int j = 0; j < 8; j++) {
+                attention(i % 3 + (i == 0 ? 0 : 1), T[i], T[j], HD[(i + j) % 7], c, 0);
+                attention(i % 3 + (i == 0 ? 0 : 1), T[i], T[j], 32 << (i + j) % 3, c, 1);
+            }
+    attention(65537, 3, 5, 64, 1, 0); /* more batch x head slots than gridDim.y takes */
+    attention(65537, 3, 5, 64, 1, 1);
+    attention(2, 70, 40, 0, 1, 0); /* an empty head dimension launches nothing */
     static const int64_t MN[] = {0, 1, 2, 15, 16, 17, 63, 64, 65, 129};
     for (int i = 0; i < 10; i++)
         for (int j = 0; j < 10; j++) gemm_tiles(MN[i], MN[j], 1 + (i + j) % 3);

@@ -1,12 +1,14 @@
 /* test_cuda_math.c — the CUDA kernels' per-element math (src/cuda/elementwise_math.h), run on the CPU
  * against the graph's CPU ops on fresh random inputs: GELU, ReLU and sigmoid forward and backward, AdamW
  * and Adam over three steps, softmax + cross-entropy (ignored labels too) and layer norm, forward and
- * backward, with the row reductions split into uneven pieces and merged in another order, as a warp and
- * block reduction does. The tolerances are float32 rounding (1e-5 relative to the largest value). Runs in
- * every build: the header needs no CUDA. */
+ * backward (the row reductions split into uneven pieces and merged in another order, as a warp and block
+ * reduction does), and the LSTM, GRU and RNN cells (rnn_math.h) against one step of the recurrent ops.
+ * The tolerances are float32 rounding (1e-5 relative to the largest value). Runs in every build: the
+ * header needs no CUDA. */
 #include "check.h"
 #include "cuda/elementwise_math.h"
 #include "graph/internal.h" /* the dropout mask's seed and step */
+#include "cuda/rnn_math.h"
 #include "magna.h"
 
 #include <math.h>
@@ -412,6 +414,81 @@ static void bce(int64_t n) {
     magna_graph_free(g);
 }
 
+/* One step of an LSTM, GRU or tanh RNN (B = 1, T = 1, with h0, c0 and both biases) through the graph, and
+ * rnn_math.h's cell on the same pre-activations: h (and c) must agree, and, from a random output gradient,
+ * the gate gradients (which are the bias gradients at B = T = 1), dc0 and dh0. */
+enum { CELL_T_LSTM, CELL_T_GRU, CELL_T_RNN };
+static void recurrent_cell(int kind, int64_t I, int64_t H) {
+    static const char *names[] = {"lstm", "gru", "rnn_tanh"};
+    const int64_t gates = kind == CELL_T_LSTM ? 4 : kind == CELL_T_GRU ? 3 : 1, G = gates * H;
+    magna_graph *g = magna_graph_new(1);
+    magna_node *x = magna_param(g, "x", 3, (int64_t[]){1, 1, I}, magna_init_zeros());
+    magna_node *wi = magna_param(g, "w_ih", 2, (int64_t[]){I, G}, magna_init_zeros());
+    magna_node *wh = magna_param(g, "w_hh", 2, (int64_t[]){H, G}, magna_init_zeros());
+    magna_node *bi = magna_param(g, "b_ih", 1, (int64_t[]){G}, magna_init_zeros());
+    magna_node *bh = magna_param(g, "b_hh", 1, (int64_t[]){G}, magna_init_zeros());
+    magna_node *h0 = magna_param(g, "h0", 2, (int64_t[]){1, H}, magna_init_zeros());
+    magna_node *c0 = kind == CELL_T_LSTM ? magna_param(g, "c0", 2, (int64_t[]){1, H}, magna_init_zeros()) : NULL;
+    magna_node *out = kind == CELL_T_LSTM  ? magna_lstm(g, x, wi, wh, bi, bh, h0, c0)
+                      : kind == CELL_T_GRU ? magna_gru(g, x, wi, wh, bi, bh, h0)
+                                           : magna_rnn_tanh(g, x, wi, wh, bi, bh, h0);
+    CHECK(magna_graph_compile(g, out) == MAGNA_OK, "%s: %s", names[kind], magna_graph_errmsg(g));
+    magna_node *params[] = {x, wi, wh, bi, bh, h0, c0};
+    for (int i = 0; i < 7; i++)
+        if (params[i]) fill(magna_node_data(params[i]), magna_node_numel(params[i]), 1.0f, 40 + (uint64_t)i);
+    const int64_t n_out = magna_node_numel(out);
+    float *dout = malloc((size_t)n_out * sizeof(float)), *pre = calloc((size_t)(2 * G), sizeof(float));
+    float *hp = pre + G, *ref = malloc((size_t)n_out * sizeof(float)), *dg = calloc((size_t)(2 * G), sizeof(float));
+    float *dgh = dg + G, *dh0 = calloc((size_t)(2 * H), sizeof(float)), *dc0 = dh0 + H;
+    fill(dout, n_out, 1.0f, 50);
+    magna_graph_zero_grad(g);
+    CHECK(magna_graph_forward(g) == MAGNA_OK && magna_graph_backward_seeded(g, dout) == MAGNA_OK, "%s: run: %s",
+          names[kind], magna_graph_errmsg(g));
+    const float *xv = magna_node_data(x), *wiv = magna_node_data(wi), *whv = magna_node_data(wh);
+    const float *biv = magna_node_data(bi), *bhv = magna_node_data(bh), *h0v = magna_node_data(h0);
+    /* pre = x W_ih + b_ih + b_hh (all but the GRU's n part); hp = h0 W_hh, added here but for the GRU */
+    for (int64_t j = 0; j < G; j++) {
+        double s = biv[j] + (kind != CELL_T_GRU || j < 2 * H ? bhv[j] : 0.0f), t = 0.0;
+        for (int64_t i = 0; i < I; i++) s += (double)xv[i] * wiv[i * G + j];
+        for (int64_t k = 0; k < H; k++) t += (double)h0v[k] * whv[k * G + j];
+        pre[j] = (float)(kind == CELL_T_GRU ? s : s + t), hp[j] = (float)t;
+    }
+    for (int64_t j = 0; j < H; j++) {
+        if (kind == CELL_T_LSTM) {
+            float *gi = pre + j, *gf = gi + H, *gg = gf + H, *go = gg + H, c, tc, h;
+            magna_em_lstm_forward(gi, gf, gg, go, magna_node_data(c0)[j], &c, &tc, &h);
+            ref[j] = h, ref[H + j] = c;
+            float dc = 0.0f;
+            magna_em_lstm_backward(*gi, *gf, *gg, *go, tc, magna_node_data(c0)[j], dout[j], dout[H + j], 0.0f, &dc,
+                                   dg + j, dg + H + j, dg + 2 * H + j, dg + 3 * H + j);
+            dc0[j] = dc;
+        } else if (kind == CELL_T_GRU) {
+            float *r = pre + j, *z = r + H, *nn = z + H, hn, h;
+            magna_em_gru_forward(r, z, nn, hp[j], hp[H + j], hp[2 * H + j], bhv[2 * H + j], h0v[j], &hn, &h);
+            ref[j] = h;
+            float dh = 0.0f;
+            magna_em_gru_backward(*r, *z, *nn, hn, h0v[j], dout[j], &dh, dg + j, dg + H + j, dg + 2 * H + j,
+                                  dgh + 2 * H + j);
+            dgh[j] = dg[j], dgh[H + j] = dg[H + j], dh0[j] = dh;
+        } else {
+            ref[j] = magna_em_rnn_forward(pre[j]);
+            dg[j] = magna_em_rnn_backward(ref[j], dout[j], 0.0f);
+        }
+    }
+    if (kind != CELL_T_GRU) memcpy(dgh, dg, (size_t)G * sizeof(float));
+    for (int64_t k = 0; k < H; k++) /* dh0 += dG_h W_hh^T */
+        for (int64_t j = 0; j < G; j++) dh0[k] += dgh[j] * whv[k * G + j];
+    const double e_out = rel_err(magna_node_data(out), ref, n_out, 1e-3);
+    const double e_bi = rel_err(magna_node_grad(bi), dg, G, 1e-3), e_bh = rel_err(magna_node_grad(bh), dgh, G, 1e-3);
+    const double e_h0 = rel_err(magna_node_grad(h0), dh0, H, 1e-3);
+    const double e_c0 = c0 ? rel_err(magna_node_grad(c0), dc0, H, 1e-3) : 0.0;
+    CHECK(e_out <= 1e-5 && e_bi <= 1e-5 && e_bh <= 1e-5 && e_h0 <= 1e-5 && e_c0 <= 1e-5,
+          "%s I=%lld H=%lld: relative error out %.2g, dG %.2g (x side) %.2g (h side), dh0 %.2g, dc0 %.2g", names[kind],
+          (long long)I, (long long)H, e_out, e_bi, e_bh, e_h0, e_c0);
+    free(dout), free(pre), free(ref), free(dg), free(dh0);
+    magna_graph_free(g);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1) seed_base = strtoull(argv[1], NULL, 10); /* another draw of the inputs */
     printf("seed %llu\n", (unsigned long long)seed_base);
@@ -429,5 +506,6 @@ int main(int argc, char **argv) {
     argmax(1, 1), argmax(40, 7), argmax(9, 1000);
     dropout_mask(10007, 0.3f), dropout_mask(1, 0.5f);
     bce(1), bce(5003);
+    for (int kind = 0; kind < 3; kind++) recurrent_cell(kind, 3, 5), recurrent_cell(kind, 1, 33);
     return check_finish("test_cuda_math");
 }

@@ -57,6 +57,7 @@ magna_status cuda_graph_alloc(magna_graph *g) {
     if (!(c->ops = malloc((size_t)(g->n_nodes + 1) * sizeof *c->ops)))
         return graph_error(g, MAGNA_ERR_NOMEM, "compile: out of memory");
     for (int i = 0; i < g->n_nodes; i++) c->ops[i] = magna_cuda_op_table[g->nodes[i]->op];
+    c->fused = cuda_graph_fuse(g, c->ops);
     int e = cuda_stream_create(&c->stream);
     if (e) return cuda_fail(g, e, "compile: creating a stream");
     const size_t flat = (g->n_params + 1) * sizeof(float), flat_states = (g->n_states + 1) * sizeof(float);

@@ -28,6 +28,48 @@ int magna_cuda_act_backward(magna_cuda_act act, const float *saved, const float 
 int magna_cuda_adam_step(const magna_em_adam *k, float *w, float *m, float *v, const float *g, int64_t n,
                          void *stream);
 
+/* ---- attention (attention.cu): src/ops/attention.c's op, flash-style -------------------------------- */
+
+/* q [B, Tq, C]; k, v [B, Tk, C] (C = heads * hd, head h in columns h*hd ..); key_lengths int32 [B] or NULL;
+ * causal: query i sees keys j <= i + Tk - Tq; bf16: q, k, v rounded to bf16 in the products */
+typedef struct magna_cuda_attention_args {
+    const float *q, *k, *v;
+    const int32_t *key_lengths;
+    int B, Tq, Tk, C, heads, causal, bf16;
+} magna_cuda_attention_args;
+/* out [B, Tq, C]; lse [B * heads * Tq]: each query row's log-sum-exp, what backward needs */
+int magna_cuda_attention_forward(const magna_cuda_attention_args *a, float *out, float *lse, void *stream);
+/* dq, dk, dv (each may be NULL) += the gradients from dout; out and lse from forward; delta is scratch of
+ * B * heads * Tq floats */
+int magna_cuda_attention_backward(const magna_cuda_attention_args *a, const float *out, const float *dout,
+                                  const float *lse, float *delta, float *dq, float *dk, float *dv, void *stream);
+
+/* ---- recurrent ops (rnn.cu): src/ops/rnn.c's LSTM, GRU and tanh RNN, the products through magna_cuda_gemm -- */
+
+enum { MAGNA_CUDA_CELL_LSTM = 0, MAGNA_CUDA_CELL_GRU = 1, MAGNA_CUDA_CELL_RNN = 2 };
+
+/* One op, laid out as src/ops/rnn.c lays it: x [B, T, I], w_ih [I, G], w_hh [H, G] (G = gates * H, PyTorch's
+ * gate order), b_ih, b_hh [G] (both or neither), h0, c0 [B, H] (NULL: zeros); out [B, T, 2, H] for the LSTM
+ * (h and c), else [B, T, H]; gates [B, T, G] the activated gates saved for backward (the RNN's are its
+ * output: NULL) and aux [B, T, H] (LSTM tanh(c), GRU W_hn h + b_hn). Scratch, each NULL where the cell does
+ * not use it: hproj [B, G] (GRU forward), dgx and dgh [B, T, G] (dgh: GRU), hprev [B, T, H], dh and dc
+ * [B, H] (dc: LSTM). */
+typedef struct magna_cuda_rnn_args {
+    int cell, B, T, I, H, bf16;
+    const float *x, *w_ih, *w_hh, *b_ih, *b_hh, *h0, *c0;
+    float *out, *gates, *aux;
+    float *hproj, *dgx, *dgh, *hprev, *dh, *dc;
+} magna_cuda_rnn_args;
+/* the gradients backward adds into, each NULL when not wanted */
+typedef struct magna_cuda_rnn_grads {
+    float *x, *w_ih, *w_hh, *b_ih, *b_hh, *h0, *c0;
+} magna_cuda_rnn_grads;
+/* blas: magna_cuda_gemm's handle (NULL: its own kernel) */
+int magna_cuda_rnn_forward(const magna_cuda_rnn_args *a, void *blas, void *stream);
+/* from dout, the output's gradient */
+int magna_cuda_rnn_backward(const magna_cuda_rnn_args *a, const float *dout, const magna_cuda_rnn_grads *d,
+                            void *blas, void *stream);
+
 /* ---- GEMM (gemm.cu) ---------------------------------------------------------------------------------------- */
 #include <stddef.h>
 
@@ -174,6 +216,15 @@ int magna_cuda_sgd_step(float lr, float momentum, float weight_decay, int nester
 int magna_cuda_reduce(int mode, const float *x, int64_t n, float *scratch, float *out, void *stream);
 /* x *= k */
 int magna_cuda_scale(float k, float *x, int64_t n, void *stream);
+
+/* ---- fused pairs of nodes (fused.cu, chosen by fuse.c) ---- */
+/* x = a + bias (bias [N] over rows of N), y = gelu(x) (tanh_approx: GELU's tanh form) */
+int magna_cuda_bias_gelu_forward(int tanh_approx, const float *a, const float *bias, int64_t rows, int64_t N, float *x,
+                                 float *y, void *stream);
+/* x1 = a + r, y = layer_norm(x1) with gamma, beta (either may be NULL); mean and rstd [rows] as layer norm saves */
+int magna_cuda_add_layer_norm_forward(const float *a, const float *r, const float *gamma, const float *beta, float eps,
+                                      int64_t rows, int64_t D, float *x1, float *y, float *mean, float *rstd,
+                                      void *stream);
 
 #ifdef __cplusplus
 }

@@ -8,7 +8,8 @@
  *   rows         softmax, cross-entropy, layer norm: a warp per row for short rows, a block per row for
  *                long ones, rows beyond the grid taken by a grid-stride loop;
  *   attention    flash-style tiles: a block per (query tile, batch x head), looping over key tiles (only
- *                those a causal mask leaves), so the T x T scores never exist in memory. */
+ *                those a causal mask leaves), so the T x T scores never exist in memory; backward's dK/dV
+ *                a block per (key tile, batch x head), looping over the queries that see its keys. */
 #ifndef MAGNA_CUDA_LAUNCH_H
 #define MAGNA_CUDA_LAUNCH_H
 
@@ -78,26 +79,73 @@ MAGNA_HD uint32_t magna_launch_rows_lane(const magna_launch_rows *l, uint32_t t)
 
 /* ---- attention tiles ---------------------------------------------------------------------------------- */
 
+/* A query row (forward, dQ) or key row (dK, dV) is owned by `parts` neighbouring threads of a warp; part p
+ * holds the head-dim elements d = p, p + parts, ... (interleaved, so the parts of a row read neighbouring
+ * shared-memory words: no bank conflicts). Fast path (hd <= 128): parts = 4, each thread keeps its
+ * dpt = hd / 4 (rounded up to 4, 8, 16 or 32) elements of q and of the accumulator in registers and the
+ * block stages tiles of tile_k rows of K and V (or Q and dO) in shared memory. Generic path (hd > 128,
+ * dpt = 0): a warp per row, vectors read from and accumulated in global memory, nothing staged. */
+enum { MAGNA_ATTN_MAX_FAST_HD = 128, MAGNA_ATTN_BLOCK = 256 /* threads of every attention block */ };
+
 typedef struct magna_launch_attention {
-    int64_t bh, tq, tk;        /* batch x heads, queries, keys */
-    uint32_t tile_q, tile_k;   /* queries of a block, keys of one step of its loop */
+    int64_t bh, tq, tk, hd;    /* batch x heads, queries, keys, head dimension */
+    uint32_t tile_q, tile_k;   /* rows a block owns (queries; keys in dK/dV), rows of one staged tile */
+    uint32_t parts, dpt;       /* threads of a row; elements each keeps in registers (0: generic path) */
     uint32_t grid_x, grid_y;   /* query tiles; (batch x head) slots, strided when bh > 65535 */
-    uint32_t block;            /* threads: rows_per_thread queries each */
-    uint32_t rows_per_thread;
+    uint32_t kv_grid_x;        /* dK/dV: key tiles of tile_q keys */
+    uint32_t block;            /* tile_q * parts threads */
     int causal;                /* query q sees keys k <= q + (tk - tq): the queries are the last tq positions */
 } magna_launch_attention;
 
-static inline magna_launch_attention magna_launch_attn(int64_t bh, int64_t tq, int64_t tk, int causal) {
+static inline magna_launch_attention magna_launch_attn(int64_t bh, int64_t tq, int64_t tk, int64_t hd, int causal) {
     magna_launch_attention l;
-    l.bh = bh > 0 ? bh : 0, l.tq = tq > 0 ? tq : 0, l.tk = tk > 0 ? tk : 0, l.causal = causal != 0;
-    l.tile_q = 64, l.tile_k = 64, l.block = 128;
-    l.rows_per_thread = 1;
-    /* 128 threads over 64 queries: two threads share a query row (each takes half of the head dim) */
-    const int64_t qtiles = (l.tq + l.tile_q - 1) / l.tile_q;
-    const int empty = l.bh == 0 || l.tq == 0;
-    l.grid_x = (uint32_t)(empty ? 0 : qtiles);
+    l.bh = bh > 0 ? bh : 0, l.tq = tq > 0 ? tq : 0, l.tk = tk > 0 ? tk : 0, l.hd = hd > 0 ? hd : 0;
+    l.causal = causal != 0;
+    l.block = MAGNA_ATTN_BLOCK, l.tile_k = 32;
+    if (l.hd <= MAGNA_ATTN_MAX_FAST_HD) {
+        l.parts = 4;
+        l.dpt = l.hd <= 16 ? 4 : l.hd <= 32 ? 8 : l.hd <= 64 ? 16 : 32;
+    } else {
+        l.parts = MAGNA_LAUNCH_WARP, l.dpt = 0;
+    }
+    l.tile_q = l.block / l.parts;
+    const int empty = l.bh == 0 || l.tq == 0 || l.hd == 0;
+    l.grid_x = (uint32_t)(empty ? 0 : (l.tq + l.tile_q - 1) / l.tile_q);
+    l.kv_grid_x = (uint32_t)(empty ? 0 : (l.tk + l.tile_q - 1) / l.tile_q);
     l.grid_y = (uint32_t)(empty ? 0 : l.bh < MAGNA_LAUNCH_MAX_GRID_Y ? l.bh : (int64_t)MAGNA_LAUNCH_MAX_GRID_Y);
     return l;
+}
+/* shared memory of the fast path's kernels: two staged tiles of tile_k rows of parts * dpt floats (hd, padded
+ * with zeros so the register loops need no bound), and tile_k floats each of the two per-row values dK/dV
+ * stages beside them (log-sum-exp and rowsum(dO * O)) */
+static inline size_t magna_attn_shared_bytes(const magna_launch_attention *l) {
+    const size_t row = (size_t)l->parts * l->dpt;
+    return l->dpt ? (2 * (size_t)l->tile_k * row + 2 * (size_t)l->tile_k) * sizeof(float) : 0;
+}
+/* Tensor-core path (bf16 mode, hd 32, 64 or 128): four warps of 16 rows, a block of 64 query rows (keys in
+ * dK/dV) and tiles of 64 rows of the other side; a warp's two lanes per row do its softmax (parts = 2, so the
+ * row-of-thread functions below hold for it too); dpt is 0. */
+enum { MAGNA_ATTN_TC_BLOCK = 128, MAGNA_ATTN_TC_TILE = 64 };
+static inline int magna_attn_tc_fits(int64_t hd) { return hd == 32 || hd == 64 || hd == 128; }
+static inline magna_launch_attention magna_launch_attn_tc(int64_t bh, int64_t tq, int64_t tk, int64_t hd, int causal) {
+    magna_launch_attention l = magna_launch_attn(bh, tq, tk, hd, causal);
+    l.block = MAGNA_ATTN_TC_BLOCK, l.tile_q = l.tile_k = MAGNA_ATTN_TC_TILE, l.parts = 2, l.dpt = 0;
+    const int empty = l.grid_x == 0;
+    l.grid_x = (uint32_t)(empty ? 0 : (l.tq + l.tile_q - 1) / l.tile_q);
+    l.kv_grid_x = (uint32_t)(empty ? 0 : (l.tk + l.tile_q - 1) / l.tile_q);
+    return l;
+}
+/* The tensor-core kernels' shared memory, in bytes, carved in this order (every piece a multiple of 32 bytes,
+ * as wmma's loads and stores need): bf16 tiles of 64 rows x hd (forward: Q, K, V; dQ: Q, dO, K, V; dK/dV: this
+ * block's K, V, then Q, dO), then per warp float [16][64] score tiles (forward 1, dQ and dK/dV 2), bf16
+ * [16][64] tiles (forward 1, dQ 1, dK/dV 2) and a float [16][hd] row tile, and dK/dV's 2 x 64 floats of lse
+ * and delta; plus 128 bytes to align the start (dynamic shared memory is only promised 16-byte aligned).
+ * kernel: 0 forward, 1 dQ, 2 dK/dV. */
+static inline size_t magna_attn_tc_shared_bytes(int64_t hd, int kernel) {
+    const size_t T = MAGNA_ATTN_TC_TILE, W = MAGNA_ATTN_TC_BLOCK / 32, bf_tile = T * (size_t)hd * 2;
+    const size_t tiles = kernel == 0 ? 3 : 4, s_f = kernel == 0 ? 1 : 2, s_b = kernel == 2 ? 2 : 1;
+    return 128 + tiles * bf_tile + W * (s_f * 16 * T * 4 + s_b * 16 * T * 2 + 16 * (size_t)hd * 4) +
+           (kernel == 2 ? 2 * T * 4 : 0);
 }
 /* queries [q_begin, q_end) of block x */
 MAGNA_HD int64_t magna_attn_q_begin(const magna_launch_attention *l, uint32_t x) { return (int64_t)x * l->tile_q; }
@@ -105,12 +153,12 @@ MAGNA_HD int64_t magna_attn_q_end(const magna_launch_attention *l, uint32_t x) {
     const int64_t e = ((int64_t)x + 1) * l->tile_q;
     return e < l->tq ? e : l->tq;
 }
-/* the query row of thread t (two threads a row), and which half of the head dim it takes */
+/* the row (query, or key in dK/dV) of thread t within block x's tile, and which part of the head dim it takes */
 MAGNA_HD int64_t magna_attn_query(const magna_launch_attention *l, uint32_t x, uint32_t t) {
-    return magna_attn_q_begin(l, x) + t / (l->block / l->tile_q);
+    return magna_attn_q_begin(l, x) + t / l->parts;
 }
-MAGNA_HD uint32_t magna_attn_part(const magna_launch_attention *l, uint32_t t) { return t % (l->block / l->tile_q); }
-/* the keys query q may see: [0, keys_end(q)) */
+MAGNA_HD uint32_t magna_attn_part(const magna_launch_attention *l, uint32_t t) { return t % l->parts; }
+/* the keys query q may see: [0, keys_end(q)) (a padding mask cuts this further, per batch, in the kernel) */
 MAGNA_HD int64_t magna_attn_keys_end(const magna_launch_attention *l, int64_t q) {
     if (!l->causal) return l->tk;
     const int64_t e = q + 1 + (l->tk - l->tq);
@@ -121,6 +169,18 @@ MAGNA_HD int64_t magna_attn_k_tiles(const magna_launch_attention *l, uint32_t x)
     const int64_t q_end = magna_attn_q_end(l, x);
     const int64_t keys = q_end > magna_attn_q_begin(l, x) ? magna_attn_keys_end(l, q_end - 1) : 0;
     return (keys + l->tile_k - 1) / l->tile_k;
+}
+/* dK/dV: keys [k_begin, k_end) of block x; the queries it loops over, [kv_q_begin, tq): from the first that
+ * sees the block's first key (all later queries see at least as many keys) */
+MAGNA_HD int64_t magna_attn_k_begin(const magna_launch_attention *l, uint32_t x) { return (int64_t)x * l->tile_q; }
+MAGNA_HD int64_t magna_attn_k_end(const magna_launch_attention *l, uint32_t x) {
+    const int64_t e = ((int64_t)x + 1) * l->tile_q;
+    return e < l->tk ? e : l->tk;
+}
+MAGNA_HD int64_t magna_attn_kv_q_begin(const magna_launch_attention *l, uint32_t x) {
+    if (!l->causal) return 0;
+    const int64_t q = magna_attn_k_begin(l, x) - (l->tk - l->tq);
+    return q < 0 ? 0 : q < l->tq ? q : l->tq;
 }
 /* the (batch x head) slots of grid row y: y, y + grid_y, ... < bh */
 MAGNA_HD int64_t magna_attn_bh_stride(const magna_launch_attention *l) { return l->grid_y; }

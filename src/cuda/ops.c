@@ -46,4 +46,8 @@ const magna_cuda_op magna_cuda_op_table[OP_COUNT] = {
     [OP_MSE] = {cuda_mse_forward, cuda_mse_backward},
     [OP_CROSS_ENTROPY] = {cuda_cross_entropy_forward, cuda_cross_entropy_backward},
     [OP_BCE_WITH_LOGITS] = {cuda_bce_forward, cuda_bce_backward},
+    [OP_ATTENTION] = {cuda_attention_forward, cuda_attention_backward},
+    [OP_LSTM] = {cuda_rnn_forward, cuda_rnn_backward},
+    [OP_GRU] = {cuda_rnn_forward, cuda_rnn_backward},
+    [OP_RNN] = {cuda_rnn_forward, cuda_rnn_backward},
 };

@@ -54,6 +54,9 @@ magna_status cuda_graph_sync_device(magna_graph *g);
 magna_status cuda_graph_sync_host(magna_graph *g);
 /* The param gradients into the host mirror g->grads. */
 magna_status cuda_graph_grads_to_host(magna_graph *g);
+/* fuse.c: at compile, neighbours whose forward runs as one kernel (bias + GELU, residual + layer norm): their
+ * entries in ops (per node id) are replaced; returns how many pairs. MAGNA_CUDA_NO_FUSE=1 turns it off. */
+int cuda_graph_fuse(magna_graph *g, magna_cuda_op *ops);
 /* Over the flat gradients on the device: mode 0 the sum of squares, 1 the count of non-finite ones. */
 magna_status cuda_grads_reduce(magna_graph *g, int mode, float *out);
 /* Which ops of a graph have no CUDA implementation: "" when all have one, else a list for the message. */

@@ -60,5 +60,11 @@ magna_status cuda_cross_entropy_forward(magna_graph *g, magna_node *n);
 void cuda_cross_entropy_backward(magna_graph *g, magna_node *n);
 magna_status cuda_bce_forward(magna_graph *g, magna_node *n);
 void cuda_bce_backward(magna_graph *g, magna_node *n);
+/* ---- attention and the recurrent ops (ops_attention.c, ops_rnn.c) ---- */
+magna_status cuda_attention_forward(magna_graph *g, magna_node *n);
+void cuda_attention_backward(magna_graph *g, magna_node *n);
+/* LSTM, GRU and the tanh RNN alike (the node's op says which) */
+magna_status cuda_rnn_forward(magna_graph *g, magna_node *n);
+void cuda_rnn_backward(magna_graph *g, magna_node *n);
 
 #endif

@@ -286,6 +286,7 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
         if (n->live && n->kind == NODE_OP && (magna_op_table[n->op]->flags & OPF_VIEW)) n->value = n->in[0]->value;
     }
 
+    g->loss = loss; /* before the mirrors: cuda_graph_mirrors sizes the loss's seed buffer */
 #ifdef MAGNA_HAVE_CUDA
     g->loss = loss; /* the mirrors size the loss's seed buffer from it */
     if (on_cuda && ((st = cuda_graph_mirrors(g)) != MAGNA_OK || (st = cuda_graph_upload_params(g)) != MAGNA_OK)) {
@@ -306,7 +307,6 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
         if (n_zero > 2 * N) break; /* cannot happen: each node is listed once, plus N terminators */
     }
     free(vend), free(last_gc), free(blocks), free(scratch);
-    g->loss = loss;
     g->compiled = true;
     return MAGNA_OK;
 }

@@ -12,7 +12,8 @@
  * j <= i + (Tk - Tq): the queries are the last Tq positions of the keys' sequence (Tq = Tk in training,
  * Tq = 1 when decoding one token against a cache). A row that sees no key outputs zeros.
  *
- * Forward keeps the probabilities P [B, H, Tq, Tk] in `saved`; backward needs dP [Tq, Tk] of scratch
+ * Forward keeps the probabilities P [B, H, Tq, Tk] in `saved` (on a CUDA graph 2 [B, H, Tq] floats instead, the
+ * flash-style kernels' row statistics); backward needs dP [Tq, Tk] of scratch
  * per thread in the workspace, turned in place into dS.
  *
  * Rows are taken in blocks of ATTN_BLOCK when causal: rows r0..r1 only see keys 0..kc (kc = what
@@ -71,7 +72,16 @@ static magna_status attention_infer(magna_graph *g, magna_node *n) {
     }
     node_set_shape(n, 3, q->shape);
     n->dtype = MAGNA_F32;
-    n->saved_bytes = (size_t)(B * H) * (size_t)(Tq * Tk) * sizeof(float);
+    /* the CUDA op (src/cuda/ops_attention.c) keeps two floats a query row instead of P: the log-sum-exp and
+     * backward's rowsum(dO * O) (more than P holds when Tk = 1), and needs no scratch. A graph given its
+     * device after this node was built keeps the CPU's sizes, which hold the CUDA op's too. */
+    const size_t p_floats = (size_t)(B * H) * (size_t)(Tq * Tk), row_floats = 2 * (size_t)(B * H) * (size_t)Tq;
+    if (g->device == MAGNA_DEVICE_CUDA) {
+        n->saved_bytes = row_floats * sizeof(float);
+        n->workspace_bytes = 0;
+        return MAGNA_OK;
+    }
+    n->saved_bytes = (p_floats > row_floats ? p_floats : row_floats) * sizeof(float);
     /* Backward scratch for every thread; after compile the workspace is fixed, so if the thread count
      * grew since, backward runs on fewer threads instead of asking for more. */
     size_t per_thread = attn_scratch_floats(Tq, Tk) * sizeof(float);

@@ -18,6 +18,7 @@
  * sums) over all B*T rows at the end. Scratch comes from the workspace declared at infer; nothing
  * allocates. */
 #include "common.h"
+#include "rnn.h"
 
 #include <immintrin.h>
 #include <limits.h>
@@ -26,20 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum cell { CELL_LSTM, CELL_GRU, CELL_RNN } cell;
-
-static cell cell_of(const magna_node *n) { return n->op == OP_LSTM ? CELL_LSTM : n->op == OP_GRU ? CELL_GRU : CELL_RNN; }
-static int gates_of(cell c) { return c == CELL_LSTM ? 4 : c == CELL_GRU ? 3 : 1; }
-
-/* Everything forward and backward need, read off the node. */
-typedef struct rnn_args {
-    cell cell;
-    int threads; /* bias-sum partials in the workspace */
-    int64_t B, T, I, H, G; /* G = gates * H, the width of a gate row */
-    magna_node *x, *w_ih, *w_hh, *b_ih, *b_hh, *h0, *c0;
-} rnn_args;
-
-static rnn_args args_of(const magna_node *n) {
+rnn_args rnn_args_of(const magna_node *n) {
     rnn_args a = {.cell = cell_of(n)};
     a.x = n->in[0], a.w_ih = n->in[1], a.w_hh = n->in[2];
     int k = 3;
@@ -52,27 +40,18 @@ static rnn_args args_of(const magna_node *n) {
     return a;
 }
 
-static size_t round16(int64_t floats) { return ((size_t)floats + 15) & ~(size_t)15; }
-
 /* The step products' blocks (see step_product): panels of 32 columns, blocks of 8 rows. */
 enum { SP_NR = 32, SP_MR = 8 };
 
 static size_t packed_b_floats(int64_t k, int64_t n) { return (size_t)((n + SP_NR - 1) / SP_NR) * SP_NR * (size_t)k; }
 static size_t packed_a_floats(int64_t m, int64_t k) { return (size_t)((m + SP_MR - 1) / SP_MR) * SP_MR * (size_t)k; }
 
-/* Workspace, in floats: a row of zeros (h_{-1}, c_{-1} when no initial state is given), then forward's
- * h_{t-1} W_hh rows (GRU) or backward's dG of every step (x side, and the h side for GRU, whose n gate
- * differs), h_{t-1} of every step, and the carried dh and dc. The step products' packed operands come first. */
-typedef struct rnn_ws {
-    float *zeros, *hproj, *dgx, *dgh, *hprev, *dh, *dc, *wpack, *apack, *colsum;
-} rnn_ws;
-
-static size_t ws_layout(const rnn_args *a, float *base, rnn_ws *w) {
+size_t rnn_ws_layout(const rnn_args *a, float *base, rnn_ws *w) {
     size_t off = 0;
 #define TAKE(field, floats)                                                                                          \
     do {                                                                                                             \
         if (w) w->field = (floats) != 0 ? base + off : NULL;                                                         \
-        off += round16(floats);                                                                                      \
+        off += rnn_round16(floats);                                                                                  \
     } while (0)
     TAKE(zeros, a->H);
     /* the packed weight and rows of the step products: [H, G] forward, [G, H] backward, same size */
@@ -92,11 +71,9 @@ static size_t ws_layout(const rnn_args *a, float *base, rnn_ws *w) {
     return off > fwd ? off : fwd;
 }
 
-/* Saved for backward: LSTM the activated gates [B, T, 4H] and tanh(c) [B, T, H]; GRU the activated gates
- * [B, T, 3H] and W_hn h + b_hn [B, T, H]; the RNN nothing (its output is h, and dh/dpre = 1 - h^2). */
-static size_t saved_floats(const rnn_args *a) {
+size_t rnn_saved_floats(const rnn_args *a) {
     if (a->cell == CELL_RNN) return 0;
-    return round16(a->B * a->T * a->G) + round16(a->B * a->T * a->H);
+    return rnn_round16(a->B * a->T * a->G) + rnn_round16(a->B * a->T * a->H);
 }
 
 static magna_status rnn_infer(magna_graph *g, magna_node *n) {
@@ -105,7 +82,7 @@ static magna_status rnn_infer(magna_graph *g, magna_node *n) {
         magna_status st = require_dtype(g, n, i, MAGNA_F32);
         if (st != MAGNA_OK) return st;
     }
-    const rnn_args a = args_of(n);
+    const rnn_args a = rnn_args_of(n);
     char s1[SHAPE_STR_MAX], s2[SHAPE_STR_MAX], s3[SHAPE_STR_MAX];
     if (a.x->ndim != 3)
         return graph_error(g, MAGNA_ERR_SHAPE, "%s: x must be [B, T, I], got %s", op, shape_str(a.x, s1, sizeof s1));
@@ -134,12 +111,12 @@ static magna_status rnn_infer(magna_graph *g, magna_node *n) {
     else
         node_set_shape(n, 3, (int64_t[]){a.B, a.T, a.H});
     n->dtype = MAGNA_F32;
-    n->saved_bytes = saved_floats(&a) * sizeof(float);
+    n->saved_bytes = rnn_saved_floats(&a) * sizeof(float);
     int threads = omp_get_max_threads();
     if (g->compiled && threads > n->ip[3]) threads = (int)n->ip[3];
     n->ip[3] = threads;
-    const rnn_args sized = args_of(n);
-    n->workspace_bytes = ws_layout(&sized, NULL, NULL) * sizeof(float);
+    const rnn_args sized = rnn_args_of(n);
+    n->workspace_bytes = rnn_ws_layout(&sized, NULL, NULL) * sizeof(float);
     return MAGNA_OK;
 }
 
@@ -347,15 +324,15 @@ ROW_CLONES static void gru_row_forward(const rnn_fwd *f, int64_t b, int64_t t, c
 /* The op's arguments and where its buffers are: the workspace laid out, its row of zeros cleared, the
  * gates (the output itself for the RNN) and the auxiliary rows in `saved`. Forward and backward alike. */
 static rnn_fwd rnn_view(magna_graph *g, magna_node *n) {
-    rnn_fwd f = {.a = args_of(n), .out = fval(n)};
+    rnn_fwd f = {.a = rnn_args_of(n), .out = fval(n)};
     const rnn_args *a = &f.a;
-    ws_layout(a, (float *)g->workspace, &f.ws);
+    rnn_ws_layout(a, (float *)g->workspace, &f.ws);
     memset(f.ws.zeros, 0, (size_t)a->H * sizeof(float));
     if (a->cell == CELL_RNN) {
         f.gates = f.out;
     } else {
         f.gates = (float *)n->saved;
-        f.aux = f.gates + round16(a->B * a->T * a->G);
+        f.aux = f.gates + rnn_round16(a->B * a->T * a->G);
     }
     return f;
 }

@@ -1,0 +1,686 @@
+/* attention.cu — flash-style multi-head attention, forward and backward, matching src/ops/attention.c:
+ * q [B, Tq, C], k and v [B, Tk, C], heads side by side in C (head h owns columns h*hd .. h*hd+hd-1);
+ * query i of batch b sees keys j < min(L_b, i + 1 + Tk - Tq) (causal), or j < L_b, where L_b is the key
+ * length (Tk without a mask); a row that sees no key outputs zeros.
+ *
+ * The Tq x Tk scores never reach device memory. Forward keeps one float per query row, the log-sum-exp
+ * of its scores (lse); backward recomputes the probabilities P = exp(S - lse) tile by tile, FlashAttention-2
+ * style, deterministically (no atomics): a kernel for delta = rowsum(dO * O), one for dQ (a block per query
+ * tile, looping over key tiles), one for dK and dV (a block per key tile, looping over query tiles).
+ *
+ * Threads (launch.h): a row (query, or key in dK/dV) is owned by `P` neighbouring threads, part p holding
+ * the head-dim elements d = p, p + P, ...; a dot product is P partial sums added by shuffles. The fast path
+ * (hd <= 128) keeps DPT elements a thread in registers and stages tiles of 32 rows of the other side in
+ * shared memory, zero-padded to P * DPT columns; the generic path (DPT = 0, any hd) is a warp per row that
+ * reads vectors from global memory and accumulates in global memory (output, or the gradients).
+ *
+ * bf16 mode: q, k and v are rounded to bf16 where they enter a product; scores, softmax, dO and every
+ * accumulation stay float32. */
+#include "compat.h"
+
+#include "kernels.h"
+#include "launch.h"
+
+#ifdef MAGNA_CUDA_EMU
+#include "emu/wmma_emu.h"
+#else
+#include <mma.h>
+#endif
+
+/* nvcc unrolls the register loops (the arrays must stay in registers); g++ (the emulator) is left to itself */
+#ifdef __CUDACC__
+#define UNROLL _Pragma("unroll")
+#define UNROLL_4 _Pragma("unroll 4")
+#else
+#define UNROLL
+#define UNROLL_4
+#endif
+
+namespace {
+
+constexpr int KT = 32; /* rows of a staged tile: launch.h's tile_k */
+
+struct attn_k {
+    magna_launch_attention l;
+    const float *q, *k, *v, *out, *dout;
+    float *o, *lse, *delta, *dq, *dk, *dv;
+    const int32_t *lengths;
+    int H, C, bf16, tc; /* tc: the tensor-core kernels (bf16 mode, hd 32, 64 or 128) */
+    float scale;
+};
+
+__device__ __forceinline__ float rnd(float x, int bf16) { return bf16 ? __bfloat162float(__float2bfloat16(x)) : x; }
+
+/* the sum over the P threads of a row (P divides 32; every lane of the warp takes part) */
+template <int P> __device__ __forceinline__ float row_sum(float v) {
+UNROLL
+    for (int o = P / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* keys query i sees: [0, visible) */
+__device__ __forceinline__ int visible(const magna_launch_attention &l, int i, int L) {
+    const int e = (int)magna_attn_keys_end(&l, i);
+    const int n = e < L ? e : L;
+    return n > 0 ? n : 0;
+}
+
+/* rows [r0, r0 + n) of a [*, C] matrix's head columns (src, starting at the head) into a tile of KT rows
+ * of LD floats, rounded when asked; rows past n and columns past hd are zeros */
+template <int LD> __device__ __forceinline__ void stage(float *tile, const float *src, int C, int r0, int n, int hd,
+                                                        int bf16) {
+    for (int e = threadIdx.x; e < KT * LD; e += blockDim.x) {
+        const int r = e / LD, d = e - r * LD;
+        tile[e] = r < n && d < hd ? rnd(src[(size_t)(r0 + r) * C + d], bf16) : 0.0f;
+    }
+}
+
+/* ---- forward: out, lse ------------------------------------------------------------------------------ */
+
+template <int DPT, int P> __global__ void __launch_bounds__(MAGNA_ATTN_BLOCK) attn_forward_kernel(attn_k a) {
+    MAGNA_DYNAMIC_SHARED(float, smem);
+    constexpr int LD = DPT * P, NR = DPT > 0 ? DPT : 1;
+    const magna_launch_attention l = a.l;
+    const int hd = (int)l.hd, Tq = (int)l.tq, Tk = (int)l.tk, C = a.C;
+    const int part = threadIdx.x % P, i = (int)magna_attn_query(&l, blockIdx.x, threadIdx.x);
+    const int q_last = (int)magna_attn_q_end(&l, blockIdx.x) - 1;
+    float *Ks = smem, *Vs = smem + KT * LD;
+    for (int64_t bh = blockIdx.y; bh < l.bh; bh += magna_attn_bh_stride(&l)) {
+        const int b = (int)(bh / a.H), h = (int)(bh % a.H);
+        const int L = a.lengths ? a.lengths[b] : Tk;
+        const int vis = i < Tq ? visible(l, i, L) : 0, kend = visible(l, q_last, L); /* kend: the block's */
+        const size_t qoff = ((size_t)b * Tq + (i < Tq ? i : 0)) * C + (size_t)h * hd;
+        const float *qrow = a.q + qoff, *kb = a.k + (size_t)b * Tk * C + (size_t)h * hd;
+        const float *vb = a.v + (size_t)b * Tk * C + (size_t)h * hd;
+        float *orow = a.o + qoff;
+        float qr[NR], acc[NR];
+        if constexpr (DPT > 0) {
+UNROLL
+            for (int e = 0; e < DPT; e++) {
+                const int d = part + P * e;
+                qr[e] = i < Tq && d < hd ? rnd(qrow[d], a.bf16) : 0.0f;
+                acc[e] = 0.0f;
+            }
+        } else if (i < Tq) {
+            for (int d = part; d < hd; d += P) orow[d] = 0.0f;
+        }
+        float m = -INFINITY, lsum = 0.0f;
+        for (int k0 = 0; k0 < kend; k0 += KT) {
+            const int kn = kend - k0 < KT ? kend - k0 : KT;
+            float s[KT];
+            float mt = -INFINITY;
+            if constexpr (DPT > 0) {
+                __syncthreads(); /* everyone is done with the last tile */
+                stage<LD>(Ks, kb, C, k0, kn, hd, a.bf16);
+                stage<LD>(Vs, vb, C, k0, kn, hd, a.bf16);
+                __syncthreads();
+UNROLL
+                for (int jj = 0; jj < KT; jj++) {
+                    float ps = 0.0f;
+UNROLL
+                    for (int e = 0; e < DPT; e++) ps += qr[e] * Ks[jj * LD + part + P * e];
+                    const float sc = row_sum<P>(ps) * a.scale;
+                    s[jj] = k0 + jj < vis ? sc : -INFINITY;
+                    mt = fmaxf(mt, s[jj]);
+                }
+            } else {
+UNROLL
+                for (int jj = 0; jj < KT; jj++) {
+                    s[jj] = -INFINITY;
+                    if (jj < kn) { /* block-uniform: the shuffles stay converged */
+                        float ps = 0.0f;
+                        for (int d = part; d < hd; d += P)
+                            ps += rnd(qrow[d], a.bf16) * rnd(kb[(size_t)(k0 + jj) * C + d], a.bf16);
+                        const float sc = row_sum<P>(ps) * a.scale;
+                        s[jj] = k0 + jj < vis ? sc : -INFINITY;
+                        mt = fmaxf(mt, s[jj]);
+                    }
+                }
+            }
+            /* online softmax: rescale what was summed so far to the new running max (only rows that
+             * have seen a key; no shuffles below, so the branch is free to diverge) */
+            const float m_new = fmaxf(m, mt);
+            if (m_new != -INFINITY) {
+                const float alpha = __expf(m - m_new);
+                lsum *= alpha;
+UNROLL
+                for (int jj = 0; jj < KT; jj++) {
+                    s[jj] = __expf(s[jj] - m_new);
+                    lsum += s[jj];
+                }
+                if constexpr (DPT > 0) {
+UNROLL
+                    for (int e = 0; e < DPT; e++) {
+                        float o = acc[e] * alpha;
+UNROLL
+                        for (int jj = 0; jj < KT; jj++) o += s[jj] * Vs[jj * LD + part + P * e];
+                        acc[e] = o;
+                    }
+                } else {
+                    for (int d = part; d < hd; d += P) {
+                        float o = orow[d] * alpha;
+                        for (int jj = 0; jj < kn; jj++) o += s[jj] * rnd(vb[(size_t)(k0 + jj) * C + d], a.bf16);
+                        orow[d] = o;
+                    }
+                }
+                m = m_new;
+            }
+        }
+        if (i < Tq) {
+            const float inv = lsum > 0.0f ? 1.0f / lsum : 0.0f;
+            if constexpr (DPT > 0) {
+UNROLL
+                for (int e = 0; e < DPT; e++)
+                    if (part + P * e < hd) orow[part + P * e] = acc[e] * inv;
+            } else {
+                for (int d = part; d < hd; d += P) orow[d] *= inv;
+            }
+            if (part == 0) a.lse[bh * Tq + i] = lsum > 0.0f ? m + logf(lsum) : 0.0f;
+        }
+    }
+}
+
+/* ---- backward ------------------------------------------------------------------------------------- */
+
+/* delta[bh, i] = dO[i] . O[i] over the head (= sum_j P_ij dP_ij, the softmax backward's row sum): a warp
+ * per row, the lanes striding the head dim */
+__global__ void attn_delta_kernel(attn_k a, magna_launch_rows r) {
+    const int hd = (int)a.l.hd, Tq = (int)a.l.tq;
+    const uint32_t lane = magna_launch_rows_lane(&r, threadIdx.x);
+    for (int64_t row = magna_launch_rows_first(&r, blockIdx.x, threadIdx.x); row < r.rows;
+         row += magna_launch_rows_stride(&r)) {
+        const int64_t bh = row / Tq, i = row % Tq, b = bh / a.H, h = bh % a.H;
+        const size_t off = ((size_t)b * Tq + i) * a.C + (size_t)h * hd;
+        float s = 0.0f;
+        for (int d = (int)lane; d < hd; d += MAGNA_LAUNCH_WARP) s += a.dout[off + d] * a.out[off + d];
+        s = row_sum<MAGNA_LAUNCH_WARP>(s);
+        if (lane == 0) a.delta[row] = s;
+    }
+}
+
+/* dQ[i] += scale * sum_j dS_ij k_j, dS_ij = P_ij (dO_i . v_j - delta_i): a block per query tile */
+template <int DPT, int P> __global__ void __launch_bounds__(MAGNA_ATTN_BLOCK) attn_dq_kernel(attn_k a) {
+    MAGNA_DYNAMIC_SHARED(float, smem);
+    constexpr int LD = DPT * P, NR = DPT > 0 ? DPT : 1;
+    const magna_launch_attention l = a.l;
+    const int hd = (int)l.hd, Tq = (int)l.tq, Tk = (int)l.tk, C = a.C;
+    const int part = threadIdx.x % P, i = (int)magna_attn_query(&l, blockIdx.x, threadIdx.x);
+    const int q_last = (int)magna_attn_q_end(&l, blockIdx.x) - 1;
+    float *Ks = smem, *Vs = smem + KT * LD;
+    for (int64_t bh = blockIdx.y; bh < l.bh; bh += magna_attn_bh_stride(&l)) {
+        const int b = (int)(bh / a.H), h = (int)(bh % a.H);
+        const int L = a.lengths ? a.lengths[b] : Tk;
+        const int vis = i < Tq ? visible(l, i, L) : 0, kend = visible(l, q_last, L);
+        const size_t qoff = ((size_t)b * Tq + (i < Tq ? i : 0)) * C + (size_t)h * hd;
+        const float *qrow = a.q + qoff, *dorow = a.dout + qoff, *kb = a.k + (size_t)b * Tk * C + (size_t)h * hd;
+        const float *vb = a.v + (size_t)b * Tk * C + (size_t)h * hd;
+        float *dqrow = a.dq + qoff;
+        const float lse = i < Tq ? a.lse[bh * Tq + i] : 0.0f, delta = i < Tq ? a.delta[bh * Tq + i] : 0.0f;
+        float qr[NR], dor[NR], acc[NR];
+        if constexpr (DPT > 0) {
+UNROLL
+            for (int e = 0; e < DPT; e++) {
+                const int d = part + P * e;
+                qr[e] = i < Tq && d < hd ? rnd(qrow[d], a.bf16) : 0.0f;
+                dor[e] = i < Tq && d < hd ? dorow[d] : 0.0f;
+                acc[e] = 0.0f;
+            }
+        }
+        for (int k0 = 0; k0 < kend; k0 += KT) {
+            const int kn = kend - k0 < KT ? kend - k0 : KT;
+            if constexpr (DPT > 0) {
+                __syncthreads();
+                stage<LD>(Ks, kb, C, k0, kn, hd, a.bf16);
+                stage<LD>(Vs, vb, C, k0, kn, hd, a.bf16);
+                __syncthreads();
+UNROLL_4
+                for (int jj = 0; jj < KT; jj++) {
+                    float ps = 0.0f, pd = 0.0f;
+UNROLL
+                    for (int e = 0; e < DPT; e++) {
+                        ps += qr[e] * Ks[jj * LD + part + P * e];
+                        pd += dor[e] * Vs[jj * LD + part + P * e];
+                    }
+                    const float sc = row_sum<P>(ps) * a.scale, dp = row_sum<P>(pd);
+                    const float p = k0 + jj < vis ? __expf(sc - lse) : 0.0f, ds = p * (dp - delta);
+UNROLL
+                    for (int e = 0; e < DPT; e++) acc[e] += ds * Ks[jj * LD + part + P * e];
+                }
+            } else {
+                for (int jj = 0; jj < kn; jj++) { /* kn is block-uniform */
+                    const float *kr = kb + (size_t)(k0 + jj) * C, *vr = vb + (size_t)(k0 + jj) * C;
+                    float ps = 0.0f, pd = 0.0f;
+                    for (int d = part; d < hd; d += P) {
+                        ps += rnd(qrow[d], a.bf16) * rnd(kr[d], a.bf16);
+                        pd += dorow[d] * rnd(vr[d], a.bf16);
+                    }
+                    const float sc = row_sum<P>(ps) * a.scale, dp = row_sum<P>(pd);
+                    const float p = k0 + jj < vis ? __expf(sc - lse) : 0.0f, ds = p * (dp - delta);
+                    if (k0 + jj < vis)
+                        for (int d = part; d < hd; d += P) dqrow[d] += a.scale * ds * rnd(kr[d], a.bf16);
+                }
+            }
+        }
+        if constexpr (DPT > 0) {
+            if (i < Tq)
+UNROLL
+                for (int e = 0; e < DPT; e++)
+                    if (part + P * e < hd) dqrow[part + P * e] += a.scale * acc[e];
+        }
+    }
+}
+
+/* dV[j] += sum_i P_ij dO_i, dK[j] += scale * sum_i dS_ij q_i: a block per key tile, over the queries that
+ * see its keys (launch.h's kv_q_begin onwards) */
+template <int DPT, int P> __global__ void __launch_bounds__(MAGNA_ATTN_BLOCK) attn_dkv_kernel(attn_k a) {
+    MAGNA_DYNAMIC_SHARED(float, smem);
+    constexpr int LD = DPT * P, NR = DPT > 0 ? DPT : 1;
+    const magna_launch_attention l = a.l;
+    const int hd = (int)l.hd, Tq = (int)l.tq, Tk = (int)l.tk, C = a.C;
+    const int part = threadIdx.x % P, j = (int)magna_attn_query(&l, blockIdx.x, threadIdx.x);
+    const int k0 = (int)magna_attn_k_begin(&l, blockIdx.x), qb = (int)magna_attn_kv_q_begin(&l, blockIdx.x);
+    float *Qs = smem, *Ds = smem + KT * LD, *lse_s = Ds + KT * LD, *delta_s = lse_s + KT;
+    for (int64_t bh = blockIdx.y; bh < l.bh; bh += magna_attn_bh_stride(&l)) {
+        const int b = (int)(bh / a.H), h = (int)(bh % a.H);
+        const int L = a.lengths ? a.lengths[b] : Tk;
+        if (k0 >= L) continue; /* block-uniform: no query sees these keys */
+        const size_t koff = ((size_t)b * Tk + (j < Tk ? j : 0)) * C + (size_t)h * hd;
+        const float *krow = a.k + koff, *vrow = a.v + koff, *qb_ = a.q + (size_t)b * Tq * C + (size_t)h * hd;
+        const float *dob = a.dout + (size_t)b * Tq * C + (size_t)h * hd;
+        float kr[NR], vr[NR], dk[NR], dv[NR];
+        if constexpr (DPT > 0) {
+UNROLL
+            for (int e = 0; e < DPT; e++) {
+                const int d = part + P * e;
+                kr[e] = j < Tk && d < hd ? rnd(krow[d], a.bf16) : 0.0f;
+                vr[e] = j < Tk && d < hd ? rnd(vrow[d], a.bf16) : 0.0f;
+                dk[e] = dv[e] = 0.0f;
+            }
+        }
+        for (int q0 = qb; q0 < Tq; q0 += KT) {
+            const int qn = Tq - q0 < KT ? Tq - q0 : KT;
+            if constexpr (DPT > 0) {
+                __syncthreads();
+                stage<LD>(Qs, qb_, C, q0, qn, hd, a.bf16);
+                stage<LD>(Ds, dob, C, q0, qn, hd, 0);
+                for (int r = threadIdx.x; r < KT; r += blockDim.x) {
+                    lse_s[r] = r < qn ? a.lse[bh * Tq + q0 + r] : 0.0f;
+                    delta_s[r] = r < qn ? a.delta[bh * Tq + q0 + r] : 0.0f;
+                }
+                __syncthreads();
+UNROLL_4
+                for (int ii = 0; ii < KT; ii++) {
+                    float ps = 0.0f, pd = 0.0f;
+UNROLL
+                    for (int e = 0; e < DPT; e++) {
+                        ps += Qs[ii * LD + part + P * e] * kr[e];
+                        pd += Ds[ii * LD + part + P * e] * vr[e];
+                    }
+                    const float sc = row_sum<P>(ps) * a.scale, dp = row_sum<P>(pd);
+                    const bool seen = ii < qn && j < Tk && j < visible(l, q0 + ii, L);
+                    const float p = seen ? __expf(sc - lse_s[ii]) : 0.0f, ds = p * (dp - delta_s[ii]);
+UNROLL
+                    for (int e = 0; e < DPT; e++) {
+                        dv[e] += p * Ds[ii * LD + part + P * e];
+                        dk[e] += ds * Qs[ii * LD + part + P * e];
+                    }
+                }
+            } else {
+                for (int ii = 0; ii < qn; ii++) { /* qn is block-uniform */
+                    const int iq = q0 + ii;
+                    const float *qr = qb_ + (size_t)iq * C, *dor = dob + (size_t)iq * C;
+                    float ps = 0.0f, pd = 0.0f;
+                    if (j < Tk)
+                        for (int d = part; d < hd; d += P) {
+                            ps += rnd(qr[d], a.bf16) * rnd(krow[d], a.bf16);
+                            pd += dor[d] * rnd(vrow[d], a.bf16);
+                        }
+                    const float sc = row_sum<P>(ps) * a.scale, dp = row_sum<P>(pd);
+                    if (j < Tk && j < visible(l, iq, L)) {
+                        const float p = __expf(sc - a.lse[bh * Tq + iq]), ds = p * (dp - a.delta[bh * Tq + iq]);
+                        float *dkr = a.dk ? a.dk + koff : nullptr, *dvr = a.dv ? a.dv + koff : nullptr;
+                        for (int d = part; d < hd; d += P) {
+                            if (dvr) dvr[d] += p * dor[d];
+                            if (dkr) dkr[d] += a.scale * ds * rnd(qr[d], a.bf16);
+                        }
+                    }
+                }
+            }
+        }
+        if constexpr (DPT > 0) {
+            if (j < Tk)
+UNROLL
+                for (int e = 0; e < DPT; e++) {
+                    const int d = part + P * e;
+                    if (d >= hd) continue;
+                    if (a.dv) a.dv[koff + d] += dv[e];
+                    if (a.dk) a.dk[koff + d] += a.scale * dk[e];
+                }
+        }
+    }
+}
+
+/* ---- tensor cores (bf16 mode, hd 32, 64 or 128) ----------------------------------------------------------
+ * The same algorithm with the products on tensor cores through wmma (16 x 16 x 16 bf16 tiles, float
+ * accumulators): four warps of 16 rows a block, tiles of 64 rows of the other side staged in shared memory as
+ * bf16. A warp writes its score tiles to shared memory, where its lanes (two a row) do the softmax in float;
+ * the probabilities (and dS) go back to the tensor cores as bf16, the forward's output rows stay in shared
+ * memory in float (rescaled there when the running max moves). Layout: launch.h's magna_attn_tc_shared_bytes. */
+
+using namespace nvcuda;
+typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> frag_a;
+typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> frag_b;
+typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> frag_bt; /* B^T of a row-major B */
+typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> frag_c;
+
+constexpr int TT = MAGNA_ATTN_TC_TILE, TW = MAGNA_ATTN_TC_BLOCK / 32;
+
+/* rows [r0, r0 + n) of a head's [*, C] matrix as a bf16 tile of TT rows x HD (zeros past n) */
+template <int HD> __device__ __forceinline__ void stage_bf16(__nv_bfloat16 *tile, const float *src, int C, int r0,
+                                                             int n) {
+    for (int e = threadIdx.x; e < TT * HD; e += blockDim.x) {
+        const int r = e / HD, d = e - r * HD;
+        tile[e] = __float2bfloat16(r < n ? src[(size_t)(r0 + r) * C + d] : 0.0f);
+    }
+}
+
+/* out[16 x TT] (float, ld TT) = A[16 x HD] B^T, A rows of a bf16 tile (ld HD), B the TT rows of another */
+template <int HD> __device__ __forceinline__ void tc_abt(float *out, const __nv_bfloat16 *A, const __nv_bfloat16 *B) {
+    for (int j = 0; j < TT / 16; j++) {
+        frag_c c;
+        wmma::fill_fragment(c, 0.0f);
+        for (int kt = 0; kt < HD / 16; kt++) {
+            frag_a fa;
+            frag_bt fb;
+            wmma::load_matrix_sync(fa, A + kt * 16, HD);
+            wmma::load_matrix_sync(fb, B + j * 16 * HD + kt * 16, HD);
+            wmma::mma_sync(c, fa, fb, c);
+        }
+        wmma::store_matrix_sync(out + j * 16, c, TT, wmma::mem_row_major);
+    }
+}
+
+/* acc[nt] (+)= P[16 x TT] (bf16, ld TT) B[TT x HD] (bf16, ld HD), the HD / 16 column tiles of the result */
+template <int HD> __device__ __forceinline__ void tc_pb(frag_c *acc, const __nv_bfloat16 *P, const __nv_bfloat16 *B) {
+    for (int kt = 0; kt < TT / 16; kt++) {
+        frag_a fa;
+        wmma::load_matrix_sync(fa, P + kt * 16, TT);
+        for (int nt = 0; nt < HD / 16; nt++) {
+            frag_b fb;
+            wmma::load_matrix_sync(fb, B + kt * 16 * HD + nt * 16, HD);
+            wmma::mma_sync(acc[nt], fa, fb, acc[nt]);
+        }
+    }
+}
+
+template <int HD> struct tc_smem {
+    __nv_bfloat16 *t[4];   /* the 64 x HD bf16 tiles */
+    float *s[2];           /* this warp's [16][TT] float tiles */
+    __nv_bfloat16 *p[2];   /* this warp's [16][TT] bf16 tiles */
+    float *rows;           /* this warp's [16][HD] float rows */
+    float *lse, *delta;    /* dK/dV: [TT] each */
+    __device__ tc_smem(unsigned char *raw, int kernel, int warp) {
+        unsigned char *base = reinterpret_cast<unsigned char *>((reinterpret_cast<uintptr_t>(raw) + 127) & ~(uintptr_t)127);
+        const int tiles = kernel == 0 ? 3 : 4, sf = kernel == 0 ? 1 : 2, sb = kernel == 2 ? 2 : 1;
+        for (int i = 0; i < 4; i++) t[i] = i < tiles ? reinterpret_cast<__nv_bfloat16 *>(base) + (size_t)i * TT * HD : nullptr;
+        unsigned char *w = base + (size_t)tiles * TT * HD * 2;
+        const size_t per_warp = (size_t)sf * 16 * TT * 4 + (size_t)sb * 16 * TT * 2 + 16 * HD * 4;
+        unsigned char *mine = w + (size_t)warp * per_warp;
+        for (int i = 0; i < 2; i++) s[i] = i < sf ? reinterpret_cast<float *>(mine) + (size_t)i * 16 * TT : nullptr;
+        mine += (size_t)sf * 16 * TT * 4;
+        for (int i = 0; i < 2; i++) p[i] = i < sb ? reinterpret_cast<__nv_bfloat16 *>(mine) + (size_t)i * 16 * TT : nullptr;
+        rows = reinterpret_cast<float *>(mine + (size_t)sb * 16 * TT * 2);
+        lse = reinterpret_cast<float *>(w + (size_t)TW * per_warp);
+        delta = lse + TT;
+    }
+};
+
+template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc_forward_kernel(attn_k a) {
+    MAGNA_DYNAMIC_SHARED(unsigned char, smem);
+    const magna_launch_attention l = a.l;
+    const int Tq = (int)l.tq, Tk = (int)l.tk, C = a.C, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int q0 = (int)magna_attn_q_begin(&l, blockIdx.x), q_last = (int)magna_attn_q_end(&l, blockIdx.x) - 1;
+    const int r = lane / 2, half = lane % 2, i = q0 + warp * 16 + r; /* this lane's row */
+    const tc_smem<HD> sm(smem, 0, warp);
+    __nv_bfloat16 *Qs = sm.t[0], *Ks = sm.t[1], *Vs = sm.t[2];
+    float *S = sm.s[0], *O = sm.rows;
+    __nv_bfloat16 *Pb = sm.p[0];
+    for (int64_t bh = blockIdx.y; bh < l.bh; bh += magna_attn_bh_stride(&l)) {
+        const int b = (int)(bh / a.H), h = (int)(bh % a.H);
+        const int L = a.lengths ? a.lengths[b] : Tk;
+        const int vis = i < Tq ? visible(l, i, L) : 0, kend = visible(l, q_last, L);
+        const float *qb = a.q + (size_t)b * Tq * C + (size_t)h * HD, *kb = a.k + (size_t)b * Tk * C + (size_t)h * HD;
+        const float *vb = a.v + (size_t)b * Tk * C + (size_t)h * HD;
+        __syncthreads(); /* the last slot's tiles are read */
+        stage_bf16<HD>(Qs, qb, C, q0, q_last + 1 - q0);
+        for (int d = half; d < HD; d += 2) O[r * HD + d] = 0.0f;
+        float m = -INFINITY, lsum = 0.0f;
+        for (int k0 = 0; k0 < kend; k0 += TT) {
+            __syncthreads();
+            stage_bf16<HD>(Ks, kb, C, k0, kend - k0 < TT ? kend - k0 : TT);
+            stage_bf16<HD>(Vs, vb, C, k0, kend - k0 < TT ? kend - k0 : TT);
+            __syncthreads();
+            tc_abt<HD>(S, Qs + warp * 16 * HD, Ks);
+            __syncwarp();
+            /* the softmax of row r over this tile: two lanes, half the columns each */
+            float mt = -INFINITY;
+            for (int c = half; c < TT; c += 2) {
+                const float s = k0 + c < vis ? S[r * TT + c] * a.scale : -INFINITY;
+                S[r * TT + c] = s;
+                mt = fmaxf(mt, s);
+            }
+            mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1));
+            const float m_new = fmaxf(m, mt), alpha = m_new == -INFINITY ? 1.0f : __expf(m - m_new);
+            float part = 0.0f;
+            for (int c = half; c < TT; c += 2) {
+                const float p = m_new == -INFINITY ? 0.0f : __expf(S[r * TT + c] - m_new);
+                Pb[r * TT + c] = __float2bfloat16(p);
+                part += p;
+            }
+            part += __shfl_xor_sync(0xffffffffu, part, 1);
+            lsum = lsum * alpha + part, m = m_new;
+            for (int d = half; d < HD; d += 2) O[r * HD + d] *= alpha;
+            __syncwarp();
+            frag_c acc[HD / 16];
+            for (int nt = 0; nt < HD / 16; nt++) wmma::load_matrix_sync(acc[nt], O + nt * 16, HD, wmma::mem_row_major);
+            tc_pb<HD>(acc, Pb, Vs);
+            for (int nt = 0; nt < HD / 16; nt++) wmma::store_matrix_sync(O + nt * 16, acc[nt], HD, wmma::mem_row_major);
+            __syncwarp();
+        }
+        if (i < Tq) {
+            const float inv = lsum > 0.0f ? 1.0f / lsum : 0.0f;
+            float *orow = a.o + ((size_t)b * Tq + i) * C + (size_t)h * HD;
+            for (int d = half; d < HD; d += 2) orow[d] = O[r * HD + d] * inv;
+            if (half == 0) a.lse[bh * Tq + i] = lsum > 0.0f ? m + logf(lsum) : 0.0f;
+        }
+    }
+}
+
+template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc_dq_kernel(attn_k a) {
+    MAGNA_DYNAMIC_SHARED(unsigned char, smem);
+    const magna_launch_attention l = a.l;
+    const int Tq = (int)l.tq, Tk = (int)l.tk, C = a.C, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int q0 = (int)magna_attn_q_begin(&l, blockIdx.x), q_last = (int)magna_attn_q_end(&l, blockIdx.x) - 1;
+    const int r = lane / 2, half = lane % 2, i = q0 + warp * 16 + r;
+    const tc_smem<HD> sm(smem, 1, warp);
+    __nv_bfloat16 *Qs = sm.t[0], *Ds = sm.t[1], *Ks = sm.t[2], *Vs = sm.t[3], *dSb = sm.p[0];
+    float *S = sm.s[0], *DP = sm.s[1], *R = sm.rows;
+    for (int64_t bh = blockIdx.y; bh < l.bh; bh += magna_attn_bh_stride(&l)) {
+        const int b = (int)(bh / a.H), h = (int)(bh % a.H);
+        const int L = a.lengths ? a.lengths[b] : Tk;
+        const int vis = i < Tq ? visible(l, i, L) : 0, kend = visible(l, q_last, L);
+        const size_t head = (size_t)h * HD;
+        const float *kb = a.k + (size_t)b * Tk * C + head, *vb = a.v + (size_t)b * Tk * C + head;
+        const float lse = i < Tq ? a.lse[bh * Tq + i] : 0.0f, delta = i < Tq ? a.delta[bh * Tq + i] : 0.0f;
+        __syncthreads();
+        stage_bf16<HD>(Qs, a.q + (size_t)b * Tq * C + head, C, q0, q_last + 1 - q0);
+        stage_bf16<HD>(Ds, a.dout + (size_t)b * Tq * C + head, C, q0, q_last + 1 - q0);
+        frag_c acc[HD / 16];
+        for (int nt = 0; nt < HD / 16; nt++) wmma::fill_fragment(acc[nt], 0.0f);
+        for (int k0 = 0; k0 < kend; k0 += TT) {
+            __syncthreads();
+            stage_bf16<HD>(Ks, kb, C, k0, kend - k0 < TT ? kend - k0 : TT);
+            stage_bf16<HD>(Vs, vb, C, k0, kend - k0 < TT ? kend - k0 : TT);
+            __syncthreads();
+            tc_abt<HD>(S, Qs + warp * 16 * HD, Ks);
+            tc_abt<HD>(DP, Ds + warp * 16 * HD, Vs);
+            __syncwarp();
+            for (int c = half; c < TT; c += 2) {
+                const float p = k0 + c < vis ? __expf(S[r * TT + c] * a.scale - lse) : 0.0f;
+                dSb[r * TT + c] = __float2bfloat16(p * (DP[r * TT + c] - delta));
+            }
+            __syncwarp();
+            tc_pb<HD>(acc, dSb, Ks);
+        }
+        for (int nt = 0; nt < HD / 16; nt++) wmma::store_matrix_sync(R + nt * 16, acc[nt], HD, wmma::mem_row_major);
+        __syncwarp();
+        if (i < Tq) {
+            float *dq = a.dq + ((size_t)b * Tq + i) * C + head;
+            for (int d = half; d < HD; d += 2) dq[d] += a.scale * R[r * HD + d];
+        }
+    }
+}
+
+template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc_dkv_kernel(attn_k a) {
+    MAGNA_DYNAMIC_SHARED(unsigned char, smem);
+    const magna_launch_attention l = a.l;
+    const int Tq = (int)l.tq, Tk = (int)l.tk, C = a.C, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int k0 = (int)magna_attn_k_begin(&l, blockIdx.x), k_end = (int)magna_attn_k_end(&l, blockIdx.x);
+    const int qb = (int)magna_attn_kv_q_begin(&l, blockIdx.x);
+    const int r = lane / 2, half = lane % 2, j = k0 + warp * 16 + r; /* this lane's key */
+    const tc_smem<HD> sm(smem, 2, warp);
+    __nv_bfloat16 *Kb = sm.t[0], *Vb = sm.t[1], *Qs = sm.t[2], *Ds = sm.t[3], *Pt = sm.p[0], *dSt = sm.p[1];
+    float *St = sm.s[0], *DPt = sm.s[1], *R = sm.rows;
+    for (int64_t bh = blockIdx.y; bh < l.bh; bh += magna_attn_bh_stride(&l)) {
+        const int b = (int)(bh / a.H), h = (int)(bh % a.H);
+        const int L = a.lengths ? a.lengths[b] : Tk;
+        if (k0 >= L) continue; /* block-uniform: no query sees these keys */
+        const size_t head = (size_t)h * HD;
+        const float *q = a.q + (size_t)b * Tq * C + head, *dout = a.dout + (size_t)b * Tq * C + head;
+        __syncthreads();
+        stage_bf16<HD>(Kb, a.k + (size_t)b * Tk * C + head, C, k0, k_end - k0);
+        stage_bf16<HD>(Vb, a.v + (size_t)b * Tk * C + head, C, k0, k_end - k0);
+        frag_c dk[HD / 16], dv[HD / 16];
+        for (int nt = 0; nt < HD / 16; nt++) wmma::fill_fragment(dk[nt], 0.0f), wmma::fill_fragment(dv[nt], 0.0f);
+        for (int q0 = qb; q0 < Tq; q0 += TT) {
+            const int qn = Tq - q0 < TT ? Tq - q0 : TT;
+            __syncthreads();
+            stage_bf16<HD>(Qs, q, C, q0, qn);
+            stage_bf16<HD>(Ds, dout, C, q0, qn);
+            for (int c = threadIdx.x; c < TT; c += blockDim.x) {
+                sm.lse[c] = c < qn ? a.lse[bh * Tq + q0 + c] : 0.0f;
+                sm.delta[c] = c < qn ? a.delta[bh * Tq + q0 + c] : 0.0f;
+            }
+            __syncthreads();
+            tc_abt<HD>(St, Kb + warp * 16 * HD, Qs); /* S^T: this warp's keys x the tile's queries */
+            tc_abt<HD>(DPt, Vb + warp * 16 * HD, Ds);
+            __syncwarp();
+            for (int c = half; c < TT; c += 2) {
+                const bool seen = c < qn && j < Tk && j < visible(l, q0 + c, L);
+                const float p = seen ? __expf(St[r * TT + c] * a.scale - sm.lse[c]) : 0.0f;
+                Pt[r * TT + c] = __float2bfloat16(p);
+                dSt[r * TT + c] = __float2bfloat16(p * (DPt[r * TT + c] - sm.delta[c]));
+            }
+            __syncwarp();
+            tc_pb<HD>(dv, Pt, Ds);
+            tc_pb<HD>(dk, dSt, Qs);
+        }
+        const size_t krow = ((size_t)b * Tk + (j < Tk ? j : 0)) * C + head;
+        for (int pass = 0; pass < 2; pass++) {
+            float *dst = pass ? a.dk : a.dv;
+            __syncwarp();
+            for (int nt = 0; nt < HD / 16; nt++)
+                wmma::store_matrix_sync(R + nt * 16, pass ? dk[nt] : dv[nt], HD, wmma::mem_row_major);
+            __syncwarp();
+            if (dst && j < Tk)
+                for (int d = half; d < HD; d += 2) dst[krow + d] += (pass ? a.scale : 1.0f) * R[r * HD + d];
+        }
+    }
+}
+
+attn_k attn_args_of(const magna_cuda_attention_args *x) {
+    attn_k a = {};
+    const int hd = x->heads > 0 ? x->C / x->heads : 0;
+    a.tc = x->bf16 && magna_attn_tc_fits(hd);
+    a.l = a.tc ? magna_launch_attn_tc((int64_t)x->B * x->heads, x->Tq, x->Tk, hd, x->causal)
+               : magna_launch_attn((int64_t)x->B * x->heads, x->Tq, x->Tk, hd, x->causal);
+    a.q = x->q, a.k = x->k, a.v = x->v, a.lengths = x->key_lengths;
+    a.H = x->heads, a.C = x->C, a.bf16 = x->bf16;
+    a.scale = hd > 0 ? 1.0f / sqrtf((float)hd) : 1.0f;
+    return a;
+}
+
+/* one of the three tiled kernels at the launch's register size (launch.h's dpt) */
+#define ATTN_DISPATCH(kernel, grid_x)                                                                                \
+    do {                                                                                                             \
+        const dim3 grid(grid_x, a.l.grid_y), block(a.l.block);                                                       \
+        const size_t sh = magna_attn_shared_bytes(&a.l);                                                             \
+        switch (a.l.dpt) {                                                                                           \
+        case 4: return magna_cuda_launch(grid, block, sh, stream, kernel<4, 4>, a);                                  \
+        case 8: return magna_cuda_launch(grid, block, sh, stream, kernel<8, 4>, a);                                  \
+        case 16: return magna_cuda_launch(grid, block, sh, stream, kernel<16, 4>, a);                                \
+        case 32: return magna_cuda_launch(grid, block, sh, stream, kernel<32, 4>, a);                                \
+        case 0: return magna_cuda_launch(grid, block, sh, stream, kernel<0, MAGNA_LAUNCH_WARP>, a);                  \
+        default: return cudaErrorInvalidValue;                                                                       \
+        }                                                                                                            \
+    } while (0)
+
+/* the tensor-core kernels ask for more than the default 48 KiB of shared memory */
+template <class K> int tc_launch(dim3 grid, size_t shared, void *stream, K kernel, const attn_k &a) {
+    const int err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shared);
+    if (err != cudaSuccess) return err;
+    return magna_cuda_launch(grid, dim3(MAGNA_ATTN_TC_BLOCK), shared, stream, kernel, a);
+}
+
+#define ATTN_TC_DISPATCH(kernel, grid_x, which)                                                                      \
+    do {                                                                                                             \
+        const dim3 grid(grid_x, a.l.grid_y);                                                                         \
+        const size_t sh = magna_attn_tc_shared_bytes(a.l.hd, which);                                                 \
+        switch (a.l.hd) {                                                                                            \
+        case 32: return tc_launch(grid, sh, stream, kernel<32>, a);                                                  \
+        case 64: return tc_launch(grid, sh, stream, kernel<64>, a);                                                  \
+        case 128: return tc_launch(grid, sh, stream, kernel<128>, a);                                                \
+        default: return cudaErrorInvalidValue;                                                                       \
+        }                                                                                                            \
+    } while (0)
+
+int launch_forward(const attn_k &a, void *stream) {
+    if (a.tc) ATTN_TC_DISPATCH(attn_tc_forward_kernel, a.l.grid_x, 0);
+    ATTN_DISPATCH(attn_forward_kernel, a.l.grid_x);
+}
+int launch_dq(const attn_k &a, void *stream) {
+    if (a.tc) ATTN_TC_DISPATCH(attn_tc_dq_kernel, a.l.grid_x, 1);
+    ATTN_DISPATCH(attn_dq_kernel, a.l.grid_x);
+}
+int launch_dkv(const attn_k &a, void *stream) {
+    if (a.tc) ATTN_TC_DISPATCH(attn_tc_dkv_kernel, a.l.kv_grid_x, 2);
+    ATTN_DISPATCH(attn_dkv_kernel, a.l.kv_grid_x);
+}
+
+} // namespace
+
+extern "C" int magna_cuda_attention_forward(const magna_cuda_attention_args *args, float *out, float *lse,
+                                            void *stream) {
+    attn_k a = attn_args_of(args);
+    if (!a.tc && a.l.tile_k != KT) return cudaErrorInvalidValue;
+    if (a.l.grid_x == 0) return cudaSuccess; /* no query, head or batch: out is empty */
+    a.o = out, a.lse = lse;
+    return launch_forward(a, stream);
+}
+
+extern "C" int magna_cuda_attention_backward(const magna_cuda_attention_args *args, const float *out,
+                                             const float *dout, const float *lse, float *delta, float *dq, float *dk,
+                                             float *dv, void *stream) {
+    attn_k a = attn_args_of(args);
+    if (!a.tc && a.l.tile_k != KT) return cudaErrorInvalidValue;
+    if (a.l.grid_x == 0 || (!dq && !dk && !dv)) return cudaSuccess;
+    a.out = out, a.dout = dout, a.delta = delta, a.dq = dq, a.dk = dk, a.dv = dv;
+    a.lse = const_cast<float *>(lse); /* only forward writes it */
+    /* a warp a row for any hd: the row launch's warp-per-row shape (columns capped at a warp's 1024) */
+    const int64_t cols = a.l.hd < 1024 ? a.l.hd : 1024;
+    const magna_launch_rows r = magna_launch_rowwise(a.l.bh * a.l.tq, cols);
+    int err = magna_cuda_launch(dim3(r.grid), dim3(r.block), 0, stream, attn_delta_kernel, a, r);
+    if (err == cudaSuccess && dq) err = launch_dq(a, stream);
+    if (err == cudaSuccess && (dk || dv) && a.l.kv_grid_x > 0) err = launch_dkv(a, stream);
+    return err;
+}

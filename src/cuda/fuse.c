@@ -1,0 +1,78 @@
+/* fuse.c — at compile, pairs of nodes on a CUDA graph whose forward runs as one kernel (fused.cu):
+ *
+ *   bias + GELU:            h = add(a, bias[N]) -> gelu(h)   (a dense layer with a GELU activation)
+ *   residual + layer norm:  x1 = add(a, r) -> layer_norm(x1) (a pre-LN block's residual stream)
+ *
+ * The second node's forward writes both outputs and the first's forward does nothing; backward is each
+ * node's own (it reads the values the fused kernel wrote, as planned). Conditions keep it exact: the add
+ * feeds only the GELU (bias + GELU), or the layer norm comes right after the add in the order (so nothing
+ * reads x1 before it is written); shapes are the plain ones the kernels take. Anything else runs unfused. */
+#include "ops.h"
+
+#include "kernels.h"
+#include "ops_glue.h"
+
+#include <stdlib.h>
+
+static magna_status skip_forward(magna_graph *g, magna_node *n) {
+    (void)g, (void)n;
+    return MAGNA_OK;
+}
+
+static magna_status bias_gelu_forward(magna_graph *g, magna_node *n) {
+    const magna_node *h = n->in[0], *a = h->in[0], *bias = h->in[1];
+    const int64_t N = bias->shape[0], rows = h->numel / N;
+    const int e = magna_cuda_bias_gelu_forward(n->op == OP_GELU_TANH, fval(a), fval(bias), rows, N, fval(h), fval(n),
+                                               cuda_stream(g));
+    return cuda_fail(g, e, "bias + gelu forward");
+}
+
+static magna_status add_layer_norm_forward(magna_graph *g, magna_node *n) {
+    const magna_node *x1 = n->in[0], *a = x1->in[0], *r = x1->in[1];
+    const magna_node *gamma = n->ip[0] ? n->in[1] : NULL, *beta = n->ip[1] ? n->in[1 + (n->ip[0] ? 1 : 0)] : NULL;
+    const int64_t D = x1->shape[x1->ndim - 1], rows = x1->numel / D;
+    float *mean = (float *)n->saved;
+    const int e = magna_cuda_add_layer_norm_forward(fval(a), fval(r), gamma ? fval(gamma) : NULL,
+                                                    beta ? fval(beta) : NULL, n->fp[0], rows, D, fval(x1), fval(n),
+                                                    mean, mean + rows, cuda_stream(g));
+    return cuda_fail(g, e, "residual + layer_norm forward");
+}
+
+static bool same_shape(const magna_node *a, const magna_node *b) {
+    if (a->ndim != b->ndim) return false;
+    for (int d = 0; d < a->ndim; d++)
+        if (a->shape[d] != b->shape[d]) return false;
+    return true;
+}
+
+/* consumers of node p among the live op nodes */
+static int consumers(const magna_graph *g, const magna_node *p) {
+    int count = 0;
+    for (int k = 0; k < g->n_order; k++)
+        for (int j = 0; j < g->order[k]->n_in; j++) count += g->order[k]->in[j] == p;
+    return count;
+}
+
+static bool is_f32_add(const magna_node *p) {
+    return p->kind == NODE_OP && p->op == OP_ADD && p->dtype == MAGNA_F32 && !p->keep && p->n_in == 2 &&
+           p->in[0]->dtype == MAGNA_F32 && p->in[1]->dtype == MAGNA_F32;
+}
+
+int cuda_graph_fuse(magna_graph *g, magna_cuda_op *ops) {
+    if (getenv("MAGNA_CUDA_NO_FUSE")) return 0; /* for comparing fused and unfused runs */
+    int fused = 0;
+    for (int k = 1; k < g->n_order; k++) {
+        magna_node *n = g->order[k], *p = n->in[0];
+        if (n->n_in < 1 || !is_f32_add(p)) continue;
+        if ((n->op == OP_GELU || n->op == OP_GELU_TANH) && same_shape(p->in[0], p) && p->in[1]->ndim == 1 &&
+            p->in[1]->shape[0] == p->shape[p->ndim - 1] && consumers(g, p) == 1) {
+            ops[p->id].forward = skip_forward, ops[n->id].forward = bias_gelu_forward;
+            fused++;
+        } else if (n->op == OP_LAYER_NORM && g->order[k - 1] == p && same_shape(p->in[0], p) &&
+                   same_shape(p->in[1], p) && n->saved_bytes >= 2 * (p->numel / p->shape[p->ndim - 1]) * sizeof(float)) {
+            ops[p->id].forward = skip_forward, ops[n->id].forward = add_layer_norm_forward;
+            fused++;
+        }
+    }
+    return fused;
+}
