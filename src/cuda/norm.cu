@@ -3,10 +3,9 @@
  *
  * Layer norm: rows (launch.h's row launch: a warp per row up to 1024 columns, a block per row beyond; float4
  * accesses when D % 4 == 0 and the rows are aligned), the mean and then the variance about it (two passes, as the
- * CPU), mean and 1/std kept in `saved`. Backward's dx
- * is the same row pattern; dgamma and dbeta are column sums over the rows, done without atomics: a block per
- * (32 columns, slice of rows) writes its partial sums into the workspace, and a second kernel adds the
- * slices up in order. Batch norm: a block per channel reduces its N H W values (double partials, a fixed
+ * CPU), mean and 1/std kept in `saved`. Backward's dx is the same row pattern; dgamma and dbeta are column
+ * sums over the rows, done without atomics: a block per (32 columns, slice of rows) writes its partial sums into
+ * the workspace, and a second kernel adds the slices up in order. Batch norm: a block per channel reduces its N H W values (double partials, a fixed
  * tree: the same bits every run), then normalises them; running statistics updated by the block's first
  * thread exactly as the CPU does. */
 #include "compat.h"
