@@ -9,6 +9,13 @@
  *   - SIGSTOP of one rank: the deadline fires, the error names the rank and the step, no process left;
  *   - `mpiexec -n 2 magna train` gives the test figures of `magna train --batch 2B`, written once; stopped
  *     with --steps, it resumes in one process with --batch 2B and ends as that run does.
+ * Built again with the CUDA emulator (test_dist_cuda_emu, linked with magna_emu), it tests data parallel on
+ * (emulated) CUDA graphs instead, NCCL emulated with MPI:
+ *   - 2 ranks x B on CUDA (fp32) give the weights of 1 process x 2B on the cpu, over NCCL and over the host
+ *     path (MAGNA_DIST_NO_NCCL=1), and the same global loss; rank 0 says which path;
+ *   - ZeRO 1 on CUDA is refused by set_dist and by compile, with the reason;
+ *   - `mpiexec -n 2 magna-emu train --device cuda --fp32` gives the figures of `magna train --batch 2B` on the
+ *     cpu; with --zero1 it ends at once with the refusal.
  * Skipped (exit 77, ctest's SKIP_RETURN_CODE) when the build has no MPI, after checking that the dist API
  * then says so. */
 #include "check.h"
@@ -49,18 +56,29 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static magna_model *make_model(int64_t batch) {
+static magna_model *new_model(int64_t batch) {
     magna_model *m = magna_model_new(7, batch);
     magna_model_input(m, "x", MAGNA_F32, 1, SHAPE(FEATURES));
     magna_model_sequential(m, (magna_layer_spec[]){MAGNA_DENSE(32, MAGNA_ACT_TANH), MAGNA_DENSE(1, MAGNA_ACT_NONE)}, 2);
-    if (magna_model_compile(m, &(magna_compile_opts){.loss = MAGNA_LOSS_MSE,
-                                                     .optimizer = {.kind = MAGNA_ADAM, .lr = 1e-2f},
-                                                     .metrics = MAGNA_METRIC_MAE}) != MAGNA_OK) {
+    return m;
+}
+
+static magna_compile_opts compile_opts(magna_device device) {
+    return (magna_compile_opts){.loss = MAGNA_LOSS_MSE, .optimizer = {.kind = MAGNA_ADAM, .lr = 1e-2f},
+                                .metrics = MAGNA_METRIC_MAE, .device = device, .fp32 = true};
+}
+
+static magna_model *make_model_on(int64_t batch, magna_device device) {
+    magna_model *m = new_model(batch);
+    const magna_compile_opts o = compile_opts(device);
+    if (magna_model_compile(m, &o) != MAGNA_OK) {
         printf("compile: %s\n", magna_model_errmsg(m));
         exit(3);
     }
     return m;
 }
+
+static magna_model *make_model(int64_t batch) { return make_model_on(batch, MAGNA_DEVICE_CPU); }
 
 static void write_file(const char *dir, const char *name, const void *p, size_t bytes) {
     char path[512];
@@ -84,14 +102,15 @@ static bool read_file(const char *dir, const char *name, void *p, size_t bytes) 
 
 /* ---- the workers (under mpiexec) ------------------------------------------------------------------ */
 
-/* equiv DIR TAG ZERO1: trains K steps data parallel; rank 0 writes the weights and the global loss, every
- * rank its optimizer memory. */
-static int worker_equiv(const char *dir, const char *tag, bool zero1) {
+/* equiv DIR TAG ZERO1 [cuda]: trains K steps data parallel (on the CUDA device with "cuda"); rank 0 writes the
+ * weights and the global loss, every rank its optimizer memory. */
+static int worker_equiv(const char *dir, const char *tag, bool zero1, bool cuda) {
     magna_error err;
     magna_dist *d = magna_dist_init(&(magna_dist_opts){.timeout = 30, .zero1 = zero1, .bucket_bytes = 1024}, &err);
     if (!d) return printf("dist init: %s\n", err.message), 3;
-    magna_model *m = make_model(BATCH);
-    magna_model_set_dist(m, d);
+    magna_model *m = make_model_on(BATCH, cuda ? MAGNA_DEVICE_CUDA : MAGNA_DEVICE_CPU);
+    if (magna_model_set_dist(m, d) != MAGNA_OK) return printf("set_dist: %s\n", magna_model_errmsg(m)), 3;
+    if (magna_dist_rank(d) == 0) printf("gradients by %s\n", magna_dist_grad_path(d, magna_model_graph(m)));
     magna_history h = {0};
     magna_dataset data = {.rows = ROWS, .x = X, .y = Y};
     if (magna_model_fit(m, &data, NULL, &(magna_fit_opts){.epochs = EPOCHS, .verbose = 1}, &h) != MAGNA_OK)
@@ -177,6 +196,30 @@ static int worker_bad(const char *dir, const char *kind) {
     return 0; /* not reached: fit ends the job */
 }
 
+/* zero1_cuda DIR: ZeRO 1 on a CUDA model, refused by set_dist after compile and by compile after set_dist. 0 when
+ * both say why, as they should. */
+static int worker_zero1_cuda(void) {
+    magna_error err;
+    magna_dist *d = magna_dist_init(&(magna_dist_opts){.timeout = 30, .zero1 = true}, &err);
+    if (!d) return printf("dist init: %s\n", err.message), 3;
+    const char *why = "ZeRO 1 (--zero1) shards the optimizer state on the cpu only; on cuda, train data parallel "
+                      "without it";
+    magna_model *m = make_model_on(BATCH, MAGNA_DEVICE_CUDA);
+    const magna_status a = magna_model_set_dist(m, d);
+    printf("set_dist: %s\n", magna_model_errmsg(m));
+    const bool ok_a = a == MAGNA_ERR_UNSUPPORTED && strstr(magna_model_errmsg(m), why);
+    magna_model_free(m);
+    m = new_model(BATCH);
+    const magna_status b = magna_model_set_dist(m, d);
+    const magna_compile_opts o = compile_opts(MAGNA_DEVICE_CUDA);
+    const magna_status c = magna_model_compile(m, &o);
+    printf("compile: %s\n", magna_model_errmsg(m));
+    const bool ok_b = b == MAGNA_OK && c == MAGNA_ERR_UNSUPPORTED && strstr(magna_model_errmsg(m), why);
+    magna_model_free(m);
+    magna_dist_finalize(d);
+    return ok_a && ok_b ? 0 : 1;
+}
+
 typedef struct long_run {
     const char *dir;
     magna_dist *d;
@@ -254,13 +297,14 @@ static pid_t launch(int ranks, const char *log, const char *const *args) {
     return pid;
 }
 
-/* The magna command (next to this test) under mpiexec, or alone when ranks is 0. */
-static pid_t launch_cli(int ranks, const char *log, const char *const *args) {
+/* The magna command (PROG, next to this test: magna, or magna-emu on the emulated CUDA device) under
+ * mpiexec, or alone when ranks is 0. */
+static pid_t launch_prog(const char *prog, int ranks, const char *log, const char *const *args) {
     char np[16], path[512], magna[4200];
     snprintf(np, sizeof np, "%d", ranks);
     snprintf(path, sizeof path, "%s/%s", dir, log);
     snprintf(magna, sizeof magna, "%s", self);
-    snprintf(strrchr(magna, '/'), sizeof magna - (size_t)(strrchr(magna, '/') - magna), "/magna");
+    snprintf(strrchr(magna, '/'), sizeof magna - (size_t)(strrchr(magna, '/') - magna), "/%s", prog);
     const char *argv[24];
     int n = 0;
     if (ranks) argv[n++] = MAGNA_MPIEXEC, argv[n++] = "-n", argv[n++] = np;
@@ -282,6 +326,10 @@ static pid_t launch_cli(int ranks, const char *log, const char *const *args) {
         _exit(127);
     }
     return pid;
+}
+
+static pid_t launch_cli(int ranks, const char *log, const char *const *args) {
+    return launch_prog("magna", ranks, log, args);
 }
 
 /* Waits up to `seconds` for the launcher; on time-out kills its process group. Returns the wait status, or -1. */
@@ -545,7 +593,7 @@ static pid_t start_long(const char *log, double timeout, int64_t pids[2]) {
 /* An error only some ranks meet ends the whole job at once, with the error, and no process left. */
 static void test_rank_errors(void) {
     const char *kinds[] = {"rows", "nan"};
-    const char *expect[] = {"fit: training rows, batch, params, states and seed differ: this rank has 199",
+    const char *expect[] = {"fit: training rows, batch, params, states, seed and device differ: this rank has 199",
                             "fit: the loss is nan at epoch 1, step 1"};
     for (int k = 0; k < 2; k++) {
         char log[32];
@@ -655,10 +703,100 @@ static void test_cli(void) {
     if (check_failed) show_log("cli3.log"), show_log("cli4.log");
 }
 
+/* ---- data parallel on the (emulated) CUDA device: test_dist_emu --cuda ------------------------------------- */
+
+/* 2 ranks x BATCH on CUDA against 1 process x 2 BATCH on the cpu, over NCCL and over the host path. */
+static void test_cuda_same_weights(void) {
+    magna_model *m = make_model(2 * BATCH);
+    magna_history h = {0};
+    magna_dataset data = {.rows = ROWS, .x = X, .y = Y};
+    CHECK(magna_model_fit(m, &data, NULL, &(magna_fit_opts){.epochs = EPOCHS}, &h) == MAGNA_OK, "%s",
+          magna_model_errmsg(m));
+    size_t n;
+    const float *w1 = magna_graph_params(magna_model_graph(m), &n);
+    float *w2 = malloc(n * sizeof *w2);
+    const double loss1 = h.epochs[h.count - 1].train.loss, mae1 = h.epochs[h.count - 1].train.mae;
+    for (int path = 0; path < 2; path++) {
+        const char *tag = path ? "cuda-host" : "cuda-nccl", *log = path ? "cuda-host.log" : "cuda-nccl.log";
+        if (path) setenv("MAGNA_DIST_NO_NCCL", "1", 1);
+        const int st = wait_for(launch(2, log, (const char *[]){"equiv_cuda", dir, tag, NULL}), 120);
+        unsetenv("MAGNA_DIST_NO_NCCL");
+        CHECK(st == 0, "%s: 2 ranks on cuda: mpiexec status %d", tag, st);
+        CHECK(log_has(log, "data parallel: 2 ranks x batch 16 = global batch 32") &&
+                  log_has(log, "one GPU per rank (device 0 here), gradients by ") &&
+                  log_has(log, path ? "gradients by MPI over host memory (MAGNA_DIST_NO_NCCL" : "gradients by NCCL on the GPUs"),
+              "%s: rank 0 describes the setup and the gradients' path", tag);
+        double r[3] = {0};
+        if (read_file(dir, path ? "cuda-host.params" : "cuda-nccl.params", w2, n * sizeof *w2) &&
+            read_file(dir, path ? "cuda-host.results" : "cuda-nccl.results", r, sizeof r)) {
+            double max_w = 0;
+            for (size_t i = 0; i < n; i++) max_w = fmax(max_w, fabs((double)w1[i]));
+            const double dw = max_abs_diff(w1, w2, n);
+            printf("  %s: 2 ranks x batch %d on cuda (fp32) vs 1 process x batch %d on the cpu after %d Adam steps: "
+                   "max |dw| = %.3g (max |w| %.3g)\n", tag, BATCH, 2 * BATCH, STEPS, dw, max_w);
+            CHECK(dw <= 2e-6, "%s: weights differ by %g", tag, dw);
+            CHECK(r[2] == STEPS, "%s: %g steps, not %d", tag, r[2], STEPS);
+            CHECK(fabs(r[0] - loss1) <= 1e-5 * fabs(loss1), "%s: global loss %.9g vs one process %.9g", tag, r[0], loss1);
+            CHECK(fabs(r[1] - mae1) <= 1e-5 * fabs(mae1), "%s: global mae %.9g vs one process %.9g", tag, r[1], mae1);
+        } else {
+            CHECK(false, "%s: the workers' weights and results", tag);
+        }
+        if (check_failed) show_log(log);
+    }
+    free(w2);
+    magna_history_free(&h);
+    magna_model_free(m);
+
+    const int st = wait_for(launch(2, "zero1-cuda.log", (const char *[]){"zero1_cuda", dir, NULL}), 60);
+    CHECK(st == 0, "ZeRO 1 on cuda: the refusals (status %d)", st);
+    if (st != 0) show_log("zero1-cuda.log");
+}
+
+/* `mpiexec -n 2 magna-emu train --device cuda --fp32`: the figures of `magna-emu train --batch 32` on the cpu;
+ * --zero1 on cuda: refused at once, with the reason, status non-zero. */
+static void test_cli_cuda(void) {
+    char model[4200], out2[512], out1[512], l2[4096] = "", l1[4096] = "";
+    snprintf(model, sizeof model, "%s", __FILE__);
+    *strrchr(model, '/') = 0;
+    snprintf(strrchr(model, '/'), sizeof model - (size_t)(strrchr(model, '/') - model), "/models/iris-mlp.ini");
+    snprintf(out2, sizeof out2, "%s/clicuda2", dir);
+    snprintf(out1, sizeof out1, "%s/clicuda1", dir);
+    int st = wait_for(launch_prog("magna-emu", 2, "clicuda2.log",
+                                  (const char *[]){"train", model, "--epochs", "3", "--timeout", "60", "--device", "cuda",
+                                                   "--fp32", "--out", out2, NULL}),
+                      120);
+    CHECK(st == 0, "mpiexec -n 2 magna-emu train --device cuda: status %d", st);
+    st = wait_for(launch_prog("magna-emu", 0, "clicuda1.log", /* (its cpu: the library's cpu code) */
+                              (const char *[]){"train", model, "--epochs", "3", "--batch", "32", "--out", out1, NULL}),
+                  60);
+    CHECK(st == 0, "magna train --batch 32: status %d", st);
+    CHECK(log_line("clicuda2.log", "test_loss=", l2, sizeof l2) && log_line("clicuda1.log", "test_loss=", l1, sizeof l1),
+          "the key=value lines");
+    printf("  2 ranks on cuda: %s  1 process on the cpu: %s", l2, l1);
+    CHECK(strstr(l2, "ranks=2 ") && strstr(l1, "ranks=1 "), "ranks in the key=value lines");
+    if (strstr(l2, " best_epoch=")) *strstr(l2, " best_epoch=") = 0;
+    if (strstr(l1, " best_epoch=")) *strstr(l1, " best_epoch=") = 0;
+    CHECK(strcmp(l1, l2) == 0, "2 ranks x 16 on cuda gave '%s', 1 x 32 on the cpu gave '%s'", l2, l1);
+    CHECK(count_lines("clicuda2.log", "test_loss=") == 1, "rank 0 alone prints the results");
+    CHECK(log_has("clicuda2.log", "gradients by NCCL on the GPUs"), "the setup line names NCCL");
+    if (st != 0 || check_failed) show_log("clicuda2.log");
+
+    st = wait_for(launch_prog("magna-emu", 2, "clizero.log",
+                              (const char *[]){"train", model, "--epochs", "3", "--device", "cuda", "--zero1", "--out",
+                                               out2, NULL}),
+                  60);
+    CHECK(st != 0 && st != -1, "--zero1 on cuda: status %d", st);
+    CHECK(log_has("clizero.log", "ZeRO 1 (--zero1) shards the optimizer state on the cpu only"), "--zero1: the reason");
+    if (check_failed) show_log("clizero.log");
+}
+
 int main(int argc, char **argv) {
     make_data();
     if (argc >= 4 && strcmp(argv[1], "--worker") == 0) {
-        if (strcmp(argv[2], "equiv") == 0 && argc == 6) return worker_equiv(argv[3], argv[4], atoi(argv[5]) != 0);
+        if (strcmp(argv[2], "equiv") == 0 && argc == 6)
+            return worker_equiv(argv[3], argv[4], atoi(argv[5]) != 0, false);
+        if (strcmp(argv[2], "equiv_cuda") == 0 && argc == 5) return worker_equiv(argv[3], argv[4], false, true);
+        if (strcmp(argv[2], "zero1_cuda") == 0 && argc == 4) return worker_zero1_cuda();
         if (strcmp(argv[2], "long") == 0 && argc == 5) return worker_long(argv[3], atof(argv[4]));
         if (strcmp(argv[2], "bad") == 0 && argc == 5) return worker_bad(argv[3], argv[4]);
         if (strcmp(argv[2], "ckpt") == 0 && argc == 7) return worker_ckpt(argv[3], argv[4], atoll(argv[5]), argv[6]);
@@ -679,12 +817,21 @@ int main(int argc, char **argv) {
     snprintf(dir, sizeof dir, "/tmp/magna-test-dist-XXXXXX");
     if (!mkdtemp(dir)) return printf("test_dist: mkdtemp: %s\n", strerror(errno)), 1;
     const double t0 = now_s();
-    test_same_weights_as_one_process();
-    test_resume_across_ranks();
-    test_rank_errors();
-    test_kill9();
-    test_sigstop();
-    test_cli();
+#ifdef MAGNA_CUDA_EMU /* test_dist_cuda_emu: the CUDA half (the cpu half is test_dist's) */
+    if (true) {
+#else
+    if (false) {
+#endif
+        test_cuda_same_weights();
+        test_cli_cuda();
+    } else {
+        test_same_weights_as_one_process();
+        test_resume_across_ranks();
+        test_rank_errors();
+        test_kill9();
+        test_sigstop();
+        test_cli();
+    }
     printf("  (%.1f s)\n", now_s() - t0);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
