@@ -13,6 +13,8 @@
  * (emulated) CUDA graphs instead, NCCL emulated with MPI:
  *   - 2 ranks x B on CUDA (fp32) give the weights of 1 process x 2B on the cpu, over NCCL and over the host
  *     path (MAGNA_DIST_NO_NCCL=1), and the same global loss; rank 0 says which path;
+ *   - batch norm and dropout, 2 ranks on CUDA against 2 ranks on the cpu: the same weights and states (the
+ *     statistics averaged at each epoch's end through the host mirrors), the same on both ranks;
  *   - ZeRO 1 on CUDA is refused by set_dist and by compile, with the reason;
  *   - `mpiexec -n 2 magna-emu train --device cuda --fp32` gives the figures of `magna train --batch 2B` on the
  *     cpu; with --zero1 it ends at once with the refusal.
@@ -194,6 +196,38 @@ static int worker_bad(const char *dir, const char *kind) {
     magna_model_free(m);
     magna_dist_finalize(d);
     return 0; /* not reached: fit ends the job */
+}
+
+/* bn DIR TAG cpu|cuda: 2 ranks train a model with batch norm and dropout (fp32 on cuda); each rank writes its
+ * weights and states (the batch-norm statistics, averaged over the ranks at each epoch's end). */
+static int worker_bn(const char *dir, const char *tag, bool cuda) {
+    magna_error err;
+    magna_dist *d = magna_dist_init(&(magna_dist_opts){.timeout = 30}, &err);
+    if (!d) return printf("dist init: %s\n", err.message), 3;
+    magna_model *m = magna_model_new(7, BATCH);
+    magna_model_input(m, "x", MAGNA_F32, 1, SHAPE(FEATURES));
+    magna_model_sequential(m, (magna_layer_spec[]){MAGNA_DENSE(32, MAGNA_ACT_TANH), MAGNA_BATCH_NORM(),
+                                                   MAGNA_DROPOUT(0.2f), MAGNA_DENSE(1, MAGNA_ACT_NONE)}, 4);
+    const magna_compile_opts o = compile_opts(cuda ? MAGNA_DEVICE_CUDA : MAGNA_DEVICE_CPU);
+    if (magna_model_compile(m, &o) != MAGNA_OK) return printf("compile: %s\n", magna_model_errmsg(m)), 3;
+    if (magna_model_set_dist(m, d) != MAGNA_OK) return printf("set_dist: %s\n", magna_model_errmsg(m)), 3;
+    magna_dataset data = {.rows = ROWS, .x = X, .y = Y};
+    if (magna_model_fit(m, &data, NULL, &(magna_fit_opts){.epochs = EPOCHS}, NULL) != MAGNA_OK)
+        return printf("fit: %s\n", magna_model_errmsg(m)), 3;
+    size_t np, ns;
+    const float *w = magna_graph_params(magna_model_graph(m), &np);
+    char name[128];
+    snprintf(name, sizeof name, "%s.params.%d", tag, magna_dist_rank(d));
+    write_file(dir, name, w, np * sizeof *w);
+    const float *st = magna_graph_states(magna_model_graph(m), &ns);
+    snprintf(name, sizeof name, "%s.states.%d", tag, magna_dist_rank(d));
+    write_file(dir, name, st, ns * sizeof *st);
+    const int64_t counts[2] = {(int64_t)np, (int64_t)ns};
+    snprintf(name, sizeof name, "%s.counts", tag);
+    write_file(dir, name, counts, sizeof counts);
+    magna_model_free(m);
+    magna_dist_finalize(d);
+    return 0;
 }
 
 /* zero1_cuda DIR: ZeRO 1 on a CUDA model, refused by set_dist after compile and by compile after set_dist. 0 when
@@ -752,6 +786,47 @@ static void test_cuda_same_weights(void) {
     if (st != 0) show_log("zero1-cuda.log");
 }
 
+/* Batch norm and dropout, 2 ranks on cuda against 2 ranks on the cpu: the same weights and states (the
+ * statistics averaged at each epoch's end on the host mirrors, after the device's were brought down), the
+ * states the same on both ranks. */
+static void test_cuda_batch_norm(void) {
+    const char *devices[] = {"cpu", "cuda"};
+    for (int k = 0; k < 2; k++) {
+        char log[32];
+        snprintf(log, sizeof log, "bn-%s.log", devices[k]);
+        const int st = wait_for(launch(2, log, (const char *[]){"bn", dir, devices[k], devices[k], NULL}), 120);
+        CHECK(st == 0, "batch norm, 2 ranks on %s: status %d", devices[k], st);
+        if (st != 0) show_log(log);
+    }
+    enum { MAX = 4096 };
+    static float p[2][2][MAX], s[2][2][MAX]; /* [device][rank] */
+    int64_t counts[2][2] = {{0}};
+    bool got = read_file(dir, "cpu.counts", counts[0], sizeof counts[0]) &&
+               read_file(dir, "cuda.counts", counts[1], sizeof counts[1]) && counts[0][0] == counts[1][0] &&
+               counts[0][1] == counts[1][1] && counts[0][0] <= MAX && counts[0][1] <= MAX && counts[0][1] > 0;
+    const size_t np = (size_t)counts[0][0], ns = (size_t)counts[0][1];
+    for (int k = 0; k < 2; k++)
+        for (int r = 0; r < 2; r++) {
+            char name[64];
+            snprintf(name, sizeof name, "%s.params.%d", devices[k], r);
+            got = got && read_file(dir, name, p[k][r], np * sizeof(float));
+            snprintf(name, sizeof name, "%s.states.%d", devices[k], r);
+            got = got && read_file(dir, name, s[k][r], ns * sizeof(float));
+        }
+    CHECK(got, "the batch-norm runs' weights and states");
+    if (!got) return;
+    double max_w = 0, max_s = 0;
+    for (size_t i = 0; i < np; i++) max_w = fmax(max_w, fabs((double)p[0][0][i]));
+    for (size_t i = 0; i < ns; i++) max_s = fmax(max_s, fabs((double)s[0][0][i]));
+    const double dw = max_abs_diff(p[0][0], p[1][0], np), ds = max_abs_diff(s[0][0], s[1][0], ns);
+    printf("  batch norm + dropout, 2 ranks: cuda (fp32) vs cpu after %d steps: max |dw| = %.3g (max |w| %.3g), "
+           "max |d state| = %.3g (max %.3g)\n", STEPS, dw, max_w, ds, max_s);
+    CHECK(dw <= 1e-5 * fmax(1, max_w), "weights differ by %g", dw);
+    CHECK(ds <= 1e-5 * fmax(1, max_s), "states differ by %g", ds);
+    CHECK(memcmp(s[1][0], s[1][1], ns * sizeof(float)) == 0 && memcmp(p[1][0], p[1][1], np * sizeof(float)) == 0,
+          "on cuda, the ranks end with different weights or states");
+}
+
 /* `mpiexec -n 2 magna-emu train --device cuda --fp32`: the figures of `magna-emu train --batch 32` on the cpu;
  * --zero1 on cuda: refused at once, with the reason, status non-zero. */
 static void test_cli_cuda(void) {
@@ -797,6 +872,7 @@ int main(int argc, char **argv) {
             return worker_equiv(argv[3], argv[4], atoi(argv[5]) != 0, false);
         if (strcmp(argv[2], "equiv_cuda") == 0 && argc == 5) return worker_equiv(argv[3], argv[4], false, true);
         if (strcmp(argv[2], "zero1_cuda") == 0 && argc == 4) return worker_zero1_cuda();
+        if (strcmp(argv[2], "bn") == 0 && argc == 6) return worker_bn(argv[3], argv[4], strcmp(argv[5], "cuda") == 0);
         if (strcmp(argv[2], "long") == 0 && argc == 5) return worker_long(argv[3], atof(argv[4]));
         if (strcmp(argv[2], "bad") == 0 && argc == 5) return worker_bad(argv[3], argv[4]);
         if (strcmp(argv[2], "ckpt") == 0 && argc == 7) return worker_ckpt(argv[3], argv[4], atoll(argv[5]), argv[6]);
@@ -823,6 +899,7 @@ int main(int argc, char **argv) {
     if (false) {
 #endif
         test_cuda_same_weights();
+        test_cuda_batch_norm();
         test_cli_cuda();
     } else {
         test_same_weights_as_one_process();
