@@ -15,6 +15,7 @@
  *     path (MAGNA_DIST_NO_NCCL=1), and the same global loss; rank 0 says which path;
  *   - batch norm and dropout, 2 ranks on CUDA against 2 ranks on the cpu: the same weights and states (the
  *     statistics averaged at each epoch's end through the host mirrors), the same on both ranks;
+ *   - NCCL failing or hanging on one rank (emulated): the job ends within the deadline, the rank and step named;
  *   - ZeRO 1 on CUDA is refused by set_dist and by compile, with the reason;
  *   - `mpiexec -n 2 magna-emu train --device cuda --fp32` gives the figures of `magna train --batch 2B` on the
  *     cpu; with --zero1 it ends at once with the refusal.
@@ -108,7 +109,8 @@ static bool read_file(const char *dir, const char *name, void *p, size_t bytes) 
  * weights and the global loss, every rank its optimizer memory. */
 static int worker_equiv(const char *dir, const char *tag, bool zero1, bool cuda) {
     magna_error err;
-    magna_dist *d = magna_dist_init(&(magna_dist_opts){.timeout = 30, .zero1 = zero1, .bucket_bytes = 1024}, &err);
+    const double timeout = getenv("MAGNA_DIST_TIMEOUT") ? 0 : 30; /* (0: the variable's) */
+    magna_dist *d = magna_dist_init(&(magna_dist_opts){.timeout = timeout, .zero1 = zero1, .bucket_bytes = 1024}, &err);
     if (!d) return printf("dist init: %s\n", err.message), 3;
     magna_model *m = make_model_on(BATCH, cuda ? MAGNA_DEVICE_CUDA : MAGNA_DEVICE_CPU);
     if (magna_model_set_dist(m, d) != MAGNA_OK) return printf("set_dist: %s\n", magna_model_errmsg(m)), 3;
@@ -786,6 +788,32 @@ static void test_cuda_same_weights(void) {
     if (st != 0) show_log("zero1-cuda.log");
 }
 
+/* NCCL failing on rank 1 (an error from ncclAllReduce), or hanging there (its stream never finishes): the job
+ * ends non-zero within the deadline, with a message naming rank 1, the step and NCCL's error or the deadline
+ * (the emulated NCCL's MAGNA_EMU_NCCL_FAIL and _HANG). */
+static void test_cuda_nccl_failures(void) {
+    const char *vars[] = {"MAGNA_EMU_NCCL_FAIL", "MAGNA_EMU_NCCL_HANG"};
+    const char *expect[] = {"magna: rank 1: the gradient allreduce at step 0: ncclAllReduce failed: remote process "
+                            "exited or there was a network error: emulated failure",
+                            "magna: rank 1: the gradient allreduce at step 0: NCCL did not complete on this rank's GPU "
+                            "within the 2 s deadline"};
+    for (int k = 0; k < 2; k++) {
+        char log[32];
+        snprintf(log, sizeof log, "nccl-%d.log", k);
+        setenv(vars[k], "1", 1);
+        setenv("MAGNA_DIST_TIMEOUT", "2", 1);
+        const double t0 = now_s();
+        const int st = wait_for(launch(2, log, (const char *[]){"equiv_cuda", dir, "fails", NULL}), 30);
+        const double took = now_s() - t0;
+        unsetenv(vars[k]);
+        unsetenv("MAGNA_DIST_TIMEOUT");
+        printf("  %s=1: the job ended in %.2f s, status %d\n", vars[k], took, st);
+        CHECK(st != 0 && st != -1 && took < 15, "%s: status %d after %.2f s (deadline 2 s)", vars[k], st, took);
+        CHECK(log_has(log, expect[k]), "%s: the error '%s'", vars[k], expect[k]);
+        if (check_failed) show_log(log);
+    }
+}
+
 /* Batch norm and dropout, 2 ranks on cuda against 2 ranks on the cpu: the same weights and states (the
  * statistics averaged at each epoch's end on the host mirrors, after the device's were brought down), the
  * states the same on both ranks. */
@@ -900,6 +928,7 @@ int main(int argc, char **argv) {
 #endif
         test_cuda_same_weights();
         test_cuda_batch_norm();
+        test_cuda_nccl_failures();
         test_cli_cuda();
     } else {
         test_same_weights_as_one_process();

@@ -150,6 +150,9 @@ long long magna_emu_launch_count(void);
 const char *magna_emu_last_failure(void);
 /* whether [p, p + bytes) lies in one cudaMalloc'd block (the emulated NCCL checks its buffers with it) */
 int magna_emu_is_device(const void *p, size_t bytes);
+/* on != 0: from now on cudaStreamQuery answers cudaErrorNotReady for every stream, as a GPU whose kernel never
+ * ends would (the emulated NCCL's MAGNA_EMU_NCCL_HANG, for the tests of a deadline) */
+void magna_emu_stall_streams(int on);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -1,7 +1,11 @@
 /* nccl_emu.c — the NCCL subset of src/cuda/emu/include/nccl.h for the CUDA emulator: a communicator is a
  * duplicate of MPI_COMM_WORLD, an allreduce is MPI_Allreduce over the emulated device memory (host memory).
  * Built into magna_emu only, and only with MPI (without it there is no data parallel to emulate). What it
- * checks as NCCL would: the ranks and the id of ncclCommInitRank, device pointers, types and operations. */
+ * checks as NCCL would: the ranks and the id of ncclCommInitRank, device pointers, types and operations.
+ * For the tests of what follows a failure, two settings make one rank's allreduce go wrong:
+ *   MAGNA_EMU_NCCL_FAIL=R  rank R's allreduces fail (ncclRemoteError), as when a peer's connection breaks;
+ *   MAGNA_EMU_NCCL_HANG=R  after rank R's first allreduce its streams never finish (cudaStreamQuery answers
+ *                          cudaErrorNotReady), as when NCCL's kernel waits for a peer that never sends. */
 #ifdef MAGNA_HAVE_MPI
 
 #include <nccl.h>
@@ -128,9 +132,14 @@ ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count, n
         return err(comm, ncclInvalidArgument, "ncclAllReduce (emulated): unknown operation");
     if (count == 0) return ncclSuccess;
     if (count > (size_t)INT32_MAX) return err(comm, ncclInvalidArgument, "ncclAllReduce (emulated): count > 2^31");
+    const char *fail_rank = getenv("MAGNA_EMU_NCCL_FAIL"), *hang_rank = getenv("MAGNA_EMU_NCCL_HANG");
+    if (fail_rank && *fail_rank && atoi(fail_rank) == comm->rank)
+        return err(comm, ncclRemoteError, "emulated failure of this rank's connection (MAGNA_EMU_NCCL_FAIL)");
+    if (hang_rank && *hang_rank && atoi(hang_rank) == comm->rank) magna_emu_stall_streams(1);
     if (!magna_emu_is_device(sendbuff, count * size) || !magna_emu_is_device(recvbuff, count * size))
         return err(comm, ncclInvalidArgument, "ncclAllReduce: a buffer is not device memory");
-    if (cudaStreamQuery(stream) != cudaSuccess)
+    const cudaError_t q = cudaStreamQuery(stream); /* (not ready: stalled, MAGNA_EMU_NCCL_HANG) */
+    if (q != cudaSuccess && q != cudaErrorNotReady)
         return err(comm, ncclInvalidArgument, "ncclAllReduce: not a live stream");
     const int rc = MPI_Allreduce(sendbuff == recvbuff ? MPI_IN_PLACE : sendbuff, recvbuff, (int)count, t, o, comm->comm);
     if (rc != MPI_SUCCESS) return err(comm, ncclSystemError, "ncclAllReduce (emulated): MPI_Allreduce failed");
