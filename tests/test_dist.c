@@ -12,13 +12,13 @@
  * Built again with the CUDA emulator (test_dist_cuda_emu, linked with magna_emu), it tests data parallel on
  * (emulated) CUDA graphs instead, NCCL emulated with MPI:
  *   - 2 ranks x B on CUDA (fp32) give the weights of 1 process x 2B on the cpu, over NCCL and over the host
- *     path (MAGNA_DIST_NO_NCCL=1), and the same global loss; rank 0 says which path;
+ *     path (MAGNA_DIST_NO_NCCL=1), and the same global loss; rank 0 says which path; ZeRO 1 on CUDA gives the
+ *     same bits with half the optimizer state on each rank, over NCCL and over the host path;
  *   - batch norm and dropout, 2 ranks on CUDA against 2 ranks on the cpu: the same weights and states (the
  *     statistics averaged at each epoch's end through the host mirrors), the same on both ranks;
  *   - NCCL failing or hanging on one rank (emulated): the job ends within the deadline, the rank and step named;
- *   - ZeRO 1 on CUDA is refused by set_dist and by compile, with the reason;
  *   - `mpiexec -n 2 magna-emu train --device cuda --fp32` gives the figures of `magna train --batch 2B` on the
- *     cpu; with --zero1 it ends at once with the refusal.
+ *     cpu, with --zero1 too; stopped at step 5 with --zero1, it resumes on the cpu and ends as that run does.
  * Skipped (exit 77, ctest's SKIP_RETURN_CODE) when the build has no MPI, after checking that the dist API
  * then says so. */
 #include "check.h"
@@ -230,30 +230,6 @@ static int worker_bn(const char *dir, const char *tag, bool cuda) {
     magna_model_free(m);
     magna_dist_finalize(d);
     return 0;
-}
-
-/* zero1_cuda DIR: ZeRO 1 on a CUDA model, refused by set_dist after compile and by compile after set_dist. 0 when
- * both say why, as they should. */
-static int worker_zero1_cuda(void) {
-    magna_error err;
-    magna_dist *d = magna_dist_init(&(magna_dist_opts){.timeout = 30, .zero1 = true}, &err);
-    if (!d) return printf("dist init: %s\n", err.message), 3;
-    const char *why = "ZeRO 1 (--zero1) shards the optimizer state on the cpu only; on cuda, train data parallel "
-                      "without it";
-    magna_model *m = make_model_on(BATCH, MAGNA_DEVICE_CUDA);
-    const magna_status a = magna_model_set_dist(m, d);
-    printf("set_dist: %s\n", magna_model_errmsg(m));
-    const bool ok_a = a == MAGNA_ERR_UNSUPPORTED && strstr(magna_model_errmsg(m), why);
-    magna_model_free(m);
-    m = new_model(BATCH);
-    const magna_status b = magna_model_set_dist(m, d);
-    const magna_compile_opts o = compile_opts(MAGNA_DEVICE_CUDA);
-    const magna_status c = magna_model_compile(m, &o);
-    printf("compile: %s\n", magna_model_errmsg(m));
-    const bool ok_b = b == MAGNA_OK && c == MAGNA_ERR_UNSUPPORTED && strstr(magna_model_errmsg(m), why);
-    magna_model_free(m);
-    magna_dist_finalize(d);
-    return ok_a && ok_b ? 0 : 1;
 }
 
 typedef struct long_run {
@@ -741,7 +717,8 @@ static void test_cli(void) {
 
 /* ---- data parallel on the (emulated) CUDA device: test_dist_emu --cuda ------------------------------------- */
 
-/* 2 ranks x BATCH on CUDA against 1 process x 2 BATCH on the cpu, over NCCL and over the host path. */
+/* 2 ranks x BATCH on CUDA against 1 process x 2 BATCH on the cpu, over NCCL and over the host path, each
+ * plain and with ZeRO 1 (the same bits as plain, half the optimizer state on each rank). */
 static void test_cuda_same_weights(void) {
     magna_model *m = make_model(2 * BATCH);
     magna_history h = {0};
@@ -750,42 +727,58 @@ static void test_cuda_same_weights(void) {
           magna_model_errmsg(m));
     size_t n;
     const float *w1 = magna_graph_params(magna_model_graph(m), &n);
-    float *w2 = malloc(n * sizeof *w2);
+    float *w[4] = {malloc(n * sizeof(float)), malloc(n * sizeof(float)), malloc(n * sizeof(float)),
+                   malloc(n * sizeof(float))};
     const double loss1 = h.epochs[h.count - 1].train.loss, mae1 = h.epochs[h.count - 1].train.mae;
-    for (int path = 0; path < 2; path++) {
-        const char *tag = path ? "cuda-host" : "cuda-nccl", *log = path ? "cuda-host.log" : "cuda-nccl.log";
-        if (path) setenv("MAGNA_DIST_NO_NCCL", "1", 1);
-        const int st = wait_for(launch(2, log, (const char *[]){"equiv_cuda", dir, tag, NULL}), 120);
+    const char *tags[4] = {"cuda-nccl", "cuda-host", "cuda-nccl-zero", "cuda-host-zero"};
+    for (int run = 0; run < 4; run++) {
+        const char *tag = tags[run];
+        const bool host = run % 2, zero = run >= 2;
+        char log[64], name[96];
+        snprintf(log, sizeof log, "%s.log", tag);
+        if (host) setenv("MAGNA_DIST_NO_NCCL", "1", 1);
+        const int st = wait_for(launch(2, log, (const char *[]){"equiv_cuda", dir, tag, zero ? "1" : "0", NULL}), 120);
         unsetenv("MAGNA_DIST_NO_NCCL");
         CHECK(st == 0, "%s: 2 ranks on cuda: mpiexec status %d", tag, st);
         CHECK(log_has(log, "data parallel: 2 ranks x batch 16 = global batch 32") &&
                   log_has(log, "one GPU per rank (device 0 here), gradients by ") &&
-                  log_has(log, path ? "gradients by MPI over host memory (MAGNA_DIST_NO_NCCL" : "gradients by NCCL on the GPUs"),
+                  log_has(log, host ? "gradients by MPI over host memory (MAGNA_DIST_NO_NCCL" : "gradients by NCCL on the GPUs") &&
+                  (!zero || log_has(log, "ZeRO 1: optimizer state")),
               "%s: rank 0 describes the setup and the gradients' path", tag);
         double r[3] = {0};
-        if (read_file(dir, path ? "cuda-host.params" : "cuda-nccl.params", w2, n * sizeof *w2) &&
-            read_file(dir, path ? "cuda-host.results" : "cuda-nccl.results", r, sizeof r)) {
+        snprintf(name, sizeof name, "%s.params", tag);
+        bool got = read_file(dir, name, w[run], n * sizeof(float));
+        snprintf(name, sizeof name, "%s.results", tag);
+        got = got && read_file(dir, name, r, sizeof r);
+        CHECK(got, "%s: the workers' weights and results", tag);
+        if (got) {
             double max_w = 0;
             for (size_t i = 0; i < n; i++) max_w = fmax(max_w, fabs((double)w1[i]));
-            const double dw = max_abs_diff(w1, w2, n);
+            const double dw = max_abs_diff(w1, w[run], n);
             printf("  %s: 2 ranks x batch %d on cuda (fp32) vs 1 process x batch %d on the cpu after %d Adam steps: "
                    "max |dw| = %.3g (max |w| %.3g)\n", tag, BATCH, 2 * BATCH, STEPS, dw, max_w);
             CHECK(dw <= 2e-6, "%s: weights differ by %g", tag, dw);
             CHECK(r[2] == STEPS, "%s: %g steps, not %d", tag, r[2], STEPS);
             CHECK(fabs(r[0] - loss1) <= 1e-5 * fabs(loss1), "%s: global loss %.9g vs one process %.9g", tag, r[0], loss1);
             CHECK(fabs(r[1] - mae1) <= 1e-5 * fabs(mae1), "%s: global mae %.9g vs one process %.9g", tag, r[1], mae1);
-        } else {
-            CHECK(false, "%s: the workers' weights and results", tag);
+        }
+        if (zero && got) { /* the same arithmetic on slices: the plain run's bits, half the state on each rank */
+            CHECK(memcmp(w[run], w[run - 2], n * sizeof(float)) == 0, "%s: ZeRO 1 changed the weights", tag);
+            int64_t full = 0, z0 = 0, z1 = 0;
+            char a[96], b[96], c[96];
+            snprintf(a, sizeof a, "%s.optbytes.0", tags[run - 2]);
+            snprintf(b, sizeof b, "%s.optbytes.0", tag);
+            snprintf(c, sizeof c, "%s.optbytes.1", tag);
+            CHECK(read_file(dir, a, &full, sizeof full) && read_file(dir, b, &z0, sizeof z0) &&
+                      read_file(dir, c, &z1, sizeof z1) && full == (int64_t)(2 * n * sizeof(float)) &&
+                      z0 + z1 == full && z0 <= full / 2 + 2 * 16 * 4 && z1 <= full / 2,
+                  "%s: optimizer state %lld + %lld of %lld bytes", tag, (long long)z0, (long long)z1, (long long)full);
         }
         if (check_failed) show_log(log);
     }
-    free(w2);
+    for (int k = 0; k < 4; k++) free(w[k]);
     magna_history_free(&h);
     magna_model_free(m);
-
-    const int st = wait_for(launch(2, "zero1-cuda.log", (const char *[]){"zero1_cuda", dir, NULL}), 60);
-    CHECK(st == 0, "ZeRO 1 on cuda: the refusals (status %d)", st);
-    if (st != 0) show_log("zero1-cuda.log");
 }
 
 /* NCCL failing on rank 1 (an error from ncclAllReduce), or hanging there (its stream never finishes): the job
@@ -803,7 +796,7 @@ static void test_cuda_nccl_failures(void) {
         setenv(vars[k], "1", 1);
         setenv("MAGNA_DIST_TIMEOUT", "2", 1);
         const double t0 = now_s();
-        const int st = wait_for(launch(2, log, (const char *[]){"equiv_cuda", dir, "fails", NULL}), 30);
+        const int st = wait_for(launch(2, log, (const char *[]){"equiv_cuda", dir, "fails", "0", NULL}), 30);
         const double took = now_s() - t0;
         unsetenv(vars[k]);
         unsetenv("MAGNA_DIST_TIMEOUT");
@@ -855,42 +848,57 @@ static void test_cuda_batch_norm(void) {
           "on cuda, the ranks end with different weights or states");
 }
 
-/* `mpiexec -n 2 magna-emu train --device cuda --fp32`: the figures of `magna-emu train --batch 32` on the cpu;
- * --zero1 on cuda: refused at once, with the reason, status non-zero. */
+/* `mpiexec -n 2 magna-emu train --device cuda --fp32`, plain and with --zero1: the figures of `magna-emu train
+ * --batch 32` on the cpu. */
 static void test_cli_cuda(void) {
-    char model[4200], out2[512], out1[512], l2[4096] = "", l1[4096] = "";
+    char model[4200], out[512], l1[4096] = "";
     snprintf(model, sizeof model, "%s", __FILE__);
     *strrchr(model, '/') = 0;
     snprintf(strrchr(model, '/'), sizeof model - (size_t)(strrchr(model, '/') - model), "/models/iris-mlp.ini");
-    snprintf(out2, sizeof out2, "%s/clicuda2", dir);
-    snprintf(out1, sizeof out1, "%s/clicuda1", dir);
-    int st = wait_for(launch_prog("magna-emu", 2, "clicuda2.log",
-                                  (const char *[]){"train", model, "--epochs", "3", "--timeout", "60", "--device", "cuda",
-                                                   "--fp32", "--out", out2, NULL}),
-                      120);
-    CHECK(st == 0, "mpiexec -n 2 magna-emu train --device cuda: status %d", st);
-    st = wait_for(launch_prog("magna-emu", 0, "clicuda1.log", /* (its cpu: the library's cpu code) */
-                              (const char *[]){"train", model, "--epochs", "3", "--batch", "32", "--out", out1, NULL}),
-                  60);
-    CHECK(st == 0, "magna train --batch 32: status %d", st);
-    CHECK(log_line("clicuda2.log", "test_loss=", l2, sizeof l2) && log_line("clicuda1.log", "test_loss=", l1, sizeof l1),
-          "the key=value lines");
-    printf("  2 ranks on cuda: %s  1 process on the cpu: %s", l2, l1);
-    CHECK(strstr(l2, "ranks=2 ") && strstr(l1, "ranks=1 "), "ranks in the key=value lines");
-    if (strstr(l2, " best_epoch=")) *strstr(l2, " best_epoch=") = 0;
+    snprintf(out, sizeof out, "%s/clicuda1", dir);
+    int st = wait_for(launch_prog("magna-emu", 0, "clicuda1.log", /* (its cpu: the library's cpu code) */
+                                  (const char *[]){"train", model, "--epochs", "3", "--batch", "32", "--out", out, NULL}),
+                      60);
+    CHECK(st == 0 && log_line("clicuda1.log", "test_loss=", l1, sizeof l1), "magna train --batch 32: status %d", st);
+    printf("  1 process on the cpu: %s", l1);
+    CHECK(strstr(l1, "ranks=1 "), "ranks in the key=value line");
     if (strstr(l1, " best_epoch=")) *strstr(l1, " best_epoch=") = 0;
-    CHECK(strcmp(l1, l2) == 0, "2 ranks x 16 on cuda gave '%s', 1 x 32 on the cpu gave '%s'", l2, l1);
-    CHECK(count_lines("clicuda2.log", "test_loss=") == 1, "rank 0 alone prints the results");
-    CHECK(log_has("clicuda2.log", "gradients by NCCL on the GPUs"), "the setup line names NCCL");
-    if (st != 0 || check_failed) show_log("clicuda2.log");
-
-    st = wait_for(launch_prog("magna-emu", 2, "clizero.log",
-                              (const char *[]){"train", model, "--epochs", "3", "--device", "cuda", "--zero1", "--out",
-                                               out2, NULL}),
+    for (int zero = 0; zero < 2; zero++) {
+        const char *log = zero ? "clizero.log" : "clicuda2.log";
+        char l2[4096] = "";
+        snprintf(out, sizeof out, "%s/%s", dir, zero ? "clizero" : "clicuda2");
+        st = wait_for(launch_prog("magna-emu", 2, log,
+                                  (const char *[]){"train", model, "--epochs", "3", "--timeout", "60", "--device", "cuda",
+                                                   "--fp32", "--out", out, zero ? "--zero1" : NULL, NULL}),
+                      120);
+        CHECK(st == 0, "mpiexec -n 2 magna-emu train --device cuda%s: status %d", zero ? " --zero1" : "", st);
+        CHECK(log_line(log, "test_loss=", l2, sizeof l2), "the key=value line");
+        printf("  2 ranks on cuda%s: %s", zero ? " (ZeRO 1)" : "", l2);
+        CHECK(strstr(l2, "ranks=2 "), "ranks in the key=value line");
+        if (strstr(l2, " best_epoch=")) *strstr(l2, " best_epoch=") = 0;
+        CHECK(strcmp(l1, l2) == 0, "2 ranks x 16 on cuda gave '%s', 1 x 32 on the cpu gave '%s'", l2, l1);
+        CHECK(count_lines(log, "test_loss=") == 1, "rank 0 alone prints the results");
+        CHECK(log_has(log, "gradients by NCCL on the GPUs") && (!zero || log_has(log, "ZeRO 1: optimizer state")),
+              "the setup line names NCCL (and ZeRO 1)");
+        if (st != 0 || check_failed) show_log(log);
+    }
+    /* 2 ranks on cuda with ZeRO 1 stopped at step 5 (mid-epoch 2): the checkpoint (the optimizer slices
+     * gathered from the devices) resumes in one process on the cpu with --batch 32 and ends as its run does */
+    char ck[600], l3[4096] = "";
+    snprintf(out, sizeof out, "%s/clizero5", dir);
+    snprintf(ck, sizeof ck, "%s/checkpoints", out);
+    st = wait_for(launch_prog("magna-emu", 2, "clizero5.log",
+                              (const char *[]){"train", model, "--epochs", "3", "--steps", "5", "--device", "cuda",
+                                               "--fp32", "--zero1", "--out", out, NULL}),
+                  120);
+    CHECK(st == 0, "mpiexec -n 2 magna-emu train --device cuda --zero1 --steps 5: status %d", st);
+    st = wait_for(launch_prog("magna-emu", 0, "clizero6.log", (const char *[]){"train", "--resume", ck, "--batch", "32", NULL}),
                   60);
-    CHECK(st != 0 && st != -1, "--zero1 on cuda: status %d", st);
-    CHECK(log_has("clizero.log", "ZeRO 1 (--zero1) shards the optimizer state on the cpu only"), "--zero1: the reason");
-    if (check_failed) show_log("clizero.log");
+    CHECK(st == 0 && log_line("clizero6.log", "test_loss=", l3, sizeof l3), "the resume on the cpu: status %d", st);
+    if (strstr(l3, " best_epoch=")) *strstr(l3, " best_epoch=") = 0;
+    CHECK(strcmp(l1, l3) == 0, "2 ranks on cuda (ZeRO 1) to step 5, then 1 x 32 on the cpu gave '%s'; straight '%s'",
+          l3, l1);
+    if (check_failed) show_log("clizero5.log"), show_log("clizero6.log");
 }
 
 int main(int argc, char **argv) {
@@ -898,8 +906,8 @@ int main(int argc, char **argv) {
     if (argc >= 4 && strcmp(argv[1], "--worker") == 0) {
         if (strcmp(argv[2], "equiv") == 0 && argc == 6)
             return worker_equiv(argv[3], argv[4], atoi(argv[5]) != 0, false);
-        if (strcmp(argv[2], "equiv_cuda") == 0 && argc == 5) return worker_equiv(argv[3], argv[4], false, true);
-        if (strcmp(argv[2], "zero1_cuda") == 0 && argc == 4) return worker_zero1_cuda();
+        if (strcmp(argv[2], "equiv_cuda") == 0 && argc == 6)
+            return worker_equiv(argv[3], argv[4], atoi(argv[5]) != 0, true);
         if (strcmp(argv[2], "bn") == 0 && argc == 6) return worker_bn(argv[3], argv[4], strcmp(argv[5], "cuda") == 0);
         if (strcmp(argv[2], "long") == 0 && argc == 5) return worker_long(argv[3], atof(argv[4]));
         if (strcmp(argv[2], "bad") == 0 && argc == 5) return worker_bad(argv[3], argv[4]);

@@ -24,8 +24,8 @@
  * buckets, on the graph's stream, polled until the same deadline; the communicator is aborted before the job
  * is), the flags and sums of a step stay on MPI, and the rare collectives (rank 0's weights, batch-norm
  * states, the weights' check) use the host mirrors. A CUDA build without NCCL copies the gradients to the
- * host, through the MPI allreduce and back (MAGNA_DIST_NO_NCCL=1 asks for that path). ZeRO 1 runs on the cpu
- * only. Under the CUDA emulator (magna_emu) NCCL is emulated with MPI (src/cuda/emu/nccl_emu.c).
+ * host, through the MPI allreduce and back (MAGNA_DIST_NO_NCCL=1 asks for that path). ZeRO 1 on CUDA keeps
+ * each rank's slice of the optimizer state on its GPU and broadcasts the updated slices there (NCCL). Under the CUDA emulator (magna_emu) NCCL is emulated with MPI (src/cuda/emu/nccl_emu.c).
  *
  * A build without MPI (CMake did not find it) has the same functions: magna_dist_init fails with
  * MAGNA_ERR_UNSUPPORTED, "this build has no MPI". */

@@ -156,7 +156,7 @@ static const char *USAGE_TRAIN =
     "Without --threads, each rank runs cores / ranks-on-this-machine threads.\n"
     "--device cuda trains on the GPU (bf16 matmuls with float32 accumulation; --fp32 keeps every op float32);\n"
     "without a CUDA build or a device it fails at once with the reason. Data parallel on cuda takes one GPU\n"
-    "per rank (its rank on the machine % GPUs there) and sums the gradients with NCCL; --zero1 is cpu only.\n"
+    "per rank (its rank on the machine % GPUs there) and sums the gradients with NCCL.\n"
     "The last line is key=value results.\n"
     "Language models ([data] kind = text or numbers) train one epoch of [train] steps batches of fresh random\n"
     "windows (or examples); their tokenizer goes into the weights and checkpoints. The last line has\n"

@@ -698,6 +698,29 @@ magna_status magna_dist_average_states(magna_dist *d, magna_graph *g, int64_t st
 
 /* ---- ZeRO stage 1 -------------------------------------------------------------------------------------- */
 
+#ifdef DIST_CUDA
+/* ZeRO 1 on CUDA: each rank's updated slice of the params to every rank, on the device. NCCL's all-gather
+ * takes equal parts and the last slice may be shorter, so it is one in-place broadcast per slice, grouped. */
+static magna_status allgather_params_device(magna_dist *d, magna_graph *g, int64_t step, const char *what,
+                                            magna_error *err) {
+    magna_status st = MAGNA_OK;
+#ifdef MAGNA_HAVE_NCCL
+    if ((st = nccl_open(d, g, step, err)) != MAGNA_OK) return st;
+    ncclResult_t r = ncclGroupStart();
+    for (int k = 0; k < d->size && r == ncclSuccess; k++) {
+        float *p = g->dev_params + d->displs[k];
+        if (d->counts[k]) r = ncclBroadcast(p, p, (size_t)d->counts[k], ncclFloat, k, d->nccl, (cudaStream_t)cuda_stream(g));
+    }
+    const ncclResult_t end = ncclGroupEnd();
+    if (r == ncclSuccess) r = end;
+    if (r != ncclSuccess) return nccl_fail(d, err, r, "ncclBroadcast", what, step);
+#endif
+    /* the heartbeat: who did not come is named as for any collective */
+    if ((st = begin(d, step, what, err)) != MAGNA_OK || (st = finish(d, step, what, err)) != MAGNA_OK) return st;
+    return stream_done(d, g, step, what, err);
+}
+#endif
+
 /* Rank r's slice of n params: equal parts, each starting on a 64-byte boundary. */
 static magna_status slices(magna_dist *d, size_t n, magna_error *err) {
     size_t per = (n + (size_t)d->size - 1) / (size_t)d->size;
@@ -730,6 +753,11 @@ magna_status magna_dist_optimizer_step(magna_dist *d, magna_optimizer *opt, magn
     magna_optimizer_step(opt);
     if (!sharded(d, opt)) return MAGNA_OK;
     const char *what = "the all-gather of the params (ZeRO 1)";
+#ifdef DIST_CUDA
+    if (on_cuda(g) && nccl_used(d)) return allgather_params_device(d, g, step, what, err);
+    if (on_cuda(g) && cuda_graph_sync_host(g) != MAGNA_OK) /* no NCCL: through the host mirror (and up later) */
+        return fail(d, err, "%s at step %lld: %s", what, (long long)step, magna_graph_errmsg(g));
+#endif
     magna_status st = begin(d, step, what, err);
     if (st != MAGNA_OK) return st;
     int rc = MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, g->params, d->counts, d->displs, MPI_FLOAT, d->comm,

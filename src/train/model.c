@@ -13,11 +13,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* On CUDA the optimizer's state lives on the device whole; sharding it there (reduce-scatter, all-gather) is
- * not written */
-#define ZERO1_CPU_ONLY                                                                                         \
-    "ZeRO 1 (--zero1) shards the optimizer state on the cpu only; on cuda, train data parallel without it"
-
 magna_status model_error(magna_model *m, magna_status st, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -176,8 +171,6 @@ magna_status magna_model_compile(magna_model *m, const magna_compile_opts *opts)
     magna_graph_keep(g, m->data_loss);
     magna_status st = MAGNA_OK;
     if (opts->device != MAGNA_DEVICE_CPU) {
-        if (magna_dist_zero1(m->dist))
-            return model_error(m, MAGNA_ERR_UNSUPPORTED, "compile: %s", ZERO1_CPU_ONLY);
         if ((st = magna_graph_set_device(g, opts->device)) != MAGNA_OK ||
             (!opts->fp32 && (st = magna_graph_set_bf16(g, true)) != MAGNA_OK))
             return from_graph(m, st);
@@ -314,8 +307,6 @@ static magna_scores tally_scores(const tally *t) {
 /* ---- data parallel (magna/dist.h): the hooks fit and evaluate call; all no-ops without a dist ---------- */
 
 magna_status magna_model_set_dist(magna_model *m, magna_dist *d) {
-    if (magna_dist_size(d) > 1 && magna_dist_zero1(d) && m->g->device != MAGNA_DEVICE_CPU)
-        return model_error(m, MAGNA_ERR_UNSUPPORTED, "set_dist: %s", ZERO1_CPU_ONLY);
     m->dist = magna_dist_size(d) > 1 ? d : NULL; /* one rank is the plain single-process path */
     return MAGNA_OK;
 }

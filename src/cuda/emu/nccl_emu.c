@@ -3,8 +3,8 @@
  * Built into magna_emu only, and only with MPI (without it there is no data parallel to emulate). What it
  * checks as NCCL would: the ranks and the id of ncclCommInitRank, device pointers, types and operations.
  * For the tests of what follows a failure, two settings make one rank's allreduce go wrong:
- *   MAGNA_EMU_NCCL_FAIL=R  rank R's allreduces fail (ncclRemoteError), as when a peer's connection breaks;
- *   MAGNA_EMU_NCCL_HANG=R  after rank R's first allreduce its streams never finish (cudaStreamQuery answers
+ *   MAGNA_EMU_NCCL_FAIL=R  rank R's collectives fail (ncclRemoteError), as when a peer's connection breaks;
+ *   MAGNA_EMU_NCCL_HANG=R  after rank R's first collective its streams never finish (cudaStreamQuery answers
  *                          cudaErrorNotReady), as when NCCL's kernel waits for a peer that never sends. */
 #ifdef MAGNA_HAVE_MPI
 
@@ -114,33 +114,75 @@ ncclResult_t ncclCommUserRank(const ncclComm_t comm, int *rank) {
     return ncclSuccess;
 }
 
+/* The MPI type and size of an NCCL type this emulator takes; false for the others. */
+static bool mpi_type(ncclDataType_t datatype, MPI_Datatype *t, size_t *size) {
+    switch (datatype) {
+    case ncclFloat32: *t = MPI_FLOAT, *size = 4; return true;
+    case ncclFloat64: *t = MPI_DOUBLE, *size = 8; return true;
+    case ncclInt32: *t = MPI_INT32_T, *size = 4; return true;
+    case ncclInt64: *t = MPI_INT64_T, *size = 8; return true;
+    default: return false;
+    }
+}
+
+/* What every collective checks: device buffers, a live stream (or one stalled by MAGNA_EMU_NCCL_HANG), and the
+ * failure MAGNA_EMU_NCCL_FAIL asks for; after it, the stall MAGNA_EMU_NCCL_HANG asks for. */
+static ncclResult_t collective_checks(ncclComm_t comm, const char *call, const void *a, const void *b, size_t bytes,
+                                     cudaStream_t stream) {
+    char msg[128];
+    if (!magna_emu_is_device(a, bytes) || !magna_emu_is_device(b, bytes)) {
+        snprintf(msg, sizeof msg, "%s: a buffer is not device memory", call);
+        return err(comm, ncclInvalidArgument, msg);
+    }
+    const cudaError_t q = cudaStreamQuery(stream);
+    if (q != cudaSuccess && q != cudaErrorNotReady) {
+        snprintf(msg, sizeof msg, "%s: not a live stream", call);
+        return err(comm, ncclInvalidArgument, msg);
+    }
+    const char *fail_rank = getenv("MAGNA_EMU_NCCL_FAIL"), *hang_rank = getenv("MAGNA_EMU_NCCL_HANG");
+    if (fail_rank && *fail_rank && atoi(fail_rank) == comm->rank)
+        return err(comm, ncclRemoteError, "emulated failure of this rank's connection (MAGNA_EMU_NCCL_FAIL)");
+    if (hang_rank && *hang_rank && atoi(hang_rank) == comm->rank) magna_emu_stall_streams(1);
+    return ncclSuccess;
+}
+
+ncclResult_t ncclBroadcast(const void *sendbuff, void *recvbuff, size_t count, ncclDataType_t datatype, int root,
+                           ncclComm_t comm, cudaStream_t stream) {
+    if (!comm) return err(NULL, ncclInvalidArgument, "ncclBroadcast: comm is NULL");
+    MPI_Datatype t;
+    size_t size;
+    if (!mpi_type(datatype, &t, &size))
+        return err(comm, ncclInvalidArgument, "ncclBroadcast (emulated): only float32/64 and int32/64");
+    if (root < 0 || root >= comm->size) return err(comm, ncclInvalidArgument, "ncclBroadcast: no such root");
+    if (count == 0) return ncclSuccess;
+    if (count > (size_t)INT32_MAX) return err(comm, ncclInvalidArgument, "ncclBroadcast (emulated): count > 2^31");
+    const void *src = comm->rank == root ? sendbuff : recvbuff; /* only the root's sendbuff is read */
+    const ncclResult_t c = collective_checks(comm, "ncclBroadcast", src, recvbuff, count * size, stream);
+    if (c != ncclSuccess) return c;
+    if (comm->rank == root && sendbuff != recvbuff) memcpy(recvbuff, sendbuff, count * size);
+    if (MPI_Bcast(recvbuff, (int)count, t, root, comm->comm) != MPI_SUCCESS)
+        return err(comm, ncclSystemError, "ncclBroadcast (emulated): MPI_Bcast failed");
+    return ncclSuccess;
+}
+
+ncclResult_t ncclGroupStart(void) { return ncclSuccess; }
+ncclResult_t ncclGroupEnd(void) { return ncclSuccess; }
+
 ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count, ncclDataType_t datatype, ncclRedOp_t op,
                            ncclComm_t comm, cudaStream_t stream) {
     if (!comm) return err(NULL, ncclInvalidArgument, "ncclAllReduce: comm is NULL");
     MPI_Datatype t;
     size_t size;
-    switch (datatype) {
-    case ncclFloat32: t = MPI_FLOAT, size = 4; break;
-    case ncclFloat64: t = MPI_DOUBLE, size = 8; break;
-    case ncclInt32: t = MPI_INT32_T, size = 4; break;
-    case ncclInt64: t = MPI_INT64_T, size = 8; break;
-    default: return err(comm, ncclInvalidArgument, "ncclAllReduce (emulated): only float32/64 and int32/64");
-    }
+    if (!mpi_type(datatype, &t, &size))
+        return err(comm, ncclInvalidArgument, "ncclAllReduce (emulated): only float32/64 and int32/64");
     const bool floats = datatype == ncclFloat32 || datatype == ncclFloat64;
     MPI_Op o = op == ncclSum || op == ncclAvg ? MPI_SUM : op == ncclProd ? MPI_PROD : op == ncclMax ? MPI_MAX : MPI_MIN;
     if ((int)op < 0 || op >= ncclNumOps || (op == ncclAvg && !floats))
         return err(comm, ncclInvalidArgument, "ncclAllReduce (emulated): unknown operation");
     if (count == 0) return ncclSuccess;
     if (count > (size_t)INT32_MAX) return err(comm, ncclInvalidArgument, "ncclAllReduce (emulated): count > 2^31");
-    const char *fail_rank = getenv("MAGNA_EMU_NCCL_FAIL"), *hang_rank = getenv("MAGNA_EMU_NCCL_HANG");
-    if (fail_rank && *fail_rank && atoi(fail_rank) == comm->rank)
-        return err(comm, ncclRemoteError, "emulated failure of this rank's connection (MAGNA_EMU_NCCL_FAIL)");
-    if (hang_rank && *hang_rank && atoi(hang_rank) == comm->rank) magna_emu_stall_streams(1);
-    if (!magna_emu_is_device(sendbuff, count * size) || !magna_emu_is_device(recvbuff, count * size))
-        return err(comm, ncclInvalidArgument, "ncclAllReduce: a buffer is not device memory");
-    const cudaError_t q = cudaStreamQuery(stream); /* (not ready: stalled, MAGNA_EMU_NCCL_HANG) */
-    if (q != cudaSuccess && q != cudaErrorNotReady)
-        return err(comm, ncclInvalidArgument, "ncclAllReduce: not a live stream");
+    const ncclResult_t c = collective_checks(comm, "ncclAllReduce", sendbuff, recvbuff, count * size, stream);
+    if (c != ncclSuccess) return c;
     const int rc = MPI_Allreduce(sendbuff == recvbuff ? MPI_IN_PLACE : sendbuff, recvbuff, (int)count, t, o, comm->comm);
     if (rc != MPI_SUCCESS) return err(comm, ncclSystemError, "ncclAllReduce (emulated): MPI_Allreduce failed");
     if (op == ncclAvg && datatype == ncclFloat32)

@@ -68,6 +68,12 @@ ncclResult_t ncclCommUserRank(const ncclComm_t comm, int *rank);
  * memory (cudaMalloc'd), as NCCL's must. */
 ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count, ncclDataType_t datatype, ncclRedOp_t op,
                            ncclComm_t comm, cudaStream_t stream);
+/* In place when sendbuff == recvbuff (on the root); the same types as ncclAllReduce. */
+ncclResult_t ncclBroadcast(const void *sendbuff, void *recvbuff, size_t count, ncclDataType_t datatype, int root,
+                           ncclComm_t comm, cudaStream_t stream);
+/* Grouping changes nothing here: every call completes in order, the same order on every rank. */
+ncclResult_t ncclGroupStart(void);
+ncclResult_t ncclGroupEnd(void);
 const char *ncclGetErrorString(ncclResult_t result);
 const char *ncclGetLastError(ncclComm_t comm);
 
