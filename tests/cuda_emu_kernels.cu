@@ -128,8 +128,10 @@ __global__ void branch_barrier_kernel(float *x) {
 /* ... half of each warp at a shuffle, the other half at __syncthreads (a deadlock) ... */
 __global__ void mixed_barrier_kernel(float *x) {
     float v = x[threadIdx.x];
-    if (threadIdx.x % 32 < 16) v += __shfl_xor_sync(0xffffffffu, v, 1);
-    else __syncthreads();
+    if (threadIdx.x % 32 < 16)
+        v += __shfl_xor_sync(0xffffffffu, v, 1);
+    else
+        __syncthreads();
     x[threadIdx.x] = v;
 }
 /* ... and a lane that exits while its warp shuffles */
@@ -152,8 +154,8 @@ extern "C" int emu_transpose(const float *in, float *out, int rows, int cols) {
 }
 extern "C" int emu_reverse(const float *in, float *out, int blocks, int threads, size_t shared_bytes) {
     if (shared_bytes > 48 * 1024) {
-        const cudaError_t e = cudaFuncSetAttribute(reverse_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                   (int)shared_bytes);
+        const cudaError_t e =
+            cudaFuncSetAttribute(reverse_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shared_bytes);
         if (e != cudaSuccess) return e;
     }
     return magna_cuda_launch(dim3(blocks), dim3(threads), shared_bytes, nullptr, reverse_kernel, in, out);

@@ -12,14 +12,14 @@ extern "C" {
 int emu_block_sum(const float *x, int n, float *out); /* out[b]: the sum of x[256 b, 256 b + 256) */
 /* n a multiple of 128; out[k * n + i] for each k below, per warp of 32 lanes: */
 enum {
-    EMU_WARP_XOR,    /* the warp's sum in every lane (xor butterfly) */
-    EMU_WARP_DOWN,   /* the warp's sum in lane 0 (down-shuffles), 0 elsewhere */
-    EMU_WARP_SCAN,   /* inclusive prefix sum (up-shuffles) */
-    EMU_WARP_IDX,    /* lane 5's value */
-    EMU_WARP_XOR8,   /* the sum over the lane's segment of 8 (xor, width 8) */
-    EMU_WARP_DOWN16, /* the value 5 lanes down within segments of 16, the lane's own past the segment */
-    EMU_WARP_UP8,    /* the value 3 lanes up within segments of 8, the lane's own before the segment */
-    EMU_WARP_IDX8,   /* lane 2 of the lane's segment of 8 */
+    EMU_WARP_XOR,     /* the warp's sum in every lane (xor butterfly) */
+    EMU_WARP_DOWN,    /* the warp's sum in lane 0 (down-shuffles), 0 elsewhere */
+    EMU_WARP_SCAN,    /* inclusive prefix sum (up-shuffles) */
+    EMU_WARP_IDX,     /* lane 5's value */
+    EMU_WARP_XOR8,    /* the sum over the lane's segment of 8 (xor, width 8) */
+    EMU_WARP_DOWN16,  /* the value 5 lanes down within segments of 16, the lane's own past the segment */
+    EMU_WARP_UP8,     /* the value 3 lanes up within segments of 8, the lane's own before the segment */
+    EMU_WARP_IDX8,    /* lane 2 of the lane's segment of 8 */
     EMU_WARP_BALLOT,  /* the bits of __ballot_sync(x > 0), as a float's bits */
     EMU_WARP_ANY_ALL, /* __any_sync(x > 45) * 2 + __all_sync(x > -48) */
     EMU_WARP_OUTPUTS

@@ -411,6 +411,9 @@ static void bce(int64_t n) {
     printf("bce       n=%lld loss %.2e backward %.2e\n", (long long)n, el, edx);
     CHECK(el <= 1e-5 && edx <= 1e-5, "bce: loss %.3g backward %.3g", el, edx);
     free(dxh);
+    magna_graph_free(g);
+}
+
 /* One step of an LSTM, GRU or tanh RNN (B = 1, T = 1, with h0, c0 and both biases) through the graph, and
  * rnn_math.h's cell on the same pre-activations: h (and c) must agree, and, from a random output gradient,
  * the gate gradients (which are the bias gradients at B = T = 1), dc0 and dh0. */

@@ -44,8 +44,8 @@ static inline cudaError_t magna_cuda_launch(dim3 grid, dim3 block, size_t shared
 }
 /* one byte array for every kernel (each declaring its own type would clash in one file), 16-byte aligned
  * for float4 */
-#define MAGNA_DYNAMIC_SHARED(type, name)                                                                       \
-    extern __shared__ __align__(16) unsigned char magna_dynamic_shared_[];                                    \
+#define MAGNA_DYNAMIC_SHARED(type, name)                                                                               \
+    extern __shared__ __align__(16) unsigned char magna_dynamic_shared_[];                                             \
     type *name = reinterpret_cast<type *>(magna_dynamic_shared_)
 
 #endif

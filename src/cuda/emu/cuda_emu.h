@@ -85,12 +85,24 @@ typedef struct cudaDeviceProp {
     int major, minor, multiProcessorCount;
 } cudaDeviceProp;
 
-typedef struct { float x, y; } float2;
-typedef struct { float x, y, z; } float3;
-typedef struct __attribute__((aligned(16))) { float x, y, z, w; } float4;
-typedef struct { int x, y; } int2;
-typedef struct __attribute__((aligned(16))) { int x, y, z, w; } int4;
-typedef struct { unsigned int x, y, z; } uint3;
+typedef struct {
+    float x, y;
+} float2;
+typedef struct {
+    float x, y, z;
+} float3;
+typedef struct __attribute__((aligned(16))) {
+    float x, y, z, w;
+} float4;
+typedef struct {
+    int x, y;
+} int2;
+typedef struct __attribute__((aligned(16))) {
+    int x, y, z, w;
+} int4;
+typedef struct {
+    unsigned int x, y, z;
+} uint3;
 
 cudaError_t cudaMalloc(void **ptr, size_t size);
 cudaError_t cudaFree(void *ptr);
@@ -266,10 +278,26 @@ static inline float __frsqrt_rn(float x) { return 1.0f / sqrtf(x); }
 static inline float __fsqrt_rn(float x) { return sqrtf(x); }
 static inline float __frcp_rn(float x) { return 1.0f / x; }
 static inline float __saturatef(float x) { return x < 0.0f ? 0.0f : x > 1.0f ? 1.0f : x; }
-static inline float __int_as_float(int x) { float f; memcpy(&f, &x, 4); return f; }
-static inline int __float_as_int(float x) { int i; memcpy(&i, &x, 4); return i; }
-static inline float __uint_as_float(unsigned int x) { float f; memcpy(&f, &x, 4); return f; }
-static inline unsigned int __float_as_uint(float x) { unsigned int i; memcpy(&i, &x, 4); return i; }
+static inline float __int_as_float(int x) {
+    float f;
+    memcpy(&f, &x, 4);
+    return f;
+}
+static inline int __float_as_int(float x) {
+    int i;
+    memcpy(&i, &x, 4);
+    return i;
+}
+static inline float __uint_as_float(unsigned int x) {
+    float f;
+    memcpy(&f, &x, 4);
+    return f;
+}
+static inline unsigned int __float_as_uint(float x) {
+    unsigned int i;
+    memcpy(&i, &x, 4);
+    return i;
+}
 template <class T> static inline T __ldg(const T *p) { return *p; }
 static inline int min(int a, int b) { return a < b ? a : b; }
 static inline int max(int a, int b) { return a > b ? a : b; }
@@ -321,7 +349,9 @@ static inline __nv_bfloat162 __floats2bfloat162_rn(float a, float b) {
     return __nv_bfloat162{__float2bfloat16(a), __float2bfloat16(b)};
 }
 static inline __nv_bfloat162 __float22bfloat162_rn(float2 v) { return __floats2bfloat162_rn(v.x, v.y); }
-static inline float2 __bfloat1622float2(__nv_bfloat162 v) { return float2{__bfloat162float(v.x), __bfloat162float(v.y)}; }
+static inline float2 __bfloat1622float2(__nv_bfloat162 v) {
+    return float2{__bfloat162float(v.x), __bfloat162float(v.y)};
+}
 static inline float __low2float(__nv_bfloat162 v) { return __bfloat162float(v.x); }
 static inline float __high2float(__nv_bfloat162 v) { return __bfloat162float(v.y); }
 
@@ -359,7 +389,7 @@ cudaError_t magna_emu_launch_at(const char *where, const char *what, dim3 grid, 
     int index = 0;
     std::apply([&](const P &...p) { ((err = err ? err : magna_emu_check_arg(p, index++, where, what)), ...); },
                call.args);
-    if (err != cudaSuccess) return err;
+    if (err != cudaSuccess) return cudaGetLastError(); /* err, read and cleared as a failed launch's is */
     return magna_emu_launch(grid, block, shared_bytes, stream, reinterpret_cast<const void *>(kernel),
                             &magna_emu_call<P...>::run, &call, where, what);
 }

@@ -14,7 +14,8 @@
  * threads never reach because they exited, threads waiting at different barriers (block and warp), lanes
  * of one warp at different warp operations, a shuffle with a partial mask or from a lane that does not
  * exist. The failure is not sticky (a GPU's context would be lost): the launch returns
- * cudaErrorLaunchFailure, cudaGetLastError returns it once, cudaGetErrorString gives the message.
+ * cudaErrorLaunchFailure (read and cleared, as compat.h's cudaGetLastError after <<< >>> does), and
+ * cudaGetErrorString gives the message.
  *
  * Context switches: a few lines of assembly on x86-64 (swapcontext makes a system call per switch, which
  * would dominate a shuffle-heavy kernel), ucontext elsewhere or with MAGNA_EMU_UCONTEXT. Under ASan every
@@ -129,14 +130,15 @@ struct Fiber {
 
 enum : uint8_t { T_UNSTARTED, T_RUNNING, T_WAIT_BLOCK, T_WAIT_WARP, T_READY, T_DONE };
 enum : uint8_t { W_NONE, W_SHFL, W_SYNCWARP, W_BALLOT };
-static const char *const warp_op_name[] = {"", "a shuffle", "__syncwarp", "a vote (__ballot_sync/__any_sync/__all_sync)"};
+static const char *const warp_op_name[] = {"", "a shuffle", "__syncwarp",
+                                           "a vote (__ballot_sync/__any_sync/__all_sync)"};
 
 struct Warp {
     unsigned lanes;   /* lanes that exist (the block's last warp may be partial) */
     unsigned arrived; /* at the current warp operation */
     unsigned exited;
-    unsigned gen;     /* warp operations completed; its parity picks the slot row */
-    uint8_t op;       /* the operation the waiting lanes are at */
+    unsigned gen; /* warp operations completed; its parity picks the slot row */
+    uint8_t op;   /* the operation the waiting lanes are at */
     uint64_t slot[2][32];
 };
 
@@ -166,7 +168,7 @@ struct Emu {
     Fiber *current = nullptr;
     Launch *launch = nullptr;
     cudaError_t last_error = cudaSuccess;
-    std::string last_failure;      /* the message of the last error the emulator explained ... */
+    std::string last_failure;                    /* the message of the last error the emulator explained ... */
     cudaError_t last_failure_code = cudaSuccess; /* ... and its code */
     long long launches = 0;
     std::map<uintptr_t, size_t> device, pinned; /* cudaMalloc'd and cudaMallocHost'd [start, start + size) */
@@ -213,8 +215,8 @@ void fiber_init(Fiber *f) {
     f->ctx.uc.uc_link = nullptr;
     const uintptr_t p = reinterpret_cast<uintptr_t>(f);
     makecontext(&f->ctx.uc, reinterpret_cast<void (*)()>(+[](unsigned hi, unsigned lo) {
-                    fiber_main(reinterpret_cast<void *>((uintptr_t)hi << 32 | lo));
-                }),
+        fiber_main(reinterpret_cast<void *>((uintptr_t)hi << 32 | lo));
+    }),
                 2, (unsigned)(p >> 32), (unsigned)p);
 #else
     /* what magna_emu_swap pops, 8 slots: MXCSR and x87 control word, r15, r14, r13 (function), r12
@@ -224,10 +226,10 @@ void fiber_init(Fiber *f) {
     uint64_t *sp = reinterpret_cast<uint64_t *>(top - 16 - 64);
     const uint32_t mxcsr = 0x1f80, fpucw = 0x037f;
     sp[0] = mxcsr | (uint64_t)fpucw << 32;
-    sp[1] = sp[2] = 0;                                   /* r15 r14 */
-    sp[3] = reinterpret_cast<uint64_t>(&fiber_main);     /* r13 */
-    sp[4] = reinterpret_cast<uint64_t>(f);               /* r12 */
-    sp[5] = sp[6] = 0;                                   /* rbx rbp */
+    sp[1] = sp[2] = 0;                               /* r15 r14 */
+    sp[3] = reinterpret_cast<uint64_t>(&fiber_main); /* r13 */
+    sp[4] = reinterpret_cast<uint64_t>(f);           /* r12 */
+    sp[5] = sp[6] = 0;                               /* rbx rbp */
     sp[7] = reinterpret_cast<uint64_t>(&magna_emu_fiber_start);
     f->ctx.sp = sp;
 #endif
@@ -288,9 +290,9 @@ __attribute__((format(printf, 1, 2))) void launch_fail(const char *fmt, ...) {
     va_end(ap);
     char head[1024];
     snprintf(head, sizeof head,
-             "launch at %s, magna_cuda_launch(%s), grid (%u,%u,%u) block (%u,%u,%u): block (%u,%u,%u): %s",
-             L.where, L.what, L.grid.x, L.grid.y, L.grid.z, L.block.x, L.block.y, L.block.z, blockIdx.x, blockIdx.y,
-             blockIdx.z, msg);
+             "launch at %s, magna_cuda_launch(%s), grid (%u,%u,%u) block (%u,%u,%u): block (%u,%u,%u): %s", L.where,
+             L.what, L.grid.x, L.grid.y, L.grid.z, L.block.x, L.block.y, L.block.z, blockIdx.x, blockIdx.y, blockIdx.z,
+             msg);
     L.failed = true;
     L.failure = head;
 }
@@ -328,8 +330,10 @@ Fiber *pick_next(Launch &L) {
     }
     if (L.next < L.n) {
         Fiber *f = nullptr;
-        if (!e.idle.empty()) f = e.idle.back(), e.idle.pop_back();
-        else f = fiber_new();
+        if (!e.idle.empty())
+            f = e.idle.back(), e.idle.pop_back();
+        else
+            f = fiber_new();
         if (!f) launch_fail("out of memory for a fiber stack");
         return f;
     }
@@ -601,10 +605,10 @@ extern "C" cudaError_t magna_emu_check_pointer_arg(const void *p, int index, con
                 where, what, index, p);
 }
 
-extern "C" cudaError_t magna_emu_launch(dim3 grid, dim3 block, size_t shared_bytes, void *stream, const void *kernel,
-                                        void (*body)(void *), void *ctx, const char *where, const char *what) {
+namespace {
+cudaError_t launch(dim3 grid, dim3 block, size_t shared_bytes, void *stream, const void *kernel, void (*body)(void *),
+                   void *ctx, const char *where, const char *what) {
     Emu &e = emu();
-    std::lock_guard<std::recursive_mutex> g(e.lock);
 #ifdef MAGNA_EMU_ASAN
     static const bool hooked = (__sanitizer_set_death_callback(report_kernel_context), true);
     (void)hooked;
@@ -661,6 +665,16 @@ extern "C" cudaError_t magna_emu_launch(dim3 grid, dim3 block, size_t shared_byt
     }
     return fail(cudaErrorLaunchFailure, "%s", L.failure.c_str());
 }
+} // namespace
+
+/* Returns what compat.h's nvcc path returns after `kernel<<<...>>>`: cudaGetLastError(), so the launch's own
+ * failure or an earlier call's that nobody read, and clears it. */
+extern "C" cudaError_t magna_emu_launch(dim3 grid, dim3 block, size_t shared_bytes, void *stream, const void *kernel,
+                                        void (*body)(void *), void *ctx, const char *where, const char *what) {
+    std::lock_guard<std::recursive_mutex> g(emu().lock);
+    launch(grid, block, shared_bytes, stream, kernel, body, ctx, where, what);
+    return cudaGetLastError();
+}
 
 extern "C" long long magna_emu_launch_count(void) { return emu().launches; }
 extern "C" const char *magna_emu_last_failure(void) { return emu().last_failure.c_str(); }
@@ -695,7 +709,8 @@ extern "C" cudaError_t cudaFree(void *ptr) {
     std::lock_guard<std::recursive_mutex> g(e.lock);
     if (!ptr) return cudaSuccess;
     auto it = e.device.find(reinterpret_cast<uintptr_t>(ptr));
-    if (it == e.device.end()) return fail(cudaErrorInvalidValue, "cudaFree(%p): not a pointer cudaMalloc returned", ptr);
+    if (it == e.device.end())
+        return fail(cudaErrorInvalidValue, "cudaFree(%p): not a pointer cudaMalloc returned", ptr);
     e.allocated -= it->second;
     e.device.erase(it);
     free(ptr);
@@ -747,7 +762,8 @@ extern "C" cudaError_t cudaMemcpy(void *dst, const void *src, size_t count, cuda
 }
 extern "C" cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count, cudaMemcpyKind kind,
                                        cudaStream_t stream) {
-    if (!valid_stream(stream)) return fail(cudaErrorInvalidResourceHandle, "cudaMemcpyAsync on a dead stream %p", (void *)stream);
+    if (!valid_stream(stream))
+        return fail(cudaErrorInvalidResourceHandle, "cudaMemcpyAsync on a dead stream %p", (void *)stream);
     return cudaMemcpy(dst, src, count, kind);
 }
 
@@ -756,12 +772,14 @@ extern "C" cudaError_t cudaMemset(void *ptr, int value, size_t count) {
     std::lock_guard<std::recursive_mutex> g(e.lock);
     if (count == 0) return cudaSuccess;
     if (!in_device(ptr, count))
-        return fail(cudaErrorInvalidValue, "cudaMemset(%p, %d, %zu): not inside one cudaMalloc'd block", ptr, value, count);
+        return fail(cudaErrorInvalidValue, "cudaMemset(%p, %d, %zu): not inside one cudaMalloc'd block", ptr, value,
+                    count);
     memset(ptr, value, count);
     return cudaSuccess;
 }
 extern "C" cudaError_t cudaMemsetAsync(void *ptr, int value, size_t count, cudaStream_t stream) {
-    if (!valid_stream(stream)) return fail(cudaErrorInvalidResourceHandle, "cudaMemsetAsync on a dead stream %p", (void *)stream);
+    if (!valid_stream(stream))
+        return fail(cudaErrorInvalidResourceHandle, "cudaMemsetAsync on a dead stream %p", (void *)stream);
     return cudaMemset(ptr, value, count);
 }
 
@@ -796,14 +814,16 @@ extern "C" cudaError_t cudaStreamCreateWithFlags(cudaStream_t *stream, unsigned 
 extern "C" cudaError_t cudaStreamDestroy(cudaStream_t stream) {
     Emu &e = emu();
     std::lock_guard<std::recursive_mutex> g(e.lock);
-    if (!e.streams.erase(stream)) return fail(cudaErrorInvalidResourceHandle, "cudaStreamDestroy(%p): not a live stream", (void *)stream);
+    if (!e.streams.erase(stream))
+        return fail(cudaErrorInvalidResourceHandle, "cudaStreamDestroy(%p): not a live stream", (void *)stream);
     delete stream;
     return cudaSuccess;
 }
 extern "C" cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
     std::lock_guard<std::recursive_mutex> g(emu().lock);
-    return valid_stream(stream) ? cudaSuccess
-                                : fail(cudaErrorInvalidResourceHandle, "cudaStreamSynchronize(%p): not a live stream", (void *)stream);
+    return valid_stream(stream)
+               ? cudaSuccess
+               : fail(cudaErrorInvalidResourceHandle, "cudaStreamSynchronize(%p): not a live stream", (void *)stream);
 }
 extern "C" cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int flags) {
     std::lock_guard<std::recursive_mutex> g(emu().lock);
@@ -826,7 +846,8 @@ extern "C" cudaError_t cudaEventCreateWithFlags(cudaEvent_t *event, unsigned int
 extern "C" cudaError_t cudaEventDestroy(cudaEvent_t event) {
     Emu &e = emu();
     std::lock_guard<std::recursive_mutex> g(e.lock);
-    if (!e.events.erase(event)) return fail(cudaErrorInvalidResourceHandle, "cudaEventDestroy(%p): not a live event", (void *)event);
+    if (!e.events.erase(event))
+        return fail(cudaErrorInvalidResourceHandle, "cudaEventDestroy(%p): not a live event", (void *)event);
     delete event;
     return cudaSuccess;
 }
@@ -834,16 +855,17 @@ extern "C" cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
     Emu &e = emu();
     std::lock_guard<std::recursive_mutex> g(e.lock);
     if (!e.events.count(event) || !valid_stream(stream))
-        return fail(cudaErrorInvalidResourceHandle, "cudaEventRecord(%p, %p): not a live event and stream", (void *)event,
-                    (void *)stream);
+        return fail(cudaErrorInvalidResourceHandle, "cudaEventRecord(%p, %p): not a live event and stream",
+                    (void *)event, (void *)stream);
     event->ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
     event->recorded = true;
     return cudaSuccess;
 }
 extern "C" cudaError_t cudaEventSynchronize(cudaEvent_t event) {
     std::lock_guard<std::recursive_mutex> g(emu().lock);
-    return emu().events.count(event) ? cudaSuccess
-                                     : fail(cudaErrorInvalidResourceHandle, "cudaEventSynchronize(%p): not a live event", (void *)event);
+    return emu().events.count(event)
+               ? cudaSuccess
+               : fail(cudaErrorInvalidResourceHandle, "cudaEventSynchronize(%p): not a live event", (void *)event);
 }
 extern "C" cudaError_t cudaEventQuery(cudaEvent_t event) { return cudaEventSynchronize(event); }
 extern "C" cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end) {
@@ -867,7 +889,9 @@ extern "C" cudaError_t cudaGetDevice(int *device) {
     *device = 0;
     return cudaSuccess;
 }
-extern "C" cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : set_error(cudaErrorInvalidDevice); }
+extern "C" cudaError_t cudaSetDevice(int device) {
+    return device == 0 ? cudaSuccess : set_error(cudaErrorInvalidDevice);
+}
 extern "C" cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device) {
     if (!prop) return set_error(cudaErrorInvalidValue);
     if (device != 0) return set_error(cudaErrorInvalidDevice);
@@ -909,13 +933,15 @@ extern "C" cudaError_t cudaPeekAtLastError(void) { return emu().last_error; }
 
 extern "C" const char *cudaGetErrorName(cudaError_t error) {
     switch (error) {
-#define NAME(e) \
+#define NAME(e)                                                                                                        \
     case e: return #e;
-        NAME(cudaSuccess) NAME(cudaErrorInvalidValue) NAME(cudaErrorMemoryAllocation) NAME(cudaErrorInitializationError)
-        NAME(cudaErrorInvalidConfiguration) NAME(cudaErrorInvalidDevicePointer) NAME(cudaErrorInvalidMemcpyDirection)
-        NAME(cudaErrorInsufficientDriver) NAME(cudaErrorNoDevice) NAME(cudaErrorInvalidDevice)
-        NAME(cudaErrorInvalidResourceHandle) NAME(cudaErrorNotReady) NAME(cudaErrorLaunchOutOfResources)
-        NAME(cudaErrorIllegalAddress) NAME(cudaErrorLaunchTimeout) NAME(cudaErrorLaunchFailure) NAME(cudaErrorUnknown)
+        NAME(cudaSuccess)
+        NAME(cudaErrorInvalidValue) NAME(cudaErrorMemoryAllocation) NAME(cudaErrorInitializationError)
+            NAME(cudaErrorInvalidConfiguration) NAME(cudaErrorInvalidDevicePointer)
+                NAME(cudaErrorInvalidMemcpyDirection) NAME(cudaErrorInsufficientDriver) NAME(cudaErrorNoDevice)
+                    NAME(cudaErrorInvalidDevice) NAME(cudaErrorInvalidResourceHandle) NAME(cudaErrorNotReady)
+                        NAME(cudaErrorLaunchOutOfResources) NAME(cudaErrorIllegalAddress) NAME(cudaErrorLaunchTimeout)
+                            NAME(cudaErrorLaunchFailure) NAME(cudaErrorUnknown)
 #undef NAME
     }
     return "cudaErrorUnknown";
