@@ -60,9 +60,14 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
     tee -a "$REPORT"
 check cpu_tests_of_gpu_code sh -c "cd '$BUILD' && ctest -R '^(test_cuda_math|test_cuda_launch|test_device)\$' --output-on-failure"
 check kernels_vs_cpu_math "$BUILD/test_cuda_kernels"
+check attention_vs_cpu "$BUILD/test_cuda_attention"
+check rnn_vs_cpu "$BUILD/test_cuda_rnn"
 SANITIZER=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 if [ -x "$SANITIZER" ]; then
     check memcheck_kernels "$SANITIZER" --tool memcheck --leak-check full --error-exitcode 1 "$BUILD/test_cuda_kernels"
+    check memcheck_attention "$SANITIZER" --tool memcheck --error-exitcode 1 "$BUILD/test_cuda_attention"
+    # the flash-style kernels share tiles between warps and lanes: a missing barrier is a race only a GPU shows
+    check racecheck_attention "$SANITIZER" --tool racecheck --error-exitcode 1 "$BUILD/test_cuda_attention"
 else
     echo "FAIL memcheck (compute-sanitizer not found)" | tee -a "$REPORT"
     failed=$((failed + 1))
