@@ -45,7 +45,7 @@ struct attn_k {
     const float *q, *k, *v, *out, *dout;
     float *o, *lse, *delta, *dq, *dk, *dv;
     const int32_t *lengths;
-    int H, C, bf16, tc; /* tc: the tensor-core kernels (bf16 mode, hd 32, 64 or 128) */
+    int H, C, bf16, tc; /* tc: the tensor-core kernels (bf16 mode, hd a multiple of 16 up to 128) */
     float scale;
 };
 
@@ -360,7 +360,7 @@ UNROLL
     }
 }
 
-/* ---- tensor cores (bf16 mode, hd 32, 64 or 128) ----------------------------------------------------------
+/* ---- tensor cores (bf16 mode, hd a multiple of 16 up to 128) ----------------------------------------------------------
  * The same algorithm with the products on tensor cores through wmma (16 x 16 x 16 bf16 tiles, float
  * accumulators): four warps of 16 rows a block, tiles of 64 rows of the other side staged in shared memory as
  * bf16. A warp writes its score tiles to shared memory, where its lanes (two a row) do the softmax in float;
@@ -637,8 +637,13 @@ template <class K> int tc_launch(dim3 grid, size_t shared, void *stream, K kerne
         const dim3 grid(grid_x, a.l.grid_y);                                                                         \
         const size_t sh = magna_attn_tc_shared_bytes(a.l.hd, which);                                                 \
         switch (a.l.hd) {                                                                                            \
+        case 16: return tc_launch(grid, sh, stream, kernel<16>, a);                                                  \
         case 32: return tc_launch(grid, sh, stream, kernel<32>, a);                                                  \
+        case 48: return tc_launch(grid, sh, stream, kernel<48>, a);                                                  \
         case 64: return tc_launch(grid, sh, stream, kernel<64>, a);                                                  \
+        case 80: return tc_launch(grid, sh, stream, kernel<80>, a);                                                  \
+        case 96: return tc_launch(grid, sh, stream, kernel<96>, a);                                                  \
+        case 112: return tc_launch(grid, sh, stream, kernel<112>, a);                                                \
         case 128: return tc_launch(grid, sh, stream, kernel<128>, a);                                                \
         default: return cudaErrorInvalidValue;                                                                       \
         }                                                                                                            \

@@ -122,11 +122,11 @@ static inline size_t magna_attn_shared_bytes(const magna_launch_attention *l) {
     const size_t row = (size_t)l->parts * l->dpt;
     return l->dpt ? (2 * (size_t)l->tile_k * row + 2 * (size_t)l->tile_k) * sizeof(float) : 0;
 }
-/* Tensor-core path (bf16 mode, hd 32, 64 or 128): four warps of 16 rows, a block of 64 query rows (keys in
+/* Tensor-core path (bf16 mode, hd a multiple of 16 up to 128): four warps of 16 rows, a block of 64 query rows (keys in
  * dK/dV) and tiles of 64 rows of the other side; a warp's two lanes per row do its softmax (parts = 2, so the
  * row-of-thread functions below hold for it too); dpt is 0. */
 enum { MAGNA_ATTN_TC_BLOCK = 128, MAGNA_ATTN_TC_TILE = 64 };
-static inline int magna_attn_tc_fits(int64_t hd) { return hd == 32 || hd == 64 || hd == 128; }
+static inline int magna_attn_tc_fits(int64_t hd) { return hd > 0 && hd <= 128 && hd % 16 == 0; }
 static inline magna_launch_attention magna_launch_attn_tc(int64_t bh, int64_t tq, int64_t tk, int64_t hd, int causal) {
     magna_launch_attention l = magna_launch_attn(bh, tq, tk, hd, causal);
     l.block = MAGNA_ATTN_TC_BLOCK, l.tile_q = l.tile_k = MAGNA_ATTN_TC_TILE, l.parts = 2, l.dpt = 0;
