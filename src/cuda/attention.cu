@@ -15,7 +15,8 @@
  * reads vectors from global memory and accumulates in global memory (output, or the gradients).
  *
  * bf16 mode: q, k and v are rounded to bf16 where they enter a product; scores, softmax, dO and every
- * accumulation stay float32. */
+ * accumulation stay float32. At head dims that are multiples of 16 up to 128 bf16 mode runs the tensor-core
+ * kernels further down instead (wmma), which also round P, dO and dS to bf16 for their products. */
 #include "compat.h"
 
 #include "kernels.h"
