@@ -365,8 +365,9 @@ UNROLL
  * The same algorithm with the products on tensor cores through wmma (16 x 16 x 16 bf16 tiles, float
  * accumulators): four warps of 16 rows a block, tiles of 64 rows of the other side staged in shared memory as
  * bf16. A warp writes its score tiles to shared memory, where its lanes (two a row) do the softmax in float;
- * the probabilities (and dS) go back to the tensor cores as bf16, the forward's output rows stay in shared
- * memory in float (rescaled there when the running max moves). Layout: launch.h's magna_attn_tc_shared_bytes. */
+ * the probabilities (and dS) go back to the tensor cores as bf16. The forward's output accumulates in
+ * fragments, stored, rescaled and reloaded only when a row's running max moved. Layout: launch.h's
+ * magna_attn_tc_shared_bytes. */
 
 using namespace nvcuda;
 typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> frag_a;
@@ -454,7 +455,10 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc
         const float *vb = a.v + (size_t)b * Tk * C + (size_t)h * HD;
         __syncthreads(); /* the last slot's tiles are read */
         stage_bf16<HD>(Qs, qb, C, q0, q_last + 1 - q0);
-        for (int d = half; d < HD; d += 2) O[r * HD + d] = 0.0f;
+        /* the output rows accumulate in fragments; they go through shared memory only when a row's running
+         * max moved (its rows must be rescaled, and a fragment's layout is not ours to know) */
+        frag_c acc[HD / 16];
+        for (int nt = 0; nt < HD / 16; nt++) wmma::fill_fragment(acc[nt], 0.0f);
         float m = -INFINITY, lsum = 0.0f;
         for (int k0 = 0; k0 < kend; k0 += TT) {
             __syncthreads();
@@ -479,15 +483,23 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc
                 part += p;
             }
             part += __shfl_xor_sync(0xffffffffu, part, 1);
+            /* a row that had seen nothing (m = -inf) holds zeros: nothing to rescale */
+            const bool rescale = __any_sync(0xffffffffu, m != -INFINITY && alpha != 1.0f);
             lsum = lsum * alpha + part, m = m_new;
-            for (int d = half; d < HD; d += 2) O[r * HD + d] *= alpha;
+            if (rescale) { /* warp-uniform */
+                for (int nt = 0; nt < HD / 16; nt++)
+                    wmma::store_matrix_sync(O + nt * 16, acc[nt], HD, wmma::mem_row_major);
+                __syncwarp();
+                for (int d = half; d < HD; d += 2) O[r * HD + d] *= alpha;
+                __syncwarp();
+                for (int nt = 0; nt < HD / 16; nt++)
+                    wmma::load_matrix_sync(acc[nt], O + nt * 16, HD, wmma::mem_row_major);
+            }
             __syncwarp();
-            frag_c acc[HD / 16];
-            for (int nt = 0; nt < HD / 16; nt++) wmma::load_matrix_sync(acc[nt], O + nt * 16, HD, wmma::mem_row_major);
             tc_pb<HD>(acc, Pb, Vs);
-            for (int nt = 0; nt < HD / 16; nt++) wmma::store_matrix_sync(O + nt * 16, acc[nt], HD, wmma::mem_row_major);
-            __syncwarp();
         }
+        for (int nt = 0; nt < HD / 16; nt++) wmma::store_matrix_sync(O + nt * 16, acc[nt], HD, wmma::mem_row_major);
+        __syncwarp();
         if (i < Tq) {
             const float inv = lsum > 0.0f ? 1.0f / lsum : 0.0f;
             float *orow = a.o + ((size_t)b * Tq + i) * C + (size_t)h * HD;
