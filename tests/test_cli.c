@@ -3,8 +3,8 @@
  * 6 epochs straight vs 25 steps + `--resume` in a new process (a dropout model with a cosine warm-up: the same
  * weights byte for byte), SIGINT/SIGTERM to a training child (exit 130/143, a checkpoint that resumes),
  * eval of that checkpoint giving the same test RMSE, predict on CSV (housing) and IDX (a small Fashion-MNIST
- * MLP: its accuracy over the rows eval scores is eval's), summary of every model file in models/, --version and
- * --help, and malformed model files each rejected with their own message naming file and line. Language models
+ * MLP: its accuracy over the rows eval scores is eval's), summary of every model file in models/ (GPT-2 124M's
+ * 124,475,904 parameters), --set, GPT-2 shrunk by --set trained 2 steps on random tokens, --version and --help, and malformed model files each rejected with their own message naming file and line. Language models
  * on a tiny corpus written here (a GPT and an LSTM, 40 steps) and the words -> digits seq2seq (60 steps): train,
  * eval, stop + --resume (the same weights), generate twice with one seed (the same text), the misuses and the
  * malformed language-model files, each with its own message. */
@@ -337,12 +337,13 @@ static void test_predict(void) {
 
 static void test_summaries(void) {
     /* the language models: char-gpt and char-lstm on fortune's 113 characters (112 and <unk>) */
+    /* GPT-2 124M: 50304 x 768 tied embeddings + 1024 x 768 positions + 12 x 7,087,872 + 1536 (ln_f) */
     const char *files[] = {"housing-mlp", "iris-mlp", "digits-mlp", "fmnist-mlp", "fmnist-cnn", "char-gpt",
-                           "char-lstm", "seq2seq"};
+                           "char-lstm", "seq2seq", "gpt2-124m"};
     const char *params[] = {"Total params: 961\n", "Total params: 131\n", "Total params: 17226\n",
                             "Total params: 109386\n", "Total params: 688138\n", "Total params: 824192\n",
-                            "Total params: 366001\n", "Total params: 942220\n"};
-    for (int i = 0; i < 8; i++) {
+                            "Total params: 366001\n", "Total params: 942220\n", "Total params: 124475904\n"};
+    for (int i = 0; i < 9; i++) {
         char args[PATH_MAX + 64];
         snprintf(args, sizeof args, "summary '%s/models/%s.ini'", root, files[i]);
         const int rc = run(args, out, sizeof out);
@@ -408,6 +409,70 @@ static void test_malformed(void) {
     snprintf(text, sizeof text, "%s%s%s", GOOD_HEAD, layer, train);
     memcpy(strstr(text, "loss = mse"), "loss = xxx", 10);
     expect_bad(text, ":14: [train] key 'loss': unknown value 'xxx'");
+    snprintf(text, sizeof text, "%s%s%sbeta2 = 0.95\n", GOOD_HEAD, layer, train);
+    memcpy(strstr(text, "adam"), "sgd ", 4);
+    expect_bad(text, ":19: [train] key 'beta2': only adam and adamw take it");
+}
+
+/* models/gpt2-124m.ini: its padded vocabulary, --set (in place, added, refused), a few layers of it trained 2
+ * steps on random tokens with --log-steps, resumed from the checkpoint alone (which holds the overridden
+ * file), and what random tokens cannot do. */
+static void test_gpt2(void) {
+    char args[3 * PATH_MAX], line[4096], path[PATH_MAX + 64];
+    const char *small = "--set model.layers=2 --set data.context=32 --set model.d_model=32 --set model.heads=2 "
+                        "--set model.d_ff=64";
+    snprintf(args, sizeof args, "summary '%s/models/gpt2-124m.ini'", root);
+    int rc = run(args, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "gpt.wte                      [50304, 768]") && strstr(out, "[64, 1024, 50304]"),
+          "GPT-2's embedding and logits are padded to 50304 (rc %d):\n%s", rc, out);
+    /* in place (pad_vocab) and added after the header (positions): no padding, no position table */
+    snprintf(args, sizeof args, "summary '%s/models/gpt2-124m.ini' --set model.pad_vocab=1 --set model.positions=sinusoidal",
+             root);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "[50257, 768]") && !strstr(out, "gpt.wpe") && strstr(out, "Trainable params: 123653376\n"),
+          "--set model.pad_vocab=1 --set model.positions=sinusoidal (rc %d):\n%s", rc, out);
+    const char *bad[][2] = {{"--set layer.units=3", "--set 'layer.units=3': the section is data, model or train"},
+                            {"--set model.layres=3", "gpt2-124m.ini (with --set):27: [model]: unknown key 'layres'"},
+                            {"--set layers=3", "--set 'layers=3': expected SECTION.KEY=VALUE"},
+                            {"--set model.layers=", "--set 'model.layers=': expected SECTION.KEY=VALUE"}};
+    for (int i = 0; i < 4; i++) {
+        snprintf(args, sizeof args, "summary '%s/models/gpt2-124m.ini' %s", root, bad[i][0]);
+        rc = run(args, out, sizeof out);
+        CHECK(rc == 2 && strstr(out, bad[i][1]), "%s: exit 2 and '%s' (rc %d): %s", bad[i][0], bad[i][1], rc, out);
+    }
+
+    snprintf(args, sizeof args, "train '%s/models/gpt2-124m.ini' %s --batch 2 --steps 2 --threads 2 --out '%s/gpt2' "
+             "--log-steps '%s/gpt2-steps.csv'", root, small, tmp, tmp);
+    rc = run(args, out, sizeof out);
+    last_line(out, line, sizeof line);
+    printf("gpt2, 2 layers, 2 steps: %s\n", line);
+    const double loss = value_of(line, "train_loss"), uniform = log(50257.0);
+    CHECK(rc == 0 && fabs(loss - uniform) < 0.5 && value_of(line, "step_ms_median") > 0 &&
+              value_of(line, "tokens_per_s_median") > 0 && strstr(line, "step=2 ") && strstr(line, "context=32 "),
+          "2 steps on random tokens: the loss near ln 50257 = %.3f, a median step time (rc %d): %s", uniform, rc, out);
+    snprintf(path, sizeof path, "%s/gpt2-steps.csv", tmp);
+    FILE *f = fopen(path, "r");
+    char csv[3][128] = {"", "", ""};
+    for (int i = 0; f && i < 3 && fgets(csv[i], sizeof csv[i], f); i++) {}
+    if (f) fclose(f);
+    CHECK(strcmp(csv[0], "step,loss,ms\n") == 0 && strncmp(csv[1], "1,10.", 5) == 0 && strncmp(csv[2], "2,10.", 5) == 0,
+          "--log-steps: a header and one line a step: '%s' '%s' '%s'", csv[0], csv[1], csv[2]);
+    /* the checkpoint holds the file as overridden: resumed from it alone it rebuilds the small model */
+    snprintf(args, sizeof args, "train --resume '%s/gpt2/checkpoints' --steps 3 --threads 2", tmp);
+    rc = run(args, out, sizeof out);
+    last_line(out, line, sizeof line);
+    CHECK(rc == 0 && strstr(line, "step=3 ") && strstr(line, "context=32 "), "resumed from the checkpoint (rc %d): %s",
+          rc, out);
+
+    const char *misuse[][2] = {
+        {"eval '%s/models/gpt2-124m.ini' --weights x.safetensors", "random tokens: there is nothing to evaluate"},
+        {"generate '%s/models/gpt2-124m.ini' --weights x.safetensors", "random tokens: it has no tokenizer"}};
+    for (int i = 0; i < 2; i++) {
+        char cmd[PATH_MAX + 128];
+        snprintf(cmd, sizeof cmd, misuse[i][0], root);
+        rc = run(cmd, out, sizeof out);
+        CHECK(rc == 2 && strstr(out, misuse[i][1]), "%s: exit 2 and '%s' (rc %d): %s", cmd, misuse[i][1], rc, out);
+    }
 }
 
 /* ---- language models ---------------------------------------------------------------------------- */
@@ -644,7 +709,8 @@ static void test_lm_malformed(void) {
     expect_bad(text, ":7: [model] needs 'heads'");
     snprintf(text, sizeof text, "%s[model]\nkind = gpt\nlayers = 1\nheads = 2\nd_model = 16\ninput = 3\n\n%s", head,
              train);
-    expect_bad(text, ":12: [model]: unknown key 'input' (it takes: kind, layers, heads, d_model, d_ff, positions, dropout)");
+    expect_bad(text, ":12: [model]: unknown key 'input' (it takes: kind, layers, heads, d_model, d_ff, positions, dropout, "
+               "pad_vocab)");
     snprintf(text, sizeof text, "%s%s[layer]\ntype = dense\nunits = 4\n\n%s", head, gpt, train);
     expect_bad(text, ":13: [layer] a gpt model takes no [layer] sections");
     snprintf(text, sizeof text, "%s[model]\nkind = sequential\n\n[layer]\ntype = dense\nunits = vocab\n\n%s", head,
@@ -657,8 +723,8 @@ static void test_lm_malformed(void) {
     snprintf(text, sizeof text, "%s%s[train]\nloss = sparse_cross_entropy\noptimizer = adam\nlr = 1e-3\nbatch = 4\n"
                                 "epochs = 5\n",
              head, gpt);
-    expect_bad(text, ":18: [train]: unknown key 'epochs' (it takes: loss, optimizer, lr, momentum, weight_decay, l2, "
-                     "batch, steps,");
+    expect_bad(text, ":18: [train]: unknown key 'epochs' (it takes: loss, optimizer, lr, momentum, beta1, beta2, eps, "
+                     "weight_decay, l2, batch, steps,");
     snprintf(text, sizeof text, "%s%s[train]\nloss = sparse_cross_entropy\noptimizer = adam\nlr = 1e-3\nbatch = 4\n",
              head, gpt);
     expect_bad(text, ":13: [train] needs 'steps'");
@@ -720,6 +786,7 @@ int main(void) {
     CHECK(rc == 1 && strstr(out, "--device cuda: cannot run on cuda: ") && strchr(out, '\n') == out + strlen(out) - 1,
           "--device cuda (rc %d): %s", rc, out);
     test_summaries();
+    test_gpt2();
     test_malformed();
     test_train_eval();
     test_predict();

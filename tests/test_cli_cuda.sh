@@ -102,7 +102,7 @@ beam = 2
 EOF
 run gpt val_loss "$T/gpt.ini"
 run lstm val_loss "$T/lstm.ini"
-run seq2seq exact_match "$T/seq2seq.ini"
+run seq2seq test_loss "$T/seq2seq.ini"
 
 # weights trained on the (emulated) GPU generate on the CPU
 if "$CPU" generate "$T/gpt.ini" --weights "$T/gpt-cuda/model.safetensors" --prompt "line" --length 20 --seed 1 \

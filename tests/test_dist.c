@@ -225,6 +225,17 @@ static void no_mpi_leak_check(void) {
     setenv("ASAN_OPTIONS", opts, 1);
 }
 
+/* Open MPI's settings by environment, for a launched child: root, more ranks than cores, and the session
+ * folder in this test's own temporary folder (two mpiexec jobs on one machine, say two test suites at
+ * once, otherwise share /tmp/ompi.* and one fails with "orte_session_dir failed: File exists"). */
+static void mpi_child_env(void) {
+    setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+    setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+    setenv("OMPI_MCA_rmaps_base_oversubscribe", "1", 1);
+    setenv("OMPI_MCA_orte_tmpdir_base", dir, 1);
+    setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+}
+
 /* mpiexec -n RANKS self --worker ARGS..., in its own process group, output to DIR/LOG. */
 static pid_t launch(int ranks, const char *log, const char *const *args) {
     char np[16], path[512];
@@ -240,10 +251,7 @@ static pid_t launch(int ranks, const char *log, const char *const *args) {
         setpgid(0, 0);
         int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (fd >= 0) dup2(fd, 1), dup2(fd, 2);
-        /* Open MPI's settings by environment (root, more ranks than cores); one thread a rank on shared cores */
-        setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
-        setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
-        setenv("OMPI_MCA_rmaps_base_oversubscribe", "1", 1);
+        mpi_child_env();
         setenv("OMP_NUM_THREADS", "1", 1);
         setenv("MAGNA_THREADS", "1", 1);
         setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
@@ -273,10 +281,7 @@ static pid_t launch_cli(int ranks, const char *log, const char *const *args) {
         setpgid(0, 0);
         int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (fd >= 0) dup2(fd, 1), dup2(fd, 2);
-        setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
-        setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
-        setenv("OMPI_MCA_rmaps_base_oversubscribe", "1", 1);
-        setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+        mpi_child_env();
         if (ranks) no_mpi_leak_check();
         execv(argv[0], (char *const *)argv);
         _exit(127);

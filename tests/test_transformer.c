@@ -1,5 +1,6 @@
 /* test_transformer.c — the transformer layers and generation: no attention to the future, padding that
- * changes nothing, the KV cache against a full forward, sampling, and a tiny GPT that memorises a string. */
+ * changes nothing, the KV cache against a full forward, sampling, a padded vocabulary (never generated), and
+ * a tiny GPT that memorises a string. */
 #include "check.h"
 #include "magna.h"
 
@@ -222,7 +223,70 @@ static void check_errors(void) {
     magna_gpt_generator_free(gen);
 }
 
+/* A padded vocabulary (11 ids, rows rounded up to 16): the logits are 16 wide, and the padded ids, made the
+ * most likely of all, are never generated, with or without the cache. */
+static void check_padded_vocab(void) {
+    magna_gpt_config cfg = tiny;
+    cfg.pad_vocab = 8;
+    CHECK(magna_gpt_padded_vocab(&cfg) == 16 && magna_gpt_padded_vocab(&tiny) == 11,
+          "padded vocabulary: %lld (want 16), unpadded %lld (want 11)", (long long)magna_gpt_padded_vocab(&cfg),
+          (long long)magna_gpt_padded_vocab(&tiny));
+    magna_graph *g = magna_graph_new(4);
+    magna_node *ids = magna_input(g, "ids", MAGNA_I32, 2, SHAPE(1, cfg.context));
+    magna_node *logits = magna_gpt(g, "gpt", ids, &cfg, NULL, NULL);
+    magna_graph_keep(g, logits);
+    CHECK(magna_graph_compile(g, NULL) == MAGNA_OK, "%s", magna_graph_errmsg(g));
+    magna_node *wte = magna_graph_find(g, "gpt.wte.weight"), *gain = magna_graph_find(g, "gpt.ln_f.weight"),
+               *bias = magna_graph_find(g, "gpt.ln_f.bias");
+    CHECK(wte && gain && bias && magna_node_shape(wte)[0] == 16 && magna_node_shape(logits)[2] == 16,
+          "wte [16, D] and logits [1, T, 16]");
+    if (!wte || !gain || !bias) {
+        magna_graph_free(g);
+        return;
+    }
+    magna_error err = {0};
+    { /* the logits rows are 16 wide: the full forward's and the cache's agree at every position */
+        magna_gpt_generator *full = magna_gpt_generator_new(g, "gpt", &cfg, false, &err);
+        magna_gpt_generator *kv = full ? magna_gpt_generator_new(g, "gpt", &cfg, true, &err) : NULL;
+        CHECK(full && kv, "%s", err.message);
+        double worst = 0;
+        for (int i = 0; full && kv && i < 6; i++) {
+            const float *a = magna_gpt_generator_step(full, i), *b = magna_gpt_generator_step(kv, i);
+            for (int v = 0; a && b && v < 16; v++) worst = fmax(worst, fabs((double)a[v] - b[v]));
+            if (!a || !b) worst = INFINITY;
+        }
+        CHECK(worst <= 1e-4, "padded vocabulary: cached logits differ from the full forward by %.3g", worst);
+        magna_gpt_generator_free(full);
+        magna_gpt_generator_free(kv);
+    }
+    /* the final norm gives all ones whatever comes in, so a logit is its embedding row's sum: 0 for the real
+     * ids, D for the padded ones */
+    const int64_t D = cfg.d_model;
+    for (int64_t i = 0; i < D; i++) magna_node_data(gain)[i] = 0, magna_node_data(bias)[i] = 1;
+    for (int64_t v = 0; v < 16; v++)
+        for (int64_t i = 0; i < D; i++) magna_node_data(wte)[v * D + i] = v < cfg.vocab ? 0.0f : 1.0f;
+    for (int cached = 0; cached < 2; cached++) {
+        magna_gpt_generator *gen = magna_gpt_generator_new(g, "gpt", &cfg, cached, &err);
+        CHECK(gen != NULL, "%s", err.message);
+        if (!gen) continue;
+        int32_t prompt[2] = {1, 2}, o[24];
+        const float *l = magna_gpt_generator_step(gen, 3);
+        CHECK(l && l[15] > l[0] + 1, "a padded id's logit is the largest (%g vs %g)", l ? l[15] : 0.0, l ? l[0] : 0.0);
+        for (int t = 0; t < 2; t++) { /* greedy, then sampled */
+            magna_sampling s = {.temperature = t ? 1.0f : 0.0f, .seed = 7};
+            CHECK(magna_gpt_generate(gen, prompt, 2, 24, &s, o) == MAGNA_OK, "%s", magna_gpt_generator_errmsg(gen));
+            int bad = 0;
+            for (int i = 0; i < 24; i++) bad += o[i] < 0 || o[i] >= cfg.vocab;
+            CHECK(bad == 0, "%d generated ids outside [0, %lld) (cache %d, temperature %d)", bad, (long long)cfg.vocab,
+                  cached, t);
+        }
+        magna_gpt_generator_free(gen);
+    }
+    magna_graph_free(g);
+}
+
 int main(void) {
+    check_padded_vocab();
     check_errors();
     check_causal_mask();
     check_padding_mask();

@@ -170,7 +170,14 @@ typedef struct magna_gpt_config {
     int64_t d_ff;                  /* 0: 4 d_model */
     float dropout;
     magna_position_kind positions; /* learned (GPT-2) or sinusoidal */
+    /* 0 or 1: the embedding has `vocab` rows. N > 1: its rows are rounded up to a multiple of N (GPT-2 124M:
+     * 50257 -> 50304 with 128, for matmuls of friendlier sizes), so the logits are [B, T, padded]; the padded
+     * ids are never targets (the data has none) and never sampled (the generator draws from the first vocab). */
+    int64_t pad_vocab;
 } magna_gpt_config;
+
+/* The embedding's rows (and the logits' width) of a GPT: vocab rounded up to a multiple of pad_vocab. */
+int64_t magna_gpt_padded_vocab(const magna_gpt_config *cfg);
 
 /* A GPT: ids int32 [B, T] (T <= context) -> logits [B, T, vocab]. Token embedding "<name>.wte" [vocab, D]
  * is also the output projection (tied, as GPT-2), positions "<name>.wpe", blocks "<name>.h0" ..., final

@@ -110,6 +110,10 @@ void magna_history_free(magna_history *h);
 
 /* Called after every epoch; return false to stop training. */
 typedef bool (*magna_epoch_callback)(magna_model *m, const magna_epoch_log *log, void *user);
+/* Called after every optimizer step (the model's step count, already advanced, and the step's mean loss over
+ * this process's rows): a per-step loss curve, or step times (the loss is read back from the device, so
+ * the step has finished when it is called). */
+typedef void (*magna_step_callback)(magna_model *m, int64_t step, double loss, void *user);
 
 typedef struct magna_fit_opts {
     int epochs;
@@ -146,7 +150,8 @@ typedef struct magna_fit_opts {
     int64_t max_steps;
     const volatile sig_atomic_t *stop;
     magna_epoch_callback on_epoch_end;
-    void *user;
+    magna_step_callback on_step;
+    void *user; /* both callbacks' */
 } magna_fit_opts;
 
 /* The model: a graph built for `batch` rows per step, seeded. NULL only when out of memory. */

@@ -190,6 +190,29 @@ static bool load_text(const config *cf, const char *tok_text, bool train, data *
     return true;
 }
 
+/* Random token windows (a benchmark's data, no corpus): a stream of steps x batch x context + 1 ids uniform in
+ * [0, vocab) from the data seed, window r its ids r T .. r T + T - 1 and the targets the ids one further. */
+static bool load_random(const config *cf, bool train, data *d) {
+    const int64_t T = cf->context, rows = train ? cf->steps * cf->batch : 0;
+    d->vocab = cf->random_vocab;
+    if (train) {
+        const int64_t n = rows * T + 1;
+        int32_t *ids = d->owned[0] = malloc((size_t)n * sizeof *ids);
+        if (!ids) return cli_fail("out of memory for %lld random training windows of %lld", (long long)rows, (long long)T);
+        for (int64_t i = 0; i < n; i++)
+            ids[i] = (int32_t)(magna_rand_u64(cf->data_seed, 0x70c3e5ull, (uint64_t)i) % (uint64_t)cf->random_vocab);
+        d->train = (magna_dataset){.rows = rows, .x_i32 = ids, .labels = ids + 1};
+    }
+    char count[64] = "";
+    if (train) snprintf(count, sizeof count, "%lld training ", (long long)rows);
+    snprintf(d->desc, sizeof d->desc,
+             "random tokens: ids uniform in [0, %lld), seed %llu; %swindows of %lld, no validation (nothing to learn: "
+             "the loss can only fall to ln %lld = %.4f)",
+             (long long)cf->random_vocab, (unsigned long long)cf->data_seed, count, (long long)T,
+             (long long)cf->random_vocab, log((double)cf->random_vocab));
+    return true;
+}
+
 /* The words -> digits task: steps x batch fresh training examples (when `train`), and the held-out ones. */
 static bool load_numbers(const config *cf, bool train, data *d) {
     magna_error err;
@@ -215,7 +238,9 @@ static bool load_numbers(const config *cf, bool train, data *d) {
 bool load_data(const config *cf, const char *tok_text, bool train, data *d) {
     *d = (data){0};
     if (cf->kind == DATA_TEXT || cf->kind == DATA_NUMBERS) {
-        const bool ok = cf->kind == DATA_TEXT ? load_text(cf, tok_text, train, d) : load_numbers(cf, train, d);
+        const bool ok = cf->random_tokens       ? load_random(cf, train, d)
+                        : cf->kind == DATA_TEXT ? load_text(cf, tok_text, train, d)
+                                                : load_numbers(cf, train, d);
         if (!ok) data_free(d);
         return ok;
     }

@@ -33,8 +33,10 @@
 
 /* ---- commands -------------------------------------------------------------------------------------- */
 
-/* The model of the file, compiled, for `batch` rows a step; vocab: a text model's tokenizer's. */
-static magna_model *build(const config *cf, int64_t vocab, int64_t batch) {
+/* The model of the file, compiled, for `batch` rows a step; vocab: a text model's tokenizer's. Without
+ * `compile` (summary) only built: shapes and parameters are known then, and compiling allocates the
+ * activations of a whole step (tens of GiB for GPT-2 124M at batch 64). */
+static magna_model *build_model(const config *cf, int64_t vocab, int64_t batch, bool compile) {
     magna_model *m = cf->model == MODEL_SEQ2SEQ ? magna_numbers_model(cf->seed, batch, &cf->seq2seq)
                                                 : magna_model_new(cf->seed, batch);
     if (!m) {
@@ -60,14 +62,20 @@ static magna_model *build(const config *cf, int64_t vocab, int64_t batch) {
         magna_model_input(m, "x", MAGNA_F32, cf->input_ndim, cf->input);
         magna_model_sequential(m, cf->layers, cf->nlayers);
     }
-    if (magna_model_compile(m, &cf->compile) != MAGNA_OK) {
-        cli_fail("%s: %s", cf->path, magna_model_errmsg(m));
+    magna_graph *g = magna_model_graph(m);
+    if (compile ? magna_model_compile(m, &cf->compile) != MAGNA_OK : magna_graph_status(g) != MAGNA_OK) {
+        cli_fail("%s: %s", cf->path, compile ? magna_model_errmsg(m) : magna_graph_errmsg(g));
         magna_model_free(m);
         return NULL;
     }
     magna_node *out = magna_model_output(m);
     const int64_t width = magna_node_shape(out)[magna_node_ndim(out) - 1];
-    if (cf->kind == DATA_TEXT && width != vocab) {
+    /* a GPT's padded vocabulary: wider logits, of which the ids past the tokenizer's are never used */
+    const int64_t logits = cf->model == MODEL_GPT ? magna_gpt_padded_vocab(&(magna_gpt_config){.vocab = vocab,
+                                                                                                .pad_vocab =
+                                                                                                    cf->gpt.pad_vocab})
+                                                  : vocab;
+    if (cf->kind == DATA_TEXT && width != logits) {
         cli_fail("%s: the model gives %lld logits a position, the tokenizer has %lld ids (the last layer: dense with "
                  "units = vocab)",
                  cf->path, (long long)width, (long long)vocab);
@@ -75,6 +83,10 @@ static magna_model *build(const config *cf, int64_t vocab, int64_t batch) {
         return NULL;
     }
     return m;
+}
+
+static magna_model *build(const config *cf, int64_t vocab, int64_t batch) {
+    return build_model(cf, vocab, batch, true);
 }
 
 static double now(void) {
@@ -106,7 +118,8 @@ static bool make_dirs(const char *dir) {
 
 static const char *USAGE =
     "usage: magna COMMAND ...\n"
-    "  magna train MODEL_FILE [--epochs N] [--batch N] [--lr X] [--seed N] [--threads N] [--out DIR]\n"
+    "  magna train MODEL_FILE [--set SECTION.KEY=VALUE]... [--log-steps FILE]\n"
+    "              [--epochs N] [--batch N] [--lr X] [--seed N] [--threads N] [--out DIR]\n"
     "              [--save-every STEPS] [--keep K] [--steps N] [--resume CHECKPOINT]\n"
     "              [--dist] [--zero1] [--timeout SECONDS] [--device cpu|cuda] [--fp32]\n"
     "  magna eval MODEL_FILE --weights FILE [--seed N] [--threads N]\n"
@@ -116,11 +129,13 @@ static const char *USAGE =
     "  magna summary MODEL_FILE\n"
     "  magna --version\n"
     "A MODEL_FILE has sections [data], [model], one [layer] per layer, and [train] (see README.md, "
-    "\"Command line\").\n";
+    "\"Command line\");\n"
+    "every command that reads one takes --set SECTION.KEY=VALUE to change a key of [data], [model] or [train].\n";
 static const char *USAGE_TRAIN =
     "usage: magna train MODEL_FILE [--epochs N] [--batch N] [--lr X] [--seed N] [--threads N] [--out DIR]\n"
     "                   [--save-every STEPS] [--keep K] [--steps N] [--device cpu|cuda] [--fp32]\n"
     "       magna train [MODEL_FILE] --resume CHECKPOINT [--threads N] [--steps N] ...\n"
+    "       magna train MODEL_FILE --set SECTION.KEY=VALUE [--set ...] [--log-steps FILE] ...\n"
     "Trains the model the file describes on its data, evaluates it on the test split and writes\n"
     "DIR/model.safetensors (the best epoch's weights, which are also the ones evaluated), DIR/logs\n"
     "(TensorBoard events, log.csv, curves.svg) and DIR/checkpoints: full-state checkpoints (weights,\n"
@@ -145,9 +160,16 @@ static const char *USAGE_TRAIN =
     "Language models ([data] kind = text or numbers) train one epoch of [train] steps batches of fresh random\n"
     "windows (or examples); their tokenizer goes into the weights and checkpoints. The last line has\n"
     "val_loss (nats a token over the validation windows), bigram_val_loss and tokens_per_s for text, and\n"
-    "exact_match (beam search) and greedy_exact_match on the held-out numbers for seq2seq.\n";
+    "exact_match (beam search) and greedy_exact_match on the held-out numbers for seq2seq. [data] kind =\n"
+    "random_tokens (models/gpt2-124m.ini) has no validation: train_loss, tokens_per_s and\n"
+    "tokens_per_s_median (batch x context / the median step time).\n"
+    "--set SECTION.KEY=VALUE (repeatable) changes a key of the file's [data], [model] or [train] before it\n"
+    "is read (--set model.layers=2 --set data.context=64); checkpoints keep the file as changed.\n"
+    "--log-steps FILE writes step,loss,ms for every step (a loss curve to compare across devices). Every\n"
+    "results line has step_ms_median: the median step time in milliseconds after the first tenth of the\n"
+    "steps (warm-up).\n";
 static const char *USAGE_EVAL =
-    "usage: magna eval MODEL_FILE --weights FILE [--seed N] [--threads N]\n"
+    "usage: magna eval MODEL_FILE --weights FILE [--seed N] [--threads N] [--set SECTION.KEY=VALUE]...\n"
     "Loads the weights into the model the file describes and evaluates it on the test split\n"
     "(the same split as training: same file, same seed); a text model on its validation windows, with the\n"
     "tokenizer the weights hold; seq2seq by exact match on the held-out numbers. The last line is key=value\n"
@@ -172,11 +194,16 @@ static const char *USAGE_GENERATE =
     "whose probabilities reach P), --seed S (default 42: the same seed gives the same text).\n"
     "A seq2seq model ([data] kind = numbers) translates the words of --prompt ('three hundred forty-two')\n"
     "into digits, greedily or with a beam search of K beams (--beam K, 1..64), and prints them.\n";
-static const char *USAGE_SUMMARY = "usage: magna summary MODEL_FILE\n"
+static const char *USAGE_SUMMARY = "usage: magna summary MODEL_FILE [--set SECTION.KEY=VALUE]...\n"
                                    "Checks the model file, builds the model and prints its layers, shapes and "
-                                   "parameter counts.\n";
+                                   "parameter counts\n(without compiling it: nothing of a training step is "
+                                   "allocated).\n";
+
+enum { MAX_SETS = 32 };
 
 typedef struct options {
+    const char *sets[MAX_SETS], *log_steps; /* --set SECTION.KEY=VALUE, in order; --log-steps FILE */
+    int nsets;
     const char *model_file, *out, *weights, *resume, *input, *output, *prompt, *device;
     int64_t epochs, batch, seed, threads, save_every, keep, steps;
     int64_t length, top_k, beam; /* generate */
@@ -219,6 +246,11 @@ static bool parse_options(int argc, char **argv, const char *cmd, const char *al
         else if (strcmp(a, "--output") == 0) o->output = v;
         else if (strcmp(a, "--prompt") == 0) o->prompt = v;
         else if (strcmp(a, "--device") == 0) o->device = v;
+        else if (strcmp(a, "--log-steps") == 0) o->log_steps = v;
+        else if (strcmp(a, "--set") == 0) {
+            if (o->nsets == MAX_SETS) return cli_fail("magna %s: more than %d --set options", cmd, MAX_SETS);
+            o->sets[o->nsets++] = v;
+        }
         else if (strcmp(a, "--lr") == 0) {
             if (!parse_double(v, &x) || x <= 0) return cli_fail("magna %s: --lr: '%s' is not a number > 0", cmd, v);
             o->lr = x;
@@ -273,6 +305,39 @@ static bool apply_options(const options *o, config *cf) {
     return true;
 }
 
+/* A whole file as a string (malloc'd), or NULL with the error set. */
+static char *file_text(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return cli_fail("%s: cannot open: %s", path, strerror(errno)), NULL;
+    char *text = NULL;
+    size_t len = 0;
+    long n = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    if (n >= 0 && (text = malloc((size_t)n + 1)) && fseek(f, 0, SEEK_SET) == 0) len = fread(text, 1, (size_t)n, f);
+    if (text) text[len] = '\0';
+    else cli_fail("%s: cannot read: %s", path, n < 0 ? strerror(errno) : "out of memory");
+    fclose(f);
+    return text;
+}
+
+/* Reads the model file `name` (or `text`, a checkpoint's copy of it) with the --set overrides applied into cf;
+ * the text it read (overrides applied: what checkpoints keep) into *used when not NULL (malloc'd). */
+static bool read_config(const options *o, const char *name, const char *text, config *cf, char **used) {
+    static char named[4400]; /* cf keeps the name it was read under, for its messages */
+    char *t = text ? strdup(text) : file_text(name);
+    if (!t) return text ? cli_fail("out of memory") : false;
+    if (o->nsets > 0) {
+        char *overridden = config_override(t, o->sets, o->nsets);
+        free(t);
+        if (!(t = overridden)) return false;
+        snprintf(named, sizeof named, "%s (with --set)", name);
+        name = named;
+    }
+    const bool ok = config_read_text(name, t, cf);
+    if (ok && used) *used = t;
+    else free(t);
+    return ok;
+}
+
 /* A text model's tokenizer from the metadata of its weights (model.safetensors or a checkpoint, file or
  * folder): malloc'd text, or NULL with the error set. */
 static char *weights_tokenizer(const char *weights) {
@@ -294,17 +359,17 @@ static char *weights_tokenizer(const char *weights) {
 
 static int cmd_summary(int argc, char **argv) {
     options o;
-    if (!parse_options(argc, argv, "summary", "", &o)) return EXIT_USAGE;
+    if (!parse_options(argc, argv, "summary", "--set", &o)) return EXIT_USAGE;
     if (o.help) return fputs(USAGE_SUMMARY, stdout), 0;
     config cf;
-    if (!config_read(o.model_file, &cf)) return EXIT_USAGE;
+    if (!read_config(&o, o.model_file, NULL, &cf, NULL)) return EXIT_USAGE;
     data d = {0};
     /* a text model's vocabulary is its tokenizer's, trained on the corpus */
     if (cf.kind == DATA_TEXT && !load_data(&cf, NULL, false, &d)) {
         config_free(&cf);
         return EXIT_RUN;
     }
-    magna_model *m = build(&cf, d.vocab, cf.batch);
+    magna_model *m = build_model(&cf, d.vocab, cf.batch, false);
     int rc = EXIT_RUN;
     if (m) {
         if (cf.kind == DATA_TEXT) printf("%s\n", d.desc);
@@ -347,10 +412,56 @@ static bool apply_run_settings(const char *s, config *cf, char *out, size_t n) {
     return true;
 }
 
+/* Every step's time and loss, from fit's on_step: --log-steps FILE gets "step,loss,ms" lines (a loss curve to
+ * compare across devices), and the results line the median step time. */
+typedef struct step_times {
+    FILE *f;
+    double last;   /* when the step before ended (or fit started) */
+    double *ms;    /* each step's milliseconds */
+    int64_t n, cap;
+    double loss;   /* the last step's */
+    bool failed;   /* out of memory: no median */
+} step_times;
+
+static void on_step(magna_model *m, int64_t step, double loss, void *user) {
+    (void)m;
+    step_times *st = user;
+    const double t = now(), ms = 1e3 * (t - st->last);
+    st->last = t, st->loss = loss;
+    if (st->f) fprintf(st->f, "%lld,%.6g,%.3f\n", (long long)step, loss, ms);
+    if (st->n == st->cap) {
+        const int64_t cap = st->cap ? 2 * st->cap : 256;
+        double *p = realloc(st->ms, (size_t)cap * sizeof *p);
+        if (!p) {
+            st->failed = true;
+            return;
+        }
+        st->ms = p, st->cap = cap;
+    }
+    st->ms[st->n++] = ms;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The median step time after warm-up (the first tenth of the steps, at least one when there are two), in ms;
+ * 0 when no step was timed. */
+static double median_step_ms(step_times *st) {
+    if (st->failed || st->n == 0) return 0;
+    int64_t skip = (st->n + 9) / 10;
+    if (st->n == 1) skip = 0;
+    const int64_t n = st->n - skip;
+    qsort(st->ms + skip, (size_t)n, sizeof *st->ms, cmp_double);
+    return n % 2 ? st->ms[skip + n / 2] : 0.5 * (st->ms[skip + n / 2 - 1] + st->ms[skip + n / 2]);
+}
+
 /* The end of a language model's training: the validation loss (text) or the exact match of greedy and
  * beam-search decoding on the held-out numbers, and the training speed in tokens a second. */
 static int lm_results(const config *cf, data *d, magna_model *m, const magna_history *h, int64_t steps,
-                      double seconds, double bigram_val, const char *ckpt, const char *out) {
+                      double seconds, const step_times *times, double step_ms, double bigram_val, const char *ckpt,
+                      const char *out) {
     const magna_epoch_log *last = h->count ? &h->epochs[h->count - 1] : NULL;
     char train_loss[64] = "";
     if (last) snprintf(train_loss, sizeof train_loss, " train_loss=%.4f", last->train.loss);
@@ -359,14 +470,26 @@ static int lm_results(const config *cf, data *d, magna_model *m, const magna_his
                magna_model_last_checkpoint(m));
     else
         printf("wrote %s, %s/checkpoints and %s/logs\n", ckpt, out, out);
+    const double step_tokens = (double)cf->batch * (double)cf->context;
+    if (cf->random_tokens) { /* nothing to validate: the speed, and the loss going down from ln(vocab) */
+        printf("train_loss=%.4f uniform_loss=%.4f tokens_per_s=%.0f step_ms_median=%.3f tokens_per_s_median=%.0f "
+               "step=%lld vocab=%lld batch=%lld context=%lld seed=%llu threads=%d seconds=%.3f out=%s\n",
+               times->n ? times->loss : (double)NAN, log((double)d->vocab),
+               seconds > 0 ? (double)steps * step_tokens / seconds : 0.0, step_ms,
+               step_ms > 0 ? step_tokens / (1e-3 * step_ms) : 0.0, (long long)magna_model_step(m), (long long)d->vocab,
+               (long long)cf->batch, (long long)cf->context, (unsigned long long)cf->seed, magna_get_threads(), seconds,
+               out);
+        return 0;
+    }
     if (cf->kind == DATA_TEXT) {
-        const double tokens = (double)steps * (double)cf->batch * (double)cf->context;
+        const double tokens = (double)steps * step_tokens;
         magna_scores s = last && last->has_val && !h->interrupted ? last->val : (magna_scores){0};
         if (!(last && last->has_val && !h->interrupted) && magna_model_evaluate(m, &d->val, &s) != MAGNA_OK)
             return cli_fail("%s: %s", cf->path, magna_model_errmsg(m)), EXIT_RUN;
-        printf("val_loss=%.4f bigram_val_loss=%.4f%s tokens_per_s=%.0f step=%lld vocab=%lld val_windows=%lld seed=%llu "
-               "threads=%d seconds=%.3f out=%s\n",
-               s.loss, bigram_val, train_loss, seconds > 0 ? tokens / seconds : 0.0, (long long)magna_model_step(m),
+        printf("val_loss=%.4f bigram_val_loss=%.4f%s tokens_per_s=%.0f step_ms_median=%.3f step=%lld vocab=%lld "
+               "val_windows=%lld seed=%llu threads=%d seconds=%.3f out=%s\n",
+               s.loss, bigram_val, train_loss, seconds > 0 ? tokens / seconds : 0.0, step_ms,
+               (long long)magna_model_step(m),
                (long long)d->vocab, (long long)d->val.rows, (unsigned long long)cf->seed, magna_get_threads(), seconds,
                out);
         return 0;
@@ -425,7 +548,7 @@ static int cmd_train_run(const options *o, magna_dist *dist);
 
 static int cmd_train(int argc, char **argv) {
     options o;
-    if (!parse_options(argc, argv, "train",
+    if (!parse_options(argc, argv, "train", "--set --log-steps "
                        "--epochs --batch --lr --seed --threads --out --resume --save-every --keep --steps --dist "
                        "--zero1 --timeout --device --fp32",
                        &o))
@@ -482,19 +605,23 @@ static int cmd_train_run(const options *op, magna_dist *dist) {
     config cf;
     snprintf(resume_name, sizeof resume_name, "%s (model file)", resume_path);
     const bool from_ckpt = o.resume && !o.model_file;
-    if (!(from_ckpt ? config_read_text(resume_name, magna_st_metadata_get(&md, "model_file"), &cf)
-                    : config_read(o.model_file, &cf))) {
+    /* the model file's text (--set applied) goes into every checkpoint */
+    char *text = NULL;
+    if (!read_config(&o, from_ckpt ? resume_name : o.model_file,
+                     from_ckpt ? magna_st_metadata_get(&md, "model_file") : NULL, &cf, &text)) {
         magna_st_metadata_free(&md);
         return EXIT_USAGE;
     }
     if (o.resume && !apply_run_settings(magna_st_metadata_get(&md, "run"), &cf, saved_out, sizeof saved_out)) {
         magna_st_metadata_free(&md);
         config_free(&cf);
+        free(text);
         return cli_fail("magna train --resume: %s: metadata 'run' is malformed", resume_path), EXIT_RUN;
     }
     if (!apply_options(&o, &cf)) {
         magna_st_metadata_free(&md);
         config_free(&cf);
+        free(text);
         return EXIT_USAGE;
     }
     if (o.out) snprintf(out, sizeof out, "%s", o.out);
@@ -512,29 +639,15 @@ static int cmd_train_run(const options *op, magna_dist *dist) {
     snprintf(logs, sizeof logs, "%s/logs", out);
     snprintf(ckdir, sizeof ckdir, "%s/checkpoints", out);
     run_settings(&cf, out, settings, sizeof settings);
-    /* the model file's text goes into every checkpoint */
-    char *text = NULL;
-    if (from_ckpt) text = strdup(magna_st_metadata_get(&md, "model_file"));
-    else {
-        FILE *f = fopen(o.model_file, "rb");
-        size_t len = 0;
-        if (f && fseek(f, 0, SEEK_END) == 0) {
-            long n = ftell(f);
-            if (n >= 0 && (text = malloc((size_t)n + 1)) && fseek(f, 0, SEEK_SET) == 0)
-                len = fread(text, 1, (size_t)n, f);
-            if (text) text[len] = '\0';
-        }
-        if (f) fclose(f);
-    }
     /* a resumed text model keeps its tokenizer (the same one, whatever the corpus's copy would train) */
     const char *saved_tok = o.resume ? magna_st_metadata_get(&md, "tokenizer") : NULL;
     char *tok_text = saved_tok ? strdup(saved_tok) : NULL;
     const bool tok_lost = saved_tok && !tok_text;
     magna_st_metadata_free(&md);
-    if (!text || tok_lost) {
+    if (tok_lost) {
         free(text);
         config_free(&cf);
-        return cli_fail("%s: cannot read the model file again", o.model_file), EXIT_RUN;
+        return cli_fail("out of memory"), EXIT_RUN;
     }
     printf("%s\n", magna_runtime_info());
     data d;
@@ -554,7 +667,7 @@ static int cmd_train_run(const options *op, magna_dist *dist) {
     printf("%s\n", d.desc);
     const bool lm = cf.kind == DATA_TEXT || cf.kind == DATA_NUMBERS;
     double bigram_val = NAN;
-    if (cf.kind == DATA_TEXT) { /* the baseline every model must beat, on the same split */
+    if (cf.kind == DATA_TEXT && !cf.random_tokens) { /* the baseline every model must beat, on the same split */
         magna_bigram bg;
         if (magna_bigram_fit(&bg, d.ids[0], d.n_ids[0], (int32_t)d.vocab, 0.1, &terr) == MAGNA_OK) {
             if (magna_bigram_loss(&bg, d.ids[1], d.n_ids[1], &bigram_val, &terr) == MAGNA_OK)
@@ -566,6 +679,7 @@ static int cmd_train_run(const options *op, magna_dist *dist) {
     int rc = EXIT_RUN;
     magna_model *m = build(&cf, d.vocab, cf.batch);
     magna_history h = {0};
+    step_times times = {0};
     if (m) magna_model_set_dist(m, dist);
     if (m && o.resume && magna_model_resume(m, resume_path) != MAGNA_OK) {
         cli_fail("magna train: %s", magna_model_errmsg(m));
@@ -605,8 +719,19 @@ static int cmd_train_run(const options *op, magna_dist *dist) {
                              .checkpoint_dir = ckdir, .save_every = o.save_every > 0 ? o.save_every : 0,
                              .save_each_epoch = true, .keep_last = o.keep > 0 ? (int)o.keep : 3,
                              .checkpoint_metadata = meta, .weights_metadata = wmeta,
-                             .max_steps = o.steps > 0 ? o.steps : 0, .stop = &stop_signal};
-        const magna_status st = magna_model_fit(m, &d.train, d.has_val ? &d.val : NULL, &fo, &h);
+                             .max_steps = o.steps > 0 ? o.steps : 0, .stop = &stop_signal,
+                             .on_step = on_step, .user = &times};
+        magna_status st = MAGNA_ERR_IO;
+        if (o.log_steps && magna_dist_rank(dist) == 0 && !(times.f = fopen(o.log_steps, "w")))
+            cli_fail("magna train: --log-steps %s: cannot create: %s", o.log_steps, strerror(errno));
+        else {
+            if (times.f) fputs("step,loss,ms\n", times.f);
+            times.last = now();
+            st = magna_model_fit(m, &d.train, d.has_val ? &d.val : NULL, &fo, &h);
+        }
+        if (times.f && fclose(times.f) != 0 && st == MAGNA_OK)
+            cli_fail("magna train: --log-steps %s: write failed: %s", o.log_steps, strerror(errno)), st = MAGNA_ERR_IO;
+        const double step_ms = median_step_ms(&times);
         sigaction(SIGINT, &old_int, NULL);
         sigaction(SIGTERM, &old_term, NULL);
         free(names), free(means), free(sds);
@@ -621,7 +746,8 @@ static int cmd_train_run(const options *op, magna_dist *dist) {
                      (long long)magna_model_step(m), magna_model_last_checkpoint(m), ckdir);
             rc = 128 + sig;
         } else if (lm) {
-            rc = lm_results(&cf, &d, m, &h, magna_model_step(m) - step0, now() - t0, bigram_val, ckpt, out);
+            rc = lm_results(&cf, &d, m, &h, magna_model_step(m) - step0, now() - t0, &times, step_ms, bigram_val, ckpt,
+                            out);
         } else {
             const double seconds = now() - t0;
             magna_scores s;
@@ -641,15 +767,17 @@ static int cmd_train_run(const options *op, magna_dist *dist) {
                            magna_model_last_checkpoint(m));
                 else
                     printf("wrote %s (epoch %d), %s and %s\n", ckpt, h.best_epoch, ckdir, logs);
-                printf("%s%s best_epoch=%d epochs=%d step=%lld seed=%llu threads=%d ranks=%d seconds=%.3f out=%s\n",
+                printf("%s%s best_epoch=%d epochs=%d step=%lld seed=%llu threads=%d ranks=%d seconds=%.3f "
+                       "step_ms_median=%.3f out=%s\n",
                        kv, vkv, h.best_epoch, h.count ? h.epochs[h.count - 1].epoch : 0,
                        (long long)magna_model_step(m), (unsigned long long)cf.seed, magna_get_threads(),
-                       magna_dist_size(dist), seconds, out);
+                       magna_dist_size(dist), seconds, step_ms, out);
                 rc = 0;
             }
         }
     }
     free(text), free(tok_text);
+    free(times.ms);
     magna_history_free(&h);
     magna_model_free(m);
     data_free(&d);
@@ -661,6 +789,11 @@ static bool load_weights(magna_model *m, const char *path);
 
 /* eval of a text model: the validation loss over the sequential windows; of seq2seq: exact match. */
 static int eval_lm(const options *o, const config *cf) {
+    if (cf->random_tokens)
+        return cli_fail("magna eval: %s trains on random tokens: there is nothing to evaluate (its train run reports "
+                        "train_loss)",
+                        cf->path),
+               EXIT_USAGE;
     char *tok = cf->kind == DATA_TEXT ? weights_tokenizer(o->weights) : NULL;
     if (cf->kind == DATA_TEXT && !tok) return EXIT_RUN;
     data d;
@@ -705,11 +838,11 @@ static int eval_lm(const options *o, const config *cf) {
 
 static int cmd_eval(int argc, char **argv) {
     options o;
-    if (!parse_options(argc, argv, "eval", "--weights --seed --threads", &o)) return EXIT_USAGE;
+    if (!parse_options(argc, argv, "eval", "--weights --seed --threads --set", &o)) return EXIT_USAGE;
     if (o.help) return fputs(USAGE_EVAL, stdout), 0;
     if (!o.weights) return cli_fail("magna eval: --weights FILE is required"), EXIT_USAGE;
     config cf;
-    if (!config_read(o.model_file, &cf)) return EXIT_USAGE;
+    if (!read_config(&o, o.model_file, NULL, &cf, NULL)) return EXIT_USAGE;
     if (!apply_options(&o, &cf)) {
         config_free(&cf);
         return EXIT_USAGE;
@@ -824,13 +957,13 @@ static bool predict_inputs(const config *cf, const data *d, const char *path, fl
 
 static int cmd_predict(int argc, char **argv) {
     options o;
-    if (!parse_options(argc, argv, "predict", "--weights --input --output --threads", &o)) return EXIT_USAGE;
+    if (!parse_options(argc, argv, "predict", "--weights --input --output --threads --set", &o)) return EXIT_USAGE;
     if (o.help) return fputs(USAGE_PREDICT, stdout), 0;
     if (!o.weights || !o.input || !o.output)
         return cli_fail("magna predict: --weights, --input and --output are required (see magna predict --help)"),
                EXIT_USAGE;
     config cf;
-    if (!config_read(o.model_file, &cf)) return EXIT_USAGE;
+    if (!read_config(&o, o.model_file, NULL, &cf, NULL)) return EXIT_USAGE;
     if (!apply_options(&o, &cf)) {
         config_free(&cf);
         return EXIT_USAGE;
@@ -956,19 +1089,22 @@ static int generate_numbers(const options *o, const config *cf) {
 static int cmd_generate(int argc, char **argv) {
     options o;
     if (!parse_options(argc, argv, "generate",
-                       "--weights --prompt --length --temperature --top-k --top-p --seed --beam --threads", &o))
+                       "--weights --prompt --length --temperature --top-k --top-p --seed --beam --threads --set", &o))
         return EXIT_USAGE;
     if (o.help) return fputs(USAGE_GENERATE, stdout), 0;
     if (!o.model_file) return cli_fail("magna generate: no model file (see magna generate --help)"), EXIT_USAGE;
     if (!o.weights) return cli_fail("magna generate: --weights CHECKPOINT is required"), EXIT_USAGE;
     config cf;
-    if (!config_read(o.model_file, &cf)) return EXIT_USAGE;
+    if (!read_config(&o, o.model_file, NULL, &cf, NULL)) return EXIT_USAGE;
     if (o.threads > 0) magna_set_threads((int)o.threads);
     int rc = EXIT_RUN;
     if (cf.kind == DATA_NUMBERS) rc = generate_numbers(&o, &cf);
     else if (cf.kind != DATA_TEXT)
         rc = EXIT_USAGE, cli_fail("magna generate: %s is not a language model ([data] kind = text or numbers): use "
                                   "magna predict",
+                                  o.model_file);
+    else if (cf.random_tokens)
+        rc = EXIT_USAGE, cli_fail("magna generate: %s trains on random tokens: it has no tokenizer to write text with",
                                   o.model_file);
     else if (o.beam > 0)
         rc = EXIT_USAGE, cli_fail("magna generate: --beam is for seq2seq models; a text model samples (--temperature, "

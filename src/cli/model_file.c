@@ -385,9 +385,19 @@ enum { LAYER_TYPE_COUNT = sizeof LAYER_TYPES / sizeof LAYER_TYPES[0] };
 
 static const char *const TOKENIZERS[] = {"bytes", "chars", "bpe", NULL}; /* magna_tokenizer_kind's order */
 
-/* [data] of a language model: kind = text (a corpus, a tokenizer, windows) or numbers (the words -> digits
- * task, made in process). */
+/* [data] of a language model: kind = text (a corpus, a tokenizer, windows), random_tokens (windows of random
+ * ids, no corpus) or numbers (the words -> digits task, made in process). */
 static bool read_lm_data(const ctx *c, config *cf) {
+    if (cf->random_tokens) { /* token windows without a corpus: a throughput benchmark's data */
+        const char *takes = "kind, vocab (the ids are drawn uniformly from 0 .. vocab-1), context, seed";
+        int64_t seed = -1;
+        cf->context = 128;
+        if (!check_keys(c, takes) || !get_int(c, "vocab", true, 2, 1 << 24, &cf->random_vocab) ||
+            !get_int(c, "context", false, 1, 1 << 16, &cf->context) || !get_int(c, "seed", false, 0, INT64_MAX, &seed))
+            return false;
+        if (seed >= 0) cf->data_seed = (uint64_t)seed, cf->has_data_seed = true;
+        return no_unknown_keys(c, takes);
+    }
     const char *takes = cf->kind == DATA_TEXT
                             ? "kind, path (a file or a folder; default " DEFAULT_CORPUS "), tokenizer (chars, bytes "
                               "or bpe), vocab (bpe), unk (chars), validation, context, eval_windows, seed"
@@ -430,8 +440,12 @@ static bool read_data(ini *f, config *cf) {
     cf->data_line = s->line;
     int kind = 0;
     const char *path = NULL, *target = NULL, *label = NULL, *names = NULL;
-    if (!get_enum(&c, "kind", true, (const char *const[]){"csv", "idx", "text", "numbers", NULL}, &kind)) return false;
-    cf->kind = (data_kind)kind;
+    if (!get_enum(&c, "kind", true, (const char *const[]){"csv", "idx", "text", "numbers", "random_tokens", NULL},
+                  &kind))
+        return false;
+    /* random tokens are a text model's windows without the corpus: everything downstream is the same */
+    cf->random_tokens = kind == 4;
+    cf->kind = cf->random_tokens ? DATA_TEXT : (data_kind)kind;
     if (cf->kind == DATA_TEXT || cf->kind == DATA_NUMBERS) return read_lm_data(&c, cf);
     if (!get_str(&c, "path", true, &path)) return false;
     const char *takes = cf->kind == DATA_CSV ? "kind, path, target, label, skip, header, names, standardise, scale, "
@@ -488,21 +502,23 @@ static bool read_lm_model(const ctx *c, config *cf) {
                         c->f->path, line);
     const char *takes = cf->model == MODEL_SEQUENTIAL ? "kind (its layers are the [layer] sections; the input is "
                                                         "[data] context token ids)"
-                        : cf->model == MODEL_GPT      ? "kind, layers, heads, d_model, d_ff, positions, dropout"
+                        : cf->model == MODEL_GPT      ? "kind, layers, heads, d_model, d_ff, positions, dropout, "
+                                                        "pad_vocab"
                                                       : "kind, layers, heads, d_model, d_ff, dropout";
     if (!check_keys(c, takes)) return false;
     if (cf->model == MODEL_SEQUENTIAL) {
         cf->input_ndim = 1, cf->input[0] = cf->context;
         return true;
     }
-    int64_t layers = 0, heads = 0, d = 0, d_ff = 0;
+    int64_t layers = 0, heads = 0, d = 0, d_ff = 0, pad = 0;
     float dropout = 0;
     int pos = 0;
     if (!get_int(c, "layers", true, 1, 1024, &layers) || !get_int(c, "heads", true, 1, 1024, &heads) ||
         !get_int(c, "d_model", true, 1, 1 << 16, &d) || !get_int(c, "d_ff", false, 1, 1 << 20, &d_ff) ||
         !get_float(c, "dropout", false, 0, 0.999, &dropout) ||
         (cf->model == MODEL_GPT &&
-         !get_enum(c, "positions", false, (const char *const[]){"learned", "sinusoidal", NULL}, &pos)))
+         (!get_enum(c, "positions", false, (const char *const[]){"learned", "sinusoidal", NULL}, &pos) ||
+          !get_int(c, "pad_vocab", false, 1, 1 << 16, &pad))))
         return false;
     if (d % heads != 0) {
         e = lookup(c, "heads", false);
@@ -511,7 +527,8 @@ static bool read_lm_model(const ctx *c, config *cf) {
     }
     if (cf->model == MODEL_GPT)
         cf->gpt = (magna_gpt_config){.context = cf->context, .d_model = d, .heads = (int)heads, .layers = (int)layers,
-                                     .d_ff = d_ff, .dropout = dropout, .positions = (magna_position_kind)pos};
+                                     .d_ff = d_ff, .dropout = dropout, .positions = (magna_position_kind)pos,
+                                     .pad_vocab = pad};
     else {
         cf->seq2seq = (magna_numbers_model_config){.d_model = d, .heads = (int)heads, .layers = (int)layers,
                                                    .d_ff = d_ff, .dropout = dropout};
@@ -631,14 +648,16 @@ static bool read_layer(ini *f, section *s, config *cf) {
 const char *const LOSSES[] = {"mse", "mae", "sparse_cross_entropy", "binary_cross_entropy", NULL};
 static const char *const METRICS[] = {"mse", "rmse", "mae", "r2", "accuracy", "top_k", NULL};
 
-static const char *TRAIN_KEYS = "loss, optimizer, lr, momentum, weight_decay, l2, batch, epochs, schedule, warmup, "
-                                "step_size, gamma, decay_steps, min_lr, clip, metrics, top_k, patience, seed";
+static const char *TRAIN_KEYS = "loss, optimizer, lr, momentum, beta1, beta2, eps, weight_decay, l2, batch, epochs, "
+                                "schedule, warmup, step_size, gamma, decay_steps, min_lr, clip, metrics, top_k, "
+                                "patience, seed";
 
-static const char *LM_TRAIN_KEYS = "loss, optimizer, lr, momentum, weight_decay, l2, batch, steps, schedule, warmup, "
-                                   "step_size, gamma, decay_steps, min_lr, clip, metrics, top_k, seed";
-static const char *SEQ2SEQ_TRAIN_KEYS = "loss, optimizer, lr, momentum, weight_decay, l2, batch, steps, schedule, "
-                                        "warmup, step_size, gamma, decay_steps, min_lr, clip, metrics, top_k, seed, "
-                                        "beam";
+static const char *LM_TRAIN_KEYS = "loss, optimizer, lr, momentum, beta1, beta2, eps, weight_decay, l2, batch, steps, "
+                                   "schedule, warmup, step_size, gamma, decay_steps, min_lr, clip, metrics, top_k, "
+                                   "seed";
+static const char *SEQ2SEQ_TRAIN_KEYS = "loss, optimizer, lr, momentum, beta1, beta2, eps, weight_decay, l2, batch, "
+                                        "steps, schedule, warmup, step_size, gamma, decay_steps, min_lr, clip, "
+                                        "metrics, top_k, seed, beam";
 
 static bool read_train(ini *f, config *cf) {
     section *s = find_section(f, "train");
@@ -664,6 +683,9 @@ static bool read_train(ini *f, config *cf) {
         !get_float(&c, "lr", true, 1e-12, 1e6, &o->optimizer.lr) ||
         !get_int(&c, "batch", true, 1, 1 << 24, &cf->batch) || (!lm && !get_int(&c, "epochs", true, 1, 1 << 24, &cf->epochs)) ||
         !get_float(&c, "momentum", false, 0, 0.9999, &o->optimizer.momentum) ||
+        !get_float(&c, "beta1", false, 1e-6, 0.999999, &o->optimizer.beta1) ||
+        !get_float(&c, "beta2", false, 1e-6, 0.999999, &o->optimizer.beta2) ||
+        !get_float(&c, "eps", false, 1e-30, 1, &o->optimizer.eps) ||
         !get_float(&c, "weight_decay", false, 0, 1e6, &o->optimizer.weight_decay) ||
         !get_float(&c, "l2", false, 0, 1e6, &o->l2) ||
         !get_enum(&c, "schedule", false, (const char *const[]){"constant", "step", "exponential", "cosine", NULL},
@@ -681,6 +703,10 @@ static bool read_train(ini *f, config *cf) {
     const magna_optimizer_kind kinds[] = {MAGNA_SGD, MAGNA_SGD, MAGNA_SGD, MAGNA_ADAM, MAGNA_ADAMW};
     o->optimizer.kind = kinds[opt];
     o->optimizer.nesterov = opt == 2;
+    for (const char *const *k = (const char *const[]){"beta1", "beta2", "eps", NULL}; opt <= 2 && *k; k++) {
+        entry *e = lookup(&c, *k, false);
+        if (e) return cli_fail("%s:%d: [train] key '%s': only adam and adamw take it", f->path, e->line, *k);
+    }
     if (o->optimizer.momentum < 0) o->optimizer.momentum = opt == 1 || opt == 2 ? 0.9f : 0.0f;
     else if (opt > 2) {
         entry *e = lookup(&c, "momentum", false);
@@ -719,6 +745,114 @@ static bool read_train(ini *f, config *cf) {
 }
 
 bool config_read(const char *path, config *cf) { return config_read_text(path, NULL, cf); }
+
+/* ---- --set SECTION.KEY=VALUE ----------------------------------------------------------------------- */
+
+/* The section a line opens ("data" for "[data]  # comment"), into name; false when it opens none. */
+static bool header_name(const char *line, char *name, size_t n) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", line);
+    char *t = trim(buf);
+    if (*t != '[') return false;
+    char *end = strchr(t, ']');
+    if (!end) return false;
+    *end = 0;
+    snprintf(name, n, "%s", trim(t + 1));
+    return true;
+}
+
+/* Whether a line sets `key` ("key = value", not a comment). */
+static bool line_sets(const char *line, const char *key) {
+    while (*line == ' ' || *line == '\t') line++;
+    if (*line == '#' || *line == ';' || *line == '[') return false;
+    const char *eq = strchr(line, '=');
+    if (!eq) return false;
+    size_t len = (size_t)(eq - line);
+    while (len > 0 && (line[len - 1] == ' ' || line[len - 1] == '\t')) len--;
+    return len == strlen(key) && strncmp(line, key, len) == 0;
+}
+
+char *config_override(const char *text, const char *const *sets, int n) {
+    /* the text as lines (one more slot per override, for the lines they add) */
+    int cap = 3 * n + 2, count = 0;
+    for (const char *p = text; *p; p++) cap += *p == '\n';
+    char **lines = calloc((size_t)cap, sizeof *lines);
+    if (!lines) return cli_fail("out of memory"), NULL;
+    bool ok = true;
+    for (const char *p = text; ok && *p;) {
+        const size_t len = strcspn(p, "\n");
+        if (!(lines[count] = malloc(len + 1))) ok = cli_fail("out of memory");
+        else memcpy(lines[count], p, len), lines[count++][len] = 0;
+        p += len + (p[len] == '\n');
+    }
+    for (int k = 0; ok && k < n; k++) {
+        const char *a = sets[k], *dot = strchr(a, '.'), *eq = strchr(a, '=');
+        char section[64] = "", key[128] = "", value[1024] = "";
+        if (dot && eq && dot < eq) {
+            snprintf(section, sizeof section, "%.*s", (int)(dot - a), a);
+            snprintf(key, sizeof key, "%.*s", (int)(eq - dot - 1), dot + 1);
+            snprintf(value, sizeof value, "%s", eq + 1);
+        }
+        char *sec = trim(section), *ky = trim(key), *val = trim(value);
+        if (!*sec || !*ky || !*val || strchr(val, '\n') || strpbrk(ky, " \t[]")) {
+            ok = cli_fail("--set '%s': expected SECTION.KEY=VALUE, e.g. --set model.layers=2", a);
+            break;
+        }
+        if (strcmp(sec, "data") != 0 && strcmp(sec, "model") != 0 && strcmp(sec, "train") != 0) {
+            ok = cli_fail("--set '%s': the section is data, model or train%s", a,
+                          strcmp(sec, "layer") == 0 ? " ([layer] sections repeat: edit a copy of the file)" : "");
+            break;
+        }
+        char *set = malloc(strlen(ky) + strlen(val) + 4);
+        if (!set) {
+            ok = cli_fail("out of memory");
+            break;
+        }
+        sprintf(set, "%s = %s", ky, val);
+        int header = -1, found = -1;
+        char name[64];
+        for (int i = 0; i < count; i++) {
+            if (header_name(lines[i], name, sizeof name)) {
+                if (header >= 0) break; /* the section ended */
+                if (strcmp(name, sec) == 0) header = i;
+            } else if (header >= 0 && line_sets(lines[i], ky)) {
+                found = i;
+                break;
+            }
+        }
+        if (found >= 0) { /* in place: the other lines keep their numbers */
+            free(lines[found]);
+            lines[found] = set;
+        } else if (header >= 0) { /* a key the file leaves out: right after the section's header */
+            memmove(lines + header + 2, lines + header + 1, (size_t)(count - header - 1) * sizeof *lines);
+            lines[header + 1] = set, count++;
+        } else { /* no such section: a new one at the end */
+            const size_t len = strlen(sec) + 3;
+            if (!(lines[count] = malloc(len))) {
+                free(set);
+                ok = cli_fail("out of memory");
+                break;
+            }
+            snprintf(lines[count++], len, "[%s]", sec);
+            lines[count++] = set;
+        }
+    }
+    size_t total = 1;
+    for (int i = 0; i < count; i++) total += strlen(lines[i]) + 1;
+    char *out = ok ? malloc(total) : NULL;
+    if (ok && !out) cli_fail("out of memory");
+    for (size_t at = 0, i = 0; out && i < (size_t)count; i++) {
+        const size_t len = strlen(lines[i]);
+        memcpy(out + at, lines[i], len);
+        out[at + len] = '\n';
+        at += len + 1;
+        out[at] = 0;
+    }
+    if (out && count == 0) out[0] = 0;
+    for (int i = 0; i < count; i++) free(lines[i]);
+    free(lines);
+    return out;
+}
 
 bool config_read_text(const char *path, const char *text, config *cf) {
     *cf = (config){.path = path};

@@ -30,6 +30,10 @@ typedef struct config {
     magna_tokenizer_kind tokenizer;
     int64_t bpe_vocab, context, eval_windows;
     bool unk;
+    /* [data] kind = random_tokens: kind is DATA_TEXT without a corpus or tokenizer; ids uniform in
+     * [0, random_vocab) from the data seed, no validation windows */
+    bool random_tokens;
+    int64_t random_vocab;
     /* [data] kind = numbers: held-out examples for exact_match */
     int64_t test_rows;
     /* [model] */
@@ -55,6 +59,10 @@ bool config_read(const char *path, config *cf);
 /* The same from the file's text (a checkpoint's copy); `path` names it in messages and must outlive cf. */
 bool config_read_text(const char *path, const char *text, config *cf);
 void config_free(config *cf);
+/* The model file's text with each of `sets` ("SECTION.KEY=VALUE", section data, model or train: the
+ * command's --set) applied: the key's line replaced in place, or added after the section's header, or a new
+ * section at the end. malloc'd; NULL with cli_error set. */
+char *config_override(const char *text, const char *const *sets, int n);
 
 /* Whole-string number parsing (no trailing characters, finite); shared with the command's flags. */
 bool parse_int(const char *s, int64_t *v);

@@ -148,11 +148,21 @@ magna_node *magna_layer_transformer_decoder(magna_graph *g, const char *name, ma
     return mlp_branch(g, name, x, &o, std, out_std);
 }
 
+int64_t magna_gpt_padded_vocab(const magna_gpt_config *c) {
+    const int64_t m = c->pad_vocab > 1 ? c->pad_vocab : 1;
+    return (c->vocab + m - 1) / m * m;
+}
+
 magna_node *magna_gpt(magna_graph *g, const char *name, magna_node *ids, const magna_gpt_config *c,
                       magna_node *positions, magna_kv_cache_slot *cache) {
     if (!nn_check_input(g, name, ids, 2, 2)) return NULL;
     if (c->vocab < 1 || c->context < 1 || c->d_model < 1 || c->heads < 1 || c->layers < 1) {
         graph_error(g, MAGNA_ERR_ARG, "%s: vocab, context, d_model, heads and layers must all be >= 1", name);
+        return NULL;
+    }
+    if (c->pad_vocab < 0) {
+        graph_error(g, MAGNA_ERR_ARG, "%s: pad_vocab is %lld: 0 (none) or the multiple the vocabulary is padded to",
+                    name, (long long)c->pad_vocab);
         return NULL;
     }
     if (cache && (!positions || ids->shape[1] != 1)) {
@@ -162,7 +172,7 @@ magna_node *magna_gpt(magna_graph *g, const char *name, magna_node *ids, const m
     }
     char part[64];
     snprintf(part, sizeof part, "%s.wte", name);
-    magna_node *wte = nn_param(g, part, "weight", 2, (int64_t[]){c->vocab, c->d_model}, magna_init_normal(0.0f, 0.02f), 0);
+    magna_node *wte = nn_param(g, part, "weight", 2, (int64_t[]){magna_gpt_padded_vocab(c), c->d_model}, magna_init_normal(0.0f, 0.02f), 0);
     magna_node *x = magna_embedding(g, wte, ids);
     snprintf(part, sizeof part, "%s.wpe", name);
     x = maybe_dropout(g, magna_layer_positional(g, part, x, c->context, c->positions, positions), c->dropout);

@@ -188,7 +188,10 @@ const float *magna_gpt_generator_step(magna_gpt_generator *gen, int32_t token) {
         int32_t *ids = magna_node_data_i32(gen->ids);
         memcpy(ids, gen->history, (size_t)gen->n * sizeof *ids);
         memset(ids + gen->n, 0, (size_t)(T - gen->n) * sizeof *ids); /* causal: later positions never matter */
-        logits = magna_graph_forward(gen->g) == MAGNA_OK ? magna_node_data(gen->logits) + (gen->n - 1) * V : NULL;
+        /* a padded vocabulary's logits rows are wider than V: the padded ids are never sampled */
+        logits = magna_graph_forward(gen->g) == MAGNA_OK
+                     ? magna_node_data(gen->logits) + (gen->n - 1) * magna_gpt_padded_vocab(&gen->cfg)
+                     : NULL;
     }
     if (logits) return logits;
 failed:

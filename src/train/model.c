@@ -759,6 +759,7 @@ magna_status magna_model_fit(magna_model *m, const magna_dataset *train_in, cons
                 break;
             }
             m->step++;
+            if (o->on_step) o->on_step(m, m->step, count > 0 ? (double)loss : NAN, o->user);
             if (count > 0) tally_batch(m, &rs.t, count);
             fetch_outputs(m, true);
             rs.epoch_step = s + 1;
