@@ -1,6 +1,7 @@
 /* test_cuda_norm_conv.c — the kernels of norm.cu and conv.cu against plain loops in double, on shapes the
  * gradient-check cases are too small to reach: layer norm on both row paths (a warp per row up to 1024 columns,
- * a block beyond, 1024 threads from 8192) with dgamma/dbeta summed over one slice of rows or many; batch norm
+ * a block beyond, 1024 threads from 8192; float4 accesses when D % 4 == 0, else scalar) with dgamma/dbeta summed
+ * over one slice of rows or many; batch norm
  * in training (running statistics updated as the CPU does) and inference, backward by the formula the saved
  * flag names; im2col in both layouts, col2im as its exact adjoint, convolution as im2col + magna_cuda_gemm
  * against magna_conv2d_reference; bias add and gradient, the dy staging; max and average pooling with

@@ -319,6 +319,46 @@ static void test_functional_two_inputs_two_outputs(void) {
     magna_model_free(m);
 }
 
+/* The two default initialisations: KERAS (He / Glorot weights, zero biases) and TORCH (weights and biases
+ * U(+-1/sqrt(fan_in)), PyTorch's nn.Linear / nn.Conv2d). Bounds hold and the draws fill them. */
+static void test_init_schemes(void) {
+    for (int scheme = 0; scheme < 2; scheme++) {
+        magna_model *m = magna_model_new(3, 4);
+        magna_model_input(m, "x", MAGNA_F32, 3, SHAPE(3, 6, 6));
+        magna_layer_spec conv = MAGNA_CONV2D(8, 3, MAGNA_ACT_RELU), dense = MAGNA_DENSE(50, MAGNA_ACT_RELU);
+        conv.init = dense.init = (magna_init_scheme)scheme;
+        magna_model_sequential(m, (magna_layer_spec[]){conv, MAGNA_FLATTEN(), dense}, 3);
+        CHECK(magna_model_compile(m, &(magna_compile_opts){.loss = MAGNA_LOSS_MSE, .optimizer = {.kind = MAGNA_SGD}}) ==
+                  MAGNA_OK,
+              "%s", magna_model_errmsg(m));
+        magna_graph *g = magna_model_graph(m);
+        const struct {
+            const char *name;
+            double fan_in;
+        } params[] = {{"conv2d1.weight", 27}, {"conv2d1.bias", 27}, {"dense1.weight", 288}, {"dense1.bias", 288}};
+        for (int k = 0; k < 4; k++) {
+            magna_node *p = magna_graph_find(g, params[k].name);
+            CHECK(p != NULL, "no param %s", params[k].name);
+            if (!p) continue;
+            const float *v = magna_node_data(p);
+            double lo = 0, hi = 0;
+            for (int64_t i = 0; i < magna_node_numel(p); i++) lo = fmin(lo, v[i]), hi = fmax(hi, v[i]);
+            const bool bias = strstr(params[k].name, "bias") != NULL;
+            const double bound = scheme == MAGNA_INIT_TORCH ? 1 / sqrt(params[k].fan_in)
+                                 : bias                      ? 0
+                                 : k == 0                    ? 6 * sqrt(2 / params[k].fan_in) /* He normal: 6 sigma */
+                                                             : sqrt(6 / params[k].fan_in);     /* He uniform */
+            CHECK(-lo <= bound + 1e-7 && hi <= bound + 1e-7, "%s %s: values in [%g, %g], bound %g",
+                  scheme ? "torch" : "keras", params[k].name, lo, hi, bound);
+            if (bias && scheme == MAGNA_INIT_KERAS) continue;
+            const double fill = scheme == MAGNA_INIT_KERAS && k == 0 ? sqrt(2 / params[k].fan_in) : 0.5 * bound;
+            CHECK(hi > fill && -lo > fill, "%s %s: [%g, %g] does not reach +-%g", scheme ? "torch" : "keras",
+                  params[k].name, lo, hi, fill);
+        }
+        magna_model_free(m);
+    }
+}
+
 int main(void) {
     make_linear_data();
     test_gd_reaches_least_squares();
@@ -329,5 +369,6 @@ int main(void) {
     test_misuse();
     test_summary();
     test_functional_two_inputs_two_outputs();
+    test_init_schemes();
     return check_finish("test_train");
 }

@@ -27,9 +27,17 @@ typedef enum magna_activation {
 const char *magna_activation_name(magna_activation act);
 magna_node *magna_layer_activation(magna_graph *g, magna_node *x, magna_activation act, float slope);
 
+/* Default initialisation of dense and conv layers (weights and biases left to the layer):
+ * KERAS (the zero value): weights Glorot uniform, He for ReLU layers (uniform in dense, normal in conv);
+ *        biases zero.
+ * TORCH: PyTorch's nn.Linear / nn.Conv2d defaults: weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+ *        (kaiming_uniform with a = sqrt(5)), fan_in = inputs (dense) or in_channels kh kw (conv). */
+typedef enum magna_init_scheme { MAGNA_INIT_KERAS = 0, MAGNA_INIT_TORCH } magna_init_scheme;
+
 typedef struct magna_dense_opts {
     magna_activation activation;
     bool no_bias;
+    magna_init_scheme init; /* used where kernel_init / bias_init are left at their zero value */
     magna_init kernel_init; /* zero value: Glorot uniform (He uniform for ReLU layers), as Keras */
     magna_init bias_init;   /* zero value: zeros */
     float l2;               /* lambda of this layer's lambda/2 ||W||^2 term, added to the loss by the model */
@@ -46,9 +54,10 @@ typedef struct magna_conv2d_layer_opts {
     magna_activation activation;
     bool no_bias;
     float l2;
+    magna_init_scheme init;
 } magna_conv2d_layer_opts;
 
-/* x [N, C, H, W] -> [N, filters, OH, OW]; weight [filters, C, k, k] with He-normal init. */
+/* x [N, C, H, W] -> [N, filters, OH, OW]; weight [filters, C, k, k], He-normal init (opts.init KERAS). */
 magna_node *magna_layer_conv2d(magna_graph *g, const char *name, magna_node *x, int64_t filters,
                                magna_conv2d_layer_opts opts);
 /* Batch norm over channels (dim 1) with learnable scale and shift and running statistics as state. */
@@ -88,6 +97,7 @@ typedef struct magna_layer_spec {
     bool same;           /* conv padding */
     float l2;            /* dense and conv */
     bool return_last;    /* recurrent: the final h [B, units] instead of the sequence */
+    magna_init_scheme init; /* dense and conv */
 } magna_layer_spec;
 
 #define MAGNA_DENSE(n, act) ((magna_layer_spec){.kind = MAGNA_LAYER_DENSE, .units = (n), .activation = (act)})

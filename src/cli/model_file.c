@@ -545,7 +545,11 @@ static bool read_model(ini *f, config *cf) {
     cf->model_line = s->line;
     if (lm) return read_lm_model(&c, cf);
     const char *input = NULL;
-    if (!check_keys(&c, "input") || !get_str(&c, "input", true, &input)) return false;
+    int init = MAGNA_INIT_KERAS;
+    if (!check_keys(&c, "input, init") || !get_str(&c, "input", true, &input) ||
+        !get_enum(&c, "init", false, (const char *const[]){"keras", "torch", NULL}, &init))
+        return false;
+    cf->init = (magna_init_scheme)init;
     entry *e = lookup(&c, "input", false);
     int n = 0;
     char **dims = split_list(input, &n);
@@ -558,7 +562,7 @@ static bool read_model(ini *f, config *cf) {
                     "commas)",
                     f->path, e->line, input, MAGNA_MAX_DIMS - 1);
     cf->input_ndim = n;
-    return no_unknown_keys(&c, "input");
+    return no_unknown_keys(&c, "input, init");
 }
 
 static bool read_layer(ini *f, section *s, config *cf) {
@@ -861,6 +865,7 @@ bool config_read_text(const char *path, const char *text, config *cf) {
     bool ok = read_data(&f, cf) && read_model(&f, cf);
     for (int i = 0; ok && i < f.n; i++)
         if (strcmp(f.s[i].name, "layer") == 0) ok = read_layer(&f, &f.s[i], cf);
+    for (int i = 0; ok && i < cf->nlayers; i++) cf->layers[i].init = cf->init; /* [model] init, every layer */
     if (ok && cf->nlayers == 0 && cf->model == MODEL_SEQUENTIAL)
         ok = cli_fail("%s: no [layer] section (a model needs at least one layer)", path);
     ok = ok && read_train(&f, cf);

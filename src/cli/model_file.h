@@ -38,6 +38,7 @@ typedef struct config {
     int64_t test_rows;
     /* [model] */
     int model_line, input_ndim;
+    magna_init_scheme init; /* [model] init = keras|torch: the dense and conv layers' initialisation */
     int64_t input[MAGNA_MAX_DIMS];
     model_kind model;
     magna_gpt_config gpt;               /* gpt: vocab is the tokenizer's, context the data's */

@@ -11,7 +11,8 @@
  * stays float32. Our kernel rounds as it stages a tile; cuBLASLt needs bf16 matrices, converted (packed) into
  * the handle's staging buffer, which magna_cuda_blas_reserve sizes outside a step from
  * magna_cuda_gemm_bf16_elems. A call whose operands do not fit it runs with CUBLAS_COMPUTE_32F_FAST_16BF on the
- * float32 operands instead (cuBLASLt's own down-conversion: the same rounding, no staging). */
+ * float32 operands instead (cuBLASLt's own down-conversion: the same rounding, no staging); the environment's
+ * MAGNA_GEMM_BF16=fast sends every bf16 call that way, so a GPU run can measure both routes. */
 #include "compat.h"
 #include "kernels.h"
 #include "launch.h"
@@ -22,6 +23,7 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 namespace {
 
@@ -139,6 +141,7 @@ struct magna_cuda_blas {
     size_t stage_elems;
     lt_plan plans[LT_PLANS]; /* the shapes seen, so a step pays no heuristic query (round-robin reuse) */
     int next_plan;
+    bool fast16; /* MAGNA_GEMM_BF16=fast: bf16 mode always through FAST_16BF, never staged */
 };
 
 namespace {
@@ -221,20 +224,32 @@ lt_plan *plan_for(magna_cuda_blas *h, const lt_key &k) {
     return plan_make(h, k, p) ? p : NULL;
 }
 
-/* dst [batch][rows][cols] (packed) = bf16(src), src's rows ld apart and batches stride apart */
+/* dst [batch][rows][cols] (packed) = bf16(src), src's rows ld apart and batches stride apart; a packed src
+ * (FLAT) is copied element for element, others are indexed by divisions in I (32 bits when they fit) */
+template <int FLAT, class I>
 __global__ void to_bf16_kernel(magna_launch_1d l, const float *__restrict__ src, int ld, long long stride, int rows,
                                int cols, __nv_bfloat16 *__restrict__ dst) {
-    const int64_t step = magna_launch_1d_stride(&l), per = (int64_t)rows * cols;
+    const int64_t step = magna_launch_1d_stride(&l);
     for (int64_t i = magna_launch_1d_first(&l, blockIdx.x, threadIdx.x); i < l.n; i += step) {
-        const int64_t z = i / per, r = (i % per) / cols, c = i % cols;
-        dst[i] = __float2bfloat16(src[z * stride + r * ld + c]);
+        if (FLAT) {
+            dst[i] = __float2bfloat16(src[i]);
+        } else {
+            const I q = (I)i / (I)cols, c = (I)i - q * (I)cols, z = q / (I)rows, r = q - z * (I)rows;
+            dst[i] = __float2bfloat16(src[(int64_t)z * stride + (int64_t)r * ld + (int64_t)c]);
+        }
     }
 }
 
 int to_bf16(void *stream, const float *src, int ld, long long stride, int rows, int cols, int batch, __nv_bfloat16 *dst) {
-    const magna_launch_1d l = magna_launch_elementwise((int64_t)rows * cols * batch, 1);
+    const int64_t n = (int64_t)rows * cols * batch;
+    const magna_launch_1d l = magna_launch_elementwise(n, 1);
     if (l.grid == 0) return cudaSuccess;
-    return magna_cuda_launch(dim3(l.grid), dim3(l.block), 0, stream, to_bf16_kernel, l, src, ld, stride, rows, cols, dst);
+    const dim3 grid(l.grid), block(l.block);
+    if (ld == cols && (batch == 1 || stride == (long long)rows * cols))
+        return magna_cuda_launch(grid, block, 0, stream, to_bf16_kernel<1, int64_t>, l, src, ld, stride, rows, cols, dst);
+    return n <= (int64_t)UINT32_MAX
+               ? magna_cuda_launch(grid, block, 0, stream, to_bf16_kernel<0, uint32_t>, l, src, ld, stride, rows, cols, dst)
+               : magna_cuda_launch(grid, block, 0, stream, to_bf16_kernel<0, int64_t>, l, src, ld, stride, rows, cols, dst);
 }
 
 } // namespace
@@ -265,6 +280,10 @@ extern "C" int magna_cuda_blas_create(void **blas) {
         free(h);
         return e;
     }
+    /* which of the two bf16 routes runs, for a GPU to measure: staged copies (default) or cuBLASLt's own
+     * down-conversion */
+    const char *route = getenv("MAGNA_GEMM_BF16");
+    h->fast16 = route && !strcmp(route, "fast");
     *blas = h;
     return cudaSuccess;
 #endif
@@ -276,7 +295,7 @@ extern "C" int magna_cuda_blas_reserve(void *blas, size_t bf16_elems) {
     return cudaSuccess;
 #else
     magna_cuda_blas *h = static_cast<magna_cuda_blas *>(blas);
-    if (!h || bf16_elems <= h->stage_elems) return cudaSuccess;
+    if (!h || h->fast16 || bf16_elems <= h->stage_elems) return cudaSuccess;
     cudaError_t e = cudaDeviceSynchronize(); /* the old buffer may still be read by queued work */
     if (e != cudaSuccess) return e;
     cudaFree(h->stage);

@@ -86,7 +86,8 @@ void magna_cuda_blas_destroy(void **blas);
 /* bf16 mode with cuBLASLt converts the operands into the handle's staging buffer: make it hold at least
  * `bf16_elems` (the largest magna_cuda_gemm_bf16_elems of the graph's calls), outside a step (it may
  * synchronise and reallocate). A call whose operands do not fit still runs (cuBLASLt's FAST_16BF compute on the
- * float32 operands: the same rounding, no staging). No-op on a NULL handle. */
+ * float32 operands: the same rounding, no staging; MAGNA_GEMM_BF16=fast in the environment, read at create, sends
+ * every bf16 call that way and makes reserve a no-op). No-op on a NULL handle. */
 int magna_cuda_blas_reserve(void *blas, size_t bf16_elems);
 /* staging elements one magna_cuda_gemm call in bf16 mode needs (both operands packed) */
 size_t magna_cuda_gemm_bf16_elems(int ta, int tb, int m, int n, int k, long long sa, long long sb, int batch);

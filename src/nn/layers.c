@@ -2,6 +2,7 @@
  * engine ops, so every backward is the engine's and already gradient-checked. */
 #include "internal.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -52,10 +53,14 @@ magna_node *magna_layer_dense(magna_graph *g, const char *name, magna_node *x, i
         graph_error(g, MAGNA_ERR_ARG, "%s: dense needs at least 1 unit, got %lld", name, (long long)units);
         return NULL;
     }
+    const int64_t in = x->shape[x->ndim - 1];
+    const float torch_bound = 1.0f / sqrtf((float)in);
     magna_init kinit = o.kernel_init;
     if (is_zero_init(kinit))
-        kinit = o.activation == MAGNA_ACT_RELU ? magna_init_he_uniform() : magna_init_xavier_uniform();
-    const int64_t in = x->shape[x->ndim - 1];
+        kinit = o.init == MAGNA_INIT_TORCH          ? magna_init_uniform(-torch_bound, torch_bound)
+                : o.activation == MAGNA_ACT_RELU ? magna_init_he_uniform()
+                                                 : magna_init_xavier_uniform();
+    if (is_zero_init(o.bias_init) && o.init == MAGNA_INIT_TORCH) o.bias_init = magna_init_uniform(-torch_bound, torch_bound);
     magna_node *w = nn_param(g, name, "weight", 2, (int64_t[]){in, units}, kinit, o.l2);
     magna_node *h = x->ndim == 1 ? magna_matmul(g, magna_reshape(g, x, 2, (int64_t[]){1, in}), w, false, false)
                                  : magna_matmul(g, x, w, false, false);
@@ -80,9 +85,13 @@ magna_node *magna_layer_conv2d(magna_graph *g, const char *name, magna_node *x, 
                     dil * (k - 1) + 1);
         return NULL;
     }
-    magna_node *w = nn_param(g, name, "weight", 4, (int64_t[]){filters, x->shape[1], k, k}, magna_init_he_normal(),
-                                o.l2);
-    magna_node *b = o.no_bias ? NULL : nn_param(g, name, "bias", 1, (int64_t[]){filters}, magna_init_zeros(), 0);
+    const bool torch = o.init == MAGNA_INIT_TORCH;
+    const float bound = 1.0f / sqrtf((float)(x->shape[1] * k * k));
+    magna_node *w = nn_param(g, name, "weight", 4, (int64_t[]){filters, x->shape[1], k, k},
+                             torch ? magna_init_uniform(-bound, bound) : magna_init_he_normal(), o.l2);
+    magna_node *b = o.no_bias ? NULL
+                              : nn_param(g, name, "bias", 1, (int64_t[]){filters},
+                                         torch ? magna_init_uniform(-bound, bound) : magna_init_zeros(), 0);
     magna_node *h = magna_conv2d(g, x, w, b,
                                  (magna_conv2d_opts){.stride_h = stride, .stride_w = stride, .pad_h = pad, .pad_w = pad,
                                                      .dilation_h = dil, .dilation_w = dil});
@@ -141,14 +150,16 @@ magna_node *magna_layers_apply(magna_graph *g, magna_node *x, const magna_layer_
                                   .stride_h = l->stride, .stride_w = l->stride};
         switch (l->kind) {
         case MAGNA_LAYER_DENSE:
-            x = magna_layer_dense(g, name, x, l->units, (magna_dense_opts){.activation = l->activation, .l2 = l->l2});
+            x = magna_layer_dense(g, name, x, l->units,
+                                  (magna_dense_opts){.activation = l->activation, .l2 = l->l2, .init = l->init});
             break;
         case MAGNA_LAYER_ACTIVATION: x = magna_layer_activation(g, x, l->activation, l->rate); break;
         case MAGNA_LAYER_DROPOUT: x = magna_dropout(g, x, l->rate); break;
         case MAGNA_LAYER_CONV2D:
             x = magna_layer_conv2d(g, name, x, l->units,
                                    (magna_conv2d_layer_opts){.kernel = l->kernel, .stride = l->stride, .same = l->same,
-                                                             .activation = l->activation, .l2 = l->l2});
+                                                             .activation = l->activation, .l2 = l->l2,
+                                                             .init = l->init});
             break;
         case MAGNA_LAYER_MAX_POOL2D: x = magna_max_pool2d(g, x, pool); break;
         case MAGNA_LAYER_AVG_POOL2D: x = magna_avg_pool2d(g, x, pool); break;
