@@ -6,7 +6,8 @@
  * fast path (hd 1 .. 128, with zero padding) and the generic path (hd > 128), queries and keys past one
  * tile (64 rows, 32 keys), cross attention with Tq != Tk either way, causal end-aligned, padding lengths
  * 0 .. Tk (a row that sees no key outputs zeros), one buffer as q = k = v (three gradients adding into
- * one), gradients asked for only some inputs, and in bf16 mode the tensor-core kernels (hd 16, 32, .., 128). The gradient buffers start non-zero: backward adds.
+ * one), gradients asked for only some inputs, and in bf16 mode the tensor-core kernels (hd 16, 32, .., 128).
+ * The gradient buffers start non-zero: backward adds.
  * Device buffers through the CUDA runtime: the emulator here (test_cuda_attention_emu), a GPU where built
  * with CUDA. */
 #include "check.h"

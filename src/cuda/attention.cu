@@ -361,7 +361,7 @@ UNROLL
     }
 }
 
-/* ---- tensor cores (bf16 mode, hd a multiple of 16 up to 128) ----------------------------------------------------------
+/* ---- tensor cores (bf16 mode, hd a multiple of 16 up to 128) --------------------------------------------------------
  * The same algorithm with the products on tensor cores through wmma (16 x 16 x 16 bf16 tiles, float
  * accumulators): four warps of 16 rows a block, tiles of 64 rows of the other side staged in shared memory as
  * bf16. A warp writes its score tiles to shared memory, where its lanes (two a row) do the softmax in float;
@@ -422,15 +422,18 @@ template <int HD> struct tc_smem {
     float *rows;           /* this warp's [16][HD] float rows */
     float *lse, *delta;    /* dK/dV: [TT] each */
     __device__ tc_smem(unsigned char *raw, int kernel, int warp) {
-        unsigned char *base = reinterpret_cast<unsigned char *>((reinterpret_cast<uintptr_t>(raw) + 127) & ~(uintptr_t)127);
+        const uintptr_t aligned = (reinterpret_cast<uintptr_t>(raw) + 127) & ~(uintptr_t)127;
+        unsigned char *base = reinterpret_cast<unsigned char *>(aligned);
         const int tiles = kernel == 0 ? 3 : 4, sf = kernel == 0 ? 1 : 2, sb = kernel == 2 ? 2 : 1;
-        for (int i = 0; i < 4; i++) t[i] = i < tiles ? reinterpret_cast<__nv_bfloat16 *>(base) + (size_t)i * TT * HD : nullptr;
+        __nv_bfloat16 *bf = reinterpret_cast<__nv_bfloat16 *>(base);
+        for (int i = 0; i < 4; i++) t[i] = i < tiles ? bf + (size_t)i * TT * HD : nullptr;
         unsigned char *w = base + (size_t)tiles * TT * HD * 2;
         const size_t per_warp = (size_t)sf * 16 * TT * 4 + (size_t)sb * 16 * TT * 2 + 16 * HD * 4;
         unsigned char *mine = w + (size_t)warp * per_warp;
         for (int i = 0; i < 2; i++) s[i] = i < sf ? reinterpret_cast<float *>(mine) + (size_t)i * 16 * TT : nullptr;
         mine += (size_t)sf * 16 * TT * 4;
-        for (int i = 0; i < 2; i++) p[i] = i < sb ? reinterpret_cast<__nv_bfloat16 *>(mine) + (size_t)i * 16 * TT : nullptr;
+        __nv_bfloat16 *pb = reinterpret_cast<__nv_bfloat16 *>(mine);
+        for (int i = 0; i < 2; i++) p[i] = i < sb ? pb + (size_t)i * 16 * TT : nullptr;
         rows = reinterpret_cast<float *>(mine + (size_t)sb * 16 * TT * 2);
         lse = reinterpret_cast<float *>(w + (size_t)TW * per_warp);
         delta = lse + TT;
