@@ -376,6 +376,9 @@ typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_majo
 typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> frag_c;
 
 constexpr int TT = MAGNA_ATTN_TC_TILE, TW = MAGNA_ATTN_TC_BLOCK / 32;
+/* row strides of a warp's tiles, padded so that the 16 rows its lanes walk together fall in different banks
+ * (unpadded, rows 64 floats apart share one: 16-way conflicts) */
+constexpr int SLD = MAGNA_ATTN_TC_SLD, PLD = MAGNA_ATTN_TC_PLD;
 
 /* rows [r0, r0 + n) of a head's [*, C] matrix as a bf16 tile of TT rows x HD (zeros past n) */
 template <int HD> __device__ __forceinline__ void stage_bf16(__nv_bfloat16 *tile, const float *src, int C, int r0,
@@ -386,7 +389,7 @@ template <int HD> __device__ __forceinline__ void stage_bf16(__nv_bfloat16 *tile
     }
 }
 
-/* out[16 x TT] (float, ld TT) = A[16 x HD] B^T, A rows of a bf16 tile (ld HD), B the TT rows of another */
+/* out[16 x TT] (float, ld SLD) = A[16 x HD] B^T, A rows of a bf16 tile (ld HD), B the TT rows of another */
 template <int HD> __device__ __forceinline__ void tc_abt(float *out, const __nv_bfloat16 *A, const __nv_bfloat16 *B) {
     for (int j = 0; j < TT / 16; j++) {
         frag_c c;
@@ -398,15 +401,15 @@ template <int HD> __device__ __forceinline__ void tc_abt(float *out, const __nv_
             wmma::load_matrix_sync(fb, B + j * 16 * HD + kt * 16, HD);
             wmma::mma_sync(c, fa, fb, c);
         }
-        wmma::store_matrix_sync(out + j * 16, c, TT, wmma::mem_row_major);
+        wmma::store_matrix_sync(out + j * 16, c, SLD, wmma::mem_row_major);
     }
 }
 
-/* acc[nt] (+)= P[16 x TT] (bf16, ld TT) B[TT x HD] (bf16, ld HD), the HD / 16 column tiles of the result */
+/* acc[nt] (+)= P[16 x TT] (bf16, ld PLD) B[TT x HD] (bf16, ld HD), the HD / 16 column tiles of the result */
 template <int HD> __device__ __forceinline__ void tc_pb(frag_c *acc, const __nv_bfloat16 *P, const __nv_bfloat16 *B) {
     for (int kt = 0; kt < TT / 16; kt++) {
         frag_a fa;
-        wmma::load_matrix_sync(fa, P + kt * 16, TT);
+        wmma::load_matrix_sync(fa, P + kt * 16, PLD);
         for (int nt = 0; nt < HD / 16; nt++) {
             frag_b fb;
             wmma::load_matrix_sync(fb, B + kt * 16 * HD + nt * 16, HD);
@@ -417,9 +420,9 @@ template <int HD> __device__ __forceinline__ void tc_pb(frag_c *acc, const __nv_
 
 template <int HD> struct tc_smem {
     __nv_bfloat16 *t[4];   /* the 64 x HD bf16 tiles */
-    float *s[2];           /* this warp's [16][TT] float tiles */
-    __nv_bfloat16 *p[2];   /* this warp's [16][TT] bf16 tiles */
-    float *rows;           /* this warp's [16][HD] float rows */
+    float *s[2];           /* this warp's [16][SLD] float tiles */
+    __nv_bfloat16 *p[2];   /* this warp's [16][PLD] bf16 tiles */
+    float *rows;           /* this warp's [16][HD + RPAD] float rows */
     float *lse, *delta;    /* dK/dV: [TT] each */
     __device__ tc_smem(unsigned char *raw, int kernel, int warp) {
         const uintptr_t aligned = (reinterpret_cast<uintptr_t>(raw) + 127) & ~(uintptr_t)127;
@@ -428,13 +431,14 @@ template <int HD> struct tc_smem {
         __nv_bfloat16 *bf = reinterpret_cast<__nv_bfloat16 *>(base);
         for (int i = 0; i < 4; i++) t[i] = i < tiles ? bf + (size_t)i * TT * HD : nullptr;
         unsigned char *w = base + (size_t)tiles * TT * HD * 2;
-        const size_t per_warp = (size_t)sf * 16 * TT * 4 + (size_t)sb * 16 * TT * 2 + 16 * HD * 4;
+        const size_t per_warp =
+            (size_t)sf * 16 * SLD * 4 + (size_t)sb * 16 * PLD * 2 + 16 * (HD + MAGNA_ATTN_TC_RPAD) * 4;
         unsigned char *mine = w + (size_t)warp * per_warp;
-        for (int i = 0; i < 2; i++) s[i] = i < sf ? reinterpret_cast<float *>(mine) + (size_t)i * 16 * TT : nullptr;
-        mine += (size_t)sf * 16 * TT * 4;
+        for (int i = 0; i < 2; i++) s[i] = i < sf ? reinterpret_cast<float *>(mine) + (size_t)i * 16 * SLD : nullptr;
+        mine += (size_t)sf * 16 * SLD * 4;
         __nv_bfloat16 *pb = reinterpret_cast<__nv_bfloat16 *>(mine);
-        for (int i = 0; i < 2; i++) p[i] = i < sb ? pb + (size_t)i * 16 * TT : nullptr;
-        rows = reinterpret_cast<float *>(mine + (size_t)sb * 16 * TT * 2);
+        for (int i = 0; i < 2; i++) p[i] = i < sb ? pb + (size_t)i * 16 * PLD : nullptr;
+        rows = reinterpret_cast<float *>(mine + (size_t)sb * 16 * PLD * 2);
         lse = reinterpret_cast<float *>(w + (size_t)TW * per_warp);
         delta = lse + TT;
     }
@@ -442,6 +446,7 @@ template <int HD> struct tc_smem {
 
 template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc_forward_kernel(attn_k a) {
     MAGNA_DYNAMIC_SHARED(unsigned char, smem);
+    constexpr int RLD = HD + MAGNA_ATTN_TC_RPAD; /* the row tiles' stride, padded as SLD */
     const magna_launch_attention l = a.l;
     const int Tq = (int)l.tq, Tk = (int)l.tk, C = a.C, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int q0 = (int)magna_attn_q_begin(&l, blockIdx.x), q_last = (int)magna_attn_q_end(&l, blockIdx.x) - 1;
@@ -473,16 +478,16 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc
             /* the softmax of row r over this tile: two lanes, half the columns each */
             float mt = -INFINITY;
             for (int c = half; c < TT; c += 2) {
-                const float s = k0 + c < vis ? S[r * TT + c] * a.scale : -INFINITY;
-                S[r * TT + c] = s;
+                const float s = k0 + c < vis ? S[r * SLD + c] * a.scale : -INFINITY;
+                S[r * SLD + c] = s;
                 mt = fmaxf(mt, s);
             }
             mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1));
             const float m_new = fmaxf(m, mt), alpha = m_new == -INFINITY ? 1.0f : __expf(m - m_new);
             float part = 0.0f;
             for (int c = half; c < TT; c += 2) {
-                const float p = m_new == -INFINITY ? 0.0f : __expf(S[r * TT + c] - m_new);
-                Pb[r * TT + c] = __float2bfloat16(p);
+                const float p = m_new == -INFINITY ? 0.0f : __expf(S[r * SLD + c] - m_new);
+                Pb[r * PLD + c] = __float2bfloat16(p);
                 part += p;
             }
             part += __shfl_xor_sync(0xffffffffu, part, 1);
@@ -491,22 +496,22 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc
             lsum = lsum * alpha + part, m = m_new;
             if (rescale) { /* warp-uniform */
                 for (int nt = 0; nt < HD / 16; nt++)
-                    wmma::store_matrix_sync(O + nt * 16, acc[nt], HD, wmma::mem_row_major);
+                    wmma::store_matrix_sync(O + nt * 16, acc[nt], RLD, wmma::mem_row_major);
                 __syncwarp();
-                for (int d = half; d < HD; d += 2) O[r * HD + d] *= alpha;
+                for (int d = half; d < HD; d += 2) O[r * RLD + d] *= alpha;
                 __syncwarp();
                 for (int nt = 0; nt < HD / 16; nt++)
-                    wmma::load_matrix_sync(acc[nt], O + nt * 16, HD, wmma::mem_row_major);
+                    wmma::load_matrix_sync(acc[nt], O + nt * 16, RLD, wmma::mem_row_major);
             }
             __syncwarp();
             tc_pb<HD>(acc, Pb, Vs);
         }
-        for (int nt = 0; nt < HD / 16; nt++) wmma::store_matrix_sync(O + nt * 16, acc[nt], HD, wmma::mem_row_major);
+        for (int nt = 0; nt < HD / 16; nt++) wmma::store_matrix_sync(O + nt * 16, acc[nt], RLD, wmma::mem_row_major);
         __syncwarp();
         if (i < Tq) {
             const float inv = lsum > 0.0f ? 1.0f / lsum : 0.0f;
             float *orow = a.o + ((size_t)b * Tq + i) * C + (size_t)h * HD;
-            for (int d = half; d < HD; d += 2) orow[d] = O[r * HD + d] * inv;
+            for (int d = half; d < HD; d += 2) orow[d] = O[r * RLD + d] * inv;
             if (half == 0) a.lse[bh * Tq + i] = lsum > 0.0f ? m + logf(lsum) : 0.0f;
         }
     }
@@ -514,6 +519,7 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc
 
 template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc_dq_kernel(attn_k a) {
     MAGNA_DYNAMIC_SHARED(unsigned char, smem);
+    constexpr int RLD = HD + MAGNA_ATTN_TC_RPAD; /* the row tiles' stride, padded as SLD */
     const magna_launch_attention l = a.l;
     const int Tq = (int)l.tq, Tk = (int)l.tk, C = a.C, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int q0 = (int)magna_attn_q_begin(&l, blockIdx.x), q_last = (int)magna_attn_q_end(&l, blockIdx.x) - 1;
@@ -542,23 +548,24 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc
             tc_abt<HD>(DP, Ds + warp * 16 * HD, Vs);
             __syncwarp();
             for (int c = half; c < TT; c += 2) {
-                const float p = k0 + c < vis ? __expf(S[r * TT + c] * a.scale - lse) : 0.0f;
-                dSb[r * TT + c] = __float2bfloat16(p * (DP[r * TT + c] - delta));
+                const float p = k0 + c < vis ? __expf(S[r * SLD + c] * a.scale - lse) : 0.0f;
+                dSb[r * PLD + c] = __float2bfloat16(p * (DP[r * SLD + c] - delta));
             }
             __syncwarp();
             tc_pb<HD>(acc, dSb, Ks);
         }
-        for (int nt = 0; nt < HD / 16; nt++) wmma::store_matrix_sync(R + nt * 16, acc[nt], HD, wmma::mem_row_major);
+        for (int nt = 0; nt < HD / 16; nt++) wmma::store_matrix_sync(R + nt * 16, acc[nt], RLD, wmma::mem_row_major);
         __syncwarp();
         if (i < Tq) {
             float *dq = a.dq + ((size_t)b * Tq + i) * C + head;
-            for (int d = half; d < HD; d += 2) dq[d] += a.scale * R[r * HD + d];
+            for (int d = half; d < HD; d += 2) dq[d] += a.scale * R[r * RLD + d];
         }
     }
 }
 
 template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc_dkv_kernel(attn_k a) {
     MAGNA_DYNAMIC_SHARED(unsigned char, smem);
+    constexpr int RLD = HD + MAGNA_ATTN_TC_RPAD; /* the row tiles' stride, padded as SLD */
     const magna_launch_attention l = a.l;
     const int Tq = (int)l.tq, Tk = (int)l.tk, C = a.C, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int k0 = (int)magna_attn_k_begin(&l, blockIdx.x), k_end = (int)magna_attn_k_end(&l, blockIdx.x);
@@ -593,9 +600,9 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc
             __syncwarp();
             for (int c = half; c < TT; c += 2) {
                 const bool seen = c < qn && j < Tk && j < visible(l, q0 + c, L);
-                const float p = seen ? __expf(St[r * TT + c] * a.scale - sm.lse[c]) : 0.0f;
-                Pt[r * TT + c] = __float2bfloat16(p);
-                dSt[r * TT + c] = __float2bfloat16(p * (DPt[r * TT + c] - sm.delta[c]));
+                const float p = seen ? __expf(St[r * SLD + c] * a.scale - sm.lse[c]) : 0.0f;
+                Pt[r * PLD + c] = __float2bfloat16(p);
+                dSt[r * PLD + c] = __float2bfloat16(p * (DPt[r * SLD + c] - sm.delta[c]));
             }
             __syncwarp();
             tc_pb<HD>(dv, Pt, Ds);
@@ -606,10 +613,10 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc
             float *dst = pass ? a.dk : a.dv;
             __syncwarp();
             for (int nt = 0; nt < HD / 16; nt++)
-                wmma::store_matrix_sync(R + nt * 16, pass ? dk[nt] : dv[nt], HD, wmma::mem_row_major);
+                wmma::store_matrix_sync(R + nt * 16, pass ? dk[nt] : dv[nt], RLD, wmma::mem_row_major);
             __syncwarp();
             if (dst && j < Tk)
-                for (int d = half; d < HD; d += 2) dst[krow + d] += (pass ? a.scale : 1.0f) * R[r * HD + d];
+                for (int d = half; d < HD; d += 2) dst[krow + d] += (pass ? a.scale : 1.0f) * R[r * RLD + d];
         }
     }
 }
