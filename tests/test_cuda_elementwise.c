@@ -5,7 +5,8 @@
  * (max on rows full of ties and with NaNs: the gradient must land on the CPU's argmax), softmax and
  * log-softmax (a warp and a block per row), cross-entropy (ignored rows, class weights, a bad label
  * flagged), mean squared error, binary cross-entropy (a bad target flagged), the embedding (its backward
- * bit for bit the CPU's, ids repeating) and dropout (the CPU's mask, exactly).
+ * bit for bit the CPU's, ids repeating) and dropout (the CPU's mask, exactly); and, through whole CUDA graphs,
+ * a bad id, label or target refused with the CPU's message.
  *
  * Gradients are accumulated into buffers that start non-zero, as the graph's backward adds. Tolerance:
  * 1e-5 of the largest magnitude (float32 sums in another order). Linked with the emulator (magna_emu), it
@@ -162,7 +163,13 @@ static void binary(int op, int nda, const int64_t *sa, int ndb, const int64_t *s
             if (full.stride[1 + which][d] == 0 && full.shape[d] != 1) mask |= 1u << d;
         magna_index kept, red;
         magna_index_split(&full, mask, 3, &kept, &red);
-        CU(magna_cuda_binary_backward(op, which, &kept, &red, ad, bd, yd, cd, which ? gbd : gad, NULL));
+        /* the split reduction's scratch as the glue gives it: the CPU infer's workspace */
+        const size_t need = magna_reduce_split_workspace(kept.n, red.n);
+        CHECK(need <= y->workspace_bytes, "%s: infer asked for %zu bytes of workspace, the split needs %zu", NAMES[op],
+              y->workspace_bytes, need);
+        float *ws = need ? dev_zeros((int64_t)(need / sizeof(float))) : NULL;
+        CU(magna_cuda_binary_backward(op, which, &kept, &red, ad, bd, yd, cd, which ? gbd : gad, ws, NULL));
+        cudaFree(ws);
     }
     const double ey = dev_err(yd, magna_node_data(y), NULL, y->numel);
     const double ea = dev_err(gad, magna_node_grad(a), ga0, a->numel), eb = dev_err(gbd, magna_node_grad(b), gb0, b->numel);
@@ -182,6 +189,8 @@ static void binaries(void) {
         binary(op, 3, (int64_t[]){2, 1, 4}, 2, (int64_t[]){3, 1});            /* both broadcast */
         binary(op, 3, (int64_t[]){1, 7, 1}, 3, (int64_t[]){3, 1, 5});
         binary(op, 2, (int64_t[]){600, 40}, 1, (int64_t[]){40});              /* cols reduction, many rows */
+        binary(op, 2, (int64_t[]){5000, 40}, 1, (int64_t[]){40});             /* ... split over the grid */
+        binary(op, 3, (int64_t[]){3, 1, 7}, 3, (int64_t[]){3, 2100, 7});
         binary(op, 2, (int64_t[]){4, 1500}, 2, (int64_t[]){4, 1});            /* rows reduction, a block each */
         binary(op, 4, (int64_t[]){2, 3, 1, 5}, 4, (int64_t[]){1, 3, 4, 1});
     }
@@ -216,7 +225,12 @@ static void reduction(op_id op, int nd, const int64_t *shape, unsigned mask, int
     int64_t *arg = NULL;
     CU(cudaMalloc((void **)&arg, (size_t)m->numel * sizeof *arg));
     const float scale = op == OP_MEAN ? 1.0f / (float)red.n : 1.0f;
-    CU(magna_cuda_reduce_axes(op == OP_MAX, &kept, &red, xd, scale, md, arg, NULL));
+    /* the two-pass sums' scratch as the glue gives it: the CPU infer's workspace */
+    const size_t need = magna_reduce_workspace(kept.n, red.n);
+    CHECK(op == OP_MAX || need <= m->workspace_bytes, "%s: infer asked for %zu bytes of workspace, the sums need %zu",
+          name, m->workspace_bytes, need);
+    float *ws = op != OP_MAX && need ? dev_zeros((int64_t)(need / sizeof(float))) : NULL;
+    CU(magna_cuda_reduce_axes(op == OP_MAX, &kept, &red, xd, scale, md, arg, ws, NULL));
     if (op == OP_MAX) {
         CU(magna_cuda_max_backward(arg, cd, gd, m->numel, NULL));
     } else { /* the glue's broadcast of dy (src/cuda/ops_reduce.c) */
@@ -245,7 +259,7 @@ static void reduction(op_id op, int nd, const int64_t *shape, unsigned mask, int
           "%s %s mask 0x%x%s: forward %.3g (%lld NaNs differ) backward %.3g", name, shape_str(x, sx, sizeof sx), mask,
           ties ? " ties" : "", em, (long long)nan_mismatch, eg);
     free(mh), free(mc), free(g0);
-    cudaFree(xd), cudaFree(cd), cudaFree(md), cudaFree(gd), cudaFree(arg);
+    cudaFree(xd), cudaFree(cd), cudaFree(md), cudaFree(gd), cudaFree(arg), cudaFree(ws);
     magna_graph_free(g);
 }
 
@@ -255,6 +269,8 @@ static void reductions(void) {
         for (unsigned mask = 1; mask < 16; mask++) reduction(op, 4, s4, mask, 0);
         reduction(op, 2, (int64_t[]){2, 3000}, 2, 0); /* long rows: a block per output */
         reduction(op, 2, (int64_t[]){3000, 3}, 1, 0); /* the cols shape over many rows */
+        reduction(op, 2, (int64_t[]){6000, 40}, 1, 0); /* ... split over the grid (sums) */
+        reduction(op, 3, (int64_t[]){700, 9, 40}, 5, 0);
         reduction(op, 1, (int64_t[]){70001}, 1, 0);   /* everything to one number */
     }
     for (unsigned mask = 1; mask < 16; mask++) reduction(OP_MAX, 4, s4, mask, 1);
@@ -430,6 +446,67 @@ static void dropout(int64_t n, float p) {
     magna_graph_free(g);
 }
 
+/* ---- bad data through a whole graph: the CUDA graph refuses it with the CPU graph's status and message --- */
+
+/* BAD_TARGET_MADE: the targets come out of an op, so the host has no copy: the kernel flags them */
+enum { BAD_ID, BAD_LABEL, BAD_TARGET, BAD_TARGET_MADE };
+
+static magna_graph *bad_data_graph(int kind, bool cuda) {
+    magna_graph *g = magna_graph_new(28);
+    if (cuda) CHECK(magna_graph_set_device(g, MAGNA_DEVICE_CUDA) == MAGNA_OK, "set_device: %s", magna_graph_errmsg(g));
+    magna_node *loss;
+    if (kind == BAD_ID) {
+        magna_node *table = magna_param(g, "table", 2, (int64_t[]){5, 3}, magna_init_zeros());
+        magna_node *ids = magna_input_unbatched(g, "ids", MAGNA_I32, 1, (int64_t[]){40});
+        loss = magna_sum(g, magna_embedding(g, table, ids), MAGNA_ALL_AXES, false);
+        if (run_cpu(g, loss, "bad id"))
+            for (int i = 0; i < 40; i++) magna_node_data_i32(ids)[i] = i == 23 || i == 31 ? 5 + i : i % 5;
+    } else if (kind == BAD_LABEL) {
+        magna_node *x = magna_param(g, "x", 2, (int64_t[]){40, 6}, magna_init_zeros());
+        magna_node *y = magna_input_unbatched(g, "y", MAGNA_I32, 1, (int64_t[]){40});
+        loss = magna_cross_entropy(g, x, y);
+        if (run_cpu(g, loss, "bad label"))
+            for (int i = 0; i < 40; i++) magna_node_data_i32(y)[i] = i == 17 ? -2 : i == 30 ? 6 : i % 2 ? -1 : i % 6;
+    } else {
+        magna_node *x = magna_param(g, "x", 1, (int64_t[]){40}, magna_init_zeros());
+        magna_node *t = magna_input_unbatched(g, "t", MAGNA_F32, 1, (int64_t[]){40});
+        loss = magna_bce_with_logits(g, x, kind == BAD_TARGET_MADE ? magna_scale(g, t, 1.0f) : t);
+        if (run_cpu(g, loss, "bad target"))
+            for (int i = 0; i < 40; i++) magna_node_data(t)[i] = i == 9 ? -0.5f : i == 33 ? NAN : 0.25f;
+    }
+    return g;
+}
+
+static void bad_data(int kind) {
+    magna_graph *gc = bad_data_graph(kind, false), *gg = bad_data_graph(kind, true);
+    const magna_status sc = magna_graph_forward(gc), sg = magna_graph_forward(gg);
+    printf("bad data %d: cpu '%s', cuda '%s'\n", kind, magna_graph_errmsg(gc), magna_graph_errmsg(gg));
+    CHECK(sc == MAGNA_ERR_RANGE && sg == sc && strcmp(magna_graph_errmsg(gc), magna_graph_errmsg(gg)) == 0,
+          "bad data %d: cpu %d '%s', cuda %d '%s'", kind, sc, magna_graph_errmsg(gc), sg, magna_graph_errmsg(gg));
+    magna_graph_free(gc), magna_graph_free(gg);
+}
+
+/* cross-entropy on a graph that is on CUDA from the start keeps each row's log-sum-exp, not the softmax;
+ * one given its device later keeps the CPU's size, which holds both */
+static void xent_saved_size(void) {
+    for (int cuda_first = 0; cuda_first < 2; cuda_first++) {
+        magna_graph *g = magna_graph_new(29);
+        if (cuda_first) magna_graph_set_device(g, MAGNA_DEVICE_CUDA);
+        magna_node *x = magna_param(g, "x", 2, (int64_t[]){64, 1000}, magna_init_zeros());
+        magna_node *y = magna_input_unbatched(g, "y", MAGNA_I32, 1, (int64_t[]){64});
+        magna_node *loss = magna_cross_entropy(g, x, y);
+        if (!cuda_first) magna_graph_set_device(g, MAGNA_DEVICE_CUDA);
+        CHECK(magna_graph_compile(g, loss) == MAGNA_OK, "xent saved: compile: %s", magna_graph_errmsg(g));
+        const size_t want = (size_t)(cuda_first ? 64 + 1 : 64 * 1000 + 1) * sizeof(float);
+        CHECK(loss->saved_bytes == want, "cross-entropy %s: saved %zu bytes, expected %zu",
+              cuda_first ? "on CUDA from the start" : "given CUDA after build", loss->saved_bytes, want);
+        for (int r = 0; r < 64; r++) magna_node_data_i32(y)[r] = r % 1000;
+        CHECK(magna_graph_forward(g) == MAGNA_OK && magna_graph_backward(g) == MAGNA_OK, "xent saved: run: %s",
+              magna_graph_errmsg(g));
+        magna_graph_free(g);
+    }
+}
+
 int main(void) {
     char why[256];
     if (!magna_cuda_available(why, sizeof why)) {
@@ -451,5 +528,7 @@ int main(void) {
     pointwise_loss(1, 1001, 1);
     embedding(37, 5, 1000, 0), embedding(11, 300, 200, 0), embedding(1, 1, 1, 0), embedding(37, 5, 100, 1);
     dropout(1, 0.5f), dropout(10007, 0.25f);
+    bad_data(BAD_ID), bad_data(BAD_LABEL), bad_data(BAD_TARGET), bad_data(BAD_TARGET_MADE);
+    xent_saved_size();
     return check_finish("test_cuda_elementwise");
 }

@@ -349,33 +349,42 @@ static void index_spaces(uint64_t seed) {
 }
 
 /* The reduction shapes walked thread by thread as reduce.cu's kernels walk them: every output taken by one
- * group of threads (a warp, a block, or a cols block's column), every (output, r) pair by exactly one thread. */
-static void reduction(int64_t outs, int64_t reds, int inner) {
-    const magna_launch_reduce l = magna_launch_reduction(outs, reds, inner);
+ * group of threads (a warp, a block, or a cols block's column, in every chunk of a split), every (output, r)
+ * pair by exactly one thread; a split only in the cols shape, into chunks of at least MIN_CHUNK, with the
+ * partials' scratch magna_reduce_split_workspace says. */
+static void reduction(int64_t outs, int64_t reds, int inner, int can_split) {
+    const magna_launch_reduce l = magna_launch_reduction(outs, reds, inner, can_split);
     const int64_t n = outs * reds;
     CHECK(l.block <= 1024 && (l.grid == 0) == (outs == 0) && l.grid <= MAGNA_LAUNCH_MAX_GRID &&
               (l.cols ? l.block == MAGNA_LAUNCH_COLS_X * MAGNA_LAUNCH_COLS_Y
-                      : l.block % l.threads_per_out == 0 && l.threads_per_out % MAGNA_LAUNCH_WARP == 0),
-          "reduce %lld x %lld: grid %u block %u threads %u", (long long)outs, (long long)reds, l.grid, l.block,
-          l.threads_per_out);
+                      : l.block % l.threads_per_out == 0 && l.threads_per_out % MAGNA_LAUNCH_WARP == 0) &&
+              l.splits >= 1 && l.splits <= MAGNA_LAUNCH_MAX_SPLITS && (l.splits == 1 || (l.cols && can_split)) &&
+              (l.splits == 1 || (l.chunk >= MAGNA_LAUNCH_MIN_CHUNK &&
+                                 magna_reduce_split_workspace(outs, reds) == (size_t)l.splits * outs * sizeof(float))),
+          "reduce %lld x %lld: grid %u x %u block %u threads %u chunk %lld", (long long)outs, (long long)reds, l.grid,
+          l.splits, l.block, l.threads_per_out, (long long)l.chunk);
     unsigned char *seen = calloc((size_t)n + 1, 1);
     int64_t *owner = malloc(((size_t)outs + 1) * sizeof *owner);
     for (int64_t o = 0; o < outs; o++) owner[o] = -1;
     int64_t out_of_range = 0, twice = 0, split = 0;
     const int64_t stride = magna_launch_reduce_stride(&l);
-    for (uint32_t b = 0; b < l.grid; b++)
-        for (uint32_t t = 0; t < l.block; t++) {
-            const int64_t group = l.cols ? (int64_t)b * MAGNA_LAUNCH_COLS_X + t % MAGNA_LAUNCH_COLS_X
-                                         : (int64_t)b * l.block + t / l.threads_per_out;
-            for (int64_t o = magna_launch_reduce_first(&l, b, t); o < l.outs; o += stride) {
-                if (owner[o] < 0) owner[o] = group;
-                split += owner[o] != group;
-                for (int64_t r = magna_launch_reduce_lane(&l, t); r < l.reds; r += l.threads_per_out) {
-                    if (o < 0 || r < 0 || o >= outs || r >= reds) out_of_range++;
-                    else if (seen[o * reds + r]++) twice++;
+    for (uint32_t y = 0; y < l.splits; y++)
+        for (uint32_t b = 0; b < l.grid; b++)
+            for (uint32_t t = 0; t < l.block; t++) {
+                /* the group that merges an output's r (within one chunk: the chunks merge afterwards) */
+                const int64_t group = l.cols ? (int64_t)b * MAGNA_LAUNCH_COLS_X + t % MAGNA_LAUNCH_COLS_X
+                                             : (int64_t)b * l.block + t / l.threads_per_out;
+                for (int64_t o = magna_launch_reduce_first(&l, b, t); o < l.outs; o += stride) {
+                    if (owner[o] < 0) owner[o] = group;
+                    split += owner[o] != group;
+                    const int64_t r_end = l.cols ? magna_launch_reduce_r_end(&l, y) : l.reds;
+                    for (int64_t r = (l.cols ? magna_launch_reduce_r_begin(&l, y) : 0) + magna_launch_reduce_lane(&l, t);
+                         r < r_end; r += l.threads_per_out) {
+                        if (o < 0 || r < 0 || o >= outs || r >= reds) out_of_range++;
+                        else if (seen[o * reds + r]++) twice++;
+                    }
                 }
             }
-        }
     int64_t missed = 0;
     for (int64_t i = 0; i < n; i++) missed += !seen[i];
     CHECK(!out_of_range && !twice && !missed && !split,
@@ -424,9 +433,12 @@ int main(void) {
     for (int i = 0; i < 8; i++)
         for (int j = 0; j < 8; j++)
             for (int inner = 0; inner < 2; inner++)
-                if (SIZES[i] * R[j] <= 3000000) reduction(SIZES[i], R[j], inner);
-    reduction(100003, 3, 1), reduction(100003, 3, 0); /* past one grid */
-    reduction(3, 300001, 1);                          /* a block per output */
+                if (SIZES[i] * R[j] <= 3000000) reduction(SIZES[i], R[j], inner, 1), reduction(SIZES[i], R[j], inner, 0);
+    reduction(100003, 3, 1, 1), reduction(100003, 3, 0, 1); /* past one grid */
+    reduction(3, 300001, 1, 1);                             /* a block per output */
+    reduction(768, 4097, 0, 1), reduction(33, 70001, 0, 1); /* a bias's gradient: split */
+    CHECK(magna_launch_reduction(768, 65536, 0, 1).splits > 1 && magna_launch_reduction(768, 65536, 0, 0).splits == 1,
+          "a bias of 768 over 65536 rows splits its reduction where it may");
     printf("launch geometry: elementwise, rows, attention tiles, index spaces and reductions checked\n");
     return check_finish("test_cuda_launch");
 }

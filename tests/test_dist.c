@@ -9,6 +9,16 @@
  *   - SIGSTOP of one rank: the deadline fires, the error names the rank and the step, no process left;
  *   - `mpiexec -n 2 magna train` gives the test figures of `magna train --batch 2B`, written once; stopped
  *     with --steps, it resumes in one process with --batch 2B and ends as that run does.
+ * Built again with the CUDA emulator (test_dist_cuda_emu, linked with magna_emu), it tests data parallel on
+ * (emulated) CUDA graphs instead, NCCL emulated with MPI:
+ *   - 2 ranks x B on CUDA (fp32) give the weights of 1 process x 2B on the cpu, over NCCL and over the host
+ *     path (MAGNA_DIST_NO_NCCL=1), and the same global loss; rank 0 says which path; ZeRO 1 on CUDA gives the
+ *     same bits with half the optimizer state on each rank, over NCCL and over the host path;
+ *   - batch norm and dropout, 2 ranks on CUDA against 2 ranks on the cpu: the same weights and states (the
+ *     statistics averaged at each epoch's end through the host mirrors), the same on both ranks;
+ *   - NCCL failing or hanging on one rank (emulated): the job ends within the deadline, the rank and step named;
+ *   - `mpiexec -n 2 magna-emu train --device cuda --fp32` gives the figures of `magna train --batch 2B` on the
+ *     cpu, with --zero1 too; stopped at step 5 with --zero1, it resumes on the cpu and ends as that run does.
  * Skipped (exit 77, ctest's SKIP_RETURN_CODE) when the build has no MPI, after checking that the dist API
  * then says so. */
 #include "check.h"
@@ -49,18 +59,29 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static magna_model *make_model(int64_t batch) {
+static magna_model *new_model(int64_t batch) {
     magna_model *m = magna_model_new(7, batch);
     magna_model_input(m, "x", MAGNA_F32, 1, SHAPE(FEATURES));
     magna_model_sequential(m, (magna_layer_spec[]){MAGNA_DENSE(32, MAGNA_ACT_TANH), MAGNA_DENSE(1, MAGNA_ACT_NONE)}, 2);
-    if (magna_model_compile(m, &(magna_compile_opts){.loss = MAGNA_LOSS_MSE,
-                                                     .optimizer = {.kind = MAGNA_ADAM, .lr = 1e-2f},
-                                                     .metrics = MAGNA_METRIC_MAE}) != MAGNA_OK) {
+    return m;
+}
+
+static magna_compile_opts compile_opts(magna_device device) {
+    return (magna_compile_opts){.loss = MAGNA_LOSS_MSE, .optimizer = {.kind = MAGNA_ADAM, .lr = 1e-2f},
+                                .metrics = MAGNA_METRIC_MAE, .device = device, .fp32 = true};
+}
+
+static magna_model *make_model_on(int64_t batch, magna_device device) {
+    magna_model *m = new_model(batch);
+    const magna_compile_opts o = compile_opts(device);
+    if (magna_model_compile(m, &o) != MAGNA_OK) {
         printf("compile: %s\n", magna_model_errmsg(m));
         exit(3);
     }
     return m;
 }
+
+static magna_model *make_model(int64_t batch) { return make_model_on(batch, MAGNA_DEVICE_CPU); }
 
 static void write_file(const char *dir, const char *name, const void *p, size_t bytes) {
     char path[512];
@@ -84,14 +105,16 @@ static bool read_file(const char *dir, const char *name, void *p, size_t bytes) 
 
 /* ---- the workers (under mpiexec) ------------------------------------------------------------------ */
 
-/* equiv DIR TAG ZERO1: trains K steps data parallel; rank 0 writes the weights and the global loss, every
- * rank its optimizer memory. */
-static int worker_equiv(const char *dir, const char *tag, bool zero1) {
+/* equiv DIR TAG ZERO1 [cuda]: trains K steps data parallel (on the CUDA device with "cuda"); rank 0 writes the
+ * weights and the global loss, every rank its optimizer memory. */
+static int worker_equiv(const char *dir, const char *tag, bool zero1, bool cuda) {
     magna_error err;
-    magna_dist *d = magna_dist_init(&(magna_dist_opts){.timeout = 30, .zero1 = zero1, .bucket_bytes = 1024}, &err);
+    const double timeout = getenv("MAGNA_DIST_TIMEOUT") ? 0 : 30; /* (0: the variable's) */
+    magna_dist *d = magna_dist_init(&(magna_dist_opts){.timeout = timeout, .zero1 = zero1, .bucket_bytes = 1024}, &err);
     if (!d) return printf("dist init: %s\n", err.message), 3;
-    magna_model *m = make_model(BATCH);
-    magna_model_set_dist(m, d);
+    magna_model *m = make_model_on(BATCH, cuda ? MAGNA_DEVICE_CUDA : MAGNA_DEVICE_CPU);
+    if (magna_model_set_dist(m, d) != MAGNA_OK) return printf("set_dist: %s\n", magna_model_errmsg(m)), 3;
+    if (magna_dist_rank(d) == 0) printf("gradients by %s\n", magna_dist_grad_path(d, magna_model_graph(m)));
     magna_history h = {0};
     magna_dataset data = {.rows = ROWS, .x = X, .y = Y};
     if (magna_model_fit(m, &data, NULL, &(magna_fit_opts){.epochs = EPOCHS, .verbose = 1}, &h) != MAGNA_OK)
@@ -175,6 +198,38 @@ static int worker_bad(const char *dir, const char *kind) {
     magna_model_free(m);
     magna_dist_finalize(d);
     return 0; /* not reached: fit ends the job */
+}
+
+/* bn DIR TAG cpu|cuda: 2 ranks train a model with batch norm and dropout (fp32 on cuda); each rank writes its
+ * weights and states (the batch-norm statistics, averaged over the ranks at each epoch's end). */
+static int worker_bn(const char *dir, const char *tag, bool cuda) {
+    magna_error err;
+    magna_dist *d = magna_dist_init(&(magna_dist_opts){.timeout = 30}, &err);
+    if (!d) return printf("dist init: %s\n", err.message), 3;
+    magna_model *m = magna_model_new(7, BATCH);
+    magna_model_input(m, "x", MAGNA_F32, 1, SHAPE(FEATURES));
+    magna_model_sequential(m, (magna_layer_spec[]){MAGNA_DENSE(32, MAGNA_ACT_TANH), MAGNA_BATCH_NORM(),
+                                                   MAGNA_DROPOUT(0.2f), MAGNA_DENSE(1, MAGNA_ACT_NONE)}, 4);
+    const magna_compile_opts o = compile_opts(cuda ? MAGNA_DEVICE_CUDA : MAGNA_DEVICE_CPU);
+    if (magna_model_compile(m, &o) != MAGNA_OK) return printf("compile: %s\n", magna_model_errmsg(m)), 3;
+    if (magna_model_set_dist(m, d) != MAGNA_OK) return printf("set_dist: %s\n", magna_model_errmsg(m)), 3;
+    magna_dataset data = {.rows = ROWS, .x = X, .y = Y};
+    if (magna_model_fit(m, &data, NULL, &(magna_fit_opts){.epochs = EPOCHS}, NULL) != MAGNA_OK)
+        return printf("fit: %s\n", magna_model_errmsg(m)), 3;
+    size_t np, ns;
+    const float *w = magna_graph_params(magna_model_graph(m), &np);
+    char name[128];
+    snprintf(name, sizeof name, "%s.params.%d", tag, magna_dist_rank(d));
+    write_file(dir, name, w, np * sizeof *w);
+    const float *st = magna_graph_states(magna_model_graph(m), &ns);
+    snprintf(name, sizeof name, "%s.states.%d", tag, magna_dist_rank(d));
+    write_file(dir, name, st, ns * sizeof *st);
+    const int64_t counts[2] = {(int64_t)np, (int64_t)ns};
+    snprintf(name, sizeof name, "%s.counts", tag);
+    write_file(dir, name, counts, sizeof counts);
+    magna_model_free(m);
+    magna_dist_finalize(d);
+    return 0;
 }
 
 typedef struct long_run {
@@ -262,13 +317,14 @@ static pid_t launch(int ranks, const char *log, const char *const *args) {
     return pid;
 }
 
-/* The magna command (next to this test) under mpiexec, or alone when ranks is 0. */
-static pid_t launch_cli(int ranks, const char *log, const char *const *args) {
+/* The magna command (PROG, next to this test: magna, or magna-emu on the emulated CUDA device) under
+ * mpiexec, or alone when ranks is 0. */
+static pid_t launch_prog(const char *prog, int ranks, const char *log, const char *const *args) {
     char np[16], path[512], magna[4200];
     snprintf(np, sizeof np, "%d", ranks);
     snprintf(path, sizeof path, "%s/%s", dir, log);
     snprintf(magna, sizeof magna, "%s", self);
-    snprintf(strrchr(magna, '/'), sizeof magna - (size_t)(strrchr(magna, '/') - magna), "/magna");
+    snprintf(strrchr(magna, '/'), sizeof magna - (size_t)(strrchr(magna, '/') - magna), "/%s", prog);
     const char *argv[24];
     int n = 0;
     if (ranks) argv[n++] = MAGNA_MPIEXEC, argv[n++] = "-n", argv[n++] = np;
@@ -287,6 +343,10 @@ static pid_t launch_cli(int ranks, const char *log, const char *const *args) {
         _exit(127);
     }
     return pid;
+}
+
+static pid_t launch_cli(int ranks, const char *log, const char *const *args) {
+    return launch_prog("magna", ranks, log, args);
 }
 
 /* Waits up to `seconds` for the launcher; on time-out kills its process group. Returns the wait status, or -1. */
@@ -550,7 +610,7 @@ static pid_t start_long(const char *log, double timeout, int64_t pids[2]) {
 /* An error only some ranks meet ends the whole job at once, with the error, and no process left. */
 static void test_rank_errors(void) {
     const char *kinds[] = {"rows", "nan"};
-    const char *expect[] = {"fit: training rows, batch, params, states and seed differ: this rank has 199",
+    const char *expect[] = {"fit: training rows, batch, params, states, seed and device differ: this rank has 199",
                             "fit: the loss is nan at epoch 1, step 1"};
     for (int k = 0; k < 2; k++) {
         char log[32];
@@ -660,10 +720,200 @@ static void test_cli(void) {
     if (check_failed) show_log("cli3.log"), show_log("cli4.log");
 }
 
+/* ---- data parallel on the (emulated) CUDA device: test_dist_emu --cuda ------------------------------------- */
+
+/* 2 ranks x BATCH on CUDA against 1 process x 2 BATCH on the cpu, over NCCL and over the host path, each
+ * plain and with ZeRO 1 (the same bits as plain, half the optimizer state on each rank). */
+static void test_cuda_same_weights(void) {
+    magna_model *m = make_model(2 * BATCH);
+    magna_history h = {0};
+    magna_dataset data = {.rows = ROWS, .x = X, .y = Y};
+    CHECK(magna_model_fit(m, &data, NULL, &(magna_fit_opts){.epochs = EPOCHS}, &h) == MAGNA_OK, "%s",
+          magna_model_errmsg(m));
+    size_t n;
+    const float *w1 = magna_graph_params(magna_model_graph(m), &n);
+    float *w[4] = {malloc(n * sizeof(float)), malloc(n * sizeof(float)), malloc(n * sizeof(float)),
+                   malloc(n * sizeof(float))};
+    const double loss1 = h.epochs[h.count - 1].train.loss, mae1 = h.epochs[h.count - 1].train.mae;
+    const char *tags[4] = {"cuda-nccl", "cuda-host", "cuda-nccl-zero", "cuda-host-zero"};
+    for (int run = 0; run < 4; run++) {
+        const char *tag = tags[run];
+        const bool host = run % 2, zero = run >= 2;
+        char log[64], name[96];
+        snprintf(log, sizeof log, "%s.log", tag);
+        if (host) setenv("MAGNA_DIST_NO_NCCL", "1", 1);
+        const int st = wait_for(launch(2, log, (const char *[]){"equiv_cuda", dir, tag, zero ? "1" : "0", NULL}), 120);
+        unsetenv("MAGNA_DIST_NO_NCCL");
+        CHECK(st == 0, "%s: 2 ranks on cuda: mpiexec status %d", tag, st);
+        CHECK(log_has(log, "data parallel: 2 ranks x batch 16 = global batch 32") &&
+                  log_has(log, "one GPU per rank (device 0 here), gradients by ") &&
+                  log_has(log, host ? "gradients by MPI over host memory (MAGNA_DIST_NO_NCCL" : "gradients by NCCL on the GPUs") &&
+                  (!zero || log_has(log, "ZeRO 1: optimizer state")),
+              "%s: rank 0 describes the setup and the gradients' path", tag);
+        double r[3] = {0};
+        snprintf(name, sizeof name, "%s.params", tag);
+        bool got = read_file(dir, name, w[run], n * sizeof(float));
+        snprintf(name, sizeof name, "%s.results", tag);
+        got = got && read_file(dir, name, r, sizeof r);
+        CHECK(got, "%s: the workers' weights and results", tag);
+        if (got) {
+            double max_w = 0;
+            for (size_t i = 0; i < n; i++) max_w = fmax(max_w, fabs((double)w1[i]));
+            const double dw = max_abs_diff(w1, w[run], n);
+            printf("  %s: 2 ranks x batch %d on cuda (fp32) vs 1 process x batch %d on the cpu after %d Adam steps: "
+                   "max |dw| = %.3g (max |w| %.3g)\n", tag, BATCH, 2 * BATCH, STEPS, dw, max_w);
+            CHECK(dw <= 2e-6, "%s: weights differ by %g", tag, dw);
+            CHECK(r[2] == STEPS, "%s: %g steps, not %d", tag, r[2], STEPS);
+            CHECK(fabs(r[0] - loss1) <= 1e-5 * fabs(loss1), "%s: global loss %.9g vs one process %.9g", tag, r[0], loss1);
+            CHECK(fabs(r[1] - mae1) <= 1e-5 * fabs(mae1), "%s: global mae %.9g vs one process %.9g", tag, r[1], mae1);
+        }
+        if (zero && got) { /* the same arithmetic on slices: the plain run's bits, half the state on each rank */
+            CHECK(memcmp(w[run], w[run - 2], n * sizeof(float)) == 0, "%s: ZeRO 1 changed the weights", tag);
+            int64_t full = 0, z0 = 0, z1 = 0;
+            char a[96], b[96], c[96];
+            snprintf(a, sizeof a, "%s.optbytes.0", tags[run - 2]);
+            snprintf(b, sizeof b, "%s.optbytes.0", tag);
+            snprintf(c, sizeof c, "%s.optbytes.1", tag);
+            CHECK(read_file(dir, a, &full, sizeof full) && read_file(dir, b, &z0, sizeof z0) &&
+                      read_file(dir, c, &z1, sizeof z1) && full == (int64_t)(2 * n * sizeof(float)) &&
+                      z0 + z1 == full && z0 <= full / 2 + 2 * 16 * 4 && z1 <= full / 2,
+                  "%s: optimizer state %lld + %lld of %lld bytes", tag, (long long)z0, (long long)z1, (long long)full);
+        }
+        if (check_failed) show_log(log);
+    }
+    for (int k = 0; k < 4; k++) free(w[k]);
+    magna_history_free(&h);
+    magna_model_free(m);
+}
+
+/* NCCL failing on rank 1 (an error from ncclAllReduce), or hanging there (its stream never finishes): the job
+ * ends non-zero within the deadline, with a message naming rank 1, the step and NCCL's error or the deadline
+ * (the emulated NCCL's MAGNA_EMU_NCCL_FAIL and _HANG). */
+static void test_cuda_nccl_failures(void) {
+    const char *vars[] = {"MAGNA_EMU_NCCL_FAIL", "MAGNA_EMU_NCCL_HANG"};
+    const char *expect[] = {"magna: rank 1: the gradient allreduce at step 0: ncclAllReduce failed: remote process "
+                            "exited or there was a network error: emulated failure",
+                            "magna: rank 1: the gradient allreduce at step 0: NCCL did not complete on this rank's GPU "
+                            "within the 2 s deadline"};
+    for (int k = 0; k < 2; k++) {
+        char log[32];
+        snprintf(log, sizeof log, "nccl-%d.log", k);
+        setenv(vars[k], "1", 1);
+        setenv("MAGNA_DIST_TIMEOUT", "2", 1);
+        const double t0 = now_s();
+        const int st = wait_for(launch(2, log, (const char *[]){"equiv_cuda", dir, "fails", "0", NULL}), 30);
+        const double took = now_s() - t0;
+        unsetenv(vars[k]);
+        unsetenv("MAGNA_DIST_TIMEOUT");
+        printf("  %s=1: the job ended in %.2f s, status %d\n", vars[k], took, st);
+        CHECK(st != 0 && st != -1 && took < 15, "%s: status %d after %.2f s (deadline 2 s)", vars[k], st, took);
+        CHECK(log_has(log, expect[k]), "%s: the error '%s'", vars[k], expect[k]);
+        if (check_failed) show_log(log);
+    }
+}
+
+/* Batch norm and dropout, 2 ranks on cuda against 2 ranks on the cpu: the same weights and states (the
+ * statistics averaged at each epoch's end on the host mirrors, after the device's were brought down), the
+ * states the same on both ranks. */
+static void test_cuda_batch_norm(void) {
+    const char *devices[] = {"cpu", "cuda"};
+    for (int k = 0; k < 2; k++) {
+        char log[32];
+        snprintf(log, sizeof log, "bn-%s.log", devices[k]);
+        const int st = wait_for(launch(2, log, (const char *[]){"bn", dir, devices[k], devices[k], NULL}), 120);
+        CHECK(st == 0, "batch norm, 2 ranks on %s: status %d", devices[k], st);
+        if (st != 0) show_log(log);
+    }
+    enum { MAX = 4096 };
+    static float p[2][2][MAX], s[2][2][MAX]; /* [device][rank] */
+    int64_t counts[2][2] = {{0}};
+    bool got = read_file(dir, "cpu.counts", counts[0], sizeof counts[0]) &&
+               read_file(dir, "cuda.counts", counts[1], sizeof counts[1]) && counts[0][0] == counts[1][0] &&
+               counts[0][1] == counts[1][1] && counts[0][0] <= MAX && counts[0][1] <= MAX && counts[0][1] > 0;
+    const size_t np = (size_t)counts[0][0], ns = (size_t)counts[0][1];
+    for (int k = 0; k < 2; k++)
+        for (int r = 0; r < 2; r++) {
+            char name[64];
+            snprintf(name, sizeof name, "%s.params.%d", devices[k], r);
+            got = got && read_file(dir, name, p[k][r], np * sizeof(float));
+            snprintf(name, sizeof name, "%s.states.%d", devices[k], r);
+            got = got && read_file(dir, name, s[k][r], ns * sizeof(float));
+        }
+    CHECK(got, "the batch-norm runs' weights and states");
+    if (!got) return;
+    double max_w = 0, max_s = 0;
+    for (size_t i = 0; i < np; i++) max_w = fmax(max_w, fabs((double)p[0][0][i]));
+    for (size_t i = 0; i < ns; i++) max_s = fmax(max_s, fabs((double)s[0][0][i]));
+    const double dw = max_abs_diff(p[0][0], p[1][0], np), ds = max_abs_diff(s[0][0], s[1][0], ns);
+    printf("  batch norm + dropout, 2 ranks: cuda (fp32) vs cpu after %d steps: max |dw| = %.3g (max |w| %.3g), "
+           "max |d state| = %.3g (max %.3g)\n", STEPS, dw, max_w, ds, max_s);
+    CHECK(dw <= 1e-5 * fmax(1, max_w), "weights differ by %g", dw);
+    CHECK(ds <= 1e-5 * fmax(1, max_s), "states differ by %g", ds);
+    CHECK(memcmp(s[1][0], s[1][1], ns * sizeof(float)) == 0 && memcmp(p[1][0], p[1][1], np * sizeof(float)) == 0,
+          "on cuda, the ranks end with different weights or states");
+}
+
+/* `mpiexec -n 2 magna-emu train --device cuda --fp32`, plain and with --zero1: the figures of `magna-emu train
+ * --batch 32` on the cpu. */
+static void test_cli_cuda(void) {
+    char model[4200], out[512], l1[4096] = "";
+    snprintf(model, sizeof model, "%s", __FILE__);
+    *strrchr(model, '/') = 0;
+    snprintf(strrchr(model, '/'), sizeof model - (size_t)(strrchr(model, '/') - model), "/models/iris-mlp.ini");
+    snprintf(out, sizeof out, "%s/clicuda1", dir);
+    int st = wait_for(launch_prog("magna-emu", 0, "clicuda1.log", /* (its cpu: the library's cpu code) */
+                                  (const char *[]){"train", model, "--epochs", "3", "--batch", "32", "--out", out, NULL}),
+                      60);
+    CHECK(st == 0 && log_line("clicuda1.log", "test_loss=", l1, sizeof l1), "magna train --batch 32: status %d", st);
+    printf("  1 process on the cpu: %s", l1);
+    CHECK(strstr(l1, "ranks=1 "), "ranks in the key=value line");
+    if (strstr(l1, " best_epoch=")) *strstr(l1, " best_epoch=") = 0;
+    for (int zero = 0; zero < 2; zero++) {
+        const char *log = zero ? "clizero.log" : "clicuda2.log";
+        char l2[4096] = "";
+        snprintf(out, sizeof out, "%s/%s", dir, zero ? "clizero" : "clicuda2");
+        st = wait_for(launch_prog("magna-emu", 2, log,
+                                  (const char *[]){"train", model, "--epochs", "3", "--timeout", "60", "--device", "cuda",
+                                                   "--fp32", "--out", out, zero ? "--zero1" : NULL, NULL}),
+                      120);
+        CHECK(st == 0, "mpiexec -n 2 magna-emu train --device cuda%s: status %d", zero ? " --zero1" : "", st);
+        CHECK(log_line(log, "test_loss=", l2, sizeof l2), "the key=value line");
+        printf("  2 ranks on cuda%s: %s", zero ? " (ZeRO 1)" : "", l2);
+        CHECK(strstr(l2, "ranks=2 "), "ranks in the key=value line");
+        if (strstr(l2, " best_epoch=")) *strstr(l2, " best_epoch=") = 0;
+        CHECK(strcmp(l1, l2) == 0, "2 ranks x 16 on cuda gave '%s', 1 x 32 on the cpu gave '%s'", l2, l1);
+        CHECK(count_lines(log, "test_loss=") == 1, "rank 0 alone prints the results");
+        CHECK(log_has(log, "gradients by NCCL on the GPUs") && (!zero || log_has(log, "ZeRO 1: optimizer state")),
+              "the setup line names NCCL (and ZeRO 1)");
+        if (st != 0 || check_failed) show_log(log);
+    }
+    /* 2 ranks on cuda with ZeRO 1 stopped at step 5 (mid-epoch 2): the checkpoint (the optimizer slices
+     * gathered from the devices) resumes in one process on the cpu with --batch 32 and ends as its run does */
+    char ck[600], l3[4096] = "";
+    snprintf(out, sizeof out, "%s/clizero5", dir);
+    snprintf(ck, sizeof ck, "%s/checkpoints", out);
+    st = wait_for(launch_prog("magna-emu", 2, "clizero5.log",
+                              (const char *[]){"train", model, "--epochs", "3", "--steps", "5", "--device", "cuda",
+                                               "--fp32", "--zero1", "--out", out, NULL}),
+                  120);
+    CHECK(st == 0, "mpiexec -n 2 magna-emu train --device cuda --zero1 --steps 5: status %d", st);
+    st = wait_for(launch_prog("magna-emu", 0, "clizero6.log", (const char *[]){"train", "--resume", ck, "--batch", "32", NULL}),
+                  60);
+    CHECK(st == 0 && log_line("clizero6.log", "test_loss=", l3, sizeof l3), "the resume on the cpu: status %d", st);
+    if (strstr(l3, " best_epoch=")) *strstr(l3, " best_epoch=") = 0;
+    CHECK(strcmp(l1, l3) == 0, "2 ranks on cuda (ZeRO 1) to step 5, then 1 x 32 on the cpu gave '%s'; straight '%s'",
+          l3, l1);
+    if (check_failed) show_log("clizero5.log"), show_log("clizero6.log");
+}
+
 int main(int argc, char **argv) {
     make_data();
     if (argc >= 4 && strcmp(argv[1], "--worker") == 0) {
-        if (strcmp(argv[2], "equiv") == 0 && argc == 6) return worker_equiv(argv[3], argv[4], atoi(argv[5]) != 0);
+        if (strcmp(argv[2], "equiv") == 0 && argc == 6)
+            return worker_equiv(argv[3], argv[4], atoi(argv[5]) != 0, false);
+        if (strcmp(argv[2], "equiv_cuda") == 0 && argc == 6)
+            return worker_equiv(argv[3], argv[4], atoi(argv[5]) != 0, true);
+        if (strcmp(argv[2], "bn") == 0 && argc == 6) return worker_bn(argv[3], argv[4], strcmp(argv[5], "cuda") == 0);
         if (strcmp(argv[2], "long") == 0 && argc == 5) return worker_long(argv[3], atof(argv[4]));
         if (strcmp(argv[2], "bad") == 0 && argc == 5) return worker_bad(argv[3], argv[4]);
         if (strcmp(argv[2], "ckpt") == 0 && argc == 7) return worker_ckpt(argv[3], argv[4], atoll(argv[5]), argv[6]);
@@ -684,12 +934,23 @@ int main(int argc, char **argv) {
     snprintf(dir, sizeof dir, "/tmp/magna-test-dist-XXXXXX");
     if (!mkdtemp(dir)) return printf("test_dist: mkdtemp: %s\n", strerror(errno)), 1;
     const double t0 = now_s();
-    test_same_weights_as_one_process();
-    test_resume_across_ranks();
-    test_rank_errors();
-    test_kill9();
-    test_sigstop();
-    test_cli();
+#ifdef MAGNA_CUDA_EMU /* test_dist_cuda_emu: the CUDA half (the cpu half is test_dist's) */
+    if (true) {
+#else
+    if (false) {
+#endif
+        test_cuda_same_weights();
+        test_cuda_batch_norm();
+        test_cuda_nccl_failures();
+        test_cli_cuda();
+    } else {
+        test_same_weights_as_one_process();
+        test_resume_across_ranks();
+        test_rank_errors();
+        test_kill9();
+        test_sigstop();
+        test_cli();
+    }
     printf("  (%.1f s)\n", now_s() - t0);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

@@ -19,6 +19,14 @@
  * 0's message, which names the rank, is the one that ends the job; when rank 0 itself is the one missing,
  * they name it.
  *
+ * On CUDA (a model compiled for MAGNA_DEVICE_CUDA after magna_dist_init): one GPU per rank, device (rank on
+ * its machine) % (devices there); the gradients are summed on the GPUs by NCCL (ncclAllReduce in the same
+ * buckets, on the graph's stream, polled until the same deadline; the communicator is aborted before the job
+ * is), the flags and sums of a step stay on MPI, and the rare collectives (rank 0's weights, batch-norm
+ * states, the weights' check) use the host mirrors. A CUDA build without NCCL copies the gradients to the
+ * host, through the MPI allreduce and back (MAGNA_DIST_NO_NCCL=1 asks for that path). ZeRO 1 on CUDA keeps
+ * each rank's slice of the optimizer state on its GPU and broadcasts the updated slices there (NCCL). Under the CUDA emulator (magna_emu) NCCL is emulated with MPI (src/cuda/emu/nccl_emu.c).
+ *
  * A build without MPI (CMake did not find it) has the same functions: magna_dist_init fails with
  * MAGNA_ERR_UNSUPPORTED, "this build has no MPI". */
 #ifndef MAGNA_DIST_H
@@ -104,6 +112,9 @@ void magna_dist_describe(const magna_dist *d, const magna_graph *g, const magna_
 
 /* Bytes one rank sends into the allreduces of one step (the gradient buffer and the small sums). */
 size_t magna_dist_allreduce_bytes(const magna_dist *d, const magna_graph *g);
+/* How the gradients of g travel: "MPI" (a cpu graph), "NCCL on the GPUs" (a CUDA graph), "MPI over host memory
+ * (...)" (a CUDA graph in a build without NCCL, or with MAGNA_DIST_NO_NCCL=1), "none (one process)". */
+const char *magna_dist_grad_path(const magna_dist *d, const magna_graph *g);
 
 /* fit and evaluate of this model run data parallel over d (NULL: back to one process). Every rank must make
  * the same calls with the same data and options. */

@@ -155,7 +155,8 @@ static const char *USAGE_TRAIN =
     "(default $MAGNA_DIST_TIMEOUT or 300 s): a rank that dies or stops answering ends the job, named.\n"
     "Without --threads, each rank runs cores / ranks-on-this-machine threads.\n"
     "--device cuda trains on the GPU (bf16 matmuls with float32 accumulation; --fp32 keeps every op float32);\n"
-    "without a CUDA build or a device it fails at once with the reason. Data parallel runs on the cpu.\n"
+    "without a CUDA build or a device it fails at once with the reason. Data parallel on cuda takes one GPU\n"
+    "per rank (its rank on the machine % GPUs there) and sums the gradients with NCCL.\n"
     "The last line is key=value results.\n"
     "Language models ([data] kind = text or numbers) train one epoch of [train] steps batches of fresh random\n"
     "windows (or examples); their tokenizer goes into the weights and checkpoints. The last line has\n"
@@ -680,8 +681,9 @@ static int cmd_train_run(const options *op, magna_dist *dist) {
     magna_model *m = build(&cf, d.vocab, cf.batch);
     magna_history h = {0};
     step_times times = {0};
-    if (m) magna_model_set_dist(m, dist);
-    if (m && o.resume && magna_model_resume(m, resume_path) != MAGNA_OK) {
+    if (m && magna_model_set_dist(m, dist) != MAGNA_OK) { /* (every rank meets it: no other waits) */
+        cli_fail("magna train: %s", magna_model_errmsg(m));
+    } else if (m && o.resume && magna_model_resume(m, resume_path) != MAGNA_OK) {
         cli_fail("magna train: %s", magna_model_errmsg(m));
     } else if (m && (magna_dist_rank(dist) != 0 || make_dirs(out))) {
         if (o.resume) printf("resuming from %s at step %lld\n", resume_path, (long long)magna_model_step(m));

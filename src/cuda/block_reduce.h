@@ -9,6 +9,7 @@
 #define MAGNA_CUDA_BLOCK_REDUCE_H
 
 #include "elementwise_math.h"
+#include "launch.h"
 
 namespace magna_reduce {
 
@@ -48,6 +49,25 @@ template <class S> __device__ __forceinline__ S block_all(S s, S empty) {
     if (lane == 0) part[warp] = s;
     __syncthreads();
     return warp_all(lane < warps ? part[lane] : empty);
+}
+
+/* the second pass of a split cols reduction (launch.h): out[o] (+)= scale * (partial[0][o] + partial[1][o] +
+ * ...), the chunks merged in order, one output a thread */
+template <int ACCUMULATE> __global__ void split_finish_kernel(magna_launch_1d l, uint32_t splits,
+                                                             const float *__restrict__ partial, float scale,
+                                                             float *__restrict__ out) {
+    const int64_t stride = magna_launch_1d_stride(&l);
+    for (int64_t o = magna_launch_1d_first(&l, blockIdx.x, threadIdx.x); o < l.n; o += stride) {
+        float s = 0.0f;
+        for (uint32_t y = 0; y < splits; y++) s += partial[(int64_t)y * l.n + o];
+        out[o] = ACCUMULATE ? out[o] + s * scale : s * scale;
+    }
+}
+
+template <int ACCUMULATE> int split_finish(int64_t outs, uint32_t splits, const float *partial, float scale, float *out,
+                                           void *stream) {
+    const magna_launch_1d l = magna_launch_elementwise(outs, 1);
+    return magna_cuda_launch(l.grid, l.block, 0, stream, split_finish_kernel<ACCUMULATE>, l, splits, partial, scale, out);
 }
 
 } // namespace magna_reduce

@@ -86,6 +86,38 @@ template <int OP> __global__ void binary_forward_kernel(magna_index ix, const fl
     }
 }
 
+/* the flat case (same shapes, or one operand a single value): sa, sb in {0, 1}; float4 where aligned */
+template <int OP> __global__ void binary_flat_kernel(magna_launch_1d l, const float *__restrict__ a, int64_t sa,
+                                                     const float *__restrict__ b, int64_t sb, float *__restrict__ y) {
+    const int64_t stride = magna_launch_1d_stride(&l);
+    for (int64_t i = magna_launch_1d_first(&l, blockIdx.x, threadIdx.x); i < l.n; i += stride) {
+        if (l.vec == 4 && i + 4 <= l.n) {
+            const float4 va = sa ? *reinterpret_cast<const float4 *>(a + i) : make_float4(a[0], a[0], a[0], a[0]);
+            const float4 vb = sb ? *reinterpret_cast<const float4 *>(b + i) : make_float4(b[0], b[0], b[0], b[0]);
+            float4 v;
+            v.x = magna_em_binary(OP, va.x, vb.x), v.y = magna_em_binary(OP, va.y, vb.y);
+            v.z = magna_em_binary(OP, va.z, vb.z), v.w = magna_em_binary(OP, va.w, vb.w);
+            *reinterpret_cast<float4 *>(y + i) = v;
+        } else {
+            for (uint32_t j = 0; j < l.vec && i + j < l.n; j++) y[i + j] = magna_em_binary(OP, a[(i + j) * sa], b[(i + j) * sb]);
+        }
+    }
+}
+
+template <int OP> int binary_forward_launch(const magna_index *ix, const float *a, const float *b, float *y, void *stream) {
+    const bool flat = ix->nd <= 1 && (ix->nd == 0 || ((ix->stride[1][0] | ix->stride[2][0]) & ~(int64_t)1) == 0);
+    if (flat) {
+        const int64_t sa = ix->nd ? ix->stride[1][0] : 0, sb = ix->nd ? ix->stride[2][0] : 0;
+        const bool vec = aligned16(y) && (!sa || aligned16(a)) && (!sb || aligned16(b));
+        const magna_launch_1d l = magna_launch_elementwise(ix->n, vec ? 4 : 1);
+        if (l.grid == 0) return cudaSuccess;
+        return magna_cuda_launch(l.grid, l.block, 0, stream, binary_flat_kernel<OP>, l, a, sa, b, sb, y);
+    }
+    const magna_launch_1d l = magna_launch_elementwise(ix->n, 1);
+    if (l.grid == 0) return cudaSuccess;
+    return magna_cuda_launch(l.grid, l.block, 0, stream, binary_forward_kernel<OP>, *ix, a, b, y);
+}
+
 template <int OP, int WHICH> struct binary_grad_sum {
     const float *a, *b, *y, *dy;
     __device__ __forceinline__ float term(const int64_t *off) const {
@@ -117,8 +149,9 @@ template <class T> __global__ void grad_reduce_rows_kernel(magna_launch_reduce l
     }
 }
 
+/* with splits > 1, block row y of the grid takes chunk y of r and writes partial[y][o] instead of adding */
 template <class T> __global__ void grad_reduce_cols_kernel(magna_launch_reduce l, magna_index kept, magna_index red,
-                                                           T f, float *__restrict__ g) {
+                                                           T f, float *__restrict__ g, float *__restrict__ partial) {
     __shared__ float part[MAGNA_LAUNCH_COLS_Y][MAGNA_LAUNCH_COLS_X + 1];
     const uint32_t tx = threadIdx.x % MAGNA_LAUNCH_COLS_X, ty = threadIdx.x / MAGNA_LAUNCH_COLS_X;
     const int64_t stride = magna_launch_reduce_stride(&l);
@@ -128,7 +161,8 @@ template <class T> __global__ void grad_reduce_cols_kernel(magna_launch_reduce l
         if (o < l.outs) {
             int64_t base[3], off[3];
             magna_index_offsets(&kept, o, 3, base);
-            for (int64_t r = ty; r < red.n; r += MAGNA_LAUNCH_COLS_Y) {
+            const int64_t r_end = magna_launch_reduce_r_end(&l, blockIdx.y);
+            for (int64_t r = magna_launch_reduce_r_begin(&l, blockIdx.y) + ty; r < r_end; r += MAGNA_LAUNCH_COLS_Y) {
                 magna_index_offsets(&red, r, 3, off);
                 off[0] += base[0], off[1] += base[1], off[2] += base[2];
                 s += f.term(off);
@@ -138,7 +172,8 @@ template <class T> __global__ void grad_reduce_cols_kernel(magna_launch_reduce l
         __syncthreads();
         if (ty == 0 && o < l.outs) {
             for (int k = 1; k < MAGNA_LAUNCH_COLS_Y; k++) s += part[k][tx];
-            g[o] += s;
+            if (l.splits > 1) partial[(int64_t)blockIdx.y * l.outs + o] = s;
+            else g[o] += s;
         }
         __syncthreads();
     }
@@ -154,22 +189,29 @@ template <class T> __global__ void grad_map_kernel(magna_launch_1d l, magna_inde
     }
 }
 
-template <class T> int grad_reduce_launch(const magna_index *kept, const magna_index *red, T f, float *g, void *stream) {
+/* workspace: magna_reduce_split_workspace(kept n, red n) bytes, or NULL (no split) */
+template <class T> int grad_reduce_launch(const magna_index *kept, const magna_index *red, T f, float *g,
+                                          float *workspace, void *stream) {
     if (red->n == 1) {
         const magna_launch_1d l = magna_launch_elementwise(kept->n, 1);
         return l.grid ? magna_cuda_launch(l.grid, l.block, 0, stream, grad_map_kernel<T>, l, *kept, f, g) : cudaSuccess;
     }
     const int inner = red->nd > 0 && red->stride[0][red->nd - 1] == 1;
-    const magna_launch_reduce l = magna_launch_reduction(kept->n, red->n, inner);
+    const magna_launch_reduce l = magna_launch_reduction(kept->n, red->n, inner, workspace != NULL);
     if (l.grid == 0) return cudaSuccess;
-    if (l.cols) return magna_cuda_launch(l.grid, l.block, 0, stream, grad_reduce_cols_kernel<T>, l, *kept, *red, f, g);
+    if (l.cols) {
+        const int e = magna_cuda_launch(dim3(l.grid, l.splits), l.block, 0, stream, grad_reduce_cols_kernel<T>, l, *kept,
+                                        *red, f, g, workspace);
+        return e || l.splits == 1 ? e : magna_reduce::split_finish<1>(l.outs, l.splits, workspace, 1.0f, g, stream);
+    }
     return magna_cuda_launch(l.grid, l.block, 0, stream, grad_reduce_rows_kernel<T>, l, *kept, *red, f, g);
 }
 
 template <int OP> int binary_backward_op(int which, const magna_index *kept, const magna_index *red, const float *a,
-                                         const float *b, const float *y, const float *dy, float *g, void *stream) {
-    if (which == 0) return grad_reduce_launch(kept, red, binary_grad_sum<OP, 0>{a, b, y, dy}, g, stream);
-    return grad_reduce_launch(kept, red, binary_grad_sum<OP, 1>{a, b, y, dy}, g, stream);
+                                         const float *b, const float *y, const float *dy, float *g, float *workspace,
+                                         void *stream) {
+    if (which == 0) return grad_reduce_launch(kept, red, binary_grad_sum<OP, 0>{a, b, y, dy}, g, workspace, stream);
+    return grad_reduce_launch(kept, red, binary_grad_sum<OP, 1>{a, b, y, dy}, g, workspace, stream);
 }
 
 /* ---- strided copy: dst[off 1] = (accumulate ? dst[off 1] : 0) + scale src[off 0] ------------------- */
@@ -229,27 +271,25 @@ extern "C" int magna_cuda_unary_backward(int op, float a, const float *x, const 
 
 extern "C" int magna_cuda_binary_forward(int op, const magna_index *ix, const float *a, const float *b, float *y,
                                          void *stream) {
-    const magna_launch_1d l = flat(ix->n);
-    if (l.grid == 0) return cudaSuccess;
     switch (op) {
-    case MAGNA_EM_ADD: return magna_cuda_launch(l.grid, l.block, 0, stream, binary_forward_kernel<MAGNA_EM_ADD>, *ix, a, b, y);
-    case MAGNA_EM_SUB: return magna_cuda_launch(l.grid, l.block, 0, stream, binary_forward_kernel<MAGNA_EM_SUB>, *ix, a, b, y);
-    case MAGNA_EM_MUL: return magna_cuda_launch(l.grid, l.block, 0, stream, binary_forward_kernel<MAGNA_EM_MUL>, *ix, a, b, y);
-    case MAGNA_EM_DIV: return magna_cuda_launch(l.grid, l.block, 0, stream, binary_forward_kernel<MAGNA_EM_DIV>, *ix, a, b, y);
-    case MAGNA_EM_POW: return magna_cuda_launch(l.grid, l.block, 0, stream, binary_forward_kernel<MAGNA_EM_POW>, *ix, a, b, y);
+    case MAGNA_EM_ADD: return binary_forward_launch<MAGNA_EM_ADD>(ix, a, b, y, stream);
+    case MAGNA_EM_SUB: return binary_forward_launch<MAGNA_EM_SUB>(ix, a, b, y, stream);
+    case MAGNA_EM_MUL: return binary_forward_launch<MAGNA_EM_MUL>(ix, a, b, y, stream);
+    case MAGNA_EM_DIV: return binary_forward_launch<MAGNA_EM_DIV>(ix, a, b, y, stream);
+    case MAGNA_EM_POW: return binary_forward_launch<MAGNA_EM_POW>(ix, a, b, y, stream);
     }
     return cudaErrorInvalidValue;
 }
 
 extern "C" int magna_cuda_binary_backward(int op, int which, const magna_index *kept, const magna_index *red,
                                           const float *a, const float *b, const float *y, const float *dy, float *g,
-                                          void *stream) {
+                                          float *workspace, void *stream) {
     switch (op) {
-    case MAGNA_EM_ADD: return binary_backward_op<MAGNA_EM_ADD>(which, kept, red, a, b, y, dy, g, stream);
-    case MAGNA_EM_SUB: return binary_backward_op<MAGNA_EM_SUB>(which, kept, red, a, b, y, dy, g, stream);
-    case MAGNA_EM_MUL: return binary_backward_op<MAGNA_EM_MUL>(which, kept, red, a, b, y, dy, g, stream);
-    case MAGNA_EM_DIV: return binary_backward_op<MAGNA_EM_DIV>(which, kept, red, a, b, y, dy, g, stream);
-    case MAGNA_EM_POW: return binary_backward_op<MAGNA_EM_POW>(which, kept, red, a, b, y, dy, g, stream);
+    case MAGNA_EM_ADD: return binary_backward_op<MAGNA_EM_ADD>(which, kept, red, a, b, y, dy, g, workspace, stream);
+    case MAGNA_EM_SUB: return binary_backward_op<MAGNA_EM_SUB>(which, kept, red, a, b, y, dy, g, workspace, stream);
+    case MAGNA_EM_MUL: return binary_backward_op<MAGNA_EM_MUL>(which, kept, red, a, b, y, dy, g, workspace, stream);
+    case MAGNA_EM_DIV: return binary_backward_op<MAGNA_EM_DIV>(which, kept, red, a, b, y, dy, g, workspace, stream);
+    case MAGNA_EM_POW: return binary_backward_op<MAGNA_EM_POW>(which, kept, red, a, b, y, dy, g, workspace, stream);
     }
     return cudaErrorInvalidValue;
 }

@@ -16,7 +16,7 @@
 
 namespace {
 
-/* out[i, :] = table[ids[i], :]; an id outside [0, V) sets *bad and its row is left as it was */
+/* out[i, :] = table[ids[i], :]; an id outside [0, V) sets *bad (when given) and its row is left as it was */
 __global__ void embedding_forward_kernel(magna_launch_1d l, int64_t D, int64_t V, const float *__restrict__ table,
                                          const int32_t *__restrict__ ids, float *__restrict__ out,
                                          int *__restrict__ bad) {
@@ -26,7 +26,7 @@ __global__ void embedding_forward_kernel(magna_launch_1d l, int64_t D, int64_t V
         const int64_t i = l.n <= (int64_t)UINT32_MAX ? (int64_t)((uint32_t)e / (uint32_t)D) : e / D, d = e - i * D;
         const int32_t id = ids[i];
         if (id < 0 || id >= V) {
-            *bad = 1; /* every writer stores the same value */
+            if (bad) *bad = 1; /* every writer stores the same value */
             continue;
         }
         out[e] = table[(int64_t)id * D + d];
@@ -97,7 +97,7 @@ __global__ void accumulate_kernel(int64_t V, int64_t D, const int *__restrict__ 
 
 extern "C" int magna_cuda_embedding_forward(const float *table, const int32_t *ids, float *out, int64_t n, int64_t D,
                                             int64_t V, int *bad, void *stream) {
-    int e = cudaMemsetAsync(bad, 0, sizeof(int), static_cast<cudaStream_t>(stream));
+    int e = bad ? cudaMemsetAsync(bad, 0, sizeof(int), static_cast<cudaStream_t>(stream)) : cudaSuccess;
     const magna_launch_1d l = magna_launch_elementwise(n * D, 1);
     if (e || l.grid == 0) return e;
     return magna_cuda_launch(l.grid, l.block, 0, stream, embedding_forward_kernel, l, D, V, table, ids, out, bad);

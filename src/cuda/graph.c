@@ -58,7 +58,10 @@ magna_status cuda_graph_alloc(magna_graph *g) {
         return graph_error(g, MAGNA_ERR_NOMEM, "compile: out of memory");
     for (int i = 0; i < g->n_nodes; i++) c->ops[i] = magna_cuda_op_table[g->nodes[i]->op];
     c->fused = cuda_graph_fuse(g, c->ops);
-    int e = cuda_stream_create(&c->stream);
+    /* data parallel: this rank's device (runtime.h), current before anything of the graph is made on one */
+    int e = cuda_use_device(&c->device);
+    if (e) return cuda_fail(g, e, "compile: choosing this rank's device");
+    e = cuda_stream_create(&c->stream);
     if (e) return cuda_fail(g, e, "compile: creating a stream");
     const size_t flat = (g->n_params + 1) * sizeof(float), flat_states = (g->n_states + 1) * sizeof(float);
     struct {

@@ -147,7 +147,8 @@ int magna_cuda_avg_pool_backward(const magna_cuda_pool *d, const float *dy, floa
 /* ---- the elementwise family (cuda-ops-a): elementwise.cu, reduce.cu, softmax.cu, embedding.cu ----------
  * Index spaces (magna_index) and reduction shapes come from launch.h; `bad` arguments are a device int the
  * kernel sets to 1 when the data is invalid (an id, a label, a target out of range), for the glue to read
- * back and report as the CPU op does. */
+ * back and report as the CPU op does; NULL where the glue checked the data on the host already. A bad
+ * element is never used to index memory. */
 
 /* y = f(x; a) over n elements, op a magna_em_unary_op */
 int magna_cuda_unary_forward(int op, float a, const float *x, float *y, int64_t n, void *stream);
@@ -157,9 +158,12 @@ int magna_cuda_unary_backward(int op, float a, const float *x, const float *y, c
 /* y[i] = op(a[off 1], b[off 2]) over the output's space ix (op a magna_em_binary_op) */
 int magna_cuda_binary_forward(int op, const magna_index *ix, const float *a, const float *b, float *y, void *stream);
 /* the gradient of operand `which` (0: a, 1: b): g[o] += sum over r of dy * d(op)/d(operand) with the output's
- * (0), a's (1) and b's (2) strides in kept (g's elements, in order) and red (the broadcast dims) */
+ * (0), a's (1) and b's (2) strides in kept (g's elements, in order) and red (the broadcast dims). workspace:
+ * magna_reduce_split_workspace(kept n, red n) bytes (launch.h), or NULL: few outputs over long runs (a bias's
+ * gradient) then reduce in one pass on few blocks instead of two passes over the whole GPU. */
 int magna_cuda_binary_backward(int op, int which, const magna_index *kept, const magna_index *red, const float *a,
-                               const float *b, const float *y, const float *dy, float *g, void *stream);
+                               const float *b, const float *y, const float *dy, float *g, float *workspace,
+                               void *stream);
 /* dst[off 1] = (accumulate ? dst[off 1] : 0) + scale src[off 0] over ix: permute, slice, concat, broadcasts */
 int magna_cuda_strided_copy(const magna_index *ix, const float *src, float *dst, float scale, int accumulate,
                             void *stream);
@@ -168,9 +172,11 @@ int magna_cuda_dropout(uint64_t seed, uint64_t rstream, float p, const float *sr
                        int accumulate, void *stream);
 
 /* y[o] = scale * sum, or max (max != 0, arg[o] = the flat index of x it came from, the first on ties), of x
- * over red for each o of kept (tensor 0 = x) */
+ * over red for each o of kept (tensor 0 = x). workspace (may be NULL): a sum then runs over the whole grid in
+ * two passes, to a single output (MAGNA_LAUNCH_SUM_BLOCKS floats) or to few outputs over long runs
+ * (magna_reduce_split_workspace(kept n, red n) bytes); the caller gives the larger. */
 int magna_cuda_reduce_axes(int max, const magna_index *kept, const magna_index *red, const float *x, float scale, float *y,
-                      int64_t *arg, void *stream);
+                           int64_t *arg, float *workspace, void *stream);
 /* dx[arg[o]] += dy[o] for outs outputs */
 int magna_cuda_max_backward(const int64_t *arg, const float *dy, float *dx, int64_t outs, void *stream);
 /* loss[0] = mean((p - t)^2); workspace: MAGNA_LAUNCH_SUM_BLOCKS floats */

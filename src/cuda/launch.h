@@ -378,28 +378,61 @@ static inline void magna_index_split(const magna_index *full, unsigned mask, int
  *         or the whole block for long runs of few outputs) stride over r and reduce by shuffles (and shared
  *         memory across the block's warps);
  *   cols  otherwise (the reduced dims are outer, e.g. a bias's gradient summed over rows): a 32 x 8 block
- *         takes 32 neighbouring outputs (coalesced), its 8 rows of threads split r, merged in shared memory. */
+ *         takes 32 neighbouring outputs (coalesced), its 8 rows of threads split r, merged in shared memory.
+ *         Too few outputs to fill the GPU (a bias of 768 is 24 blocks): r is also cut into `splits` chunks
+ *         over gridDim.y, each block writing a partial per output, merged by a second kernel in chunk order
+ *         (magna_reduce_split_workspace bytes of scratch). */
 typedef struct magna_launch_reduce {
     int64_t outs, reds;
     uint32_t grid, block;
     uint32_t cols;            /* 1: the cols shape, block = 32 x 8 (x outputs, y splits of r) */
     uint32_t threads_per_out; /* rows shape: 32 or block; cols shape: 8 (the y threads) */
+    uint32_t splits;          /* cols shape: chunks of r over gridDim.y (1: none); rows shape: 1 */
+    int64_t chunk;            /* r of a chunk: [y chunk, min((y + 1) chunk, reds)) */
 } magna_launch_reduce;
 
 enum {
     MAGNA_LAUNCH_COLS_X = 32,
     MAGNA_LAUNCH_COLS_Y = 8,
     MAGNA_LAUNCH_SUM_BLOCKS = 1024, /* blocks (partial sums) of a whole-tensor sum: its workspace in floats */
+    MAGNA_LAUNCH_FILL_BLOCKS = 4 * 132, /* blocks that fill an H100 (132 SMs) */
+    MAGNA_LAUNCH_MIN_CHUNK = 512,       /* r of one chunk at least: a partial must pay for its write */
+    MAGNA_LAUNCH_MAX_SPLITS = 64,
 };
 
-static inline magna_launch_reduce magna_launch_reduction(int64_t outs, int64_t reds, int inner_contiguous) {
+/* chunks of r for the cols shape of outs outputs over reds each */
+static inline uint32_t magna_reduce_splits(int64_t outs, int64_t reds) {
+    const int64_t xblocks = (outs + MAGNA_LAUNCH_COLS_X - 1) / MAGNA_LAUNCH_COLS_X;
+    if (xblocks <= 0 || xblocks >= MAGNA_LAUNCH_FILL_BLOCKS) return 1;
+    int64_t s = MAGNA_LAUNCH_FILL_BLOCKS / xblocks;
+    if (s > reds / MAGNA_LAUNCH_MIN_CHUNK) s = reds / MAGNA_LAUNCH_MIN_CHUNK;
+    if (s > MAGNA_LAUNCH_MAX_SPLITS) s = MAGNA_LAUNCH_MAX_SPLITS;
+    return s > 1 ? (uint32_t)s : 1;
+}
+/* the partials' scratch a split reduction of outs x reds needs (0: it never splits) */
+static inline size_t magna_reduce_split_workspace(int64_t outs, int64_t reds) {
+    const uint32_t s = magna_reduce_splits(outs, reds);
+    return s > 1 ? (size_t)s * (size_t)outs * sizeof(float) : 0;
+}
+
+/* the scratch of sum/mean over axes (cuda/reduce.cu): to one output, the whole grid's partial sums;
+ * else a split's partials */
+static inline size_t magna_reduce_workspace(int64_t outs, int64_t reds) {
+    return outs == 1 ? MAGNA_LAUNCH_SUM_BLOCKS * sizeof(float) : magna_reduce_split_workspace(outs, reds);
+}
+
+/* can_split: the caller has magna_reduce_split_workspace(outs, reds) bytes of scratch */
+static inline magna_launch_reduce magna_launch_reduction(int64_t outs, int64_t reds, int inner_contiguous,
+                                                         int can_split) {
     magna_launch_reduce l;
     l.outs = outs > 0 ? outs : 0, l.reds = reds > 0 ? reds : 0;
     l.block = MAGNA_LAUNCH_BLOCK;
+    l.splits = 1;
     int64_t blocks;
     if (!inner_contiguous) {
         l.cols = 1, l.threads_per_out = MAGNA_LAUNCH_COLS_Y;
         blocks = (l.outs + MAGNA_LAUNCH_COLS_X - 1) / MAGNA_LAUNCH_COLS_X;
+        if (can_split) l.splits = magna_reduce_splits(l.outs, l.reds);
     } else {
         l.cols = 0;
         /* a whole block for long runs when there are too few outputs to fill the GPU with warps */
@@ -407,11 +440,13 @@ static inline magna_launch_reduce magna_launch_reduction(int64_t outs, int64_t r
         const int64_t per_block = l.block / l.threads_per_out;
         blocks = (l.outs + per_block - 1) / per_block;
     }
+    l.chunk = (l.reds + l.splits - 1) / l.splits;
     l.grid = (uint32_t)(blocks < (int64_t)MAGNA_LAUNCH_MAX_GRID ? blocks : (int64_t)MAGNA_LAUNCH_MAX_GRID);
     return l;
 }
 /* rows shape: thread t of block b takes outputs first, first + stride, ... and lanes lane, lane +
- * threads_per_out, ... of each; cols shape: outputs b * 32 + t % 32 + k * grid * 32, r from t / 32 by 8 */
+ * threads_per_out, ... of each; cols shape: outputs b * 32 + t % 32 + k * grid * 32, and of chunk y (the
+ * block's gridDim.y index) r from r_begin + t / 32 by 8 below r_end */
 MAGNA_HD int64_t magna_launch_reduce_first(const magna_launch_reduce *l, uint32_t b, uint32_t t) {
     return l->cols ? (int64_t)b * MAGNA_LAUNCH_COLS_X + t % MAGNA_LAUNCH_COLS_X
                    : (int64_t)b * (l->block / l->threads_per_out) + t / l->threads_per_out;
@@ -421,6 +456,11 @@ MAGNA_HD int64_t magna_launch_reduce_stride(const magna_launch_reduce *l) {
 }
 MAGNA_HD uint32_t magna_launch_reduce_lane(const magna_launch_reduce *l, uint32_t t) {
     return l->cols ? t / MAGNA_LAUNCH_COLS_X : t % l->threads_per_out;
+}
+MAGNA_HD int64_t magna_launch_reduce_r_begin(const magna_launch_reduce *l, uint32_t y) { return (int64_t)y * l->chunk; }
+MAGNA_HD int64_t magna_launch_reduce_r_end(const magna_launch_reduce *l, uint32_t y) {
+    const int64_t e = ((int64_t)y + 1) * l->chunk;
+    return e < l->reds ? e : l->reds;
 }
 
 /* ---- embedding backward's counting sort (src/cuda/embedding.cu): its workspace in bytes, for n positions

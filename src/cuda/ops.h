@@ -30,6 +30,7 @@ typedef struct cuda_graph {
     size_t device_bytes; /* everything this graph holds on the device, for reports */
     magna_cuda_op *ops;  /* per node id: the table's entry, or a fused pair's (fuse.c) */
     int fused;           /* pairs fused at compile */
+    int device;          /* the CUDA device it runs on (data parallel: one per rank on a machine) */
 } cuda_graph;
 
 static inline void *cuda_stream(const magna_graph *g) { return g->cuda ? g->cuda->stream : NULL; }

@@ -69,8 +69,11 @@ void cuda_binary_backward(magna_graph *g, magna_node *n) {
             if (full.stride[1 + which][d] == 0 && full.shape[d] != 1) mask |= 1u << d;
         magna_index kept, red;
         magna_index_split(&full, mask, 3, &kept, &red);
+        /* the split reduction's scratch, which the CPU infer asked for (binary.c) */
+        const size_t need = magna_reduce_split_workspace(kept.n, red.n);
+        float *ws = need && n->workspace_bytes >= need ? g->workspace : NULL;
         const int e = magna_cuda_binary_backward(n->op - OP_ADD, which, &kept, &red, fval(n->in[0]), fval(n->in[1]),
-                                                 fval(n), n->grad, gx, cuda_stream(g));
+                                                 fval(n), n->grad, gx, ws, cuda_stream(g));
         if (e) {
             cuda_fail(g, e, magna_op_table[n->op]->name);
             return;

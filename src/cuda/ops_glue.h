@@ -33,6 +33,11 @@ static inline int cuda_fetch(void *host, const void *device, size_t bytes, void 
 /* n elements of `size` bytes of device memory in a malloc'd host copy; NULL with the graph's error set
  * (what: the op, for the message). For error messages that name the bad element, as the CPU op does. */
 void *cuda_fetch_all(magna_graph *g, const void *device, int64_t n, size_t size, const char *what);
+/* The host's copy of a node's values at forward time, when there is one: an input's mirror (what this
+ * forward uploaded), also through views of an input (reshape); NULL for values made on the device. Ops that
+ * must refuse bad data (ids, labels, targets) check it there, as the CPU op does, without waiting for the
+ * device; only data made on the device is flagged by the kernel and read back (a synchronisation). */
+const void *cuda_host_values(const magna_node *x);
 
 magna_status cuda_unary_forward(magna_graph *g, magna_node *n); /* every unary and scalar op */
 void cuda_unary_backward(magna_graph *g, magna_node *n);

@@ -114,24 +114,31 @@ magna_status cuda_concat_forward(magna_graph *g, magna_node *n) { return concat_
 void cuda_concat_backward(magna_graph *g, magna_node *n) { concat_move(g, n, true); }
 
 /* ---- embedding: table [V, D] float32, ids int32 [...] -> [..., D] ----------------------------------------
- * An id outside the table is reported as the CPU reports it: the kernel flags it, the glue reads the flag
- * back (the forward's one synchronisation) and, only then, the ids, to name the first bad one. */
+ * An id outside the table is refused with the CPU op's message: checked on the host when the ids are an
+ * input (cuda_host_values), else flagged by the kernel and the ids read back to name the first bad one. */
+
+static magna_status check_ids(magna_graph *g, const int32_t *id, int64_t N, int64_t V) {
+    for (int64_t i = 0; i < N; i++)
+        if (id[i] < 0 || id[i] >= V)
+            return graph_error(g, MAGNA_ERR_RANGE, "embedding: id %d at position %lld is outside [0, %lld)", id[i],
+                               (long long)i, (long long)V);
+    return MAGNA_OK;
+}
 
 magna_status cuda_embedding_forward(magna_graph *g, magna_node *n) {
     const magna_node *table = n->in[0], *ids = n->in[1];
     const int64_t V = table->shape[0], D = table->shape[1], N = ids->numel;
-    int *bad_dev = g->workspace, bad = 0;
+    const int32_t *id_host = cuda_host_values(ids);
+    magna_status st = id_host ? check_ids(g, id_host, N, V) : MAGNA_OK;
+    if (st) return st;
+    int *bad_dev = id_host ? NULL : g->workspace, bad = 0;
     int e = magna_cuda_embedding_forward(fval(table), ival(ids), fval(n), N, D, V, bad_dev, cuda_stream(g));
-    if (!e) e = cuda_fetch(&bad, bad_dev, sizeof bad, cuda_stream(g));
+    if (!e && bad_dev) e = cuda_fetch(&bad, bad_dev, sizeof bad, cuda_stream(g));
     if (e) return cuda_fail(g, e, "embedding");
     if (!bad) return MAGNA_OK;
     int32_t *id = cuda_fetch_all(g, ival(ids), N, sizeof *id, "embedding");
     if (!id) return g->last_status ? g->last_status : MAGNA_ERR_NOMEM;
-    magna_status st = MAGNA_OK;
-    for (int64_t i = 0; !st && i < N; i++)
-        if (id[i] < 0 || id[i] >= V)
-            st = graph_error(g, MAGNA_ERR_RANGE, "embedding: id %d at position %lld is outside [0, %lld)", id[i],
-                             (long long)i, (long long)V);
+    st = check_ids(g, id, N, V);
     free(id);
     return st;
 }

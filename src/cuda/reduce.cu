@@ -43,6 +43,10 @@ template <> __device__ __forceinline__ void reduce_store<1>(magna_em_argmax s, i
     y[o] = s.val, arg[o] = base + off;
 }
 
+/* a split cols reduction's partial (sums only: max never splits) */
+__device__ __forceinline__ void store_partial(float *p, float s) { *p = s; }
+__device__ __forceinline__ void store_partial(float *, magna_em_argmax) {}
+
 template <class S> __device__ __forceinline__ S group_all(const magna_launch_reduce &l, S s, S empty) {
     return l.threads_per_out == MAGNA_LAUNCH_WARP ? magna_reduce::warp_all(s) : magna_reduce::block_all(s, empty);
 }
@@ -66,9 +70,10 @@ template <int MAX> __global__ void reduce_rows_kernel(magna_launch_reduce l, mag
     }
 }
 
+/* with splits > 1 (sums), block row y of the grid takes chunk y of r and writes partial[y][o] unscaled */
 template <int MAX> __global__ void reduce_cols_kernel(magna_launch_reduce l, magna_index kept, magna_index red,
                                                       const float *__restrict__ x, float scale, float *__restrict__ y,
-                                                      int64_t *__restrict__ arg) {
+                                                      int64_t *__restrict__ arg, float *__restrict__ partial) {
     typedef reduce_state<MAX> R;
     __shared__ typename R::type part[MAGNA_LAUNCH_COLS_Y][MAGNA_LAUNCH_COLS_X + 1];
     const uint32_t tx = threadIdx.x % MAGNA_LAUNCH_COLS_X, ty = threadIdx.x / MAGNA_LAUNCH_COLS_X;
@@ -79,7 +84,8 @@ template <int MAX> __global__ void reduce_cols_kernel(magna_launch_reduce l, mag
         typename R::type s = R::empty();
         if (o < l.outs) {
             magna_index_offsets(&kept, o, 1, &base);
-            for (int64_t r = ty; r < red.n; r += MAGNA_LAUNCH_COLS_Y) {
+            const int64_t r_end = magna_launch_reduce_r_end(&l, blockIdx.y);
+            for (int64_t r = magna_launch_reduce_r_begin(&l, blockIdx.y) + ty; r < r_end; r += MAGNA_LAUNCH_COLS_Y) {
                 magna_index_offsets(&red, r, 1, &off);
                 s = R::push(s, x[base + off], r);
             }
@@ -88,7 +94,8 @@ template <int MAX> __global__ void reduce_cols_kernel(magna_launch_reduce l, mag
         __syncthreads();
         if (ty == 0 && o < l.outs) {
             for (int k = 1; k < MAGNA_LAUNCH_COLS_Y; k++) s = magna_reduce::merge(s, part[k][tx]);
-            reduce_store<MAX>(s, o, base, red, x, scale, y, arg);
+            if (l.splits > 1) store_partial(partial + (int64_t)blockIdx.y * l.outs + o, s);
+            else reduce_store<MAX>(s, o, base, red, x, scale, y, arg);
         }
         __syncthreads();
     }
@@ -103,6 +110,17 @@ __global__ void max_backward_kernel(magna_launch_1d l, const int64_t *__restrict
 
 /* ---- whole-tensor losses: a fixed grid of partial sums, then one block ------------------------------- */
 
+/* x over a reduced index space (a sum of everything to one number) */
+struct strided_term {
+    const float *x;
+    magna_index red;
+    __device__ float operator()(int64_t i, int *) const {
+        int64_t off;
+        magna_index_offsets(&red, i, 1, &off);
+        return x[off];
+    }
+};
+
 struct mse_term {
     const float *p, *t;
     __device__ float operator()(int64_t i, int *) const {
@@ -114,7 +132,7 @@ struct bce_term {
     const float *x, *t;
     __device__ float operator()(int64_t i, int *bad) const {
         const float ti = t[i];
-        if (!(ti >= 0.0f && ti <= 1.0f)) *bad = 1; /* every writer stores the same value */
+        if (!(ti >= 0.0f && ti <= 1.0f) && bad) *bad = 1; /* every writer stores the same value */
         return magna_em_bce(x[i], ti);
     }
 };
@@ -136,14 +154,15 @@ __global__ void final_sum_kernel(const float *__restrict__ partial, int n, float
     if (threadIdx.x == 0) out[0] = s * scale;
 }
 
-template <class T> int whole_sum(T f, int64_t n, float *workspace, int *bad, float *out, void *stream) {
+/* out = scale * sum of f(i) over i < n (scale 0: 1 / n, a mean) */
+template <class T> int whole_sum(T f, int64_t n, float *workspace, int *bad, float *out, void *stream, float scale = 0.0f) {
     magna_launch_1d l = magna_launch_elementwise(n, 1);
     if (l.grid > MAGNA_LAUNCH_SUM_BLOCKS) l.grid = MAGNA_LAUNCH_SUM_BLOCKS; /* the grid-stride loop takes the rest */
     if (l.grid == 0) return cudaSuccess;
     int e = magna_cuda_launch(l.grid, l.block, 0, stream, partial_sums_kernel<T>, l, f, workspace, bad);
     if (e) return e;
     return magna_cuda_launch(1, MAGNA_LAUNCH_BLOCK, 0, stream, final_sum_kernel, (const float *)workspace, (int)l.grid,
-                             1.0f / (float)n, out);
+                             scale != 0.0f ? scale : 1.0f / (float)n, out);
 }
 
 /* dp += k (p - t), dt -= k (p - t), k = 2 dL / n */
@@ -172,14 +191,22 @@ __global__ void bce_backward_kernel(magna_launch_1d l, const float *__restrict__
 } // namespace
 
 extern "C" int magna_cuda_reduce_axes(int max, const magna_index *kept, const magna_index *red, const float *x, float scale,
-                                 float *y, int64_t *arg, void *stream) {
+                                      float *y, int64_t *arg, float *workspace, void *stream) {
+    /* a sum of everything to one number: the whole grid in two passes rather than one block */
+    if (!max && workspace && kept->n == 1 && red->n > 4 * MAGNA_LAUNCH_BLOCK)
+        return whole_sum(strided_term{x, *red}, red->n, workspace, (int *)NULL, y, stream, scale);
     const int inner = red->nd > 0 && red->stride[0][red->nd - 1] == 1;
-    const magna_launch_reduce l = magna_launch_reduction(kept->n, red->n, inner);
+    const magna_launch_reduce l = magna_launch_reduction(kept->n, red->n, inner, !max && workspace);
     if (l.grid == 0) return cudaSuccess;
     if (max && red->n > 0x7fffffff) return cudaErrorInvalidValue; /* the argmax state keeps r as an int */
-    if (l.cols)
-        return max ? magna_cuda_launch(l.grid, l.block, 0, stream, reduce_cols_kernel<1>, l, *kept, *red, x, scale, y, arg)
-                   : magna_cuda_launch(l.grid, l.block, 0, stream, reduce_cols_kernel<0>, l, *kept, *red, x, scale, y, arg);
+    if (l.cols && max)
+        return magna_cuda_launch(l.grid, l.block, 0, stream, reduce_cols_kernel<1>, l, *kept, *red, x, scale, y, arg,
+                                 workspace);
+    if (l.cols) {
+        const int e = magna_cuda_launch(dim3(l.grid, l.splits), l.block, 0, stream, reduce_cols_kernel<0>, l, *kept,
+                                        *red, x, scale, y, arg, workspace);
+        return e || l.splits == 1 ? e : magna_reduce::split_finish<0>(l.outs, l.splits, workspace, scale, y, stream);
+    }
     return max ? magna_cuda_launch(l.grid, l.block, 0, stream, reduce_rows_kernel<1>, l, *kept, *red, x, scale, y, arg)
                : magna_cuda_launch(l.grid, l.block, 0, stream, reduce_rows_kernel<0>, l, *kept, *red, x, scale, y, arg);
 }
@@ -197,7 +224,7 @@ extern "C" int magna_cuda_mse_forward(const float *p, const float *t, int64_t n,
 
 extern "C" int magna_cuda_bce_forward(const float *x, const float *t, int64_t n, float *workspace, int *bad, float *loss,
                                       void *stream) {
-    int e = cudaMemsetAsync(bad, 0, sizeof(int), static_cast<cudaStream_t>(stream));
+    int e = bad ? cudaMemsetAsync(bad, 0, sizeof(int), static_cast<cudaStream_t>(stream)) : cudaSuccess;
     return e ? e : whole_sum(bce_term{x, t}, n, workspace, bad, loss, stream);
 }
 

@@ -32,6 +32,25 @@ int cuda_stream_create(void **stream) {
 }
 int cuda_stream_destroy(void *stream) { return (int)cudaStreamDestroy((cudaStream_t)stream); }
 int cuda_stream_sync(void *stream) { return (int)cudaStreamSynchronize((cudaStream_t)stream); }
+int cuda_stream_query(void *stream) { return (int)cudaStreamQuery((cudaStream_t)stream); }
+
+int cuda_device_count(int *count) {
+    *count = 0;
+    return (int)cudaGetDeviceCount(count);
+}
+
+static int wanted_local_rank = -1;
+void cuda_want_device(int local_rank) { wanted_local_rank = local_rank; }
+int cuda_use_device(int *device) {
+    int count = 0;
+    *device = 0;
+    if (wanted_local_rank < 0) return (int)cudaGetDevice(device);
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess) return (int)e;
+    if (count < 1) return (int)cudaErrorNoDevice;
+    *device = wanted_local_rank % count;
+    return (int)cudaSetDevice(*device);
+}
 const char *cuda_error_string(int err) { return cudaGetErrorString((cudaError_t)err); }
 
 } // extern "C"

@@ -21,6 +21,14 @@ int cuda_memset(void *dst, int value, size_t bytes, void *stream);
 int cuda_stream_create(void **stream);
 int cuda_stream_destroy(void *stream);
 int cuda_stream_sync(void *stream);
+/* 0 when everything queued on the stream is done, cudaErrorNotReady (600) while work remains: polling */
+int cuda_stream_query(void *stream);
+/* Data parallel: this process's rank among those on its machine; the graphs compiled after it run on device
+ * local_rank % (devices here), chosen (cudaSetDevice) by cuda_use_device before a graph's stream is made. */
+void cuda_want_device(int local_rank);
+int cuda_device_count(int *count);
+/* The device cuda_want_device asked for made current (nothing when it was not called); *device: which. */
+int cuda_use_device(int *device);
 const char *cuda_error_string(int err);
 
 #ifdef __cplusplus

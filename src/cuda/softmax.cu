@@ -14,6 +14,9 @@
 
 namespace {
 
+/* Long rows take a block of 1024 threads (launch.h), so every row kernel is compiled to fit 1024 threads'
+ * registers (__launch_bounds__), or such a launch would fail on a GPU though the emulator runs it. */
+
 template <class S> __device__ __forceinline__ S row_all(const magna_launch_rows &l, S s, S empty) {
     return l.threads_per_row == MAGNA_LAUNCH_WARP ? magna_reduce::warp_all(s) : magna_reduce::block_all(s, empty);
 }
@@ -28,7 +31,7 @@ __device__ __forceinline__ magna_em_maxsum row_maxsum(const magna_launch_rows &l
 #define FOR_ROWS(l, r)                                                                                               \
     for (int64_t r = magna_launch_rows_first(&l, blockIdx.x, threadIdx.x); r < l.rows; r += magna_launch_rows_stride(&l))
 
-__global__ void softmax_forward_kernel(magna_launch_rows l, int log_form, const float *__restrict__ X,
+__global__ void __launch_bounds__(1024) softmax_forward_kernel(magna_launch_rows l, int log_form, const float *__restrict__ X,
                                        float *__restrict__ Y) {
     const uint32_t lane = magna_launch_rows_lane(&l, threadIdx.x);
     FOR_ROWS(l, r) {
@@ -46,7 +49,7 @@ __global__ void softmax_forward_kernel(magna_launch_rows l, int log_form, const 
 }
 
 /* softmax: dx += y (dy - sum(dy y)); log-softmax: dx += dy - e^y sum(dy) */
-__global__ void softmax_backward_kernel(magna_launch_rows l, int log_form, const float *__restrict__ Y,
+__global__ void __launch_bounds__(1024) softmax_backward_kernel(magna_launch_rows l, int log_form, const float *__restrict__ Y,
                                         const float *__restrict__ DY, float *__restrict__ DX) {
     const uint32_t lane = magna_launch_rows_lane(&l, threadIdx.x);
     FOR_ROWS(l, r) {
@@ -61,8 +64,8 @@ __global__ void softmax_backward_kernel(magna_launch_rows l, int log_form, const
 }
 
 /* per row: lse[r] and loss[r] = (lse - x[label]) w[label] (0 for an ignored row); a label outside [0, C)
- * (but the ignore label) sets *bad and is not read */
-__global__ void xent_rows_kernel(magna_launch_rows l, const float *__restrict__ X, const int32_t *__restrict__ label,
+ * (but the ignore label) sets *bad (when given) and is not read */
+__global__ void __launch_bounds__(1024) xent_rows_kernel(magna_launch_rows l, const float *__restrict__ X, const int32_t *__restrict__ label,
                                  const float *__restrict__ weight, float *__restrict__ lse, float *__restrict__ loss,
                                  int *__restrict__ bad) {
     const uint32_t lane = magna_launch_rows_lane(&l, threadIdx.x);
@@ -71,7 +74,7 @@ __global__ void xent_rows_kernel(magna_launch_rows l, const float *__restrict__ 
         if (k == MAGNA_EM_IGNORE_LABEL || k < 0 || k >= l.cols) { /* the same branch for the whole row */
             if (lane == 0) {
                 loss[r] = 0.0f, lse[r] = 0.0f;
-                if (k != MAGNA_EM_IGNORE_LABEL) *bad = 1;
+                if (k != MAGNA_EM_IGNORE_LABEL && bad) *bad = 1;
             }
             continue;
         }
@@ -82,7 +85,7 @@ __global__ void xent_rows_kernel(magna_launch_rows l, const float *__restrict__ 
 }
 
 /* one block: out = sum(loss) / counted rows (0 when none), and the count kept for backward */
-__global__ void xent_mean_kernel(const float *__restrict__ loss, const int32_t *__restrict__ label, int64_t rows,
+__global__ void __launch_bounds__(1024) xent_mean_kernel(const float *__restrict__ loss, const int32_t *__restrict__ label, int64_t rows,
                                  float *__restrict__ out, float *__restrict__ counted) {
     float s = 0.0f, c = 0.0f;
     for (int64_t r = threadIdx.x; r < rows; r += blockDim.x) s += loss[r], c += label[r] != MAGNA_EM_IGNORE_LABEL;
@@ -92,7 +95,7 @@ __global__ void xent_mean_kernel(const float *__restrict__ loss, const int32_t *
 }
 
 /* dx[j] += k (softmax_j - [j == label]), k = dL / counted rows * w[label] */
-__global__ void xent_backward_kernel(magna_launch_rows l, const float *__restrict__ X, const int32_t *__restrict__ label,
+__global__ void __launch_bounds__(1024) xent_backward_kernel(magna_launch_rows l, const float *__restrict__ X, const int32_t *__restrict__ label,
                                      const float *__restrict__ weight, const float *__restrict__ lse,
                                      const float *__restrict__ counted, const float *__restrict__ dl,
                                      float *__restrict__ DX) {
@@ -128,7 +131,7 @@ extern "C" int magna_cuda_softmax_backward(int log_form, const float *y, const f
 extern "C" int magna_cuda_xent_forward(const float *x, const int32_t *label, const float *weight, int64_t rows,
                                        int64_t cols, float *saved, float *row_loss, int *bad, float *loss,
                                        void *stream) {
-    int e = cudaMemsetAsync(bad, 0, sizeof(int), static_cast<cudaStream_t>(stream));
+    int e = bad ? cudaMemsetAsync(bad, 0, sizeof(int), static_cast<cudaStream_t>(stream)) : cudaSuccess;
     const magna_launch_rows l = magna_launch_rowwise(rows, cols);
     if (e || l.grid == 0) return e;
     e = magna_cuda_launch(l.grid, l.block, 0, stream, xent_rows_kernel, l, x, label, weight, saved, row_loss, bad);

@@ -1,8 +1,23 @@
 /* dist.c — data parallel over MPI: the collectives of a training step, each non-blocking and polled until a
  * deadline, with a heartbeat that tells rank 0 which rank did not come (magna/dist.h says how it is used).
- * Without MPI at build time the same functions say "this build has no MPI". */
+ * Without MPI at build time the same functions say "this build has no MPI".
+ *
+ * A CUDA graph (one GPU per rank: device local rank % devices on the machine) reduces its gradients on the
+ * device with NCCL (MAGNA_HAVE_NCCL: the real library, or under the emulator src/cuda/emu/nccl_emu.c), in the
+ * same buckets and with the same weighting as the CPU path; the small sums (flags, rows) and the heartbeat
+ * stay on MPI. Without NCCL the gradients go down to the host mirror, through the MPI allreduce and back up.
+ * The rare collectives (rank 0's weights, batch-norm states, the weights' hash) work on the host mirrors. */
 #include "../graph/internal.h"
 #include "magna/dist.h"
+
+#if defined(MAGNA_HAVE_CUDA) && defined(MAGNA_HAVE_MPI)
+#include "../cuda/kernels.h"
+#include "../cuda/ops.h"
+#define DIST_CUDA 1
+#ifdef MAGNA_HAVE_NCCL
+#include <nccl.h>
+#endif
+#endif
 
 #include <stdlib.h>
 #include <string.h>
@@ -75,6 +90,7 @@ void magna_dist_set_abort_on_error(magna_dist *d, bool abort_on_error) {}
 void magna_dist_describe(const magna_dist *d, const magna_graph *g, const magna_optimizer *opt, int64_t batch,
                          FILE *out) {}
 size_t magna_dist_allreduce_bytes(const magna_dist *d, const magna_graph *g) { return 0; }
+const char *magna_dist_grad_path(const magna_dist *d, const magna_graph *g) { return "none (one process)"; }
 
 #else /* MAGNA_HAVE_MPI */
 
@@ -110,6 +126,11 @@ struct magna_dist {
     int n_reqs;
     double scratch[MAX_SUMS + 1];
     int *counts, *displs;    /* ZeRO slices of the flat params, per rank */
+    int local_rank, local_size; /* among the ranks on this machine */
+    bool no_nccl;               /* MAGNA_DIST_NO_NCCL=1: a CUDA graph's gradients go over MPI on the host */
+#ifdef MAGNA_HAVE_NCCL
+    ncclComm_t nccl; /* made by the first gradient allreduce of a CUDA graph; one per process (one device) */
+#endif
 };
 
 static double now_s(void) {
@@ -129,6 +150,10 @@ void magna_dist_abort(magna_dist *d, int code, const char *msg) {
     if (msg) fprintf(stderr, "magna: rank %d: %s\n", d ? d->rank : 0, msg);
     fflush(stdout);
     fflush(stderr);
+#ifdef MAGNA_HAVE_NCCL
+    /* NCCL's kernels on this GPU wait for peers that may never come: end them before the process goes */
+    if (d && d->nccl) ncclCommAbort(d->nccl), d->nccl = NULL;
+#endif
     MPI_Abort(d ? d->comm : MPI_COMM_WORLD, code ? code : 1);
     exit(code ? code : 1); /* not reached */
 }
@@ -195,6 +220,18 @@ magna_dist *magna_dist_init(const magna_dist_opts *opts, magna_error *err) {
     MPI_Comm_set_errhandler(d->comm, MPI_ERRORS_RETURN); /* an error comes back to us, and we name it */
     MPI_Comm_rank(d->comm, &d->rank);
     MPI_Comm_size(d->comm, &d->size);
+    MPI_Comm local; /* the ranks sharing this machine: one GPU each */
+    d->local_rank = d->rank, d->local_size = d->size;
+    if (MPI_Comm_split_type(d->comm, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL, &local) == MPI_SUCCESS) {
+        MPI_Comm_rank(local, &d->local_rank);
+        MPI_Comm_size(local, &d->local_size);
+        MPI_Comm_free(&local);
+    }
+    const char *no_nccl = getenv("MAGNA_DIST_NO_NCCL");
+    d->no_nccl = no_nccl && *no_nccl && strcmp(no_nccl, "0") != 0;
+#ifdef DIST_CUDA
+    cuda_want_device(d->local_rank); /* the graphs compiled from now on run on this rank's GPU */
+#endif
     const int peers = d->size;
     d->hb_in = calloc((size_t)peers, sizeof *d->hb_in);
     d->hb_recv = malloc((size_t)peers * sizeof *d->hb_recv);
@@ -238,6 +275,9 @@ void magna_dist_finalize(magna_dist *d) {
     }
     for (int r = 0; d->ping_send && r < d->size; r++)
         if (d->ping_send[r] != MPI_REQUEST_NULL) MPI_Request_free(&d->ping_send[r]);
+#ifdef MAGNA_HAVE_NCCL
+    if (d->nccl) ncclCommDestroy(d->nccl);
+#endif
     if (d->comm != MPI_COMM_NULL && d->comm) MPI_Comm_free(&d->comm);
     free(d->hb_in), free(d->hb_recv), free(d->hb_send), free(d->counts), free(d->displs);
     free(d->last_seen), free(d->ping_send);
@@ -430,10 +470,153 @@ static magna_status buckets(magna_dist *d, float *p, size_t n, bucket_op op, int
     return MAGNA_OK;
 }
 
+/* ---- a CUDA graph's side ------------------------------------------------------------------------------ */
+
+#ifdef DIST_CUDA
+static bool on_cuda(const magna_graph *g) { return g->device == MAGNA_DEVICE_CUDA && g->cuda; }
+#endif
+
+/* Before a collective over the host mirrors of params and states: the device's newest values down (and the
+ * mirrors marked as written, so the device takes them back before it next reads them). */
+static magna_status mirrors_down(magna_dist *d, magna_graph *g, int64_t step, const char *what, magna_error *err) {
+#ifdef DIST_CUDA
+    if (on_cuda(g) && cuda_graph_sync_host(g) != MAGNA_OK)
+        return fail(d, err, "%s at step %lld: %s", what, (long long)step, magna_graph_errmsg(g));
+#endif
+    return MAGNA_OK;
+}
+
+#ifdef DIST_CUDA
+enum { CUDA_NOT_READY = 600 }; /* cudaErrorNotReady: the stream still has work */
+
+static bool nccl_used(const magna_dist *d) {
+#ifdef MAGNA_HAVE_NCCL
+    return !d->no_nccl;
+#else
+    return false;
+#endif
+}
+
+#ifdef MAGNA_HAVE_NCCL
+/* An NCCL error: the communicator is of no more use (aborted), and the job ends as for any collective. */
+static magna_status nccl_fail(magna_dist *d, magna_error *err, ncclResult_t r, const char *call, const char *what,
+                              int64_t step) {
+    const char *detail = ncclGetLastError(d->nccl);
+    char msg[384];
+    snprintf(msg, sizeof msg, "%s", detail ? detail : "");
+    if (d->nccl) ncclCommAbort(d->nccl), d->nccl = NULL;
+    return fail(d, err, "%s at step %lld: %s failed: %s%s%s", what, (long long)step, call, ncclGetErrorString(r),
+                msg[0] ? ": " : "", msg);
+}
+
+/* The communicator, at the first gradient allreduce every rank makes: rank 0's unique id over MPI (with the
+ * deadline and heartbeat of any collective), then ncclCommInitRank on this rank's device. */
+static magna_status nccl_open(magna_dist *d, magna_graph *g, int64_t step, magna_error *err) {
+    if (d->nccl) return MAGNA_OK;
+    const char *what = "the setup of NCCL";
+    int devices = 0;
+    const int e = cuda_device_count(&devices);
+    if (e) return fail(d, err, "%s: counting the CUDA devices: %s", what, cuda_error_string(e));
+#ifndef MAGNA_CUDA_EMU /* (each emulated rank has a device of its own: its memory is the process's) */
+    if (d->local_size > devices)
+        return fail(d, err,
+                    "%s: %d ranks on this machine but %d CUDA device%s: data parallel on CUDA takes one GPU per rank "
+                    "(start at most %d ranks per machine)",
+                    what, d->local_size, devices, devices == 1 ? "" : "s", devices);
+#endif
+    struct {
+        ncclUniqueId id;
+        int32_t ok;
+    } root;
+    memset(&root, 0, sizeof root);
+    ncclResult_t r = ncclSuccess;
+    if (d->rank == 0) root.ok = (r = ncclGetUniqueId(&root.id)) == ncclSuccess;
+    magna_status st = begin(d, step, what, err);
+    if (st != MAGNA_OK) return st;
+    const int rc = MPI_Ibcast(&root, (int)sizeof root, MPI_BYTE, 0, d->comm, &d->reqs[d->n_reqs]);
+    if (!push_ok(d, rc)) return mpi_fail(d, err, rc, "MPI_Ibcast", what, step);
+    if ((st = finish(d, step, what, err)) != MAGNA_OK) return st;
+    if (!root.ok)
+        return fail(d, err, "%s: rank 0 could not make NCCL's unique id%s%s", what, d->rank == 0 ? ": " : "",
+                    d->rank == 0 ? ncclGetErrorString(r) : "");
+    /* blocking, but every rank is known to be here: they all took part in the broadcast just above */
+    if ((r = ncclCommInitRank(&d->nccl, d->size, root.id, d->rank)) != ncclSuccess) {
+        char call[96];
+        snprintf(call, sizeof call, "ncclCommInitRank on CUDA device %d", g->cuda->device);
+        d->nccl = NULL;
+        return nccl_fail(d, err, r, call, what, step);
+    }
+    return MAGNA_OK;
+}
+#endif
+
+/* The graph's stream drained, polled until the deadline: NCCL's kernels wait on the GPU for every peer, so a
+ * peer that never sends would hang a plain cudaStreamSynchronize. NCCL's own errors end the wait too. */
+static magna_status stream_done(magna_dist *d, magna_graph *g, int64_t step, const char *what, magna_error *err) {
+    const double t0 = now_s();
+    for (long spins = 0;; spins++) {
+        const int e = cuda_stream_query(cuda_stream(g));
+        if (e == 0) return MAGNA_OK;
+        if (e != CUDA_NOT_READY)
+            return fail(d, err, "%s at step %lld: the device failed: %s", what, (long long)step, cuda_error_string(e));
+#ifdef MAGNA_HAVE_NCCL
+        ncclResult_t r = ncclSuccess;
+        if (d->nccl && ncclCommGetAsyncError(d->nccl, &r) == ncclSuccess && r != ncclSuccess && r != ncclInProgress)
+            return nccl_fail(d, err, r, "NCCL (asynchronous error)", what, step);
+#endif
+        if (now_s() - t0 > d->timeout)
+            return fail(d, err,
+                        "%s at step %lld: NCCL did not complete on this rank's GPU within the %.3g s deadline although "
+                        "every rank reached the step (a hung peer GPU or the interconnect?); ending the job",
+                        what, (long long)step, d->timeout);
+        if (spins > 100) sched_yield();
+    }
+}
+
+/* The gradients of a CUDA graph: scaled by this rank's weight and summed over ranks on the device (NCCL, in
+ * buckets on the graph's stream), while the sums go over MPI; then the same 1 / total rows as the CPU path. */
+static magna_status allreduce_grads_device(magna_dist *d, magna_graph *g, double weight, double *sums, int n_sums,
+                                           int64_t step, magna_error *err) {
+    const char *what = "the gradient allreduce";
+    void *s = cuda_stream(g);
+    float *grad = g->dev_grads;
+    const size_t n = g->n_params;
+    magna_status st = MAGNA_OK;
+#ifdef MAGNA_HAVE_NCCL
+    if ((st = nccl_open(d, g, step, err)) != MAGNA_OK) return st;
+#endif
+    int e = weight != 1.0 ? magna_cuda_scale((float)weight, grad, (int64_t)n, s) : 0;
+    if (e) return fail(d, err, "%s at step %lld: scaling the gradients: %s", what, (long long)step, cuda_error_string(e));
+#ifdef MAGNA_HAVE_NCCL
+    /* the buckets first: the GPUs sum them while the host does the MPI part */
+    for (size_t at = 0, c; at < n; at += c) {
+        c = n - at < d->bucket_floats ? n - at : d->bucket_floats;
+        const ncclResult_t r = ncclAllReduce(grad + at, grad + at, c, ncclFloat, ncclSum, d->nccl, (cudaStream_t)s);
+        if (r != ncclSuccess) return nccl_fail(d, err, r, "ncclAllReduce", what, step);
+    }
+#endif
+    d->scratch[0] = weight;
+    for (int i = 0; i < n_sums; i++) d->scratch[1 + i] = sums[i];
+    if ((st = begin(d, step, what, err)) != MAGNA_OK) return st;
+    const int rc = MPI_Iallreduce(MPI_IN_PLACE, d->scratch, 1 + n_sums, MPI_DOUBLE, MPI_SUM, d->comm,
+                                  &d->reqs[d->n_reqs]);
+    if (!push_ok(d, rc)) return mpi_fail(d, err, rc, "MPI_Iallreduce", what, step);
+    if ((st = finish(d, step, what, err)) != MAGNA_OK) return st;
+    const double total = d->scratch[0];
+    const float inv = total > 0 ? (float)(1.0 / total) : 0.0f;
+    if (inv != 1.0f && (e = magna_cuda_scale(inv, grad, (int64_t)n, s)))
+        return fail(d, err, "%s at step %lld: scaling the gradients: %s", what, (long long)step, cuda_error_string(e));
+    if ((st = stream_done(d, g, step, what, err)) != MAGNA_OK) return st;
+    for (int i = 0; i < n_sums; i++) sums[i] = d->scratch[1 + i];
+    return MAGNA_OK;
+}
+#endif /* DIST_CUDA */
+
 magna_status magna_dist_broadcast_params(magna_dist *d, magna_graph *g, int64_t step, magna_error *err) {
     const char *what = "the broadcast of rank 0's params";
     bool open = false;
-    magna_status st = begin(d, step, what, err);
+    magna_status st = mirrors_down(d, g, step, what, err);
+    if (st == MAGNA_OK) st = begin(d, step, what, err);
     if (st == MAGNA_OK) st = buckets(d, g->params, g->n_params, op_bcast, step, what, err, &open);
     if (st == MAGNA_OK && g->n_states) st = buckets(d, g->states, g->n_states, op_bcast, step, what, err, &open);
     if (st == MAGNA_OK) st = finish(d, step, what, err);
@@ -448,6 +631,12 @@ magna_status magna_dist_allreduce_grads(magna_dist *d, magna_graph *g, double we
     float *grad = g->grads;
     const int64_t n = (int64_t)g->n_params;
     if (d->size == 1) return MAGNA_OK; /* one rank: the gradients are already the mean */
+#ifdef DIST_CUDA
+    if (on_cuda(g) && nccl_used(d)) return allreduce_grads_device(d, g, weight, sums, n_sums, step, err);
+    /* no NCCL: through the host mirror and back (correct, and two copies of the gradients slower) */
+    if (on_cuda(g) && cuda_graph_grads_to_host(g) != MAGNA_OK)
+        return fail(d, err, "%s at step %lld: %s", what, (long long)step, magna_graph_errmsg(g));
+#endif
     if (weight != 1.0) {
         const float w = (float)weight;
         PARALLEL_FOR(n > 65536, i, n, grad[i] *= w;);
@@ -471,6 +660,15 @@ magna_status magna_dist_allreduce_grads(magna_dist *d, magna_graph *g, double we
         PARALLEL_FOR(n > 65536, i, n, grad[i] *= inv;);
     }
     for (int i = 0; i < n_sums; i++) sums[i] = d->scratch[1 + i];
+#ifdef DIST_CUDA
+    if (on_cuda(g)) {
+        void *s = cuda_stream(g);
+        int e = cuda_h2d(g->dev_grads, g->grads, g->n_params * sizeof(float), s);
+        if (!e) e = cuda_stream_sync(s); /* the mirror is rewritten by the next step's download */
+        if (e) return fail(d, err, "%s at step %lld: copying the gradients to the device: %s", what, (long long)step,
+                           cuda_error_string(e));
+    }
+#endif
     return MAGNA_OK;
 }
 
@@ -488,7 +686,8 @@ magna_status magna_dist_average_states(magna_dist *d, magna_graph *g, int64_t st
     if (!g->n_states || d->size == 1) return MAGNA_OK;
     const char *what = "the allreduce of the states (batch-norm statistics)";
     bool open = false;
-    magna_status st = begin(d, step, what, err);
+    magna_status st = mirrors_down(d, g, step, what, err);
+    if (st == MAGNA_OK) st = begin(d, step, what, err);
     if (st == MAGNA_OK) st = buckets(d, g->states, g->n_states, op_allreduce, step, what, err, &open);
     if (st == MAGNA_OK) st = finish(d, step, what, err);
     if (st != MAGNA_OK) return st;
@@ -498,6 +697,29 @@ magna_status magna_dist_average_states(magna_dist *d, magna_graph *g, int64_t st
 }
 
 /* ---- ZeRO stage 1 -------------------------------------------------------------------------------------- */
+
+#ifdef DIST_CUDA
+/* ZeRO 1 on CUDA: each rank's updated slice of the params to every rank, on the device. NCCL's all-gather
+ * takes equal parts and the last slice may be shorter, so it is one in-place broadcast per slice, grouped. */
+static magna_status allgather_params_device(magna_dist *d, magna_graph *g, int64_t step, const char *what,
+                                            magna_error *err) {
+    magna_status st = MAGNA_OK;
+#ifdef MAGNA_HAVE_NCCL
+    if ((st = nccl_open(d, g, step, err)) != MAGNA_OK) return st;
+    ncclResult_t r = ncclGroupStart();
+    for (int k = 0; k < d->size && r == ncclSuccess; k++) {
+        float *p = g->dev_params + d->displs[k];
+        if (d->counts[k]) r = ncclBroadcast(p, p, (size_t)d->counts[k], ncclFloat, k, d->nccl, (cudaStream_t)cuda_stream(g));
+    }
+    const ncclResult_t end = ncclGroupEnd();
+    if (r == ncclSuccess) r = end;
+    if (r != ncclSuccess) return nccl_fail(d, err, r, "ncclBroadcast", what, step);
+#endif
+    /* the heartbeat: who did not come is named as for any collective */
+    if ((st = begin(d, step, what, err)) != MAGNA_OK || (st = finish(d, step, what, err)) != MAGNA_OK) return st;
+    return stream_done(d, g, step, what, err);
+}
+#endif
 
 /* Rank r's slice of n params: equal parts, each starting on a 64-byte boundary. */
 static magna_status slices(magna_dist *d, size_t n, magna_error *err) {
@@ -531,6 +753,11 @@ magna_status magna_dist_optimizer_step(magna_dist *d, magna_optimizer *opt, magn
     magna_optimizer_step(opt);
     if (!sharded(d, opt)) return MAGNA_OK;
     const char *what = "the all-gather of the params (ZeRO 1)";
+#ifdef DIST_CUDA
+    if (on_cuda(g) && nccl_used(d)) return allgather_params_device(d, g, step, what, err);
+    if (on_cuda(g) && cuda_graph_sync_host(g) != MAGNA_OK) /* no NCCL: through the host mirror (and up later) */
+        return fail(d, err, "%s at step %lld: %s", what, (long long)step, magna_graph_errmsg(g));
+#endif
     magna_status st = begin(d, step, what, err);
     if (st != MAGNA_OK) return st;
     int rc = MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, g->params, d->counts, d->displs, MPI_FLOAT, d->comm,
@@ -564,6 +791,19 @@ size_t magna_dist_allreduce_bytes(const magna_dist *d, const magna_graph *g) {
     return g->n_params * sizeof(float) + 4 * sizeof(double);
 }
 
+const char *magna_dist_grad_path(const magna_dist *d, const magna_graph *g) {
+    if (!d || d->size == 1) return "none (one process)";
+#ifdef DIST_CUDA
+    if (on_cuda(g) && nccl_used(d)) return "NCCL on the GPUs";
+    if (on_cuda(g))
+        return d->no_nccl ? "MPI over host memory (MAGNA_DIST_NO_NCCL: each step copies the gradients to the host and "
+                            "back, slower)"
+                          : "MPI over host memory (this build has no NCCL: each step copies the gradients to the host "
+                            "and back, slower)";
+#endif
+    return "MPI";
+}
+
 /* 1234 B, 12.1 KiB, 3.45 MiB, 1.23 GiB */
 static const char *human(double bytes, char *buf, size_t n) {
     static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
@@ -582,6 +822,10 @@ void magna_dist_describe(const magna_dist *d, const magna_graph *g, const magna_
             d->size, (long long)batch, (long long)batch * d->size,
             human((double)magna_dist_allreduce_bytes(d, g), a, sizeof a), n_buckets, n_buckets == 1 ? "" : "s",
             d->timeout);
+#ifdef DIST_CUDA
+    if (on_cuda(g)) fprintf(out, "; one GPU per rank (device %d here), gradients by %s", g->cuda->device,
+                            magna_dist_grad_path(d, g));
+#endif
     if (opt && d->zero1) {
         const size_t mine = magna_optimizer_state_bytes(opt);
         size_t count, n_all;

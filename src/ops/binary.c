@@ -2,6 +2,7 @@
  * out[i] = f(a[ia(i)], b[ib(i)]) where ia/ib map an output index to each operand by ignoring the
  * dimensions it is broadcast over (stride 0). Backward sums the gradient over those dimensions. */
 #include "common.h"
+#include "../cuda/launch.h"
 
 #include <math.h>
 
@@ -63,6 +64,13 @@ static magna_status binary_infer(magna_graph *g, magna_node *n) {
     }
     node_set_shape(n, nd, shape);
     n->dtype = MAGNA_F32;
+    /* the CUDA backward's scratch: a broadcast operand's gradient (a bias's) is a reduction over many rows
+     * that runs in two passes over the whole GPU (cuda/elementwise.cu); the CPU needs none */
+    n->workspace_bytes = 0;
+    for (int i = 0; i < 2; i++) {
+        const size_t w = n->in[i]->numel < n->numel ? magna_reduce_split_workspace(n->in[i]->numel, n->numel / n->in[i]->numel) : 0;
+        if (w > n->workspace_bytes) n->workspace_bytes = w;
+    }
     return MAGNA_OK;
 }
 

@@ -3,6 +3,7 @@
  * strided set of input elements. ip[0] = axes mask, ip[1] = keepdims. Max saves the index of the first
  * maximum per output element, and backward sends the gradient there alone. */
 #include "common.h"
+#include "../cuda/launch.h"
 
 #include <math.h>
 #include <string.h>
@@ -130,6 +131,9 @@ static magna_status reduce_infer(magna_graph *g, magna_node *n) {
     node_set_shape(n, nd, shape);
     n->dtype = MAGNA_F32;
     n->saved_bytes = n->op == OP_MAX ? (size_t)n->numel * sizeof(int64_t) : 0;
+    /* the CUDA op's partial sums (cuda/reduce.cu: to one number, or to few outputs over long runs); the CPU
+     * needs none */
+    n->workspace_bytes = n->op == OP_MAX ? 0 : magna_reduce_workspace(n->numel, x->numel / n->numel);
     return MAGNA_OK;
 }
 

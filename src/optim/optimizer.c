@@ -207,12 +207,16 @@ size_t magna_optimizer_range(const magna_optimizer *opt, size_t *count, size_t *
 
 magna_status magna_optimizer_shard(magna_optimizer *opt, size_t offset, size_t count, magna_error *err) {
     if (offset == opt->off && count == opt->n) return MAGNA_OK;
-    if (opt->g->device != MAGNA_DEVICE_CPU)
-        return magna_error_set(err, MAGNA_ERR_UNSUPPORTED, "optimizer: sharding (ZeRO) runs on the cpu only");
     if (opt->off != 0 || opt->n != opt->g->n_params || offset > opt->n || count > opt->n - offset)
         return magna_error_set(err, MAGNA_ERR_ARG,
                                "optimizer: cannot shard params [%zu, %zu) from [%zu, %zu) of %zu: shard a whole "
                                "optimizer once", offset, offset + count, opt->off, opt->off + opt->n, opt->g->n_params);
+#ifdef MAGNA_HAVE_CUDA
+    /* on CUDA the slice is cut from the host mirrors, the newest state brought down first */
+    const bool cuda = opt->g->device == MAGNA_DEVICE_CUDA;
+    if (cuda && opt->m && !magna_optimizer_state(opt, 0, NULL))
+        return magna_error_set(err, MAGNA_ERR_STATE, "optimizer: %s", magna_graph_errmsg(opt->g));
+#endif
     /* the slice's state moves into buffers of its own size: the memory ZeRO saves */
     float *keep[2] = {opt->m, opt->v}, *slice[2] = {NULL, NULL};
     for (int k = 0; k < 2; k++) {
@@ -226,6 +230,20 @@ magna_status magna_optimizer_shard(magna_optimizer *opt, size_t offset, size_t c
     free(opt->m), free(opt->v);
     opt->m = slice[0], opt->v = slice[1];
     opt->off = offset, opt->n = count;
+#ifdef MAGNA_HAVE_CUDA
+    if (cuda) { /* and on the device too: buffers of the slice's size, filled from the mirrors at the next step */
+        float **dev[2] = {&opt->dm, &opt->dv};
+        for (int k = 0; k < 2; k++) {
+            if (!*dev[k]) continue;
+            cuda_free(*dev[k]);
+            *dev[k] = NULL;
+            const int e = cuda_malloc((void **)dev[k], (count + 1) * sizeof(float));
+            if (e) return magna_error_set(err, MAGNA_ERR_NOMEM, "optimizer: device memory for its state slice: %s",
+                                          cuda_error_string(e));
+        }
+        opt->host_newer = true, opt->device_newer = false;
+    }
+#endif
     return MAGNA_OK;
 }
 

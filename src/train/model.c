@@ -171,9 +171,6 @@ magna_status magna_model_compile(magna_model *m, const magna_compile_opts *opts)
     magna_graph_keep(g, m->data_loss);
     magna_status st = MAGNA_OK;
     if (opts->device != MAGNA_DEVICE_CPU) {
-        if (m->dist)
-            return model_error(m, MAGNA_ERR_UNSUPPORTED,
-                               "compile: data-parallel training runs on the cpu (NCCL for CUDA is not built yet)");
         if ((st = magna_graph_set_device(g, opts->device)) != MAGNA_OK ||
             (!opts->fp32 && (st = magna_graph_set_bf16(g, true)) != MAGNA_OK))
             return from_graph(m, st);
@@ -310,9 +307,6 @@ static magna_scores tally_scores(const tally *t) {
 /* ---- data parallel (magna/dist.h): the hooks fit and evaluate call; all no-ops without a dist ---------- */
 
 magna_status magna_model_set_dist(magna_model *m, magna_dist *d) {
-    if (magna_dist_size(d) > 1 && m->g->device != MAGNA_DEVICE_CPU)
-        return model_error(m, MAGNA_ERR_UNSUPPORTED, "set_dist: data-parallel training runs on the cpu (NCCL for "
-                                                     "CUDA is not built yet)");
     m->dist = magna_dist_size(d) > 1 ? d : NULL; /* one rank is the plain single-process path */
     return MAGNA_OK;
 }
@@ -351,8 +345,9 @@ static magna_status dist_tally(magna_model *m, tally *t, const char *what) {
  * sharded (ZeRO 1), and each rank its own dropout stream. */
 static magna_status dist_begin_fit(magna_model *m, int64_t rows, bool verbose) {
     magna_error err;
-    const int64_t same[] = {rows, m->batch, (int64_t)m->g->n_params, (int64_t)m->g->n_states, (int64_t)m->seed};
-    if (magna_dist_check_same(m->dist, same, 5, "fit: training rows, batch, params, states and seed", &err) !=
+    const int64_t same[] = {rows, m->batch, (int64_t)m->g->n_params, (int64_t)m->g->n_states, (int64_t)m->seed,
+                            (int64_t)m->g->device};
+    if (magna_dist_check_same(m->dist, same, 6, "fit: training rows, batch, params, states, seed and device", &err) !=
             MAGNA_OK ||
         magna_dist_broadcast_params(m->dist, m->g, m->step, &err) != MAGNA_OK ||
         magna_dist_shard_optimizer(m->dist, m->opt, &err) != MAGNA_OK)
@@ -388,9 +383,12 @@ static magna_status dist_end_epoch(magna_model *m) {
     magna_error err;
     if (magna_dist_average_states(m->dist, m->g, m->step, &err) != MAGNA_OK) return dist_error(m, &err);
     uint64_t h = 0x9e3779b97f4a7c15ull; /* FNV-style hash of the weights' bits */
-    for (size_t i = 0; i < m->g->n_params; i++) {
+    size_t n = 0;
+    const float *w = magna_graph_params(m->g, &n); /* on CUDA, the device's weights brought down */
+    if (!w) return from_graph(m, magna_graph_status(m->g));
+    for (size_t i = 0; i < n; i++) {
         uint32_t b;
-        memcpy(&b, &m->g->params[i], sizeof b);
+        memcpy(&b, &w[i], sizeof b);
         h = (h ^ b) * 0x100000001b3ull;
     }
     const int64_t v = (int64_t)h;

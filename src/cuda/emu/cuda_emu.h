@@ -119,6 +119,8 @@ cudaError_t cudaStreamCreate(cudaStream_t *stream);
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *stream, unsigned int flags);
 cudaError_t cudaStreamDestroy(cudaStream_t stream);
 cudaError_t cudaStreamSynchronize(cudaStream_t stream);
+/* cudaSuccess: everything queued on it is done (always, here); as on a GPU, for polling with a deadline */
+cudaError_t cudaStreamQuery(cudaStream_t stream);
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int flags);
 cudaError_t cudaDeviceSynchronize(void);
 
@@ -146,6 +148,11 @@ const char *cudaGetErrorName(cudaError_t error);
 /* the emulator's own: launches run so far (tests count them), and the last failure's message ("" if none) */
 long long magna_emu_launch_count(void);
 const char *magna_emu_last_failure(void);
+/* whether [p, p + bytes) lies in one cudaMalloc'd block (the emulated NCCL checks its buffers with it) */
+int magna_emu_is_device(const void *p, size_t bytes);
+/* on != 0: from now on cudaStreamQuery answers cudaErrorNotReady for every stream, as a GPU whose kernel never
+ * ends would (the emulated NCCL's MAGNA_EMU_NCCL_HANG, for the tests of a deadline) */
+void magna_emu_stall_streams(int on);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -825,6 +825,18 @@ extern "C" cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
                ? cudaSuccess
                : fail(cudaErrorInvalidResourceHandle, "cudaStreamSynchronize(%p): not a live stream", (void *)stream);
 }
+static bool streams_stalled = false;
+extern "C" void magna_emu_stall_streams(int on) { streams_stalled = on != 0; }
+extern "C" cudaError_t cudaStreamQuery(cudaStream_t stream) {
+    std::lock_guard<std::recursive_mutex> g(emu().lock);
+    if (!valid_stream(stream))
+        return fail(cudaErrorInvalidResourceHandle, "cudaStreamQuery(%p): not a live stream", (void *)stream);
+    return streams_stalled ? cudaErrorNotReady : cudaSuccess; /* (not an error: not sticky, not recorded) */
+}
+extern "C" int magna_emu_is_device(const void *p, size_t bytes) {
+    std::lock_guard<std::recursive_mutex> g(emu().lock);
+    return in_device(p, bytes);
+}
 extern "C" cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int flags) {
     std::lock_guard<std::recursive_mutex> g(emu().lock);
     if (!valid_stream(stream) || !emu().events.count(event))
