@@ -12,7 +12,8 @@
 #   chargpt_f32, chargpt_bf16   the char-GPT (models/char-gpt.ini), $GPT_STEPS steps: curves and validation loss
 #   gpt2_bench, gpt2_speed, gpt2_mfu, gpt2_memory   bench/gpt2.sh: GPT-2 124M against PyTorch on this GPU, and
 #                           issue 10's targets: >= torch.compile's tokens/s, >= 45% MFU, memory <= PyTorch's
-#   memcheck_ops, memcheck_kernels   compute-sanitizer's memcheck over both tests (beside the training runs)
+#   memcheck_ops, memcheck_kernels, memcheck_attention   compute-sanitizer's memcheck over those tests (beside the
+#                           training runs)
 # Exit 0 only when every check passed. Without a GPU (or without a CUDA build) it says so in one line and exits
 # 1: nothing it checks can run there. The training data comes from $MAGNA_GPU_DATA (default .gpu-bundle/data:
 # fashion-mnist/ and fortunes.txt, made by make gpu-bundle), else from where the CPU runs read it here.
@@ -162,7 +163,7 @@ check other_gpu_tests 180 sh -c "cd '$BUILD' && ctest -L gpu -E '^(test_cuda_ops
 # whose timings nothing reads; both are done before the GPT-2 benchmark, which has the GPU to itself
 SANITIZER=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 (
-    for t in ops kernels; do
+    for t in ops kernels attention; do
         if [ -x "$SANITIZER" ] && [ -x "$BUILD/test_cuda_$t" ]; then
             run_timed "memcheck_$t" 150 "$SANITIZER" --tool memcheck --leak-check full --error-exitcode 1 \
                 "$BUILD/test_cuda_$t"
@@ -185,7 +186,7 @@ for prec in f32 bf16; do
 done
 wait "$REFS"
 wait "$MEMCHECK"
-for t in ops kernels; do
+for t in ops kernels attention; do
     if [ ! -x "$SANITIZER" ]; then result FAIL "memcheck_$t" "compute-sanitizer not found"
     elif [ ! -x "$BUILD/test_cuda_$t" ]; then result FAIL "memcheck_$t" "no $BUILD/test_cuda_$t"
     else report_timed "memcheck_$t"

@@ -6,7 +6,8 @@
  * fast path (hd 1 .. 128, with zero padding) and the generic path (hd > 128), queries and keys past one
  * tile (64 rows, 32 keys), cross attention with Tq != Tk either way, causal end-aligned, padding lengths
  * 0 .. Tk (a row that sees no key outputs zeros), one buffer as q = k = v (three gradients adding into
- * one), gradients asked for only some inputs, and in bf16 mode the tensor-core kernels (hd 32, 64, 128). The gradient buffers start non-zero: backward adds.
+ * one), gradients asked for only some inputs, and in bf16 mode the tensor-core kernels (hd 16, 32, .., 128).
+ * The gradient buffers start non-zero: backward adds.
  * Device buffers through the CUDA runtime: the emulator here (test_cuda_attention_emu), a GPU where built
  * with CUDA. */
 #include "check.h"
@@ -146,9 +147,9 @@ int main(void) {
         {2, 35, 35, 2, 12, 1, 0, 0, 0, GRAD_V},    /* only some gradients */
         {2, 35, 35, 2, 12, 1, 0, 0, 0, GRAD_Q | GRAD_K},
         {2, 35, 35, 1, 140, 0, 0, 0, 0, GRAD_K},
-        {3, 37, 70, 2, 16, 1, 1, 0, 1, GRAD_ALL},  /* bf16 */
+        {3, 37, 70, 2, 20, 1, 1, 0, 1, GRAD_ALL},  /* bf16 on CUDA cores: registers, and the generic path */
         {3, 20, 45, 1, 129, 1, 1, 0, 1, GRAD_ALL},
-        /* bf16 with hd 32, 64, 128: the tensor-core kernels */
+        /* bf16 with hd a multiple of 16 up to 128: the tensor-core kernels */
         {2, 70, 70, 2, 64, 1, 0, 0, 1, GRAD_ALL},
         {3, 37, 140, 1, 32, 1, 1, 0, 1, GRAD_ALL},
         {3, 140, 37, 1, 32, 1, 1, 0, 1, GRAD_ALL},
@@ -156,6 +157,11 @@ int main(void) {
         {2, 40, 40, 2, 32, 1, 0, 1, 1, GRAD_ALL},
         {2, 33, 33, 1, 64, 1, 0, 0, 1, GRAD_K | GRAD_V},
         {2, 33, 33, 1, 64, 0, 0, 0, 1, GRAD_Q},
+        {2, 50, 50, 3, 16, 1, 1, 0, 1, GRAD_ALL},
+        {1, 30, 66, 2, 48, 0, 1, 0, 1, GRAD_ALL},
+        {1, 20, 20, 1, 80, 1, 0, 0, 1, GRAD_ALL},
+        {1, 20, 20, 1, 96, 1, 0, 0, 1, GRAD_ALL},
+        {1, 20, 20, 1, 112, 0, 0, 0, 1, GRAD_ALL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(cases[i]);
     return check_finish("test_cuda_attention");

@@ -99,8 +99,9 @@ static void run_case(rnn_case c) {
     }
     float *d_out = dev(NULL, n_out), *d_dout = dev(dout, n_out);
     float *d_gates = dev(NULL, (int64_t)BT * G), *d_aux = dev(NULL, (int64_t)BT * c.H);
-    float *d_hproj = dev(NULL, (int64_t)c.B * G), *d_dgx = dev(NULL, (int64_t)BT * G), *d_dgh = dev(NULL, (int64_t)BT * G);
-    float *d_hprev = dev(NULL, (int64_t)BT * c.H), *d_dh = dev(NULL, (int64_t)c.B * c.H), *d_dc = dev(NULL, (int64_t)c.B * c.H);
+    float *d_hproj = dev(NULL, (int64_t)c.B * G), *d_dgx = dev(NULL, (int64_t)BT * G);
+    float *d_dgh = dev(NULL, (int64_t)BT * G), *d_hprev = dev(NULL, (int64_t)BT * c.H);
+    float *d_dh = dev(NULL, (int64_t)c.B * c.H), *d_dc = dev(NULL, (int64_t)c.B * c.H);
     const magna_cuda_rnn_args a = {.cell = c.cell, .B = c.B, .T = c.T, .I = c.I, .H = c.H, .bf16 = c.bf16,
                                    .x = d_in[0], .w_ih = d_in[1], .w_hh = d_in[2], .b_ih = d_in[3], .b_hh = d_in[4],
                                    .h0 = d_in[5], .c0 = d_in[6], .out = d_out,

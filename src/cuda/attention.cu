@@ -15,7 +15,8 @@
  * reads vectors from global memory and accumulates in global memory (output, or the gradients).
  *
  * bf16 mode: q, k and v are rounded to bf16 where they enter a product; scores, softmax, dO and every
- * accumulation stay float32. */
+ * accumulation stay float32. At head dims that are multiples of 16 up to 128 bf16 mode runs the tensor-core
+ * kernels further down instead (wmma), which also round P, dO and dS to bf16 for their products. */
 #include "compat.h"
 
 #include "kernels.h"
@@ -45,7 +46,7 @@ struct attn_k {
     const float *q, *k, *v, *out, *dout;
     float *o, *lse, *delta, *dq, *dk, *dv;
     const int32_t *lengths;
-    int H, C, bf16, tc; /* tc: the tensor-core kernels (bf16 mode, hd 32, 64 or 128) */
+    int H, C, bf16, tc; /* tc: the tensor-core kernels (bf16 mode, hd a multiple of 16 up to 128) */
     float scale;
 };
 
@@ -360,12 +361,13 @@ UNROLL
     }
 }
 
-/* ---- tensor cores (bf16 mode, hd 32, 64 or 128) ----------------------------------------------------------
+/* ---- tensor cores (bf16 mode, hd a multiple of 16 up to 128) --------------------------------------------------------
  * The same algorithm with the products on tensor cores through wmma (16 x 16 x 16 bf16 tiles, float
  * accumulators): four warps of 16 rows a block, tiles of 64 rows of the other side staged in shared memory as
  * bf16. A warp writes its score tiles to shared memory, where its lanes (two a row) do the softmax in float;
- * the probabilities (and dS) go back to the tensor cores as bf16, the forward's output rows stay in shared
- * memory in float (rescaled there when the running max moves). Layout: launch.h's magna_attn_tc_shared_bytes. */
+ * the probabilities (and dS) go back to the tensor cores as bf16. The forward's output accumulates in
+ * fragments, stored, rescaled and reloaded only when a row's running max moved. Layout: launch.h's
+ * magna_attn_tc_shared_bytes. */
 
 using namespace nvcuda;
 typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> frag_a;
@@ -374,6 +376,9 @@ typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_majo
 typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> frag_c;
 
 constexpr int TT = MAGNA_ATTN_TC_TILE, TW = MAGNA_ATTN_TC_BLOCK / 32;
+/* row strides of a warp's tiles, padded so that the 16 rows its lanes walk together fall in different banks
+ * (unpadded, rows 64 floats apart share one: 16-way conflicts) */
+constexpr int SLD = MAGNA_ATTN_TC_SLD, PLD = MAGNA_ATTN_TC_PLD;
 
 /* rows [r0, r0 + n) of a head's [*, C] matrix as a bf16 tile of TT rows x HD (zeros past n) */
 template <int HD> __device__ __forceinline__ void stage_bf16(__nv_bfloat16 *tile, const float *src, int C, int r0,
@@ -384,7 +389,7 @@ template <int HD> __device__ __forceinline__ void stage_bf16(__nv_bfloat16 *tile
     }
 }
 
-/* out[16 x TT] (float, ld TT) = A[16 x HD] B^T, A rows of a bf16 tile (ld HD), B the TT rows of another */
+/* out[16 x TT] (float, ld SLD) = A[16 x HD] B^T, A rows of a bf16 tile (ld HD), B the TT rows of another */
 template <int HD> __device__ __forceinline__ void tc_abt(float *out, const __nv_bfloat16 *A, const __nv_bfloat16 *B) {
     for (int j = 0; j < TT / 16; j++) {
         frag_c c;
@@ -396,15 +401,15 @@ template <int HD> __device__ __forceinline__ void tc_abt(float *out, const __nv_
             wmma::load_matrix_sync(fb, B + j * 16 * HD + kt * 16, HD);
             wmma::mma_sync(c, fa, fb, c);
         }
-        wmma::store_matrix_sync(out + j * 16, c, TT, wmma::mem_row_major);
+        wmma::store_matrix_sync(out + j * 16, c, SLD, wmma::mem_row_major);
     }
 }
 
-/* acc[nt] (+)= P[16 x TT] (bf16, ld TT) B[TT x HD] (bf16, ld HD), the HD / 16 column tiles of the result */
+/* acc[nt] (+)= P[16 x TT] (bf16, ld PLD) B[TT x HD] (bf16, ld HD), the HD / 16 column tiles of the result */
 template <int HD> __device__ __forceinline__ void tc_pb(frag_c *acc, const __nv_bfloat16 *P, const __nv_bfloat16 *B) {
     for (int kt = 0; kt < TT / 16; kt++) {
         frag_a fa;
-        wmma::load_matrix_sync(fa, P + kt * 16, TT);
+        wmma::load_matrix_sync(fa, P + kt * 16, PLD);
         for (int nt = 0; nt < HD / 16; nt++) {
             frag_b fb;
             wmma::load_matrix_sync(fb, B + kt * 16 * HD + nt * 16, HD);
@@ -415,21 +420,25 @@ template <int HD> __device__ __forceinline__ void tc_pb(frag_c *acc, const __nv_
 
 template <int HD> struct tc_smem {
     __nv_bfloat16 *t[4];   /* the 64 x HD bf16 tiles */
-    float *s[2];           /* this warp's [16][TT] float tiles */
-    __nv_bfloat16 *p[2];   /* this warp's [16][TT] bf16 tiles */
-    float *rows;           /* this warp's [16][HD] float rows */
+    float *s[2];           /* this warp's [16][SLD] float tiles */
+    __nv_bfloat16 *p[2];   /* this warp's [16][PLD] bf16 tiles */
+    float *rows;           /* this warp's [16][HD + RPAD] float rows */
     float *lse, *delta;    /* dK/dV: [TT] each */
     __device__ tc_smem(unsigned char *raw, int kernel, int warp) {
-        unsigned char *base = reinterpret_cast<unsigned char *>((reinterpret_cast<uintptr_t>(raw) + 127) & ~(uintptr_t)127);
+        const uintptr_t aligned = (reinterpret_cast<uintptr_t>(raw) + 127) & ~(uintptr_t)127;
+        unsigned char *base = reinterpret_cast<unsigned char *>(aligned);
         const int tiles = kernel == 0 ? 3 : 4, sf = kernel == 0 ? 1 : 2, sb = kernel == 2 ? 2 : 1;
-        for (int i = 0; i < 4; i++) t[i] = i < tiles ? reinterpret_cast<__nv_bfloat16 *>(base) + (size_t)i * TT * HD : nullptr;
+        __nv_bfloat16 *bf = reinterpret_cast<__nv_bfloat16 *>(base);
+        for (int i = 0; i < 4; i++) t[i] = i < tiles ? bf + (size_t)i * TT * HD : nullptr;
         unsigned char *w = base + (size_t)tiles * TT * HD * 2;
-        const size_t per_warp = (size_t)sf * 16 * TT * 4 + (size_t)sb * 16 * TT * 2 + 16 * HD * 4;
+        const size_t per_warp =
+            (size_t)sf * 16 * SLD * 4 + (size_t)sb * 16 * PLD * 2 + 16 * (HD + MAGNA_ATTN_TC_RPAD) * 4;
         unsigned char *mine = w + (size_t)warp * per_warp;
-        for (int i = 0; i < 2; i++) s[i] = i < sf ? reinterpret_cast<float *>(mine) + (size_t)i * 16 * TT : nullptr;
-        mine += (size_t)sf * 16 * TT * 4;
-        for (int i = 0; i < 2; i++) p[i] = i < sb ? reinterpret_cast<__nv_bfloat16 *>(mine) + (size_t)i * 16 * TT : nullptr;
-        rows = reinterpret_cast<float *>(mine + (size_t)sb * 16 * TT * 2);
+        for (int i = 0; i < 2; i++) s[i] = i < sf ? reinterpret_cast<float *>(mine) + (size_t)i * 16 * SLD : nullptr;
+        mine += (size_t)sf * 16 * SLD * 4;
+        __nv_bfloat16 *pb = reinterpret_cast<__nv_bfloat16 *>(mine);
+        for (int i = 0; i < 2; i++) p[i] = i < sb ? pb + (size_t)i * 16 * PLD : nullptr;
+        rows = reinterpret_cast<float *>(mine + (size_t)sb * 16 * PLD * 2);
         lse = reinterpret_cast<float *>(w + (size_t)TW * per_warp);
         delta = lse + TT;
     }
@@ -437,6 +446,7 @@ template <int HD> struct tc_smem {
 
 template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc_forward_kernel(attn_k a) {
     MAGNA_DYNAMIC_SHARED(unsigned char, smem);
+    constexpr int RLD = HD + MAGNA_ATTN_TC_RPAD; /* the row tiles' stride, padded as SLD */
     const magna_launch_attention l = a.l;
     const int Tq = (int)l.tq, Tk = (int)l.tk, C = a.C, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int q0 = (int)magna_attn_q_begin(&l, blockIdx.x), q_last = (int)magna_attn_q_end(&l, blockIdx.x) - 1;
@@ -453,7 +463,10 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc
         const float *vb = a.v + (size_t)b * Tk * C + (size_t)h * HD;
         __syncthreads(); /* the last slot's tiles are read */
         stage_bf16<HD>(Qs, qb, C, q0, q_last + 1 - q0);
-        for (int d = half; d < HD; d += 2) O[r * HD + d] = 0.0f;
+        /* the output rows accumulate in fragments; they go through shared memory only when a row's running
+         * max moved (its rows must be rescaled, and a fragment's layout is not ours to know) */
+        frag_c acc[HD / 16];
+        for (int nt = 0; nt < HD / 16; nt++) wmma::fill_fragment(acc[nt], 0.0f);
         float m = -INFINITY, lsum = 0.0f;
         for (int k0 = 0; k0 < kend; k0 += TT) {
             __syncthreads();
@@ -465,32 +478,40 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc
             /* the softmax of row r over this tile: two lanes, half the columns each */
             float mt = -INFINITY;
             for (int c = half; c < TT; c += 2) {
-                const float s = k0 + c < vis ? S[r * TT + c] * a.scale : -INFINITY;
-                S[r * TT + c] = s;
+                const float s = k0 + c < vis ? S[r * SLD + c] * a.scale : -INFINITY;
+                S[r * SLD + c] = s;
                 mt = fmaxf(mt, s);
             }
             mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1));
             const float m_new = fmaxf(m, mt), alpha = m_new == -INFINITY ? 1.0f : __expf(m - m_new);
             float part = 0.0f;
             for (int c = half; c < TT; c += 2) {
-                const float p = m_new == -INFINITY ? 0.0f : __expf(S[r * TT + c] - m_new);
-                Pb[r * TT + c] = __float2bfloat16(p);
+                const float p = m_new == -INFINITY ? 0.0f : __expf(S[r * SLD + c] - m_new);
+                Pb[r * PLD + c] = __float2bfloat16(p);
                 part += p;
             }
             part += __shfl_xor_sync(0xffffffffu, part, 1);
+            /* a row that had seen nothing (m = -inf) holds zeros: nothing to rescale */
+            const bool rescale = __any_sync(0xffffffffu, m != -INFINITY && alpha != 1.0f);
             lsum = lsum * alpha + part, m = m_new;
-            for (int d = half; d < HD; d += 2) O[r * HD + d] *= alpha;
+            if (rescale) { /* warp-uniform */
+                for (int nt = 0; nt < HD / 16; nt++)
+                    wmma::store_matrix_sync(O + nt * 16, acc[nt], RLD, wmma::mem_row_major);
+                __syncwarp();
+                for (int d = half; d < HD; d += 2) O[r * RLD + d] *= alpha;
+                __syncwarp();
+                for (int nt = 0; nt < HD / 16; nt++)
+                    wmma::load_matrix_sync(acc[nt], O + nt * 16, RLD, wmma::mem_row_major);
+            }
             __syncwarp();
-            frag_c acc[HD / 16];
-            for (int nt = 0; nt < HD / 16; nt++) wmma::load_matrix_sync(acc[nt], O + nt * 16, HD, wmma::mem_row_major);
             tc_pb<HD>(acc, Pb, Vs);
-            for (int nt = 0; nt < HD / 16; nt++) wmma::store_matrix_sync(O + nt * 16, acc[nt], HD, wmma::mem_row_major);
-            __syncwarp();
         }
+        for (int nt = 0; nt < HD / 16; nt++) wmma::store_matrix_sync(O + nt * 16, acc[nt], RLD, wmma::mem_row_major);
+        __syncwarp();
         if (i < Tq) {
             const float inv = lsum > 0.0f ? 1.0f / lsum : 0.0f;
             float *orow = a.o + ((size_t)b * Tq + i) * C + (size_t)h * HD;
-            for (int d = half; d < HD; d += 2) orow[d] = O[r * HD + d] * inv;
+            for (int d = half; d < HD; d += 2) orow[d] = O[r * RLD + d] * inv;
             if (half == 0) a.lse[bh * Tq + i] = lsum > 0.0f ? m + logf(lsum) : 0.0f;
         }
     }
@@ -498,6 +519,7 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc
 
 template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc_dq_kernel(attn_k a) {
     MAGNA_DYNAMIC_SHARED(unsigned char, smem);
+    constexpr int RLD = HD + MAGNA_ATTN_TC_RPAD; /* the row tiles' stride, padded as SLD */
     const magna_launch_attention l = a.l;
     const int Tq = (int)l.tq, Tk = (int)l.tk, C = a.C, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int q0 = (int)magna_attn_q_begin(&l, blockIdx.x), q_last = (int)magna_attn_q_end(&l, blockIdx.x) - 1;
@@ -526,23 +548,24 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc
             tc_abt<HD>(DP, Ds + warp * 16 * HD, Vs);
             __syncwarp();
             for (int c = half; c < TT; c += 2) {
-                const float p = k0 + c < vis ? __expf(S[r * TT + c] * a.scale - lse) : 0.0f;
-                dSb[r * TT + c] = __float2bfloat16(p * (DP[r * TT + c] - delta));
+                const float p = k0 + c < vis ? __expf(S[r * SLD + c] * a.scale - lse) : 0.0f;
+                dSb[r * PLD + c] = __float2bfloat16(p * (DP[r * SLD + c] - delta));
             }
             __syncwarp();
             tc_pb<HD>(acc, dSb, Ks);
         }
-        for (int nt = 0; nt < HD / 16; nt++) wmma::store_matrix_sync(R + nt * 16, acc[nt], HD, wmma::mem_row_major);
+        for (int nt = 0; nt < HD / 16; nt++) wmma::store_matrix_sync(R + nt * 16, acc[nt], RLD, wmma::mem_row_major);
         __syncwarp();
         if (i < Tq) {
             float *dq = a.dq + ((size_t)b * Tq + i) * C + head;
-            for (int d = half; d < HD; d += 2) dq[d] += a.scale * R[r * HD + d];
+            for (int d = half; d < HD; d += 2) dq[d] += a.scale * R[r * RLD + d];
         }
     }
 }
 
 template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc_dkv_kernel(attn_k a) {
     MAGNA_DYNAMIC_SHARED(unsigned char, smem);
+    constexpr int RLD = HD + MAGNA_ATTN_TC_RPAD; /* the row tiles' stride, padded as SLD */
     const magna_launch_attention l = a.l;
     const int Tq = (int)l.tq, Tk = (int)l.tk, C = a.C, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int k0 = (int)magna_attn_k_begin(&l, blockIdx.x), k_end = (int)magna_attn_k_end(&l, blockIdx.x);
@@ -577,9 +600,9 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc
             __syncwarp();
             for (int c = half; c < TT; c += 2) {
                 const bool seen = c < qn && j < Tk && j < visible(l, q0 + c, L);
-                const float p = seen ? __expf(St[r * TT + c] * a.scale - sm.lse[c]) : 0.0f;
-                Pt[r * TT + c] = __float2bfloat16(p);
-                dSt[r * TT + c] = __float2bfloat16(p * (DPt[r * TT + c] - sm.delta[c]));
+                const float p = seen ? __expf(St[r * SLD + c] * a.scale - sm.lse[c]) : 0.0f;
+                Pt[r * PLD + c] = __float2bfloat16(p);
+                dSt[r * PLD + c] = __float2bfloat16(p * (DPt[r * SLD + c] - sm.delta[c]));
             }
             __syncwarp();
             tc_pb<HD>(dv, Pt, Ds);
@@ -590,10 +613,10 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc
             float *dst = pass ? a.dk : a.dv;
             __syncwarp();
             for (int nt = 0; nt < HD / 16; nt++)
-                wmma::store_matrix_sync(R + nt * 16, pass ? dk[nt] : dv[nt], HD, wmma::mem_row_major);
+                wmma::store_matrix_sync(R + nt * 16, pass ? dk[nt] : dv[nt], RLD, wmma::mem_row_major);
             __syncwarp();
             if (dst && j < Tk)
-                for (int d = half; d < HD; d += 2) dst[krow + d] += (pass ? a.scale : 1.0f) * R[r * HD + d];
+                for (int d = half; d < HD; d += 2) dst[krow + d] += (pass ? a.scale : 1.0f) * R[r * RLD + d];
         }
     }
 }
@@ -637,8 +660,13 @@ template <class K> int tc_launch(dim3 grid, size_t shared, void *stream, K kerne
         const dim3 grid(grid_x, a.l.grid_y);                                                                         \
         const size_t sh = magna_attn_tc_shared_bytes(a.l.hd, which);                                                 \
         switch (a.l.hd) {                                                                                            \
+        case 16: return tc_launch(grid, sh, stream, kernel<16>, a);                                                  \
         case 32: return tc_launch(grid, sh, stream, kernel<32>, a);                                                  \
+        case 48: return tc_launch(grid, sh, stream, kernel<48>, a);                                                  \
         case 64: return tc_launch(grid, sh, stream, kernel<64>, a);                                                  \
+        case 80: return tc_launch(grid, sh, stream, kernel<80>, a);                                                  \
+        case 96: return tc_launch(grid, sh, stream, kernel<96>, a);                                                  \
+        case 112: return tc_launch(grid, sh, stream, kernel<112>, a);                                                \
         case 128: return tc_launch(grid, sh, stream, kernel<128>, a);                                                \
         default: return cudaErrorInvalidValue;                                                                       \
         }                                                                                                            \

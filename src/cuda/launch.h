@@ -122,11 +122,19 @@ static inline size_t magna_attn_shared_bytes(const magna_launch_attention *l) {
     const size_t row = (size_t)l->parts * l->dpt;
     return l->dpt ? (2 * (size_t)l->tile_k * row + 2 * (size_t)l->tile_k) * sizeof(float) : 0;
 }
-/* Tensor-core path (bf16 mode, hd 32, 64 or 128): four warps of 16 rows, a block of 64 query rows (keys in
+/* Tensor-core path (bf16 mode, hd a multiple of 16 up to 128): four warps of 16 rows, a block of 64 query rows (keys in
  * dK/dV) and tiles of 64 rows of the other side; a warp's two lanes per row do its softmax (parts = 2, so the
  * row-of-thread functions below hold for it too); dpt is 0. */
-enum { MAGNA_ATTN_TC_BLOCK = 128, MAGNA_ATTN_TC_TILE = 64 };
-static inline int magna_attn_tc_fits(int64_t hd) { return hd == 32 || hd == 64 || hd == 128; }
+enum {
+    MAGNA_ATTN_TC_BLOCK = 128,
+    MAGNA_ATTN_TC_TILE = 64,
+    /* a warp's shared tiles are walked by its lanes 16 rows at a time: their row strides are padded off a
+     * multiple of 32 banks (score tiles float, probability tiles bf16, output rows float) */
+    MAGNA_ATTN_TC_SLD = MAGNA_ATTN_TC_TILE + 4,
+    MAGNA_ATTN_TC_PLD = MAGNA_ATTN_TC_TILE + 8,
+    MAGNA_ATTN_TC_RPAD = 4,
+};
+static inline int magna_attn_tc_fits(int64_t hd) { return hd > 0 && hd <= 128 && hd % 16 == 0; }
 static inline magna_launch_attention magna_launch_attn_tc(int64_t bh, int64_t tq, int64_t tk, int64_t hd, int causal) {
     magna_launch_attention l = magna_launch_attn(bh, tq, tk, hd, causal);
     l.block = MAGNA_ATTN_TC_BLOCK, l.tile_q = l.tile_k = MAGNA_ATTN_TC_TILE, l.parts = 2, l.dpt = 0;
@@ -137,15 +145,16 @@ static inline magna_launch_attention magna_launch_attn_tc(int64_t bh, int64_t tq
 }
 /* The tensor-core kernels' shared memory, in bytes, carved in this order (every piece a multiple of 32 bytes,
  * as wmma's loads and stores need): bf16 tiles of 64 rows x hd (forward: Q, K, V; dQ: Q, dO, K, V; dK/dV: this
- * block's K, V, then Q, dO), then per warp float [16][64] score tiles (forward 1, dQ and dK/dV 2), bf16
- * [16][64] tiles (forward 1, dQ 1, dK/dV 2) and a float [16][hd] row tile, and dK/dV's 2 x 64 floats of lse
- * and delta; plus 128 bytes to align the start (dynamic shared memory is only promised 16-byte aligned).
+ * block's K, V, then Q, dO), then per warp float [16][SLD] score tiles (forward 1, dQ and dK/dV 2), bf16
+ * [16][PLD] tiles (forward 1, dQ 1, dK/dV 2) and a float [16][hd + RPAD] row tile, and dK/dV's 2 x 64 floats
+ * of lse and delta; plus 128 bytes to align the start (dynamic shared memory is only promised 16-byte aligned).
  * kernel: 0 forward, 1 dQ, 2 dK/dV. */
 static inline size_t magna_attn_tc_shared_bytes(int64_t hd, int kernel) {
     const size_t T = MAGNA_ATTN_TC_TILE, W = MAGNA_ATTN_TC_BLOCK / 32, bf_tile = T * (size_t)hd * 2;
     const size_t tiles = kernel == 0 ? 3 : 4, s_f = kernel == 0 ? 1 : 2, s_b = kernel == 2 ? 2 : 1;
-    return 128 + tiles * bf_tile + W * (s_f * 16 * T * 4 + s_b * 16 * T * 2 + 16 * (size_t)hd * 4) +
-           (kernel == 2 ? 2 * T * 4 : 0);
+    const size_t per_warp = s_f * 16 * MAGNA_ATTN_TC_SLD * 4 + s_b * 16 * MAGNA_ATTN_TC_PLD * 2 +
+                            16 * ((size_t)hd + MAGNA_ATTN_TC_RPAD) * 4;
+    return 128 + tiles * bf_tile + W * per_warp + (kernel == 2 ? 2 * T * 4 : 0);
 }
 /* queries [q_begin, q_end) of block x */
 MAGNA_HD int64_t magna_attn_q_begin(const magna_launch_attention *l, uint32_t x) { return (int64_t)x * l->tile_q; }

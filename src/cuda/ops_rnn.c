@@ -13,7 +13,9 @@ static magna_cuda_rnn_args rnn_dev_args(magna_graph *g, magna_node *n) {
     rnn_ws ws;
     rnn_ws_layout(&a, (float *)g->workspace, &ws);
     magna_cuda_rnn_args d = {.B = (int)a.B, .T = (int)a.T, .I = (int)a.I, .H = (int)a.H, .bf16 = g->bf16 ? 1 : 0};
-    d.cell = a.cell == CELL_LSTM ? MAGNA_CUDA_CELL_LSTM : a.cell == CELL_GRU ? MAGNA_CUDA_CELL_GRU : MAGNA_CUDA_CELL_RNN;
+    d.cell = a.cell == CELL_LSTM  ? MAGNA_CUDA_CELL_LSTM
+             : a.cell == CELL_GRU ? MAGNA_CUDA_CELL_GRU
+                                  : MAGNA_CUDA_CELL_RNN;
     d.x = fval(a.x), d.w_ih = fval(a.w_ih), d.w_hh = fval(a.w_hh);
     d.b_ih = a.b_ih ? fval(a.b_ih) : NULL, d.b_hh = a.b_hh ? fval(a.b_hh) : NULL;
     d.h0 = a.h0 ? fval(a.h0) : NULL, d.c0 = a.c0 ? fval(a.c0) : NULL;

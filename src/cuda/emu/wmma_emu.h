@@ -1,13 +1,13 @@
 /* wmma_emu.h — the emulator's nvcuda::wmma (tensor-core fragments), the subset attention.cu's bf16 kernels
  * use: 16 x 16 x 16 tiles, bf16 operands (matrix_a / matrix_b, row- or column-major) and float accumulators,
- * fill, load, store and mma. On a GPU a fragment is spread over the warp's 32 lanes in a layout CUDA leaves
- * unspecified; here every lane holds the whole tile (num_elements = 256), so a warp-wide operation is each
- * lane doing all of it (each call starts with a __syncwarp, as the warp-collective instruction is one step for
- * the whole warp: no lane stores a tile before every lane has loaded the last one), and code that only loads,
- * stores, fills, multiplies and scales fragments uniformly
- * (what portable wmma code may do) computes the same thing. Only fill accumulators (as the kernels do). The pointer and leading-dimension rules of the
- * real API are checked (256-bit aligned pointers, ldm a multiple of 16 bytes): breaking them fails loudly
- * here instead of faulting on a GPU. */
+ * fill (accumulators), load, store and mma. On a GPU a fragment is spread over the warp's 32 lanes in a layout
+ * CUDA leaves unspecified; here every lane holds the whole tile (num_elements = 256), so a warp-wide
+ * operation is each lane doing all of it (each call starts with a __syncwarp, as the warp-collective
+ * instruction is one step for the whole warp: no lane stores a tile before every lane has loaded the last
+ * one), and code that only loads, stores, fills, multiplies and scales fragments uniformly (what portable
+ * wmma code may do) computes the same thing. The pointer and leading-dimension rules of the real API are
+ * checked (256-bit aligned pointers, ldm a multiple of 16 bytes): breaking them fails loudly here instead of
+ * faulting on a GPU. */
 #ifndef MAGNA_CUDA_WMMA_EMU_H
 #define MAGNA_CUDA_WMMA_EMU_H
 
@@ -55,7 +55,8 @@ static inline void wmma_emu_check(const void *p, unsigned ldm, size_t elem, cons
 static inline float wmma_emu_float(float v) { return v; }
 static inline float wmma_emu_float(__nv_bfloat16 v) { return __bfloat162float(v); }
 
-template <int M, int N, int K> static inline void fill_fragment(fragment<accumulator, M, N, K, float, void> &f, float v) {
+template <int M, int N, int K>
+static inline void fill_fragment(fragment<accumulator, M, N, K, float, void> &f, float v) {
     for (int i = 0; i < f.num_elements; i++) f.x[i] = v;
 }
 
