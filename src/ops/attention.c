@@ -73,8 +73,8 @@ static magna_status attention_infer(magna_graph *g, magna_node *n) {
     node_set_shape(n, 3, q->shape);
     n->dtype = MAGNA_F32;
     /* the CUDA op (src/cuda/ops_attention.c) keeps two floats a query row instead of P: the log-sum-exp and
-     * backward's rowsum(dO * O) (more than P holds when Tk = 1), and needs no scratch. A graph given its
-     * device after this node was built keeps the CPU's sizes, which hold the CUDA op's too. */
+     * backward's rowsum(dO * O) (more than P holds when Tk = 1), and needs no scratch. Compile runs this
+     * again on a graph given its device after the node was built. */
     const size_t p_floats = (size_t)(B * H) * (size_t)(Tq * Tk), row_floats = 2 * (size_t)(B * H) * (size_t)Tq;
     if (g->device == MAGNA_DEVICE_CUDA) {
         n->saved_bytes = row_floats * sizeof(float);

@@ -85,8 +85,8 @@ static magna_status ce_infer(magna_graph *g, magna_node *n) {
     }
     /* the CPU keeps the softmax; the CUDA op (src/cuda/ops_reduce.c) each row's log-sum-exp and the count of
      * rows, and scratch for each row's loss and a flag for bad labels: a GPT-2 batch's softmax is 13 GB, its
-     * log-sum-exps 256 KB. A graph given its device after this node was built keeps the CPU's size, one
-     * float more than the softmax so that it holds the CUDA op's too (a single class: rows + 1 floats). */
+     * log-sum-exps 256 KB. Compile runs this again on a graph given its device after the node was built;
+     * until then the CPU's size is one float more than the softmax, so it holds the CUDA op's too. */
     n->saved_bytes = (size_t)((g->device == MAGNA_DEVICE_CUDA ? rows : x->numel) + 1) * sizeof(float);
     n->workspace_bytes = (size_t)(rows + 1) * sizeof(float);
     return scalar_out(n);
