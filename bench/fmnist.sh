@@ -53,6 +53,10 @@ echo "== $(date -u '+%Y-%m-%d %H:%M:%S UTC') | $(lscpu | sed -n 's/^Model name: 
 
 for model in $models; do
     timed "magna_$model" "$build/fmnist_$model" --epochs "$epochs" --threads "$threads"
+    # magna's bf16 mixed precision (the CNN's convolutions through oneDNN), where torch gets its bf16 row too
+    if [ "$model" = cnn ] && [ -n "$bf16" ]; then
+        timed "magna_bf16_$model" "$build/fmnist_$model" --epochs "$epochs" --threads "$threads" --bf16
+    fi
     for peer in torch-debian torch-pip; do
         py=$(peer_python "$peer")
         if ! have_torch "$py"; then

@@ -10,15 +10,16 @@
  * seconds: the training epochs alone, without the validation passes).
  *
  *   build/fmnist_mlp|fmnist_cnn [--epochs N] [--seed S] [--threads T] [--data DIR] [--grid FILE.svg] [--limit N]
- *                    [--augment] [--torch-init]
+ *                    [--augment] [--torch-init] [--bf16]
  *
  * --data     the folder of {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] (Debian's dataset-fashion-mnist)
  * --grid     writes an SVG of the first 64 test images with predicted labels, mistakes framed in red
  * --limit    uses only the first N images of the training split, the validation split and the test set
  * --augment  random shifts of up to 2 pixels and left-right flips, drawn afresh for every epoch
  * --torch-init  PyTorch's default initialisation (weights and biases uniform in +-1/sqrt(fan_in)) instead of
- *            magna's (He for ReLU layers, Glorot for the last, zero biases): to compare with PyTorch like with
- *            like */
+ *            magna's (He for ReLU layers, Glorot for the last, zero biases): MAGNA_INIT_TORCH on every layer
+ * --bf16     bf16 mixed precision: the convolutions' operands in bf16 with float32 sums (oneDNN, on CPUs with
+ *            avx512_bf16; float32 elsewhere), as PyTorch's CPU autocast */
 #include "magna.h"
 
 #include "args.h"
@@ -47,7 +48,7 @@ typedef struct args {
     uint64_t seed;
     int64_t limit;
     const char *data, *grid;
-    bool augment, torch_init;
+    bool augment, torch_init, bf16;
 } args;
 
 static bool parse_args(int argc, char **argv, args *a) {
@@ -59,6 +60,8 @@ static bool parse_args(int argc, char **argv, args *a) {
             a->augment = true;
         else if (strcmp(k, "--torch-init") == 0)
             a->torch_init = true;
+        else if (strcmp(k, "--bf16") == 0)
+            a->bf16 = true;
         else if (!v)
             return false;
         else if (strcmp(k, "--epochs") == 0 && arg_int(v, 1, 100000, &n))
@@ -142,29 +145,6 @@ static void report(const int64_t *conf, const magna_scores *s) {
     }
 }
 
-/* PyTorch's default for Linear and Conv2d: kaiming_uniform(a = sqrt 5) for the weight, which is uniform in
- * +-1/sqrt(fan_in), and the same bound for the bias. magna's weights are [in, out] (dense) and
- * [out, in, k, k] (conv); a bias takes the fan-in of the weight of its layer. */
-static void torch_init(magna_model *m, uint64_t seed) {
-    magna_graph *g = magna_model_graph(m);
-    for (int i = 0; i < magna_graph_param_count(g); i++) {
-        magna_node *p = magna_graph_param_at(g, i);
-        char wname[128];
-        snprintf(wname, sizeof wname, "%s", magna_node_name(p));
-        char *dot = strrchr(wname, '.');
-        if (!dot) continue;
-        snprintf(dot, sizeof wname - (size_t)(dot - wname), ".weight");
-        magna_node *w = magna_graph_find(g, wname);
-        if (!w) continue;
-        const int64_t *shape = magna_node_shape(w);
-        const int64_t fan_in = magna_node_ndim(w) == 4 ? shape[1] * shape[2] * shape[3] : shape[0];
-        const float bound = 1.0f / sqrtf((float)fan_in);
-        float *v = magna_node_data(p);
-        for (int64_t k = 0; k < magna_node_numel(p); k++)
-            v[k] = bound * (2 * magna_rand_uniform(seed, 0x70c4 + (uint64_t)i, (uint64_t)k) - 1);
-    }
-}
-
 static bool write_grid(magna_model *m, const magna_image_set *test, const char *path) {
     const int64_t n = test->count < GRID_IMAGES ? test->count : GRID_IMAGES;
     float *logits = malloc((size_t)(n * CLASSES) * sizeof *logits);
@@ -200,7 +180,7 @@ int main(int argc, char **argv) {
     args a;
     if (!parse_args(argc, argv, &a)) {
         fprintf(stderr, "usage: " PROGRAM " [--epochs N] [--seed S] [--threads T] [--data DIR] [--grid FILE.svg] "
-                        "[--limit N] [--augment] [--torch-init]\n");
+                        "[--limit N] [--augment] [--torch-init] [--bf16]\n");
         return 2;
     }
     if (a.threads > 0) magna_set_threads(a.threads);
@@ -238,30 +218,32 @@ int main(int argc, char **argv) {
                         test_set = {.rows = test.count, .x = test.pixels, .labels = test.labels};
 
     magna_model *m = magna_model_new(a.seed, BATCH);
+    const magna_init_scheme init = a.torch_init ? MAGNA_INIT_TORCH : MAGNA_INIT_KERAS;
 #ifdef FMNIST_CNN
     magna_model_input(m, "x", MAGNA_F32, 3, (int64_t[]){train.channels, train.height, train.width});
-    magna_model_sequential(m,
-                           (magna_layer_spec[]){MAGNA_CONV2D(32, 3, MAGNA_ACT_RELU), MAGNA_MAX_POOL2D(2),
-                                                MAGNA_CONV2D(64, 3, MAGNA_ACT_RELU), MAGNA_MAX_POOL2D(2),
-                                                MAGNA_CONV2D(128, 3, MAGNA_ACT_RELU), MAGNA_MAX_POOL2D(2),
-                                                MAGNA_FLATTEN(), MAGNA_DENSE(512, MAGNA_ACT_RELU),
-                                                MAGNA_DENSE(CLASSES, MAGNA_ACT_NONE)},
-                           9);
+    magna_layer_spec layers[] = {MAGNA_CONV2D(32, 3, MAGNA_ACT_RELU),  MAGNA_MAX_POOL2D(2),
+                                 MAGNA_CONV2D(64, 3, MAGNA_ACT_RELU),  MAGNA_MAX_POOL2D(2),
+                                 MAGNA_CONV2D(128, 3, MAGNA_ACT_RELU), MAGNA_MAX_POOL2D(2),
+                                 MAGNA_FLATTEN(),                      MAGNA_DENSE(512, MAGNA_ACT_RELU),
+                                 MAGNA_DENSE(CLASSES, MAGNA_ACT_NONE)};
+    for (size_t i = 0; i < sizeof layers / sizeof *layers; i++) layers[i].init = init;
+    magna_model_sequential(m, layers, 9);
     if (magna_model_compile(m, &(magna_compile_opts){.loss = MAGNA_LOSS_SPARSE_CE,
                                                      .optimizer = {.kind = MAGNA_ADAM, .lr = 1e-3f},
-                                                     .metrics = MAGNA_METRIC_ACCURACY}) != MAGNA_OK) {
+                                                     .metrics = MAGNA_METRIC_ACCURACY, .bf16 = a.bf16}) != MAGNA_OK) {
         fprintf(stderr, PROGRAM ": %s\n", magna_model_errmsg(m));
         return 1;
     }
     printf("CNN conv32-pool-conv64-pool-conv128-pool-dense512-dense10, Adam 1e-3, batch %d, %d epochs, sparse "
            "cross-entropy%s%s\n",
            BATCH, a.epochs, a.augment ? ", augmented (shift 2, flip)" : "", a.torch_init ? ", PyTorch's init" : "");
+    if (a.bf16) printf("bf16 convolutions (float32 where the CPU lacks avx512_bf16)\n");
 #else
     magna_model_input(m, "x", MAGNA_F32, 1, (int64_t[]){pixels});
-    magna_model_sequential(m,
-                           (magna_layer_spec[]){MAGNA_DENSE(128, MAGNA_ACT_RELU), MAGNA_DENSE(64, MAGNA_ACT_RELU),
-                                                MAGNA_DENSE(CLASSES, MAGNA_ACT_NONE)},
-                           3);
+    magna_layer_spec layers[] = {MAGNA_DENSE(128, MAGNA_ACT_RELU), MAGNA_DENSE(64, MAGNA_ACT_RELU),
+                                 MAGNA_DENSE(CLASSES, MAGNA_ACT_NONE)};
+    for (size_t i = 0; i < sizeof layers / sizeof *layers; i++) layers[i].init = init;
+    magna_model_sequential(m, layers, 3);
     if (magna_model_compile(m, &(magna_compile_opts){.loss = MAGNA_LOSS_SPARSE_CE,
                                                      .optimizer = {.kind = MAGNA_ADAM, .lr = 1e-3f},
                                                      .metrics = MAGNA_METRIC_ACCURACY}) != MAGNA_OK) {
@@ -271,7 +253,6 @@ int main(int argc, char **argv) {
     printf("MLP 784-128-64-10, Adam 1e-3, batch %d, %d epochs, sparse cross-entropy%s%s\n", BATCH, a.epochs,
            a.augment ? ", augmented (shift 2, flip)" : "", a.torch_init ? ", PyTorch's init" : "");
 #endif
-    if (a.torch_init) torch_init(m, a.seed);
     magna_model_summary(m, stdout);
 
     progress p = {.val = &val_set, .train = &train, .augmented = augmented, .seed = a.seed, .epochs = a.epochs};

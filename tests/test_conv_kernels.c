@@ -59,6 +59,8 @@ static double rel_err(const float *a, const double *b, size_t count) {
 
 static int failures = 0;
 static conv2d_path want_path; /* the path conv2d nodes are built with now */
+static bool want_bf16;        /* conv2d graphs in bf16 mixed precision (oneDNN on CPUs with avx512_bf16) */
+static double tol = TOL;      /* TOL, or bf16's: operands with 8 bits of mantissa, float32 sums */
 
 static const char *path_name(conv2d_path p) {
     return p == CONV2D_ONEDNN ? "onednn" : p == CONV2D_ONEDNN_PLAIN ? "onednn-plain" : "im2col";
@@ -85,7 +87,7 @@ static void report(const char *op, const char *what, int threads, const char *co
     int used = 0;
     bool ok = true;
     for (int i = 0; i < count; i++) {
-        ok = ok && errs[i] <= TOL; /* NaN fails too */
+        ok = ok && errs[i] <= tol; /* NaN fails too */
         used += snprintf(line + used, sizeof line - (size_t)used, " %s %.1e", names[i], errs[i]);
     }
     if (!ok) failures++;
@@ -136,6 +138,7 @@ static void run_config(const conv_config *c, int threads, int run_threads, uint6
     magna_conv2d_opts o = {c->sh, c->sw, c->ph, c->pw, c->dh, c->dw};
     magna_node *y = magna_conv2d(g, x, w, b, o);
     magna_graph_keep(g, y);
+    if (want_bf16) magna_graph_set_bf16(g, true);
     if (magna_graph_compile(g, y) != MAGNA_OK) {
         printf("FAIL conv2d     %-44s threads %d: build: %s\n", c->what, threads, magna_graph_errmsg(g));
         failures++;
@@ -166,6 +169,11 @@ static void run_config(const conv_config *c, int threads, int run_threads, uint6
         failures++;
     } else {
         const char *path = check_path(y, run_threads && run_threads != threads, c->what);
+        char impl[256];
+        if (want_bf16 && magna_cpu_detect().avx512_bf16 && !strstr(magna_conv2d_describe(y, impl, sizeof impl), "bf16")) {
+            printf("FAIL conv2d     %-44s bf16 asked for, runs: %s\n", c->what, impl);
+            failures++;
+        }
         const char *names[5] = {"fwd", "dx", "dw", "db", "x2"};
         double errs[5];
         errs[0] = rel_err(magna_node_data(y), yd, ny);
@@ -462,6 +470,18 @@ int main(void) {
         more[1].what = "pad 2, stride 3, dil 2x1, compiled 1, run 3";
         run_config(&more[0], 1, 3, 2000 + (uint64_t)pi * 1000);
         run_config(&more[1], 1, 3, 2001 + (uint64_t)pi * 1000);
+    }
+    /* bf16 mixed precision against the same double reference: within bf16's rounding where the CPU has
+     * avx512_bf16 (and oneDNN's bf16 kernels are shown running), float32's tolerance where it falls back */
+    if (n_paths == 3) {
+        magna_conv2d_set_path(want_path = CONV2D_ONEDNN);
+        magna_set_threads(default_threads);
+        want_bf16 = true;
+        const bool hw = magna_cpu_detect().avx512_bf16;
+        tol = hw ? 2e-2 : TOL;
+        printf("bf16 mixed precision (%s):\n", hw ? "avx512_bf16: bf16 operands" : "no avx512_bf16: float32");
+        for (int i = 0; i < n_configs; i++) run_config(&configs[i], default_threads, 0, 5000 + (uint64_t)i);
+        want_bf16 = false, tol = TOL;
     }
     magna_conv2d_set_path(CONV2D_DEFAULT);
     magna_set_threads(default_threads);

@@ -46,8 +46,11 @@ int main(void) {
           magna_graph_errmsg(g));
     CHECK(magna_graph_device(g) == (available ? MAGNA_DEVICE_CUDA : MAGNA_DEVICE_CPU), "the graph's device");
     magna_graph_free(g);
-    g = magna_graph_new(1);
-    CHECK(magna_graph_set_bf16(g, true) == MAGNA_ERR_UNSUPPORTED, "bf16 on a cpu graph accepted");
+    g = magna_graph_new(1); /* bf16 is a choice made before compile, on either device */
+    magna_node *x = magna_param(g, "x", 1, (int64_t[]){3}, magna_init_zeros());
+    CHECK(magna_graph_set_bf16(g, true) == MAGNA_OK && magna_graph_bf16(g), "bf16 on a cpu graph refused");
+    CHECK(magna_graph_compile(g, magna_sum(g, x, MAGNA_ALL_AXES, false)) == MAGNA_OK, "%s", magna_graph_errmsg(g));
+    CHECK(magna_graph_set_bf16(g, false) == MAGNA_ERR_STATE, "bf16 changed after compile");
     magna_graph_free(g);
     CHECK(magna_device_check((magna_device)7, &err) == MAGNA_ERR_ARG, "device 7 accepted");
     return check_finish("test_device");

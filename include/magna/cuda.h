@@ -43,8 +43,9 @@ magna_status magna_device_check(magna_device device, magna_error *err);
  * or the machine cannot; compile then also refuses a graph with an op that has no CUDA implementation. */
 magna_status magna_graph_set_device(magna_graph *g, magna_device device);
 magna_device magna_graph_device(const magna_graph *g);
-/* CUDA mixed precision: matmuls, convolutions and attention take bf16 operands and accumulate in float32;
- * norms, softmax, losses, params and the optimizer stay float32. Off by default in the graph API. */
+/* bf16 mixed precision (before compile): on CUDA, matmuls, convolutions and attention take bf16 operands and
+ * accumulate in float32; on the CPU, convolutions through oneDNN do so where the CPU has avx512_bf16 (else
+ * they stay float32). Norms, softmax, losses, params and the optimizer stay float32. Off by default. */
 magna_status magna_graph_set_bf16(magna_graph *g, bool on);
 bool magna_graph_bf16(const magna_graph *g);
 /* Copies a node's value (numel elements of its dtype) or gradient (float32) into dst, on any device. */

@@ -61,10 +61,11 @@ typedef struct magna_compile_opts {
      * by loss_weights[k] (else 1) in the total. Metrics are reported for output 0. */
     const magna_loss *output_losses;
     const float *loss_weights;
-    /* Where it trains: MAGNA_DEVICE_CPU (the zero value) or MAGNA_DEVICE_CUDA (magna/cuda.h). On CUDA,
-     * matmuls, convolutions and attention take bf16 operands with float32 accumulation unless fp32 is set. */
+    /* Where it trains: MAGNA_DEVICE_CPU (the zero value) or MAGNA_DEVICE_CUDA (magna/cuda.h), and in which
+     * precision (magna_graph_set_bf16): bf16 mixed precision is the default on CUDA (fp32 turns it off) and
+     * asked for on the CPU (bf16: oneDNN's convolutions, on CPUs with avx512_bf16). */
     magna_device device;
-    bool fp32;
+    bool fp32, bf16;
 } magna_compile_opts;
 
 /* Rows of data, each row one sample laid out as the input's sample shape (row-major). Targets: `y` for

@@ -121,7 +121,7 @@ static const char *USAGE =
     "  magna train MODEL_FILE [--set SECTION.KEY=VALUE]... [--log-steps FILE]\n"
     "              [--epochs N] [--batch N] [--lr X] [--seed N] [--threads N] [--out DIR]\n"
     "              [--save-every STEPS] [--keep K] [--steps N] [--resume CHECKPOINT]\n"
-    "              [--dist] [--zero1] [--timeout SECONDS] [--device cpu|cuda] [--fp32]\n"
+    "              [--dist] [--zero1] [--timeout SECONDS] [--device cpu|cuda] [--fp32|--bf16]\n"
     "  magna eval MODEL_FILE --weights FILE [--seed N] [--threads N]\n"
     "  magna predict MODEL_FILE --weights CHECKPOINT --input FILE.csv|FILE.idx[.gz] --output OUT.csv\n"
     "  magna generate MODEL_FILE --weights CHECKPOINT [--prompt TEXT] [--length N] [--temperature X]\n"
@@ -133,7 +133,7 @@ static const char *USAGE =
     "every command that reads one takes --set SECTION.KEY=VALUE to change a key of [data], [model] or [train].\n";
 static const char *USAGE_TRAIN =
     "usage: magna train MODEL_FILE [--epochs N] [--batch N] [--lr X] [--seed N] [--threads N] [--out DIR]\n"
-    "                   [--save-every STEPS] [--keep K] [--steps N] [--device cpu|cuda] [--fp32]\n"
+    "                   [--save-every STEPS] [--keep K] [--steps N] [--device cpu|cuda] [--fp32|--bf16]\n"
     "       magna train [MODEL_FILE] --resume CHECKPOINT [--threads N] [--steps N] ...\n"
     "       magna train MODEL_FILE --set SECTION.KEY=VALUE [--set ...] [--log-steps FILE] ...\n"
     "Trains the model the file describes on its data, evaluates it on the test split and writes\n"
@@ -155,6 +155,7 @@ static const char *USAGE_TRAIN =
     "(default $MAGNA_DIST_TIMEOUT or 300 s): a rank that dies or stops answering ends the job, named.\n"
     "Without --threads, each rank runs cores / ranks-on-this-machine threads.\n"
     "--device cuda trains on the GPU (bf16 matmuls with float32 accumulation; --fp32 keeps every op float32);\n"
+    "--bf16 on the cpu runs the convolutions in bf16 (oneDNN, on CPUs with avx512_bf16; float32 otherwise).\n"
     "without a CUDA build or a device it fails at once with the reason. Data parallel on cuda takes one GPU\n"
     "per rank (its rank on the machine % GPUs there) and sums the gradients with NCCL.\n"
     "The last line is key=value results.\n"
@@ -209,7 +210,7 @@ typedef struct options {
     int64_t epochs, batch, seed, threads, save_every, keep, steps;
     int64_t length, top_k, beam; /* generate */
     double lr, temperature, top_p, timeout;
-    bool help, dist, zero1, fp32;
+    bool help, dist, zero1, fp32, bf16;
 } options;
 
 /* Options after the command; `allowed` lists the ones this command takes, as "--epochs --batch ...". */
@@ -232,8 +233,9 @@ static bool parse_options(int argc, char **argv, const char *cmd, const char *al
         const char *p = strstr(allowed, flag);
         if (strncmp(a, "--", 2) != 0 || !p || (p[strlen(flag)] != ' ' && p[strlen(flag)] != 0))
             return cli_fail("magna %s: unknown option '%s' (see magna %s --help)", cmd, a, cmd);
-        if (strcmp(a, "--dist") == 0 || strcmp(a, "--zero1") == 0 || strcmp(a, "--fp32") == 0) { /* no value */
-            *(a[2] == 'd' ? &o->dist : a[2] == 'z' ? &o->zero1 : &o->fp32) = true;
+        if (strcmp(a, "--dist") == 0 || strcmp(a, "--zero1") == 0 || strcmp(a, "--fp32") == 0 ||
+            strcmp(a, "--bf16") == 0) { /* the flags without a value */
+            *(a[2] == 'd' ? &o->dist : a[2] == 'z' ? &o->zero1 : a[2] == 'f' ? &o->fp32 : &o->bf16) = true;
             continue;
         }
         if (i + 1 >= argc) return cli_fail("magna %s: %s needs a value", cmd, a);
@@ -302,7 +304,8 @@ static bool apply_options(const options *o, config *cf) {
         if (magna_device_parse(o->device, &cf->compile.device, &err) != MAGNA_OK)
             return cli_fail("magna: --device: %s", err.message);
     }
-    cf->compile.fp32 = o->fp32;
+    if (o->fp32 && o->bf16) return cli_fail("magna: --fp32 and --bf16: choose one");
+    cf->compile.fp32 = o->fp32, cf->compile.bf16 = o->bf16;
     return true;
 }
 
@@ -551,7 +554,7 @@ static int cmd_train(int argc, char **argv) {
     options o;
     if (!parse_options(argc, argv, "train", "--set --log-steps "
                        "--epochs --batch --lr --seed --threads --out --resume --save-every --keep --steps --dist "
-                       "--zero1 --timeout --device --fp32",
+                       "--zero1 --timeout --device --fp32 --bf16",
                        &o))
         return EXIT_USAGE;
     if (o.help) return fputs(USAGE_TRAIN, stdout), 0;

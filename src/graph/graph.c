@@ -347,8 +347,7 @@ magna_device magna_graph_device(const magna_graph *g) { return g ? g->device : M
 
 magna_status magna_graph_set_bf16(magna_graph *g, bool on) {
     if (!g) return MAGNA_ERR_ARG;
-    if (on && g->device != MAGNA_DEVICE_CUDA)
-        return graph_error(g, MAGNA_ERR_UNSUPPORTED, "set_bf16: bf16 mixed precision is the CUDA backend's (set the device first)");
+    if (g->compiled) return graph_state_error(g, "set_bf16: choose the precision before compile");
     g->bf16 = on;
     return MAGNA_OK;
 }

@@ -165,10 +165,10 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
     magna_status st = find_batch(g, &g->batch);
     if (st != MAGNA_OK) return st;
     g->compiled_batch = g->batch;
-    /* A graph given its device after its nodes were built (magna_model_compile does that): the ops size their
-     * saved and workspace memory again, for the device they will run on (cross-entropy on CUDA keeps a
+    /* A graph given its device or precision after its nodes were built (magna_model_compile does that): the ops
+     * size their saved and workspace memory (and make their kernels) again, for how they will run (cross-entropy on CUDA keeps a
      * log-sum-exp a row, not the CPU's softmax: 13 GB less at GPT-2's batch). */
-    for (int i = 0; i < N && g->device != MAGNA_DEVICE_CPU; i++) {
+    for (int i = 0; i < N && (g->device != MAGNA_DEVICE_CPU || g->bf16); i++) {
         magna_node *n = g->nodes[i];
         if (n->live && n->kind == NODE_OP && (st = magna_op_table[n->op]->infer(g, n)) != MAGNA_OK) return st;
     }

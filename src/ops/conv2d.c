@@ -440,7 +440,7 @@ static void pass_make(dnnl_build *b, dnnl_pass *ps, const dnnl_convolution_desc_
 }
 
 /* Makes the node's primitives for its current shapes (see "oneDNN" above); *bytes: the workspace they need. */
-static magna_status conv_dnnl_make(magna_graph *g, magna_node *n, const conv_dims *d, bool plain_only,
+static magna_status conv_dnnl_make(magna_graph *g, magna_node *n, const conv_dims *d, bool plain_only, bool bf16,
                                    size_t *bytes) {
     dnnl_build bb = {.status = dnnl_success}, *b = &bb;
     dnnl_stream_t stream = NULL;
@@ -454,8 +454,11 @@ static magna_status conv_dnnl_make(magna_graph *g, magna_node *n, const conv_dim
     st->stream = stream;
     const bool bias = n->n_in > 2, want_dx = n->in[0]->requires_grad, want_dw = n->in[1]->requires_grad;
 
-    /* magna's layouts, and the ones a primitive may choose from */
-    dnnl_memory_desc_t x_md, w_md, b_md, y_md, x_any, w_any, y_any;
+    /* magna's layouts, and the ones a primitive may choose from. bf16 (the graph's mixed precision): what the
+     * primitives read (x, w, dy) is staged as bf16, what they write (y, dx, dw, db) stays float32, accumulated in
+     * float32 (PyTorch's autocast does the same products); the staging reorders convert. */
+    dnnl_memory_desc_t x_md, w_md, b_md, y_md, x_any, w_any, y_any, x_out, w_out, dy_any;
+    const dnnl_data_type_t lo = bf16 ? dnnl_bf16 : dnnl_f32;
     const dnnl_dims_t xd = {d->N, d->C, d->H, d->W}, wd = {d->OC, d->C, d->KH, d->KW}, bd = {d->OC};
     const dnnl_dims_t yd = {d->N, d->OC, d->OH, d->OW};
     const dnnl_format_tag_t x_tag = plain_only ? dnnl_nchw : dnnl_format_tag_any;
@@ -464,9 +467,12 @@ static magna_status conv_dnnl_make(magna_graph *g, magna_node *n, const conv_dim
     ok(b, dnnl_memory_desc_init_by_tag(&w_md, 4, wd, dnnl_f32, dnnl_oihw), "memory descriptor");
     ok(b, dnnl_memory_desc_init_by_tag(&b_md, 1, bd, dnnl_f32, dnnl_x), "memory descriptor");
     ok(b, dnnl_memory_desc_init_by_tag(&y_md, 4, yd, dnnl_f32, dnnl_nchw), "memory descriptor");
-    ok(b, dnnl_memory_desc_init_by_tag(&x_any, 4, xd, dnnl_f32, x_tag), "memory descriptor");
-    ok(b, dnnl_memory_desc_init_by_tag(&w_any, 4, wd, dnnl_f32, w_tag), "memory descriptor");
+    ok(b, dnnl_memory_desc_init_by_tag(&x_any, 4, xd, lo, x_tag), "memory descriptor");
+    ok(b, dnnl_memory_desc_init_by_tag(&w_any, 4, wd, lo, w_tag), "memory descriptor");
     ok(b, dnnl_memory_desc_init_by_tag(&y_any, 4, yd, dnnl_f32, x_tag), "memory descriptor");
+    ok(b, dnnl_memory_desc_init_by_tag(&x_out, 4, xd, dnnl_f32, x_tag), "memory descriptor");
+    ok(b, dnnl_memory_desc_init_by_tag(&w_out, 4, wd, dnnl_f32, w_tag), "memory descriptor");
+    ok(b, dnnl_memory_desc_init_by_tag(&dy_any, 4, yd, lo, x_tag), "memory descriptor");
     /* oneDNN counts dilation from 0 (d - 1), and takes the right/bottom padding that yields exactly OH x OW
      * (at most magna's: rows that only padding would reach are not computed at all) */
     const int pb = (d->OH - 1) * d->sh + d->dh * (d->KH - 1) + 1 - d->H - d->ph;
@@ -498,7 +504,7 @@ static magna_status conv_dnnl_make(magna_graph *g, magna_node *n, const conv_dim
     }
     const dnnl_slot *dy_staged = NULL;
     if (fpd && want_dx && b->status == dnnl_success &&
-        ok(b, dnnl_dilated_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &x_any, &w_any, &y_any,
+        ok(b, dnnl_dilated_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &x_out, &w_any, &dy_any,
                                                                strides, dil, pad_l, pad_r),
            "backward-data descriptor")) {
         pass_make(b, &st->bwd_data, &cd, fpd, &dpd);
@@ -514,8 +520,8 @@ static magna_status conv_dnnl_make(magna_graph *g, magna_node *n, const conv_dim
                   query(dpd, dnnl_query_diff_src_md, 0), &x_md, NULL, &bwd_off);
     }
     if (fpd && want_dw && b->status == dnnl_success &&
-        ok(b, dnnl_dilated_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &x_any, &w_any,
-                                                                  bias ? &b_md : NULL, &y_any, strides, dil, pad_l,
+        ok(b, dnnl_dilated_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &x_any, &w_out,
+                                                                  bias ? &b_md : NULL, &dy_any, strides, dil, pad_l,
                                                                   pad_r),
            "backward-weights descriptor")) {
         pass_make(b, &st->bwd_weights, &cd, fpd, &wpd);
@@ -712,7 +718,7 @@ static magna_status conv2d_infer(magna_graph *g, magna_node *n) {
     const conv2d_path path = magna_conv2d_get_path();
     if (path != CONV2D_IM2COL) {
         size_t need = 0;
-        magna_status st = conv_dnnl_make(g, n, &d, path == CONV2D_ONEDNN_PLAIN, &need);
+        magna_status st = conv_dnnl_make(g, n, &d, path == CONV2D_ONEDNN_PLAIN, g->bf16 && magna_cpu_detect().avx512_bf16, &need);
         if (st != MAGNA_OK) return st;
         conv_plan least;
         const size_t fallback = conv_plan_bytes(&d, 1, 1, &least); /* im2col, for a step at another thread count */

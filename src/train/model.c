@@ -170,6 +170,9 @@ magna_status magna_model_compile(magna_model *m, const magna_compile_opts *opts)
     for (int k = 0; k < m->n_outputs; k++) magna_graph_keep(g, m->outputs[k]);
     magna_graph_keep(g, m->data_loss);
     magna_status st = MAGNA_OK;
+    if (opts->fp32 && opts->bf16) return model_error(m, MAGNA_ERR_ARG, "compile: fp32 and bf16 both asked for");
+    if (opts->device == MAGNA_DEVICE_CPU && opts->bf16 && (st = magna_graph_set_bf16(g, true)) != MAGNA_OK)
+        return from_graph(m, st);
     if (opts->device != MAGNA_DEVICE_CPU) {
         if ((st = magna_graph_set_device(g, opts->device)) != MAGNA_OK ||
             (!opts->fp32 && (st = magna_graph_set_bf16(g, true)) != MAGNA_OK))
