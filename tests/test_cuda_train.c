@@ -7,6 +7,7 @@
  * a checkpoint taken on CUDA resumes on the CPU bit for bit in the state it saved, and bf16 mode trains
  * too (looser). Under the emulator this runs in CI; on a GPU in `make gpu-check`; without either, 77. */
 #include "check.h"
+#include "cuda/ops.h" /* the graph's device state: how many pairs compile fused */
 #include "magna.h"
 
 #include <math.h>
@@ -54,6 +55,7 @@ static double max_rel_diff(const float *a, const float *b, size_t n) {
 }
 
 typedef magna_node *(*build_fn)(magna_model *m);
+static int last_fused; /* pairs the last CUDA compile fused (src/cuda/fuse.c) */
 
 static magna_node *build_mlp(magna_model *m) {
     magna_model_input(m, "x", MAGNA_F32, 1, SHAPE(FEATURES));
@@ -97,6 +99,8 @@ static bool train(build_fn build, magna_compile_opts co, magna_device device, bo
         magna_model_free(m);
         return false;
     }
+    magna_graph *mg = magna_model_graph(m);
+    if (device == MAGNA_DEVICE_CUDA) last_fused = mg->cuda ? mg->cuda->fused : -1;
     const bool cls = co.loss == MAGNA_LOSS_SPARSE_CE, lm = build == build_gpt;
     magna_dataset d = {.rows = ROWS, .x = lm ? NULL : X, .x_i32 = lm ? IDS : NULL, .y = cls ? NULL : Y,
                        .labels = lm ? NEXT : cls ? LABELS : NULL};
@@ -133,6 +137,18 @@ static void same_training(const char *name, build_fn build, magna_compile_opts c
           cuda.val_loss, cpu.val_loss);
     CHECK(fabs(cpu.val_metric - cuda.val_metric) <= 2e-3, "%s: val metric %g vs %g", name, cuda.val_metric,
           cpu.val_metric);
+    if (build == build_gpt) { /* pre-LN blocks: bias + GELU and residual + layer norm run fused; unfused, the same */
+        const int fused = last_fused;
+        run plain = {0};
+        setenv("MAGNA_CUDA_NO_FUSE", "1", 1);
+        CHECK(train(build, co, MAGNA_DEVICE_CUDA, true, epochs, &plain), "%s: cuda unfused", name);
+        unsetenv("MAGNA_CUDA_NO_FUSE");
+        const double df = plain.params ? max_rel_diff(plain.params, cuda.params, cuda.n) : INFINITY;
+        printf("%-12s fused %d pairs; unfused run's weights %.1e apart\n", name, fused, df);
+        CHECK(fused >= 4 && last_fused == 0, "%s: %d pairs fused, %d with MAGNA_CUDA_NO_FUSE", name, fused, last_fused);
+        CHECK(df < 1e-4, "%s: fused and unfused runs %.2e apart", name, df); /* the norms sum in another order */
+        free(plain.params);
+    }
     /* bf16 operands: the same run lands near, not on, the float32 one */
     run bf = {0};
     CHECK(train(build, co, MAGNA_DEVICE_CUDA, false, epochs, &bf), "%s: cuda bf16 training", name);
