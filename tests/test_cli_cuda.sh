@@ -46,6 +46,7 @@ cat >"$T/gpt.ini" <<EOF
 kind = text
 path = $CORPUS
 context = 16
+eval_windows = 24
 [model]
 kind = gpt
 layers = 2
@@ -64,6 +65,7 @@ cat >"$T/lstm.ini" <<EOF
 kind = text
 path = $CORPUS
 context = 16
+eval_windows = 24
 [model]
 kind = sequential
 [layer]
@@ -85,7 +87,7 @@ EOF
 cat >"$T/seq2seq.ini" <<EOF
 [data]
 kind = numbers
-test = 50
+test = 20
 [model]
 kind = seq2seq
 layers = 1
