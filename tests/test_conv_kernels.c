@@ -420,6 +420,32 @@ static void run_batch_norm(int N, int C, int H, int W, int threads, uint64_t see
 }
 
 /* Which kernels a conv2d node of cnn layer 2 gets on the current path, at the default thread count. */
+/* Max pooling's 2x2 kernel, AVX-512 against the scalar reference on fresh planes of every width 2..70 (odd ones
+ * too), values drawn from a few levels so that ties are common, and NaNs sprinkled in: values and argmax equal. */
+static void run_pool_2x2_paths(uint64_t seed) {
+    int bad = 0, planes = 0;
+    for (int W = 2; W <= 70; W++)
+        for (int H = 2; H <= 6; H += 3) {
+            const int OH = H / 2, OW = W / 2;
+            float *x = malloc((size_t)(H * W) * sizeof *x), *y0 = malloc((size_t)(OH * OW) * sizeof *y0);
+            float *y1 = malloc((size_t)(OH * OW) * sizeof *y1);
+            int32_t *a0 = malloc((size_t)(OH * OW) * sizeof *a0), *a1 = malloc((size_t)(OH * OW) * sizeof *a1);
+            for (int i = 0; i < H * W; i++) {
+                const uint64_t r = magna_rand_u64(seed + (uint64_t)W, (uint64_t)H, (uint64_t)i);
+                x[i] = r % 23 == 0 ? NAN : (float)(r % 5) - 2.0f;
+            }
+            magna_max_pool_2x2_plane(0, x, y0, a0, W, OH, OW);
+            magna_max_pool_2x2_plane(1, x, y1, a1, W, OH, OW);
+            for (int i = 0; i < OH * OW; i++)
+                bad += a0[i] != a1[i] || (memcmp(&y0[i], &y1[i], sizeof(float)) != 0);
+            planes++;
+            free(x), free(y0), free(y1), free(a0), free(a1);
+        }
+    if (bad) failures++;
+    printf("%-4s max_pool 2x2 vector vs scalar, %d planes (widths 2..70, ties and NaN): %d mismatches\n",
+           bad ? "FAIL" : "ok", planes, bad);
+}
+
 static void print_path(void) {
     magna_graph *g = magna_graph_new(1);
     magna_node *x = magna_param(g, "x", 4, (int64_t[]){4, 32, 14, 14}, magna_init_zeros()); /* wants dx too */
@@ -471,6 +497,7 @@ int main(void) {
         run_config(&more[0], 1, 3, 2000 + (uint64_t)pi * 1000);
         run_config(&more[1], 1, 3, 2001 + (uint64_t)pi * 1000);
     }
+    run_pool_2x2_paths(77);
     /* bf16 mixed precision against the same double reference: within bf16's rounding where the CPU has
      * avx512_bf16 (and oneDNN's bf16 kernels are shown running), float32's tolerance where it falls back */
     if (n_paths == 3) {

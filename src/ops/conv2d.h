@@ -6,6 +6,7 @@
 #include "magna.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* x [N, C, H, W], w [OC, C, KH, KW], bias [OC] or NULL -> y [N, OC, OH, OW] with
  * OH = (H + 2 ph - dh (KH - 1) - 1) / sh + 1 (OW alike), and
@@ -28,5 +29,9 @@ conv2d_path magna_conv2d_get_path(void); /* never DEFAULT: what new nodes get */
  * [fwd jit:avx512_core, bwd_data ..., bwd_weights ...]" or "im2col + sgemm" (with the reason when oneDNN was
  * asked for). Returns buf. */
 const char *magna_conv2d_describe(const magna_node *conv, char *buf, size_t size);
+
+/* Max pooling's 2 x 2 stride-2 kernel over one plane [2 OH.., W] -> y, argmax [OH, OW] (src/ops/pool2d.c): path 0
+ * the fastest the CPU has (AVX-512), 1 the scalar reference; the same bits either way. */
+void magna_max_pool_2x2_plane(int path, const float *xp, float *yp, int32_t *ap, int W, int OH, int OW);
 
 #endif

@@ -11,6 +11,7 @@
  *
  * ip: [0] kernel_h, [1] kernel_w, [2] stride_h, [3] stride_w, [4] pad_h, [5] pad_w. */
 #include "common.h"
+#include "conv2d.h"
 
 #include <math.h>
 
@@ -72,8 +73,9 @@ static inline void take_max(float *best, int *best_i, float v, int i) {
     *best_i = take ? i : *best_i;
 }
 
-/* One plane of the common case: 2 x 2 windows, stride 2, no padding. */
-static void max_pool_2x2_plane(const float *xp, float *yp, int32_t *ap, int W, int OH, int OW) {
+/* One plane of the common case: 2 x 2 windows, stride 2, no padding. The reference; the AVX-512 kernel below is
+ * tested against it (tests/test_conv_kernels.c). */
+static void max_pool_2x2_plane_scalar(const float *xp, float *yp, int32_t *ap, int W, int OH, int OW) {
     for (int oh = 0; oh < OH; oh++) {
         const float *r0 = xp + (2 * oh) * W, *r1 = r0 + W;
         for (int ow = 0; ow < OW; ow++) {
@@ -87,6 +89,59 @@ static void max_pool_2x2_plane(const float *xp, float *yp, int32_t *ap, int W, i
             ap[oh * OW + ow] = best_i;
         }
     }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define POOL_AVX512 1
+/* The same, 16 windows of a row pair at a time: each row's 32 pixels loaded (masked at the plane's edge, which
+ * never faults), split into even and odd columns, and the four candidates taken in the scalar order with its
+ * rule (strictly larger, or NaN over a number), so the result and the argmax are the scalar's bit for bit. The
+ * seed CNN's planes are 28, 14 and 7 wide: one masked vector a row. */
+__attribute__((target("avx512f"))) static void max_pool_2x2_plane_avx512(const float *xp, float *yp, int32_t *ap,
+                                                                        int W, int OH, int OW) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    for (int oh = 0; oh < OH; oh++) {
+        const float *r0 = xp + (2 * oh) * W, *r1 = r0 + W;
+        for (int ow = 0; ow < OW; ow += 16) {
+            const int n = OW - ow < 16 ? OW - ow : 16, cols = 2 * n, c = 2 * ow;
+            const __mmask16 mlo = (__mmask16)(cols >= 16 ? 0xffffu : (1u << cols) - 1);
+            const __mmask16 mhi = (__mmask16)(cols > 16 ? (1u << (cols - 16)) - 1 : 0u);
+            const __mmask16 mout = (__mmask16)(n == 16 ? 0xffffu : (1u << n) - 1);
+            const __m512 a_lo = _mm512_maskz_loadu_ps(mlo, r0 + c), a_hi = _mm512_maskz_loadu_ps(mhi, r0 + c + 16);
+            const __m512 b_lo = _mm512_maskz_loadu_ps(mlo, r1 + c), b_hi = _mm512_maskz_loadu_ps(mhi, r1 + c + 16);
+            const __m512 cand[3] = {_mm512_permutex2var_ps(a_lo, odd, a_hi), _mm512_permutex2var_ps(b_lo, even, b_hi),
+                                    _mm512_permutex2var_ps(b_lo, odd, b_hi)};
+            const __m512i base = _mm512_add_epi32(_mm512_set1_epi32(2 * oh * W + c), even);
+            const int step[3] = {1, W, W + 1};
+            __m512 best = _mm512_permutex2var_ps(a_lo, even, a_hi);
+            __m512i best_i = base;
+            for (int k = 0; k < 3; k++) {
+                const __m512 v = cand[k];
+                const __mmask16 take = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) |
+                                       (_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) & _mm512_cmp_ps_mask(best, best, _CMP_ORD_Q));
+                best = _mm512_mask_mov_ps(best, take, v);
+                best_i = _mm512_mask_mov_epi32(best_i, take, _mm512_add_epi32(base, _mm512_set1_epi32(step[k])));
+            }
+            _mm512_mask_storeu_ps(yp + oh * OW + ow, mout, best);
+            _mm512_mask_storeu_epi32(ap + oh * OW + ow, mout, best_i);
+        }
+    }
+}
+#endif
+
+void magna_max_pool_2x2_plane(int path, const float *xp, float *yp, int32_t *ap, int W, int OH, int OW) {
+#ifdef POOL_AVX512
+    static int avx512 = -1; /* decided once */
+    if (avx512 < 0) avx512 = __builtin_cpu_supports("avx512f");
+    if (path == 0 && avx512) {
+        max_pool_2x2_plane_avx512(xp, yp, ap, W, OH, OW);
+        return;
+    }
+#endif
+    (void)path;
+    max_pool_2x2_plane_scalar(xp, yp, ap, W, OH, OW);
 }
 
 /* y[n, c, oh, ow] = max over the window of x[n, c, ih, iw]; saved = argmax as ih W + iw. */
@@ -103,7 +158,7 @@ static magna_status max_pool2d_forward(magna_graph *g, magna_node *n) {
         float *yp = y + p * plane_out;
         int32_t *ap = arg + p * plane_out;
         if (two_by_two) {
-            max_pool_2x2_plane(xp, yp, ap, d.W, d.OH, d.OW);
+            magna_max_pool_2x2_plane(0, xp, yp, ap, d.W, d.OH, d.OW);
         } else {
             for (int oh = 0; oh < d.OH; oh++)
                 for (int ow = 0; ow < d.OW; ow++) {
