@@ -29,7 +29,7 @@ static magna_status bias_gelu_forward(magna_graph *g, magna_node *n) {
 
 static magna_status add_layer_norm_forward(magna_graph *g, magna_node *n) {
     const magna_node *x1 = n->in[0], *a = x1->in[0], *r = x1->in[1];
-    const magna_node *gamma = n->ip[0] ? n->in[1] : NULL, *beta = n->ip[1] ? n->in[1 + (n->ip[0] ? 1 : 0)] : NULL;
+    const magna_node *gamma = cuda_ln_gamma(n), *beta = cuda_ln_beta(n);
     const int64_t D = x1->shape[x1->ndim - 1], rows = x1->numel / D;
     float *mean = (float *)n->saved;
     const int e = magna_cuda_add_layer_norm_forward(fval(a), fval(r), gamma ? fval(gamma) : NULL,

@@ -165,10 +165,8 @@ magna_status cuda_graph_sync_host(magna_graph *g) {
 }
 
 magna_status cuda_graph_grads_to_host(magna_graph *g) {
-    void *s = cuda_stream(g);
-    int e = cuda_d2h(g->grads, g->dev_grads, g->n_params * sizeof(float), s);
-    if (!e) e = cuda_stream_sync(s);
-    return cuda_fail(g, e, "copying gradients from the device");
+    return cuda_fail(g, cuda_fetch(g->grads, g->dev_grads, g->n_params * sizeof(float), cuda_stream(g)),
+                     "copying gradients from the device");
 }
 
 magna_status cuda_graph_forward(magna_graph *g) {
@@ -227,8 +225,7 @@ magna_status cuda_grads_reduce(magna_graph *g, int mode, float *out) {
     cuda_graph *c = g->cuda;
     float *result = c->scratch + MAGNA_CUDA_REDUCE_BLOCKS;
     int e = magna_cuda_reduce(mode, g->dev_grads, (int64_t)g->n_params, c->scratch, result, c->stream);
-    if (!e) e = cuda_d2h(c->scratch_host, result, sizeof(float), c->stream);
-    if (!e) e = cuda_stream_sync(c->stream);
+    if (!e) e = cuda_fetch(c->scratch_host, result, sizeof(float), c->stream);
     *out = e ? 0.0f : c->scratch_host[0];
     return cuda_fail(g, e, mode == 0 ? "the gradient norm" : "the finite check of the gradients");
 }

@@ -6,6 +6,9 @@
 #include "ops.h"
 
 /* ---- matmul, norms, convolution and pooling (ops_matmul.c, ops_norm.c, ops_conv.c) ---- */
+/* a layer-norm node's optional scale and shift (in[1], in[2] when ip[0], ip[1] say they are there) */
+static inline magna_node *cuda_ln_gamma(const magna_node *n) { return n->ip[0] ? n->in[1] : NULL; }
+static inline magna_node *cuda_ln_beta(const magna_node *n) { return n->ip[1] ? n->in[1 + (n->ip[0] ? 1 : 0)] : NULL; }
 magna_status cuda_matmul_forward(magna_graph *g, magna_node *n);
 void cuda_matmul_backward(magna_graph *g, magna_node *n);
 magna_status cuda_layer_norm_forward(magna_graph *g, magna_node *n);
@@ -25,11 +28,6 @@ size_t cuda_gemm_stage_elems(const magna_graph *g, const magna_node *n);
 
 /* ---- the elementwise family (cuda-ops-a): ops_elementwise.c, ops_shape.c, ops_reduce.c ---------------- */
 
-/* device -> host, then waits for the stream: how a forward reads back its kernel's bad-data flag */
-static inline int cuda_fetch(void *host, const void *device, size_t bytes, void *stream) {
-    const int e = cuda_d2h(host, device, bytes, stream);
-    return e ? e : cuda_stream_sync(stream);
-}
 /* n elements of `size` bytes of device memory in a malloc'd host copy; NULL with the graph's error set
  * (what: the op, for the message). For error messages that name the bad element, as the CPU op does. */
 void *cuda_fetch_all(magna_graph *g, const void *device, int64_t n, size_t size, const char *what);

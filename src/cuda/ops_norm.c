@@ -9,11 +9,9 @@
 #include "ops_glue.h"
 #include "kernels.h"
 
-static magna_node *ln_gamma(const magna_node *n) { return n->ip[0] ? n->in[1] : NULL; }
-static magna_node *ln_beta(const magna_node *n) { return n->ip[1] ? n->in[1 + (n->ip[0] ? 1 : 0)] : NULL; }
 
 magna_status cuda_layer_norm_forward(magna_graph *g, magna_node *n) {
-    const magna_node *x = n->in[0], *gn = ln_gamma(n), *bn = ln_beta(n);
+    const magna_node *x = n->in[0], *gn = cuda_ln_gamma(n), *bn = cuda_ln_beta(n);
     const int64_t D = x->shape[x->ndim - 1], N = x->numel / D;
     float *mean = (float *)n->saved;
     const int e = magna_cuda_layer_norm_forward(fval(x), gn ? fval(gn) : NULL, bn ? fval(bn) : NULL, n->fp[0], N, D,
@@ -22,7 +20,7 @@ magna_status cuda_layer_norm_forward(magna_graph *g, magna_node *n) {
 }
 
 void cuda_layer_norm_backward(magna_graph *g, magna_node *n) {
-    const magna_node *x = n->in[0], *gn = ln_gamma(n), *bn = ln_beta(n);
+    const magna_node *x = n->in[0], *gn = cuda_ln_gamma(n), *bn = cuda_ln_beta(n);
     const int64_t D = x->shape[x->ndim - 1], N = x->numel / D;
     const float *mean = (const float *)n->saved;
     /* the dgamma/dbeta slices take what there is of the graph's workspace (the CPU infer asks >= 2 D floats) */

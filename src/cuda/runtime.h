@@ -31,6 +31,12 @@ int cuda_device_count(int *count);
 int cuda_use_device(int *device);
 const char *cuda_error_string(int err);
 
+/* device -> host, then waits for the stream: a value the host needs now (a bad-data flag, a norm, a read) */
+static inline int cuda_fetch(void *host, const void *device, size_t bytes, void *stream) {
+    const int e = cuda_d2h(host, device, bytes, stream);
+    return e ? e : cuda_stream_sync(stream);
+}
+
 #ifdef __cplusplus
 }
 #endif

@@ -303,36 +303,26 @@ float *magna_node_grad(magna_node *n) {
     return n->grad;
 }
 
+/* bytes of a node's value or gradient (src, in its graph's memory) into the caller's dst */
+static magna_status copy_out(magna_graph *g, void *dst, const void *src, size_t bytes, const char *what) {
+#ifdef MAGNA_HAVE_CUDA
+    if (g->device == MAGNA_DEVICE_CUDA) return cuda_fail(g, cuda_fetch(dst, src, bytes, cuda_stream(g)), what);
+#endif
+    (void)g, (void)what;
+    memcpy(dst, src, bytes);
+    return MAGNA_OK;
+}
+
 magna_status magna_node_read(magna_node *n, void *dst) {
     if (!n || !dst) return MAGNA_ERR_ARG;
     if (!n->value) return graph_state_error(n->g, "read '%s': no value (compile first, and keep the node)", n->name);
-    const size_t bytes = (size_t)n->numel * magna_dtype_size(n->dtype);
-#ifdef MAGNA_HAVE_CUDA
-    if (n->g->device == MAGNA_DEVICE_CUDA) {
-        void *s = cuda_stream(n->g);
-        int e = cuda_d2h(dst, n->value, bytes, s);
-        if (!e) e = cuda_stream_sync(s);
-        return cuda_fail(n->g, e, "reading a value");
-    }
-#endif
-    memcpy(dst, n->value, bytes);
-    return MAGNA_OK;
+    return copy_out(n->g, dst, n->value, (size_t)n->numel * magna_dtype_size(n->dtype), "reading a value");
 }
 
 magna_status magna_node_read_grad(magna_node *n, float *dst) {
     if (!n || !dst) return MAGNA_ERR_ARG;
     if (!n->grad) return graph_state_error(n->g, "read_grad '%s': no gradient (it is not on the path to the loss)", n->name);
-    const size_t bytes = (size_t)n->numel * sizeof(float);
-#ifdef MAGNA_HAVE_CUDA
-    if (n->g->device == MAGNA_DEVICE_CUDA) {
-        void *s = cuda_stream(n->g);
-        int e = cuda_d2h(dst, n->grad, bytes, s);
-        if (!e) e = cuda_stream_sync(s);
-        return cuda_fail(n->g, e, "reading a gradient");
-    }
-#endif
-    memcpy(dst, n->grad, bytes);
-    return MAGNA_OK;
+    return copy_out(n->g, dst, n->grad, (size_t)n->numel * sizeof(float), "reading a gradient");
 }
 
 magna_status magna_graph_set_device(magna_graph *g, magna_device device) {
