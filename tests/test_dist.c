@@ -634,17 +634,27 @@ static void test_rank_errors(void) {
     }
 }
 
-static void test_kill9(void) {
-    const double timeout = 3;
-    int64_t pids[2] = {0, 0};
-    pid_t pid = start_long("kill.log", timeout, pids);
-    if (pid < 0) return;
+/* A long 2-rank job with the deadline `timeout`, rank 1 sent `sig` once it runs: the job's wait status (-1 when
+ * it did not end within 20 s; -2 when it did not start, already reported) and the seconds from the signal to
+ * its end. */
+static int signal_rank_1(const char *log, double timeout, int sig, int64_t pids[2], double *took) {
+    pid_t pid = start_long(log, timeout, pids);
+    if (pid < 0) return -2;
     struct timespec settle = {0, 200 * 1000 * 1000};
     nanosleep(&settle, NULL);
     const double t0 = now_s();
-    kill((pid_t)pids[1], SIGKILL);
+    kill((pid_t)pids[1], sig);
     const int st = wait_for(pid, 20);
-    const double took = now_s() - t0;
+    *took = now_s() - t0;
+    return st;
+}
+
+static void test_kill9(void) {
+    const double timeout = 3;
+    int64_t pids[2] = {0, 0};
+    double took = 0;
+    const int st = signal_rank_1("kill.log", timeout, SIGKILL, pids, &took);
+    if (st == -2) return;
     printf("  kill -9 rank 1: the job ended in %.2f s (deadline %.0f s), status %d\n", took, timeout, st);
     CHECK(st != -1, "the job did not end within 20 s");
     CHECK(st != 0, "the job ended with status 0 after a rank died");
@@ -656,14 +666,9 @@ static void test_kill9(void) {
 static void test_sigstop(void) {
     const double timeout = 2;
     int64_t pids[2] = {0, 0};
-    pid_t pid = start_long("stop.log", timeout, pids);
-    if (pid < 0) return;
-    struct timespec settle = {0, 200 * 1000 * 1000};
-    nanosleep(&settle, NULL);
-    const double t0 = now_s();
-    kill((pid_t)pids[1], SIGSTOP);
-    const int st = wait_for(pid, 20);
-    const double took = now_s() - t0;
+    double took = 0;
+    const int st = signal_rank_1("stop.log", timeout, SIGSTOP, pids, &took);
+    if (st == -2) return;
     printf("  SIGSTOP rank 1: the job ended in %.2f s (deadline %.0f s), status %d\n", took, timeout, st);
     CHECK(st != -1 && st != 0, "status %d", st);
     CHECK(took >= timeout * 0.9 && took <= timeout * 1.25 + 0.5 + 2, "the deadline fired after %.2f s", took);
