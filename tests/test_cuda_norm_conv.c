@@ -242,7 +242,7 @@ static void convolution(int N, int C, int H, int W, int OC, int KH, int KW, int 
 /* ---- pooling --------------------------------------------------------------------------------------------------- */
 
 static void pooling(int max, int N, int C, int H, int W, int KH, int KW, int sh, int sw, int ph, int pw) {
-    magna_cuda_pool d = {(int64_t)N * C, H, W, (H + 2 * ph - KH) / sh + 1, (W + 2 * pw - KW) / sw + 1, KH, KW, sh, sw, ph, pw};
+    magna_pool_dims d = {(int64_t)N * C, H, W, (H + 2 * ph - KH) / sh + 1, (W + 2 * pw - KW) / sw + 1, KH, KW, sh, sw, ph, pw};
     const int64_t ni = d.planes * H * W, no = d.planes * d.OH * d.OW;
     float *x = rand_host(ni), *dy = rand_host(no), *dx0 = rand_host(ni);
     for (int64_t i = 0; i < ni; i++) x[i] = roundf(x[i] * 4) / 4; /* ties, so the first-wins rule matters */

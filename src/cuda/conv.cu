@@ -98,7 +98,7 @@ __global__ void stage_kernel(magna_launch_1d l, const float *__restrict__ dy, in
 /* ---- pooling: an output (forward) or an input pixel (backward) a thread ------------------------------------- */
 
 template <class I>
-__global__ void max_pool_kernel(magna_launch_1d l, magna_cuda_pool d, const float *__restrict__ x, float *__restrict__ y,
+__global__ void max_pool_kernel(magna_launch_1d l, magna_pool_dims d, const float *__restrict__ x, float *__restrict__ y,
                                 int32_t *__restrict__ arg) {
     const int64_t stride = magna_launch_1d_stride(&l);
     for (int64_t e = magna_launch_1d_first(&l, blockIdx.x, threadIdx.x); e < l.n; e += stride) {
@@ -118,7 +118,7 @@ __global__ void max_pool_kernel(magna_launch_1d l, magna_cuda_pool d, const floa
 
 /* dx[plane, i] += dy of every window whose argmax is i, windows in (oh, ow) order as the CPU adds them */
 template <class I>
-__global__ void max_pool_backward_kernel(magna_launch_1d l, magna_cuda_pool d, const float *__restrict__ dy,
+__global__ void max_pool_backward_kernel(magna_launch_1d l, magna_pool_dims d, const float *__restrict__ dy,
                                          const int32_t *__restrict__ arg, float *__restrict__ dx) {
     const int64_t stride = magna_launch_1d_stride(&l), plane_out = (int64_t)d.OH * d.OW;
     const I plane_in = (I)d.H * (I)d.W;
@@ -139,7 +139,7 @@ __global__ void max_pool_backward_kernel(magna_launch_1d l, magna_cuda_pool d, c
 }
 
 template <class I>
-__global__ void avg_pool_kernel(magna_launch_1d l, magna_cuda_pool d, const float *__restrict__ x, float *__restrict__ y) {
+__global__ void avg_pool_kernel(magna_launch_1d l, magna_pool_dims d, const float *__restrict__ x, float *__restrict__ y) {
     const int64_t stride = magna_launch_1d_stride(&l);
     for (int64_t e = magna_launch_1d_first(&l, blockIdx.x, threadIdx.x); e < l.n; e += stride) {
         const I i = (I)e, row = i / (I)d.OW, plane = row / (I)d.OH;
@@ -156,7 +156,7 @@ __global__ void avg_pool_kernel(magna_launch_1d l, magna_cuda_pool d, const floa
 
 /* dx[plane, ih, iw] += dy / count of every window holding the pixel */
 template <class I>
-__global__ void avg_pool_backward_kernel(magna_launch_1d l, magna_cuda_pool d, const float *__restrict__ dy,
+__global__ void avg_pool_backward_kernel(magna_launch_1d l, magna_pool_dims d, const float *__restrict__ dy,
                                          float *__restrict__ dx) {
     const int64_t stride = magna_launch_1d_stride(&l), plane_out = (int64_t)d.OH * d.OW;
     for (int64_t e = magna_launch_1d_first(&l, blockIdx.x, threadIdx.x); e < l.n; e += stride) {
@@ -214,19 +214,19 @@ extern "C" int magna_cuda_conv_stage(const float *dy, int g, int OC, int64_t P, 
     return LAUNCH_INDEXED((int64_t)g * OC * P, stream, stage_kernel, dy, g, OC, P, dys);
 }
 
-extern "C" int magna_cuda_max_pool_forward(const magna_cuda_pool *d, const float *x, float *y, int32_t *arg, void *stream) {
+extern "C" int magna_cuda_max_pool_forward(const magna_pool_dims *d, const float *x, float *y, int32_t *arg, void *stream) {
     return LAUNCH_INDEXED(d->planes * d->OH * d->OW, stream, max_pool_kernel, *d, x, y, arg);
 }
 
-extern "C" int magna_cuda_max_pool_backward(const magna_cuda_pool *d, const float *dy, const int32_t *arg, float *dx,
+extern "C" int magna_cuda_max_pool_backward(const magna_pool_dims *d, const float *dy, const int32_t *arg, float *dx,
                                             void *stream) {
     return LAUNCH_INDEXED(d->planes * d->H * d->W, stream, max_pool_backward_kernel, *d, dy, arg, dx);
 }
 
-extern "C" int magna_cuda_avg_pool_forward(const magna_cuda_pool *d, const float *x, float *y, void *stream) {
+extern "C" int magna_cuda_avg_pool_forward(const magna_pool_dims *d, const float *x, float *y, void *stream) {
     return LAUNCH_INDEXED(d->planes * d->OH * d->OW, stream, avg_pool_kernel, *d, x, y);
 }
 
-extern "C" int magna_cuda_avg_pool_backward(const magna_cuda_pool *d, const float *dy, float *dx, void *stream) {
+extern "C" int magna_cuda_avg_pool_backward(const magna_pool_dims *d, const float *dy, float *dx, void *stream) {
     return LAUNCH_INDEXED(d->planes * d->H * d->W, stream, avg_pool_backward_kernel, *d, dy, dx);
 }

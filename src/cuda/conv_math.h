@@ -13,6 +13,13 @@
 
 #include "elementwise_math.h" /* MAGNA_HD */
 
+/* A pooling node's geometry, read from the node by pool2d.c's magna_pool_dims_of for the CPU op and the CUDA
+ * kernels alike: planes N C of H x W into OH x OW, window KH x KW, stride sh, sw, padding ph, pw. */
+typedef struct magna_pool_dims {
+    int64_t planes;
+    int H, W, OH, OW, KH, KW, sh, sw, ph, pw;
+} magna_pool_dims;
+
 /* The outputs o in [*lo, *hi) of a sliding window (stride s, padding p, kernel extent k) whose window holds
  * input position i: o s - p <= i < o s - p + k, and 0 <= o < out. Empty when *lo >= *hi. */
 MAGNA_HD void magna_cm_windows_of(int i, int s, int p, int k, int out, int *lo, int *hi) {

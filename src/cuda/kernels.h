@@ -10,6 +10,7 @@
 
 #include "elementwise_math.h"
 #include "launch.h"
+#include "conv_math.h" /* magna_pool_dims */
 
 #ifdef __cplusplus
 extern "C" {
@@ -133,16 +134,12 @@ int magna_cuda_bias_grad(const float *dy, int N, int OC, int64_t P, float *db, v
 /* dys [OC, g P] = dy [g, OC, P] (a group's gradients side by side) */
 int magna_cuda_conv_stage(const float *dy, int g, int OC, int64_t P, float *dys, void *stream);
 
-typedef struct magna_cuda_pool {
-    int64_t planes; /* N C */
-    int H, W, OH, OW, KH, KW, sh, sw, ph, pw;
-} magna_cuda_pool;
 /* pool2d.c's max pooling: y and the argmax (ih W + iw in the plane); backward dx[argmax] += dy, gathered */
-int magna_cuda_max_pool_forward(const magna_cuda_pool *d, const float *x, float *y, int32_t *arg, void *stream);
-int magna_cuda_max_pool_backward(const magna_cuda_pool *d, const float *dy, const int32_t *arg, float *dx, void *stream);
+int magna_cuda_max_pool_forward(const magna_pool_dims *d, const float *x, float *y, int32_t *arg, void *stream);
+int magna_cuda_max_pool_backward(const magna_pool_dims *d, const float *dy, const int32_t *arg, float *dx, void *stream);
 /* average over the window's real pixels; backward dx += dy / count of every window holding a pixel */
-int magna_cuda_avg_pool_forward(const magna_cuda_pool *d, const float *x, float *y, void *stream);
-int magna_cuda_avg_pool_backward(const magna_cuda_pool *d, const float *dy, float *dx, void *stream);
+int magna_cuda_avg_pool_forward(const magna_pool_dims *d, const float *x, float *y, void *stream);
+int magna_cuda_avg_pool_backward(const magna_pool_dims *d, const float *dy, float *dx, void *stream);
 
 /* ---- the elementwise family (cuda-ops-a): elementwise.cu, reduce.cu, softmax.cu, embedding.cu ----------
  * Index spaces (magna_index) and reduction shapes come from launch.h; `bad` arguments are a device int the

@@ -12,6 +12,7 @@
  *             when two samples' worth does not fit, a GEMM a sample
  *   dbias     sum of dy over samples and positions, a block per channel
  * Every sum is in a fixed order: the same bits every run. */
+#include "ops/conv2d.h" /* magna_pool_dims_of */
 #include "ops_glue.h"
 #include "kernels.h"
 
@@ -141,39 +142,28 @@ void cuda_conv2d_backward(magna_graph *g, magna_node *n) {
 
 /* ---- pooling -------------------------------------------------------------------------------------------------- */
 
-static magna_cuda_pool pool_of(const magna_node *n) {
-    const magna_node *x = n->in[0];
-    magna_cuda_pool d;
-    d.planes = x->shape[0] * x->shape[1];
-    d.H = (int)x->shape[2], d.W = (int)x->shape[3];
-    d.OH = (int)n->shape[2], d.OW = (int)n->shape[3];
-    d.KH = (int)n->ip[0], d.KW = (int)n->ip[1], d.sh = (int)n->ip[2], d.sw = (int)n->ip[3];
-    d.ph = (int)n->ip[4], d.pw = (int)n->ip[5];
-    return d;
-}
-
 magna_status cuda_max_pool2d_forward(magna_graph *g, magna_node *n) {
-    const magna_cuda_pool d = pool_of(n);
+    const magna_pool_dims d = magna_pool_dims_of(n);
     const int e = magna_cuda_max_pool_forward(&d, fval(n->in[0]), fval(n), (int32_t *)n->saved, cuda_stream(g));
     return cuda_fail(g, e, "max_pool2d forward");
 }
 
 void cuda_max_pool2d_backward(magna_graph *g, magna_node *n) {
     if (!n->in[0]->grad) return;
-    const magna_cuda_pool d = pool_of(n);
+    const magna_pool_dims d = magna_pool_dims_of(n);
     const int e = magna_cuda_max_pool_backward(&d, n->grad, (const int32_t *)n->saved, n->in[0]->grad, cuda_stream(g));
     if (e) cuda_fail(g, e, "max_pool2d backward");
 }
 
 magna_status cuda_avg_pool2d_forward(magna_graph *g, magna_node *n) {
-    const magna_cuda_pool d = pool_of(n);
+    const magna_pool_dims d = magna_pool_dims_of(n);
     const int e = magna_cuda_avg_pool_forward(&d, fval(n->in[0]), fval(n), cuda_stream(g));
     return cuda_fail(g, e, "avg_pool2d forward");
 }
 
 void cuda_avg_pool2d_backward(magna_graph *g, magna_node *n) {
     if (!n->in[0]->grad) return;
-    const magna_cuda_pool d = pool_of(n);
+    const magna_pool_dims d = magna_pool_dims_of(n);
     const int e = magna_cuda_avg_pool_backward(&d, n->grad, n->in[0]->grad, cuda_stream(g));
     if (e) cuda_fail(g, e, "avg_pool2d backward");
 }

@@ -4,6 +4,7 @@
 #define MAGNA_OPS_CONV2D_H
 
 #include "magna.h"
+#include "cuda/conv_math.h" /* magna_pool_dims */
 
 #include <stddef.h>
 #include <stdint.h>
@@ -29,6 +30,9 @@ conv2d_path magna_conv2d_get_path(void); /* never DEFAULT: what new nodes get */
  * [fwd jit:avx512_core, bwd_data ..., bwd_weights ...]" or "im2col + sgemm" (with the reason when oneDNN was
  * asked for). Returns buf. */
 const char *magna_conv2d_describe(const magna_node *conv, char *buf, size_t size);
+
+/* A max or avg pooling node's geometry (src/ops/pool2d.c), for the CPU op and the CUDA glue. */
+magna_pool_dims magna_pool_dims_of(const magna_node *pool);
 
 /* Max pooling's 2 x 2 stride-2 kernel over one plane [2 OH.., W] -> y, argmax [OH, OW] (src/ops/pool2d.c): path 0
  * the fastest the CPU has (AVX-512), 1 the scalar reference; the same bits either way. */

@@ -15,12 +15,9 @@
 
 #include <math.h>
 
-typedef struct pool_dims {
-    int64_t planes; /* N C */
-    int H, W, OH, OW, KH, KW, sh, sw, ph, pw;
-} pool_dims;
+typedef magna_pool_dims pool_dims;
 
-static pool_dims pool_dims_of(const magna_node *n) {
+magna_pool_dims magna_pool_dims_of(const magna_node *n) {
     const magna_node *x = n->in[0];
     pool_dims d;
     d.planes = x->shape[0] * x->shape[1];
@@ -147,7 +144,7 @@ void magna_max_pool_2x2_plane(int path, const float *xp, float *yp, int32_t *ap,
 /* y[n, c, oh, ow] = max over the window of x[n, c, ih, iw]; saved = argmax as ih W + iw. */
 static magna_status max_pool2d_forward(magna_graph *g, magna_node *n) {
     (void)g;
-    const pool_dims d = pool_dims_of(n);
+    const pool_dims d = magna_pool_dims_of(n);
     const float *x = fval(n->in[0]);
     float *y = fval(n);
     int32_t *arg = (int32_t *)n->saved;
@@ -181,7 +178,7 @@ static void max_pool2d_backward(magna_graph *g, magna_node *n) {
     (void)g;
     float *dx = n->in[0]->grad;
     if (!dx) return;
-    const pool_dims d = pool_dims_of(n);
+    const pool_dims d = magna_pool_dims_of(n);
     const float *dy = n->grad;
     const int32_t *arg = (const int32_t *)n->saved;
     const int64_t plane_in = (int64_t)d.H * d.W, plane_out = (int64_t)d.OH * d.OW;
@@ -196,7 +193,7 @@ PARALLEL_FOR(n->numel > PAR_MIN, p, d.planes,
 /* y[n, c, oh, ow] = mean of x[n, c, ih, iw] over the real pixels of the window. */
 static magna_status avg_pool2d_forward(magna_graph *g, magna_node *n) {
     (void)g;
-    const pool_dims d = pool_dims_of(n);
+    const pool_dims d = magna_pool_dims_of(n);
     const float *x = fval(n->in[0]);
     float *y = fval(n);
     const int64_t plane_in = (int64_t)d.H * d.W, plane_out = (int64_t)d.OH * d.OW;
@@ -221,7 +218,7 @@ static void avg_pool2d_backward(magna_graph *g, magna_node *n) {
     (void)g;
     float *dx = n->in[0]->grad;
     if (!dx) return;
-    const pool_dims d = pool_dims_of(n);
+    const pool_dims d = magna_pool_dims_of(n);
     const float *dy = n->grad;
     const int64_t plane_in = (int64_t)d.H * d.W, plane_out = (int64_t)d.OH * d.OW;
 PARALLEL_FOR(n->numel > PAR_MIN / 4, p, d.planes, 
