@@ -414,6 +414,19 @@ static void test_malformed(void) {
     expect_bad(text, ":19: [train] key 'beta2': only adam and adamw take it");
 }
 
+/* The precision and init options' refusals: --fp32 with --bf16, an init scheme that does not exist. */
+static void test_precision_and_init_misuse(void) {
+    char args[3 * PATH_MAX];
+    const char *bad[][2] = {
+        {"train '%s/models/housing-mlp.ini' --fp32 --bf16", "--fp32 and --bf16: choose one"},
+        {"summary '%s/models/housing-mlp.ini' --set model.init=pytorch", "[model] key 'init'"}};
+    for (int i = 0; i < 2; i++) {
+        snprintf(args, sizeof args, bad[i][0], root);
+        const int rc = run(args, out, sizeof out);
+        CHECK(rc == 2 && strstr(out, bad[i][1]), "%s: exit 2 and '%s' (rc %d): %s", args, bad[i][1], rc, out);
+    }
+}
+
 /* models/gpt2-124m.ini: its padded vocabulary, --set (in place, added, refused), a few layers of it trained 2
  * steps on random tokens with --log-steps, resumed from the checkpoint alone (which holds the overridden
  * file), and what random tokens cannot do. */
@@ -787,6 +800,7 @@ int main(void) {
           "--device cuda (rc %d): %s", rc, out);
     test_summaries();
     test_gpt2();
+    test_precision_and_init_misuse();
     test_malformed();
     test_train_eval();
     test_predict();
