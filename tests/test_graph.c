@@ -1,10 +1,13 @@
 /* test_graph.c — what the graph promises beyond single ops: memory reuse by lifetime, a smaller last
  * batch on the same plan, gradient accumulation, seeded determinism of init and dropout, training vs
- * inference mode, flat parameter buffers, and an MLP that learns. */
+ * inference mode, flat parameter buffers, an MLP that learns, and the compile-time rewrites (conv+ReLU
+ * fusion, gradients assigned by their first writer instead of zeroed) changing no number. */
 #include "check.h"
 #include "magna.h"
+#include "../src/ops/conv2d.h" /* magna_conv2d_set_path: both kernels of the fused conv */
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define SHAPE(...) ((int64_t[]){__VA_ARGS__})
@@ -154,6 +157,60 @@ static void test_learns(void) {
     magna_graph_free(g);
 }
 
+/* A small CNN where every rewrite applies and one must not: conv1 -> relu (fused) -> max pool -> conv2, whose
+ * output feeds both a relu and an add (two consumers: not fused; its gradient has two writers) -> reshape ->
+ * dense -> cross-entropy. Compiled with MAGNA_NO_FUSE set or not; *arena: the bytes of all its buffers. */
+static magna_graph *small_cnn(bool fuse, float *loss_out, size_t *arena) {
+    if (fuse)
+        unsetenv("MAGNA_NO_FUSE");
+    else
+        setenv("MAGNA_NO_FUSE", "1", 1);
+    magna_graph *g = magna_graph_new(21);
+    magna_node *x = magna_input(g, "x", MAGNA_F32, 4, SHAPE(4, 2, 8, 8));
+    magna_node *y = magna_input(g, "y", MAGNA_I32, 1, SHAPE(4));
+    const magna_conv2d_opts same = {.pad_h = 1, .pad_w = 1};
+    magna_node *c1 = magna_conv2d(g, x, magna_param(g, "w1", 4, SHAPE(6, 2, 3, 3), magna_init_he_normal()),
+                                  magna_param(g, "b1", 1, SHAPE(6), magna_init_uniform(-0.1f, 0.1f)), same);
+    magna_node *p1 = magna_max_pool2d(g, magna_relu(g, c1), (magna_pool2d_opts){.kernel_h = 2, .kernel_w = 2});
+    magna_node *c2 = magna_conv2d(g, p1, magna_param(g, "w2", 4, SHAPE(4, 6, 3, 3), magna_init_he_normal()),
+                                  magna_param(g, "b2", 1, SHAPE(4), magna_init_uniform(-0.1f, 0.1f)), same);
+    magna_node *h = magna_reshape(g, magna_add(g, magna_relu(g, c2), c2), 2, SHAPE(4, 64));
+    magna_node *logits = magna_matmul(g, h, magna_param(g, "w3", 2, SHAPE(64, 3), magna_init_xavier_normal()),
+                                      false, false);
+    magna_node *loss = magna_cross_entropy(g, logits, y);
+    CHECK(magna_graph_compile(g, loss) == MAGNA_OK, "compile: %s", magna_graph_errmsg(g));
+    unsetenv("MAGNA_NO_FUSE");
+    float *xd = magna_node_data(x);
+    for (int i = 0; i < 4 * 2 * 8 * 8; i++) xd[i] = 2 * magna_rand_uniform(5, 0, (uint64_t)i) - 1;
+    for (int i = 0; i < 4; i++) magna_node_data_i32(y)[i] = i % 3;
+    magna_graph_zero_grad(g);
+    CHECK(magna_graph_forward(g) == MAGNA_OK && magna_graph_backward(g) == MAGNA_OK, "step: %s",
+          magna_graph_errmsg(g));
+    *loss_out = magna_node_data(loss)[0];
+    *arena = magna_graph_unplanned_bytes(g); /* the fused relu is a view: one activation fewer */
+    return g;
+}
+
+static void test_rewrites_change_nothing(void) {
+    const conv2d_path paths[] = {CONV2D_ONEDNN, CONV2D_IM2COL};
+    for (int k = 0; k < 2; k++) {
+        magna_conv2d_set_path(paths[k]);
+        float lf, lu;
+        size_t af, au, n;
+        magna_graph *fused = small_cnn(true, &lf, &af), *plain = small_cnn(false, &lu, &au);
+        const float *gf = magna_graph_grads(fused, &n), *gu = magna_graph_grads(plain, NULL);
+        double worst = 0, scale = 0;
+        for (size_t i = 0; i < n; i++) worst = fmax(worst, fabs(gf[i] - gu[i])), scale = fmax(scale, fabs(gu[i]));
+        printf("rewrites (%s): loss %.6f fused vs %.6f not, grads differ by %.2g of %.2g, buffers %zu vs %zu bytes\n",
+               k ? "im2col" : "oneDNN", lf, lu, worst, scale, af, au);
+        CHECK(lf == lu, "the fused conv+relu changed the loss: %.9g vs %.9g", lf, lu);
+        CHECK(worst <= 1e-6 * scale && scale > 0, "the fused graph's grads differ by %g (largest %g)", worst, scale);
+        CHECK(af < au, "fusing conv1's relu saved no memory: %zu vs %zu bytes", af, au);
+        magna_graph_free(fused), magna_graph_free(plain);
+    }
+    magna_conv2d_set_path(CONV2D_DEFAULT);
+}
+
 int main(void) {
     printf("%s\n", magna_runtime_info());
     test_memory_reuse();
@@ -161,5 +218,6 @@ int main(void) {
     test_accumulation_and_determinism();
     test_flat_params();
     test_learns();
+    test_rewrites_change_nothing();
     return check_finish("test_graph");
 }

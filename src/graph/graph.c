@@ -89,6 +89,7 @@ void magna_graph_free(magna_graph *g) {
     free(g->order);
     free(g->grad_zero);
     free(g->grad_zero_pool);
+    graph_profile_report_and_free(g);
     free(g);
 }
 

@@ -37,6 +37,9 @@ enum {
     OPF_BWD_INPUTS = 1u << 0, /* backward reads the input values */
     OPF_BWD_OUTPUT = 1u << 1, /* backward reads this node's output value */
     OPF_VIEW = 1u << 2,       /* the output aliases in[0]'s memory (reshape) */
+    /* backward honours n->grad_assign: for each input i whose bit is set it writes every element of
+     * in[i]->grad (=) instead of adding into it (+=), so the planner need not zero that gradient first. */
+    OPF_GRAD_ASSIGN = 1u << 3,
 };
 
 struct magna_node {
@@ -75,6 +78,12 @@ struct magna_node {
     void *saved;
     void *kernel_state; /* an op's own handles (e.g. oneDNN primitives), freed by its release hook */
     int grad_born_at; /* id of the consumer whose backward first writes this grad (zero it there) */
+    /* CPU fusion (plan.c, fuse_conv_relu): a conv2d whose only consumer is a ReLU applies it in its own
+     * forward (relu_fused), and that ReLU's value is then the conv's memory and its forward nothing
+     * (alias_input, planned as a view). The ReLU's backward runs as before. */
+    bool relu_fused, alias_input;
+    unsigned grad_assign; /* bit i: this node's backward is the first writer of in[i]->grad and assigns it
+                           * (OPF_GRAD_ASSIGN ops on the CPU; plan.c step 5); else it adds into it */
     /* On a CUDA graph value/grad/saved are device memory; `host` is the copy the caller reads and writes:
      * inputs (uploaded by forward), kept nodes (downloaded after forward), params and states (mirrors in
      * g->params / g->states). NULL on the CPU, where value is the host memory itself. */
@@ -111,6 +120,7 @@ struct magna_graph {
     int n_order;
     magna_node ***grad_zero; /* per node id: grads to zero before its backward (NULL-terminated) */
     magna_node **grad_zero_pool;
+    struct graph_profile *profile; /* MAGNA_PROFILE set at compile: seconds per op kind (run.c) */
 
     /* the device (include/magna/cuda.h). On CUDA, params/grads/states above are host mirrors of the
      * dev_ buffers; which side is newer is tracked so that reads and writes through the API stay coherent
@@ -149,6 +159,11 @@ magna_status magna_error_set(magna_error *err, magna_status status, const char *
 /* io/tensorboard.c: mkdir -p; 0, or an errno with the path that failed copied into `failed`. */
 int magna_io_mkdirs(const char *dir, char *failed, size_t cap);
 
+/* run.c: the op profiler (MAGNA_PROFILE=1): made at compile, its table printed to stderr and freed by
+ * magna_graph_free. */
+void graph_profile_start(magna_graph *g);
+void graph_profile_report_and_free(magna_graph *g);
+
 /* graph.c */
 magna_status graph_error(magna_graph *g, magna_status status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -159,6 +174,11 @@ magna_status graph_state_error(magna_graph *g, const char *fmt, ...) __attribute
 void node_set_shape(magna_node *n, int ndim, const int64_t *shape);
 const char *shape_str(const magna_node *n, char *buf, size_t size); /* "[2, 3]" */
 #define SHAPE_STR_MAX 128
+
+/* The node's value is in[0]'s memory: a view op (reshape), or a fused ReLU (alias_input). */
+static inline bool node_is_view(const magna_node *n) {
+    return n->kind == NODE_OP && ((magna_op_table[n->op]->flags & OPF_VIEW) || n->alias_input);
+}
 
 static inline float *fval(const magna_node *n) { return (float *)n->value; }
 static inline int32_t *ival(const magna_node *n) { return (int32_t *)n->value; }

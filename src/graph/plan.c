@@ -131,6 +131,27 @@ static magna_status find_batch(magna_graph *g, int64_t *batch) {
     return MAGNA_OK;
 }
 
+/* CPU only: a conv2d whose one consumer is a ReLU applies it in its forward (oneDNN's post-op, or the im2col
+ * path's bias loop), and the ReLU becomes a view of the conv's output: the pass that read and wrote the
+ * whole activation again goes, and so does its buffer. The ReLU's backward reads that shared output, as
+ * before. Not where the conv's own output is kept (it would read as the ReLU's). MAGNA_NO_FUSE=1 turns it
+ * off, to compare. */
+static void fuse_conv_relu(magna_graph *g) {
+    const char *off = getenv("MAGNA_NO_FUSE");
+    const bool fuse = g->device == MAGNA_DEVICE_CPU && !(off && *off && strcmp(off, "0"));
+    for (int i = 0; i < g->n_nodes; i++) g->nodes[i]->relu_fused = g->nodes[i]->alias_input = false;
+    for (int i = 0; i < g->n_nodes && fuse; i++) {
+        magna_node *r = g->nodes[i], *c = r->n_in == 1 ? r->in[0] : NULL;
+        if (r->kind != NODE_OP || r->op != OP_RELU || !r->live || !c || c->kind != NODE_OP || c->op != OP_CONV2D ||
+            c->keep)
+            continue;
+        int consumers = 0;
+        for (int j = 0; j < g->n_nodes; j++)
+            for (int k = 0; k < g->nodes[j]->n_in; k++) consumers += g->nodes[j]->live && g->nodes[j]->in[k] == c;
+        if (consumers == 1) c->relu_fused = r->alias_input = true;
+    }
+}
+
 magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
     if (!g) return MAGNA_ERR_ARG;
     if (g->build_status != MAGNA_OK) return g->build_status;
@@ -165,11 +186,13 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
     magna_status st = find_batch(g, &g->batch);
     if (st != MAGNA_OK) return st;
     g->compiled_batch = g->batch;
+    fuse_conv_relu(g);
     /* A graph given its device or precision after its nodes were built (magna_model_compile does that): the ops
      * size their saved and workspace memory (and make their kernels) again, for how they will run (cross-entropy on CUDA keeps a
      * log-sum-exp a row, not the CPU's softmax: 13 GB less at GPT-2's batch). */
-    for (int i = 0; i < N && (g->device != MAGNA_DEVICE_CPU || g->bf16); i++) {
+    for (int i = 0; i < N; i++) {
         magna_node *n = g->nodes[i];
+        if (!(g->device != MAGNA_DEVICE_CPU || g->bf16 || n->relu_fused)) continue; /* a fused conv remakes its kernels */
         if (n->live && n->kind == NODE_OP && (st = magna_op_table[n->op]->infer(g, n)) != MAGNA_OK) return st;
     }
 
@@ -205,7 +228,7 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
     /* A view keeps its source alive as long as itself (reverse order reaches chains of views). */
     for (int i = N - 1; i >= 0; i--) {
         magna_node *n = g->nodes[i];
-        if (n->live && n->kind == NODE_OP && (magna_op_table[n->op]->flags & OPF_VIEW)) {
+        if (n->live && node_is_view(n)) {
             int s = n->in[0]->id;
             if (vend[i] > vend[s]) vend[s] = vend[i];
         }
@@ -222,7 +245,7 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
         n->saved_capacity = n->saved_bytes;
         if (n->kind == NODE_OP) g->order[n_order++] = n;
         if (n->kind == NODE_PARAM || n->kind == NODE_STATE) continue;
-        bool view = n->kind == NODE_OP && (magna_op_table[n->op]->flags & OPF_VIEW);
+        bool view = node_is_view(n);
         /* inputs are written by the user before forward starts: alive over the whole step */
         int born = n->kind == NODE_INPUT ? 0 : i;
         if (!view) blocks[nb++] = (block){align_up((size_t)n->numel * magna_dtype_size(n->dtype)), 0, born, vend[i], n, 0};
@@ -290,7 +313,7 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
     }
     for (int i = 0; i < N; i++) { /* views point into their (already placed) source */
         magna_node *n = g->nodes[i];
-        if (n->live && n->kind == NODE_OP && (magna_op_table[n->op]->flags & OPF_VIEW)) n->value = n->in[0]->value;
+        if (n->live && node_is_view(n)) n->value = n->in[0]->value;
     }
 
     g->loss = loss; /* before the mirrors: cuda_graph_mirrors sizes the loss's seed buffer */
@@ -303,18 +326,31 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
     }
 #endif
 
-    /* 5. Which activation grads each backward step must zero first (params accumulate instead). */
+    /* 5. Which activation grads each backward step must zero first (params accumulate instead). A grad whose
+     *    first writer assigns it (OPF_GRAD_ASSIGN, CPU only, the node one input of it, not two) is not
+     *    zeroed: zeroing costs a pass over memory as large as the activations, a fifth of a CNN's step. */
+    for (int j = 0; j < N; j++) g->nodes[j]->grad_assign = 0;
     for (int j = 0; j < N; j++) {
+        magna_node *c = g->nodes[j];
         g->grad_zero[j] = g->grad_zero_pool + n_zero;
+        const bool assigns = !on_cuda && c->kind == NODE_OP && (magna_op_table[c->op]->flags & OPF_GRAD_ASSIGN);
         for (int i = 0; i < N; i++) {
             magna_node *n = g->nodes[i];
-            if (n->needs_grad && n->kind == NODE_OP && n->grad_born_at == j) g->grad_zero_pool[n_zero++] = n;
+            if (!(n->needs_grad && n->kind == NODE_OP && n->grad_born_at == j)) continue;
+            int slot = -1, uses = 0;
+            for (int k = 0; k < c->n_in; k++)
+                if (c->in[k] == n) slot = k, uses++;
+            if (assigns && uses == 1 && slot < (int)(8 * sizeof c->grad_assign))
+                c->grad_assign |= 1u << slot;
+            else
+                g->grad_zero_pool[n_zero++] = n;
         }
         g->grad_zero_pool[n_zero++] = NULL;
         if (n_zero > 2 * N) break; /* cannot happen: each node is listed once, plus N terminators */
     }
     free(vend), free(last_gc), free(blocks), free(scratch);
     g->compiled = true;
+    graph_profile_start(g);
     return MAGNA_OK;
 }
 

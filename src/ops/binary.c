@@ -5,6 +5,7 @@
 #include "../cuda/launch.h"
 
 #include <math.h>
+#include <string.h>
 
 /* The output seen as rows of its last dimension; each operand has a stride per output dim. */
 typedef struct bcast {
@@ -132,8 +133,9 @@ static inline float partial(op_id op, int which, float x, float y, float o) {
     }
 }
 
-/* Accumulates the gradient of one operand. Rows run in parallel only when that operand is not
- * broadcast (then no two rows write the same element). */
+/* Accumulates the gradient of one operand, or assigns it as its first writer (grad_assigns): a full-size
+ * operand's elements are each written once; a broadcast one is zeroed first (it is small) and summed into.
+ * Rows run in parallel only when that operand is not broadcast (then no two rows write the same element). */
 static void binary_backward_operand(magna_node *n, const bcast *b, int which) {
     magna_node *x = n->in[which];
     float *G = x->grad;
@@ -142,13 +144,19 @@ static void binary_backward_operand(magna_node *n, const bcast *b, int which) {
     const op_id op = n->op;
     const int64_t sa = b->sa[b->nd - 1], sb = b->sb[b->nd - 1], inner = b->inner;
     const int64_t sg = which == 0 ? sa : sb;
-    const bool full = x->numel == n->numel;
+    const bool full = x->numel == n->numel, assign = full && grad_assigns(n, which);
+    if (!full && grad_assigns(n, which)) memset(G, 0, (size_t)x->numel * sizeof *G);
 PARALLEL_FOR(full && n->numel > PAR_MIN, r, b->rows, 
         int64_t oa, ob;
         row_offsets(b, r, &oa, &ob);
         float *gx = G + (which == 0 ? oa : ob);
         const float *dy = DY + r * inner, *y = Y + r * inner, *a = A + oa, *c = B + ob;
-        if (op == OP_ADD || (op == OP_SUB && which == 0)) {
+        if (assign && (op == OP_ADD || op == OP_SUB)) { /* full: gx and dy are both contiguous */
+            const float sign = op == OP_SUB && which == 1 ? -1.0f : 1.0f;
+            for (int64_t j = 0; j < inner; j++) gx[j] = sign * dy[j];
+        } else if (assign) {
+            for (int64_t j = 0; j < inner; j++) gx[j] = dy[j] * partial(op, which, a[j * sa], c[j * sb], y[j]);
+        } else if (op == OP_ADD || (op == OP_SUB && which == 0)) {
             if (sg == 1)
                 for (int64_t j = 0; j < inner; j++) gx[j] += dy[j];
             else {
@@ -171,11 +179,11 @@ static void binary_backward(magna_graph *g, magna_node *n) {
 }
 
 /* add and sub never read their operands in backward; the others do (pow reads its output too). */
-const magna_op_def op_def_add = {"add", 0, binary_infer, binary_forward, binary_backward};
-const magna_op_def op_def_sub = {"sub", 0, binary_infer, binary_forward, binary_backward};
-const magna_op_def op_def_mul = {"mul", OPF_BWD_INPUTS, binary_infer, binary_forward, binary_backward};
-const magna_op_def op_def_div = {"div", OPF_BWD_INPUTS, binary_infer, binary_forward, binary_backward};
-const magna_op_def op_def_pow = {"pow", OPF_BWD_INPUTS | OPF_BWD_OUTPUT, binary_infer, binary_forward, binary_backward};
+const magna_op_def op_def_add = {"add", OPF_GRAD_ASSIGN, binary_infer, binary_forward, binary_backward};
+const magna_op_def op_def_sub = {"sub", OPF_GRAD_ASSIGN, binary_infer, binary_forward, binary_backward};
+const magna_op_def op_def_mul = {"mul", OPF_BWD_INPUTS | OPF_GRAD_ASSIGN, binary_infer, binary_forward, binary_backward};
+const magna_op_def op_def_div = {"div", OPF_BWD_INPUTS | OPF_GRAD_ASSIGN, binary_infer, binary_forward, binary_backward};
+const magna_op_def op_def_pow = {"pow", OPF_BWD_INPUTS | OPF_BWD_OUTPUT | OPF_GRAD_ASSIGN, binary_infer, binary_forward, binary_backward};
 
 static magna_node *binary(magna_graph *g, op_id op, magna_node *a, magna_node *b) {
     if (!g) return NULL;

@@ -7,6 +7,10 @@
 /* Elementwise loops run in parallel only when the work pays for waking the threads. */
 #define PAR_MIN 32768
 
+/* Whether this backward is the first writer of in[i]->grad and must assign every element of it rather
+ * than add (its op has OPF_GRAD_ASSIGN and the planner skipped zeroing that gradient, plan.c step 5). */
+static inline bool grad_assigns(const magna_node *n, int i) { return (n->grad_assign >> i) & 1u; }
+
 
 static inline magna_status require_dtype(magna_graph *g, const magna_node *n, int i, magna_dtype want) {
     const magna_node *x = n->in[i];

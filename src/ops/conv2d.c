@@ -40,6 +40,7 @@ typedef struct conv_dims {
     int sh, sw, ph, pw, dh, dw;
     int K, P;    /* rows of col (C KH KW) and columns per sample (OH OW) */
     bool direct; /* 1x1, stride 1, no padding: col is x_n itself */
+    bool relu;   /* y = max(conv + bias, 0): the ReLU after it was fused in (n->relu_fused, plan.c) */
 } conv_dims;
 
 static conv_dims conv_dims_of(const magna_node *n) {
@@ -54,6 +55,7 @@ static conv_dims conv_dims_of(const magna_node *n) {
     d.K = d.C * d.KH * d.KW;
     d.P = d.OH * d.OW;
     d.direct = d.KH == 1 && d.KW == 1 && d.sh == 1 && d.sw == 1 && d.ph == 0 && d.pw == 0;
+    d.relu = n->relu_fused;
     return d;
 }
 
@@ -178,7 +180,7 @@ static void col2im_add(const conv_dims *d, const float *dcol, int g, float *dx, 
 }
 
 /* g samples x [g, C, H, W] -> y [g, OC, P]: out [OC, g P] = w [OC, K] @ im2col(x), then each sample's
- * columns (plus bias) to its place in y. col and stage are this thread's scratch (see conv_plan). */
+ * columns (plus bias, through the fused ReLU) to its place in y. col and stage are this thread's scratch (see conv_plan). */
 static void conv_forward_group(const conv_dims *d, const float *x, const float *w, const float *bias, float *y,
                                int g, float *col, float *stage, bool par) {
     const int ld = g * d->P;
@@ -189,21 +191,24 @@ static void conv_forward_group(const conv_dims *d, const float *x, const float *
     }
     float *out = g > 1 ? stage : y;
     magna_sgemm(false, false, d->OC, ld, d->K, 1.0f, w, d->K, cols, ld, 0.0f, out, ld);
-    if (g == 1 && !bias) return;
+    if (g == 1 && !bias && !d->relu) return;
     for (int j = 0; j < g; j++)
         for (int oc = 0; oc < d->OC; oc++) {
-            const float *src = out + (size_t)oc * ld + (size_t)j * d->P;
+            const float *src = out + (size_t)oc * ld + (size_t)j * d->P; /* src == dst when g == 1 */
             float *dst = y + ((size_t)j * d->OC + oc) * d->P;
             const float b = bias ? bias[oc] : 0.0f;
-            for (int p = 0; p < d->P; p++) dst[p] = src[p] + b;
+            if (d->relu)
+                for (int p = 0; p < d->P; p++) dst[p] = src[p] + b > 0 ? src[p] + b : 0.0f;
+            else
+                for (int p = 0; p < d->P; p++) dst[p] = src[p] + b;
         }
 }
 
 /* g samples, dy [g, OC, P] (gathered side by side into stage when g > 1, as dys [OC, g P]):
  * dw [OC, K] += dys @ im2col(x)^T (when dw is not NULL), then dx [g, C, H, W] += col2im(w^T @ dys) (when dx
- * is not NULL). */
+ * is not NULL; = when assign_dx, the first writer of dx). */
 static void conv_backward_group(const conv_dims *d, const float *x, const float *w, const float *dy, float *dw,
-                                float *dx, int g, float *col, float *stage, bool par) {
+                                float *dx, bool assign_dx, int g, float *col, float *stage, bool par) {
     const int ld = g * d->P;
     const float *dys = dy;
     if (g > 1) {
@@ -223,9 +228,10 @@ static void conv_backward_group(const conv_dims *d, const float *x, const float 
     }
     if (dx) {
         if (d->direct) { /* g == 1: dx is [K, P] already */
-            magna_sgemm(true, false, d->K, ld, d->OC, 1.0f, w, d->K, dys, ld, 1.0f, dx, ld);
+            magna_sgemm(true, false, d->K, ld, d->OC, 1.0f, w, d->K, dys, ld, assign_dx ? 0.0f : 1.0f, dx, ld);
         } else {
             magna_sgemm(true, false, d->K, ld, d->OC, 1.0f, w, d->K, dys, ld, 0.0f, col, ld);
+            if (assign_dx) memset(dx, 0, (size_t)g * d->C * d->H * d->W * sizeof *dx);
             col2im_add(d, col, g, dx, par);
         }
     }
@@ -302,6 +308,7 @@ typedef struct dnnl_slot {
     dnnl_memory_t mem;        /* in the primitive's layout: on magna's buffer, or on the staged copy */
     dnnl_memory_t user;       /* magna's buffer, when staged */
     dnnl_primitive_t reorder; /* when staged: magna -> copy (inputs), copy -> magna (outputs; adding if grad) */
+    dnnl_primitive_t assign;  /* a gradient's copy -> magna without the adding, for its first writer */
     size_t offset;            /* of the staged copy, past the scratchpad */
     bool shared;              /* the copy bwd_data staged of the same tensor, in the same layout: its reorder
                                  is skipped when bwd_data ran in the same call */
@@ -328,6 +335,7 @@ static size_t round64(size_t v) { return (v + 63) & ~(size_t)63; }
 
 static void slot_free(dnnl_slot *sl) {
     if (sl->reorder) dnnl_primitive_destroy(sl->reorder);
+    if (sl->assign) dnnl_primitive_destroy(sl->assign);
     if (sl->user) dnnl_memory_destroy(sl->user);
     if (sl->mem) dnnl_memory_destroy(sl->mem);
 }
@@ -365,7 +373,7 @@ static void need_scratch(dnnl_build *b, const_dnnl_primitive_desc_t pd) {
 }
 
 /* Every primitive here takes its scratchpad from us (a step must not allocate). */
-static dnnl_primitive_attr_t make_attr(dnnl_build *b, bool add) {
+static dnnl_primitive_attr_t make_attr(dnnl_build *b, bool add, bool relu) {
     dnnl_primitive_attr_t attr = NULL;
     if (!ok(b, dnnl_primitive_attr_create(&attr), "attr") ||
         !ok(b, dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "scratchpad mode")) {
@@ -379,7 +387,31 @@ static dnnl_primitive_attr_t make_attr(dnnl_build *b, bool add) {
         ok(b, dnnl_primitive_attr_set_post_ops(attr, po), "post-ops");
         if (po) dnnl_post_ops_destroy(po);
     }
+    if (relu) { /* the fused ReLU: applied to the blocked output before it is reordered out */
+        dnnl_post_ops_t po = NULL;
+        ok(b, dnnl_post_ops_create(&po), "post-ops");
+        ok(b, dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f), "relu post-op");
+        ok(b, dnnl_primitive_attr_set_post_ops(attr, po), "post-ops");
+        if (po) dnnl_post_ops_destroy(po);
+    }
     return attr;
+}
+
+/* *prim = the reorder plain -> md (an input) or md -> plain (an output, adding into it when `add`). */
+static void make_reorder(dnnl_build *b, dnnl_primitive_t *prim, const dnnl_memory_desc_t *md,
+                         const dnnl_memory_desc_t *plain, bool output, bool add) {
+    dnnl_primitive_attr_t attr = make_attr(b, add, false);
+    if (!attr) return;
+    dnnl_primitive_desc_t pd = NULL;
+    if (output)
+        ok(b, dnnl_reorder_primitive_desc_create(&pd, md, b->eng, plain, b->eng, attr), "reorder");
+    else
+        ok(b, dnnl_reorder_primitive_desc_create(&pd, plain, b->eng, md, b->eng, attr), "reorder");
+    dnnl_primitive_attr_destroy(attr);
+    if (!pd) return;
+    need_scratch(b, pd);
+    ok(b, dnnl_primitive_create(prim, pd), "reorder primitive");
+    dnnl_primitive_desc_destroy(pd);
 }
 
 /* One argument of a primitive that wants layout `md` for it, magna's being `plain`. The primitive works on
@@ -405,18 +437,8 @@ static void slot_init(dnnl_build *b, dnnl_slot *sl, int arg, int tensor, bool gr
         }
     }
     if (!sl->shared) sl->offset = *offset, *offset += round64(dnnl_memory_desc_get_size(md));
-    dnnl_primitive_attr_t attr = make_attr(b, add);
-    if (!attr) return;
-    dnnl_primitive_desc_t pd = NULL;
-    if (output)
-        ok(b, dnnl_reorder_primitive_desc_create(&pd, md, b->eng, plain, b->eng, attr), "reorder");
-    else
-        ok(b, dnnl_reorder_primitive_desc_create(&pd, plain, b->eng, md, b->eng, attr), "reorder");
-    dnnl_primitive_attr_destroy(attr);
-    if (!pd) return;
-    need_scratch(b, pd);
-    ok(b, dnnl_primitive_create(&sl->reorder, pd), "reorder primitive");
-    dnnl_primitive_desc_destroy(pd);
+    make_reorder(b, &sl->reorder, md, plain, output, add);
+    if (add) make_reorder(b, &sl->assign, md, plain, output, false);
 }
 
 static const dnnl_memory_desc_t *query(const_dnnl_primitive_desc_t pd, dnnl_query_t what, int index) {
@@ -424,8 +446,8 @@ static const dnnl_memory_desc_t *query(const_dnnl_primitive_desc_t pd, dnnl_quer
 }
 
 static void pass_make(dnnl_build *b, dnnl_pass *ps, const dnnl_convolution_desc_t *desc,
-                      const_dnnl_primitive_desc_t hint, dnnl_primitive_desc_t *pd_out) {
-    dnnl_primitive_attr_t attr = make_attr(b, false);
+                      const_dnnl_primitive_desc_t hint, bool relu, dnnl_primitive_desc_t *pd_out) {
+    dnnl_primitive_attr_t attr = make_attr(b, false, relu);
     if (!attr) return;
     dnnl_primitive_desc_t pd = NULL;
     ok(b, dnnl_primitive_desc_create(&pd, desc, attr, b->eng, hint), "convolution");
@@ -488,7 +510,7 @@ static magna_status conv_dnnl_make(magna_graph *g, magna_node *n, const conv_dim
                   &cd, want_dx || want_dw ? dnnl_forward_training : dnnl_forward_inference, dnnl_convolution_direct,
                   &x_any, &w_any, bias ? &b_md : NULL, &y_any, strides, dil, pad_l, pad_r),
            "forward descriptor")) {
-        pass_make(b, &st->fwd, &cd, NULL, &fpd);
+        pass_make(b, &st->fwd, &cd, NULL, n->relu_fused, &fpd);
     }
     if (fpd) {
         dnnl_pass *ps = &st->fwd;
@@ -507,7 +529,7 @@ static magna_status conv_dnnl_make(magna_graph *g, magna_node *n, const conv_dim
         ok(b, dnnl_dilated_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &x_out, &w_any, &dy_any,
                                                                strides, dil, pad_l, pad_r),
            "backward-data descriptor")) {
-        pass_make(b, &st->bwd_data, &cd, fpd, &dpd);
+        pass_make(b, &st->bwd_data, &cd, fpd, false, &dpd);
     }
     if (dpd) {
         dnnl_pass *ps = &st->bwd_data;
@@ -524,7 +546,7 @@ static magna_status conv_dnnl_make(magna_graph *g, magna_node *n, const conv_dim
                                                                   bias ? &b_md : NULL, &dy_any, strides, dil, pad_l,
                                                                   pad_r),
            "backward-weights descriptor")) {
-        pass_make(b, &st->bwd_weights, &cd, fpd, &wpd);
+        pass_make(b, &st->bwd_weights, &cd, fpd, false, &wpd);
     }
     if (wpd) {
         dnnl_pass *ps = &st->bwd_weights;
@@ -607,8 +629,10 @@ static dnnl_status_t pass_run(magna_graph *g, const magna_node *n, conv_dnnl *st
     if (st->scratch) args[na++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, st->scratch};
     if (s == dnnl_success) s = dnnl_primitive_execute(ps->prim, st->stream, na, args);
     for (int i = 0; i < ps->n_slot && s == dnnl_success; i++) {
-        dnnl_slot *sl = &ps->slot[i];
-        if (sl->output && sl->reorder && slot_tensor(n, sl)) s = run_reorder(st, sl->reorder, sl->mem, sl->user);
+        const dnnl_slot *sl = &ps->slot[i];
+        if (!sl->output || !sl->reorder || !slot_tensor(n, sl)) continue;
+        const bool assign = sl->assign && sl->tensor != TY && grad_assigns(n, sl->tensor);
+        s = run_reorder(st, assign ? sl->assign : sl->reorder, sl->mem, sl->user);
     }
     return s;
 }
@@ -771,7 +795,7 @@ static magna_status conv2d_forward(magna_graph *g, magna_node *n) {
 }
 
 /* dbias[oc] += sum_{n, p} dy[n, oc, p]; dw += sum over groups of dys @ col^T (per-thread partials, added
- * in thread order); dx += col2im(w^T @ dys). */
+ * in thread order); dx += col2im(w^T @ dys) (= as dx's first writer, grad_assigns). */
 static void conv2d_backward(magna_graph *g, magna_node *n) {
     const conv_dims d = conv_dims_of(n);
     const float *x = fval(n->in[0]), *w = fval(n->in[1]), *dy = n->grad;
@@ -785,11 +809,12 @@ static void conv2d_backward(magna_graph *g, magna_node *n) {
     if (!dx && !dw) return;
     const conv_plan p = conv_plan_for(&d, n->workspace_bytes);
     const int groups = (d.N + p.group - 1) / p.group;
+    const bool assign_dx = grad_assigns(n, 0);
     if (p.threads <= 1) {
         for (int q = 0; q < groups; q++) {
             const int s0 = q * p.group, cnt = d.N - s0 < p.group ? d.N - s0 : p.group;
-            conv_backward_group(&d, x + s0 * xs, w, dy + s0 * ys, dw, dx ? dx + s0 * xs : NULL, cnt, ws, ws + p.col,
-                                true);
+            conv_backward_group(&d, x + s0 * xs, w, dy + s0 * ys, dw, dx ? dx + s0 * xs : NULL, assign_dx, cnt, ws,
+                                ws + p.col, true);
         }
         return;
     }
@@ -801,8 +826,8 @@ static void conv2d_backward(magna_graph *g, magna_node *n) {
         if (part && t < tn) memset(part, 0, (size_t)d.OC * d.K * sizeof(float));
         for (int q = t; t < tn && q < groups; q += tn) {
             const int s0 = q * p.group, cnt = d.N - s0 < p.group ? d.N - s0 : p.group;
-            conv_backward_group(&d, x + s0 * xs, w, dy + s0 * ys, part, dx ? dx + s0 * xs : NULL, cnt, col, stage,
-                                false);
+            conv_backward_group(&d, x + s0 * xs, w, dy + s0 * ys, part, dx ? dx + s0 * xs : NULL, assign_dx, cnt,
+                                col, stage, false);
         }
     }
     if (dw) {
@@ -817,10 +842,11 @@ static void conv2d_backward(magna_graph *g, magna_node *n) {
 }
 
 #ifdef MAGNA_HAVE_DNNL
-const magna_op_def op_def_conv2d = {"conv2d", OPF_BWD_INPUTS, conv2d_infer, conv2d_forward, conv2d_backward,
-                                    conv2d_release};
+const magna_op_def op_def_conv2d = {"conv2d", OPF_BWD_INPUTS | OPF_GRAD_ASSIGN, conv2d_infer, conv2d_forward,
+                                    conv2d_backward, conv2d_release};
 #else
-const magna_op_def op_def_conv2d = {"conv2d", OPF_BWD_INPUTS, conv2d_infer, conv2d_forward, conv2d_backward};
+const magna_op_def op_def_conv2d = {"conv2d", OPF_BWD_INPUTS | OPF_GRAD_ASSIGN, conv2d_infer, conv2d_forward,
+                                    conv2d_backward};
 #endif
 
 magna_node *magna_conv2d(magna_graph *g, magna_node *x, magna_node *w, magna_node *bias, magna_conv2d_opts opts) {

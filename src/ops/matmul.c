@@ -87,7 +87,8 @@ PARALLEL_FOR(parallel_batches(&d), i, d.batch, magna_sgemm(d.ta, d.tb, d.m, d.n,
     return MAGNA_OK;
 }
 
-/* dA += dC op(B)^T (stored transposed when ta), dB += op(A)^T dC (likewise), accumulated with beta 1. */
+/* dA += dC op(B)^T (stored transposed when ta), dB += op(A)^T dC (likewise), accumulated with beta 1, or
+ * beta 0 where this is the gradient's first writer (grad_assigns; a shared operand: its first batch). */
 static void matmul_backward(magna_graph *g, magna_node *c) {
     (void)g;
     mm_dims d;
@@ -96,29 +97,32 @@ static void matmul_backward(magna_graph *g, magna_node *c) {
     float *dA = c->in[0]->grad, *dB = c->in[1]->grad;
     /* A shared operand's gradient sums over batches: those loops must not run in parallel. */
     bool par_a = parallel_batches(&d) && d.stride_a != 0, par_b = parallel_batches(&d) && d.stride_b != 0;
+    const bool assign_a = grad_assigns(c, 0), assign_b = grad_assigns(c, 1);
     if (dA) {
 PARALLEL_FOR(par_a, i, d.batch, 
             const float *b = B + i * d.stride_b, *dc = dC + i * d.stride_c;
             float *da = dA + i * d.stride_a;
+            const float beta = assign_a && (d.stride_a != 0 || i == 0) ? 0.0f : 1.0f;
             if (!d.ta)
-                magna_sgemm(false, !d.tb, d.m, d.k, d.n, 1.0f, dc, d.n, b, d.ldb, 1.0f, da, d.lda);
+                magna_sgemm(false, !d.tb, d.m, d.k, d.n, 1.0f, dc, d.n, b, d.ldb, beta, da, d.lda);
             else
-                magna_sgemm(d.tb, true, d.k, d.m, d.n, 1.0f, b, d.ldb, dc, d.n, 1.0f, da, d.lda);
+                magna_sgemm(d.tb, true, d.k, d.m, d.n, 1.0f, b, d.ldb, dc, d.n, beta, da, d.lda);
         );
     }
     if (dB) {
 PARALLEL_FOR(par_b, i, d.batch, 
             const float *a = A + i * d.stride_a, *dc = dC + i * d.stride_c;
             float *db = dB + i * d.stride_b;
+            const float beta = assign_b && (d.stride_b != 0 || i == 0) ? 0.0f : 1.0f;
             if (!d.tb)
-                magna_sgemm(!d.ta, false, d.k, d.n, d.m, 1.0f, a, d.lda, dc, d.n, 1.0f, db, d.ldb);
+                magna_sgemm(!d.ta, false, d.k, d.n, d.m, 1.0f, a, d.lda, dc, d.n, beta, db, d.ldb);
             else
-                magna_sgemm(true, d.ta, d.n, d.k, d.m, 1.0f, dc, d.n, a, d.lda, 1.0f, db, d.ldb);
+                magna_sgemm(true, d.ta, d.n, d.k, d.m, 1.0f, dc, d.n, a, d.lda, beta, db, d.ldb);
         );
     }
 }
 
-const magna_op_def op_def_matmul = {"matmul", OPF_BWD_INPUTS, matmul_infer, matmul_forward, matmul_backward};
+const magna_op_def op_def_matmul = {"matmul", OPF_BWD_INPUTS | OPF_GRAD_ASSIGN, matmul_infer, matmul_forward, matmul_backward};
 
 magna_node *magna_matmul(magna_graph *g, magna_node *a, magna_node *b, bool transpose_a, bool transpose_b) {
     if (!g) return NULL;

@@ -14,6 +14,7 @@
 #include "conv2d.h"
 
 #include <math.h>
+#include <string.h>
 
 typedef magna_pool_dims pool_dims;
 
@@ -173,7 +174,8 @@ static magna_status max_pool2d_forward(magna_graph *g, magna_node *n) {
     return MAGNA_OK;
 }
 
-/* dx[n, c, argmax] += dy[n, c, oh, ow]. */
+/* dx[n, c, argmax] += dy[n, c, oh, ow]. As the first writer (grad_assigns) each thread zeroes its own
+ * planes just before scattering into them, while they are in its cache. */
 static void max_pool2d_backward(magna_graph *g, magna_node *n) {
     (void)g;
     float *dx = n->in[0]->grad;
@@ -182,10 +184,12 @@ static void max_pool2d_backward(magna_graph *g, magna_node *n) {
     const float *dy = n->grad;
     const int32_t *arg = (const int32_t *)n->saved;
     const int64_t plane_in = (int64_t)d.H * d.W, plane_out = (int64_t)d.OH * d.OW;
+    const bool assign = grad_assigns(n, 0);
 PARALLEL_FOR(n->numel > PAR_MIN, p, d.planes, 
         float *dxp = dx + p * plane_in;
         const float *dyp = dy + p * plane_out;
         const int32_t *ap = arg + p * plane_out;
+        if (assign) memset(dxp, 0, (size_t)plane_in * sizeof *dxp);
         for (int64_t i = 0; i < plane_out; i++) dxp[ap[i]] += dyp[i];
     );
 }
@@ -221,9 +225,11 @@ static void avg_pool2d_backward(magna_graph *g, magna_node *n) {
     const pool_dims d = magna_pool_dims_of(n);
     const float *dy = n->grad;
     const int64_t plane_in = (int64_t)d.H * d.W, plane_out = (int64_t)d.OH * d.OW;
+    const bool assign = grad_assigns(n, 0);
 PARALLEL_FOR(n->numel > PAR_MIN / 4, p, d.planes, 
         float *dxp = dx + p * plane_in;
         const float *dyp = dy + p * plane_out;
+        if (assign) memset(dxp, 0, (size_t)plane_in * sizeof *dxp);
         for (int oh = 0; oh < d.OH; oh++)
             for (int ow = 0; ow < d.OW; ow++) {
                 int h0, h1, w0, w1;
@@ -235,8 +241,8 @@ PARALLEL_FOR(n->numel > PAR_MIN / 4, p, d.planes,
     );
 }
 
-const magna_op_def op_def_max_pool2d = {"max_pool2d", 0, pool2d_infer, max_pool2d_forward, max_pool2d_backward};
-const magna_op_def op_def_avg_pool2d = {"avg_pool2d", 0, pool2d_infer, avg_pool2d_forward, avg_pool2d_backward};
+const magna_op_def op_def_max_pool2d = {"max_pool2d", OPF_GRAD_ASSIGN, pool2d_infer, max_pool2d_forward, max_pool2d_backward};
+const magna_op_def op_def_avg_pool2d = {"avg_pool2d", OPF_GRAD_ASSIGN, pool2d_infer, avg_pool2d_forward, avg_pool2d_backward};
 
 /* Checks the options (stride 0 means the kernel size) and records the node. */
 static magna_node *pool2d(magna_graph *g, op_id op, magna_node *x, magna_pool2d_opts o) {

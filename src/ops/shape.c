@@ -46,10 +46,14 @@ static void reshape_backward(magna_graph *g, magna_node *n) {
     if (!dx) return;
     const float *dy = n->grad;
     const int64_t count = n->numel;
-PARALLEL_FOR(count > PAR_MIN, i, count, dx[i] += dy[i];);
+    if (grad_assigns(n, 0))
+        memcpy(dx, dy, (size_t)count * sizeof *dx);
+    else
+        PARALLEL_FOR(count > PAR_MIN, i, count, dx[i] += dy[i];);
 }
 
-const magna_op_def op_def_reshape = {"reshape", OPF_VIEW, reshape_infer, reshape_forward, reshape_backward};
+const magna_op_def op_def_reshape = {"reshape", OPF_VIEW | OPF_GRAD_ASSIGN, reshape_infer, reshape_forward,
+                                     reshape_backward};
 
 magna_node *magna_reshape(magna_graph *g, magna_node *x, int ndim, const int64_t *shape) {
     if (!g) return NULL;

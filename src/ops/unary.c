@@ -1,5 +1,6 @@
 /* unary.c — elementwise ops of one input: activations, exp/log/sqrt, and ops with a scalar.
- * Each forward is y = f(x) over n->numel elements; each backward is dx += dy * f'(x), written with
+ * Each forward is y = f(x) over n->numel elements; each backward is dx += dy * f'(x) (dx = when it is the
+ * gradient's first writer, grad_assigns), written with
  * whichever of x and y makes f' cheapest (flags tell the planner which one backward reads). */
 #include "common.h"
 
@@ -33,10 +34,15 @@ typedef struct unary_args {
         const float a = n->fp[0];                                                                                    \
         (void)a, (void)x, (void)y;                                                                                   \
         const int64_t count = n->numel;                                                                              \
-        PARALLEL_FOR(count > PAR_MIN, i, count, const float d = dy[i]; (void)d; dx[i] += (expr););                  \
+        if (grad_assigns(n, 0))                                                                                      \
+            PARALLEL_FOR(count > PAR_MIN, i, count, const float d = dy[i]; (void)d; dx[i] = (expr););                \
+        else                                                                                                         \
+            PARALLEL_FOR(count > PAR_MIN, i, count, const float d = dy[i]; (void)d; dx[i] += (expr););               \
     }
 
-#define DEF(name, flags) const magna_op_def op_def_##name = {#name, flags, infer_like_input, name##_forward, name##_backward};
+#define DEF(name, flags)                                                                                             \
+    const magna_op_def op_def_##name = {#name, (flags) | OPF_GRAD_ASSIGN, infer_like_input, name##_forward,         \
+                                        name##_backward};
 
 static inline float sigmoidf(float v) { return v >= 0 ? 1.0f / (1.0f + expf(-v)) : expf(v) / (1.0f + expf(v)); }
 
@@ -57,7 +63,11 @@ FWD(abs, fabsf(v))
 BWD(abs, x[i] > 0 ? d : x[i] < 0 ? -d : 0.0f)
 DEF(abs, OPF_BWD_INPUTS)
 /* y = max(x, 0) */
-FWD(relu, v > 0 ? v : 0.0f)
+FWD(relu_values, v > 0 ? v : 0.0f)
+/* A ReLU fused into the conv before it (alias_input, plan.c) has its value already: it is that conv's. */
+static magna_status relu_forward(magna_graph *g, magna_node *n) {
+    return n->alias_input ? MAGNA_OK : relu_values_forward(g, n);
+}
 BWD(relu, y[i] > 0 ? d : 0.0f)
 DEF(relu, OPF_BWD_OUTPUT)
 /* y = x for x > 0, slope x otherwise */
@@ -120,11 +130,16 @@ GELU_CLONES static void gelu_forward_chunk(const float *x, float *y, int64_t n) 
     for (int64_t i = 0; i < n; i++) y[i] = x[i] * cdf[i];
 }
 
-GELU_CLONES static void gelu_backward_chunk(const float *x, const float *dy, float *dx, int64_t n) {
+GELU_CLONES static void gelu_backward_chunk(const float *x, const float *dy, float *dx, int64_t n, bool assign) {
     float cdf[GELU_CHUNK], pdf[GELU_CHUNK];
     gelu_cdf(x, cdf, pdf, n);
+    if (assign) {
 #pragma omp simd
-    for (int64_t i = 0; i < n; i++) dx[i] += dy[i] * (cdf[i] + x[i] * pdf[i]);
+        for (int64_t i = 0; i < n; i++) dx[i] = dy[i] * (cdf[i] + x[i] * pdf[i]);
+    } else {
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) dx[i] += dy[i] * (cdf[i] + x[i] * pdf[i]);
+    }
 }
 
 static magna_status gelu_forward(magna_graph *g, magna_node *n) {
@@ -145,9 +160,10 @@ static void gelu_backward(magna_graph *g, magna_node *n) {
     if (!dx) return;
     const float *x = fval(n->in[0]), *dy = n->grad;
     const int64_t count = n->numel, chunks = (count + GELU_CHUNK - 1) / GELU_CHUNK;
+    const bool assign = grad_assigns(n, 0);
     PARALLEL_FOR(count > PAR_MIN / 4, c, chunks, {
         const int64_t i = c * GELU_CHUNK, len = count - i < GELU_CHUNK ? count - i : GELU_CHUNK;
-        gelu_backward_chunk(x + i, dy + i, dx + i, len);
+        gelu_backward_chunk(x + i, dy + i, dx + i, len, assign);
     });
 }
 DEF(gelu, OPF_BWD_INPUTS)
