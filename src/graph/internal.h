@@ -82,6 +82,12 @@ struct magna_node {
      * forward (relu_fused), and that ReLU's value is then the conv's memory and its forward nothing
      * (alias_input, planned as a view). The ReLU's backward runs as before. */
     bool relu_fused, alias_input;
+    /* ... and when a max pool is that ReLU's only consumer (fuse_conv_relu_pool): the conv may leave its output
+     * in oneDNN's blocked layout for the pool to read (pool_fused); the pool's backward writes the conv's
+     * gradient itself, through the ReLU's mask (fused_conv), and the ReLU's backward does nothing
+     * (skip_backward). */
+    bool pool_fused, skip_backward;
+    magna_node *fused_conv;
     unsigned grad_assign; /* bit i: this node's backward is the first writer of in[i]->grad and assigns it
                            * (OPF_GRAD_ASSIGN ops on the CPU; plan.c step 5); else it adds into it */
     /* On a CUDA graph value/grad/saved are device memory; `host` is the copy the caller reads and writes:
@@ -174,6 +180,12 @@ magna_status graph_state_error(magna_graph *g, const char *fmt, ...) __attribute
 void node_set_shape(magna_node *n, int ndim, const int64_t *shape);
 const char *shape_str(const magna_node *n, char *buf, size_t size); /* "[2, 3]" */
 #define SHAPE_STR_MAX 128
+
+/* Whether backward reads the node's own output: its op says so (OPF_BWD_OUTPUT) and a fusion did not take
+ * that backward away, or a fused max pool (its mask is where its output is above 0). */
+static inline bool node_bwd_reads_output(const magna_node *n) {
+    return ((magna_op_table[n->op]->flags & OPF_BWD_OUTPUT) && !n->skip_backward) || n->fused_conv;
+}
 
 /* The node's value is in[0]'s memory: a view op (reshape), or a fused ReLU (alias_input). */
 static inline bool node_is_view(const magna_node *n) {

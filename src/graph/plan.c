@@ -11,6 +11,7 @@
  * Blocks whose intervals overlap get disjoint bytes; the rest share. Placement is greedy, largest
  * first, lowest offset that fits (the same idea as ggml-alloc and llm.c's single activation block). */
 #include "internal.h"
+#include "../ops/conv2d.h" /* the conv -> relu -> pool fusion asks the conv */
 
 #ifdef MAGNA_HAVE_CUDA
 #include "../cuda/ops.h"
@@ -131,6 +132,13 @@ static magna_status find_batch(magna_graph *g, int64_t *batch) {
     return MAGNA_OK;
 }
 
+static int live_consumers(const magna_graph *g, const magna_node *n) {
+    int count = 0;
+    for (int j = 0; j < g->n_nodes; j++)
+        for (int k = 0; k < g->nodes[j]->n_in; k++) count += g->nodes[j]->live && g->nodes[j]->in[k] == n;
+    return count;
+}
+
 /* CPU only: a conv2d whose one consumer is a ReLU applies it in its forward (oneDNN's post-op, or the im2col
  * path's bias loop), and the ReLU becomes a view of the conv's output: the pass that read and wrote the
  * whole activation again goes, and so does its buffer. The ReLU's backward reads that shared output, as
@@ -139,16 +147,34 @@ static magna_status find_batch(magna_graph *g, int64_t *batch) {
 static void fuse_conv_relu(magna_graph *g) {
     const char *off = getenv("MAGNA_NO_FUSE");
     const bool fuse = g->device == MAGNA_DEVICE_CPU && !(off && *off && strcmp(off, "0"));
-    for (int i = 0; i < g->n_nodes; i++) g->nodes[i]->relu_fused = g->nodes[i]->alias_input = false;
+    for (int i = 0; i < g->n_nodes; i++) {
+        magna_node *n = g->nodes[i];
+        n->relu_fused = n->alias_input = n->pool_fused = n->skip_backward = false;
+        n->fused_conv = NULL;
+    }
     for (int i = 0; i < g->n_nodes && fuse; i++) {
         magna_node *r = g->nodes[i], *c = r->n_in == 1 ? r->in[0] : NULL;
         if (r->kind != NODE_OP || r->op != OP_RELU || !r->live || !c || c->kind != NODE_OP || c->op != OP_CONV2D ||
             c->keep)
             continue;
-        int consumers = 0;
-        for (int j = 0; j < g->n_nodes; j++)
-            for (int k = 0; k < g->nodes[j]->n_in; k++) consumers += g->nodes[j]->live && g->nodes[j]->in[k] == c;
-        if (consumers == 1) c->relu_fused = r->alias_input = true;
+        if (live_consumers(g, c) == 1) c->relu_fused = r->alias_input = true;
+    }
+}
+
+/* After the kernels are made: a max pool (no padding) whose input is such a fused ReLU, its only consumer, right
+ * after it (nothing between them uses the workspace), over a conv whose oneDNN forward stages its output as
+ * float32 nChw16c, reads that staged output: the conv no longer reorders its whole output to NCHW for the pool to
+ * read it again. The pool's backward writes the conv's gradient itself (dy where its output is above 0, at the
+ * argmax), which is what the ReLU's backward would have made of it; the ReLU's then does nothing. */
+static void fuse_conv_relu_pool(magna_graph *g) {
+    for (int i = 0; i < g->n_nodes; i++) {
+        magna_node *p = g->nodes[i], *r = p->n_in == 1 ? p->in[0] : NULL, *c = r && r->n_in ? r->in[0] : NULL;
+        if (p->kind != NODE_OP || p->op != OP_MAX_POOL2D || !p->live || !r || !r->alias_input || r->keep ||
+            c->id + 1 != r->id || r->id + 1 != p->id || p->ip[4] || p->ip[5] || live_consumers(g, r) != 1 ||
+            !magna_conv2d_can_leave_blocked(c))
+            continue;
+        c->pool_fused = r->skip_backward = true;
+        p->fused_conv = c;
     }
 }
 
@@ -195,6 +221,7 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
         if (!(g->device != MAGNA_DEVICE_CPU || g->bf16 || n->relu_fused)) continue; /* a fused conv remakes its kernels */
         if (n->live && n->kind == NODE_OP && (st = magna_op_table[n->op]->infer(g, n)) != MAGNA_OK) return st;
     }
+    fuse_conv_relu_pool(g);
 
     /* 2. Lifetimes. */
     int *vend = malloc((size_t)N * sizeof *vend);      /* last step the value is read */
@@ -212,7 +239,7 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
         magna_node *n = g->nodes[i];
         vend[i] = n->keep || n->kind == NODE_INPUT ? END : i;
         last_gc[i] = -1;
-        if (n->needs_grad && (magna_op_table[n->op]->flags & OPF_BWD_OUTPUT)) vend[i] = END - 1 - i > vend[i] ? END - 1 - i : vend[i];
+        if (n->needs_grad && n->kind == NODE_OP && node_bwd_reads_output(n)) vend[i] = END - 1 - i > vend[i] ? END - 1 - i : vend[i];
     }
     for (int j = 0; j < N; j++) {
         magna_node *c = g->nodes[j];
@@ -224,6 +251,12 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
             if (c->needs_grad && (flags & OPF_BWD_INPUTS) && END - 1 - j > vend[i]) vend[i] = END - 1 - j;
             if (c->needs_grad && c->in[k]->needs_grad && j > last_gc[i]) last_gc[i] = j;
         }
+    }
+    /* A fused max pool's backward writes its conv's gradient: that gradient is born there, before the ReLU's. */
+    for (int j = 0; j < N; j++) {
+        const magna_node *p = g->nodes[j];
+        if (p->fused_conv && p->needs_grad && p->fused_conv->needs_grad && j > last_gc[p->fused_conv->id])
+            last_gc[p->fused_conv->id] = j;
     }
     /* A view keeps its source alive as long as itself (reverse order reaches chains of views). */
     for (int i = N - 1; i >= 0; i--) {
@@ -340,6 +373,7 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
             int slot = -1, uses = 0;
             for (int k = 0; k < c->n_in; k++)
                 if (c->in[k] == n) slot = k, uses++;
+            if (c->fused_conv == n) continue; /* the fused max pool assigns its conv's gradient */
             if (assigns && uses == 1 && slot < (int)(8 * sizeof c->grad_assign))
                 c->grad_assign |= 1u << slot;
             else

@@ -329,6 +329,8 @@ typedef struct conv_dnnl {
     void *scratch_ptr;
     size_t scratch_bytes;
     dnnl_pass fwd, bwd_data, bwd_weights;
+    bool y_blocked16; /* forward's staged y is float32 nChw16c (aBcd16b) and OC a multiple of 16 */
+    bool left_blocked; /* the last forward left y there for the fused max pool (n->pool_fused) */
 } conv_dnnl;
 
 static size_t round64(size_t v) { return (v + 63) & ~(size_t)63; }
@@ -523,6 +525,11 @@ static magna_status conv_dnnl_make(magna_graph *g, magna_node *n, const conv_dim
                       query(fpd, dnnl_query_weights_md, 1), &b_md, NULL, &fwd_off);
         slot_init(b, &ps->slot[ps->n_slot++], DNNL_ARG_DST, TY, false, true, query(fpd, dnnl_query_dst_md, 0), &y_md,
                   NULL, &fwd_off);
+        dnnl_memory_desc_t blocked;
+        const dnnl_memory_desc_t *dst = query(fpd, dnnl_query_dst_md, 0);
+        st->y_blocked16 = d->OC % 16 == 0 && ps->slot[ps->n_slot - 1].reorder && dst &&
+                          dnnl_memory_desc_init_by_tag(&blocked, 4, yd, dnnl_f32, dnnl_aBcd16b) == dnnl_success &&
+                          dnnl_memory_desc_equal(dst, &blocked);
     }
     const dnnl_slot *dy_staged = NULL;
     if (fpd && want_dx && b->status == dnnl_success &&
@@ -606,9 +613,11 @@ static dnnl_status_t run_reorder(conv_dnnl *st, dnnl_primitive_t r, dnnl_memory_
     return dnnl_primitive_execute(r, st->stream, st->scratch ? 3 : 2, args);
 }
 
-/* Stages the inputs, runs the primitive, reorders the outputs out (adding the gradients). `reuse`: bwd_data
- * ran just before, so a shared staged dy is there already. */
-static dnnl_status_t pass_run(magna_graph *g, const magna_node *n, conv_dnnl *st, dnnl_pass *ps, bool reuse) {
+/* Stages the inputs, runs the primitive, reorders the outputs out (adding the gradients) except y when
+ * `keep_y_staged` (the fused max pool reads it there). `reuse`: bwd_data ran just before, so a shared staged dy
+ * is there already. */
+static dnnl_status_t pass_run(magna_graph *g, const magna_node *n, conv_dnnl *st, dnnl_pass *ps, bool reuse,
+                              bool keep_y_staged) {
     char *staged = (char *)g->workspace + round64(st->scratch_bytes);
     dnnl_exec_arg_t args[5];
     int na = 0;
@@ -630,7 +639,7 @@ static dnnl_status_t pass_run(magna_graph *g, const magna_node *n, conv_dnnl *st
     if (s == dnnl_success) s = dnnl_primitive_execute(ps->prim, st->stream, na, args);
     for (int i = 0; i < ps->n_slot && s == dnnl_success; i++) {
         const dnnl_slot *sl = &ps->slot[i];
-        if (!sl->output || !sl->reorder || !slot_tensor(n, sl)) continue;
+        if (!sl->output || !sl->reorder || !slot_tensor(n, sl) || (keep_y_staged && sl->tensor == TY)) continue;
         const bool assign = sl->assign && sl->tensor != TY && grad_assigns(n, sl->tensor);
         s = run_reorder(st, assign ? sl->assign : sl->reorder, sl->mem, sl->user);
     }
@@ -641,7 +650,8 @@ static dnnl_status_t pass_run(magna_graph *g, const magna_node *n, conv_dnnl *st
 static bool conv_dnnl_forward(magna_graph *g, magna_node *n, magna_status *status) {
     conv_dnnl *st = conv_dnnl_ready(n);
     if (!st) return false;
-    dnnl_status_t s = pass_run(g, n, st, &st->fwd, false);
+    st->left_blocked = n->pool_fused && st->y_blocked16;
+    dnnl_status_t s = pass_run(g, n, st, &st->fwd, false, st->left_blocked);
     *status = s == dnnl_success ? MAGNA_OK
                                 : graph_error(g, MAGNA_ERR_UNSUPPORTED, "conv2d: oneDNN forward: %s",
                                               magna_dnnl_status_str(s));
@@ -654,20 +664,44 @@ static bool conv_dnnl_backward(magna_graph *g, magna_node *n, const conv_dims *d
     if (!st || (dx && !st->bwd_data.prim) || (dw && !st->bwd_weights.prim)) return false;
     dnnl_status_t s = dnnl_success;
     if (db && !dw) conv_bias_backward(d, n->grad, db); /* bwd_weights computes db alongside dw */
-    if (dx) s = pass_run(g, n, st, &st->bwd_data, false);
-    if (dw && s == dnnl_success) s = pass_run(g, n, st, &st->bwd_weights, dx != NULL);
+    if (dx) s = pass_run(g, n, st, &st->bwd_data, false, false);
+    if (dw && s == dnnl_success) s = pass_run(g, n, st, &st->bwd_weights, dx != NULL, false);
     if (s != dnnl_success)
         graph_error(g, MAGNA_ERR_UNSUPPORTED, "conv2d: oneDNN backward: %s", magna_dnnl_status_str(s));
     return true;
 }
 #endif
 
+bool magna_conv2d_can_leave_blocked(const magna_node *conv) {
+#ifdef MAGNA_HAVE_DNNL
+    const conv_dnnl *st = conv->kernel_state;
+    return st && st->fwd.prim && st->y_blocked16;
+#else
+    (void)conv;
+    return false;
+#endif
+}
+
+const float *magna_conv2d_blocked_output(const magna_graph *g, const magna_node *conv) {
+#ifdef MAGNA_HAVE_DNNL
+    const conv_dnnl *st = conv->kernel_state;
+    if (!st || !st->left_blocked) return NULL;
+    for (int i = 0; i < st->fwd.n_slot; i++)
+        if (st->fwd.slot[i].tensor == TY)
+            return (const float *)((const char *)g->workspace + round64(st->scratch_bytes) + st->fwd.slot[i].offset);
+#else
+    (void)g, (void)conv;
+#endif
+    return NULL;
+}
+
 const char *magna_conv2d_describe(const magna_node *conv, char *buf, size_t size) {
 #ifdef MAGNA_HAVE_DNNL
     const conv_dnnl *st = conv->kernel_state;
     if (st && conv_dnnl_ready(conv)) {
-        snprintf(buf, size, "%s [fwd %s, bwd_data %s, bwd_weights %s]", magna_dnnl_version(), st->fwd.impl,
-                 st->bwd_data.prim ? st->bwd_data.impl : "-", st->bwd_weights.prim ? st->bwd_weights.impl : "-");
+        snprintf(buf, size, "%s [fwd %s, bwd_data %s, bwd_weights %s]%s", magna_dnnl_version(), st->fwd.impl,
+                 st->bwd_data.prim ? st->bwd_data.impl : "-", st->bwd_weights.prim ? st->bwd_weights.impl : "-",
+                 st->left_blocked ? ", output left blocked for the fused max pool" : "");
         return buf;
     }
     if (st) {

@@ -6,6 +6,7 @@
 #include "magna.h"
 #include "cuda/conv_math.h" /* magna_pool_dims */
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,6 +31,13 @@ conv2d_path magna_conv2d_get_path(void); /* never DEFAULT: what new nodes get */
  * [fwd jit:avx512_core, bwd_data ..., bwd_weights ...]" or "im2col + sgemm" (with the reason when oneDNN was
  * asked for). Returns buf. */
 const char *magna_conv2d_describe(const magna_node *conv, char *buf, size_t size);
+
+/* The conv -> ReLU -> max pool fusion (plan.c): whether this conv2d's oneDNN forward writes float32 nChw16c
+ * (aBcd16b) that a fused max pool could read instead of its NCHW output; and, after a forward of a conv whose
+ * pool is fused (pool_fused), that output [N][OC/16][OH][OW][16] in the graph's workspace, ReLU applied, or NULL
+ * when that step wrote n->value as usual (the im2col path). Valid until the next node's forward. */
+bool magna_conv2d_can_leave_blocked(const magna_node *conv);
+const float *magna_conv2d_blocked_output(const magna_graph *g, const magna_node *conv);
 
 /* A max or avg pooling node's geometry (src/ops/pool2d.c), for the CPU op and the CUDA glue. */
 magna_pool_dims magna_pool_dims_of(const magna_node *pool);

@@ -142,10 +142,98 @@ void magna_max_pool_2x2_plane(int path, const float *xp, float *yp, int32_t *ap,
     max_pool_2x2_plane_scalar(xp, yp, ap, W, OH, OW);
 }
 
+/* The fused pool's forward (n->fused_conv, plan.c): x is the conv's output as oneDNN left it, float32 nChw16c
+ * [N][C/16][H][W][16] with the ReLU applied; 16 channels of a pixel are one vector, so each window is KH KW
+ * vector maxima with the scalar rule (strictly larger, or NaN over a number), and each result's 16 lanes go to
+ * their 16 NCHW planes. Same values and argmax as the plain loop over the NCHW copy. No padding (plan.c). */
+/* The reference: plain loops, for any CPU. */
+static void max_pool_blocked16_scalar(const pool_dims *d, const float *xc, float *yc, int32_t *ac) {
+    const int64_t plane_out = (int64_t)d->OH * d->OW;
+    for (int oh = 0; oh < d->OH; oh++)
+        for (int ow = 0; ow < d->OW; ow++) {
+            const int h0 = oh * d->sh, w0 = ow * d->sw;
+            float best[16];
+            int32_t best_i[16];
+            const float *first = xc + ((int64_t)h0 * d->W + w0) * 16;
+            for (int l = 0; l < 16; l++) best[l] = first[l], best_i[l] = h0 * d->W + w0;
+            for (int ih = h0; ih < h0 + d->KH; ih++)
+                for (int iw = w0; iw < w0 + d->KW; iw++) {
+                    const float *v = xc + ((int64_t)ih * d->W + iw) * 16;
+                    for (int l = 0; l < 16; l++) take_max(&best[l], &best_i[l], v[l], ih * d->W + iw);
+                }
+            const int64_t o = (int64_t)oh * d->OW + ow;
+            for (int l = 0; l < 16; l++) yc[l * plane_out + o] = best[l], ac[l * plane_out + o] = best_i[l];
+        }
+}
+
+#ifdef POOL_AVX512
+/* One vector per window position and the four-candidate rule of max_pool_2x2_plane_avx512, for up to
+ * POOL_TILE outputs of the plane at a time; the tile of results ([output][16 channels]) is then transposed
+ * into the 16 planes from L1, so the stores to memory are whole rows. */
+#define POOL_TILE 256
+__attribute__((target("avx512f"))) static void max_pool_blocked16_avx512(const pool_dims *d, const float *xc,
+                                                                         float *yc, int32_t *ac) {
+    const int64_t plane_out = (int64_t)d->OH * d->OW;
+    float tile[POOL_TILE * 16] __attribute__((aligned(64)));
+    int32_t tile_i[POOL_TILE * 16] __attribute__((aligned(64)));
+    for (int64_t o0 = 0; o0 < plane_out; o0 += POOL_TILE) {
+        const int count = plane_out - o0 < POOL_TILE ? (int)(plane_out - o0) : POOL_TILE;
+        for (int t = 0; t < count; t++) {
+            const int oh = (int)((o0 + t) / d->OW), ow = (int)((o0 + t) % d->OW);
+            const int h0 = oh * d->sh, w0 = ow * d->sw;
+            __m512 best = _mm512_loadu_ps(xc + ((int64_t)h0 * d->W + w0) * 16);
+            __m512i best_i = _mm512_set1_epi32(h0 * d->W + w0);
+            for (int ih = h0; ih < h0 + d->KH; ih++)
+                for (int iw = w0; iw < w0 + d->KW; iw++) {
+                    const __m512 v = _mm512_loadu_ps(xc + ((int64_t)ih * d->W + iw) * 16);
+                    const __mmask16 take = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) |
+                                           (_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) & _mm512_cmp_ps_mask(best, best, _CMP_ORD_Q));
+                    best = _mm512_mask_mov_ps(best, take, v);
+                    best_i = _mm512_mask_mov_epi32(best_i, take, _mm512_set1_epi32(ih * d->W + iw));
+                }
+            _mm512_store_ps(tile + t * 16, best);
+            _mm512_store_epi32(tile_i + t * 16, best_i);
+        }
+        for (int l = 0; l < 16; l++)
+            for (int t = 0; t < count; t++) {
+                yc[l * plane_out + o0 + t] = tile[t * 16 + l];
+                ac[l * plane_out + o0 + t] = tile_i[t * 16 + l];
+            }
+    }
+}
+#endif
+
+/* The fused pool's forward (n->fused_conv, plan.c) over one (sample, 16-channel block): x is the conv's output as
+ * oneDNN left it, float32 nChw16c [N][C/16][H][W][16] with the ReLU applied, so the 16 channels of a pixel are
+ * one vector; each window's maximum (the scalar rule: strictly larger, or NaN over a number) goes to the 16 NCHW
+ * planes. The same values and argmax as the plain loop over an NCHW copy. No padding (plan.c). */
+static void max_pool_blocked16(const pool_dims *d, const float *xb, int64_t nb, int C, float *y, int32_t *arg) {
+    const int64_t n = nb / (C / 16), cb = nb % (C / 16), plane_out = (int64_t)d->OH * d->OW;
+    const float *xc = xb + nb * (int64_t)d->H * d->W * 16;
+    float *yc = y + (n * C + cb * 16) * plane_out;
+    int32_t *ac = arg + (n * C + cb * 16) * plane_out;
+#ifdef POOL_AVX512
+    static int avx512 = -1; /* decided once */
+    if (avx512 < 0) avx512 = __builtin_cpu_supports("avx512f");
+    if (avx512) {
+        max_pool_blocked16_avx512(d, xc, yc, ac);
+        return;
+    }
+#endif
+    max_pool_blocked16_scalar(d, xc, yc, ac);
+}
+
 /* y[n, c, oh, ow] = max over the window of x[n, c, ih, iw]; saved = argmax as ih W + iw. */
 static magna_status max_pool2d_forward(magna_graph *g, magna_node *n) {
-    (void)g;
     const pool_dims d = magna_pool_dims_of(n);
+    const float *blocked = n->fused_conv ? magna_conv2d_blocked_output(g, n->fused_conv) : NULL;
+    if (blocked) {
+        const int C = (int)n->shape[1];
+        float *y = fval(n);
+        int32_t *arg = (int32_t *)n->saved;
+        PARALLEL_FOR(n->numel > PAR_MIN / 4, nb, d.planes / 16, max_pool_blocked16(&d, blocked, nb, C, y, arg););
+        return MAGNA_OK;
+    }
     const float *x = fval(n->in[0]);
     float *y = fval(n);
     int32_t *arg = (int32_t *)n->saved;
@@ -175,22 +263,27 @@ static magna_status max_pool2d_forward(magna_graph *g, magna_node *n) {
 }
 
 /* dx[n, c, argmax] += dy[n, c, oh, ow]. As the first writer (grad_assigns) each thread zeroes its own
- * planes just before scattering into them, while they are in its cache. */
+ * planes just before scattering into them, while they are in its cache. Fused after a conv and its ReLU
+ * (fused_conv), dx is the conv's gradient, always assigned (the pool is its only writer), and dy passes only
+ * where y > 0: the ReLU's backward, whose mask at the argmax is y's. */
 static void max_pool2d_backward(magna_graph *g, magna_node *n) {
     (void)g;
-    float *dx = n->in[0]->grad;
+    float *dx = n->fused_conv ? n->fused_conv->grad : n->in[0]->grad;
     if (!dx) return;
     const pool_dims d = magna_pool_dims_of(n);
-    const float *dy = n->grad;
+    const float *dy = n->grad, *y = fval(n);
     const int32_t *arg = (const int32_t *)n->saved;
     const int64_t plane_in = (int64_t)d.H * d.W, plane_out = (int64_t)d.OH * d.OW;
-    const bool assign = grad_assigns(n, 0);
+    const bool assign = n->fused_conv || grad_assigns(n, 0), relu = n->fused_conv != NULL;
 PARALLEL_FOR(n->numel > PAR_MIN, p, d.planes, 
         float *dxp = dx + p * plane_in;
-        const float *dyp = dy + p * plane_out;
+        const float *dyp = dy + p * plane_out, *yp = y + p * plane_out;
         const int32_t *ap = arg + p * plane_out;
         if (assign) memset(dxp, 0, (size_t)plane_in * sizeof *dxp);
-        for (int64_t i = 0; i < plane_out; i++) dxp[ap[i]] += dyp[i];
+        if (relu)
+            for (int64_t i = 0; i < plane_out; i++) dxp[ap[i]] += yp[i] > 0 ? dyp[i] : 0.0f;
+        else
+            for (int64_t i = 0; i < plane_out; i++) dxp[ap[i]] += dyp[i];
     );
 }
 

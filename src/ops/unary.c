@@ -68,7 +68,11 @@ FWD(relu_values, v > 0 ? v : 0.0f)
 static magna_status relu_forward(magna_graph *g, magna_node *n) {
     return n->alias_input ? MAGNA_OK : relu_values_forward(g, n);
 }
-BWD(relu, y[i] > 0 ? d : 0.0f)
+BWD(relu_mask, y[i] > 0 ? d : 0.0f)
+/* ... and when a fused max pool follows (skip_backward), that pool's backward applies this mask itself. */
+static void relu_backward(magna_graph *g, magna_node *n) {
+    if (!n->skip_backward) relu_mask_backward(g, n);
+}
 DEF(relu, OPF_BWD_OUTPUT)
 /* y = x for x > 0, slope x otherwise */
 FWD(leaky_relu, v > 0 ? v : a * v)
