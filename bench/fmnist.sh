@@ -2,8 +2,10 @@
 # fmnist.sh — Fashion-MNIST training speed: magna's examples against every PyTorch on this machine, one run,
 # one table per model (the seed's MLP and CNN), samples/s of the training loop and peak memory.
 #
-#   bench/fmnist.sh [--epochs N] [--only mlp|cnn]
+#   bench/fmnist.sh [--epochs N] [--only mlp|cnn] [--repeat R]
 #
+# --repeat R runs every configuration R times, round-robin (all of them once, then again), and the table shows
+# each one's median samples/s with its range: on a shared machine one run can be off by 1.5x either way.
 # Builds build/fmnist_mlp and build/fmnist_cnn if needed (BUILD_DIR overrides the folder) and runs each for
 # --epochs (default 1) under /usr/bin/time -v, then bench/torch_fmnist.py under each PyTorch it finds:
 #   torch-debian  Debian's python3-torch (apt-get install python3-torch), through /usr/bin/python3
@@ -28,11 +30,13 @@ build=${BUILD_DIR:-$root/build}
 out=$build/bench_fmnist_out
 epochs=1
 models="mlp cnn"
+repeat=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --epochs) epochs=$2; shift 2 ;;
         --only) models=$2; shift 2 ;;
-        *) echo "usage: bench/fmnist.sh [--epochs N] [--only mlp|cnn]" >&2; exit 2 ;;
+        --repeat) repeat=$2; shift 2 ;;
+        *) echo "usage: bench/fmnist.sh [--epochs N] [--only mlp|cnn] [--repeat R]" >&2; exit 2 ;;
     esac
 done
 
@@ -44,13 +48,15 @@ if [ ! -f "$build/CMakeCache.txt" ]; then
 fi
 cmake --build "$build" --target fmnist_mlp fmnist_cnn -j2 >/dev/null
 mkdir -p "$out"
-rm -f "$out"/*.log
+rm -f "$out"/*.log "$out"/*.rates
 
 . "$root/bench/peers.sh"
+[ "$repeat" -gt 1 ] && rate_key=samples_per_s
 
 echo "== $(date -u '+%Y-%m-%d %H:%M:%S UTC') | $(lscpu | sed -n 's/^Model name: *//p') | $threads threads" \
     "| $epochs epoch(s) | OPENBLAS_CORETYPE for torch: ${coretype:-unset}"
 
+for round in $(seq "$repeat"); do
 for model in $models; do
     timed "magna_$model" "$build/fmnist_$model" --epochs "$epochs" --threads "$threads"
     # magna's bf16 mixed precision (the CNN's convolutions through oneDNN), where torch gets its bf16 row too
@@ -73,11 +79,12 @@ for model in $models; do
         done
     done
 done
+done
 
 # One Markdown table per model from the logs: each program's last key=value line and time's peak RSS.
 for model in $models; do
     echo
-    echo "### Fashion-MNIST $model, $epochs epoch(s), batch 64, Adam 1e-3, $threads threads"
+    echo "### Fashion-MNIST $model, $epochs epoch(s), batch 64, Adam 1e-3, $threads threads, $repeat round(s)"
     echo
     echo "| configuration | samples/s | vs best | training s | test acc | peak RSS MiB |"
     echo "| --- | ---: | ---: | ---: | ---: | ---: |"

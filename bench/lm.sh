@@ -2,8 +2,10 @@
 # lm.sh — character language models: magna's char_lstm and char_gpt against every PyTorch on this machine, in
 # one run: training tokens/s, validation loss (nats/char) after the same steps, and peak memory.
 #
-#   bench/lm.sh [--steps N] [--only lstm|gpt] [--peers "torch-debian torch-pip"] [--precisions "f32 bf16"]
+#   bench/lm.sh [--steps N] [--only lstm|gpt] [--peers "torch-debian torch-pip"] [--precisions "f32 bf16"] [--repeat R]
 #
+# --repeat R runs every configuration R times, round-robin, and the table shows each one's median tokens/s with
+# its range (the other columns are the last round's).
 # The settings (context 128, batch 32; LSTM 64/256 Adam 2e-3; GPT 4 layers, 4 heads, d 128, AdamW
 # 1e-3 wd 0.1) on the fortunes corpus split 90/10 by position. --steps defaults to 1500, the run;
 # a smaller number measures speed in less time (the validation loss then means less). The validation pass
@@ -22,13 +24,15 @@ steps=1500
 models="lstm gpt"
 peers="torch-debian torch-pip"
 precisions="f32 bf16"
+repeat=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --steps) steps=$2; shift 2 ;;
         --only) models=$2; shift 2 ;;
         --peers) peers=$2; shift 2 ;;
         --precisions) precisions=$2; shift 2 ;;
-        *) echo "usage: bench/lm.sh [--steps N] [--only lstm|gpt] [--peers LIST] [--precisions LIST]" >&2; exit 2 ;;
+        --repeat) repeat=$2; shift 2 ;;
+        *) echo "usage: bench/lm.sh [--steps N] [--only lstm|gpt] [--peers LIST] [--precisions LIST] [--repeat R]" >&2; exit 2 ;;
     esac
 done
 windows=256
@@ -40,13 +44,15 @@ if [ ! -f "$build/CMakeCache.txt" ]; then
 fi
 cmake --build "$build" --target char_lstm char_gpt -j2 >/dev/null
 mkdir -p "$out"
-rm -f "$out"/*.log
+rm -f "$out"/*.log "$out"/*.rates
 
 . "$root/bench/peers.sh"
+[ "$repeat" -gt 1 ] && rate_key=tokens_per_s
 
 echo "== $(date -u '+%Y-%m-%d %H:%M:%S UTC') | $(lscpu | sed -n 's/^Model name: *//p') | $threads threads" \
     "| $steps steps | OPENBLAS_CORETYPE for torch: ${coretype:-unset}"
 
+for round in $(seq "$repeat"); do
 for model in $models; do
     timed "magna_$model" "$build/char_$model" --steps "$steps" --threads "$threads" --eval-windows "$windows" \
         --sample 200
@@ -67,10 +73,11 @@ for model in $models; do
         done
     done
 done
+done
 
 for model in $models; do
     echo
-    echo "### char-$model, $steps steps, context 128, batch 32, $threads threads"
+    echo "### char-$model, $steps steps, context 128, batch 32, $threads threads, $repeat round(s)"
     echo
     echo "| configuration | tokens/s | vs best | training s | val loss | peak RSS MiB |"
     echo "| --- | ---: | ---: | ---: | ---: | ---: |"

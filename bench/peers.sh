@@ -21,7 +21,8 @@ peer_python() {
 have_torch() { [ -x "$1" ] && "$1" -c "import torch" >/dev/null 2>&1; }
 
 # timed NAME COMMAND...: runs the command under /usr/bin/time -v into $out/NAME.log; a failure is reported,
-# not fatal, so one broken peer does not hide the others.
+# not fatal, so one broken peer does not hide the others. With rate_key set (the scripts' --repeat), the run's
+# RATE_KEY value is also appended to $out/NAME.rates, one line a round, for table's median.
 timed() {
     name=$1
     shift
@@ -29,11 +30,16 @@ timed() {
     if ! /usr/bin/time -v "$@" >"$out/$name.log" 2>&1; then
         echo "$name: failed, see $out/$name.log" >&2
         tail -5 "$out/$name.log" >&2
+    elif [ -n "${rate_key:-}" ]; then
+        sed -n "s/.*[[:space:]]$rate_key=\([0-9.]*\).*/\1/p; s/^$rate_key=\([0-9.]*\).*/\1/p" "$out/$name.log" |
+            tail -1 >>"$out/$name.rates"
     fi
 }
 
 # table SUFFIX RATE_KEY SECONDS_KEY QUALITY_KEY: one Markdown row per $out/*_SUFFIX.log from its last key=value
-# line and time's peak RSS, with each row's RATE_KEY over the best one's.
+# line and time's peak RSS, with each row's RATE_KEY over the best one's. Where $out/NAME.rates holds several
+# rounds (--repeat), the rate is their median, followed by the range, and the ratios are of medians; the other
+# columns are the last round's.
 table() {
     suffix=$1 rate=$2 secs=$3 quality=$4
     for log in "$out"/*"_$suffix.log"; do
@@ -48,14 +54,26 @@ table() {
                 n = split(kv, f, " ")
                 for (i = 1; i <= n; i++) { split(f[i], p, "="); v[p[1]] = p[2] }
                 if (kv == "") printf "%s\tfailed\t-\t-\t-\n", name
-                else printf "%s\t%s\t%s\t%s\t%.0f\n", name, v[rate], v[secs], v[quality], rss / 1024
-            }' "$log"
+                else printf "%s\t%s\t%s\t%s\t%.0f\t%s\n", name, v[rate], v[secs], v[quality], rss / 1024, range
+            }' range="$(rate_range "${log%.log}.rates")" "$log"
     done | awk -F '\t' '
-        { name[NR] = $1; r[NR] = $2; sec[NR] = $3; q[NR] = $4; rss[NR] = $5; if ($2 + 0 > best) best = $2 + 0 }
+        { name[NR] = $1; r[NR] = $2; sec[NR] = $3; q[NR] = $4; rss[NR] = $5; rng[NR] = $6
+          if ($6 != "") { split($6, m, " "); r[NR] = m[1]; rng[NR] = " " m[2]; gsub(/_/, " ", rng[NR]) }
+          if (r[NR] + 0 > best) best = r[NR] + 0 }
         END {
             for (i = 1; i <= NR; i++) {
                 ratio = (r[i] + 0 > 0 && best > 0) ? sprintf("%.2f", r[i] / best) : "-"
-                printf "| %s | %s | %s | %s | %s | %s |\n", name[i], r[i], ratio, sec[i], q[i], rss[i]
+                printf "| %s | %s%s | %s | %s | %s | %s |\n", name[i], r[i], rng[i], ratio, sec[i], q[i], rss[i]
             }
         }'
+}
+
+# rate_range FILE: "MEDIAN (MIN-MAX, N runs)" of the numbers in FILE, one a line, when it holds two or more;
+# else nothing.
+rate_range() {
+    [ -f "$1" ] || return 0
+    sort -n "$1" | awk '{ v[NR] = $1 }
+        END { if (NR < 2) exit
+              med = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+              printf "%.0f (%.0f-%.0f,_%d_runs)", med, v[1], v[NR], NR }'
 }
