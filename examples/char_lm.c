@@ -10,7 +10,10 @@
  *   val_loss=... bigram_val_loss=... tokens_per_s=... seconds=...
  *
  *   build/char_gpt|char_lstm [--steps N] [--seed S] [--threads T] [--corpus PATH] [--sample N]
- *                            [--temperature X] [--top-k K] [--prompt TEXT] [--eval-windows N] */
+ *                            [--temperature X] [--top-k K] [--prompt TEXT] [--eval-windows N] [--bf16]
+ *
+ * --bf16: bf16 mixed precision, as PyTorch's CPU autocast: the dense layers' products (and the tied output
+ * layer's) on oneDNN with bf16 operands and float32 sums, on CPUs with avx512_bf16; float32 elsewhere. */
 #include "magna.h"
 
 #include "args.h"
@@ -41,6 +44,7 @@ typedef struct args {
     long long steps, seed, threads, sample, top_k, eval_windows;
     double temperature;
     const char *corpus, *prompt;
+    bool bf16;
 } args;
 
 static bool parse_ll(const char *s, long long lo, long long *out) { return arg_int(s, lo, LLONG_MAX, out); }
@@ -49,6 +53,11 @@ static bool parse_args(int argc, char **argv, args *a) {
     *a = (args){.steps = 1500, .seed = 42, .sample = 300, .temperature = 0.8, .top_k = 0,
                 .corpus = "/usr/share/games/fortunes", .prompt = "The "};
     for (int i = 1; i < argc; i += 2) {
+        if (strcmp(argv[i], "--bf16") == 0) { /* the one flag without a value */
+            a->bf16 = true;
+            i--;
+            continue;
+        }
         if (i + 1 >= argc) return false;
         const char *k = argv[i], *v = argv[i + 1];
         bool ok = true;
@@ -139,7 +148,7 @@ int main(int argc, char **argv) {
     args a;
     if (!parse_args(argc, argv, &a)) {
         fprintf(stderr, "usage: " PROGRAM " [--steps N] [--seed S] [--threads T] [--corpus PATH] [--sample N]\n"
-                        "       [--temperature X] [--top-k K] [--prompt TEXT] [--eval-windows N]\n");
+                        "       [--temperature X] [--top-k K] [--prompt TEXT] [--eval-windows N] [--bf16]\n");
         return 2;
     }
     if (a.threads > 0) magna_set_threads((int)a.threads);
@@ -182,8 +191,8 @@ int main(int argc, char **argv) {
     if (magna_lm_windows_sequential(val_ids, n_val, T, vx, vy, &err) != MAGNA_OK) fail(err.message);
 
     magna_model *m = build((uint64_t)a.seed, vocab);
-    if (!m || magna_model_compile(m, &(magna_compile_opts){.loss = MAGNA_LOSS_SPARSE_CE, .optimizer = optimizer}) !=
-                  MAGNA_OK)
+    if (!m || magna_model_compile(m, &(magna_compile_opts){.loss = MAGNA_LOSS_SPARSE_CE, .optimizer = optimizer,
+                                                           .bf16 = a.bf16}) != MAGNA_OK)
         fail(m ? magna_model_errmsg(m) : "out of memory");
     magna_model_summary(m, stdout);
     magna_dataset train = {.rows = rows, .x_i32 = x, .labels = y}, val = {.rows = val_rows, .x_i32 = vx, .labels = vy};

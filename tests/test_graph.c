@@ -5,6 +5,7 @@
 #include "check.h"
 #include "magna.h"
 #include "../src/ops/conv2d.h" /* magna_conv2d_set_path: both kernels of the fused conv */
+#include "../src/ops/matmul.h" /* magna_matmul_describe */
 
 #include <math.h>
 #include <stdlib.h>
@@ -221,6 +222,49 @@ static void test_rewrites_change_nothing(void) {
     magna_conv2d_set_path(CONV2D_DEFAULT);
 }
 
+/* loss = mean((tanh(p) @ op(w))^2) (+ sum(tanh(p)) after the product when `later`, which makes that sum the
+ * first writer of tanh's gradient and the product's dA an adding one). *mm: the product. */
+static magna_graph *dense_graph(bool bf16, bool tb, bool later, magna_node **mm) {
+    magna_graph *g = magna_graph_new(3);
+    magna_node *h = magna_tanh(g, magna_param(g, "p", 2, SHAPE(40, 24), magna_init_uniform(-1, 1)));
+    magna_node *w = magna_param(g, "w", 2, tb ? SHAPE(16, 24) : SHAPE(24, 16), magna_init_uniform(-1, 1));
+    *mm = magna_matmul(g, h, w, false, tb);
+    magna_graph_keep(g, *mm);
+    magna_node *loss = magna_mean(g, magna_mul(g, *mm, *mm), 3, false);
+    if (later) loss = magna_add(g, loss, magna_sum(g, h, 3, false));
+    if (bf16) CHECK(magna_graph_set_bf16(g, true) == MAGNA_OK, "bf16: %s", magna_graph_errmsg(g));
+    CHECK(magna_graph_compile(g, loss) == MAGNA_OK, "compile: %s", magna_graph_errmsg(g));
+    magna_graph_zero_grad(g);
+    CHECK(magna_graph_forward(g) == MAGNA_OK && magna_graph_backward(g) == MAGNA_OK, "step: %s", magna_graph_errmsg(g));
+    return g;
+}
+
+static void test_bf16_dense(void) {
+    const bool has_bf16 = magna_cpu_detect().avx512_bf16;
+    for (int variant = 0; variant < 4; variant++) {
+        const bool tb = variant & 1, later = variant & 2;
+        magna_node *m16, *m32;
+        magna_graph *g16 = dense_graph(true, tb, later, &m16), *g32 = dense_graph(false, tb, later, &m32);
+        const char *kernel = magna_matmul_describe(m16);
+        CHECK(!has_bf16 || strstr(kernel, "bf16"), "a bf16 graph's dense product ran %s", kernel);
+        CHECK(!strstr(magna_matmul_describe(m32), "bf16"), "a float32 graph's product ran in bf16");
+        double worst_y = 0, scale_y = 0, worst_g = 0, scale_g = 0;
+        for (int64_t i = 0; i < magna_node_numel(m32); i++) {
+            worst_y = fmax(worst_y, fabs(magna_node_data(m16)[i] - magna_node_data(m32)[i]));
+            scale_y = fmax(scale_y, fabs(magna_node_data(m32)[i]));
+        }
+        size_t n;
+        const float *g_16 = magna_graph_grads(g16, &n), *g_32 = magna_graph_grads(g32, NULL);
+        for (size_t i = 0; i < n; i++) worst_g = fmax(worst_g, fabs(g_16[i] - g_32[i])), scale_g = fmax(scale_g, fabs(g_32[i]));
+        printf("dense in bf16 (b%s, dA %s): %s; values off by %.2g of %.2g, grads by %.2g of %.2g\n",
+               tb ? "^T" : "", later ? "added" : "assigned", kernel, worst_y, scale_y, worst_g, scale_g);
+        /* bf16 keeps 8 bits: each operand is off by up to 2^-9 relative, a 24-term sum by about that much */
+        CHECK(worst_y <= 1e-2 * scale_y && worst_g <= 1e-2 * scale_g, "bf16 too far from float32");
+        CHECK(!has_bf16 || worst_y > 0, "bf16 gave float32's exact values: it did not run in bf16");
+        magna_graph_free(g16), magna_graph_free(g32);
+    }
+}
+
 int main(void) {
     printf("%s\n", magna_runtime_info());
     test_memory_reuse();
@@ -229,5 +273,6 @@ int main(void) {
     test_flat_params();
     test_learns();
     test_rewrites_change_nothing();
+    test_bf16_dense();
     return check_finish("test_graph");
 }

@@ -1,0 +1,11 @@
+/* matmul.h — what a matmul node runs, for tests and benchmark output (src/ops/matmul.c). Internal. */
+#ifndef MAGNA_OPS_MATMUL_H
+#define MAGNA_OPS_MATMUL_H
+
+#include "magna.h"
+
+/* "oneDNN matmul, bf16 operands, float32 sums" where a bf16 graph's dense product runs there at this thread
+ * count, else "sgemm, float32". */
+const char *magna_matmul_describe(const magna_node *matmul);
+
+#endif
