@@ -160,7 +160,8 @@ static void test_learns(void) {
 
 /* A small CNN where every rewrite applies and one must not: conv1 -> relu -> max pool (all three fused: 16 filters,
  * so oneDNN's blocked output can be pooled where it is) -> conv2, whose output feeds both a relu and an add (two
- * consumers: not fused; its gradient has two writers) -> reshape -> dense -> cross-entropy. Compiled with
+ * consumers: not fused; its gradient has two writers) -> reshape -> dense (its bias add fused into the product;
+ * the logits kept, so the product's output lives on as theirs) -> cross-entropy. Compiled with
  * MAGNA_NO_FUSE set or not; *arena: the bytes of all its buffers; conv1_kernel: what conv1 ran. */
 static magna_graph *small_cnn(bool fuse, bool bf16, float *loss_out, size_t *arena, char *conv1_kernel, size_t cap) {
     if (fuse)
@@ -177,8 +178,11 @@ static magna_graph *small_cnn(bool fuse, bool bf16, float *loss_out, size_t *are
     magna_node *c2 = magna_conv2d(g, p1, magna_param(g, "w2", 4, SHAPE(4, 16, 3, 3), magna_init_he_normal()),
                                   magna_param(g, "b2", 1, SHAPE(4), magna_init_uniform(-0.1f, 0.1f)), same);
     magna_node *h = magna_reshape(g, magna_add(g, magna_relu(g, c2), c2), 2, SHAPE(4, 64));
-    magna_node *logits = magna_matmul(g, h, magna_param(g, "w3", 2, SHAPE(64, 3), magna_init_xavier_normal()),
-                                      false, false);
+    magna_node *logits = magna_add(g,
+                                   magna_matmul(g, h, magna_param(g, "w3", 2, SHAPE(64, 3), magna_init_xavier_normal()),
+                                                false, false),
+                                   magna_param(g, "b3", 1, SHAPE(3), magna_init_uniform(-0.1f, 0.1f)));
+    magna_graph_keep(g, logits);
     magna_node *loss = magna_cross_entropy(g, logits, y);
     if (bf16) CHECK(magna_graph_set_bf16(g, true) == MAGNA_OK, "bf16: %s", magna_graph_errmsg(g));
     CHECK(magna_graph_compile(g, loss) == MAGNA_OK, "compile: %s", magna_graph_errmsg(g));

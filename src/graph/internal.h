@@ -88,6 +88,10 @@ struct magna_node {
      * (skip_backward). */
     bool pool_fused, skip_backward;
     magna_node *fused_conv;
+    /* A matmul (one GEMM: b 2-D, a not transposed) whose only consumer adds a bias [N] adds it itself
+     * (bias_add: that add node); the add is then a view of its output (alias_input) whose backward computes the
+     * bias's gradient only, and the matmul's backward reads the add's gradient as its own. */
+    magna_node *bias_add;
     unsigned grad_assign; /* bit i: this node's backward is the first writer of in[i]->grad and assigns it
                            * (OPF_GRAD_ASSIGN ops on the CPU; plan.c step 5); else it adds into it */
     /* On a CUDA graph value/grad/saved are device memory; `host` is the copy the caller reads and writes:

@@ -150,7 +150,7 @@ static void fuse_conv_relu(magna_graph *g) {
     for (int i = 0; i < g->n_nodes; i++) {
         magna_node *n = g->nodes[i];
         n->relu_fused = n->alias_input = n->pool_fused = n->skip_backward = false;
-        n->fused_conv = NULL;
+        n->fused_conv = n->bias_add = NULL;
     }
     for (int i = 0; i < g->n_nodes && fuse; i++) {
         magna_node *r = g->nodes[i], *c = r->n_in == 1 ? r->in[0] : NULL;
@@ -158,6 +158,16 @@ static void fuse_conv_relu(magna_graph *g) {
             c->keep)
             continue;
         if (live_consumers(g, c) == 1) c->relu_fused = r->alias_input = true;
+    }
+    /* matmul + bias: the dense layer's add of a bias [N] to its product [.., N], the product's only use */
+    for (int i = 0; i < g->n_nodes && fuse; i++) {
+        magna_node *a = g->nodes[i], *m = a->n_in == 2 ? a->in[0] : NULL, *bias = m ? a->in[1] : NULL;
+        if (a->kind != NODE_OP || a->op != OP_ADD || !a->live || !m || m->kind != NODE_OP || m->op != OP_MATMUL ||
+            m->keep || m->ip[0] || m->in[1]->ndim != 2 || bias->ndim != 1 || bias->dtype != MAGNA_F32 ||
+            bias->shape[0] != m->shape[m->ndim - 1] || a->numel != m->numel || bias == m || live_consumers(g, m) != 1)
+            continue;
+        m->bias_add = a;
+        a->alias_input = true;
     }
 }
 
@@ -218,7 +228,8 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
      * log-sum-exp a row, not the CPU's softmax: 13 GB less at GPT-2's batch). */
     for (int i = 0; i < N; i++) {
         magna_node *n = g->nodes[i];
-        if (!(g->device != MAGNA_DEVICE_CPU || g->bf16 || n->relu_fused)) continue; /* a fused conv remakes its kernels */
+        if (!(g->device != MAGNA_DEVICE_CPU || g->bf16 || n->relu_fused || n->bias_add))
+            continue; /* a fused conv or matmul remakes its kernels */
         if (n->live && n->kind == NODE_OP && (st = magna_op_table[n->op]->infer(g, n)) != MAGNA_OK) return st;
     }
     fuse_conv_relu_pool(g);
@@ -286,7 +297,9 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
             blocks[nb++] = (block){align_up(n->saved_bytes), 0, i, n->needs_grad ? END - 1 - i : i, n, 2};
         if (n->needs_grad) {
             int grad_born = n == loss ? N : END - 1 - last_gc[i];
-            blocks[nb++] = (block){align_up((size_t)n->numel * sizeof(float)), 0, grad_born, END - 1 - i, n, 1};
+            /* a bias add fused into its matmul: that matmul's backward, just after this node's, reads this grad */
+            const int grad_end = n->alias_input && n->op == OP_ADD ? END - 1 - n->in[0]->id : END - 1 - i;
+            blocks[nb++] = (block){align_up((size_t)n->numel * sizeof(float)), 0, grad_born, grad_end, n, 1};
             n->grad_born_at = n == loss ? -1 : last_gc[i];
         }
         if (n->workspace_bytes > workspace) workspace = n->workspace_bytes;

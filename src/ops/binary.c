@@ -87,6 +87,7 @@ static inline float apply(op_id op, float x, float y) {
 
 static magna_status binary_forward(magna_graph *g, magna_node *n) {
     (void)g;
+    if (n->alias_input) return MAGNA_OK; /* a bias add its matmul did (n->in[0]->bias_add, plan.c) */
     const float *A = fval(n->in[0]), *B = fval(n->in[1]);
     float *Y = fval(n);
     const op_id op = n->op;
@@ -146,6 +147,27 @@ static void binary_backward_operand(magna_node *n, const bcast *b, int which) {
     const int64_t sg = which == 0 ? sa : sb;
     const bool full = x->numel == n->numel, assign = full && grad_assigns(n, which);
     if (!full && grad_assigns(n, which)) memset(G, 0, (size_t)x->numel * sizeof *G);
+    const int threads = omp_get_max_threads();
+    if (!full && sg == 1 && n->numel > PAR_MIN && threads > 1 && inner >= 16 * threads) {
+        /* A broadcast operand whose last dim is its own (a bias [N] over [rows, N]): each thread sums its own
+         * columns over every row, in row order, so the sums are the serial loop's, bit for bit. */
+        PARALLEL_FOR(true, t, threads, {
+            const int64_t j0 = inner * t / threads, j1 = inner * (t + 1) / threads;
+            for (int64_t r = 0; r < b->rows; r++) {
+                int64_t oa, ob;
+                row_offsets(b, r, &oa, &ob);
+                float *gx = G + (which == 0 ? oa : ob);
+                const float *dy = DY + r * inner, *y = Y + r * inner, *a = A + oa, *c = B + ob;
+                if (op == OP_ADD || op == OP_SUB) {
+                    const float sign = op == OP_SUB && which == 1 ? -1.0f : 1.0f;
+                    for (int64_t j = j0; j < j1; j++) gx[j] += sign * dy[j];
+                } else {
+                    for (int64_t j = j0; j < j1; j++) gx[j] += dy[j] * partial(op, which, a[j * sa], c[j * sb], y[j]);
+                }
+            }
+        });
+        return;
+    }
 PARALLEL_FOR(full && n->numel > PAR_MIN, r, b->rows, 
         int64_t oa, ob;
         row_offsets(b, r, &oa, &ob);
@@ -174,7 +196,7 @@ static void binary_backward(magna_graph *g, magna_node *n) {
     (void)g;
     bcast b;
     bcast_init(&b, n);
-    binary_backward_operand(n, &b, 0);
+    if (!n->alias_input) binary_backward_operand(n, &b, 0); /* fused: the matmul reads this node's grad itself */
     binary_backward_operand(n, &b, 1);
 }
 

@@ -54,7 +54,7 @@ static void mm_dims_of(const magna_node *c, mm_dims *d) {
 
 typedef struct mm_pass {
     dnnl_primitive_t prim;
-    dnnl_memory_t src, wei, dst;
+    dnnl_memory_t src, wei, dst, bias; /* bias: the forward's, when its bias add is fused (c->bias_add) */
 } mm_pass;
 
 typedef struct mm_dnnl {
@@ -74,6 +74,7 @@ static void matmul_release(magna_node *n) {
         if (passes[i]->src) dnnl_memory_destroy(passes[i]->src);
         if (passes[i]->wei) dnnl_memory_destroy(passes[i]->wei);
         if (passes[i]->dst) dnnl_memory_destroy(passes[i]->dst);
+        if (passes[i]->bias) dnnl_memory_destroy(passes[i]->bias);
     }
     if (st->scratch) dnnl_memory_destroy(st->scratch);
     free(st);
@@ -88,8 +89,8 @@ static dnnl_status_t view_md(dnnl_memory_desc_t *md, int64_t rows, int64_t cols,
 
 /* dst [m, n] (+)= src [m, k] wei [k, n] with the given views; the pass's memory objects, handles set per call. */
 static dnnl_status_t pass_make(mm_dnnl *st, mm_pass *ps, dnnl_engine_t eng, int64_t m, int64_t n, int64_t k,
-                               bool src_t, bool wei_t, bool add, size_t *scratch) {
-    dnnl_memory_desc_t src, wei, dst;
+                               bool src_t, bool wei_t, bool add, bool bias, size_t *scratch) {
+    dnnl_memory_desc_t src, wei, dst, bias_md;
     dnnl_matmul_desc_t desc;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t po = NULL;
@@ -97,7 +98,8 @@ static dnnl_status_t pass_make(mm_dnnl *st, mm_pass *ps, dnnl_engine_t eng, int6
     dnnl_status_t s = view_md(&src, m, k, src_t, dnnl_bf16);
     if (s == dnnl_success) s = view_md(&wei, k, n, wei_t, dnnl_bf16);
     if (s == dnnl_success) s = view_md(&dst, m, n, false, dnnl_f32);
-    if (s == dnnl_success) s = dnnl_matmul_desc_init(&desc, &src, &wei, NULL, &dst);
+    if (s == dnnl_success && bias) s = view_md(&bias_md, 1, n, false, dnnl_f32);
+    if (s == dnnl_success) s = dnnl_matmul_desc_init(&desc, &src, &wei, bias ? &bias_md : NULL, &dst);
     if (s == dnnl_success) s = dnnl_primitive_attr_create(&attr);
     if (s == dnnl_success) s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
     if (s == dnnl_success && add) {
@@ -115,6 +117,7 @@ static dnnl_status_t pass_make(mm_dnnl *st, mm_pass *ps, dnnl_engine_t eng, int6
     if (s == dnnl_success) s = dnnl_memory_create(&ps->src, &src, eng, DNNL_MEMORY_NONE);
     if (s == dnnl_success) s = dnnl_memory_create(&ps->wei, &wei, eng, DNNL_MEMORY_NONE);
     if (s == dnnl_success) s = dnnl_memory_create(&ps->dst, &dst, eng, DNNL_MEMORY_NONE);
+    if (s == dnnl_success && bias) s = dnnl_memory_create(&ps->bias, &bias_md, eng, DNNL_MEMORY_NONE);
     if (pd) dnnl_primitive_desc_destroy(pd);
     if (po) dnnl_post_ops_destroy(po);
     if (attr) dnnl_primitive_attr_destroy(attr);
@@ -144,14 +147,14 @@ static magna_status mm_dnnl_make(magna_graph *g, magna_node *c, const mm_dims *d
     const bool tb = d->tb, want_da = c->in[0]->requires_grad, want_db = c->in[1]->requires_grad;
     size_t scratch = 0;
     /* forward C [m, n] = a [m, k] op(b) [k, n]; b16 keeps b's own layout ([k, n], or [n, k] when tb) */
-    s = pass_make(st, &st->fwd, eng, m, n, k, false, tb, false, &scratch);
+    s = pass_make(st, &st->fwd, eng, m, n, k, false, tb, false, c->bias_add != NULL, &scratch);
     for (int add = 0; add < 2 && s == dnnl_success; add++) {
         /* dA [m, k] = dC [m, n] op(b)^T [n, k] */
-        if (want_da) s = pass_make(st, &st->da[add], eng, m, k, n, false, !tb, add, &scratch);
+        if (want_da) s = pass_make(st, &st->da[add], eng, m, k, n, false, !tb, add, false, &scratch);
         /* dB = a^T [k, m] dC [m, n] (or, when tb, dC^T [n, m] a [m, k]) */
         if (s == dnnl_success && want_db)
-            s = tb ? pass_make(st, &st->db[add], eng, n, k, m, true, false, add, &scratch)
-                   : pass_make(st, &st->db[add], eng, k, n, m, true, false, add, &scratch);
+            s = tb ? pass_make(st, &st->db[add], eng, n, k, m, true, false, add, false, &scratch)
+                   : pass_make(st, &st->db[add], eng, k, n, m, true, false, add, false, &scratch);
     }
     if (s == dnnl_success && scratch) {
         dnnl_memory_desc_t md;
@@ -202,15 +205,18 @@ static mm_dnnl *mm_dnnl_ready(const magna_node *c) {
 }
 
 static dnnl_status_t pass_run(const mm_dnnl *st, const mm_pass *ps, void *ws, const void *src, const void *wei,
-                              void *dst) {
+                              void *dst, const float *bias) {
     dnnl_status_t s = dnnl_memory_set_data_handle(ps->src, (void *)src);
     if (s == dnnl_success) s = dnnl_memory_set_data_handle(ps->wei, (void *)wei);
     if (s == dnnl_success) s = dnnl_memory_set_data_handle(ps->dst, dst);
+    if (s == dnnl_success && ps->bias) s = dnnl_memory_set_data_handle(ps->bias, (void *)bias);
     if (s == dnnl_success && st->scratch) s = dnnl_memory_set_data_handle(st->scratch, ws);
     if (s != dnnl_success) return s;
-    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, ps->src}, {DNNL_ARG_WEIGHTS, ps->wei}, {DNNL_ARG_DST, ps->dst},
-                               {DNNL_ARG_SCRATCHPAD, st->scratch}};
-    return dnnl_primitive_execute(ps->prim, st->stream, st->scratch ? 4 : 3, args);
+    dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, ps->src}, {DNNL_ARG_WEIGHTS, ps->wei}, {DNNL_ARG_DST, ps->dst}};
+    int na = 3;
+    if (ps->bias) args[na++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, ps->bias};
+    if (st->scratch) args[na++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, st->scratch};
+    return dnnl_primitive_execute(ps->prim, st->stream, na, args);
 }
 
 static magna_status mm_dnnl_error(magna_graph *g, dnnl_status_t s, const char *what) {
@@ -281,6 +287,7 @@ static magna_status matmul_forward(magna_graph *g, magna_node *c) {
     mm_dims d;
     mm_dims_of(c, &d);
     const float *A = fval(c->in[0]), *B = fval(c->in[1]);
+    const float *bias = c->bias_add ? fval(c->bias_add->in[1]) : NULL; /* the fused bias add's (plan.c) */
     float *C = fval(c);
 #ifdef MAGNA_HAVE_DNNL
     const mm_dnnl *st = mm_dnnl_ready(c);
@@ -289,12 +296,17 @@ static magna_status matmul_forward(magna_graph *g, magna_node *c) {
         uint16_t *a16 = (uint16_t *)(ws + st->a_off), *b16 = (uint16_t *)(ws + st->b_off);
         to_bf16(a16, A, (int64_t)d.m * d.k);
         to_bf16(b16, B, (int64_t)d.k * d.n);
-        dnnl_status_t s = pass_run(st, &st->fwd, ws, a16, b16, C);
+        dnnl_status_t s = pass_run(st, &st->fwd, ws, a16, b16, C, bias);
         return s == dnnl_success ? MAGNA_OK : mm_dnnl_error(g, s, "forward");
     }
 #endif
 PARALLEL_FOR(parallel_batches(&d), i, d.batch, magna_sgemm(d.ta, d.tb, d.m, d.n, d.k, 1.0f, A + i * d.stride_a, d.lda, B + i * d.stride_b, d.ldb, 0.0f,
                     C + i * d.stride_c, d.n););
+    if (bias) /* after the product, as the add it replaces did: the same bits */
+        PARALLEL_FOR((int64_t)d.m * d.n > PAR_MIN, r, d.m, {
+            float *row = C + r * d.n;
+            for (int j = 0; j < d.n; j++) row[j] += bias[j];
+        });
     return MAGNA_OK;
 }
 
@@ -303,7 +315,8 @@ PARALLEL_FOR(parallel_batches(&d), i, d.batch, magna_sgemm(d.ta, d.tb, d.m, d.n,
 static void matmul_backward(magna_graph *g, magna_node *c) {
     mm_dims d;
     mm_dims_of(c, &d);
-    const float *A = fval(c->in[0]), *B = fval(c->in[1]), *dC = c->grad;
+    /* with its bias add fused, this node's gradient is the add's (plan.c) */
+    const float *A = fval(c->in[0]), *B = fval(c->in[1]), *dC = c->bias_add ? c->bias_add->grad : c->grad;
     float *dA = c->in[0]->grad, *dB = c->in[1]->grad;
 #ifdef MAGNA_HAVE_DNNL
     const mm_dnnl *st = mm_dnnl_ready(c);
@@ -315,12 +328,12 @@ static void matmul_backward(magna_graph *g, magna_node *c) {
         to_bf16(dc16, dC, (int64_t)d.m * d.n);
         if (dA) {
             to_bf16(b16, B, (int64_t)d.k * d.n);
-            s = pass_run(st, &st->da[grad_assigns(c, 0) ? 0 : 1], ws, dc16, b16, dA);
+            s = pass_run(st, &st->da[grad_assigns(c, 0) ? 0 : 1], ws, dc16, b16, dA, NULL);
         }
         if (dB && s == dnnl_success) {
             to_bf16(a16, A, (int64_t)d.m * d.k);
-            s = d.tb ? pass_run(st, &st->db[grad_assigns(c, 1) ? 0 : 1], ws, dc16, a16, dB)
-                     : pass_run(st, &st->db[grad_assigns(c, 1) ? 0 : 1], ws, a16, dc16, dB);
+            s = d.tb ? pass_run(st, &st->db[grad_assigns(c, 1) ? 0 : 1], ws, dc16, a16, dB, NULL)
+                     : pass_run(st, &st->db[grad_assigns(c, 1) ? 0 : 1], ws, a16, dc16, dB, NULL);
         }
         if (s != dnnl_success) mm_dnnl_error(g, s, "backward");
         return;
