@@ -56,6 +56,11 @@ for round in $(seq "$repeat"); do
 for model in $models; do
     timed "magna_$model" "$build/char_$model" --steps "$steps" --threads "$threads" --eval-windows "$windows" \
         --sample 200
+    # magna's bf16 mixed precision (the dense products on oneDNN), where torch gets its bf16 row too
+    if [ -n "$bf16" ] && echo "$precisions" | grep -q bf16; then
+        timed "magna_bf16_$model" "$build/char_$model" --steps "$steps" --threads "$threads" \
+            --eval-windows "$windows" --sample 200 --bf16
+    fi
     for peer in $peers; do
         py=$(peer_python "$peer")
         if ! have_torch "$py"; then
