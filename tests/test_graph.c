@@ -269,6 +269,48 @@ static void test_bf16_dense(void) {
     }
 }
 
+/* loss = mean(seq^2) over an LSTM's or a GRU's h sequence; x a param so dx is computed too. *out: the output. */
+static magna_graph *recurrent_graph(bool bf16, bool gru, magna_node **out) {
+    magna_graph *g = magna_graph_new(8);
+    const int64_t B = 4, T = 6, I = 12, H = 16, G = (gru ? 3 : 4) * H;
+    const magna_init u = magna_init_uniform(-0.4f, 0.4f);
+    magna_node *x = magna_param(g, "x", 3, SHAPE(B, T, I), magna_init_uniform(-1, 1));
+    magna_node *w_ih = magna_param(g, "w_ih", 2, SHAPE(I, G), u), *w_hh = magna_param(g, "w_hh", 2, SHAPE(H, G), u);
+    magna_node *b_ih = magna_param(g, "b_ih", 1, SHAPE(G), u), *b_hh = magna_param(g, "b_hh", 1, SHAPE(G), u);
+    *out = gru ? magna_gru(g, x, w_ih, w_hh, b_ih, b_hh, NULL) : magna_lstm(g, x, w_ih, w_hh, b_ih, b_hh, NULL, NULL);
+    magna_graph_keep(g, *out);
+    magna_node *seq = magna_rnn_sequence(g, *out);
+    magna_node *loss = magna_mean(g, magna_mul(g, seq, seq), 7, false);
+    if (bf16) CHECK(magna_graph_set_bf16(g, true) == MAGNA_OK, "bf16: %s", magna_graph_errmsg(g));
+    CHECK(magna_graph_compile(g, loss) == MAGNA_OK, "compile: %s", magna_graph_errmsg(g));
+    magna_graph_zero_grad(g);
+    CHECK(magna_graph_forward(g) == MAGNA_OK && magna_graph_backward(g) == MAGNA_OK, "step: %s", magna_graph_errmsg(g));
+    return g;
+}
+
+/* In a bf16 graph the recurrent ops' four big products (input projection, dW_ih, dx, dW_hh) take bf16 operands:
+ * outputs and every gradient within bf16's precision of float32's, and not equal to them (it ran in bf16). */
+static void test_bf16_recurrent(void) {
+    const bool has_bf16 = magna_cpu_detect().avx512_bf16;
+    for (int gru = 0; gru < 2; gru++) {
+        magna_node *o16, *o32;
+        magna_graph *g16 = recurrent_graph(true, gru, &o16), *g32 = recurrent_graph(false, gru, &o32);
+        double worst_y = 0, scale_y = 0, worst_g = 0, scale_g = 0;
+        for (int64_t i = 0; i < magna_node_numel(o32); i++) {
+            worst_y = fmax(worst_y, fabs(magna_node_data(o16)[i] - magna_node_data(o32)[i]));
+            scale_y = fmax(scale_y, fabs(magna_node_data(o32)[i]));
+        }
+        size_t n;
+        const float *g_16 = magna_graph_grads(g16, &n), *g_32 = magna_graph_grads(g32, NULL);
+        for (size_t i = 0; i < n; i++) worst_g = fmax(worst_g, fabs(g_16[i] - g_32[i])), scale_g = fmax(scale_g, fabs(g_32[i]));
+        printf("%s in bf16: outputs off by %.2g of %.2g, grads by %.2g of %.2g\n", gru ? "GRU" : "LSTM", worst_y, scale_y,
+               worst_g, scale_g);
+        CHECK(worst_y <= 2e-2 * scale_y && worst_g <= 2e-2 * scale_g, "bf16 too far from float32");
+        CHECK(!has_bf16 || (worst_y > 0 && worst_g > 0), "bf16 gave float32's exact numbers: it did not run in bf16");
+        magna_graph_free(g16), magna_graph_free(g32);
+    }
+}
+
 int main(void) {
     printf("%s\n", magna_runtime_info());
     test_memory_reuse();
@@ -278,5 +320,6 @@ int main(void) {
     test_learns();
     test_rewrites_change_nothing();
     test_bf16_dense();
+    test_bf16_recurrent();
     return check_finish("test_graph");
 }

@@ -4,8 +4,8 @@
  * untransposed a is one GEMM over all rows of a (the dense layer: [B, T, K] @ [K, N]); in a bf16 graph on a CPU
  * with avx512_bf16 that one runs on oneDNN's bf16 matmul (below). */
 #include "common.h"
+#include "gemm_bf16.h"
 #include "matmul.h"
-#include "onednn.h"
 
 #include <omp.h>
 #include <stdio.h>
@@ -44,132 +44,58 @@ static void mm_dims_of(const magna_node *c, mm_dims *d) {
  *
  * A graph in bf16 mixed precision (magna_graph_set_bf16) on a CPU with avx512_bf16 runs the one-GEMM products
  * (b 2-D, a not transposed: the dense layers, the tied LM head) on oneDNN's matmul with bf16 operands and
- * float32 sums and results, as PyTorch's CPU autocast does; everything else stays float32. Each call converts
- * its operands to bf16 in the workspace (round to nearest even: [scratchpad | a | b | dC]) and writes, or adds
- * into, float32. Five primitives a node, made at infer (build, compile, set_batch), never in a step: forward,
- * and dA and dB each assigning (the gradient's first writer) and adding (a sum post-op). Under another thread
- * count than they were made for, and on other CPUs, the node runs sgemm in float32. */
-#ifdef MAGNA_HAVE_DNNL
-#include <immintrin.h>
-
-typedef struct mm_pass {
-    dnnl_primitive_t prim;
-    dnnl_memory_t src, wei, dst, bias; /* bias: the forward's, when its bias add is fused (c->bias_add) */
-} mm_pass;
-
+ * float32 sums and results (src/ops/gemm_bf16.c), as PyTorch's CPU autocast does; everything else stays float32.
+ * Each call converts its operands to bf16 in the workspace (round to nearest even: [scratchpad | a | b | dC]) and
+ * writes, or adds into, float32. Five GEMMs a node, made at infer (build, compile, set_batch), never in a step:
+ * forward (with the fused bias, if any), and dA and dB each assigning (the gradient's first writer) and adding
+ * (a sum post-op). Under another thread count than they were made for, and on other CPUs, sgemm in float32. */
 typedef struct mm_dnnl {
     int threads;
-    dnnl_stream_t stream;
-    mm_pass fwd, da[2], db[2]; /* [0] assigns, [1] adds */
-    dnnl_memory_t scratch;
-    size_t scratch_bytes, a_off, b_off, dc_off;
+    magna_gemm_bf16 *fwd, *da[2], *db[2]; /* [0] assigns, [1] adds */
+    size_t a_off, b_off, dc_off;          /* the bf16 copies in the workspace, past the scratchpad */
 } mm_dnnl;
 
 static void matmul_release(magna_node *n) {
     mm_dnnl *st = n->kernel_state;
     if (!st) return;
-    mm_pass *passes[5] = {&st->fwd, &st->da[0], &st->da[1], &st->db[0], &st->db[1]};
-    for (int i = 0; i < 5; i++) {
-        if (passes[i]->prim) dnnl_primitive_destroy(passes[i]->prim);
-        if (passes[i]->src) dnnl_memory_destroy(passes[i]->src);
-        if (passes[i]->wei) dnnl_memory_destroy(passes[i]->wei);
-        if (passes[i]->dst) dnnl_memory_destroy(passes[i]->dst);
-        if (passes[i]->bias) dnnl_memory_destroy(passes[i]->bias);
-    }
-    if (st->scratch) dnnl_memory_destroy(st->scratch);
+    magna_gemm_bf16 *gemms[5] = {st->fwd, st->da[0], st->da[1], st->db[0], st->db[1]};
+    for (int i = 0; i < 5; i++) magna_gemm_bf16_free(gemms[i]);
     free(st);
     n->kernel_state = NULL;
 }
 
-/* A [rows, cols] view: row-major, or the transpose of a row-major [cols, rows] (transposed). */
-static dnnl_status_t view_md(dnnl_memory_desc_t *md, int64_t rows, int64_t cols, bool transposed, dnnl_data_type_t t) {
-    const dnnl_dims_t dims = {rows, cols}, strides = {transposed ? 1 : cols, transposed ? rows : 1};
-    return dnnl_memory_desc_init_by_strides(md, 2, dims, t, strides);
-}
-
-/* dst [m, n] (+)= src [m, k] wei [k, n] with the given views; the pass's memory objects, handles set per call. */
-static dnnl_status_t pass_make(mm_dnnl *st, mm_pass *ps, dnnl_engine_t eng, int64_t m, int64_t n, int64_t k,
-                               bool src_t, bool wei_t, bool add, bool bias, size_t *scratch) {
-    dnnl_memory_desc_t src, wei, dst, bias_md;
-    dnnl_matmul_desc_t desc;
-    dnnl_primitive_attr_t attr = NULL;
-    dnnl_post_ops_t po = NULL;
-    dnnl_primitive_desc_t pd = NULL;
-    dnnl_status_t s = view_md(&src, m, k, src_t, dnnl_bf16);
-    if (s == dnnl_success) s = view_md(&wei, k, n, wei_t, dnnl_bf16);
-    if (s == dnnl_success) s = view_md(&dst, m, n, false, dnnl_f32);
-    if (s == dnnl_success && bias) s = view_md(&bias_md, 1, n, false, dnnl_f32);
-    if (s == dnnl_success) s = dnnl_matmul_desc_init(&desc, &src, &wei, bias ? &bias_md : NULL, &dst);
-    if (s == dnnl_success) s = dnnl_primitive_attr_create(&attr);
-    if (s == dnnl_success) s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
-    if (s == dnnl_success && add) {
-        s = dnnl_post_ops_create(&po);
-        if (s == dnnl_success) s = dnnl_post_ops_append_sum(po, 1.0f);
-        if (s == dnnl_success) s = dnnl_primitive_attr_set_post_ops(attr, po);
-    }
-    if (s == dnnl_success) s = dnnl_primitive_desc_create(&pd, &desc, attr, eng, NULL);
-    if (s == dnnl_success) {
-        const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-        const size_t bytes = smd ? dnnl_memory_desc_get_size(smd) : 0;
-        if (bytes > *scratch) *scratch = bytes;
-        s = dnnl_primitive_create(&ps->prim, pd);
-    }
-    if (s == dnnl_success) s = dnnl_memory_create(&ps->src, &src, eng, DNNL_MEMORY_NONE);
-    if (s == dnnl_success) s = dnnl_memory_create(&ps->wei, &wei, eng, DNNL_MEMORY_NONE);
-    if (s == dnnl_success) s = dnnl_memory_create(&ps->dst, &dst, eng, DNNL_MEMORY_NONE);
-    if (s == dnnl_success && bias) s = dnnl_memory_create(&ps->bias, &bias_md, eng, DNNL_MEMORY_NONE);
-    if (pd) dnnl_primitive_desc_destroy(pd);
-    if (po) dnnl_post_ops_destroy(po);
-    if (attr) dnnl_primitive_attr_destroy(attr);
-    (void)st;
-    return s;
-}
-
 static size_t round64(size_t v) { return (v + 63) & ~(size_t)63; }
 
-/* Makes the node's primitives for its shapes; 0 workspace bytes (and no primitives) where it does not qualify. */
+/* Makes the node's GEMMs for its shapes; 0 workspace bytes (and none made) where it does not qualify. */
 static magna_status mm_dnnl_make(magna_graph *g, magna_node *c, const mm_dims *d, size_t *bytes) {
     *bytes = 0;
-    if (!g->bf16 || g->device != MAGNA_DEVICE_CPU || !magna_cpu_detect().avx512_bf16 || d->batch != 1 || d->ta ||
-        c->in[1]->ndim != 2)
-        return MAGNA_OK;
-    dnnl_engine_t eng;
-    dnnl_stream_t stream;
-    dnnl_status_t s = magna_dnnl_engine(&eng, &stream);
-    if (s != dnnl_success)
-        return graph_error(g, MAGNA_ERR_UNSUPPORTED, "matmul: oneDNN CPU engine: %s", magna_dnnl_status_str(s));
+    if (!magna_gemm_bf16_wanted(g) || d->batch != 1 || d->ta || c->in[1]->ndim != 2) return MAGNA_OK;
     mm_dnnl *st = calloc(1, sizeof *st);
     if (!st) return graph_error(g, MAGNA_ERR_NOMEM, "matmul: out of memory");
     c->kernel_state = st;
     st->threads = omp_get_max_threads();
-    st->stream = stream;
     const int64_t m = d->m, n = d->n, k = d->k;
     const bool tb = d->tb, want_da = c->in[0]->requires_grad, want_db = c->in[1]->requires_grad;
     size_t scratch = 0;
-    /* forward C [m, n] = a [m, k] op(b) [k, n]; b16 keeps b's own layout ([k, n], or [n, k] when tb) */
-    s = pass_make(st, &st->fwd, eng, m, n, k, false, tb, false, c->bias_add != NULL, &scratch);
-    for (int add = 0; add < 2 && s == dnnl_success; add++) {
+    int status = 0;
+    bool ok = true;
+    /* forward C [m, n] = a [m, k] op(b) [k, n] (+ the fused bias); the bf16 b keeps b's own layout */
+    ok = (st->fwd = magna_gemm_bf16_make(m, n, k, false, tb, false, c->bias_add != NULL, &scratch, &status));
+    for (int add = 0; add < 2 && ok; add++) {
         /* dA [m, k] = dC [m, n] op(b)^T [n, k] */
-        if (want_da) s = pass_make(st, &st->da[add], eng, m, k, n, false, !tb, add, false, &scratch);
-        /* dB = a^T [k, m] dC [m, n] (or, when tb, dC^T [n, m] a [m, k]) */
-        if (s == dnnl_success && want_db)
-            s = tb ? pass_make(st, &st->db[add], eng, n, k, m, true, false, add, false, &scratch)
-                   : pass_make(st, &st->db[add], eng, k, n, m, true, false, add, false, &scratch);
+        if (want_da) ok = (st->da[add] = magna_gemm_bf16_make(m, k, n, false, !tb, add, false, &scratch, &status));
+        /* dB = a^T [k, m] dC [m, n], or when tb dC^T [n, m] a [m, k] */
+        if (ok && want_db)
+            ok = (st->db[add] = tb ? magna_gemm_bf16_make(n, k, m, true, false, add, false, &scratch, &status)
+                                   : magna_gemm_bf16_make(k, n, m, true, false, add, false, &scratch, &status));
     }
-    if (s == dnnl_success && scratch) {
-        dnnl_memory_desc_t md;
-        const dnnl_dims_t sd = {(dnnl_dim_t)scratch};
-        s = dnnl_memory_desc_init_by_tag(&md, 1, sd, dnnl_u8, dnnl_x);
-        if (s == dnnl_success) s = dnnl_memory_create(&st->scratch, &md, eng, DNNL_MEMORY_NONE);
-    }
-    if (s != dnnl_success) {
+    if (!ok) {
         matmul_release(c);
         char sa[SHAPE_STR_MAX], sb[SHAPE_STR_MAX];
-        return graph_error(g, s == dnnl_out_of_memory ? MAGNA_ERR_NOMEM : MAGNA_ERR_UNSUPPORTED,
-                           "matmul: oneDNN bf16 matmul for a %s and b %s: %s", shape_str(c->in[0], sa, sizeof sa),
-                           shape_str(c->in[1], sb, sizeof sb), magna_dnnl_status_str(s));
+        return graph_error(g, MAGNA_ERR_UNSUPPORTED, "matmul: oneDNN bf16 matmul for a %s and b %s: %s",
+                           shape_str(c->in[0], sa, sizeof sa), shape_str(c->in[1], sb, sizeof sb),
+                           magna_gemm_bf16_status(status));
     }
-    st->scratch_bytes = scratch;
     st->a_off = round64(scratch);
     st->b_off = st->a_off + round64((size_t)(m * k) * 2);
     st->dc_off = st->b_off + round64((size_t)(k * n) * 2);
@@ -177,59 +103,17 @@ static magna_status mm_dnnl_make(magna_graph *g, magna_node *c, const mm_dims *d
     return MAGNA_OK;
 }
 
-/* dst[i] = src[i] in bf16, rounded to nearest even (NaN stays NaN), across the threads. */
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void to_bf16_chunk(uint16_t *dst, const float *src,
-                                                                                  int64_t n) {
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + i + 16), _mm512_loadu_ps(src + i));
-        _mm512_storeu_si512((void *)(dst + i), (__m512i)v);
-    }
-    for (; i < n; i++) {
-        const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_setzero_ps(), _mm512_set1_ps(src[i]));
-        dst[i] = (uint16_t)_mm_extract_epi16(_mm512_castsi512_si128((__m512i)v), 0);
-    }
-}
-
-static void to_bf16(uint16_t *dst, const float *src, int64_t n) {
-    const int64_t chunk = 1 << 14, chunks = (n + chunk - 1) / chunk;
-    PARALLEL_FOR(n > PAR_MIN, c, chunks, {
-        const int64_t i = c * chunk;
-        to_bf16_chunk(dst + i, src + i, n - i < chunk ? n - i : chunk);
-    });
-}
-
 static mm_dnnl *mm_dnnl_ready(const magna_node *c) {
     mm_dnnl *st = c->kernel_state;
-    return st && st->fwd.prim && !omp_in_parallel() && omp_get_max_threads() == st->threads ? st : NULL;
+    return st && st->fwd && !omp_in_parallel() && omp_get_max_threads() == st->threads ? st : NULL;
 }
 
-static dnnl_status_t pass_run(const mm_dnnl *st, const mm_pass *ps, void *ws, const void *src, const void *wei,
-                              void *dst, const float *bias) {
-    dnnl_status_t s = dnnl_memory_set_data_handle(ps->src, (void *)src);
-    if (s == dnnl_success) s = dnnl_memory_set_data_handle(ps->wei, (void *)wei);
-    if (s == dnnl_success) s = dnnl_memory_set_data_handle(ps->dst, dst);
-    if (s == dnnl_success && ps->bias) s = dnnl_memory_set_data_handle(ps->bias, (void *)bias);
-    if (s == dnnl_success && st->scratch) s = dnnl_memory_set_data_handle(st->scratch, ws);
-    if (s != dnnl_success) return s;
-    dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, ps->src}, {DNNL_ARG_WEIGHTS, ps->wei}, {DNNL_ARG_DST, ps->dst}};
-    int na = 3;
-    if (ps->bias) args[na++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, ps->bias};
-    if (st->scratch) args[na++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, st->scratch};
-    return dnnl_primitive_execute(ps->prim, st->stream, na, args);
+static magna_status mm_dnnl_error(magna_graph *g, int s, const char *what) {
+    return graph_error(g, MAGNA_ERR_UNSUPPORTED, "matmul: oneDNN %s: %s", what, magna_gemm_bf16_status(s));
 }
-
-static magna_status mm_dnnl_error(magna_graph *g, dnnl_status_t s, const char *what) {
-    return graph_error(g, MAGNA_ERR_UNSUPPORTED, "matmul: oneDNN %s: %s", what, magna_dnnl_status_str(s));
-}
-#endif
 
 const char *magna_matmul_describe(const magna_node *c) {
-#ifdef MAGNA_HAVE_DNNL
-    if (mm_dnnl_ready(c)) return "oneDNN matmul, bf16 operands, float32 sums";
-#endif
-    (void)c;
-    return "sgemm, float32";
+    return mm_dnnl_ready(c) ? "oneDNN matmul, bf16 operands, float32 sums" : "sgemm, float32";
 }
 
 static magna_status matmul_infer(magna_graph *g, magna_node *n) {
@@ -265,15 +149,13 @@ static magna_status matmul_infer(magna_graph *g, magna_node *n) {
     node_set_shape(n, nd, shape);
     n->dtype = MAGNA_F32;
     n->workspace_bytes = 0;
-#ifdef MAGNA_HAVE_DNNL
-    matmul_release(n); /* set_batch: the primitives are made for one batch */
+    matmul_release(n); /* set_batch: the GEMMs are made for one batch */
     mm_dims d;
     mm_dims_of(n, &d);
     size_t bytes = 0;
     if ((st = mm_dnnl_make(g, n, &d, &bytes)) != MAGNA_OK) return st;
     if (g->compiled && bytes > g->workspace_bytes) matmul_release(n); /* more than was planned: sgemm */
     else n->workspace_bytes = bytes;
-#endif
     return MAGNA_OK;
 }
 
@@ -289,17 +171,15 @@ static magna_status matmul_forward(magna_graph *g, magna_node *c) {
     const float *A = fval(c->in[0]), *B = fval(c->in[1]);
     const float *bias = c->bias_add ? fval(c->bias_add->in[1]) : NULL; /* the fused bias add's (plan.c) */
     float *C = fval(c);
-#ifdef MAGNA_HAVE_DNNL
     const mm_dnnl *st = mm_dnnl_ready(c);
     if (st) {
         char *ws = g->workspace;
         uint16_t *a16 = (uint16_t *)(ws + st->a_off), *b16 = (uint16_t *)(ws + st->b_off);
-        to_bf16(a16, A, (int64_t)d.m * d.k);
-        to_bf16(b16, B, (int64_t)d.k * d.n);
-        dnnl_status_t s = pass_run(st, &st->fwd, ws, a16, b16, C, bias);
-        return s == dnnl_success ? MAGNA_OK : mm_dnnl_error(g, s, "forward");
+        magna_to_bf16(a16, A, (int64_t)d.m * d.k);
+        magna_to_bf16(b16, B, (int64_t)d.k * d.n);
+        const int s = magna_gemm_bf16_run(st->fwd, ws, a16, b16, C, bias);
+        return s == 0 ? MAGNA_OK : mm_dnnl_error(g, s, "forward");
     }
-#endif
 PARALLEL_FOR(parallel_batches(&d), i, d.batch, magna_sgemm(d.ta, d.tb, d.m, d.n, d.k, 1.0f, A + i * d.stride_a, d.lda, B + i * d.stride_b, d.ldb, 0.0f,
                     C + i * d.stride_c, d.n););
     if (bias) /* after the product, as the add it replaces did: the same bits */
@@ -318,27 +198,25 @@ static void matmul_backward(magna_graph *g, magna_node *c) {
     /* with its bias add fused, this node's gradient is the add's (plan.c) */
     const float *A = fval(c->in[0]), *B = fval(c->in[1]), *dC = c->bias_add ? c->bias_add->grad : c->grad;
     float *dA = c->in[0]->grad, *dB = c->in[1]->grad;
-#ifdef MAGNA_HAVE_DNNL
     const mm_dnnl *st = mm_dnnl_ready(c);
-    if (st && (!dA || st->da[0].prim) && (!dB || st->db[0].prim)) {
+    if (st && (!dA || st->da[0]) && (!dB || st->db[0])) {
         char *ws = g->workspace;
         uint16_t *a16 = (uint16_t *)(ws + st->a_off), *b16 = (uint16_t *)(ws + st->b_off);
         uint16_t *dc16 = (uint16_t *)(ws + st->dc_off);
-        dnnl_status_t s = dnnl_success;
-        to_bf16(dc16, dC, (int64_t)d.m * d.n);
+        int s = 0;
+        magna_to_bf16(dc16, dC, (int64_t)d.m * d.n);
         if (dA) {
-            to_bf16(b16, B, (int64_t)d.k * d.n);
-            s = pass_run(st, &st->da[grad_assigns(c, 0) ? 0 : 1], ws, dc16, b16, dA, NULL);
+            magna_to_bf16(b16, B, (int64_t)d.k * d.n);
+            s = magna_gemm_bf16_run(st->da[grad_assigns(c, 0) ? 0 : 1], ws, dc16, b16, dA, NULL);
         }
-        if (dB && s == dnnl_success) {
-            to_bf16(a16, A, (int64_t)d.m * d.k);
-            s = d.tb ? pass_run(st, &st->db[grad_assigns(c, 1) ? 0 : 1], ws, dc16, a16, dB, NULL)
-                     : pass_run(st, &st->db[grad_assigns(c, 1) ? 0 : 1], ws, a16, dc16, dB, NULL);
+        if (dB && s == 0) {
+            const magna_gemm_bf16 *p = st->db[grad_assigns(c, 1) ? 0 : 1];
+            magna_to_bf16(a16, A, (int64_t)d.m * d.k);
+            s = d.tb ? magna_gemm_bf16_run(p, ws, dc16, a16, dB, NULL) : magna_gemm_bf16_run(p, ws, a16, dc16, dB, NULL);
         }
-        if (s != dnnl_success) mm_dnnl_error(g, s, "backward");
+        if (s != 0) mm_dnnl_error(g, s, "backward");
         return;
     }
-#endif
     /* A shared operand's gradient sums over batches: those loops must not run in parallel. */
     bool par_a = parallel_batches(&d) && d.stride_a != 0, par_b = parallel_batches(&d) && d.stride_b != 0;
     const bool assign_a = grad_assigns(c, 0), assign_b = grad_assigns(c, 1);
@@ -366,13 +244,8 @@ PARALLEL_FOR(par_b, i, d.batch,
     }
 }
 
-#ifdef MAGNA_HAVE_DNNL
 const magna_op_def op_def_matmul = {"matmul", OPF_BWD_INPUTS | OPF_GRAD_ASSIGN, matmul_infer, matmul_forward,
                                     matmul_backward, matmul_release};
-#else
-const magna_op_def op_def_matmul = {"matmul", OPF_BWD_INPUTS | OPF_GRAD_ASSIGN, matmul_infer, matmul_forward,
-                                    matmul_backward};
-#endif
 
 magna_node *magna_matmul(magna_graph *g, magna_node *a, magna_node *b, bool transpose_a, bool transpose_b) {
     if (!g) return NULL;

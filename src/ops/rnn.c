@@ -16,8 +16,11 @@
  * Backward walks the steps back computing the pre-activation gradients dG of every step (one GEMM per
  * step carries dh back through W_hh), then dW_ih, dx, dW_hh and the biases are big GEMMs (and column
  * sums) over all B*T rows at the end. Scratch comes from the workspace declared at infer; nothing
- * allocates. */
+ * allocates. In a bf16 graph on a CPU with avx512_bf16 those four big products (the input projection, dW_ih,
+ * dx, dW_hh) take bf16 operands with float32 sums on oneDNN (gemm_bf16.h); the step products and the gate math
+ * stay float32. */
 #include "common.h"
+#include "gemm_bf16.h"
 #include "rnn.h"
 
 #include <immintrin.h>
@@ -26,6 +29,60 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The bf16 GEMMs (made at infer, in n->kernel_state) and where their bf16 operands go in the workspace, past
+ * the float32 layout: [scratchpad | x (BT I) | w_ih (I G) | dG (BT G) | h_{t-1} (BT H)]. */
+typedef struct rnn_bf16 {
+    int threads;
+    magna_gemm_bf16 *proj, *dw_ih, *dx, *dw_hh;
+    size_t base, x16, w16, dg16, h16; /* byte offsets in the workspace */
+} rnn_bf16;
+
+static void rnn_release(magna_node *n) {
+    rnn_bf16 *st = n->kernel_state;
+    if (!st) return;
+    magna_gemm_bf16_free(st->proj), magna_gemm_bf16_free(st->dw_ih);
+    magna_gemm_bf16_free(st->dx), magna_gemm_bf16_free(st->dw_hh);
+    free(st);
+    n->kernel_state = NULL;
+}
+
+static size_t round64(size_t v) { return (v + 63) & ~(size_t)63; }
+
+/* Makes them for the node's shapes when the graph runs bf16 here; *bytes grows by their workspace. */
+static magna_status rnn_bf16_make(magna_graph *g, magna_node *n, const rnn_args *a, size_t *bytes) {
+    if (!magna_gemm_bf16_wanted(g)) return MAGNA_OK;
+    rnn_bf16 *st = calloc(1, sizeof *st);
+    if (!st) return graph_error(g, MAGNA_ERR_NOMEM, "%s: out of memory", magna_op_table[n->op]->name);
+    n->kernel_state = st;
+    st->threads = omp_get_max_threads();
+    const int64_t BT = a->B * a->T, I = a->I, G = a->G, H = a->H;
+    size_t scratch = 0;
+    int status = 0;
+    bool ok = (st->proj = magna_gemm_bf16_make(BT, G, I, false, false, false, false, &scratch, &status));
+    if (ok && a->w_ih->requires_grad) ok = (st->dw_ih = magna_gemm_bf16_make(I, G, BT, true, false, true, false, &scratch, &status));
+    if (ok && a->x->requires_grad) ok = (st->dx = magna_gemm_bf16_make(BT, I, G, false, true, true, false, &scratch, &status));
+    if (ok && a->w_hh->requires_grad) ok = (st->dw_hh = magna_gemm_bf16_make(H, G, BT, true, false, true, false, &scratch, &status));
+    if (!ok) {
+        rnn_release(n);
+        return graph_error(g, MAGNA_ERR_UNSUPPORTED, "%s: oneDNN bf16 matmul: %s", magna_op_table[n->op]->name,
+                           magna_gemm_bf16_status(status));
+    }
+    st->base = round64(*bytes);
+    st->x16 = st->base + round64(scratch);
+    st->w16 = st->x16 + round64((size_t)(BT * I) * 2);
+    st->dg16 = st->w16 + round64((size_t)(I * G) * 2);
+    st->h16 = st->dg16 + round64((size_t)(BT * G) * 2);
+    *bytes = st->h16 + round64((size_t)(BT * H) * 2);
+    return MAGNA_OK;
+}
+
+static const rnn_bf16 *rnn_bf16_ready(const magna_node *n) {
+    const rnn_bf16 *st = n->kernel_state;
+    return st && !omp_in_parallel() && omp_get_max_threads() == st->threads ? st : NULL;
+}
+
+static void *ws_at(const magna_graph *g, size_t off) { return (char *)g->workspace + off; }
 
 rnn_args rnn_args_of(const magna_node *n) {
     rnn_args a = {.cell = cell_of(n)};
@@ -116,7 +173,15 @@ static magna_status rnn_infer(magna_graph *g, magna_node *n) {
     if (g->compiled && threads > n->ip[3]) threads = (int)n->ip[3];
     n->ip[3] = threads;
     const rnn_args sized = rnn_args_of(n);
-    n->workspace_bytes = rnn_ws_layout(&sized, NULL, NULL) * sizeof(float);
+    size_t bytes = rnn_ws_layout(&sized, NULL, NULL) * sizeof(float);
+    rnn_release(n); /* set_batch: the bf16 GEMMs are made for one batch */
+    magna_status st = rnn_bf16_make(g, n, &sized, &bytes);
+    if (st != MAGNA_OK) return st;
+    if (g->compiled && bytes > g->workspace_bytes) { /* more than was planned: float32 */
+        rnn_release(n);
+        bytes = rnn_ws_layout(&sized, NULL, NULL) * sizeof(float);
+    }
+    n->workspace_bytes = bytes;
     return MAGNA_OK;
 }
 
@@ -342,8 +407,18 @@ static magna_status rnn_forward(magna_graph *g, magna_node *n) {
     const rnn_args *a = &f.a;
     const int64_t B = a->B, T = a->T, H = a->H, G = a->G, BT = B * T;
     /* every step's input projection at once, then the biases (b_hh too, except GRU's n part) */
-    magna_sgemm(false, false, (int)BT, (int)G, (int)a->I, 1.0f, fval(a->x), (int)a->I, fval(a->w_ih), (int)G, 0.0f,
-                f.gates, (int)G);
+    const rnn_bf16 *bs = rnn_bf16_ready(n);
+    if (bs) {
+        uint16_t *x16 = ws_at(g, bs->x16), *w16 = ws_at(g, bs->w16);
+        magna_to_bf16(x16, fval(a->x), BT * a->I);
+        magna_to_bf16(w16, fval(a->w_ih), a->I * G);
+        const int e = magna_gemm_bf16_run(bs->proj, ws_at(g, bs->base), x16, w16, f.gates, NULL);
+        if (e) return graph_error(g, MAGNA_ERR_UNSUPPORTED, "%s: oneDNN forward: %s", magna_op_table[n->op]->name,
+                                  magna_gemm_bf16_status(e));
+    } else {
+        magna_sgemm(false, false, (int)BT, (int)G, (int)a->I, 1.0f, fval(a->x), (int)a->I, fval(a->w_ih), (int)G,
+                    0.0f, f.gates, (int)G);
+    }
     if (a->b_ih) {
         const float *bi = fval(a->b_ih), *bh = fval(a->b_hh);
         const int64_t hh_cols = a->cell == CELL_GRU ? 2 * H : G;
@@ -467,6 +542,40 @@ static void add_into(float *dst, const float *src, int64_t n) {
     for (int64_t j = 0; j < n; j++) dst[j] += src[j];
 }
 
+/* h_{t-1} of every row (b, t) into the workspace's hprev [B T, H], for dW_hh's one GEMM. */
+static void gather_hprev(const rnn_fwd *f) {
+    const int64_t BT = f->a.B * f->a.T, H = f->a.H, T = f->a.T;
+    float *hprev = f->ws.hprev;
+    PARALLEL_FOR(BT * H >= PAR_MIN, r, BT, memcpy(hprev + r * H, prev_state(f, r / T, r % T, 0), (size_t)H * sizeof(float)););
+}
+
+/* dW_ih += x^T dG, dx += dG W_ih^T, dW_hh += H_prev^T dG with bf16 operands (rnn_bf16). */
+static void rnn_backward_bf16(magna_graph *g, const magna_node *n, const rnn_fwd *f, const rnn_bf16 *bs) {
+    const rnn_args *a = &f->a;
+    const int64_t BT = a->B * a->T, I = a->I, G = a->G, H = a->H;
+    void *scratch = ws_at(g, bs->base);
+    uint16_t *x16 = ws_at(g, bs->x16), *w16 = ws_at(g, bs->w16), *dg16 = ws_at(g, bs->dg16), *h16 = ws_at(g, bs->h16);
+    int e = 0;
+    magna_to_bf16(dg16, f->ws.dgx, BT * G);
+    if (a->w_ih->grad) {
+        magna_to_bf16(x16, fval(a->x), BT * I);
+        e = magna_gemm_bf16_run(bs->dw_ih, scratch, x16, dg16, a->w_ih->grad, NULL);
+    }
+    if (!e && a->x->grad) {
+        magna_to_bf16(w16, fval(a->w_ih), I * G);
+        e = magna_gemm_bf16_run(bs->dx, scratch, dg16, w16, a->x->grad, NULL);
+    }
+    if (!e && a->w_hh->grad) {
+        gather_hprev(f);
+        magna_to_bf16(h16, f->ws.hprev, BT * H);
+        if (f->ws.dgh != f->ws.dgx) magna_to_bf16(dg16, f->ws.dgh, BT * G); /* the GRU's h side differs */
+        e = magna_gemm_bf16_run(bs->dw_hh, scratch, h16, dg16, a->w_hh->grad, NULL);
+    }
+    if (e)
+        graph_error(g, MAGNA_ERR_UNSUPPORTED, "%s: oneDNN backward: %s", magna_op_table[n->op]->name,
+                    magna_gemm_bf16_status(e));
+}
+
 static void rnn_backward(magna_graph *g, magna_node *n) {
     rnn_fwd f = rnn_view(g, n);
     const rnn_args *a = &f.a;
@@ -501,20 +610,22 @@ static void rnn_backward(magna_graph *g, magna_node *n) {
         const float *dc = f.ws.dc;
         PARALLEL_FOR(B * H >= PAR_MIN, i, B * H, d[i] += dc[i];);
     }
-    /* the big products over all B*T rows */
-    if (a->w_ih->grad)
-        magna_sgemm(true, false, (int)a->I, (int)G, (int)BT, 1.0f, fval(a->x), (int)a->I, f.ws.dgx, (int)G, 1.0f,
-                    a->w_ih->grad, (int)G);
-    if (a->x->grad)
-        magna_sgemm(false, true, (int)BT, (int)a->I, (int)G, 1.0f, f.ws.dgx, (int)G, fval(a->w_ih), (int)G, 1.0f,
-                    a->x->grad, (int)a->I);
-    if (a->w_hh->grad) {
-        float *hprev = f.ws.hprev;
-        const rnn_fwd *fp = &f;
-        PARALLEL_FOR(BT * H >= PAR_MIN, r, BT,
-                     memcpy(hprev + r * H, prev_state(fp, r / T, r % T, 0), (size_t)H * sizeof(float)););
-        magna_sgemm(true, false, (int)H, (int)G, (int)BT, 1.0f, hprev, (int)H, f.ws.dgh, (int)G, 1.0f, a->w_hh->grad,
-                    (int)G);
+    /* the big products over all B*T rows (in bf16 where the graph asks and the GEMMs were made for them) */
+    const rnn_bf16 *bs = rnn_bf16_ready(n);
+    if (bs && (!a->w_ih->grad || bs->dw_ih) && (!a->x->grad || bs->dx) && (!a->w_hh->grad || bs->dw_hh)) {
+        rnn_backward_bf16(g, n, &f, bs);
+    } else {
+        if (a->w_ih->grad)
+            magna_sgemm(true, false, (int)a->I, (int)G, (int)BT, 1.0f, fval(a->x), (int)a->I, f.ws.dgx, (int)G, 1.0f,
+                        a->w_ih->grad, (int)G);
+        if (a->x->grad)
+            magna_sgemm(false, true, (int)BT, (int)a->I, (int)G, 1.0f, f.ws.dgx, (int)G, fval(a->w_ih), (int)G, 1.0f,
+                        a->x->grad, (int)a->I);
+        if (a->w_hh->grad) {
+            gather_hprev(&f);
+            magna_sgemm(true, false, (int)H, (int)G, (int)BT, 1.0f, f.ws.hprev, (int)H, f.ws.dgh, (int)G, 1.0f,
+                        a->w_hh->grad, (int)G);
+        }
     }
     /* the biases: column sums of dG (one sum serves both when the two sides share dG) */
     if (!a->b_ih) return;
@@ -526,9 +637,12 @@ static void rnn_backward(magna_graph *g, magna_node *n) {
     if (hh) add_into(a->b_hh->grad, sum, G);
 }
 
-const magna_op_def op_def_lstm = {"lstm", OPF_BWD_INPUTS | OPF_BWD_OUTPUT, rnn_infer, rnn_forward, rnn_backward};
-const magna_op_def op_def_gru = {"gru", OPF_BWD_INPUTS | OPF_BWD_OUTPUT, rnn_infer, rnn_forward, rnn_backward};
-const magna_op_def op_def_rnn = {"rnn_tanh", OPF_BWD_INPUTS | OPF_BWD_OUTPUT, rnn_infer, rnn_forward, rnn_backward};
+const magna_op_def op_def_lstm = {"lstm", OPF_BWD_INPUTS | OPF_BWD_OUTPUT, rnn_infer, rnn_forward, rnn_backward,
+                                  rnn_release};
+const magna_op_def op_def_gru = {"gru", OPF_BWD_INPUTS | OPF_BWD_OUTPUT, rnn_infer, rnn_forward, rnn_backward,
+                                 rnn_release};
+const magna_op_def op_def_rnn = {"rnn_tanh", OPF_BWD_INPUTS | OPF_BWD_OUTPUT, rnn_infer, rnn_forward, rnn_backward,
+                                 rnn_release};
 
 /* ---- builders ------------------------------------------------------------------------------------ */
 

@@ -1,0 +1,33 @@
+/* gemm_bf16.h — one GEMM with bf16 operands and float32 sums and result, on oneDNN's matmul: what a CPU op
+ * runs in a bf16 graph (magna_graph_set_bf16) on a CPU with avx512_bf16, as PyTorch's CPU autocast does
+ * (src/ops/gemm_bf16.c). Internal: for the ops (matmul.c, rnn.c). */
+#ifndef MAGNA_OPS_GEMM_BF16_H
+#define MAGNA_OPS_GEMM_BF16_H
+
+#include "../graph/internal.h"
+
+#include <stdint.h>
+
+/* Whether this graph's products may run in bf16 here: the graph asked for bf16, runs on the CPU, the CPU has
+ * avx512_bf16 and magna was built with oneDNN. */
+bool magna_gemm_bf16_wanted(const magna_graph *g);
+
+/* dst[i] = src[i] rounded to bf16 (nearest even; NaN stays NaN), across the threads. Needs avx512_bf16. */
+void magna_to_bf16(uint16_t *dst, const float *src, int64_t n);
+
+typedef struct magna_gemm_bf16 magna_gemm_bf16;
+
+/* C [m, n] = op(A) [m, k] op(B) [k, n] (+ C when `add`) (+ bias [n] broadcast over the rows when `bias`), A and B
+ * bf16 row-major (A stored [k, m] when ta, B [n, k] when tb), C float32 row-major. Made outside any step (it
+ * allocates); *scratch_bytes grows to what it needs of the scratchpad passed to run. NULL on failure, with
+ * *status oneDNN's (as a string through magna_gemm_bf16_status). */
+magna_gemm_bf16 *magna_gemm_bf16_make(int64_t m, int64_t n, int64_t k, bool ta, bool tb, bool add, bool bias,
+                                      size_t *scratch_bytes, int *status);
+/* Runs it; scratch: at least the largest *scratch_bytes any gemm reported (64-byte aligned). 0, or a oneDNN
+ * status. */
+int magna_gemm_bf16_run(const magna_gemm_bf16 *p, void *scratch, const uint16_t *a, const uint16_t *b, float *c,
+                        const float *bias);
+void magna_gemm_bf16_free(magna_gemm_bf16 *p);
+const char *magna_gemm_bf16_status(int status);
+
+#endif
