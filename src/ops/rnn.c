@@ -328,10 +328,136 @@ static void step_product(int m, int n, int k, const float *a, int lda, const flo
     }
 }
 
-/* C[m, n] += A op(W_hh): op is the transpose in backward. fast: W_hh already packed into ws->wpack. */
-static void step_mul(const rnn_ws *ws, bool fast, int m, int n, int k, const float *a, int lda, const float *w_hh,
+/* ---- the per-step product in bf16 (a bf16 graph on a CPU with avx512_bf16) ---------------------------- *
+ * The same blocking with bf16 operands and float32 sums: vdpbf16ps takes pairs of k, so a panel holds, per
+ * pair of rows of op(W), 32 columns of (even, odd) bf16 pairs (two vectors), and packed A a (even, odd) pair per
+ * row; each instruction does two k at once, half the instructions of the float32 kernel. h_{t-1} and W_hh are
+ * rounded to bf16, as cuDNN's half-precision LSTM and magna's CUDA bf16 mode do. */
+#define T512BF16 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma,avx512bf16")))
+
+static inline uint16_t bf16_of(float v) { /* round to nearest even, as vcvtne2ps2bf16 (NaN kept quiet) */
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+/* dst = op(W) [k, n] as bf16 pair panels: panel pn, pair q, column jj at [(pn * kp + q) * 64 + 2 jj + (p & 1)]. */
+static void pack_b_bf16(int k, int n, const float *w, int ldw, bool transposed, uint16_t *dst) {
+    const int panels = (n + SP_NR - 1) / SP_NR, kp = (k + 1) / 2;
+    PARALLEL_FOR((int64_t)k * n >= PAR_MIN && panels > 1, pn, panels, {
+        uint16_t *d = dst + (size_t)pn * kp * 2 * SP_NR;
+        const int j0 = (int)pn * SP_NR;
+        for (int p = 0; p < 2 * kp; p++)
+            for (int jj = 0; jj < SP_NR; jj++) {
+                const bool real = p < k && j0 + jj < n;
+                const float v = !real ? 0.0f : transposed ? w[(size_t)(j0 + jj) * ldw + p] : w[(size_t)p * ldw + j0 + jj];
+                d[(size_t)(p / 2) * 2 * SP_NR + 2 * jj + (p & 1)] = bf16_of(v);
+            }
+    });
+}
+
+/* dst[blk][q][r] = the pair (a[row][2q], a[row][2q + 1]) of row blk * 8 + r as one 32-bit word, zero past row m
+ * and past k. */
+static void pack_a_bf16(int m, int k, const float *a, int lda, uint32_t *dst) {
+    const int kp = (k + 1) / 2;
+    for (int i0 = 0; i0 < m; i0 += SP_MR) {
+        uint32_t *d = dst + (size_t)i0 * kp;
+        for (int r = 0; r < SP_MR; r++) {
+            const float *ar = i0 + r < m ? a + (size_t)(i0 + r) * lda : NULL;
+            for (int q = 0; q < kp; q++) {
+                const uint16_t lo = ar ? bf16_of(ar[2 * q]) : 0, hi = ar && 2 * q + 1 < k ? bf16_of(ar[2 * q + 1]) : 0;
+                d[(size_t)q * SP_MR + r] = (uint32_t)lo | (uint32_t)hi << 16;
+            }
+        }
+    }
+}
+
+T512BF16 static void step_block_bf16(int rows, int kp, const uint32_t *ap, const uint16_t *bp, float *c, int ldc,
+                                     __mmask16 m0, __mmask16 m1) {
+#define SP_DECL(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = _mm512_setzero_ps();
+    SP_ROWS(SP_DECL)
+#define SP_LOAD(r)                                                                                                   \
+    if (r < rows) {                                                                                                  \
+        c##r##0 = _mm512_maskz_loadu_ps(m0, c + (size_t)r * ldc);                                                    \
+        c##r##1 = _mm512_maskz_loadu_ps(m1, c + (size_t)r * ldc + 16);                                               \
+    }
+    SP_ROWS(SP_LOAD)
+    for (int q = 0; q < kp; q++) {
+        const __m512bh b0 = (__m512bh)_mm512_load_si512((const void *)(bp + (size_t)q * 2 * SP_NR));
+        const __m512bh b1 = (__m512bh)_mm512_load_si512((const void *)(bp + (size_t)q * 2 * SP_NR + SP_NR));
+        const uint32_t *a = ap + (size_t)q * SP_MR;
+#define SP_DOT(r)                                                                                                    \
+    {                                                                                                                \
+        const __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[r]);                                                  \
+        c##r##0 = _mm512_dpbf16_ps(c##r##0, av, b0);                                                                 \
+        c##r##1 = _mm512_dpbf16_ps(c##r##1, av, b1);                                                                 \
+    }
+        SP_ROWS(SP_DOT)
+    }
+#define SP_STORE(r)                                                                                                  \
+    if (r < rows) {                                                                                                  \
+        _mm512_mask_storeu_ps(c + (size_t)r * ldc, m0, c##r##0);                                                     \
+        _mm512_mask_storeu_ps(c + (size_t)r * ldc + 16, m1, c##r##1);                                                \
+    }
+    SP_ROWS(SP_STORE)
+#undef SP_DECL
+#undef SP_LOAD
+#undef SP_DOT
+#undef SP_STORE
+}
+
+T512BF16 static void step_gemm_bf16(int m, int n, int kp, const uint32_t *ap, const uint16_t *bp, float *c, int ldc,
+                                    int j0, int j1) {
+    for (; j0 < j1; j0 += SP_NR) {
+        const int w = n - j0;
+        const __mmask16 m0 = w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << w) - 1);
+        const __mmask16 m1 = w >= 32 ? (__mmask16)0xFFFF : w > 16 ? (__mmask16)((1u << (w - 16)) - 1) : 0;
+        const uint16_t *panel = bp + (size_t)j0 * kp * 2;
+        for (int i0 = 0; i0 < m; i0 += SP_MR)
+            step_block_bf16(m - i0 < SP_MR ? m - i0 : SP_MR, kp, ap + (size_t)i0 * kp, panel,
+                            c + (size_t)i0 * ldc + j0, ldc, m0, m1);
+    }
+}
+
+static void step_product_bf16(int m, int n, int k, const float *a, int lda, const uint16_t *bp, uint32_t *ap,
+                              float *c, int ldc) {
+    const int kp = (k + 1) / 2;
+    pack_a_bf16(m, k, a, lda, ap);
+    const int panels = (n + SP_NR - 1) / SP_NR;
+    if (panels > 1 && (double)m * n * k >= 65536.0 && omp_get_max_threads() > 1) {
+#pragma omp parallel
+        {
+            const int t = omp_get_thread_num(), nt = omp_get_num_threads(), per = (panels + nt - 1) / nt;
+            const int j0 = t * per * SP_NR, j1 = (t + 1) * per * SP_NR < n ? (t + 1) * per * SP_NR : n;
+            if (j0 < j1) step_gemm_bf16(m, n, kp, ap, bp, c, ldc, j0, j1);
+        }
+    } else {
+        step_gemm_bf16(m, n, kp, ap, bp, c, ldc, 0, n);
+    }
+}
+
+/* Which step product runs: magna_sgemm (CPUs without AVX-512, or MAGNA_RNN_STEP=sgemm), the float32 kernel, or
+ * the bf16 one (a bf16 graph, rnn_bf16_ready). */
+enum { STEP_SGEMM, STEP_F32, STEP_BF16 };
+
+static int step_kernel(const magna_node *n) {
+    if (!have_avx512()) return STEP_SGEMM;
+    return rnn_bf16_ready(n) ? STEP_BF16 : STEP_F32;
+}
+
+/* Packs op(W_hh) [k, n] once for every step's product, for the kernel that will run. */
+static void step_pack(const rnn_ws *ws, int kernel, int k, int n, const float *w_hh, int G, bool transposed) {
+    if (kernel == STEP_F32) pack_b(k, n, w_hh, G, transposed, ws->wpack);
+    if (kernel == STEP_BF16) pack_b_bf16(k, n, w_hh, G, transposed, (uint16_t *)ws->wpack);
+}
+
+/* C[m, n] += A op(W_hh): op is the transpose in backward; W_hh already packed by step_pack for the kernel. */
+static void step_mul(const rnn_ws *ws, int kernel, int m, int n, int k, const float *a, int lda, const float *w_hh,
                      int G, bool transposed, float *c, int ldc) {
-    if (fast)
+    if (kernel == STEP_BF16)
+        step_product_bf16(m, n, k, a, lda, (const uint16_t *)ws->wpack, (uint32_t *)ws->apack, c, ldc);
+    else if (kernel == STEP_F32)
         step_product(m, n, k, a, lda, ws->wpack, ws->apack, c, ldc);
     else
         magna_sgemm(false, transposed, m, n, k, 1.0f, a, lda, w_hh, G, 1.0f, c, ldc);
@@ -431,8 +557,9 @@ static magna_status rnn_forward(magna_graph *g, magna_node *n) {
     }
     const float *w_hh = fval(a->w_hh), *b_hn = a->b_hh && a->cell == CELL_GRU ? fval(a->b_hh) + 2 * H : NULL;
     const int ldo = (int)(a->cell == CELL_LSTM ? T * 2 * H : T * H); /* h row stride in the output */
-    const bool par = B > 1 && B * G >= 4096, fast = have_avx512();
-    if (fast) pack_b((int)H, (int)G, w_hh, (int)G, false, f.ws.wpack);
+    const bool par = B > 1 && B * G >= 4096;
+    const int fast = step_kernel(n);
+    step_pack(&f.ws, fast, (int)H, (int)G, w_hh, (int)G, false);
     for (int64_t t = 0; t < T; t++) {
         const bool has_prev = t > 0 || a->h0;
         const float *hprev = t > 0 ? (a->cell == CELL_LSTM ? f.out + (t - 1) * 2 * H : f.out + (t - 1) * H)
@@ -586,8 +713,8 @@ static void rnn_backward(magna_graph *g, magna_node *n) {
     if (f.ws.dc) memset(f.ws.dc, 0, (size_t)(B * H) * sizeof(float));
     const bool par = B > 1 && B * G >= 4096;
     /* W_hh^T [G, H], packed once for every step's dh product */
-    const bool fast = have_avx512();
-    if (fast) pack_b((int)G, (int)H, w_hh, (int)G, true, f.ws.wpack);
+    const int fast = step_kernel(n);
+    step_pack(&f.ws, fast, (int)G, (int)H, w_hh, (int)G, true);
     for (int64_t t = T - 1; t >= 0; t--) {
         switch (a->cell) {
         case CELL_LSTM: PARALLEL_FOR(par, b, B, lstm_row_backward(&f, dout, b, t);); break;
