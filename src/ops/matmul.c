@@ -53,6 +53,7 @@ typedef struct mm_dnnl {
     int threads;
     magna_gemm_bf16 *fwd, *da[2], *db[2]; /* [0] assigns, [1] adds */
     size_t a_off, b_off, dc_off;          /* the bf16 copies in the workspace, past the scratchpad */
+    bool a_saved;                         /* forward's bf16 a is kept in n->saved for dB's product */
 } mm_dnnl;
 
 static void matmul_release(magna_node *n) {
@@ -96,6 +97,9 @@ static magna_status mm_dnnl_make(magna_graph *g, magna_node *c, const mm_dims *d
                            shape_str(c->in[0], sa, sizeof sa), shape_str(c->in[1], sb, sizeof sb),
                            magna_gemm_bf16_status(status));
     }
+    /* dB needs a in bf16 again: forward converts it into saved memory (planned to live until backward) */
+    st->a_saved = want_db;
+    c->saved_bytes = want_db ? (size_t)(m * k) * 2 : 0;
     st->a_off = round64(scratch);
     st->b_off = st->a_off + round64((size_t)(m * k) * 2);
     st->dc_off = st->b_off + round64((size_t)(k * n) * 2);
@@ -149,13 +153,18 @@ static magna_status matmul_infer(magna_graph *g, magna_node *n) {
     node_set_shape(n, nd, shape);
     n->dtype = MAGNA_F32;
     n->workspace_bytes = 0;
+    n->saved_bytes = 0;
     matmul_release(n); /* set_batch: the GEMMs are made for one batch */
     mm_dims d;
     mm_dims_of(n, &d);
     size_t bytes = 0;
     if ((st = mm_dnnl_make(g, n, &d, &bytes)) != MAGNA_OK) return st;
-    if (g->compiled && bytes > g->workspace_bytes) matmul_release(n); /* more than was planned: sgemm */
-    else n->workspace_bytes = bytes;
+    if (g->compiled && (bytes > g->workspace_bytes || n->saved_bytes > n->saved_capacity)) {
+        matmul_release(n); /* more than was planned: sgemm */
+        n->saved_bytes = 0;
+    } else {
+        n->workspace_bytes = bytes;
+    }
     return MAGNA_OK;
 }
 
@@ -174,7 +183,7 @@ static magna_status matmul_forward(magna_graph *g, magna_node *c) {
     const mm_dnnl *st = mm_dnnl_ready(c);
     if (st) {
         char *ws = g->workspace;
-        uint16_t *a16 = (uint16_t *)(ws + st->a_off), *b16 = (uint16_t *)(ws + st->b_off);
+        uint16_t *a16 = (uint16_t *)(st->a_saved ? c->saved : ws + st->a_off), *b16 = (uint16_t *)(ws + st->b_off);
         magna_to_bf16(a16, A, (int64_t)d.m * d.k);
         magna_to_bf16(b16, B, (int64_t)d.k * d.n);
         const int s = magna_gemm_bf16_run(st->fwd, ws, a16, b16, C, bias);
@@ -201,7 +210,7 @@ static void matmul_backward(magna_graph *g, magna_node *c) {
     const mm_dnnl *st = mm_dnnl_ready(c);
     if (st && (!dA || st->da[0]) && (!dB || st->db[0])) {
         char *ws = g->workspace;
-        uint16_t *a16 = (uint16_t *)(ws + st->a_off), *b16 = (uint16_t *)(ws + st->b_off);
+        uint16_t *a16 = (uint16_t *)(st->a_saved ? c->saved : ws + st->a_off), *b16 = (uint16_t *)(ws + st->b_off);
         uint16_t *dc16 = (uint16_t *)(ws + st->dc_off);
         int s = 0;
         magna_to_bf16(dc16, dC, (int64_t)d.m * d.n);
@@ -211,7 +220,7 @@ static void matmul_backward(magna_graph *g, magna_node *c) {
         }
         if (dB && s == 0) {
             const magna_gemm_bf16 *p = st->db[grad_assigns(c, 1) ? 0 : 1];
-            magna_to_bf16(a16, A, (int64_t)d.m * d.k);
+            if (!st->a_saved) magna_to_bf16(a16, A, (int64_t)d.m * d.k);
             s = d.tb ? magna_gemm_bf16_run(p, ws, dc16, a16, dB, NULL) : magna_gemm_bf16_run(p, ws, a16, dc16, dB, NULL);
         }
         if (s != 0) mm_dnnl_error(g, s, "backward");
