@@ -76,6 +76,15 @@ magna_status magna_graph_forward(magna_graph *g) {
     return MAGNA_OK;
 }
 
+/* x[0..n) = 0, across the threads when it is large (a gradient no first writer assigns, plan.c step 5). */
+static void zero_floats(float *x, int64_t n) {
+    const int64_t chunk = 1 << 16, chunks = (n + chunk - 1) / chunk;
+    PARALLEL_FOR(chunks > 1, c, chunks, {
+        const int64_t i = c * chunk;
+        memset(x + i, 0, (size_t)(n - i < chunk ? n - i : chunk) * sizeof *x);
+    });
+}
+
 magna_status magna_graph_backward_seeded(magna_graph *g, const float *seed_grad) {
     if (!g) return MAGNA_ERR_ARG;
     if (!g->compiled) return graph_state_error(g, "backward: compile the graph first");
@@ -94,7 +103,7 @@ magna_status magna_graph_backward_seeded(magna_graph *g, const float *seed_grad)
         magna_node *n = g->order[k];
         if (!n->needs_grad) continue;
         double t0 = prof ? now_s() : 0;
-        for (magna_node **z = g->grad_zero[n->id]; *z; z++) memset((*z)->grad, 0, (size_t)(*z)->numel * sizeof(float));
+        for (magna_node **z = g->grad_zero[n->id]; *z; z++) zero_floats((*z)->grad, (*z)->numel);
         double t1 = prof ? now_s() : 0;
         magna_op_table[n->op]->backward(g, n);
         if (prof) prof->bwd[PROFILE_ZERO] += t1 - t0, prof->calls[PROFILE_ZERO]++, prof->bwd[n->op] += now_s() - t1;

@@ -196,6 +196,7 @@ typedef struct attn_args {
     float *out, *P, *dq, *dk, *dv;
     const int32_t *lengths;
     int64_t H;
+    bool assign_q, assign_k, assign_v; /* the first writer of that gradient (grad_assigns): zero the pair's slice */
     attn_head head; /* keys is filled per pair */
 } attn_args;
 
@@ -203,6 +204,7 @@ static attn_args attn_args_of(const magna_node *n) {
     const magna_node *q = n->in[0], *k = n->in[1], *v = n->in[2];
     attn_args a = {.q = fval(q), .k = fval(k), .v = fval(v), .dout = n->grad, .out = fval(n), .P = (float *)n->saved};
     a.dq = q->grad, a.dk = k->grad, a.dv = v->grad;
+    a.assign_q = grad_assigns(n, 0), a.assign_k = grad_assigns(n, 1), a.assign_v = grad_assigns(n, 2);
     a.lengths = n->n_in == 4 ? ival(n->in[3]) : NULL;
     a.H = n->ip[0];
     attn_head *h = &a.head;
@@ -242,9 +244,19 @@ static magna_status attention_forward(magna_graph *g, magna_node *n) {
     return MAGNA_OK;
 }
 
+/* The pair's rows x hd columns of a [rows, C] gradient, zeroed. */
+static void zero_slice(float *d, int rows, int C, int hd) {
+    for (int r = 0; r < rows; r++) memset(d + (size_t)r * C, 0, (size_t)hd * sizeof *d);
+}
+
 static void attention_pair_backward(const attn_args *a, int64_t bh, float *scratch) {
     size_t oq, ok;
     const attn_head h = pair_head(a, bh, &oq, &ok);
+    /* As a gradient's first writer the pair zeroes its own slice, in its cache, before adding into it: the
+     * products below skip what the masks hide. */
+    if (a->dq && a->assign_q) zero_slice(a->dq + oq, h.Tq, h.C, h.hd);
+    if (a->dk && a->assign_k) zero_slice(a->dk + ok, h.Tk, h.C, h.hd);
+    if (a->dv && a->assign_v) zero_slice(a->dv + ok, h.Tk, h.C, h.hd);
     attention_head_backward(&h, a->q + oq, a->k + ok, a->v + ok, a->P + (size_t)bh * h.Tq * h.Tk, a->dout + oq,
                             a->dq ? a->dq + oq : NULL, a->dk ? a->dk + ok : NULL, a->dv ? a->dv + ok : NULL, scratch);
 }
@@ -288,5 +300,5 @@ magna_node *magna_attention(magna_graph *g, magna_node *q, magna_node *k, magna_
     return magna_attention_masked(g, q, k, v, NULL, heads, causal);
 }
 
-const magna_op_def op_def_attention = {"attention", OPF_BWD_INPUTS, attention_infer, attention_forward,
-                                       attention_backward};
+const magna_op_def op_def_attention = {"attention", OPF_BWD_INPUTS | OPF_GRAD_ASSIGN, attention_infer,
+                                       attention_forward, attention_backward};
