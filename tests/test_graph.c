@@ -226,6 +226,23 @@ static void test_rewrites_change_nothing(void) {
     magna_conv2d_set_path(CONV2D_DEFAULT);
 }
 
+/* Compiles g (in bf16 when asked) for loss and runs one forward and backward from zeroed gradients. */
+static magna_graph *step_once(magna_graph *g, magna_node *loss, bool bf16) {
+    if (bf16) CHECK(magna_graph_set_bf16(g, true) == MAGNA_OK, "bf16: %s", magna_graph_errmsg(g));
+    CHECK(magna_graph_compile(g, loss) == MAGNA_OK, "compile: %s", magna_graph_errmsg(g));
+    magna_graph_zero_grad(g);
+    CHECK(magna_graph_forward(g) == MAGNA_OK && magna_graph_backward(g) == MAGNA_OK, "step: %s", magna_graph_errmsg(g));
+    return g;
+}
+
+/* The largest |a[i] - b[i]|, and in *scale the largest |b[i]|. */
+static double max_diff(const float *a, const float *b, int64_t n, double *scale) {
+    double worst = 0;
+    *scale = 0;
+    for (int64_t i = 0; i < n; i++) worst = fmax(worst, fabs(a[i] - b[i])), *scale = fmax(*scale, fabs(b[i]));
+    return worst;
+}
+
 /* loss = mean((tanh(p) @ op(w))^2) (+ sum(tanh(p)) after the product when `later`, which makes that sum the
  * first writer of tanh's gradient and the product's dA an adding one). *mm: the product. */
 static magna_graph *dense_graph(bool bf16, bool tb, bool later, magna_node **mm) {
@@ -236,11 +253,7 @@ static magna_graph *dense_graph(bool bf16, bool tb, bool later, magna_node **mm)
     magna_graph_keep(g, *mm);
     magna_node *loss = magna_mean(g, magna_mul(g, *mm, *mm), 3, false);
     if (later) loss = magna_add(g, loss, magna_sum(g, h, 3, false));
-    if (bf16) CHECK(magna_graph_set_bf16(g, true) == MAGNA_OK, "bf16: %s", magna_graph_errmsg(g));
-    CHECK(magna_graph_compile(g, loss) == MAGNA_OK, "compile: %s", magna_graph_errmsg(g));
-    magna_graph_zero_grad(g);
-    CHECK(magna_graph_forward(g) == MAGNA_OK && magna_graph_backward(g) == MAGNA_OK, "step: %s", magna_graph_errmsg(g));
-    return g;
+    return step_once(g, loss, bf16);
 }
 
 static void test_bf16_dense(void) {
@@ -252,14 +265,11 @@ static void test_bf16_dense(void) {
         const char *kernel = magna_matmul_describe(m16);
         CHECK(!has_bf16 || strstr(kernel, "bf16"), "a bf16 graph's dense product ran %s", kernel);
         CHECK(!strstr(magna_matmul_describe(m32), "bf16"), "a float32 graph's product ran in bf16");
-        double worst_y = 0, scale_y = 0, worst_g = 0, scale_g = 0;
-        for (int64_t i = 0; i < magna_node_numel(m32); i++) {
-            worst_y = fmax(worst_y, fabs(magna_node_data(m16)[i] - magna_node_data(m32)[i]));
-            scale_y = fmax(scale_y, fabs(magna_node_data(m32)[i]));
-        }
+        double scale_y, scale_g;
         size_t n;
-        const float *g_16 = magna_graph_grads(g16, &n), *g_32 = magna_graph_grads(g32, NULL);
-        for (size_t i = 0; i < n; i++) worst_g = fmax(worst_g, fabs(g_16[i] - g_32[i])), scale_g = fmax(scale_g, fabs(g_32[i]));
+        const double worst_y = max_diff(magna_node_data(m16), magna_node_data(m32), magna_node_numel(m32), &scale_y);
+        const float *g_32 = magna_graph_grads(g32, &n);
+        const double worst_g = max_diff(magna_graph_grads(g16, NULL), g_32, (int64_t)n, &scale_g);
         printf("dense in bf16 (b%s, dA %s): %s; values off by %.2g of %.2g, grads by %.2g of %.2g\n",
                tb ? "^T" : "", later ? "added" : "assigned", kernel, worst_y, scale_y, worst_g, scale_g);
         /* bf16 keeps 8 bits: each operand is off by up to 2^-9 relative, a 24-term sum by about that much */
@@ -281,11 +291,7 @@ static magna_graph *recurrent_graph(bool bf16, bool gru, int64_t H, magna_node *
     magna_graph_keep(g, *out);
     magna_node *seq = magna_rnn_sequence(g, *out);
     magna_node *loss = magna_mean(g, magna_mul(g, seq, seq), 7, false);
-    if (bf16) CHECK(magna_graph_set_bf16(g, true) == MAGNA_OK, "bf16: %s", magna_graph_errmsg(g));
-    CHECK(magna_graph_compile(g, loss) == MAGNA_OK, "compile: %s", magna_graph_errmsg(g));
-    magna_graph_zero_grad(g);
-    CHECK(magna_graph_forward(g) == MAGNA_OK && magna_graph_backward(g) == MAGNA_OK, "step: %s", magna_graph_errmsg(g));
-    return g;
+    return step_once(g, loss, bf16);
 }
 
 /* In a bf16 graph the recurrent ops' big products (input projection, dW_ih, dx, dW_hh) and step products take
@@ -298,14 +304,11 @@ static void test_bf16_recurrent(void) {
         const int64_t H = c == 2 ? 13 : 16;
         magna_node *o16, *o32;
         magna_graph *g16 = recurrent_graph(true, gru, H, &o16), *g32 = recurrent_graph(false, gru, H, &o32);
-        double worst_y = 0, scale_y = 0, worst_g = 0, scale_g = 0;
-        for (int64_t i = 0; i < magna_node_numel(o32); i++) {
-            worst_y = fmax(worst_y, fabs(magna_node_data(o16)[i] - magna_node_data(o32)[i]));
-            scale_y = fmax(scale_y, fabs(magna_node_data(o32)[i]));
-        }
+        double scale_y, scale_g;
         size_t n;
-        const float *g_16 = magna_graph_grads(g16, &n), *g_32 = magna_graph_grads(g32, NULL);
-        for (size_t i = 0; i < n; i++) worst_g = fmax(worst_g, fabs(g_16[i] - g_32[i])), scale_g = fmax(scale_g, fabs(g_32[i]));
+        const double worst_y = max_diff(magna_node_data(o16), magna_node_data(o32), magna_node_numel(o32), &scale_y);
+        const float *g_32 = magna_graph_grads(g32, &n);
+        const double worst_g = max_diff(magna_graph_grads(g16, NULL), g_32, (int64_t)n, &scale_g);
         printf("%s (H %lld) in bf16: outputs off by %.2g of %.2g, grads by %.2g of %.2g\n", gru ? "GRU" : "LSTM",
                (long long)H, worst_y, scale_y, worst_g, scale_g);
         CHECK(worst_y <= 2e-2 * scale_y && worst_g <= 2e-2 * scale_g, "bf16 too far from float32");

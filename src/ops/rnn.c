@@ -249,15 +249,22 @@ static void pack_a(int m, int k, const float *a, int lda, float *dst) {
  * computed (packed A is zero past the last row) in 16 named accumulators, which GCC keeps in registers
  * (an array of them it kept in memory); only `rows` are loaded and stored. */
 #define SP_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
-T512 static void step_block(int rows, int k, const float *ap, const float *bp, float *c, int ldc, __mmask16 m0,
-                            __mmask16 m1) {
+/* The block kernels' 8 x 32 accumulators c<r>0, c<r>1: declared zero, loaded from C's `rows` rows (columns masked
+ * by m0, m1), and stored back; shared by the float32 and bf16 kernels. */
 #define SP_DECL(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = _mm512_setzero_ps();
-    SP_ROWS(SP_DECL)
 #define SP_LOAD(r)                                                                                                   \
     if (r < rows) {                                                                                                  \
         c##r##0 = _mm512_maskz_loadu_ps(m0, c + (size_t)r * ldc);                                                    \
         c##r##1 = _mm512_maskz_loadu_ps(m1, c + (size_t)r * ldc + 16);                                               \
     }
+#define SP_STORE(r)                                                                                                  \
+    if (r < rows) {                                                                                                  \
+        _mm512_mask_storeu_ps(c + (size_t)r * ldc, m0, c##r##0);                                                     \
+        _mm512_mask_storeu_ps(c + (size_t)r * ldc + 16, m1, c##r##1);                                                \
+    }
+T512 static void step_block(int rows, int k, const float *ap, const float *bp, float *c, int ldc, __mmask16 m0,
+                            __mmask16 m1) {
+    SP_ROWS(SP_DECL)
     SP_ROWS(SP_LOAD)
     for (int p = 0; p < k; p++) {
         const __m512 b0 = _mm512_load_ps(bp + (size_t)p * SP_NR), b1 = _mm512_load_ps(bp + (size_t)p * SP_NR + 16);
@@ -270,25 +277,21 @@ T512 static void step_block(int rows, int k, const float *ap, const float *bp, f
     }
         SP_ROWS(SP_FMA)
     }
-#define SP_STORE(r)                                                                                                  \
-    if (r < rows) {                                                                                                  \
-        _mm512_mask_storeu_ps(c + (size_t)r * ldc, m0, c##r##0);                                                     \
-        _mm512_mask_storeu_ps(c + (size_t)r * ldc + 16, m1, c##r##1);                                                \
-    }
     SP_ROWS(SP_STORE)
-#undef SP_DECL
-#undef SP_LOAD
 #undef SP_FMA
-#undef SP_STORE
+}
+
+/* The columns of a panel's half (from 0 or 16) that exist when w columns are left. */
+static inline __mmask16 panel_mask(int w, int from) {
+    w -= from;
+    return w >= 16 ? (__mmask16)0xFFFF : w > 0 ? (__mmask16)((1u << w) - 1) : 0;
 }
 
 /* C[m, columns j0..j1) += A B, over whole panels (j0 a multiple of 32). */
 T512 static void step_gemm_512(int m, int n, int k, const float *ap, const float *bp, float *c, int ldc, int j0,
                                int j1) {
     for (; j0 < j1; j0 += SP_NR) {
-        const int w = n - j0;
-        const __mmask16 m0 = w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << w) - 1);
-        const __mmask16 m1 = w >= 32 ? (__mmask16)0xFFFF : w > 16 ? (__mmask16)((1u << (w - 16)) - 1) : 0;
+        const __mmask16 m0 = panel_mask(n - j0, 0), m1 = panel_mask(n - j0, 16);
         const float *panel = bp + (size_t)j0 * k;
         for (int i0 = 0; i0 < m; i0 += SP_MR)
             step_block(m - i0 < SP_MR ? m - i0 : SP_MR, k, ap + (size_t)i0 * k, panel, c + (size_t)i0 * ldc + j0, ldc,
@@ -310,17 +313,29 @@ static bool have_avx512(void) {
     return have;
 }
 
+/* Whether a step product is worth the threads: more than one panel and enough work. */
+static bool split_panels(int m, int n, int k) {
+    return (n + SP_NR - 1) / SP_NR > 1 && (double)m * n * k >= 65536.0 && omp_get_max_threads() > 1;
+}
+
+/* This thread's columns [*j0, *j1) of n, in whole panels, inside a parallel region. */
+static void thread_panels(int n, int *j0, int *j1) {
+    const int panels = (n + SP_NR - 1) / SP_NR, t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int per = (panels + nt - 1) / nt;
+    *j0 = t * per * SP_NR;
+    *j1 = (t + 1) * per * SP_NR < n ? (t + 1) * per * SP_NR : n;
+}
+
 /* C[m, n] += A[m, k] op(W)[k, n] with op(W) packed by pack_b into bp; A packed into ap (scratch). The
  * columns are split across the threads in whole panels. */
 static void step_product(int m, int n, int k, const float *a, int lda, const float *bp, float *ap, float *c,
                          int ldc) {
     pack_a(m, k, a, lda, ap);
-    const int panels = (n + SP_NR - 1) / SP_NR;
-    if (panels > 1 && (double)m * n * k >= 65536.0 && omp_get_max_threads() > 1) {
+    if (split_panels(m, n, k)) {
 #pragma omp parallel
         {
-            const int t = omp_get_thread_num(), nt = omp_get_num_threads(), per = (panels + nt - 1) / nt;
-            const int j0 = t * per * SP_NR, j1 = (t + 1) * per * SP_NR < n ? (t + 1) * per * SP_NR : n;
+            int j0, j1;
+            thread_panels(n, &j0, &j1);
             if (j0 < j1) step_gemm_512(m, n, k, ap, bp, c, ldc, j0, j1);
         }
     } else {
@@ -375,13 +390,7 @@ static void pack_a_bf16(int m, int k, const float *a, int lda, uint32_t *dst) {
 
 T512BF16 static void step_block_bf16(int rows, int kp, const uint32_t *ap, const uint16_t *bp, float *c, int ldc,
                                      __mmask16 m0, __mmask16 m1) {
-#define SP_DECL(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = _mm512_setzero_ps();
     SP_ROWS(SP_DECL)
-#define SP_LOAD(r)                                                                                                   \
-    if (r < rows) {                                                                                                  \
-        c##r##0 = _mm512_maskz_loadu_ps(m0, c + (size_t)r * ldc);                                                    \
-        c##r##1 = _mm512_maskz_loadu_ps(m1, c + (size_t)r * ldc + 16);                                               \
-    }
     SP_ROWS(SP_LOAD)
     for (int q = 0; q < kp; q++) {
         const __m512bh b0 = (__m512bh)_mm512_load_si512((const void *)(bp + (size_t)q * 2 * SP_NR));
@@ -395,24 +404,14 @@ T512BF16 static void step_block_bf16(int rows, int kp, const uint32_t *ap, const
     }
         SP_ROWS(SP_DOT)
     }
-#define SP_STORE(r)                                                                                                  \
-    if (r < rows) {                                                                                                  \
-        _mm512_mask_storeu_ps(c + (size_t)r * ldc, m0, c##r##0);                                                     \
-        _mm512_mask_storeu_ps(c + (size_t)r * ldc + 16, m1, c##r##1);                                                \
-    }
     SP_ROWS(SP_STORE)
-#undef SP_DECL
-#undef SP_LOAD
 #undef SP_DOT
-#undef SP_STORE
 }
 
 T512BF16 static void step_gemm_bf16(int m, int n, int kp, const uint32_t *ap, const uint16_t *bp, float *c, int ldc,
                                     int j0, int j1) {
     for (; j0 < j1; j0 += SP_NR) {
-        const int w = n - j0;
-        const __mmask16 m0 = w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << w) - 1);
-        const __mmask16 m1 = w >= 32 ? (__mmask16)0xFFFF : w > 16 ? (__mmask16)((1u << (w - 16)) - 1) : 0;
+        const __mmask16 m0 = panel_mask(n - j0, 0), m1 = panel_mask(n - j0, 16);
         const uint16_t *panel = bp + (size_t)j0 * kp * 2;
         for (int i0 = 0; i0 < m; i0 += SP_MR)
             step_block_bf16(m - i0 < SP_MR ? m - i0 : SP_MR, kp, ap + (size_t)i0 * kp, panel,
@@ -424,12 +423,11 @@ static void step_product_bf16(int m, int n, int k, const float *a, int lda, cons
                               float *c, int ldc) {
     const int kp = (k + 1) / 2;
     pack_a_bf16(m, k, a, lda, ap);
-    const int panels = (n + SP_NR - 1) / SP_NR;
-    if (panels > 1 && (double)m * n * k >= 65536.0 && omp_get_max_threads() > 1) {
+    if (split_panels(m, n, k)) {
 #pragma omp parallel
         {
-            const int t = omp_get_thread_num(), nt = omp_get_num_threads(), per = (panels + nt - 1) / nt;
-            const int j0 = t * per * SP_NR, j1 = (t + 1) * per * SP_NR < n ? (t + 1) * per * SP_NR : n;
+            int j0, j1;
+            thread_panels(n, &j0, &j1);
             if (j0 < j1) step_gemm_bf16(m, n, kp, ap, bp, c, ldc, j0, j1);
         }
     } else {
