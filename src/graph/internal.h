@@ -253,6 +253,21 @@ void magna_vexp_path(int path, float *y, const float *x, int64_t n);
  * product of at most 64^3 flops, untransposed ones up to 100^3; it may run inside a parallel region. */
 void magna_sgemm_small(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda, const float *b,
                        int ldb, float beta, float *c, int ldc);
+/* Products against a weight packed once (src/core/gemm_panel.c), for AVX-512 CPUs: op(W) [k, n] (W[j * ldw + p]
+ * when transposed) packed into panels of 32 columns (magna_panel_b_floats(k, n) floats), then, as often as
+ * needed, C [m, n] += A [m, k] op(W), A packed per call into ap (magna_panel_a_floats(m, k) floats of scratch).
+ * The bf16 pair (avx512_bf16) packs the same weight into the same space as bf16 k-pairs and computes
+ * C (+)= alpha op(A) op(W) with A (its transpose when ta) rounded to bf16 and float32 sums; `accumulate` false
+ * overwrites C. Both split the columns across the threads when outside a parallel region and worth it; `par`
+ * packs across them. */
+size_t magna_panel_b_floats(int64_t k, int64_t n);
+size_t magna_panel_a_floats(int64_t m, int64_t k);
+void magna_panel_pack_f32(int k, int n, const float *w, int ldw, bool transposed, float *dst, bool par);
+void magna_panel_gemm_f32(int m, int n, int k, const float *a, int lda, const float *bp, float *ap, float *c, int ldc);
+void magna_panel_pack_bf16(int k, int n, const float *w, int ldw, bool transposed, uint16_t *dst, bool par);
+void magna_panel_gemm_bf16(int m, int n, int k, const float *a, int lda, bool ta, float alpha, const uint16_t *bp,
+                           uint32_t *ap, bool accumulate, float *c, int ldc);
+
 /* The plain triple loop the fast path is tested against. */
 void magna_sgemm_reference(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda,
                            const float *b, int ldb, float beta, float *c, int ldc);

@@ -1,0 +1,230 @@
+/* gemm_panel.c — small products against a weight packed once: the recurrent ops' per-step h_{t-1} W_hh (T
+ * times over the same W_hh) and attention's per-head products. C [m, n] (+)= A [m, k] op(W) [k, n], W packed
+ * into panels of 32 columns, A packed per call, 8 x 32 blocks of C in 16 AVX-512 registers; in float32, or in
+ * bf16 with float32 sums (vdpbf16ps, CPUs with avx512_bf16). Declared in src/graph/internal.h. */
+#include "../graph/internal.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+enum { SP_NR = 32, SP_MR = 8 };
+
+size_t magna_panel_b_floats(int64_t k, int64_t n) { return (size_t)((n + SP_NR - 1) / SP_NR) * SP_NR * (size_t)k; }
+size_t magna_panel_a_floats(int64_t m, int64_t k) { return (size_t)((m + SP_MR - 1) / SP_MR) * SP_MR * (size_t)k; }
+
+/* Each step multiplies B rows by W_hh (forward) or W_hh^T (backward), T times over the same weight.
+ * OpenBLAS packs the whole [H, G*H] weight into its own layout on every call, a quarter of the layer's
+ * time at H = 256; here the weight is packed once per forward or backward, into panels of 32 columns
+ * (each panel k rows of 32 contiguous floats), and each step packs only its few rows of A (8 rows
+ * interleaved per k). The kernel keeps an 8 x 32 block of C in 16 AVX-512 registers: per k, one
+ * broadcast per row and two aligned loads of the panel. CPUs without AVX-512 take magna_sgemm (the recurrent
+ * ops decide; MAGNA_RNN_STEP=sgemm forces that path, for tests). */
+#define T512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
+
+/* dst = op(W) [k, n] in panels, where op(W)[p, j] = w[p * ldw + j], or w[j * ldw + p] when transposed. */
+void magna_panel_pack_f32(int k, int n, const float *w, int ldw, bool transposed, float *dst, bool par) {
+    const int panels = (n + SP_NR - 1) / SP_NR;
+    PARALLEL_FOR(par && (int64_t)k * n >= 32768 && panels > 1, pn, panels, {
+        float *d = dst + (size_t)pn * k * SP_NR;
+        const int j0 = (int)pn * SP_NR, w_cols = n - j0 < SP_NR ? n - j0 : SP_NR;
+        for (int p = 0; p < k; p++) {
+            for (int jj = 0; jj < w_cols; jj++)
+                d[(size_t)p * SP_NR + jj] = transposed ? w[(size_t)(j0 + jj) * ldw + p] : w[(size_t)p * ldw + j0 + jj];
+            for (int jj = w_cols; jj < SP_NR; jj++) d[(size_t)p * SP_NR + jj] = 0.0f;
+        }
+    });
+}
+
+/* dst[blk][p][r] = a[(blk * 8 + r) * lda + p], zero past row m. */
+static void pack_a(int m, int k, const float *a, int lda, float *dst) {
+    for (int i0 = 0; i0 < m; i0 += SP_MR) {
+        float *d = dst + (size_t)i0 * k;
+        for (int r = 0; r < SP_MR; r++) {
+            if (i0 + r < m) {
+                const float *ar = a + (size_t)(i0 + r) * lda;
+                for (int p = 0; p < k; p++) d[(size_t)p * SP_MR + r] = ar[p];
+            } else {
+                for (int p = 0; p < k; p++) d[(size_t)p * SP_MR + r] = 0.0f;
+            }
+        }
+    }
+}
+
+/* C[rows, 32 masked] += A B over k, from packed A (8 per k) and a packed panel (32 per k). All 8 rows are
+ * computed (packed A is zero past the last row) in 16 named accumulators, which GCC keeps in registers
+ * (an array of them it kept in memory); only `rows` are loaded and stored. */
+#define SP_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+/* The block kernels' 8 x 32 accumulators c<r>0, c<r>1: declared zero, loaded from C's `rows` rows (columns masked
+ * by m0, m1), and stored back; shared by the float32 and bf16 kernels. */
+#define SP_DECL(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = _mm512_setzero_ps();
+#define SP_LOAD(r)                                                                                                   \
+    if (r < rows) {                                                                                                  \
+        c##r##0 = _mm512_maskz_loadu_ps(m0, c + (size_t)r * ldc);                                                    \
+        c##r##1 = _mm512_maskz_loadu_ps(m1, c + (size_t)r * ldc + 16);                                               \
+    }
+#define SP_STORE(r)                                                                                                  \
+    if (r < rows) {                                                                                                  \
+        _mm512_mask_storeu_ps(c + (size_t)r * ldc, m0, c##r##0);                                                     \
+        _mm512_mask_storeu_ps(c + (size_t)r * ldc + 16, m1, c##r##1);                                                \
+    }
+T512 static void step_block(int rows, int k, const float *ap, const float *bp, float *c, int ldc, __mmask16 m0,
+                            __mmask16 m1) {
+    SP_ROWS(SP_DECL)
+    SP_ROWS(SP_LOAD)
+    for (int p = 0; p < k; p++) {
+        const __m512 b0 = _mm512_load_ps(bp + (size_t)p * SP_NR), b1 = _mm512_load_ps(bp + (size_t)p * SP_NR + 16);
+        const float *a = ap + (size_t)p * SP_MR;
+#define SP_FMA(r)                                                                                                    \
+    {                                                                                                                \
+        const __m512 av = _mm512_set1_ps(a[r]);                                                                      \
+        c##r##0 = _mm512_fmadd_ps(av, b0, c##r##0);                                                                  \
+        c##r##1 = _mm512_fmadd_ps(av, b1, c##r##1);                                                                  \
+    }
+        SP_ROWS(SP_FMA)
+    }
+    SP_ROWS(SP_STORE)
+#undef SP_FMA
+}
+
+/* The columns of a panel's half (from 0 or 16) that exist when w columns are left. */
+static inline __mmask16 panel_mask(int w, int from) {
+    w -= from;
+    return w >= 16 ? (__mmask16)0xFFFF : w > 0 ? (__mmask16)((1u << w) - 1) : 0;
+}
+
+/* C[m, columns j0..j1) += A B, over whole panels (j0 a multiple of 32). */
+T512 static void step_gemm_512(int m, int n, int k, const float *ap, const float *bp, float *c, int ldc, int j0,
+                               int j1) {
+    for (; j0 < j1; j0 += SP_NR) {
+        const __mmask16 m0 = panel_mask(n - j0, 0), m1 = panel_mask(n - j0, 16);
+        const float *panel = bp + (size_t)j0 * k;
+        for (int i0 = 0; i0 < m; i0 += SP_MR)
+            step_block(m - i0 < SP_MR ? m - i0 : SP_MR, k, ap + (size_t)i0 * k, panel, c + (size_t)i0 * ldc + j0, ldc,
+                       m0, m1);
+    }
+}
+
+/* Whether a product is worth the threads: more than one panel, enough work, and not already in a region. */
+static bool split_panels(int m, int n, int k) {
+    return (n + SP_NR - 1) / SP_NR > 1 && (double)m * n * k >= 65536.0 && omp_get_max_threads() > 1 &&
+           !omp_in_parallel();
+}
+
+/* This thread's columns [*j0, *j1) of n, in whole panels, inside a parallel region. */
+static void thread_panels(int n, int *j0, int *j1) {
+    const int panels = (n + SP_NR - 1) / SP_NR, t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int per = (panels + nt - 1) / nt;
+    *j0 = t * per * SP_NR;
+    *j1 = (t + 1) * per * SP_NR < n ? (t + 1) * per * SP_NR : n;
+}
+
+void magna_panel_gemm_f32(int m, int n, int k, const float *a, int lda, const float *bp, float *ap, float *c,
+                          int ldc) {
+    pack_a(m, k, a, lda, ap);
+    if (split_panels(m, n, k)) {
+#pragma omp parallel
+        {
+            int j0, j1;
+            thread_panels(n, &j0, &j1);
+            if (j0 < j1) step_gemm_512(m, n, k, ap, bp, c, ldc, j0, j1);
+        }
+    } else {
+        step_gemm_512(m, n, k, ap, bp, c, ldc, 0, n);
+    }
+}
+
+/* ---- in bf16 (a bf16 graph on a CPU with avx512_bf16) ----------------------------------------------------- *
+ * The same blocking with bf16 operands and float32 sums: vdpbf16ps takes pairs of k, so a panel holds, per
+ * pair of rows of op(W), 32 columns of (even, odd) bf16 pairs (two vectors), and packed A a (even, odd) pair per
+ * row; each instruction does two k at once, half the instructions of the float32 kernel. h_{t-1} and W_hh are
+ * rounded to bf16, as cuDNN's half-precision LSTM and magna's CUDA bf16 mode do. */
+#define T512BF16 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma,avx512bf16")))
+
+static inline uint16_t bf16_of(float v) { /* round to nearest even, as vcvtne2ps2bf16 (NaN kept quiet) */
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+/* dst = op(W) [k, n] as bf16 pair panels: panel pn, pair q, column jj at [(pn * kp + q) * 64 + 2 jj + (p & 1)]. */
+void magna_panel_pack_bf16(int k, int n, const float *w, int ldw, bool transposed, uint16_t *dst, bool par) {
+    const int panels = (n + SP_NR - 1) / SP_NR, kp = (k + 1) / 2;
+    PARALLEL_FOR(par && (int64_t)k * n >= 32768 && panels > 1, pn, panels, {
+        uint16_t *d = dst + (size_t)pn * kp * 2 * SP_NR;
+        const int j0 = (int)pn * SP_NR;
+        for (int p = 0; p < 2 * kp; p++)
+            for (int jj = 0; jj < SP_NR; jj++) {
+                const bool real = p < k && j0 + jj < n;
+                const float v = !real ? 0.0f : transposed ? w[(size_t)(j0 + jj) * ldw + p] : w[(size_t)p * ldw + j0 + jj];
+                d[(size_t)(p / 2) * 2 * SP_NR + 2 * jj + (p & 1)] = bf16_of(v);
+            }
+    });
+}
+
+/* dst[blk][q][r] = the pair (alpha A[row][2q], alpha A[row][2q + 1]) of row blk * 8 + r as one 32-bit word, zero
+ * past row m and past k; A[i][p] = a[i * lda + p], or a[p * lda + i] when ta. */
+static void pack_a_bf16(int m, int k, const float *a, int lda, bool ta, float alpha, uint32_t *dst) {
+    const int kp = (k + 1) / 2;
+    const size_t si = ta ? 1 : (size_t)lda, sp = ta ? (size_t)lda : 1;
+    for (int i0 = 0; i0 < m; i0 += SP_MR) {
+        uint32_t *d = dst + (size_t)i0 * kp;
+        for (int r = 0; r < SP_MR; r++) {
+            const float *ar = i0 + r < m ? a + (size_t)(i0 + r) * si : NULL;
+            for (int q = 0; q < kp; q++) {
+                const uint16_t lo = ar ? bf16_of(alpha * ar[(size_t)(2 * q) * sp]) : 0;
+                const uint16_t hi = ar && 2 * q + 1 < k ? bf16_of(alpha * ar[(size_t)(2 * q + 1) * sp]) : 0;
+                d[(size_t)q * SP_MR + r] = (uint32_t)lo | (uint32_t)hi << 16;
+            }
+        }
+    }
+}
+
+T512BF16 static void step_block_bf16(int rows, int kp, const uint32_t *ap, const uint16_t *bp, float *c, int ldc,
+                                     __mmask16 m0, __mmask16 m1, bool accumulate) {
+    SP_ROWS(SP_DECL)
+    if (accumulate) {
+        SP_ROWS(SP_LOAD)
+    }
+    for (int q = 0; q < kp; q++) {
+        const __m512bh b0 = (__m512bh)_mm512_load_si512((const void *)(bp + (size_t)q * 2 * SP_NR));
+        const __m512bh b1 = (__m512bh)_mm512_load_si512((const void *)(bp + (size_t)q * 2 * SP_NR + SP_NR));
+        const uint32_t *a = ap + (size_t)q * SP_MR;
+#define SP_DOT(r)                                                                                                    \
+    {                                                                                                                \
+        const __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[r]);                                                  \
+        c##r##0 = _mm512_dpbf16_ps(c##r##0, av, b0);                                                                 \
+        c##r##1 = _mm512_dpbf16_ps(c##r##1, av, b1);                                                                 \
+    }
+        SP_ROWS(SP_DOT)
+    }
+    SP_ROWS(SP_STORE)
+#undef SP_DOT
+}
+
+T512BF16 static void step_gemm_bf16(int m, int n, int kp, const uint32_t *ap, const uint16_t *bp, float *c, int ldc,
+                                    int j0, int j1, bool accumulate) {
+    for (; j0 < j1; j0 += SP_NR) {
+        const __mmask16 m0 = panel_mask(n - j0, 0), m1 = panel_mask(n - j0, 16);
+        const uint16_t *panel = bp + (size_t)j0 * kp * 2;
+        for (int i0 = 0; i0 < m; i0 += SP_MR)
+            step_block_bf16(m - i0 < SP_MR ? m - i0 : SP_MR, kp, ap + (size_t)i0 * kp, panel,
+                            c + (size_t)i0 * ldc + j0, ldc, m0, m1, accumulate);
+    }
+}
+
+void magna_panel_gemm_bf16(int m, int n, int k, const float *a, int lda, bool ta, float alpha, const uint16_t *bp,
+                           uint32_t *ap, bool accumulate, float *c, int ldc) {
+    const int kp = (k + 1) / 2;
+    pack_a_bf16(m, k, a, lda, ta, alpha, ap);
+    if (split_panels(m, n, k)) {
+#pragma omp parallel
+        {
+            int j0, j1;
+            thread_panels(n, &j0, &j1);
+            if (j0 < j1) step_gemm_bf16(m, n, kp, ap, bp, c, ldc, j0, j1, accumulate);
+        }
+    } else {
+        step_gemm_bf16(m, n, kp, ap, bp, c, ldc, 0, n, accumulate);
+    }
+}
