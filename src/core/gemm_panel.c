@@ -140,42 +140,85 @@ void magna_panel_gemm_f32(int m, int n, int k, const float *a, int lda, const fl
  * rounded to bf16, as cuDNN's half-precision LSTM and magna's CUDA bf16 mode do. */
 #define T512BF16 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma,avx512bf16")))
 
-static inline uint16_t bf16_of(float v) { /* round to nearest even, as vcvtne2ps2bf16 (NaN kept quiet) */
-    uint32_t u;
-    memcpy(&u, &v, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+/* Pairs of k for 16 lanes from floats: E (even k) and O (odd k) to words (E_l, O_l), both rounded to bf16. */
+T512BF16 static inline __m512i pair_words(__m512 e, __m512 o) {
+    const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21,
+                                           5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    return _mm512_permutexvar_epi16(inter, (__m512i)_mm512_cvtne2ps_pbh(o, e));
+}
+
+/* One panel (columns j0.., up to 32) of magna_panel_pack_bf16: whole pairs with vectors, the rest one by one. */
+T512BF16 static void pack_panel_bf16(int k, int n, const float *w, int ldw, bool transposed, uint16_t *d, int j0) {
+    const int kp = (k + 1) / 2, cols = n - j0 < SP_NR ? n - j0 : SP_NR;
+    for (int q = 0; q < kp; q++) {
+        uint16_t *row = d + (size_t)q * 2 * SP_NR;
+        const bool odd = 2 * q + 1 < k;
+        for (int h = 0; h < 2; h++) { /* columns 16 h .. 16 h + 15 */
+            const int c0 = 16 * h, live = cols - c0 < 0 ? 0 : cols - c0 > 16 ? 16 : cols - c0;
+            const __mmask16 lanes = (__mmask16)((1u << live) - 1);
+            __m512 e = _mm512_setzero_ps(), o = _mm512_setzero_ps();
+            if (live && !transposed) {
+                e = _mm512_maskz_loadu_ps(lanes, w + (size_t)(2 * q) * ldw + j0 + c0);
+                if (odd) o = _mm512_maskz_loadu_ps(lanes, w + (size_t)(2 * q + 1) * ldw + j0 + c0);
+            } else if (live) {
+                const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                                       _mm512_set1_epi32(ldw));
+                const float *base = w + (size_t)(j0 + c0) * ldw + 2 * q;
+                e = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, idx, base, 4);
+                if (odd) o = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, idx, base + 1, 4);
+            }
+            _mm512_storeu_si512((void *)(row + 2 * c0), pair_words(e, o));
+        }
+    }
 }
 
 /* dst = op(W) [k, n] as bf16 pair panels: panel pn, pair q, column jj at [(pn * kp + q) * 64 + 2 jj + (p & 1)]. */
 void magna_panel_pack_bf16(int k, int n, const float *w, int ldw, bool transposed, uint16_t *dst, bool par) {
     const int panels = (n + SP_NR - 1) / SP_NR, kp = (k + 1) / 2;
-    PARALLEL_FOR(par && (int64_t)k * n >= 32768 && panels > 1, pn, panels, {
-        uint16_t *d = dst + (size_t)pn * kp * 2 * SP_NR;
-        const int j0 = (int)pn * SP_NR;
-        for (int p = 0; p < 2 * kp; p++)
-            for (int jj = 0; jj < SP_NR; jj++) {
-                const bool real = p < k && j0 + jj < n;
-                const float v = !real ? 0.0f : transposed ? w[(size_t)(j0 + jj) * ldw + p] : w[(size_t)p * ldw + j0 + jj];
-                d[(size_t)(p / 2) * 2 * SP_NR + 2 * jj + (p & 1)] = bf16_of(v);
-            }
-    });
+    PARALLEL_FOR(par && (int64_t)k * n >= 32768 && panels > 1, pn, panels,
+                 pack_panel_bf16(k, n, w, ldw, transposed, dst + (size_t)pn * kp * 2 * SP_NR, (int)pn * SP_NR););
 }
 
 /* dst[blk][q][r] = the pair (alpha A[row][2q], alpha A[row][2q + 1]) of row blk * 8 + r as one 32-bit word, zero
- * past row m and past k; A[i][p] = a[i * lda + p], or a[p * lda + i] when ta. */
-static void pack_a_bf16(int m, int k, const float *a, int lda, bool ta, float alpha, uint32_t *dst) {
+ * past row m and past k; A[i][p] = a[i * lda + p], or a[p * lda + i] when ta. Two pairs of the 8 rows at a time
+ * make one vector of 16 words. */
+T512BF16 static void pack_a_bf16(int m, int k, const float *a, int lda, bool ta, float alpha, uint32_t *dst) {
     const int kp = (k + 1) / 2;
-    const size_t si = ta ? 1 : (size_t)lda, sp = ta ? (size_t)lda : 1;
+    const __m512 scale = _mm512_set1_ps(alpha);
+    const __m512i rows8 = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7);
     for (int i0 = 0; i0 < m; i0 += SP_MR) {
         uint32_t *d = dst + (size_t)i0 * kp;
-        for (int r = 0; r < SP_MR; r++) {
-            const float *ar = i0 + r < m ? a + (size_t)(i0 + r) * si : NULL;
-            for (int q = 0; q < kp; q++) {
-                const uint16_t lo = ar ? bf16_of(alpha * ar[(size_t)(2 * q) * sp]) : 0;
-                const uint16_t hi = ar && 2 * q + 1 < k ? bf16_of(alpha * ar[(size_t)(2 * q + 1) * sp]) : 0;
-                d[(size_t)q * SP_MR + r] = (uint32_t)lo | (uint32_t)hi << 16;
+        const int live = m - i0 < SP_MR ? m - i0 : SP_MR;
+        const __mmask16 rows = (__mmask16)(((1u << live) - 1) | (((1u << live) - 1) << 8));
+        for (int q = 0; q < kp; q += 2) {
+            /* lanes 0..7: pair q of rows 0..7; lanes 8..15: pair q + 1 (when it exists) */
+            const int p0 = 2 * q;
+            __mmask16 e_m = rows, o_m = rows;
+            if (q + 1 >= kp) e_m &= 0x00ff, o_m &= 0x00ff;
+            if (p0 + 1 >= k) o_m &= 0xff00;       /* pair q has no odd element */
+            if (q + 1 < kp && p0 + 3 >= k) o_m &= 0x00ff; /* pair q + 1 has none */
+            __m512 e, o;
+            if (!ta) { /* element (r, p) at r lda + p */
+                const __m512i at = _mm512_add_epi32(_mm512_mullo_epi32(rows8, _mm512_set1_epi32(lda)),
+                                                    _mm512_mask_blend_epi32(0xff00, _mm512_set1_epi32(0), _mm512_set1_epi32(2)));
+                const float *base = a + (size_t)i0 * lda + p0;
+                e = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), e_m, at, base, 4);
+                o = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), o_m, at, base + 1, 4);
+            } else { /* element (r, p) at p lda + r: rows contiguous */
+                const float *b0 = a + (size_t)p0 * lda + i0;
+                e = _mm512_maskz_loadu_ps(e_m & 0x00ff, b0);
+                o = _mm512_maskz_loadu_ps(o_m & 0x00ff, b0 + lda);
+                if (e_m & 0xff00) {
+                    e = _mm512_mask_expandloadu_ps(e, e_m & 0xff00, b0 + 2 * (size_t)lda);
+                    if (o_m & 0xff00) o = _mm512_mask_expandloadu_ps(o, o_m & 0xff00, b0 + 3 * (size_t)lda);
+                }
             }
+            const __m512i words = pair_words(_mm512_mul_ps(e, scale), _mm512_mul_ps(o, scale));
+            /* word l of `words` is pair q (l < 8) or q + 1 (l >= 8) of row l % 8: exactly d[q * 8 ..] */
+            if (q + 1 < kp)
+                _mm512_storeu_si512((void *)(d + (size_t)q * SP_MR), words);
+            else
+                _mm256_storeu_si256((__m256i *)(d + (size_t)q * SP_MR), _mm512_castsi512_si256(words));
         }
     }
 }

@@ -21,6 +21,7 @@
  * masked upper triangle are never spent; a padding mask cuts them the same way. Every row of P and dS
  * is written out to Tk (zeros where masked), so backward can read any column block. */
 #include "common.h"
+#include "gemm_bf16.h"
 
 #include <limits.h>
 #include <math.h>
@@ -31,8 +32,27 @@
 
 static int max_threads(void) { return omp_get_max_threads(); }
 
-/* Floats of backward scratch per thread: dP / dS [Tq, Tk], rounded up to a cache line. */
-static size_t attn_scratch_floats(int64_t Tq, int64_t Tk) { return ((size_t)(Tq * Tk) + 15) & ~(size_t)15; }
+static size_t round16(size_t v) { return (v + 15) & ~(size_t)15; }
+
+/* Floats of scratch per thread: backward's dP / dS [Tq, Tk]; in bf16 (attn_bf16) also the panel kernel's packed
+ * operands: K^T or V^T for the whole pair [hd, Tk], one operand of up to [max(Tq, Tk), hd], and packed rows. */
+static size_t attn_scratch_floats(int64_t Tq, int64_t Tk, int64_t hd, bool bf16) {
+    size_t f = round16((size_t)(Tq * Tk));
+    if (bf16) {
+        const int64_t T = Tq > Tk ? Tq : Tk;
+        f += round16(magna_panel_b_floats(hd, Tk)) + round16(magna_panel_b_floats(T, hd)) +
+             round16(magna_panel_a_floats(T, T > hd ? T : hd));
+    }
+    return f;
+}
+
+/* A bf16 graph's attention on an AVX-512 CPU with avx512_bf16 runs its products on the bf16 panel kernel
+ * (src/core/gemm_panel.c: bf16 operands, float32 sums), as autocast runs them in bf16; softmax and its backward
+ * stay float32. */
+static bool attn_bf16(const magna_graph *g) {
+    return magna_gemm_bf16_wanted(g) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+}
 
 /* q [B, Tq, C]; k, v [B, Tk, C], C = heads * hd; key_lengths int32 [B] (optional 4th input) -> out is
  * [B, Tq, C]; saved P is [B, H, Tq, Tk]. */
@@ -82,9 +102,9 @@ static magna_status attention_infer(magna_graph *g, magna_node *n) {
         return MAGNA_OK;
     }
     n->saved_bytes = (p_floats > row_floats ? p_floats : row_floats) * sizeof(float);
-    /* Backward scratch for every thread; after compile the workspace is fixed, so if the thread count
-     * grew since, backward runs on fewer threads instead of asking for more. */
-    size_t per_thread = attn_scratch_floats(Tq, Tk) * sizeof(float);
+    /* Scratch for every thread; after compile the workspace is fixed, so if the thread count grew since,
+     * backward runs on fewer threads instead of asking for more (and bf16 forward on float32, attn_args_of). */
+    size_t per_thread = attn_scratch_floats(Tq, Tk, C / H, attn_bf16(g)) * sizeof(float);
     size_t ws = per_thread * (size_t)max_threads();
     if (g->compiled && ws > g->workspace_bytes) ws = g->workspace_bytes / per_thread * per_thread;
     n->workspace_bytes = ws > per_thread ? ws : per_thread;
@@ -127,7 +147,26 @@ typedef struct attn_head {
     int keys;  /* L_b: keys 0..keys-1 exist */
     int shift; /* causal: row i sees keys j <= i + shift; INT_MAX/2 when not causal */
     float scale;
+    /* bf16 (attn_bf16): this thread's packed operands, else NULL: the pair's [hd, keys] panel, one more, rows */
+    uint16_t *pair_panel, *panel;
+    uint32_t *rows;
 } attn_head;
+
+/* C [m, n] = alpha op(A) B (+ C when accumulate), B [k, n] = w[p * ldw + j] (w[j * ldw + p] when wt): in bf16 on
+ * the panel kernel when the head has its scratch, packing B into `panel` (NULL: `packed` holds B already), else
+ * sgemm in float32. */
+static void head_gemm(const attn_head *h, bool ta, bool wt, int m, int n, int k, float alpha, const float *a, int lda,
+                      const float *w, int ldw, const uint16_t *packed, bool accumulate, float *c, int ldc) {
+    if (h->rows) {
+        if (!packed) {
+            magna_panel_pack_bf16(k, n, w, ldw, wt, h->panel, false);
+            packed = h->panel;
+        }
+        magna_panel_gemm_bf16(m, n, k, a, lda, ta, alpha, packed, h->rows, accumulate, c, ldc);
+    } else {
+        magna_sgemm(ta, wt, m, n, k, alpha, a, lda, w, ldw, accumulate ? 1.0f : 0.0f, c, ldc);
+    }
+}
 
 /* How many keys row i sees (0..Tk). */
 static int visible(const attn_head *h, int i) {
@@ -142,6 +181,12 @@ static int row_block(const attn_head *h) { return h->shift < INT_MAX / 4 ? ATTN_
 static void attention_head_forward(const attn_head *h, const float *q, const float *k, const float *v, float *out,
                                    float *P) {
     const int Tq = h->Tq, Tk = h->Tk, C = h->C, hd = h->hd, block = row_block(h);
+    /* bf16: K^T [hd, keys] packed once for every row block (a block reads its first kc columns) */
+    const uint16_t *kt = NULL;
+    if (h->rows && h->keys > 0) {
+        magna_panel_pack_bf16(hd, h->keys, k, C, true, h->pair_panel, false);
+        kt = h->pair_panel;
+    }
     for (int r0 = 0; r0 < Tq; r0 += block) {
         const int r1 = r0 + block < Tq ? r0 + block : Tq, kc = visible(h, r1 - 1);
         if (kc == 0) { /* no row of the block sees a key (vis grows with i) */
@@ -151,9 +196,11 @@ static void attention_head_forward(const attn_head *h, const float *q, const flo
             }
             continue;
         }
-        magna_sgemm(false, true, r1 - r0, kc, hd, h->scale, q + (size_t)r0 * C, C, k, C, 0.0f, P + (size_t)r0 * Tk, Tk);
+        head_gemm(h, false, true, r1 - r0, kc, hd, h->scale, q + (size_t)r0 * C, C, k, C, kt, false,
+                  P + (size_t)r0 * Tk, Tk);
         for (int i = r0; i < r1; i++) softmax_row(P + (size_t)i * Tk, visible(h, i), Tk);
-        magna_sgemm(false, false, r1 - r0, hd, kc, 1.0f, P + (size_t)r0 * Tk, Tk, v, C, 0.0f, out + (size_t)r0 * C, C);
+        head_gemm(h, false, false, r1 - r0, hd, kc, 1.0f, P + (size_t)r0 * Tk, Tk, v, C, NULL, false,
+                  out + (size_t)r0 * C, C);
     }
 }
 
@@ -162,16 +209,22 @@ static void attention_head_forward(const attn_head *h, const float *q, const flo
 static void attention_head_backward(const attn_head *h, const float *q, const float *k, const float *v, const float *P,
                                     const float *dout, float *dq, float *dk, float *dv, float *dS) {
     const int Tq = h->Tq, Tk = h->Tk, C = h->C, hd = h->hd, block = row_block(h);
+    /* bf16: V^T [hd, keys] packed once for every row block's dP */
+    const uint16_t *vt = NULL;
+    if (h->rows && h->keys > 0) {
+        magna_panel_pack_bf16(hd, h->keys, v, C, true, h->pair_panel, false);
+        vt = h->pair_panel;
+    }
     /* Row blocks: dP and dS for rows r0..r1 (keys 0..kc), then dq for those rows. */
     for (int r0 = 0; r0 < Tq; r0 += block) {
         const int r1 = r0 + block < Tq ? r0 + block : Tq, kc = visible(h, r1 - 1);
         if (kc > 0)
-            magna_sgemm(false, true, r1 - r0, kc, hd, 1.0f, dout + (size_t)r0 * C, C, v, C, 0.0f, dS + (size_t)r0 * Tk,
-                        Tk);
+            head_gemm(h, false, true, r1 - r0, kc, hd, 1.0f, dout + (size_t)r0 * C, C, v, C, vt, false,
+                      dS + (size_t)r0 * Tk, Tk);
         for (int i = r0; i < r1; i++) softmax_row_backward(P + (size_t)i * Tk, dS + (size_t)i * Tk, visible(h, i), Tk);
         if (dq && kc > 0)
-            magna_sgemm(false, false, r1 - r0, hd, kc, h->scale, dS + (size_t)r0 * Tk, Tk, k, C, 1.0f,
-                        dq + (size_t)r0 * C, C);
+            head_gemm(h, false, false, r1 - r0, hd, kc, h->scale, dS + (size_t)r0 * Tk, Tk, k, C, NULL, true,
+                      dq + (size_t)r0 * C, C);
     }
     if (!dk && !dv) return;
     /* Column blocks: keys c0..ce are seen by rows rs..Tq-1 (the first row that sees key c0 onwards). */
@@ -182,11 +235,11 @@ static void attention_head_backward(const attn_head *h, const float *q, const fl
         if (h->shift < INT_MAX / 4) rs = c0 - h->shift > 0 ? c0 - h->shift : 0;
         if (rs >= Tq) break;
         if (dv)
-            magna_sgemm(true, false, c1 - c0, hd, Tq - rs, 1.0f, P + (size_t)rs * Tk + c0, Tk, dout + (size_t)rs * C, C,
-                        1.0f, dv + (size_t)c0 * C, C);
+            head_gemm(h, true, false, c1 - c0, hd, Tq - rs, 1.0f, P + (size_t)rs * Tk + c0, Tk, dout + (size_t)rs * C, C,
+                      NULL, true, dv + (size_t)c0 * C, C);
         if (dk)
-            magna_sgemm(true, false, c1 - c0, hd, Tq - rs, h->scale, dS + (size_t)rs * Tk + c0, Tk,
-                        q + (size_t)rs * C, C, 1.0f, dk + (size_t)c0 * C, C);
+            head_gemm(h, true, false, c1 - c0, hd, Tq - rs, h->scale, dS + (size_t)rs * Tk + c0, Tk,
+                      q + (size_t)rs * C, C, NULL, true, dk + (size_t)c0 * C, C);
     }
 }
 
@@ -197,7 +250,8 @@ typedef struct attn_args {
     const int32_t *lengths;
     int64_t H;
     bool assign_q, assign_k, assign_v; /* the first writer of that gradient (grad_assigns): zero the pair's slice */
-    attn_head head; /* keys is filled per pair */
+    bool bf16;                         /* attn_bf16: the products on the bf16 panel kernel */
+    attn_head head;                    /* keys is filled per pair */
 } attn_args;
 
 static attn_args attn_args_of(const magna_node *n) {
@@ -225,22 +279,41 @@ static attn_head pair_head(const attn_args *a, int64_t bh, size_t *oq, size_t *o
     return h;
 }
 
-static void attention_pair_forward(const attn_args *a, int64_t bh) {
+/* A thread's slice of the workspace: dS [Tq, Tk] first (backward's), then in bf16 the head's packed operands. */
+static void head_scratch(attn_head *h, float *slice) {
+    const int T = h->Tq > h->Tk ? h->Tq : h->Tk;
+    float *p = slice + round16((size_t)h->Tq * (size_t)h->Tk);
+    h->pair_panel = (uint16_t *)p;
+    p += round16(magna_panel_b_floats(h->hd, h->Tk));
+    h->panel = (uint16_t *)p;
+    p += round16(magna_panel_b_floats(T, h->hd));
+    h->rows = (uint32_t *)p;
+}
+
+/* slice: this thread's scratch in bf16 (NULL: float32). */
+static void attention_pair_forward(const attn_args *a, int64_t bh, float *slice) {
     size_t oq, ok;
-    const attn_head h = pair_head(a, bh, &oq, &ok);
+    attn_head h = pair_head(a, bh, &oq, &ok);
+    if (slice) head_scratch(&h, slice);
     attention_head_forward(&h, a->q + oq, a->k + ok, a->v + ok, a->out + oq, a->P + (size_t)bh * h.Tq * h.Tk);
 }
 
-/* (b, h) pairs in parallel, one per thread, each calling sgemm single-threaded. */
+/* (b, h) pairs in parallel, one per thread, each calling sgemm single-threaded (or, in bf16, the panel kernel
+ * on its slice of the workspace, when the workspace has a slice for every thread). */
 static magna_status attention_forward(magna_graph *g, magna_node *n) {
-    const attn_args a = attn_args_of(n);
+    attn_args a = attn_args_of(n);
+    a.bf16 = attn_bf16(g);
     if (a.lengths)
         for (int64_t b = 0; b < n->shape[0]; b++)
             if (a.lengths[b] < 0 || a.lengths[b] > a.head.Tk)
                 return graph_error(g, MAGNA_ERR_RANGE, "attention: key_lengths[%lld] = %d is outside [0, %d]",
                                    (long long)b, a.lengths[b], a.head.Tk);
     const int64_t pairs = n->shape[0] * a.H;
-    PARALLEL_FOR(pairs > 1 && max_threads() > 1, bh, pairs, attention_pair_forward(&a, bh););
+    const size_t stride = attn_scratch_floats(a.head.Tq, a.head.Tk, a.head.hd, a.bf16);
+    float *ws = (float *)g->workspace;
+    const bool bf = a.bf16 && (size_t)max_threads() * stride * sizeof(float) <= g->workspace_bytes;
+    PARALLEL_FOR(pairs > 1 && max_threads() > 1, bh, pairs,
+                 attention_pair_forward(&a, bh, bf ? ws + (size_t)omp_get_thread_num() * stride : NULL););
     return MAGNA_OK;
 }
 
@@ -251,7 +324,8 @@ static void zero_slice(float *d, int rows, int C, int hd) {
 
 static void attention_pair_backward(const attn_args *a, int64_t bh, float *scratch) {
     size_t oq, ok;
-    const attn_head h = pair_head(a, bh, &oq, &ok);
+    attn_head h = pair_head(a, bh, &oq, &ok);
+    if (a->bf16) head_scratch(&h, scratch);
     /* As a gradient's first writer the pair zeroes its own slice, in its cache, before adding into it: the
      * products below skip what the masks hide. */
     if (a->dq && a->assign_q) zero_slice(a->dq + oq, h.Tq, h.C, h.hd);
@@ -261,13 +335,18 @@ static void attention_pair_backward(const attn_args *a, int64_t bh, float *scrat
                             a->dq ? a->dq + oq : NULL, a->dk ? a->dk + ok : NULL, a->dv ? a->dv + ok : NULL, scratch);
 }
 
-/* Pairs in parallel, each thread with its own [Tq, Tk] scratch. A single pair (or thread) runs outside
+/* Pairs in parallel, each thread with its own [Tq, Tk] scratch (and bf16's packed operands). A single pair (or thread) runs outside
  * any OpenMP region (a one-thread region still allocates a team), with sgemm multi-threaded. */
 static void attention_backward(magna_graph *g, magna_node *n) {
-    const attn_args a = attn_args_of(n);
+    attn_args a = attn_args_of(n);
     if (!a.dq && !a.dk && !a.dv) return;
+    a.bf16 = attn_bf16(g);
     const int64_t pairs = n->shape[0] * a.H;
-    const size_t stride = attn_scratch_floats(a.head.Tq, a.head.Tk);
+    size_t stride = attn_scratch_floats(a.head.Tq, a.head.Tk, a.head.hd, a.bf16);
+    if (a.bf16 && stride * sizeof(float) > g->workspace_bytes) { /* planned without bf16's room: float32 */
+        a.bf16 = false;
+        stride = attn_scratch_floats(a.head.Tq, a.head.Tk, a.head.hd, false);
+    }
     float *ws = (float *)g->workspace;
     int nt = max_threads();
     if ((size_t)nt > g->workspace_bytes / (stride * sizeof(float)))
