@@ -132,6 +132,14 @@ static magna_status find_batch(magna_graph *g, int64_t *batch) {
     return MAGNA_OK;
 }
 
+/* Whether compile rewrites this graph's step (the fusions below, and gradients assigned by their first writer,
+ * step 5): on the CPU, unless MAGNA_NO_FUSE is set (to anything but 0), which gives the plain graph to compare
+ * against: the same numbers, bit for bit (tests/test_graph.c). */
+static bool cpu_rewrites(const magna_graph *g) {
+    const char *off = getenv("MAGNA_NO_FUSE");
+    return g->device == MAGNA_DEVICE_CPU && !(off && *off && strcmp(off, "0"));
+}
+
 static int live_consumers(const magna_graph *g, const magna_node *n) {
     int count = 0;
     for (int j = 0; j < g->n_nodes; j++)
@@ -145,8 +153,7 @@ static int live_consumers(const magna_graph *g, const magna_node *n) {
  * before. Not where the conv's own output is kept (it would read as the ReLU's). MAGNA_NO_FUSE=1 turns it
  * off, to compare. */
 static void fuse_conv_relu(magna_graph *g) {
-    const char *off = getenv("MAGNA_NO_FUSE");
-    const bool fuse = g->device == MAGNA_DEVICE_CPU && !(off && *off && strcmp(off, "0"));
+    const bool fuse = cpu_rewrites(g);
     for (int i = 0; i < g->n_nodes; i++) {
         magna_node *n = g->nodes[i];
         n->relu_fused = n->alias_input = n->pool_fused = n->skip_backward = false;
@@ -373,13 +380,14 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
 #endif
 
     /* 5. Which activation grads each backward step must zero first (params accumulate instead). A grad whose
-     *    first writer assigns it (OPF_GRAD_ASSIGN, CPU only, the node one input of it, not two) is not
+     *    first writer assigns it (OPF_GRAD_ASSIGN, cpu_rewrites, the node one input of it, not two) is not
      *    zeroed: zeroing costs a pass over memory as large as the activations, a fifth of a CNN's step. */
+    const bool rewrite = cpu_rewrites(g);
     for (int j = 0; j < N; j++) g->nodes[j]->grad_assign = 0;
     for (int j = 0; j < N; j++) {
         magna_node *c = g->nodes[j];
         g->grad_zero[j] = g->grad_zero_pool + n_zero;
-        const bool assigns = !on_cuda && c->kind == NODE_OP && (magna_op_table[c->op]->flags & OPF_GRAD_ASSIGN);
+        const bool assigns = rewrite && c->kind == NODE_OP && (magna_op_table[c->op]->flags & OPF_GRAD_ASSIGN);
         for (int i = 0; i < N; i++) {
             magna_node *n = g->nodes[i];
             if (!(n->needs_grad && n->kind == NODE_OP && n->grad_born_at == j)) continue;
