@@ -243,6 +243,16 @@ static double max_diff(const float *a, const float *b, int64_t n, double *scale)
     return worst;
 }
 
+/* How far a bf16 graph's kept output o16 and its gradients are from its float32 twin's (o32, g32): the largest
+ * differences, and the largest float32 magnitudes they are measured against. */
+static void bf16_gap(magna_graph *g16, magna_node *o16, magna_graph *g32, magna_node *o32, double *worst_y,
+                     double *scale_y, double *worst_g, double *scale_g) {
+    size_t n;
+    *worst_y = max_diff(magna_node_data(o16), magna_node_data(o32), magna_node_numel(o32), scale_y);
+    const float *g_32 = magna_graph_grads(g32, &n);
+    *worst_g = max_diff(magna_graph_grads(g16, NULL), g_32, (int64_t)n, scale_g);
+}
+
 /* loss = mean((tanh(p) @ op(w))^2) (+ sum(tanh(p)) after the product when `later`, which makes that sum the
  * first writer of tanh's gradient and the product's dA an adding one). *mm: the product. */
 static magna_graph *dense_graph(bool bf16, bool tb, bool later, magna_node **mm) {
@@ -265,11 +275,8 @@ static void test_bf16_dense(void) {
         const char *kernel = magna_matmul_describe(m16);
         CHECK(!has_bf16 || strstr(kernel, "bf16"), "a bf16 graph's dense product ran %s", kernel);
         CHECK(!strstr(magna_matmul_describe(m32), "bf16"), "a float32 graph's product ran in bf16");
-        double scale_y, scale_g;
-        size_t n;
-        const double worst_y = max_diff(magna_node_data(m16), magna_node_data(m32), magna_node_numel(m32), &scale_y);
-        const float *g_32 = magna_graph_grads(g32, &n);
-        const double worst_g = max_diff(magna_graph_grads(g16, NULL), g_32, (int64_t)n, &scale_g);
+        double scale_y, scale_g, worst_y, worst_g;
+        bf16_gap(g16, m16, g32, m32, &worst_y, &scale_y, &worst_g, &scale_g);
         printf("dense in bf16 (b%s, dA %s): %s; values off by %.2g of %.2g, grads by %.2g of %.2g\n",
                tb ? "^T" : "", later ? "added" : "assigned", kernel, worst_y, scale_y, worst_g, scale_g);
         /* bf16 keeps 8 bits: each operand is off by up to 2^-9 relative, a 24-term sum by about that much */
@@ -304,11 +311,8 @@ static void test_bf16_recurrent(void) {
         const int64_t H = c == 2 ? 13 : 16;
         magna_node *o16, *o32;
         magna_graph *g16 = recurrent_graph(true, gru, H, &o16), *g32 = recurrent_graph(false, gru, H, &o32);
-        double scale_y, scale_g;
-        size_t n;
-        const double worst_y = max_diff(magna_node_data(o16), magna_node_data(o32), magna_node_numel(o32), &scale_y);
-        const float *g_32 = magna_graph_grads(g32, &n);
-        const double worst_g = max_diff(magna_graph_grads(g16, NULL), g_32, (int64_t)n, &scale_g);
+        double scale_y, scale_g, worst_y, worst_g;
+        bf16_gap(g16, o16, g32, o32, &worst_y, &scale_y, &worst_g, &scale_g);
         printf("%s (H %lld) in bf16: outputs off by %.2g of %.2g, grads by %.2g of %.2g\n", gru ? "GRU" : "LSTM",
                (long long)H, worst_y, scale_y, worst_g, scale_g);
         CHECK(worst_y <= 2e-2 * scale_y && worst_g <= 2e-2 * scale_g, "bf16 too far from float32");
@@ -347,11 +351,8 @@ static void test_bf16_attention(void) {
         const int64_t C = c == 1 ? 48 : 64;
         magna_node *o16, *o32;
         magna_graph *g16 = attention_graph(true, cross, C, 2, &o16), *g32 = attention_graph(false, cross, C, 2, &o32);
-        double scale_y, scale_g;
-        size_t n;
-        const double worst_y = max_diff(magna_node_data(o16), magna_node_data(o32), magna_node_numel(o32), &scale_y);
-        const float *g_32 = magna_graph_grads(g32, &n);
-        const double worst_g = max_diff(magna_graph_grads(g16, NULL), g_32, (int64_t)n, &scale_g);
+        double scale_y, scale_g, worst_y, worst_g;
+        bf16_gap(g16, o16, g32, o32, &worst_y, &scale_y, &worst_g, &scale_g);
         printf("attention (%s, hd %lld) in bf16: outputs off by %.2g of %.2g, grads by %.2g of %.2g\n",
                cross ? "cross, masked" : "causal", (long long)(C / 2), worst_y, scale_y, worst_g, scale_g);
         CHECK(worst_y <= 2e-2 * scale_y && worst_g <= 2e-2 * scale_g, "bf16 too far from float32");
