@@ -25,6 +25,9 @@ bool parse_options(int argc, char **argv, const char *cmd, const char *allowed, 
 bool apply_options(const options *o, config *cf);
 /* The model file `name` (or its text), with --set applied; *used (when not NULL) gets the text read. */
 bool read_config(const options *o, const char *name, const char *text, config *cf, char **used);
+/* o's model file read (read_config) with the command line's overrides applied (apply_options); on failure the
+ * error is printed and cf freed. */
+bool load_config(const options *o, config *cf);
 /* The model of the file, compiled, for `batch` rows a step; vocab: a text model's tokenizer's. */
 magna_model *build(const config *cf, int64_t vocab, int64_t batch);
 /* Puts weights into m: a weights file (model.safetensors), or a full-state checkpoint file or folder. */

@@ -97,11 +97,7 @@ int cmd_predict(int argc, char **argv) {
         return cli_fail("magna predict: --weights, --input and --output are required (see magna predict --help)"),
                EXIT_USAGE;
     config cf;
-    if (!read_config(&o, o.model_file, NULL, &cf, NULL)) return EXIT_USAGE;
-    if (!apply_options(&o, &cf)) {
-        config_free(&cf);
-        return EXIT_USAGE;
-    }
+    if (!load_config(&o, &cf)) return EXIT_USAGE;
     if (cf.kind == DATA_TEXT || cf.kind == DATA_NUMBERS) {
         config_free(&cf);
         return cli_fail("magna predict: %s is a language model: use magna generate", o.model_file), EXIT_USAGE;

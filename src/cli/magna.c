@@ -311,6 +311,13 @@ bool read_config(const options *o, const char *name, const char *text, config *c
     return ok;
 }
 
+bool load_config(const options *o, config *cf) {
+    if (!read_config(o, o->model_file, NULL, cf, NULL)) return false;
+    if (apply_options(o, cf)) return true;
+    config_free(cf);
+    return false;
+}
+
 /* A text model's tokenizer from the metadata of its weights (model.safetensors or a checkpoint, file or
  * folder): malloc'd text, or NULL with the error set. */
 char *weights_tokenizer(const char *weights) {
@@ -815,11 +822,7 @@ static int cmd_eval(int argc, char **argv) {
     if (o.help) return fputs(USAGE_EVAL, stdout), 0;
     if (!o.weights) return cli_fail("magna eval: --weights FILE is required"), EXIT_USAGE;
     config cf;
-    if (!read_config(&o, o.model_file, NULL, &cf, NULL)) return EXIT_USAGE;
-    if (!apply_options(&o, &cf)) {
-        config_free(&cf);
-        return EXIT_USAGE;
-    }
+    if (!load_config(&o, &cf)) return EXIT_USAGE;
     if (cf.kind == DATA_TEXT || cf.kind == DATA_NUMBERS) {
         const int lrc = eval_lm(&o, &cf);
         config_free(&cf);

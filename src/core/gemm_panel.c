@@ -9,6 +9,16 @@
 
 enum { SP_NR = 32, SP_MR = 8 };
 
+bool magna_panel_available(bool bf16) {
+    static int avx512 = -1; /* every thread computes the same value: a race is harmless */
+    if (avx512 < 0) {
+        __builtin_cpu_init();
+        avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+                 __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+    }
+    return avx512 && (!bf16 || magna_cpu_detect().avx512_bf16);
+}
+
 size_t magna_panel_b_floats(int64_t k, int64_t n) { return (size_t)((n + SP_NR - 1) / SP_NR) * SP_NR * (size_t)k; }
 size_t magna_panel_a_floats(int64_t m, int64_t k) { return (size_t)((m + SP_MR - 1) / SP_MR) * SP_MR * (size_t)k; }
 

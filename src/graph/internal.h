@@ -260,6 +260,7 @@ void magna_sgemm_small(bool ta, bool tb, int m, int n, int k, float alpha, const
  * C (+)= alpha op(A) op(W) with A (its transpose when ta) rounded to bf16 and float32 sums; `accumulate` false
  * overwrites C. Both split the columns across the threads when outside a parallel region and worth it; `par`
  * packs across them. */
+bool magna_panel_available(bool bf16); /* this CPU runs them (AVX-512 F/DQ/BW/VL; and avx512_bf16 for bf16) */
 size_t magna_panel_b_floats(int64_t k, int64_t n);
 size_t magna_panel_a_floats(int64_t m, int64_t k);
 void magna_panel_pack_f32(int k, int n, const float *w, int ldw, bool transposed, float *dst, bool par);

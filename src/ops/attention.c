@@ -32,8 +32,6 @@
 
 static int max_threads(void) { return omp_get_max_threads(); }
 
-static size_t round16(size_t v) { return (v + 15) & ~(size_t)15; }
-
 /* Floats of scratch per thread: backward's dP / dS [Tq, Tk]; in bf16 (attn_bf16) also the panel kernel's packed
  * operands: K^T or V^T for the whole pair [hd, Tk], one operand of up to [max(Tq, Tk), hd], and packed rows. */
 static size_t attn_scratch_floats(int64_t Tq, int64_t Tk, int64_t hd, bool bf16) {
@@ -50,8 +48,7 @@ static size_t attn_scratch_floats(int64_t Tq, int64_t Tk, int64_t hd, bool bf16)
  * (src/core/gemm_panel.c: bf16 operands, float32 sums), as autocast runs them in bf16; softmax and its backward
  * stay float32. */
 static bool attn_bf16(const magna_graph *g) {
-    return magna_gemm_bf16_wanted(g) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    return magna_gemm_bf16_wanted(g) && magna_panel_available(true);
 }
 
 /* q [B, Tq, C]; k, v [B, Tk, C], C = heads * hd; key_lengths int32 [B] (optional 4th input) -> out is

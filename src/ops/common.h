@@ -7,6 +7,10 @@
 /* Elementwise loops run in parallel only when the work pays for waking the threads. */
 #define PAR_MIN 32768
 
+/* Sizes rounded up to a 64-byte cache line: a count of floats (round16), or of bytes (round64). */
+static inline size_t round16(size_t floats) { return (floats + 15) & ~(size_t)15; }
+static inline size_t round64(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
+
 /* Whether this backward is the first writer of in[i]->grad and must assign every element of it rather
  * than add (its op has OPF_GRAD_ASSIGN and the planner skipped zeroing that gradient, plan.c step 5). */
 static inline bool grad_assigns(const magna_node *n, int i) { return (n->grad_assign >> i) & 1u; }

@@ -72,8 +72,6 @@ typedef struct conv_plan {
     size_t col, stage, dw, per_thread;
 } conv_plan;
 
-static size_t round16(size_t v) { return (v + 15) & ~(size_t)15; }
-
 static size_t conv_plan_bytes(const conv_dims *d, int threads, int group, conv_plan *p) {
     p->threads = threads, p->group = group;
     p->col = d->direct ? 0 : round16((size_t)d->K * (size_t)d->P * (size_t)group);
@@ -332,8 +330,6 @@ typedef struct conv_dnnl {
     bool y_blocked16; /* forward's staged y is float32 nChw16c (aBcd16b) and OC a multiple of 16 */
     bool left_blocked; /* the last forward left y there for the fused max pool (n->pool_fused) */
 } conv_dnnl;
-
-static size_t round64(size_t v) { return (v + 63) & ~(size_t)63; }
 
 static void slot_free(dnnl_slot *sl) {
     if (sl->reorder) dnnl_primitive_destroy(sl->reorder);

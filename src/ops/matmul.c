@@ -45,15 +45,15 @@ static void mm_dims_of(const magna_node *c, mm_dims *d) {
  * A graph in bf16 mixed precision (magna_graph_set_bf16) on a CPU with avx512_bf16 runs the one-GEMM products
  * (b 2-D, a not transposed: the dense layers, the tied LM head) on oneDNN's matmul with bf16 operands and
  * float32 sums and results (src/ops/gemm_bf16.c), as PyTorch's CPU autocast does; everything else stays float32.
- * Each call converts its operands to bf16 in the workspace (round to nearest even: [scratchpad | a | b | dC]) and
- * writes, or adds into, float32. Five GEMMs a node, made at infer (build, compile, set_batch), never in a step:
+ * Each call converts its operands to bf16 (round to nearest even): a into the node's saved memory, where dB's
+ * product finds it again in backward, b and dC into the workspace ([scratchpad | b | dC]); it writes, or adds
+ * into, float32. Five GEMMs a node, made at infer (build, compile, set_batch), never in a step:
  * forward (with the fused bias, if any), and dA and dB each assigning (the gradient's first writer) and adding
  * (a sum post-op). Under another thread count than they were made for, and on other CPUs, sgemm in float32. */
 typedef struct mm_dnnl {
     int threads;
     magna_gemm_bf16 *fwd, *da[2], *db[2]; /* [0] assigns, [1] adds */
-    size_t a_off, b_off, dc_off;          /* the bf16 copies in the workspace, past the scratchpad */
-    bool a_saved;                         /* forward's bf16 a is kept in n->saved for dB's product */
+    size_t b_off, dc_off;                 /* the bf16 copies in the workspace, past the scratchpad (a's: n->saved) */
 } mm_dnnl;
 
 static void matmul_release(magna_node *n) {
@@ -64,8 +64,6 @@ static void matmul_release(magna_node *n) {
     free(st);
     n->kernel_state = NULL;
 }
-
-static size_t round64(size_t v) { return (v + 63) & ~(size_t)63; }
 
 /* Makes the node's GEMMs for its shapes; 0 workspace bytes (and none made) where it does not qualify. */
 static magna_status mm_dnnl_make(magna_graph *g, magna_node *c, const mm_dims *d, size_t *bytes) {
@@ -79,9 +77,8 @@ static magna_status mm_dnnl_make(magna_graph *g, magna_node *c, const mm_dims *d
     const bool tb = d->tb, want_da = c->in[0]->requires_grad, want_db = c->in[1]->requires_grad;
     size_t scratch = 0;
     int status = 0;
-    bool ok = true;
     /* forward C [m, n] = a [m, k] op(b) [k, n] (+ the fused bias); the bf16 b keeps b's own layout */
-    ok = (st->fwd = magna_gemm_bf16_make(m, n, k, false, tb, false, c->bias_add != NULL, &scratch, &status));
+    bool ok = (st->fwd = magna_gemm_bf16_make(m, n, k, false, tb, false, c->bias_add != NULL, &scratch, &status));
     for (int add = 0; add < 2 && ok; add++) {
         /* dA [m, k] = dC [m, n] op(b)^T [n, k] */
         if (want_da) ok = (st->da[add] = magna_gemm_bf16_make(m, k, n, false, !tb, add, false, &scratch, &status));
@@ -97,11 +94,8 @@ static magna_status mm_dnnl_make(magna_graph *g, magna_node *c, const mm_dims *d
                            shape_str(c->in[0], sa, sizeof sa), shape_str(c->in[1], sb, sizeof sb),
                            magna_gemm_bf16_status(status));
     }
-    /* dB needs a in bf16 again: forward converts it into saved memory (planned to live until backward) */
-    st->a_saved = want_db;
-    c->saved_bytes = want_db ? (size_t)(m * k) * 2 : 0;
-    st->a_off = round64(scratch);
-    st->b_off = st->a_off + round64((size_t)(m * k) * 2);
+    c->saved_bytes = (size_t)(m * k) * 2; /* a in bf16: planned to live until backward when dB needs it */
+    st->b_off = round64(scratch);
     st->dc_off = st->b_off + round64((size_t)(k * n) * 2);
     *bytes = st->dc_off + round64((size_t)(m * n) * 2);
     return MAGNA_OK;
@@ -183,7 +177,7 @@ static magna_status matmul_forward(magna_graph *g, magna_node *c) {
     const mm_dnnl *st = mm_dnnl_ready(c);
     if (st) {
         char *ws = g->workspace;
-        uint16_t *a16 = (uint16_t *)(st->a_saved ? c->saved : ws + st->a_off), *b16 = (uint16_t *)(ws + st->b_off);
+        uint16_t *a16 = (uint16_t *)c->saved, *b16 = (uint16_t *)(ws + st->b_off);
         magna_to_bf16(a16, A, (int64_t)d.m * d.k);
         magna_to_bf16(b16, B, (int64_t)d.k * d.n);
         const int s = magna_gemm_bf16_run(st->fwd, ws, a16, b16, C, bias);
@@ -210,7 +204,7 @@ static void matmul_backward(magna_graph *g, magna_node *c) {
     const mm_dnnl *st = mm_dnnl_ready(c);
     if (st && (!dA || st->da[0]) && (!dB || st->db[0])) {
         char *ws = g->workspace;
-        uint16_t *a16 = (uint16_t *)(st->a_saved ? c->saved : ws + st->a_off), *b16 = (uint16_t *)(ws + st->b_off);
+        uint16_t *a16 = (uint16_t *)c->saved, *b16 = (uint16_t *)(ws + st->b_off);
         uint16_t *dc16 = (uint16_t *)(ws + st->dc_off);
         int s = 0;
         magna_to_bf16(dc16, dC, (int64_t)d.m * d.n);
@@ -220,7 +214,6 @@ static void matmul_backward(magna_graph *g, magna_node *c) {
         }
         if (dB && s == 0) {
             const magna_gemm_bf16 *p = st->db[grad_assigns(c, 1) ? 0 : 1];
-            if (!st->a_saved) magna_to_bf16(a16, A, (int64_t)d.m * d.k);
             s = d.tb ? magna_gemm_bf16_run(p, ws, dc16, a16, dB, NULL) : magna_gemm_bf16_run(p, ws, a16, dc16, dB, NULL);
         }
         if (s != 0) mm_dnnl_error(g, s, "backward");

@@ -47,8 +47,6 @@ static void rnn_release(magna_node *n) {
     n->kernel_state = NULL;
 }
 
-static size_t round64(size_t v) { return (v + 63) & ~(size_t)63; }
-
 /* Makes them for the node's shapes when the graph runs bf16 here; *bytes grows by their workspace. */
 static magna_status rnn_bf16_make(magna_graph *g, magna_node *n, const rnn_args *a, size_t *bytes) {
     if (!magna_gemm_bf16_wanted(g)) return MAGNA_OK;
@@ -209,10 +207,7 @@ static bool have_avx512(void) {
     static int have = -1; /* every thread computes the same value: a race is harmless */
     if (have < 0) {
         const char *env = getenv("MAGNA_RNN_STEP");
-        __builtin_cpu_init();
-        have = !(env && strcmp(env, "sgemm") == 0) && __builtin_cpu_supports("avx512f") &&
-               __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vl");
+        have = !(env && strcmp(env, "sgemm") == 0) && magna_panel_available(false);
     }
     return have;
 }
