@@ -147,12 +147,13 @@ static int live_consumers(const magna_graph *g, const magna_node *n) {
     return count;
 }
 
-/* CPU only: a conv2d whose one consumer is a ReLU applies it in its forward (oneDNN's post-op, or the im2col
- * path's bias loop), and the ReLU becomes a view of the conv's output: the pass that read and wrote the
- * whole activation again goes, and so does its buffer. The ReLU's backward reads that shared output, as
- * before. Not where the conv's own output is kept (it would read as the ReLU's). MAGNA_NO_FUSE=1 turns it
- * off, to compare. */
-static void fuse_conv_relu(magna_graph *g) {
+/* The fusions decided before the kernels are made (cpu_rewrites; each clears what an earlier compile set):
+ * - conv2d + ReLU: a conv2d whose one consumer is a ReLU applies it in its forward (oneDNN's post-op, or the
+ *   im2col path's bias loop), and the ReLU becomes a view of the conv's output: the pass that read and wrote
+ *   the whole activation again goes, and so does its buffer. The ReLU's backward reads that shared output, as
+ *   before. Not where the conv's own output is kept (it would read as the ReLU's).
+ * - matmul + bias: a one-GEMM matmul whose one consumer adds a bias [N] adds it itself, the add a view of it. */
+static void fuse_ops(magna_graph *g) {
     const bool fuse = cpu_rewrites(g);
     for (int i = 0; i < g->n_nodes; i++) {
         magna_node *n = g->nodes[i];
@@ -166,7 +167,7 @@ static void fuse_conv_relu(magna_graph *g) {
             continue;
         if (live_consumers(g, c) == 1) c->relu_fused = r->alias_input = true;
     }
-    /* matmul + bias: the dense layer's add of a bias [N] to its product [.., N], the product's only use */
+    /* matmul + bias: the dense layer's add of a bias [N] to its product [.., N] */
     for (int i = 0; i < g->n_nodes && fuse; i++) {
         magna_node *a = g->nodes[i], *m = a->n_in == 2 ? a->in[0] : NULL, *bias = m ? a->in[1] : NULL;
         if (a->kind != NODE_OP || a->op != OP_ADD || !a->live || !m || m->kind != NODE_OP || m->op != OP_MATMUL ||
@@ -178,7 +179,7 @@ static void fuse_conv_relu(magna_graph *g) {
     }
 }
 
-/* After the kernels are made: a max pool (no padding) whose input is such a fused ReLU, its only consumer, right
+/* After the kernels are made: a max pool (no padding) whose input is a ReLU fused into its conv (fuse_ops), its only consumer, right
  * after it (nothing between them uses the workspace), over a conv whose oneDNN forward stages its output as
  * float32 nChw16c, reads that staged output: the conv no longer reorders its whole output to NCHW for the pool to
  * read it again. The pool's backward writes the conv's gradient itself (dy where its output is above 0, at the
@@ -229,15 +230,14 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
     magna_status st = find_batch(g, &g->batch);
     if (st != MAGNA_OK) return st;
     g->compiled_batch = g->batch;
-    fuse_conv_relu(g);
+    fuse_ops(g);
     /* A graph given its device or precision after its nodes were built (magna_model_compile does that): the ops
      * size their saved and workspace memory (and make their kernels) again, for how they will run (cross-entropy on CUDA keeps a
      * log-sum-exp a row, not the CPU's softmax: 13 GB less at GPT-2's batch). */
     for (int i = 0; i < N; i++) {
         magna_node *n = g->nodes[i];
-        if (!(g->device != MAGNA_DEVICE_CPU || g->bf16 || n->relu_fused || n->bias_add))
-            continue; /* a fused conv or matmul remakes its kernels */
-        if (n->live && n->kind == NODE_OP && (st = magna_op_table[n->op]->infer(g, n)) != MAGNA_OK) return st;
+        const bool remake = g->device != MAGNA_DEVICE_CPU || g->bf16 || n->relu_fused || n->bias_add; /* fuse_ops */
+        if (remake && n->live && n->kind == NODE_OP && (st = magna_op_table[n->op]->infer(g, n)) != MAGNA_OK) return st;
     }
     fuse_conv_relu_pool(g);
 
@@ -305,7 +305,7 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
         if (n->needs_grad) {
             int grad_born = n == loss ? N : END - 1 - last_gc[i];
             /* a bias add fused into its matmul: that matmul's backward, just after this node's, reads this grad */
-            const int grad_end = n->alias_input && n->op == OP_ADD ? END - 1 - n->in[0]->id : END - 1 - i;
+            const int grad_end = n->n_in > 0 && n->in[0]->bias_add == n ? END - 1 - n->in[0]->id : END - 1 - i;
             blocks[nb++] = (block){align_up((size_t)n->numel * sizeof(float)), 0, grad_born, grad_end, n, 1};
             n->grad_born_at = n == loss ? -1 : last_gc[i];
         }
@@ -391,10 +391,10 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
         for (int i = 0; i < N; i++) {
             magna_node *n = g->nodes[i];
             if (!(n->needs_grad && n->kind == NODE_OP && n->grad_born_at == j)) continue;
+            if (c->fused_conv == n) continue; /* the fused max pool assigns its conv's gradient */
             int slot = -1, uses = 0;
             for (int k = 0; k < c->n_in; k++)
                 if (c->in[k] == n) slot = k, uses++;
-            if (c->fused_conv == n) continue; /* the fused max pool assigns its conv's gradient */
             if (assigns && uses == 1 && slot < (int)(8 * sizeof c->grad_assign))
                 c->grad_assign |= 1u << slot;
             else
