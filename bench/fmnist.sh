@@ -40,6 +40,9 @@ while [ $# -gt 0 ]; do
     esac
 done
 
+case "$repeat" in
+    '' | *[!0-9]* | 0) echo "$(basename "$0"): --repeat takes a count of rounds, 1 or more (got '$repeat')" >&2; exit 2 ;;
+esac
 threads=${MAGNA_THREADS:-2}
 export MAGNA_THREADS="$threads"
 
