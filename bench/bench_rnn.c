@@ -3,7 +3,9 @@
  * whole training step of that character LSTM (vocabulary 65, embedding I, LSTM H, dense head,
  * cross-entropy, Adam) in tokens/s, the model `python3 bench/torch_lm.py --model lstm` trains in PyTorch.
  *
- *   build/bench_rnn [lstm|gru|rnn|char] [B T I H] [--reps N]
+ *   build/bench_rnn [lstm|gru|rnn|char] [B T I H] [--reps N] [--bf16]
+ *
+ * --bf16 runs the graph in bf16 mixed precision (magna_graph_set_bf16), as char_lstm --bf16 does.
  *
  * x is a param, so backward computes dx as well (in a language model x is the embedding's output).
  * Backward is seeded with ones at the op's output through magna_graph_backward_seeded, so only the op is
@@ -20,7 +22,7 @@
 #include "bench_util.h"
 
 /* The character LSTM's training step: ids -> embedding [V, I] -> LSTM H -> dense V -> cross-entropy, Adam. */
-static int char_lstm(int64_t B, int64_t T, int64_t I, int64_t H, int reps) {
+static int char_lstm(int64_t B, int64_t T, int64_t I, int64_t H, int reps, bool bf16) {
     enum { V = 65 };
     magna_graph *g = magna_graph_new(1);
     magna_node *ids = magna_input(g, "ids", MAGNA_I32, 2, (int64_t[]){B, T});
@@ -28,6 +30,7 @@ static int char_lstm(int64_t B, int64_t T, int64_t I, int64_t H, int reps) {
     magna_node *h = magna_layer_embedding(g, "emb", ids, V, I);
     h = magna_layer_lstm(g, "lstm", h, H, (magna_recurrent_opts){0});
     magna_node *loss = magna_cross_entropy(g, magna_layer_dense(g, "head", h, V, (magna_dense_opts){0}), y);
+    magna_graph_set_bf16(g, bf16);
     if (magna_graph_compile(g, loss) != MAGNA_OK) {
         fprintf(stderr, "bench_rnn: %s\n", magna_graph_errmsg(g));
         return 1;
@@ -60,21 +63,23 @@ int main(int argc, char **argv) {
     const char *kind = "lstm";
     int64_t dims[4] = {32, 128, 64, 256};
     int reps = 5, nd = 0;
+    bool bf16 = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--bf16") == 0) bf16 = true;
         else if (!strcmp(argv[i], "lstm") || !strcmp(argv[i], "gru") || !strcmp(argv[i], "rnn") ||
                  !strcmp(argv[i], "char"))
             kind = argv[i];
         else if (nd < 4 && atoll(argv[i]) > 0) dims[nd++] = atoll(argv[i]);
         else {
-            fprintf(stderr, "usage: bench_rnn [lstm|gru|rnn|char] [B T I H] [--reps N]\n");
+            fprintf(stderr, "usage: bench_rnn [lstm|gru|rnn|char] [B T I H] [--reps N] [--bf16]\n");
             return 2;
         }
     }
     if (reps < 1 || reps > 100) reps = 5;
     printf("%s\n", magna_runtime_info());
     const int64_t B = dims[0], T = dims[1], I = dims[2], H = dims[3];
-    if (!strcmp(kind, "char")) return char_lstm(B, T, I, H, reps);
+    if (!strcmp(kind, "char")) return char_lstm(B, T, I, H, reps, bf16);
     const int64_t G = (!strcmp(kind, "lstm") ? 4 : !strcmp(kind, "gru") ? 3 : 1) * H;
     magna_graph *g = magna_graph_new(1);
     const float a = 1.0f / (float)H;
@@ -86,6 +91,7 @@ int main(int argc, char **argv) {
     magna_node *out = !strcmp(kind, "lstm") ? magna_lstm(g, x, wi, wh, bi, bh, NULL, NULL)
                       : !strcmp(kind, "gru") ? magna_gru(g, x, wi, wh, bi, bh, NULL)
                                              : magna_rnn_tanh(g, x, wi, wh, bi, bh, NULL);
+    magna_graph_set_bf16(g, bf16);
     if (magna_graph_compile(g, out) != MAGNA_OK) {
         fprintf(stderr, "bench_rnn: %s\n", magna_graph_errmsg(g));
         return 1;
@@ -107,9 +113,9 @@ int main(int argc, char **argv) {
     sort_doubles(both, reps);
     const double f_flops = 2.0 * (double)(B * T) * (double)(I + H) * (double)G;
     const double mf = fwd[reps / 2], mb = both[reps / 2];
-    printf("%s B=%lld T=%lld I=%lld H=%lld threads=%d: forward %.2f ms (%.1f GFLOP/s), forward+backward %.2f ms "
+    printf("%s%s B=%lld T=%lld I=%lld H=%lld threads=%d: forward %.2f ms (%.1f GFLOP/s), forward+backward %.2f ms "
            "(%.1f GFLOP/s), %.0f tokens/s; median of %d\n",
-           kind, (long long)B, (long long)T, (long long)I, (long long)H, magna_get_threads(), 1e3 * mf,
+           kind, bf16 ? " bf16" : "", (long long)B, (long long)T, (long long)I, (long long)H, magna_get_threads(), 1e3 * mf,
            f_flops / mf * 1e-9, 1e3 * mb, 3 * f_flops / mb * 1e-9, (double)(B * T) / mb, reps);
     free(ones), free(fwd), free(both);
     magna_graph_free(g);
