@@ -189,13 +189,45 @@ void magna_panel_pack_bf16(int k, int n, const float *w, int ldw, bool transpose
                  pack_panel_bf16(k, n, w, ldw, transposed, dst + (size_t)pn * kp * 2 * SP_NR, (int)pn * SP_NR););
 }
 
-/* dst[blk][q][r] = the pair (alpha A[row][2q], alpha A[row][2q + 1]) of row blk * 8 + r as one 32-bit word, zero
- * past row m and past k; A[i][p] = a[i * lda + p], or a[p * lda + i] when ta. Two pairs of the 8 rows at a time
- * make one vector of 16 words. */
-T512BF16 static void pack_a_bf16(int m, int k, const float *a, int lda, bool ta, float alpha, uint32_t *dst) {
+/* Packed A holds the pair (alpha A[i][2q], alpha A[i][2q + 1]) of every row i as one 32-bit word, zero past row m
+ * (up to a whole block of 8) and past k, in one of two layouts the kernel reads alike, block by block of 8 rows at
+ * ap + i0 kp, word (r, q) of the block at r rs + q qs:
+ *   A as given (not ta): row-major, rs = kp, qs = 1: each row is itself converted to bf16, which is all the pairs
+ *     are, so packing is a load, a scale and a conversion per 32 elements;
+ *   A transposed (ta): the 8 rows interleaved per pair, rs = 1, qs = 8: rows of A are columns there, so 8 rows of
+ *     A for one k are contiguous, and two pairs of all 8 make one vector of 16 words. */
+typedef struct a_layout {
+    int rs, qs;
+} a_layout;
+
+static a_layout a_layout_of(bool ta, int k) { return ta ? (a_layout){1, SP_MR} : (a_layout){(k + 1) / 2, 1}; }
+
+T512BF16 static void pack_a_bf16_rows(int m, int k, const float *a, int lda, float alpha, uint32_t *dst) {
+    const int kp = (k + 1) / 2, rows = (m + SP_MR - 1) / SP_MR * SP_MR;
+    const __m512 scale = _mm512_set1_ps(alpha);
+    for (int i = 0; i < rows; i++) {
+        uint32_t *d = dst + (size_t)i * kp;
+        if (i >= m) {
+            memset(d, 0, (size_t)kp * sizeof *d);
+            continue;
+        }
+        const float *ar = a + (size_t)i * lda;
+        for (int p = 0; p < k; p += 32) { /* 32 floats -> 16 words; masked loads zero what lies past k */
+            const int left = k - p;
+            const __mmask16 lo = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+            const __mmask16 hi = left >= 32 ? (__mmask16)0xFFFF : left > 16 ? (__mmask16)((1u << (left - 16)) - 1) : 0;
+            const __m512 e = _mm512_mul_ps(_mm512_maskz_loadu_ps(lo, ar + p), scale);
+            const __m512 o = _mm512_mul_ps(_mm512_maskz_loadu_ps(hi, ar + p + 16), scale);
+            const int words = kp - p / 2 < 16 ? kp - p / 2 : 16;
+            _mm512_mask_storeu_epi32(d + p / 2, (__mmask16)((1u << words) - 1), (__m512i)_mm512_cvtne2ps_pbh(o, e));
+        }
+    }
+}
+
+/* The transposed layout: A[i][p] = a[p * lda + i], 8 rows of A contiguous for each p. */
+T512BF16 static void pack_a_bf16_interleaved(int m, int k, const float *a, int lda, float alpha, uint32_t *dst) {
     const int kp = (k + 1) / 2;
     const __m512 scale = _mm512_set1_ps(alpha);
-    const __m512i rows8 = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7);
     for (int i0 = 0; i0 < m; i0 += SP_MR) {
         uint32_t *d = dst + (size_t)i0 * kp;
         const int live = m - i0 < SP_MR ? m - i0 : SP_MR;
@@ -205,23 +237,14 @@ T512BF16 static void pack_a_bf16(int m, int k, const float *a, int lda, bool ta,
             const int p0 = 2 * q;
             __mmask16 e_m = rows, o_m = rows;
             if (q + 1 >= kp) e_m &= 0x00ff, o_m &= 0x00ff;
-            if (p0 + 1 >= k) o_m &= 0xff00;       /* pair q has no odd element */
+            if (p0 + 1 >= k) o_m &= 0xff00;               /* pair q has no odd element */
             if (q + 1 < kp && p0 + 3 >= k) o_m &= 0x00ff; /* pair q + 1 has none */
-            __m512 e, o;
-            if (!ta) { /* element (r, p) at r lda + p */
-                const __m512i at = _mm512_add_epi32(_mm512_mullo_epi32(rows8, _mm512_set1_epi32(lda)),
-                                                    _mm512_mask_blend_epi32(0xff00, _mm512_set1_epi32(0), _mm512_set1_epi32(2)));
-                const float *base = a + (size_t)i0 * lda + p0;
-                e = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), e_m, at, base, 4);
-                o = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), o_m, at, base + 1, 4);
-            } else { /* element (r, p) at p lda + r: rows contiguous */
-                const float *b0 = a + (size_t)p0 * lda + i0;
-                e = _mm512_maskz_loadu_ps(e_m & 0x00ff, b0);
-                o = _mm512_maskz_loadu_ps(o_m & 0x00ff, b0 + lda);
-                if (e_m & 0xff00) {
-                    e = _mm512_mask_expandloadu_ps(e, e_m & 0xff00, b0 + 2 * (size_t)lda);
-                    if (o_m & 0xff00) o = _mm512_mask_expandloadu_ps(o, o_m & 0xff00, b0 + 3 * (size_t)lda);
-                }
+            const float *b0 = a + (size_t)p0 * lda + i0;
+            __m512 e = _mm512_maskz_loadu_ps(e_m & 0x00ff, b0);
+            __m512 o = _mm512_maskz_loadu_ps(o_m & 0x00ff, b0 + lda);
+            if (e_m & 0xff00) {
+                e = _mm512_mask_expandloadu_ps(e, e_m & 0xff00, b0 + 2 * (size_t)lda);
+                if (o_m & 0xff00) o = _mm512_mask_expandloadu_ps(o, o_m & 0xff00, b0 + 3 * (size_t)lda);
             }
             const __m512i words = pair_words(_mm512_mul_ps(e, scale), _mm512_mul_ps(o, scale));
             /* word l of `words` is pair q (l < 8) or q + 1 (l >= 8) of row l % 8: exactly d[q * 8 ..] */
@@ -233,19 +256,29 @@ T512BF16 static void pack_a_bf16(int m, int k, const float *a, int lda, bool ta,
     }
 }
 
-T512BF16 static void step_block_bf16(int rows, int kp, const uint32_t *ap, const uint16_t *bp, float *c, int ldc,
-                                     __mmask16 m0, __mmask16 m1, bool accumulate) {
+static void pack_a_bf16(int m, int k, const float *a, int lda, bool ta, float alpha, uint32_t *dst) {
+    if (ta)
+        pack_a_bf16_interleaved(m, k, a, lda, alpha, dst);
+    else
+        pack_a_bf16_rows(m, k, a, lda, alpha, dst);
+}
+
+T512BF16 static void step_block_bf16(int rows, int kp, const uint32_t *ap, a_layout al, const uint16_t *bp, float *c,
+                                     int ldc, __mmask16 m0, __mmask16 m1, bool accumulate) {
     SP_ROWS(SP_DECL)
     if (accumulate) {
         SP_ROWS(SP_LOAD)
     }
+#define SP_AROW(r) const uint32_t *a##r = ap + (size_t)r * al.rs;
+    SP_ROWS(SP_AROW)
+#undef SP_AROW
     for (int q = 0; q < kp; q++) {
         const __m512bh b0 = (__m512bh)_mm512_load_si512((const void *)(bp + (size_t)q * 2 * SP_NR));
         const __m512bh b1 = (__m512bh)_mm512_load_si512((const void *)(bp + (size_t)q * 2 * SP_NR + SP_NR));
-        const uint32_t *a = ap + (size_t)q * SP_MR;
+        const size_t at = (size_t)q * al.qs;
 #define SP_DOT(r)                                                                                                    \
     {                                                                                                                \
-        const __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[r]);                                                  \
+        const __m512bh av = (__m512bh)_mm512_set1_epi32((int)a##r[at]);                                             \
         c##r##0 = _mm512_dpbf16_ps(c##r##0, av, b0);                                                                 \
         c##r##1 = _mm512_dpbf16_ps(c##r##1, av, b1);                                                                 \
     }
@@ -255,13 +288,13 @@ T512BF16 static void step_block_bf16(int rows, int kp, const uint32_t *ap, const
 #undef SP_DOT
 }
 
-T512BF16 static void step_gemm_bf16(int m, int n, int kp, const uint32_t *ap, const uint16_t *bp, float *c, int ldc,
-                                    int j0, int j1, bool accumulate) {
+T512BF16 static void step_gemm_bf16(int m, int n, int kp, const uint32_t *ap, a_layout al, const uint16_t *bp, float *c,
+                                    int ldc, int j0, int j1, bool accumulate) {
     for (; j0 < j1; j0 += SP_NR) {
         const __mmask16 m0 = panel_mask(n - j0, 0), m1 = panel_mask(n - j0, 16);
         const uint16_t *panel = bp + (size_t)j0 * kp * 2;
         for (int i0 = 0; i0 < m; i0 += SP_MR)
-            step_block_bf16(m - i0 < SP_MR ? m - i0 : SP_MR, kp, ap + (size_t)i0 * kp, panel,
+            step_block_bf16(m - i0 < SP_MR ? m - i0 : SP_MR, kp, ap + (size_t)i0 * kp, al, panel,
                             c + (size_t)i0 * ldc + j0, ldc, m0, m1, accumulate);
     }
 }
@@ -269,15 +302,16 @@ T512BF16 static void step_gemm_bf16(int m, int n, int kp, const uint32_t *ap, co
 void magna_panel_gemm_bf16(int m, int n, int k, const float *a, int lda, bool ta, float alpha, const uint16_t *bp,
                            uint32_t *ap, bool accumulate, float *c, int ldc) {
     const int kp = (k + 1) / 2;
+    const a_layout al = a_layout_of(ta, k);
     pack_a_bf16(m, k, a, lda, ta, alpha, ap);
     if (split_panels(m, n, k)) {
 #pragma omp parallel
         {
             int j0, j1;
             thread_panels(n, &j0, &j1);
-            if (j0 < j1) step_gemm_bf16(m, n, kp, ap, bp, c, ldc, j0, j1, accumulate);
+            if (j0 < j1) step_gemm_bf16(m, n, kp, ap, al, bp, c, ldc, j0, j1, accumulate);
         }
     } else {
-        step_gemm_bf16(m, n, kp, ap, bp, c, ldc, 0, n, accumulate);
+        step_gemm_bf16(m, n, kp, ap, al, bp, c, ldc, 0, n, accumulate);
     }
 }
