@@ -11,6 +11,10 @@
 static inline size_t round16(size_t floats) { return (floats + 15) & ~(size_t)15; }
 static inline size_t round64(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
 
+/* Row and elementwise loops compiled for AVX-512 and AVX2 too, the loader picking one per CPU: the build
+ * targets x86-64-v2 (SSE), and GCC's -O2 vectorises a loop only at the width the build allows. */
+#define ISA_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+
 /* Whether this backward is the first writer of in[i]->grad and must assign every element of it rather
  * than add (its op has OPF_GRAD_ASSIGN and the planner skipped zeroing that gradient, plan.c step 5). */
 static inline bool grad_assigns(const magna_node *n, int i) { return (n->grad_assign >> i) & 1u; }

@@ -64,9 +64,10 @@ static magna_status layer_norm_infer(magna_graph *g, magna_node *n) {
 
 /* One row of x [D]: mean = sum(x) / D, var = sum((x - mean)^2) / D, rstd = 1 / sqrt(var + eps),
  * out = (x - mean) * rstd * gamma + beta (gamma, beta may be NULL). The simd pragmas let the sums
- * vectorise in an order fixed per build, so results stay deterministic. */
-static void layer_norm_row(const float *x, float *out, const float *gamma, const float *beta, int64_t D, float eps,
-                           float *mean, float *rstd) {
+ * vectorise in an order fixed per build and CPU, so results stay deterministic; each case of gamma and beta has
+ * its own loop, so every loop vectorises. */
+ISA_CLONES static void layer_norm_row(const float *restrict x, float *restrict out, const float *restrict gamma,
+                                      const float *restrict beta, int64_t D, float eps, float *mean, float *rstd) {
     float m = 0.0f;
 #pragma omp simd reduction(+ : m)
     for (int64_t d = 0; d < D; d++) m += x[d];
@@ -76,11 +77,18 @@ static void layer_norm_row(const float *x, float *out, const float *gamma, const
     for (int64_t d = 0; d < D; d++) v += (x[d] - m) * (x[d] - m);
     v /= (float)D;
     const float r = 1.0f / sqrtf(v + eps);
-    for (int64_t d = 0; d < D; d++) {
-        float y = (x[d] - m) * r;
-        if (gamma) y *= gamma[d];
-        if (beta) y += beta[d];
-        out[d] = y;
+    if (gamma && beta) {
+#pragma omp simd
+        for (int64_t d = 0; d < D; d++) out[d] = (x[d] - m) * r * gamma[d] + beta[d];
+    } else if (gamma) {
+#pragma omp simd
+        for (int64_t d = 0; d < D; d++) out[d] = (x[d] - m) * r * gamma[d];
+    } else if (beta) {
+#pragma omp simd
+        for (int64_t d = 0; d < D; d++) out[d] = (x[d] - m) * r + beta[d];
+    } else {
+#pragma omp simd
+        for (int64_t d = 0; d < D; d++) out[d] = (x[d] - m) * r;
     }
     *mean = m;
     *rstd = r;
@@ -108,33 +116,46 @@ typedef struct ln_back {
 /* Rows i0..i1 of the backward. With norm = (x - mean) * rstd and dnorm = dout * gamma:
  *   dx += rstd * (dnorm - mean_d(dnorm) - norm * mean_d(dnorm * norm)),
  *   pg += dout * norm and pb += dout summed over these rows (when pg is not NULL; pb = pg + D). */
-static void layer_norm_backward_rows(const ln_back *a, int64_t i0, int64_t i1, float *pg) {
+ISA_CLONES static void layer_norm_backward_rows(const ln_back *a, int64_t i0, int64_t i1, float *pg) {
     const int64_t D = a->D;
-    float *pb = pg ? pg + D : NULL;
+    float *restrict pb = pg ? pg + D : NULL, *restrict pgr = pg;
+    const float *restrict gamma = a->gamma;
     if (pg) memset(pg, 0, 2 * (size_t)D * sizeof(float));
     for (int64_t i = i0; i < i1; i++) {
-        const float *x = a->x + i * D, *dout = a->dout + i * D, *gamma = a->gamma;
+        const float *restrict x = a->x + i * D, *restrict dout = a->dout + i * D;
         const float m = a->mean[i], r = a->rstd[i];
         float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
-        for (int64_t d = 0; d < D; d++) {
-            float norm = (x[d] - m) * r;
-            float dn = gamma ? dout[d] * gamma[d] : dout[d];
-            dnorm_mean += dn;
-            dnorm_norm_mean += dn * norm;
+        if (gamma) {
+#pragma omp simd reduction(+ : dnorm_mean, dnorm_norm_mean)
+            for (int64_t d = 0; d < D; d++) {
+                const float dn = dout[d] * gamma[d];
+                dnorm_mean += dn;
+                dnorm_norm_mean += dn * ((x[d] - m) * r);
+            }
+        } else {
+#pragma omp simd reduction(+ : dnorm_mean, dnorm_norm_mean)
+            for (int64_t d = 0; d < D; d++) {
+                dnorm_mean += dout[d];
+                dnorm_norm_mean += dout[d] * ((x[d] - m) * r);
+            }
         }
         dnorm_mean /= (float)D;
         dnorm_norm_mean /= (float)D;
-        float *dx = a->dx ? a->dx + i * D : NULL;
-        for (int64_t d = 0; d < D; d++) {
-            float norm = (x[d] - m) * r;
-            if (pg) {
-                pg[d] += dout[d] * norm;
+        if (pgr) {
+#pragma omp simd
+            for (int64_t d = 0; d < D; d++) {
+                pgr[d] += dout[d] * ((x[d] - m) * r);
                 pb[d] += dout[d];
             }
-            if (dx) {
-                float dn = gamma ? dout[d] * gamma[d] : dout[d];
-                dx[d] += (dn - dnorm_mean - norm * dnorm_norm_mean) * r;
-            }
+        }
+        float *restrict dx = a->dx ? a->dx + i * D : NULL;
+        if (dx && gamma) {
+#pragma omp simd
+            for (int64_t d = 0; d < D; d++)
+                dx[d] += (dout[d] * gamma[d] - dnorm_mean - (x[d] - m) * r * dnorm_norm_mean) * r;
+        } else if (dx) {
+#pragma omp simd
+            for (int64_t d = 0; d < D; d++) dx[d] += (dout[d] - dnorm_mean - (x[d] - m) * r * dnorm_norm_mean) * r;
         }
     }
 }

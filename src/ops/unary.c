@@ -96,9 +96,7 @@ DEF(tanh, OPF_BWD_OUTPUT)
  * the first loop fills e[0..n) before magna_vexp reads it.) */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-/* The baseline build is x86-64-v2 (SSE, no FMA): one clone per wider ISA, picked by the loader. */
-#define GELU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-GELU_CLONES static void gelu_cdf(const float *restrict x, float *restrict cdf, float *restrict pdf, int64_t n) {
+ISA_CLONES static void gelu_cdf(const float *restrict x, float *restrict cdf, float *restrict pdf, int64_t n) {
     float t[GELU_CHUNK], e[GELU_CHUNK];
 #pragma omp simd
     for (int64_t i = 0; i < n; i++) {
@@ -127,14 +125,14 @@ GELU_CLONES static void gelu_cdf(const float *restrict x, float *restrict cdf, f
 }
 #pragma GCC diagnostic pop
 
-GELU_CLONES static void gelu_forward_chunk(const float *x, float *y, int64_t n) {
+ISA_CLONES static void gelu_forward_chunk(const float *x, float *y, int64_t n) {
     float cdf[GELU_CHUNK];
     gelu_cdf(x, cdf, NULL, n);
 #pragma omp simd
     for (int64_t i = 0; i < n; i++) y[i] = x[i] * cdf[i];
 }
 
-GELU_CLONES static void gelu_backward_chunk(const float *x, const float *dy, float *dx, int64_t n, bool assign) {
+ISA_CLONES static void gelu_backward_chunk(const float *x, const float *dy, float *dx, int64_t n, bool assign) {
     float cdf[GELU_CHUNK], pdf[GELU_CHUNK];
     gelu_cdf(x, cdf, pdf, n);
     if (assign) {
