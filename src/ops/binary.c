@@ -134,6 +134,16 @@ static inline float partial(op_id op, int which, float x, float y, float o) {
     }
 }
 
+/* g[j] += sign * sum over rows r of dy[r * ld + j], j < cols, the rows in order. */
+ISA_CLONES static void sum_rows_into(float *restrict g, const float *restrict dy, int64_t rows, int64_t ld,
+                                     int64_t cols, float sign) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float *restrict d = dy + r * ld;
+#pragma omp simd
+        for (int64_t j = 0; j < cols; j++) g[j] += sign * d[j];
+    }
+}
+
 /* Accumulates the gradient of one operand, or assigns it as its first writer (grad_assigns): a full-size
  * operand's elements are each written once; a broadcast one is zeroed first (it is small) and summed into.
  * Rows run in parallel only when that operand is not broadcast (then no two rows write the same element). */
@@ -148,6 +158,18 @@ static void binary_backward_operand(magna_node *n, const bcast *b, int which) {
     const bool full = x->numel == n->numel, assign = full && grad_assigns(n, which);
     if (!full && grad_assigns(n, which)) memset(G, 0, (size_t)x->numel * sizeof *G);
     const int threads = omp_get_max_threads();
+    if (x->numel == inner && (op == OP_ADD || op == OP_SUB) && n->numel > PAR_MIN && threads > 1 &&
+        inner >= 16 * threads) {
+        /* A bias [N] added over [rows, N]: the same column split and row order as below, without the per-row
+         * offsets (every row's is 0), the rows summed by a vectorised loop. */
+        const float sign = op == OP_SUB && which == 1 ? -1.0f : 1.0f;
+        const int64_t rows = b->rows;
+        PARALLEL_FOR(true, t, threads, {
+            const int64_t j0 = inner * t / threads, j1 = inner * (t + 1) / threads;
+            sum_rows_into(G + j0, DY + j0, rows, inner, j1 - j0, sign);
+        });
+        return;
+    }
     if (!full && sg == 1 && n->numel > PAR_MIN && threads > 1 && inner >= 16 * threads) {
         /* A broadcast operand whose last dim is its own (a bias [N] over [rows, N]): each thread sums its own
          * columns over every row, in row order, so the sums are the serial loop's, bit for bit. */
