@@ -381,6 +381,23 @@ ROW_CLONES static void lstm_row_backward(const rnn_fwd *f, const float *dout, in
     }
 }
 
+/* Brings [p, p + n) toward this core's L2. */
+static void prefetch_floats(const float *p, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16) _mm_prefetch((const char *)(p + i), _MM_HINT_T1);
+}
+
+/* What lstm_row_backward of row b at step t reads and writes, fetched while step t + 1 still runs: every row of the
+ * saved gates and of dG is a page of its own ([B, T, ...] layout, walked backward through T), runs too short and
+ * scattered for the hardware prefetcher. */
+static void lstm_prefetch_row(const rnn_fwd *f, const float *dout, int64_t b, int64_t t) {
+    const int64_t H = f->a.H, row = b * f->a.T + t;
+    prefetch_floats(f->gates + row * 4 * H, 4 * H);
+    prefetch_floats(f->ws.dgx + row * 4 * H, 4 * H);
+    prefetch_floats(f->aux + row * H, H);
+    prefetch_floats(dout + row * 2 * H, 2 * H);
+    prefetch_floats(prev_state(f, b, t, 1), H);
+}
+
 /* h = (1 - z) n + z h_{t-1}, n = tanh(x_n + r hn). dh is left holding z dh_tot, the direct path to
  * h_{t-1}; the GEMM through W_hh adds the rest. */
 ROW_CLONES static void gru_row_backward(const rnn_fwd *f, const float *dout, int64_t b, int64_t t) {
@@ -493,7 +510,12 @@ static void rnn_backward(magna_graph *g, magna_node *n) {
     step_pack(&f.ws, fast, (int)G, (int)H, w_hh, (int)G, true);
     for (int64_t t = T - 1; t >= 0; t--) {
         switch (a->cell) {
-        case CELL_LSTM: PARALLEL_FOR(par, b, B, lstm_row_backward(&f, dout, b, t);); break;
+        case CELL_LSTM:
+            PARALLEL_FOR(par, b, B, {
+                lstm_row_backward(&f, dout, b, t);
+                if (t > 0) lstm_prefetch_row(&f, dout, b, t - 1);
+            });
+            break;
         case CELL_GRU: PARALLEL_FOR(par, b, B, gru_row_backward(&f, dout, b, t);); break;
         case CELL_RNN: PARALLEL_FOR(par, b, B, rnn_row_backward(&f, dout, b, t);); break;
         }
