@@ -40,7 +40,19 @@ static struct {
     int threads;
 } rt = {.once = PTHREAD_ONCE_INIT};
 
+/* CPUID and XGETBV, asked once per process: in a virtual machine each CPUID traps to the hypervisor (microseconds),
+ * and the ops ask at every step whether to take their bf16 paths. */
+static magna_cpu_features cpu_features;
+static pthread_once_t cpu_once = PTHREAD_ONCE_INIT;
+static magna_cpu_features cpu_detect_now(void);
+static void cpu_detect_once(void) { cpu_features = cpu_detect_now(); }
+
 magna_cpu_features magna_cpu_detect(void) {
+    pthread_once(&cpu_once, cpu_detect_once);
+    return cpu_features;
+}
+
+static magna_cpu_features cpu_detect_now(void) {
     magna_cpu_features f;
     memset(&f, 0, sizeof f);
     unsigned a, b, c, d;

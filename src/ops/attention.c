@@ -295,8 +295,14 @@ static void attention_pair_forward(const attn_args *a, int64_t bh, float *slice)
     attention_head_forward(&h, a->q + oq, a->k + ok, a->v + ok, a->out + oq, a->P + (size_t)bh * h.Tq * h.Tk);
 }
 
-/* (b, h) pairs in parallel, one per thread, each calling sgemm single-threaded (or, in bf16, the panel kernel
- * on its slice of the workspace, when the workspace has a slice for every thread). */
+/* The next (b, h) pair for whichever thread asks: pairs are handed out one at a time rather than split evenly up
+ * front, so a thread whose core the machine slows down (a shared host, another process) takes fewer of them
+ * instead of holding the others at the join. Each pair writes only its own slices: the order cannot change a
+ * result. */
+static int64_t take_pair(int64_t *next) { return __atomic_fetch_add(next, 1, __ATOMIC_RELAXED); }
+
+/* (b, h) pairs in parallel, taken one at a time by the threads (take_pair), each calling sgemm single-threaded
+ * (or, in bf16, the panel kernel on its slice of the workspace, when the workspace has a slice for every thread). */
 static magna_status attention_forward(magna_graph *g, magna_node *n) {
     attn_args a = attn_args_of(n);
     a.bf16 = attn_bf16(g);
@@ -309,8 +315,16 @@ static magna_status attention_forward(magna_graph *g, magna_node *n) {
     const size_t stride = attn_scratch_floats(a.head.Tq, a.head.Tk, a.head.hd, a.bf16);
     float *ws = (float *)g->workspace;
     const bool bf = a.bf16 && (size_t)max_threads() * stride * sizeof(float) <= g->workspace_bytes;
-    PARALLEL_FOR(pairs > 1 && max_threads() > 1, bh, pairs,
-                 attention_pair_forward(&a, bh, bf ? ws + (size_t)omp_get_thread_num() * stride : NULL););
+    if (pairs > 1 && max_threads() > 1) {
+        int64_t next = 0;
+#pragma omp parallel
+        {
+            float *slice = bf ? ws + (size_t)omp_get_thread_num() * stride : NULL;
+            for (int64_t bh; (bh = take_pair(&next)) < pairs;) attention_pair_forward(&a, bh, slice);
+        }
+    } else {
+        for (int64_t bh = 0; bh < pairs; bh++) attention_pair_forward(&a, bh, bf ? ws : NULL);
+    }
     return MAGNA_OK;
 }
 
@@ -350,10 +364,11 @@ static void attention_backward(magna_graph *g, magna_node *n) {
         nt = (int)(g->workspace_bytes / (stride * sizeof(float)));
     if (pairs > 1 && nt > 1) {
         /* the whole team (a team of another size makes libgomp allocate); the first nt have scratch */
+        int64_t next = 0;
 #pragma omp parallel
         {
             const int t = omp_get_thread_num();
-            for (int64_t bh = t; t < nt && bh < pairs; bh += nt) attention_pair_backward(&a, bh, ws + (size_t)t * stride);
+            for (int64_t bh; t < nt && (bh = take_pair(&next)) < pairs;) attention_pair_backward(&a, bh, ws + (size_t)t * stride);
         }
     } else {
         for (int64_t bh = 0; bh < pairs; bh++) attention_pair_backward(&a, bh, ws);
