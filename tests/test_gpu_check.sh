@@ -12,7 +12,19 @@ src=$1
 tmp=$(mktemp -d /tmp/magna_test_gpu_check.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 fail=0
-check() { if eval "$2"; then echo "ok $1"; else echo "FAIL $1"; fail=1; fi; }
+check() { if eval "$2"; then echo "ok $1"; else echo "FAIL $1"; fail=1; shown=no; fi; }
+# after a scenario's checks: when one failed, its output and report, once (this test failed once in CI, in its
+# second scenario, and nothing it printed said why)
+shown=yes
+show_failure() {
+    [ "$shown" = no ] || return 0
+    shown=yes
+    printf '%s\n' "---- the script's output in that scenario:" "$out" "---- its report:"
+    cat "$report" 2>/dev/null
+    for f in "$tmp/build"/gpu-check-runs/*.log "$tmp/build"/gpu-check-runs/*.rc; do
+        [ -e "$f" ] && printf '%s: %s\n' "$f" "$(tail -2 "$f" | tr '\n' ' ')"
+    done
+}
 mkdir -p "$tmp/bin" "$tmp/build"
 for t in test_cuda_kernels test_cuda_ops test_cuda_attention; do
     printf '#!/bin/sh\necho "%s: 40 passed, 0 failed"\n' "$t" >"$tmp/build/$t"
@@ -80,19 +92,23 @@ check "GPT-2: speed, MFU, memory" 'grep -q "^PASS gpt2_speed: magna bf16 600000 
     grep -q "^PASS gpt2_mfu: magna bf16 52.2% (target >= 45%)$" "$report" && grep -q "^PASS gpt2_memory: magna bf16 3.91 GiB, torch.compile 3.91 GiB" "$report"'
 check "the report ends with the lines for RESULTS.md and the GPT-2 table" 'grep -q "^---- 15 passed, 0 failed in [0-9]* s. Paste into bench/RESULTS.md: ----$" "$report" &&
     grep -q "^### make gpu-check — 20..-..-.., NVIDIA H100" "$report" && tail -4 "$report" | grep -q "^| torch_compile | 64 | 500000 |"'
+show_failure
 
 out=$(run env FAKE_BF16_SCALE=1.10 FAKE_CRASH=char-gpt); rc=$?
 check "bf16 10% off: FAIL, exit 1" '[ $rc -eq 1 ] && grep -q "^FAIL cnn_bf16: .*relative 1.00e-01 (<= 0.05)" "$report"'
 check "a crashed GPU run: FAIL with its message" 'grep -q "^FAIL chargpt_f32: the GPU run failed (exit 1, 124: timed out): magna train: cuda: an illegal memory access$" "$report"'
 check "the others still pass" 'grep -q "^PASS cnn_f32" "$report" && echo "$out" | grep -q "gpu-check: 12 passed, 3 failed"'
+show_failure
 
 out=$(run env GPU_CHECK_BUDGET=10); rc=$?
 check "a spent budget: every check a FAIL that says so, the report still written" '[ $rc -eq 1 ] &&
     grep -q "^FAIL cuda_ops: skipped: the 10 s budget (GPU_CHECK_BUDGET) is spent$" "$report" &&
     grep -q "^FAIL cnn_f32: the GPU run failed (exit 124, 124: timed out): skipped: the 10 s budget" "$report" &&
     grep -q "^FAIL gpt2_speed: no figures" "$report" && echo "$out" | grep -q "gpu-check: 0 passed, 15 failed"'
+show_failure
 
 sed -i 's/tokens_per_s_median=600000/tokens_per_s_median=400000/' "$tmp/build/magna"
-run env >/dev/null
+out=$(run env)
 check "slower than torch.compile, under 45% MFU: FAIL" 'grep -q "^FAIL gpt2_speed: magna bf16 400000 tokens/s, torch.compile 500000 (0.80x" "$report" && grep -q "^FAIL gpt2_mfu: magna bf16 34.8%" "$report"'
+show_failure
 exit $fail
