@@ -22,6 +22,9 @@
 # --build-dir: the CUDA build (default build-gpu); --no-configure: use DIR as it is (the test of this script
 # runs it on the test's own build).
 set -u
+# the budget's clock starts here, before the build (ps's etimes was used for this; in a VM it sometimes reads a
+# just-started process as 4e9 s old, which spent the whole budget before the first check)
+START=$(date +%s)
 BUILD=build-gpu
 CONFIGURE=1
 while [ $# -gt 0 ]; do
@@ -56,7 +59,6 @@ REPORT=$BUILD/gpu-check.txt
 # The budget: the device tool gives a command 600 s, the build included, so every check's timeout is cut to
 # what is left of GPU_CHECK_BUDGET seconds (default 570) since this script started, 15 s kept for the report;
 # a check with nothing left is a FAIL that says so.
-START=$(($(date +%s) - $(ps -o etimes= -p $$ 2>/dev/null | tr -d ' ' | grep -x '[0-9][0-9]*' || echo 0)))
 DEADLINE=$((START + ${GPU_CHECK_BUDGET:-570} - 15))
 # cap SECONDS: the smaller of SECONDS and what is left of the budget (0 when nothing is)
 cap() { left=$((DEADLINE - $(date +%s))); [ "$left" -lt 0 ] && left=0; [ "$1" -lt "$left" ] && echo "$1" || echo "$left"; }
