@@ -44,6 +44,13 @@ void magna_to_bf16(uint16_t *dst, const float *src, int64_t n) {
     });
 }
 
+void magna_to_bf16_time_major(uint16_t *dst, const float *src, int64_t B, int64_t T, int64_t cols) {
+    PARALLEL_FOR(B * T * cols > 32768, r, B * T, {
+        const int64_t b = r / T, t = r % T;
+        to_bf16_chunk(dst + (t * B + b) * cols, src + r * cols, cols);
+    });
+}
+
 /* A [rows, cols] view: row-major, or the transpose of a row-major [cols, rows] (transposed). */
 static dnnl_status_t view_md(dnnl_memory_desc_t *md, int64_t rows, int64_t cols, bool transposed, dnnl_data_type_t t) {
     const dnnl_dims_t dims = {rows, cols}, strides = {transposed ? 1 : cols, transposed ? rows : 1};
@@ -139,6 +146,9 @@ bool magna_gemm_bf16_wanted(const magna_graph *g) {
     return false;
 }
 void magna_to_bf16(uint16_t *dst, const float *src, int64_t n) { (void)dst, (void)src, (void)n; }
+void magna_to_bf16_time_major(uint16_t *dst, const float *src, int64_t B, int64_t T, int64_t cols) {
+    (void)dst, (void)src, (void)B, (void)T, (void)cols;
+}
 magna_gemm_bf16 *magna_gemm_bf16_make(int64_t m, int64_t n, int64_t k, bool ta, bool tb, bool add, bool bias,
                                       size_t *scratch_bytes, int *status) {
     (void)m, (void)n, (void)k, (void)ta, (void)tb, (void)add, (void)bias, (void)scratch_bytes;

@@ -33,8 +33,9 @@ typedef struct rnn_ws {
 /* Points w's fields into base (when w is not NULL); returns the floats the layout takes. */
 size_t rnn_ws_layout(const rnn_args *a, float *base, rnn_ws *w);
 
-/* Saved for backward: LSTM the activated gates [B, T, 4H] and tanh(c) [B, T, H]; GRU the activated gates
- * [B, T, 3H] and W_hn h + b_hn [B, T, H]; the RNN nothing (its output is h, and dh/dpre = 1 - h^2). The
+/* Saved for backward: LSTM the activated gates [., ., 4H] and tanh(c) [., ., H]; GRU the activated gates
+ * [., ., 3H] and W_hn h + b_hn [., ., H]; the RNN nothing (its output is h, and dh/dpre = 1 - h^2). The rows are
+ * [B, T] on CUDA and time-major, [T, B], on the CPU (rnn.c: a step's rows are one block there). The
  * gates start `saved`, the auxiliary rows follow at rnn_round16(B * T * G). */
 size_t rnn_saved_floats(const rnn_args *a);
 
