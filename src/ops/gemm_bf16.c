@@ -44,6 +44,8 @@ void magna_to_bf16(uint16_t *dst, const float *src, int64_t n) {
     });
 }
 
+void magna_to_bf16_row(uint16_t *dst, const float *src, int64_t n) { to_bf16_chunk(dst, src, n); }
+
 void magna_to_bf16_time_major(uint16_t *dst, const float *src, int64_t B, int64_t T, int64_t cols) {
     PARALLEL_FOR(B * T * cols > 32768, r, B * T, {
         const int64_t b = r / T, t = r % T;
@@ -149,6 +151,7 @@ void magna_to_bf16(uint16_t *dst, const float *src, int64_t n) { (void)dst, (voi
 void magna_to_bf16_time_major(uint16_t *dst, const float *src, int64_t B, int64_t T, int64_t cols) {
     (void)dst, (void)src, (void)B, (void)T, (void)cols;
 }
+void magna_to_bf16_row(uint16_t *dst, const float *src, int64_t n) { (void)dst, (void)src, (void)n; }
 magna_gemm_bf16 *magna_gemm_bf16_make(int64_t m, int64_t n, int64_t k, bool ta, bool tb, bool add, bool bias,
                                       size_t *scratch_bytes, int *status) {
     (void)m, (void)n, (void)k, (void)ta, (void)tb, (void)add, (void)bias, (void)scratch_bytes;

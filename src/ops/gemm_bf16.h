@@ -14,6 +14,8 @@ bool magna_gemm_bf16_wanted(const magna_graph *g);
 
 /* dst[i] = src[i] rounded to bf16 (nearest even; NaN stays NaN), across the threads. Needs avx512_bf16. */
 void magna_to_bf16(uint16_t *dst, const float *src, int64_t n);
+/* The same on this thread alone (inside a parallel loop). */
+void magna_to_bf16_row(uint16_t *dst, const float *src, int64_t n);
 /* The same for B T rows of cols floats, reordered from [B, T] to [T, B]: dst row t B + b is src row b T + t. */
 void magna_to_bf16_time_major(uint16_t *dst, const float *src, int64_t B, int64_t T, int64_t cols);
 

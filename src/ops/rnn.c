@@ -38,7 +38,7 @@
 typedef struct rnn_bf16 {
     int threads;
     magna_gemm_bf16 *proj, *dw_ih, *dx, *dw_hh;
-    size_t base, x16, w16, dg16, h16; /* byte offsets in the workspace */
+    size_t base, x16, w16, dg16, h16, bias; /* byte offsets in the workspace */
 } rnn_bf16;
 
 static void rnn_release(magna_node *n) {
@@ -60,7 +60,8 @@ static magna_status rnn_bf16_make(magna_graph *g, magna_node *n, const rnn_args 
     const int64_t BT = a->B * a->T, I = a->I, G = a->G, H = a->H;
     size_t scratch = 0;
     int status = 0;
-    bool ok = (st->proj = magna_gemm_bf16_make(BT, G, I, false, false, false, false, &scratch, &status));
+    /* the projection adds the biases itself (both summed into one row, bias) */
+    bool ok = (st->proj = magna_gemm_bf16_make(BT, G, I, false, false, false, a->b_ih != NULL, &scratch, &status));
     if (ok && a->w_ih->requires_grad) ok = (st->dw_ih = magna_gemm_bf16_make(I, G, BT, true, false, true, false, &scratch, &status));
     if (ok && a->x->requires_grad) ok = (st->dx = magna_gemm_bf16_make(BT, I, G, false, true, false, false, &scratch, &status));
     if (ok && a->w_hh->requires_grad) ok = (st->dw_hh = magna_gemm_bf16_make(H, G, BT, true, false, true, false, &scratch, &status));
@@ -74,7 +75,8 @@ static magna_status rnn_bf16_make(magna_graph *g, magna_node *n, const rnn_args 
     st->w16 = st->x16 + round64((size_t)(BT * I) * 2);
     st->dg16 = st->w16 + round64((size_t)(I * G) * 2);
     st->h16 = st->dg16 + round64((size_t)(BT * G) * 2);
-    *bytes = st->h16 + round64((size_t)(BT * H) * 2);
+    st->bias = st->h16 + round64((size_t)(BT * H) * 2);
+    *bytes = st->bias + round64((size_t)G * sizeof(float));
     return MAGNA_OK;
 }
 
@@ -326,7 +328,14 @@ static magna_status rnn_forward(magna_graph *g, magna_node *n) {
         else /* x's rows in the gates' time-major order */
             magna_to_bf16_time_major(x16, fval(a->x), B, T, a->I);
         magna_to_bf16(w16, fval(a->w_ih), a->I * G);
-        const int e = magna_gemm_bf16_run(bs->proj, ws_at(g, bs->base), x16, w16, f.gates, NULL);
+        float *bias = NULL;
+        if (a->b_ih) { /* b_ih + b_hh (the GRU's n part of b_hh is applied inside r * (W_hn h + b_hn)) */
+            const float *bi = fval(a->b_ih), *bh = fval(a->b_hh);
+            const int64_t hh_cols = a->cell == CELL_GRU ? 2 * H : G;
+            bias = ws_at(g, bs->bias);
+            for (int64_t j = 0; j < G; j++) bias[j] = j < hh_cols ? bi[j] + bh[j] : bi[j];
+        }
+        const int e = magna_gemm_bf16_run(bs->proj, ws_at(g, bs->base), x16, w16, f.gates, bias);
         if (e) return graph_error(g, MAGNA_ERR_UNSUPPORTED, "%s: oneDNN forward: %s", magna_op_table[n->op]->name,
                                   magna_gemm_bf16_status(e));
     } else if (a->cell != CELL_RNN) { /* batch b's T rows into every B-th row of the time-major gates */
@@ -337,7 +346,7 @@ static magna_status rnn_forward(magna_graph *g, magna_node *n) {
         magna_sgemm(false, false, (int)BT, (int)G, (int)a->I, 1.0f, fval(a->x), (int)a->I, fval(a->w_ih), (int)G,
                     0.0f, f.gates, (int)G);
     }
-    if (a->b_ih) {
+    if (a->b_ih && !bs) {
         const float *bi = fval(a->b_ih), *bh = fval(a->b_hh);
         const int64_t hh_cols = a->cell == CELL_GRU ? 2 * H : G;
         float *gates = f.gates;
@@ -446,8 +455,10 @@ ROW_CLONES static void rnn_row_backward(const rnn_fwd *f, const float *dout, int
 }
 
 /* sum[j] = sum over rows of m[r, j]: each thread sums a share of the rows into its own partial row
- * (streaming whole rows, vectorised), then the partials are added. scratch holds a->threads rows. */
-static void column_sums(float *sum, const float *m, int64_t rows, int64_t cols, float *scratch, int threads) {
+ * (streaming whole rows, vectorised), then the partials are added. scratch holds a->threads rows. With m16, each
+ * row is also converted to bf16 there, in the same pass (the bf16 backward's dG). */
+static void column_sums(float *sum, const float *m, int64_t rows, int64_t cols, float *scratch, int threads,
+                        uint16_t *m16) {
     int used = 1;
     if (threads > 1 && rows >= threads && rows * cols >= PAR_MIN && omp_get_max_threads() > 1) {
 #pragma omp parallel
@@ -459,14 +470,17 @@ static void column_sums(float *sum, const float *m, int64_t rows, int64_t cols, 
                 memset(acc, 0, (size_t)cols * sizeof(float));
                 for (int64_t r = rows * t / k; r < rows * (t + 1) / k; r++) {
                     const float *restrict mr = m + r * cols;
+                    if (m16) magna_to_bf16_row(m16 + r * cols, mr, cols);
                     for (int64_t j = 0; j < cols; j++) acc[j] += mr[j];
                 }
             }
         }
     } else {
         memset(scratch, 0, (size_t)cols * sizeof(float));
-        for (int64_t r = 0; r < rows; r++)
+        for (int64_t r = 0; r < rows; r++) {
+            if (m16) magna_to_bf16_row(m16 + r * cols, m + r * cols, cols);
             for (int64_t j = 0; j < cols; j++) scratch[j] += m[r * cols + j];
+        }
     }
     for (int64_t j = 0; j < cols; j++) {
         float s = 0.0f;
@@ -484,6 +498,27 @@ static void add_time_major(float *dst, const float *src, int64_t B, int64_t T, i
     PARALLEL_FOR(B * T * cols >= PAR_MIN, r, B * T, add_into(dst + r * cols, src + ((r % T) * B + r / T) * cols, cols););
 }
 
+/* dG [B T, G] to bf16 for the big products; when it feeds bias gradients (g1, g2, either NULL), its column sums
+ * too, in the same pass over dG, added into them. */
+static void dg_to_bf16(const rnn_fwd *f, const float *dg, uint16_t *dg16, float *g1, float *g2) {
+    const int64_t BT = f->a.B * f->a.T, G = f->a.G;
+    if (!g1 && !g2) {
+        magna_to_bf16(dg16, dg, BT * G);
+        return;
+    }
+    float *sum = f->ws.colsum + (size_t)f->a.threads * G;
+    column_sums(sum, dg, BT, G, f->ws.colsum, f->a.threads, dg16);
+    if (g1) add_into(g1, sum, G);
+    if (g2) add_into(g2, sum, G);
+}
+
+/* h_{t-1} of every (b, t) in bf16, time-major as dG, for dW_hh's one GEMM: converted from where the forward left
+ * them (the output, or h0), with no float32 copy. */
+static void gather_hprev_bf16(const rnn_fwd *f, uint16_t *h16) {
+    const int64_t B = f->a.B, BT = B * f->a.T, H = f->a.H;
+    PARALLEL_FOR(BT * H >= PAR_MIN, r, BT, magna_to_bf16_row(h16 + r * H, prev_state(f, r % B, r / B, 0), H););
+}
+
 /* h_{t-1} of every (b, t) into the workspace's hprev [T B, H], time-major as dG, for dW_hh's one GEMM. */
 static void gather_hprev(const rnn_fwd *f) {
     const int64_t B = f->a.B, BT = B * f->a.T, H = f->a.H;
@@ -494,11 +529,13 @@ static void gather_hprev(const rnn_fwd *f) {
 /* dW_ih += x^T dG, dx += dG W_ih^T, dW_hh += H_prev^T dG with bf16 operands (rnn_bf16). */
 static void rnn_backward_bf16(magna_graph *g, const magna_node *n, const rnn_fwd *f, const rnn_bf16 *bs) {
     const rnn_args *a = &f->a;
-    const int64_t BT = a->B * a->T, I = a->I, G = a->G, H = a->H;
+    const int64_t I = a->I, G = a->G;
     void *scratch = ws_at(g, bs->base);
     uint16_t *x16 = ws_at(g, bs->x16), *w16 = ws_at(g, bs->w16), *dg16 = ws_at(g, bs->dg16), *h16 = ws_at(g, bs->h16);
     int e = 0;
-    magna_to_bf16(dg16, f->ws.dgx, BT * G);
+    /* the biases' gradients from the same pass (dG's column sums; the GRU's b_hh from its h side below) */
+    const bool ih = a->b_ih && a->b_ih->grad, hh = a->b_hh && a->b_hh->grad, shared = f->ws.dgh == f->ws.dgx;
+    dg_to_bf16(f, f->ws.dgx, dg16, ih ? a->b_ih->grad : NULL, hh && shared ? a->b_hh->grad : NULL);
     if (a->w_ih->grad) {
         magna_to_bf16_time_major(x16, fval(a->x), a->B, a->T, I);
         e = magna_gemm_bf16_run(bs->dw_ih, scratch, x16, dg16, a->w_ih->grad, NULL);
@@ -509,9 +546,8 @@ static void rnn_backward_bf16(magna_graph *g, const magna_node *n, const rnn_fwd
         if (!e) add_time_major(a->x->grad, f->ws.hprev, a->B, a->T, I);
     }
     if (!e && a->w_hh->grad) {
-        gather_hprev(f);
-        magna_to_bf16(h16, f->ws.hprev, BT * H);
-        if (f->ws.dgh != f->ws.dgx) magna_to_bf16(dg16, f->ws.dgh, BT * G); /* the GRU's h side differs */
+        gather_hprev_bf16(f, h16);
+        if (!shared) dg_to_bf16(f, f->ws.dgh, dg16, hh ? a->b_hh->grad : NULL, NULL); /* the GRU's h side differs */
         e = magna_gemm_bf16_run(bs->dw_hh, scratch, h16, dg16, a->w_hh->grad, NULL);
     }
     if (e)
@@ -561,7 +597,8 @@ static void rnn_backward(magna_graph *g, magna_node *n) {
     /* the big products over all B*T rows (in bf16 where the graph asks and the GEMMs were made for them) */
     const rnn_bf16 *bs = rnn_bf16_ready(n);
     if (bs && (!a->w_ih->grad || bs->dw_ih) && (!a->x->grad || bs->dx) && (!a->w_hh->grad || bs->dw_hh)) {
-        rnn_backward_bf16(g, n, &f, bs);
+        rnn_backward_bf16(g, n, &f, bs); /* the biases' gradients too */
+        return;
     } else {
         /* x is [B, T, I] and dG time-major: batch b's T rows of dG are every B-th row */
         for (int64_t b = 0; b < B && a->w_ih->grad; b++)
@@ -580,9 +617,9 @@ static void rnn_backward(magna_graph *g, magna_node *n) {
     if (!a->b_ih) return;
     float *sum = f.ws.colsum + (size_t)a->threads * G;
     const bool hh = a->b_hh->grad != NULL, ih = a->b_ih->grad != NULL;
-    if (ih || (hh && f.ws.dgh == f.ws.dgx)) column_sums(sum, f.ws.dgx, BT, G, f.ws.colsum, a->threads);
+    if (ih || (hh && f.ws.dgh == f.ws.dgx)) column_sums(sum, f.ws.dgx, BT, G, f.ws.colsum, a->threads, NULL);
     if (ih) add_into(a->b_ih->grad, sum, G);
-    if (hh && f.ws.dgh != f.ws.dgx) column_sums(sum, f.ws.dgh, BT, G, f.ws.colsum, a->threads);
+    if (hh && f.ws.dgh != f.ws.dgx) column_sums(sum, f.ws.dgh, BT, G, f.ws.colsum, a->threads, NULL);
     if (hh) add_into(a->b_hh->grad, sum, G);
 }
 
