@@ -3,6 +3,7 @@
  * dimensions it is broadcast over (stride 0). Backward sums the gradient over those dimensions. */
 #include "common.h"
 #include "../cuda/launch.h"
+#include "matmul.h"
 
 #include <math.h>
 #include <string.h>
@@ -219,7 +220,7 @@ static void binary_backward(magna_graph *g, magna_node *n) {
     bcast b;
     bcast_init(&b, n);
     if (!n->alias_input) binary_backward_operand(n, &b, 0); /* fused: the matmul reads this node's grad itself */
-    binary_backward_operand(n, &b, 1);
+    if (!(n->alias_input && magna_matmul_sums_bias(n->in[0]))) binary_backward_operand(n, &b, 1); /* or sums the bias's */
 }
 
 /* add and sub never read their operands in backward; the others do (pow reads its output too). */

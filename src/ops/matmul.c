@@ -110,6 +110,16 @@ static magna_status mm_dnnl_error(magna_graph *g, int s, const char *what) {
     return graph_error(g, MAGNA_ERR_UNSUPPORTED, "matmul: oneDNN %s: %s", what, magna_gemm_bf16_status(s));
 }
 
+/* The bf16 backward runs: the GEMMs the gradients it writes need were made. */
+static const mm_dnnl *mm_dnnl_backward(const magna_node *c) {
+    const mm_dnnl *st = mm_dnnl_ready(c);
+    return st && (!c->in[0]->grad || st->da[0]) && (!c->in[1]->grad || st->db[0]) ? st : NULL;
+}
+
+bool magna_matmul_sums_bias(const magna_node *c) {
+    return c->bias_add && c->bias_add->in[1]->grad && mm_dnnl_backward(c);
+}
+
 const char *magna_matmul_describe(const magna_node *c) {
     return mm_dnnl_ready(c) ? "oneDNN matmul, bf16 operands, float32 sums" : "sgemm, float32";
 }
@@ -201,13 +211,16 @@ static void matmul_backward(magna_graph *g, magna_node *c) {
     /* with its bias add fused, this node's gradient is the add's (plan.c) */
     const float *A = fval(c->in[0]), *B = fval(c->in[1]), *dC = c->bias_add ? c->bias_add->grad : c->grad;
     float *dA = c->in[0]->grad, *dB = c->in[1]->grad;
-    const mm_dnnl *st = mm_dnnl_ready(c);
-    if (st && (!dA || st->da[0]) && (!dB || st->db[0])) {
+    const mm_dnnl *st = mm_dnnl_backward(c);
+    if (st) {
         char *ws = g->workspace;
         uint16_t *a16 = (uint16_t *)c->saved, *b16 = (uint16_t *)(ws + st->b_off);
         uint16_t *dc16 = (uint16_t *)(ws + st->dc_off);
         int s = 0;
-        magna_to_bf16(dc16, dC, (int64_t)d.m * d.n);
+        if (magna_matmul_sums_bias(c)) /* the fused bias's gradient from the same pass over dC */
+            magna_to_bf16_colsum(dc16, dC, d.m, d.n, c->bias_add->in[1]->grad, grad_assigns(c->bias_add, 1));
+        else
+            magna_to_bf16(dc16, dC, (int64_t)d.m * d.n);
         if (dA) {
             magna_to_bf16(b16, B, (int64_t)d.k * d.n);
             s = magna_gemm_bf16_run(st->da[grad_assigns(c, 0) ? 0 : 1], ws, dc16, b16, dA, NULL);

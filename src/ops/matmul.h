@@ -8,4 +8,8 @@
  * count, else "sgemm, float32". */
 const char *magna_matmul_describe(const magna_node *matmul);
 
+/* Whether this matmul's backward (it has a fused bias add, plan.c) runs on oneDNN in bf16 now and so sums the
+ * bias's gradient itself, while converting dC: the add's backward then leaves it alone. */
+bool magna_matmul_sums_bias(const magna_node *matmul);
+
 #endif
