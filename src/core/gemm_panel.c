@@ -78,9 +78,11 @@ static void pack_a(int m, int k, const float *a, int lda, float *dst) {
         _mm512_mask_storeu_ps(c + (size_t)r * ldc + 16, m1, c##r##1);                                                \
     }
 T512 static void step_block(int rows, int k, const float *ap, const float *bp, float *c, int ldc, __mmask16 m0,
-                            __mmask16 m1) {
+                            __mmask16 m1, bool accumulate) {
     SP_ROWS(SP_DECL)
-    SP_ROWS(SP_LOAD)
+    if (accumulate) {
+        SP_ROWS(SP_LOAD)
+    }
     for (int p = 0; p < k; p++) {
         const __m512 b0 = _mm512_load_ps(bp + (size_t)p * SP_NR), b1 = _mm512_load_ps(bp + (size_t)p * SP_NR + 16);
         const float *a = ap + (size_t)p * SP_MR;
@@ -102,15 +104,15 @@ static inline __mmask16 panel_mask(int w, int from) {
     return w >= 16 ? (__mmask16)0xFFFF : w > 0 ? (__mmask16)((1u << w) - 1) : 0;
 }
 
-/* C[m, columns j0..j1) += A B, over whole panels (j0 a multiple of 32). */
+/* C[m, columns j0..j1) (+)= A B, over whole panels (j0 a multiple of 32). */
 T512 static void step_gemm_512(int m, int n, int k, const float *ap, const float *bp, float *c, int ldc, int j0,
-                               int j1) {
+                               int j1, bool accumulate) {
     for (; j0 < j1; j0 += SP_NR) {
         const __mmask16 m0 = panel_mask(n - j0, 0), m1 = panel_mask(n - j0, 16);
         const float *panel = bp + (size_t)j0 * k;
         for (int i0 = 0; i0 < m; i0 += SP_MR)
             step_block(m - i0 < SP_MR ? m - i0 : SP_MR, k, ap + (size_t)i0 * k, panel, c + (size_t)i0 * ldc + j0, ldc,
-                       m0, m1);
+                       m0, m1, accumulate);
     }
 }
 
@@ -120,12 +122,20 @@ static bool split_panels(int m, int n, int k) {
            !omp_in_parallel();
 }
 
-/* This thread's columns [*j0, *j1) of n, in whole panels, inside a parallel region. */
-static void thread_panels(int n, int *j0, int *j1) {
-    const int panels = (n + SP_NR - 1) / SP_NR, t = omp_get_thread_num(), nt = omp_get_num_threads();
-    const int per = (panels + nt - 1) / nt;
-    *j0 = t * per * SP_NR;
+void magna_panel_split(int n, int nt, int t, int *j0, int *j1) {
+    const int panels = (n + SP_NR - 1) / SP_NR, per = (panels + nt - 1) / nt;
+    *j0 = t * per * SP_NR < n ? t * per * SP_NR : n;
     *j1 = (t + 1) * per * SP_NR < n ? (t + 1) * per * SP_NR : n;
+}
+
+/* This thread's columns [*j0, *j1) of n, in whole panels, inside a parallel region. */
+static void thread_panels(int n, int *j0, int *j1) { magna_panel_split(n, omp_get_num_threads(), omp_get_thread_num(), j0, j1); }
+
+void magna_panel_pack_a_f32(int m, int k, const float *a, int lda, float *ap) { pack_a(m, k, a, lda, ap); }
+
+void magna_panel_run_f32(int m, int n, int k, const float *ap, const float *bp, bool accumulate, float *c, int ldc,
+                         int j0, int j1) {
+    step_gemm_512(m, n, k, ap, bp, c, ldc, j0, j1, accumulate);
 }
 
 void magna_panel_gemm_f32(int m, int n, int k, const float *a, int lda, const float *bp, float *ap, float *c,
@@ -136,10 +146,10 @@ void magna_panel_gemm_f32(int m, int n, int k, const float *a, int lda, const fl
         {
             int j0, j1;
             thread_panels(n, &j0, &j1);
-            if (j0 < j1) step_gemm_512(m, n, k, ap, bp, c, ldc, j0, j1);
+            if (j0 < j1) step_gemm_512(m, n, k, ap, bp, c, ldc, j0, j1, true);
         }
     } else {
-        step_gemm_512(m, n, k, ap, bp, c, ldc, 0, n);
+        step_gemm_512(m, n, k, ap, bp, c, ldc, 0, n, true);
     }
 }
 
@@ -297,6 +307,15 @@ T512BF16 static void step_gemm_bf16(int m, int n, int kp, const uint32_t *ap, a_
             step_block_bf16(m - i0 < SP_MR ? m - i0 : SP_MR, kp, ap + (size_t)i0 * kp, al, panel,
                             c + (size_t)i0 * ldc + j0, ldc, m0, m1, accumulate);
     }
+}
+
+void magna_panel_pack_a_bf16(int m, int k, const float *a, int lda, bool ta, float alpha, uint32_t *ap) {
+    pack_a_bf16(m, k, a, lda, ta, alpha, ap);
+}
+
+void magna_panel_run_bf16(int m, int n, int k, const uint32_t *ap, bool ta, const uint16_t *bp, bool accumulate,
+                          float *c, int ldc, int j0, int j1) {
+    step_gemm_bf16(m, n, (k + 1) / 2, ap, a_layout_of(ta, k), bp, c, ldc, j0, j1, accumulate);
 }
 
 void magna_panel_gemm_bf16(int m, int n, int k, const float *a, int lda, bool ta, float alpha, const uint16_t *bp,

@@ -268,6 +268,16 @@ void magna_panel_gemm_f32(int m, int n, int k, const float *a, int lda, const fl
 void magna_panel_pack_bf16(int k, int n, const float *w, int ldw, bool transposed, uint16_t *dst, bool par);
 void magna_panel_gemm_bf16(int m, int n, int k, const float *a, int lda, bool ta, float alpha, const uint16_t *bp,
                            uint32_t *ap, bool accumulate, float *c, int ldc);
+/* The same in two parts, for a caller that splits one product across its own threads: A packed (each thread its
+ * own copy), then the columns [j0, j1) of C, j0 a multiple of 32 (magna_panel_split: thread t's of nt, in whole
+ * panels); the float32 run may overwrite too (accumulate false). */
+void magna_panel_split(int n, int nt, int t, int *j0, int *j1);
+void magna_panel_pack_a_f32(int m, int k, const float *a, int lda, float *ap);
+void magna_panel_run_f32(int m, int n, int k, const float *ap, const float *bp, bool accumulate, float *c, int ldc,
+                         int j0, int j1);
+void magna_panel_pack_a_bf16(int m, int k, const float *a, int lda, bool ta, float alpha, uint32_t *ap);
+void magna_panel_run_bf16(int m, int n, int k, const uint32_t *ap, bool ta, const uint16_t *bp, bool accumulate,
+                          float *c, int ldc, int j0, int j1);
 
 /* The plain triple loop the fast path is tested against. */
 void magna_sgemm_reference(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda,

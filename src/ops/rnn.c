@@ -112,7 +112,7 @@ size_t rnn_ws_layout(const rnn_args *a, float *base, rnn_ws *w) {
     TAKE(zeros, a->H);
     /* the packed weight and rows of the step products: [H, G] forward, [G, H] backward, same size */
     TAKE(wpack, (int64_t)magna_panel_b_floats(a->G, a->G > a->H ? a->G : a->H));
-    TAKE(apack, (int64_t)magna_panel_a_floats(a->B, a->G));
+    TAKE(apack, a->threads * (int64_t)rnn_round16((int64_t)magna_panel_a_floats(a->B, a->G))); /* one per thread */
     const size_t fwd_start = off;
     TAKE(hproj, a->cell == CELL_GRU ? a->B * a->G : 0);
     const size_t fwd = off;
@@ -318,6 +318,60 @@ static rnn_fwd rnn_view(magna_graph *g, magna_node *n) {
     return f;
 }
 
+/* ---- the time loop as one parallel region (the panel kernels, two or more threads) ----------------------- *
+ * The loops above open two parallel regions a step (the product split by columns, then the gate math by rows):
+ * 512 for one sequence of 128, each a wake-up and a join. Here one region runs the whole loop with the same
+ * split: each thread packs its own copy of the step's rows (a few KB), computes its panels of the product, and
+ * after a barrier its rows of the gate math, then a barrier before the next step reads them. */
+static int loop_team(const rnn_args *a) {
+    int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+    if (nt > a->threads) nt = a->threads;
+    return a->B > 1 && a->B * a->G >= 4096 ? nt : 1;
+}
+
+/* This thread's packed-rows slot, and the product of them with the packed weight into its columns [j0, j1). */
+static float *team_apack(const rnn_fwd *f, int me) {
+    return f->ws.apack + (size_t)me * rnn_round16((int64_t)magna_panel_a_floats(f->a.B, f->a.G));
+}
+
+static void team_product(const rnn_fwd *f, int kernel, int m, int n, int k, const float *a, int lda, bool accumulate,
+                         float *c, int ldc, float *ap, int j0, int j1) {
+    if (kernel == STEP_BF16) {
+        magna_panel_pack_a_bf16(m, k, a, lda, false, 1.0f, (uint32_t *)ap);
+        magna_panel_run_bf16(m, n, k, (const uint32_t *)ap, false, (const uint16_t *)f->ws.wpack, accumulate, c, ldc,
+                             j0, j1);
+    } else {
+        magna_panel_pack_a_f32(m, k, a, lda, ap);
+        magna_panel_run_f32(m, n, k, ap, f->ws.wpack, accumulate, c, ldc, j0, j1);
+    }
+}
+
+static void forward_team_thread(const rnn_fwd *f, int kernel, const float *b_hn, int nt, int me) {
+    const rnn_args *a = &f->a;
+    const int64_t B = a->B, T = a->T, H = a->H, G = a->G, b0 = B * me / nt, b1 = B * (me + 1) / nt;
+    int j0, j1;
+    magna_panel_split((int)G, nt, me, &j0, &j1);
+    float *ap = team_apack(f, me);
+    const int ldo = (int)(a->cell == CELL_LSTM ? T * 2 * H : T * H);
+    for (int64_t t = 0; t < T; t++) {
+        const float *hprev = t > 0 ? f->out + (t - 1) * (a->cell == CELL_LSTM ? 2 : 1) * H : (a->h0 ? fval(a->h0) : NULL);
+        const int ldh = t > 0 ? ldo : (int)H;
+        float *c = a->cell == CELL_GRU ? f->ws.hproj : f->gates + saved_row(f, 0, t) * G;
+        const int ldc = (int)(a->cell == CELL_GRU ? G : a->cell == CELL_RNN ? T * G : G);
+        if (hprev) /* the GRU's h_{t-1} W_hh is written (hproj), the others' added into the gates */
+            team_product(f, kernel, (int)B, (int)G, (int)H, hprev, ldh, a->cell != CELL_GRU, c, ldc, ap, j0, j1);
+        else if (a->cell == CELL_GRU)
+            for (int64_t b = 0; b < B; b++) memset(c + b * ldc + j0, 0, (size_t)(j1 - j0) * sizeof(float));
+#pragma omp barrier
+        for (int64_t b = b0; b < b1; b++) {
+            if (a->cell == CELL_LSTM) lstm_row_forward(f, b, t);
+            else if (a->cell == CELL_GRU) gru_row_forward(f, b, t, b_hn);
+            else tanh_inplace(f->out + (b * T + t) * H, H);
+        }
+#pragma omp barrier
+    }
+}
+
 static magna_status rnn_forward(magna_graph *g, magna_node *n) {
     rnn_fwd f = rnn_view(g, n);
     const rnn_args *a = &f.a;
@@ -364,6 +418,12 @@ static magna_status rnn_forward(magna_graph *g, magna_node *n) {
     const bool par = B > 1 && B * G >= 4096;
     const int fast = step_kernel(n);
     step_pack(&f.ws, fast, (int)H, (int)G, w_hh, (int)G, false);
+    const int nt = fast == STEP_SGEMM ? 1 : loop_team(a);
+    if (nt > 1) {
+#pragma omp parallel num_threads(nt)
+        forward_team_thread(&f, fast, b_hn, nt, omp_get_thread_num());
+        return MAGNA_OK;
+    }
     for (int64_t t = 0; t < T; t++) {
         const bool has_prev = t > 0 || a->h0;
         const float *hprev = t > 0 ? (a->cell == CELL_LSTM ? f.out + (t - 1) * 2 * H : f.out + (t - 1) * H)
@@ -505,6 +565,32 @@ static void add_time_major(float *dst, const float *src, int64_t B, int64_t T, i
     PARALLEL_FOR(B * T * cols >= PAR_MIN, r, B * T, add_into(dst + r * cols, src + ((r % T) * B + r / T) * cols, cols););
 }
 
+static void backward_team_thread(const rnn_fwd *f, int kernel, const float *dout, int nt, int me) {
+    const rnn_args *a = &f->a;
+    const int64_t B = a->B, T = a->T, H = a->H, G = a->G, b0 = B * me / nt, b1 = B * (me + 1) / nt;
+    int j0, j1;
+    magna_panel_split((int)H, nt, me, &j0, &j1);
+    float *ap = team_apack(f, me);
+    for (int64_t t = T - 1; t >= 0; t--) {
+        for (int64_t b = b0; b < b1; b++) {
+            if (a->cell == CELL_LSTM) {
+                lstm_row_backward(f, dout, b, t);
+                if (t > 0) lstm_prefetch_row(f, dout, b, t - 1);
+            } else if (a->cell == CELL_GRU) {
+                gru_row_backward(f, dout, b, t);
+            } else {
+                rnn_row_backward(f, dout, b, t);
+            }
+        }
+        if (t == 0 && !(a->h0 && a->h0->grad)) break;
+#pragma omp barrier
+        /* dh_{t-1} = dG_t W_hh^T: written, or added to the GRU's direct path that its gate math left in dh */
+        team_product(f, kernel, (int)B, (int)H, (int)G, f->ws.dgh + t * B * G, (int)G, a->cell == CELL_GRU, f->ws.dh,
+                     (int)H, ap, j0, j1);
+#pragma omp barrier
+    }
+}
+
 /* dG [B T, G] to bf16 for the big products; when it feeds bias gradients (g1, g2, either NULL), its column sums
  * too, in the same pass over dG, added into them. */
 static void dg_to_bf16(const rnn_fwd *f, const float *dg, uint16_t *dg16, float *g1, float *g2) {
@@ -574,7 +660,12 @@ static void rnn_backward(magna_graph *g, magna_node *n) {
     /* W_hh^T [G, H], packed once for every step's dh product */
     const int fast = step_kernel(n);
     step_pack(&f.ws, fast, (int)G, (int)H, w_hh, (int)G, true);
-    for (int64_t t = T - 1; t >= 0; t--) {
+    const int nt = fast == STEP_SGEMM ? 1 : loop_team(a);
+    if (nt > 1) {
+#pragma omp parallel num_threads(nt)
+        backward_team_thread(&f, fast, dout, nt, omp_get_thread_num());
+    }
+    for (int64_t t = T - 1; t >= 0 && nt == 1; t--) {
         switch (a->cell) {
         case CELL_LSTM:
             PARALLEL_FOR(par, b, B, {
