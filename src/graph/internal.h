@@ -92,6 +92,10 @@ struct magna_node {
      * (bias_add: that add node); the add is then a view of its output (alias_input) whose backward computes the
      * bias's gradient only, and the matmul's backward reads the add's gradient as its own. */
     magna_node *bias_add;
+    /* A residual add's operand whose gradient is that add's output gradient (grad_via: the add; plan.c
+     * share_residual_grads): the add is its gradient's first writer and would only copy dy into it, so the two
+     * share one buffer, and the add's backward skips the copy. */
+    magna_node *grad_via;
     unsigned grad_assign; /* bit i: this node's backward is the first writer of in[i]->grad and assigns it
                            * (OPF_GRAD_ASSIGN ops on the CPU; plan.c step 5); else it adds into it */
     /* On a CUDA graph value/grad/saved are device memory; `host` is the copy the caller reads and writes:

@@ -29,6 +29,12 @@ typedef struct block {
     int what; /* 0 value, 1 grad, 2 saved */
 } block;
 
+/* The node whose gradient block a residual operand's gradient is (grad_via, followed down a chain of adds). */
+static const magna_node *grad_owner(const magna_node *n) {
+    while (n->grad_via) n = n->grad_via;
+    return n;
+}
+
 static size_t align_up(size_t n) { return (n + MAGNA_ALIGN - 1) & ~(size_t)(MAGNA_ALIGN - 1); }
 
 static int by_size_desc(const void *a, const void *b) {
@@ -158,7 +164,7 @@ static void fuse_ops(magna_graph *g) {
     for (int i = 0; i < g->n_nodes; i++) {
         magna_node *n = g->nodes[i];
         n->relu_fused = n->alias_input = n->pool_fused = n->skip_backward = false;
-        n->fused_conv = n->bias_add = NULL;
+        n->fused_conv = n->bias_add = n->grad_via = NULL;
     }
     for (int i = 0; i < g->n_nodes && fuse; i++) {
         magna_node *r = g->nodes[i], *c = r->n_in == 1 ? r->in[0] : NULL;
@@ -276,6 +282,24 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
         if (p->fused_conv && p->needs_grad && p->fused_conv->needs_grad && j > last_gc[p->fused_conv->id])
             last_gc[p->fused_conv->id] = j;
     }
+    /* A residual add's operand shares the add's output gradient (CPU rewrites; grad_via): y = x + h with x as large as
+     * y, the add the first writer of x's gradient (its last consumer), neither kept: dx = dy exactly, so x's
+     * gradient is y's buffer, living on to x's backward, and the copy and one buffer go. One operand an add (two
+     * would share one buffer that both go on to accumulate into); operand 0 first, the residual stream. */
+    for (int j = 0; j < N && cpu_rewrites(g); j++) {
+        magna_node *a = g->nodes[j];
+        if (a->kind != NODE_OP || a->op != OP_ADD || !a->live || !a->needs_grad || a->keep || a->alias_input ||
+            a == loss || a->in[0] == a->in[1])
+            continue;
+        for (int k = 0; k < 2; k++) {
+            magna_node *x = a->in[k];
+            if (x->kind == NODE_OP && x->needs_grad && !x->keep && x->numel == a->numel && x->dtype == MAGNA_F32 &&
+                last_gc[x->id] == j && !x->grad_via && !(x->n_in > 0 && x->in[0]->bias_add == x)) {
+                x->grad_via = a;
+                break;
+            }
+        }
+    }
     /* A view keeps its source alive as long as itself (reverse order reaches chains of views). */
     for (int i = N - 1; i >= 0; i--) {
         magna_node *n = g->nodes[i];
@@ -305,8 +329,14 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
         if (n->needs_grad) {
             int grad_born = n == loss ? N : END - 1 - last_gc[i];
             /* a bias add fused into its matmul: that matmul's backward, just after this node's, reads this grad */
-            const int grad_end = n->n_in > 0 && n->in[0]->bias_add == n ? END - 1 - n->in[0]->id : END - 1 - i;
-            blocks[nb++] = (block){align_up((size_t)n->numel * sizeof(float)), 0, grad_born, grad_end, n, 1};
+            int grad_end = n->n_in > 0 && n->in[0]->bias_add == n ? END - 1 - n->in[0]->id : END - 1 - i;
+            /* the operands sharing this add's gradient (through a chain of residual adds) keep it until the
+             * earliest of them is done: its backward is the last */
+            for (int k = 0; k < N; k++) {
+                const magna_node *m = g->nodes[k];
+                if (m->grad_via && grad_owner(m) == n && END - 1 - k > grad_end) grad_end = END - 1 - k;
+            }
+            if (!n->grad_via) blocks[nb++] = (block){align_up((size_t)n->numel * sizeof(float)), 0, grad_born, grad_end, n, 1};
             n->grad_born_at = n == loss ? -1 : last_gc[i];
         }
         if (n->workspace_bytes > workspace) workspace = n->workspace_bytes;
@@ -368,6 +398,8 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
         magna_node *n = g->nodes[i];
         if (n->live && node_is_view(n)) n->value = n->in[0]->value;
     }
+    for (int i = 0; i < N; i++) /* residual operands share their add's gradient (its owner's, down a chain) */
+        if (g->nodes[i]->grad_via) g->nodes[i]->grad = grad_owner(g->nodes[i])->grad;
 
     g->loss = loss; /* before the mirrors: cuda_graph_mirrors sizes the loss's seed buffer */
 #ifdef MAGNA_HAVE_CUDA

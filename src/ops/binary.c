@@ -157,6 +157,7 @@ static void binary_backward_operand(magna_node *n, const bcast *b, int which) {
     const int64_t sa = b->sa[b->nd - 1], sb = b->sb[b->nd - 1], inner = b->inner;
     const int64_t sg = which == 0 ? sa : sb;
     const bool full = x->numel == n->numel, assign = full && grad_assigns(n, which);
+    if (G == DY) return; /* a residual operand sharing this add's gradient (plan.c): dx = dy already */
     if (!full && grad_assigns(n, which)) memset(G, 0, (size_t)x->numel * sizeof *G);
     const int threads = omp_get_max_threads();
     if (x->numel == inner && (op == OP_ADD || op == OP_SUB) && n->numel > PAR_MIN && threads > 1 &&
