@@ -253,6 +253,39 @@ static void bf16_gap(magna_graph *g16, magna_node *o16, magna_graph *g32, magna_
     *worst_g = max_diff(magna_graph_grads(g16, NULL), g_32, (int64_t)n, scale_g);
 }
 
+/* A transformer's MLP, x -> dense -> GELU -> dense -> mean square, with the rewrites (MAGNA_NO_FUSE unset) or
+ * without: in bf16 the GELU writes the second product's bf16 input itself (bf16_for), and the two dense layers'
+ * bias gradients come from their products' dC conversions. */
+static magna_graph *gelu_mlp(bool fuse, bool bf16, float *loss_out) {
+    if (fuse)
+        unsetenv("MAGNA_NO_FUSE");
+    else
+        setenv("MAGNA_NO_FUSE", "1", 1);
+    magna_graph *g = magna_graph_new(5);
+    magna_node *x = magna_param(g, "x", 2, SHAPE(96, 48), magna_init_uniform(-1, 1));
+    magna_node *h = magna_layer_dense(g, "fc", x, 192, (magna_dense_opts){0});
+    magna_node *y = magna_layer_dense(g, "proj", magna_gelu(g, h), 48, (magna_dense_opts){0});
+    magna_node *loss = magna_mean(g, magna_mul(g, y, y), 3, false);
+    step_once(g, loss, bf16);
+    unsetenv("MAGNA_NO_FUSE");
+    *loss_out = magna_node_data(loss)[0];
+    return g;
+}
+
+static void test_gelu_into_bf16_matmul(void) {
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        float lf, lu;
+        magna_graph *fused = gelu_mlp(true, bf16, &lf), *plain = gelu_mlp(false, bf16, &lu);
+        size_t n;
+        const float *gf = magna_graph_grads(fused, &n), *gu = magna_graph_grads(plain, NULL);
+        double scale, worst = max_diff(gf, gu, (int64_t)n, &scale);
+        printf("GELU -> dense (%s): loss %.7f fused vs %.7f not, grads differ by %.2g of %.2g\n",
+               bf16 ? "bf16" : "float32", lf, lu, worst, scale);
+        CHECK(lf == lu && worst == 0 && scale > 0, "the GELU -> dense rewrite changed the numbers");
+        magna_graph_free(fused), magna_graph_free(plain);
+    }
+}
+
 /* loss = mean((tanh(p) @ op(w))^2) (+ sum(tanh(p)) after the product when `later`, which makes that sum the
  * first writer of tanh's gradient and the product's dA an adding one). *mm: the product. */
 static magna_graph *dense_graph(bool bf16, bool tb, bool later, magna_node **mm) {
@@ -370,6 +403,7 @@ int main(void) {
     test_learns();
     test_rewrites_change_nothing();
     test_bf16_dense();
+    test_gelu_into_bf16_matmul();
     test_bf16_recurrent();
     test_bf16_attention();
     return check_finish("test_graph");

@@ -96,6 +96,10 @@ struct magna_node {
      * share_residual_grads): the add is its gradient's first writer and would only copy dy into it, so the two
      * share one buffer, and the add's backward skips the copy. */
     magna_node *grad_via;
+    /* A GELU whose only consumer is a dense matmul (bf16_for: that matmul) writes its output as bf16 straight into
+     * the matmul's saved copy of its input when the matmul runs in bf16 (plan.c fuse_ops): the float32 output
+     * would only be read once, to be converted. */
+    magna_node *bf16_for;
     unsigned grad_assign; /* bit i: this node's backward is the first writer of in[i]->grad and assigns it
                            * (OPF_GRAD_ASSIGN ops on the CPU; plan.c step 5); else it adds into it */
     /* On a CUDA graph value/grad/saved are device memory; `host` is the copy the caller reads and writes:

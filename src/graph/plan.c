@@ -164,7 +164,7 @@ static void fuse_ops(magna_graph *g) {
     for (int i = 0; i < g->n_nodes; i++) {
         magna_node *n = g->nodes[i];
         n->relu_fused = n->alias_input = n->pool_fused = n->skip_backward = false;
-        n->fused_conv = n->bias_add = n->grad_via = NULL;
+        n->fused_conv = n->bias_add = n->grad_via = n->bf16_for = NULL;
     }
     for (int i = 0; i < g->n_nodes && fuse; i++) {
         magna_node *r = g->nodes[i], *c = r->n_in == 1 ? r->in[0] : NULL;
@@ -182,6 +182,14 @@ static void fuse_ops(magna_graph *g) {
             continue;
         m->bias_add = a;
         a->alias_input = true;
+    }
+    /* GELU -> dense matmul in a bf16 graph: the GELU writes the matmul's bf16 input itself (bf16_for) */
+    for (int i = 0; i < g->n_nodes && fuse && g->bf16; i++) {
+        magna_node *m = g->nodes[i], *x = m->n_in == 2 ? m->in[0] : NULL;
+        if (m->kind != NODE_OP || m->op != OP_MATMUL || !m->live || m->ip[0] || m->in[1]->ndim != 2 || !x ||
+            x->kind != NODE_OP || x->op != OP_GELU || !x->live || x->keep || x == m->in[1] || live_consumers(g, x) != 1)
+            continue;
+        x->bf16_for = m;
     }
 }
 
@@ -325,7 +333,9 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
         int born = n->kind == NODE_INPUT ? 0 : i;
         if (!view) blocks[nb++] = (block){align_up((size_t)n->numel * magna_dtype_size(n->dtype)), 0, born, vend[i], n, 0};
         if (n->saved_bytes)
-            blocks[nb++] = (block){align_up(n->saved_bytes), 0, i, n->needs_grad ? END - 1 - i : i, n, 2};
+            /* born at its GELU's forward when that writes it (bf16_for) */
+            blocks[nb++] = (block){align_up(n->saved_bytes), 0, n->n_in > 0 && n->in[0]->bf16_for == n ? n->in[0]->id : i,
+                                   n->needs_grad ? END - 1 - i : i, n, 2};
         if (n->needs_grad) {
             int grad_born = n == loss ? N : END - 1 - last_gc[i];
             /* a bias add fused into its matmul: that matmul's backward, just after this node's, reads this grad */

@@ -116,6 +116,8 @@ static const mm_dnnl *mm_dnnl_backward(const magna_node *c) {
     return st && (!c->in[0]->grad || st->da[0]) && (!c->in[1]->grad || st->db[0]) ? st : NULL;
 }
 
+uint16_t *magna_matmul_a16(const magna_node *c) { return mm_dnnl_ready(c) ? (uint16_t *)c->saved : NULL; }
+
 bool magna_matmul_sums_bias(const magna_node *c) {
     return c->bias_add && c->bias_add->in[1]->grad && mm_dnnl_backward(c);
 }
@@ -188,7 +190,7 @@ static magna_status matmul_forward(magna_graph *g, magna_node *c) {
     if (st) {
         char *ws = g->workspace;
         uint16_t *a16 = (uint16_t *)c->saved, *b16 = (uint16_t *)(ws + st->b_off);
-        magna_to_bf16(a16, A, (int64_t)d.m * d.k);
+        if (c->in[0]->bf16_for != c) magna_to_bf16(a16, A, (int64_t)d.m * d.k); /* else its GELU wrote a16 */
         magna_to_bf16(b16, B, (int64_t)d.k * d.n);
         const int s = magna_gemm_bf16_run(st->fwd, ws, a16, b16, C, bias);
         return s == 0 ? MAGNA_OK : mm_dnnl_error(g, s, "forward");

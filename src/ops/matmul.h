@@ -4,6 +4,8 @@
 
 #include "magna.h"
 
+#include <stdint.h>
+
 /* "oneDNN matmul, bf16 operands, float32 sums" where a bf16 graph's dense product runs there at this thread
  * count, else "sgemm, float32". */
 const char *magna_matmul_describe(const magna_node *matmul);
@@ -11,5 +13,9 @@ const char *magna_matmul_describe(const magna_node *matmul);
 /* Whether this matmul's backward (it has a fused bias add, plan.c) runs on oneDNN in bf16 now and so sums the
  * bias's gradient itself, while converting dC: the add's backward then leaves it alone. */
 bool magna_matmul_sums_bias(const magna_node *matmul);
+
+/* Where this matmul keeps its input in bf16 when it runs on oneDNN in bf16 now (its saved memory), else NULL:
+ * the GELU fused before it (bf16_for) writes there. */
+uint16_t *magna_matmul_a16(const magna_node *matmul);
 
 #endif

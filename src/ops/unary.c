@@ -3,6 +3,8 @@
  * gradient's first writer, grad_assigns), written with
  * whichever of x and y makes f' cheapest (flags tell the planner which one backward reads). */
 #include "common.h"
+#include "gemm_bf16.h"
+#include "matmul.h"
 
 #include <math.h>
 
@@ -144,14 +146,23 @@ ISA_CLONES static void gelu_backward_chunk(const float *x, const float *dy, floa
     }
 }
 
+/* Writes y, or only its bf16 rounding into y16 (the matmul after it reads that, bf16_for: plan.c), a chunk at a
+ * time through the stack. */
 static magna_status gelu_forward(magna_graph *g, magna_node *n) {
     (void)g;
     const float *x = fval(n->in[0]);
     float *y = fval(n);
+    uint16_t *y16 = n->bf16_for ? magna_matmul_a16(n->bf16_for) : NULL;
     const int64_t count = n->numel, chunks = (count + GELU_CHUNK - 1) / GELU_CHUNK;
     PARALLEL_FOR(count > PAR_MIN / 4, c, chunks, {
         const int64_t i = c * GELU_CHUNK, len = count - i < GELU_CHUNK ? count - i : GELU_CHUNK;
-        gelu_forward_chunk(x + i, y + i, len);
+        if (y16) {
+            float chunk[GELU_CHUNK];
+            gelu_forward_chunk(x + i, chunk, len);
+            magna_to_bf16_row(y16 + i, chunk, len);
+        } else {
+            gelu_forward_chunk(x + i, y + i, len);
+        }
     });
     return MAGNA_OK;
 }
