@@ -100,6 +100,9 @@ struct magna_node {
      * the matmul's saved copy of its input when the matmul runs in bf16 (plan.c fuse_ops): the float32 output
      * would only be read once, to be converted. */
     magna_node *bf16_for;
+    /* A dense matmul in a bf16 graph whose input an earlier one also multiplies (q, k and v of one layer norm's
+     * output): it reads that one's bf16 copy of it (a16_from) instead of converting its own (plan.c fuse_ops). */
+    magna_node *a16_from;
     unsigned grad_assign; /* bit i: this node's backward is the first writer of in[i]->grad and assigns it
                            * (OPF_GRAD_ASSIGN ops on the CPU; plan.c step 5); else it adds into it */
     /* On a CUDA graph value/grad/saved are device memory; `host` is the copy the caller reads and writes:

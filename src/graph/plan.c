@@ -164,7 +164,7 @@ static void fuse_ops(magna_graph *g) {
     for (int i = 0; i < g->n_nodes; i++) {
         magna_node *n = g->nodes[i];
         n->relu_fused = n->alias_input = n->pool_fused = n->skip_backward = false;
-        n->fused_conv = n->bias_add = n->grad_via = n->bf16_for = NULL;
+        n->fused_conv = n->bias_add = n->grad_via = n->bf16_for = n->a16_from = NULL;
     }
     for (int i = 0; i < g->n_nodes && fuse; i++) {
         magna_node *r = g->nodes[i], *c = r->n_in == 1 ? r->in[0] : NULL;
@@ -190,6 +190,20 @@ static void fuse_ops(magna_graph *g) {
             x->kind != NODE_OP || x->op != OP_GELU || !x->live || x->keep || x == m->in[1] || live_consumers(g, x) != 1)
             continue;
         x->bf16_for = m;
+    }
+    /* dense matmuls of one input in a bf16 graph: the later ones read the first's bf16 copy of it (a16_from), which
+     * lives until the first's backward, the last of theirs (so the first must have one) */
+    for (int i = 0; i < g->n_nodes && fuse && g->bf16; i++) {
+        magna_node *m = g->nodes[i];
+        if (m->kind != NODE_OP || m->op != OP_MATMUL || !m->live || m->ip[0] || m->in[1]->ndim != 2) continue;
+        for (int j = 0; j < i; j++) {
+            magna_node *p = g->nodes[j];
+            if (p->kind == NODE_OP && p->op == OP_MATMUL && p->live && !p->ip[0] && p->in[1]->ndim == 2 &&
+                p->in[0] == m->in[0] && p->needs_grad && !p->a16_from) {
+                m->a16_from = p;
+                break;
+            }
+        }
     }
 }
 

@@ -94,17 +94,23 @@ static magna_status mm_dnnl_make(magna_graph *g, magna_node *c, const mm_dims *d
                            shape_str(c->in[0], sa, sizeof sa), shape_str(c->in[1], sb, sizeof sb),
                            magna_gemm_bf16_status(status));
     }
-    c->saved_bytes = (size_t)(m * k) * 2; /* a in bf16: planned to live until backward when dB needs it */
+    /* a in bf16: planned to live until backward when dB needs it (unless an earlier matmul's copy serves) */
+    c->saved_bytes = c->a16_from ? 0 : (size_t)(m * k) * 2;
     st->b_off = round64(scratch);
     st->dc_off = st->b_off + round64((size_t)(k * n) * 2);
     *bytes = st->dc_off + round64((size_t)(m * n) * 2);
     return MAGNA_OK;
 }
 
+/* The bf16 GEMMs run now: made, at this thread count, and the bf16 copy of a there (a sharer's: its owner's too). */
 static mm_dnnl *mm_dnnl_ready(const magna_node *c) {
     mm_dnnl *st = c->kernel_state;
+    if (c->a16_from && !mm_dnnl_ready(c->a16_from)) return NULL;
     return st && st->fwd && !omp_in_parallel() && omp_get_max_threads() == st->threads ? st : NULL;
 }
+
+/* Where a is in bf16: this node's saved memory, or the earlier matmul's it shares (a16_from). */
+static uint16_t *mm_a16(const magna_node *c) { return (uint16_t *)(c->a16_from ? c->a16_from->saved : c->saved); }
 
 static magna_status mm_dnnl_error(magna_graph *g, int s, const char *what) {
     return graph_error(g, MAGNA_ERR_UNSUPPORTED, "matmul: oneDNN %s: %s", what, magna_gemm_bf16_status(s));
@@ -116,7 +122,7 @@ static const mm_dnnl *mm_dnnl_backward(const magna_node *c) {
     return st && (!c->in[0]->grad || st->da[0]) && (!c->in[1]->grad || st->db[0]) ? st : NULL;
 }
 
-uint16_t *magna_matmul_a16(const magna_node *c) { return mm_dnnl_ready(c) ? (uint16_t *)c->saved : NULL; }
+uint16_t *magna_matmul_a16(const magna_node *c) { return mm_dnnl_ready(c) && !c->a16_from ? (uint16_t *)c->saved : NULL; }
 
 bool magna_matmul_sums_bias(const magna_node *c) {
     return c->bias_add && c->bias_add->in[1]->grad && mm_dnnl_backward(c);
@@ -189,8 +195,9 @@ static magna_status matmul_forward(magna_graph *g, magna_node *c) {
     const mm_dnnl *st = mm_dnnl_ready(c);
     if (st) {
         char *ws = g->workspace;
-        uint16_t *a16 = (uint16_t *)c->saved, *b16 = (uint16_t *)(ws + st->b_off);
-        if (c->in[0]->bf16_for != c) magna_to_bf16(a16, A, (int64_t)d.m * d.k); /* else its GELU wrote a16 */
+        uint16_t *a16 = mm_a16(c), *b16 = (uint16_t *)(ws + st->b_off);
+        if (c->in[0]->bf16_for != c && !c->a16_from) /* else its GELU, or the first matmul of a, wrote a16 */
+            magna_to_bf16(a16, A, (int64_t)d.m * d.k);
         magna_to_bf16(b16, B, (int64_t)d.k * d.n);
         const int s = magna_gemm_bf16_run(st->fwd, ws, a16, b16, C, bias);
         return s == 0 ? MAGNA_OK : mm_dnnl_error(g, s, "forward");
@@ -216,7 +223,7 @@ static void matmul_backward(magna_graph *g, magna_node *c) {
     const mm_dnnl *st = mm_dnnl_backward(c);
     if (st) {
         char *ws = g->workspace;
-        uint16_t *a16 = (uint16_t *)c->saved, *b16 = (uint16_t *)(ws + st->b_off);
+        uint16_t *a16 = mm_a16(c), *b16 = (uint16_t *)(ws + st->b_off);
         uint16_t *dc16 = (uint16_t *)(ws + st->dc_off);
         int s = 0;
         if (magna_matmul_sums_bias(c)) /* the fused bias's gradient from the same pass over dC */
