@@ -1,7 +1,8 @@
 /* test_kernels.c — fast kernels against the simple ones on fresh random inputs: OpenBLAS sgemm (every
  * transpose, odd sizes, leading dimensions) against the triple loop, and matmul through the graph
  * (batched, shared weight) against the same loop. Also checks the runtime loaded OpenBLAS with the
- * AVX-512 kernels where the CPU has them. */
+ * AVX-512 kernels where the CPU has them, and that the bf16 panel packer's transposed path lays out the words its
+ * plain path does. */
 #include "check.h"
 #include "graph/internal.h"
 
@@ -163,6 +164,36 @@ static void reductions_vs_reference(void) {
     printf("kernel reductions: sum/mean/max over all 15 axis sets of [3, 4, 5, 6] max_abs_err=%.2e\n", worst);
 }
 
+/* The bf16 panel packer reading op(W) = W^T from W's rows (transposed: loads, conversion and a 16 x 16 transpose)
+ * must lay out exactly the words it lays out from that W^T stored as it is read (not transposed), for sizes that
+ * leave partial panels, a partial block of 16 pairs and an odd k. */
+static void panel_pack_transposed_vs_plain(void) {
+    if (!magna_panel_available(true)) {
+        printf("panel pack: no avx512_bf16 here, skipped\n");
+        return;
+    }
+    static const int sizes[][2] = {{32, 128}, {24, 13}, {39, 40}, {1, 33}, {70, 5}, {64, 64}};
+    int bad = 0;
+    for (size_t c = 0; c < sizeof sizes / sizeof *sizes; c++) {
+        const int k = sizes[c][0], n = sizes[c][1], ldw = k + 3;
+        float *w = malloc((size_t)n * ldw * sizeof *w), *wt = malloc((size_t)k * n * sizeof *wt);
+        for (int j = 0; j < n; j++)
+            for (int p = 0; p < ldw; p++) w[(size_t)j * ldw + p] = 2 * magna_rand_uniform(9, (uint64_t)c, (uint64_t)(j * ldw + p)) - 1;
+        for (int p = 0; p < k; p++)
+            for (int j = 0; j < n; j++) wt[(size_t)p * n + j] = w[(size_t)j * ldw + p];
+        const size_t words = magna_panel_b_floats(k, n) * 2;
+        uint16_t *a = calloc(words, 2), *b = calloc(words, 2);
+        memset(a, 0x5a, words * 2), memset(b, 0xa5, words * 2); /* both must overwrite every word */
+        magna_panel_pack_bf16(k, n, w, ldw, true, a, false);
+        magna_panel_pack_bf16(k, n, wt, n, false, b, false);
+        const size_t used = (size_t)((n + 31) / 32) * (size_t)((k + 1) / 2) * 64;
+        for (size_t i = 0; i < used; i++) bad += a[i] != b[i];
+        CHECK(memcmp(a, b, used * 2) == 0, "transposed pack of k %d n %d differs from the plain one", k, n);
+        free(w), free(wt), free(a), free(b);
+    }
+    printf("panel pack: transposed (rows of W) against plain (W^T) bf16 panels, 6 shapes: %d words differ\n", bad);
+}
+
 int main(void) {
     magna_error err;
     CHECK(magna_runtime_init(&err) == MAGNA_OK, "runtime: %s", err.message);
@@ -184,5 +215,6 @@ int main(void) {
     graph_matmul_vs_reference(2, 65, 130, 70, false, 6);
     graph_matmul_vs_reference(4, 7, 31, 12, true, 7);
     graph_matmul_vs_reference(2, 200, 256, 150, true, 8);
+    panel_pack_transposed_vs_plain();
     return check_finish("test_kernels");
 }

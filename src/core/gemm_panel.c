@@ -167,8 +167,64 @@ T512BF16 static inline __m512i pair_words(__m512 e, __m512 o) {
     return _mm512_permutexvar_epi16(inter, (__m512i)_mm512_cvtne2ps_pbh(o, e));
 }
 
+/* The 16 x 16 transpose of 32-bit words: r[i] word j becomes r[j] word i. Four rounds of 16 shuffles: pairs of
+ * rows interleaved by words, then by pairs of words; u[4 g + c] then holds, in 128-bit lane L, rows 4g..4g+3 of
+ * column 4L + c, which two rounds of lane shuffles put in order. */
+T512BF16 static inline void transpose16x16(__m512i r[16]) {
+    __m512i t[16], u[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int g = 0; g < 4; g++) {
+        u[4 * g] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
+        u[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
+        u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
+        u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
+    }
+    for (int c = 0; c < 4; c++) {
+        const __m512i lo01 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x44), hi01 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xEE);
+        const __m512i lo23 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x44);
+        const __m512i hi23 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xEE);
+        r[c] = _mm512_shuffle_i32x4(lo01, lo23, 0x88);
+        r[4 + c] = _mm512_shuffle_i32x4(lo01, lo23, 0xDD);
+        r[8 + c] = _mm512_shuffle_i32x4(hi01, hi23, 0x88);
+        r[12 + c] = _mm512_shuffle_i32x4(hi01, hi23, 0xDD);
+    }
+}
+
+/* The transposed panel (op(W)[p, j] = w[j * ldw + p], a row of w per column): each column's pairs are its row of w
+ * converted to bf16 as it lies, so 16 rows are loaded and converted (32 floats, 16 pairs each) and transposed into
+ * 16 pairs of 16 columns; rows past n and floats past k read as zeros. */
+T512BF16 static void pack_panel_bf16_rows(int k, int n, const float *w, int ldw, uint16_t *d, int j0) {
+    const int kp = (k + 1) / 2, cols = n - j0 < SP_NR ? n - j0 : SP_NR;
+    for (int jb = 0; jb < SP_NR; jb += 16) {
+        for (int qb = 0; qb < kp; qb += 16) {
+            const int p = 2 * qb, left = k - p;
+            const __mmask16 lo = (__mmask16)(left >= 16 ? 0xffffu : (1u << left) - 1);
+            const __mmask16 hi = (__mmask16)(left >= 32 ? 0xffffu : left > 16 ? (1u << (left - 16)) - 1 : 0u);
+            __m512i r[16];
+            for (int i = 0; i < 16; i++) {
+                if (jb + i < cols) {
+                    const float *row = w + (size_t)(j0 + jb + i) * ldw + p;
+                    r[i] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, row + 16), _mm512_maskz_loadu_ps(lo, row));
+                } else {
+                    r[i] = _mm512_setzero_si512();
+                }
+            }
+            transpose16x16(r);
+            for (int q = 0; q < 16 && qb + q < kp; q++)
+                _mm512_storeu_si512((void *)(d + (size_t)(qb + q) * 2 * SP_NR + 2 * jb), r[q]);
+        }
+    }
+}
+
 /* One panel (columns j0.., up to 32) of magna_panel_pack_bf16: whole pairs with vectors, the rest one by one. */
 T512BF16 static void pack_panel_bf16(int k, int n, const float *w, int ldw, bool transposed, uint16_t *d, int j0) {
+    if (transposed) {
+        pack_panel_bf16_rows(k, n, w, ldw, d, j0);
+        return;
+    }
     const int kp = (k + 1) / 2, cols = n - j0 < SP_NR ? n - j0 : SP_NR;
     for (int q = 0; q < kp; q++) {
         uint16_t *row = d + (size_t)q * 2 * SP_NR;
