@@ -253,17 +253,18 @@ static void bf16_gap(magna_graph *g16, magna_node *o16, magna_graph *g32, magna_
     *worst_g = max_diff(magna_graph_grads(g16, NULL), g_32, (int64_t)n, scale_g);
 }
 
-/* A transformer's MLP, x -> dense -> GELU -> dense, plus two more dense layers of x (as q, k and v share an input),
- * summed, -> mean square, with the rewrites (MAGNA_NO_FUSE unset) or without: in bf16 the GELU writes the second
- * product's bf16 input itself (bf16_for), the two other products of x read the first's bf16 copy of it
- * (a16_from), and the dense layers' bias gradients come from their products' dC conversions. */
+/* A transformer's MLP, LN(x) -> dense -> GELU -> dense, plus two more dense layers of LN(x) (as q, k and v share
+ * an input), summed, -> mean square, with the rewrites (MAGNA_NO_FUSE unset) or without: in bf16 the layer norm
+ * writes the bf16 input its three products share (bf16_for; a16_from), the GELU the last product's, and the dense
+ * layers' bias gradients come from their products' dC conversions. */
 static magna_graph *gelu_mlp(bool fuse, bool bf16, float *loss_out) {
     if (fuse)
         unsetenv("MAGNA_NO_FUSE");
     else
         setenv("MAGNA_NO_FUSE", "1", 1);
     magna_graph *g = magna_graph_new(5);
-    magna_node *x = magna_param(g, "x", 2, SHAPE(96, 48), magna_init_uniform(-1, 1));
+    magna_node *x = magna_layer_layer_norm(g, "ln", magna_param(g, "x", 2, SHAPE(96, 48), magna_init_uniform(-1, 1)),
+                                           1e-5f);
     magna_node *h = magna_layer_dense(g, "fc", x, 192, (magna_dense_opts){0});
     magna_node *y = magna_layer_dense(g, "proj", magna_gelu(g, h), 48, (magna_dense_opts){0});
     y = magna_add(g, y, magna_layer_dense(g, "k", x, 48, (magna_dense_opts){0}));
@@ -282,7 +283,7 @@ static void test_gelu_into_bf16_matmul(void) {
         size_t n;
         const float *gf = magna_graph_grads(fused, &n), *gu = magna_graph_grads(plain, NULL);
         double scale, worst = max_diff(gf, gu, (int64_t)n, &scale);
-        printf("GELU -> dense, shared input (%s): loss %.7f fused vs %.7f not, grads differ by %.2g of %.2g\n",
+        printf("LN, GELU -> dense, shared input (%s): loss %.7f fused vs %.7f not, grads differ by %.2g of %.2g\n",
                bf16 ? "bf16" : "float32", lf, lu, worst, scale);
         CHECK(lf == lu && worst == 0 && scale > 0, "the GELU -> dense rewrite changed the numbers");
         magna_graph_free(fused), magna_graph_free(plain);

@@ -183,14 +183,6 @@ static void fuse_ops(magna_graph *g) {
         m->bias_add = a;
         a->alias_input = true;
     }
-    /* GELU -> dense matmul in a bf16 graph: the GELU writes the matmul's bf16 input itself (bf16_for) */
-    for (int i = 0; i < g->n_nodes && fuse && g->bf16; i++) {
-        magna_node *m = g->nodes[i], *x = m->n_in == 2 ? m->in[0] : NULL;
-        if (m->kind != NODE_OP || m->op != OP_MATMUL || !m->live || m->ip[0] || m->in[1]->ndim != 2 || !x ||
-            x->kind != NODE_OP || x->op != OP_GELU || !x->live || x->keep || x == m->in[1] || live_consumers(g, x) != 1)
-            continue;
-        x->bf16_for = m;
-    }
     /* dense matmuls of one input in a bf16 graph: the later ones read the first's bf16 copy of it (a16_from), which
      * lives until the first's backward, the last of theirs (so the first must have one) */
     for (int i = 0; i < g->n_nodes && fuse && g->bf16; i++) {
@@ -204,6 +196,28 @@ static void fuse_ops(magna_graph *g) {
                 break;
             }
         }
+    }
+    /* a GELU or a layer norm read only by dense matmuls of one group (the first and those sharing its copy) writes
+     * their bf16 input itself (bf16_for: the first), not a float32 output they would read once to convert */
+    for (int i = 0; i < g->n_nodes && fuse && g->bf16; i++) {
+        magna_node *x = g->nodes[i];
+        if (x->kind != NODE_OP || (x->op != OP_GELU && x->op != OP_LAYER_NORM) || !x->live || x->keep) continue;
+        magna_node *owner = NULL;
+        bool ok = true;
+        for (int j = i + 1; j < g->n_nodes && ok; j++) {
+            magna_node *c = g->nodes[j];
+            if (!c->live || c->kind != NODE_OP) continue;
+            for (int k = 0; k < c->n_in && ok; k++) {
+                if (c->in[k] != x) continue;
+                if (c->op != OP_MATMUL || k != 0 || c->ip[0] || c->in[1]->ndim != 2 || c->in[1] == x)
+                    ok = false;
+                else if (!owner)
+                    owner = c->a16_from ? NULL : c, ok = owner != NULL;
+                else
+                    ok = c->a16_from == owner;
+            }
+        }
+        if (ok && owner) x->bf16_for = owner;
     }
 }
 

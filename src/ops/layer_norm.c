@@ -6,6 +6,8 @@
  * into per-thread partial rows in the workspace and added up after, so rows can run in parallel
  * without atomics and the sums are the same on every run with the same thread count. */
 #include "common.h"
+#include "gemm_bf16.h"
+#include "matmul.h"
 #include "../cuda/launch.h" /* MAGNA_COLSUM_MIN_ROWS */
 
 #include <math.h>
@@ -62,12 +64,9 @@ static magna_status layer_norm_infer(magna_graph *g, magna_node *n) {
     return MAGNA_OK;
 }
 
-/* One row of x [D]: mean = sum(x) / D, var = sum((x - mean)^2) / D, rstd = 1 / sqrt(var + eps),
- * out = (x - mean) * rstd * gamma + beta (gamma, beta may be NULL). The simd pragmas let the sums
- * vectorise in an order fixed per build and CPU, so results stay deterministic; each case of gamma and beta has
- * its own loop, so every loop vectorises. */
-ISA_CLONES static void layer_norm_row(const float *restrict x, float *restrict out, const float *restrict gamma,
-                                      const float *restrict beta, int64_t D, float eps, float *mean, float *rstd) {
+/* One row of x [D]: mean = sum(x) / D, var = sum((x - mean)^2) / D, rstd = 1 / sqrt(var + eps). The simd pragmas
+ * let the sums vectorise in an order fixed per build and CPU, so results stay deterministic. */
+ISA_CLONES static void layer_norm_stats(const float *restrict x, int64_t D, float eps, float *mean, float *rstd) {
     float m = 0.0f;
 #pragma omp simd reduction(+ : m)
     for (int64_t d = 0; d < D; d++) m += x[d];
@@ -76,7 +75,14 @@ ISA_CLONES static void layer_norm_row(const float *restrict x, float *restrict o
 #pragma omp simd reduction(+ : v)
     for (int64_t d = 0; d < D; d++) v += (x[d] - m) * (x[d] - m);
     v /= (float)D;
-    const float r = 1.0f / sqrtf(v + eps);
+    *mean = m;
+    *rstd = 1.0f / sqrtf(v + eps);
+}
+
+/* out[d] = (x[d] - m) * r * gamma[d] + beta[d] over D elements (gamma, beta may be NULL): a loop per case, so every
+ * loop vectorises. */
+ISA_CLONES static void layer_norm_out(const float *restrict x, float *restrict out, const float *restrict gamma,
+                                      const float *restrict beta, int64_t D, float m, float r) {
     if (gamma && beta) {
 #pragma omp simd
         for (int64_t d = 0; d < D; d++) out[d] = (x[d] - m) * r * gamma[d] + beta[d];
@@ -90,8 +96,25 @@ ISA_CLONES static void layer_norm_row(const float *restrict x, float *restrict o
 #pragma omp simd
         for (int64_t d = 0; d < D; d++) out[d] = (x[d] - m) * r;
     }
-    *mean = m;
-    *rstd = r;
+}
+
+enum { LN_CHUNK = 512 };
+
+/* One row: its statistics, then out (float32), or only its bf16 rounding into out16 (the dense matmuls after it
+ * read that, bf16_for: plan.c), LN_CHUNK elements at a time through the stack. */
+static void layer_norm_row(const float *x, float *out, uint16_t *out16, const float *gamma, const float *beta,
+                           int64_t D, float eps, float *mean, float *rstd) {
+    layer_norm_stats(x, D, eps, mean, rstd);
+    if (!out16) {
+        layer_norm_out(x, out, gamma, beta, D, *mean, *rstd);
+        return;
+    }
+    float chunk[LN_CHUNK];
+    for (int64_t d = 0; d < D; d += LN_CHUNK) {
+        const int64_t len = D - d < LN_CHUNK ? D - d : LN_CHUNK;
+        layer_norm_out(x + d, chunk, gamma ? gamma + d : NULL, beta ? beta + d : NULL, len, *mean, *rstd);
+        magna_to_bf16_row(out16 + d, chunk, len);
+    }
 }
 
 /* x [N, D] -> out [N, D], row by row; saved gets mean [N] then rstd [N]. */
@@ -102,8 +125,10 @@ static magna_status layer_norm_forward(magna_graph *g, magna_node *n) {
     const float eps = n->fp[0];
     const float *xv = fval(x), *gamma = gn ? fval(gn) : NULL, *beta = bn ? fval(bn) : NULL;
     float *out = fval(n), *mean = (float *)n->saved, *rstd = mean + N;
+    uint16_t *out16 = n->bf16_for ? magna_matmul_a16_for(n) : NULL;
     PARALLEL_FOR(N * D >= PAR_MIN, i, N,
-                 layer_norm_row(xv + i * D, out + i * D, gamma, beta, D, eps, mean + i, rstd + i););
+                 layer_norm_row(xv + i * D, out + i * D, out16 ? out16 + i * D : NULL, gamma, beta, D, eps, mean + i,
+                                rstd + i););
     return MAGNA_OK;
 }
 

@@ -122,7 +122,19 @@ static const mm_dnnl *mm_dnnl_backward(const magna_node *c) {
     return st && (!c->in[0]->grad || st->da[0]) && (!c->in[1]->grad || st->db[0]) ? st : NULL;
 }
 
-uint16_t *magna_matmul_a16(const magna_node *c) { return mm_dnnl_ready(c) && !c->a16_from ? (uint16_t *)c->saved : NULL; }
+uint16_t *magna_matmul_a16_for(const magna_node *x) {
+    const magna_node *owner = x->bf16_for;
+    if (!owner || owner->a16_from || !mm_dnnl_ready(owner)) return NULL;
+    const magna_graph *g = x->g;
+    for (int i = 0; i < g->n_nodes; i++) { /* every reader of x: a matmul of the group, ready too */
+        const magna_node *c = g->nodes[i];
+        if (!c->live || c->kind != NODE_OP) continue;
+        for (int k = 0; k < c->n_in; k++)
+            if (c->in[k] == x && (c->op != OP_MATMUL || k != 0 || (c != owner && c->a16_from != owner) || !mm_dnnl_ready(c)))
+                return NULL;
+    }
+    return (uint16_t *)owner->saved;
+}
 
 bool magna_matmul_sums_bias(const magna_node *c) {
     return c->bias_add && c->bias_add->in[1]->grad && mm_dnnl_backward(c);

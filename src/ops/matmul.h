@@ -14,8 +14,9 @@ const char *magna_matmul_describe(const magna_node *matmul);
  * bias's gradient itself, while converting dC: the add's backward then leaves it alone. */
 bool magna_matmul_sums_bias(const magna_node *matmul);
 
-/* Where this matmul keeps its input in bf16 when it runs on oneDNN in bf16 now (its saved memory), else NULL:
- * the GELU fused before it (bf16_for) writes there. */
-uint16_t *magna_matmul_a16(const magna_node *matmul);
+/* Where the op `producer` writes its output in bf16 for the dense matmuls that read it (producer->bf16_for: the
+ * first of them, whose saved memory the others share, plan.c) when every one of them runs on oneDNN in bf16 now;
+ * else NULL, and the producer writes float32 as usual. */
+uint16_t *magna_matmul_a16_for(const magna_node *producer);
 
 #endif

@@ -152,7 +152,7 @@ static magna_status gelu_forward(magna_graph *g, magna_node *n) {
     (void)g;
     const float *x = fval(n->in[0]);
     float *y = fval(n);
-    uint16_t *y16 = n->bf16_for ? magna_matmul_a16(n->bf16_for) : NULL;
+    uint16_t *y16 = n->bf16_for ? magna_matmul_a16_for(n) : NULL;
     const int64_t count = n->numel, chunks = (count + GELU_CHUNK - 1) / GELU_CHUNK;
     PARALLEL_FOR(count > PAR_MIN / 4, c, chunks, {
         const int64_t i = c * GELU_CHUNK, len = count - i < GELU_CHUNK ? count - i : GELU_CHUNK;
