@@ -138,21 +138,6 @@ void magna_panel_run_f32(int m, int n, int k, const float *ap, const float *bp, 
     step_gemm_512(m, n, k, ap, bp, c, ldc, j0, j1, accumulate);
 }
 
-void magna_panel_gemm_f32(int m, int n, int k, const float *a, int lda, const float *bp, float *ap, float *c,
-                          int ldc) {
-    pack_a(m, k, a, lda, ap);
-    if (split_panels(m, n, k)) {
-#pragma omp parallel
-        {
-            int j0, j1;
-            thread_panels(n, &j0, &j1);
-            if (j0 < j1) step_gemm_512(m, n, k, ap, bp, c, ldc, j0, j1, true);
-        }
-    } else {
-        step_gemm_512(m, n, k, ap, bp, c, ldc, 0, n, true);
-    }
-}
-
 /* ---- in bf16 (a bf16 graph on a CPU with avx512_bf16) ----------------------------------------------------- *
  * The same blocking with bf16 operands and float32 sums: vdpbf16ps takes pairs of k, so a panel holds, per
  * pair of rows of op(W), 32 columns of (even, odd) bf16 pairs (two vectors), and packed A a (even, odd) pair per

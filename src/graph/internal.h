@@ -265,23 +265,20 @@ void magna_vexp_path(int path, float *y, const float *x, int64_t n);
 void magna_sgemm_small(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda, const float *b,
                        int ldb, float beta, float *c, int ldc);
 /* Products against a weight packed once (src/core/gemm_panel.c), for AVX-512 CPUs: op(W) [k, n] (W[j * ldw + p]
- * when transposed) packed into panels of 32 columns (magna_panel_b_floats(k, n) floats), then, as often as
- * needed, C [m, n] += A [m, k] op(W), A packed per call into ap (magna_panel_a_floats(m, k) floats of scratch).
- * The bf16 pair (avx512_bf16) packs the same weight into the same space as bf16 k-pairs and computes
- * C (+)= alpha op(A) op(W) with A (its transpose when ta) rounded to bf16 and float32 sums; `accumulate` false
- * overwrites C. Both split the columns across the threads when outside a parallel region and worth it; `par`
- * packs across them. */
+ * when transposed) packed into panels of 32 columns (magna_panel_b_floats(k, n) floats; `par` packs across the
+ * threads), then, as often as needed, C [m, n] (+)= A [m, k] op(W): A packed into ap (magna_panel_a_floats(m, k)
+ * floats of scratch, each thread its own copy), then the columns [j0, j1) of C, j0 a multiple of 32
+ * (magna_panel_split: thread t's of nt, in whole panels); `accumulate` false overwrites C. The bf16 functions
+ * (avx512_bf16) pack the same weight into the same space as bf16 k-pairs and compute with A (alpha times op(A), its
+ * transpose when ta) rounded to bf16 and float32 sums; magna_panel_gemm_bf16 packs A and runs all the columns,
+ * split across the threads when outside a parallel region and worth it. */
 bool magna_panel_available(bool bf16); /* this CPU runs them (AVX-512 F/DQ/BW/VL; and avx512_bf16 for bf16) */
 size_t magna_panel_b_floats(int64_t k, int64_t n);
 size_t magna_panel_a_floats(int64_t m, int64_t k);
 void magna_panel_pack_f32(int k, int n, const float *w, int ldw, bool transposed, float *dst, bool par);
-void magna_panel_gemm_f32(int m, int n, int k, const float *a, int lda, const float *bp, float *ap, float *c, int ldc);
 void magna_panel_pack_bf16(int k, int n, const float *w, int ldw, bool transposed, uint16_t *dst, bool par);
 void magna_panel_gemm_bf16(int m, int n, int k, const float *a, int lda, bool ta, float alpha, const uint16_t *bp,
                            uint32_t *ap, bool accumulate, float *c, int ldc);
-/* The same in two parts, for a caller that splits one product across its own threads: A packed (each thread its
- * own copy), then the columns [j0, j1) of C, j0 a multiple of 32 (magna_panel_split: thread t's of nt, in whole
- * panels); the float32 run may overwrite too (accumulate false). */
 void magna_panel_split(int n, int nt, int t, int *j0, int *j1);
 void magna_panel_pack_a_f32(int m, int k, const float *a, int lda, float *ap);
 void magna_panel_run_f32(int m, int n, int k, const float *ap, const float *bp, bool accumulate, float *c, int ldc,

@@ -231,18 +231,6 @@ static void step_pack(const rnn_ws *ws, int kernel, int k, int n, const float *w
     if (kernel == STEP_BF16) magna_panel_pack_bf16(k, n, w_hh, G, transposed, (uint16_t *)ws->wpack, true);
 }
 
-/* C[m, n] += A op(W_hh): op is the transpose in backward; W_hh already packed by step_pack for the kernel. */
-static void step_mul(const rnn_ws *ws, int kernel, int m, int n, int k, const float *a, int lda, const float *w_hh,
-                     int G, bool transposed, float *c, int ldc) {
-    if (kernel == STEP_BF16)
-        magna_panel_gemm_bf16(m, n, k, a, lda, false, 1.0f, (const uint16_t *)ws->wpack, (uint32_t *)ws->apack, true,
-                              c, ldc);
-    else if (kernel == STEP_F32)
-        magna_panel_gemm_f32(m, n, k, a, lda, ws->wpack, ws->apack, c, ldc);
-    else
-        magna_sgemm(false, transposed, m, n, k, 1.0f, a, lda, w_hh, G, 1.0f, c, ldc);
-}
-
 /* ---- forward ------------------------------------------------------------------------------------- */
 
 typedef struct rnn_fwd {
@@ -318,15 +306,17 @@ static rnn_fwd rnn_view(magna_graph *g, magna_node *n) {
     return f;
 }
 
-/* ---- the time loop as one parallel region (the panel kernels, two or more threads) ----------------------- *
- * The loops above open two parallel regions a step (the product split by columns, then the gate math by rows):
- * 512 for one sequence of 128, each a wake-up and a join. Here one region runs the whole loop with the same
- * split: each thread packs its own copy of the step's rows (a few KB), computes its panels of the product, and
- * after a barrier its rows of the gate math, then a barrier before the next step reads them. */
+/* ---- the time loop on the panel kernels: one parallel region --------------------------------------------- *
+ * Splitting each step's product by columns and then its gate math by rows as two parallel regions would open 512
+ * of them for one sequence of 128, each a wake-up and a join. One region runs the whole loop with that split
+ * instead: each thread packs its own copy of the step's rows (a few KB), computes its panels of the product, and
+ * after a barrier its rows of the gate math, then a barrier before the next step reads them. A team of one runs
+ * the same loop outside any region (its barriers do nothing). */
 static int loop_team(const rnn_args *a) {
     int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
     if (nt > a->threads) nt = a->threads;
-    return a->B > 1 && a->B * a->G >= 4096 ? nt : 1;
+    /* worth the threads: rows enough to share, or a product enough to split (a single sequence generating) */
+    return (a->B > 1 && a->B * a->G >= 4096) || a->B * a->G * a->H >= 65536 ? nt : 1;
 }
 
 /* This thread's packed-rows slot, and the product of them with the packed weight into its columns [j0, j1). */
@@ -414,16 +404,21 @@ static magna_status rnn_forward(magna_graph *g, magna_node *n) {
         });
     }
     const float *w_hh = fval(a->w_hh), *b_hn = a->b_hh && a->cell == CELL_GRU ? fval(a->b_hh) + 2 * H : NULL;
-    const int ldo = (int)(a->cell == CELL_LSTM ? T * 2 * H : T * H); /* h row stride in the output */
-    const bool par = B > 1 && B * G >= 4096;
     const int fast = step_kernel(n);
-    step_pack(&f.ws, fast, (int)H, (int)G, w_hh, (int)G, false);
-    const int nt = fast == STEP_SGEMM ? 1 : loop_team(a);
-    if (nt > 1) {
+    if (fast != STEP_SGEMM) {
+        step_pack(&f.ws, fast, (int)H, (int)G, w_hh, (int)G, false);
+        const int nt = loop_team(a);
+        if (nt == 1) {
+            forward_team_thread(&f, fast, b_hn, 1, 0);
+        } else {
 #pragma omp parallel num_threads(nt)
-        forward_team_thread(&f, fast, b_hn, nt, omp_get_thread_num());
+            forward_team_thread(&f, fast, b_hn, nt, omp_get_thread_num());
+        }
         return MAGNA_OK;
     }
+    /* CPUs without AVX-512: each step one magna_sgemm over all gate columns, then the gate math row by row */
+    const int ldo = (int)(a->cell == CELL_LSTM ? T * 2 * H : T * H); /* h row stride in the output */
+    const bool par = B > 1 && B * G >= 4096;
     for (int64_t t = 0; t < T; t++) {
         const bool has_prev = t > 0 || a->h0;
         const float *hprev = t > 0 ? (a->cell == CELL_LSTM ? f.out + (t - 1) * 2 * H : f.out + (t - 1) * H)
@@ -431,12 +426,13 @@ static magna_status rnn_forward(magna_graph *g, magna_node *n) {
         const int ldh = t > 0 ? ldo : (int)H;
         if (a->cell == CELL_GRU) {
             memset(f.ws.hproj, 0, (size_t)(B * G) * sizeof(float));
-            if (has_prev) step_mul(&f.ws, fast, (int)B, (int)G, (int)H, hprev, ldh, w_hh, (int)G, false, f.ws.hproj, (int)G);
+            if (has_prev)
+                magna_sgemm(false, false, (int)B, (int)G, (int)H, 1.0f, hprev, ldh, w_hh, (int)G, 1.0f, f.ws.hproj, (int)G);
             PARALLEL_FOR(par, b, B, gru_row_forward(&f, b, t, b_hn););
         } else {
             if (has_prev)
-                step_mul(&f.ws, fast, (int)B, (int)G, (int)H, hprev, ldh, w_hh, (int)G, false,
-                         f.gates + saved_row(&f, 0, t) * G, (int)(a->cell == CELL_RNN ? T * G : G));
+                magna_sgemm(false, false, (int)B, (int)G, (int)H, 1.0f, hprev, ldh, w_hh, (int)G, 1.0f,
+                            f.gates + saved_row(&f, 0, t) * G, (int)(a->cell == CELL_RNN ? T * G : G));
             if (a->cell == CELL_LSTM) {
                 PARALLEL_FOR(par, b, B, lstm_row_forward(&f, b, t););
             } else {
@@ -657,15 +653,20 @@ static void rnn_backward(magna_graph *g, magna_node *n) {
     memset(f.ws.dh, 0, (size_t)(B * H) * sizeof(float));
     if (f.ws.dc) memset(f.ws.dc, 0, (size_t)(B * H) * sizeof(float));
     const bool par = B > 1 && B * G >= 4096;
-    /* W_hh^T [G, H], packed once for every step's dh product */
     const int fast = step_kernel(n);
-    step_pack(&f.ws, fast, (int)G, (int)H, w_hh, (int)G, true);
-    const int nt = fast == STEP_SGEMM ? 1 : loop_team(a);
-    if (nt > 1) {
+    if (fast != STEP_SGEMM) {
+        step_pack(&f.ws, fast, (int)G, (int)H, w_hh, (int)G, true); /* W_hh^T [G, H], once for every step */
+        const int nt = loop_team(a);
+        if (nt == 1) {
+            backward_team_thread(&f, fast, dout, 1, 0);
+        } else {
 #pragma omp parallel num_threads(nt)
-        backward_team_thread(&f, fast, dout, nt, omp_get_thread_num());
+            backward_team_thread(&f, fast, dout, nt, omp_get_thread_num());
+        }
     }
-    for (int64_t t = T - 1; t >= 0 && nt == 1; t--) {
+    /* CPUs without AVX-512: each step's gate math row by row, then dh_{t-1} = dG_t W_hh^T in one magna_sgemm (added
+     * to the GRU's direct path, already in dh) */
+    for (int64_t t = T - 1; t >= 0 && fast == STEP_SGEMM; t--) {
         switch (a->cell) {
         case CELL_LSTM:
             PARALLEL_FOR(par, b, B, {
@@ -676,11 +677,9 @@ static void rnn_backward(magna_graph *g, magna_node *n) {
         case CELL_GRU: PARALLEL_FOR(par, b, B, gru_row_backward(&f, dout, b, t);); break;
         case CELL_RNN: PARALLEL_FOR(par, b, B, rnn_row_backward(&f, dout, b, t);); break;
         }
-        /* dh_{t-1} = dG_t W_hh^T (+ the GRU's direct path, already in dh) */
         if (t == 0 && !(a->h0 && a->h0->grad)) continue;
-        if (a->cell != CELL_GRU) memset(f.ws.dh, 0, (size_t)(B * H) * sizeof(float));
-        step_mul(&f.ws, fast, (int)B, (int)H, (int)G, f.ws.dgh + t * B * G, (int)G, w_hh, (int)G, true, f.ws.dh,
-                 (int)H);
+        magna_sgemm(false, true, (int)B, (int)H, (int)G, 1.0f, f.ws.dgh + t * B * G, (int)G, w_hh, (int)G,
+                    a->cell == CELL_GRU ? 1.0f : 0.0f, f.ws.dh, (int)H);
     }
     if (a->h0 && a->h0->grad) {
         float *d = a->h0->grad;
