@@ -253,6 +253,34 @@ static void bf16_gap(magna_graph *g16, magna_node *o16, magna_graph *g32, magna_
     *worst_g = max_diff(magna_graph_grads(g16, NULL), g_32, (int64_t)n, scale_g);
 }
 
+/* tanh(q) [N] + tanh(p) [1, N], one row of N past the parallel threshold, with the rewrites or without: both
+ * operands are as large as the sum, so the add writes both gradients (one shared, one assigned dy), as the plain
+ * graph computes them. (A bias's summing path, taken for the [N] operand, once added into its unzeroed gradient.) */
+static magna_graph *one_row_add(bool fuse) {
+    enum { N = 40000 };
+    if (fuse)
+        unsetenv("MAGNA_NO_FUSE");
+    else
+        setenv("MAGNA_NO_FUSE", "1", 1);
+    magna_graph *g = magna_graph_new(13);
+    magna_node *p = magna_param(g, "p", 2, SHAPE(1, N), magna_init_uniform(-1, 1));
+    magna_node *q = magna_param(g, "q", 1, SHAPE(N), magna_init_uniform(-1, 1));
+    magna_node *y = magna_add(g, magna_tanh(g, q), magna_tanh(g, p));
+    step_once(g, magna_mean(g, magna_mul(g, y, y), 3, false), false);
+    unsetenv("MAGNA_NO_FUSE");
+    return g;
+}
+
+static void test_one_row_add(void) {
+    magna_graph *fused = one_row_add(true), *plain = one_row_add(false);
+    size_t n;
+    const float *gf = magna_graph_grads(fused, &n);
+    double scale, worst = max_diff(gf, magna_graph_grads(plain, NULL), (int64_t)n, &scale);
+    printf("one-row add: gradients fused vs not differ by %.2g of %.2g\n", worst, scale);
+    CHECK(worst == 0 && scale > 0, "a one-row add's gradients differ with the rewrites: %g of %g", worst, scale);
+    magna_graph_free(fused), magna_graph_free(plain);
+}
+
 /* A transformer's MLP, LN(x) -> dense -> GELU -> dense, plus two more dense layers of LN(x) (as q, k and v share
  * an input), summed, -> mean square, with the rewrites (MAGNA_NO_FUSE unset) or without: in bf16 the layer norm
  * writes the bf16 input its three products share (bf16_for; a16_from), the GELU the last product's, and the dense
@@ -408,6 +436,7 @@ int main(void) {
     test_rewrites_change_nothing();
     test_bf16_dense();
     test_gelu_into_bf16_matmul();
+    test_one_row_add();
     test_bf16_recurrent();
     test_bf16_attention();
     return check_finish("test_graph");

@@ -160,35 +160,27 @@ static void binary_backward_operand(magna_node *n, const bcast *b, int which) {
     if (G == DY) return; /* a residual operand sharing this add's gradient (plan.c): dx = dy already */
     if (!full && grad_assigns(n, which)) memset(G, 0, (size_t)x->numel * sizeof *G);
     const int threads = omp_get_max_threads();
-    if (x->numel == inner && (op == OP_ADD || op == OP_SUB) && n->numel > PAR_MIN && threads > 1 &&
-        inner >= 16 * threads) {
-        /* A bias [N] added over [rows, N]: the same column split and row order as below, without the per-row
-         * offsets (every row's is 0), the rows summed by a vectorised loop. */
-        const float sign = op == OP_SUB && which == 1 ? -1.0f : 1.0f;
-        const int64_t rows = b->rows;
-        PARALLEL_FOR(true, t, threads, {
-            const int64_t j0 = inner * t / threads, j1 = inner * (t + 1) / threads;
-            sum_rows_into(G + j0, DY + j0, rows, inner, j1 - j0, sign);
-        });
-        return;
-    }
     if (!full && sg == 1 && n->numel > PAR_MIN && threads > 1 && inner >= 16 * threads) {
         /* A broadcast operand whose last dim is its own (a bias [N] over [rows, N]): each thread sums its own
-         * columns over every row, in row order, so the sums are the serial loop's, bit for bit. */
+         * columns over every row, in row order, so the sums are the serial loop's, bit for bit. A bias [N] of an
+         * add or sub (every row's offset 0) through a vectorised row loop. */
+        const bool bias_row = x->numel == inner && (op == OP_ADD || op == OP_SUB);
+        const float sign = op == OP_SUB && which == 1 ? -1.0f : 1.0f;
         PARALLEL_FOR(true, t, threads, {
             const int64_t j0 = inner * t / threads, j1 = inner * (t + 1) / threads;
-            for (int64_t r = 0; r < b->rows; r++) {
-                int64_t oa, ob;
-                row_offsets(b, r, &oa, &ob);
-                float *gx = G + (which == 0 ? oa : ob);
-                const float *dy = DY + r * inner, *y = Y + r * inner, *a = A + oa, *c = B + ob;
-                if (op == OP_ADD || op == OP_SUB) {
-                    const float sign = op == OP_SUB && which == 1 ? -1.0f : 1.0f;
-                    for (int64_t j = j0; j < j1; j++) gx[j] += sign * dy[j];
-                } else {
-                    for (int64_t j = j0; j < j1; j++) gx[j] += dy[j] * partial(op, which, a[j * sa], c[j * sb], y[j]);
+            if (bias_row)
+                sum_rows_into(G + j0, DY + j0, b->rows, inner, j1 - j0, sign);
+            else
+                for (int64_t r = 0; r < b->rows; r++) {
+                    int64_t oa, ob;
+                    row_offsets(b, r, &oa, &ob);
+                    float *gx = G + (which == 0 ? oa : ob);
+                    const float *dy = DY + r * inner, *y = Y + r * inner, *a = A + oa, *c = B + ob;
+                    if (op == OP_ADD || op == OP_SUB)
+                        for (int64_t j = j0; j < j1; j++) gx[j] += sign * dy[j];
+                    else
+                        for (int64_t j = j0; j < j1; j++) gx[j] += dy[j] * partial(op, which, a[j * sa], c[j * sb], y[j]);
                 }
-            }
         });
         return;
     }
