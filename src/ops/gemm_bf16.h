@@ -17,8 +17,9 @@ void magna_to_bf16(uint16_t *dst, const float *src, int64_t n);
 /* The same on this thread alone (inside a parallel loop). */
 void magna_to_bf16_row(uint16_t *dst, const float *src, int64_t n);
 /* dst = src [rows, cols] in bf16 and, in the same pass over src, sum[j] (+)= the sum over rows of src[r][j]
- * (assign: from 0), each thread its own columns, the rows in order: a fused bias add's gradient, the same sums
- * binary.c's add backward makes (so the fusion changes no bit). */
+ * (assign: from 0), each thread its own columns, the rows in order: a bias's gradient from the gradient being
+ * converted (a fused bias add's, the same sums binary.c's add backward makes, so that fusion changes no bit; the
+ * recurrent ops' biases from dG). */
 void magna_to_bf16_colsum(uint16_t *dst, const float *src, int64_t rows, int64_t cols, float *sum, bool assign);
 /* The same for B T rows of cols floats, reordered from [B, T] to [T, B]: dst row t B + b is src row b T + t. */
 void magna_to_bf16_time_major(uint16_t *dst, const float *src, int64_t B, int64_t T, int64_t cols);

@@ -518,10 +518,8 @@ ISA_CLONES static void rnn_row_backward(const rnn_fwd *f, const float *dout, int
 }
 
 /* sum[j] = sum over rows of m[r, j]: each thread sums a share of the rows into its own partial row
- * (streaming whole rows, vectorised), then the partials are added. scratch holds a->threads rows. With m16, each
- * row is also converted to bf16 there, in the same pass (the bf16 backward's dG). */
-static void column_sums(float *sum, const float *m, int64_t rows, int64_t cols, float *scratch, int threads,
-                        uint16_t *m16) {
+ * (streaming whole rows, vectorised), then the partials are added. scratch holds a->threads rows. */
+static void column_sums(float *sum, const float *m, int64_t rows, int64_t cols, float *scratch, int threads) {
     int used = 1;
     if (threads > 1 && rows >= threads && rows * cols >= PAR_MIN && omp_get_max_threads() > 1) {
 #pragma omp parallel
@@ -533,17 +531,14 @@ static void column_sums(float *sum, const float *m, int64_t rows, int64_t cols, 
                 memset(acc, 0, (size_t)cols * sizeof(float));
                 for (int64_t r = rows * t / k; r < rows * (t + 1) / k; r++) {
                     const float *restrict mr = m + r * cols;
-                    if (m16) magna_to_bf16_row(m16 + r * cols, mr, cols);
                     for (int64_t j = 0; j < cols; j++) acc[j] += mr[j];
                 }
             }
         }
     } else {
         memset(scratch, 0, (size_t)cols * sizeof(float));
-        for (int64_t r = 0; r < rows; r++) {
-            if (m16) magna_to_bf16_row(m16 + r * cols, m + r * cols, cols);
+        for (int64_t r = 0; r < rows; r++)
             for (int64_t j = 0; j < cols; j++) scratch[j] += m[r * cols + j];
-        }
     }
     for (int64_t j = 0; j < cols; j++) {
         float s = 0.0f;
@@ -596,7 +591,7 @@ static void dg_to_bf16(const rnn_fwd *f, const float *dg, uint16_t *dg16, float 
         return;
     }
     float *sum = f->ws.colsum + (size_t)f->a.threads * G;
-    column_sums(sum, dg, BT, G, f->ws.colsum, f->a.threads, dg16);
+    magna_to_bf16_colsum(dg16, dg, BT, G, sum, true);
     if (g1) add_into(g1, sum, G);
     if (g2) add_into(g2, sum, G);
 }
@@ -714,9 +709,9 @@ static void rnn_backward(magna_graph *g, magna_node *n) {
     if (!a->b_ih) return;
     float *sum = f.ws.colsum + (size_t)a->threads * G;
     const bool hh = a->b_hh->grad != NULL, ih = a->b_ih->grad != NULL;
-    if (ih || (hh && f.ws.dgh == f.ws.dgx)) column_sums(sum, f.ws.dgx, BT, G, f.ws.colsum, a->threads, NULL);
+    if (ih || (hh && f.ws.dgh == f.ws.dgx)) column_sums(sum, f.ws.dgx, BT, G, f.ws.colsum, a->threads);
     if (ih) add_into(a->b_ih->grad, sum, G);
-    if (hh && f.ws.dgh != f.ws.dgx) column_sums(sum, f.ws.dgh, BT, G, f.ws.colsum, a->threads, NULL);
+    if (hh && f.ws.dgh != f.ws.dgx) column_sums(sum, f.ws.dgh, BT, G, f.ws.colsum, a->threads);
     if (hh) add_into(a->b_hh->grad, sum, G);
 }
 
