@@ -369,8 +369,8 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
             /* a bias add fused into its matmul: that matmul's backward, just after this node's, reads this grad */
             int grad_end = n->n_in > 0 && n->in[0]->bias_add == n ? END - 1 - n->in[0]->id : END - 1 - i;
             /* the operands sharing this add's gradient (through a chain of residual adds) keep it until the
-             * earliest of them is done: its backward is the last */
-            for (int k = 0; k < N; k++) {
+             * earliest of them is done: its backward is the last (only an add is shared) */
+            for (int k = 0; k < i && n->op == OP_ADD && !n->grad_via; k++) {
                 const magna_node *m = g->nodes[k];
                 if (m->grad_via && grad_owner(m) == n && END - 1 - k > grad_end) grad_end = END - 1 - k;
             }
