@@ -3,6 +3,7 @@
  * gradient's first writer, grad_assigns), written with
  * whichever of x and y makes f' cheapest (flags tell the planner which one backward reads). */
 #include "common.h"
+#include "../cuda/elementwise_math.h"
 #include "gemm_bf16.h"
 #include "matmul.h"
 
@@ -89,35 +90,14 @@ FWD(tanh, tanhf(v))
 BWD(tanh, d * (1.0f - y[i] * y[i]))
 DEF(tanh, OPF_BWD_OUTPUT)
 /* y = x Phi(x), dy/dx = Phi(x) + x phi(x). glibc's erff is scalar and took a fifth of a GPT's step, so Phi
- * comes from erfc's Chebyshev fit in Numerical Recipes (fractional error < 1.2e-7 for every x):
- *   erfc(z) = t exp(-z^2 + P(t)), t = 1 / (1 + z / 2), z = |x| / sqrt 2,
- * with exp through magna_vexp, GELU_CHUNK elements at a time so every loop vectorises. */
+ * comes from magna_em_normal_cdf (src/cuda/elementwise_math.h: erf's rational fit, no exp, which the CUDA
+ * kernels share), and phi from magna_vexp, GELU_CHUNK elements at a time so every loop vectorises. */
 #define GELU_CHUNK 256
 
-/* cdf[i] = Phi(x[i]), and pdf[i] = phi(x[i]) when pdf is not NULL; n <= GELU_CHUNK. (GCC cannot see that
- * the first loop fills e[0..n) before magna_vexp reads it.) */
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+/* cdf[i] = Phi(x[i]), and pdf[i] = phi(x[i]) when pdf is not NULL; n <= GELU_CHUNK. */
 ISA_CLONES static void gelu_cdf(const float *restrict x, float *restrict cdf, float *restrict pdf, int64_t n) {
-    float t[GELU_CHUNK], e[GELU_CHUNK];
 #pragma omp simd
-    for (int64_t i = 0; i < n; i++) {
-        const float z = fabsf(x[i]) * 0.70710678118654752f, u = 1.0f / (1.0f + 0.5f * z);
-        t[i] = u;
-        e[i] = -z * z - 1.26551223f +
-               u * (1.00002368f +
-                    u * (0.37409196f +
-                         u * (0.09678418f +
-                              u * (-0.18628806f +
-                                   u * (0.27886807f +
-                                        u * (-1.13520398f + u * (1.48851587f + u * (-0.82215223f + u * 0.17087277f))))))));
-    }
-    magna_vexp(e, e, n);
-#pragma omp simd
-    for (int64_t i = 0; i < n; i++) {
-        const float half_erfc = 0.5f * t[i] * e[i]; /* P(|X| > |x|) / 2 */
-        cdf[i] = x[i] >= 0 ? 1.0f - half_erfc : half_erfc;
-    }
+    for (int64_t i = 0; i < n; i++) cdf[i] = magna_em_normal_cdf(x[i]);
     if (!pdf) return;
 #pragma omp simd
     for (int64_t i = 0; i < n; i++) pdf[i] = -0.5f * x[i] * x[i];
@@ -125,7 +105,6 @@ ISA_CLONES static void gelu_cdf(const float *restrict x, float *restrict cdf, fl
 #pragma omp simd
     for (int64_t i = 0; i < n; i++) pdf[i] *= 0.39894228040143268f;
 }
-#pragma GCC diagnostic pop
 
 ISA_CLONES static void gelu_forward_chunk(const float *x, float *y, int64_t n) {
     float cdf[GELU_CHUNK];
