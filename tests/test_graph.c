@@ -284,8 +284,9 @@ static void test_one_row_add(void) {
 /* A transformer's MLP, LN(x) -> dense -> GELU -> dense, plus two more dense layers of LN(x) (as q, k and v share
  * an input), summed, -> mean square, with the rewrites (MAGNA_NO_FUSE unset) or without: in bf16 the layer norm
  * writes the bf16 input its three products share (bf16_for; a16_from), the GELU the last product's, and the dense
- * layers' bias gradients come from their products' dC conversions. */
-static magna_graph *gelu_mlp(bool fuse, bool bf16, float *loss_out) {
+ * layers' bias gradients come from their products' dC conversions; around the GELU, fc's output, the GELU's
+ * gradient and fc's dC are bf16 (out16_ok, da16_ok, dc16_by). *fc, *proj: the MLP's two products. */
+static magna_graph *gelu_mlp(bool fuse, bool bf16, float *loss_out, magna_node **fc, magna_node **proj) {
     if (fuse)
         unsetenv("MAGNA_NO_FUSE");
     else
@@ -293,8 +294,11 @@ static magna_graph *gelu_mlp(bool fuse, bool bf16, float *loss_out) {
     magna_graph *g = magna_graph_new(5);
     magna_node *x = magna_layer_layer_norm(g, "ln", magna_param(g, "x", 2, SHAPE(96, 48), magna_init_uniform(-1, 1)),
                                            1e-5f);
-    magna_node *h = magna_layer_dense(g, "fc", x, 192, (magna_dense_opts){0});
-    magna_node *y = magna_layer_dense(g, "proj", magna_gelu(g, h), 48, (magna_dense_opts){0});
+    const magna_init u = magna_init_uniform(-0.3f, 0.3f);
+    *fc = magna_matmul(g, x, magna_param(g, "fc.weight", 2, SHAPE(48, 192), u), false, false);
+    magna_node *h = magna_gelu(g, magna_add(g, *fc, magna_param(g, "fc.bias", 1, SHAPE(192), u)));
+    *proj = magna_matmul(g, h, magna_param(g, "proj.weight", 2, SHAPE(192, 48), u), false, false);
+    magna_node *y = magna_add(g, *proj, magna_param(g, "proj.bias", 1, SHAPE(48), u));
     y = magna_add(g, y, magna_layer_dense(g, "k", x, 48, (magna_dense_opts){0}));
     y = magna_add(g, y, magna_layer_dense(g, "v", x, 48, (magna_dense_opts){0}));
     magna_node *loss = magna_mean(g, magna_mul(g, y, y), 3, false);
@@ -304,16 +308,34 @@ static magna_graph *gelu_mlp(bool fuse, bool bf16, float *loss_out) {
     return g;
 }
 
+/* float32: the rewrites change no bit. bf16: only by the bf16 roundings of what passes the GELU (its input, its
+ * gradient, fc's dC) and the order of fc's bias sums, and only where those ran in bf16. */
 static void test_gelu_into_bf16_matmul(void) {
+    const bool has_bf16 = magna_cpu_detect().avx512_bf16;
     for (int bf16 = 0; bf16 < 2; bf16++) {
         float lf, lu;
-        magna_graph *fused = gelu_mlp(true, bf16, &lf), *plain = gelu_mlp(false, bf16, &lu);
+        magna_node *fc, *proj, *fc_u, *proj_u;
+        magna_graph *fused = gelu_mlp(true, bf16, &lf, &fc, &proj), *plain = gelu_mlp(false, bf16, &lu, &fc_u, &proj_u);
         size_t n;
         const float *gf = magna_graph_grads(fused, &n), *gu = magna_graph_grads(plain, NULL);
         double scale, worst = max_diff(gf, gu, (int64_t)n, &scale);
-        printf("LN, GELU -> dense, shared input (%s): loss %.7f fused vs %.7f not, grads differ by %.2g of %.2g\n",
-               bf16 ? "bf16" : "float32", lf, lu, worst, scale);
-        CHECK(lf == lu && worst == 0 && scale > 0, "the GELU -> dense rewrite changed the numbers");
+        const unsigned io = magna_matmul_bf16_io(fc) | magna_matmul_bf16_io(proj);
+        printf("LN, GELU -> dense, shared input (%s): loss %.7f fused vs %.7f not, grads differ by %.2g of %.2g; "
+               "bf16 around the GELU: fc out %d, fc dC %d, proj dA %d\n",
+               bf16 ? "bf16" : "float32", lf, lu, worst, scale, (io & MAGNA_MM_OUT16) != 0, (io & MAGNA_MM_DC16) != 0,
+               (io & MAGNA_MM_DA16) != 0);
+        CHECK(scale > 0, "no gradients");
+        CHECK((magna_matmul_bf16_io(fc_u) | magna_matmul_bf16_io(proj_u)) == 0, "bf16 around a GELU without rewrites");
+        if (!bf16 || !has_bf16) {
+            CHECK(lf == lu && worst == 0 && io == 0, "the GELU -> dense rewrite changed the numbers");
+        } else {
+            CHECK(magna_matmul_bf16_io(fc) == (MAGNA_MM_OUT16 | MAGNA_MM_DC16) &&
+                      magna_matmul_bf16_io(proj) == MAGNA_MM_DA16,
+                  "fc %u, proj %u: not bf16 around the GELU", magna_matmul_bf16_io(fc), magna_matmul_bf16_io(proj));
+            /* bf16 keeps 8 bits: each rounding is within 2^-9 relative */
+            CHECK(fabsf(lf - lu) <= 1e-3f * fabsf(lu) && worst <= 5e-3 * scale && worst > 0,
+                  "bf16 around the GELU: loss %g vs %g, grads off by %g of %g", lf, lu, worst, scale);
+        }
         magna_graph_free(fused), magna_graph_free(plain);
     }
 }

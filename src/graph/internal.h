@@ -103,6 +103,18 @@ struct magna_node {
     /* A dense matmul in a bf16 graph whose input an earlier one also multiplies (q, k and v of one layer norm's
      * output): it reads that one's bf16 copy of it (a16_from) instead of converting its own (plan.c fuse_ops). */
     magna_node *a16_from;
+    /* bf16 activations where only a GELU looks (plan.c fuse_ops, bf16 graphs; the GELU reads and writes either):
+     * - out16_ok: this dense matmul's output (or its fused bias add) is read by a GELU alone, so its forward may
+     *   write it in bf16;
+     * - da16_ok: this dense matmul's a is a GELU it alone reads, so its backward may write dA in bf16;
+     * - dc16_by: the GELU that alone reads this dense matmul's output (or fused bias add): its backward may write
+     *   this matmul's dC in bf16, and the bias's sums. */
+    bool out16_ok, da16_ok;
+    magna_node *dc16_by;
+    /* ... and what the last forward and backward did: value16, this node's value buffer holds bf16 (a matmul's
+     * output, its fused bias add reading the same buffer); grad16, its gradient buffer does. Set by the one writer
+     * each time it writes, read by the one reader. */
+    bool value16, grad16;
     unsigned grad_assign; /* bit i: this node's backward is the first writer of in[i]->grad and assigns it
                            * (OPF_GRAD_ASSIGN ops on the CPU; plan.c step 5); else it adds into it */
     /* On a CUDA graph value/grad/saved are device memory; `host` is the copy the caller reads and writes:

@@ -164,7 +164,8 @@ static void fuse_ops(magna_graph *g) {
     for (int i = 0; i < g->n_nodes; i++) {
         magna_node *n = g->nodes[i];
         n->relu_fused = n->alias_input = n->pool_fused = n->skip_backward = false;
-        n->fused_conv = n->bias_add = n->grad_via = n->bf16_for = n->a16_from = NULL;
+        n->fused_conv = n->bias_add = n->grad_via = n->bf16_for = n->a16_from = n->dc16_by = NULL;
+        n->out16_ok = n->da16_ok = n->value16 = n->grad16 = false;
     }
     for (int i = 0; i < g->n_nodes && fuse; i++) {
         magna_node *r = g->nodes[i], *c = r->n_in == 1 ? r->in[0] : NULL;
@@ -218,6 +219,26 @@ static void fuse_ops(magna_graph *g) {
             }
         }
         if (ok && owner) x->bf16_for = owner;
+    }
+    /* bf16 around a GELU: the dense matmul before it (alone read by it, directly or through its fused bias add)
+     * writes its output in bf16 and reads its dC in bf16 from the GELU's backward; the dense matmul after it (its
+     * only reader) writes the GELU's gradient in bf16 */
+    for (int i = 0; i < g->n_nodes && fuse && g->bf16; i++) {
+        magna_node *x = g->nodes[i], *in = x->n_in == 1 ? x->in[0] : NULL;
+        if (x->kind != NODE_OP || x->op != OP_GELU || !x->live || !in) continue;
+        magna_node *m = in->kind == NODE_OP && in->op == OP_ADD && in->alias_input ? in->in[0] : in;
+        if (m->kind == NODE_OP && m->op == OP_MATMUL && !m->ip[0] && m->in[1]->ndim == 2 && !m->keep && !in->keep &&
+            m->bias_add == (m == in ? NULL : in) && live_consumers(g, in) == 1) {
+            m->out16_ok = true;
+            if (in->needs_grad) m->dc16_by = x;
+        }
+        if (x->keep || live_consumers(g, x) != 1) continue;
+        for (int j = i + 1; j < g->n_nodes; j++) {
+            magna_node *c = g->nodes[j];
+            if (c->live && c->kind == NODE_OP && c->op == OP_MATMUL && c->in[0] == x && c->in[1] != x && !c->ip[0] &&
+                c->in[1]->ndim == 2)
+                c->da16_ok = true;
+        }
     }
 }
 

@@ -47,6 +47,18 @@ void magna_to_bf16(uint16_t *dst, const float *src, int64_t n) {
 
 void magna_to_bf16_row(uint16_t *dst, const float *src, int64_t n) { to_bf16_chunk(dst, src, n); }
 
+__attribute__((target("avx512f,avx512bw"))) void magna_from_bf16_row(float *dst, const uint16_t *src, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) { /* a bf16 is a float's high half */
+        const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(src + i)));
+        _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)));
+    }
+    for (; i < n; i++) {
+        const uint32_t bits = (uint32_t)src[i] << 16;
+        memcpy(dst + i, &bits, sizeof bits);
+    }
+}
+
 /* Columns [0, n) of rows rows (stride ld) of src to bf16 in dst (same stride), and sum[j] += each row's src[j], in row
  * order: 16 rows at a time, across all n columns 32 at a time (their sums loaded into two registers, the 16 rows
  * added, stored back), so each row is read as one stretch. */
@@ -97,7 +109,7 @@ static dnnl_status_t view_md(dnnl_memory_desc_t *md, int64_t rows, int64_t cols,
 }
 
 magna_gemm_bf16 *magna_gemm_bf16_make(int64_t m, int64_t n, int64_t k, bool ta, bool tb, bool add, bool bias,
-                                      size_t *scratch_bytes, int *status) {
+                                      bool c_bf16, size_t *scratch_bytes, int *status) {
     dnnl_engine_t eng;
     dnnl_stream_t stream;
     dnnl_status_t s = magna_dnnl_engine(&eng, &stream);
@@ -110,7 +122,7 @@ magna_gemm_bf16 *magna_gemm_bf16_make(int64_t m, int64_t n, int64_t k, bool ta, 
     dnnl_primitive_desc_t pd = NULL;
     if (s == dnnl_success) s = view_md(&src, m, k, ta, dnnl_bf16);
     if (s == dnnl_success) s = view_md(&wei, k, n, tb, dnnl_bf16);
-    if (s == dnnl_success) s = view_md(&dst, m, n, false, dnnl_f32);
+    if (s == dnnl_success) s = view_md(&dst, m, n, false, c_bf16 ? dnnl_bf16 : dnnl_f32);
     if (s == dnnl_success && bias) s = view_md(&bias_md, 1, n, false, dnnl_f32);
     if (s == dnnl_success) s = dnnl_matmul_desc_init(&desc, &src, &wei, bias ? &bias_md : NULL, &dst);
     if (s == dnnl_success) s = dnnl_primitive_attr_create(&attr);
@@ -147,7 +159,7 @@ magna_gemm_bf16 *magna_gemm_bf16_make(int64_t m, int64_t n, int64_t k, bool ta, 
     return p;
 }
 
-int magna_gemm_bf16_run(const magna_gemm_bf16 *p, void *scratch, const uint16_t *a, const uint16_t *b, float *c,
+int magna_gemm_bf16_run(const magna_gemm_bf16 *p, void *scratch, const uint16_t *a, const uint16_t *b, void *c,
                         const float *bias) {
     dnnl_engine_t eng;
     dnnl_stream_t stream;
@@ -189,12 +201,13 @@ void magna_to_bf16_time_major(uint16_t *dst, const float *src, int64_t B, int64_
     (void)dst, (void)src, (void)B, (void)T, (void)cols;
 }
 void magna_to_bf16_row(uint16_t *dst, const float *src, int64_t n) { (void)dst, (void)src, (void)n; }
+void magna_from_bf16_row(float *dst, const uint16_t *src, int64_t n) { (void)dst, (void)src, (void)n; }
 void magna_to_bf16_colsum(uint16_t *dst, const float *src, int64_t rows, int64_t cols, float *sum, bool assign) {
     (void)dst, (void)src, (void)rows, (void)cols, (void)sum, (void)assign;
 }
 magna_gemm_bf16 *magna_gemm_bf16_make(int64_t m, int64_t n, int64_t k, bool ta, bool tb, bool add, bool bias,
-                                      size_t *scratch_bytes, int *status) {
-    (void)m, (void)n, (void)k, (void)ta, (void)tb, (void)add, (void)bias, (void)scratch_bytes;
+                                      bool c_bf16, size_t *scratch_bytes, int *status) {
+    (void)m, (void)n, (void)k, (void)ta, (void)tb, (void)add, (void)bias, (void)c_bf16, (void)scratch_bytes;
     *status = -1;
     return NULL;
 }

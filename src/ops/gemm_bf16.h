@@ -16,6 +16,8 @@ bool magna_gemm_bf16_wanted(const magna_graph *g);
 void magna_to_bf16(uint16_t *dst, const float *src, int64_t n);
 /* The same on this thread alone (inside a parallel loop). */
 void magna_to_bf16_row(uint16_t *dst, const float *src, int64_t n);
+/* dst[i] = the bf16 src[i] as a float (exact), on this thread. Needs AVX-512. */
+void magna_from_bf16_row(float *dst, const uint16_t *src, int64_t n);
 /* dst = src [rows, cols] in bf16 and, in the same pass over src, sum[j] (+)= the sum over rows of src[r][j]
  * (assign: from 0), each thread its own columns, the rows in order: a bias's gradient from the gradient being
  * converted (a fused bias add's, the same sums binary.c's add backward makes, so that fusion changes no bit; the
@@ -27,14 +29,15 @@ void magna_to_bf16_time_major(uint16_t *dst, const float *src, int64_t B, int64_
 typedef struct magna_gemm_bf16 magna_gemm_bf16;
 
 /* C [m, n] = op(A) [m, k] op(B) [k, n] (+ C when `add`) (+ bias [n] broadcast over the rows when `bias`), A and B
- * bf16 row-major (A stored [k, m] when ta, B [n, k] when tb), C float32 row-major. Made outside any step (it
- * allocates); *scratch_bytes grows to what it needs of the scratchpad passed to run. NULL on failure, with
- * *status oneDNN's (as a string through magna_gemm_bf16_status). */
+ * bf16 row-major (A stored [k, m] when ta, B [n, k] when tb), C float32 row-major (bf16 when c_bf16: the float32
+ * result rounded to nearest even). Made outside any step (it allocates); *scratch_bytes grows to what it needs of
+ * the scratchpad passed to run. NULL on failure, with *status oneDNN's (as a string through
+ * magna_gemm_bf16_status). */
 magna_gemm_bf16 *magna_gemm_bf16_make(int64_t m, int64_t n, int64_t k, bool ta, bool tb, bool add, bool bias,
-                                      size_t *scratch_bytes, int *status);
+                                      bool c_bf16, size_t *scratch_bytes, int *status);
 /* Runs it; scratch: at least the largest *scratch_bytes any gemm reported (64-byte aligned). 0, or a oneDNN
  * status. */
-int magna_gemm_bf16_run(const magna_gemm_bf16 *p, void *scratch, const uint16_t *a, const uint16_t *b, float *c,
+int magna_gemm_bf16_run(const magna_gemm_bf16 *p, void *scratch, const uint16_t *a, const uint16_t *b, void *c,
                         const float *bias);
 void magna_gemm_bf16_free(magna_gemm_bf16 *p);
 const char *magna_gemm_bf16_status(int status);

@@ -53,14 +53,15 @@ static void mm_dims_of(const magna_node *c, mm_dims *d) {
 typedef struct mm_dnnl {
     int threads;
     magna_gemm_bf16 *fwd, *da[2], *db[2]; /* [0] assigns, [1] adds */
+    magna_gemm_bf16 *fwd16, *da16;        /* the forward and the assigning dA writing bf16 (out16_ok, da16_ok) */
     size_t b_off, dc_off;                 /* the bf16 copies in the workspace, past the scratchpad (a's: n->saved) */
 } mm_dnnl;
 
 static void matmul_release(magna_node *n) {
     mm_dnnl *st = n->kernel_state;
     if (!st) return;
-    magna_gemm_bf16 *gemms[5] = {st->fwd, st->da[0], st->da[1], st->db[0], st->db[1]};
-    for (int i = 0; i < 5; i++) magna_gemm_bf16_free(gemms[i]);
+    magna_gemm_bf16 *gemms[7] = {st->fwd, st->da[0], st->da[1], st->db[0], st->db[1], st->fwd16, st->da16};
+    for (int i = 0; i < 7; i++) magna_gemm_bf16_free(gemms[i]);
     free(st);
     n->kernel_state = NULL;
 }
@@ -78,14 +79,18 @@ static magna_status mm_dnnl_make(magna_graph *g, magna_node *c, const mm_dims *d
     size_t scratch = 0;
     int status = 0;
     /* forward C [m, n] = a [m, k] op(b) [k, n] (+ the fused bias); the bf16 b keeps b's own layout */
-    bool ok = (st->fwd = magna_gemm_bf16_make(m, n, k, false, tb, false, c->bias_add != NULL, &scratch, &status));
+    bool ok = (st->fwd = magna_gemm_bf16_make(m, n, k, false, tb, false, c->bias_add != NULL, false, &scratch, &status));
+    if (ok && c->out16_ok)
+        ok = (st->fwd16 = magna_gemm_bf16_make(m, n, k, false, tb, false, c->bias_add != NULL, true, &scratch, &status));
+    if (ok && want_da && c->da16_ok)
+        ok = (st->da16 = magna_gemm_bf16_make(m, k, n, false, !tb, false, false, true, &scratch, &status));
     for (int add = 0; add < 2 && ok; add++) {
         /* dA [m, k] = dC [m, n] op(b)^T [n, k] */
-        if (want_da) ok = (st->da[add] = magna_gemm_bf16_make(m, k, n, false, !tb, add, false, &scratch, &status));
+        if (want_da) ok = (st->da[add] = magna_gemm_bf16_make(m, k, n, false, !tb, add, false, false, &scratch, &status));
         /* dB = a^T [k, m] dC [m, n], or when tb dC^T [n, m] a [m, k] */
         if (ok && want_db)
-            ok = (st->db[add] = tb ? magna_gemm_bf16_make(n, k, m, true, false, add, false, &scratch, &status)
-                                   : magna_gemm_bf16_make(k, n, m, true, false, add, false, &scratch, &status));
+            ok = (st->db[add] = tb ? magna_gemm_bf16_make(n, k, m, true, false, add, false, false, &scratch, &status)
+                                   : magna_gemm_bf16_make(k, n, m, true, false, add, false, false, &scratch, &status));
     }
     if (!ok) {
         matmul_release(c);
@@ -138,6 +143,20 @@ uint16_t *magna_matmul_a16_for(const magna_node *x) {
 
 bool magna_matmul_sums_bias(const magna_node *c) {
     return c->bias_add && c->bias_add->in[1]->grad && mm_dnnl_backward(c);
+}
+
+uint16_t *magna_matmul_dc16_for(const magna_node *gelu, float **bias_grad, bool *assign) {
+    const magna_node *in = gelu->in[0], *c = in->kind == NODE_OP && in->op == OP_ADD && in->alias_input ? in->in[0] : in;
+    if (c->dc16_by != gelu || !grad_assigns(gelu, 0) || !mm_dnnl_backward(c)) return NULL;
+    const bool sums = magna_matmul_sums_bias(c);
+    *bias_grad = sums ? c->bias_add->in[1]->grad : NULL;
+    *assign = sums && grad_assigns(c->bias_add, 1);
+    return (uint16_t *)(c->bias_add ? c->bias_add->grad : c->grad);
+}
+
+unsigned magna_matmul_bf16_io(const magna_node *c) {
+    return (c->value16 ? MAGNA_MM_OUT16 : 0u) | ((c->bias_add ? c->bias_add : c)->grad16 ? MAGNA_MM_DC16 : 0u) |
+           (c->da16_ok && c->in[0]->grad16 ? MAGNA_MM_DA16 : 0u);
 }
 
 const char *magna_matmul_describe(const magna_node *c) {
@@ -211,9 +230,11 @@ static magna_status matmul_forward(magna_graph *g, magna_node *c) {
         if (c->in[0]->bf16_for != c && !c->a16_from) /* else its GELU, or the first matmul of a, wrote a16 */
             magna_to_bf16(a16, A, (int64_t)d.m * d.k);
         magna_to_bf16(b16, B, (int64_t)d.k * d.n);
-        const int s = magna_gemm_bf16_run(st->fwd, ws, a16, b16, C, bias);
+        c->value16 = st->fwd16 != NULL; /* for the GELU after it, which alone reads it (out16_ok) */
+        const int s = magna_gemm_bf16_run(c->value16 ? st->fwd16 : st->fwd, ws, a16, b16, C, bias);
         return s == 0 ? MAGNA_OK : mm_dnnl_error(g, s, "forward");
     }
+    c->value16 = false;
 PARALLEL_FOR(parallel_batches(&d), i, d.batch, magna_sgemm(d.ta, d.tb, d.m, d.n, d.k, 1.0f, A + i * d.stride_a, d.lda, B + i * d.stride_b, d.ldb, 0.0f,
                     C + i * d.stride_c, d.n););
     if (bias) /* after the product, as the add it replaces did: the same bits */
@@ -238,13 +259,17 @@ static void matmul_backward(magna_graph *g, magna_node *c) {
         uint16_t *a16 = mm_a16(c), *b16 = (uint16_t *)(ws + st->b_off);
         uint16_t *dc16 = (uint16_t *)(ws + st->dc_off);
         int s = 0;
-        if (magna_matmul_sums_bias(c)) /* the fused bias's gradient from the same pass over dC */
+        if ((c->bias_add ? c->bias_add : c)->grad16) /* by the GELU after it (dc16_by), bias sums and all */
+            dc16 = (uint16_t *)dC;
+        else if (magna_matmul_sums_bias(c)) /* the fused bias's gradient from the same pass over dC */
             magna_to_bf16_colsum(dc16, dC, d.m, d.n, c->bias_add->in[1]->grad, grad_assigns(c->bias_add, 1));
         else
             magna_to_bf16(dc16, dC, (int64_t)d.m * d.n);
         if (dA) {
             magna_to_bf16(b16, B, (int64_t)d.k * d.n);
-            s = magna_gemm_bf16_run(st->da[grad_assigns(c, 0) ? 0 : 1], ws, dc16, b16, dA, NULL);
+            const bool da16 = st->da16 && grad_assigns(c, 0); /* the GELU before it reads dA in bf16 (da16_ok) */
+            if (c->da16_ok) c->in[0]->grad16 = da16;
+            s = magna_gemm_bf16_run(da16 ? st->da16 : st->da[grad_assigns(c, 0) ? 0 : 1], ws, dc16, b16, dA, NULL);
         }
         if (dB && s == 0) {
             const magna_gemm_bf16 *p = st->db[grad_assigns(c, 1) ? 0 : 1];
@@ -253,6 +278,7 @@ static void matmul_backward(magna_graph *g, magna_node *c) {
         if (s != 0) mm_dnnl_error(g, s, "backward");
         return;
     }
+    if (c->da16_ok && dA) c->in[0]->grad16 = false;
     /* A shared operand's gradient sums over batches: those loops must not run in parallel. */
     bool par_a = parallel_batches(&d) && d.stride_a != 0, par_b = parallel_batches(&d) && d.stride_b != 0;
     const bool assign_a = grad_assigns(c, 0), assign_b = grad_assigns(c, 1);

@@ -61,10 +61,10 @@ static magna_status rnn_bf16_make(magna_graph *g, magna_node *n, const rnn_args 
     size_t scratch = 0;
     int status = 0;
     /* the projection adds the biases itself (both summed into one row, bias) */
-    bool ok = (st->proj = magna_gemm_bf16_make(BT, G, I, false, false, false, a->b_ih != NULL, &scratch, &status));
-    if (ok && a->w_ih->requires_grad) ok = (st->dw_ih = magna_gemm_bf16_make(I, G, BT, true, false, true, false, &scratch, &status));
-    if (ok && a->x->requires_grad) ok = (st->dx = magna_gemm_bf16_make(BT, I, G, false, true, false, false, &scratch, &status));
-    if (ok && a->w_hh->requires_grad) ok = (st->dw_hh = magna_gemm_bf16_make(H, G, BT, true, false, true, false, &scratch, &status));
+    bool ok = (st->proj = magna_gemm_bf16_make(BT, G, I, false, false, false, a->b_ih != NULL, false, &scratch, &status));
+    if (ok && a->w_ih->requires_grad) ok = (st->dw_ih = magna_gemm_bf16_make(I, G, BT, true, false, true, false, false, &scratch, &status));
+    if (ok && a->x->requires_grad) ok = (st->dx = magna_gemm_bf16_make(BT, I, G, false, true, false, false, false, &scratch, &status));
+    if (ok && a->w_hh->requires_grad) ok = (st->dw_hh = magna_gemm_bf16_make(H, G, BT, true, false, true, false, false, &scratch, &status));
     if (!ok) {
         rnn_release(n);
         return graph_error(g, MAGNA_ERR_UNSUPPORTED, "%s: oneDNN bf16 matmul: %s", magna_op_table[n->op]->name,

@@ -8,6 +8,7 @@
 #include "matmul.h"
 
 #include <math.h>
+#include <string.h>
 
 typedef struct unary_args {
     const float *x, *y, *dy;
@@ -125,40 +126,113 @@ ISA_CLONES static void gelu_backward_chunk(const float *x, const float *dy, floa
     }
 }
 
+/* x + at as float32: x itself, or (x16, when the matmul before the GELU wrote its output in bf16: out16_ok, plan.c)
+ * those len values widened into tmp. */
+static const float *gelu_f32(const float *x, const uint16_t *x16, int64_t at, int64_t len, float *tmp) {
+    if (!x16) return x + at;
+    magna_from_bf16_row(tmp, x16 + at, len);
+    return tmp;
+}
+
+/* The GELU's input as bf16 when the dense matmul before it wrote it so (directly or through its fused bias add, the
+ * add's value being the matmul's buffer), else NULL. */
+static const uint16_t *gelu_x16(const magna_node *n) {
+    const magna_node *in = n->in[0], *owner = in->alias_input ? in->in[0] : in;
+    return owner->value16 ? (const uint16_t *)fval(in) : NULL;
+}
+
 /* Writes y, or only its bf16 rounding into y16 (the matmul after it reads that, bf16_for: plan.c), a chunk at a
  * time through the stack. */
 static magna_status gelu_forward(magna_graph *g, magna_node *n) {
     (void)g;
     const float *x = fval(n->in[0]);
+    const uint16_t *x16 = gelu_x16(n);
     float *y = fval(n);
     uint16_t *y16 = n->bf16_for ? magna_matmul_a16_for(n) : NULL;
     const int64_t count = n->numel, chunks = (count + GELU_CHUNK - 1) / GELU_CHUNK;
     PARALLEL_FOR(count > PAR_MIN / 4, c, chunks, {
         const int64_t i = c * GELU_CHUNK, len = count - i < GELU_CHUNK ? count - i : GELU_CHUNK;
+        float xs[GELU_CHUNK];
+        const float *xc = gelu_f32(x, x16, i, len, xs);
         if (y16) {
             float chunk[GELU_CHUNK];
-            gelu_forward_chunk(x + i, chunk, len);
+            gelu_forward_chunk(xc, chunk, len);
             magna_to_bf16_row(y16 + i, chunk, len);
         } else {
-            gelu_forward_chunk(x + i, y + i, len);
+            gelu_forward_chunk(xc, y + i, len);
         }
     });
     return MAGNA_OK;
 }
 
+/* Row parts of the bf16 backward: a fixed number, whatever the thread count, so the bias's sums (each part's in
+ * row order, then the parts' in order) come out the same on any. */
+enum { GELU_PARTS = 8 };
+
+static magna_status gelu_infer(magna_graph *g, magna_node *n) {
+    magna_status st = infer_like_input(g, n);
+    const int64_t cols = n->ndim ? n->shape[n->ndim - 1] : 1;
+    n->workspace_bytes = st == MAGNA_OK && g->bf16 ? (size_t)GELU_PARTS * (size_t)cols * sizeof(float) : 0;
+    return st;
+}
+
+/* sum[j] += d[j] (when sum) and dst = d in bf16, for n <= GELU_CHUNK. */
+ISA_CLONES static void sum_into_bf16(uint16_t *dst, const float *d, float *sum, int64_t n) {
+    if (sum) {
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++) sum[j] += d[j];
+    }
+    magna_to_bf16_row(dst, d, n);
+}
+
+/* dC = dy GELU'(x) [rows, cols] in bf16 for the matmul before the GELU (magna_matmul_dc16_for), and bias[j] (+)=
+ * its column sums, in GELU_PARTS row parts whose sums (partial: [GELU_PARTS, cols]) are added in part order. */
+static void gelu_backward_dc16(const float *x, const uint16_t *x16, const float *dy, const uint16_t *dy16,
+                               uint16_t *dc16, int64_t rows, int64_t cols, float *bias, bool assign, float *partial) {
+    PARALLEL_FOR(rows * cols > PAR_MIN / 4, p, GELU_PARTS, {
+        float *sum = bias ? partial + p * cols : NULL;
+        if (sum) memset(sum, 0, (size_t)cols * sizeof *sum);
+        float xs[GELU_CHUNK], ds[GELU_CHUNK], d[GELU_CHUNK];
+        for (int64_t r = rows * p / GELU_PARTS; r < rows * (p + 1) / GELU_PARTS; r++)
+            for (int64_t j = 0; j < cols; j += GELU_CHUNK) {
+                const int64_t len = cols - j < GELU_CHUNK ? cols - j : GELU_CHUNK, at = r * cols + j;
+                gelu_backward_chunk(gelu_f32(x, x16, at, len, xs), gelu_f32(dy, dy16, at, len, ds), d, len, true);
+                sum_into_bf16(dc16 + at, d, sum ? sum + j : NULL, len);
+            }
+    });
+    if (!bias) return;
+    if (assign) memset(bias, 0, (size_t)cols * sizeof *bias);
+    for (int p = 0; p < GELU_PARTS; p++)
+        for (int64_t j = 0; j < cols; j++) bias[j] += partial[p * cols + j];
+}
+
+/* dx (+)= dy GELU'(x); x and dy in bf16 where the matmuls around it wrote them so (out16_ok, da16_ok), dx in bf16
+ * where the matmul before it reads it so (dc16_by). */
 static void gelu_backward(magna_graph *g, magna_node *n) {
-    (void)g;
-    float *dx = n->in[0]->grad;
+    magna_node *in = n->in[0];
+    float *dx = in->grad;
     if (!dx) return;
-    const float *x = fval(n->in[0]), *dy = n->grad;
+    const float *x = fval(in), *dy = n->grad;
+    const uint16_t *x16 = gelu_x16(n), *dy16 = n->grad16 ? (const uint16_t *)dy : NULL;
+    float *bias = NULL;
+    bool bias_assign = false;
+    uint16_t *dc16 = magna_matmul_dc16_for(n, &bias, &bias_assign);
+    in->grad16 = dc16 != NULL;
+    if (dc16) {
+        const int64_t cols = n->shape[n->ndim - 1];
+        gelu_backward_dc16(x, x16, dy, dy16, dc16, n->numel / cols, cols, bias, bias_assign, (float *)g->workspace);
+        return;
+    }
     const int64_t count = n->numel, chunks = (count + GELU_CHUNK - 1) / GELU_CHUNK;
     const bool assign = grad_assigns(n, 0);
     PARALLEL_FOR(count > PAR_MIN / 4, c, chunks, {
         const int64_t i = c * GELU_CHUNK, len = count - i < GELU_CHUNK ? count - i : GELU_CHUNK;
-        gelu_backward_chunk(x + i, dy + i, dx + i, len, assign);
+        float xs[GELU_CHUNK], ds[GELU_CHUNK];
+        gelu_backward_chunk(gelu_f32(x, x16, i, len, xs), gelu_f32(dy, dy16, i, len, ds), dx + i, len, assign);
     });
 }
-DEF(gelu, OPF_BWD_INPUTS)
+const magna_op_def op_def_gelu = {"gelu", OPF_BWD_INPUTS | OPF_GRAD_ASSIGN, gelu_infer, gelu_forward, gelu_backward};
+
 /* y = x/2 (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3) */
 #define GELU_K 0.7978845608028654f
 static inline float gelu_tanh_grad(float v) {
