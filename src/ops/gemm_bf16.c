@@ -9,6 +9,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+void magna_colsum_combine(float *sum, const float *partial, int64_t cols, bool assign) {
+    if (assign) memset(sum, 0, (size_t)cols * sizeof *sum);
+    for (int p = 0; p < MAGNA_COLSUM_PARTS; p++) {
+        const float *part = partial + p * cols;
+#pragma omp simd
+        for (int64_t j = 0; j < cols; j++) sum[j] += part[j];
+    }
+}
+
 #ifdef MAGNA_HAVE_DNNL
 #include <immintrin.h>
 
@@ -59,40 +68,30 @@ __attribute__((target("avx512f,avx512bw"))) void magna_from_bf16_row(float *dst,
     }
 }
 
-/* Columns [0, n) of rows rows (stride ld) of src to bf16 in dst (same stride), and sum[j] += each row's src[j], in row
- * order: 16 rows at a time, across all n columns 32 at a time (their sums loaded into two registers, the 16 rows
- * added, stored back), so each row is read as one stretch. */
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void colsum_strip(uint16_t *dst, const float *src,
-                                                                                 int64_t rows, int64_t ld, int64_t n,
-                                                                                 float *sum) {
-    for (int64_t r0 = 0; r0 < rows; r0 += 16) {
-        const int64_t r1 = r0 + 16 < rows ? r0 + 16 : rows;
-        for (int64_t j = 0; j < n; j += 32) {
-            const int64_t w = n - j < 32 ? n - j : 32;
-            const __mmask16 lo = (__mmask16)(w >= 16 ? 0xffffu : (1u << w) - 1);
-            const __mmask16 hi = (__mmask16)(w > 16 ? (w >= 32 ? 0xffffu : (1u << (w - 16)) - 1) : 0u);
-            const __mmask32 words = (__mmask32)(w >= 32 ? 0xffffffffu : (1u << w) - 1);
-            __m512 s0 = _mm512_maskz_loadu_ps(lo, sum + j), s1 = _mm512_maskz_loadu_ps(hi, sum + j + 16);
-            for (int64_t r = r0; r < r1; r++) {
-                const float *x = src + r * ld + j;
-                const __m512 a = _mm512_maskz_loadu_ps(lo, x), b = _mm512_maskz_loadu_ps(hi, x + 16);
-                s0 = _mm512_add_ps(s0, a), s1 = _mm512_add_ps(s1, b);
-                _mm512_mask_storeu_epi16(dst + r * ld + j, words, (__m512i)_mm512_cvtne2ps_pbh(b, a));
-            }
-            _mm512_mask_storeu_ps(sum + j, lo, s0);
-            _mm512_mask_storeu_ps(sum + j + 16, hi, s1);
-        }
+/* One row of n floats to bf16, and sum[j] += src[j]: 32 columns at a time. */
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void colsum_row(uint16_t *dst, const float *src,
+                                                                               int64_t n, float *sum) {
+    for (int64_t j = 0; j < n; j += 32) {
+        const int64_t w = n - j < 32 ? n - j : 32;
+        const __mmask16 lo = (__mmask16)(w >= 16 ? 0xffffu : (1u << w) - 1);
+        const __mmask16 hi = (__mmask16)(w > 16 ? (w >= 32 ? 0xffffu : (1u << (w - 16)) - 1) : 0u);
+        const __m512 a = _mm512_maskz_loadu_ps(lo, src + j), b = _mm512_maskz_loadu_ps(hi, src + j + 16);
+        _mm512_mask_storeu_ps(sum + j, lo, _mm512_add_ps(_mm512_maskz_loadu_ps(lo, sum + j), a));
+        _mm512_mask_storeu_ps(sum + j + 16, hi, _mm512_add_ps(_mm512_maskz_loadu_ps(hi, sum + j + 16), b));
+        _mm512_mask_storeu_epi16(dst + j, (__mmask32)(w >= 32 ? 0xffffffffu : (1u << w) - 1),
+                                 (__m512i)_mm512_cvtne2ps_pbh(b, a));
     }
 }
 
-void magna_to_bf16_colsum(uint16_t *dst, const float *src, int64_t rows, int64_t cols, float *sum, bool assign) {
-    const int threads = omp_get_max_threads();
-    const int parts = rows * cols > 32768 && threads > 1 && cols >= 16 * threads ? threads : 1;
-    PARALLEL_FOR(parts > 1, t, parts, {
-        const int64_t j0 = cols * t / parts, j1 = cols * (t + 1) / parts;
-        if (assign) memset(sum + j0, 0, (size_t)(j1 - j0) * sizeof *sum);
-        colsum_strip(dst + j0, src + j0, rows, cols, j1 - j0, sum + j0);
+void magna_to_bf16_colsum(uint16_t *dst, const float *src, int64_t rows, int64_t cols, float *sum, bool assign,
+                          float *partial) {
+    PARALLEL_FOR(rows * cols > 32768, p, MAGNA_COLSUM_PARTS, {
+        float *part = partial + p * cols;
+        memset(part, 0, (size_t)cols * sizeof *part);
+        for (int64_t r = rows * p / MAGNA_COLSUM_PARTS; r < rows * (p + 1) / MAGNA_COLSUM_PARTS; r++)
+            colsum_row(dst + r * cols, src + r * cols, cols, part);
     });
+    magna_colsum_combine(sum, partial, cols, assign);
 }
 
 void magna_to_bf16_time_major(uint16_t *dst, const float *src, int64_t B, int64_t T, int64_t cols) {
@@ -202,8 +201,9 @@ void magna_to_bf16_time_major(uint16_t *dst, const float *src, int64_t B, int64_
 }
 void magna_to_bf16_row(uint16_t *dst, const float *src, int64_t n) { (void)dst, (void)src, (void)n; }
 void magna_from_bf16_row(float *dst, const uint16_t *src, int64_t n) { (void)dst, (void)src, (void)n; }
-void magna_to_bf16_colsum(uint16_t *dst, const float *src, int64_t rows, int64_t cols, float *sum, bool assign) {
-    (void)dst, (void)src, (void)rows, (void)cols, (void)sum, (void)assign;
+void magna_to_bf16_colsum(uint16_t *dst, const float *src, int64_t rows, int64_t cols, float *sum, bool assign,
+                          float *partial) {
+    (void)dst, (void)src, (void)rows, (void)cols, (void)sum, (void)assign, (void)partial;
 }
 magna_gemm_bf16 *magna_gemm_bf16_make(int64_t m, int64_t n, int64_t k, bool ta, bool tb, bool add, bool bias,
                                       bool c_bf16, size_t *scratch_bytes, int *status) {

@@ -18,11 +18,18 @@ void magna_to_bf16(uint16_t *dst, const float *src, int64_t n);
 void magna_to_bf16_row(uint16_t *dst, const float *src, int64_t n);
 /* dst[i] = the bf16 src[i] as a float (exact), on this thread. Needs AVX-512. */
 void magna_from_bf16_row(float *dst, const uint16_t *src, int64_t n);
+/* Column sums in bf16 passes are taken over MAGNA_COLSUM_PARTS fixed parts of the rows, each part's rows in order
+ * into its own row of `partial` [MAGNA_COLSUM_PARTS, cols], then the parts added in order
+ * (magna_colsum_combine): threads stream whole rows, and any thread count gives the same sums. */
+enum { MAGNA_COLSUM_PARTS = 8 };
+
 /* dst = src [rows, cols] in bf16 and, in the same pass over src, sum[j] (+)= the sum over rows of src[r][j]
- * (assign: from 0), each thread its own columns, the rows in order: a bias's gradient from the gradient being
- * converted (a fused bias add's, the same sums binary.c's add backward makes, so that fusion changes no bit; the
- * recurrent ops' biases from dG). */
-void magna_to_bf16_colsum(uint16_t *dst, const float *src, int64_t rows, int64_t cols, float *sum, bool assign);
+ * (assign: from 0): a bias's gradient from the gradient being converted (a fused bias add's; the recurrent ops'
+ * biases from dG). partial: scratch of MAGNA_COLSUM_PARTS * cols floats. */
+void magna_to_bf16_colsum(uint16_t *dst, const float *src, int64_t rows, int64_t cols, float *sum, bool assign,
+                          float *partial);
+/* sum[j] = (assign ? 0 : sum[j]) + partial[0][j] + ... + partial[MAGNA_COLSUM_PARTS - 1][j], in that order. */
+void magna_colsum_combine(float *sum, const float *partial, int64_t cols, bool assign);
 /* The same for B T rows of cols floats, reordered from [B, T] to [T, B]: dst row t B + b is src row b T + t. */
 void magna_to_bf16_time_major(uint16_t *dst, const float *src, int64_t B, int64_t T, int64_t cols);
 

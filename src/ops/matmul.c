@@ -55,6 +55,7 @@ typedef struct mm_dnnl {
     magna_gemm_bf16 *fwd, *da[2], *db[2]; /* [0] assigns, [1] adds */
     magna_gemm_bf16 *fwd16, *da16;        /* the forward and the assigning dA writing bf16 (out16_ok, da16_ok) */
     size_t b_off, dc_off;                 /* the bf16 copies in the workspace, past the scratchpad (a's: n->saved) */
+    size_t part_off;                      /* then the bias sums' parts (magna_to_bf16_colsum) */
 } mm_dnnl;
 
 static void matmul_release(magna_node *n) {
@@ -103,7 +104,8 @@ static magna_status mm_dnnl_make(magna_graph *g, magna_node *c, const mm_dims *d
     c->saved_bytes = c->a16_from ? 0 : (size_t)(m * k) * 2;
     st->b_off = round64(scratch);
     st->dc_off = st->b_off + round64((size_t)(k * n) * 2);
-    *bytes = st->dc_off + round64((size_t)(m * n) * 2);
+    st->part_off = st->dc_off + round64((size_t)(m * n) * 2);
+    *bytes = st->part_off + (c->bias_add ? round64((size_t)MAGNA_COLSUM_PARTS * (size_t)n * sizeof(float)) : 0);
     return MAGNA_OK;
 }
 
@@ -262,7 +264,8 @@ static void matmul_backward(magna_graph *g, magna_node *c) {
         if ((c->bias_add ? c->bias_add : c)->grad16) /* by the GELU after it (dc16_by), bias sums and all */
             dc16 = (uint16_t *)dC;
         else if (magna_matmul_sums_bias(c)) /* the fused bias's gradient from the same pass over dC */
-            magna_to_bf16_colsum(dc16, dC, d.m, d.n, c->bias_add->in[1]->grad, grad_assigns(c->bias_add, 1));
+            magna_to_bf16_colsum(dc16, dC, d.m, d.n, c->bias_add->in[1]->grad, grad_assigns(c->bias_add, 1),
+                                 (float *)(ws + st->part_off));
         else
             magna_to_bf16(dc16, dC, (int64_t)d.m * d.n);
         if (dA) {

@@ -100,6 +100,10 @@ rnn_args rnn_args_of(const magna_node *n) {
     return a;
 }
 
+/* Rows of scratch before the bias sums in ws.colsum: float32's column_sums takes one per thread, the bf16 pass
+ * magna_to_bf16_colsum one per part. */
+static int64_t colsum_rows(const rnn_args *a) { return a->threads > MAGNA_COLSUM_PARTS ? a->threads : MAGNA_COLSUM_PARTS; }
+
 /* The step products' blocks (see step_product): panels of 32 columns, blocks of 8 rows. */
 
 size_t rnn_ws_layout(const rnn_args *a, float *base, rnn_ws *w) {
@@ -122,7 +126,7 @@ size_t rnn_ws_layout(const rnn_args *a, float *base, rnn_ws *w) {
     TAKE(hprev, a->B * a->T * (a->H > a->I ? a->H : a->I)); /* (bf16 backward's dx lands here first) */
     TAKE(dh, a->B * a->H);
     TAKE(dc, a->cell == CELL_LSTM ? a->B * a->H : 0);
-    TAKE(colsum, (a->threads + 1) * a->G);
+    TAKE(colsum, (colsum_rows(a) + 1) * a->G);
 #undef TAKE
     return off > fwd ? off : fwd;
 }
@@ -590,8 +594,8 @@ static void dg_to_bf16(const rnn_fwd *f, const float *dg, uint16_t *dg16, float 
         magna_to_bf16(dg16, dg, BT * G);
         return;
     }
-    float *sum = f->ws.colsum + (size_t)f->a.threads * G;
-    magna_to_bf16_colsum(dg16, dg, BT, G, sum, true);
+    float *sum = f->ws.colsum + (size_t)colsum_rows(&f->a) * G;
+    magna_to_bf16_colsum(dg16, dg, BT, G, sum, true, f->ws.colsum);
     if (g1) add_into(g1, sum, G);
     if (g2) add_into(g2, sum, G);
 }
@@ -707,7 +711,7 @@ static void rnn_backward(magna_graph *g, magna_node *n) {
     }
     /* the biases: column sums of dG (one sum serves both when the two sides share dG) */
     if (!a->b_ih) return;
-    float *sum = f.ws.colsum + (size_t)a->threads * G;
+    float *sum = f.ws.colsum + (size_t)colsum_rows(a) * G;
     const bool hh = a->b_hh->grad != NULL, ih = a->b_ih->grad != NULL;
     if (ih || (hh && f.ws.dgh == f.ws.dgx)) column_sums(sum, f.ws.dgx, BT, G, f.ws.colsum, a->threads);
     if (ih) add_into(a->b_ih->grad, sum, G);

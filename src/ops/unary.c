@@ -165,14 +165,10 @@ static magna_status gelu_forward(magna_graph *g, magna_node *n) {
     return MAGNA_OK;
 }
 
-/* Row parts of the bf16 backward: a fixed number, whatever the thread count, so the bias's sums (each part's in
- * row order, then the parts' in order) come out the same on any. */
-enum { GELU_PARTS = 8 };
-
 static magna_status gelu_infer(magna_graph *g, magna_node *n) {
     magna_status st = infer_like_input(g, n);
     const int64_t cols = n->ndim ? n->shape[n->ndim - 1] : 1;
-    n->workspace_bytes = st == MAGNA_OK && g->bf16 ? (size_t)GELU_PARTS * (size_t)cols * sizeof(float) : 0;
+    n->workspace_bytes = st == MAGNA_OK && g->bf16 ? (size_t)MAGNA_COLSUM_PARTS * (size_t)cols * sizeof(float) : 0;
     return st;
 }
 
@@ -186,24 +182,21 @@ ISA_CLONES static void sum_into_bf16(uint16_t *dst, const float *d, float *sum, 
 }
 
 /* dC = dy GELU'(x) [rows, cols] in bf16 for the matmul before the GELU (magna_matmul_dc16_for), and bias[j] (+)=
- * its column sums, in GELU_PARTS row parts whose sums (partial: [GELU_PARTS, cols]) are added in part order. */
+ * its column sums, as magna_to_bf16_colsum takes them (partial: its MAGNA_COLSUM_PARTS rows of scratch). */
 static void gelu_backward_dc16(const float *x, const uint16_t *x16, const float *dy, const uint16_t *dy16,
                                uint16_t *dc16, int64_t rows, int64_t cols, float *bias, bool assign, float *partial) {
-    PARALLEL_FOR(rows * cols > PAR_MIN / 4, p, GELU_PARTS, {
+    PARALLEL_FOR(rows * cols > PAR_MIN / 4, p, MAGNA_COLSUM_PARTS, {
         float *sum = bias ? partial + p * cols : NULL;
         if (sum) memset(sum, 0, (size_t)cols * sizeof *sum);
         float xs[GELU_CHUNK], ds[GELU_CHUNK], d[GELU_CHUNK];
-        for (int64_t r = rows * p / GELU_PARTS; r < rows * (p + 1) / GELU_PARTS; r++)
+        for (int64_t r = rows * p / MAGNA_COLSUM_PARTS; r < rows * (p + 1) / MAGNA_COLSUM_PARTS; r++)
             for (int64_t j = 0; j < cols; j += GELU_CHUNK) {
                 const int64_t len = cols - j < GELU_CHUNK ? cols - j : GELU_CHUNK, at = r * cols + j;
                 gelu_backward_chunk(gelu_f32(x, x16, at, len, xs), gelu_f32(dy, dy16, at, len, ds), d, len, true);
                 sum_into_bf16(dc16 + at, d, sum ? sum + j : NULL, len);
             }
     });
-    if (!bias) return;
-    if (assign) memset(bias, 0, (size_t)cols * sizeof *bias);
-    for (int p = 0; p < GELU_PARTS; p++)
-        for (int64_t j = 0; j < cols; j++) bias[j] += partial[p * cols + j];
+    if (bias) magna_colsum_combine(bias, partial, cols, assign);
 }
 
 /* dx (+)= dy GELU'(x); x and dy in bf16 where the matmuls around it wrote them so (out16_ok, da16_ok), dx in bf16
