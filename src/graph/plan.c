@@ -140,7 +140,8 @@ static magna_status find_batch(magna_graph *g, int64_t *batch) {
 
 /* Whether compile rewrites this graph's step (the fusions below, and gradients assigned by their first writer,
  * step 5): on the CPU, unless MAGNA_NO_FUSE is set (to anything but 0), which gives the plain graph to compare
- * against: the same numbers, bit for bit (tests/test_graph.c). */
+ * against: the same numbers, bit for bit, in float32 (tests/test_graph.c); in bf16 the rewrites that keep more in
+ * bf16 (around a GELU) and sum biases in parts differ by those roundings. */
 static bool cpu_rewrites(const magna_graph *g) {
     const char *off = getenv("MAGNA_NO_FUSE");
     return g->device == MAGNA_DEVICE_CPU && !(off && *off && strcmp(off, "0"));
