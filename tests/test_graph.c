@@ -448,6 +448,67 @@ static void test_bf16_attention(void) {
     }
 }
 
+/* x -> dense q, k, v (k, v of a second input when cross) -> attention -> dense out -> mean square, with the
+ * rewrites or without (MAGNA_NO_FUSE): in bf16 the dense layers hand q, k and v to the attention in bf16, the
+ * attention its output to `out` and `out` its gradient back (out16_to, bf16_for, da16_ok). *mm: the q and out
+ * products. */
+static magna_graph *attention_block(bool bf16, bool fuse, bool cross, magna_node **q_mm, magna_node **out_mm) {
+    if (fuse)
+        unsetenv("MAGNA_NO_FUSE");
+    else
+        setenv("MAGNA_NO_FUSE", "1", 1);
+    magna_graph *g = magna_graph_new(21);
+    const int64_t B = 2, T = 37, Tk = cross ? 21 : 37, C = 64;
+    const magna_init u = magna_init_uniform(-0.3f, 0.3f);
+    magna_node *x = magna_param(g, "x", 3, SHAPE(B, T, C), magna_init_uniform(-1, 1));
+    magna_node *mem = cross ? magna_param(g, "mem", 3, SHAPE(B, Tk, C), magna_init_uniform(-1, 1)) : x;
+    magna_node *len = cross ? magna_input_unbatched(g, "len", MAGNA_I32, 1, SHAPE(B)) : NULL;
+    static const char *const names[4][2] = {{"q.w", "q.b"}, {"k.w", "k.b"}, {"v.w", "v.b"}, {"o.w", "o.b"}};
+    magna_node *mm[4], *qkv[3];
+    for (int i = 0; i < 3; i++) {
+        mm[i] = magna_matmul(g, i ? mem : x, magna_param(g, names[i][0], 2, SHAPE(C, C), u), false, false);
+        qkv[i] = magna_add(g, mm[i], magna_param(g, names[i][1], 1, SHAPE(C), u));
+    }
+    magna_node *a = magna_attention_masked(g, qkv[0], qkv[1], qkv[2], len, 2, !cross);
+    mm[3] = magna_matmul(g, a, magna_param(g, names[3][0], 2, SHAPE(C, C), u), false, false);
+    magna_node *y = magna_add(g, mm[3], magna_param(g, names[3][1], 1, SHAPE(C), u));
+    magna_node *loss = magna_mean(g, magna_mul(g, y, y), 7, false);
+    if (bf16) CHECK(magna_graph_set_bf16(g, true) == MAGNA_OK, "bf16: %s", magna_graph_errmsg(g));
+    CHECK(magna_graph_compile(g, loss) == MAGNA_OK, "compile: %s", magna_graph_errmsg(g));
+    if (len) magna_node_data_i32(len)[0] = 13, magna_node_data_i32(len)[1] = 21;
+    magna_graph_zero_grad(g);
+    CHECK(magna_graph_forward(g) == MAGNA_OK && magna_graph_backward(g) == MAGNA_OK, "step: %s", magna_graph_errmsg(g));
+    unsetenv("MAGNA_NO_FUSE");
+    *q_mm = mm[0], *out_mm = mm[3];
+    return g;
+}
+
+/* The attention block in bf16 with q, k, v, its output and dout handed over in bf16, against float32 (within
+ * bf16's precision, as test_bf16_attention) and against the same graph without the rewrites (closer still). */
+static void test_attention_block_bf16(void) {
+    const bool has_bf16 = magna_cpu_detect().avx512_bf16;
+    for (int cross = 0; cross < 2; cross++) {
+        magna_node *q16, *o16, *q32, *o32, *qu, *ou;
+        magna_graph *g16 = attention_block(true, true, cross, &q16, &o16), *g32 = attention_block(false, true, cross, &q32, &o32);
+        magna_graph *gu = attention_block(true, false, cross, &qu, &ou);
+        size_t n;
+        const float *gr16 = magna_graph_grads(g16, &n);
+        double scale, worst = max_diff(gr16, magna_graph_grads(g32, NULL), (int64_t)n, &scale), scale_u,
+                      worst_u = max_diff(gr16, magna_graph_grads(gu, NULL), (int64_t)n, &scale_u);
+        const unsigned io_q = magna_matmul_bf16_io(q16), io_o = magna_matmul_bf16_io(o16);
+        printf("attention block (%s) in bf16: grads off float32's by %.2g of %.2g, off the unrewritten bf16's by %.2g; "
+               "q out in bf16 %d, out's dA in bf16 %d\n",
+               cross ? "cross, masked" : "causal", worst, scale, worst_u, (io_q & MAGNA_MM_OUT16) != 0,
+               (io_o & MAGNA_MM_DA16) != 0);
+        CHECK(worst <= 2e-2 * scale && worst_u <= 1e-2 * scale_u, "bf16 attention block too far off");
+        CHECK(!has_bf16 || (io_q == MAGNA_MM_OUT16 && io_o == MAGNA_MM_DA16), "q %u, out %u: not handed over in bf16",
+              io_q, io_o);
+        CHECK((magna_matmul_bf16_io(qu) | magna_matmul_bf16_io(ou) | magna_matmul_bf16_io(q32)) == 0,
+              "bf16 hand-offs without the rewrites or in float32");
+        magna_graph_free(g16), magna_graph_free(g32), magna_graph_free(gu);
+    }
+}
+
 int main(void) {
     printf("%s\n", magna_runtime_info());
     test_memory_reuse();
@@ -461,5 +522,6 @@ int main(void) {
     test_one_row_add();
     test_bf16_recurrent();
     test_bf16_attention();
+    test_attention_block_bf16();
     return check_finish("test_graph");
 }

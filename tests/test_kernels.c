@@ -194,6 +194,59 @@ static void panel_pack_transposed_vs_plain(void) {
     printf("panel pack: transposed (rows of W) against plain (W^T) bf16 panels, 6 shapes: %d words differ\n", bad);
 }
 
+/* float -> bf16, round to nearest even (finite inputs) */
+static uint16_t to_bf16(float v) {
+    uint32_t b;
+    memcpy(&b, &v, 4);
+    return (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+
+static float from_bf16(uint16_t h) {
+    const uint32_t b = (uint32_t)h << 16;
+    float v;
+    memcpy(&v, &b, 4);
+    return v;
+}
+
+/* The packers and the product reading bf16 operands (the activations ops hand over in bf16) must make exactly what
+ * the float32 ones make of the same values: both orientations of W, and A scaled by alpha, for odd sizes. */
+static void panel_bf16_sources(void) {
+    if (!magna_panel_available(true)) {
+        printf("panel bf16 sources: no avx512_bf16 here, skipped\n");
+        return;
+    }
+    static const int sizes[][3] = {{32, 128, 64}, {24, 13, 9}, {39, 40, 17}, {1, 33, 8}, {70, 5, 3}};
+    int bad = 0;
+    for (size_t c = 0; c < sizeof sizes / sizeof *sizes; c++) {
+        const int k = sizes[c][0], n = sizes[c][1], m = sizes[c][2], ld = (k > n ? k : n) + 5;
+        const size_t elems = (size_t)(m > n ? m : n) * ld + (size_t)k * ld;
+        float *f = malloc(elems * sizeof *f), *c1 = calloc((size_t)m * n, 4), *c2 = calloc((size_t)m * n, 4);
+        uint16_t *h = malloc(elems * 2);
+        for (size_t i = 0; i < elems; i++) {
+            h[i] = to_bf16(2 * magna_rand_uniform(11, (uint64_t)c, i) - 1);
+            f[i] = from_bf16(h[i]);
+        }
+        const size_t words = magna_panel_b_floats(k, n) * 2, used = (size_t)((n + 31) / 32) * (size_t)((k + 1) / 2) * 64;
+        const size_t bytes = (words * 2 + 63) / 64 * 64; /* the kernel loads panels aligned */
+        uint16_t *a = aligned_alloc(64, bytes), *b = aligned_alloc(64, bytes);
+        uint32_t *ap = aligned_alloc(64, (magna_panel_a_floats(m, k) * 4 + 63) / 64 * 64);
+        for (int t = 0; t < 2; t++) {
+            memset(a, 0x5a, words * 2), memset(b, 0xa5, words * 2);
+            magna_panel_pack_bf16(k, n, f, ld, t, a, false);
+            magna_panel_pack_bf16_h(k, n, h, ld, t, b);
+            CHECK(memcmp(a, b, used * 2) == 0, "bf16 %s pack of k %d n %d differs from float32's", t ? "transposed" : "plain", k, n);
+            for (size_t i = 0; i < used; i++) bad += a[i] != b[i];
+        }
+        magna_panel_gemm_bf16(m, n, k, f, ld, false, 0.37f, a, ap, false, c1, n);
+        magna_panel_gemm_bf16_h(m, n, k, h, ld, 0.37f, a, ap, false, c2, n);
+        CHECK(memcmp(c1, c2, (size_t)m * n * 4) == 0, "bf16 A of m %d k %d: product differs from float32's", m, k);
+        for (size_t i = 0; i < (size_t)m * n; i++) bad += c1[i] != c2[i];
+        free(f), free(h), free(a), free(b), free(ap), free(c1), free(c2);
+    }
+    printf("panel bf16 sources: packs (both ways) and A * alpha from bf16 against float32 of the same values, 5 shapes: "
+           "%d differ\n", bad);
+}
+
 int main(void) {
     magna_error err;
     CHECK(magna_runtime_init(&err) == MAGNA_OK, "runtime: %s", err.message);
@@ -216,5 +269,6 @@ int main(void) {
     graph_matmul_vs_reference(4, 7, 31, 12, true, 7);
     graph_matmul_vs_reference(2, 200, 256, 150, true, 8);
     panel_pack_transposed_vs_plain();
+    panel_bf16_sources();
     return check_finish("test_kernels");
 }

@@ -152,6 +152,14 @@ T512BF16 static inline __m512i pair_words(__m512 e, __m512 o) {
     return _mm512_permutexvar_epi16(inter, (__m512i)_mm512_cvtne2ps_pbh(o, e));
 }
 
+/* 16 floats (masked lanes read as 0) at element i of a float32 matrix, or of a bf16 one (h) widened exactly: what
+ * the packers read, so the bf16 activations some ops hand over (q, k, v, dout to attention) pack as float32 does. */
+T512BF16 static inline __m512 load_ps(const void *base, bool h, size_t i, __mmask16 m) {
+    if (!h) return _mm512_maskz_loadu_ps(m, (const float *)base + i);
+    const __m256i w = _mm256_maskz_loadu_epi16(m, (const uint16_t *)base + i);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(w), 16));
+}
+
 /* The 16 x 16 transpose of 32-bit words: r[i] word j becomes r[j] word i. Four rounds of 16 shuffles: pairs of
  * rows interleaved by words, then by pairs of words; u[4 g + c] then holds, in 128-bit lane L, rows 4g..4g+3 of
  * column 4L + c, which two rounds of lane shuffles put in order. */
@@ -181,7 +189,7 @@ T512BF16 static inline void transpose16x16(__m512i r[16]) {
 /* The transposed panel (op(W)[p, j] = w[j * ldw + p], a row of w per column): each column's pairs are its row of w
  * converted to bf16 as it lies, so 16 rows are loaded and converted (32 floats, 16 pairs each) and transposed into
  * 16 pairs of 16 columns; rows past n and floats past k read as zeros. */
-T512BF16 static void pack_panel_bf16_rows(int k, int n, const float *w, int ldw, uint16_t *d, int j0) {
+T512BF16 static void pack_panel_bf16_rows(int k, int n, const void *w, bool h, int ldw, uint16_t *d, int j0) {
     const int kp = (k + 1) / 2, cols = n - j0 < SP_NR ? n - j0 : SP_NR;
     for (int jb = 0; jb < SP_NR; jb += 16) {
         for (int qb = 0; qb < kp; qb += 16) {
@@ -191,8 +199,8 @@ T512BF16 static void pack_panel_bf16_rows(int k, int n, const float *w, int ldw,
             __m512i r[16];
             for (int i = 0; i < 16; i++) {
                 if (jb + i < cols) {
-                    const float *row = w + (size_t)(j0 + jb + i) * ldw + p;
-                    r[i] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, row + 16), _mm512_maskz_loadu_ps(lo, row));
+                    const size_t row = (size_t)(j0 + jb + i) * ldw + p;
+                    r[i] = (__m512i)_mm512_cvtne2ps_pbh(load_ps(w, h, row + 16, hi), load_ps(w, h, row, lo));
                 } else {
                     r[i] = _mm512_setzero_si512();
                 }
@@ -204,29 +212,23 @@ T512BF16 static void pack_panel_bf16_rows(int k, int n, const float *w, int ldw,
     }
 }
 
-/* One panel (columns j0.., up to 32) of magna_panel_pack_bf16: whole pairs with vectors, the rest one by one. */
-T512BF16 static void pack_panel_bf16(int k, int n, const float *w, int ldw, bool transposed, uint16_t *d, int j0) {
+/* One panel (columns j0.., up to 32) of magna_panel_pack_bf16, from float32 w or bf16 (h). */
+T512BF16 static void pack_panel_bf16(int k, int n, const void *w, bool h, int ldw, bool transposed, uint16_t *d, int j0) {
     if (transposed) {
-        pack_panel_bf16_rows(k, n, w, ldw, d, j0);
+        pack_panel_bf16_rows(k, n, w, h, ldw, d, j0);
         return;
     }
     const int kp = (k + 1) / 2, cols = n - j0 < SP_NR ? n - j0 : SP_NR;
     for (int q = 0; q < kp; q++) {
         uint16_t *row = d + (size_t)q * 2 * SP_NR;
         const bool odd = 2 * q + 1 < k;
-        for (int h = 0; h < 2; h++) { /* columns 16 h .. 16 h + 15 */
-            const int c0 = 16 * h, live = cols - c0 < 0 ? 0 : cols - c0 > 16 ? 16 : cols - c0;
+        for (int half = 0; half < 2; half++) { /* columns 16 half .. 16 half + 15 */
+            const int c0 = 16 * half, live = cols - c0 < 0 ? 0 : cols - c0 > 16 ? 16 : cols - c0;
             const __mmask16 lanes = (__mmask16)((1u << live) - 1);
             __m512 e = _mm512_setzero_ps(), o = _mm512_setzero_ps();
-            if (live && !transposed) {
-                e = _mm512_maskz_loadu_ps(lanes, w + (size_t)(2 * q) * ldw + j0 + c0);
-                if (odd) o = _mm512_maskz_loadu_ps(lanes, w + (size_t)(2 * q + 1) * ldw + j0 + c0);
-            } else if (live) {
-                const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                                       _mm512_set1_epi32(ldw));
-                const float *base = w + (size_t)(j0 + c0) * ldw + 2 * q;
-                e = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, idx, base, 4);
-                if (odd) o = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, idx, base + 1, 4);
+            if (live) {
+                e = load_ps(w, h, (size_t)(2 * q) * ldw + j0 + c0, lanes);
+                if (odd) o = load_ps(w, h, (size_t)(2 * q + 1) * ldw + j0 + c0, lanes);
             }
             _mm512_storeu_si512((void *)(row + 2 * c0), pair_words(e, o));
         }
@@ -237,7 +239,13 @@ T512BF16 static void pack_panel_bf16(int k, int n, const float *w, int ldw, bool
 void magna_panel_pack_bf16(int k, int n, const float *w, int ldw, bool transposed, uint16_t *dst, bool par) {
     const int panels = (n + SP_NR - 1) / SP_NR, kp = (k + 1) / 2;
     PARALLEL_FOR(par && (int64_t)k * n >= 32768 && panels > 1, pn, panels,
-                 pack_panel_bf16(k, n, w, ldw, transposed, dst + (size_t)pn * kp * 2 * SP_NR, (int)pn * SP_NR););
+                 pack_panel_bf16(k, n, w, false, ldw, transposed, dst + (size_t)pn * kp * 2 * SP_NR, (int)pn * SP_NR););
+}
+
+void magna_panel_pack_bf16_h(int k, int n, const uint16_t *w, int ldw, bool transposed, uint16_t *dst) {
+    const int panels = (n + SP_NR - 1) / SP_NR, kp = (k + 1) / 2;
+    for (int pn = 0; pn < panels; pn++)
+        pack_panel_bf16(k, n, w, true, ldw, transposed, dst + (size_t)pn * kp * 2 * SP_NR, pn * SP_NR);
 }
 
 /* Packed A holds the pair (alpha A[i][2q], alpha A[i][2q + 1]) of every row i as one 32-bit word, zero past row m
@@ -253,7 +261,7 @@ typedef struct a_layout {
 
 static a_layout a_layout_of(bool ta, int k) { return ta ? (a_layout){1, SP_MR} : (a_layout){(k + 1) / 2, 1}; }
 
-T512BF16 static void pack_a_bf16_rows(int m, int k, const float *a, int lda, float alpha, uint32_t *dst) {
+T512BF16 static void pack_a_bf16_rows(int m, int k, const void *a, bool h, int lda, float alpha, uint32_t *dst) {
     const int kp = (k + 1) / 2, rows = (m + SP_MR - 1) / SP_MR * SP_MR;
     const __m512 scale = _mm512_set1_ps(alpha);
     for (int i = 0; i < rows; i++) {
@@ -262,13 +270,13 @@ T512BF16 static void pack_a_bf16_rows(int m, int k, const float *a, int lda, flo
             memset(d, 0, (size_t)kp * sizeof *d);
             continue;
         }
-        const float *ar = a + (size_t)i * lda;
+        const size_t ar = (size_t)i * lda;
         for (int p = 0; p < k; p += 32) { /* 32 floats -> 16 words; masked loads zero what lies past k */
             const int left = k - p;
             const __mmask16 lo = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
             const __mmask16 hi = left >= 32 ? (__mmask16)0xFFFF : left > 16 ? (__mmask16)((1u << (left - 16)) - 1) : 0;
-            const __m512 e = _mm512_mul_ps(_mm512_maskz_loadu_ps(lo, ar + p), scale);
-            const __m512 o = _mm512_mul_ps(_mm512_maskz_loadu_ps(hi, ar + p + 16), scale);
+            const __m512 e = _mm512_mul_ps(load_ps(a, h, ar + p, lo), scale);
+            const __m512 o = _mm512_mul_ps(load_ps(a, h, ar + p + 16, hi), scale);
             const int words = kp - p / 2 < 16 ? kp - p / 2 : 16;
             _mm512_mask_storeu_epi32(d + p / 2, (__mmask16)((1u << words) - 1), (__m512i)_mm512_cvtne2ps_pbh(o, e));
         }
@@ -311,7 +319,7 @@ static void pack_a_bf16(int m, int k, const float *a, int lda, bool ta, float al
     if (ta)
         pack_a_bf16_interleaved(m, k, a, lda, alpha, dst);
     else
-        pack_a_bf16_rows(m, k, a, lda, alpha, dst);
+        pack_a_bf16_rows(m, k, a, false, lda, alpha, dst);
 }
 
 T512BF16 static void step_block_bf16(int rows, int kp, const uint32_t *ap, a_layout al, const uint16_t *bp, float *c,
@@ -359,11 +367,15 @@ void magna_panel_run_bf16(int m, int n, int k, const uint32_t *ap, bool ta, cons
     step_gemm_bf16(m, n, (k + 1) / 2, ap, a_layout_of(ta, k), bp, c, ldc, j0, j1, accumulate);
 }
 
-void magna_panel_gemm_bf16(int m, int n, int k, const float *a, int lda, bool ta, float alpha, const uint16_t *bp,
-                           uint32_t *ap, bool accumulate, float *c, int ldc) {
+/* a: float32 (h false; op(A) its transpose when ta), or bf16 rows (h, never ta). */
+static void panel_gemm_bf16(int m, int n, int k, const void *a, bool h, int lda, bool ta, float alpha,
+                            const uint16_t *bp, uint32_t *ap, bool accumulate, float *c, int ldc) {
     const int kp = (k + 1) / 2;
     const a_layout al = a_layout_of(ta, k);
-    pack_a_bf16(m, k, a, lda, ta, alpha, ap);
+    if (h)
+        pack_a_bf16_rows(m, k, a, true, lda, alpha, ap);
+    else
+        pack_a_bf16(m, k, a, lda, ta, alpha, ap);
     if (split_panels(m, n, k)) {
 #pragma omp parallel
         {
@@ -374,4 +386,14 @@ void magna_panel_gemm_bf16(int m, int n, int k, const float *a, int lda, bool ta
     } else {
         step_gemm_bf16(m, n, kp, ap, al, bp, c, ldc, 0, n, accumulate);
     }
+}
+
+void magna_panel_gemm_bf16(int m, int n, int k, const float *a, int lda, bool ta, float alpha, const uint16_t *bp,
+                           uint32_t *ap, bool accumulate, float *c, int ldc) {
+    panel_gemm_bf16(m, n, k, a, false, lda, ta, alpha, bp, ap, accumulate, c, ldc);
+}
+
+void magna_panel_gemm_bf16_h(int m, int n, int k, const uint16_t *a, int lda, float alpha, const uint16_t *bp,
+                             uint32_t *ap, bool accumulate, float *c, int ldc) {
+    panel_gemm_bf16(m, n, k, a, true, lda, false, alpha, bp, ap, accumulate, c, ldc);
 }

@@ -96,20 +96,23 @@ struct magna_node {
      * share_residual_grads): the add is its gradient's first writer and would only copy dy into it, so the two
      * share one buffer, and the add's backward skips the copy. */
     magna_node *grad_via;
-    /* A GELU whose only consumer is a dense matmul (bf16_for: that matmul) writes its output as bf16 straight into
-     * the matmul's saved copy of its input when the matmul runs in bf16 (plan.c fuse_ops): the float32 output
-     * would only be read once, to be converted. */
+    /* A GELU, layer norm or attention whose only consumers are dense matmuls of one group (bf16_for: the first;
+     * the others read its copy, a16_from) writes its output as bf16 straight into that matmul's saved copy of its
+     * input when the matmul runs in bf16 (plan.c fuse_ops): the float32 output would only be read once, to be
+     * converted. */
     magna_node *bf16_for;
     /* A dense matmul in a bf16 graph whose input an earlier one also multiplies (q, k and v of one layer norm's
      * output): it reads that one's bf16 copy of it (a16_from) instead of converting its own (plan.c fuse_ops). */
     magna_node *a16_from;
-    /* bf16 activations where only a GELU looks (plan.c fuse_ops, bf16 graphs; the GELU reads and writes either):
-     * - out16_ok: this dense matmul's output (or its fused bias add) is read by a GELU alone, so its forward may
-     *   write it in bf16;
-     * - da16_ok: this dense matmul's a is a GELU it alone reads, so its backward may write dA in bf16;
+    /* bf16 activations between a dense matmul and a GELU or an attention (plan.c fuse_ops, bf16 graphs; those two
+     * read either):
+     * - out16_to: the GELU or attention that alone reads this dense matmul's output (or its fused bias add), so its
+     *   forward may write it in bf16;
+     * - da16_ok: this dense matmul's a is a GELU or attention it alone reads, so its backward may write dA in bf16;
      * - dc16_by: the GELU that alone reads this dense matmul's output (or fused bias add): its backward may write
      *   this matmul's dC in bf16, and the bias's sums. */
-    bool out16_ok, da16_ok;
+    magna_node *out16_to;
+    bool da16_ok;
     magna_node *dc16_by;
     /* ... and what the last forward and backward did: value16, this node's value buffer holds bf16 (a matmul's
      * output, its fused bias add reading the same buffer); grad16, its gradient buffer does. Set by the one writer
@@ -298,6 +301,11 @@ void magna_panel_run_f32(int m, int n, int k, const float *ap, const float *bp, 
 void magna_panel_pack_a_bf16(int m, int k, const float *a, int lda, bool ta, float alpha, uint32_t *ap);
 void magna_panel_run_bf16(int m, int n, int k, const uint32_t *ap, bool ta, const uint16_t *bp, bool accumulate,
                           float *c, int ldc, int j0, int j1);
+/* The same from bf16 operands (the bf16 activations ops hand each other: attention's q, k, v and dout): W packed on
+ * this thread, A as rows (not transposed). The packed operands are the float32 functions' for the same values. */
+void magna_panel_pack_bf16_h(int k, int n, const uint16_t *w, int ldw, bool transposed, uint16_t *dst);
+void magna_panel_gemm_bf16_h(int m, int n, int k, const uint16_t *a, int lda, float alpha, const uint16_t *bp,
+                             uint32_t *ap, bool accumulate, float *c, int ldc);
 
 /* The plain triple loop the fast path is tested against. */
 void magna_sgemm_reference(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda,

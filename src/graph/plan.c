@@ -166,7 +166,8 @@ static void fuse_ops(magna_graph *g) {
         magna_node *n = g->nodes[i];
         n->relu_fused = n->alias_input = n->pool_fused = n->skip_backward = false;
         n->fused_conv = n->bias_add = n->grad_via = n->bf16_for = n->a16_from = n->dc16_by = NULL;
-        n->out16_ok = n->da16_ok = n->value16 = n->grad16 = false;
+        n->out16_to = NULL;
+        n->da16_ok = n->value16 = n->grad16 = false;
     }
     for (int i = 0; i < g->n_nodes && fuse; i++) {
         magna_node *r = g->nodes[i], *c = r->n_in == 1 ? r->in[0] : NULL;
@@ -199,11 +200,13 @@ static void fuse_ops(magna_graph *g) {
             }
         }
     }
-    /* a GELU or a layer norm read only by dense matmuls of one group (the first and those sharing its copy) writes
-     * their bf16 input itself (bf16_for: the first), not a float32 output they would read once to convert */
+    /* a GELU, a layer norm or an attention read only by dense matmuls of one group (the first and those sharing its
+     * copy) writes their bf16 input itself (bf16_for: the first), not a float32 output they would read once to convert */
     for (int i = 0; i < g->n_nodes && fuse && g->bf16; i++) {
         magna_node *x = g->nodes[i];
-        if (x->kind != NODE_OP || (x->op != OP_GELU && x->op != OP_LAYER_NORM) || !x->live || x->keep) continue;
+        if (x->kind != NODE_OP || (x->op != OP_GELU && x->op != OP_LAYER_NORM && x->op != OP_ATTENTION) || !x->live ||
+            x->keep)
+            continue;
         magna_node *owner = NULL;
         bool ok = true;
         for (int j = i + 1; j < g->n_nodes && ok; j++) {
@@ -221,17 +224,21 @@ static void fuse_ops(magna_graph *g) {
         }
         if (ok && owner) x->bf16_for = owner;
     }
-    /* bf16 around a GELU: the dense matmul before it (alone read by it, directly or through its fused bias add)
-     * writes its output in bf16 and reads its dC in bf16 from the GELU's backward; the dense matmul after it (its
-     * only reader) writes the GELU's gradient in bf16 */
+    /* bf16 around a GELU or an attention: a dense matmul before it (alone read by it, directly or through its fused
+     * bias add) writes its output in bf16 (and, before a GELU, reads its dC in bf16 from the GELU's backward); the
+     * dense matmul after it (its only reader) writes its gradient in bf16 */
     for (int i = 0; i < g->n_nodes && fuse && g->bf16; i++) {
-        magna_node *x = g->nodes[i], *in = x->n_in == 1 ? x->in[0] : NULL;
-        if (x->kind != NODE_OP || x->op != OP_GELU || !x->live || !in) continue;
-        magna_node *m = in->kind == NODE_OP && in->op == OP_ADD && in->alias_input ? in->in[0] : in;
-        if (m->kind == NODE_OP && m->op == OP_MATMUL && !m->ip[0] && m->in[1]->ndim == 2 && !m->keep && !in->keep &&
-            m->bias_add == (m == in ? NULL : in) && live_consumers(g, in) == 1) {
-            m->out16_ok = true;
-            if (in->needs_grad) m->dc16_by = x;
+        magna_node *x = g->nodes[i];
+        if (x->kind != NODE_OP || (x->op != OP_GELU && x->op != OP_ATTENTION) || !x->live) continue;
+        for (int k = 0; k < (x->op == OP_GELU ? 1 : 3); k++) {
+            magna_node *in = x->in[k], *m = in->kind == NODE_OP && in->op == OP_ADD && in->alias_input ? in->in[0] : in;
+            bool once = true; /* in is not also another input of x (self-attention of one tensor) */
+            for (int j = 0; j < x->n_in; j++) once &= j == k || x->in[j] != in;
+            if (once && m->kind == NODE_OP && m->op == OP_MATMUL && !m->ip[0] && m->in[1]->ndim == 2 && !m->keep &&
+                !in->keep && m->bias_add == (m == in ? NULL : in) && live_consumers(g, in) == 1) {
+                m->out16_to = x;
+                if (in->needs_grad && x->op == OP_GELU) m->dc16_by = x;
+            }
         }
         if (x->keep || live_consumers(g, x) != 1) continue;
         for (int j = i + 1; j < g->n_nodes; j++) {

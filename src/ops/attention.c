@@ -21,7 +21,9 @@
  * masked upper triangle are never spent; a padding mask cuts them the same way. Every row of P and dS
  * is written out to Tk (zeros where masked), so backward can read any column block. */
 #include "common.h"
+#include "attention.h"
 #include "gemm_bf16.h"
+#include "matmul.h"
 
 #include <limits.h>
 #include <math.h>
@@ -33,13 +35,14 @@
 static int max_threads(void) { return omp_get_max_threads(); }
 
 /* Floats of scratch per thread: backward's dP / dS [Tq, Tk]; in bf16 (attn_bf16) also the panel kernel's packed
- * operands: K^T or V^T for the whole pair [hd, Tk], one operand of up to [max(Tq, Tk), hd], and packed rows. */
+ * operands: K^T or V^T for the whole pair [hd, Tk], one operand of up to [max(Tq, Tk), hd], and packed rows; and a
+ * row block of the output [ATTN_BLOCK, hd] on its way to bf16 (for the matmul after it: bf16_for). */
 static size_t attn_scratch_floats(int64_t Tq, int64_t Tk, int64_t hd, bool bf16) {
     size_t f = round16((size_t)(Tq * Tk));
     if (bf16) {
         const int64_t T = Tq > Tk ? Tq : Tk;
         f += round16(magna_panel_b_floats(hd, Tk)) + round16(magna_panel_b_floats(T, hd)) +
-             round16(magna_panel_a_floats(T, T > hd ? T : hd));
+             round16(magna_panel_a_floats(T, T > hd ? T : hd)) + round16((size_t)((Tq > ATTN_BLOCK ? Tq : ATTN_BLOCK) * hd));
     }
     return f;
 }
@@ -49,6 +52,15 @@ static size_t attn_scratch_floats(int64_t Tq, int64_t Tk, int64_t hd, bool bf16)
  * stay float32. */
 static bool attn_bf16(const magna_graph *g) {
     return magna_gemm_bf16_wanted(g) && magna_panel_available(true);
+}
+
+/* Its forward runs in bf16 now: a bf16 graph, and workspace for every thread's scratch (the thread count may have
+ * grown since compile). Backward then does too: it needs less. */
+bool magna_attention_bf16_now(const magna_node *n) {
+    const magna_graph *g = n->g;
+    const int64_t Tq = n->in[0]->shape[1], Tk = n->in[1]->shape[1], hd = n->in[0]->shape[2] / n->ip[0];
+    return g->device == MAGNA_DEVICE_CPU && attn_bf16(g) &&
+           (size_t)max_threads() * attn_scratch_floats(Tq, Tk, hd, true) * sizeof(float) <= g->workspace_bytes;
 }
 
 /* q [B, Tq, C]; k, v [B, Tk, C], C = heads * hd; key_lengths int32 [B] (optional 4th input) -> out is
@@ -138,6 +150,22 @@ static void softmax_row_backward(const float *p, float *ds, int len, int end) {
     for (int j = len > 0 ? len : 0; j < end; j++) ds[j] = 0.0f;
 }
 
+/* An operand of the heads' products: float32 (f), or bf16 (h) as the op before handed it over (the dense layers
+ * making q, k and v write them so, and the one after the attention its dout: value16, grad16). */
+typedef struct attn_opnd {
+    const float *f;
+    const uint16_t *h;
+} attn_opnd;
+
+static attn_opnd opnd_at(attn_opnd o, size_t off) { return (attn_opnd){o.f ? o.f + off : NULL, o.h ? o.h + off : NULL}; }
+
+/* The operand in[i]'s value: bf16 where the dense layer before wrote it so (directly or through its fused bias
+ * add, which reads the same buffer). */
+static attn_opnd input_opnd(const magna_node *n, int i) {
+    const magna_node *x = n->in[i], *owner = x->alias_input ? x->in[0] : x;
+    return owner->value16 ? (attn_opnd){NULL, (const uint16_t *)fval(x)} : (attn_opnd){fval(x), NULL};
+}
+
 /* One (b, h) pair's view: q, k, v, out (and their grads) point at the head's first column, row stride C. */
 typedef struct attn_head {
     int Tq, Tk, C, hd;
@@ -147,23 +175,37 @@ typedef struct attn_head {
     /* bf16 (attn_bf16): this thread's packed operands, else NULL: the pair's [hd, keys] panel, one more, rows */
     uint16_t *pair_panel, *panel;
     uint32_t *rows;
+    float *out_rows; /* bf16 output (out16): a row block of it in float32, [ATTN_BLOCK, hd] */
 } attn_head;
+
+/* op(W) [k, n] = w[p * ldw + j] (w[j * ldw + p] when wt) packed into dst for the bf16 panel kernel. */
+static void pack_w(int k, int n, attn_opnd w, int ldw, bool wt, uint16_t *dst) {
+    if (w.h)
+        magna_panel_pack_bf16_h(k, n, w.h, ldw, wt, dst);
+    else
+        magna_panel_pack_bf16(k, n, w.f, ldw, wt, dst, false);
+}
 
 /* C [m, n] = alpha op(A) B (+ C when accumulate), B [k, n] = w[p * ldw + j] (w[j * ldw + p] when wt): in bf16 on
  * the panel kernel when the head has its scratch, packing B into `panel` (NULL: `packed` holds B already), else
- * sgemm in float32. */
-static void head_gemm(const attn_head *h, bool ta, bool wt, int m, int n, int k, float alpha, const float *a, int lda,
-                      const float *w, int ldw, const uint16_t *packed, bool accumulate, float *c, int ldc) {
+ * sgemm in float32 (whose operands are never bf16: those come only to a bf16 attention). */
+static void head_gemm(const attn_head *h, bool ta, bool wt, int m, int n, int k, float alpha, attn_opnd a, int lda,
+                      attn_opnd w, int ldw, const uint16_t *packed, bool accumulate, float *c, int ldc) {
     if (h->rows) {
         if (!packed) {
-            magna_panel_pack_bf16(k, n, w, ldw, wt, h->panel, false);
+            pack_w(k, n, w, ldw, wt, h->panel);
             packed = h->panel;
         }
-        magna_panel_gemm_bf16(m, n, k, a, lda, ta, alpha, packed, h->rows, accumulate, c, ldc);
+        if (a.h)
+            magna_panel_gemm_bf16_h(m, n, k, a.h, lda, alpha, packed, h->rows, accumulate, c, ldc);
+        else
+            magna_panel_gemm_bf16(m, n, k, a.f, lda, ta, alpha, packed, h->rows, accumulate, c, ldc);
     } else {
-        magna_sgemm(ta, wt, m, n, k, alpha, a, lda, w, ldw, accumulate ? 1.0f : 0.0f, c, ldc);
+        magna_sgemm(ta, wt, m, n, k, alpha, a.f, lda, w.f, ldw, accumulate ? 1.0f : 0.0f, c, ldc);
     }
 }
+
+static attn_opnd f32(const float *p) { return (attn_opnd){p, NULL}; }
 
 /* How many keys row i sees (0..Tk). */
 static int visible(const attn_head *h, int i) {
@@ -174,53 +216,58 @@ static int visible(const attn_head *h, int i) {
 
 static int row_block(const attn_head *h) { return h->shift < INT_MAX / 4 ? ATTN_BLOCK : h->Tq; }
 
-/* S = q k^T * scale, P = softmax(S) over the keys each row sees, out = P v. */
-static void attention_head_forward(const attn_head *h, const float *q, const float *k, const float *v, float *out,
-                                   float *P) {
+/* S = q k^T * scale, P = softmax(S) over the keys each row sees, out = P v; out in bf16 into out16 instead
+ * (through the head's out_rows) when the matmul after it reads it so (bf16_for). */
+static void attention_head_forward(const attn_head *h, attn_opnd q, attn_opnd k, attn_opnd v, float *out,
+                                   uint16_t *out16, float *P) {
     const int Tq = h->Tq, Tk = h->Tk, C = h->C, hd = h->hd, block = row_block(h);
     /* bf16: K^T [hd, keys] packed once for every row block (a block reads its first kc columns) */
     const uint16_t *kt = NULL;
     if (h->rows && h->keys > 0) {
-        magna_panel_pack_bf16(hd, h->keys, k, C, true, h->pair_panel, false);
+        pack_w(hd, h->keys, k, C, true, h->pair_panel);
         kt = h->pair_panel;
     }
     for (int r0 = 0; r0 < Tq; r0 += block) {
         const int r1 = r0 + block < Tq ? r0 + block : Tq, kc = visible(h, r1 - 1);
+        /* the block's output: out's rows, or float32 rows of scratch to round into out16's */
+        float *o = out16 ? h->out_rows : out + (size_t)r0 * C;
+        const int ldo = out16 ? hd : C;
         if (kc == 0) { /* no row of the block sees a key (vis grows with i) */
             for (int i = r0; i < r1; i++) {
                 memset(P + (size_t)i * Tk, 0, (size_t)Tk * sizeof(float));
-                memset(out + (size_t)i * C, 0, (size_t)hd * sizeof(float));
+                memset(o + (size_t)(i - r0) * ldo, 0, (size_t)hd * sizeof(float));
             }
-            continue;
+        } else {
+            head_gemm(h, false, true, r1 - r0, kc, hd, h->scale, opnd_at(q, (size_t)r0 * C), C, k, C, kt, false,
+                      P + (size_t)r0 * Tk, Tk);
+            for (int i = r0; i < r1; i++) softmax_row(P + (size_t)i * Tk, visible(h, i), Tk);
+            head_gemm(h, false, false, r1 - r0, hd, kc, 1.0f, f32(P + (size_t)r0 * Tk), Tk, v, C, NULL, false, o, ldo);
         }
-        head_gemm(h, false, true, r1 - r0, kc, hd, h->scale, q + (size_t)r0 * C, C, k, C, kt, false,
-                  P + (size_t)r0 * Tk, Tk);
-        for (int i = r0; i < r1; i++) softmax_row(P + (size_t)i * Tk, visible(h, i), Tk);
-        head_gemm(h, false, false, r1 - r0, hd, kc, 1.0f, P + (size_t)r0 * Tk, Tk, v, C, NULL, false,
-                  out + (size_t)r0 * C, C);
+        if (out16)
+            for (int i = r0; i < r1; i++) magna_to_bf16_row(out16 + (size_t)i * C, o + (size_t)(i - r0) * hd, hd);
     }
 }
 
 /* dP = dout v^T,  dS = P * (dP - rowsum(dP * P)),
  * dv += P^T dout,  dq += dS k * scale,  dk += dS^T q * scale. dq, dk, dv may be NULL; dS is [Tq, Tk] scratch. */
-static void attention_head_backward(const attn_head *h, const float *q, const float *k, const float *v, const float *P,
-                                    const float *dout, float *dq, float *dk, float *dv, float *dS) {
+static void attention_head_backward(const attn_head *h, attn_opnd q, attn_opnd k, attn_opnd v, const float *P,
+                                    attn_opnd dout, float *dq, float *dk, float *dv, float *dS) {
     const int Tq = h->Tq, Tk = h->Tk, C = h->C, hd = h->hd, block = row_block(h);
     /* bf16: V^T [hd, keys] packed once for every row block's dP */
     const uint16_t *vt = NULL;
     if (h->rows && h->keys > 0) {
-        magna_panel_pack_bf16(hd, h->keys, v, C, true, h->pair_panel, false);
+        pack_w(hd, h->keys, v, C, true, h->pair_panel);
         vt = h->pair_panel;
     }
     /* Row blocks: dP and dS for rows r0..r1 (keys 0..kc), then dq for those rows. */
     for (int r0 = 0; r0 < Tq; r0 += block) {
         const int r1 = r0 + block < Tq ? r0 + block : Tq, kc = visible(h, r1 - 1);
         if (kc > 0)
-            head_gemm(h, false, true, r1 - r0, kc, hd, 1.0f, dout + (size_t)r0 * C, C, v, C, vt, false,
+            head_gemm(h, false, true, r1 - r0, kc, hd, 1.0f, opnd_at(dout, (size_t)r0 * C), C, v, C, vt, false,
                       dS + (size_t)r0 * Tk, Tk);
         for (int i = r0; i < r1; i++) softmax_row_backward(P + (size_t)i * Tk, dS + (size_t)i * Tk, visible(h, i), Tk);
         if (dq && kc > 0)
-            head_gemm(h, false, false, r1 - r0, hd, kc, h->scale, dS + (size_t)r0 * Tk, Tk, k, C, NULL, true,
+            head_gemm(h, false, false, r1 - r0, hd, kc, h->scale, f32(dS + (size_t)r0 * Tk), Tk, k, C, NULL, true,
                       dq + (size_t)r0 * C, C);
     }
     if (!dk && !dv) return;
@@ -232,18 +279,19 @@ static void attention_head_backward(const attn_head *h, const float *q, const fl
         if (h->shift < INT_MAX / 4) rs = c0 - h->shift > 0 ? c0 - h->shift : 0;
         if (rs >= Tq) break;
         if (dv)
-            head_gemm(h, true, false, c1 - c0, hd, Tq - rs, 1.0f, P + (size_t)rs * Tk + c0, Tk, dout + (size_t)rs * C, C,
-                      NULL, true, dv + (size_t)c0 * C, C);
+            head_gemm(h, true, false, c1 - c0, hd, Tq - rs, 1.0f, f32(P + (size_t)rs * Tk + c0), Tk,
+                      opnd_at(dout, (size_t)rs * C), C, NULL, true, dv + (size_t)c0 * C, C);
         if (dk)
-            head_gemm(h, true, false, c1 - c0, hd, Tq - rs, h->scale, dS + (size_t)rs * Tk + c0, Tk,
-                      q + (size_t)rs * C, C, NULL, true, dk + (size_t)c0 * C, C);
+            head_gemm(h, true, false, c1 - c0, hd, Tq - rs, h->scale, f32(dS + (size_t)rs * Tk + c0), Tk,
+                      opnd_at(q, (size_t)rs * C), C, NULL, true, dk + (size_t)c0 * C, C);
     }
 }
 
 /* Everything one (b, h) pair needs. */
 typedef struct attn_args {
-    const float *q, *k, *v, *dout;
+    attn_opnd q, k, v, dout;
     float *out, *P, *dq, *dk, *dv;
+    uint16_t *out16; /* the output in bf16 for the matmul after it (bf16_for), instead of out */
     const int32_t *lengths;
     int64_t H;
     bool assign_q, assign_k, assign_v; /* the first writer of that gradient (grad_assigns): zero the pair's slice */
@@ -253,7 +301,9 @@ typedef struct attn_args {
 
 static attn_args attn_args_of(const magna_node *n) {
     const magna_node *q = n->in[0], *k = n->in[1], *v = n->in[2];
-    attn_args a = {.q = fval(q), .k = fval(k), .v = fval(v), .dout = n->grad, .out = fval(n), .P = (float *)n->saved};
+    attn_args a = {.q = input_opnd(n, 0), .k = input_opnd(n, 1), .v = input_opnd(n, 2), .out = fval(n),
+                   .P = (float *)n->saved};
+    a.dout = n->grad16 ? (attn_opnd){NULL, (const uint16_t *)n->grad} : f32(n->grad);
     a.dq = q->grad, a.dk = k->grad, a.dv = v->grad;
     a.assign_q = grad_assigns(n, 0), a.assign_k = grad_assigns(n, 1), a.assign_v = grad_assigns(n, 2);
     a.lengths = n->n_in == 4 ? ival(n->in[3]) : NULL;
@@ -285,6 +335,8 @@ static void head_scratch(attn_head *h, float *slice) {
     h->panel = (uint16_t *)p;
     p += round16(magna_panel_b_floats(T, h->hd));
     h->rows = (uint32_t *)p;
+    p += round16(magna_panel_a_floats(T, T > h->hd ? T : h->hd));
+    h->out_rows = p;
 }
 
 /* slice: this thread's scratch in bf16 (NULL: float32). */
@@ -292,7 +344,8 @@ static void attention_pair_forward(const attn_args *a, int64_t bh, float *slice)
     size_t oq, ok;
     attn_head h = pair_head(a, bh, &oq, &ok);
     if (slice) head_scratch(&h, slice);
-    attention_head_forward(&h, a->q + oq, a->k + ok, a->v + ok, a->out + oq, a->P + (size_t)bh * h.Tq * h.Tk);
+    attention_head_forward(&h, opnd_at(a->q, oq), opnd_at(a->k, ok), opnd_at(a->v, ok), a->out + oq,
+                           a->out16 ? a->out16 + oq : NULL, a->P + (size_t)bh * h.Tq * h.Tk);
 }
 
 /* The next (b, h) pair for whichever thread asks: pairs are handed out one at a time rather than split evenly up
@@ -314,7 +367,11 @@ static magna_status attention_forward(magna_graph *g, magna_node *n) {
     const int64_t pairs = n->shape[0] * a.H;
     const size_t stride = attn_scratch_floats(a.head.Tq, a.head.Tk, a.head.hd, a.bf16);
     float *ws = (float *)g->workspace;
-    const bool bf = a.bf16 && (size_t)max_threads() * stride * sizeof(float) <= g->workspace_bytes;
+    const bool bf = magna_attention_bf16_now(n);
+    if (!bf && (a.q.h || a.k.h || a.v.h)) /* the dense layers before it ask magna_attention_bf16_now too */
+        return graph_error(g, MAGNA_ERR_STATE, "attention: bf16 q, k or v, but a float32 attention");
+    uint16_t *out16 = n->bf16_for ? magna_matmul_a16_for(n) : NULL;
+    a.out16 = bf ? out16 : NULL;
     if (pairs > 1 && max_threads() > 1) {
         int64_t next = 0;
 #pragma omp parallel
@@ -325,6 +382,7 @@ static magna_status attention_forward(magna_graph *g, magna_node *n) {
     } else {
         for (int64_t bh = 0; bh < pairs; bh++) attention_pair_forward(&a, bh, bf ? ws : NULL);
     }
+    if (out16 && !bf) magna_to_bf16(out16, a.out, n->numel); /* the matmul after it reads it there */
     return MAGNA_OK;
 }
 
@@ -342,7 +400,8 @@ static void attention_pair_backward(const attn_args *a, int64_t bh, float *scrat
     if (a->dq && a->assign_q) zero_slice(a->dq + oq, h.Tq, h.C, h.hd);
     if (a->dk && a->assign_k) zero_slice(a->dk + ok, h.Tk, h.C, h.hd);
     if (a->dv && a->assign_v) zero_slice(a->dv + ok, h.Tk, h.C, h.hd);
-    attention_head_backward(&h, a->q + oq, a->k + ok, a->v + ok, a->P + (size_t)bh * h.Tq * h.Tk, a->dout + oq,
+    attention_head_backward(&h, opnd_at(a->q, oq), opnd_at(a->k, ok), opnd_at(a->v, ok), a->P + (size_t)bh * h.Tq * h.Tk,
+                            opnd_at(a->dout, oq),
                             a->dq ? a->dq + oq : NULL, a->dk ? a->dk + ok : NULL, a->dv ? a->dv + ok : NULL, scratch);
 }
 

@@ -4,6 +4,7 @@
  * untransposed a is one GEMM over all rows of a (the dense layer: [B, T, K] @ [K, N]); in a bf16 graph on a CPU
  * with avx512_bf16 that one runs on oneDNN's bf16 matmul (below). */
 #include "common.h"
+#include "attention.h"
 #include "gemm_bf16.h"
 #include "matmul.h"
 
@@ -53,7 +54,7 @@ static void mm_dims_of(const magna_node *c, mm_dims *d) {
 typedef struct mm_dnnl {
     int threads;
     magna_gemm_bf16 *fwd, *da[2], *db[2]; /* [0] assigns, [1] adds */
-    magna_gemm_bf16 *fwd16, *da16;        /* the forward and the assigning dA writing bf16 (out16_ok, da16_ok) */
+    magna_gemm_bf16 *fwd16, *da16;        /* the forward and the assigning dA writing bf16 (out16_to, da16_ok) */
     size_t b_off, dc_off;                 /* the bf16 copies in the workspace, past the scratchpad (a's: n->saved) */
     size_t part_off;                      /* then the bias sums' parts (magna_to_bf16_colsum) */
 } mm_dnnl;
@@ -81,7 +82,7 @@ static magna_status mm_dnnl_make(magna_graph *g, magna_node *c, const mm_dims *d
     int status = 0;
     /* forward C [m, n] = a [m, k] op(b) [k, n] (+ the fused bias); the bf16 b keeps b's own layout */
     bool ok = (st->fwd = magna_gemm_bf16_make(m, n, k, false, tb, false, c->bias_add != NULL, false, &scratch, &status));
-    if (ok && c->out16_ok)
+    if (ok && c->out16_to)
         ok = (st->fwd16 = magna_gemm_bf16_make(m, n, k, false, tb, false, c->bias_add != NULL, true, &scratch, &status));
     if (ok && want_da && c->da16_ok)
         ok = (st->da16 = magna_gemm_bf16_make(m, k, n, false, !tb, false, false, true, &scratch, &status));
@@ -108,6 +109,10 @@ static magna_status mm_dnnl_make(magna_graph *g, magna_node *c, const mm_dims *d
     *bytes = st->part_off + (c->bias_add ? round64((size_t)MAGNA_COLSUM_PARTS * (size_t)n * sizeof(float)) : 0);
     return MAGNA_OK;
 }
+
+/* Whether x, the op a dense matmul hands bf16 to (out16_to, da16_ok), reads it so now: a GELU always, an attention
+ * when it runs in bf16. */
+static bool reads16_now(const magna_node *x) { return x->op == OP_GELU || magna_attention_bf16_now(x); }
 
 /* The bf16 GEMMs run now: made, at this thread count, and the bf16 copy of a there (a sharer's: its owner's too). */
 static mm_dnnl *mm_dnnl_ready(const magna_node *c) {
@@ -232,7 +237,7 @@ static magna_status matmul_forward(magna_graph *g, magna_node *c) {
         if (c->in[0]->bf16_for != c && !c->a16_from) /* else its GELU, or the first matmul of a, wrote a16 */
             magna_to_bf16(a16, A, (int64_t)d.m * d.k);
         magna_to_bf16(b16, B, (int64_t)d.k * d.n);
-        c->value16 = st->fwd16 != NULL; /* for the GELU after it, which alone reads it (out16_ok) */
+        c->value16 = st->fwd16 && reads16_now(c->out16_to); /* for the op after it, its only reader */
         const int s = magna_gemm_bf16_run(c->value16 ? st->fwd16 : st->fwd, ws, a16, b16, C, bias);
         return s == 0 ? MAGNA_OK : mm_dnnl_error(g, s, "forward");
     }
@@ -270,7 +275,7 @@ static void matmul_backward(magna_graph *g, magna_node *c) {
             magna_to_bf16(dc16, dC, (int64_t)d.m * d.n);
         if (dA) {
             magna_to_bf16(b16, B, (int64_t)d.k * d.n);
-            const bool da16 = st->da16 && grad_assigns(c, 0); /* the GELU before it reads dA in bf16 (da16_ok) */
+            const bool da16 = st->da16 && grad_assigns(c, 0) && reads16_now(c->in[0]); /* da16_ok */
             if (c->da16_ok) c->in[0]->grad16 = da16;
             s = magna_gemm_bf16_run(da16 ? st->da16 : st->da[grad_assigns(c, 0) ? 0 : 1], ws, dc16, b16, dA, NULL);
         }
