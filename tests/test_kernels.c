@@ -237,14 +237,17 @@ static void panel_bf16_sources(void) {
             CHECK(memcmp(a, b, used * 2) == 0, "bf16 %s pack of k %d n %d differs from float32's", t ? "transposed" : "plain", k, n);
             for (size_t i = 0; i < used; i++) bad += a[i] != b[i];
         }
-        magna_panel_gemm_bf16(m, n, k, f, ld, false, 0.37f, a, ap, false, c1, n);
-        magna_panel_gemm_bf16_h(m, n, k, h, ld, 0.37f, a, ap, false, c2, n);
-        CHECK(memcmp(c1, c2, (size_t)m * n * 4) == 0, "bf16 A of m %d k %d: product differs from float32's", m, k);
-        for (size_t i = 0; i < (size_t)m * n; i++) bad += c1[i] != c2[i];
+        for (int ta = 0; ta < 2; ta++) { /* A [m, k], or stored [k, m] */
+            magna_panel_gemm_bf16(m, n, k, f, ld, ta, 0.37f, a, ap, false, c1, n);
+            magna_panel_gemm_bf16_h(m, n, k, h, ld, ta, 0.37f, a, ap, false, c2, n);
+            CHECK(memcmp(c1, c2, (size_t)m * n * 4) == 0, "bf16 A%s of m %d k %d: product differs from float32's",
+                  ta ? "^T" : "", m, k);
+            for (size_t i = 0; i < (size_t)m * n; i++) bad += c1[i] != c2[i];
+        }
         free(f), free(h), free(a), free(b), free(ap), free(c1), free(c2);
     }
-    printf("panel bf16 sources: packs (both ways) and A * alpha from bf16 against float32 of the same values, 5 shapes: "
-           "%d differ\n", bad);
+    printf("panel bf16 sources: packs and A * alpha (both ways each) from bf16 against float32 of the same values, "
+           "5 shapes: %d differ\n", bad);
 }
 
 int main(void) {

@@ -284,7 +284,7 @@ T512BF16 static void pack_a_bf16_rows(int m, int k, const void *a, bool h, int l
 }
 
 /* The transposed layout: A[i][p] = a[p * lda + i], 8 rows of A contiguous for each p. */
-T512BF16 static void pack_a_bf16_interleaved(int m, int k, const float *a, int lda, float alpha, uint32_t *dst) {
+T512BF16 static void pack_a_bf16_interleaved(int m, int k, const void *a, bool h, int lda, float alpha, uint32_t *dst) {
     const int kp = (k + 1) / 2;
     const __m512 scale = _mm512_set1_ps(alpha);
     for (int i0 = 0; i0 < m; i0 += SP_MR) {
@@ -298,12 +298,13 @@ T512BF16 static void pack_a_bf16_interleaved(int m, int k, const float *a, int l
             if (q + 1 >= kp) e_m &= 0x00ff, o_m &= 0x00ff;
             if (p0 + 1 >= k) o_m &= 0xff00;               /* pair q has no odd element */
             if (q + 1 < kp && p0 + 3 >= k) o_m &= 0x00ff; /* pair q + 1 has none */
-            const float *b0 = a + (size_t)p0 * lda + i0;
-            __m512 e = _mm512_maskz_loadu_ps(e_m & 0x00ff, b0);
-            __m512 o = _mm512_maskz_loadu_ps(o_m & 0x00ff, b0 + lda);
-            if (e_m & 0xff00) {
-                e = _mm512_mask_expandloadu_ps(e, e_m & 0xff00, b0 + 2 * (size_t)lda);
-                if (o_m & 0xff00) o = _mm512_mask_expandloadu_ps(o, o_m & 0xff00, b0 + 3 * (size_t)lda);
+            const size_t b0 = (size_t)p0 * lda + i0;
+            __m512 e = load_ps(a, h, b0, e_m & 0x00ff);
+            __m512 o = load_ps(a, h, b0 + lda, o_m & 0x00ff);
+            if (e_m & 0xff00) { /* rows p0 + 2, p0 + 3 into lanes 8..15 */
+                e = _mm512_mask_expand_ps(e, e_m & 0xff00, load_ps(a, h, b0 + 2 * (size_t)lda, (e_m >> 8) & 0xff));
+                if (o_m & 0xff00)
+                    o = _mm512_mask_expand_ps(o, o_m & 0xff00, load_ps(a, h, b0 + 3 * (size_t)lda, (o_m >> 8) & 0xff));
             }
             const __m512i words = pair_words(_mm512_mul_ps(e, scale), _mm512_mul_ps(o, scale));
             /* word l of `words` is pair q (l < 8) or q + 1 (l >= 8) of row l % 8: exactly d[q * 8 ..] */
@@ -315,11 +316,12 @@ T512BF16 static void pack_a_bf16_interleaved(int m, int k, const float *a, int l
     }
 }
 
-static void pack_a_bf16(int m, int k, const float *a, int lda, bool ta, float alpha, uint32_t *dst) {
+/* A from float32 a, or bf16 (h). */
+static void pack_a_bf16(int m, int k, const void *a, bool h, int lda, bool ta, float alpha, uint32_t *dst) {
     if (ta)
-        pack_a_bf16_interleaved(m, k, a, lda, alpha, dst);
+        pack_a_bf16_interleaved(m, k, a, h, lda, alpha, dst);
     else
-        pack_a_bf16_rows(m, k, a, false, lda, alpha, dst);
+        pack_a_bf16_rows(m, k, a, h, lda, alpha, dst);
 }
 
 T512BF16 static void step_block_bf16(int rows, int kp, const uint32_t *ap, a_layout al, const uint16_t *bp, float *c,
@@ -359,7 +361,7 @@ T512BF16 static void step_gemm_bf16(int m, int n, int kp, const uint32_t *ap, a_
 }
 
 void magna_panel_pack_a_bf16(int m, int k, const float *a, int lda, bool ta, float alpha, uint32_t *ap) {
-    pack_a_bf16(m, k, a, lda, ta, alpha, ap);
+    pack_a_bf16(m, k, a, false, lda, ta, alpha, ap);
 }
 
 void magna_panel_run_bf16(int m, int n, int k, const uint32_t *ap, bool ta, const uint16_t *bp, bool accumulate,
@@ -367,15 +369,12 @@ void magna_panel_run_bf16(int m, int n, int k, const uint32_t *ap, bool ta, cons
     step_gemm_bf16(m, n, (k + 1) / 2, ap, a_layout_of(ta, k), bp, c, ldc, j0, j1, accumulate);
 }
 
-/* a: float32 (h false; op(A) its transpose when ta), or bf16 rows (h, never ta). */
+/* a: float32, or bf16 (h); op(A) its transpose when ta. */
 static void panel_gemm_bf16(int m, int n, int k, const void *a, bool h, int lda, bool ta, float alpha,
                             const uint16_t *bp, uint32_t *ap, bool accumulate, float *c, int ldc) {
     const int kp = (k + 1) / 2;
     const a_layout al = a_layout_of(ta, k);
-    if (h)
-        pack_a_bf16_rows(m, k, a, true, lda, alpha, ap);
-    else
-        pack_a_bf16(m, k, a, lda, ta, alpha, ap);
+    pack_a_bf16(m, k, a, h, lda, ta, alpha, ap);
     if (split_panels(m, n, k)) {
 #pragma omp parallel
         {
@@ -393,7 +392,7 @@ void magna_panel_gemm_bf16(int m, int n, int k, const float *a, int lda, bool ta
     panel_gemm_bf16(m, n, k, a, false, lda, ta, alpha, bp, ap, accumulate, c, ldc);
 }
 
-void magna_panel_gemm_bf16_h(int m, int n, int k, const uint16_t *a, int lda, float alpha, const uint16_t *bp,
+void magna_panel_gemm_bf16_h(int m, int n, int k, const uint16_t *a, int lda, bool ta, float alpha, const uint16_t *bp,
                              uint32_t *ap, bool accumulate, float *c, int ldc) {
-    panel_gemm_bf16(m, n, k, a, true, lda, false, alpha, bp, ap, accumulate, c, ldc);
+    panel_gemm_bf16(m, n, k, a, true, lda, ta, alpha, bp, ap, accumulate, c, ldc);
 }

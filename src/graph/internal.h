@@ -116,8 +116,9 @@ struct magna_node {
     magna_node *dc16_by;
     /* ... and what the last forward and backward did: value16, this node's value buffer holds bf16 (a matmul's
      * output, its fused bias add reading the same buffer); grad16, its gradient buffer does. Set by the one writer
-     * each time it writes, read by the one reader. */
-    bool value16, grad16;
+     * each time it writes, read by the one reader. saved16: its forward kept its saved memory in bf16 (a bf16
+     * attention's probabilities), for its backward. */
+    bool value16, grad16, saved16;
     unsigned grad_assign; /* bit i: this node's backward is the first writer of in[i]->grad and assigns it
                            * (OPF_GRAD_ASSIGN ops on the CPU; plan.c step 5); else it adds into it */
     /* On a CUDA graph value/grad/saved are device memory; `host` is the copy the caller reads and writes:
@@ -301,10 +302,11 @@ void magna_panel_run_f32(int m, int n, int k, const float *ap, const float *bp, 
 void magna_panel_pack_a_bf16(int m, int k, const float *a, int lda, bool ta, float alpha, uint32_t *ap);
 void magna_panel_run_bf16(int m, int n, int k, const uint32_t *ap, bool ta, const uint16_t *bp, bool accumulate,
                           float *c, int ldc, int j0, int j1);
-/* The same from bf16 operands (the bf16 activations ops hand each other: attention's q, k, v and dout): W packed on
- * this thread, A as rows (not transposed). The packed operands are the float32 functions' for the same values. */
+/* The same from bf16 operands (the bf16 activations ops hand each other: attention's q, k, v and dout, and its
+ * saved probabilities), W packed on this thread. The packed operands are the float32 functions' for the same
+ * values. */
 void magna_panel_pack_bf16_h(int k, int n, const uint16_t *w, int ldw, bool transposed, uint16_t *dst);
-void magna_panel_gemm_bf16_h(int m, int n, int k, const uint16_t *a, int lda, float alpha, const uint16_t *bp,
+void magna_panel_gemm_bf16_h(int m, int n, int k, const uint16_t *a, int lda, bool ta, float alpha, const uint16_t *bp,
                              uint32_t *ap, bool accumulate, float *c, int ldc);
 
 /* The plain triple loop the fast path is tested against. */

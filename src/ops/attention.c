@@ -150,6 +150,23 @@ static void softmax_row_backward(const float *p, float *ds, int len, int end) {
     for (int j = len > 0 ? len : 0; j < end; j++) ds[j] = 0.0f;
 }
 
+static inline float bf16_value(uint16_t w) {
+    const uint32_t bits = (uint32_t)w << 16;
+    float v;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+
+/* The same from P saved in bf16 (a bf16 attention's: P16). */
+static void softmax_row_backward_h(const uint16_t *p, float *ds, int len, int end) {
+    float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+    for (int j = 0; j < len; j++) dot += bf16_value(p[j]) * ds[j];
+#pragma omp simd
+    for (int j = 0; j < len; j++) ds[j] = bf16_value(p[j]) * (ds[j] - dot);
+    for (int j = len > 0 ? len : 0; j < end; j++) ds[j] = 0.0f;
+}
+
 /* An operand of the heads' products: float32 (f), or bf16 (h) as the op before handed it over (the dense layers
  * making q, k and v write them so, and the one after the attention its dout: value16, grad16). */
 typedef struct attn_opnd {
@@ -176,6 +193,8 @@ typedef struct attn_head {
     uint16_t *pair_panel, *panel;
     uint32_t *rows;
     float *out_rows; /* bf16 output (out16): a row block of it in float32, [ATTN_BLOCK, hd] */
+    float *s_rows;   /* bf16: a row block of scores in float32, [ATTN_BLOCK, Tk], softmaxed there before P16 keeps
+                      * them in bf16 (backward's dS scratch, free in forward) */
 } attn_head;
 
 /* op(W) [k, n] = w[p * ldw + j] (w[j * ldw + p] when wt) packed into dst for the bf16 panel kernel. */
@@ -197,7 +216,7 @@ static void head_gemm(const attn_head *h, bool ta, bool wt, int m, int n, int k,
             packed = h->panel;
         }
         if (a.h)
-            magna_panel_gemm_bf16_h(m, n, k, a.h, lda, alpha, packed, h->rows, accumulate, c, ldc);
+            magna_panel_gemm_bf16_h(m, n, k, a.h, lda, ta, alpha, packed, h->rows, accumulate, c, ldc);
         else
             magna_panel_gemm_bf16(m, n, k, a.f, lda, ta, alpha, packed, h->rows, accumulate, c, ldc);
     } else {
@@ -217,9 +236,10 @@ static int visible(const attn_head *h, int i) {
 static int row_block(const attn_head *h) { return h->shift < INT_MAX / 4 ? ATTN_BLOCK : h->Tq; }
 
 /* S = q k^T * scale, P = softmax(S) over the keys each row sees, out = P v; out in bf16 into out16 instead
- * (through the head's out_rows) when the matmul after it reads it so (bf16_for). */
+ * (through the head's out_rows) when the matmul after it reads it so (bf16_for). A bf16 attention keeps P in bf16
+ * (P16, what its products read of it anyway; half the bytes to write and read back), made in s_rows. */
 static void attention_head_forward(const attn_head *h, attn_opnd q, attn_opnd k, attn_opnd v, float *out,
-                                   uint16_t *out16, float *P) {
+                                   uint16_t *out16, float *P, uint16_t *P16) {
     const int Tq = h->Tq, Tk = h->Tk, C = h->C, hd = h->hd, block = row_block(h);
     /* bf16: K^T [hd, keys] packed once for every row block (a block reads its first kc columns) */
     const uint16_t *kt = NULL;
@@ -232,17 +252,19 @@ static void attention_head_forward(const attn_head *h, attn_opnd q, attn_opnd k,
         /* the block's output: out's rows, or float32 rows of scratch to round into out16's */
         float *o = out16 ? h->out_rows : out + (size_t)r0 * C;
         const int ldo = out16 ? hd : C;
+        float *S = P16 ? h->s_rows : P + (size_t)r0 * Tk; /* the block's rows of P, in float32 */
         if (kc == 0) { /* no row of the block sees a key (vis grows with i) */
             for (int i = r0; i < r1; i++) {
-                memset(P + (size_t)i * Tk, 0, (size_t)Tk * sizeof(float));
+                memset(S + (size_t)(i - r0) * Tk, 0, (size_t)Tk * sizeof(float));
                 memset(o + (size_t)(i - r0) * ldo, 0, (size_t)hd * sizeof(float));
             }
         } else {
-            head_gemm(h, false, true, r1 - r0, kc, hd, h->scale, opnd_at(q, (size_t)r0 * C), C, k, C, kt, false,
-                      P + (size_t)r0 * Tk, Tk);
-            for (int i = r0; i < r1; i++) softmax_row(P + (size_t)i * Tk, visible(h, i), Tk);
-            head_gemm(h, false, false, r1 - r0, hd, kc, 1.0f, f32(P + (size_t)r0 * Tk), Tk, v, C, NULL, false, o, ldo);
+            head_gemm(h, false, true, r1 - r0, kc, hd, h->scale, opnd_at(q, (size_t)r0 * C), C, k, C, kt, false, S, Tk);
+            for (int i = r0; i < r1; i++) softmax_row(S + (size_t)(i - r0) * Tk, visible(h, i), Tk);
+            head_gemm(h, false, false, r1 - r0, hd, kc, 1.0f, f32(S), Tk, v, C, NULL, false, o, ldo);
         }
+        if (P16)
+            for (int i = r0; i < r1; i++) magna_to_bf16_row(P16 + (size_t)i * Tk, S + (size_t)(i - r0) * Tk, Tk);
         if (out16)
             for (int i = r0; i < r1; i++) magna_to_bf16_row(out16 + (size_t)i * C, o + (size_t)(i - r0) * hd, hd);
     }
@@ -250,7 +272,7 @@ static void attention_head_forward(const attn_head *h, attn_opnd q, attn_opnd k,
 
 /* dP = dout v^T,  dS = P * (dP - rowsum(dP * P)),
  * dv += P^T dout,  dq += dS k * scale,  dk += dS^T q * scale. dq, dk, dv may be NULL; dS is [Tq, Tk] scratch. */
-static void attention_head_backward(const attn_head *h, attn_opnd q, attn_opnd k, attn_opnd v, const float *P,
+static void attention_head_backward(const attn_head *h, attn_opnd q, attn_opnd k, attn_opnd v, attn_opnd P,
                                     attn_opnd dout, float *dq, float *dk, float *dv, float *dS) {
     const int Tq = h->Tq, Tk = h->Tk, C = h->C, hd = h->hd, block = row_block(h);
     /* bf16: V^T [hd, keys] packed once for every row block's dP */
@@ -265,7 +287,12 @@ static void attention_head_backward(const attn_head *h, attn_opnd q, attn_opnd k
         if (kc > 0)
             head_gemm(h, false, true, r1 - r0, kc, hd, 1.0f, opnd_at(dout, (size_t)r0 * C), C, v, C, vt, false,
                       dS + (size_t)r0 * Tk, Tk);
-        for (int i = r0; i < r1; i++) softmax_row_backward(P + (size_t)i * Tk, dS + (size_t)i * Tk, visible(h, i), Tk);
+        for (int i = r0; i < r1; i++) {
+            if (P.h)
+                softmax_row_backward_h(P.h + (size_t)i * Tk, dS + (size_t)i * Tk, visible(h, i), Tk);
+            else
+                softmax_row_backward(P.f + (size_t)i * Tk, dS + (size_t)i * Tk, visible(h, i), Tk);
+        }
         if (dq && kc > 0)
             head_gemm(h, false, false, r1 - r0, hd, kc, h->scale, f32(dS + (size_t)r0 * Tk), Tk, k, C, NULL, true,
                       dq + (size_t)r0 * C, C);
@@ -279,7 +306,7 @@ static void attention_head_backward(const attn_head *h, attn_opnd q, attn_opnd k
         if (h->shift < INT_MAX / 4) rs = c0 - h->shift > 0 ? c0 - h->shift : 0;
         if (rs >= Tq) break;
         if (dv)
-            head_gemm(h, true, false, c1 - c0, hd, Tq - rs, 1.0f, f32(P + (size_t)rs * Tk + c0), Tk,
+            head_gemm(h, true, false, c1 - c0, hd, Tq - rs, 1.0f, opnd_at(P, (size_t)rs * Tk + c0), Tk,
                       opnd_at(dout, (size_t)rs * C), C, NULL, true, dv + (size_t)c0 * C, C);
         if (dk)
             head_gemm(h, true, false, c1 - c0, hd, Tq - rs, h->scale, f32(dS + (size_t)rs * Tk + c0), Tk,
@@ -296,6 +323,7 @@ typedef struct attn_args {
     int64_t H;
     bool assign_q, assign_k, assign_v; /* the first writer of that gradient (grad_assigns): zero the pair's slice */
     bool bf16;                         /* attn_bf16: the products on the bf16 panel kernel */
+    bool p16;                          /* P is saved in bf16 (the forward ran in bf16: saved16) */
     attn_head head;                    /* keys is filled per pair */
 } attn_args;
 
@@ -337,6 +365,7 @@ static void head_scratch(attn_head *h, float *slice) {
     h->rows = (uint32_t *)p;
     p += round16(magna_panel_a_floats(T, T > h->hd ? T : h->hd));
     h->out_rows = p;
+    h->s_rows = slice;
 }
 
 /* slice: this thread's scratch in bf16 (NULL: float32). */
@@ -344,8 +373,9 @@ static void attention_pair_forward(const attn_args *a, int64_t bh, float *slice)
     size_t oq, ok;
     attn_head h = pair_head(a, bh, &oq, &ok);
     if (slice) head_scratch(&h, slice);
+    const size_t po = (size_t)bh * h.Tq * h.Tk;
     attention_head_forward(&h, opnd_at(a->q, oq), opnd_at(a->k, ok), opnd_at(a->v, ok), a->out + oq,
-                           a->out16 ? a->out16 + oq : NULL, a->P + (size_t)bh * h.Tq * h.Tk);
+                           a->out16 ? a->out16 + oq : NULL, a->P + po, slice ? (uint16_t *)a->P + po : NULL);
 }
 
 /* The next (b, h) pair for whichever thread asks: pairs are handed out one at a time rather than split evenly up
@@ -372,6 +402,7 @@ static magna_status attention_forward(magna_graph *g, magna_node *n) {
         return graph_error(g, MAGNA_ERR_STATE, "attention: bf16 q, k or v, but a float32 attention");
     uint16_t *out16 = n->bf16_for ? magna_matmul_a16_for(n) : NULL;
     a.out16 = bf ? out16 : NULL;
+    n->saved16 = bf; /* P in bf16 */
     if (pairs > 1 && max_threads() > 1) {
         int64_t next = 0;
 #pragma omp parallel
@@ -400,7 +431,9 @@ static void attention_pair_backward(const attn_args *a, int64_t bh, float *scrat
     if (a->dq && a->assign_q) zero_slice(a->dq + oq, h.Tq, h.C, h.hd);
     if (a->dk && a->assign_k) zero_slice(a->dk + ok, h.Tk, h.C, h.hd);
     if (a->dv && a->assign_v) zero_slice(a->dv + ok, h.Tk, h.C, h.hd);
-    attention_head_backward(&h, opnd_at(a->q, oq), opnd_at(a->k, ok), opnd_at(a->v, ok), a->P + (size_t)bh * h.Tq * h.Tk,
+    const size_t po = (size_t)bh * h.Tq * h.Tk;
+    const attn_opnd P = a->p16 ? (attn_opnd){NULL, (const uint16_t *)a->P + po} : f32(a->P + po);
+    attention_head_backward(&h, opnd_at(a->q, oq), opnd_at(a->k, ok), opnd_at(a->v, ok), P,
                             opnd_at(a->dout, oq),
                             a->dq ? a->dq + oq : NULL, a->dk ? a->dk + ok : NULL, a->dv ? a->dv + ok : NULL, scratch);
 }
@@ -416,6 +449,11 @@ static void attention_backward(magna_graph *g, magna_node *n) {
     if (a.bf16 && stride * sizeof(float) > g->workspace_bytes) { /* planned without bf16's room: float32 */
         a.bf16 = false;
         stride = attn_scratch_floats(a.head.Tq, a.head.Tk, a.head.hd, false);
+    }
+    a.p16 = n->saved16;
+    if (!a.bf16 && (a.p16 || a.dout.h)) { /* a bf16 forward (magna_attention_bf16_now) leaves room for this */
+        graph_error(g, MAGNA_ERR_STATE, "attention: bf16 probabilities or dout, but a float32 backward");
+        return;
     }
     float *ws = (float *)g->workspace;
     int nt = max_threads();
