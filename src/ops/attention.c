@@ -12,9 +12,9 @@
  * j <= i + (Tk - Tq): the queries are the last Tq positions of the keys' sequence (Tq = Tk in training,
  * Tq = 1 when decoding one token against a cache). A row that sees no key outputs zeros.
  *
- * Forward keeps the probabilities P [B, H, Tq, Tk] in `saved` (on a CUDA graph 2 [B, H, Tq] floats instead, the
- * flash-style kernels' row statistics); backward needs dP [Tq, Tk] of scratch
- * per thread in the workspace, turned in place into dS.
+ * Forward keeps the probabilities P [B, H, Tq, Tk] in `saved`, in bf16 when it runs in bf16 (saved16; on a CUDA
+ * graph 2 [B, H, Tq] floats instead, the flash-style kernels' row statistics); backward needs dP [Tq, Tk] of
+ * scratch per thread in the workspace, turned in place into dS.
  *
  * Rows are taken in blocks of ATTN_BLOCK when causal: rows r0..r1 only see keys 0..kc (kc = what
  * the block's last row sees), so each block's products stop there and about half the flops of the
