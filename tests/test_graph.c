@@ -509,6 +509,47 @@ static void test_attention_block_bf16(void) {
     }
 }
 
+/* Rows that see no key (a key length of 0) and keys no row sees (past a length) get a zero gradient from an attention
+ * that assigns q's, k's and v's (it writes no product there): after a step in which every row saw every key, so
+ * those buffers hold that step's numbers, a step with lengths 0 and 3 gives the params the gradients of the graph
+ * without the rewrites (which zeroes and adds). In float32 and in bf16. */
+static void test_attention_unseen_rows(void) {
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        const float *grads[2];
+        size_t n = 0;
+        magna_graph *gs[2];
+        for (int fuse = 0; fuse < 2; fuse++) {
+            if (fuse)
+                unsetenv("MAGNA_NO_FUSE");
+            else
+                setenv("MAGNA_NO_FUSE", "1", 1);
+            magna_graph *g = gs[fuse] = magna_graph_new(23);
+            const magna_init u = magna_init_uniform(-1, 1);
+            magna_node *q = magna_tanh(g, magna_param(g, "q", 3, SHAPE(2, 9, 32), u));
+            magna_node *k = magna_tanh(g, magna_param(g, "k", 3, SHAPE(2, 5, 32), u));
+            magna_node *v = magna_tanh(g, magna_param(g, "v", 3, SHAPE(2, 5, 32), u));
+            magna_node *len = magna_input_unbatched(g, "len", MAGNA_I32, 1, SHAPE(2));
+            magna_node *y = magna_attention_masked(g, q, k, v, len, 2, false);
+            magna_node *loss = magna_mean(g, magna_mul(g, y, y), 7, false);
+            if (bf16) CHECK(magna_graph_set_bf16(g, true) == MAGNA_OK, "bf16: %s", magna_graph_errmsg(g));
+            CHECK(magna_graph_compile(g, loss) == MAGNA_OK, "compile: %s", magna_graph_errmsg(g));
+            for (int step = 0; step < 2; step++) {
+                magna_node_data_i32(len)[0] = step ? 0 : 5, magna_node_data_i32(len)[1] = step ? 3 : 5;
+                magna_graph_zero_grad(g);
+                CHECK(magna_graph_forward(g) == MAGNA_OK && magna_graph_backward(g) == MAGNA_OK, "step: %s",
+                      magna_graph_errmsg(g));
+            }
+            grads[fuse] = magna_graph_grads(g, &n);
+        }
+        unsetenv("MAGNA_NO_FUSE");
+        double scale, worst = max_diff(grads[1], grads[0], (int64_t)n, &scale);
+        printf("attention with unseen rows and keys (%s): grads off the unrewritten graph's by %.2g of %.2g\n",
+               bf16 ? "bf16" : "float32", worst, scale);
+        CHECK(worst <= 1e-6 * scale && scale > 0, "unseen rows' or keys' gradients not zero");
+        magna_graph_free(gs[0]), magna_graph_free(gs[1]);
+    }
+}
+
 int main(void) {
     printf("%s\n", magna_runtime_info());
     test_memory_reuse();
@@ -523,5 +564,6 @@ int main(void) {
     test_bf16_recurrent();
     test_bf16_attention();
     test_attention_block_bf16();
+    test_attention_unseen_rows();
     return check_finish("test_graph");
 }

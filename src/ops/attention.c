@@ -270,10 +270,17 @@ static void attention_head_forward(const attn_head *h, attn_opnd q, attn_opnd k,
     }
 }
 
+/* The pair's rows r0..r1 x hd columns of a [rows, C] gradient, zeroed. */
+static void zero_rows(float *d, int r0, int r1, int C, int hd) {
+    for (int r = r0; r < r1; r++) memset(d + (size_t)r * C, 0, (size_t)hd * sizeof *d);
+}
+
 /* dP = dout v^T,  dS = P * (dP - rowsum(dP * P)),
- * dv += P^T dout,  dq += dS k * scale,  dk += dS^T q * scale. dq, dk, dv may be NULL; dS is [Tq, Tk] scratch. */
+ * dv += P^T dout,  dq += dS k * scale,  dk += dS^T q * scale. dq, dk, dv may be NULL; dS is [Tq, Tk] scratch.
+ * `assign` (bits 0, 1, 2: dq, dk, dv): the first writer of that gradient, whose products then assign (each of its
+ * rows has one product) and whose rows no product reaches (no key seen, or a key no row sees) are zeroed. */
 static void attention_head_backward(const attn_head *h, attn_opnd q, attn_opnd k, attn_opnd v, attn_opnd P,
-                                    attn_opnd dout, float *dq, float *dk, float *dv, float *dS) {
+                                    attn_opnd dout, float *dq, float *dk, float *dv, float *dS, unsigned assign) {
     const int Tq = h->Tq, Tk = h->Tk, C = h->C, hd = h->hd, block = row_block(h);
     /* bf16: V^T [hd, keys] packed once for every row block's dP */
     const uint16_t *vt = NULL;
@@ -294,10 +301,13 @@ static void attention_head_backward(const attn_head *h, attn_opnd q, attn_opnd k
                 softmax_row_backward(P.f + (size_t)i * Tk, dS + (size_t)i * Tk, visible(h, i), Tk);
         }
         if (dq && kc > 0)
-            head_gemm(h, false, false, r1 - r0, hd, kc, h->scale, f32(dS + (size_t)r0 * Tk), Tk, k, C, NULL, true,
-                      dq + (size_t)r0 * C, C);
+            head_gemm(h, false, false, r1 - r0, hd, kc, h->scale, f32(dS + (size_t)r0 * Tk), Tk, k, C, NULL,
+                      !(assign & 1u), dq + (size_t)r0 * C, C);
+        else if (dq && (assign & 1u))
+            zero_rows(dq, r0, r1, C, hd);
     }
     if (!dk && !dv) return;
+    int done = 0; /* keys 0..done-1 got their products */
     /* Column blocks: keys c0..ce are seen by rows rs..Tq-1 (the first row that sees key c0 onwards). */
     const int cblock = block == Tq ? Tk : block;
     for (int c0 = 0; c0 < h->keys; c0 += cblock) {
@@ -307,11 +317,14 @@ static void attention_head_backward(const attn_head *h, attn_opnd q, attn_opnd k
         if (rs >= Tq) break;
         if (dv)
             head_gemm(h, true, false, c1 - c0, hd, Tq - rs, 1.0f, opnd_at(P, (size_t)rs * Tk + c0), Tk,
-                      opnd_at(dout, (size_t)rs * C), C, NULL, true, dv + (size_t)c0 * C, C);
+                      opnd_at(dout, (size_t)rs * C), C, NULL, !(assign & 4u), dv + (size_t)c0 * C, C);
         if (dk)
             head_gemm(h, true, false, c1 - c0, hd, Tq - rs, h->scale, f32(dS + (size_t)rs * Tk + c0), Tk,
-                      opnd_at(q, (size_t)rs * C), C, NULL, true, dk + (size_t)c0 * C, C);
+                      opnd_at(q, (size_t)rs * C), C, NULL, !(assign & 2u), dk + (size_t)c0 * C, C);
+        done = c1;
     }
+    if (dk && (assign & 2u)) zero_rows(dk, done, Tk, C, hd);
+    if (dv && (assign & 4u)) zero_rows(dv, done, Tk, C, hd);
 }
 
 /* Everything one (b, h) pair needs. */
@@ -321,7 +334,7 @@ typedef struct attn_args {
     uint16_t *out16; /* the output in bf16 for the matmul after it (bf16_for), instead of out */
     const int32_t *lengths;
     int64_t H;
-    bool assign_q, assign_k, assign_v; /* the first writer of that gradient (grad_assigns): zero the pair's slice */
+    bool assign_q, assign_k, assign_v; /* the first writer of that gradient (grad_assigns): the pair assigns its slice */
     bool bf16;                         /* attn_bf16: the products on the bf16 panel kernel */
     bool p16;                          /* P is saved in bf16 (the forward ran in bf16: saved16) */
     attn_head head;                    /* keys is filled per pair */
@@ -417,25 +430,16 @@ static magna_status attention_forward(magna_graph *g, magna_node *n) {
     return MAGNA_OK;
 }
 
-/* The pair's rows x hd columns of a [rows, C] gradient, zeroed. */
-static void zero_slice(float *d, int rows, int C, int hd) {
-    for (int r = 0; r < rows; r++) memset(d + (size_t)r * C, 0, (size_t)hd * sizeof *d);
-}
-
 static void attention_pair_backward(const attn_args *a, int64_t bh, float *scratch) {
     size_t oq, ok;
     attn_head h = pair_head(a, bh, &oq, &ok);
     if (a->bf16) head_scratch(&h, scratch);
-    /* As a gradient's first writer the pair zeroes its own slice, in its cache, before adding into it: the
-     * products below skip what the masks hide. */
-    if (a->dq && a->assign_q) zero_slice(a->dq + oq, h.Tq, h.C, h.hd);
-    if (a->dk && a->assign_k) zero_slice(a->dk + ok, h.Tk, h.C, h.hd);
-    if (a->dv && a->assign_v) zero_slice(a->dv + ok, h.Tk, h.C, h.hd);
     const size_t po = (size_t)bh * h.Tq * h.Tk;
     const attn_opnd P = a->p16 ? (attn_opnd){NULL, (const uint16_t *)a->P + po} : f32(a->P + po);
     attention_head_backward(&h, opnd_at(a->q, oq), opnd_at(a->k, ok), opnd_at(a->v, ok), P,
                             opnd_at(a->dout, oq),
-                            a->dq ? a->dq + oq : NULL, a->dk ? a->dk + ok : NULL, a->dv ? a->dv + ok : NULL, scratch);
+                            a->dq ? a->dq + oq : NULL, a->dk ? a->dk + ok : NULL, a->dv ? a->dv + ok : NULL, scratch,
+                            (a->assign_q ? 1u : 0u) | (a->assign_k ? 2u : 0u) | (a->assign_v ? 4u : 0u));
 }
 
 /* Pairs in parallel, each thread with its own [Tq, Tk] scratch (and bf16's packed operands). A single pair (or thread) runs outside
