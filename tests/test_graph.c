@@ -410,9 +410,9 @@ static void test_bf16_recurrent(void) {
 
 /* loss = mean(attention(tanh(p_q), tanh(p_k), tanh(p_v))^2): causal self-attention, or cross-attention with a
  * padding mask (Tk differs). *out: the attention's output. */
-static magna_graph *attention_graph(bool bf16, bool cross, int64_t C, int heads, magna_node **out) {
+static magna_graph *attention_graph(bool bf16, bool cross, int64_t C, int heads, int64_t T, magna_node **out) {
     magna_graph *g = magna_graph_new(9);
-    const int64_t B = 2, Tq = 37, Tk = cross ? 21 : 37;
+    const int64_t B = 2, Tq = T, Tk = cross ? 21 : T;
     const magna_init u = magna_init_uniform(-1, 1);
     magna_node *q = magna_tanh(g, magna_param(g, "q", 3, SHAPE(B, Tq, C), u));
     magna_node *k = magna_tanh(g, magna_param(g, "k", 3, SHAPE(B, Tk, C), u));
@@ -430,18 +430,19 @@ static magna_graph *attention_graph(bool bf16, bool cross, int64_t C, int heads,
 }
 
 /* In a bf16 graph attention's products run on the bf16 panel kernel: outputs and every gradient within bf16's
- * precision of float32's, and not equal to them. hd 32 and 24 (a partial panel), causal and masked cross. */
+ * precision of float32's, and not equal to them. hd 32 and 24 (a partial panel), causal and masked cross; T 37 and 72
+ * (causal row blocks of 64 and 8). */
 static void test_bf16_attention(void) {
     const bool has_bf16 = magna_cpu_detect().avx512_bf16;
-    for (int c = 0; c < 3; c++) {
+    for (int c = 0; c < 4; c++) {
         const bool cross = c == 2;
-        const int64_t C = c == 1 ? 48 : 64;
+        const int64_t C = c == 1 ? 48 : 64, T = c == 3 ? 72 : 37;
         magna_node *o16, *o32;
-        magna_graph *g16 = attention_graph(true, cross, C, 2, &o16), *g32 = attention_graph(false, cross, C, 2, &o32);
+        magna_graph *g16 = attention_graph(true, cross, C, 2, T, &o16), *g32 = attention_graph(false, cross, C, 2, T, &o32);
         double scale_y, scale_g, worst_y, worst_g;
         bf16_gap(g16, o16, g32, o32, &worst_y, &scale_y, &worst_g, &scale_g);
-        printf("attention (%s, hd %lld) in bf16: outputs off by %.2g of %.2g, grads by %.2g of %.2g\n",
-               cross ? "cross, masked" : "causal", (long long)(C / 2), worst_y, scale_y, worst_g, scale_g);
+        printf("attention (%s, hd %lld, T %lld) in bf16: outputs off by %.2g of %.2g, grads by %.2g of %.2g\n",
+               cross ? "cross, masked" : "causal", (long long)(C / 2), (long long)T, worst_y, scale_y, worst_g, scale_g);
         CHECK(worst_y <= 2e-2 * scale_y && worst_g <= 2e-2 * scale_g, "bf16 too far from float32");
         CHECK(!has_bf16 || (worst_y > 0 && worst_g > 0), "bf16 gave float32's exact numbers: it did not run in bf16");
         magna_graph_free(g16), magna_graph_free(g32);
