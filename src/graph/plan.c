@@ -141,7 +141,7 @@ static magna_status find_batch(magna_graph *g, int64_t *batch) {
 /* Whether compile rewrites this graph's step (the fusions below, and gradients assigned by their first writer,
  * step 5): on the CPU, unless MAGNA_NO_FUSE is set (to anything but 0), which gives the plain graph to compare
  * against: the same numbers, bit for bit, in float32 (tests/test_graph.c); in bf16 the rewrites that keep more in
- * bf16 (around a GELU) and sum biases in parts differ by those roundings. */
+ * bf16 (around a GELU or an attention) and sum biases in parts differ by those roundings. */
 static bool cpu_rewrites(const magna_graph *g) {
     const char *off = getenv("MAGNA_NO_FUSE");
     return g->device == MAGNA_DEVICE_CPU && !(off && *off && strcmp(off, "0"));
@@ -167,7 +167,7 @@ static void fuse_ops(magna_graph *g) {
         n->relu_fused = n->alias_input = n->pool_fused = n->skip_backward = false;
         n->fused_conv = n->bias_add = n->grad_via = n->bf16_for = n->a16_from = n->dc16_by = NULL;
         n->out16_to = NULL;
-        n->da16_ok = n->value16 = n->grad16 = false;
+        n->da16_ok = n->value16 = n->grad16 = n->saved16 = false;
     }
     for (int i = 0; i < g->n_nodes && fuse; i++) {
         magna_node *r = g->nodes[i], *c = r->n_in == 1 ? r->in[0] : NULL;
