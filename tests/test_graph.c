@@ -285,7 +285,7 @@ static void test_one_row_add(void) {
  * an input), summed, -> mean square, with the rewrites (MAGNA_NO_FUSE unset) or without: in bf16 the layer norm
  * writes the bf16 input its three products share (bf16_for; a16_from), the GELU the last product's, and the dense
  * layers' bias gradients come from their products' dC conversions; around the GELU, fc's output, the GELU's
- * gradient and fc's dC are bf16 (out16_ok, da16_ok, dc16_by). *fc, *proj: the MLP's two products. */
+ * gradient and fc's dC are bf16 (out16_to, da16_ok, dc16_by). *fc, *proj: the MLP's two products. */
 static magna_graph *gelu_mlp(bool fuse, bool bf16, float *loss_out, magna_node **fc, magna_node **proj) {
     if (fuse)
         unsetenv("MAGNA_NO_FUSE");

@@ -19,9 +19,9 @@ bool magna_matmul_sums_bias(const magna_node *matmul);
  * else NULL, and the producer writes float32 as usual. */
 uint16_t *magna_matmul_a16_for(const magna_node *producer);
 
-/* What this dense matmul's last step kept in bf16 between it and the GELU next to it (plan.c: out16_ok, dc16_by,
- * da16_ok), for tests: MAGNA_MM_OUT16 its output, MAGNA_MM_DC16 its dC (the GELU after it wrote it), MAGNA_MM_DA16
- * its dA (for the GELU before it). */
+/* What this dense matmul's last step kept in bf16 between it and the GELU or attention next to it (plan.c: out16_to,
+ * dc16_by, da16_ok), for tests: MAGNA_MM_OUT16 its output, MAGNA_MM_DC16 its dC (the GELU after it wrote it),
+ * MAGNA_MM_DA16 its dA (for the GELU or attention before it). */
 enum { MAGNA_MM_OUT16 = 1, MAGNA_MM_DC16 = 2, MAGNA_MM_DA16 = 4 };
 unsigned magna_matmul_bf16_io(const magna_node *matmul);
 

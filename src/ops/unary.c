@@ -126,7 +126,7 @@ ISA_CLONES static void gelu_backward_chunk(const float *x, const float *dy, floa
     }
 }
 
-/* x + at as float32: x itself, or (x16, when the matmul before the GELU wrote its output in bf16: out16_ok, plan.c)
+/* x + at as float32: x itself, or (x16, when the matmul before the GELU wrote its output in bf16: out16_to, plan.c)
  * those len values widened into tmp. */
 static const float *gelu_f32(const float *x, const uint16_t *x16, int64_t at, int64_t len, float *tmp) {
     if (!x16) return x + at;
@@ -199,7 +199,7 @@ static void gelu_backward_dc16(const float *x, const uint16_t *x16, const float 
     if (bias) magna_colsum_combine(bias, partial, cols, assign);
 }
 
-/* dx (+)= dy GELU'(x); x and dy in bf16 where the matmuls around it wrote them so (out16_ok, da16_ok), dx in bf16
+/* dx (+)= dy GELU'(x); x and dy in bf16 where the matmuls around it wrote them so (out16_to, da16_ok), dx in bf16
  * where the matmul before it reads it so (dc16_by). */
 static void gelu_backward(magna_graph *g, magna_node *n) {
     magna_node *in = n->in[0];
