@@ -551,6 +551,30 @@ static void test_attention_unseen_rows(void) {
     }
 }
 
+/* Backward at another thread count than the forward before it is refused: ops pick kernels (and what they leave
+ * for backward: bf16 hand-offs, oneDNN's staging) by the count, and a mixed step gave wrong gradients. Forward
+ * again at the new count, and it runs. */
+static void test_threads_changed_between_forward_and_backward(void) {
+    const int threads = magna_get_threads();
+    magna_set_threads(2);
+    magna_graph *g = magna_graph_new(3);
+    magna_node *x = magna_param(g, "x", 2, SHAPE(64, 32), magna_init_uniform(-1, 1));
+    magna_node *h = magna_gelu(g, magna_layer_dense(g, "fc", x, 128, (magna_dense_opts){0}));
+    magna_node *loss = magna_mean(g, magna_mul(g, h, h), 3, false);
+    magna_graph_set_bf16(g, true);
+    CHECK(magna_graph_compile(g, loss) == MAGNA_OK, "compile: %s", magna_graph_errmsg(g));
+    magna_graph_zero_grad(g);
+    CHECK(magna_graph_forward(g) == MAGNA_OK, "forward: %s", magna_graph_errmsg(g));
+    magna_set_threads(1);
+    const magna_status st = magna_graph_backward(g);
+    printf("backward at 1 thread after forward at 2: %s\n", magna_graph_errmsg(g));
+    CHECK(st == MAGNA_ERR_STATE && strstr(magna_graph_errmsg(g), "thread"), "a mixed step was not refused (%d)", st);
+    CHECK(magna_graph_forward(g) == MAGNA_OK && magna_graph_backward(g) == MAGNA_OK, "step at 1 thread: %s",
+          magna_graph_errmsg(g));
+    magna_graph_free(g);
+    magna_set_threads(threads);
+}
+
 int main(void) {
     printf("%s\n", magna_runtime_info());
     test_memory_reuse();
@@ -566,5 +590,6 @@ int main(void) {
     test_bf16_attention();
     test_attention_block_bf16();
     test_attention_unseen_rows();
+    test_threads_changed_between_forward_and_backward();
     return check_finish("test_graph");
 }

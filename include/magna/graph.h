@@ -101,7 +101,9 @@ bool magna_graph_training(const magna_graph *g);
 /* Forward fails (without crashing) on data the graph cannot take, e.g. a class index out of range. */
 magna_status magna_graph_forward(magna_graph *g);
 /* Adds d(loss)/d(param) into the flat gradient buffer: call magna_graph_zero_grad between updates,
- * or skip it to accumulate gradients over several batches. */
+ * or skip it to accumulate gradients over several batches. Runs after a forward at the same thread count
+ * (magna_set_threads): otherwise MAGNA_ERR_STATE, since ops pick their kernels by it; an op's failure (oneDNN's)
+ * is returned too. */
 magna_status magna_graph_backward(magna_graph *g);
 /* The same with d(loss)/d(target) given (numel of the loss node floats), for a loss computed outside. */
 magna_status magna_graph_backward_seeded(magna_graph *g, const float *seed_grad);

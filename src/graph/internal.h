@@ -141,6 +141,7 @@ struct magna_graph {
     int64_t batch, compiled_batch;
     uint64_t rng_step;  /* advanced by each training-mode forward */
     uint64_t mask_step; /* the rng_step the last forward drew its dropout masks with */
+    int forward_threads; /* the thread count the last CPU forward ran at (0: none yet), which backward must match */
 
     /* flat buffers */
     float *params, *grads, *states;

@@ -63,6 +63,9 @@ magna_status magna_graph_forward(magna_graph *g) {
 #ifdef MAGNA_HAVE_CUDA
     if (g->device == MAGNA_DEVICE_CUDA) return cuda_graph_forward(g);
 #endif
+    /* Ops pick their kernels by the thread count (oneDNN's primitives, bf16 hand-offs, per-thread scratch), and
+     * backward reads what forward left for the kernels it picked: both must run at one count. */
+    g->forward_threads = omp_get_max_threads();
     struct graph_profile *prof = g->profile;
     for (int k = 0; k < g->n_order; k++) {
         magna_node *n = g->order[k];
@@ -94,6 +97,12 @@ magna_status magna_graph_backward_seeded(magna_graph *g, const float *seed_grad)
 #ifdef MAGNA_HAVE_CUDA
     if (g->device == MAGNA_DEVICE_CUDA) return cuda_graph_backward(g, seed_grad);
 #endif
+    if (g->forward_threads != omp_get_max_threads())
+        return graph_state_error(g, g->forward_threads ? "backward: forward ran at %d threads, backward would run at %d: "
+                                                         "run forward again at this thread count"
+                                                       : "backward: run forward first",
+                                 g->forward_threads, omp_get_max_threads());
+    g->last_status = MAGNA_OK;
     if (seed_grad)
         memcpy(loss->grad, seed_grad, (size_t)loss->numel * sizeof(float));
     else
@@ -107,6 +116,7 @@ magna_status magna_graph_backward_seeded(magna_graph *g, const float *seed_grad)
         double t1 = prof ? now_s() : 0;
         magna_op_table[n->op]->backward(g, n);
         if (prof) prof->bwd[PROFILE_ZERO] += t1 - t0, prof->calls[PROFILE_ZERO]++, prof->bwd[n->op] += now_s() - t1;
+        if (g->last_status != MAGNA_OK) return g->last_status; /* an op's error (oneDNN's, a state it cannot use) */
     }
     return MAGNA_OK;
 }
