@@ -236,16 +236,19 @@ T512BF16 static void pack_panel_bf16(int k, int n, const void *w, bool h, int ld
 }
 
 /* dst = op(W) [k, n] as bf16 pair panels: panel pn, pair q, column jj at [(pn * kp + q) * 64 + 2 jj + (p & 1)]. */
-void magna_panel_pack_bf16(int k, int n, const float *w, int ldw, bool transposed, uint16_t *dst, bool par) {
+/* Every panel of op(W), from float32 w or bf16 (h); across the threads when par and worth it. */
+static void pack_bf16(int k, int n, const void *w, bool h, int ldw, bool transposed, uint16_t *dst, bool par) {
     const int panels = (n + SP_NR - 1) / SP_NR, kp = (k + 1) / 2;
     PARALLEL_FOR(par && (int64_t)k * n >= 32768 && panels > 1, pn, panels,
-                 pack_panel_bf16(k, n, w, false, ldw, transposed, dst + (size_t)pn * kp * 2 * SP_NR, (int)pn * SP_NR););
+                 pack_panel_bf16(k, n, w, h, ldw, transposed, dst + (size_t)pn * kp * 2 * SP_NR, (int)pn * SP_NR););
+}
+
+void magna_panel_pack_bf16(int k, int n, const float *w, int ldw, bool transposed, uint16_t *dst, bool par) {
+    pack_bf16(k, n, w, false, ldw, transposed, dst, par);
 }
 
 void magna_panel_pack_bf16_h(int k, int n, const uint16_t *w, int ldw, bool transposed, uint16_t *dst) {
-    const int panels = (n + SP_NR - 1) / SP_NR, kp = (k + 1) / 2;
-    for (int pn = 0; pn < panels; pn++)
-        pack_panel_bf16(k, n, w, true, ldw, transposed, dst + (size_t)pn * kp * 2 * SP_NR, pn * SP_NR);
+    pack_bf16(k, n, w, true, ldw, transposed, dst, false);
 }
 
 /* Packed A holds the pair (alpha A[i][2q], alpha A[i][2q + 1]) of every row i as one 32-bit word, zero past row m

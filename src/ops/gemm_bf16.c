@@ -68,9 +68,8 @@ __attribute__((target("avx512f,avx512bw"))) void magna_from_bf16_row(float *dst,
     }
 }
 
-/* One row of n floats to bf16, and sum[j] += src[j]: 32 columns at a time. */
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void colsum_row(uint16_t *dst, const float *src,
-                                                                               int64_t n, float *sum) {
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void magna_to_bf16_row_sum(uint16_t *dst, const float *src,
+                                                                                  int64_t n, float *sum) {
     for (int64_t j = 0; j < n; j += 32) {
         const int64_t w = n - j < 32 ? n - j : 32;
         const __mmask16 lo = (__mmask16)(w >= 16 ? 0xffffu : (1u << w) - 1);
@@ -89,7 +88,7 @@ void magna_to_bf16_colsum(uint16_t *dst, const float *src, int64_t rows, int64_t
         float *part = partial + p * cols;
         memset(part, 0, (size_t)cols * sizeof *part);
         for (int64_t r = rows * p / MAGNA_COLSUM_PARTS; r < rows * (p + 1) / MAGNA_COLSUM_PARTS; r++)
-            colsum_row(dst + r * cols, src + r * cols, cols, part);
+            magna_to_bf16_row_sum(dst + r * cols, src + r * cols, cols, part);
     });
     magna_colsum_combine(sum, partial, cols, assign);
 }
@@ -201,6 +200,9 @@ void magna_to_bf16_time_major(uint16_t *dst, const float *src, int64_t B, int64_
 }
 void magna_to_bf16_row(uint16_t *dst, const float *src, int64_t n) { (void)dst, (void)src, (void)n; }
 void magna_from_bf16_row(float *dst, const uint16_t *src, int64_t n) { (void)dst, (void)src, (void)n; }
+void magna_to_bf16_row_sum(uint16_t *dst, const float *src, int64_t n, float *sum) {
+    (void)dst, (void)src, (void)n, (void)sum;
+}
 void magna_to_bf16_colsum(uint16_t *dst, const float *src, int64_t rows, int64_t cols, float *sum, bool assign,
                           float *partial) {
     (void)dst, (void)src, (void)rows, (void)cols, (void)sum, (void)assign, (void)partial;

@@ -16,6 +16,9 @@ bool magna_gemm_bf16_wanted(const magna_graph *g);
 void magna_to_bf16(uint16_t *dst, const float *src, int64_t n);
 /* The same on this thread alone (inside a parallel loop). */
 void magna_to_bf16_row(uint16_t *dst, const float *src, int64_t n);
+/* magna_to_bf16_row, and sum[j] += src[j] in the same pass: one row of a bias's column sums (32 columns at a
+ * time). */
+void magna_to_bf16_row_sum(uint16_t *dst, const float *src, int64_t n, float *sum);
 /* dst[i] = the bf16 src[i] as a float (exact), on this thread. Needs AVX-512. */
 void magna_from_bf16_row(float *dst, const uint16_t *src, int64_t n);
 /* Column sums in bf16 passes are taken over MAGNA_COLSUM_PARTS fixed parts of the rows, each part's rows in order

@@ -172,15 +172,6 @@ static magna_status gelu_infer(magna_graph *g, magna_node *n) {
     return st;
 }
 
-/* sum[j] += d[j] (when sum) and dst = d in bf16, for n <= GELU_CHUNK. */
-ISA_CLONES static void sum_into_bf16(uint16_t *dst, const float *d, float *sum, int64_t n) {
-    if (sum) {
-#pragma omp simd
-        for (int64_t j = 0; j < n; j++) sum[j] += d[j];
-    }
-    magna_to_bf16_row(dst, d, n);
-}
-
 /* dC = dy GELU'(x) [rows, cols] in bf16 for the matmul before the GELU (magna_matmul_dc16_for), and bias[j] (+)=
  * its column sums, as magna_to_bf16_colsum takes them (partial: its MAGNA_COLSUM_PARTS rows of scratch). */
 static void gelu_backward_dc16(const float *x, const uint16_t *x16, const float *dy, const uint16_t *dy16,
@@ -193,7 +184,10 @@ static void gelu_backward_dc16(const float *x, const uint16_t *x16, const float 
             for (int64_t j = 0; j < cols; j += GELU_CHUNK) {
                 const int64_t len = cols - j < GELU_CHUNK ? cols - j : GELU_CHUNK, at = r * cols + j;
                 gelu_backward_chunk(gelu_f32(x, x16, at, len, xs), gelu_f32(dy, dy16, at, len, ds), d, len, true);
-                sum_into_bf16(dc16 + at, d, sum ? sum + j : NULL, len);
+                if (sum)
+                    magna_to_bf16_row_sum(dc16 + at, d, len, sum + j);
+                else
+                    magna_to_bf16_row(dc16 + at, d, len);
             }
     });
     if (bias) magna_colsum_combine(bias, partial, cols, assign);
