@@ -334,7 +334,7 @@ typedef struct attn_args {
     uint16_t *out16; /* the output in bf16 for the matmul after it (bf16_for), instead of out */
     const int32_t *lengths;
     int64_t H;
-    bool assign_q, assign_k, assign_v; /* the first writer of that gradient (grad_assigns): the pair assigns its slice */
+    unsigned assign; /* bits 0, 1, 2: the first writer of dq, dk, dv (grad_assigns): the pair assigns its slices */
     bool bf16;                         /* attn_bf16: the products on the bf16 panel kernel */
     bool p16;                          /* P is saved in bf16 (the forward ran in bf16: saved16) */
     attn_head head;                    /* keys is filled per pair */
@@ -346,7 +346,7 @@ static attn_args attn_args_of(const magna_node *n) {
                    .P = (float *)n->saved};
     a.dout = n->grad16 ? (attn_opnd){NULL, (const uint16_t *)n->grad} : f32(n->grad);
     a.dq = q->grad, a.dk = k->grad, a.dv = v->grad;
-    a.assign_q = grad_assigns(n, 0), a.assign_k = grad_assigns(n, 1), a.assign_v = grad_assigns(n, 2);
+    a.assign = n->grad_assign & 7u;
     a.lengths = n->n_in == 4 ? ival(n->in[3]) : NULL;
     a.H = n->ip[0];
     attn_head *h = &a.head;
@@ -439,7 +439,7 @@ static void attention_pair_backward(const attn_args *a, int64_t bh, float *scrat
     attention_head_backward(&h, opnd_at(a->q, oq), opnd_at(a->k, ok), opnd_at(a->v, ok), P,
                             opnd_at(a->dout, oq),
                             a->dq ? a->dq + oq : NULL, a->dk ? a->dk + ok : NULL, a->dv ? a->dv + ok : NULL, scratch,
-                            (a->assign_q ? 1u : 0u) | (a->assign_k ? 2u : 0u) | (a->assign_v ? 4u : 0u));
+                            a->assign);
 }
 
 /* Pairs in parallel, each thread with its own [Tq, Tk] scratch (and bf16's packed operands). A single pair (or thread) runs outside
