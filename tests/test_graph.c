@@ -338,6 +338,20 @@ static void test_gelu_into_bf16_matmul(void) {
         }
         magna_graph_free(fused), magna_graph_free(plain);
     }
+    /* the GELU's one-pass AVX-512 kernels (with fc's dC in bf16 and its bias sums) against its portable path */
+    float lf, lp;
+    magna_node *fc, *proj;
+    magna_graph *fast = gelu_mlp(true, true, &lf, &fc, &proj);
+    setenv("MAGNA_GELU_KERNEL", "portable", 1);
+    magna_graph *portable = gelu_mlp(true, true, &lp, &fc, &proj);
+    unsetenv("MAGNA_GELU_KERNEL");
+    size_t n;
+    double scale, worst = max_diff(magna_graph_grads(fast, &n), magna_graph_grads(portable, NULL), (int64_t)n, &scale);
+    printf("GELU kernels, bf16 MLP: loss %.7f one-pass vs %.7f portable, grads differ by %.2g of %.2g\n", lf, lp, worst,
+           scale);
+    CHECK(fabsf(lf - lp) <= 1e-6f * fabsf(lp) && worst <= 5e-3 * scale, "GELU kernels: loss %g vs %g, grads %g of %g",
+          lf, lp, worst, scale);
+    magna_graph_free(fast), magna_graph_free(portable);
 }
 
 /* loss = mean((tanh(p) @ op(w))^2) (+ sum(tanh(p)) after the product when `later`, which makes that sum the
@@ -430,13 +444,13 @@ static magna_graph *attention_graph(bool bf16, bool cross, int64_t C, int heads,
 }
 
 /* In a bf16 graph attention's products run on the bf16 panel kernel: outputs and every gradient within bf16's
- * precision of float32's, and not equal to them. hd 32 and 24 (a partial panel), causal and masked cross; T 37 and 72
- * (causal row blocks of 64 and 8). */
+ * precision of float32's, and not equal to them. hd 32, 24 (a partial panel) and 80 (three panels), causal and masked
+ * cross; T 37 and 72 (causal row blocks of 32 and a last one of 5 or 8). */
 static void test_bf16_attention(void) {
     const bool has_bf16 = magna_cpu_detect().avx512_bf16;
-    for (int c = 0; c < 4; c++) {
+    for (int c = 0; c < 5; c++) {
         const bool cross = c == 2;
-        const int64_t C = c == 1 ? 48 : 64, T = c == 3 ? 72 : 37;
+        const int64_t C = c == 1 ? 48 : c == 4 ? 160 : 64, T = c >= 3 ? 72 : 37;
         magna_node *o16, *o32;
         magna_graph *g16 = attention_graph(true, cross, C, 2, T, &o16), *g32 = attention_graph(false, cross, C, 2, T, &o32);
         double scale_y, scale_g, worst_y, worst_g;
@@ -453,13 +467,13 @@ static void test_bf16_attention(void) {
  * rewrites or without (MAGNA_NO_FUSE): in bf16 the dense layers hand q, k and v to the attention in bf16, the
  * attention its output to `out` and `out` its gradient back (out16_to, bf16_for, da16_ok). *mm: the q and out
  * products. */
-static magna_graph *attention_block(bool bf16, bool fuse, bool cross, magna_node **q_mm, magna_node **out_mm) {
+static magna_graph *attention_block(bool bf16, bool fuse, bool cross, int64_t C, magna_node **q_mm, magna_node **out_mm) {
     if (fuse)
         unsetenv("MAGNA_NO_FUSE");
     else
         setenv("MAGNA_NO_FUSE", "1", 1);
     magna_graph *g = magna_graph_new(21);
-    const int64_t B = 2, T = 37, Tk = cross ? 21 : 37, C = 64;
+    const int64_t B = 2, T = 37, Tk = cross ? 21 : 37;
     const magna_init u = magna_init_uniform(-0.3f, 0.3f);
     magna_node *x = magna_param(g, "x", 3, SHAPE(B, T, C), magna_init_uniform(-1, 1));
     magna_node *mem = cross ? magna_param(g, "mem", 3, SHAPE(B, Tk, C), magna_init_uniform(-1, 1)) : x;
@@ -485,21 +499,25 @@ static magna_graph *attention_block(bool bf16, bool fuse, bool cross, magna_node
 }
 
 /* The attention block in bf16 with q, k, v, its output and dout handed over in bf16, against float32 (within
- * bf16's precision, as test_bf16_attention) and against the same graph without the rewrites (closer still). */
+ * bf16's precision, as test_bf16_attention) and against the same graph without the rewrites (closer still): hd 32,
+ * and hd 80 (three panels of the pair's packed operands, the last partial). */
 static void test_attention_block_bf16(void) {
     const bool has_bf16 = magna_cpu_detect().avx512_bf16;
-    for (int cross = 0; cross < 2; cross++) {
+    for (int c = 0; c < 4; c++) {
+        const bool cross = c % 2;
+        const int64_t C = c < 2 ? 64 : 160;
         magna_node *q16, *o16, *q32, *o32, *qu, *ou;
-        magna_graph *g16 = attention_block(true, true, cross, &q16, &o16), *g32 = attention_block(false, true, cross, &q32, &o32);
-        magna_graph *gu = attention_block(true, false, cross, &qu, &ou);
+        magna_graph *g16 = attention_block(true, true, cross, C, &q16, &o16),
+                    *g32 = attention_block(false, true, cross, C, &q32, &o32);
+        magna_graph *gu = attention_block(true, false, cross, C, &qu, &ou);
         size_t n;
         const float *gr16 = magna_graph_grads(g16, &n);
         double scale, worst = max_diff(gr16, magna_graph_grads(g32, NULL), (int64_t)n, &scale), scale_u,
                       worst_u = max_diff(gr16, magna_graph_grads(gu, NULL), (int64_t)n, &scale_u);
         const unsigned io_q = magna_matmul_bf16_io(q16), io_o = magna_matmul_bf16_io(o16);
-        printf("attention block (%s) in bf16: grads off float32's by %.2g of %.2g, off the unrewritten bf16's by %.2g; "
-               "q out in bf16 %d, out's dA in bf16 %d\n",
-               cross ? "cross, masked" : "causal", worst, scale, worst_u, (io_q & MAGNA_MM_OUT16) != 0,
+        printf("attention block (%s, hd %lld) in bf16: grads off float32's by %.2g of %.2g, off the unrewritten bf16's "
+               "by %.2g; q out in bf16 %d, out's dA in bf16 %d\n",
+               cross ? "cross, masked" : "causal", (long long)(C / 2), worst, scale, worst_u, (io_q & MAGNA_MM_OUT16) != 0,
                (io_o & MAGNA_MM_DA16) != 0);
         CHECK(worst <= 2e-2 * scale && worst_u <= 1e-2 * scale_u, "bf16 attention block too far off");
         CHECK(!has_bf16 || (io_q == MAGNA_MM_OUT16 && io_o == MAGNA_MM_DA16), "q %u, out %u: not handed over in bf16",

@@ -238,8 +238,8 @@ static void panel_bf16_sources(void) {
             for (size_t i = 0; i < used; i++) bad += a[i] != b[i];
         }
         for (int ta = 0; ta < 2; ta++) { /* A [m, k], or stored [k, m] */
-            magna_panel_gemm_bf16(m, n, k, f, ld, ta, 0.37f, a, ap, false, c1, n);
-            magna_panel_gemm_bf16_h(m, n, k, h, ld, ta, 0.37f, a, ap, false, c2, n);
+            magna_panel_gemm_bf16(m, n, k, f, ld, ta, 0.37f, a, k, ap, false, c1, n);
+            magna_panel_gemm_bf16_h(m, n, k, h, ld, ta, 0.37f, a, k, ap, false, c2, n);
             CHECK(memcmp(c1, c2, (size_t)m * n * 4) == 0, "bf16 A%s of m %d k %d: product differs from float32's",
                   ta ? "^T" : "", m, k);
             for (size_t i = 0; i < (size_t)m * n; i++) bad += c1[i] != c2[i];
@@ -248,6 +248,47 @@ static void panel_bf16_sources(void) {
     }
     printf("panel bf16 sources: packs and A * alpha (both ways each) from bf16 against float32 of the same values, "
            "5 shapes: %d differ\n", bad);
+}
+
+/* A's bf16 rows read in place (magna_panel_gemm_bf16_rows) against the same A packed, with B as rows r..r+k of a
+ * bigger pack (bp_k, bp + r / 2 * 64) against B packed alone: the same sums exactly; alpha scales them as they are
+ * stored; accumulate adds to C. A ends right after its last row (ASan sees any read past it). */
+static void panel_bf16_rows_and_subpacks(void) {
+    if (!magna_panel_available(true)) {
+        printf("panel bf16 rows: no avx512_bf16 here, skipped\n");
+        return;
+    }
+    static const int sizes[][3] = {{32, 128, 64}, {32, 40, 17}, {64, 33, 8}, {2, 5, 3}, {16, 70, 9}};
+    int bad = 0;
+    for (size_t c = 0; c < sizeof sizes / sizeof *sizes; c++) {
+        const int k = sizes[c][0], n = sizes[c][1], m = sizes[c][2], r = 4, big = k + 10, ldw = n + 3, lda = k + 6;
+        uint16_t *w = malloc((size_t)big * ldw * 2), *a = malloc((size_t)m * lda * 2);
+        for (size_t i = 0; i < (size_t)big * ldw; i++) w[i] = to_bf16(2 * magna_rand_uniform(12, (uint64_t)c, i) - 1);
+        for (size_t i = 0; i < (size_t)m * lda; i++) a[i] = to_bf16(2 * magna_rand_uniform(13, (uint64_t)c, i) - 1);
+        const size_t full_bytes = (magna_panel_b_floats(big, n) * 4 + 63) / 64 * 64;
+        uint16_t *full = aligned_alloc(64, full_bytes), *sub = aligned_alloc(64, full_bytes);
+        uint32_t *ap = aligned_alloc(64, (magna_panel_a_floats(m, k) * 4 + 63) / 64 * 64);
+        float *c1 = calloc((size_t)m * n, 4), *c2 = calloc((size_t)m * n, 4);
+        magna_panel_pack_bf16_h(big, n, w, ldw, false, full);
+        magna_panel_pack_bf16_h(k, n, w + (size_t)r * ldw, ldw, false, sub);
+        CHECK(magna_panel_rows_direct(k, a, lda, 1.0f, true), "rows of k %d, lda %d must be read in place", k, lda);
+        magna_panel_gemm_bf16_h(m, n, k, a, lda, false, 1.0f, sub, k, ap, false, c1, n);
+        magna_panel_gemm_bf16_rows(m, n, k, a, lda, 1.0f, full + r / 2 * 64, big, false, c2, n);
+        for (size_t i = 0; i < (size_t)m * n; i++) bad += c1[i] != c2[i];
+        CHECK(memcmp(c1, c2, (size_t)m * n * 4) == 0, "A in place, m %d n %d k %d: differs from packed A", m, n, k);
+        magna_panel_gemm_bf16_rows(m, n, k, a, lda, 0.37f, full + r / 2 * 64, big, false, c2, n);
+        for (size_t i = 0; i < (size_t)m * n; i++) bad += c2[i] != c1[i] * 0.37f;
+        memcpy(c2, c1, (size_t)m * n * 4);
+        magna_panel_gemm_bf16_rows(m, n, k, a, lda, 1.0f, full + r / 2 * 64, big, true, c2, n);
+        for (size_t i = 0; i < (size_t)m * n; i++) bad += fabsf(c2[i] - 2 * c1[i]) > 1e-5f * (1 + fabsf(c1[i]));
+        CHECK(bad == 0, "A in place, m %d n %d k %d: alpha or accumulate wrong (%d)", m, n, k, bad);
+        free(w), free(a), free(full), free(sub), free(ap), free(c1), free(c2);
+    }
+    CHECK(!magna_panel_rows_direct(3, NULL, 8, 1.0f, false) && !magna_panel_rows_direct(4, NULL, 7, 1.0f, false) &&
+              !magna_panel_rows_direct(4, NULL, 8, 0.5f, true),
+          "odd k, odd lda or a scaled accumulation must be packed");
+    printf("panel bf16 rows: A read in place against packed, B from a bigger pack, alpha and accumulate, 5 shapes: "
+           "%d differ\n", bad);
 }
 
 int main(void) {
@@ -273,5 +314,6 @@ int main(void) {
     graph_matmul_vs_reference(2, 200, 256, 150, true, 8);
     panel_pack_transposed_vs_plain();
     panel_bf16_sources();
+    panel_bf16_rows_and_subpacks();
     return check_finish("test_kernels");
 }

@@ -5,6 +5,7 @@
 #include "../graph/internal.h"
 
 #include <immintrin.h>
+#include <stdint.h>
 #include <string.h>
 
 enum { SP_NR = 32, SP_MR = 8 };
@@ -260,9 +261,13 @@ void magna_panel_pack_bf16_h(int k, int n, const uint16_t *w, int ldw, bool tran
  *     A for one k are contiguous, and two pairs of all 8 make one vector of 16 words. */
 typedef struct a_layout {
     int rs, qs;
+    int bs; /* words from one block of 8 rows to the next, per row: kp when packed, the row stride when read in place */
 } a_layout;
 
-static a_layout a_layout_of(bool ta, int k) { return ta ? (a_layout){1, SP_MR} : (a_layout){(k + 1) / 2, 1}; }
+static a_layout a_layout_of(bool ta, int k) {
+    const int kp = (k + 1) / 2;
+    return ta ? (a_layout){1, SP_MR, kp} : (a_layout){kp, 1, kp};
+}
 
 T512BF16 static void pack_a_bf16_rows(int m, int k, const void *a, bool h, int lda, float alpha, uint32_t *dst) {
     const int kp = (k + 1) / 2, rows = (m + SP_MR - 1) / SP_MR * SP_MR;
@@ -327,13 +332,15 @@ static void pack_a_bf16(int m, int k, const void *a, bool h, int lda, bool ta, f
         pack_a_bf16_rows(m, k, a, h, lda, alpha, dst);
 }
 
+/* Rows past `rows` read row 0 (their sums are never stored): A read in place has nothing after its last row.
+ * alpha scales the sums as they are stored (1 with accumulate: the callers fold it into packed A then). */
 T512BF16 static void step_block_bf16(int rows, int kp, const uint32_t *ap, a_layout al, const uint16_t *bp, float *c,
-                                     int ldc, __mmask16 m0, __mmask16 m1, bool accumulate) {
+                                     int ldc, __mmask16 m0, __mmask16 m1, bool accumulate, float alpha) {
     SP_ROWS(SP_DECL)
     if (accumulate) {
         SP_ROWS(SP_LOAD)
     }
-#define SP_AROW(r) const uint32_t *a##r = ap + (size_t)r * al.rs;
+#define SP_AROW(r) const uint32_t *a##r = ap + (size_t)(r < rows ? r : 0) * al.rs;
     SP_ROWS(SP_AROW)
 #undef SP_AROW
     for (int q = 0; q < kp; q++) {
@@ -348,18 +355,25 @@ T512BF16 static void step_block_bf16(int rows, int kp, const uint32_t *ap, a_lay
     }
         SP_ROWS(SP_DOT)
     }
+    if (alpha != 1.0f) {
+        const __m512 s = _mm512_set1_ps(alpha);
+#define SP_SCALE(r) c##r##0 = _mm512_mul_ps(c##r##0, s), c##r##1 = _mm512_mul_ps(c##r##1, s);
+        SP_ROWS(SP_SCALE)
+#undef SP_SCALE
+    }
     SP_ROWS(SP_STORE)
 #undef SP_DOT
 }
 
-T512BF16 static void step_gemm_bf16(int m, int n, int kp, const uint32_t *ap, a_layout al, const uint16_t *bp, float *c,
-                                    int ldc, int j0, int j1, bool accumulate) {
+/* bp's panels hold panel_kp pairs each (the k it was packed with, which may be more than this product's). */
+T512BF16 static void step_gemm_bf16(int m, int n, int kp, const uint32_t *ap, a_layout al, const uint16_t *bp,
+                                    int panel_kp, float *c, int ldc, int j0, int j1, bool accumulate, float alpha) {
     for (; j0 < j1; j0 += SP_NR) {
         const __mmask16 m0 = panel_mask(n - j0, 0), m1 = panel_mask(n - j0, 16);
-        const uint16_t *panel = bp + (size_t)j0 * kp * 2;
+        const uint16_t *panel = bp + (size_t)j0 * panel_kp * 2;
         for (int i0 = 0; i0 < m; i0 += SP_MR)
-            step_block_bf16(m - i0 < SP_MR ? m - i0 : SP_MR, kp, ap + (size_t)i0 * kp, al, panel,
-                            c + (size_t)i0 * ldc + j0, ldc, m0, m1, accumulate);
+            step_block_bf16(m - i0 < SP_MR ? m - i0 : SP_MR, kp, ap + (size_t)i0 * al.bs, al, panel,
+                            c + (size_t)i0 * ldc + j0, ldc, m0, m1, accumulate, alpha);
     }
 }
 
@@ -369,33 +383,49 @@ void magna_panel_pack_a_bf16(int m, int k, const float *a, int lda, bool ta, flo
 
 void magna_panel_run_bf16(int m, int n, int k, const uint32_t *ap, bool ta, const uint16_t *bp, bool accumulate,
                           float *c, int ldc, int j0, int j1) {
-    step_gemm_bf16(m, n, (k + 1) / 2, ap, a_layout_of(ta, k), bp, c, ldc, j0, j1, accumulate);
+    step_gemm_bf16(m, n, (k + 1) / 2, ap, a_layout_of(ta, k), bp, (k + 1) / 2, c, ldc, j0, j1, accumulate, 1.0f);
 }
 
-/* a: float32, or bf16 (h); op(A) its transpose when ta. */
-static void panel_gemm_bf16(int m, int n, int k, const void *a, bool h, int lda, bool ta, float alpha,
-                            const uint16_t *bp, uint32_t *ap, bool accumulate, float *c, int ldc) {
-    const int kp = (k + 1) / 2;
-    const a_layout al = a_layout_of(ta, k);
-    pack_a_bf16(m, k, a, h, lda, ta, alpha, ap);
+/* All the columns of C, across the threads when outside a parallel region and worth it. */
+static void run_bf16(int m, int n, int k, const uint32_t *ap, a_layout al, const uint16_t *bp, int bp_k, float alpha,
+                     bool accumulate, float *c, int ldc) {
+    const int kp = (k + 1) / 2, panel_kp = (bp_k + 1) / 2;
     if (split_panels(m, n, k)) {
 #pragma omp parallel
         {
             int j0, j1;
             thread_panels(n, &j0, &j1);
-            if (j0 < j1) step_gemm_bf16(m, n, kp, ap, al, bp, c, ldc, j0, j1, accumulate);
+            if (j0 < j1) step_gemm_bf16(m, n, kp, ap, al, bp, panel_kp, c, ldc, j0, j1, accumulate, alpha);
         }
     } else {
-        step_gemm_bf16(m, n, kp, ap, al, bp, c, ldc, 0, n, accumulate);
+        step_gemm_bf16(m, n, kp, ap, al, bp, panel_kp, c, ldc, 0, n, accumulate, alpha);
     }
 }
 
+/* a: float32, or bf16 (h); op(A) its transpose when ta. */
+static void panel_gemm_bf16(int m, int n, int k, const void *a, bool h, int lda, bool ta, float alpha,
+                            const uint16_t *bp, int bp_k, uint32_t *ap, bool accumulate, float *c, int ldc) {
+    pack_a_bf16(m, k, a, h, lda, ta, alpha, ap);
+    run_bf16(m, n, k, ap, a_layout_of(ta, k), bp, bp_k, 1.0f, accumulate, c, ldc);
+}
+
 void magna_panel_gemm_bf16(int m, int n, int k, const float *a, int lda, bool ta, float alpha, const uint16_t *bp,
-                           uint32_t *ap, bool accumulate, float *c, int ldc) {
-    panel_gemm_bf16(m, n, k, a, false, lda, ta, alpha, bp, ap, accumulate, c, ldc);
+                           int bp_k, uint32_t *ap, bool accumulate, float *c, int ldc) {
+    panel_gemm_bf16(m, n, k, a, false, lda, ta, alpha, bp, bp_k, ap, accumulate, c, ldc);
 }
 
 void magna_panel_gemm_bf16_h(int m, int n, int k, const uint16_t *a, int lda, bool ta, float alpha, const uint16_t *bp,
-                             uint32_t *ap, bool accumulate, float *c, int ldc) {
-    panel_gemm_bf16(m, n, k, a, true, lda, ta, alpha, bp, ap, accumulate, c, ldc);
+                             int bp_k, uint32_t *ap, bool accumulate, float *c, int ldc) {
+    panel_gemm_bf16(m, n, k, a, true, lda, ta, alpha, bp, bp_k, ap, accumulate, c, ldc);
+}
+
+/* A's rows in bf16 are already what packed A holds, pair by pair: read in place, row i at a + i lda. */
+bool magna_panel_rows_direct(int k, const uint16_t *a, int lda, float alpha, bool accumulate) {
+    return k % 2 == 0 && lda % 2 == 0 && ((uintptr_t)a & 3u) == 0 && (alpha == 1.0f || !accumulate);
+}
+
+void magna_panel_gemm_bf16_rows(int m, int n, int k, const uint16_t *a, int lda, float alpha, const uint16_t *bp,
+                                int bp_k, bool accumulate, float *c, int ldc) {
+    const a_layout al = {lda / 2, 1, lda / 2};
+    run_bf16(m, n, k, (const uint32_t *)a, al, bp, bp_k, alpha, accumulate, c, ldc);
 }

@@ -295,7 +295,7 @@ size_t magna_panel_a_floats(int64_t m, int64_t k);
 void magna_panel_pack_f32(int k, int n, const float *w, int ldw, bool transposed, float *dst, bool par);
 void magna_panel_pack_bf16(int k, int n, const float *w, int ldw, bool transposed, uint16_t *dst, bool par);
 void magna_panel_gemm_bf16(int m, int n, int k, const float *a, int lda, bool ta, float alpha, const uint16_t *bp,
-                           uint32_t *ap, bool accumulate, float *c, int ldc);
+                           int bp_k, uint32_t *ap, bool accumulate, float *c, int ldc);
 void magna_panel_split(int n, int nt, int t, int *j0, int *j1);
 void magna_panel_pack_a_f32(int m, int k, const float *a, int lda, float *ap);
 void magna_panel_run_f32(int m, int n, int k, const float *ap, const float *bp, bool accumulate, float *c, int ldc,
@@ -308,7 +308,14 @@ void magna_panel_run_bf16(int m, int n, int k, const uint32_t *ap, bool ta, cons
  * values. */
 void magna_panel_pack_bf16_h(int k, int n, const uint16_t *w, int ldw, bool transposed, uint16_t *dst);
 void magna_panel_gemm_bf16_h(int m, int n, int k, const uint16_t *a, int lda, bool ta, float alpha, const uint16_t *bp,
-                             uint32_t *ap, bool accumulate, float *c, int ldc);
+                             int bp_k, uint32_t *ap, bool accumulate, float *c, int ldc);
+/* bp_k above: the k that bp was packed with (>= k: a product may use its first k rows; bp may also start at an
+ * even row of a bigger pack, bp + row / 2 * 64). A bf16 A whose rows already are packed A's pairs is read in
+ * place, with no packing (alpha applied to the sums): when magna_panel_rows_direct says so (k and lda even, a
+ * aligned to 4 bytes, alpha 1 if accumulating). */
+bool magna_panel_rows_direct(int k, const uint16_t *a, int lda, float alpha, bool accumulate);
+void magna_panel_gemm_bf16_rows(int m, int n, int k, const uint16_t *a, int lda, float alpha, const uint16_t *bp,
+                                int bp_k, bool accumulate, float *c, int ldc);
 
 /* The plain triple loop the fast path is tested against. */
 void magna_sgemm_reference(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda,

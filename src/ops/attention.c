@@ -30,19 +30,27 @@
 #include <omp.h>
 #include <string.h>
 
-#define ATTN_BLOCK 64
+#define ATTN_BLOCK 32
 
 static int max_threads(void) { return omp_get_max_threads(); }
 
+/* A whole pair's operand packed for the bf16 panel kernel: K^T or V^T [hd, Tk], or K, V, q or dout [T, hd]. */
+static size_t pair_pack_floats(int64_t Tq, int64_t Tk, int64_t hd) {
+    const size_t t = magna_panel_b_floats(hd, Tk), r = magna_panel_b_floats(Tq > Tk ? Tq : Tk, hd);
+    return round16(t > r ? t : r);
+}
+
 /* Floats of scratch per thread: backward's dP / dS [Tq, Tk]; in bf16 (attn_bf16) also the panel kernel's packed
- * operands: K^T or V^T for the whole pair [hd, Tk], one operand of up to [max(Tq, Tk), hd], and packed rows; and a
- * row block of the output [ATTN_BLOCK, hd] on its way to bf16 (for the matmul after it: bf16_for). */
+ * operands: two of the whole pair (pair_pack_floats), one more of up to [max(Tq, Tk), hd] packed per product, and
+ * packed rows; a row block of the output [ATTN_BLOCK, hd] on its way to bf16 (for the matmul after it: bf16_for);
+ * and backward's dS in bf16 [Tq, Tk]. */
 static size_t attn_scratch_floats(int64_t Tq, int64_t Tk, int64_t hd, bool bf16) {
     size_t f = round16((size_t)(Tq * Tk));
     if (bf16) {
         const int64_t T = Tq > Tk ? Tq : Tk;
-        f += round16(magna_panel_b_floats(hd, Tk)) + round16(magna_panel_b_floats(T, hd)) +
-             round16(magna_panel_a_floats(T, T > hd ? T : hd)) + round16((size_t)((Tq > ATTN_BLOCK ? Tq : ATTN_BLOCK) * hd));
+        f += 2 * pair_pack_floats(Tq, Tk, hd) + round16(magna_panel_b_floats(T, hd)) +
+             round16(magna_panel_a_floats(T, T > hd ? T : hd)) + round16((size_t)((Tq > ATTN_BLOCK ? Tq : ATTN_BLOCK) * hd)) +
+             round16((size_t)(Tq * Tk + 1) / 2);
     }
     return f;
 }
@@ -140,13 +148,13 @@ static void softmax_row(float *p, int len, int end) {
     for (int j = len > 0 ? len : 0; j < end; j++) p[j] = 0.0f;
 }
 
-/* ds[0..len) = p * (ds - sum(p * ds)) (the softmax backward, in place on dP), ds[len..end) = 0. */
-static void softmax_row_backward(const float *p, float *ds, int len, int end) {
+/* ds[0..len) = scale p * (ds - sum(p * ds)) (the softmax backward, in place on dP), ds[len..end) = 0. */
+static void softmax_row_backward(const float *p, float *ds, float scale, int len, int end) {
     float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
     for (int j = 0; j < len; j++) dot += p[j] * ds[j];
 #pragma omp simd
-    for (int j = 0; j < len; j++) ds[j] = p[j] * (ds[j] - dot);
+    for (int j = 0; j < len; j++) ds[j] = scale * p[j] * (ds[j] - dot);
     for (int j = len > 0 ? len : 0; j < end; j++) ds[j] = 0.0f;
 }
 
@@ -158,12 +166,12 @@ static inline float bf16_value(uint16_t w) {
 }
 
 /* The same from P saved in bf16 (a bf16 attention's: P16). */
-static void softmax_row_backward_h(const uint16_t *p, float *ds, int len, int end) {
+static void softmax_row_backward_h(const uint16_t *p, float *ds, float scale, int len, int end) {
     float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
     for (int j = 0; j < len; j++) dot += bf16_value(p[j]) * ds[j];
 #pragma omp simd
-    for (int j = 0; j < len; j++) ds[j] = bf16_value(p[j]) * (ds[j] - dot);
+    for (int j = 0; j < len; j++) ds[j] = scale * bf16_value(p[j]) * (ds[j] - dot);
     for (int j = len > 0 ? len : 0; j < end; j++) ds[j] = 0.0f;
 }
 
@@ -189,8 +197,9 @@ typedef struct attn_head {
     int keys;  /* L_b: keys 0..keys-1 exist */
     int shift; /* causal: row i sees keys j <= i + shift; INT_MAX/2 when not causal */
     float scale;
-    /* bf16 (attn_bf16): this thread's packed operands, else NULL: the pair's [hd, keys] panel, one more, rows */
-    uint16_t *pair_panel, *panel;
+    /* bf16 (attn_bf16): this thread's packed operands, else NULL: two of the whole pair (pair_pack_floats), one
+     * packed per product, rows; and backward's dS * scale in bf16 [Tq, Tk] */
+    uint16_t *pair_b[2], *panel, *ds16;
     uint32_t *rows;
     float *out_rows; /* bf16 output (out16): a row block of it in float32, [ATTN_BLOCK, hd] */
     float *s_rows;   /* bf16: a row block of scores in float32, [ATTN_BLOCK, Tk], softmaxed there before P16 keeps
@@ -206,25 +215,33 @@ static void pack_w(int k, int n, attn_opnd w, int ldw, bool wt, uint16_t *dst) {
 }
 
 /* C [m, n] = alpha op(A) B (+ C when accumulate), B [k, n] = w[p * ldw + j] (w[j * ldw + p] when wt): in bf16 on
- * the panel kernel when the head has its scratch, packing B into `panel` (NULL: `packed` holds B already), else
- * sgemm in float32 (whose operands are never bf16: those come only to a bf16 attention). */
+ * the panel kernel when the head has its scratch, packing B into `panel` (unless `packed` holds it already, packed
+ * with packed_k rows: its first k are B) and A into `rows` (unless A's bf16 rows can be read in place), else sgemm
+ * in float32 (whose operands are never bf16: those come only to a bf16 attention). */
 static void head_gemm(const attn_head *h, bool ta, bool wt, int m, int n, int k, float alpha, attn_opnd a, int lda,
-                      attn_opnd w, int ldw, const uint16_t *packed, bool accumulate, float *c, int ldc) {
+                      attn_opnd w, int ldw, const uint16_t *packed, int packed_k, bool accumulate, float *c, int ldc) {
     if (h->rows) {
         if (!packed) {
             pack_w(k, n, w, ldw, wt, h->panel);
-            packed = h->panel;
+            packed = h->panel, packed_k = k;
         }
-        if (a.h)
-            magna_panel_gemm_bf16_h(m, n, k, a.h, lda, ta, alpha, packed, h->rows, accumulate, c, ldc);
+        if (a.h && !ta && magna_panel_rows_direct(k, a.h, lda, alpha, accumulate))
+            magna_panel_gemm_bf16_rows(m, n, k, a.h, lda, alpha, packed, packed_k, accumulate, c, ldc);
+        else if (a.h)
+            magna_panel_gemm_bf16_h(m, n, k, a.h, lda, ta, alpha, packed, packed_k, h->rows, accumulate, c, ldc);
         else
-            magna_panel_gemm_bf16(m, n, k, a.f, lda, ta, alpha, packed, h->rows, accumulate, c, ldc);
+            magna_panel_gemm_bf16(m, n, k, a.f, lda, ta, alpha, packed, packed_k, h->rows, accumulate, c, ldc);
     } else {
         magna_sgemm(ta, wt, m, n, k, alpha, a.f, lda, w.f, ldw, accumulate ? 1.0f : 0.0f, c, ldc);
     }
 }
 
 static attn_opnd f32(const float *p) { return (attn_opnd){p, NULL}; }
+static attn_opnd h16(const uint16_t *p) { return (attn_opnd){NULL, p}; }
+
+/* B for a product over rows r.. of an operand packed whole for the pair (`whole`, packed with `rows` rows): its
+ * pairs from r / 2 on when r is even; else NULL, and head_gemm packs the rows it needs. */
+static const uint16_t *packed_from(const uint16_t *whole, int r) { return whole && r % 2 == 0 ? whole + (size_t)r / 2 * 64 : NULL; }
 
 /* How many keys row i sees (0..Tk). */
 static int visible(const attn_head *h, int i) {
@@ -237,15 +254,17 @@ static int row_block(const attn_head *h) { return h->shift < INT_MAX / 4 ? ATTN_
 
 /* S = q k^T * scale, P = softmax(S) over the keys each row sees, out = P v; out in bf16 into out16 instead
  * (through the head's out_rows) when the matmul after it reads it so (bf16_for). A bf16 attention keeps P in bf16
- * (P16, what its products read of it anyway; half the bytes to write and read back), made in s_rows. */
+ * (P16, what its products read of it anyway; half the bytes to write and read back), made in s_rows, and packs K^T
+ * and V once for every row block (a block reads its first kc keys of them), while q's rows and P16's are read in
+ * place (magna_panel_rows_direct), the scale applied to the sums. */
 static void attention_head_forward(const attn_head *h, attn_opnd q, attn_opnd k, attn_opnd v, float *out,
                                    uint16_t *out16, float *P, uint16_t *P16) {
     const int Tq = h->Tq, Tk = h->Tk, C = h->C, hd = h->hd, block = row_block(h);
-    /* bf16: K^T [hd, keys] packed once for every row block (a block reads its first kc columns) */
-    const uint16_t *kt = NULL;
+    const uint16_t *kt = NULL, *vp = NULL;
     if (h->rows && h->keys > 0) {
-        pack_w(hd, h->keys, k, C, true, h->pair_panel);
-        kt = h->pair_panel;
+        pack_w(hd, h->keys, k, C, true, h->pair_b[0]);
+        pack_w(h->keys, hd, v, C, false, h->pair_b[1]);
+        kt = h->pair_b[0], vp = h->pair_b[1];
     }
     for (int r0 = 0; r0 < Tq; r0 += block) {
         const int r1 = r0 + block < Tq ? r0 + block : Tq, kc = visible(h, r1 - 1);
@@ -259,12 +278,15 @@ static void attention_head_forward(const attn_head *h, attn_opnd q, attn_opnd k,
                 memset(o + (size_t)(i - r0) * ldo, 0, (size_t)hd * sizeof(float));
             }
         } else {
-            head_gemm(h, false, true, r1 - r0, kc, hd, h->scale, opnd_at(q, (size_t)r0 * C), C, k, C, kt, false, S, Tk);
+            head_gemm(h, false, true, r1 - r0, kc, hd, h->scale, opnd_at(q, (size_t)r0 * C), C, k, C, kt, hd, false, S,
+                      Tk);
             for (int i = r0; i < r1; i++) softmax_row(S + (size_t)(i - r0) * Tk, visible(h, i), Tk);
-            head_gemm(h, false, false, r1 - r0, hd, kc, 1.0f, f32(S), Tk, v, C, NULL, false, o, ldo);
         }
         if (P16)
             for (int i = r0; i < r1; i++) magna_to_bf16_row(P16 + (size_t)i * Tk, S + (size_t)(i - r0) * Tk, Tk);
+        if (kc > 0)
+            head_gemm(h, false, false, r1 - r0, hd, kc, 1.0f, P16 ? h16(P16 + (size_t)r0 * Tk) : f32(S), Tk, v, C, vp,
+                      h->keys, false, o, ldo);
         if (out16)
             for (int i = r0; i < r1; i++) magna_to_bf16_row(out16 + (size_t)i * C, o + (size_t)(i - r0) * hd, hd);
     }
@@ -278,35 +300,51 @@ static void zero_rows(float *d, int r0, int r1, int C, int hd) {
 /* dP = dout v^T,  dS = P * (dP - rowsum(dP * P)),
  * dv += P^T dout,  dq += dS k * scale,  dk += dS^T q * scale. dq, dk, dv may be NULL; dS is [Tq, Tk] scratch.
  * `assign` (bits 0, 1, 2: dq, dk, dv): the first writer of that gradient, whose products then assign (each of its
- * rows has one product) and whose rows no product reaches (no key seen, or a key no row sees) are zeroed. */
+ * rows has one product) and whose rows no product reaches (no key seen, or a key no row sees) are zeroed.
+ * In bf16, V^T and K (then dout and q) are packed once for the pair, and dS * scale is kept in bf16 (ds16), which
+ * both of its products read: in place for dq. */
 static void attention_head_backward(const attn_head *h, attn_opnd q, attn_opnd k, attn_opnd v, attn_opnd P,
                                     attn_opnd dout, float *dq, float *dk, float *dv, float *dS, unsigned assign) {
     const int Tq = h->Tq, Tk = h->Tk, C = h->C, hd = h->hd, block = row_block(h);
-    /* bf16: V^T [hd, keys] packed once for every row block's dP */
-    const uint16_t *vt = NULL;
+    uint16_t *ds16 = h->rows ? h->ds16 : NULL;
+    const float ds_scale = ds16 ? h->scale : 1.0f, prod_scale = ds16 ? 1.0f : h->scale; /* one of them scales dS */
+    const uint16_t *vt = NULL, *kpk = NULL;
     if (h->rows && h->keys > 0) {
-        pack_w(hd, h->keys, v, C, true, h->pair_panel);
-        vt = h->pair_panel;
+        pack_w(hd, h->keys, v, C, true, h->pair_b[0]);
+        vt = h->pair_b[0];
+        if (dq) {
+            pack_w(h->keys, hd, k, C, false, h->pair_b[1]);
+            kpk = h->pair_b[1];
+        }
     }
     /* Row blocks: dP and dS for rows r0..r1 (keys 0..kc), then dq for those rows. */
     for (int r0 = 0; r0 < Tq; r0 += block) {
         const int r1 = r0 + block < Tq ? r0 + block : Tq, kc = visible(h, r1 - 1);
         if (kc > 0)
-            head_gemm(h, false, true, r1 - r0, kc, hd, 1.0f, opnd_at(dout, (size_t)r0 * C), C, v, C, vt, false,
+            head_gemm(h, false, true, r1 - r0, kc, hd, 1.0f, opnd_at(dout, (size_t)r0 * C), C, v, C, vt, hd, false,
                       dS + (size_t)r0 * Tk, Tk);
         for (int i = r0; i < r1; i++) {
+            float *row = dS + (size_t)i * Tk;
             if (P.h)
-                softmax_row_backward_h(P.h + (size_t)i * Tk, dS + (size_t)i * Tk, visible(h, i), Tk);
+                softmax_row_backward_h(P.h + (size_t)i * Tk, row, ds_scale, visible(h, i), Tk);
             else
-                softmax_row_backward(P.f + (size_t)i * Tk, dS + (size_t)i * Tk, visible(h, i), Tk);
+                softmax_row_backward(P.f + (size_t)i * Tk, row, ds_scale, visible(h, i), Tk);
+            if (ds16) magna_to_bf16_row(ds16 + (size_t)i * Tk, row, Tk);
         }
+        const attn_opnd ds_rows = ds16 ? h16(ds16 + (size_t)r0 * Tk) : f32(dS + (size_t)r0 * Tk);
         if (dq && kc > 0)
-            head_gemm(h, false, false, r1 - r0, hd, kc, h->scale, f32(dS + (size_t)r0 * Tk), Tk, k, C, NULL,
-                      !(assign & 1u), dq + (size_t)r0 * C, C);
+            head_gemm(h, false, false, r1 - r0, hd, kc, prod_scale, ds_rows, Tk, k, C, kpk, h->keys, !(assign & 1u),
+                      dq + (size_t)r0 * C, C);
         else if (dq && (assign & 1u))
             zero_rows(dq, r0, r1, C, hd);
     }
     if (!dk && !dv) return;
+    /* dout and q, every row, for the column blocks' products (V^T and K are done with) */
+    const uint16_t *dout_p = NULL, *q_p = NULL;
+    if (h->rows) {
+        if (dv) pack_w(Tq, hd, dout, C, false, h->pair_b[0]), dout_p = h->pair_b[0];
+        if (dk) pack_w(Tq, hd, q, C, false, h->pair_b[1]), q_p = h->pair_b[1];
+    }
     int done = 0; /* keys 0..done-1 got their products */
     /* Column blocks: keys c0..ce are seen by rows rs..Tq-1 (the first row that sees key c0 onwards). */
     const int cblock = block == Tq ? Tk : block;
@@ -317,10 +355,13 @@ static void attention_head_backward(const attn_head *h, attn_opnd q, attn_opnd k
         if (rs >= Tq) break;
         if (dv)
             head_gemm(h, true, false, c1 - c0, hd, Tq - rs, 1.0f, opnd_at(P, (size_t)rs * Tk + c0), Tk,
-                      opnd_at(dout, (size_t)rs * C), C, NULL, !(assign & 4u), dv + (size_t)c0 * C, C);
-        if (dk)
-            head_gemm(h, true, false, c1 - c0, hd, Tq - rs, h->scale, f32(dS + (size_t)rs * Tk + c0), Tk,
-                      opnd_at(q, (size_t)rs * C), C, NULL, !(assign & 2u), dk + (size_t)c0 * C, C);
+                      opnd_at(dout, (size_t)rs * C), C, packed_from(dout_p, rs), Tq, !(assign & 4u), dv + (size_t)c0 * C,
+                      C);
+        if (dk) {
+            const attn_opnd ds_cols = ds16 ? h16(ds16 + (size_t)rs * Tk + c0) : f32(dS + (size_t)rs * Tk + c0);
+            head_gemm(h, true, false, c1 - c0, hd, Tq - rs, prod_scale, ds_cols, Tk, opnd_at(q, (size_t)rs * C), C,
+                      packed_from(q_p, rs), Tq, !(assign & 2u), dk + (size_t)c0 * C, C);
+        }
         done = c1;
     }
     if (dk && (assign & 2u)) zero_rows(dk, done, Tk, C, hd);
@@ -371,13 +412,17 @@ static attn_head pair_head(const attn_args *a, int64_t bh, size_t *oq, size_t *o
 static void head_scratch(attn_head *h, float *slice) {
     const int T = h->Tq > h->Tk ? h->Tq : h->Tk;
     float *p = slice + round16((size_t)h->Tq * (size_t)h->Tk);
-    h->pair_panel = (uint16_t *)p;
-    p += round16(magna_panel_b_floats(h->hd, h->Tk));
+    for (int i = 0; i < 2; i++) {
+        h->pair_b[i] = (uint16_t *)p;
+        p += pair_pack_floats(h->Tq, h->Tk, h->hd);
+    }
     h->panel = (uint16_t *)p;
     p += round16(magna_panel_b_floats(T, h->hd));
     h->rows = (uint32_t *)p;
     p += round16(magna_panel_a_floats(T, T > h->hd ? T : h->hd));
     h->out_rows = p;
+    p += round16((size_t)((h->Tq > ATTN_BLOCK ? h->Tq : ATTN_BLOCK) * h->hd));
+    h->ds16 = (uint16_t *)p;
     h->s_rows = slice;
 }
 
