@@ -497,6 +497,9 @@ int main(int argc, char **argv) {
     static const int64_t sizes[] = {1, 31, 1000, 4097};
     for (int act = 0; act < 3; act++)
         for (int s = 0; s < 4; s++) activation(act, sizes[s]);
+    setenv("MAGNA_GELU_KERNEL", "portable", 1); /* the GELU's other path (above: its AVX-512 kernels, where they run) */
+    for (int s = 0; s < 4; s++) activation(ACT_GELU, sizes[s]);
+    unsetenv("MAGNA_GELU_KERNEL");
     adam(MAGNA_ADAMW, 1), adam(MAGNA_ADAMW, 5003), adam(MAGNA_ADAM, 5003);
     cross_entropy(1, 1), cross_entropy(7, 10), cross_entropy(33, 1000), cross_entropy(4, 50304);
     layer_norm(1, 1), layer_norm(5, 7), layer_norm(9, 768), layer_norm(2, 4097);

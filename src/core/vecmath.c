@@ -6,58 +6,32 @@
  * overflows to inf, and NaN stays NaN. An AVX-512 path (scalef does the 2^k), an AVX2 path (exponent
  * bits), and the scalar loop, picked once at run time. */
 #include "../graph/internal.h"
+#include "simd_math.h"
 
 #include <immintrin.h>
 #include <math.h>
 
-#define EXP_HI 88.7228391f
-#define EXP_LO -103.972084f /* exp of anything lower is 0 in float32, denormals included */
-#define LOG2E 1.44269504088896341f
-#define LN2_HI 0.693359375f
-#define LN2_LO -2.12194440e-4f
-#define P0 1.9875691500e-4f
-#define P1 1.3981999507e-3f
-#define P2 8.3334519073e-3f
-#define P3 4.1665795894e-2f
-#define P4 1.6666665459e-1f
-#define P5 5.0000001201e-1f
-
-__attribute__((target("avx512f,avx512dq,fma"))) static void vexp_avx512(float *y, const float *x, int64_t n) {
-    const __m512 hi = _mm512_set1_ps(EXP_HI), lo = _mm512_set1_ps(EXP_LO);
+MAGNA_T512M static void vexp_avx512(float *y, const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i += 16) {
         const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
-        const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
-        __m512 t = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-        const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(t, _mm512_set1_ps(LOG2E)), _MM_FROUND_TO_NEAREST_INT);
-        t = _mm512_fnmadd_ps(k, _mm512_set1_ps(LN2_HI), t);
-        t = _mm512_fnmadd_ps(k, _mm512_set1_ps(LN2_LO), t);
-        __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(P0), t, _mm512_set1_ps(P1));
-        p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(P2));
-        p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(P3));
-        p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(P4));
-        p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(P5));
-        p = _mm512_fmadd_ps(p, _mm512_mul_ps(t, t), _mm512_add_ps(t, _mm512_set1_ps(1.0f)));
-        __m512 r = _mm512_scalef_ps(p, k);
-        r = _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(v, hi, _CMP_GT_OQ), _mm512_set1_ps(INFINITY));
-        r = _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), v); /* NaN in, NaN out */
-        _mm512_mask_storeu_ps(y + i, m, r);
+        _mm512_mask_storeu_ps(y + i, m, magna_exp512(_mm512_maskz_loadu_ps(m, x + i)));
     }
 }
 
 __attribute__((target("avx2,fma"))) static void vexp_avx2(float *y, const float *x, int64_t n) {
-    const __m256 hi = _mm256_set1_ps(EXP_HI), lo = _mm256_set1_ps(EXP_LO);
+    const __m256 hi = _mm256_set1_ps(MAGNA_EXP_HI), lo = _mm256_set1_ps(MAGNA_EXP_LO);
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
         const __m256 v = _mm256_loadu_ps(x + i);
         __m256 t = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
-        const __m256 k = _mm256_round_ps(_mm256_mul_ps(t, _mm256_set1_ps(LOG2E)), _MM_FROUND_TO_NEAREST_INT);
-        t = _mm256_fnmadd_ps(k, _mm256_set1_ps(LN2_HI), t);
-        t = _mm256_fnmadd_ps(k, _mm256_set1_ps(LN2_LO), t);
-        __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(P0), t, _mm256_set1_ps(P1));
-        p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(P2));
-        p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(P3));
-        p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(P4));
-        p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(P5));
+        const __m256 k = _mm256_round_ps(_mm256_mul_ps(t, _mm256_set1_ps(MAGNA_EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT);
+        t = _mm256_fnmadd_ps(k, _mm256_set1_ps(MAGNA_EXP_LN2_HI), t);
+        t = _mm256_fnmadd_ps(k, _mm256_set1_ps(MAGNA_EXP_LN2_LO), t);
+        __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(MAGNA_EXP_P0), t, _mm256_set1_ps(MAGNA_EXP_P1));
+        p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(MAGNA_EXP_P2));
+        p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(MAGNA_EXP_P3));
+        p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(MAGNA_EXP_P4));
+        p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(MAGNA_EXP_P5));
         p = _mm256_fmadd_ps(p, _mm256_mul_ps(t, t), _mm256_add_ps(t, _mm256_set1_ps(1.0f)));
         /* 2^k through the exponent bits, in two halves: k is in [-150, 128] after the clamp, beyond one
          * float's exponent range, and the second product rounds into the denormals as exp would */

@@ -37,19 +37,31 @@ MAGNA_HD float magna_em_sigmoid_backward(float y, float dy) { return dy * y * (1
  * absolute, far in the left tail Phi's relative error grows (x = -4: 1e-3 of Phi, 1e-7 of GELU's scale), as
  * PyTorch's 0.5 (1 + erf) has it; what it buys is no exp: the CPU GELU's forward took 40% less time than with
  * the erfc fit it used before. The CPU GELU (src/ops/unary.c) computes Phi here too. */
+/* erf's coefficients: P from x^0 up, Q likewise (the AVX-512 GELU, src/core/simd_math.h, reads them too) */
+#define MAGNA_EM_ERF_P0 -1.60960333262415e-02f
+#define MAGNA_EM_ERF_P1 -2.95459980854025e-03f
+#define MAGNA_EM_ERF_P2 -7.34990630326855e-04f
+#define MAGNA_EM_ERF_P3 -5.69250639462346e-05f
+#define MAGNA_EM_ERF_P4 -2.10102402082508e-06f
+#define MAGNA_EM_ERF_P5 2.77068142495902e-08f
+#define MAGNA_EM_ERF_P6 -2.72614225801306e-10f
+#define MAGNA_EM_ERF_Q0 -1.42647390514189e-02f
+#define MAGNA_EM_ERF_Q1 -7.37332916720468e-03f
+#define MAGNA_EM_ERF_Q2 -1.68282697438203e-03f
+#define MAGNA_EM_ERF_Q3 -2.13374055278905e-04f
+#define MAGNA_EM_ERF_Q4 -1.45660718464996e-05f
 MAGNA_HD float magna_em_normal_cdf(float x) {
     float v = x * 0.70710678118654752f;
     v = v > 4.0f ? 4.0f : v < -4.0f ? -4.0f : v; /* NaN passes */
     const float v2 = v * v;
     const float p =
-        -1.60960333262415e-02f +
-        v2 * (-2.95459980854025e-03f +
-              v2 * (-7.34990630326855e-04f +
-                    v2 * (-5.69250639462346e-05f +
-                          v2 * (-2.10102402082508e-06f + v2 * (2.77068142495902e-08f + v2 * -2.72614225801306e-10f)))));
-    const float q = -1.42647390514189e-02f +
-                    v2 * (-7.37332916720468e-03f +
-                          v2 * (-1.68282697438203e-03f + v2 * (-2.13374055278905e-04f + v2 * -1.45660718464996e-05f)));
+        MAGNA_EM_ERF_P0 +
+        v2 * (MAGNA_EM_ERF_P1 +
+              v2 * (MAGNA_EM_ERF_P2 +
+                    v2 * (MAGNA_EM_ERF_P3 + v2 * (MAGNA_EM_ERF_P4 + v2 * (MAGNA_EM_ERF_P5 + v2 * MAGNA_EM_ERF_P6)))));
+    const float q =
+        MAGNA_EM_ERF_Q0 +
+        v2 * (MAGNA_EM_ERF_Q1 + v2 * (MAGNA_EM_ERF_Q2 + v2 * (MAGNA_EM_ERF_Q3 + v2 * MAGNA_EM_ERF_Q4)));
     return 0.5f + 0.5f * (v * p / q);
 }
 MAGNA_HD float magna_em_normal_pdf(float x) { return 0.39894228040143268f * expf(-0.5f * x * x); }

@@ -3,11 +3,13 @@
  * gradient's first writer, grad_assigns), written with
  * whichever of x and y makes f' cheapest (flags tell the planner which one backward reads). */
 #include "common.h"
+#include "../core/simd_math.h"
 #include "../cuda/elementwise_math.h"
 #include "gemm_bf16.h"
 #include "matmul.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct unary_args {
@@ -92,8 +94,59 @@ BWD(tanh, d * (1.0f - y[i] * y[i]))
 DEF(tanh, OPF_BWD_OUTPUT)
 /* y = x Phi(x), dy/dx = Phi(x) + x phi(x). glibc's erff is scalar and took a fifth of a GPT's step, so Phi
  * comes from magna_em_normal_cdf (src/cuda/elementwise_math.h: erf's rational fit, no exp, which the CUDA
- * kernels share), and phi from magna_vexp, GELU_CHUNK elements at a time so every loop vectorises. */
+ * kernels share). On a CPU with AVX-512 and avx512_bf16 one pass does everything per 16 elements (gelu_*_512:
+ * widen bf16 x and dy, Phi and phi in registers, round into bf16, add a bias's column sums), as the same math on
+ * 16 lanes (src/core/simd_math.h); elsewhere (or MAGNA_GELU_KERNEL=portable, for tests) the portable path takes
+ * GELU_CHUNK elements at a time through the stack so every loop vectorises. */
 #define GELU_CHUNK 256
+
+/* The one-pass kernels, unless told otherwise. */
+static bool gelu_fast(void) {
+    const char *env = getenv("MAGNA_GELU_KERNEL");
+    return magna_panel_available(true) && !(env && strcmp(env, "portable") == 0);
+}
+
+#define T512GELU __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma,avx512bf16")))
+
+/* 16 floats at i (masked lanes 0): f32's, or h's bf16 widened exactly when h is not NULL */
+T512GELU static inline __m512 gelu_load(const float *f, const uint16_t *h, int64_t i, __mmask16 m) {
+    if (h) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, h + i)), 16));
+    return _mm512_maskz_loadu_ps(m, f + i);
+}
+
+T512GELU static inline __mmask16 gelu_mask(int64_t left) {
+    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+}
+
+/* y[0..n) = GELU(x), from x or x16, into y or (rounded) y16 */
+T512GELU static void gelu_forward_512(const float *x, const uint16_t *x16, float *y, uint16_t *y16, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = gelu_mask(n - i);
+        const __m512 v = gelu_load(x, x16, i, m), r = _mm512_mul_ps(v, magna_normal_cdf512(v));
+        if (y16)
+            _mm256_mask_storeu_epi16(y16 + i, m, (__m256i)_mm512_cvtneps_pbh(r));
+        else
+            _mm512_mask_storeu_ps(y + i, m, r);
+    }
+}
+
+/* d = dy GELU'(x) over [0, n): into dc16 rounded (sum[j] += d[j] when sum), or dx (= when assign, else +=) */
+T512GELU static void gelu_backward_512(const float *x, const uint16_t *x16, const float *dy, const uint16_t *dy16,
+                                       float *dx, bool assign, uint16_t *dc16, float *sum, int64_t n) {
+    const __m512 minus_half = _mm512_set1_ps(-0.5f), inv_sqrt_2pi = _mm512_set1_ps(0.39894228040143268f);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = gelu_mask(n - i);
+        const __m512 v = gelu_load(x, x16, i, m), g = gelu_load(dy, dy16, i, m);
+        const __m512 pdf = _mm512_mul_ps(magna_exp512(_mm512_mul_ps(minus_half, _mm512_mul_ps(v, v))), inv_sqrt_2pi);
+        const __m512 d = _mm512_mul_ps(g, _mm512_fmadd_ps(v, pdf, magna_normal_cdf512(v)));
+        if (dc16) {
+            _mm256_mask_storeu_epi16(dc16 + i, m, (__m256i)_mm512_cvtneps_pbh(d));
+            if (sum) _mm512_mask_storeu_ps(sum + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, sum + i), d));
+        } else {
+            _mm512_mask_storeu_ps(dx + i, m, assign ? d : _mm512_add_ps(_mm512_maskz_loadu_ps(m, dx + i), d));
+        }
+    }
+}
 
 /* cdf[i] = Phi(x[i]), and pdf[i] = phi(x[i]) when pdf is not NULL; n <= GELU_CHUNK. */
 ISA_CLONES static void gelu_cdf(const float *restrict x, float *restrict cdf, float *restrict pdf, int64_t n) {
@@ -141,8 +194,7 @@ static const uint16_t *gelu_x16(const magna_node *n) {
     return owner->value16 ? (const uint16_t *)fval(in) : NULL;
 }
 
-/* Writes y, or only its bf16 rounding into y16 (the matmul after it reads that, bf16_for: plan.c), a chunk at a
- * time through the stack. */
+/* Writes y, or only its bf16 rounding into y16 (the matmul after it reads that, bf16_for: plan.c). */
 static magna_status gelu_forward(magna_graph *g, magna_node *n) {
     (void)g;
     const float *x = fval(n->in[0]);
@@ -150,16 +202,21 @@ static magna_status gelu_forward(magna_graph *g, magna_node *n) {
     float *y = fval(n);
     uint16_t *y16 = n->bf16_for ? magna_matmul_a16_for(n) : NULL;
     const int64_t count = n->numel, chunks = (count + GELU_CHUNK - 1) / GELU_CHUNK;
+    const bool fast = gelu_fast();
     PARALLEL_FOR(count > PAR_MIN / 4, c, chunks, {
         const int64_t i = c * GELU_CHUNK, len = count - i < GELU_CHUNK ? count - i : GELU_CHUNK;
-        float xs[GELU_CHUNK];
-        const float *xc = gelu_f32(x, x16, i, len, xs);
-        if (y16) {
-            float chunk[GELU_CHUNK];
-            gelu_forward_chunk(xc, chunk, len);
-            magna_to_bf16_row(y16 + i, chunk, len);
+        if (fast) {
+            gelu_forward_512(x16 ? NULL : x + i, x16 ? x16 + i : NULL, y16 ? NULL : y + i, y16 ? y16 + i : NULL, len);
         } else {
-            gelu_forward_chunk(xc, y + i, len);
+            float xs[GELU_CHUNK];
+            const float *xc = gelu_f32(x, x16, i, len, xs);
+            if (y16) {
+                float chunk[GELU_CHUNK];
+                gelu_forward_chunk(xc, chunk, len);
+                magna_to_bf16_row(y16 + i, chunk, len);
+            } else {
+                gelu_forward_chunk(xc, y + i, len);
+            }
         }
     });
     return MAGNA_OK;
@@ -176,19 +233,28 @@ static magna_status gelu_infer(magna_graph *g, magna_node *n) {
  * its column sums, as magna_to_bf16_colsum takes them (partial: its MAGNA_COLSUM_PARTS rows of scratch). */
 static void gelu_backward_dc16(const float *x, const uint16_t *x16, const float *dy, const uint16_t *dy16,
                                uint16_t *dc16, int64_t rows, int64_t cols, float *bias, bool assign, float *partial) {
+    const bool fast = gelu_fast();
     PARALLEL_FOR(rows * cols > PAR_MIN / 4, p, MAGNA_COLSUM_PARTS, {
         float *sum = bias ? partial + p * cols : NULL;
         if (sum) memset(sum, 0, (size_t)cols * sizeof *sum);
         float xs[GELU_CHUNK], ds[GELU_CHUNK], d[GELU_CHUNK];
-        for (int64_t r = rows * p / MAGNA_COLSUM_PARTS; r < rows * (p + 1) / MAGNA_COLSUM_PARTS; r++)
-            for (int64_t j = 0; j < cols; j += GELU_CHUNK) {
-                const int64_t len = cols - j < GELU_CHUNK ? cols - j : GELU_CHUNK, at = r * cols + j;
-                gelu_backward_chunk(gelu_f32(x, x16, at, len, xs), gelu_f32(dy, dy16, at, len, ds), d, len, true);
-                if (sum)
-                    magna_to_bf16_row_sum(dc16 + at, d, len, sum + j);
-                else
-                    magna_to_bf16_row(dc16 + at, d, len);
+        for (int64_t r = rows * p / MAGNA_COLSUM_PARTS; r < rows * (p + 1) / MAGNA_COLSUM_PARTS; r++) {
+            const int64_t at = r * cols;
+            if (fast) {
+                gelu_backward_512(x16 ? NULL : x + at, x16 ? x16 + at : NULL, dy16 ? NULL : dy + at,
+                                  dy16 ? dy16 + at : NULL, NULL, false, dc16 + at, sum, cols);
+                continue;
             }
+            for (int64_t j = 0; j < cols; j += GELU_CHUNK) {
+                const int64_t len = cols - j < GELU_CHUNK ? cols - j : GELU_CHUNK;
+                gelu_backward_chunk(gelu_f32(x, x16, at + j, len, xs), gelu_f32(dy, dy16, at + j, len, ds), d, len,
+                                    true);
+                if (sum)
+                    magna_to_bf16_row_sum(dc16 + at + j, d, len, sum + j);
+                else
+                    magna_to_bf16_row(dc16 + at + j, d, len);
+            }
+        }
     });
     if (bias) magna_colsum_combine(bias, partial, cols, assign);
 }
@@ -211,11 +277,16 @@ static void gelu_backward(magna_graph *g, magna_node *n) {
         return;
     }
     const int64_t count = n->numel, chunks = (count + GELU_CHUNK - 1) / GELU_CHUNK;
-    const bool assign = grad_assigns(n, 0);
+    const bool assign = grad_assigns(n, 0), fast = gelu_fast();
     PARALLEL_FOR(count > PAR_MIN / 4, c, chunks, {
         const int64_t i = c * GELU_CHUNK, len = count - i < GELU_CHUNK ? count - i : GELU_CHUNK;
-        float xs[GELU_CHUNK], ds[GELU_CHUNK];
-        gelu_backward_chunk(gelu_f32(x, x16, i, len, xs), gelu_f32(dy, dy16, i, len, ds), dx + i, len, assign);
+        if (fast) {
+            gelu_backward_512(x16 ? NULL : x + i, x16 ? x16 + i : NULL, dy16 ? NULL : dy + i, dy16 ? dy16 + i : NULL,
+                              dx + i, assign, NULL, NULL, len);
+        } else {
+            float xs[GELU_CHUNK], ds[GELU_CHUNK];
+            gelu_backward_chunk(gelu_f32(x, x16, i, len, xs), gelu_f32(dy, dy16, i, len, ds), dx + i, len, assign);
+        }
     });
 }
 const magna_op_def op_def_gelu = {"gelu", OPF_BWD_INPUTS | OPF_GRAD_ASSIGN, gelu_infer, gelu_forward, gelu_backward};
