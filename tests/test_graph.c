@@ -516,12 +516,12 @@ static void test_attention_block_bf16(void) {
                       worst_u = max_diff(gr16, magna_graph_grads(gu, NULL), (int64_t)n, &scale_u);
         const unsigned io_q = magna_matmul_bf16_io(q16), io_o = magna_matmul_bf16_io(o16);
         printf("attention block (%s, hd %lld) in bf16: grads off float32's by %.2g of %.2g, off the unrewritten bf16's "
-               "by %.2g; q out in bf16 %d, out's dA in bf16 %d\n",
+               "by %.2g; q out in bf16 %d, q's dC in bf16 %d, out's dA in bf16 %d\n",
                cross ? "cross, masked" : "causal", (long long)(C / 2), worst, scale, worst_u, (io_q & MAGNA_MM_OUT16) != 0,
-               (io_o & MAGNA_MM_DA16) != 0);
+               (io_q & MAGNA_MM_DC16) != 0, (io_o & MAGNA_MM_DA16) != 0);
         CHECK(worst <= 2e-2 * scale && worst_u <= 1e-2 * scale_u, "bf16 attention block too far off");
-        CHECK(!has_bf16 || (io_q == MAGNA_MM_OUT16 && io_o == MAGNA_MM_DA16), "q %u, out %u: not handed over in bf16",
-              io_q, io_o);
+        CHECK(!has_bf16 || (io_q == (MAGNA_MM_OUT16 | MAGNA_MM_DC16) && io_o == MAGNA_MM_DA16),
+              "q %u, out %u: not handed over in bf16", io_q, io_o);
         CHECK((magna_matmul_bf16_io(qu) | magna_matmul_bf16_io(ou) | magna_matmul_bf16_io(q32)) == 0,
               "bf16 hand-offs without the rewrites or in float32");
         magna_graph_free(g16), magna_graph_free(g32), magna_graph_free(gu);

@@ -252,7 +252,8 @@ static void panel_bf16_sources(void) {
 
 /* A's bf16 rows read in place (magna_panel_gemm_bf16_rows) against the same A packed, with B as rows r..r+k of a
  * bigger pack (bp_k, bp + r / 2 * 64) against B packed alone: the same sums exactly; alpha scales them as they are
- * stored; accumulate adds to C. A ends right after its last row (ASan sees any read past it). */
+ * stored; accumulate adds to C. A ends right after its last row (ASan sees any read past it). And C written in bf16
+ * (magna_panel_gemm_bf16_to16) from A in place, packed and transposed: the same sums rounded, and their column sums. */
 static void panel_bf16_rows_and_subpacks(void) {
     if (!magna_panel_available(true)) {
         printf("panel bf16 rows: no avx512_bf16 here, skipped\n");
@@ -282,6 +283,35 @@ static void panel_bf16_rows_and_subpacks(void) {
         magna_panel_gemm_bf16_rows(m, n, k, a, lda, 1.0f, full + r / 2 * 64, big, true, c2, n);
         for (size_t i = 0; i < (size_t)m * n; i++) bad += fabsf(c2[i] - 2 * c1[i]) > 1e-5f * (1 + fabsf(c1[i]));
         CHECK(bad == 0, "A in place, m %d n %d k %d: alpha or accumulate wrong (%d)", m, n, k, bad);
+        /* C in bf16 with its column sums, A in place and packed (from float32, and transposed) */
+        uint16_t *c16 = malloc((size_t)m * n * 2);
+        float *sums = calloc((size_t)n, 4), *at = malloc((size_t)k * m * 4), *af = malloc((size_t)m * lda * 4);
+        for (int i = 0; i < m; i++)
+            for (int p = 0; p < lda; p++) {
+                af[(size_t)i * lda + p] = from_bf16(a[(size_t)i * lda + p]);
+                if (p < k) at[(size_t)p * m + i] = af[(size_t)i * lda + p];
+            }
+        for (int way = 0; way < 3; way++) { /* alpha is applied to the sums in place, to A when packing: 1 there */
+            const float alpha = way == 0 ? 0.37f : 1.0f;
+            int wrong = 0;
+            memset(c16, 0xff, (size_t)m * n * 2);
+            for (int j = 0; j < n; j++) sums[j] = 1.0f; /* added to */
+            magna_panel_gemm_bf16_to16(m, n, k, way == 1 ? af : way == 2 ? at : NULL, way == 0 ? a : NULL,
+                                       way == 2 ? m : lda, way == 2, alpha, full + r / 2 * 64, big, ap, c16, n, sums);
+            for (int j = 0; j < n; j++) {
+                double want = 1.0;
+                for (int i = 0; i < m; i++) {
+                    const float c = c1[(size_t)i * n + j] * alpha;
+                    wrong += c16[(size_t)i * n + j] != to_bf16(c);
+                    want += c;
+                }
+                wrong += fabs(sums[j] - want) > 1e-5 * (1 + fabs(want));
+            }
+            CHECK(wrong == 0, "bf16 C, m %d n %d k %d, A %s: values or column sums wrong (%d)", m, n, k,
+                  way == 0 ? "in place" : way == 1 ? "packed" : "transposed", wrong);
+            bad += wrong;
+        }
+        free(c16), free(sums), free(at), free(af);
         free(w), free(a), free(full), free(sub), free(ap), free(c1), free(c2);
     }
     CHECK(!magna_panel_rows_direct(3, NULL, 8, 1.0f, false) && !magna_panel_rows_direct(4, NULL, 7, 1.0f, false) &&

@@ -332,12 +332,34 @@ static void pack_a_bf16(int m, int k, const void *a, bool h, int lda, bool ta, f
         pack_a_bf16_rows(m, k, a, h, lda, alpha, dst);
 }
 
-/* Rows past `rows` read row 0 (their sums are never stored): A read in place has nothing after its last row.
- * alpha scales the sums as they are stored (1 with accumulate: the callers fold it into packed A then). */
-T512BF16 static void step_block_bf16(int rows, int kp, const uint32_t *ap, a_layout al, const uint16_t *bp, float *c,
-                                     int ldc, __mmask16 m0, __mmask16 m1, bool accumulate, float alpha) {
+/* Where a bf16 product's C goes: float32 c (added to when accumulate), or c16, rounded to bf16 (assigning), with
+ * colsum[j] += its column sums (of the float sums, before rounding) when colsum is not NULL. alpha scales the sums
+ * as they are stored (1 with accumulate: the callers fold it into packed A then). */
+typedef struct panel_out {
+    float *c;
+    uint16_t *c16;
+    float *colsum;
+    int ldc;
+    float alpha;
+    bool accumulate;
+} panel_out;
+
+/* The same destination from row i0, column j0 on. */
+static panel_out out_at(panel_out o, int i0, int j0) {
+    const size_t at = (size_t)i0 * (size_t)o.ldc + (size_t)j0;
+    if (o.c) o.c += at;
+    if (o.c16) o.c16 += at;
+    if (o.colsum) o.colsum += j0;
+    return o;
+}
+
+/* Rows past `rows` read row 0 (their sums are never stored): A read in place has nothing after its last row. */
+T512BF16 static void step_block_bf16(int rows, int kp, const uint32_t *ap, a_layout al, const uint16_t *bp, panel_out o,
+                                     __mmask16 m0, __mmask16 m1) {
     SP_ROWS(SP_DECL)
-    if (accumulate) {
+    float *c = o.c;
+    const int ldc = o.ldc;
+    if (o.accumulate) {
         SP_ROWS(SP_LOAD)
     }
 #define SP_AROW(r) const uint32_t *a##r = ap + (size_t)(r < rows ? r : 0) * al.rs;
@@ -355,25 +377,41 @@ T512BF16 static void step_block_bf16(int rows, int kp, const uint32_t *ap, a_lay
     }
         SP_ROWS(SP_DOT)
     }
-    if (alpha != 1.0f) {
-        const __m512 s = _mm512_set1_ps(alpha);
+#undef SP_DOT
+    if (o.alpha != 1.0f) {
+        const __m512 s = _mm512_set1_ps(o.alpha);
 #define SP_SCALE(r) c##r##0 = _mm512_mul_ps(c##r##0, s), c##r##1 = _mm512_mul_ps(c##r##1, s);
         SP_ROWS(SP_SCALE)
 #undef SP_SCALE
     }
-    SP_ROWS(SP_STORE)
-#undef SP_DOT
+    if (!o.c16) {
+        SP_ROWS(SP_STORE)
+        return;
+    }
+    const __mmask32 m = (__mmask32)m0 | (__mmask32)m1 << 16;
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+#define SP_STORE16(r)                                                                                                \
+    if (r < rows) {                                                                                                  \
+        _mm512_mask_storeu_epi16(o.c16 + (size_t)r * ldc, m, (__m512i)_mm512_cvtne2ps_pbh(c##r##1, c##r##0));        \
+        s0 = _mm512_add_ps(s0, c##r##0), s1 = _mm512_add_ps(s1, c##r##1);                                            \
+    }
+    SP_ROWS(SP_STORE16)
+#undef SP_STORE16
+    if (o.colsum) {
+        _mm512_mask_storeu_ps(o.colsum, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, o.colsum), s0));
+        _mm512_mask_storeu_ps(o.colsum + 16, m1, _mm512_add_ps(_mm512_maskz_loadu_ps(m1, o.colsum + 16), s1));
+    }
 }
 
 /* bp's panels hold panel_kp pairs each (the k it was packed with, which may be more than this product's). */
 T512BF16 static void step_gemm_bf16(int m, int n, int kp, const uint32_t *ap, a_layout al, const uint16_t *bp,
-                                    int panel_kp, float *c, int ldc, int j0, int j1, bool accumulate, float alpha) {
+                                    int panel_kp, panel_out o, int j0, int j1) {
     for (; j0 < j1; j0 += SP_NR) {
         const __mmask16 m0 = panel_mask(n - j0, 0), m1 = panel_mask(n - j0, 16);
         const uint16_t *panel = bp + (size_t)j0 * panel_kp * 2;
         for (int i0 = 0; i0 < m; i0 += SP_MR)
-            step_block_bf16(m - i0 < SP_MR ? m - i0 : SP_MR, kp, ap + (size_t)i0 * al.bs, al, panel,
-                            c + (size_t)i0 * ldc + j0, ldc, m0, m1, accumulate, alpha);
+            step_block_bf16(m - i0 < SP_MR ? m - i0 : SP_MR, kp, ap + (size_t)i0 * al.bs, al, panel, out_at(o, i0, j0),
+                            m0, m1);
     }
 }
 
@@ -383,40 +421,45 @@ void magna_panel_pack_a_bf16(int m, int k, const float *a, int lda, bool ta, flo
 
 void magna_panel_run_bf16(int m, int n, int k, const uint32_t *ap, bool ta, const uint16_t *bp, bool accumulate,
                           float *c, int ldc, int j0, int j1) {
-    step_gemm_bf16(m, n, (k + 1) / 2, ap, a_layout_of(ta, k), bp, (k + 1) / 2, c, ldc, j0, j1, accumulate, 1.0f);
+    const panel_out o = {.c = c, .ldc = ldc, .alpha = 1.0f, .accumulate = accumulate};
+    step_gemm_bf16(m, n, (k + 1) / 2, ap, a_layout_of(ta, k), bp, (k + 1) / 2, o, j0, j1);
 }
 
-/* All the columns of C, across the threads when outside a parallel region and worth it. */
-static void run_bf16(int m, int n, int k, const uint32_t *ap, a_layout al, const uint16_t *bp, int bp_k, float alpha,
-                     bool accumulate, float *c, int ldc) {
+/* All the columns of C, across the threads when outside a parallel region and worth it (each thread its own
+ * panels: its own columns of colsum too). */
+static void run_bf16(int m, int n, int k, const uint32_t *ap, a_layout al, const uint16_t *bp, int bp_k, panel_out o) {
     const int kp = (k + 1) / 2, panel_kp = (bp_k + 1) / 2;
     if (split_panels(m, n, k)) {
 #pragma omp parallel
         {
             int j0, j1;
             thread_panels(n, &j0, &j1);
-            if (j0 < j1) step_gemm_bf16(m, n, kp, ap, al, bp, panel_kp, c, ldc, j0, j1, accumulate, alpha);
+            if (j0 < j1) step_gemm_bf16(m, n, kp, ap, al, bp, panel_kp, o, j0, j1);
         }
     } else {
-        step_gemm_bf16(m, n, kp, ap, al, bp, panel_kp, c, ldc, 0, n, accumulate, alpha);
+        step_gemm_bf16(m, n, kp, ap, al, bp, panel_kp, o, 0, n);
     }
+}
+
+static panel_out f32_out(float *c, int ldc, bool accumulate, float alpha) {
+    return (panel_out){.c = c, .ldc = ldc, .alpha = alpha, .accumulate = accumulate};
 }
 
 /* a: float32, or bf16 (h); op(A) its transpose when ta. */
 static void panel_gemm_bf16(int m, int n, int k, const void *a, bool h, int lda, bool ta, float alpha,
-                            const uint16_t *bp, int bp_k, uint32_t *ap, bool accumulate, float *c, int ldc) {
+                            const uint16_t *bp, int bp_k, uint32_t *ap, panel_out o) {
     pack_a_bf16(m, k, a, h, lda, ta, alpha, ap);
-    run_bf16(m, n, k, ap, a_layout_of(ta, k), bp, bp_k, 1.0f, accumulate, c, ldc);
+    run_bf16(m, n, k, ap, a_layout_of(ta, k), bp, bp_k, o);
 }
 
 void magna_panel_gemm_bf16(int m, int n, int k, const float *a, int lda, bool ta, float alpha, const uint16_t *bp,
                            int bp_k, uint32_t *ap, bool accumulate, float *c, int ldc) {
-    panel_gemm_bf16(m, n, k, a, false, lda, ta, alpha, bp, bp_k, ap, accumulate, c, ldc);
+    panel_gemm_bf16(m, n, k, a, false, lda, ta, alpha, bp, bp_k, ap, f32_out(c, ldc, accumulate, 1.0f));
 }
 
 void magna_panel_gemm_bf16_h(int m, int n, int k, const uint16_t *a, int lda, bool ta, float alpha, const uint16_t *bp,
                              int bp_k, uint32_t *ap, bool accumulate, float *c, int ldc) {
-    panel_gemm_bf16(m, n, k, a, true, lda, ta, alpha, bp, bp_k, ap, accumulate, c, ldc);
+    panel_gemm_bf16(m, n, k, a, true, lda, ta, alpha, bp, bp_k, ap, f32_out(c, ldc, accumulate, 1.0f));
 }
 
 /* A's rows in bf16 are already what packed A holds, pair by pair: read in place, row i at a + i lda. */
@@ -427,5 +470,18 @@ bool magna_panel_rows_direct(int k, const uint16_t *a, int lda, float alpha, boo
 void magna_panel_gemm_bf16_rows(int m, int n, int k, const uint16_t *a, int lda, float alpha, const uint16_t *bp,
                                 int bp_k, bool accumulate, float *c, int ldc) {
     const a_layout al = {lda / 2, 1, lda / 2};
-    run_bf16(m, n, k, (const uint32_t *)a, al, bp, bp_k, alpha, accumulate, c, ldc);
+    run_bf16(m, n, k, (const uint32_t *)a, al, bp, bp_k, f32_out(c, ldc, accumulate, alpha));
+}
+
+void magna_panel_gemm_bf16_to16(int m, int n, int k, const float *a, const uint16_t *a16, int lda, bool ta, float alpha,
+                                const uint16_t *bp, int bp_k, uint32_t *ap, uint16_t *c16, int ldc, float *colsum) {
+    const panel_out o = {.c16 = c16, .colsum = colsum, .ldc = ldc, .alpha = 1.0f};
+    if (a16 && !ta && magna_panel_rows_direct(k, a16, lda, alpha, false)) {
+        const a_layout al = {lda / 2, 1, lda / 2};
+        panel_out scaled = o;
+        scaled.alpha = alpha;
+        run_bf16(m, n, k, (const uint32_t *)a16, al, bp, bp_k, scaled);
+    } else {
+        panel_gemm_bf16(m, n, k, a16 ? (const void *)a16 : (const void *)a, a16 != NULL, lda, ta, alpha, bp, bp_k, ap, o);
+    }
 }

@@ -109,8 +109,8 @@ struct magna_node {
      * - out16_to: the GELU or attention that alone reads this dense matmul's output (or its fused bias add), so its
      *   forward may write it in bf16;
      * - da16_ok: this dense matmul's a is a GELU or attention it alone reads, so its backward may write dA in bf16;
-     * - dc16_by: the GELU that alone reads this dense matmul's output (or fused bias add): its backward may write
-     *   this matmul's dC in bf16, and the bias's sums. */
+     * - dc16_by: the GELU or attention that alone reads this dense matmul's output (or fused bias add): its backward
+     *   may write this matmul's dC in bf16, and the bias's sums. */
     magna_node *out16_to;
     bool da16_ok;
     magna_node *dc16_by;
@@ -316,6 +316,10 @@ void magna_panel_gemm_bf16_h(int m, int n, int k, const uint16_t *a, int lda, bo
 bool magna_panel_rows_direct(int k, const uint16_t *a, int lda, float alpha, bool accumulate);
 void magna_panel_gemm_bf16_rows(int m, int n, int k, const uint16_t *a, int lda, float alpha, const uint16_t *bp,
                                 int bp_k, bool accumulate, float *c, int ldc);
+/* C = alpha op(A) B written in bf16 (c16, row stride ldc; assigning), and colsum[j] += C's column sums (taken before
+ * rounding) when colsum is not NULL; A from float32 a, or bf16 a16 (read in place when it can be). */
+void magna_panel_gemm_bf16_to16(int m, int n, int k, const float *a, const uint16_t *a16, int lda, bool ta, float alpha,
+                                const uint16_t *bp, int bp_k, uint32_t *ap, uint16_t *c16, int ldc, float *colsum);
 
 /* The plain triple loop the fast path is tested against. */
 void magna_sgemm_reference(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda,

@@ -225,8 +225,8 @@ static void fuse_ops(magna_graph *g) {
         if (ok && owner) x->bf16_for = owner;
     }
     /* bf16 around a GELU or an attention: a dense matmul before it (alone read by it, directly or through its fused
-     * bias add) writes its output in bf16 (and, before a GELU, reads its dC in bf16 from the GELU's backward); the
-     * dense matmul after it (its only reader) writes its gradient in bf16 */
+     * bias add) writes its output in bf16 and reads its dC in bf16 from the GELU's or attention's backward; the dense
+     * matmul after it (its only reader) writes its gradient in bf16 */
     for (int i = 0; i < g->n_nodes && fuse && g->bf16; i++) {
         magna_node *x = g->nodes[i];
         if (x->kind != NODE_OP || (x->op != OP_GELU && x->op != OP_ATTENTION) || !x->live) continue;
@@ -237,7 +237,7 @@ static void fuse_ops(magna_graph *g) {
             if (once && m->kind == NODE_OP && m->op == OP_MATMUL && !m->ip[0] && m->in[1]->ndim == 2 && !m->keep &&
                 !in->keep && m->bias_add == (m == in ? NULL : in) && live_consumers(g, in) == 1) {
                 m->out16_to = x;
-                if (in->needs_grad && x->op == OP_GELU) m->dc16_by = x;
+                if (in->needs_grad) m->dc16_by = x;
             }
         }
         if (x->keep || live_consumers(g, x) != 1) continue;

@@ -56,6 +56,12 @@ static size_t attn_scratch_floats(int64_t Tq, int64_t Tk, int64_t hd, bool bf16)
     return f;
 }
 
+/* A bf16 attention's workspace starts with [3, B, C] floats: its q, k, v gradients' bias sums per batch row (when
+ * it writes those gradients in bf16: dc16_by); the threads' scratch follows. */
+static size_t bias_partial_floats(const magna_node *n, bool bf16) {
+    return bf16 ? round16((size_t)(3 * n->in[0]->shape[0] * n->in[0]->shape[2])) : 0;
+}
+
 /* A bf16 graph's attention on an AVX-512 CPU with avx512_bf16 runs its products on the bf16 panel kernel
  * (src/core/gemm_panel.c: bf16 operands, float32 sums), as autocast runs them in bf16; softmax and its backward
  * stay float32. */
@@ -69,7 +75,9 @@ bool magna_attention_bf16_now(const magna_node *n) {
     const magna_graph *g = n->g;
     const int64_t Tq = n->in[0]->shape[1], Tk = n->in[1]->shape[1], hd = n->in[0]->shape[2] / n->ip[0];
     return g->device == MAGNA_DEVICE_CPU && attn_bf16(g) &&
-           (size_t)max_threads() * attn_scratch_floats(Tq, Tk, hd, true) * sizeof(float) <= g->workspace_bytes;
+           (bias_partial_floats(n, true) + (size_t)max_threads() * attn_scratch_floats(Tq, Tk, hd, true)) *
+                   sizeof(float) <=
+               g->workspace_bytes;
 }
 
 /* q [B, Tq, C]; k, v [B, Tk, C], C = heads * hd; key_lengths int32 [B] (optional 4th input) -> out is
@@ -122,10 +130,12 @@ static magna_status attention_infer(magna_graph *g, magna_node *n) {
     n->saved_bytes = (p_floats > row_floats ? p_floats : row_floats) * sizeof(float);
     /* Scratch for every thread; after compile the workspace is fixed, so if the thread count grew since,
      * backward runs on fewer threads instead of asking for more (and bf16 forward on float32, attn_args_of). */
-    size_t per_thread = attn_scratch_floats(Tq, Tk, C / H, attn_bf16(g)) * sizeof(float);
-    size_t ws = per_thread * (size_t)max_threads();
-    if (g->compiled && ws > g->workspace_bytes) ws = g->workspace_bytes / per_thread * per_thread;
-    n->workspace_bytes = ws > per_thread ? ws : per_thread;
+    const size_t per_thread = attn_scratch_floats(Tq, Tk, C / H, attn_bf16(g)) * sizeof(float),
+                 partials = bias_partial_floats(n, attn_bf16(g)) * sizeof(float);
+    size_t ws = partials + per_thread * (size_t)max_threads();
+    if (g->compiled && ws > g->workspace_bytes && g->workspace_bytes > partials)
+        ws = partials + (g->workspace_bytes - partials) / per_thread * per_thread;
+    n->workspace_bytes = ws > partials + per_thread ? ws : partials + per_thread;
     return MAGNA_OK;
 }
 
@@ -250,18 +260,36 @@ static void pack_w(int k, int n, attn_opnd w, int ldw, bool wt, uint16_t *dst) {
         magna_panel_pack_bf16(k, n, w.f, ldw, wt, dst, false);
 }
 
+/* A product's destination: float32 f, or (a gradient the dense layer before takes in bf16: dc16_by) bf16 h, with
+ * colsum[j] += its column sums for that layer's bias. */
+typedef struct attn_out {
+    float *f;
+    uint16_t *h;
+    float *colsum;
+} attn_out;
+
+static attn_out out_f32(float *c) { return (attn_out){c, NULL, NULL}; }
+static attn_out out_at(attn_out o, size_t off) {
+    return (attn_out){o.f ? o.f + off : NULL, o.h ? o.h + off : NULL, o.colsum};
+}
+
 /* C [m, n] = alpha op(A) B (+ C when accumulate), B [k, n] = w[p * ldw + j] (w[j * ldw + p] when wt): in bf16 on
  * the panel kernel when the head has its scratch, packing B into `panel` (unless `packed` holds it already, packed
  * with packed_k rows: its first k are B) and A into `rows` (unless A's bf16 rows can be read in place), else sgemm
- * in float32 (whose operands are never bf16: those come only to a bf16 attention). */
+ * in float32 (whose operands are never bf16: those come only to a bf16 attention). C is out.f, or out.h in bf16
+ * (assigning; bf16 only). */
 static void head_gemm(const attn_head *h, bool ta, bool wt, int m, int n, int k, float alpha, attn_opnd a, int lda,
-                      attn_opnd w, int ldw, const uint16_t *packed, int packed_k, bool accumulate, float *c, int ldc) {
+                      attn_opnd w, int ldw, const uint16_t *packed, int packed_k, bool accumulate, attn_out out, int ldc) {
+    float *c = out.f;
     if (h->rows) {
         if (!packed) {
             pack_w(k, n, w, ldw, wt, h->panel);
             packed = h->panel, packed_k = k;
         }
-        if (a.h && !ta && magna_panel_rows_direct(k, a.h, lda, alpha, accumulate))
+        if (out.h)
+            magna_panel_gemm_bf16_to16(m, n, k, a.f, a.h, lda, ta, alpha, packed, packed_k, h->rows, out.h, ldc,
+                                       out.colsum);
+        else if (a.h && !ta && magna_panel_rows_direct(k, a.h, lda, alpha, accumulate))
             magna_panel_gemm_bf16_rows(m, n, k, a.h, lda, alpha, packed, packed_k, accumulate, c, ldc);
         else if (a.h)
             magna_panel_gemm_bf16_h(m, n, k, a.h, lda, ta, alpha, packed, packed_k, h->rows, accumulate, c, ldc);
@@ -314,8 +342,8 @@ static void attention_head_forward(const attn_head *h, attn_opnd q, attn_opnd k,
                 memset(o + (size_t)(i - r0) * ldo, 0, (size_t)hd * sizeof(float));
             }
         } else {
-            head_gemm(h, false, true, r1 - r0, kc, hd, h->scale, opnd_at(q, (size_t)r0 * C), C, k, C, kt, hd, false, S,
-                      Tk);
+            head_gemm(h, false, true, r1 - r0, kc, hd, h->scale, opnd_at(q, (size_t)r0 * C), C, k, C, kt, hd, false,
+                      out_f32(S), Tk);
             for (int i = r0; i < r1; i++) {
                 float *row = S + (size_t)(i - r0) * Tk;
                 if (P16)
@@ -328,25 +356,33 @@ static void attention_head_forward(const attn_head *h, attn_opnd q, attn_opnd k,
             for (int i = r0; i < r1; i++) memset(P16 + (size_t)i * Tk, 0, (size_t)Tk * sizeof *P16);
         if (kc > 0)
             head_gemm(h, false, false, r1 - r0, hd, kc, 1.0f, P16 ? h16(P16 + (size_t)r0 * Tk) : f32(S), Tk, v, C, vp,
-                      h->keys, false, o, ldo);
+                      h->keys, false, out_f32(o), ldo);
         if (out16)
             for (int i = r0; i < r1; i++) magna_to_bf16_row(out16 + (size_t)i * C, o + (size_t)(i - r0) * hd, hd);
     }
 }
 
-/* The pair's rows r0..r1 x hd columns of a [rows, C] gradient, zeroed. */
-static void zero_rows(float *d, int r0, int r1, int C, int hd) {
-    for (int r = r0; r < r1; r++) memset(d + (size_t)r * C, 0, (size_t)hd * sizeof *d);
+/* The pair's rows r0..r1 x hd columns of a [rows, C] gradient, zeroed (in float32 or bf16). */
+static void zero_rows(attn_out d, int r0, int r1, int C, int hd) {
+    for (int r = r0; r < r1; r++) {
+        if (d.h)
+            memset(d.h + (size_t)r * C, 0, (size_t)hd * sizeof *d.h);
+        else
+            memset(d.f + (size_t)r * C, 0, (size_t)hd * sizeof *d.f);
+    }
 }
+
+static bool wanted(attn_out d) { return d.f || d.h; }
 
 /* dP = dout v^T,  dS = P * (dP - rowsum(dP * P)),
  * dv += P^T dout,  dq += dS k * scale,  dk += dS^T q * scale. dq, dk, dv may be NULL; dS is [Tq, Tk] scratch.
  * `assign` (bits 0, 1, 2: dq, dk, dv): the first writer of that gradient, whose products then assign (each of its
- * rows has one product) and whose rows no product reaches (no key seen, or a key no row sees) are zeroed.
+ * rows has one product) and whose rows no product reaches (no key seen, or a key no row sees) are zeroed. A
+ * gradient in bf16 (out.h: its dense layer reads it so, dc16_by) is always its first writer's.
  * In bf16, V^T and K (then dout and q) are packed once for the pair, and dS * scale is kept in bf16 (ds16), which
  * both of its products read: in place for dq. */
 static void attention_head_backward(const attn_head *h, attn_opnd q, attn_opnd k, attn_opnd v, attn_opnd P,
-                                    attn_opnd dout, float *dq, float *dk, float *dv, float *dS, unsigned assign) {
+                                    attn_opnd dout, attn_out dq, attn_out dk, attn_out dv, float *dS, unsigned assign) {
     const int Tq = h->Tq, Tk = h->Tk, C = h->C, hd = h->hd, block = row_block(h);
     uint16_t *ds16 = h->rows ? h->ds16 : NULL;
     const float ds_scale = ds16 ? h->scale : 1.0f, prod_scale = ds16 ? 1.0f : h->scale; /* one of them scales dS */
@@ -354,7 +390,7 @@ static void attention_head_backward(const attn_head *h, attn_opnd q, attn_opnd k
     if (h->rows && h->keys > 0) {
         pack_w(hd, h->keys, v, C, true, h->pair_b[0]);
         vt = h->pair_b[0];
-        if (dq) {
+        if (wanted(dq)) {
             pack_w(h->keys, hd, k, C, false, h->pair_b[1]);
             kpk = h->pair_b[1];
         }
@@ -364,7 +400,7 @@ static void attention_head_backward(const attn_head *h, attn_opnd q, attn_opnd k
         const int r1 = r0 + block < Tq ? r0 + block : Tq, kc = visible(h, r1 - 1);
         if (kc > 0)
             head_gemm(h, false, true, r1 - r0, kc, hd, 1.0f, opnd_at(dout, (size_t)r0 * C), C, v, C, vt, hd, false,
-                      dS + (size_t)r0 * Tk, Tk);
+                      out_f32(dS + (size_t)r0 * Tk), Tk);
         for (int i = r0; i < r1; i++) {
             float *row = dS + (size_t)i * Tk;
             if (P.h) { /* a bf16 forward's P: a bf16 backward, with ds16 (attention_backward) */
@@ -375,18 +411,18 @@ static void attention_head_backward(const attn_head *h, attn_opnd q, attn_opnd k
             if (ds16) magna_to_bf16_row(ds16 + (size_t)i * Tk, row, Tk);
         }
         const attn_opnd ds_rows = ds16 ? h16(ds16 + (size_t)r0 * Tk) : f32(dS + (size_t)r0 * Tk);
-        if (dq && kc > 0)
+        if (wanted(dq) && kc > 0)
             head_gemm(h, false, false, r1 - r0, hd, kc, prod_scale, ds_rows, Tk, k, C, kpk, h->keys, !(assign & 1u),
-                      dq + (size_t)r0 * C, C);
-        else if (dq && (assign & 1u))
+                      out_at(dq, (size_t)r0 * C), C);
+        else if (wanted(dq) && (assign & 1u))
             zero_rows(dq, r0, r1, C, hd);
     }
-    if (!dk && !dv) return;
+    if (!wanted(dk) && !wanted(dv)) return;
     /* dout and q, every row, for the column blocks' products (V^T and K are done with) */
     const uint16_t *dout_p = NULL, *q_p = NULL;
     if (h->rows) {
-        if (dv) pack_w(Tq, hd, dout, C, false, h->pair_b[0]), dout_p = h->pair_b[0];
-        if (dk) pack_w(Tq, hd, q, C, false, h->pair_b[1]), q_p = h->pair_b[1];
+        if (wanted(dv)) pack_w(Tq, hd, dout, C, false, h->pair_b[0]), dout_p = h->pair_b[0];
+        if (wanted(dk)) pack_w(Tq, hd, q, C, false, h->pair_b[1]), q_p = h->pair_b[1];
     }
     int done = 0; /* keys 0..done-1 got their products */
     /* Column blocks: keys c0..ce are seen by rows rs..Tq-1 (the first row that sees key c0 onwards). */
@@ -396,25 +432,26 @@ static void attention_head_backward(const attn_head *h, attn_opnd q, attn_opnd k
         int rs = 0;
         if (h->shift < INT_MAX / 4) rs = c0 - h->shift > 0 ? c0 - h->shift : 0;
         if (rs >= Tq) break;
-        if (dv)
+        if (wanted(dv))
             head_gemm(h, true, false, c1 - c0, hd, Tq - rs, 1.0f, opnd_at(P, (size_t)rs * Tk + c0), Tk,
-                      opnd_at(dout, (size_t)rs * C), C, packed_from(dout_p, rs), Tq, !(assign & 4u), dv + (size_t)c0 * C,
-                      C);
-        if (dk) {
+                      opnd_at(dout, (size_t)rs * C), C, packed_from(dout_p, rs), Tq, !(assign & 4u),
+                      out_at(dv, (size_t)c0 * C), C);
+        if (wanted(dk)) {
             const attn_opnd ds_cols = ds16 ? h16(ds16 + (size_t)rs * Tk + c0) : f32(dS + (size_t)rs * Tk + c0);
             head_gemm(h, true, false, c1 - c0, hd, Tq - rs, prod_scale, ds_cols, Tk, opnd_at(q, (size_t)rs * C), C,
-                      packed_from(q_p, rs), Tq, !(assign & 2u), dk + (size_t)c0 * C, C);
+                      packed_from(q_p, rs), Tq, !(assign & 2u), out_at(dk, (size_t)c0 * C), C);
         }
         done = c1;
     }
-    if (dk && (assign & 2u)) zero_rows(dk, done, Tk, C, hd);
-    if (dv && (assign & 4u)) zero_rows(dv, done, Tk, C, hd);
+    if (wanted(dk) && (assign & 2u)) zero_rows(dk, done, Tk, C, hd);
+    if (wanted(dv) && (assign & 4u)) zero_rows(dv, done, Tk, C, hd);
 }
 
 /* Everything one (b, h) pair needs. */
 typedef struct attn_args {
     attn_opnd q, k, v, dout;
-    float *out, *P, *dq, *dk, *dv;
+    float *out, *P;
+    attn_out d[3]; /* dq, dk, dv: float32, or bf16 with their dense layers' bias sums per batch row (dc16_by) */
     uint16_t *out16; /* the output in bf16 for the matmul after it (bf16_for), instead of out */
     const int32_t *lengths;
     int64_t H;
@@ -429,7 +466,7 @@ static attn_args attn_args_of(const magna_node *n) {
     attn_args a = {.q = input_opnd(n, 0), .k = input_opnd(n, 1), .v = input_opnd(n, 2), .out = fval(n),
                    .P = (float *)n->saved};
     a.dout = n->grad16 ? (attn_opnd){NULL, (const uint16_t *)n->grad} : f32(n->grad);
-    a.dq = q->grad, a.dk = k->grad, a.dv = v->grad;
+    a.d[0] = out_f32(q->grad), a.d[1] = out_f32(k->grad), a.d[2] = out_f32(v->grad);
     a.assign = n->grad_assign & 7u;
     a.lengths = n->n_in == 4 ? ival(n->in[3]) : NULL;
     a.H = n->ip[0];
@@ -497,8 +534,8 @@ static magna_status attention_forward(magna_graph *g, magna_node *n) {
                                    (long long)b, a.lengths[b], a.head.Tk);
     const int64_t pairs = n->shape[0] * a.H;
     const size_t stride = attn_scratch_floats(a.head.Tq, a.head.Tk, a.head.hd, a.bf16);
-    float *ws = (float *)g->workspace;
     const bool bf = magna_attention_bf16_now(n);
+    float *ws = (float *)g->workspace + (bf ? bias_partial_floats(n, true) : 0);
     if (!bf && (a.q.h || a.k.h || a.v.h)) /* the dense layers before it ask magna_attention_bf16_now too */
         return graph_error(g, MAGNA_ERR_STATE, "attention: bf16 q, k or v, but a float32 attention");
     uint16_t *out16 = n->bf16_for ? magna_matmul_a16_for(n) : NULL;
@@ -524,21 +561,26 @@ static void attention_pair_backward(const attn_args *a, int64_t bh, float *scrat
     if (a->bf16) head_scratch(&h, scratch);
     const size_t po = (size_t)bh * h.Tq * h.Tk;
     const attn_opnd P = a->p16 ? (attn_opnd){NULL, (const uint16_t *)a->P + po} : f32(a->P + po);
-    attention_head_backward(&h, opnd_at(a->q, oq), opnd_at(a->k, ok), opnd_at(a->v, ok), P,
-                            opnd_at(a->dout, oq),
-                            a->dq ? a->dq + oq : NULL, a->dk ? a->dk + ok : NULL, a->dv ? a->dv + ok : NULL, scratch,
-                            a->assign);
+    attn_out d[3];
+    for (int i = 0; i < 3; i++) {
+        d[i] = out_at(a->d[i], i ? ok : oq);
+        if (d[i].colsum) d[i].colsum += (size_t)(bh / a->H) * (size_t)h.C + (size_t)(bh % a->H) * (size_t)h.hd;
+    }
+    attention_head_backward(&h, opnd_at(a->q, oq), opnd_at(a->k, ok), opnd_at(a->v, ok), P, opnd_at(a->dout, oq), d[0],
+                            d[1], d[2], scratch, a->assign);
 }
 
 /* Pairs in parallel, each thread with its own [Tq, Tk] scratch (and bf16's packed operands). A single pair (or thread) runs outside
  * any OpenMP region (a one-thread region still allocates a team), with sgemm multi-threaded. */
 static void attention_backward(magna_graph *g, magna_node *n) {
     attn_args a = attn_args_of(n);
-    if (!a.dq && !a.dk && !a.dv) return;
+    for (int i = 0; i < 3; i++) n->in[i]->grad16 = false;
+    if (!a.d[0].f && !a.d[1].f && !a.d[2].f) return;
     a.bf16 = attn_bf16(g);
-    const int64_t pairs = n->shape[0] * a.H;
+    const int64_t pairs = n->shape[0] * a.H, B = n->shape[0], C = a.head.C;
+    const size_t partials = bias_partial_floats(n, a.bf16);
     size_t stride = attn_scratch_floats(a.head.Tq, a.head.Tk, a.head.hd, a.bf16);
-    if (a.bf16 && stride * sizeof(float) > g->workspace_bytes) { /* planned without bf16's room: float32 */
+    if (a.bf16 && (partials + stride) * sizeof(float) > g->workspace_bytes) { /* planned without bf16's room */
         a.bf16 = false;
         stride = attn_scratch_floats(a.head.Tq, a.head.Tk, a.head.hd, false);
     }
@@ -547,10 +589,21 @@ static void attention_backward(magna_graph *g, magna_node *n) {
         graph_error(g, MAGNA_ERR_STATE, "attention: bf16 probabilities or dout, but a float32 backward");
         return;
     }
-    float *ws = (float *)g->workspace;
+    /* q, k, v's gradients in bf16 where their dense layers read them so (dc16_by), each with its bias's column sums
+     * taken per batch row into [B, C] partials at the workspace's start, then added up in batch order */
+    float *bias[3] = {NULL, NULL, NULL}, *part = (float *)g->workspace;
+    bool bias_assign[3] = {false, false, false};
+    for (int i = 0; i < 3 && a.bf16; i++) {
+        uint16_t *d16 = a.d[i].f ? magna_matmul_dc16_for(n, i, &bias[i], &bias_assign[i]) : NULL;
+        n->in[i]->grad16 = d16 != NULL;
+        if (!d16) continue;
+        a.d[i] = (attn_out){NULL, d16, bias[i] ? part + (size_t)i * (size_t)(B * C) : NULL};
+        if (bias[i]) memset(a.d[i].colsum, 0, (size_t)(B * C) * sizeof(float));
+    }
+    float *ws = (float *)g->workspace + (a.bf16 ? partials : 0);
+    const size_t room = g->workspace_bytes - (a.bf16 ? partials * sizeof(float) : 0);
     int nt = max_threads();
-    if ((size_t)nt > g->workspace_bytes / (stride * sizeof(float)))
-        nt = (int)(g->workspace_bytes / (stride * sizeof(float)));
+    if ((size_t)nt > room / (stride * sizeof(float))) nt = (int)(room / (stride * sizeof(float)));
     if (pairs > 1 && nt > 1) {
         /* the whole team (a team of another size makes libgomp allocate); the first nt have scratch */
         int64_t next = 0;
@@ -561,6 +614,14 @@ static void attention_backward(magna_graph *g, magna_node *n) {
         }
     } else {
         for (int64_t bh = 0; bh < pairs; bh++) attention_pair_backward(&a, bh, ws);
+    }
+    for (int i = 0; i < 3; i++) {
+        if (!bias[i]) continue;
+        for (int64_t j = 0; j < C; j++) {
+            float sum = bias_assign[i] ? 0.0f : bias[i][j];
+            for (int64_t b = 0; b < B; b++) sum += a.d[i].colsum[b * C + j];
+            bias[i][j] = sum;
+        }
     }
 }
 

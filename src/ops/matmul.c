@@ -152,9 +152,9 @@ bool magna_matmul_sums_bias(const magna_node *c) {
     return c->bias_add && c->bias_add->in[1]->grad && mm_dnnl_backward(c);
 }
 
-uint16_t *magna_matmul_dc16_for(const magna_node *gelu, float **bias_grad, bool *assign) {
-    const magna_node *in = gelu->in[0], *c = in->kind == NODE_OP && in->op == OP_ADD && in->alias_input ? in->in[0] : in;
-    if (c->dc16_by != gelu || !grad_assigns(gelu, 0) || !mm_dnnl_backward(c)) return NULL;
+uint16_t *magna_matmul_dc16_for(const magna_node *x, int i, float **bias_grad, bool *assign) {
+    const magna_node *in = x->in[i], *c = in->kind == NODE_OP && in->op == OP_ADD && in->alias_input ? in->in[0] : in;
+    if (c->dc16_by != x || !grad_assigns(x, i) || !mm_dnnl_backward(c)) return NULL;
     const bool sums = magna_matmul_sums_bias(c);
     *bias_grad = sums ? c->bias_add->in[1]->grad : NULL;
     *assign = sums && grad_assigns(c->bias_add, 1);

@@ -25,11 +25,11 @@ uint16_t *magna_matmul_a16_for(const magna_node *producer);
 enum { MAGNA_MM_OUT16 = 1, MAGNA_MM_DC16 = 2, MAGNA_MM_DA16 = 4 };
 unsigned magna_matmul_bf16_io(const magna_node *matmul);
 
-/* Where a GELU's backward writes, in bf16, the dC of the dense matmul whose output (or fused bias add) it alone
- * reads (that matmul's dc16_by, plan.c), when the matmul's backward runs on oneDNN in bf16 now and the GELU assigns
- * that gradient: the gradient's own buffer, as bf16 [M, N] (the GELU then sets its grad16). *bias_grad: the fused
- * bias's gradient, into which the GELU sums dC's columns over the rows (from 0 when *assign), or NULL. Else NULL:
- * the GELU writes float32. */
-uint16_t *magna_matmul_dc16_for(const magna_node *gelu, float **bias_grad, bool *assign);
+/* Where the backward of x (a GELU, or an attention) writes, in bf16, the dC of the dense matmul whose output (or
+ * fused bias add) is x's input `in` and only x reads (that matmul's dc16_by, plan.c), when the matmul's backward runs
+ * on oneDNN in bf16 now and x assigns that gradient: the gradient's own buffer, as bf16 [M, N] (x then sets its
+ * grad16). *bias_grad: the fused bias's gradient, into which x sums dC's columns over the rows (from 0 when *assign),
+ * or NULL. Else NULL: x writes float32. */
+uint16_t *magna_matmul_dc16_for(const magna_node *x, int in, float **bias_grad, bool *assign);
 
 #endif

@@ -269,7 +269,7 @@ static void gelu_backward(magna_graph *g, magna_node *n) {
     const uint16_t *x16 = gelu_x16(n), *dy16 = n->grad16 ? (const uint16_t *)dy : NULL;
     float *bias = NULL;
     bool bias_assign = false;
-    uint16_t *dc16 = magna_matmul_dc16_for(n, &bias, &bias_assign);
+    uint16_t *dc16 = magna_matmul_dc16_for(n, 0, &bias, &bias_assign);
     in->grad16 = dc16 != NULL;
     if (dc16) {
         const int64_t cols = n->shape[n->ndim - 1];
