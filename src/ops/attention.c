@@ -14,11 +14,11 @@
  *
  * Forward keeps the probabilities P [B, H, Tq, Tk] in `saved`, in bf16 when it runs in bf16 (saved16; on a CUDA
  * graph 2 [B, H, Tq] floats instead, the flash-style kernels' row statistics); backward needs dP [Tq, Tk] of
- * scratch per thread in the workspace, turned in place into dS.
+ * scratch per thread in the workspace, turned in place into dS (in bf16: into a bf16 copy of dS * scale).
  *
  * Rows are taken in blocks of ATTN_BLOCK when causal: rows r0..r1 only see keys 0..kc (kc = what
- * the block's last row sees), so each block's products stop there and about half the flops of the
- * masked upper triangle are never spent; a padding mask cuts them the same way. Every row of P and dS
+ * the block's last row sees), so each block's products stop there and, with blocks of 32 at T 128, three
+ * quarters of the masked upper triangle's flops are never spent; a padding mask cuts them the same way. Every row of P and dS
  * is written out to Tk (zeros where masked), so backward can read any column block. */
 #include "common.h"
 #include "attention.h"
