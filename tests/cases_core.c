@@ -99,6 +99,16 @@ UNARY_CASE(un_log, magna_log(g, x), 0.5f, 3)
 UNARY_CASE(un_sqrt, magna_sqrt(g, x), 0.5f, 3)
 UNARY_CASE(un_softmax, magna_softmax(g, x), -2, 2)
 UNARY_CASE(un_log_softmax, magna_log_softmax(g, x), -2, 2)
+/* a dense layer's bias add and GELU: on CUDA one fused pair, forward and backward (src/cuda/fuse.c); the tanh
+ * form with 300-700 rows, so the bias sums take several slices of rows there */
+static magna_node *bias_gelu_in(magna_graph *g, uint64_t seed, bool tall) {
+    const int64_t rows = tall ? R(64, 300, 700) : R(64, 1, 40), n = R(65, 1, 37);
+    return magna_add(g, gc_param(g, "x", 2, (int64_t[]){rows, n}, -2, 2), gc_param(g, "b", 1, (int64_t[]){n}, -1, 1));
+}
+static magna_node *bias_gelu(magna_graph *g, uint64_t seed) { return magna_gelu(g, bias_gelu_in(g, seed, false)); }
+static magna_node *bias_gelu_tanh(magna_graph *g, uint64_t seed) {
+    return magna_gelu_tanh(g, bias_gelu_in(g, seed, true));
+}
 /* relu and leaky relu have a kink at 0: keep every input at least 0.1 away from it */
 static void away_from_zero(magna_graph *g, uint64_t seed) { gc_param_away_from_zero(magna_graph_find(g, "x"), 0.1f); }
 UNARY_CASE(un_relu, magna_relu(g, x), -1, 1)
@@ -253,6 +263,8 @@ const gc_case gc_cases_core[] = {
     {"tanh", un_tanh, NULL, 0, 0, 0},
     {"gelu", un_gelu, NULL, 0, 0, 0},
     {"gelu_tanh", un_gelu_tanh, NULL, 0, 0, 0},
+    {"bias_gelu", bias_gelu, NULL, 0, 0, 0},
+    {"bias_gelu_tanh", bias_gelu_tanh, NULL, 0, 0, 0},
     {"exp", un_exp, NULL, 0, 0, 0},
     {"log", un_log, NULL, 0, 0, 0},
     {"sqrt", un_sqrt, NULL, 0, 0, 0},

@@ -4,7 +4,9 @@
  *   residual + layer norm:  x1 = add(a, r) -> layer_norm(x1) (a pre-LN block's residual stream)
  *
  * The second node's forward writes both outputs and the first's forward does nothing; backward is each
- * node's own (it reads the values the fused kernel wrote, as planned). Conditions keep it exact: the add
+ * node's own (it reads the values the fused kernel wrote, as planned), except bias + GELU's when the bias
+ * learns and the workspace holds a slice of partial sums: the GELU's backward then writes h's gradient and
+ * the bias's (its column sums, in the same pass), and the add's only passes h's gradient on to a. Conditions keep it exact: the add
  * feeds only the GELU (bias + GELU), or the layer norm comes right after the add in the order (so nothing
  * reads x1 before it is written); shapes are the plain ones the kernels take. Anything else runs unfused. */
 #include "ops.h"
@@ -38,6 +40,28 @@ static magna_status add_layer_norm_forward(magna_graph *g, magna_node *n) {
     return cuda_fail(g, e, "residual + layer_norm forward");
 }
 
+static void bias_gelu_backward(magna_graph *g, magna_node *n) {
+    magna_node *h = n->in[0], *bias = h->in[1];
+    const int64_t N = bias->shape[0], rows = h->numel / N;
+    if (!h->grad || !bias->grad) {
+        graph_error(g, MAGNA_ERR_STATE, "bias + gelu backward: no gradient buffer for h or the bias");
+        return;
+    }
+    const int e = magna_cuda_bias_gelu_backward(n->op == OP_GELU_TANH, fval(h), n->grad, rows, N, h->grad, bias->grad,
+                                                (float *)g->workspace, g->workspace_bytes / sizeof(float),
+                                                cuda_stream(g));
+    if (e) cuda_fail(g, e, "bias + gelu backward");
+}
+
+/* The bias add's backward when the GELU's summed the bias: a's gradient += h's (the same shape) */
+static void bias_add_input_backward(magna_graph *g, magna_node *h) {
+    float *da = h->in[0]->grad;
+    if (!da) return;
+    const int e = magna_cuda_unary_backward(MAGNA_EM_ADD_SCALAR, 0.0f, NULL, NULL, h->grad, da, h->numel,
+                                            cuda_stream(g));
+    if (e) cuda_fail(g, e, "bias add backward");
+}
+
 static bool same_shape(const magna_node *a, const magna_node *b) {
     if (a->ndim != b->ndim) return false;
     for (int d = 0; d < a->ndim; d++)
@@ -67,6 +91,8 @@ int cuda_graph_fuse(magna_graph *g, magna_cuda_op *ops) {
         if ((n->op == OP_GELU || n->op == OP_GELU_TANH) && same_shape(p->in[0], p) && p->in[1]->ndim == 1 &&
             p->in[1]->shape[0] == p->shape[p->ndim - 1] && consumers(g, p) == 1) {
             ops[p->id].forward = skip_forward, ops[n->id].forward = bias_gelu_forward;
+            if (p->in[1]->needs_grad && p->needs_grad && g->workspace_bytes / sizeof(float) >= (size_t)p->in[1]->shape[0])
+                ops[p->id].backward = bias_add_input_backward, ops[n->id].backward = bias_gelu_backward;
             fused++;
         } else if (n->op == OP_LAYER_NORM && g->order[k - 1] == p && same_shape(p->in[0], p) &&
                    same_shape(p->in[1], p) && n->saved_bytes >= 2 * (p->numel / p->shape[p->ndim - 1]) * sizeof(float)) {

@@ -1,7 +1,8 @@
 /* fused.cu — kernels that do two graph nodes' forward in one pass over memory (src/cuda/fuse.c finds
  * the pairs): a dense layer's bias add with the GELU after it, and a residual add with the layer norm
  * after it. Each writes both nodes' outputs (backward reads them as usual), so it saves one full read of
- * the intermediate tensor and one launch. The math is elementwise_math.h's, as in the unfused kernels. */
+ * the intermediate tensor and one launch. The bias + GELU pair's backward is fused too: the GELU's gradient
+ * and the bias's column sums of it in one pass. The math is elementwise_math.h's, as in the unfused kernels. */
 #include "compat.h"
 
 #include "kernels.h"
@@ -19,6 +20,42 @@ __global__ void bias_gelu_kernel(magna_launch_1d l, int op, int64_t N, const flo
             x[i + j] = v;
             y[i + j] = magna_em_unary(op, v, 0.0f);
         }
+}
+
+/* Block (x: 32 columns, y: a slice of rows): dx += GELU'(x) dy over the slice's rows, and part[y][col] = the sum of
+ * those terms, the block's warps taking every MAGNA_COLSUM_WARPS-th row, then added in warp order (fixed: the same
+ * bits every run). */
+__global__ void bias_gelu_backward_kernel(magna_launch_colsum l, int op, const float *__restrict__ x,
+                                          const float *__restrict__ dy, float *__restrict__ dx, float *__restrict__ part) {
+    __shared__ float s[MAGNA_COLSUM_WARPS][MAGNA_LAUNCH_WARP];
+    const int64_t N = l.cols, col = magna_colsum_col(blockIdx.x, threadIdx.x);
+    const uint32_t warp = threadIdx.x / MAGNA_LAUNCH_WARP, lane = threadIdx.x % MAGNA_LAUNCH_WARP;
+    float sum = 0.0f;
+    if (col < N)
+        for (int64_t r = magna_colsum_row_begin(&l, blockIdx.y) + warp; r < magna_colsum_row_end(&l, blockIdx.y);
+             r += MAGNA_COLSUM_WARPS) {
+            const int64_t i = r * N + col;
+            const float d = magna_em_unary_backward(op, x[i], 0.0f, dy[i], 0.0f);
+            dx[i] += d;
+            sum += d;
+        }
+    s[warp][lane] = sum;
+    __syncthreads();
+    if (warp == 0 && col < N) {
+        for (uint32_t w = 1; w < MAGNA_COLSUM_WARPS; w++) sum += s[w][lane];
+        part[(int64_t)blockIdx.y * N + col] = sum;
+    }
+}
+
+/* dbias[col] += the slices' partial sums, in slice order */
+__global__ void bias_sum_final_kernel(magna_launch_1d l, const float *__restrict__ part, int slices,
+                                      float *__restrict__ dbias) {
+    const int64_t stride = magna_launch_1d_stride(&l), N = l.n;
+    for (int64_t col = magna_launch_1d_first(&l, blockIdx.x, threadIdx.x); col < N; col += stride) {
+        float b = 0.0f;
+        for (int s = 0; s < slices; s++) b += part[(int64_t)s * N + col];
+        dbias[col] += b;
+    }
 }
 
 __device__ __forceinline__ magna_em_welford warp_welford(magna_em_welford s) {
@@ -65,6 +102,22 @@ extern "C" int magna_cuda_bias_gelu_forward(int tanh_approx, const float *a, con
     int op = MAGNA_EM_GELU;
     if (tanh_approx) op = MAGNA_EM_GELU_TANH;
     return (int)magna_cuda_launch(l.grid, l.block, 0, stream, bias_gelu_kernel, l, op, N, a, bias, x, y);
+}
+
+extern "C" int magna_cuda_bias_gelu_backward(int tanh_approx, const float *x, const float *dy, int64_t rows, int64_t N,
+                                             float *dx, float *dbias, float *workspace, size_t workspace_floats,
+                                             void *stream) {
+    if (rows <= 0 || N <= 0) return 0;
+    const int64_t fit = (int64_t)(workspace_floats / (size_t)N);
+    if (fit < 1) return (int)cudaErrorInvalidValue; /* fuse.c fuses only with room for one slice */
+    const magna_launch_colsum l = magna_launch_colsums(rows, N, fit);
+    const int op = tanh_approx ? MAGNA_EM_GELU_TANH : MAGNA_EM_GELU;
+    int e = (int)magna_cuda_launch(dim3(l.grid_x, l.grid_y), dim3(l.block), 0, stream, bias_gelu_backward_kernel, l, op,
+                                   x, dy, dx, workspace);
+    if (e) return e;
+    const magna_launch_1d f = magna_launch_elementwise(N, 1);
+    return (int)magna_cuda_launch(dim3(f.grid), dim3(f.block), 0, stream, bias_sum_final_kernel, f,
+                                  (const float *)workspace, (int)l.grid_y, dbias);
 }
 
 extern "C" int magna_cuda_add_layer_norm_forward(const float *a, const float *r, const float *gamma, const float *beta,

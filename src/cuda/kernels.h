@@ -224,6 +224,10 @@ int magna_cuda_scale(float k, float *x, int64_t n, void *stream);
 /* x = a + bias (bias [N] over rows of N), y = gelu(x) (tanh_approx: GELU's tanh form) */
 int magna_cuda_bias_gelu_forward(int tanh_approx, const float *a, const float *bias, int64_t rows, int64_t N, float *x,
                                  float *y, void *stream);
+/* Its backward: dx += gelu'(x) dy [rows, N] and dbias[j] += the column sums of those terms (deterministic: slices of
+ * rows into workspace, then added in order); workspace_floats >= N */
+int magna_cuda_bias_gelu_backward(int tanh_approx, const float *x, const float *dy, int64_t rows, int64_t N, float *dx,
+                                  float *dbias, float *workspace, size_t workspace_floats, void *stream);
 /* x1 = a + r, y = layer_norm(x1) with gamma, beta (either may be NULL); mean and rstd [rows] as layer norm saves */
 int magna_cuda_add_layer_norm_forward(const float *a, const float *r, const float *gamma, const float *beta, float eps,
                                       int64_t rows, int64_t D, float *x1, float *y, float *mean, float *rstd,

@@ -5,6 +5,7 @@
 #include "common.h"
 #include "../core/simd_math.h"
 #include "../cuda/elementwise_math.h"
+#include "../cuda/launch.h" /* MAGNA_COLSUM_MIN_ROWS */
 #include "gemm_bf16.h"
 #include "matmul.h"
 
@@ -222,10 +223,17 @@ static magna_status gelu_forward(magna_graph *g, magna_node *n) {
     return MAGNA_OK;
 }
 
+/* Workspace: in bf16 the bias sums' row parts (gelu_backward_dc16); on CUDA the partial rows, one per slice of
+ * MAGNA_COLSUM_MIN_ROWS rows up to 1024, of a fused bias + GELU's backward (src/cuda/fuse.c). */
 static magna_status gelu_infer(magna_graph *g, magna_node *n) {
     magna_status st = infer_like_input(g, n);
     const int64_t cols = n->ndim ? n->shape[n->ndim - 1] : 1;
-    n->workspace_bytes = st == MAGNA_OK && g->bf16 ? (size_t)MAGNA_COLSUM_PARTS * (size_t)cols * sizeof(float) : 0;
+    size_t parts = g->bf16 ? MAGNA_COLSUM_PARTS : 0;
+    if (g->device == MAGNA_DEVICE_CUDA && cols > 0) {
+        const int64_t slices = (n->numel / cols + MAGNA_COLSUM_MIN_ROWS - 1) / MAGNA_COLSUM_MIN_ROWS;
+        parts = (size_t)(slices < 1024 ? slices : 1024) > parts ? (size_t)(slices < 1024 ? slices : 1024) : parts;
+    }
+    n->workspace_bytes = st == MAGNA_OK ? parts * (size_t)cols * sizeof(float) : 0;
     return st;
 }
 
