@@ -365,6 +365,55 @@ static void test_step_by_step(void) {
     magna_graph_free(g);
 }
 
+/* ---- the thread count changes no bit ----------------------------------------------------------------- */
+
+/* sum(out * R) over a [32, 16] sequence of H 64 (every parallel path: the gate math, the step products, the bias
+ * sums over B T rows), run on `threads` threads; *grads gets every gradient (NULL if it did not compile). */
+static void threaded_grads(kind k, int threads, float **grads, size_t *n) {
+    magna_set_threads(threads);
+    const int B = 32, T = 16, I = 16, H = 64, G = gates(k) * H;
+    magna_graph *g = magna_graph_new(7);
+    magna_node *x = magna_param(g, "x", 3, SHAPE(B, T, I), magna_init_uniform(-1, 1));
+    const float a = 1.0f / sqrtf((float)H);
+    magna_node *wi = magna_param(g, "wi", 2, SHAPE(I, G), magna_init_uniform(-a, a));
+    magna_node *wh = magna_param(g, "wh", 2, SHAPE(H, G), magna_init_uniform(-a, a));
+    magna_node *bi = magna_param(g, "bi", 1, SHAPE(G), magna_init_uniform(-a, a));
+    magna_node *bh = magna_param(g, "bh", 1, SHAPE(G), magna_init_uniform(-a, a));
+    magna_node *r = magna_input(g, "r", MAGNA_F32, 3, SHAPE(B, T, H));
+    magna_node *seq = magna_rnn_sequence(g, cell(g, k, x, wi, wh, bi, bh, NULL, NULL));
+    magna_node *loss = magna_sum(g, magna_mul(g, seq, r), MAGNA_ALL_AXES, false);
+    *grads = NULL, *n = 0;
+    CHECK(magna_graph_compile(g, loss) == MAGNA_OK, "%s", magna_graph_errmsg(g));
+    if (magna_graph_status(g) != MAGNA_OK) return magna_graph_free(g);
+    fill_uniform(magna_node_data(r), magna_node_numel(r), 21, 1.0f);
+    magna_graph_zero_grad(g);
+    CHECK(magna_graph_forward(g) == MAGNA_OK && magna_graph_backward(g) == MAGNA_OK, "%s", magna_graph_errmsg(g));
+    const float *gr = magna_graph_grads(g, n);
+    *grads = malloc(*n * sizeof **grads);
+    memcpy(*grads, gr, *n * sizeof **grads);
+    magna_graph_free(g);
+}
+
+/* On the step kernel of src/ops/rnn.c (AVX-512): OpenBLAS's products (MAGNA_RNN_STEP=sgemm, or no AVX-512) may
+ * split their sums differently on another thread count, so only the gate math and the bias sums are ours there. */
+static void test_thread_count(kind k) {
+    const char *step = getenv("MAGNA_RNN_STEP");
+    if ((step && strcmp(step, "sgemm") == 0) || !magna_cpu_detect().avx512f) {
+        printf("%-8s gradients on 1 and 2 threads: not compared (OpenBLAS's step products)\n", kind_names[k]);
+        return;
+    }
+    float *one, *two;
+    size_t n1, n2;
+    threaded_grads(k, 1, &one, &n1);
+    threaded_grads(k, 2, &two, &n2);
+    magna_set_threads(2);
+    size_t differ = 0;
+    for (size_t i = 0; i < n1 && n1 == n2; i++) differ += one[i] != two[i];
+    printf("%-8s gradients on 1 and 2 threads: %zu of %zu differ\n", kind_names[k], differ, n1);
+    CHECK(n1 == n2 && differ == 0, "%s: the thread count changed %zu gradients", kind_names[k], differ);
+    free(one), free(two);
+}
+
 int main(void) {
     magna_set_threads(2);
     test_one_step();
@@ -373,6 +422,7 @@ int main(void) {
         test_against_reference(k, 2, 6, 3, 9, true);
         test_against_reference(k, 34, 4, 16, 64, true); /* threaded gate math, OpenBLAS products */
         test_carried_state(k);
+        test_thread_count(k);
     }
     test_errors();
     test_set_batch();

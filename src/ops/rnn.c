@@ -100,10 +100,6 @@ rnn_args rnn_args_of(const magna_node *n) {
     return a;
 }
 
-/* Rows of scratch before the bias sums in ws.colsum: float32's column_sums takes one per thread, the bf16 pass
- * magna_to_bf16_colsum one per part. */
-static int64_t colsum_rows(const rnn_args *a) { return a->threads > MAGNA_COLSUM_PARTS ? a->threads : MAGNA_COLSUM_PARTS; }
-
 /* The step products' blocks (see step_product): panels of 32 columns, blocks of 8 rows. */
 
 size_t rnn_ws_layout(const rnn_args *a, float *base, rnn_ws *w) {
@@ -126,7 +122,7 @@ size_t rnn_ws_layout(const rnn_args *a, float *base, rnn_ws *w) {
     TAKE(hprev, a->B * a->T * (a->H > a->I ? a->H : a->I)); /* (bf16 backward's dx lands here first) */
     TAKE(dh, a->B * a->H);
     TAKE(dc, a->cell == CELL_LSTM ? a->B * a->H : 0);
-    TAKE(colsum, (colsum_rows(a) + 1) * a->G);
+    TAKE(colsum, (MAGNA_COLSUM_PARTS + 1) * a->G); /* a row per fixed part of the column sums, then the sums */
 #undef TAKE
     return off > fwd ? off : fwd;
 }
@@ -521,34 +517,23 @@ ISA_CLONES static void rnn_row_backward(const rnn_fwd *f, const float *dout, int
     for (int64_t j = 0; j < H; j++) dg[j] = (dh_out[j] + dh[j]) * (1.0f - h[j] * h[j]);
 }
 
-/* sum[j] = sum over rows of m[r, j]: each thread sums a share of the rows into its own partial row
- * (streaming whole rows, vectorised), then the partials are added. scratch holds a->threads rows. */
-static void column_sums(float *sum, const float *m, int64_t rows, int64_t cols, float *scratch, int threads) {
-    int used = 1;
-    if (threads > 1 && rows >= threads && rows * cols >= PAR_MIN && omp_get_max_threads() > 1) {
-#pragma omp parallel
-        {
-            const int t = omp_get_thread_num(), k = omp_get_num_threads() < threads ? omp_get_num_threads() : threads;
-            if (t == 0) used = k;
-            if (t < k) {
-                float *restrict acc = scratch + (size_t)t * cols;
-                memset(acc, 0, (size_t)cols * sizeof(float));
-                for (int64_t r = rows * t / k; r < rows * (t + 1) / k; r++) {
-                    const float *restrict mr = m + r * cols;
-                    for (int64_t j = 0; j < cols; j++) acc[j] += mr[j];
-                }
-            }
-        }
-    } else {
-        memset(scratch, 0, (size_t)cols * sizeof(float));
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t j = 0; j < cols; j++) scratch[j] += m[r * cols + j];
+/* sum[j] = sum over rows of m[r, j], over MAGNA_COLSUM_PARTS fixed parts of the rows (each part's rows in order into
+ * its own row of scratch, streaming whole rows), then the parts added in order (magna_colsum_combine): the same sums
+ * on any thread count, taken as the bf16 pass (magna_to_bf16_colsum) takes them. */
+static void column_sums_part(float *restrict acc, const float *m, int64_t r0, int64_t r1, int64_t cols) {
+    memset(acc, 0, (size_t)cols * sizeof(float));
+    for (int64_t r = r0; r < r1; r++) {
+        const float *restrict mr = m + r * cols;
+#pragma omp simd
+        for (int64_t j = 0; j < cols; j++) acc[j] += mr[j];
     }
-    for (int64_t j = 0; j < cols; j++) {
-        float s = 0.0f;
-        for (int t = 0; t < used; t++) s += scratch[(size_t)t * cols + j];
-        sum[j] = s;
-    }
+}
+
+static void column_sums(float *sum, const float *m, int64_t rows, int64_t cols, float *scratch) {
+    PARALLEL_FOR(rows * cols >= PAR_MIN, p, MAGNA_COLSUM_PARTS,
+                 column_sums_part(scratch + p * cols, m, rows * p / MAGNA_COLSUM_PARTS,
+                                  rows * (p + 1) / MAGNA_COLSUM_PARTS, cols););
+    magna_colsum_combine(sum, scratch, cols, true);
 }
 
 static void add_into(float *dst, const float *src, int64_t n) {
@@ -594,7 +579,7 @@ static void dg_to_bf16(const rnn_fwd *f, const float *dg, uint16_t *dg16, float 
         magna_to_bf16(dg16, dg, BT * G);
         return;
     }
-    float *sum = f->ws.colsum + (size_t)colsum_rows(&f->a) * G;
+    float *sum = f->ws.colsum + (size_t)MAGNA_COLSUM_PARTS * G;
     magna_to_bf16_colsum(dg16, dg, BT, G, sum, true, f->ws.colsum);
     if (g1) add_into(g1, sum, G);
     if (g2) add_into(g2, sum, G);
@@ -711,11 +696,11 @@ static void rnn_backward(magna_graph *g, magna_node *n) {
     }
     /* the biases: column sums of dG (one sum serves both when the two sides share dG) */
     if (!a->b_ih) return;
-    float *sum = f.ws.colsum + (size_t)colsum_rows(a) * G;
+    float *sum = f.ws.colsum + (size_t)MAGNA_COLSUM_PARTS * G;
     const bool hh = a->b_hh->grad != NULL, ih = a->b_ih->grad != NULL;
-    if (ih || (hh && f.ws.dgh == f.ws.dgx)) column_sums(sum, f.ws.dgx, BT, G, f.ws.colsum, a->threads);
+    if (ih || (hh && f.ws.dgh == f.ws.dgx)) column_sums(sum, f.ws.dgx, BT, G, f.ws.colsum);
     if (ih) add_into(a->b_ih->grad, sum, G);
-    if (hh && f.ws.dgh != f.ws.dgx) column_sums(sum, f.ws.dgh, BT, G, f.ws.colsum, a->threads);
+    if (hh && f.ws.dgh != f.ws.dgx) column_sums(sum, f.ws.dgh, BT, G, f.ws.colsum);
     if (hh) add_into(a->b_hh->grad, sum, G);
 }
 
