@@ -593,6 +593,40 @@ static void test_threads_changed_between_forward_and_backward(void) {
     magna_set_threads(threads);
 }
 
+/* Layer norm's dgamma and dbeta over fixed row parts: the same bits on 1 and 2 threads (x [1000, 48]: enough rows
+ * to run in parallel). */
+static void ln_grads(int threads, float **grads, size_t *n) {
+    const int saved = magna_get_threads();
+    magna_set_threads(threads);
+    magna_graph *g = magna_graph_new(8);
+    magna_node *x = magna_param(g, "x", 2, SHAPE(1000, 48), magna_init_uniform(-2, 2));
+    magna_node *y = magna_layer_layer_norm(g, "ln", x, 1e-5f);
+    magna_node *r = magna_param(g, "r", 2, SHAPE(1000, 48), magna_init_uniform(-1, 1));
+    magna_node *loss = magna_sum(g, magna_mul(g, y, r), 3, false);
+    *grads = NULL, *n = 0;
+    CHECK(magna_graph_compile(g, loss) == MAGNA_OK, "%s", magna_graph_errmsg(g));
+    if (magna_graph_status(g) == MAGNA_OK) {
+        magna_graph_zero_grad(g);
+        CHECK(magna_graph_forward(g) == MAGNA_OK && magna_graph_backward(g) == MAGNA_OK, "%s", magna_graph_errmsg(g));
+        const float *gr = magna_graph_grads(g, n);
+        *grads = malloc(*n * sizeof **grads);
+        memcpy(*grads, gr, *n * sizeof **grads);
+    }
+    magna_graph_free(g);
+    magna_set_threads(saved);
+}
+
+static void test_layer_norm_thread_count(void) {
+    float *one, *two;
+    size_t n1, n2, differ = 0;
+    ln_grads(1, &one, &n1);
+    ln_grads(2, &two, &n2);
+    for (size_t i = 0; i < n1 && n1 == n2; i++) differ += one[i] != two[i];
+    printf("layer norm gradients on 1 and 2 threads: %zu of %zu differ\n", differ, n1);
+    CHECK(n1 == n2 && n1 > 0 && differ == 0, "layer norm: the thread count changed %zu gradients", differ);
+    free(one), free(two);
+}
+
 int main(void) {
     printf("%s\n", magna_runtime_info());
     test_memory_reuse();
@@ -609,5 +643,6 @@ int main(void) {
     test_attention_block_bf16();
     test_attention_unseen_rows();
     test_threads_changed_between_forward_and_backward();
+    test_layer_norm_thread_count();
     return check_finish("test_graph");
 }

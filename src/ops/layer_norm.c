@@ -3,8 +3,8 @@
  * Inputs: in[0] = x, then gamma if given, then beta if given; ip[0] and ip[1] say which are there,
  * fp[0] is eps. Forward keeps each row's mean and 1/std in `saved` ([2, N] floats) for backward.
  * Backward follows llm.c's layernorm_backward: one pass per row for dx, with dgamma and dbeta summed
- * into per-thread partial rows in the workspace and added up after, so rows can run in parallel
- * without atomics and the sums are the same on every run with the same thread count. */
+ * into partial rows in the workspace, one per fixed part of the rows (LN_PARTS), added up after in part
+ * order: rows run in parallel without atomics, and the sums are the same on any thread count. */
 #include "common.h"
 #include "gemm_bf16.h"
 #include "matmul.h"
@@ -12,11 +12,11 @@
 
 #include <math.h>
 #include <string.h>
-#include <omp.h>
 
-static int max_threads(void) { return omp_get_max_threads(); }
+/* Parts of the rows whose dgamma and dbeta partials backward adds in order: enough for 32 threads to share. */
+enum { LN_PARTS = 32 };
 
-/* Floats of workspace one thread uses for its dgamma and dbeta partials: 2 D, rounded up to a cache line. */
+/* Floats of workspace one part's dgamma and dbeta partials take: 2 D, rounded up to a cache line. */
 static size_t ln_partial_floats(int64_t D) { return ((size_t)(2 * D) + 15) & ~(size_t)15; }
 
 static magna_node *ln_gamma(const magna_node *n) { return n->ip[0] ? n->in[1] : NULL; }
@@ -49,17 +49,14 @@ static magna_status layer_norm_infer(magna_graph *g, magna_node *n) {
     n->saved_bytes = (size_t)(2 * (x->numel / D)) * sizeof(float);
     n->workspace_bytes = 0;
     if (affine[0] || affine[1]) {
-        size_t per_thread = ln_partial_floats(D) * sizeof(float);
-        size_t ws = per_thread * (size_t)max_threads();
-        /* After compile the workspace is fixed: if the thread count grew since, backward uses fewer threads. */
+        size_t ws = ln_partial_floats(D) * sizeof(float) * LN_PARTS;
         /* on CUDA, partial rows for slices of at least MAGNA_COLSUM_MIN_ROWS rows (src/cuda/norm.cu), up to 1024 */
         if (g->device == MAGNA_DEVICE_CUDA) {
             const int64_t slices = (x->numel / D + MAGNA_COLSUM_MIN_ROWS - 1) / MAGNA_COLSUM_MIN_ROWS;
             const size_t cuda = (size_t)(2 * D) * sizeof(float) * (size_t)(slices < 1024 ? slices : 1024);
             ws = cuda > ws ? cuda : ws;
         }
-        if (g->compiled && ws > g->workspace_bytes) ws = g->workspace_bytes / per_thread * per_thread;
-        n->workspace_bytes = ws > per_thread ? ws : per_thread;
+        n->workspace_bytes = ws;
     }
     return MAGNA_OK;
 }
@@ -185,8 +182,8 @@ ISA_CLONES static void layer_norm_backward_rows(const ln_back *a, int64_t i0, in
     }
 }
 
-/* dx for every row; dgamma and dbeta from per-thread partial rows in the workspace, added up after in
- * thread order. Small cases stay outside any OpenMP region (a one-thread region still allocates). */
+/* dx for every row; dgamma and dbeta from the LN_PARTS parts' partial rows in the workspace, added up after in
+ * part order. Small cases stay outside any OpenMP region (a one-thread region still allocates). */
 static void layer_norm_backward(magna_graph *g, magna_node *n) {
     const magna_node *x = n->in[0];
     magna_node *gn = ln_gamma(n), *bn = ln_beta(n);
@@ -203,24 +200,16 @@ static void layer_norm_backward(magna_graph *g, magna_node *n) {
     const bool partials = dgamma || dbeta;
     const size_t stride = ln_partial_floats(D);
     float *ws = (float *)g->workspace;
-    int nt = max_threads();
-    if (partials && (size_t)nt > g->workspace_bytes / (stride * sizeof(float)))
-        nt = (int)(g->workspace_bytes / (stride * sizeof(float)));
-    int used = 1; /* partial rows written, one per thread that ran */
-    if (N * D >= PAR_MIN && nt > 1) {
-        used = nt;
-        /* the whole team (a team of another size makes libgomp allocate); the first nt have scratch */
-#pragma omp parallel
-        {
-            const int t = omp_get_thread_num();
-            if (t < nt) layer_norm_backward_rows(&a, N * t / nt, N * (t + 1) / nt, partials ? ws + (size_t)t * stride : NULL);
-        }
-    } else {
-        layer_norm_backward_rows(&a, 0, N, partials ? ws : NULL);
+    if (partials && g->workspace_bytes < stride * sizeof(float) * LN_PARTS) { /* infer asked for them: never */
+        graph_error(g, MAGNA_ERR_STATE, "layer_norm: the workspace holds no room for its %d partial rows", LN_PARTS);
+        return;
     }
+    PARALLEL_FOR(N * D >= PAR_MIN, p, LN_PARTS,
+                 layer_norm_backward_rows(&a, N * p / LN_PARTS, N * (p + 1) / LN_PARTS,
+                                          partials ? ws + (size_t)p * stride : NULL););
     if (!partials) return;
-    for (int t = 0; t < used; t++) {
-        const float *pg = ws + (size_t)t * stride, *pb = pg + D;
+    for (int p = 0; p < LN_PARTS; p++) {
+        const float *pg = ws + (size_t)p * stride, *pb = pg + D;
         for (int64_t d = 0; d < D; d++) {
             if (dgamma) dgamma[d] += pg[d];
             if (dbeta) dbeta[d] += pb[d];
