@@ -250,10 +250,10 @@ static void panel_bf16_sources(void) {
            "5 shapes: %d differ\n", bad);
 }
 
-/* A's bf16 rows read in place (magna_panel_gemm_bf16_rows) against the same A packed, with B as rows r..r+k of a
+/* A's bf16 rows read in place (magna_panel_gemm_bf16_any) against the same A packed (magna_panel_gemm_bf16_h), with B as rows r..r+k of a
  * bigger pack (bp_k, bp + r / 2 * 64) against B packed alone: the same sums exactly; alpha scales them as they are
  * stored; accumulate adds to C. A ends right after its last row (ASan sees any read past it). And C written in bf16
- * (magna_panel_gemm_bf16_to16) from A in place, packed and transposed: the same sums rounded, and their column sums. */
+ * (c16) from A in place, packed and transposed: the same sums rounded, and their column sums. */
 static void panel_bf16_rows_and_subpacks(void) {
     if (!magna_panel_available(true)) {
         printf("panel bf16 rows: no avx512_bf16 here, skipped\n");
@@ -274,13 +274,14 @@ static void panel_bf16_rows_and_subpacks(void) {
         magna_panel_pack_bf16_h(k, n, w + (size_t)r * ldw, ldw, false, sub);
         CHECK(magna_panel_rows_direct(k, a, lda, 1.0f, true), "rows of k %d, lda %d must be read in place", k, lda);
         magna_panel_gemm_bf16_h(m, n, k, a, lda, false, 1.0f, sub, k, ap, false, c1, n);
-        magna_panel_gemm_bf16_rows(m, n, k, a, lda, 1.0f, full + r / 2 * 64, big, false, c2, n);
+        magna_panel_gemm_bf16_any(m, n, k, NULL, a, lda, false, 1.0f, full + r / 2 * 64, big, ap, false, c2, NULL, n, NULL);
         for (size_t i = 0; i < (size_t)m * n; i++) bad += c1[i] != c2[i];
         CHECK(memcmp(c1, c2, (size_t)m * n * 4) == 0, "A in place, m %d n %d k %d: differs from packed A", m, n, k);
-        magna_panel_gemm_bf16_rows(m, n, k, a, lda, 0.37f, full + r / 2 * 64, big, false, c2, n);
+        magna_panel_gemm_bf16_any(m, n, k, NULL, a, lda, false, 0.37f, full + r / 2 * 64, big, ap, false, c2, NULL, n,
+                                  NULL);
         for (size_t i = 0; i < (size_t)m * n; i++) bad += c2[i] != c1[i] * 0.37f;
         memcpy(c2, c1, (size_t)m * n * 4);
-        magna_panel_gemm_bf16_rows(m, n, k, a, lda, 1.0f, full + r / 2 * 64, big, true, c2, n);
+        magna_panel_gemm_bf16_any(m, n, k, NULL, a, lda, false, 1.0f, full + r / 2 * 64, big, ap, true, c2, NULL, n, NULL);
         for (size_t i = 0; i < (size_t)m * n; i++) bad += fabsf(c2[i] - 2 * c1[i]) > 1e-5f * (1 + fabsf(c1[i]));
         CHECK(bad == 0, "A in place, m %d n %d k %d: alpha or accumulate wrong (%d)", m, n, k, bad);
         /* C in bf16 with its column sums, A in place and packed (from float32, and transposed) */
@@ -296,8 +297,9 @@ static void panel_bf16_rows_and_subpacks(void) {
             int wrong = 0;
             memset(c16, 0xff, (size_t)m * n * 2);
             for (int j = 0; j < n; j++) sums[j] = 1.0f; /* added to */
-            magna_panel_gemm_bf16_to16(m, n, k, way == 1 ? af : way == 2 ? at : NULL, way == 0 ? a : NULL,
-                                       way == 2 ? m : lda, way == 2, alpha, full + r / 2 * 64, big, ap, c16, n, sums);
+            magna_panel_gemm_bf16_any(m, n, k, way == 1 ? af : way == 2 ? at : NULL, way == 0 ? a : NULL,
+                                      way == 2 ? m : lda, way == 2, alpha, full + r / 2 * 64, big, ap, false, NULL, c16, n,
+                                      sums);
             for (int j = 0; j < n; j++) {
                 double want = 1.0;
                 for (int i = 0; i < m; i++) {

@@ -3,6 +3,7 @@
  * into panels of 32 columns, A packed per call, 8 x 32 blocks of C in 16 AVX-512 registers; in float32, or in
  * bf16 with float32 sums (vdpbf16ps, CPUs with avx512_bf16). Declared in src/graph/internal.h. */
 #include "../graph/internal.h"
+#include "simd_math.h"
 
 #include <immintrin.h>
 #include <stdint.h>
@@ -156,9 +157,7 @@ T512BF16 static inline __m512i pair_words(__m512 e, __m512 o) {
 /* 16 floats (masked lanes read as 0) at element i of a float32 matrix, or of a bf16 one (h) widened exactly: what
  * the packers read, so the bf16 activations some ops hand over (q, k, v, dout to attention) pack as float32 does. */
 T512BF16 static inline __m512 load_ps(const void *base, bool h, size_t i, __mmask16 m) {
-    if (!h) return _mm512_maskz_loadu_ps(m, (const float *)base + i);
-    const __m256i w = _mm256_maskz_loadu_epi16(m, (const uint16_t *)base + i);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(w), 16));
+    return h ? magna_load_bf16x16((const uint16_t *)base + i, m) : _mm512_maskz_loadu_ps(m, (const float *)base + i);
 }
 
 /* The 16 x 16 transpose of 32-bit words: r[i] word j becomes r[j] word i. Four rounds of 16 shuffles: pairs of
@@ -467,20 +466,15 @@ bool magna_panel_rows_direct(int k, const uint16_t *a, int lda, float alpha, boo
     return k % 2 == 0 && lda % 2 == 0 && ((uintptr_t)a & 3u) == 0 && (alpha == 1.0f || !accumulate);
 }
 
-void magna_panel_gemm_bf16_rows(int m, int n, int k, const uint16_t *a, int lda, float alpha, const uint16_t *bp,
-                                int bp_k, bool accumulate, float *c, int ldc) {
-    const a_layout al = {lda / 2, 1, lda / 2};
-    run_bf16(m, n, k, (const uint32_t *)a, al, bp, bp_k, f32_out(c, ldc, accumulate, alpha));
-}
-
-void magna_panel_gemm_bf16_to16(int m, int n, int k, const float *a, const uint16_t *a16, int lda, bool ta, float alpha,
-                                const uint16_t *bp, int bp_k, uint32_t *ap, uint16_t *c16, int ldc, float *colsum) {
-    const panel_out o = {.c16 = c16, .colsum = colsum, .ldc = ldc, .alpha = 1.0f};
-    if (a16 && !ta && magna_panel_rows_direct(k, a16, lda, alpha, false)) {
+void magna_panel_gemm_bf16_any(int m, int n, int k, const float *a, const uint16_t *a16, int lda, bool ta, float alpha,
+                               const uint16_t *bp, int bp_k, uint32_t *ap, bool accumulate, float *c, uint16_t *c16,
+                               int ldc, float *colsum) {
+    panel_out o = {.c = c16 ? NULL : c, .c16 = c16, .colsum = c16 ? colsum : NULL, .ldc = ldc, .alpha = 1.0f,
+                   .accumulate = !c16 && accumulate};
+    if (a16 && !ta && magna_panel_rows_direct(k, a16, lda, alpha, o.accumulate)) {
         const a_layout al = {lda / 2, 1, lda / 2};
-        panel_out scaled = o;
-        scaled.alpha = alpha;
-        run_bf16(m, n, k, (const uint32_t *)a16, al, bp, bp_k, scaled);
+        o.alpha = alpha;
+        run_bf16(m, n, k, (const uint32_t *)a16, al, bp, bp_k, o);
     } else {
         panel_gemm_bf16(m, n, k, a16 ? (const void *)a16 : (const void *)a, a16 != NULL, lda, ta, alpha, bp, bp_k, ap, o);
     }

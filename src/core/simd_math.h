@@ -1,5 +1,6 @@
-/* simd_math.h — per-vector AVX-512 math for the array kernels: exp (vecmath.c's magna_vexp loops over it) and the
- * normal CDF (the GELU's, src/ops/unary.c). Static inline, for callers compiled for AVX-512 (MAGNA_T512M). */
+/* simd_math.h — per-vector AVX-512 helpers for the array kernels: exp (vecmath.c's magna_vexp loops over it), the
+ * normal CDF (the GELU's, src/ops/unary.c), the mask of a row's last lanes, and bf16 widened to float32. Static
+ * inline, for callers compiled for AVX-512 (MAGNA_T512M; MAGNA_T512BW for the bf16 loads). */
 #ifndef MAGNA_CORE_SIMD_MATH_H
 #define MAGNA_CORE_SIMD_MATH_H
 
@@ -9,6 +10,17 @@
 #include <math.h>
 
 #define MAGNA_T512M __attribute__((target("avx512f,avx512dq,fma")))
+#define MAGNA_T512BW __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
+
+/* The lanes of 16 that `left` more elements fill: all when left >= 16, none when left <= 0. */
+static inline __mmask16 magna_mask16(int64_t left) {
+    return left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : (__mmask16)0;
+}
+
+/* 16 bf16 at p (masked lanes read as 0) widened to float32, exactly: a bf16 is a float's high half. */
+MAGNA_T512BW static inline __m512 magna_load_bf16x16(const uint16_t *p, __mmask16 m) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+}
 
 /* exp's constants, which vecmath.c's AVX2 and scalar paths share */
 #define MAGNA_EXP_HI 88.7228391f

@@ -13,7 +13,7 @@
 
 MAGNA_T512M static void vexp_avx512(float *y, const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i += 16) {
-        const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        const __mmask16 m = magna_mask16(n - i);
         _mm512_mask_storeu_ps(y + i, m, magna_exp512(_mm512_maskz_loadu_ps(m, x + i)));
     }
 }

@@ -310,16 +310,17 @@ void magna_panel_pack_bf16_h(int k, int n, const uint16_t *w, int ldw, bool tran
 void magna_panel_gemm_bf16_h(int m, int n, int k, const uint16_t *a, int lda, bool ta, float alpha, const uint16_t *bp,
                              int bp_k, uint32_t *ap, bool accumulate, float *c, int ldc);
 /* bp_k above: the k that bp was packed with (>= k: a product may use its first k rows; bp may also start at an
- * even row of a bigger pack, bp + row / 2 * 64). A bf16 A whose rows already are packed A's pairs is read in
+ * even row of a bigger pack, bp + row / 2 * 64). A bf16 A whose rows already are packed A's pairs can be read in
  * place, with no packing (alpha applied to the sums): when magna_panel_rows_direct says so (k and lda even, a
  * aligned to 4 bytes, alpha 1 if accumulating). */
 bool magna_panel_rows_direct(int k, const uint16_t *a, int lda, float alpha, bool accumulate);
-void magna_panel_gemm_bf16_rows(int m, int n, int k, const uint16_t *a, int lda, float alpha, const uint16_t *bp,
-                                int bp_k, bool accumulate, float *c, int ldc);
-/* C = alpha op(A) B written in bf16 (c16, row stride ldc; assigning), and colsum[j] += C's column sums (taken before
- * rounding) when colsum is not NULL; A from float32 a, or bf16 a16 (read in place when it can be). */
-void magna_panel_gemm_bf16_to16(int m, int n, int k, const float *a, const uint16_t *a16, int lda, bool ta, float alpha,
-                                const uint16_t *bp, int bp_k, uint32_t *ap, uint16_t *c16, int ldc, float *colsum);
+/* C = alpha op(A) B with A from float32 a, or bf16 a16 (read in place where magna_panel_rows_direct allows, else
+ * packed into ap as magna_panel_gemm_bf16_h packs it); C into float32 c (added to when accumulate), or, when c16 is
+ * not NULL, rounded into bf16 c16 (assigning) with colsum[j] += C's column sums (taken before rounding) when colsum
+ * is not NULL. Row stride ldc either way. */
+void magna_panel_gemm_bf16_any(int m, int n, int k, const float *a, const uint16_t *a16, int lda, bool ta, float alpha,
+                               const uint16_t *bp, int bp_k, uint32_t *ap, bool accumulate, float *c, uint16_t *c16,
+                               int ldc, float *colsum);
 
 /* The plain triple loop the fast path is tested against. */
 void magna_sgemm_reference(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda,

@@ -173,26 +173,22 @@ static void softmax_row_backward(const float *p, float *ds, float scale, int len
  * writing its row in bf16 for the products that read it, in two passes over the row instead of five or six. */
 #define T512BF16 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma,avx512bf16")))
 
-T512BF16 static inline __mmask16 lanes_left(int left) {
-    return left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
-}
-
 /* p16[0..len) = softmax(s[0..len)) rounded to bf16, p16[len..end) = 0; s is left holding exp(s - max). */
 T512BF16 static void softmax_row_bf16(float *s, int len, int end, uint16_t *p16) {
     int j = 0;
     if (len > 0) {
         __m512 mx = _mm512_set1_ps(-INFINITY), sum = _mm512_setzero_ps();
-        for (int i = 0; i < len; i += 16) mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(mx, lanes_left(len - i), s + i));
+        for (int i = 0; i < len; i += 16) mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(mx, magna_mask16(len - i), s + i));
         const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
         for (int i = 0; i < len; i += 16) {
-            const __mmask16 k = lanes_left(len - i);
+            const __mmask16 k = magna_mask16(len - i);
             const __m512 e = magna_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + i), m));
             _mm512_mask_storeu_ps(s + i, k, e);
             sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(k, e));
         }
         const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
         for (; j < len; j += 16) {
-            const __mmask16 k = lanes_left(len - j);
+            const __mmask16 k = magna_mask16(len - j);
             _mm256_mask_storeu_epi16(p16 + j, k, (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, s + j), inv)));
         }
         j = len;
@@ -205,15 +201,14 @@ T512BF16 static void softmax_row_backward_bf16(const uint16_t *p, const float *d
                                                uint16_t *ds16) {
     __m512 acc = _mm512_setzero_ps();
     for (int i = 0; i < len; i += 16) {
-        const __mmask16 k = lanes_left(len - i);
-        const __m512 pv = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, p + i)), 16));
-        acc = _mm512_fmadd_ps(pv, _mm512_maskz_loadu_ps(k, dp + i), acc);
+        const __mmask16 k = magna_mask16(len - i);
+        acc = _mm512_fmadd_ps(magna_load_bf16x16(p + i, k), _mm512_maskz_loadu_ps(k, dp + i), acc);
     }
     const __m512 dot = _mm512_set1_ps(_mm512_reduce_add_ps(acc)), sc = _mm512_set1_ps(scale);
     int j = 0;
     for (; j < len; j += 16) {
-        const __mmask16 k = lanes_left(len - j);
-        const __m512 pv = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, p + j)), 16));
+        const __mmask16 k = magna_mask16(len - j);
+        const __m512 pv = magna_load_bf16x16(p + j, k);
         const __m512 d = _mm512_mul_ps(_mm512_mul_ps(sc, pv), _mm512_sub_ps(_mm512_maskz_loadu_ps(k, dp + j), dot));
         _mm256_mask_storeu_epi16(ds16 + j, k, (__m256i)_mm512_cvtneps_pbh(d));
     }
@@ -280,23 +275,15 @@ static attn_out out_at(attn_out o, size_t off) {
  * (assigning; bf16 only). */
 static void head_gemm(const attn_head *h, bool ta, bool wt, int m, int n, int k, float alpha, attn_opnd a, int lda,
                       attn_opnd w, int ldw, const uint16_t *packed, int packed_k, bool accumulate, attn_out out, int ldc) {
-    float *c = out.f;
     if (h->rows) {
         if (!packed) {
             pack_w(k, n, w, ldw, wt, h->panel);
             packed = h->panel, packed_k = k;
         }
-        if (out.h)
-            magna_panel_gemm_bf16_to16(m, n, k, a.f, a.h, lda, ta, alpha, packed, packed_k, h->rows, out.h, ldc,
-                                       out.colsum);
-        else if (a.h && !ta && magna_panel_rows_direct(k, a.h, lda, alpha, accumulate))
-            magna_panel_gemm_bf16_rows(m, n, k, a.h, lda, alpha, packed, packed_k, accumulate, c, ldc);
-        else if (a.h)
-            magna_panel_gemm_bf16_h(m, n, k, a.h, lda, ta, alpha, packed, packed_k, h->rows, accumulate, c, ldc);
-        else
-            magna_panel_gemm_bf16(m, n, k, a.f, lda, ta, alpha, packed, packed_k, h->rows, accumulate, c, ldc);
+        magna_panel_gemm_bf16_any(m, n, k, a.f, a.h, lda, ta, alpha, packed, packed_k, h->rows, accumulate, out.f,
+                                  out.h, ldc, out.colsum);
     } else {
-        magna_sgemm(ta, wt, m, n, k, alpha, a.f, lda, w.f, ldw, accumulate ? 1.0f : 0.0f, c, ldc);
+        magna_sgemm(ta, wt, m, n, k, alpha, a.f, lda, w.f, ldw, accumulate ? 1.0f : 0.0f, out.f, ldc);
     }
 }
 
@@ -615,14 +602,8 @@ static void attention_backward(magna_graph *g, magna_node *n) {
     } else {
         for (int64_t bh = 0; bh < pairs; bh++) attention_pair_backward(&a, bh, ws);
     }
-    for (int i = 0; i < 3; i++) {
-        if (!bias[i]) continue;
-        for (int64_t j = 0; j < C; j++) {
-            float sum = bias_assign[i] ? 0.0f : bias[i][j];
-            for (int64_t b = 0; b < B; b++) sum += a.d[i].colsum[b * C + j];
-            bias[i][j] = sum;
-        }
-    }
+    for (int i = 0; i < 3; i++)
+        if (bias[i]) magna_colsum_combine(bias[i], a.d[i].colsum, B, C, bias_assign[i]);
 }
 
 magna_node *magna_attention_masked(magna_graph *g, magna_node *q, magna_node *k, magna_node *v,

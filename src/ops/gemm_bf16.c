@@ -9,9 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-void magna_colsum_combine(float *sum, const float *partial, int64_t cols, bool assign) {
+void magna_colsum_combine(float *sum, const float *partial, int64_t parts, int64_t cols, bool assign) {
     if (assign) memset(sum, 0, (size_t)cols * sizeof *sum);
-    for (int p = 0; p < MAGNA_COLSUM_PARTS; p++) {
+    for (int64_t p = 0; p < parts; p++) {
         const float *part = partial + p * cols;
 #pragma omp simd
         for (int64_t j = 0; j < cols; j++) sum[j] += part[j];
@@ -19,6 +19,8 @@ void magna_colsum_combine(float *sum, const float *partial, int64_t cols, bool a
 }
 
 #ifdef MAGNA_HAVE_DNNL
+#include "../core/simd_math.h"
+
 #include <immintrin.h>
 
 struct magna_gemm_bf16 {
@@ -56,15 +58,10 @@ void magna_to_bf16(uint16_t *dst, const float *src, int64_t n) {
 
 void magna_to_bf16_row(uint16_t *dst, const float *src, int64_t n) { to_bf16_chunk(dst, src, n); }
 
-__attribute__((target("avx512f,avx512bw"))) void magna_from_bf16_row(float *dst, const uint16_t *src, int64_t n) {
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) { /* a bf16 is a float's high half */
-        const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(src + i)));
-        _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)));
-    }
-    for (; i < n; i++) {
-        const uint32_t bits = (uint32_t)src[i] << 16;
-        memcpy(dst + i, &bits, sizeof bits);
+MAGNA_T512BW void magna_from_bf16_row(float *dst, const uint16_t *src, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = magna_mask16(n - i);
+        _mm512_mask_storeu_ps(dst + i, m, magna_load_bf16x16(src + i, m));
     }
 }
 
@@ -90,7 +87,7 @@ void magna_to_bf16_colsum(uint16_t *dst, const float *src, int64_t rows, int64_t
         for (int64_t r = rows * p / MAGNA_COLSUM_PARTS; r < rows * (p + 1) / MAGNA_COLSUM_PARTS; r++)
             magna_to_bf16_row_sum(dst + r * cols, src + r * cols, cols, part);
     });
-    magna_colsum_combine(sum, partial, cols, assign);
+    magna_colsum_combine(sum, partial, MAGNA_COLSUM_PARTS, cols, assign);
 }
 
 void magna_to_bf16_time_major(uint16_t *dst, const float *src, int64_t B, int64_t T, int64_t cols) {

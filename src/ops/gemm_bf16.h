@@ -31,8 +31,9 @@ enum { MAGNA_COLSUM_PARTS = 8 };
  * biases from dG). partial: scratch of MAGNA_COLSUM_PARTS * cols floats. */
 void magna_to_bf16_colsum(uint16_t *dst, const float *src, int64_t rows, int64_t cols, float *sum, bool assign,
                           float *partial);
-/* sum[j] = (assign ? 0 : sum[j]) + partial[0][j] + ... + partial[MAGNA_COLSUM_PARTS - 1][j], in that order. */
-void magna_colsum_combine(float *sum, const float *partial, int64_t cols, bool assign);
+/* sum[j] = (assign ? 0 : sum[j]) + partial[0][j] + ... + partial[parts - 1][j], in that order (parts: usually
+ * MAGNA_COLSUM_PARTS; the attention's q, k, v bias sums have one per batch row). */
+void magna_colsum_combine(float *sum, const float *partial, int64_t parts, int64_t cols, bool assign);
 /* The same for B T rows of cols floats, reordered from [B, T] to [T, B]: dst row t B + b is src row b T + t. */
 void magna_to_bf16_time_major(uint16_t *dst, const float *src, int64_t B, int64_t T, int64_t cols);
 

@@ -533,7 +533,7 @@ static void column_sums(float *sum, const float *m, int64_t rows, int64_t cols, 
     PARALLEL_FOR(rows * cols >= PAR_MIN, p, MAGNA_COLSUM_PARTS,
                  column_sums_part(scratch + p * cols, m, rows * p / MAGNA_COLSUM_PARTS,
                                   rows * (p + 1) / MAGNA_COLSUM_PARTS, cols););
-    magna_colsum_combine(sum, scratch, cols, true);
+    magna_colsum_combine(sum, scratch, MAGNA_COLSUM_PARTS, cols, true);
 }
 
 static void add_into(float *dst, const float *src, int64_t n) {

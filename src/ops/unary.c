@@ -111,18 +111,13 @@ static bool gelu_fast(void) {
 
 /* 16 floats at i (masked lanes 0): f32's, or h's bf16 widened exactly when h is not NULL */
 T512GELU static inline __m512 gelu_load(const float *f, const uint16_t *h, int64_t i, __mmask16 m) {
-    if (h) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, h + i)), 16));
-    return _mm512_maskz_loadu_ps(m, f + i);
-}
-
-T512GELU static inline __mmask16 gelu_mask(int64_t left) {
-    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+    return h ? magna_load_bf16x16(h + i, m) : _mm512_maskz_loadu_ps(m, f + i);
 }
 
 /* y[0..n) = GELU(x), from x or x16, into y or (rounded) y16 */
 T512GELU static void gelu_forward_512(const float *x, const uint16_t *x16, float *y, uint16_t *y16, int64_t n) {
     for (int64_t i = 0; i < n; i += 16) {
-        const __mmask16 m = gelu_mask(n - i);
+        const __mmask16 m = magna_mask16(n - i);
         const __m512 v = gelu_load(x, x16, i, m), r = _mm512_mul_ps(v, magna_normal_cdf512(v));
         if (y16)
             _mm256_mask_storeu_epi16(y16 + i, m, (__m256i)_mm512_cvtneps_pbh(r));
@@ -136,7 +131,7 @@ T512GELU static void gelu_backward_512(const float *x, const uint16_t *x16, cons
                                        float *dx, bool assign, uint16_t *dc16, float *sum, int64_t n) {
     const __m512 minus_half = _mm512_set1_ps(-0.5f), inv_sqrt_2pi = _mm512_set1_ps(0.39894228040143268f);
     for (int64_t i = 0; i < n; i += 16) {
-        const __mmask16 m = gelu_mask(n - i);
+        const __mmask16 m = magna_mask16(n - i);
         const __m512 v = gelu_load(x, x16, i, m), g = gelu_load(dy, dy16, i, m);
         const __m512 pdf = _mm512_mul_ps(magna_exp512(_mm512_mul_ps(minus_half, _mm512_mul_ps(v, v))), inv_sqrt_2pi);
         const __m512 d = _mm512_mul_ps(g, _mm512_fmadd_ps(v, pdf, magna_normal_cdf512(v)));
@@ -264,7 +259,7 @@ static void gelu_backward_dc16(const float *x, const uint16_t *x16, const float 
             }
         }
     });
-    if (bias) magna_colsum_combine(bias, partial, cols, assign);
+    if (bias) magna_colsum_combine(bias, partial, MAGNA_COLSUM_PARTS, cols, assign);
 }
 
 /* dx (+)= dy GELU'(x); x and dy in bf16 where the matmuls around it wrote them so (out16_to, da16_ok), dx in bf16
