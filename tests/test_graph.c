@@ -593,6 +593,55 @@ static void test_threads_changed_between_forward_and_backward(void) {
     magna_set_threads(threads);
 }
 
+/* A loss's logits that nothing else reads get their gradient written over them (plan.c's grad_in_value): the
+ * same gradients as with MAGNA_NO_FUSE=1 (where the gradient has its own buffer), some ignored labels among the
+ * rows, a smaller arena, and a second backward without a forward refused (it would read gradients as logits). */
+static void logits_grad(bool in_place, float *grads, size_t *n, size_t *arena) {
+    if (in_place)
+        unsetenv("MAGNA_NO_FUSE");
+    else
+        setenv("MAGNA_NO_FUSE", "1", 1);
+    magna_graph *g = magna_graph_new(12);
+    magna_node *x = magna_input(g, "x", MAGNA_F32, 2, SHAPE(40, 6));
+    magna_node *y = magna_input(g, "y", MAGNA_I32, 1, SHAPE(40));
+    magna_node *h = magna_tanh(g, magna_matmul(g, x, magna_param(g, "w1", 2, SHAPE(6, 24), magna_init_he_normal()),
+                                               false, false));
+    magna_node *logits = magna_matmul(g, h, magna_param(g, "w2", 2, SHAPE(24, 50), magna_init_xavier_normal()),
+                                      false, false);
+    magna_node *loss = magna_cross_entropy(g, logits, y);
+    CHECK(magna_graph_compile(g, loss) == MAGNA_OK, "compile: %s", magna_graph_errmsg(g));
+    unsetenv("MAGNA_NO_FUSE");
+    fill_data(x, y, 40, 5);
+    for (int r = 0; r < 40; r += 7) magna_node_data_i32(y)[r] = MAGNA_IGNORE_LABEL;
+    magna_graph_zero_grad(g);
+    CHECK(magna_graph_forward(g) == MAGNA_OK && magna_graph_backward(g) == MAGNA_OK, "step: %s", magna_graph_errmsg(g));
+    const float *gr = magna_graph_grads(g, n);
+    CHECK(*n <= 2048, "the test model grew: %zu params", *n);
+    memcpy(grads, gr, (*n < 2048 ? *n : 2048) * sizeof(float));
+    *arena = magna_graph_arena_bytes(g);
+    const magna_status again = magna_graph_backward(g);
+    if (in_place)
+        CHECK(again == MAGNA_ERR_STATE && strstr(magna_graph_errmsg(g), "forward"),
+              "a second backward over spent logits was not refused (%d)", again);
+    else
+        CHECK(again == MAGNA_OK, "a second backward without the rewrite: %s", magna_graph_errmsg(g));
+    CHECK(magna_graph_forward(g) == MAGNA_OK && magna_graph_backward(g) == MAGNA_OK, "step after: %s",
+          magna_graph_errmsg(g));
+    magna_graph_free(g);
+}
+
+static void test_logits_gradient_in_place(void) {
+    float a[2048], b[2048];
+    size_t na, nb, arena_a, arena_b;
+    logits_grad(true, a, &na, &arena_a);
+    logits_grad(false, b, &nb, &arena_b);
+    CHECK(na == nb && na <= 2048 && memcmp(a, b, na * sizeof(float)) == 0,
+          "the logits' gradient over them changed the gradients");
+    printf("logits' gradient in place: arena %zu bytes, %zu without\n", arena_a, arena_b);
+    CHECK(arena_a + 40 * 50 * sizeof(float) <= arena_b, "the logits' gradient still has its own buffer (%zu vs %zu)",
+          arena_a, arena_b);
+}
+
 /* Layer norm's dgamma and dbeta over fixed row parts: the same bits on 1 and 2 threads (x [1000, 48]: enough rows
  * to run in parallel). */
 static void ln_grads(int threads, float **grads, size_t *n) {
@@ -644,5 +693,6 @@ int main(void) {
     test_attention_unseen_rows();
     test_threads_changed_between_forward_and_backward();
     test_layer_norm_thread_count();
+    test_logits_gradient_in_place();
     return check_finish("test_graph");
 }

@@ -175,7 +175,8 @@ void cuda_cross_entropy_backward(magna_graph *g, magna_node *n) {
     if (!x->grad) return;
     const int64_t C = x->shape[x->ndim - 1], rows = x->numel / C;
     const float *weight = n->n_in == 3 ? fval(n->in[2]) : NULL;
-    const int e = magna_cuda_xent_backward(fval(x), ival(n->in[1]), weight, n->saved, n->grad, x->grad, rows, C,
-                                           cuda_stream(g));
+    /* grad_assign: x's gradient is written over x (plan.c's grad_in_value) */
+    const int e = magna_cuda_xent_backward(fval(x), ival(n->in[1]), weight, n->saved, n->grad, x->grad,
+                                           (n->grad_assign & 1u) != 0, rows, C, cuda_stream(g));
     if (e) cuda_fail(g, e, "cross_entropy");
 }

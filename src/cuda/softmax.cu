@@ -95,20 +95,30 @@ __global__ void __launch_bounds__(1024) xent_mean_kernel(const float *__restrict
 }
 
 /* dx[j] += k (softmax_j - [j == label]), k = dL / counted rows * w[label] */
-__global__ void __launch_bounds__(1024) xent_backward_kernel(magna_launch_rows l, const float *__restrict__ X, const int32_t *__restrict__ label,
+/* dx += (softmax - onehot) k, or with assign dx = ... (zero on ignored rows): the logits' gradient written over
+ * the logits themselves (plan.c's grad_in_value), so X and DX may be one buffer: each element is read, then
+ * written, by the same thread, and neither pointer is __restrict__. */
+__global__ void __launch_bounds__(1024) xent_backward_kernel(magna_launch_rows l, const float *X, const int32_t *__restrict__ label,
                                      const float *__restrict__ weight, const float *__restrict__ lse,
                                      const float *__restrict__ counted, const float *__restrict__ dl,
-                                     float *__restrict__ DX) {
+                                     float *DX, int assign) {
     const uint32_t lane = magna_launch_rows_lane(&l, threadIdx.x);
-    if (counted[0] == 0.0f) return;
-    const float k0 = dl[0] / counted[0];
+    if (counted[0] == 0.0f && !assign) return;
+    const float k0 = counted[0] == 0.0f ? 0.0f : dl[0] / counted[0];
     FOR_ROWS(l, r) {
         const int32_t t = label[r];
-        if (t < 0) continue; /* ignored (forward refused any other label outside [0, C)) */
-        const float *x = X + r * l.cols;
         float *dx = DX + r * l.cols;
+        if (t < 0) { /* ignored (forward refused any other label outside [0, C)) */
+            if (assign)
+                for (int64_t j = lane; j < l.cols; j += l.threads_per_row) dx[j] = 0.0f;
+            continue;
+        }
+        const float *x = X + r * l.cols;
         const float k = weight ? k0 * weight[t] : k0, m = lse[r];
-        for (int64_t j = lane; j < l.cols; j += l.threads_per_row) dx[j] += k * (expf(x[j] - m) - (j == t ? 1.0f : 0.0f));
+        for (int64_t j = lane; j < l.cols; j += l.threads_per_row) {
+            const float g = k * (expf(x[j] - m) - (j == t ? 1.0f : 0.0f));
+            dx[j] = assign ? g : dx[j] + g;
+        }
     }
 }
 
@@ -141,9 +151,10 @@ extern "C" int magna_cuda_xent_forward(const float *x, const int32_t *label, con
 }
 
 extern "C" int magna_cuda_xent_backward(const float *x, const int32_t *label, const float *weight, const float *saved,
-                                        const float *dl, float *dx, int64_t rows, int64_t cols, void *stream) {
+                                        const float *dl, float *dx, int assign, int64_t rows, int64_t cols,
+                                        void *stream) {
     const magna_launch_rows l = magna_launch_rowwise(rows, cols);
     if (l.grid == 0) return cudaSuccess;
     return magna_cuda_launch(l.grid, l.block, 0, stream, xent_backward_kernel, l, x, label, weight, saved,
-                             saved + rows, dl, dx);
+                             saved + rows, dl, dx, assign);
 }

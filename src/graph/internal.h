@@ -40,6 +40,10 @@ enum {
     /* backward honours n->grad_assign: for each input i whose bit is set it writes every element of
      * in[i]->grad (=) instead of adding into it (+=), so the planner need not zero that gradient first. */
     OPF_GRAD_ASSIGN = 1u << 3,
+    /* backward can write in[0]'s gradient over in[0]'s value (each element read before it is written, every
+     * element assigned) when grad_assign's bit 0 is set: a loss's logits, whose value nothing reads after its
+     * backward (plan.c, grad_in_value). */
+    OPF_GRAD_OVER_INPUT = 1u << 4,
 };
 
 struct magna_node {
@@ -96,6 +100,10 @@ struct magna_node {
      * share_residual_grads): the add is its gradient's first writer and would only copy dy into it, so the two
      * share one buffer, and the add's backward skips the copy. */
     magna_node *grad_via;
+    /* This node's gradient is written over its value (plan.c): its only consumer is an OPF_GRAD_OVER_INPUT op
+     * (a loss), whose backward turns the logits into their gradient in place; a GPT-2 batch's logits are 13 GB,
+     * and so would their gradient be beside them. */
+    bool grad_in_value;
     /* A GELU, layer norm or attention whose only consumers are dense matmuls of one group (bf16_for: the first;
      * the others read its copy, a16_from) writes its output as bf16 straight into that matmul's saved copy of its
      * input when the matmul runs in bf16 (plan.c fuse_ops): the float32 output would only be read once, to be
@@ -152,6 +160,8 @@ struct magna_graph {
     /* the planned arena, and one shared workspace */
     void *arena;
     size_t arena_bytes, unplanned_bytes;
+    bool has_grad_in_value; /* some node's gradient overwrites its value (grad_in_value): one backward a forward */
+    bool values_spent;      /* ... and a backward has done so since the last forward */
     void *workspace;
     size_t workspace_bytes;
     magna_node **order;     /* live nodes in forward order */

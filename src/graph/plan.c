@@ -69,6 +69,42 @@ static size_t place_blocks(block *blocks, int n, block **scratch) {
     return total;
 }
 
+/* MAGNA_PLAN_REPORT=1: to stderr, the arena's size, the step where the most bytes are alive, and what they are
+ * (by op and kind, largest first): where a model's memory goes, before asking for a smaller batch. */
+static void plan_report(const magna_graph *g, const block *blocks, int nb, int steps) {
+    const char *env = getenv("MAGNA_PLAN_REPORT");
+    if (!env || !*env || !strcmp(env, "0")) return;
+    int peak = 0;
+    size_t peak_bytes = 0;
+    for (int t = 0; t < steps; t++) {
+        size_t live = 0;
+        for (int b = 0; b < nb; b++) live += blocks[b].start <= t && t <= blocks[b].end ? blocks[b].size : 0;
+        if (live > peak_bytes) peak_bytes = live, peak = t;
+    }
+    fprintf(stderr, "plan: arena %.1f MiB (%.1f MiB without reuse), peak %.1f MiB alive at %s step %d of %d\n",
+            g->arena_bytes / 1048576.0, g->unplanned_bytes / 1048576.0, peak_bytes / 1048576.0,
+            peak < steps / 2 ? "forward" : "backward", peak < steps / 2 ? peak : steps - 1 - peak, steps / 2);
+    static const char *const what[] = {"value", "grad", "saved"};
+    size_t sums[OP_COUNT + 1][3] = {{0}};
+    int counts[OP_COUNT + 1][3] = {{0}};
+    for (int b = 0; b < nb; b++) {
+        if (blocks[b].start > peak || peak > blocks[b].end) continue;
+        const magna_node *n = blocks[b].node;
+        const int op = n->kind == NODE_OP ? (int)n->op : OP_COUNT; /* OP_COUNT: inputs */
+        sums[op][blocks[b].what] += blocks[b].size, counts[op][blocks[b].what]++;
+    }
+    for (;;) { /* largest first, each printed once */
+        int bo = -1, bw = 0;
+        for (int op = 0; op <= OP_COUNT; op++)
+            for (int w = 0; w < 3; w++)
+                if (sums[op][w] && (bo < 0 || sums[op][w] > sums[bo][bw])) bo = op, bw = w;
+        if (bo < 0) break;
+        fprintf(stderr, "plan:   %10.1f MiB  %-16s %-5s x%d\n", sums[bo][bw] / 1048576.0,
+                bo == OP_COUNT ? "input" : magna_op_table[bo]->name, what[bw], counts[bo][bw]);
+        sums[bo][bw] = 0;
+    }
+}
+
 /* Fans of a weight in magna's layouts: dense [in, out], conv [out, in, kh, kw]. */
 static void fans(const magna_node *n, double *fan_in, double *fan_out) {
     if (n->ndim == 1) {
@@ -142,10 +178,12 @@ static magna_status find_batch(magna_graph *g, int64_t *batch) {
  * step 5): on the CPU, unless MAGNA_NO_FUSE is set (to anything but 0), which gives the plain graph to compare
  * against: the same numbers, bit for bit, in float32 (tests/test_graph.c); in bf16 the rewrites that keep more in
  * bf16 (around a GELU or an attention) and sum biases in parts differ by those roundings. */
-static bool cpu_rewrites(const magna_graph *g) {
+static bool fusing_allowed(void) {
     const char *off = getenv("MAGNA_NO_FUSE");
-    return g->device == MAGNA_DEVICE_CPU && !(off && *off && strcmp(off, "0"));
+    return !(off && *off && strcmp(off, "0"));
 }
+
+static bool cpu_rewrites(const magna_graph *g) { return g->device == MAGNA_DEVICE_CPU && fusing_allowed(); }
 
 static int live_consumers(const magna_graph *g, const magna_node *n) {
     int count = 0;
@@ -365,6 +403,25 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
             }
         }
     }
+    /* A loss's logits' gradient in their own buffer (grad_in_value): x feeds only an op that can turn it into its
+     * gradient in place (OPF_GRAD_OVER_INPUT), which is then the first and only writer of x's gradient; x's value
+     * then lives on to x's own backward, as its gradient would have. Not for a kept x on the CPU, where the
+     * caller reads the value itself after the step (the training metrics); on CUDA the caller reads the copy
+     * forward downloads, before backward runs. MAGNA_NO_FUSE=1 turns it off, for comparing. */
+    g->has_grad_in_value = g->values_spent = false;
+    for (int i = 0; i < N; i++) g->nodes[i]->grad_in_value = false;
+    for (int j = 0; j < N; j++) {
+        magna_node *c = g->nodes[j], *x = c->n_in > 0 ? c->in[0] : NULL;
+        if (!x || c->kind != NODE_OP || !c->live || !c->needs_grad || !(magna_op_table[c->op]->flags & OPF_GRAD_OVER_INPUT) ||
+            !fusing_allowed())
+            continue;
+        if (x->kind == NODE_OP && x->needs_grad && x != loss && (!x->keep || g->device == MAGNA_DEVICE_CUDA) &&
+            !node_is_view(x) && !x->grad_via && x->dtype == MAGNA_F32 && last_gc[x->id] == j &&
+            live_consumers(g, x) == 1 && !node_bwd_reads_output(x) && !x->bias_add) {
+            x->grad_in_value = g->has_grad_in_value = true;
+            vend[x->id] = END - 1 - x->id;
+        }
+    }
     /* A view keeps its source alive as long as itself (reverse order reaches chains of views). */
     for (int i = N - 1; i >= 0; i--) {
         magna_node *n = g->nodes[i];
@@ -403,7 +460,7 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
                 const magna_node *m = g->nodes[k];
                 if (m->grad_via && grad_owner(m) == n && END - 1 - k > grad_end) grad_end = END - 1 - k;
             }
-            if (!n->grad_via) blocks[nb++] = (block){align_up((size_t)n->numel * sizeof(float)), 0, grad_born, grad_end, n, 1};
+            if (!n->grad_via && !n->grad_in_value) blocks[nb++] = (block){align_up((size_t)n->numel * sizeof(float)), 0, grad_born, grad_end, n, 1};
             n->grad_born_at = n == loss ? -1 : last_gc[i];
         }
         if (n->workspace_bytes > workspace) workspace = n->workspace_bytes;
@@ -411,6 +468,7 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
     g->n_order = n_order;
     for (int b = 0; b < nb; b++) g->unplanned_bytes += blocks[b].size;
     g->arena_bytes = place_blocks(blocks, nb, scratch);
+    plan_report(g, blocks, nb, END);
 
     /* 4. Allocate once; touch every page now so the first step pays no page faults. On CUDA the arena and
      *    workspace are device memory (the same offsets); params, grads and states keep host mirrors. */
@@ -465,8 +523,11 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
         magna_node *n = g->nodes[i];
         if (n->live && node_is_view(n)) n->value = n->in[0]->value;
     }
-    for (int i = 0; i < N; i++) /* residual operands share their add's gradient (its owner's, down a chain) */
-        if (g->nodes[i]->grad_via) g->nodes[i]->grad = grad_owner(g->nodes[i])->grad;
+    for (int i = 0; i < N; i++) { /* residual operands share their add's gradient (its owner's, down a chain) */
+        magna_node *n = g->nodes[i];
+        if (n->grad_via) n->grad = grad_owner(n)->grad;
+        if (n->grad_in_value) n->grad = (float *)n->value;
+    }
 
     g->loss = loss; /* before the mirrors: cuda_graph_mirrors sizes the loss's seed buffer */
 #ifdef MAGNA_HAVE_CUDA
@@ -491,6 +552,10 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
             magna_node *n = g->nodes[i];
             if (!(n->needs_grad && n->kind == NODE_OP && n->grad_born_at == j)) continue;
             if (c->fused_conv == n) continue; /* the fused max pool assigns its conv's gradient */
+            if (n->grad_in_value) { /* its value is in that buffer until c's backward overwrites it */
+                c->grad_assign |= 1u;
+                continue;
+            }
             int slot = -1, uses = 0;
             for (int k = 0; k < c->n_in; k++)
                 if (c->in[k] == n) slot = k, uses++;

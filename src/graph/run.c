@@ -59,6 +59,7 @@ magna_status magna_graph_forward(magna_graph *g) {
     if (!g) return MAGNA_ERR_ARG;
     if (!g->compiled) return graph_state_error(g, "forward: compile the graph first");
     g->mask_step = g->rng_step;
+    g->values_spent = false;
     if (g->training) g->rng_step++;
 #ifdef MAGNA_HAVE_CUDA
     if (g->device == MAGNA_DEVICE_CUDA) return cuda_graph_forward(g);
@@ -94,6 +95,10 @@ magna_status magna_graph_backward_seeded(magna_graph *g, const float *seed_grad)
     if (!g->loss) return graph_state_error(g, "backward: the graph was compiled without a loss");
     magna_node *loss = g->loss;
     if (!loss->needs_grad) return MAGNA_OK; /* the loss depends on no parameter */
+    if (g->values_spent)
+        return graph_state_error(g, "backward: the last backward wrote the logits' gradient over them (the memory "
+                                    "plan's grad_in_value): run forward again first");
+    g->values_spent = g->has_grad_in_value;
 #ifdef MAGNA_HAVE_CUDA
     if (g->device == MAGNA_DEVICE_CUDA) return cuda_graph_backward(g, seed_grad);
 #endif

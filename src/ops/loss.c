@@ -123,6 +123,8 @@ PARALLEL_FOR_REDUCE(x->numel > PAR_MIN, +, total, r, rows,
     return MAGNA_OK;
 }
 
+/* dx += (softmax - onehot) k; with grad_assign's bit 0 (the logits' gradient over their value, plan.c) dx = ...,
+ * zero on ignored rows. It reads only the softmax it kept, never x, so writing over x is safe. */
 static void ce_backward(magna_graph *g, magna_node *n) {
     (void)g;
     float *DX = n->in[0]->grad;
@@ -133,19 +135,26 @@ static void ce_backward(magna_graph *g, magna_node *n) {
     const int32_t *label = ival(n->in[1]);
     const float *weight = n->n_in == 3 ? fval(n->in[2]) : NULL;
     const int64_t counted = ce_counted_rows(label, rows);
-    if (!counted) return;
-    const float k0 = n->grad[0] / (float)counted;
+    const bool assign = n->grad_assign & 1u;
+    const float k0 = counted ? n->grad[0] / (float)counted : 0.0f;
+    if (!counted && !assign) return;
     PARALLEL_FOR(x->numel > PAR_MIN, r, rows, {
-        if (label[r] == MAGNA_IGNORE_LABEL) continue;
         float *dx = DX + r * C;
+        if (label[r] == MAGNA_IGNORE_LABEL) {
+            if (assign) memset(dx, 0, (size_t)C * sizeof *dx);
+            continue;
+        }
         const float *p = P + r * C;
         const float k = weight ? k0 * weight[label[r]] : k0;
-        for (int64_t j = 0; j < C; j++) dx[j] += k * p[j];
+        if (assign)
+            for (int64_t j = 0; j < C; j++) dx[j] = k * p[j];
+        else
+            for (int64_t j = 0; j < C; j++) dx[j] += k * p[j];
         dx[label[r]] -= k;
     });
 }
 
-const magna_op_def op_def_cross_entropy = {"cross_entropy", OPF_BWD_INPUTS, ce_infer, ce_forward, ce_backward};
+const magna_op_def op_def_cross_entropy = {"cross_entropy", OPF_BWD_INPUTS | OPF_GRAD_OVER_INPUT, ce_infer, ce_forward, ce_backward};
 
 /* ---- bce with logits: mean(max(x, 0) - x t + log(1 + e^-|x|)); dx = (sigmoid(x) - t) / n ---------- */
 
