@@ -32,12 +32,28 @@ static float bf16_round(float v) {
     return v;
 }
 
-static void *to_device(const float *h, size_t count) {
+/* count values on the device as float32, or (as16) as bf16 (rounded to nearest even) */
+static void *to_device_as(const float *h, size_t count, int as16) {
+    if (!as16) {
+        void *d = NULL;
+        CHECK(cudaMalloc(&d, count * sizeof(float) + 4) == cudaSuccess, "cudaMalloc %zu floats", count);
+        if (d) CHECK(cudaMemcpy(d, h, count * sizeof(float), cudaMemcpyHostToDevice) == cudaSuccess, "upload");
+        return d;
+    }
+    uint16_t *bits = malloc(count * sizeof(uint16_t) + 2);
+    for (size_t i = 0; i < count; i++) {
+        const float r = isnan(h[i]) ? h[i] : bf16_round(h[i]);
+        uint32_t u;
+        memcpy(&u, &r, 4);
+        bits[i] = (uint16_t)(u >> 16);
+    }
     void *d = NULL;
-    CHECK(cudaMalloc(&d, count * sizeof(float) + 4) == cudaSuccess, "cudaMalloc %zu floats", count);
-    if (d) CHECK(cudaMemcpy(d, h, count * sizeof(float), cudaMemcpyHostToDevice) == cudaSuccess, "upload");
+    CHECK(cudaMalloc(&d, count * sizeof(uint16_t) + 4) == cudaSuccess, "cudaMalloc %zu bf16", count);
+    if (d) CHECK(cudaMemcpy(d, bits, count * sizeof(uint16_t), cudaMemcpyHostToDevice) == cudaSuccess, "upload");
+    free(bits);
     return d;
 }
+
 
 typedef struct gemm_case {
     int ta, tb, m, n, k, batch;
@@ -48,7 +64,7 @@ typedef struct gemm_case {
 
 /* bf16 == 2: cuBLASLt's FAST_16BF path (no staging), whose down-conversion may round differently: one bf16
  * ulp of slack per operand */
-static double run(void *blas, const gemm_case *c, int bf16_mode) {
+static double run_stored(void *blas, const gemm_case *c, int bf16_mode, unsigned stored16) {
     const int ar = c->ta ? c->k : c->m, ac = c->ta ? c->m : c->k, br = c->tb ? c->n : c->k, bc = c->tb ? c->k : c->n;
     const int lda = ac + c->pad, ldb = bc + c->pad, ldc = c->n + c->pad;
     const long long sa = c->shared_a ? 0 : (long long)ar * lda + c->pad, sb = c->shared_b ? 0 : (long long)br * ldb + c->pad;
@@ -61,13 +77,28 @@ static double run(void *blas, const gemm_case *c, int bf16_mode) {
     for (size_t i = 0; i < na; i++) a[i] = frand();
     for (size_t i = 0; i < nb; i++) b[i] = frand();
     for (size_t i = 0; i < nc; i++) c0[i] = c->beta == 0.0f ? NAN : frand();
-    float *da = to_device(a, na), *db = to_device(b, nb), *dc = to_device(c0, nc);
-    int e = magna_cuda_gemm(blas, NULL, c->ta, c->tb, c->m, c->n, c->k, c->alpha, da, lda, sa, db, ldb, sb, c->beta,
-                            dc, ldc, sc, c->batch, bf16_mode != 0);
+    const int c16 = (stored16 & MAGNA_GEMM_C16) != 0;
+    void *da = to_device_as(a, na, stored16 & MAGNA_GEMM_A16), *db = to_device_as(b, nb, stored16 & MAGNA_GEMM_B16);
+    void *dc = to_device_as(c0, nc, c16);
+    int e = magna_cuda_gemm_stored(blas, NULL, c->ta, c->tb, c->m, c->n, c->k, c->alpha, da, lda, sa, db, ldb, sb,
+                                   c->beta, dc, ldc, sc, c->batch, bf16_mode != 0, stored16);
     CHECK(e == 0, "magna_cuda_gemm: %s", cudaGetErrorString((cudaError_t)e));
-    CHECK(cudaDeviceSynchronize() == cudaSuccess &&
-              cudaMemcpy(got, dc, nc * sizeof(float), cudaMemcpyDeviceToHost) == cudaSuccess,
-          "download");
+    if (c16) { /* widen the bf16 result, and compare the untouched entries with what was uploaded */
+        uint16_t *bits = malloc(nc * sizeof(uint16_t) + 2);
+        CHECK(cudaDeviceSynchronize() == cudaSuccess &&
+                  cudaMemcpy(bits, dc, nc * sizeof(uint16_t), cudaMemcpyDeviceToHost) == cudaSuccess,
+              "download");
+        for (size_t i = 0; i < nc; i++) {
+            const uint32_t u = (uint32_t)bits[i] << 16;
+            memcpy(&got[i], &u, 4);
+            if (!isnan(c0[i])) c0[i] = bf16_round(c0[i]);
+        }
+        free(bits);
+    } else {
+        CHECK(cudaDeviceSynchronize() == cudaSuccess &&
+                  cudaMemcpy(got, dc, nc * sizeof(float), cudaMemcpyDeviceToHost) == cudaSuccess,
+              "download");
+    }
     double worst = 0, from_f32 = 0; /* worst error / bound; the result's largest difference from float32's */
     int64_t touched = 0;
     const double slack = bf16_mode == 2 ? 1.0 / 128 : 1e-5;
@@ -86,7 +117,9 @@ static double run(void *blas, const gemm_case *c, int bf16_mode) {
                 const size_t at = (size_t)z * sc + (size_t)i * ldc + j;
                 const double cold = c->beta == 0.0f ? 0.0 : c0[at];
                 const double want = c->alpha * ref + c->beta * cold;
-                const double bound = slack * (fabs(c->alpha) * mag + fabs(c->beta * cold)) + 1e-30;
+                /* a bf16 result: rounded once more, half an ulp of 2^-8 */
+                const double bound = slack * (fabs(c->alpha) * mag + fabs(c->beta * cold)) + (c16 ? fabs(want) / 256 : 0) +
+                                     1e-30;
                 const double err = fabs(got[at] - want) / bound;
                 if (!(err <= worst)) worst = isnan(err) ? INFINITY : err;
                 if (fabs(got[at] - (c->alpha * raw + c->beta * cold)) > from_f32)
@@ -102,14 +135,16 @@ static double run(void *blas, const gemm_case *c, int bf16_mode) {
             touched += !(got[at] == c0[at] || (isnan(got[at]) && isnan(c0[at])));
         }
     CHECK(worst <= 1.0 && !touched,
-          "gemm ta=%d tb=%d m=%d n=%d k=%d batch=%d shared %d/%d pad %d alpha %g beta %g bf16 %d blas %s: error %.3g "
-          "of the bound, %lld entries outside C changed",
+          "gemm ta=%d tb=%d m=%d n=%d k=%d batch=%d shared %d/%d pad %d alpha %g beta %g bf16 %d stored16 %u blas %s: "
+          "error %.3g of the bound, %lld entries outside C changed",
           c->ta, c->tb, c->m, c->n, c->k, c->batch, c->shared_a, c->shared_b, c->pad, (double)c->alpha,
-          (double)c->beta, bf16_mode, blas ? "cuBLASLt" : "tiled", worst, (long long)touched);
+          (double)c->beta, bf16_mode, stored16, blas ? "cuBLASLt" : "tiled", worst, (long long)touched);
     cudaFree(da), cudaFree(db), cudaFree(dc);
     free(a), free(b), free(c0), free(got);
     return from_f32;
 }
+
+static double run(void *blas, const gemm_case *c, int bf16_mode) { return run_stored(blas, c, bf16_mode, 0); }
 
 int main(void) {
     char why[256];
@@ -155,6 +190,19 @@ int main(void) {
             run(h, &big, 2);
         }
         cases += 2;
+        /* operands and result stored as bf16 (the activations a mixed-precision graph keeps in bf16), read in
+         * place: every combination, transposed and batched with a shared operand; a bf16 C only with beta 0 */
+        for (unsigned st = 1; st < 8; st++) {
+            const gemm_case cs = {(int)st & 1, st == 2 || st == 7, 37, 50, 45, 2, st == 3, st == 5, (int)st % 2,
+                                  1.0f, st & MAGNA_GEMM_C16 ? 0.0f : 0.5f, 1};
+            run_stored(h, &cs, 1, st);
+            cases++;
+        }
+        CHECK(magna_cuda_gemm_stored(h, NULL, 0, 0, 8, 8, 8, 1.0f, NULL, 8, 0, NULL, 8, 0, 1.0f, NULL, 8, 0, 1, 1,
+                                     MAGNA_GEMM_C16) == cudaErrorInvalidValue &&
+                  magna_cuda_gemm_stored(h, NULL, 0, 0, 8, 8, 8, 1.0f, NULL, 8, 0, NULL, 8, 0, 0.0f, NULL, 8, 0, 1, 0,
+                                         MAGNA_GEMM_A16) == cudaErrorInvalidValue,
+              "a bf16 C added to, or bf16 storage in float32 mode, was not refused");
     }
     magna_cuda_blas_destroy(&blas);
     CHECK(blas == NULL, "destroy leaves the handle NULL");

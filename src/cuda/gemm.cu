@@ -32,19 +32,25 @@ MAGNA_HD float round_bf16(float v) { return __bfloat162float(__float2bfloat16(v)
 /* One TILE_M x TILE_N tile of C per block and batch (launch.h), k in steps of TILE_K through shared memory.
  * Operands outside the matrices stage as 0, so edge tiles need no other case; every thread reaches every
  * __syncthreads (the loops' bounds are the block's, not the thread's). */
+/* element i of an operand stored as float32 or (stored16) bf16 */
+MAGNA_HD float load_as_float(const void *p, int stored16, int64_t i) {
+    return stored16 ? __bfloat162float(static_cast<const __nv_bfloat16 *>(p)[i]) : static_cast<const float *>(p)[i];
+}
+
 template <int BF16>
-__global__ void gemm_tiled_kernel(magna_launch_gemm l, int ta, int tb, int k, float alpha, const float *a, int lda,
-                                  long long sa, const float *b, int ldb, long long sb, float beta, float *c, int ldc,
-                                  long long sc) {
+__global__ void gemm_tiled_kernel(magna_launch_gemm l, int ta, int tb, int k, float alpha, const void *a, int lda,
+                                  long long sa, const void *b, int ldb, long long sb, float beta, void *c, int ldc,
+                                  long long sc, unsigned stored16) {
     /* stored k-major: the inner loop reads a row of each, a broadcast from as_ and 16 consecutive from bs */
     __shared__ float as_[MAGNA_GEMM_TILE_K][MAGNA_GEMM_TILE_M + 4];
     __shared__ float bs[MAGNA_GEMM_TILE_K][MAGNA_GEMM_TILE_N + 4];
     const uint32_t t = threadIdx.x;
     const int64_t col_tiles = magna_gemm_col_tiles(&l);
     const int64_t row0 = (int64_t)blockIdx.x * MAGNA_GEMM_TILE_M;
+    const int a16 = (stored16 & MAGNA_GEMM_A16) != 0, b16 = (stored16 & MAGNA_GEMM_B16) != 0;
+    const int c16 = (stored16 & MAGNA_GEMM_C16) != 0;
     for (int64_t z = blockIdx.z; z < l.batch; z += gridDim.z) {
-        const float *az = a + z * sa, *bz = b + z * sb;
-        float *cz = c + z * sc;
+        const int64_t az = z * sa, bz = z * sb, cz = z * sc; /* each batch entry's first element */
         for (int64_t y = blockIdx.y; y < col_tiles; y += gridDim.y) {
             const int64_t col0 = y * MAGNA_GEMM_TILE_N;
             float acc[MAGNA_GEMM_MICRO][MAGNA_GEMM_MICRO];
@@ -56,12 +62,12 @@ __global__ void gemm_tiled_kernel(magna_launch_gemm l, int ta, int tb, int k, fl
                     magna_gemm_stage(t, e, !ta, &o, &kk);
                     const int64_t i = row0 + o, kg = k0 + kk;
                     float v = 0.0f;
-                    if (i < l.m && kg < k) v = ta ? az[kg * lda + i] : az[i * lda + kg];
+                    if (i < l.m && kg < k) v = load_as_float(a, a16, az + (ta ? kg * lda + i : i * lda + kg));
                     as_[kk][o] = BF16 ? round_bf16(v) : v;
                     magna_gemm_stage(t, e, tb, &o, &kk);
                     const int64_t j = col0 + o, kb = k0 + kk;
                     v = 0.0f;
-                    if (j < l.n && kb < k) v = tb ? bz[j * ldb + kb] : bz[kb * ldb + j];
+                    if (j < l.n && kb < k) v = load_as_float(b, b16, bz + (tb ? j * ldb + kb : kb * ldb + j));
                     bs[kk][o] = BF16 ? round_bf16(v) : v;
                 }
                 __syncthreads();
@@ -82,24 +88,29 @@ __global__ void gemm_tiled_kernel(magna_launch_gemm l, int ta, int tb, int k, fl
                 for (int q = 0; q < MAGNA_GEMM_MICRO; q++) {
                     const int64_t j = magna_gemm_col(y, t, q);
                     if (j >= l.n) continue;
-                    float *out = cz + i * ldc + j;
+                    const int64_t o = cz + i * ldc + j;
                     /* beta 0 never reads C: it may hold anything, NaN included */
-                    *out = beta == 0.0f ? alpha * acc[r][q] : alpha * acc[r][q] + beta * *out;
+                    const float v = beta == 0.0f ? alpha * acc[r][q] : alpha * acc[r][q] + beta * load_as_float(c, c16, o);
+                    if (c16)
+                        static_cast<__nv_bfloat16 *>(c)[o] = __float2bfloat16(v);
+                    else
+                        static_cast<float *>(c)[o] = v;
                 }
             }
         }
     }
 }
 
-int gemm_tiled(void *stream, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda, long long sa,
-               const float *b, int ldb, long long sb, float beta, float *c, int ldc, long long sc, int batch, int bf16) {
+int gemm_tiled(void *stream, int ta, int tb, int m, int n, int k, float alpha, const void *a, int lda, long long sa,
+               const void *b, int ldb, long long sb, float beta, void *c, int ldc, long long sc, int batch, int bf16,
+               unsigned stored16) {
     const magna_launch_gemm l = magna_launch_gemm_tiles(m, n, batch);
     if (l.grid_x == 0) return cudaSuccess;
     const dim3 grid(l.grid_x, l.grid_y, l.grid_z), block(l.block);
     return bf16 ? magna_cuda_launch(grid, block, 0, stream, gemm_tiled_kernel<1>, l, ta, tb, k, alpha, a, lda, sa, b,
-                                    ldb, sb, beta, c, ldc, sc)
+                                    ldb, sb, beta, c, ldc, sc, stored16)
                 : magna_cuda_launch(grid, block, 0, stream, gemm_tiled_kernel<0>, l, ta, tb, k, alpha, a, lda, sa, b,
-                                    ldb, sb, beta, c, ldc, sc);
+                                    ldb, sb, beta, c, ldc, sc, stored16);
 }
 
 } // namespace
@@ -113,11 +124,12 @@ struct lt_key {
     int ta, tb, m, n, k, lda, ldb, ldc, batch;
     long long sa, sb, sc;
     int mode;        /* 0 float32, 1 bf16 staged (packed: lda, ldb, sa, sb are the packed ones), 2 FAST_16BF */
+    unsigned c16;    /* MAGNA_GEMM_C16: C is bf16 (mode 1, beta 0) */
     int align_a, align_b, align_c; /* bytes, what the pointers (and batch strides) guarantee */
     int beta_zero;
     bool operator==(const lt_key &o) const {
         return ta == o.ta && tb == o.tb && m == o.m && n == o.n && k == o.k && lda == o.lda && ldb == o.ldb &&
-               ldc == o.ldc && batch == o.batch && sa == o.sa && sb == o.sb && sc == o.sc && mode == o.mode &&
+               ldc == o.ldc && batch == o.batch && sa == o.sa && sb == o.sb && sc == o.sc && mode == o.mode && c16 == o.c16 &&
                align_a == o.align_a && align_b == o.align_b && align_c == o.align_c && beta_zero == o.beta_zero;
     }
 };
@@ -190,7 +202,7 @@ bool plan_make(magna_cuda_blas *h, const lt_key &k, lt_plan *p) {
     const long long a_rows = k.ta ? k.k : k.m, a_cols = k.ta ? k.m : k.k;
     ok = ok && layout(&p->la, in, b_cols, b_rows, k.ldb, k.batch, k.sb) == CUBLAS_STATUS_SUCCESS;
     ok = ok && layout(&p->lb, in, a_cols, a_rows, k.lda, k.batch, k.sa) == CUBLAS_STATUS_SUCCESS;
-    ok = ok && layout(&p->lc, CUDA_R_32F, k.n, k.m, k.ldc, k.batch, k.sc) == CUBLAS_STATUS_SUCCESS;
+    ok = ok && layout(&p->lc, k.c16 ? CUDA_R_16BF : CUDA_R_32F, k.n, k.m, k.ldc, k.batch, k.sc) == CUBLAS_STATUS_SUCCESS;
     cublasLtMatmulPreference_t pref = NULL;
     ok = ok && cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS;
     if (ok) {
@@ -320,35 +332,46 @@ extern "C" void magna_cuda_blas_destroy(void **blas) {
     *blas = NULL;
 }
 
-extern "C" int magna_cuda_gemm(void *blas, void *stream, int ta, int tb, int m, int n, int k, float alpha,
-                               const float *a, int lda, long long sa, const float *b, int ldb, long long sb,
-                               float beta, float *c, int ldc, long long sc, int batch, int bf16) {
+extern "C" int magna_cuda_gemm_stored(void *blas, void *stream, int ta, int tb, int m, int n, int k, float alpha,
+                                      const void *a, int lda, long long sa, const void *b, int ldb, long long sb,
+                                      float beta, void *c, int ldc, long long sc, int batch, int bf16,
+                                      unsigned stored16) {
     if (m < 0 || n < 0 || k < 0 || batch < 0) return cudaErrorInvalidValue;
+    /* bf16 storage is mixed precision's (products in bf16); a bf16 C is written, never added to */
+    if (stored16 && (!bf16 || ((stored16 & MAGNA_GEMM_C16) && beta != 0.0f))) return cudaErrorInvalidValue;
     if (m == 0 || n == 0 || batch == 0) return cudaSuccess;
 #ifndef MAGNA_CUDA_EMU
     magna_cuda_blas *h = static_cast<magna_cuda_blas *>(blas);
     /* k = 0 (C = beta C) stays with our kernel, which handles it without a special case */
     if (h && k > 0) {
-        lt_key key = {ta, tb, m, n, k, lda, ldb, ldc, batch, sa, sb, sc, 0, 0, 0, 0, beta == 0.0f};
+        const int a16 = (stored16 & MAGNA_GEMM_A16) != 0, b16 = (stored16 & MAGNA_GEMM_B16) != 0;
+        lt_key key = {ta, tb, m, n, k, lda, ldb, ldc, batch, sa, sb, sc, 0, stored16 & MAGNA_GEMM_C16, 0, 0, 0,
+                      beta == 0.0f};
         const void *pa = a, *pb = b;
         const size_t need = bf16 ? magna_cuda_gemm_bf16_elems(ta, tb, m, n, k, sa, sb, batch) : 0;
-        if (bf16 && need <= h->stage_elems) {
-            /* packed bf16 copies: A [ta ? k : m][ta ? m : k], B [tb ? n : k][tb ? k : n] */
+        /* bf16 operands: those stored as bf16 are read where they are; the others are packed into the staging
+         * (A [ta ? k : m][ta ? m : k], B [tb ? n : k][tb ? k : n]). Without room there, FAST_16BF converts the
+         * float32 ones itself, which it can only when no operand or result is stored bf16. */
+        if (bf16 && (need <= h->stage_elems || stored16)) {
             const int ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
             const size_t ea = (size_t)m * k * (size_t)(sa ? batch : 1);
             __nv_bfloat16 *sta = h->stage, *stb = h->stage + ((ea + 7) & ~(size_t)7);
-            int e = to_bf16(stream, a, lda, sa, ar, ac, sa ? batch : 1, sta);
-            if (e == cudaSuccess) e = to_bf16(stream, b, ldb, sb, br, bc, sb ? batch : 1, stb);
+            if (!a16 || !b16) {
+                if (need > h->stage_elems) return cudaErrorInvalidValue; /* compile reserves every call's need */
+            }
+            int e = a16 ? cudaSuccess : to_bf16(stream, static_cast<const float *>(a), lda, sa, ar, ac, sa ? batch : 1, sta);
+            if (e == cudaSuccess && !b16)
+                e = to_bf16(stream, static_cast<const float *>(b), ldb, sb, br, bc, sb ? batch : 1, stb);
             if (e != cudaSuccess) return e;
-            key.mode = 1, key.lda = ac, key.ldb = bc;
-            key.sa = sa ? (long long)ar * ac : 0, key.sb = sb ? (long long)br * bc : 0;
-            pa = sta, pb = stb;
+            key.mode = 1;
+            if (!a16) key.lda = ac, key.sa = sa ? (long long)ar * ac : 0, pa = sta;
+            if (!b16) key.ldb = bc, key.sb = sb ? (long long)br * bc : 0, pb = stb;
         } else if (bf16) {
             key.mode = 2;
         }
         const size_t in_bytes = key.mode == 1 ? sizeof(__nv_bfloat16) : sizeof(float);
         key.align_a = alignment(pa, key.sa, in_bytes, batch), key.align_b = alignment(pb, key.sb, in_bytes, batch);
-        key.align_c = alignment(c, sc, sizeof(float), batch);
+        key.align_c = alignment(c, sc, key.c16 ? sizeof(__nv_bfloat16) : sizeof(float), batch);
         lt_plan *p = plan_for(h, key);
         if (p) {
             const cublasStatus_t s =
@@ -361,5 +384,12 @@ extern "C" int magna_cuda_gemm(void *blas, void *stream, int ta, int tb, int m, 
 #else
     (void)blas;
 #endif
-    return gemm_tiled(stream, ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc, batch, bf16);
+    return gemm_tiled(stream, ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc, batch, bf16, stored16);
+}
+
+extern "C" int magna_cuda_gemm(void *blas, void *stream, int ta, int tb, int m, int n, int k, float alpha,
+                               const float *a, int lda, long long sa, const float *b, int ldb, long long sb,
+                               float beta, float *c, int ldc, long long sc, int batch, int bf16) {
+    return magna_cuda_gemm_stored(blas, stream, ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc,
+                                  batch, bf16, 0);
 }

@@ -80,6 +80,13 @@ int magna_cuda_rnn_backward(const magna_cuda_rnn_args *a, const float *dout, con
 int magna_cuda_gemm(void *blas, void *stream, int ta, int tb, int m, int n, int k, float alpha,
                     const float *a, int lda, long long sa, const float *b, int ldb, long long sb,
                     float beta, float *c, int ldc, long long sc, int batch, int bf16);
+/* The same with operands or the result stored as bf16 (stored16: MAGNA_GEMM_A16 | B16 | C16; the activations a
+ * mixed-precision graph keeps in bf16, src/cuda/store16.c): only in bf16 mode, and a bf16 C only with beta 0.
+ * Stored bf16 operands are read in place, never staged. */
+enum { MAGNA_GEMM_A16 = 1u, MAGNA_GEMM_B16 = 2u, MAGNA_GEMM_C16 = 4u };
+int magna_cuda_gemm_stored(void *blas, void *stream, int ta, int tb, int m, int n, int k, float alpha, const void *a,
+                           int lda, long long sa, const void *b, int ldb, long long sb, float beta, void *c, int ldc,
+                           long long sc, int batch, int bf16, unsigned stored16);
 /* The cuBLASLt handle with its 32 MiB workspace (*blas NULL under the emulator, which has no cuBLASLt, and after
  * destroy). Made and destroyed outside a step; one handle per stream (it caches each shape's algorithm). */
 int magna_cuda_blas_create(void **blas);
