@@ -304,6 +304,42 @@ static void softmax(int log_form, int64_t rows, int64_t cols) {
 
 /* ---- losses ----------------------------------------------------------------------------------------------- */
 
+/* bf16 logits (a bf16 graph keeps the logits in bf16, stored16): the CPU graph's run again on its logits rounded
+ * to bf16, against the device's loss and the gradient it writes over the bf16 logits (to bf16's precision) */
+static void cross_entropy_bf16(magna_graph *g, magna_node *x, magna_node *lab, magna_node *w, magna_node *loss,
+                               int64_t rows, int64_t C) {
+    const int64_t n = rows * C;
+    float *xv = magna_node_data(x), *back = malloc((size_t)n * 4);
+    uint16_t *bits = malloc((size_t)n * 2);
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &xv[i], 4);
+        u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u; /* round to nearest even */
+        memcpy(&xv[i], &u, 4);
+        bits[i] = (uint16_t)(u >> 16);
+    }
+    forward_backward(g, "cross_entropy bf16");
+    void *xd = to_dev(bits, n, 2);
+    float *wd = w ? dev(magna_node_data(w), C) : NULL, *saved = dev_zeros(rows + 1), *row_loss = dev_zeros(rows + 1);
+    float *lossd = dev_zeros(1), one = 1.0f, *dl = dev(&one, 1);
+    int32_t *labd = to_dev(magna_node_data_i32(lab), rows, sizeof(int32_t));
+    CU(magna_cuda_xent_forward(xd, 1, labd, wd, rows, C, saved, row_loss, NULL, lossd, NULL));
+    CHECK(magna_cuda_xent_backward(xd, 1, labd, wd, saved, dl, xd, 0, rows, C, NULL) == cudaErrorInvalidValue,
+          "cross_entropy bf16: adding into bf16 logits was not refused");
+    CU(magna_cuda_xent_backward(xd, 1, labd, wd, saved, dl, xd, 1, rows, C, NULL));
+    CU(cudaDeviceSynchronize());
+    CU(cudaMemcpy(bits, xd, (size_t)n * 2, cudaMemcpyDeviceToHost));
+    for (int64_t i = 0; i < n; i++) {
+        const uint32_t u = (uint32_t)bits[i] << 16;
+        memcpy(&back[i], &u, 4);
+    }
+    const double el = dev_err(lossd, magna_node_data(loss), NULL, 1), eg = rel_err(back, magna_node_grad(x), n);
+    CHECK(el <= 1e-5 && eg <= 1.0 / 128, "cross_entropy bf16 %lldx%lld: loss %.3g gradient %.3g", (long long)rows,
+          (long long)C, el, eg);
+    free(back), free(bits);
+    cudaFree(xd), cudaFree(wd), cudaFree(saved), cudaFree(row_loss), cudaFree(lossd), cudaFree(dl), cudaFree(labd);
+}
+
 static void cross_entropy(int64_t rows, int64_t C, int weighted, int bad_label) {
     magna_graph *g = magna_graph_new(24);
     magna_node *x = magna_param(g, "x", 2, (int64_t[]){rows, C}, magna_init_zeros());
@@ -328,16 +364,16 @@ static void cross_entropy(int64_t rows, int64_t C, int weighted, int bad_label) 
     float *dl = dev(&one, 1);
     int32_t *labd = to_dev(label, rows, sizeof *label);
     int *badd = to_dev((int[]){7}, 1, sizeof(int)), bad = 0;
-    CU(magna_cuda_xent_forward(xd, labd, wd, rows, C, saved, row_loss, badd, lossd, NULL));
+    CU(magna_cuda_xent_forward(xd, 0, labd, wd, rows, C, saved, row_loss, badd, lossd, NULL));
     CU(cudaMemcpy(&bad, badd, sizeof bad, cudaMemcpyDeviceToHost));
     if (bad_label) {
         CHECK(bad == 1, "cross_entropy: a label of %lld classes at row %lld was not flagged", (long long)C,
               (long long)rows - 1);
     } else {
-        CU(magna_cuda_xent_backward(xd, labd, wd, saved, dl, gd, 0, rows, C, NULL));
+        CU(magna_cuda_xent_backward(xd, 0, labd, wd, saved, dl, gd, 0, rows, C, NULL));
         const double el = dev_err(lossd, magna_node_data(loss), NULL, 1), eg = dev_err(gd, magna_node_grad(x), g0, n);
         /* assigning, over the logits themselves (plan.c's grad_in_value): ignored rows come out 0 */
-        CU(magna_cuda_xent_backward(xd, labd, wd, saved, dl, xd, 1, rows, C, NULL));
+        CU(magna_cuda_xent_backward(xd, 0, labd, wd, saved, dl, xd, 1, rows, C, NULL));
         const double ei = dev_err(xd, magna_node_grad(x), NULL, n);
         CHECK(bad == 0 && el <= 1e-5 && eg <= 1e-5 && ei <= 1e-5,
               "cross_entropy %lldx%lld weighted %d: flag %d loss %.3g backward %.3g in place %.3g", (long long)rows,
@@ -346,6 +382,7 @@ static void cross_entropy(int64_t rows, int64_t C, int weighted, int bad_label) 
     free(g0);
     cudaFree(xd), cudaFree(gd), cudaFree(wd), cudaFree(saved), cudaFree(row_loss), cudaFree(lossd), cudaFree(dl);
     cudaFree(labd), cudaFree(badd);
+    if (!bad_label) cross_entropy_bf16(g, x, lab, w, loss, rows, C);
     magna_graph_free(g);
 }
 

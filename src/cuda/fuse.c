@@ -8,13 +8,16 @@
  * learns and the workspace holds a slice of partial sums: the GELU's backward then writes h's gradient and
  * the bias's (its column sums, in the same pass), and the add's only passes h's gradient on to a. Conditions keep it exact: the add
  * feeds only the GELU (bias + GELU), or the layer norm comes right after the add in the order (so nothing
- * reads x1 before it is written); shapes are the plain ones the kernels take. Anything else runs unfused. */
+ * reads x1 before it is written); shapes are the plain ones the kernels take. Anything else runs unfused.
+ * The plan (plan.c) keeps the first node's inputs alive to the second's forward, which reads them (or the
+ * second's output could take their memory). */
 #include "ops.h"
 
 #include "kernels.h"
 #include "ops_glue.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 static magna_status skip_forward(magna_graph *g, magna_node *n) {
     (void)g, (void)n;
@@ -72,9 +75,16 @@ static bool same_shape(const magna_node *a, const magna_node *b) {
 /* consumers of node p among the live op nodes */
 static int consumers(const magna_graph *g, const magna_node *p) {
     int count = 0;
-    for (int k = 0; k < g->n_order; k++)
-        for (int j = 0; j < g->order[k]->n_in; j++) count += g->order[k]->in[j] == p;
+    for (int k = p->id + 1; k < g->n_nodes; k++)
+        for (int j = 0; g->nodes[k]->live && j < g->nodes[k]->n_in; j++) count += g->nodes[k]->in[j] == p;
     return count;
+}
+
+/* the live op node run just before n (the order is the live op nodes by id) */
+static const magna_node *previous_op(const magna_graph *g, const magna_node *n) {
+    for (int k = n->id - 1; k >= 0; k--)
+        if (g->nodes[k]->live && g->nodes[k]->kind == NODE_OP) return g->nodes[k];
+    return NULL;
 }
 
 static bool is_f32_add(const magna_node *p) {
@@ -82,23 +92,37 @@ static bool is_f32_add(const magna_node *p) {
            p->in[0]->dtype == MAGNA_F32 && p->in[1]->dtype == MAGNA_F32;
 }
 
+static bool fusing_off(void) {
+    const char *off = getenv("MAGNA_CUDA_NO_FUSE"); /* for comparing fused and unfused runs */
+    return off && *off && strcmp(off, "0");
+}
+
+magna_node *cuda_fused_first(const magna_graph *g, const magna_node *n) {
+    if (n->kind != NODE_OP || !n->live || n->n_in < 1 || fusing_off()) return NULL;
+    magna_node *p = n->in[0];
+    if (!is_f32_add(p)) return NULL;
+    if ((n->op == OP_GELU || n->op == OP_GELU_TANH) && same_shape(p->in[0], p) && p->in[1]->ndim == 1 &&
+        p->in[1]->shape[0] == p->shape[p->ndim - 1] && consumers(g, p) == 1)
+        return p;
+    if (n->op == OP_LAYER_NORM && previous_op(g, n) == p && same_shape(p->in[0], p) && same_shape(p->in[1], p) &&
+        n->saved_bytes >= 2 * (p->numel / p->shape[p->ndim - 1]) * sizeof(float))
+        return p;
+    return NULL;
+}
+
 int cuda_graph_fuse(magna_graph *g, magna_cuda_op *ops) {
-    if (getenv("MAGNA_CUDA_NO_FUSE")) return 0; /* for comparing fused and unfused runs */
     int fused = 0;
     for (int k = 1; k < g->n_order; k++) {
-        magna_node *n = g->order[k], *p = n->in[0];
-        if (n->n_in < 1 || !is_f32_add(p)) continue;
-        if ((n->op == OP_GELU || n->op == OP_GELU_TANH) && same_shape(p->in[0], p) && p->in[1]->ndim == 1 &&
-            p->in[1]->shape[0] == p->shape[p->ndim - 1] && consumers(g, p) == 1) {
+        magna_node *n = g->order[k], *p = cuda_fused_first(g, n);
+        if (!p) continue;
+        if (n->op == OP_LAYER_NORM) {
+            ops[p->id].forward = skip_forward, ops[n->id].forward = add_layer_norm_forward;
+        } else {
             ops[p->id].forward = skip_forward, ops[n->id].forward = bias_gelu_forward;
             if (p->in[1]->needs_grad && p->needs_grad && g->workspace_bytes / sizeof(float) >= (size_t)p->in[1]->shape[0])
                 ops[p->id].backward = bias_add_input_backward, ops[n->id].backward = bias_gelu_backward;
-            fused++;
-        } else if (n->op == OP_LAYER_NORM && g->order[k - 1] == p && same_shape(p->in[0], p) &&
-                   same_shape(p->in[1], p) && n->saved_bytes >= 2 * (p->numel / p->shape[p->ndim - 1]) * sizeof(float)) {
-            ops[p->id].forward = skip_forward, ops[n->id].forward = add_layer_norm_forward;
-            fused++;
         }
+        fused++;
     }
     return fused;
 }

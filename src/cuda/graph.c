@@ -41,6 +41,18 @@ const char *cuda_missing_ops(const magna_graph *g, char *buf, size_t cap) {
 
 static size_t node_bytes(const magna_node *n, int64_t numel) { return (size_t)numel * magna_dtype_size(n->dtype); }
 
+/* n bf16 values at the start of a buffer of n floats -> those floats: from the last, so each bf16 is read
+ * before a float (4 bytes at 4 i, over bf16 2 i and 2 i + 1, which are >= i) lands on it */
+static void widen_bf16_in_place(void *buf, int64_t n) {
+    unsigned char *p = buf; /* bytes through memcpy: the two views of the buffer may not alias as types */
+    for (int64_t i = n - 1; i >= 0; i--) {
+        uint16_t h;
+        memcpy(&h, p + 2 * i, sizeof h);
+        const uint32_t u = (uint32_t)h << 16;
+        memcpy(p + 4 * i, &u, sizeof u);
+    }
+}
+
 /* The nodes whose host mirror the caller uses: batched or not, every live input, and every kept op. */
 static bool mirrored(const magna_node *n) {
     return n->live && (n->kind == NODE_INPUT || (n->kind == NODE_OP && n->keep));
@@ -186,10 +198,14 @@ magna_status cuda_graph_forward(magna_graph *g) {
     }
     for (int k = 0; k < g->n_order && !e; k++) {
         magna_node *n = g->order[k];
-        if (n->keep && !n->skip_fetch) e = cuda_d2h(n->host, n->value, node_bytes(n, n->numel), s);
+        if (n->keep && !n->skip_fetch)
+            e = cuda_d2h(n->host, n->value, n->stored16 ? (size_t)n->numel * 2 : node_bytes(n, n->numel), s);
     }
     if (!e) e = cuda_stream_sync(s); /* also where an asynchronous kernel fault surfaces */
     if (e) return cuda_fail(g, e, "forward");
+    for (int k = 0; k < g->n_order; k++) /* outputs kept in bf16 came down as bf16: widen them in place */
+        if (g->order[k]->keep && !g->order[k]->skip_fetch && g->order[k]->stored16)
+            widen_bf16_in_place(g->order[k]->host, g->order[k]->numel);
     if (g->training && g->n_states) g->device_newer = true; /* batch norm moved its running statistics */
     return g->last_status;
 }

@@ -203,12 +203,13 @@ int magna_cuda_softmax_backward(int log_form, const float *y, const float *dy, f
 /* loss[0] = mean over the counted rows (label != MAGNA_EM_IGNORE_LABEL) of (lse - x[label]) w[label] (weight
  * may be NULL); saved (rows + 1 floats): each row's lse, then the count; row_loss: rows floats of scratch;
  * *bad = 1 when a label is outside [0, cols) and not the ignore label */
-int magna_cuda_xent_forward(const float *x, const int32_t *label, const float *weight, int64_t rows, int64_t cols,
-                            float *saved, float *row_loss, int *bad, float *loss, void *stream);
+int magna_cuda_xent_forward(const void *x, int x16, const int32_t *label, const float *weight, int64_t rows,
+                            int64_t cols, float *saved, float *row_loss, int *bad, float *loss, void *stream);
 /* dx += dl / counted w[label] (softmax - onehot) on the counted rows, from the forward's saved; assign: dx = ...
- * (0 on ignored rows), and dx may be x itself (the logits' gradient over them) */
-int magna_cuda_xent_backward(const float *x, const int32_t *label, const float *weight, const float *saved,
-                             const float *dl, float *dx, int assign, int64_t rows, int64_t cols, void *stream);
+ * (0 on ignored rows), and dx may be x itself (the logits' gradient over them). x16: the logits (and dx) are
+ * bf16, a bf16 graph's kept in bf16 (stored16), only assigning over themselves */
+int magna_cuda_xent_backward(const void *x, int x16, const int32_t *label, const float *weight, const float *saved,
+                             const float *dl, void *dx, int assign, int64_t rows, int64_t cols, void *stream);
 
 /* out[i, :] = table[ids[i], :] for n ids, table [V, D]; *bad = 1 when an id is outside [0, V) */
 int magna_cuda_embedding_forward(const float *table, const int32_t *ids, float *out, int64_t n, int64_t D, int64_t V,

@@ -58,6 +58,12 @@ magna_status cuda_graph_grads_to_host(magna_graph *g);
 /* fuse.c: at compile, neighbours whose forward runs as one kernel (bias + GELU, residual + layer norm): their
  * entries in ops (per node id) are replaced; returns how many pairs. MAGNA_CUDA_NO_FUSE=1 turns it off. */
 int cuda_graph_fuse(magna_graph *g, magna_cuda_op *ops);
+/* The node whose forward n's fused kernel runs too (n's in[0], an add: bias + GELU, residual + layer norm), or
+ * NULL: what cuda_graph_fuse fuses, and what the plan keeps that add's inputs alive for. */
+magna_node *cuda_fused_first(const magna_graph *g, const magna_node *n);
+/* Before the memory plan of a bf16 graph: which activations are kept in bf16 (stored16; store16.c). Returns
+ * how many. */
+int cuda_plan_store16(magna_graph *g);
 /* Over the flat gradients on the device: mode 0 the sum of squares, 1 the count of non-finite ones. */
 magna_status cuda_grads_reduce(magna_graph *g, int mode, float *out);
 /* Which ops of a graph have no CUDA implementation: "" when all have one, else a list for the message. */

@@ -39,23 +39,42 @@ static mm_dims mm_dims_of(const magna_node *c) {
     return d;
 }
 
+/* Where each operand lies and in what: a and b (the inputs' values), c (the output) and dc (its gradient), each
+ * bf16 when the graph keeps that activation in bf16 (stored16; a matmul's own output and gradient only as the
+ * logits a cross-entropy turns into their gradient in place). */
+typedef struct mm_operand {
+    const void *p;
+    int is16;
+} mm_operand;
+
+static mm_operand value_of(const magna_node *x) { return (mm_operand){x->value, x->stored16}; }
+static mm_operand grad_of(const magna_node *x) { return (mm_operand){x->grad, x->stored16 && x->grad_in_value}; }
+
+/* element i of an operand, as a pointer */
+static const void *operand_at(mm_operand o, long long i) {
+    return (const char *)o.p + i * (o.is16 ? 2 : (long long)sizeof(float));
+}
+
 magna_status cuda_matmul_forward(magna_graph *g, magna_node *c) {
     const mm_dims d = mm_dims_of(c);
-    const int e = magna_cuda_gemm(cuda_blas(g), cuda_stream(g), d.ta, d.tb, d.m, d.n, d.k, 1.0f, fval(c->in[0]), d.lda,
-                                  d.sa, fval(c->in[1]), d.ldb, d.sb, 0.0f, fval(c), d.n, d.sc, d.batch, g->bf16);
+    const mm_operand a = value_of(c->in[0]), b = value_of(c->in[1]);
+    const unsigned stored = (a.is16 ? MAGNA_GEMM_A16 : 0) | (b.is16 ? MAGNA_GEMM_B16 : 0) | (c->stored16 ? MAGNA_GEMM_C16 : 0);
+    const int e = magna_cuda_gemm_stored(cuda_blas(g), cuda_stream(g), d.ta, d.tb, d.m, d.n, d.k, 1.0f, a.p, d.lda, d.sa,
+                                         b.p, d.ldb, d.sb, 0.0f, c->value, d.n, d.sc, d.batch, g->bf16, stored);
     return cuda_fail(g, e, "matmul forward");
 }
 
-/* One GEMM over the batch, or `batch` GEMMs one after another when the output (a shared operand's gradient)
- * has stride 0. */
-static int gemm_into(magna_graph *g, const mm_dims *d, int ta, int tb, int m, int n, int k, const float *a, int lda,
-                     long long sa, const float *b, int ldb, long long sb, float *c, int ldc, long long sc) {
+/* C (float32, a gradient) += op(A) op(B): one GEMM over the batch, or `batch` GEMMs one after another when the
+ * output (a shared operand's gradient) has stride 0. */
+static int gemm_into(magna_graph *g, const mm_dims *d, int ta, int tb, int m, int n, int k, mm_operand a, int lda,
+                     long long sa, mm_operand b, int ldb, long long sb, float *c, int ldc, long long sc) {
+    const unsigned stored = (a.is16 ? MAGNA_GEMM_A16 : 0) | (b.is16 ? MAGNA_GEMM_B16 : 0);
     if (sc != 0 || d->batch == 1)
-        return magna_cuda_gemm(cuda_blas(g), cuda_stream(g), ta, tb, m, n, k, 1.0f, a, lda, sa, b, ldb, sb, 1.0f, c, ldc,
-                               sc, d->batch, g->bf16);
+        return magna_cuda_gemm_stored(cuda_blas(g), cuda_stream(g), ta, tb, m, n, k, 1.0f, a.p, lda, sa, b.p, ldb, sb,
+                                      1.0f, c, ldc, sc, d->batch, g->bf16, stored);
     for (int i = 0; i < d->batch; i++) {
-        const int e = magna_cuda_gemm(cuda_blas(g), cuda_stream(g), ta, tb, m, n, k, 1.0f, a + i * sa, lda, 0,
-                                      b + i * sb, ldb, 0, 1.0f, c, ldc, 0, 1, g->bf16);
+        const int e = magna_cuda_gemm_stored(cuda_blas(g), cuda_stream(g), ta, tb, m, n, k, 1.0f, operand_at(a, i * sa),
+                                             lda, 0, operand_at(b, i * sb), ldb, 0, 1.0f, c, ldc, 0, 1, g->bf16, stored);
         if (e) return e;
     }
     return 0;
@@ -63,7 +82,7 @@ static int gemm_into(magna_graph *g, const mm_dims *d, int ta, int tb, int m, in
 
 void cuda_matmul_backward(magna_graph *g, magna_node *c) {
     const mm_dims d = mm_dims_of(c);
-    const float *A = fval(c->in[0]), *B = fval(c->in[1]), *dC = c->grad;
+    const mm_operand A = value_of(c->in[0]), B = value_of(c->in[1]), dC = grad_of(c);
     float *dA = c->in[0]->grad, *dB = c->in[1]->grad;
     int e = 0;
     if (dA) {
@@ -89,7 +108,9 @@ void cuda_matmul_backward(magna_graph *g, magna_node *c) {
  * columns) it reads: the two largest of those bound what one call stages. */
 size_t cuda_gemm_stage_elems(const magna_graph *g, const magna_node *n) {
     if (n->kind != NODE_OP || (n->op != OP_MATMUL && n->op != OP_CONV2D)) return 0;
-    int64_t t[4] = {n->in[0]->numel, n->in[1]->numel, n->numel, 0};
+    /* what is kept in bf16 is read in place, never staged */
+    int64_t t[4] = {n->in[0]->stored16 ? 0 : n->in[0]->numel, n->in[1]->stored16 ? 0 : n->in[1]->numel,
+                    n->stored16 && n->grad_in_value ? 0 : n->numel, 0}; /* t[2]: dC, in backward */
     if (n->op == OP_CONV2D) t[3] = (int64_t)(g->workspace_bytes / sizeof(float));
     int64_t first = 0, second = 0;
     for (int i = 0; i < 4; i++) {

@@ -164,8 +164,8 @@ magna_status cuda_cross_entropy_forward(magna_graph *g, magna_node *n) {
     if (st) return st;
     float *row_loss = g->workspace;
     int *flag_dev = label_host ? NULL : (int *)(row_loss + rows);
-    const int e = magna_cuda_xent_forward(fval(x), ival(n->in[1]), weight, rows, C, n->saved, row_loss, flag_dev,
-                                          fval(n), cuda_stream(g));
+    const int e = magna_cuda_xent_forward(x->value, x->stored16, ival(n->in[1]), weight, rows, C, n->saved, row_loss,
+                                          flag_dev, fval(n), cuda_stream(g));
     if (e) return cuda_fail(g, e, "cross_entropy");
     return check_flagged(g, flag_dev, ival(n->in[1]), rows, sizeof(int32_t), "cross_entropy", check_labels, C);
 }
@@ -176,7 +176,7 @@ void cuda_cross_entropy_backward(magna_graph *g, magna_node *n) {
     const int64_t C = x->shape[x->ndim - 1], rows = x->numel / C;
     const float *weight = n->n_in == 3 ? fval(n->in[2]) : NULL;
     /* grad_assign: x's gradient is written over x (plan.c's grad_in_value) */
-    const int e = magna_cuda_xent_backward(fval(x), ival(n->in[1]), weight, n->saved, n->grad, x->grad,
+    const int e = magna_cuda_xent_backward(x->value, x->stored16, ival(n->in[1]), weight, n->saved, n->grad, x->grad,
                                            (n->grad_assign & 1u) != 0, rows, C, cuda_stream(g));
     if (e) cuda_fail(g, e, "cross_entropy");
 }

@@ -21,9 +21,16 @@ template <class S> __device__ __forceinline__ S row_all(const magna_launch_rows 
     return l.threads_per_row == MAGNA_LAUNCH_WARP ? magna_reduce::warp_all(s) : magna_reduce::block_all(s, empty);
 }
 
-__device__ __forceinline__ magna_em_maxsum row_maxsum(const magna_launch_rows &l, const float *x, uint32_t lane) {
+/* logits stored as float32 or (a bf16 graph's, stored16) bf16: read as float, written back in their type */
+__device__ __forceinline__ float as_float(float v) { return v; }
+__device__ __forceinline__ float as_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ void store_as(float *p, float v) { *p = v; }
+__device__ __forceinline__ void store_as(__nv_bfloat16 *p, float v) { *p = __float2bfloat16(v); }
+
+template <class T>
+__device__ __forceinline__ magna_em_maxsum row_maxsum(const magna_launch_rows &l, const T *x, uint32_t lane) {
     magna_em_maxsum s = magna_em_maxsum_empty();
-    for (int64_t j = lane; j < l.cols; j += l.threads_per_row) s = magna_em_maxsum_push(s, x[j]);
+    for (int64_t j = lane; j < l.cols; j += l.threads_per_row) s = magna_em_maxsum_push(s, as_float(x[j]));
     return row_all(l, s, magna_em_maxsum_empty());
 }
 
@@ -65,7 +72,8 @@ __global__ void __launch_bounds__(1024) softmax_backward_kernel(magna_launch_row
 
 /* per row: lse[r] and loss[r] = (lse - x[label]) w[label] (0 for an ignored row); a label outside [0, C)
  * (but the ignore label) sets *bad (when given) and is not read */
-__global__ void __launch_bounds__(1024) xent_rows_kernel(magna_launch_rows l, const float *__restrict__ X, const int32_t *__restrict__ label,
+template <class T>
+__global__ void __launch_bounds__(1024) xent_rows_kernel(magna_launch_rows l, const T *__restrict__ X, const int32_t *__restrict__ label,
                                  const float *__restrict__ weight, float *__restrict__ lse, float *__restrict__ loss,
                                  int *__restrict__ bad) {
     const uint32_t lane = magna_launch_rows_lane(&l, threadIdx.x);
@@ -78,9 +86,9 @@ __global__ void __launch_bounds__(1024) xent_rows_kernel(magna_launch_rows l, co
             }
             continue;
         }
-        const float *x = X + r * l.cols;
+        const T *x = X + r * l.cols;
         const float m = magna_em_logsumexp(row_maxsum(l, x, lane));
-        if (lane == 0) lse[r] = m, loss[r] = (m - x[k]) * (weight ? weight[k] : 1.0f);
+        if (lane == 0) lse[r] = m, loss[r] = (m - as_float(x[k])) * (weight ? weight[k] : 1.0f);
     }
 }
 
@@ -98,26 +106,27 @@ __global__ void __launch_bounds__(1024) xent_mean_kernel(const float *__restrict
 /* dx += (softmax - onehot) k, or with assign dx = ... (zero on ignored rows): the logits' gradient written over
  * the logits themselves (plan.c's grad_in_value), so X and DX may be one buffer: each element is read, then
  * written, by the same thread, and neither pointer is __restrict__. */
-__global__ void __launch_bounds__(1024) xent_backward_kernel(magna_launch_rows l, const float *X, const int32_t *__restrict__ label,
+template <class T>
+__global__ void __launch_bounds__(1024) xent_backward_kernel(magna_launch_rows l, const T *X, const int32_t *__restrict__ label,
                                      const float *__restrict__ weight, const float *__restrict__ lse,
                                      const float *__restrict__ counted, const float *__restrict__ dl,
-                                     float *DX, int assign) {
+                                     T *DX, int assign) {
     const uint32_t lane = magna_launch_rows_lane(&l, threadIdx.x);
     if (counted[0] == 0.0f && !assign) return;
     const float k0 = counted[0] == 0.0f ? 0.0f : dl[0] / counted[0];
     FOR_ROWS(l, r) {
         const int32_t t = label[r];
-        float *dx = DX + r * l.cols;
+        T *dx = DX + r * l.cols;
         if (t < 0) { /* ignored (forward refused any other label outside [0, C)) */
             if (assign)
-                for (int64_t j = lane; j < l.cols; j += l.threads_per_row) dx[j] = 0.0f;
+                for (int64_t j = lane; j < l.cols; j += l.threads_per_row) store_as(&dx[j], 0.0f);
             continue;
         }
-        const float *x = X + r * l.cols;
+        const T *x = X + r * l.cols;
         const float k = weight ? k0 * weight[t] : k0, m = lse[r];
         for (int64_t j = lane; j < l.cols; j += l.threads_per_row) {
-            const float g = k * (expf(x[j] - m) - (j == t ? 1.0f : 0.0f));
-            dx[j] = assign ? g : dx[j] + g;
+            const float g = k * (expf(as_float(x[j]) - m) - (j == t ? 1.0f : 0.0f));
+            store_as(&dx[j], assign ? g : as_float(dx[j]) + g);
         }
     }
 }
@@ -138,23 +147,32 @@ extern "C" int magna_cuda_softmax_backward(int log_form, const float *y, const f
     return magna_cuda_launch(l.grid, l.block, 0, stream, softmax_backward_kernel, l, log_form, y, dy, dx);
 }
 
-extern "C" int magna_cuda_xent_forward(const float *x, const int32_t *label, const float *weight, int64_t rows,
-                                       int64_t cols, float *saved, float *row_loss, int *bad, float *loss,
-                                       void *stream) {
+extern "C" int magna_cuda_xent_forward(const void *x, int x16, const int32_t *label, const float *weight,
+                                       int64_t rows, int64_t cols, float *saved, float *row_loss, int *bad,
+                                       float *loss, void *stream) {
     int e = bad ? cudaMemsetAsync(bad, 0, sizeof(int), static_cast<cudaStream_t>(stream)) : cudaSuccess;
     const magna_launch_rows l = magna_launch_rowwise(rows, cols);
     if (e || l.grid == 0) return e;
-    e = magna_cuda_launch(l.grid, l.block, 0, stream, xent_rows_kernel, l, x, label, weight, saved, row_loss, bad);
+    e = x16 ? magna_cuda_launch(l.grid, l.block, 0, stream, xent_rows_kernel<__nv_bfloat16>, l,
+                                static_cast<const __nv_bfloat16 *>(x), label, weight, saved, row_loss, bad)
+            : magna_cuda_launch(l.grid, l.block, 0, stream, xent_rows_kernel<float>, l, static_cast<const float *>(x),
+                                label, weight, saved, row_loss, bad);
     if (e) return e;
     return magna_cuda_launch(1, 1024, 0, stream, xent_mean_kernel, (const float *)row_loss, label, rows, loss,
                              saved + rows);
 }
 
-extern "C" int magna_cuda_xent_backward(const float *x, const int32_t *label, const float *weight, const float *saved,
-                                        const float *dl, float *dx, int assign, int64_t rows, int64_t cols,
-                                        void *stream) {
+extern "C" int magna_cuda_xent_backward(const void *x, int x16, const int32_t *label, const float *weight,
+                                        const float *saved, const float *dl, void *dx, int assign, int64_t rows,
+                                        int64_t cols, void *stream) {
     const magna_launch_rows l = magna_launch_rowwise(rows, cols);
     if (l.grid == 0) return cudaSuccess;
-    return magna_cuda_launch(l.grid, l.block, 0, stream, xent_backward_kernel, l, x, label, weight, saved,
-                             saved + rows, dl, dx, assign);
+    /* bf16 logits are a bf16 graph's, whose gradient is written over them (assigning, in bf16) */
+    if (x16 && !assign) return cudaErrorInvalidValue;
+    return x16 ? magna_cuda_launch(l.grid, l.block, 0, stream, xent_backward_kernel<__nv_bfloat16>, l,
+                                   static_cast<const __nv_bfloat16 *>(x), label, weight, saved, saved + rows, dl,
+                                   static_cast<__nv_bfloat16 *>(dx), assign)
+               : magna_cuda_launch(l.grid, l.block, 0, stream, xent_backward_kernel<float>, l,
+                                   static_cast<const float *>(x), label, weight, saved, saved + rows, dl,
+                                   static_cast<float *>(dx), assign);
 }

@@ -104,6 +104,10 @@ struct magna_node {
      * (a loss), whose backward turns the logits into their gradient in place; a GPT-2 batch's logits are 13 GB,
      * and so would their gradient be beside them. */
     bool grad_in_value;
+    /* CUDA mixed precision: this node's value is kept in bf16 (and so is its gradient when grad_in_value), half
+     * the bytes, as autocast keeps a matmul's output; decided at compile (src/cuda/store16.c), where its one
+     * writer and every reader take bf16. The host mirror of a kept one is float32, widened after the copy. */
+    bool stored16;
     /* A GELU, layer norm or attention whose only consumers are dense matmuls of one group (bf16_for: the first;
      * the others read its copy, a16_from) writes its output as bf16 straight into that matmul's saved copy of its
      * input when the matmul runs in bf16 (plan.c fuse_ops): the float32 output would only be read once, to be

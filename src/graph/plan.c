@@ -403,6 +403,15 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
             }
         }
     }
+#ifdef MAGNA_HAVE_CUDA
+    /* A CUDA pair fused into one kernel (src/cuda/fuse.c) runs the first node's forward at the second's step:
+     * the first's inputs are read there, so they live to it. */
+    for (int j = 0; j < N && g->device == MAGNA_DEVICE_CUDA; j++) {
+        const magna_node *first = cuda_fused_first(g, g->nodes[j]);
+        for (int k = 0; first && k < first->n_in; k++)
+            if (vend[first->in[k]->id] < j) vend[first->in[k]->id] = j;
+    }
+#endif
     /* A loss's logits' gradient in their own buffer (grad_in_value): x feeds only an op that can turn it into its
      * gradient in place (OPF_GRAD_OVER_INPUT), which is then the first and only writer of x's gradient; x's value
      * then lives on to x's own backward, as its gradient would have. Not for a kept x on the CPU, where the
@@ -422,6 +431,10 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
             vend[x->id] = END - 1 - x->id;
         }
     }
+    for (int i = 0; i < N; i++) g->nodes[i]->stored16 = false;
+#ifdef MAGNA_HAVE_CUDA
+    if (g->device == MAGNA_DEVICE_CUDA && g->bf16 && fusing_allowed()) cuda_plan_store16(g);
+#endif
     /* A view keeps its source alive as long as itself (reverse order reaches chains of views). */
     for (int i = N - 1; i >= 0; i--) {
         magna_node *n = g->nodes[i];
@@ -445,7 +458,8 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
         bool view = node_is_view(n);
         /* inputs are written by the user before forward starts: alive over the whole step */
         int born = n->kind == NODE_INPUT ? 0 : i;
-        if (!view) blocks[nb++] = (block){align_up((size_t)n->numel * magna_dtype_size(n->dtype)), 0, born, vend[i], n, 0};
+        const size_t elem = n->stored16 ? 2 : magna_dtype_size(n->dtype);
+        if (!view) blocks[nb++] = (block){align_up((size_t)n->numel * elem), 0, born, vend[i], n, 0};
         if (n->saved_bytes)
             /* born at its GELU's forward when that writes it (bf16_for) */
             blocks[nb++] = (block){align_up(n->saved_bytes), 0, n->n_in > 0 && n->in[0]->bf16_for == n ? n->in[0]->id : i,
