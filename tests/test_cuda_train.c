@@ -194,7 +194,16 @@ static void gpt_step(magna_device device, bool bf16, bool store16, bf16_step *ou
         magna_node_data_i32(next)[i] = i % 9 == 4 ? MAGNA_IGNORE_LABEL : (int32_t)((i * 13 + 5) % 40);
     }
     magna_graph_zero_grad(g);
-    CHECK(magna_graph_forward(g) == MAGNA_OK && magna_graph_backward(g) == MAGNA_OK, "%s", magna_graph_errmsg(g));
+    CHECK(magna_graph_forward(g) == MAGNA_OK, "%s", magna_graph_errmsg(g));
+    float read[4 * T * 40];
+    CHECK(magna_node_read(logits, read) == MAGNA_OK && !memcmp(read, magna_node_data(logits), sizeof read),
+          "magna_node_read of the logits is not what forward fetched (%s)", magna_graph_errmsg(g));
+    CHECK(magna_graph_backward(g) == MAGNA_OK, "%s", magna_graph_errmsg(g));
+    /* with the rewrites on CUDA (on the CPU kept logits keep their memory) the logits' gradient took their memory:
+     * reading them is refused, their gradient read */
+    const bool spent = store16 && device == MAGNA_DEVICE_CUDA;
+    CHECK((magna_node_read(logits, read) == MAGNA_OK) == !spent, "reading spent logits: %s", magna_graph_errmsg(g));
+    CHECK(magna_node_read_grad(logits, read) == MAGNA_OK && fabs(read[1]) > 0 && isfinite(read[1]), "logits' gradient");
     memcpy(out->logits, magna_node_data(logits), sizeof out->logits);
     out->loss = magna_node_data(loss)[0];
     const float *gr = magna_graph_grads(g, &out->n);

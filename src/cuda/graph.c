@@ -41,17 +41,6 @@ const char *cuda_missing_ops(const magna_graph *g, char *buf, size_t cap) {
 
 static size_t node_bytes(const magna_node *n, int64_t numel) { return (size_t)numel * magna_dtype_size(n->dtype); }
 
-/* n bf16 values at the start of a buffer of n floats -> those floats: from the last, so each bf16 is read
- * before a float (4 bytes at 4 i, over bf16 2 i and 2 i + 1, which are >= i) lands on it */
-static void widen_bf16_in_place(void *buf, int64_t n) {
-    unsigned char *p = buf; /* bytes through memcpy: the two views of the buffer may not alias as types */
-    for (int64_t i = n - 1; i >= 0; i--) {
-        uint16_t h;
-        memcpy(&h, p + 2 * i, sizeof h);
-        const uint32_t u = (uint32_t)h << 16;
-        memcpy(p + 4 * i, &u, sizeof u);
-    }
-}
 
 /* The nodes whose host mirror the caller uses: batched or not, every live input, and every kept op. */
 static bool mirrored(const magna_node *n) {

@@ -314,16 +314,37 @@ static magna_status copy_out(magna_graph *g, void *dst, const void *src, size_t 
     return MAGNA_OK;
 }
 
+void widen_bf16_in_place(void *buf, int64_t n) {
+    unsigned char *p = buf; /* bytes through memcpy: the two views of the buffer may not alias as types */
+    for (int64_t i = n - 1; i >= 0; i--) {
+        uint16_t h;
+        memcpy(&h, p + 2 * i, sizeof h);
+        const uint32_t u = (uint32_t)h << 16;
+        memcpy(p + 4 * i, &u, sizeof u);
+    }
+}
+
+/* a value or gradient kept in bf16 (stored16) comes out float32 */
+static magna_status copy_out_f32(magna_node *n, void *dst, const void *src, bool is16, const char *what) {
+    const size_t elem = is16 ? 2 : magna_dtype_size(n->dtype);
+    magna_status st = copy_out(n->g, dst, src, (size_t)n->numel * elem, what);
+    if (st == MAGNA_OK && is16) widen_bf16_in_place(dst, n->numel);
+    return st;
+}
+
 magna_status magna_node_read(magna_node *n, void *dst) {
     if (!n || !dst) return MAGNA_ERR_ARG;
     if (!n->value) return graph_state_error(n->g, "read '%s': no value (compile first, and keep the node)", n->name);
-    return copy_out(n->g, dst, n->value, (size_t)n->numel * magna_dtype_size(n->dtype), "reading a value");
+    if (n->grad_in_value && n->g->values_spent)
+        return graph_state_error(n->g, "read '%s': backward wrote its gradient over it (run forward again; the copy "
+                                       "forward fetched is magna_node_data's)", n->name);
+    return copy_out_f32(n, dst, n->value, n->stored16, "reading a value");
 }
 
 magna_status magna_node_read_grad(magna_node *n, float *dst) {
     if (!n || !dst) return MAGNA_ERR_ARG;
     if (!n->grad) return graph_state_error(n->g, "read_grad '%s': no gradient (it is not on the path to the loss)", n->name);
-    return copy_out(n->g, dst, n->grad, (size_t)n->numel * sizeof(float), "reading a gradient");
+    return copy_out_f32(n, dst, n->grad, n->stored16 && n->grad_in_value, "reading a gradient");
 }
 
 magna_status magna_graph_set_device(magna_graph *g, magna_device device) {

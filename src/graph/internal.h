@@ -202,6 +202,8 @@ typedef struct magna_op_def {
     void (*release)(magna_node *n);
 } magna_op_def;
 
+/* n bf16 values at the start of a buffer of n floats -> those floats, in place (a value kept in bf16, read) */
+void widen_bf16_in_place(void *buf, int64_t n);
 extern const magna_op_def *const magna_op_table[OP_COUNT];
 
 /* core/core.c: fills a magna_error (when err is not NULL) with the status and the message; returns status.
