@@ -84,7 +84,7 @@ static void layer_norm(int64_t rows, int64_t D, int affine, size_t ws_floats) {
     float *xd = fdev(x, rows * D), *gd = fdev(gamma, D), *bd = fdev(beta, D), *dyd = fdev(dy, rows * D);
     float *yd = fdev(NULL, rows * D), *saved = fdev(NULL, 2 * rows), *dxd = fdev(dx0, rows * D);
     float *dgd = fdev(dg0, D), *dbd = fdev(db0, D), *ws = fdev(NULL, (int64_t)ws_floats);
-    LAUNCHED(magna_cuda_layer_norm_forward(xd, affine ? gd : NULL, affine ? bd : NULL, eps, rows, D, yd, saved,
+    LAUNCHED(magna_cuda_layer_norm_forward(xd, affine ? gd : NULL, affine ? bd : NULL, eps, rows, D, yd, 0, saved,
                                            saved + rows, NULL));
     LAUNCHED(magna_cuda_layer_norm_backward(xd, affine ? gd : NULL, dyd, saved, saved + rows, rows, D, dxd,
                                             affine ? dgd : NULL, affine ? dbd : NULL, ws, ws_floats, NULL));

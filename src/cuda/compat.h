@@ -26,6 +26,13 @@
 #endif
 #endif
 
+/* An activation stored as float32, or as bf16 (a bf16 graph's stored16, src/cuda/store16.c): read as float,
+ * written back in its type. Kernels that take either are templates over the element type. */
+__device__ __forceinline__ float magna_as_float(float v) { return v; }
+__device__ __forceinline__ float magna_as_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ void magna_store(float *p, float v) { *p = v; }
+__device__ __forceinline__ void magna_store(__nv_bfloat16 *p, float v) { *p = __float2bfloat16(v); }
+
 #ifdef MAGNA_CUDA_EMU
 
 #define MAGNA_EMU_STR_(x) #x

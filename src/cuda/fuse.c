@@ -27,8 +27,8 @@ static magna_status skip_forward(magna_graph *g, magna_node *n) {
 static magna_status bias_gelu_forward(magna_graph *g, magna_node *n) {
     const magna_node *h = n->in[0], *a = h->in[0], *bias = h->in[1];
     const int64_t N = bias->shape[0], rows = h->numel / N;
-    const int e = magna_cuda_bias_gelu_forward(n->op == OP_GELU_TANH, fval(a), fval(bias), rows, N, fval(h), fval(n),
-                                               cuda_stream(g));
+    const int e = magna_cuda_bias_gelu_forward(n->op == OP_GELU_TANH, fval(a), fval(bias), rows, N, h->value,
+                                               h->stored16, n->value, n->stored16, cuda_stream(g));
     return cuda_fail(g, e, "bias + gelu forward");
 }
 
@@ -38,8 +38,8 @@ static magna_status add_layer_norm_forward(magna_graph *g, magna_node *n) {
     const int64_t D = x1->shape[x1->ndim - 1], rows = x1->numel / D;
     float *mean = (float *)n->saved;
     const int e = magna_cuda_add_layer_norm_forward(fval(a), fval(r), gamma ? fval(gamma) : NULL,
-                                                    beta ? fval(beta) : NULL, n->fp[0], rows, D, fval(x1), fval(n),
-                                                    mean, mean + rows, cuda_stream(g));
+                                                    beta ? fval(beta) : NULL, n->fp[0], rows, D, fval(x1), n->value,
+                                                    n->stored16, mean, mean + rows, cuda_stream(g));
     return cuda_fail(g, e, "residual + layer_norm forward");
 }
 
@@ -50,8 +50,8 @@ static void bias_gelu_backward(magna_graph *g, magna_node *n) {
         graph_error(g, MAGNA_ERR_STATE, "bias + gelu backward: no gradient buffer for h or the bias");
         return;
     }
-    const int e = magna_cuda_bias_gelu_backward(n->op == OP_GELU_TANH, fval(h), n->grad, rows, N, h->grad, bias->grad,
-                                                (float *)g->workspace, g->workspace_bytes / sizeof(float),
+    const int e = magna_cuda_bias_gelu_backward(n->op == OP_GELU_TANH, h->value, h->stored16, n->grad, rows, N, h->grad,
+                                                bias->grad, (float *)g->workspace, g->workspace_bytes / sizeof(float),
                                                 cuda_stream(g));
     if (e) cuda_fail(g, e, "bias + gelu backward");
 }
@@ -110,6 +110,11 @@ magna_node *cuda_fused_first(const magna_graph *g, const magna_node *n) {
     return NULL;
 }
 
+bool cuda_bias_gelu_backward_fused(const magna_node *h, size_t workspace_bytes) {
+    const magna_node *bias = h->in[1];
+    return bias->needs_grad && h->needs_grad && workspace_bytes / sizeof(float) >= (size_t)bias->shape[0];
+}
+
 int cuda_graph_fuse(magna_graph *g, magna_cuda_op *ops) {
     int fused = 0;
     for (int k = 1; k < g->n_order; k++) {
@@ -119,7 +124,7 @@ int cuda_graph_fuse(magna_graph *g, magna_cuda_op *ops) {
             ops[p->id].forward = skip_forward, ops[n->id].forward = add_layer_norm_forward;
         } else {
             ops[p->id].forward = skip_forward, ops[n->id].forward = bias_gelu_forward;
-            if (p->in[1]->needs_grad && p->needs_grad && g->workspace_bytes / sizeof(float) >= (size_t)p->in[1]->shape[0])
+            if (cuda_bias_gelu_backward_fused(p, g->workspace_bytes))
                 ops[p->id].backward = bias_add_input_backward, ops[n->id].backward = bias_gelu_backward;
         }
         fused++;

@@ -10,22 +10,24 @@
 
 namespace {
 
-/* x = a + bias (broadcast over rows), y = gelu(x); a, x, y [rows, N] */
+/* x = a + bias (broadcast over rows), y = gelu(x); a, x, y [rows, N]; x and y float32 or bf16 (stored16), the
+ * GELU taken of x as stored, which is what backward reads */
+template <class TX, class TY>
 __global__ void bias_gelu_kernel(magna_launch_1d l, int op, int64_t N, const float *__restrict__ a,
-                                 const float *__restrict__ bias, float *__restrict__ x, float *__restrict__ y) {
+                                 const float *__restrict__ bias, TX *__restrict__ x, TY *__restrict__ y) {
     const int64_t stride = magna_launch_1d_stride(&l);
     for (int64_t i = magna_launch_1d_first(&l, blockIdx.x, threadIdx.x); i < l.n; i += stride)
         for (uint32_t j = 0; j < l.vec && i + j < l.n; j++) {
-            const float v = a[i + j] + bias[(i + j) % N];
-            x[i + j] = v;
-            y[i + j] = magna_em_unary(op, v, 0.0f);
+            magna_store(&x[i + j], a[i + j] + bias[(i + j) % N]);
+            magna_store(&y[i + j], magna_em_unary(op, magna_as_float(x[i + j]), 0.0f));
         }
 }
 
 /* Block (x: 32 columns, y: a slice of rows): dx += GELU'(x) dy over the slice's rows, and part[y][col] = the sum of
  * those terms, the block's warps taking every MAGNA_COLSUM_WARPS-th row, then added in warp order (fixed: the same
  * bits every run). */
-__global__ void bias_gelu_backward_kernel(magna_launch_colsum l, int op, const float *__restrict__ x,
+template <class TX>
+__global__ void bias_gelu_backward_kernel(magna_launch_colsum l, int op, const TX *__restrict__ x,
                                           const float *__restrict__ dy, float *__restrict__ dx, float *__restrict__ part) {
     __shared__ float s[MAGNA_COLSUM_WARPS][MAGNA_LAUNCH_WARP];
     const int64_t N = l.cols, col = magna_colsum_col(blockIdx.x, threadIdx.x);
@@ -35,7 +37,7 @@ __global__ void bias_gelu_backward_kernel(magna_launch_colsum l, int op, const f
         for (int64_t r = magna_colsum_row_begin(&l, blockIdx.y) + warp; r < magna_colsum_row_end(&l, blockIdx.y);
              r += MAGNA_COLSUM_WARPS) {
             const int64_t i = r * N + col;
-            const float d = magna_em_unary_backward(op, x[i], 0.0f, dy[i], 0.0f);
+            const float d = magna_em_unary_backward(op, magna_as_float(x[i]), 0.0f, dy[i], 0.0f);
             dx[i] += d;
             sum += d;
         }
@@ -69,10 +71,12 @@ __device__ __forceinline__ magna_em_welford warp_welford(magna_em_welford s) {
     return s;
 }
 
-/* One warp a row: x1 = a + r, then layer norm of x1 (Welford statistics, merged in a fixed tree). */
+/* One warp a row: x1 = a + r, then layer norm of x1 (Welford statistics, merged in a fixed tree); y float32 or
+ * bf16 (stored16), x1 (the residual stream) float32. */
+template <class TY>
 __global__ void add_layer_norm_kernel(int64_t rows, int64_t D, float eps, const float *__restrict__ a,
                                       const float *__restrict__ r, const float *__restrict__ gamma,
-                                      const float *__restrict__ beta, float *__restrict__ x1, float *__restrict__ y,
+                                      const float *__restrict__ beta, float *__restrict__ x1, TY *__restrict__ y,
                                       float *__restrict__ mean, float *__restrict__ rstd) {
     const int lane = threadIdx.x % 32;
     const int64_t warps = (int64_t)gridDim.x * (blockDim.x / 32);
@@ -89,31 +93,43 @@ __global__ void add_layer_norm_kernel(int64_t rows, int64_t D, float eps, const 
         if (lane == 0) mean[row] = m, rstd[row] = rs;
         __syncwarp();
         for (int64_t k = lane; k < D; k += 32)
-            y[base + k] = magna_em_layer_norm_out(x1[base + k], m, rs, gamma ? gamma[k] : 1.0f, beta ? beta[k] : 0.0f);
+            magna_store(&y[base + k],
+                        magna_em_layer_norm_out(x1[base + k], m, rs, gamma ? gamma[k] : 1.0f, beta ? beta[k] : 0.0f));
     }
 }
 
 } // namespace
 
 extern "C" int magna_cuda_bias_gelu_forward(int tanh_approx, const float *a, const float *bias, int64_t rows,
-                                            int64_t N, float *x, float *y, void *stream) {
+                                            int64_t N, void *x, int x16, void *y, int y16, void *stream) {
     const magna_launch_1d l = magna_launch_elementwise(rows * N, 4);
     if (l.grid == 0) return 0;
-    int op = MAGNA_EM_GELU;
-    if (tanh_approx) op = MAGNA_EM_GELU_TANH;
-    return (int)magna_cuda_launch(l.grid, l.block, 0, stream, bias_gelu_kernel, l, op, N, a, bias, x, y);
+    const int op = tanh_approx ? MAGNA_EM_GELU_TANH : MAGNA_EM_GELU;
+    typedef __nv_bfloat16 bf;
+    if (x16 && y16)
+        return (int)magna_cuda_launch(l.grid, l.block, 0, stream, bias_gelu_kernel<bf, bf>, l, op, N, a, bias,
+                                      static_cast<bf *>(x), static_cast<bf *>(y));
+    if (y16)
+        return (int)magna_cuda_launch(l.grid, l.block, 0, stream, bias_gelu_kernel<float, bf>, l, op, N, a, bias,
+                                      static_cast<float *>(x), static_cast<bf *>(y));
+    if (x16) return (int)cudaErrorInvalidValue; /* x in bf16 goes with y in bf16 (store16.c) */
+    return (int)magna_cuda_launch(l.grid, l.block, 0, stream, bias_gelu_kernel<float, float>, l, op, N, a, bias,
+                                  static_cast<float *>(x), static_cast<float *>(y));
 }
 
-extern "C" int magna_cuda_bias_gelu_backward(int tanh_approx, const float *x, const float *dy, int64_t rows, int64_t N,
-                                             float *dx, float *dbias, float *workspace, size_t workspace_floats,
-                                             void *stream) {
+extern "C" int magna_cuda_bias_gelu_backward(int tanh_approx, const void *x, int x16, const float *dy, int64_t rows,
+                                             int64_t N, float *dx, float *dbias, float *workspace,
+                                             size_t workspace_floats, void *stream) {
     if (rows <= 0 || N <= 0) return 0;
     const int64_t fit = (int64_t)(workspace_floats / (size_t)N);
     if (fit < 1) return (int)cudaErrorInvalidValue; /* fuse.c fuses only with room for one slice */
     const magna_launch_colsum l = magna_launch_colsums(rows, N, fit);
     const int op = tanh_approx ? MAGNA_EM_GELU_TANH : MAGNA_EM_GELU;
-    int e = (int)magna_cuda_launch(dim3(l.grid_x, l.grid_y), dim3(l.block), 0, stream, bias_gelu_backward_kernel, l, op,
-                                   x, dy, dx, workspace);
+    const dim3 grid(l.grid_x, l.grid_y), block(l.block);
+    int e = x16 ? (int)magna_cuda_launch(grid, block, 0, stream, bias_gelu_backward_kernel<__nv_bfloat16>, l, op,
+                                         static_cast<const __nv_bfloat16 *>(x), dy, dx, workspace)
+                : (int)magna_cuda_launch(grid, block, 0, stream, bias_gelu_backward_kernel<float>, l, op,
+                                         static_cast<const float *>(x), dy, dx, workspace);
     if (e) return e;
     const magna_launch_1d f = magna_launch_elementwise(N, 1);
     return (int)magna_cuda_launch(dim3(f.grid), dim3(f.block), 0, stream, bias_sum_final_kernel, f,
@@ -121,12 +137,14 @@ extern "C" int magna_cuda_bias_gelu_backward(int tanh_approx, const float *x, co
 }
 
 extern "C" int magna_cuda_add_layer_norm_forward(const float *a, const float *r, const float *gamma, const float *beta,
-                                                 float eps, int64_t rows, int64_t D, float *x1, float *y, float *mean,
-                                                 float *rstd, void *stream) {
+                                                 float eps, int64_t rows, int64_t D, float *x1, void *y, int y16,
+                                                 float *mean, float *rstd, void *stream) {
     if (rows <= 0) return 0;
     const int64_t per_block = MAGNA_LAUNCH_BLOCK / 32, blocks = (rows + per_block - 1) / per_block;
     const int64_t max_grid = MAGNA_LAUNCH_MAX_GRID;
     const uint32_t grid = (uint32_t)(blocks < max_grid ? blocks : max_grid);
-    return (int)magna_cuda_launch(grid, MAGNA_LAUNCH_BLOCK, 0, stream, add_layer_norm_kernel, rows, D, eps, a, r, gamma,
-                                  beta, x1, y, mean, rstd);
+    return y16 ? (int)magna_cuda_launch(grid, MAGNA_LAUNCH_BLOCK, 0, stream, add_layer_norm_kernel<__nv_bfloat16>, rows,
+                                        D, eps, a, r, gamma, beta, x1, static_cast<__nv_bfloat16 *>(y), mean, rstd)
+               : (int)magna_cuda_launch(grid, MAGNA_LAUNCH_BLOCK, 0, stream, add_layer_norm_kernel<float>, rows, D,
+                                        eps, a, r, gamma, beta, x1, static_cast<float *>(y), mean, rstd);
 }

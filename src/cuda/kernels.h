@@ -101,9 +101,10 @@ int magna_cuda_blas_reserve(void *blas, size_t bf16_elems);
 size_t magna_cuda_gemm_bf16_elems(int ta, int tb, int m, int n, int k, long long sa, long long sb, int batch);
 
 /* ---- layer norm and batch norm (norm.cu), float32 in every mode ---------------------------------------------- */
-/* x [rows, D] -> y; mean [rows] and rstd [rows] for backward (layer_norm.c's saved); gamma, beta may be NULL */
+/* x [rows, D] -> y; mean [rows] and rstd [rows] for backward (layer_norm.c's saved); gamma, beta may be NULL;
+ * y16: y kept in bf16 (stored16; the statistics stay float32) */
 int magna_cuda_layer_norm_forward(const float *x, const float *gamma, const float *beta, float eps, int64_t rows,
-                                  int64_t D, float *y, float *mean, float *rstd, void *stream);
+                                  int64_t D, void *y, int y16, float *mean, float *rstd, void *stream);
 /* dx += (when not NULL), dgamma += and dbeta += (when not NULL); the parameter sums go through `workspace` in
  * slices of rows, at least 2 D floats (more: more slices in parallel) */
 int magna_cuda_layer_norm_backward(const float *x, const float *gamma, const float *dout, const float *mean,
@@ -230,16 +231,18 @@ int magna_cuda_reduce(int mode, const float *x, int64_t n, float *scratch, float
 int magna_cuda_scale(float k, float *x, int64_t n, void *stream);
 
 /* ---- fused pairs of nodes (fused.cu, chosen by fuse.c) ---- */
-/* x = a + bias (bias [N] over rows of N), y = gelu(x) (tanh_approx: GELU's tanh form) */
-int magna_cuda_bias_gelu_forward(int tanh_approx, const float *a, const float *bias, int64_t rows, int64_t N, float *x,
-                                 float *y, void *stream);
+/* x = a + bias (bias [N] over rows of N), y = gelu(x) (tanh_approx: GELU's tanh form); x16, y16: x, y kept in
+ * bf16 (stored16; x16 only with y16), y then the GELU of x as rounded */
+int magna_cuda_bias_gelu_forward(int tanh_approx, const float *a, const float *bias, int64_t rows, int64_t N, void *x,
+                                 int x16, void *y, int y16, void *stream);
 /* Its backward: dx += gelu'(x) dy [rows, N] and dbias[j] += the column sums of those terms (deterministic: slices of
- * rows into workspace, then added in order); workspace_floats >= N */
-int magna_cuda_bias_gelu_backward(int tanh_approx, const float *x, const float *dy, int64_t rows, int64_t N, float *dx,
-                                  float *dbias, float *workspace, size_t workspace_floats, void *stream);
-/* x1 = a + r, y = layer_norm(x1) with gamma, beta (either may be NULL); mean and rstd [rows] as layer norm saves */
+ * rows into workspace, then added in order); workspace_floats >= N; x16: x kept in bf16 */
+int magna_cuda_bias_gelu_backward(int tanh_approx, const void *x, int x16, const float *dy, int64_t rows, int64_t N,
+                                  float *dx, float *dbias, float *workspace, size_t workspace_floats, void *stream);
+/* x1 = a + r, y = layer_norm(x1) with gamma, beta (either may be NULL); mean and rstd [rows] as layer norm saves;
+ * y16: y kept in bf16 */
 int magna_cuda_add_layer_norm_forward(const float *a, const float *r, const float *gamma, const float *beta, float eps,
-                                      int64_t rows, int64_t D, float *x1, float *y, float *mean, float *rstd,
+                                      int64_t rows, int64_t D, float *x1, void *y, int y16, float *mean, float *rstd,
                                       void *stream);
 
 #ifdef __cplusplus

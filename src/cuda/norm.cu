@@ -46,11 +46,14 @@ template <int V> __device__ __forceinline__ void store_v(float *p, const float (
     if constexpr (V == 4) *reinterpret_cast<float4 *>(p) = make_float4(o[0], o[1], o[2], o[3]);
     else *p = o[0];
 }
+template <int V> __device__ __forceinline__ void store_v(__nv_bfloat16 *p, const float (&o)[V]) {
+    for (int k = 0; k < V; k++) magna_store(&p[k], o[k]);
+}
 
 /* x [rows, D] -> y; mean[row], rstd[row]. A row's threads take V columns at a time. */
-template <bool WARP, int V>
+template <bool WARP, int V, class TY>
 __global__ void ln_forward_kernel(magna_launch_rows l, const float *__restrict__ x, const float *__restrict__ gamma,
-                                  const float *__restrict__ beta, float eps, float *__restrict__ y,
+                                  const float *__restrict__ beta, float eps, TY *__restrict__ y,
                                   float *__restrict__ mean, float *__restrict__ rstd) {
     __shared__ float red[1024 / MAGNA_LAUNCH_WARP];
     const int64_t D = l.cols, stride = magna_launch_rows_stride(&l), step = (int64_t)l.threads_per_row * V;
@@ -69,7 +72,7 @@ __global__ void ln_forward_kernel(magna_launch_rows l, const float *__restrict__
             for (int k = 0; k < V; k++) v += (xv[k] - m) * (xv[k] - m);
         }
         const float rs = 1.0f / sqrtf(row_sum<WARP>(v, red) / (float)D + eps);
-        float *yr = y + r * D;
+        TY *yr = y + r * D;
         for (int64_t d = (int64_t)lane * V; d < D; d += step) {
             float o[V], gv[V] = {}, bv[V] = {};
             load_v<V>(xr + d, xv);
@@ -254,16 +257,24 @@ bool aligned16(const void *a, const void *b, const void *c, const void *d) {
 
 } // namespace
 
+template <class TY>
+int layer_norm_forward(const magna_launch_rows &l, const float *x, const float *gamma, const float *beta, float eps,
+                       TY *y, float *mean, float *rstd, void *stream) {
+    const dim3 grid(l.grid), block(l.block);
+    const bool warp = l.threads_per_row == MAGNA_LAUNCH_WARP, vec = l.cols % 4 == 0 && aligned16(x, y, gamma, beta);
+    if (warp && vec) return magna_cuda_launch(grid, block, 0, stream, ln_forward_kernel<true, 4, TY>, l, x, gamma, beta, eps, y, mean, rstd);
+    if (warp) return magna_cuda_launch(grid, block, 0, stream, ln_forward_kernel<true, 1, TY>, l, x, gamma, beta, eps, y, mean, rstd);
+    if (vec) return magna_cuda_launch(grid, block, 0, stream, ln_forward_kernel<false, 4, TY>, l, x, gamma, beta, eps, y, mean, rstd);
+    return magna_cuda_launch(grid, block, 0, stream, ln_forward_kernel<false, 1, TY>, l, x, gamma, beta, eps, y, mean, rstd);
+}
+
 extern "C" int magna_cuda_layer_norm_forward(const float *x, const float *gamma, const float *beta, float eps,
-                                             int64_t rows, int64_t D, float *y, float *mean, float *rstd, void *stream) {
+                                             int64_t rows, int64_t D, void *y, int y16, float *mean, float *rstd,
+                                             void *stream) {
     const magna_launch_rows l = magna_launch_rowwise(rows, D);
     if (l.grid == 0) return cudaSuccess;
-    const dim3 grid(l.grid), block(l.block);
-    const bool warp = l.threads_per_row == MAGNA_LAUNCH_WARP, vec = D % 4 == 0 && aligned16(x, y, gamma, beta);
-    if (warp && vec) return magna_cuda_launch(grid, block, 0, stream, ln_forward_kernel<true, 4>, l, x, gamma, beta, eps, y, mean, rstd);
-    if (warp) return magna_cuda_launch(grid, block, 0, stream, ln_forward_kernel<true, 1>, l, x, gamma, beta, eps, y, mean, rstd);
-    if (vec) return magna_cuda_launch(grid, block, 0, stream, ln_forward_kernel<false, 4>, l, x, gamma, beta, eps, y, mean, rstd);
-    return magna_cuda_launch(grid, block, 0, stream, ln_forward_kernel<false, 1>, l, x, gamma, beta, eps, y, mean, rstd);
+    return y16 ? layer_norm_forward(l, x, gamma, beta, eps, static_cast<__nv_bfloat16 *>(y), mean, rstd, stream)
+               : layer_norm_forward(l, x, gamma, beta, eps, static_cast<float *>(y), mean, rstd, stream);
 }
 
 extern "C" int magna_cuda_layer_norm_backward(const float *x, const float *gamma, const float *dout, const float *mean,

@@ -15,7 +15,7 @@ magna_status cuda_layer_norm_forward(magna_graph *g, magna_node *n) {
     const int64_t D = x->shape[x->ndim - 1], N = x->numel / D;
     float *mean = (float *)n->saved;
     const int e = magna_cuda_layer_norm_forward(fval(x), gn ? fval(gn) : NULL, bn ? fval(bn) : NULL, n->fp[0], N, D,
-                                                fval(n), mean, mean + N, cuda_stream(g));
+                                                n->value, n->stored16, mean, mean + N, cuda_stream(g));
     return cuda_fail(g, e, "layer_norm forward");
 }
 

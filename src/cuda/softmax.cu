@@ -21,16 +21,10 @@ template <class S> __device__ __forceinline__ S row_all(const magna_launch_rows 
     return l.threads_per_row == MAGNA_LAUNCH_WARP ? magna_reduce::warp_all(s) : magna_reduce::block_all(s, empty);
 }
 
-/* logits stored as float32 or (a bf16 graph's, stored16) bf16: read as float, written back in their type */
-__device__ __forceinline__ float as_float(float v) { return v; }
-__device__ __forceinline__ float as_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ void store_as(float *p, float v) { *p = v; }
-__device__ __forceinline__ void store_as(__nv_bfloat16 *p, float v) { *p = __float2bfloat16(v); }
-
 template <class T>
 __device__ __forceinline__ magna_em_maxsum row_maxsum(const magna_launch_rows &l, const T *x, uint32_t lane) {
     magna_em_maxsum s = magna_em_maxsum_empty();
-    for (int64_t j = lane; j < l.cols; j += l.threads_per_row) s = magna_em_maxsum_push(s, as_float(x[j]));
+    for (int64_t j = lane; j < l.cols; j += l.threads_per_row) s = magna_em_maxsum_push(s, magna_as_float(x[j]));
     return row_all(l, s, magna_em_maxsum_empty());
 }
 
@@ -88,7 +82,7 @@ __global__ void __launch_bounds__(1024) xent_rows_kernel(magna_launch_rows l, co
         }
         const T *x = X + r * l.cols;
         const float m = magna_em_logsumexp(row_maxsum(l, x, lane));
-        if (lane == 0) lse[r] = m, loss[r] = (m - as_float(x[k])) * (weight ? weight[k] : 1.0f);
+        if (lane == 0) lse[r] = m, loss[r] = (m - magna_as_float(x[k])) * (weight ? weight[k] : 1.0f);
     }
 }
 
@@ -119,14 +113,14 @@ __global__ void __launch_bounds__(1024) xent_backward_kernel(magna_launch_rows l
         T *dx = DX + r * l.cols;
         if (t < 0) { /* ignored (forward refused any other label outside [0, C)) */
             if (assign)
-                for (int64_t j = lane; j < l.cols; j += l.threads_per_row) store_as(&dx[j], 0.0f);
+                for (int64_t j = lane; j < l.cols; j += l.threads_per_row) magna_store(&dx[j], 0.0f);
             continue;
         }
         const T *x = X + r * l.cols;
         const float k = weight ? k0 * weight[t] : k0, m = lse[r];
         for (int64_t j = lane; j < l.cols; j += l.threads_per_row) {
-            const float g = k * (expf(as_float(x[j]) - m) - (j == t ? 1.0f : 0.0f));
-            store_as(&dx[j], assign ? g : as_float(dx[j]) + g);
+            const float g = k * (expf(magna_as_float(x[j]) - m) - (j == t ? 1.0f : 0.0f));
+            magna_store(&dx[j], assign ? g : magna_as_float(dx[j]) + g);
         }
     }
 }

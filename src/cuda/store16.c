@@ -1,12 +1,19 @@
 /* store16.c — which activations a bf16 CUDA graph keeps in bf16 (stored16), decided before the memory plan so
- * their blocks take two bytes an element: the activations autocast hands over in bf16, where their one writer
- * and every reader take bf16.
+ * their blocks take two bytes an element: those autocast hands over in bf16, where the one writer and every
+ * reader take bf16.
  *
- *   logits:  a matmul whose only reader is a cross-entropy that writes the gradient over them (grad_in_value):
- *            the matmul writes bf16 (cuBLASLt's 16BF D), the loss reads it and writes the gradient there in bf16,
- *            the matmul's backward reads that in place (GPT-2's logits: 6.6 GB at batch 64, not 13).
+ *   logits:        a matmul whose only reader is a cross-entropy that writes the gradient over them
+ *                  (grad_in_value): the matmul writes bf16 (cuBLASLt's 16BF D), the loss reads it and writes
+ *                  the gradient there in bf16, the matmul's backward reads that in place (GPT-2's logits:
+ *                  6.6 GB at batch 64, not 13).
+ *   matmul inputs: a layer norm's output, or a GELU's fused with its bias add (fused.cu), that only matmuls
+ *                  read: the kernel writes bf16, the GEMMs read it in place instead of staging a bf16 copy
+ *                  (backward's too: dW = x^T dy). Neither op's backward reads its own output.
+ *   a GELU's input: the bias add of such a GELU, when the pair's backward is fused too (it reads the input as
+ *                  bf16); the GELU is then taken of the rounded input, as autocast's bf16 GELU is.
  *
- * Everything else stays float32. MAGNA_NO_FUSE=1 turns this off with the other rewrites (plan.c). */
+ * Gradients stay float32 (but the logits'), and so do the residual stream, norm statistics, softmax and the
+ * loss. MAGNA_NO_FUSE=1 turns this off with the other rewrites (plan.c). */
 #include "ops.h"
 
 /* the one live reader of n, or NULL when it has none or several */
@@ -23,14 +30,49 @@ static magna_node *only_reader(const magna_graph *g, const magna_node *n) {
     return found;
 }
 
+/* n has readers, and every one is a matmul (which reads a bf16 operand in place) */
+static bool only_matmuls_read(const magna_graph *g, const magna_node *n) {
+    int readers = 0;
+    for (int j = n->id + 1; j < g->n_nodes; j++) {
+        const magna_node *c = g->nodes[j];
+        for (int k = 0; c->live && k < c->n_in; k++) {
+            if (c->in[k] != n) continue;
+            if (c->kind != NODE_OP || c->op != OP_MATMUL) return false;
+            readers++;
+        }
+    }
+    return readers > 0;
+}
+
+/* a value the caller or its own backward may read as float32 stays float32 */
+static bool may_store16(const magna_graph *g, const magna_node *n) {
+    (void)g;
+    return n->live && n->kind == NODE_OP && n->dtype == MAGNA_F32 && !n->keep &&
+           !node_bwd_reads_output(n) && !node_is_view(n);
+}
+
 int cuda_plan_store16(magna_graph *g) {
+    size_t workspace = 0; /* what the plan will make the workspace (the fused backward's slices need room) */
+    for (int i = 0; i < g->n_nodes; i++)
+        if (g->nodes[i]->live && g->nodes[i]->workspace_bytes > workspace) workspace = g->nodes[i]->workspace_bytes;
     int count = 0;
     for (int i = 0; i < g->n_nodes; i++) {
         magna_node *n = g->nodes[i];
         if (!n->live || n->kind != NODE_OP || n->dtype != MAGNA_F32) continue;
         const magna_node *reader = only_reader(g, n);
         if (n->op == OP_MATMUL && n->grad_in_value && reader && reader->op == OP_CROSS_ENTROPY) {
+            n->stored16 = true; /* the logits (kept or not: forward's copy to the host is widened) */
+            count++;
+            continue;
+        }
+        if (!may_store16(g, n) || !only_matmuls_read(g, n)) continue;
+        magna_node *bias_add = n->op == OP_GELU || n->op == OP_GELU_TANH ? cuda_fused_first(g, n) : NULL;
+        if (n->op == OP_LAYER_NORM || bias_add) {
             n->stored16 = true;
+            count++;
+        }
+        if (bias_add && may_store16(g, bias_add) && (!bias_add->needs_grad || cuda_bias_gelu_backward_fused(bias_add, workspace))) {
+            bias_add->stored16 = true;
             count++;
         }
     }
