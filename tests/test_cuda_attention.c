@@ -50,6 +50,60 @@ static float *dev_copy(const void *host, size_t bytes) {
     return d;
 }
 
+/* n floats as bf16 on the device (round to nearest even, as __float2bfloat16) */
+static void *dev_bf16(const float *x, int64_t n) {
+    uint16_t *bits = malloc((size_t)n * 2 + 2);
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], 4);
+        bits[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    }
+    void *d = dev_copy(bits, (size_t)n * 2);
+    free(bits);
+    return d;
+}
+
+/* The tensor-core kernels read q, k and v stored as bf16 (a bf16 graph keeps them so, src/cuda/store16.c) and
+ * stage them as the float ones rounded: the same bits out, in the gradients, from the same rounded values.
+ * Elsewhere bf16 storage is refused. got: the float run's out, dq, dk, dv (NULL where not asked). */
+static void same_with_bf16_inputs(const attn_case *c, const magna_cuda_attention_args *fa, const float *q,
+                                  const float *k, const float *v, const float *d_dout, float *const got[4],
+                                  const char *label) {
+    const int64_t C = (int64_t)c->H * c->hd, nq = (int64_t)c->B * c->Tq * C, nk = (int64_t)c->B * c->Tk * C;
+    magna_cuda_attention_args a = *fa;
+    a.q = dev_bf16(q, nq), a.k = c->shared ? a.q : dev_bf16(k, nk), a.v = c->shared ? a.q : dev_bf16(v, nk);
+    a.q16 = a.k16 = a.v16 = 1;
+    const size_t fq = (size_t)nq * sizeof(float), fk = (size_t)nk * sizeof(float);
+    float *d_out = dev_copy(NULL, fq), *d_saved = dev_copy(NULL, 2 * (size_t)c->B * c->H * c->Tq * sizeof(float));
+    float *start = malloc(fq > fk ? fq : fk), *host = malloc(fq > fk ? fq : fk);
+    for (int64_t i = 0; i < (nq > nk ? nq : nk); i++) start[i] = GRAD_START;
+    float *d_g[3];
+    for (int i = 0; i < 3; i++) d_g[i] = got[i + 1] ? dev_copy(start, i ? fk : fq) : NULL;
+    if (c->shared) d_g[1] = d_g[2] = d_g[0];
+    const int tc = c->bf16 && c->hd % 16 == 0 && c->hd <= 128;
+    int err = magna_cuda_attention_forward(&a, d_out, d_saved, NULL);
+    if (!tc) {
+        CHECK(err == cudaErrorInvalidValue, "%s: bf16 q, k, v outside the tensor-core kernels were not refused", label);
+    } else {
+        if (!err)
+            err = magna_cuda_attention_backward(&a, d_out, d_dout, d_saved, d_saved + (size_t)c->B * c->H * c->Tq,
+                                                d_g[0], d_g[1], d_g[2], NULL);
+        if (!err) err = cudaDeviceSynchronize();
+        CHECK(err == 0, "%s: bf16 inputs: %s", label, cudaGetErrorString((cudaError_t)err));
+        float *dev[4] = {d_out, d_g[0], d_g[1], d_g[2]};
+        for (int i = 0; i < (c->shared ? 2 : 4); i++) {
+            if (!got[i]) continue;
+            const size_t bytes = i == 0 || i == 1 ? fq : fk;
+            cudaMemcpy(host, dev[i], bytes, cudaMemcpyDeviceToHost);
+            CHECK(!memcmp(host, got[i], bytes), "%s: with q, k, v stored as bf16, %s differs", label,
+                  (const char *[]){"out", "dq", "dk", "dv"}[i]);
+        }
+    }
+    cudaFree((void *)a.q), cudaFree(d_out), cudaFree(d_saved), cudaFree(d_g[0]);
+    if (!c->shared) cudaFree((void *)a.k), cudaFree((void *)a.v), cudaFree(d_g[1]), cudaFree(d_g[2]);
+    free(start), free(host);
+}
+
 static void run_case(attn_case c) {
     const int64_t C = (int64_t)c.H * c.hd, nq = (int64_t)c.B * c.Tq * C, nk = (int64_t)c.B * c.Tk * C;
     char label[160];
@@ -114,6 +168,17 @@ static void run_case(attn_case c) {
     }
     CHECK(e_out <= tol && e[0] <= tol && e[1] <= tol && e[2] <= tol,
           "%s: relative error out %.2g, dq %.2g, dk %.2g, dv %.2g (limit %.0e)", label, e_out, e[0], e[1], e[2], tol);
+    if (c.bf16) {
+        float *got[4] = {malloc(fq), NULL, NULL, NULL};
+        cudaMemcpy(got[0], d_out, fq, cudaMemcpyDeviceToHost);
+        for (int i = 0; i < 3; i++)
+            if (dev_grads[i]) {
+                got[i + 1] = malloc(i ? fk : fq);
+                cudaMemcpy(got[i + 1], dev_grads[i], i ? fk : fq, cudaMemcpyDeviceToHost);
+            }
+        same_with_bf16_inputs(&c, &a, magna_node_data(q), magna_node_data(k), magna_node_data(v), d_dout, got, label);
+        for (int i = 0; i < 4; i++) free(got[i]);
+    }
     printf("%-70s out %.1e dq %.1e dk %.1e dv %.1e\n", label, e_out, e[0], e[1], e[2]);
     cudaFree(d_q), cudaFree(d_out), cudaFree(d_dout), cudaFree(d_saved), cudaFree(d_len), cudaFree(d_dq);
     if (!c.shared) cudaFree(d_k), cudaFree(d_v), cudaFree(d_dk), cudaFree(d_dv);

@@ -43,12 +43,17 @@ constexpr int KT = 32; /* rows of a staged tile: launch.h's tile_k */
 
 struct attn_k {
     magna_launch_attention l;
-    const float *q, *k, *v, *out, *dout;
+    const void *q, *k, *v; /* float32, or bf16 (qkv16's bits 0, 1, 2: the tensor-core kernels only) */
+    const float *out, *dout;
     float *o, *lse, *delta, *dq, *dk, *dv;
     const int32_t *lengths;
     int H, C, bf16, tc; /* tc: the tensor-core kernels (bf16 mode, hd a multiple of 16 up to 128) */
+    int qkv16;
     float scale;
 };
+
+/* q, k or v as float32: the CUDA-core kernels' (bf16 storage goes only to the tensor-core ones) */
+__device__ __forceinline__ const float *fptr(const void *p) { return static_cast<const float *>(p); }
 
 __device__ __forceinline__ float rnd(float x, int bf16) { return bf16 ? __bfloat162float(__float2bfloat16(x)) : x; }
 
@@ -91,8 +96,8 @@ template <int DPT, int P> __global__ void __launch_bounds__(MAGNA_ATTN_BLOCK) at
         const int L = a.lengths ? a.lengths[b] : Tk;
         const int vis = i < Tq ? visible(l, i, L) : 0, kend = visible(l, q_last, L); /* kend: the block's */
         const size_t qoff = ((size_t)b * Tq + (i < Tq ? i : 0)) * C + (size_t)h * hd;
-        const float *qrow = a.q + qoff, *kb = a.k + (size_t)b * Tk * C + (size_t)h * hd;
-        const float *vb = a.v + (size_t)b * Tk * C + (size_t)h * hd;
+        const float *qrow = fptr(a.q) + qoff, *kb = fptr(a.k) + (size_t)b * Tk * C + (size_t)h * hd;
+        const float *vb = fptr(a.v) + (size_t)b * Tk * C + (size_t)h * hd;
         float *orow = a.o + qoff;
         float qr[NR], acc[NR];
         if constexpr (DPT > 0) {
@@ -213,8 +218,8 @@ template <int DPT, int P> __global__ void __launch_bounds__(MAGNA_ATTN_BLOCK) at
         const int L = a.lengths ? a.lengths[b] : Tk;
         const int vis = i < Tq ? visible(l, i, L) : 0, kend = visible(l, q_last, L);
         const size_t qoff = ((size_t)b * Tq + (i < Tq ? i : 0)) * C + (size_t)h * hd;
-        const float *qrow = a.q + qoff, *dorow = a.dout + qoff, *kb = a.k + (size_t)b * Tk * C + (size_t)h * hd;
-        const float *vb = a.v + (size_t)b * Tk * C + (size_t)h * hd;
+        const float *qrow = fptr(a.q) + qoff, *dorow = a.dout + qoff, *kb = fptr(a.k) + (size_t)b * Tk * C + (size_t)h * hd;
+        const float *vb = fptr(a.v) + (size_t)b * Tk * C + (size_t)h * hd;
         float *dqrow = a.dq + qoff;
         const float lse = i < Tq ? a.lse[bh * Tq + i] : 0.0f, delta = i < Tq ? a.delta[bh * Tq + i] : 0.0f;
         float qr[NR], dor[NR], acc[NR];
@@ -286,7 +291,7 @@ template <int DPT, int P> __global__ void __launch_bounds__(MAGNA_ATTN_BLOCK) at
         const int L = a.lengths ? a.lengths[b] : Tk;
         if (k0 >= L) continue; /* block-uniform: no query sees these keys */
         const size_t koff = ((size_t)b * Tk + (j < Tk ? j : 0)) * C + (size_t)h * hd;
-        const float *krow = a.k + koff, *vrow = a.v + koff, *qb_ = a.q + (size_t)b * Tq * C + (size_t)h * hd;
+        const float *krow = fptr(a.k) + koff, *vrow = fptr(a.v) + koff, *qb_ = fptr(a.q) + (size_t)b * Tq * C + (size_t)h * hd;
         const float *dob = a.dout + (size_t)b * Tq * C + (size_t)h * hd;
         float kr[NR], vr[NR], dk[NR], dv[NR];
         if constexpr (DPT > 0) {
@@ -389,6 +394,25 @@ template <int HD> __device__ __forceinline__ void stage_bf16(__nv_bfloat16 *tile
     }
 }
 
+template <int HD> __device__ __forceinline__ void stage_bf16(__nv_bfloat16 *tile, const __nv_bfloat16 *src, int C,
+                                                             int r0, int n) {
+    const __nv_bfloat16 zero = __float2bfloat16(0.0f);
+    for (int e = threadIdx.x; e < TT * HD; e += blockDim.x) {
+        const int r = e / HD, d = e - r * HD;
+        tile[e] = r < n ? src[(size_t)(r0 + r) * C + d] : zero;
+    }
+}
+
+/* the same from q, k or v (which: 0, 1, 2), stored float32 or bf16 (a.qkv16), at element offset `at` */
+template <int HD> __device__ __forceinline__ void stage_qkv(__nv_bfloat16 *tile, const attn_k &a, int which, size_t at,
+                                                            int r0, int n) {
+    const void *base = which == 0 ? a.q : which == 1 ? a.k : a.v;
+    if (a.qkv16 & (1 << which))
+        stage_bf16<HD>(tile, static_cast<const __nv_bfloat16 *>(base) + at, a.C, r0, n);
+    else
+        stage_bf16<HD>(tile, static_cast<const float *>(base) + at, a.C, r0, n);
+}
+
 /* out[16 x TT] (float, ld SLD) = A[16 x HD] B^T, A rows of a bf16 tile (ld HD), B the TT rows of another */
 template <int HD> __device__ __forceinline__ void tc_abt(float *out, const __nv_bfloat16 *A, const __nv_bfloat16 *B) {
     for (int j = 0; j < TT / 16; j++) {
@@ -459,10 +483,9 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc
         const int b = (int)(bh / a.H), h = (int)(bh % a.H);
         const int L = a.lengths ? a.lengths[b] : Tk;
         const int vis = i < Tq ? visible(l, i, L) : 0, kend = visible(l, q_last, L);
-        const float *qb = a.q + (size_t)b * Tq * C + (size_t)h * HD, *kb = a.k + (size_t)b * Tk * C + (size_t)h * HD;
-        const float *vb = a.v + (size_t)b * Tk * C + (size_t)h * HD;
+        const size_t qb = (size_t)b * Tq * C + (size_t)h * HD, kb = (size_t)b * Tk * C + (size_t)h * HD;
         __syncthreads(); /* the last slot's tiles are read */
-        stage_bf16<HD>(Qs, qb, C, q0, q_last + 1 - q0);
+        stage_qkv<HD>(Qs, a, 0, qb, q0, q_last + 1 - q0);
         /* the output rows accumulate in fragments; they go through shared memory only when a row's running
          * max moved (its rows must be rescaled, and a fragment's layout is not ours to know) */
         frag_c acc[HD / 16];
@@ -470,8 +493,8 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc
         float m = -INFINITY, lsum = 0.0f;
         for (int k0 = 0; k0 < kend; k0 += TT) {
             __syncthreads();
-            stage_bf16<HD>(Ks, kb, C, k0, kend - k0 < TT ? kend - k0 : TT);
-            stage_bf16<HD>(Vs, vb, C, k0, kend - k0 < TT ? kend - k0 : TT);
+            stage_qkv<HD>(Ks, a, 1, kb, k0, kend - k0 < TT ? kend - k0 : TT);
+            stage_qkv<HD>(Vs, a, 2, kb, k0, kend - k0 < TT ? kend - k0 : TT);
             __syncthreads();
             tc_abt<HD>(S, Qs + warp * 16 * HD, Ks);
             __syncwarp();
@@ -532,17 +555,17 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc
         const int L = a.lengths ? a.lengths[b] : Tk;
         const int vis = i < Tq ? visible(l, i, L) : 0, kend = visible(l, q_last, L);
         const size_t head = (size_t)h * HD;
-        const float *kb = a.k + (size_t)b * Tk * C + head, *vb = a.v + (size_t)b * Tk * C + head;
+        const size_t kb = (size_t)b * Tk * C + head;
         const float lse = i < Tq ? a.lse[bh * Tq + i] : 0.0f, delta = i < Tq ? a.delta[bh * Tq + i] : 0.0f;
         __syncthreads();
-        stage_bf16<HD>(Qs, a.q + (size_t)b * Tq * C + head, C, q0, q_last + 1 - q0);
+        stage_qkv<HD>(Qs, a, 0, (size_t)b * Tq * C + head, q0, q_last + 1 - q0);
         stage_bf16<HD>(Ds, a.dout + (size_t)b * Tq * C + head, C, q0, q_last + 1 - q0);
         frag_c acc[HD / 16];
         for (int nt = 0; nt < HD / 16; nt++) wmma::fill_fragment(acc[nt], 0.0f);
         for (int k0 = 0; k0 < kend; k0 += TT) {
             __syncthreads();
-            stage_bf16<HD>(Ks, kb, C, k0, kend - k0 < TT ? kend - k0 : TT);
-            stage_bf16<HD>(Vs, vb, C, k0, kend - k0 < TT ? kend - k0 : TT);
+            stage_qkv<HD>(Ks, a, 1, kb, k0, kend - k0 < TT ? kend - k0 : TT);
+            stage_qkv<HD>(Vs, a, 2, kb, k0, kend - k0 < TT ? kend - k0 : TT);
             __syncthreads();
             tc_abt<HD>(S, Qs + warp * 16 * HD, Ks);
             tc_abt<HD>(DP, Ds + warp * 16 * HD, Vs);
@@ -579,16 +602,17 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc
         const int L = a.lengths ? a.lengths[b] : Tk;
         if (k0 >= L) continue; /* block-uniform: no query sees these keys */
         const size_t head = (size_t)h * HD;
-        const float *q = a.q + (size_t)b * Tq * C + head, *dout = a.dout + (size_t)b * Tq * C + head;
+        const size_t q = (size_t)b * Tq * C + head;
+        const float *dout = a.dout + (size_t)b * Tq * C + head;
         __syncthreads();
-        stage_bf16<HD>(Kb, a.k + (size_t)b * Tk * C + head, C, k0, k_end - k0);
-        stage_bf16<HD>(Vb, a.v + (size_t)b * Tk * C + head, C, k0, k_end - k0);
+        stage_qkv<HD>(Kb, a, 1, (size_t)b * Tk * C + head, k0, k_end - k0);
+        stage_qkv<HD>(Vb, a, 2, (size_t)b * Tk * C + head, k0, k_end - k0);
         frag_c dk[HD / 16], dv[HD / 16];
         for (int nt = 0; nt < HD / 16; nt++) wmma::fill_fragment(dk[nt], 0.0f), wmma::fill_fragment(dv[nt], 0.0f);
         for (int q0 = qb; q0 < Tq; q0 += TT) {
             const int qn = Tq - q0 < TT ? Tq - q0 : TT;
             __syncthreads();
-            stage_bf16<HD>(Qs, q, C, q0, qn);
+            stage_qkv<HD>(Qs, a, 0, q, q0, qn);
             stage_bf16<HD>(Ds, dout, C, q0, qn);
             for (int c = threadIdx.x; c < TT; c += blockDim.x) {
                 sm.lse[c] = c < qn ? a.lse[bh * Tq + q0 + c] : 0.0f;
@@ -628,6 +652,7 @@ attn_k attn_args_of(const magna_cuda_attention_args *x) {
     a.l = a.tc ? magna_launch_attn_tc((int64_t)x->B * x->heads, x->Tq, x->Tk, hd, x->causal)
                : magna_launch_attn((int64_t)x->B * x->heads, x->Tq, x->Tk, hd, x->causal);
     a.q = x->q, a.k = x->k, a.v = x->v, a.lengths = x->key_lengths;
+    a.qkv16 = (x->q16 ? 1 : 0) | (x->k16 ? 2 : 0) | (x->v16 ? 4 : 0);
     a.H = x->heads, a.C = x->C, a.bf16 = x->bf16;
     a.scale = hd > 0 ? 1.0f / sqrtf((float)hd) : 1.0f;
     return a;
@@ -690,7 +715,7 @@ int launch_dkv(const attn_k &a, void *stream) {
 extern "C" int magna_cuda_attention_forward(const magna_cuda_attention_args *args, float *out, float *lse,
                                             void *stream) {
     attn_k a = attn_args_of(args);
-    if (!a.tc && a.l.tile_k != KT) return cudaErrorInvalidValue;
+    if ((!a.tc && a.l.tile_k != KT) || (a.qkv16 && !a.tc)) return cudaErrorInvalidValue; /* bf16 q/k/v: tc only */
     if (a.l.grid_x == 0) return cudaSuccess; /* no query, head or batch: out is empty */
     a.o = out, a.lse = lse;
     return launch_forward(a, stream);
@@ -700,7 +725,7 @@ extern "C" int magna_cuda_attention_backward(const magna_cuda_attention_args *ar
                                              const float *dout, const float *lse, float *delta, float *dq, float *dk,
                                              float *dv, void *stream) {
     attn_k a = attn_args_of(args);
-    if (!a.tc && a.l.tile_k != KT) return cudaErrorInvalidValue;
+    if ((!a.tc && a.l.tile_k != KT) || (a.qkv16 && !a.tc)) return cudaErrorInvalidValue;
     if (a.l.grid_x == 0 || (!dq && !dk && !dv)) return cudaSuccess;
     a.out = out, a.dout = dout, a.delta = delta, a.dq = dq, a.dk = dk, a.dv = dv;
     a.lse = const_cast<float *>(lse); /* only forward writes it */

@@ -32,6 +32,13 @@ static magna_status bias_gelu_forward(magna_graph *g, magna_node *n) {
     return cuda_fail(g, e, "bias + gelu forward");
 }
 
+/* a bias add kept in bf16 (store16.c: q, k, v for the tensor-core attention) */
+static magna_status bias_add16_forward(magna_graph *g, magna_node *h) {
+    const magna_node *a = h->in[0], *bias = h->in[1];
+    const int64_t N = bias->shape[0], rows = h->numel / N;
+    return cuda_fail(g, magna_cuda_bias_add16(fval(a), fval(bias), rows, N, h->value, cuda_stream(g)), "bias add (bf16)");
+}
+
 static magna_status add_layer_norm_forward(magna_graph *g, magna_node *n) {
     const magna_node *x1 = n->in[0], *a = x1->in[0], *r = x1->in[1];
     const magna_node *gamma = cuda_ln_gamma(n), *beta = cuda_ln_beta(n);
@@ -101,9 +108,7 @@ magna_node *cuda_fused_first(const magna_graph *g, const magna_node *n) {
     if (n->kind != NODE_OP || !n->live || n->n_in < 1 || fusing_off()) return NULL;
     magna_node *p = n->in[0];
     if (!is_f32_add(p)) return NULL;
-    if ((n->op == OP_GELU || n->op == OP_GELU_TANH) && same_shape(p->in[0], p) && p->in[1]->ndim == 1 &&
-        p->in[1]->shape[0] == p->shape[p->ndim - 1] && consumers(g, p) == 1)
-        return p;
+    if ((n->op == OP_GELU || n->op == OP_GELU_TANH) && cuda_is_bias_add(p) && consumers(g, p) == 1) return p;
     if (n->op == OP_LAYER_NORM && previous_op(g, n) == p && same_shape(p->in[0], p) && same_shape(p->in[1], p) &&
         n->saved_bytes >= 2 * (p->numel / p->shape[p->ndim - 1]) * sizeof(float))
         return p;
@@ -115,7 +120,14 @@ bool cuda_bias_gelu_backward_fused(const magna_node *h, size_t workspace_bytes) 
     return bias->needs_grad && h->needs_grad && workspace_bytes / sizeof(float) >= (size_t)bias->shape[0];
 }
 
+bool cuda_is_bias_add(const magna_node *h) {
+    return is_f32_add(h) && same_shape(h->in[0], h) && h->in[1]->ndim == 1 && h->in[1]->shape[0] == h->shape[h->ndim - 1];
+}
+
 int cuda_graph_fuse(magna_graph *g, magna_cuda_op *ops) {
+    for (int k = 0; k < g->n_order; k++) /* bias adds kept in bf16 write bf16 (a fused pair's first overrides) */
+        if (g->order[k]->stored16 && g->order[k]->op == OP_ADD && cuda_is_bias_add(g->order[k]))
+            ops[g->order[k]->id].forward = bias_add16_forward;
     int fused = 0;
     for (int k = 1; k < g->n_order; k++) {
         magna_node *n = g->order[k], *p = cuda_fused_first(g, n);

@@ -23,6 +23,14 @@ __global__ void bias_gelu_kernel(magna_launch_1d l, int op, int64_t N, const flo
         }
 }
 
+/* y = a + bias (broadcast over rows) in bf16: a dense layer's output kept in bf16 (stored16: q, k, v) */
+__global__ void bias_add16_kernel(magna_launch_1d l, int64_t N, const float *__restrict__ a,
+                                  const float *__restrict__ bias, __nv_bfloat16 *__restrict__ y) {
+    const int64_t stride = magna_launch_1d_stride(&l);
+    for (int64_t i = magna_launch_1d_first(&l, blockIdx.x, threadIdx.x); i < l.n; i += stride)
+        for (uint32_t j = 0; j < l.vec && i + j < l.n; j++) y[i + j] = __float2bfloat16(a[i + j] + bias[(i + j) % N]);
+}
+
 /* Block (x: 32 columns, y: a slice of rows): dx += GELU'(x) dy over the slice's rows, and part[y][col] = the sum of
  * those terms, the block's warps taking every MAGNA_COLSUM_WARPS-th row, then added in warp order (fixed: the same
  * bits every run). */
@@ -115,6 +123,14 @@ extern "C" int magna_cuda_bias_gelu_forward(int tanh_approx, const float *a, con
     if (x16) return (int)cudaErrorInvalidValue; /* x in bf16 goes with y in bf16 (store16.c) */
     return (int)magna_cuda_launch(l.grid, l.block, 0, stream, bias_gelu_kernel<float, float>, l, op, N, a, bias,
                                   static_cast<float *>(x), static_cast<float *>(y));
+}
+
+extern "C" int magna_cuda_bias_add16(const float *a, const float *bias, int64_t rows, int64_t N, void *y,
+                                      void *stream) {
+    const magna_launch_1d l = magna_launch_elementwise(rows * N, 4);
+    if (l.grid == 0) return 0;
+    return (int)magna_cuda_launch(l.grid, l.block, 0, stream, bias_add16_kernel, l, N, a, bias,
+                                  static_cast<__nv_bfloat16 *>(y));
 }
 
 extern "C" int magna_cuda_bias_gelu_backward(int tanh_approx, const void *x, int x16, const float *dy, int64_t rows,

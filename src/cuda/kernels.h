@@ -34,9 +34,10 @@ int magna_cuda_adam_step(const magna_em_adam *k, float *w, float *m, float *v, c
 /* q [B, Tq, C]; k, v [B, Tk, C] (C = heads * hd, head h in columns h*hd ..); key_lengths int32 [B] or NULL;
  * causal: query i sees keys j <= i + Tk - Tq; bf16: q, k, v rounded to bf16 in the products */
 typedef struct magna_cuda_attention_args {
-    const float *q, *k, *v;
+    const void *q, *k, *v; /* float32, or bf16 where q16, k16, v16 say (stored16: tensor-core shapes only) */
     const int32_t *key_lengths;
     int B, Tq, Tk, C, heads, causal, bf16;
+    int q16, k16, v16;
 } magna_cuda_attention_args;
 /* out [B, Tq, C]; lse [B * heads * Tq]: each query row's log-sum-exp, what backward needs */
 int magna_cuda_attention_forward(const magna_cuda_attention_args *a, float *out, float *lse, void *stream);
@@ -235,6 +236,8 @@ int magna_cuda_scale(float k, float *x, int64_t n, void *stream);
  * bf16 (stored16; x16 only with y16), y then the GELU of x as rounded */
 int magna_cuda_bias_gelu_forward(int tanh_approx, const float *a, const float *bias, int64_t rows, int64_t N, void *x,
                                  int x16, void *y, int y16, void *stream);
+/* y = a + bias (bias [N] over rows of N) written as bf16: a dense layer's output kept in bf16 (stored16) */
+int magna_cuda_bias_add16(const float *a, const float *bias, int64_t rows, int64_t N, void *y, void *stream);
 /* Its backward: dx += gelu'(x) dy [rows, N] and dbias[j] += the column sums of those terms (deterministic: slices of
  * rows into workspace, then added in order); workspace_floats >= N; x16: x kept in bf16 */
 int magna_cuda_bias_gelu_backward(int tanh_approx, const void *x, int x16, const float *dy, int64_t rows, int64_t N,

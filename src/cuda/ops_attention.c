@@ -8,7 +8,9 @@
 
 static magna_cuda_attention_args attention_args(const magna_graph *g, const magna_node *n) {
     const magna_node *q = n->in[0], *k = n->in[1];
-    magna_cuda_attention_args a = {.q = fval(q), .k = fval(k), .v = fval(n->in[2])};
+    const magna_node *v = n->in[2];
+    magna_cuda_attention_args a = {.q = q->value, .k = k->value, .v = v->value};
+    a.q16 = q->stored16, a.k16 = k->stored16, a.v16 = v->stored16; /* kept in bf16 (store16.c) */
     a.key_lengths = n->n_in == 4 ? ival(n->in[3]) : NULL;
     a.B = (int)q->shape[0], a.Tq = (int)q->shape[1], a.Tk = (int)k->shape[1], a.C = (int)q->shape[2];
     a.heads = (int)n->ip[0], a.causal = n->ip[1] != 0, a.bf16 = g->bf16 ? 1 : 0;

@@ -11,10 +11,13 @@
  *                  (backward's too: dW = x^T dy). Neither op's backward reads its own output.
  *   a GELU's input: the bias add of such a GELU, when the pair's backward is fused too (it reads the input as
  *                  bf16); the GELU is then taken of the rounded input, as autocast's bf16 GELU is.
+ *   q, k, v:       bias adds that only attentions read, where those run the tensor-core kernels (which stage q,
+ *                  k and v as bf16 tiles anyway): the add writes bf16 (fused.cu's bias_add16).
  *
  * Gradients stay float32 (but the logits'), and so do the residual stream, norm statistics, softmax and the
  * loss. MAGNA_NO_FUSE=1 turns this off with the other rewrites (plan.c). */
 #include "ops.h"
+#include "launch.h"
 
 /* the one live reader of n, or NULL when it has none or several */
 static magna_node *only_reader(const magna_graph *g, const magna_node *n) {
@@ -44,6 +47,28 @@ static bool only_matmuls_read(const magna_graph *g, const magna_node *n) {
     return readers > 0;
 }
 
+/* an attention that runs the tensor-core kernels (bf16 mode, head dim a multiple of 16 up to 128), which stage
+ * q, k and v as bf16 tiles and so read them stored either way */
+static bool tensor_core_attention(const magna_node *c) {
+    if (c->kind != NODE_OP || c->op != OP_ATTENTION || c->ip[0] <= 0) return false;
+    const int64_t C = c->in[0]->shape[c->in[0]->ndim - 1];
+    return C % c->ip[0] == 0 && magna_attn_tc_fits(C / c->ip[0]);
+}
+
+/* n has readers, and every one is such an attention reading it as q, k or v */
+static bool only_attention_reads(const magna_graph *g, const magna_node *n) {
+    int readers = 0;
+    for (int j = n->id + 1; j < g->n_nodes; j++) {
+        const magna_node *c = g->nodes[j];
+        for (int k = 0; c->live && k < c->n_in; k++) {
+            if (c->in[k] != n) continue;
+            if (!tensor_core_attention(c) || k > 2) return false;
+            readers++;
+        }
+    }
+    return readers > 0;
+}
+
 /* a value the caller or its own backward may read as float32 stays float32 */
 static bool may_store16(const magna_graph *g, const magna_node *n) {
     (void)g;
@@ -65,7 +90,13 @@ int cuda_plan_store16(magna_graph *g) {
             count++;
             continue;
         }
-        if (!may_store16(g, n) || !only_matmuls_read(g, n)) continue;
+        if (!may_store16(g, n)) continue;
+        if (n->op == OP_ADD && cuda_is_bias_add(n) && only_attention_reads(g, n)) { /* q, k, v */
+            n->stored16 = true;
+            count++;
+            continue;
+        }
+        if (!only_matmuls_read(g, n)) continue;
         magna_node *bias_add = n->op == OP_GELU || n->op == OP_GELU_TANH ? cuda_fused_first(g, n) : NULL;
         if (n->op == OP_LAYER_NORM || bias_add) {
             n->stored16 = true;
