@@ -44,11 +44,13 @@ constexpr int KT = 32; /* rows of a staged tile: launch.h's tile_k */
 struct attn_k {
     magna_launch_attention l;
     const void *q, *k, *v; /* float32, or bf16 (qkv16's bits 0, 1, 2: the tensor-core kernels only) */
-    const float *out, *dout;
-    float *o, *lse, *delta, *dq, *dk, *dv;
+    const void *out;       /* backward's view of the output: float32, or bf16 with out16 */
+    const float *dout;
+    void *o;               /* forward's output: float32, or bf16 with out16 (the tensor-core kernel only) */
+    float *lse, *delta, *dq, *dk, *dv;
     const int32_t *lengths;
     int H, C, bf16, tc; /* tc: the tensor-core kernels (bf16 mode, hd a multiple of 16 up to 128) */
-    int qkv16;
+    int qkv16, out16;
     float scale;
 };
 
@@ -98,7 +100,7 @@ template <int DPT, int P> __global__ void __launch_bounds__(MAGNA_ATTN_BLOCK) at
         const size_t qoff = ((size_t)b * Tq + (i < Tq ? i : 0)) * C + (size_t)h * hd;
         const float *qrow = fptr(a.q) + qoff, *kb = fptr(a.k) + (size_t)b * Tk * C + (size_t)h * hd;
         const float *vb = fptr(a.v) + (size_t)b * Tk * C + (size_t)h * hd;
-        float *orow = a.o + qoff;
+        float *orow = static_cast<float *>(a.o) + qoff;
         float qr[NR], acc[NR];
         if constexpr (DPT > 0) {
 UNROLL
@@ -198,7 +200,12 @@ __global__ void attn_delta_kernel(attn_k a, magna_launch_rows r) {
         const int64_t bh = row / Tq, i = row % Tq, b = bh / a.H, h = bh % a.H;
         const size_t off = ((size_t)b * Tq + i) * a.C + (size_t)h * hd;
         float s = 0.0f;
-        for (int d = (int)lane; d < hd; d += MAGNA_LAUNCH_WARP) s += a.dout[off + d] * a.out[off + d];
+        if (a.out16)
+            for (int d = (int)lane; d < hd; d += MAGNA_LAUNCH_WARP)
+                s += a.dout[off + d] * __bfloat162float(static_cast<const __nv_bfloat16 *>(a.out)[off + d]);
+        else
+            for (int d = (int)lane; d < hd; d += MAGNA_LAUNCH_WARP)
+                s += a.dout[off + d] * static_cast<const float *>(a.out)[off + d];
         s = row_sum<MAGNA_LAUNCH_WARP>(s);
         if (lane == 0) a.delta[row] = s;
     }
@@ -533,8 +540,12 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc
         __syncwarp();
         if (i < Tq) {
             const float inv = lsum > 0.0f ? 1.0f / lsum : 0.0f;
-            float *orow = a.o + ((size_t)b * Tq + i) * C + (size_t)h * HD;
-            for (int d = half; d < HD; d += 2) orow[d] = O[r * RLD + d] * inv;
+            const size_t at = ((size_t)b * Tq + i) * C + (size_t)h * HD;
+            if (a.out16)
+                for (int d = half; d < HD; d += 2)
+                    magna_store(static_cast<__nv_bfloat16 *>(a.o) + at + d, O[r * RLD + d] * inv);
+            else
+                for (int d = half; d < HD; d += 2) magna_store(static_cast<float *>(a.o) + at + d, O[r * RLD + d] * inv);
             if (half == 0) a.lse[bh * Tq + i] = lsum > 0.0f ? m + logf(lsum) : 0.0f;
         }
     }
@@ -653,6 +664,7 @@ attn_k attn_args_of(const magna_cuda_attention_args *x) {
                : magna_launch_attn((int64_t)x->B * x->heads, x->Tq, x->Tk, hd, x->causal);
     a.q = x->q, a.k = x->k, a.v = x->v, a.lengths = x->key_lengths;
     a.qkv16 = (x->q16 ? 1 : 0) | (x->k16 ? 2 : 0) | (x->v16 ? 4 : 0);
+    a.out16 = x->out16 != 0;
     a.H = x->heads, a.C = x->C, a.bf16 = x->bf16;
     a.scale = hd > 0 ? 1.0f / sqrtf((float)hd) : 1.0f;
     return a;
@@ -712,20 +724,21 @@ int launch_dkv(const attn_k &a, void *stream) {
 
 } // namespace
 
-extern "C" int magna_cuda_attention_forward(const magna_cuda_attention_args *args, float *out, float *lse,
+extern "C" int magna_cuda_attention_forward(const magna_cuda_attention_args *args, void *out, float *lse,
                                             void *stream) {
     attn_k a = attn_args_of(args);
-    if ((!a.tc && a.l.tile_k != KT) || (a.qkv16 && !a.tc)) return cudaErrorInvalidValue; /* bf16 q/k/v: tc only */
+    if ((!a.tc && a.l.tile_k != KT) || ((a.qkv16 || a.out16) && !a.tc)) /* bf16 storage: tensor cores only */
+        return cudaErrorInvalidValue;
     if (a.l.grid_x == 0) return cudaSuccess; /* no query, head or batch: out is empty */
     a.o = out, a.lse = lse;
     return launch_forward(a, stream);
 }
 
-extern "C" int magna_cuda_attention_backward(const magna_cuda_attention_args *args, const float *out,
+extern "C" int magna_cuda_attention_backward(const magna_cuda_attention_args *args, const void *out,
                                              const float *dout, const float *lse, float *delta, float *dq, float *dk,
                                              float *dv, void *stream) {
     attn_k a = attn_args_of(args);
-    if ((!a.tc && a.l.tile_k != KT) || (a.qkv16 && !a.tc)) return cudaErrorInvalidValue;
+    if ((!a.tc && a.l.tile_k != KT) || ((a.qkv16 || a.out16) && !a.tc)) return cudaErrorInvalidValue;
     if (a.l.grid_x == 0 || (!dq && !dk && !dv)) return cudaSuccess;
     a.out = out, a.dout = dout, a.delta = delta, a.dq = dq, a.dk = dk, a.dv = dv;
     a.lse = const_cast<float *>(lse); /* only forward writes it */

@@ -37,13 +37,13 @@ typedef struct magna_cuda_attention_args {
     const void *q, *k, *v; /* float32, or bf16 where q16, k16, v16 say (stored16: tensor-core shapes only) */
     const int32_t *key_lengths;
     int B, Tq, Tk, C, heads, causal, bf16;
-    int q16, k16, v16;
+    int q16, k16, v16, out16; /* out16: the output is kept in bf16 too (tensor-core shapes only) */
 } magna_cuda_attention_args;
 /* out [B, Tq, C]; lse [B * heads * Tq]: each query row's log-sum-exp, what backward needs */
-int magna_cuda_attention_forward(const magna_cuda_attention_args *a, float *out, float *lse, void *stream);
+int magna_cuda_attention_forward(const magna_cuda_attention_args *a, void *out, float *lse, void *stream);
 /* dq, dk, dv (each may be NULL) += the gradients from dout; out and lse from forward; delta is scratch of
  * B * heads * Tq floats */
-int magna_cuda_attention_backward(const magna_cuda_attention_args *a, const float *out, const float *dout,
+int magna_cuda_attention_backward(const magna_cuda_attention_args *a, const void *out, const float *dout,
                                   const float *lse, float *delta, float *dq, float *dk, float *dv, void *stream);
 
 /* ---- recurrent ops (rnn.cu): src/ops/rnn.c's LSTM, GRU and tanh RNN, the products through magna_cuda_gemm -- */

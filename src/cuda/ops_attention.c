@@ -10,7 +10,7 @@ static magna_cuda_attention_args attention_args(const magna_graph *g, const magn
     const magna_node *q = n->in[0], *k = n->in[1];
     const magna_node *v = n->in[2];
     magna_cuda_attention_args a = {.q = q->value, .k = k->value, .v = v->value};
-    a.q16 = q->stored16, a.k16 = k->stored16, a.v16 = v->stored16; /* kept in bf16 (store16.c) */
+    a.q16 = q->stored16, a.k16 = k->stored16, a.v16 = v->stored16, a.out16 = n->stored16; /* store16.c */
     a.key_lengths = n->n_in == 4 ? ival(n->in[3]) : NULL;
     a.B = (int)q->shape[0], a.Tq = (int)q->shape[1], a.Tk = (int)k->shape[1], a.C = (int)q->shape[2];
     a.heads = (int)n->ip[0], a.causal = n->ip[1] != 0, a.bf16 = g->bf16 ? 1 : 0;
@@ -21,7 +21,7 @@ static magna_cuda_attention_args attention_args(const magna_graph *g, const magn
  * here would mean a copy and a wait inside the step). */
 magna_status cuda_attention_forward(magna_graph *g, magna_node *n) {
     const magna_cuda_attention_args a = attention_args(g, n);
-    const int err = magna_cuda_attention_forward(&a, fval(n), (float *)n->saved, cuda_stream(g));
+    const int err = magna_cuda_attention_forward(&a, n->value, (float *)n->saved, cuda_stream(g));
     return err ? cuda_fail(g, err, "attention forward") : MAGNA_OK;
 }
 
@@ -29,6 +29,6 @@ void cuda_attention_backward(magna_graph *g, magna_node *n) {
     const magna_cuda_attention_args a = attention_args(g, n);
     float *dq = n->in[0]->grad, *dk = n->in[1]->grad, *dv = n->in[2]->grad;
     float *lse = (float *)n->saved, *delta = lse + (size_t)a.B * a.heads * a.Tq;
-    const int err = magna_cuda_attention_backward(&a, fval(n), n->grad, lse, delta, dq, dk, dv, cuda_stream(g));
+    const int err = magna_cuda_attention_backward(&a, n->value, n->grad, lse, delta, dq, dk, dv, cuda_stream(g));
     if (err) cuda_fail(g, err, "attention backward");
 }

@@ -13,6 +13,8 @@
  *                  bf16); the GELU is then taken of the rounded input, as autocast's bf16 GELU is.
  *   q, k, v:       bias adds that only attentions read, where those run the tensor-core kernels (which stage q,
  *                  k and v as bf16 tiles anyway): the add writes bf16 (fused.cu's bias_add16).
+ *   attention out: such an attention's output, when only matmuls read it (its backward's rowsum(dO * O)
+ *                  reads it as bf16).
  *
  * Gradients stay float32 (but the logits'), and so do the residual stream, norm statistics, softmax and the
  * loss. MAGNA_NO_FUSE=1 turns this off with the other rewrites (plan.c). */
@@ -87,6 +89,12 @@ int cuda_plan_store16(magna_graph *g) {
         const magna_node *reader = only_reader(g, n);
         if (n->op == OP_MATMUL && n->grad_in_value && reader && reader->op == OP_CROSS_ENTROPY) {
             n->stored16 = true; /* the logits (kept or not: forward's copy to the host is widened) */
+            count++;
+            continue;
+        }
+        /* an attention's output (its backward reads it, in the kernel that takes bf16) */
+        if (tensor_core_attention(n) && n->live && !n->keep && only_matmuls_read(g, n)) {
+            n->stored16 = true;
             count++;
             continue;
         }
