@@ -66,7 +66,7 @@ static void bias_gelu_backward(magna_graph *g, magna_node *n) {
 /* The bias add's backward when the GELU's summed the bias: a's gradient += h's (the same shape) */
 static void bias_add_input_backward(magna_graph *g, magna_node *h) {
     float *da = h->in[0]->grad;
-    if (!da) return;
+    if (!da || da == h->grad) return; /* a's gradient is h's buffer (plan.c's grad_via): da = dh already */
     const int e = magna_cuda_unary_backward(MAGNA_EM_ADD_SCALAR, 0.0f, NULL, NULL, h->grad, da, h->numel,
                                             cuda_stream(g));
     if (e) cuda_fail(g, e, "bias add backward");

@@ -63,7 +63,7 @@ void cuda_binary_backward(magna_graph *g, magna_node *n) {
     const magna_index full = binary_space(n);
     for (int which = 0; which < 2; which++) {
         float *gx = n->in[which]->grad;
-        if (!gx) continue;
+        if (!gx || gx == n->grad) continue; /* a residual operand sharing this add's gradient (plan.c): dx = dy */
         unsigned mask = 0;
         for (int d = 0; d < full.nd; d++)
             if (full.stride[1 + which][d] == 0 && full.shape[d] != 1) mask |= 1u << d;

@@ -183,6 +183,13 @@ static bool fusing_allowed(void) {
     return !(off && *off && strcmp(off, "0"));
 }
 
+/* some residual operand's gradient is x's (grad_via): x's gradient then needs a buffer that outlives x's value */
+static bool shares_its_grad(const magna_graph *g, const magna_node *x) {
+    for (int i = 0; i < g->n_nodes; i++)
+        if (g->nodes[i]->grad_via == x) return true;
+    return false;
+}
+
 static bool cpu_rewrites(const magna_graph *g) { return g->device == MAGNA_DEVICE_CPU && fusing_allowed(); }
 
 static int live_consumers(const magna_graph *g, const magna_node *n) {
@@ -385,11 +392,11 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
         if (p->fused_conv && p->needs_grad && p->fused_conv->needs_grad && j > last_gc[p->fused_conv->id])
             last_gc[p->fused_conv->id] = j;
     }
-    /* A residual add's operand shares the add's output gradient (CPU rewrites; grad_via): y = x + h with x as large as
+    /* A residual add's operand shares the add's output gradient (grad_via; both devices): y = x + h with x as large as
      * y, the add the first writer of x's gradient (its last consumer), neither kept: dx = dy exactly, so x's
      * gradient is y's buffer, living on to x's backward, and the copy and one buffer go. One operand an add (two
      * would share one buffer that both go on to accumulate into); operand 0 first, the residual stream. */
-    for (int j = 0; j < N && cpu_rewrites(g); j++) {
+    for (int j = 0; j < N && fusing_allowed(); j++) {
         magna_node *a = g->nodes[j];
         if (a->kind != NODE_OP || a->op != OP_ADD || !a->live || !a->needs_grad || a->keep || a->alias_input ||
             a == loss || a->in[0] == a->in[1])
@@ -426,7 +433,7 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
             continue;
         if (x->kind == NODE_OP && x->needs_grad && x != loss && (!x->keep || g->device == MAGNA_DEVICE_CUDA) &&
             !node_is_view(x) && !x->grad_via && x->dtype == MAGNA_F32 && last_gc[x->id] == j &&
-            live_consumers(g, x) == 1 && !node_bwd_reads_output(x) && !x->bias_add) {
+            live_consumers(g, x) == 1 && !node_bwd_reads_output(x) && !x->bias_add && !shares_its_grad(g, x)) {
             x->grad_in_value = g->has_grad_in_value = true;
             vend[x->id] = END - 1 - x->id;
         }
@@ -566,6 +573,7 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
             magna_node *n = g->nodes[i];
             if (!(n->needs_grad && n->kind == NODE_OP && n->grad_born_at == j)) continue;
             if (c->fused_conv == n) continue; /* the fused max pool assigns its conv's gradient */
+            if (n->grad_via) continue; /* its buffer is the add's gradient, already written: the add skips it */
             if (n->grad_in_value) { /* its value is in that buffer until c's backward overwrites it */
                 c->grad_assign |= 1u;
                 continue;
