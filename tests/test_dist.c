@@ -728,7 +728,9 @@ static void test_cli(void) {
 /* ---- data parallel on the (emulated) CUDA device: test_dist_emu --cuda ------------------------------------- */
 
 /* 2 ranks x BATCH on CUDA against 1 process x 2 BATCH on the cpu, over NCCL and over the host path, each
- * plain and with ZeRO 1 (the same bits as plain, half the optimizer state on each rank). */
+ * plain and with ZeRO 1 (the same bits as plain, half the optimizer state on each rank); over NCCL the 1 KiB
+ * buckets are summed as backward completes them (a bucket summed before its last gradient landed would move
+ * the weights off the cpu's), and with MAGNA_DIST_NO_OVERLAP=1 after backward, to the same bits. */
 static void test_cuda_same_weights(void) {
     magna_model *m = make_model(2 * BATCH);
     magna_history h = {0};
@@ -737,22 +739,25 @@ static void test_cuda_same_weights(void) {
           magna_model_errmsg(m));
     size_t n;
     const float *w1 = magna_graph_params(magna_model_graph(m), &n);
-    float *w[4] = {malloc(n * sizeof(float)), malloc(n * sizeof(float)), malloc(n * sizeof(float)),
-                   malloc(n * sizeof(float))};
+    float *w[5];
+    for (int k = 0; k < 5; k++) w[k] = malloc(n * sizeof(float));
     const double loss1 = h.epochs[h.count - 1].train.loss, mae1 = h.epochs[h.count - 1].train.mae;
-    const char *tags[4] = {"cuda-nccl", "cuda-host", "cuda-nccl-zero", "cuda-host-zero"};
-    for (int run = 0; run < 4; run++) {
+    const char *tags[5] = {"cuda-nccl", "cuda-host", "cuda-nccl-zero", "cuda-host-zero", "cuda-nccl-after"};
+    for (int run = 0; run < 5; run++) {
         const char *tag = tags[run];
-        const bool host = run % 2, zero = run >= 2;
+        const bool host = run % 2, zero = run == 2 || run == 3, after = run == 4;
         char log[64], name[96];
         snprintf(log, sizeof log, "%s.log", tag);
         if (host) setenv("MAGNA_DIST_NO_NCCL", "1", 1);
+        if (after) setenv("MAGNA_DIST_NO_OVERLAP", "1", 1);
         const int st = wait_for(launch(2, log, (const char *[]){"equiv_cuda", dir, tag, zero ? "1" : "0", NULL}), 120);
-        unsetenv("MAGNA_DIST_NO_NCCL");
+        unsetenv("MAGNA_DIST_NO_NCCL"), unsetenv("MAGNA_DIST_NO_OVERLAP");
         CHECK(st == 0, "%s: 2 ranks on cuda: mpiexec status %d", tag, st);
         CHECK(log_has(log, "data parallel: 2 ranks x batch 16 = global batch 32") &&
                   log_has(log, "one GPU per rank (device 0 here), gradients by ") &&
-                  log_has(log, host ? "gradients by MPI over host memory (MAGNA_DIST_NO_NCCL" : "gradients by NCCL on the GPUs") &&
+                  log_has(log, host    ? "gradients by MPI over host memory (MAGNA_DIST_NO_NCCL"
+                               : after ? "gradients by NCCL on the GPUs, after backward (MAGNA_DIST_NO_OVERLAP)"
+                                       : "gradients by NCCL on the GPUs, overlapping backward") &&
                   (!zero || log_has(log, "ZeRO 1: optimizer state")),
               "%s: rank 0 describes the setup and the gradients' path", tag);
         double r[3] = {0};
@@ -772,6 +777,7 @@ static void test_cuda_same_weights(void) {
             CHECK(fabs(r[0] - loss1) <= 1e-5 * fabs(loss1), "%s: global loss %.9g vs one process %.9g", tag, r[0], loss1);
             CHECK(fabs(r[1] - mae1) <= 1e-5 * fabs(mae1), "%s: global mae %.9g vs one process %.9g", tag, r[1], mae1);
         }
+        if (after && got) CHECK(memcmp(w[run], w[0], n * sizeof(float)) == 0, "%s: summing after backward changed the weights", tag);
         if (zero && got) { /* the same arithmetic on slices: the plain run's bits, half the state on each rank */
             CHECK(memcmp(w[run], w[run - 2], n * sizeof(float)) == 0, "%s: ZeRO 1 changed the weights", tag);
             int64_t full = 0, z0 = 0, z1 = 0;
@@ -786,7 +792,7 @@ static void test_cuda_same_weights(void) {
         }
         if (check_failed) show_log(log);
     }
-    for (int k = 0; k < 4; k++) free(w[k]);
+    for (int k = 0; k < 5; k++) free(w[k]);
     magna_history_free(&h);
     magna_model_free(m);
 }

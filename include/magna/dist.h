@@ -84,6 +84,11 @@ magna_status magna_dist_broadcast_params(magna_dist *d, magna_graph *g, int64_t 
  * the usual batch, so that the result is the gradient of the mean loss over the global batch; a rank with no
  * rows gives weight 0 and zero gradients). A weight of 1 costs no pass over the gradients before the sum.
  * `sums` (may be NULL) are added across ranks in the same round (flags, counts). */
+/* Before backward, with the weight the step's magna_dist_allreduce_grads will pass: on CUDA with NCCL, the
+ * gradients' buckets are summed while backward runs, each once backward has written all of it (on a stream of
+ * its own; MAGNA_DIST_NO_OVERLAP=1 sums them after). Elsewhere it does nothing. A rank that skips backward
+ * (no rows) skips this too: the allreduce then sums every bucket, in the same order. */
+magna_status magna_dist_backward_begin(magna_dist *d, magna_graph *g, double weight, int64_t step, magna_error *err);
 magna_status magna_dist_allreduce_grads(magna_dist *d, magna_graph *g, double weight, double *sums, int n_sums,
                                         int64_t step, magna_error *err);
 /* Sums n doubles across ranks, in place. */

@@ -209,11 +209,13 @@ magna_status cuda_graph_backward(magna_graph *g, const float *seed_grad) {
     g->last_status = MAGNA_OK;
     for (int k = g->n_order - 1; k >= 0 && !e; k--) {
         magna_node *n = g->order[k];
-        if (!n->needs_grad) continue;
-        for (magna_node **z = g->grad_zero[n->id]; *z && !e; z++)
-            e = cuda_memset((*z)->grad, 0, (size_t)(*z)->numel * sizeof(float), s);
-        if (!e) g->cuda->ops[n->id].backward(g, n);
-        if (g->last_status != MAGNA_OK) return g->last_status; /* the op recorded a failed launch */
+        if (n->needs_grad) {
+            for (magna_node **z = g->grad_zero[n->id]; *z && !e; z++)
+                e = cuda_memset((*z)->grad, 0, (size_t)(*z)->numel * sizeof(float), s);
+            if (!e) g->cuda->ops[n->id].backward(g, n);
+            if (g->last_status != MAGNA_OK) return g->last_status; /* the op recorded a failed launch */
+        }
+        if (!e && g->after_backward) g->after_backward(g, k, g->after_backward_user);
     }
     /* No wait here: the optimizer's kernels queue behind backward's on the same stream, and the host
      * meanwhile gathers the next batch. The seed buffer is rewritten only after the next forward's wait.

@@ -34,6 +34,18 @@ int cuda_stream_destroy(void *stream) { return (int)cudaStreamDestroy((cudaStrea
 int cuda_stream_sync(void *stream) { return (int)cudaStreamSynchronize((cudaStream_t)stream); }
 int cuda_stream_query(void *stream) { return (int)cudaStreamQuery((cudaStream_t)stream); }
 
+int cuda_event_create(void **event) {
+    cudaEvent_t ev = nullptr;
+    const cudaError_t e = cudaEventCreateWithFlags(&ev, cudaEventDisableTiming);
+    *event = ev;
+    return (int)e;
+}
+int cuda_event_destroy(void *event) { return (int)cudaEventDestroy((cudaEvent_t)event); }
+int cuda_event_record(void *event, void *stream) { return (int)cudaEventRecord((cudaEvent_t)event, (cudaStream_t)stream); }
+int cuda_stream_wait_event(void *stream, void *event) {
+    return (int)cudaStreamWaitEvent((cudaStream_t)stream, (cudaEvent_t)event, 0);
+}
+
 int cuda_device_count(int *count) {
     *count = 0;
     return (int)cudaGetDeviceCount(count);

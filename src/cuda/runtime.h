@@ -23,6 +23,12 @@ int cuda_stream_destroy(void *stream);
 int cuda_stream_sync(void *stream);
 /* 0 when everything queued on the stream is done, cudaErrorNotReady (600) while work remains: polling */
 int cuda_stream_query(void *stream);
+/* Events (no timing) order two streams: what `stream` queues after cuda_stream_wait_event runs after what the
+ * other stream had queued when cuda_event_record was called */
+int cuda_event_create(void **event);
+int cuda_event_destroy(void *event);
+int cuda_event_record(void *event, void *stream);
+int cuda_stream_wait_event(void *stream, void *event);
 /* Data parallel: this process's rank among those on its machine; the graphs compiled after it run on device
  * local_rank % (devices here), chosen (cudaSetDevice) by cuda_use_device before a graph's stream is made. */
 void cuda_want_device(int local_rank);

@@ -70,6 +70,9 @@ magna_status magna_dist_allreduce_grads(magna_dist *d, magna_graph *g, double we
                                         int64_t step, magna_error *err) {
     return no_mpi(err);
 }
+magna_status magna_dist_backward_begin(magna_dist *d, magna_graph *g, double weight, int64_t step, magna_error *err) {
+    return no_mpi(err);
+}
 magna_status magna_dist_allreduce_sum(magna_dist *d, double *v, int n, int64_t step, const char *what,
                                       magna_error *err) {
     return no_mpi(err);
@@ -128,8 +131,24 @@ struct magna_dist {
     int *counts, *displs;    /* ZeRO slices of the flat params, per rank */
     int local_rank, local_size; /* among the ranks on this machine */
     bool no_nccl;               /* MAGNA_DIST_NO_NCCL=1: a CUDA graph's gradients go over MPI on the host */
+    bool no_overlap;            /* MAGNA_DIST_NO_OVERLAP=1: NCCL sums the buckets after backward, not during */
 #ifdef MAGNA_HAVE_NCCL
     ncclComm_t nccl; /* made by the first gradient allreduce of a CUDA graph; one per process (one device) */
+    /* The gradient allreduce overlapping backward: the flat gradients' buckets in the order backward completes
+     * them (the same on every rank: one graph), each summed on comm_stream as soon as backward is past the
+     * last node writing into it, while the graph's stream goes on with the rest of backward. */
+    struct {
+        const magna_graph *g; /* what order[] and ready[] were made for */
+        int n_order, n_buckets;
+        int *order;           /* bucket indices, first complete first */
+        int *ready;           /* per position in order[]: complete after the backward of g->order[ready] */
+        void *comm_stream, *done_event, **events;
+        int next;             /* order[] position of the next bucket to start */
+        bool active;          /* magna_dist_backward_begin ran for this step */
+        double weight;
+        int64_t step;
+        int error;            /* the first failure inside backward: a CUDA error, or -1 - an NCCL result */
+    } overlap;
 #endif
 };
 
@@ -181,6 +200,9 @@ static magna_status mpi_fail(magna_dist *d, magna_error *err, int rc, const char
 
 static magna_status begin(magna_dist *d, int64_t step, const char *what, magna_error *err);
 static magna_status finish(magna_dist *d, int64_t step, const char *what, magna_error *err);
+#ifdef MAGNA_HAVE_NCCL
+static void overlap_free(magna_dist *d);
+#endif
 static bool push_ok(magna_dist *d, int rc);
 
 magna_dist *magna_dist_init(const magna_dist_opts *opts, magna_error *err) {
@@ -229,6 +251,8 @@ magna_dist *magna_dist_init(const magna_dist_opts *opts, magna_error *err) {
     }
     const char *no_nccl = getenv("MAGNA_DIST_NO_NCCL");
     d->no_nccl = no_nccl && *no_nccl && strcmp(no_nccl, "0") != 0;
+    const char *no_overlap = getenv("MAGNA_DIST_NO_OVERLAP");
+    d->no_overlap = no_overlap && *no_overlap && strcmp(no_overlap, "0") != 0;
 #ifdef DIST_CUDA
     cuda_want_device(d->local_rank); /* the graphs compiled from now on run on this rank's GPU */
 #endif
@@ -277,6 +301,7 @@ void magna_dist_finalize(magna_dist *d) {
         if (d->ping_send[r] != MPI_REQUEST_NULL) MPI_Request_free(&d->ping_send[r]);
 #ifdef MAGNA_HAVE_NCCL
     if (d->nccl) ncclCommDestroy(d->nccl);
+    overlap_free(d);
 #endif
     if (d->comm != MPI_COMM_NULL && d->comm) MPI_Comm_free(&d->comm);
     free(d->hb_in), free(d->hb_recv), free(d->hb_send), free(d->counts), free(d->displs);
@@ -573,8 +598,119 @@ static magna_status stream_done(magna_dist *d, magna_graph *g, int64_t step, con
     }
 }
 
+#ifdef MAGNA_HAVE_NCCL
+/* ---- the gradient allreduce overlapping backward -------------------------------------------------------- */
+
+static void overlap_free(magna_dist *d) {
+    for (int b = 0; d->overlap.events && b < d->overlap.n_buckets; b++)
+        if (d->overlap.events[b]) cuda_event_destroy(d->overlap.events[b]);
+    if (d->overlap.done_event) cuda_event_destroy(d->overlap.done_event);
+    if (d->overlap.comm_stream) cuda_stream_destroy(d->overlap.comm_stream);
+    free(d->overlap.events), free(d->overlap.order), free(d->overlap.ready);
+    memset(&d->overlap, 0, sizeof d->overlap);
+}
+
+/* The buckets of g's flat gradients in the order backward completes them: a param's gradient is complete
+ * after the backward of the first node (in forward order) that reads it, where the last contribution lands; a
+ * bucket after its params'. Then the stream, and an event per bucket, that order the sums after backward's
+ * writes. */
+static magna_status overlap_prepare(magna_dist *d, magna_graph *g, int64_t step, magna_error *err) {
+    if (d->overlap.g == g && d->overlap.n_order == g->n_order) return MAGNA_OK;
+    overlap_free(d);
+    const size_t bf = d->bucket_floats, n = g->n_params;
+    const int nb = (int)((n + bf - 1) / bf), N = g->n_order;
+    int *pos = malloc((size_t)(g->n_nodes + 1) * sizeof *pos); /* a node's place in g->order, or -1 */
+    d->overlap.order = malloc((size_t)(nb + 1) * sizeof(int));
+    d->overlap.ready = malloc((size_t)(nb + 1) * sizeof(int));
+    d->overlap.events = calloc((size_t)nb + 1, sizeof(void *));
+    if (!pos || !d->overlap.order || !d->overlap.ready || !d->overlap.events) {
+        free(pos), overlap_free(d);
+        return fail(d, err, "dist: out of memory");
+    }
+    for (int i = 0; i < g->n_nodes; i++) pos[i] = -1;
+    for (int k = 0; k < N; k++) pos[g->order[k]->id] = k;
+    int *ready = d->overlap.ready; /* by bucket index first, then reordered with order[] */
+    for (int b = 0; b < nb; b++) ready[b] = N; /* nothing reads it: complete before backward starts */
+    for (int k = 0; k < g->n_param_nodes; k++) {
+        const magna_node *p = g->param_nodes[k];
+        int first = N;
+        for (int j = 0; j < N; j++)
+            for (int i = 0; i < g->order[j]->n_in; i++)
+                if (g->order[j]->in[i] == p && g->order[j]->needs_grad && j < first) first = j;
+        if (p->numel == 0) continue;
+        for (size_t b = p->offset / bf; b <= (p->offset + (size_t)p->numel - 1) / bf; b++)
+            if (first < ready[b]) ready[b] = first;
+    }
+    free(pos);
+    /* latest-ready first (backward walks the order down), ties in buffer order: an insertion sort */
+    int *order = d->overlap.order, *by_bucket = malloc((size_t)(nb + 1) * sizeof(int));
+    if (!by_bucket) {
+        overlap_free(d);
+        return fail(d, err, "dist: out of memory");
+    }
+    memcpy(by_bucket, ready, (size_t)nb * sizeof(int));
+    for (int b = 0; b < nb; b++) {
+        int i = b;
+        while (i > 0 && by_bucket[order[i - 1]] < by_bucket[b]) order[i] = order[i - 1], i--;
+        order[i] = b;
+    }
+    for (int i = 0; i < nb; i++) ready[i] = by_bucket[order[i]];
+    free(by_bucket);
+    d->overlap.g = g, d->overlap.n_order = N, d->overlap.n_buckets = nb;
+    int e = cuda_stream_create(&d->overlap.comm_stream);
+    if (!e) e = cuda_event_create(&d->overlap.done_event);
+    for (int b = 0; b < nb && !e; b++) e = cuda_event_create(&d->overlap.events[b]);
+    if (e) {
+        overlap_free(d);
+        return fail(d, err, "the gradient allreduce at step %lld: a stream and events for NCCL: %s", (long long)step,
+                    cuda_error_string(e));
+    }
+    return MAGNA_OK;
+}
+
+/* Starts the next bucket's sum: after what the graph's stream has queued (its gradients), on comm_stream:
+ * this rank's weight, then NCCL's allreduce. 0, a CUDA error, or -1 - an NCCL result. */
+static int overlap_start_next(magna_dist *d, magna_graph *g) {
+    const int b = d->overlap.order[d->overlap.next++];
+    const size_t at = (size_t)b * d->bucket_floats, n = g->n_params;
+    const size_t c = n - at < d->bucket_floats ? n - at : d->bucket_floats;
+    void *comm = d->overlap.comm_stream;
+    int e = cuda_event_record(d->overlap.events[b], cuda_stream(g));
+    if (!e) e = cuda_stream_wait_event(comm, d->overlap.events[b]);
+    if (!e && d->overlap.weight != 1.0) e = magna_cuda_scale((float)d->overlap.weight, g->dev_grads + at, (int64_t)c, comm);
+    if (e) return e;
+    const ncclResult_t r = ncclAllReduce(g->dev_grads + at, g->dev_grads + at, c, ncclFloat, ncclSum, d->nccl,
+                                         (cudaStream_t)comm);
+    return r == ncclSuccess ? 0 : -1 - (int)r;
+}
+
+/* the graph's hook: after the backward of order[k], every bucket complete by then */
+static void overlap_after_backward(magna_graph *g, int k, void *user) {
+    magna_dist *d = user;
+    while (!d->overlap.error && d->overlap.next < d->overlap.n_buckets && d->overlap.ready[d->overlap.next] >= k)
+        d->overlap.error = overlap_start_next(d, g);
+}
+#endif
+
+magna_status magna_dist_backward_begin(magna_dist *d, magna_graph *g, double weight, int64_t step, magna_error *err) {
+#ifdef MAGNA_HAVE_NCCL
+    if (!d || d->size == 1 || !on_cuda(g) || !nccl_used(d) || d->no_overlap) return MAGNA_OK;
+    magna_status st = nccl_open(d, g, step, err);
+    if (st == MAGNA_OK) st = overlap_prepare(d, g, step, err);
+    if (st != MAGNA_OK) return st;
+    d->overlap.active = true, d->overlap.next = 0, d->overlap.error = 0;
+    d->overlap.weight = weight, d->overlap.step = step;
+    g->after_backward = overlap_after_backward, g->after_backward_user = d;
+    overlap_after_backward(g, g->n_order, d); /* buckets no node writes into */
+#else
+    (void)d, (void)g, (void)weight, (void)step, (void)err;
+#endif
+    return MAGNA_OK;
+}
+
 /* The gradients of a CUDA graph: scaled by this rank's weight and summed over ranks on the device (NCCL, in
- * buckets on the graph's stream), while the sums go over MPI; then the same 1 / total rows as the CPU path. */
+ * buckets on a stream of their own, each as soon as backward has completed it when magna_dist_backward_begin
+ * ran, else all now), while the sums go over MPI; then the same 1 / total rows as the CPU path. */
 static magna_status allreduce_grads_device(magna_dist *d, magna_graph *g, double weight, double *sums, int n_sums,
                                            int64_t step, magna_error *err) {
     const char *what = "the gradient allreduce";
@@ -582,18 +718,27 @@ static magna_status allreduce_grads_device(magna_dist *d, magna_graph *g, double
     float *grad = g->dev_grads;
     const size_t n = g->n_params;
     magna_status st = MAGNA_OK;
+    int e = 0;
 #ifdef MAGNA_HAVE_NCCL
-    if ((st = nccl_open(d, g, step, err)) != MAGNA_OK) return st;
-#endif
-    int e = weight != 1.0 ? magna_cuda_scale((float)weight, grad, (int64_t)n, s) : 0;
+    const bool began = d->overlap.active && d->overlap.g == g && d->overlap.step == step;
+    if (g->after_backward_user == d) g->after_backward = NULL, g->after_backward_user = NULL;
+    d->overlap.active = false;
+    if (began && weight != d->overlap.weight)
+        return fail(d, err, "%s at step %lld: the weight %g is not the %g backward began with", what, (long long)step,
+                    weight, d->overlap.weight);
+    if ((st = nccl_open(d, g, step, err)) != MAGNA_OK || (st = overlap_prepare(d, g, step, err)) != MAGNA_OK) return st;
+    if (!began) d->overlap.next = 0, d->overlap.error = 0, d->overlap.weight = weight;
+    /* the buckets backward did not start (all of them without magna_dist_backward_begin), in the same order on
+     * every rank; then the graph's stream waits for the sums: the GPUs add while the host does the MPI part */
+    overlap_after_backward(g, -1, d);
+    e = d->overlap.error;
+    if (e < 0) return nccl_fail(d, err, (ncclResult_t)(-1 - e), "ncclAllReduce", what, step);
+    if (!e) e = cuda_event_record(d->overlap.done_event, d->overlap.comm_stream);
+    if (!e) e = cuda_stream_wait_event(s, d->overlap.done_event);
+    if (e) return fail(d, err, "%s at step %lld: %s", what, (long long)step, cuda_error_string(e));
+#else
+    e = weight != 1.0 ? magna_cuda_scale((float)weight, grad, (int64_t)n, s) : 0;
     if (e) return fail(d, err, "%s at step %lld: scaling the gradients: %s", what, (long long)step, cuda_error_string(e));
-#ifdef MAGNA_HAVE_NCCL
-    /* the buckets first: the GPUs sum them while the host does the MPI part */
-    for (size_t at = 0, c; at < n; at += c) {
-        c = n - at < d->bucket_floats ? n - at : d->bucket_floats;
-        const ncclResult_t r = ncclAllReduce(grad + at, grad + at, c, ncclFloat, ncclSum, d->nccl, (cudaStream_t)s);
-        if (r != ncclSuccess) return nccl_fail(d, err, r, "ncclAllReduce", what, step);
-    }
 #endif
     d->scratch[0] = weight;
     for (int i = 0; i < n_sums; i++) d->scratch[1 + i] = sums[i];
@@ -794,7 +939,9 @@ size_t magna_dist_allreduce_bytes(const magna_dist *d, const magna_graph *g) {
 const char *magna_dist_grad_path(const magna_dist *d, const magna_graph *g) {
     if (!d || d->size == 1) return "none (one process)";
 #ifdef DIST_CUDA
-    if (on_cuda(g) && nccl_used(d)) return "NCCL on the GPUs";
+    if (on_cuda(g) && nccl_used(d))
+        return d->no_overlap ? "NCCL on the GPUs, after backward (MAGNA_DIST_NO_OVERLAP)"
+                             : "NCCL on the GPUs, overlapping backward";
     if (on_cuda(g))
         return d->no_nccl ? "MPI over host memory (MAGNA_DIST_NO_NCCL: each step copies the gradients to the host and "
                             "back, slower)"

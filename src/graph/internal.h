@@ -165,6 +165,11 @@ struct magna_graph {
     void *arena;
     size_t arena_bytes, unplanned_bytes;
     bool has_grad_in_value; /* some node's gradient overwrites its value (grad_in_value): one backward a forward */
+    /* CUDA: called after the backward of order[k] (k from n_order - 1 down to 0; also for nodes with no
+     * gradient), while the device may still be running it: data parallel starts the allreduce of gradient
+     * buckets that are complete (src/dist/dist.c). NULL: none. */
+    void (*after_backward)(magna_graph *g, int k, void *user);
+    void *after_backward_user;
     bool values_spent;      /* ... and a backward has done so since the last forward */
     void *workspace;
     size_t workspace_bytes;

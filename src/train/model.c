@@ -371,6 +371,15 @@ static magna_status dist_reduce_grads(magna_model *m, int64_t rows, double *flag
     return MAGNA_OK;
 }
 
+/* data parallel: the gradient allreduce may start during backward (magna_dist_backward_begin), with the weight
+ * dist_reduce_grads will give */
+static magna_status dist_backward_begin(magna_model *m, int64_t rows) {
+    magna_error err;
+    if (m->dist && magna_dist_backward_begin(m->dist, m->g, (double)rows / (double)m->batch, m->step, &err) != MAGNA_OK)
+        return dist_error(m, &err);
+    return MAGNA_OK;
+}
+
 static magna_status dist_update(magna_model *m) {
     magna_error err;
     if (!m->dist) {
@@ -729,7 +738,8 @@ magna_status magna_model_fit(magna_model *m, const magna_dataset *train_in, cons
                     from_graph(m, st);
                     break;
                 }
-                if (isfinite(loss = host_f32(m->loss)[0]) && (st = magna_graph_backward(m->g)) != MAGNA_OK) {
+                if (isfinite(loss = host_f32(m->loss)[0]) && (st = dist_backward_begin(m, count)) != MAGNA_OK) break;
+                if (isfinite(loss) && (st = magna_graph_backward(m->g)) != MAGNA_OK) {
                     from_graph(m, st);
                     break;
                 }
