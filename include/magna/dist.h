@@ -21,8 +21,8 @@
  *
  * On CUDA (a model compiled for MAGNA_DEVICE_CUDA after magna_dist_init): one GPU per rank, device (rank on
  * its machine) % (devices there); the gradients are summed on the GPUs by NCCL (ncclAllReduce in the same
- * buckets, on the graph's stream, polled until the same deadline; the communicator is aborted before the job
- * is), the flags and sums of a step stay on MPI, and the rare collectives (rank 0's weights, batch-norm
+ * buckets, each started as soon as backward has completed it, on a stream of its own, polled until the same
+ * deadline; the communicator is aborted before the job is), the flags and sums of a step stay on MPI, and the rare collectives (rank 0's weights, batch-norm
  * states, the weights' check) use the host mirrors. A CUDA build without NCCL copies the gradients to the
  * host, through the MPI allreduce and back (MAGNA_DIST_NO_NCCL=1 asks for that path). ZeRO 1 on CUDA keeps
  * each rank's slice of the optimizer state on its GPU and broadcasts the updated slices there (NCCL). Under the CUDA emulator (magna_emu) NCCL is emulated with MPI (src/cuda/emu/nccl_emu.c).

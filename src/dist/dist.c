@@ -4,7 +4,8 @@
  *
  * A CUDA graph (one GPU per rank: device local rank % devices on the machine) reduces its gradients on the
  * device with NCCL (MAGNA_HAVE_NCCL: the real library, or under the emulator src/cuda/emu/nccl_emu.c), in the
- * same buckets and with the same weighting as the CPU path; the small sums (flags, rows) and the heartbeat
+ * same buckets and with the same weighting as the CPU path, each bucket started while backward still runs
+ * (magna_dist_backward_begin); the small sums (flags, rows) and the heartbeat
  * stay on MPI. Without NCCL the gradients go down to the host mirror, through the MPI allreduce and back up.
  * The rare collectives (rank 0's weights, batch-norm states, the weights' hash) work on the host mirrors. */
 #include "../graph/internal.h"
