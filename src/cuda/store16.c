@@ -35,18 +35,10 @@ static magna_node *only_reader(const magna_graph *g, const magna_node *n) {
     return found;
 }
 
-/* n has readers, and every one is a matmul (which reads a bf16 operand in place) */
-static bool only_matmuls_read(const magna_graph *g, const magna_node *n) {
-    int readers = 0;
-    for (int j = n->id + 1; j < g->n_nodes; j++) {
-        const magna_node *c = g->nodes[j];
-        for (int k = 0; c->live && k < c->n_in; k++) {
-            if (c->in[k] != n) continue;
-            if (c->kind != NODE_OP || c->op != OP_MATMUL) return false;
-            readers++;
-        }
-    }
-    return readers > 0;
+/* a matmul, which reads a bf16 operand in place (as either input) */
+static bool matmul_reads(const magna_node *c, int input) {
+    (void)input;
+    return c->kind == NODE_OP && c->op == OP_MATMUL;
 }
 
 /* an attention that runs the tensor-core kernels (bf16 mode, head dim a multiple of 16 up to 128), which stage
@@ -56,15 +48,16 @@ static bool tensor_core_attention(const magna_node *c) {
     const int64_t C = c->in[0]->shape[c->in[0]->ndim - 1];
     return C % c->ip[0] == 0 && magna_attn_tc_fits(C / c->ip[0]);
 }
+static bool attention_reads_qkv(const magna_node *c, int input) { return input <= 2 && tensor_core_attention(c); }
 
-/* n has readers, and every one is such an attention reading it as q, k or v */
-static bool only_attention_reads(const magna_graph *g, const magna_node *n) {
+/* n has readers, and every one reads it as `reads` allows */
+static bool only_read_by(const magna_graph *g, const magna_node *n, bool (*reads)(const magna_node *c, int input)) {
     int readers = 0;
     for (int j = n->id + 1; j < g->n_nodes; j++) {
         const magna_node *c = g->nodes[j];
         for (int k = 0; c->live && k < c->n_in; k++) {
             if (c->in[k] != n) continue;
-            if (!tensor_core_attention(c) || k > 2) return false;
+            if (!reads(c, k)) return false;
             readers++;
         }
     }
@@ -93,18 +86,18 @@ int cuda_plan_store16(magna_graph *g) {
             continue;
         }
         /* an attention's output (its backward reads it, in the kernel that takes bf16) */
-        if (tensor_core_attention(n) && n->live && !n->keep && only_matmuls_read(g, n)) {
+        if (tensor_core_attention(n) && n->live && !n->keep && only_read_by(g, n, matmul_reads)) {
             n->stored16 = true;
             count++;
             continue;
         }
         if (!may_store16(g, n)) continue;
-        if (n->op == OP_ADD && cuda_is_bias_add(n) && only_attention_reads(g, n)) { /* q, k, v */
+        if (n->op == OP_ADD && cuda_is_bias_add(n) && only_read_by(g, n, attention_reads_qkv)) { /* q, k, v */
             n->stored16 = true;
             count++;
             continue;
         }
-        if (!only_matmuls_read(g, n)) continue;
+        if (!only_read_by(g, n, matmul_reads)) continue;
         magna_node *bias_add = n->op == OP_GELU || n->op == OP_GELU_TANH ? cuda_fused_first(g, n) : NULL;
         if (n->op == OP_LAYER_NORM || bias_add) {
             n->stored16 = true;

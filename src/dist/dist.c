@@ -693,22 +693,6 @@ static void overlap_after_backward(magna_graph *g, int k, void *user) {
 }
 #endif
 
-magna_status magna_dist_backward_begin(magna_dist *d, magna_graph *g, double weight, int64_t step, magna_error *err) {
-#ifdef MAGNA_HAVE_NCCL
-    if (!d || d->size == 1 || !on_cuda(g) || !nccl_used(d) || d->no_overlap) return MAGNA_OK;
-    magna_status st = nccl_open(d, g, step, err);
-    if (st == MAGNA_OK) st = overlap_prepare(d, g, step, err);
-    if (st != MAGNA_OK) return st;
-    d->overlap.active = true, d->overlap.next = 0, d->overlap.error = 0;
-    d->overlap.weight = weight, d->overlap.step = step;
-    g->after_backward = overlap_after_backward, g->after_backward_user = d;
-    overlap_after_backward(g, g->n_order, d); /* buckets no node writes into */
-#else
-    (void)d, (void)g, (void)weight, (void)step, (void)err;
-#endif
-    return MAGNA_OK;
-}
-
 /* The gradients of a CUDA graph: scaled by this rank's weight and summed over ranks on the device (NCCL, in
  * buckets on a stream of their own, each as soon as backward has completed it when magna_dist_backward_begin
  * ran, else all now), while the sums go over MPI; then the same 1 / total rows as the CPU path. */
@@ -757,6 +741,22 @@ static magna_status allreduce_grads_device(magna_dist *d, magna_graph *g, double
     return MAGNA_OK;
 }
 #endif /* DIST_CUDA */
+
+magna_status magna_dist_backward_begin(magna_dist *d, magna_graph *g, double weight, int64_t step, magna_error *err) {
+#if defined(DIST_CUDA) && defined(MAGNA_HAVE_NCCL)
+    if (!d || d->size == 1 || !on_cuda(g) || !nccl_used(d) || d->no_overlap) return MAGNA_OK;
+    magna_status st = nccl_open(d, g, step, err);
+    if (st == MAGNA_OK) st = overlap_prepare(d, g, step, err);
+    if (st != MAGNA_OK) return st;
+    d->overlap.active = true, d->overlap.next = 0, d->overlap.error = 0;
+    d->overlap.weight = weight, d->overlap.step = step;
+    g->after_backward = overlap_after_backward, g->after_backward_user = d;
+    overlap_after_backward(g, g->n_order, d); /* buckets no node writes into */
+#else
+    (void)d, (void)g, (void)weight, (void)step, (void)err;
+#endif
+    return MAGNA_OK;
+}
 
 magna_status magna_dist_broadcast_params(magna_dist *d, magna_graph *g, int64_t step, magna_error *err) {
     const char *what = "the broadcast of rank 0's params";
