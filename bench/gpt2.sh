@@ -153,6 +153,10 @@ done
     echo
     echo "Steps timed: $steps (magna float32: a third); FLOPs per token ${flops:-unknown} (6 N + 12 L T d); peak ${peak} TFLOP/s."
     echo "Memory: nvidia-smi's used memory at its highest minus before the run (context and allocator caches included)."
+    for name in magna_bf16 magna_f32; do # what magna's plan holds of it (the rest: weights, Adam, staging, context)
+        plan=$(grep -h "^Activation memory:" "$out/$name.log" 2>/dev/null | tail -1)
+        [ -n "$plan" ] && echo "$name, planned: $plan."
+    done
 } >>"$out/table.md"
 cat "$out/table.md"
 echo "summary: $(tr '\n' ' ' <"$out/summary.txt")"

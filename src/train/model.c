@@ -881,4 +881,14 @@ void magna_model_summary(magna_model *m, FILE *f) {
     fprintf(f, "%.*s\n", 64, "================================================================");
     fprintf(f, "Total params: %lld\nTrainable params: %lld\nNon-trainable params: %lld\n", (long long)total,
             (long long)trainable, (long long)(total - trainable));
+    if (m->compiled) { /* the memory plan's size (MAGNA_PLAN_REPORT=1 says what is in it) */
+        int stored16 = 0;
+        for (int i = 0; i < g->n_nodes; i++) stored16 += g->nodes[i]->stored16;
+        const double b = (double)g->arena_bytes;
+        const int unit = b >= 1073741824.0 ? 3 : b >= 1048576.0 ? 2 : 1;
+        fprintf(f, "Activation memory: %.1f %s at batch %lld", b / (unit == 3 ? 1073741824.0 : unit == 2 ? 1048576.0 : 1024.0),
+                unit == 3 ? "GiB" : unit == 2 ? "MiB" : "KiB", (long long)g->compiled_batch);
+        if (stored16) fprintf(f, " (%d tensors kept in bf16)", stored16);
+        fprintf(f, "\n");
+    }
 }
