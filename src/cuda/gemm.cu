@@ -113,6 +113,34 @@ int gemm_tiled(void *stream, int ta, int tb, int m, int n, int k, float alpha, c
                                     ldb, sb, beta, c, ldc, sc, stored16);
 }
 
+/* dst [batch][rows][cols] (packed) = bf16(src), src's rows ld apart and batches stride apart; a packed src
+ * (FLAT) is copied element for element, others are indexed by divisions in I (32 bits when they fit) */
+template <int FLAT, class I>
+__global__ void to_bf16_kernel(magna_launch_1d l, const float *__restrict__ src, int ld, long long stride, int rows,
+                               int cols, __nv_bfloat16 *__restrict__ dst) {
+    const int64_t step = magna_launch_1d_stride(&l);
+    for (int64_t i = magna_launch_1d_first(&l, blockIdx.x, threadIdx.x); i < l.n; i += step) {
+        if (FLAT) {
+            dst[i] = __float2bfloat16(src[i]);
+        } else {
+            const I q = (I)i / (I)cols, c = (I)i - q * (I)cols, z = q / (I)rows, r = q - z * (I)rows;
+            dst[i] = __float2bfloat16(src[(int64_t)z * stride + (int64_t)r * ld + (int64_t)c]);
+        }
+    }
+}
+
+int to_bf16(void *stream, const float *src, int ld, long long stride, int rows, int cols, int batch, __nv_bfloat16 *dst) {
+    const int64_t n = (int64_t)rows * cols * batch;
+    const magna_launch_1d l = magna_launch_elementwise(n, 1);
+    if (l.grid == 0) return cudaSuccess;
+    const dim3 grid(l.grid), block(l.block);
+    if (ld == cols && (batch == 1 || stride == (long long)rows * cols))
+        return magna_cuda_launch(grid, block, 0, stream, to_bf16_kernel<1, int64_t>, l, src, ld, stride, rows, cols, dst);
+    return n <= (int64_t)UINT32_MAX
+               ? magna_cuda_launch(grid, block, 0, stream, to_bf16_kernel<0, uint32_t>, l, src, ld, stride, rows, cols, dst)
+               : magna_cuda_launch(grid, block, 0, stream, to_bf16_kernel<0, int64_t>, l, src, ld, stride, rows, cols, dst);
+}
+
 } // namespace
 
 #ifndef MAGNA_CUDA_EMU
@@ -236,34 +264,6 @@ lt_plan *plan_for(magna_cuda_blas *h, const lt_key &k) {
     return plan_make(h, k, p) ? p : NULL;
 }
 
-/* dst [batch][rows][cols] (packed) = bf16(src), src's rows ld apart and batches stride apart; a packed src
- * (FLAT) is copied element for element, others are indexed by divisions in I (32 bits when they fit) */
-template <int FLAT, class I>
-__global__ void to_bf16_kernel(magna_launch_1d l, const float *__restrict__ src, int ld, long long stride, int rows,
-                               int cols, __nv_bfloat16 *__restrict__ dst) {
-    const int64_t step = magna_launch_1d_stride(&l);
-    for (int64_t i = magna_launch_1d_first(&l, blockIdx.x, threadIdx.x); i < l.n; i += step) {
-        if (FLAT) {
-            dst[i] = __float2bfloat16(src[i]);
-        } else {
-            const I q = (I)i / (I)cols, c = (I)i - q * (I)cols, z = q / (I)rows, r = q - z * (I)rows;
-            dst[i] = __float2bfloat16(src[(int64_t)z * stride + (int64_t)r * ld + (int64_t)c]);
-        }
-    }
-}
-
-int to_bf16(void *stream, const float *src, int ld, long long stride, int rows, int cols, int batch, __nv_bfloat16 *dst) {
-    const int64_t n = (int64_t)rows * cols * batch;
-    const magna_launch_1d l = magna_launch_elementwise(n, 1);
-    if (l.grid == 0) return cudaSuccess;
-    const dim3 grid(l.grid), block(l.block);
-    if (ld == cols && (batch == 1 || stride == (long long)rows * cols))
-        return magna_cuda_launch(grid, block, 0, stream, to_bf16_kernel<1, int64_t>, l, src, ld, stride, rows, cols, dst);
-    return n <= (int64_t)UINT32_MAX
-               ? magna_cuda_launch(grid, block, 0, stream, to_bf16_kernel<0, uint32_t>, l, src, ld, stride, rows, cols, dst)
-               : magna_cuda_launch(grid, block, 0, stream, to_bf16_kernel<0, int64_t>, l, src, ld, stride, rows, cols, dst);
-}
-
 } // namespace
 #endif
 
@@ -385,6 +385,16 @@ extern "C" int magna_cuda_gemm_stored(void *blas, void *stream, int ta, int tb, 
     (void)blas;
 #endif
     return gemm_tiled(stream, ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc, batch, bf16, stored16);
+}
+
+extern "C" int magna_cuda_to_bf16(const float *src, int64_t n, void *dst, void *stream) {
+    if (n < 0) return cudaErrorInvalidValue;
+    for (int64_t at = 0; at < n; at += (int64_t)1 << 30) { /* (the kernel's sizes are ints) */
+        const int c = (int)(n - at < ((int64_t)1 << 30) ? n - at : (int64_t)1 << 30);
+        const int e = to_bf16(stream, src + at, c, 0, 1, c, 1, static_cast<__nv_bfloat16 *>(dst) + at);
+        if (e) return e;
+    }
+    return cudaSuccess;
 }
 
 extern "C" int magna_cuda_gemm(void *blas, void *stream, int ta, int tb, int m, int n, int k, float alpha,

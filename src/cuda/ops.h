@@ -68,6 +68,9 @@ bool cuda_bias_gelu_backward_fused(const magna_node *h, size_t workspace_bytes);
 /* Before the memory plan of a bf16 graph: which activations are kept in bf16 (stored16; store16.c). Returns
  * how many. */
 int cuda_plan_store16(magna_graph *g);
+/* Before the memory plan of a bf16 graph: room in the workspace for a matmul's dC in bf16, converted once for
+ * both its backward GEMMs (ops_matmul.c) */
+void cuda_plan_matmul_workspace(magna_graph *g);
 /* Over the flat gradients on the device: mode 0 the sum of squares, 1 the count of non-finite ones. */
 magna_status cuda_grads_reduce(magna_graph *g, int mode, float *out);
 /* Which ops of a graph have no CUDA implementation: "" when all have one, else a list for the message. */

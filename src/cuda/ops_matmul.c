@@ -80,11 +80,34 @@ static int gemm_into(magna_graph *g, const mm_dims *d, int ta, int tb, int m, in
     return 0;
 }
 
+/* bf16 mode: dC (a float32 gradient) converted once into the workspace (cuda_plan_matmul_workspace), where
+ * both GEMMs read it, instead of each staging its own copy */
+static bool dc_once(const magna_graph *g, const magna_node *c) {
+    return g->bf16 && !grad_of(c).is16 && g->workspace_bytes >= (size_t)c->numel * 2;
+}
+
+void cuda_plan_matmul_workspace(magna_graph *g) {
+    for (int i = 0; i < g->n_nodes && g->bf16; i++) {
+        magna_node *n = g->nodes[i];
+        if (!n->live || n->kind != NODE_OP || n->op != OP_MATMUL || !n->needs_grad || grad_of(n).is16) continue;
+        const size_t bytes = ((size_t)n->numel * 2 + 255) & ~(size_t)255;
+        if (bytes > n->workspace_bytes) n->workspace_bytes = bytes;
+    }
+}
+
 void cuda_matmul_backward(magna_graph *g, magna_node *c) {
     const mm_dims d = mm_dims_of(c);
-    const mm_operand A = value_of(c->in[0]), B = value_of(c->in[1]), dC = grad_of(c);
+    const mm_operand A = value_of(c->in[0]), B = value_of(c->in[1]);
+    mm_operand dC = grad_of(c);
     float *dA = c->in[0]->grad, *dB = c->in[1]->grad;
     int e = 0;
+    if ((dA || dB) && dc_once(g, c)) {
+        if ((e = magna_cuda_to_bf16(c->grad, c->numel, g->workspace, cuda_stream(g)))) {
+            cuda_fail(g, e, "matmul backward (dC to bf16)");
+            return;
+        }
+        dC = (mm_operand){g->workspace, 1};
+    }
     if (dA) {
         if (!d.ta) /* dA [m, k] += dC [m, n] op(B)^T */
             e = gemm_into(g, &d, 0, !d.tb, d.m, d.k, d.n, dC, d.n, d.sc, B, d.ldb, d.sb, dA, d.lda, d.sa);
@@ -110,7 +133,7 @@ size_t cuda_gemm_stage_elems(const magna_graph *g, const magna_node *n) {
     if (n->kind != NODE_OP || (n->op != OP_MATMUL && n->op != OP_CONV2D)) return 0;
     /* what is kept in bf16 is read in place, never staged */
     int64_t t[4] = {n->in[0]->stored16 ? 0 : n->in[0]->numel, n->in[1]->stored16 ? 0 : n->in[1]->numel,
-                    n->stored16 && n->grad_in_value ? 0 : n->numel, 0}; /* t[2]: dC, in backward */
+                    n->op == OP_MATMUL && (grad_of(n).is16 || dc_once(g, n)) ? 0 : n->numel, 0}; /* t[2]: dC */
     if (n->op == OP_CONV2D) t[3] = (int64_t)(g->workspace_bytes / sizeof(float));
     int64_t first = 0, second = 0;
     for (int i = 0; i < 4; i++) {

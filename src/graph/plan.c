@@ -441,6 +441,7 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
     for (int i = 0; i < N; i++) g->nodes[i]->stored16 = false;
 #ifdef MAGNA_HAVE_CUDA
     if (g->device == MAGNA_DEVICE_CUDA && g->bf16 && fusing_allowed()) cuda_plan_store16(g);
+    if (g->device == MAGNA_DEVICE_CUDA && g->bf16) cuda_plan_matmul_workspace(g);
 #endif
     /* A view keeps its source alive as long as itself (reverse order reaches chains of views). */
     for (int i = N - 1; i >= 0; i--) {
