@@ -232,7 +232,16 @@ static void test_bf16_storage(void) {
     CHECK(s16.stored16 > 0 && s32.stored16 == 0 && s16.arena < s32.arena, "no activation was kept in bf16");
     CHECK(s16.n == s32.n && el <= 1.0 / 64 && fabs(s16.loss - s32.loss) <= 1e-2 * s32.loss && eg <= 3e-2,
           "bf16 storage changed the step beyond bf16's precision");
-    free(s16.grads), free(s32.grads);
+    /* the GELUs' outputs computed again in backward, or kept (MAGNA_CUDA_RECOMPUTE=0): the same bits */
+    bf16_step kept;
+    setenv("MAGNA_CUDA_RECOMPUTE", "0", 1);
+    gpt_step(MAGNA_DEVICE_CUDA, true, true, &kept);
+    unsetenv("MAGNA_CUDA_RECOMPUTE");
+    printf("GELU outputs computed again in backward: arena %zu bytes, %zu kept\n", s16.arena, kept.arena);
+    CHECK(kept.n == s16.n && !memcmp(kept.grads, s16.grads, s16.n * sizeof(float)) &&
+              !memcmp(kept.logits, s16.logits, sizeof kept.logits) && s16.arena < kept.arena,
+          "computing the GELU outputs again changed the step, or saved nothing");
+    free(s16.grads), free(s32.grads), free(kept.grads);
 }
 
 /* The same step in float32 on both devices. This model's plan once let the final layer norm's output take the

@@ -31,6 +31,16 @@ __global__ void bias_add16_kernel(magna_launch_1d l, int64_t N, const float *__r
         for (uint32_t j = 0; j < l.vec && i + j < l.n; j++) y[i + j] = __float2bfloat16(a[i + j] + bias[(i + j) % N]);
 }
 
+/* y = gelu(x), both bf16: a fused bias + GELU's output computed again in backward from its stored input, the
+ * same bits as its forward wrote */
+__global__ void gelu16_kernel(magna_launch_1d l, int op, const __nv_bfloat16 *__restrict__ x,
+                              __nv_bfloat16 *__restrict__ y) {
+    const int64_t stride = magna_launch_1d_stride(&l);
+    for (int64_t i = magna_launch_1d_first(&l, blockIdx.x, threadIdx.x); i < l.n; i += stride)
+        for (uint32_t j = 0; j < l.vec && i + j < l.n; j++)
+            magna_store(&y[i + j], magna_em_unary(op, magna_as_float(x[i + j]), 0.0f));
+}
+
 /* Block (x: 32 columns, y: a slice of rows): dx += GELU'(x) dy over the slice's rows, and part[y][col] = the sum of
  * those terms, the block's warps taking every MAGNA_COLSUM_WARPS-th row, then added in warp order (fixed: the same
  * bits every run). */
@@ -123,6 +133,14 @@ extern "C" int magna_cuda_bias_gelu_forward(int tanh_approx, const float *a, con
     if (x16) return (int)cudaErrorInvalidValue; /* x in bf16 goes with y in bf16 (store16.c) */
     return (int)magna_cuda_launch(l.grid, l.block, 0, stream, bias_gelu_kernel<float, float>, l, op, N, a, bias,
                                   static_cast<float *>(x), static_cast<float *>(y));
+}
+
+extern "C" int magna_cuda_gelu16(int tanh_approx, const void *x, int64_t n, void *y, void *stream) {
+    const magna_launch_1d l = magna_launch_elementwise(n, 4);
+    if (l.grid == 0) return 0;
+    return (int)magna_cuda_launch(l.grid, l.block, 0, stream, gelu16_kernel, l,
+                                  tanh_approx ? MAGNA_EM_GELU_TANH : MAGNA_EM_GELU,
+                                  static_cast<const __nv_bfloat16 *>(x), static_cast<__nv_bfloat16 *>(y));
 }
 
 extern "C" int magna_cuda_bias_add16(const float *a, const float *bias, int64_t rows, int64_t N, void *y,

@@ -238,6 +238,8 @@ int magna_cuda_scale(float k, float *x, int64_t n, void *stream);
  * bf16 (stored16; x16 only with y16), y then the GELU of x as rounded */
 int magna_cuda_bias_gelu_forward(int tanh_approx, const float *a, const float *bias, int64_t rows, int64_t N, void *x,
                                  int x16, void *y, int y16, void *stream);
+/* y = gelu(x) over n elements, both bf16: a fused bias + GELU's output again, from its stored input */
+int magna_cuda_gelu16(int tanh_approx, const void *x, int64_t n, void *y, void *stream);
 /* y = a + bias (bias [N] over rows of N) written as bf16: a dense layer's output kept in bf16 (stored16) */
 int magna_cuda_bias_add16(const float *a, const float *bias, int64_t rows, int64_t N, void *y, void *stream);
 /* Its backward: dx += gelu'(x) dy [rows, N] and dbias[j] += the column sums of those terms (deterministic: slices of

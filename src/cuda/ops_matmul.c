@@ -80,33 +80,52 @@ static int gemm_into(magna_graph *g, const mm_dims *d, int ta, int tb, int m, in
     return 0;
 }
 
+static size_t bf16_bytes(int64_t numel) { return ((size_t)numel * 2 + 255) & ~(size_t)255; }
+
 /* bf16 mode: dC (a float32 gradient) converted once into the workspace (cuda_plan_matmul_workspace), where
- * both GEMMs read it, instead of each staging its own copy */
+ * both GEMMs read it, instead of each staging its own copy; after it, a recomputed A (a GELU's output) */
 static bool dc_once(const magna_graph *g, const magna_node *c) {
-    return g->bf16 && !grad_of(c).is16 && g->workspace_bytes >= (size_t)c->numel * 2;
+    const size_t a_again = c->in[0]->recompute ? bf16_bytes(c->in[0]->numel) : 0;
+    return g->bf16 && !grad_of(c).is16 && g->workspace_bytes >= bf16_bytes(c->numel) + a_again;
 }
 
 void cuda_plan_matmul_workspace(magna_graph *g) {
     for (int i = 0; i < g->n_nodes && g->bf16; i++) {
         magna_node *n = g->nodes[i];
-        if (!n->live || n->kind != NODE_OP || n->op != OP_MATMUL || !n->needs_grad || grad_of(n).is16) continue;
-        const size_t bytes = ((size_t)n->numel * 2 + 255) & ~(size_t)255;
+        if (!n->live || n->kind != NODE_OP || n->op != OP_MATMUL || !n->needs_grad) continue;
+        const size_t bytes = (grad_of(n).is16 ? 0 : bf16_bytes(n->numel)) +
+                             (n->in[0]->recompute ? bf16_bytes(n->in[0]->numel) : 0);
         if (bytes > n->workspace_bytes) n->workspace_bytes = bytes;
     }
 }
 
+/* A again, when its GELU was not kept (store16.c's recompute): from the GELU's bf16 input into the workspace */
+static int a_again(magna_graph *g, const magna_node *c, bool dc_in_workspace, mm_operand *A) {
+    const magna_node *y = c->in[0], *x = y->in[0];
+    const size_t at = dc_in_workspace ? bf16_bytes(c->numel) : 0;
+    if (!x->stored16 || g->workspace_bytes < at + bf16_bytes(y->numel)) return 1; /* as planned, never */
+    void *dst = (char *)g->workspace + at;
+    *A = (mm_operand){dst, 1};
+    return magna_cuda_gelu16(y->op == OP_GELU_TANH, x->value, y->numel, dst, cuda_stream(g));
+}
+
 void cuda_matmul_backward(magna_graph *g, magna_node *c) {
     const mm_dims d = mm_dims_of(c);
-    const mm_operand A = value_of(c->in[0]), B = value_of(c->in[1]);
-    mm_operand dC = grad_of(c);
+    const mm_operand B = value_of(c->in[1]);
+    mm_operand A = value_of(c->in[0]), dC = grad_of(c);
     float *dA = c->in[0]->grad, *dB = c->in[1]->grad;
     int e = 0;
-    if ((dA || dB) && dc_once(g, c)) {
+    const bool once = (dA || dB) && dc_once(g, c);
+    if (once) {
         if ((e = magna_cuda_to_bf16(c->grad, c->numel, g->workspace, cuda_stream(g)))) {
             cuda_fail(g, e, "matmul backward (dC to bf16)");
             return;
         }
         dC = (mm_operand){g->workspace, 1};
+    }
+    if (dB && c->in[0]->recompute && (e = a_again(g, c, once, &A))) {
+        cuda_fail(g, e, "matmul backward (its GELU input again)");
+        return;
     }
     if (dA) {
         if (!d.ta) /* dA [m, k] += dC [m, n] op(B)^T */

@@ -108,6 +108,9 @@ struct magna_node {
      * the bytes, as autocast keeps a matmul's output; decided at compile (src/cuda/store16.c), where its one
      * writer and every reader take bf16. The host mirror of a kept one is float32, widened after the copy. */
     bool stored16;
+    /* CUDA bf16: this GELU's output is not kept for backward: the matmuls that read it compute it again from
+     * its (bf16) input into the workspace for their weight gradient (store16.c), as torch.compile does */
+    bool recompute;
     /* A GELU, layer norm or attention whose only consumers are dense matmuls of one group (bf16_for: the first;
      * the others read its copy, a16_from) writes its output as bf16 straight into that matmul's saved copy of its
      * input when the matmul runs in bf16 (plan.c fuse_ops): the float32 output would only be read once, to be

@@ -438,10 +438,17 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
             vend[x->id] = END - 1 - x->id;
         }
     }
-    for (int i = 0; i < N; i++) g->nodes[i]->stored16 = false;
+    for (int i = 0; i < N; i++) g->nodes[i]->stored16 = g->nodes[i]->recompute = false;
 #ifdef MAGNA_HAVE_CUDA
     if (g->device == MAGNA_DEVICE_CUDA && g->bf16 && fusing_allowed()) cuda_plan_store16(g);
     if (g->device == MAGNA_DEVICE_CUDA && g->bf16) cuda_plan_matmul_workspace(g);
+    for (int i = 0; i < N; i++) { /* a value computed again in backward lives to its last forward reader */
+        if (!g->nodes[i]->recompute) continue;
+        vend[i] = i;
+        for (int j = i + 1; j < N; j++)
+            for (int k = 0; g->nodes[j]->live && k < g->nodes[j]->n_in; k++)
+                if (g->nodes[j]->in[k] == g->nodes[i] && j > vend[i]) vend[i] = j;
+    }
 #endif
     /* A view keeps its source alive as long as itself (reverse order reaches chains of views). */
     for (int i = N - 1; i >= 0; i--) {
