@@ -232,20 +232,21 @@ static void test_bf16_storage(void) {
     CHECK(s16.stored16 > 0 && s32.stored16 == 0 && s16.arena < s32.arena, "no activation was kept in bf16");
     CHECK(s16.n == s32.n && el <= 1.0 / 64 && fabs(s16.loss - s32.loss) <= 1e-2 * s32.loss && eg <= 3e-2,
           "bf16 storage changed the step beyond bf16's precision");
-    /* the GELUs' outputs computed again in backward, or kept (MAGNA_CUDA_RECOMPUTE=0): the same bits here (one
-     * function of the same bf16 input); on a GPU the compiler may contract the two kernels' arithmetic apart */
+    /* GELU and layer norm outputs computed again in backward, or kept (MAGNA_CUDA_RECOMPUTE=0): the same bits
+     * here (one expression of the same input); on a GPU the compiler may contract two kernels' arithmetic apart */
     bf16_step kept;
     setenv("MAGNA_CUDA_RECOMPUTE", "0", 1);
     gpt_step(MAGNA_DEVICE_CUDA, true, true, &kept);
     unsetenv("MAGNA_CUDA_RECOMPUTE");
-    printf("GELU outputs computed again in backward: arena %zu bytes, %zu kept\n", s16.arena, kept.arena);
+    printf("GELU and layer norm outputs computed again in backward: arena %zu bytes, %zu kept\n", s16.arena,
+           kept.arena);
     const double gk = worst_rel(s16.grads, kept.grads, s16.n);
     const double lk = worst_rel(s16.logits, kept.logits, sizeof kept.logits / sizeof(float));
     printf("  gradients %.1e, logits %.1e apart\n", gk, lk);
     CHECK(kept.n == s16.n && gk <= 1e-4 && lk == 0 && s16.arena < kept.arena,
-          "computing the GELU outputs again changed the step, or saved nothing");
+          "computing the GELU and layer norm outputs again changed the step, or saved nothing");
 #ifdef MAGNA_CUDA_EMU
-    CHECK(gk == 0, "the emulator computes the GELU outputs again to other bits (%g)", gk);
+    CHECK(gk == 0, "the emulator computes the outputs again to other bits (%g)", gk);
 #endif
     free(s16.grads), free(s32.grads), free(kept.grads);
 }

@@ -41,6 +41,21 @@ __global__ void gelu16_kernel(magna_launch_1d l, int op, const __nv_bfloat16 *__
             magna_store(&y[i + j], magna_em_unary(op, magna_as_float(x[i + j]), 0.0f));
 }
 
+/* y = layer norm of x with the statistics its forward kept, in bf16: a fused residual + layer norm's output
+ * computed again in backward, the same expression as add_layer_norm_kernel's */
+__global__ void layer_norm_apply16_kernel(magna_launch_1d l, int64_t D, const float *__restrict__ x,
+                                          const float *__restrict__ mean, const float *__restrict__ rstd,
+                                          const float *__restrict__ gamma, const float *__restrict__ beta,
+                                          __nv_bfloat16 *__restrict__ y) {
+    const int64_t stride = magna_launch_1d_stride(&l);
+    for (int64_t i = magna_launch_1d_first(&l, blockIdx.x, threadIdx.x); i < l.n; i += stride)
+        for (uint32_t j = 0; j < l.vec && i + j < l.n; j++) {
+            const int64_t e = i + j, row = e / D, k = e - row * D;
+            magna_store(&y[e], magna_em_layer_norm_out(x[e], mean[row], rstd[row], gamma ? gamma[k] : 1.0f,
+                                                       beta ? beta[k] : 0.0f));
+        }
+}
+
 /* Block (x: 32 columns, y: a slice of rows): dx += GELU'(x) dy over the slice's rows, and part[y][col] = the sum of
  * those terms, the block's warps taking every MAGNA_COLSUM_WARPS-th row, then added in warp order (fixed: the same
  * bits every run). */
@@ -141,6 +156,14 @@ extern "C" int magna_cuda_gelu16(int tanh_approx, const void *x, int64_t n, void
     return (int)magna_cuda_launch(l.grid, l.block, 0, stream, gelu16_kernel, l,
                                   tanh_approx ? MAGNA_EM_GELU_TANH : MAGNA_EM_GELU,
                                   static_cast<const __nv_bfloat16 *>(x), static_cast<__nv_bfloat16 *>(y));
+}
+
+extern "C" int magna_cuda_layer_norm_apply16(const float *x, const float *mean, const float *rstd, const float *gamma,
+                                             const float *beta, int64_t rows, int64_t D, void *y, void *stream) {
+    const magna_launch_1d l = magna_launch_elementwise(rows * D, 4);
+    if (l.grid == 0) return 0;
+    return (int)magna_cuda_launch(l.grid, l.block, 0, stream, layer_norm_apply16_kernel, l, D, x, mean, rstd, gamma,
+                                  beta, static_cast<__nv_bfloat16 *>(y));
 }
 
 extern "C" int magna_cuda_bias_add16(const float *a, const float *bias, int64_t rows, int64_t N, void *y,

@@ -240,6 +240,10 @@ int magna_cuda_bias_gelu_forward(int tanh_approx, const float *a, const float *b
                                  int x16, void *y, int y16, void *stream);
 /* y = gelu(x) over n elements, both bf16: a fused bias + GELU's output again, from its stored input */
 int magna_cuda_gelu16(int tanh_approx, const void *x, int64_t n, void *y, void *stream);
+/* y = layer_norm(x) [rows, D] in bf16 from the mean and rstd forward kept (gamma, beta may be NULL): a fused
+ * residual + layer norm's output again */
+int magna_cuda_layer_norm_apply16(const float *x, const float *mean, const float *rstd, const float *gamma,
+                                  const float *beta, int64_t rows, int64_t D, void *y, void *stream);
 /* y = a + bias (bias [N] over rows of N) written as bf16: a dense layer's output kept in bf16 (stored16) */
 int magna_cuda_bias_add16(const float *a, const float *bias, int64_t rows, int64_t N, void *y, void *stream);
 /* Its backward: dx += gelu'(x) dy [rows, N] and dbias[j] += the column sums of those terms (deterministic: slices of

@@ -99,13 +99,22 @@ void cuda_plan_matmul_workspace(magna_graph *g) {
     }
 }
 
-/* A again, when its GELU was not kept (store16.c's recompute): from the GELU's bf16 input into the workspace */
+/* A again, when it was not kept (store16.c's recompute), into the workspace: a GELU's output from its bf16
+ * input, or a layer norm's from its input and the mean and rstd it keeps for its own backward */
 static int a_again(magna_graph *g, const magna_node *c, bool dc_in_workspace, mm_operand *A) {
     const magna_node *y = c->in[0], *x = y->in[0];
     const size_t at = dc_in_workspace ? bf16_bytes(c->numel) : 0;
-    if (!x->stored16 || g->workspace_bytes < at + bf16_bytes(y->numel)) return 1; /* as planned, never */
+    if (g->workspace_bytes < at + bf16_bytes(y->numel)) return 1; /* as planned, never */
     void *dst = (char *)g->workspace + at;
     *A = (mm_operand){dst, 1};
+    if (y->op == OP_LAYER_NORM) {
+        const magna_node *gamma = cuda_ln_gamma(y), *beta = cuda_ln_beta(y);
+        const int64_t D = x->shape[x->ndim - 1], rows = x->numel / D;
+        const float *mean = (const float *)y->saved;
+        return magna_cuda_layer_norm_apply16(fval(x), mean, mean + rows, gamma ? fval(gamma) : NULL,
+                                             beta ? fval(beta) : NULL, rows, D, dst, cuda_stream(g));
+    }
+    if (!x->stored16) return 1; /* store16.c recomputes a GELU only from a bf16 input */
     return magna_cuda_gelu16(y->op == OP_GELU_TANH, x->value, y->numel, dst, cuda_stream(g));
 }
 
