@@ -173,7 +173,8 @@ magna_status magna_model_set_outputs(magna_model *m, int count, magna_node *cons
 magna_node *magna_model_output(magna_model *m);
 
 magna_status magna_model_compile(magna_model *m, const magna_compile_opts *opts);
-/* Layers (params grouped by name prefix), output shapes, parameter counts. */
+/* Layers (params grouped by name prefix), output shapes, parameter counts; once compiled, the planned activation
+ * memory (and how many tensors a bf16 CUDA graph keeps in bf16). */
 void magna_model_summary(magna_model *m, FILE *out);
 
 magna_status magna_model_fit(magna_model *m, const magna_dataset *train, const magna_dataset *val,
