@@ -181,7 +181,7 @@ struct magna_cuda_blas {
     size_t stage_elems;
     lt_plan plans[LT_PLANS]; /* the shapes seen, so a step pays no heuristic query (round-robin reuse) */
     int next_plan;
-    bool fast16; /* MAGNA_GEMM_BF16=fast: bf16 mode always through FAST_16BF, never staged */
+    bool fast16; /* MAGNA_GEMM_BF16=fast: bf16 calls of float32 operands through FAST_16BF, not staged */
 };
 
 namespace {
@@ -307,7 +307,8 @@ extern "C" int magna_cuda_blas_reserve(void *blas, size_t bf16_elems) {
     return cudaSuccess;
 #else
     magna_cuda_blas *h = static_cast<magna_cuda_blas *>(blas);
-    if (!h || h->fast16 || bf16_elems <= h->stage_elems) return cudaSuccess;
+    /* (fast16 too: a call with an operand stored in bf16 cannot go through FAST_16BF and stages the others) */
+    if (!h || bf16_elems <= h->stage_elems) return cudaSuccess;
     cudaError_t e = cudaDeviceSynchronize(); /* the old buffer may still be read by queued work */
     if (e != cudaSuccess) return e;
     cudaFree(h->stage);
@@ -352,7 +353,7 @@ extern "C" int magna_cuda_gemm_stored(void *blas, void *stream, int ta, int tb, 
         /* bf16 operands: those stored as bf16 are read where they are; the others are packed into the staging
          * (A [ta ? k : m][ta ? m : k], B [tb ? n : k][tb ? k : n]). Without room there, FAST_16BF converts the
          * float32 ones itself, which it can only when no operand or result is stored bf16. */
-        if (bf16 && (need <= h->stage_elems || stored16)) {
+        if (bf16 && ((!h->fast16 && need <= h->stage_elems) || stored16)) {
             const int ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
             const size_t ea = (size_t)m * k * (size_t)(sa ? batch : 1);
             __nv_bfloat16 *sta = h->stage, *stb = h->stage + ((ea + 7) & ~(size_t)7);
