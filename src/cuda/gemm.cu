@@ -12,7 +12,9 @@
  * the handle's staging buffer, which magna_cuda_blas_reserve sizes outside a step from
  * magna_cuda_gemm_bf16_elems. A call whose operands do not fit it runs with CUBLAS_COMPUTE_32F_FAST_16BF on the
  * float32 operands instead (cuBLASLt's own down-conversion: the same rounding, no staging); the environment's
- * MAGNA_GEMM_BF16=fast sends every bf16 call that way, so a GPU run can measure both routes. */
+ * MAGNA_GEMM_BF16=fast sends every bf16 call of float32 operands that way, so a GPU run can measure both routes.
+ * Operands a graph keeps in bf16 (magna_cuda_gemm_stored: activations, a dC converted once) are read where they
+ * are, never staged, and C may be written in bf16 (beta 0); such a call stages only its float32 operand. */
 #include "compat.h"
 #include "kernels.h"
 #include "launch.h"
