@@ -64,7 +64,8 @@ typedef struct gemm_case {
 
 /* bf16 == 2: cuBLASLt's FAST_16BF path (no staging), whose down-conversion may round differently: one bf16
  * ulp of slack per operand */
-static double run_stored(void *blas, const gemm_case *c, int bf16_mode, unsigned stored16) {
+/* with_bias: through magna_cuda_gemm_bias (one product, beta 0), + a bias per column */
+static double run_stored(void *blas, const gemm_case *c, int bf16_mode, unsigned stored16, int with_bias) {
     const int ar = c->ta ? c->k : c->m, ac = c->ta ? c->m : c->k, br = c->tb ? c->n : c->k, bc = c->tb ? c->k : c->n;
     const int lda = ac + c->pad, ldb = bc + c->pad, ldc = c->n + c->pad;
     const long long sa = c->shared_a ? 0 : (long long)ar * lda + c->pad, sb = c->shared_b ? 0 : (long long)br * ldb + c->pad;
@@ -80,8 +81,13 @@ static double run_stored(void *blas, const gemm_case *c, int bf16_mode, unsigned
     const int c16 = (stored16 & MAGNA_GEMM_C16) != 0;
     void *da = to_device_as(a, na, stored16 & MAGNA_GEMM_A16), *db = to_device_as(b, nb, stored16 & MAGNA_GEMM_B16);
     void *dc = to_device_as(c0, nc, c16);
-    int e = magna_cuda_gemm_stored(blas, NULL, c->ta, c->tb, c->m, c->n, c->k, c->alpha, da, lda, sa, db, ldb, sb,
-                                   c->beta, dc, ldc, sc, c->batch, bf16_mode != 0, stored16);
+    float *bias = malloc((size_t)c->n * sizeof(float) + 4);
+    for (int j = 0; j < c->n; j++) bias[j] = with_bias ? frand() : 0.0f;
+    float *dbias = with_bias ? to_device_as(bias, (size_t)c->n, 0) : NULL;
+    int e = with_bias ? magna_cuda_gemm_bias(blas, NULL, c->ta, c->tb, c->m, c->n, c->k, da, lda, db, ldb, dbias, dc, ldc,
+                                             bf16_mode != 0, stored16)
+                      : magna_cuda_gemm_stored(blas, NULL, c->ta, c->tb, c->m, c->n, c->k, c->alpha, da, lda, sa, db,
+                                               ldb, sb, c->beta, dc, ldc, sc, c->batch, bf16_mode != 0, stored16);
     CHECK(e == 0, "magna_cuda_gemm: %s", cudaGetErrorString((cudaError_t)e));
     if (c16) { /* widen the bf16 result, and compare the untouched entries with what was uploaded */
         uint16_t *bits = malloc(nc * sizeof(uint16_t) + 2);
@@ -116,14 +122,14 @@ static double run_stored(void *blas, const gemm_case *c, int bf16_mode, unsigned
                 }
                 const size_t at = (size_t)z * sc + (size_t)i * ldc + j;
                 const double cold = c->beta == 0.0f ? 0.0 : c0[at];
-                const double want = c->alpha * ref + c->beta * cold;
+                const double want = c->alpha * ref + c->beta * cold + bias[j];
                 /* a bf16 result: rounded once more, half an ulp of 2^-8 */
-                const double bound = slack * (fabs(c->alpha) * mag + fabs(c->beta * cold)) + (c16 ? fabs(want) / 256 : 0) +
-                                     1e-30;
+                const double bound = slack * (fabs(c->alpha) * mag + fabs(c->beta * cold) + fabs(bias[j])) +
+                                     (c16 ? fabs(want) / 256 : 0) + 1e-30;
                 const double err = fabs(got[at] - want) / bound;
                 if (!(err <= worst)) worst = isnan(err) ? INFINITY : err;
-                if (fabs(got[at] - (c->alpha * raw + c->beta * cold)) > from_f32)
-                    from_f32 = fabs(got[at] - (c->alpha * raw + c->beta * cold));
+                if (fabs(got[at] - (c->alpha * raw + c->beta * cold + bias[j])) > from_f32)
+                    from_f32 = fabs(got[at] - (c->alpha * raw + c->beta * cold + bias[j]));
             }
     }
     /* everything else in C as it was (NaN stays NaN) */
@@ -139,12 +145,12 @@ static double run_stored(void *blas, const gemm_case *c, int bf16_mode, unsigned
           "error %.3g of the bound, %lld entries outside C changed",
           c->ta, c->tb, c->m, c->n, c->k, c->batch, c->shared_a, c->shared_b, c->pad, (double)c->alpha,
           (double)c->beta, bf16_mode, stored16, blas ? "cuBLASLt" : "tiled", worst, (long long)touched);
-    cudaFree(da), cudaFree(db), cudaFree(dc);
-    free(a), free(b), free(c0), free(got);
+    cudaFree(da), cudaFree(db), cudaFree(dc), cudaFree(dbias);
+    free(a), free(b), free(c0), free(got), free(bias);
     return from_f32;
 }
 
-static double run(void *blas, const gemm_case *c, int bf16_mode) { return run_stored(blas, c, bf16_mode, 0); }
+static double run(void *blas, const gemm_case *c, int bf16_mode) { return run_stored(blas, c, bf16_mode, 0, 0); }
 
 int main(void) {
     char why[256];
@@ -195,9 +201,20 @@ int main(void) {
         for (unsigned st = 1; st < 8; st++) {
             const gemm_case cs = {(int)st & 1, st == 2 || st == 7, 37, 50, 45, 2, st == 3, st == 5, (int)st % 2,
                                   1.0f, st & MAGNA_GEMM_C16 ? 0.0f : 0.5f, 1};
-            run_stored(h, &cs, 1, st);
+            run_stored(h, &cs, 1, st, 0);
             cases++;
         }
+        /* + a bias per column in the product's epilogue (cuBLASLt's BIAS on a GPU): float32 and bf16 C, each
+         * transpose, odd sizes, k = 0 (the bias alone); and a call that cannot take it refused */
+        for (int t = 0; t < 4; t++)
+            for (int c16 = 0; c16 < 2; c16++) {
+                const gemm_case cb = {t & 1, t >> 1, 1 + 37 * t, 50 - t, t == 3 ? 0 : 64 + t, 1, 0, 0, t % 2,
+                                      1.0f, 0.0f, c16 || t % 2};
+                run_stored(h, &cb, cb.bf16, c16 ? MAGNA_GEMM_C16 : 0, 1);
+                cases++;
+            }
+        CHECK(magna_cuda_gemm_bias(h, NULL, 0, 0, 8, 8, 8, NULL, 8, NULL, 8, NULL, NULL, 8, 1, 0) == cudaErrorInvalidValue,
+              "a bias GEMM without a bias was not refused");
         CHECK(magna_cuda_gemm_stored(h, NULL, 0, 0, 8, 8, 8, 1.0f, NULL, 8, 0, NULL, 8, 0, 1.0f, NULL, 8, 0, 1, 1,
                                      MAGNA_GEMM_C16) == cudaErrorInvalidValue &&
                   magna_cuda_gemm_stored(h, NULL, 0, 0, 8, 8, 8, 1.0f, NULL, 8, 0, NULL, 8, 0, 0.0f, NULL, 8, 0, 1, 0,

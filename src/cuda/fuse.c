@@ -2,6 +2,9 @@
  *
  *   bias + GELU:            h = add(a, bias[N]) -> gelu(h)   (a dense layer with a GELU activation)
  *   residual + layer norm:  x1 = add(a, r) -> layer_norm(x1) (a pre-LN block's residual stream)
+ *   matmul + bias:          h = add(matmul, bias[N])         (any other dense layer's bias: the GEMM's epilogue,
+ *                                                             writing h in bf16 where it is kept so; the plan
+ *                                                             has h's buffer born at the matmul's step)
  *
  * The second node's forward writes both outputs and the first's forward does nothing; backward is each
  * node's own (it reads the values the fused kernel wrote, as planned), except bias + GELU's when the bias
@@ -124,11 +127,35 @@ bool cuda_is_bias_add(const magna_node *h) {
     return is_f32_add(h) && same_shape(h->in[0], h) && h->in[1]->ndim == 1 && h->in[1]->shape[0] == h->shape[h->ndim - 1];
 }
 
+magna_node *cuda_bias_in_gemm(const magna_graph *g, const magna_node *h) {
+    if (h->kind != NODE_OP || !h->live || fusing_off() || !cuda_is_bias_add(h)) return NULL;
+    magna_node *m = h->in[0];
+    if (m->kind != NODE_OP || m->op != OP_MATMUL || !m->live || m->keep || m->ip[0] || m->in[1]->ndim != 2 ||
+        consumers(g, m) != 1)
+        return NULL;
+    for (int k = h->id + 1; k < g->n_nodes; k++) /* a GELU or layer norm whose kernel computes h itself */
+        for (int j = 0; g->nodes[k]->live && j < g->nodes[k]->n_in; j++)
+            if (g->nodes[k]->in[j] == h && cuda_fused_first(g, g->nodes[k]) == h) return NULL;
+    return m;
+}
+
+/* a matmul whose bias add the GEMM does: the two in one (the add's forward then does nothing) */
+static magna_status matmul_bias_forward(magna_graph *g, magna_node *m) {
+    for (int k = m->id + 1; k < g->n_nodes; k++)
+        if (g->nodes[k]->live && g->nodes[k]->n_in > 0 && g->nodes[k]->in[0] == m)
+            return cuda_matmul_bias_forward(g, m, g->nodes[k]);
+    return graph_error(g, MAGNA_ERR_STATE, "matmul + bias: the bias add is gone");
+}
+
 int cuda_graph_fuse(magna_graph *g, magna_cuda_op *ops) {
-    for (int k = 0; k < g->n_order; k++) /* bias adds kept in bf16 write bf16 (a fused pair's first overrides) */
-        if (g->order[k]->stored16 && g->order[k]->op == OP_ADD && cuda_is_bias_add(g->order[k]))
-            ops[g->order[k]->id].forward = bias_add16_forward;
     int fused = 0;
+    for (int k = 0; k < g->n_order; k++) { /* bias adds kept in bf16 write bf16 (a fused pair's first overrides) */
+        magna_node *h = g->order[k], *m = cuda_bias_in_gemm(g, h);
+        if (m) /* or the GEMM before writes them, bias and all */
+            ops[m->id].forward = matmul_bias_forward, ops[h->id].forward = skip_forward, fused++;
+        else if (h->stored16 && h->op == OP_ADD && cuda_is_bias_add(h))
+            ops[h->id].forward = bias_add16_forward;
+    }
     for (int k = 1; k < g->n_order; k++) {
         magna_node *n = g->order[k], *p = cuda_fused_first(g, n);
         if (!p) continue;

@@ -42,7 +42,7 @@ MAGNA_HD float load_as_float(const void *p, int stored16, int64_t i) {
 template <int BF16>
 __global__ void gemm_tiled_kernel(magna_launch_gemm l, int ta, int tb, int k, float alpha, const void *a, int lda,
                                   long long sa, const void *b, int ldb, long long sb, float beta, void *c, int ldc,
-                                  long long sc, unsigned stored16) {
+                                  long long sc, unsigned stored16, const float *bias) {
     /* stored k-major: the inner loop reads a row of each, a broadcast from as_ and 16 consecutive from bs */
     __shared__ float as_[MAGNA_GEMM_TILE_K][MAGNA_GEMM_TILE_M + 4];
     __shared__ float bs[MAGNA_GEMM_TILE_K][MAGNA_GEMM_TILE_N + 4];
@@ -92,7 +92,8 @@ __global__ void gemm_tiled_kernel(magna_launch_gemm l, int ta, int tb, int k, fl
                     if (j >= l.n) continue;
                     const int64_t o = cz + i * ldc + j;
                     /* beta 0 never reads C: it may hold anything, NaN included */
-                    const float v = beta == 0.0f ? alpha * acc[r][q] : alpha * acc[r][q] + beta * load_as_float(c, c16, o);
+                    float v = beta == 0.0f ? alpha * acc[r][q] : alpha * acc[r][q] + beta * load_as_float(c, c16, o);
+                    if (bias) v += bias[j];
                     if (c16)
                         static_cast<__nv_bfloat16 *>(c)[o] = __float2bfloat16(v);
                     else
@@ -105,14 +106,14 @@ __global__ void gemm_tiled_kernel(magna_launch_gemm l, int ta, int tb, int k, fl
 
 int gemm_tiled(void *stream, int ta, int tb, int m, int n, int k, float alpha, const void *a, int lda, long long sa,
                const void *b, int ldb, long long sb, float beta, void *c, int ldc, long long sc, int batch, int bf16,
-               unsigned stored16) {
+               unsigned stored16, const float *bias) {
     const magna_launch_gemm l = magna_launch_gemm_tiles(m, n, batch);
     if (l.grid_x == 0) return cudaSuccess;
     const dim3 grid(l.grid_x, l.grid_y, l.grid_z), block(l.block);
     return bf16 ? magna_cuda_launch(grid, block, 0, stream, gemm_tiled_kernel<1>, l, ta, tb, k, alpha, a, lda, sa, b,
-                                    ldb, sb, beta, c, ldc, sc, stored16)
+                                    ldb, sb, beta, c, ldc, sc, stored16, bias)
                 : magna_cuda_launch(grid, block, 0, stream, gemm_tiled_kernel<0>, l, ta, tb, k, alpha, a, lda, sa, b,
-                                    ldb, sb, beta, c, ldc, sc, stored16);
+                                    ldb, sb, beta, c, ldc, sc, stored16, bias);
 }
 
 /* dst [batch][rows][cols] (packed) = bf16(src), src's rows ld apart and batches stride apart; a packed src
@@ -155,11 +156,12 @@ struct lt_key {
     long long sa, sb, sc;
     int mode;        /* 0 float32, 1 bf16 staged (packed: lda, ldb, sa, sb are the packed ones), 2 FAST_16BF */
     unsigned c16;    /* MAGNA_GEMM_C16: C is bf16 (mode 1, beta 0) */
+    int bias;        /* the BIAS epilogue: + bias[column] (float32), beta 0 */
     int align_a, align_b, align_c; /* bytes, what the pointers (and batch strides) guarantee */
     int beta_zero;
     bool operator==(const lt_key &o) const {
         return ta == o.ta && tb == o.tb && m == o.m && n == o.n && k == o.k && lda == o.lda && ldb == o.ldb &&
-               ldc == o.ldc && batch == o.batch && sa == o.sa && sb == o.sb && sc == o.sc && mode == o.mode && c16 == o.c16 &&
+               ldc == o.ldc && batch == o.batch && sa == o.sa && sb == o.sb && sc == o.sc && mode == o.mode && c16 == o.c16 && bias == o.bias &&
                align_a == o.align_a && align_b == o.align_b && align_c == o.align_c && beta_zero == o.beta_zero;
     }
 };
@@ -228,6 +230,13 @@ bool plan_make(magna_cuda_blas *h, const lt_key &k, lt_plan *p) {
     if (ok)
         ok = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa) == CUBLAS_STATUS_SUCCESS &&
              cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb) == CUBLAS_STATUS_SUCCESS;
+    if (ok && k.bias) { /* + bias per row of cuBLASLt's D, which is per column of our row-major C */
+        const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+        const cudaDataType_t bias_type = CUDA_R_32F;
+        ok = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi) == CUBLAS_STATUS_SUCCESS &&
+             cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type) ==
+                 CUBLAS_STATUS_SUCCESS;
+    }
     const long long b_rows = k.tb ? k.n : k.k, b_cols = k.tb ? k.k : k.n;
     const long long a_rows = k.ta ? k.k : k.m, a_cols = k.ta ? k.m : k.k;
     ok = ok && layout(&p->la, in, b_cols, b_rows, k.ldb, k.batch, k.sb) == CUBLAS_STATUS_SUCCESS;
@@ -335,21 +344,21 @@ extern "C" void magna_cuda_blas_destroy(void **blas) {
     *blas = NULL;
 }
 
-extern "C" int magna_cuda_gemm_stored(void *blas, void *stream, int ta, int tb, int m, int n, int k, float alpha,
-                                      const void *a, int lda, long long sa, const void *b, int ldb, long long sb,
-                                      float beta, void *c, int ldc, long long sc, int batch, int bf16,
-                                      unsigned stored16) {
+static int gemm_any(void *blas, void *stream, int ta, int tb, int m, int n, int k, float alpha, const void *a, int lda,
+                    long long sa, const void *b, int ldb, long long sb, float beta, void *c, int ldc, long long sc,
+                    int batch, int bf16, unsigned stored16, const float *bias) {
     if (m < 0 || n < 0 || k < 0 || batch < 0) return cudaErrorInvalidValue;
     /* bf16 storage is mixed precision's (products in bf16); a bf16 C is written, never added to */
     if (stored16 && (!bf16 || ((stored16 & MAGNA_GEMM_C16) && beta != 0.0f))) return cudaErrorInvalidValue;
+    if (bias && (beta != 0.0f || batch != 1)) return cudaErrorInvalidValue; /* the epilogue: one product, written */
     if (m == 0 || n == 0 || batch == 0) return cudaSuccess;
 #ifndef MAGNA_CUDA_EMU
     magna_cuda_blas *h = static_cast<magna_cuda_blas *>(blas);
     /* k = 0 (C = beta C) stays with our kernel, which handles it without a special case */
     if (h && k > 0) {
         const int a16 = (stored16 & MAGNA_GEMM_A16) != 0, b16 = (stored16 & MAGNA_GEMM_B16) != 0;
-        lt_key key = {ta, tb, m, n, k, lda, ldb, ldc, batch, sa, sb, sc, 0, stored16 & MAGNA_GEMM_C16, 0, 0, 0,
-                      beta == 0.0f};
+        lt_key key = {ta, tb, m, n, k, lda, ldb, ldc, batch, sa, sb, sc, 0, stored16 & MAGNA_GEMM_C16, bias != NULL,
+                      0, 0, 0, beta == 0.0f};
         const void *pa = a, *pb = b;
         const size_t need = bf16 ? magna_cuda_gemm_bf16_elems(ta, tb, m, n, k, sa, sb, batch) : 0;
         /* bf16 operands: those stored as bf16 are read where they are; the others are packed into the staging
@@ -376,6 +385,10 @@ extern "C" int magna_cuda_gemm_stored(void *blas, void *stream, int ta, int tb, 
         key.align_a = alignment(pa, key.sa, in_bytes, batch), key.align_b = alignment(pb, key.sb, in_bytes, batch);
         key.align_c = alignment(c, sc, key.c16 ? sizeof(__nv_bfloat16) : sizeof(float), batch);
         lt_plan *p = plan_for(h, key);
+        if (p && bias &&
+            cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias) !=
+                CUBLAS_STATUS_SUCCESS)
+            p = NULL;
         if (p) {
             const cublasStatus_t s =
                 cublasLtMatmul(h->lt, p->op, &alpha, pb, p->la, pa, p->lb, &beta, c, p->lc, c, p->lc, &p->algo,
@@ -387,7 +400,23 @@ extern "C" int magna_cuda_gemm_stored(void *blas, void *stream, int ta, int tb, 
 #else
     (void)blas;
 #endif
-    return gemm_tiled(stream, ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc, batch, bf16, stored16);
+    return gemm_tiled(stream, ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc, batch, bf16, stored16,
+                      bias);
+}
+
+extern "C" int magna_cuda_gemm_stored(void *blas, void *stream, int ta, int tb, int m, int n, int k, float alpha,
+                                      const void *a, int lda, long long sa, const void *b, int ldb, long long sb,
+                                      float beta, void *c, int ldc, long long sc, int batch, int bf16,
+                                      unsigned stored16) {
+    return gemm_any(blas, stream, ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc, batch, bf16,
+                    stored16, NULL);
+}
+
+extern "C" int magna_cuda_gemm_bias(void *blas, void *stream, int ta, int tb, int m, int n, int k, const void *a, int lda,
+                                    const void *b, int ldb, const float *bias, void *c, int ldc, int bf16,
+                                    unsigned stored16) {
+    if (!bias) return cudaErrorInvalidValue;
+    return gemm_any(blas, stream, ta, tb, m, n, k, 1.0f, a, lda, 0, b, ldb, 0, 0.0f, c, ldc, 0, 1, bf16, stored16, bias);
 }
 
 extern "C" int magna_cuda_to_bf16(const float *src, int64_t n, void *dst, void *stream) {

@@ -88,6 +88,10 @@ enum { MAGNA_GEMM_A16 = 1u, MAGNA_GEMM_B16 = 2u, MAGNA_GEMM_C16 = 4u };
 int magna_cuda_gemm_stored(void *blas, void *stream, int ta, int tb, int m, int n, int k, float alpha, const void *a,
                            int lda, long long sa, const void *b, int ldb, long long sb, float beta, void *c, int ldc,
                            long long sc, int batch, int bf16, unsigned stored16);
+/* C = op(A) op(B) + bias[column] (one product, beta 0; cuBLASLt's BIAS epilogue, or our kernel): a dense layer's
+ * output with its bias, written once (in bf16 with MAGNA_GEMM_C16) */
+int magna_cuda_gemm_bias(void *blas, void *stream, int ta, int tb, int m, int n, int k, const void *a, int lda,
+                         const void *b, int ldb, const float *bias, void *c, int ldc, int bf16, unsigned stored16);
 /* dst (n bf16) = src (n floats) rounded to nearest even: an operand converted once for several GEMMs */
 int magna_cuda_to_bf16(const float *src, int64_t n, void *dst, void *stream);
 /* The cuBLASLt handle with its 32 MiB workspace (*blas NULL under the emulator, which has no cuBLASLt, and after

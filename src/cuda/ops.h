@@ -61,6 +61,8 @@ int cuda_graph_fuse(magna_graph *g, magna_cuda_op *ops);
 /* The node whose forward n's fused kernel runs too (n's in[0], an add: bias + GELU, residual + layer norm), or
  * NULL: what cuda_graph_fuse fuses, and what the plan keeps that add's inputs alive for. */
 magna_node *cuda_fused_first(const magna_graph *g, const magna_node *n);
+/* The matmul whose GEMM writes h, a bias add of its product, bias included (fuse.c), or NULL */
+magna_node *cuda_bias_in_gemm(const magna_graph *g, const magna_node *h);
 /* Whether h is a plain bias add: a float32 add of [..., N] and a bias [N], neither kept (fuse.c) */
 bool cuda_is_bias_add(const magna_node *h);
 /* Whether a fused bias + GELU (h the bias add) runs its backward fused too, with the graph's workspace */

@@ -10,6 +10,8 @@
 static inline magna_node *cuda_ln_gamma(const magna_node *n) { return n->ip[0] ? n->in[1] : NULL; }
 static inline magna_node *cuda_ln_beta(const magna_node *n) { return n->ip[1] ? n->in[1 + (n->ip[0] ? 1 : 0)] : NULL; }
 magna_status cuda_matmul_forward(magna_graph *g, magna_node *n);
+/* the product of n and its bias add h in one GEMM, written into h (fuse.c) */
+magna_status cuda_matmul_bias_forward(magna_graph *g, magna_node *n, magna_node *h);
 void cuda_matmul_backward(magna_graph *g, magna_node *n);
 magna_status cuda_layer_norm_forward(magna_graph *g, magna_node *n);
 void cuda_layer_norm_backward(magna_graph *g, magna_node *n);

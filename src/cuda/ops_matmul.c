@@ -64,6 +64,17 @@ magna_status cuda_matmul_forward(magna_graph *g, magna_node *c) {
     return cuda_fail(g, e, "matmul forward");
 }
 
+/* A dense layer's product and its bias add h in one GEMM (fuse.c: cuBLASLt's BIAS epilogue): the product with
+ * the bias goes straight into h's buffer (bf16 when h is kept so), c's own buffer is never written */
+magna_status cuda_matmul_bias_forward(magna_graph *g, magna_node *c, magna_node *h) {
+    const mm_dims d = mm_dims_of(c);
+    const mm_operand a = value_of(c->in[0]), b = value_of(c->in[1]);
+    const unsigned stored = (a.is16 ? MAGNA_GEMM_A16 : 0) | (b.is16 ? MAGNA_GEMM_B16 : 0) | (h->stored16 ? MAGNA_GEMM_C16 : 0);
+    const int e = magna_cuda_gemm_bias(cuda_blas(g), cuda_stream(g), d.ta, d.tb, d.m, d.n, d.k, a.p, d.lda, b.p, d.ldb,
+                                       fval(h->in[1]), h->value, d.n, g->bf16, stored);
+    return cuda_fail(g, e, "matmul + bias forward");
+}
+
 /* C (float32, a gradient) += op(A) op(B): one GEMM over the batch, or `batch` GEMMs one after another when the
  * output (a shared operand's gradient) has stride 0. */
 static int gemm_into(magna_graph *g, const mm_dims *d, int ta, int tb, int m, int n, int k, mm_operand a, int lda,

@@ -473,6 +473,10 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
         bool view = node_is_view(n);
         /* inputs are written by the user before forward starts: alive over the whole step */
         int born = n->kind == NODE_INPUT ? 0 : i;
+#ifdef MAGNA_HAVE_CUDA
+        const magna_node *gemm = g->device == MAGNA_DEVICE_CUDA ? cuda_bias_in_gemm(g, n) : NULL;
+        if (gemm) born = gemm->id; /* the GEMM before it writes it (src/cuda/fuse.c) */
+#endif
         const size_t elem = n->stored16 ? 2 : magna_dtype_size(n->dtype);
         if (!view) blocks[nb++] = (block){align_up((size_t)n->numel * elem), 0, born, vend[i], n, 0};
         if (n->saved_bytes)
