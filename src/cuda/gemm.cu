@@ -116,6 +116,29 @@ int gemm_tiled(void *stream, int ta, int tb, int m, int n, int k, float alpha, c
                                     ldb, sb, beta, c, ldc, sc, stored16, bias);
 }
 
+#ifndef MAGNA_CUDA_EMU /* (cuBLASLt's fallback; the emulator's GEMM is our kernel, which adds the bias itself) */
+/* C [m rows, ld apart][n] += bias[column], C float32 or bf16 */
+template <class T>
+__global__ void add_bias_kernel(magna_launch_1d l, int n, int ldc, const float *__restrict__ bias, T *__restrict__ c) {
+    const int64_t step = magna_launch_1d_stride(&l);
+    for (int64_t i = magna_launch_1d_first(&l, blockIdx.x, threadIdx.x); i < l.n; i += step) {
+        const int64_t r = i / n, j = i - r * n;
+        T *at = c + r * ldc + j;
+        magna_store(at, magna_as_float(*at) + bias[j]);
+    }
+}
+
+int add_bias(void *stream, void *c, bool c16, int m, int n, int ldc, const float *bias) {
+    const magna_launch_1d l = magna_launch_elementwise((int64_t)m * n, 1);
+    if (l.grid == 0) return cudaSuccess;
+    const dim3 grid(l.grid), block(l.block);
+    return c16 ? magna_cuda_launch(grid, block, 0, stream, add_bias_kernel<__nv_bfloat16>, l, n, ldc, bias,
+                                   static_cast<__nv_bfloat16 *>(c))
+               : magna_cuda_launch(grid, block, 0, stream, add_bias_kernel<float>, l, n, ldc, bias,
+                                   static_cast<float *>(c));
+}
+#endif
+
 /* dst [batch][rows][cols] (packed) = bf16(src), src's rows ld apart and batches stride apart; a packed src
  * (FLAT) is copied element for element, others are indexed by divisions in I (32 bits when they fit) */
 template <int FLAT, class I>
@@ -394,6 +417,13 @@ static int gemm_any(void *blas, void *stream, int ta, int tb, int m, int n, int 
                 cublasLtMatmul(h->lt, p->op, &alpha, pb, p->la, pa, p->lb, &beta, c, p->lc, c, p->lc, &p->algo,
                                h->workspace, LT_WORKSPACE, static_cast<cudaStream_t>(stream));
             return s == CUBLAS_STATUS_SUCCESS ? cudaSuccess : cudaErrorLaunchFailure;
+        }
+        /* no cuBLASLt algorithm with the BIAS epilogue here: the product through cuBLASLt without it, then the
+         * bias in a pass of its own (in bf16 C, added to the rounded product: one rounding more) */
+        if (bias) {
+            const int e = gemm_any(blas, stream, ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, 0.0f, c, ldc, sc,
+                                   batch, bf16, stored16, NULL);
+            return e ? e : add_bias(stream, c, key.c16 != 0, m, n, ldc, bias);
         }
         /* no cuBLASLt algorithm for this shape (odd strides or alignment): our kernel takes it */
     }
