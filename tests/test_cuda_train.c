@@ -220,12 +220,18 @@ static double worst_rel(const float *a, const float *b, size_t n) {
     return worst / scale;
 }
 
+/* how far a's logits and gradients are from b's, relative to b's largest */
+static void steps_apart(const bf16_step *a, const bf16_step *b, double *logits, double *grads) {
+    *logits = worst_rel(a->logits, b->logits, sizeof a->logits / sizeof(float));
+    *grads = worst_rel(a->grads, b->grads, a->n < b->n ? a->n : b->n);
+}
+
 static void test_bf16_storage(void) {
     bf16_step s16, s32;
     gpt_step(MAGNA_DEVICE_CUDA, true, true, &s16);
     gpt_step(MAGNA_DEVICE_CUDA, true, false, &s32);
-    const double el = worst_rel(s16.logits, s32.logits, sizeof s16.logits / sizeof(float));
-    const double eg = worst_rel(s16.grads, s32.grads, s16.n);
+    double el, eg;
+    steps_apart(&s16, &s32, &el, &eg);
     printf("bf16 storage: %d activations in bf16, arena %zu bytes (%zu without); logits %.2e, loss %.6f vs %.6f, "
            "gradients %.2e apart\n",
            s16.stored16, s16.arena, s32.arena, el, s16.loss, s32.loss, eg);
@@ -240,8 +246,8 @@ static void test_bf16_storage(void) {
     unsetenv("MAGNA_CUDA_RECOMPUTE");
     printf("GELU and layer norm outputs computed again in backward: arena %zu bytes, %zu kept\n", s16.arena,
            kept.arena);
-    const double gk = worst_rel(s16.grads, kept.grads, s16.n);
-    const double lk = worst_rel(s16.logits, kept.logits, sizeof kept.logits / sizeof(float));
+    double lk, gk;
+    steps_apart(&s16, &kept, &lk, &gk);
     printf("  gradients %.1e, logits %.1e apart\n", gk, lk);
     CHECK(kept.n == s16.n && gk <= 1e-4 && lk == 0 && s16.arena < kept.arena,
           "computing the GELU and layer norm outputs again changed the step, or saved nothing");
@@ -258,8 +264,8 @@ static void test_gpt_step_against_cpu(void) {
     bf16_step cpu, cuda;
     gpt_step(MAGNA_DEVICE_CPU, false, true, &cpu);
     gpt_step(MAGNA_DEVICE_CUDA, false, true, &cuda);
-    const double el = worst_rel(cuda.logits, cpu.logits, sizeof cpu.logits / sizeof(float));
-    const double eg = worst_rel(cuda.grads, cpu.grads, cpu.n);
+    double el, eg;
+    steps_apart(&cuda, &cpu, &el, &eg);
     printf("gpt step float32: loss cpu %.7f cuda %.7f, logits %.1e, gradients %.1e apart\n", cpu.loss, cuda.loss, el,
            eg);
     CHECK(cpu.n == cuda.n && el <= 1e-5 && fabs(cpu.loss - cuda.loss) <= 1e-5 * cpu.loss && eg <= 1e-4,

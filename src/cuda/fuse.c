@@ -82,14 +82,6 @@ static bool same_shape(const magna_node *a, const magna_node *b) {
     return true;
 }
 
-/* consumers of node p among the live op nodes */
-static int consumers(const magna_graph *g, const magna_node *p) {
-    int count = 0;
-    for (int k = p->id + 1; k < g->n_nodes; k++)
-        for (int j = 0; g->nodes[k]->live && j < g->nodes[k]->n_in; j++) count += g->nodes[k]->in[j] == p;
-    return count;
-}
-
 /* the live op node run just before n (the order is the live op nodes by id) */
 static const magna_node *previous_op(const magna_graph *g, const magna_node *n) {
     for (int k = n->id - 1; k >= 0; k--)
@@ -102,16 +94,13 @@ static bool is_f32_add(const magna_node *p) {
            p->in[0]->dtype == MAGNA_F32 && p->in[1]->dtype == MAGNA_F32;
 }
 
-static bool fusing_off(void) {
-    const char *off = getenv("MAGNA_CUDA_NO_FUSE"); /* for comparing fused and unfused runs */
-    return off && *off && strcmp(off, "0");
-}
+static bool fusing_off(void) { return env_flag("MAGNA_CUDA_NO_FUSE"); /* for comparing fused and unfused runs */ }
 
 magna_node *cuda_fused_first(const magna_graph *g, const magna_node *n) {
     if (n->kind != NODE_OP || !n->live || n->n_in < 1 || fusing_off()) return NULL;
     magna_node *p = n->in[0];
     if (!is_f32_add(p)) return NULL;
-    if ((n->op == OP_GELU || n->op == OP_GELU_TANH) && cuda_is_bias_add(p) && consumers(g, p) == 1) return p;
+    if ((n->op == OP_GELU || n->op == OP_GELU_TANH) && cuda_is_bias_add(p) && live_consumers(g, p) == 1) return p;
     if (n->op == OP_LAYER_NORM && previous_op(g, n) == p && same_shape(p->in[0], p) && same_shape(p->in[1], p) &&
         n->saved_bytes >= 2 * (p->numel / p->shape[p->ndim - 1]) * sizeof(float))
         return p;
@@ -131,7 +120,7 @@ magna_node *cuda_bias_in_gemm(const magna_graph *g, const magna_node *h) {
     if (h->kind != NODE_OP || !h->live || fusing_off() || !cuda_is_bias_add(h)) return NULL;
     magna_node *m = h->in[0];
     if (m->kind != NODE_OP || m->op != OP_MATMUL || !m->live || m->keep || m->ip[0] || m->in[1]->ndim != 2 ||
-        consumers(g, m) != 1)
+        live_consumers(g, m) != 1)
         return NULL;
     for (int k = h->id + 1; k < g->n_nodes; k++) /* a GELU or layer norm whose kernel computes h itself */
         for (int j = 0; g->nodes[k]->live && j < g->nodes[k]->n_in; j++)

@@ -85,8 +85,7 @@ static bool only_read_by(const magna_graph *g, const magna_node *n, bool (*reads
 }
 
 /* a value the caller or its own backward may read as float32 stays float32 */
-static bool may_store16(const magna_graph *g, const magna_node *n) {
-    (void)g;
+static bool may_store16(const magna_node *n) {
     return n->live && n->kind == NODE_OP && n->dtype == MAGNA_F32 && !n->keep &&
            !node_bwd_reads_output(n) && !node_is_view(n);
 }
@@ -111,7 +110,7 @@ int cuda_plan_store16(magna_graph *g) {
             count++;
             continue;
         }
-        if (!may_store16(g, n)) continue;
+        if (!may_store16(n)) continue;
         if (n->op == OP_ADD && cuda_is_bias_add(n) && only_read_by(g, n, attention_reads_qkv)) { /* q, k, v */
             n->stored16 = true;
             count++;
@@ -126,7 +125,7 @@ int cuda_plan_store16(magna_graph *g) {
         /* a fused residual + layer norm's output: computed again from its input and statistics */
         if (n->op == OP_LAYER_NORM && cuda_fused_first(g, n))
             n->recompute = recompute_allowed() && only_read_by(g, n, matmul_reads_as_a);
-        if (bias_add && may_store16(g, bias_add) && (!bias_add->needs_grad || cuda_bias_gelu_backward_fused(bias_add, workspace))) {
+        if (bias_add && may_store16(bias_add) && (!bias_add->needs_grad || cuda_bias_gelu_backward_fused(bias_add, workspace))) {
             bias_add->stored16 = true;
             count++;
             /* then its output need not wait for backward: the matmuls after it compute it again */

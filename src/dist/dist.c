@@ -250,10 +250,8 @@ magna_dist *magna_dist_init(const magna_dist_opts *opts, magna_error *err) {
         MPI_Comm_size(local, &d->local_size);
         MPI_Comm_free(&local);
     }
-    const char *no_nccl = getenv("MAGNA_DIST_NO_NCCL");
-    d->no_nccl = no_nccl && *no_nccl && strcmp(no_nccl, "0") != 0;
-    const char *no_overlap = getenv("MAGNA_DIST_NO_OVERLAP");
-    d->no_overlap = no_overlap && *no_overlap && strcmp(no_overlap, "0") != 0;
+    d->no_nccl = env_flag("MAGNA_DIST_NO_NCCL");
+    d->no_overlap = env_flag("MAGNA_DIST_NO_OVERLAP");
 #ifdef DIST_CUDA
     cuda_want_device(d->local_rank); /* the graphs compiled from now on run on this rank's GPU */
 #endif
@@ -620,16 +618,13 @@ static magna_status overlap_prepare(magna_dist *d, magna_graph *g, int64_t step,
     overlap_free(d);
     const size_t bf = d->bucket_floats, n = g->n_params;
     const int nb = (int)((n + bf - 1) / bf), N = g->n_order;
-    int *pos = malloc((size_t)(g->n_nodes + 1) * sizeof *pos); /* a node's place in g->order, or -1 */
     d->overlap.order = malloc((size_t)(nb + 1) * sizeof(int));
     d->overlap.ready = malloc((size_t)(nb + 1) * sizeof(int));
     d->overlap.events = calloc((size_t)nb + 1, sizeof(void *));
-    if (!pos || !d->overlap.order || !d->overlap.ready || !d->overlap.events) {
-        free(pos), overlap_free(d);
+    if (!d->overlap.order || !d->overlap.ready || !d->overlap.events) {
+        overlap_free(d);
         return fail(d, err, "dist: out of memory");
     }
-    for (int i = 0; i < g->n_nodes; i++) pos[i] = -1;
-    for (int k = 0; k < N; k++) pos[g->order[k]->id] = k;
     int *ready = d->overlap.ready; /* by bucket index first, then reordered with order[] */
     for (int b = 0; b < nb; b++) ready[b] = N; /* nothing reads it: complete before backward starts */
     for (int k = 0; k < g->n_param_nodes; k++) {
@@ -642,7 +637,6 @@ static magna_status overlap_prepare(magna_dist *d, magna_graph *g, int64_t step,
         for (size_t b = p->offset / bf; b <= (p->offset + (size_t)p->numel - 1) / bf; b++)
             if (first < ready[b]) ready[b] = first;
     }
-    free(pos);
     /* latest-ready first (backward walks the order down), ties in buffer order: an insertion sort */
     int *order = d->overlap.order, *by_bucket = malloc((size_t)(nb + 1) * sizeof(int));
     if (!by_bucket) {

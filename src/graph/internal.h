@@ -8,6 +8,8 @@
 
 #include <omp.h>
 #include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
 
 #define MAGNA_MAX_IPARAMS 16
 #define MAGNA_MAX_FPARAMS 4
@@ -246,6 +248,20 @@ static inline bool node_bwd_reads_output(const magna_node *n) {
 /* The node's value is in[0]'s memory: a view op (reshape), or a fused ReLU (alias_input). */
 static inline bool node_is_view(const magna_node *n) {
     return n->kind == NODE_OP && ((magna_op_table[n->op]->flags & OPF_VIEW) || n->alias_input);
+}
+
+/* Reads of n by live nodes (an op reading it twice counts twice): every node after it, as ids are topological */
+static inline int live_consumers(const magna_graph *g, const magna_node *n) {
+    int count = 0;
+    for (int j = n->id + 1; j < g->n_nodes; j++)
+        for (int k = 0; g->nodes[j]->live && k < g->nodes[j]->n_in; k++) count += g->nodes[j]->in[k] == n;
+    return count;
+}
+
+/* An environment switch: set, not empty and not "0" (MAGNA_NO_FUSE=1, MAGNA_PROFILE=1, ...) */
+static inline bool env_flag(const char *name) {
+    const char *v = getenv(name);
+    return v && *v && strcmp(v, "0") != 0;
 }
 
 static inline float *fval(const magna_node *n) { return (float *)n->value; }

@@ -72,8 +72,7 @@ static size_t place_blocks(block *blocks, int n, block **scratch) {
 /* MAGNA_PLAN_REPORT=1: to stderr, the arena's size, the step where the most bytes are alive, and what they are
  * (by op and kind, largest first): where a model's memory goes, before asking for a smaller batch. */
 static void plan_report(const magna_graph *g, const block *blocks, int nb, int steps) {
-    const char *env = getenv("MAGNA_PLAN_REPORT");
-    if (!env || !*env || !strcmp(env, "0")) return;
+    if (!env_flag("MAGNA_PLAN_REPORT")) return;
     int peak = 0;
     size_t peak_bytes = 0;
     for (int t = 0; t < steps; t++) {
@@ -178,10 +177,7 @@ static magna_status find_batch(magna_graph *g, int64_t *batch) {
  * step 5): on the CPU, unless MAGNA_NO_FUSE is set (to anything but 0), which gives the plain graph to compare
  * against: the same numbers, bit for bit, in float32 (tests/test_graph.c); in bf16 the rewrites that keep more in
  * bf16 (around a GELU or an attention) and sum biases in parts differ by those roundings. */
-static bool fusing_allowed(void) {
-    const char *off = getenv("MAGNA_NO_FUSE");
-    return !(off && *off && strcmp(off, "0"));
-}
+static bool fusing_allowed(void) { return !env_flag("MAGNA_NO_FUSE"); }
 
 /* some residual operand's gradient is x's (grad_via): x's gradient then needs a buffer that outlives x's value */
 static bool shares_its_grad(const magna_graph *g, const magna_node *x) {
@@ -191,13 +187,6 @@ static bool shares_its_grad(const magna_graph *g, const magna_node *x) {
 }
 
 static bool cpu_rewrites(const magna_graph *g) { return g->device == MAGNA_DEVICE_CPU && fusing_allowed(); }
-
-static int live_consumers(const magna_graph *g, const magna_node *n) {
-    int count = 0;
-    for (int j = 0; j < g->n_nodes; j++)
-        for (int k = 0; k < g->nodes[j]->n_in; k++) count += g->nodes[j]->live && g->nodes[j]->in[k] == n;
-    return count;
-}
 
 /* The fusions decided before the kernels are made (cpu_rewrites; each clears what an earlier compile set):
  * - conv2d + ReLU: a conv2d whose one consumer is a ReLU applies it in its forward (oneDNN's post-op, or the
@@ -396,7 +385,8 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
      * y, the add the first writer of x's gradient (its last consumer), neither kept: dx = dy exactly, so x's
      * gradient is y's buffer, living on to x's backward, and the copy and one buffer go. One operand an add (two
      * would share one buffer that both go on to accumulate into); operand 0 first, the residual stream. */
-    for (int j = 0; j < N && fusing_allowed(); j++) {
+    const bool rewrites = fusing_allowed(); /* the device-independent rewrites below (MAGNA_NO_FUSE turns them off) */
+    for (int j = 0; j < N && rewrites; j++) {
         magna_node *a = g->nodes[j];
         if (a->kind != NODE_OP || a->op != OP_ADD || !a->live || !a->needs_grad || a->keep || a->alias_input ||
             a == loss || a->in[0] == a->in[1])
@@ -426,10 +416,9 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
      * forward downloads, before backward runs. MAGNA_NO_FUSE=1 turns it off, for comparing. */
     g->has_grad_in_value = g->values_spent = false;
     for (int i = 0; i < N; i++) g->nodes[i]->grad_in_value = false;
-    for (int j = 0; j < N; j++) {
+    for (int j = 0; j < N && rewrites; j++) {
         magna_node *c = g->nodes[j], *x = c->n_in > 0 ? c->in[0] : NULL;
-        if (!x || c->kind != NODE_OP || !c->live || !c->needs_grad || !(magna_op_table[c->op]->flags & OPF_GRAD_OVER_INPUT) ||
-            !fusing_allowed())
+        if (!x || c->kind != NODE_OP || !c->live || !c->needs_grad || !(magna_op_table[c->op]->flags & OPF_GRAD_OVER_INPUT))
             continue;
         if (x->kind == NODE_OP && x->needs_grad && x != loss && (!x->keep || g->device == MAGNA_DEVICE_CUDA) &&
             !node_is_view(x) && !x->grad_via && x->dtype == MAGNA_F32 && last_gc[x->id] == j &&
@@ -440,7 +429,7 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
     }
     for (int i = 0; i < N; i++) g->nodes[i]->stored16 = g->nodes[i]->recompute = false;
 #ifdef MAGNA_HAVE_CUDA
-    if (g->device == MAGNA_DEVICE_CUDA && g->bf16 && fusing_allowed()) cuda_plan_store16(g);
+    if (g->device == MAGNA_DEVICE_CUDA && g->bf16 && rewrites) cuda_plan_store16(g);
     if (g->device == MAGNA_DEVICE_CUDA && g->bf16) cuda_plan_matmul_workspace(g);
     for (int i = 0; i < N; i++) { /* a value computed again in backward lives to its last forward reader */
         if (!g->nodes[i]->recompute) continue;

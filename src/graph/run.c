@@ -28,8 +28,7 @@ static double now_s(void) {
 }
 
 void graph_profile_start(magna_graph *g) {
-    const char *env = getenv("MAGNA_PROFILE");
-    if (g->profile || !env || !*env || !strcmp(env, "0")) return;
+    if (g->profile || !env_flag("MAGNA_PROFILE")) return;
     g->profile = calloc(1, sizeof *g->profile); /* no profile if this fails: it is only a report */
 }
 
