@@ -144,7 +144,7 @@ void cuda_matmul_backward(magna_graph *g, magna_node *c) {
         dC = (mm_operand){g->workspace, 1};
     }
     if (dB && c->in[0]->recompute && (e = a_again(g, c, once, &A))) {
-        cuda_fail(g, e, "matmul backward (its GELU input again)");
+        cuda_fail(g, e, "matmul backward (its input computed again)");
         return;
     }
     if (dA) {

@@ -30,18 +30,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* the one live reader of n, or NULL when it has none or several */
-static magna_node *only_reader(const magna_graph *g, const magna_node *n) {
-    magna_node *found = NULL;
-    for (int j = n->id + 1; j < g->n_nodes; j++) {
-        magna_node *c = g->nodes[j];
-        for (int k = 0; c->live && k < c->n_in; k++) {
-            if (c->in[k] != n) continue;
-            if (found) return NULL;
-            found = c;
-        }
-    }
-    return found;
+/* a cross-entropy reading its logits (which take bf16, and their gradient over them in bf16) */
+static bool loss_reads_logits(const magna_node *c, int input) {
+    return input == 0 && c->kind == NODE_OP && c->op == OP_CROSS_ENTROPY;
 }
 
 /* a matmul, which reads a bf16 operand in place (as either input) */
@@ -98,8 +89,7 @@ int cuda_plan_store16(magna_graph *g) {
     for (int i = 0; i < g->n_nodes; i++) {
         magna_node *n = g->nodes[i];
         if (!n->live || n->kind != NODE_OP || n->dtype != MAGNA_F32) continue;
-        const magna_node *reader = only_reader(g, n);
-        if (n->op == OP_MATMUL && n->grad_in_value && reader && reader->op == OP_CROSS_ENTROPY) {
+        if (n->op == OP_MATMUL && n->grad_in_value && only_read_by(g, n, loss_reads_logits)) {
             n->stored16 = true; /* the logits (kept or not: forward's copy to the host is widened) */
             count++;
             continue;
