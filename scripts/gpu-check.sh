@@ -12,6 +12,8 @@
 #   chargpt_f32, chargpt_bf16   the char-GPT (models/char-gpt.ini), $GPT_STEPS steps: curves and validation loss
 #   gpt2_bench, gpt2_speed, gpt2_mfu, gpt2_memory   bench/gpt2.sh: GPT-2 124M against PyTorch on this GPU, and
 #                           issue 10's targets: >= torch.compile's tokens/s, >= 45% MFU, memory <= PyTorch's
+#   gpt2_profile            where magna's bf16 GPT-2 step goes: 10 steps under MAGNA_PROFILE=1 (the GPU's time per
+#                           op kind between events, the products' TFLOP/s), its table at the report's end
 #   memcheck_ops, memcheck_kernels, memcheck_attention   compute-sanitizer's memcheck over those tests (beside the
 #                           training runs)
 # Exit 0 only when every check passed. Without a GPU (or without a CUDA build) it says so in one line and exits
@@ -252,7 +254,12 @@ if [ -n "$m_mfu" ] && [ "$m_mfu" != unknown ]; then
 else
     result FAIL gpt2_mfu "MFU ${m_mfu:-not measured} (no figures, or a device without a known peak)"
 fi
-
+# Where the step goes, for whoever tunes it next: the op profiler's table (src/graph/run.c) over 10 steps at the
+# batch the benchmark's bf16 run used, a run apart from the timed one (an event per op is recorded in it).
+GPT2_BATCH=$(cat "$BUILD/bench_gpt2/magna_bf16.batch" 2>/dev/null || echo 64)
+check gpt2_profile 45 env MAGNA_PROFILE=1 "$MAGNA" train models/gpt2-124m.ini --device cuda --steps 10 \
+    --batch "$GPT2_BATCH" --out "$RUNS/gpt2_profile"
+PROFILE_LOG=$BUILD/gpu-check-gpt2_profile.log
 
 took=$(($(date +%s) - START))
 {
@@ -265,6 +272,14 @@ took=$(($(date +%s) - START))
     grep -E '^(PASS|FAIL) ' "$REPORT"
     echo '```'
     [ -f "$BUILD/bench_gpt2/table.md" ] && cat "$BUILD/bench_gpt2/table.md"
+    if grep -q "^magna profile" "$PROFILE_LOG" 2>/dev/null; then
+        echo
+        echo "Where magna's bf16 step goes (\`MAGNA_PROFILE=1 magna train models/gpt2-124m.ini --device cuda --steps 10 --batch $GPT2_BATCH\`):"
+        echo
+        echo '```'
+        awk '/^magna profile/ { on = 1; print; next } on && /^  / { print; next } { on = 0 }' "$PROFILE_LOG"
+        echo '```'
+    fi
 } >>"$REPORT.tail"
 cat "$REPORT.tail" >>"$REPORT"
 rm -f "$REPORT.tail"

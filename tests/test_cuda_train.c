@@ -9,6 +9,7 @@
 #include "check.h"
 #include "cuda/ops.h" /* the graph's device state: how many pairs compile fused */
 #include "magna.h"
+#include "profile_report.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -361,6 +362,51 @@ static void test_checkpoint_across_devices(void) {
     CHECK(system(cmd) == 0, "cleanup");
 }
 
+/* MAGNA_PROFILE=1 on CUDA: the GPU's times between events around every op, read without an extra wait; the rows
+ * add up to the total, fused kernels and the gap between steps have their own, and the training is the same. */
+static void test_profile(void) {
+    const magna_compile_opts co = {.loss = MAGNA_LOSS_SPARSE_CE, .metrics = MAGNA_METRIC_ACCURACY,
+                                   .optimizer = {.kind = MAGNA_ADAMW, .lr = 3e-3f, .weight_decay = 0.1f}};
+    run plain = {0}, profiled = {0};
+    CHECK(train(build_gpt, co, MAGNA_DEVICE_CUDA, false, 1, &plain), "unprofiled training");
+    setenv("MAGNA_PROFILE", "1", 1);
+    const int saved = stderr_catch();
+    const bool ok = train(build_gpt, co, MAGNA_DEVICE_CUDA, false, 1, &profiled);
+    char *report = stderr_caught(saved);
+    unsetenv("MAGNA_PROFILE");
+    CHECK(ok, "profiled training");
+    const double dw = plain.params && profiled.params ? max_rel_diff(profiled.params, plain.params, plain.n) : INFINITY;
+    CHECK(dw <= 1e-4, "profiling changed the training: weights %.2e apart", dw);
+#ifdef MAGNA_CUDA_EMU
+    CHECK(dw == 0, "profiling changed the training on the emulator: weights %.2e apart", dw);
+#endif
+    profile_row attn = {0}, between = {0}, fused = {0}, zero = {0};
+    CHECK(report && strstr(report, "(the GPU's time)"), "no CUDA profile: %s", report ? report : "(nothing caught)");
+    /* 2 layers: two attentions a forward */
+    CHECK(profile_row_of(report, "attention", &attn) && attn.calls >= 2 && attn.calls % 2 == 0 && attn.bwd_ms > 0 &&
+              attn.fwd_tflops >= 0,
+          "attention's row: %s", report ? report : "");
+    CHECK(profile_row_of(report, "(between steps: optimizer, host)", &between) && between.calls >= 1 && between.fwd_ms > 0,
+          "the gap between steps");
+    CHECK(profile_row_of(report, "layer_norm (fused)", &fused) && fused.calls > 0, "the fused residual + layer norm's row");
+    CHECK(profile_row_of(report, "(zero activation grads)", &zero), "zeroing's row");
+    double sum_ms = 0;
+    const char *rows[] = {"attention", "matmul", "matmul (fused)", "layer_norm", "layer_norm (fused)", "gelu (fused)",
+                          "add", "add (fused)", "cross_entropy", "embedding", "slice", "(zero activation grads)",
+                          "(inputs to the device)", "(between steps: optimizer, host)"};
+    for (size_t i = 0; i < sizeof rows / sizeof *rows; i++) {
+        profile_row r;
+        if (profile_row_of(report, rows[i], &r)) sum_ms += r.fwd_ms + r.bwd_ms;
+    }
+    const double total_ms = profile_total_ms(report);
+    printf("profile on cuda: %.3f ms in the rows named, %.3f the total; attention %ld calls; weights %.1e from an "
+           "unprofiled run\n",
+           sum_ms, total_ms, attn.calls, dw);
+    CHECK(total_ms > 0 && fabs(sum_ms - total_ms) <= 0.01 * total_ms + 0.01, "rows %.3f ms, total %.3f: %s", sum_ms,
+          total_ms, report ? report : "");
+    free(report), free(plain.params), free(profiled.params);
+}
+
 int main(void) {
     char why[256];
     if (!magna_cuda_available(why, sizeof why)) {
@@ -388,5 +434,6 @@ int main(void) {
     test_checkpoint_across_devices();
     test_gpt_step_against_cpu();
     test_bf16_storage();
+    test_profile();
     return check_finish("test_cuda_train");
 }

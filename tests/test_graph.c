@@ -6,6 +6,8 @@
 #include "magna.h"
 #include "../src/ops/conv2d.h" /* magna_conv2d_set_path: both kernels of the fused conv */
 #include "../src/ops/matmul.h" /* magna_matmul_describe */
+#include "../src/graph/internal.h" /* graph_profile_flops */
+#include "profile_report.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -676,6 +678,74 @@ static void test_layer_norm_thread_count(void) {
     free(one), free(two);
 }
 
+/* The work the profiler counts: 2 M N K a product (backward, that per input taking a gradient), 4 C a scored
+ * (query, key) pair of attention forward and 8 backward, the causal mask's dropped pairs not counted. */
+static void test_profile_flops(void) {
+    magna_graph *g = magna_graph_new(2);
+    /* inputs agree on the batch dimension: xt^T is [5, 2] */
+    magna_node *x = magna_input(g, "x", MAGNA_F32, 2, SHAPE(2, 5)), *xt = magna_input(g, "xt", MAGNA_F32, 2, SHAPE(2, 5));
+    magna_node *w = magna_param(g, "w", 2, SHAPE(5, 7), magna_init_uniform(-1, 1));
+    magna_node *wt = magna_param(g, "wt", 2, SHAPE(2, 7), magna_init_uniform(-1, 1));
+    magna_node *c = magna_matmul(g, x, w, false, false), *ct = magna_matmul(g, xt, wt, true, false);
+    magna_node *q = magna_input(g, "q", MAGNA_F32, 3, SHAPE(2, 4, 8));
+    magna_node *causal = magna_attention(g, q, q, q, 2, true), *full = magna_attention(g, q, q, q, 2, false);
+    magna_node *loss = magna_add(g, magna_add(g, magna_sum(g, c, MAGNA_ALL_AXES, false), magna_sum(g, ct, MAGNA_ALL_AXES, false)),
+                                 magna_add(g, magna_sum(g, causal, MAGNA_ALL_AXES, false), magna_sum(g, full, MAGNA_ALL_AXES, false)));
+    CHECK(magna_graph_compile(g, loss) == MAGNA_OK, "%s", magna_graph_errmsg(g));
+    CHECK(graph_profile_flops(c, false) == 2 * 2 * 7 * 5 && graph_profile_flops(c, true) == 2 * 2 * 7 * 5,
+          "x w: %g forward, %g backward (w alone takes a gradient)", graph_profile_flops(c, false), graph_profile_flops(c, true));
+    CHECK(graph_profile_flops(ct, false) == 2 * 5 * 7 * 2, "xt^T wt: %g", graph_profile_flops(ct, false));
+    /* 4 queries, causal: 1 + 2 + 3 + 4 pairs */
+    CHECK(graph_profile_flops(causal, false) == 4.0 * 2 * 10 * 8 && graph_profile_flops(full, false) == 4.0 * 2 * 16 * 8,
+          "attention: %g causal, %g full", graph_profile_flops(causal, false), graph_profile_flops(full, false));
+    CHECK(graph_profile_flops(full, true) == 8.0 * 2 * 16 * 8, "attention backward: %g", graph_profile_flops(full, true));
+    magna_graph_free(g);
+}
+
+/* MAGNA_PROFILE=1: a table whose rows add up to its total, with the products' TFLOP/s, and the same steps as
+ * without it */
+static void test_profile_report(void) {
+    magna_node *x[2], *y[2], *logits[2], *loss[2];
+    setenv("MAGNA_PROFILE", "1", 1);
+    magna_graph *g = mlp(5, 256, &x[0], &y[0], &logits[0], &loss[0], 0);
+    unsetenv("MAGNA_PROFILE");
+    magna_graph *plain = mlp(5, 256, &x[1], &y[1], &logits[1], &loss[1], 0);
+    for (int i = 0; i < 2; i++) {
+        magna_graph *h = i ? plain : g;
+        magna_graph_zero_grad(h);
+        for (int step = 0; step < 3; step++) {
+            fill_data(x[i], y[i], 256, (uint64_t)step);
+            CHECK(magna_graph_forward(h) == MAGNA_OK && magna_graph_backward(h) == MAGNA_OK, "%s", magna_graph_errmsg(h));
+        }
+    }
+    size_t n;
+    const float *a = magna_graph_grads(g, &n), *b = magna_graph_grads(plain, NULL);
+    CHECK(!memcmp(a, b, n * sizeof *a), "profiling changed the gradients");
+    magna_graph_free(plain);
+    const int saved = stderr_catch();
+    magna_graph_free(g);
+    char *report = stderr_caught(saved);
+    profile_row mm = {0}, zero = {0};
+    CHECK(profile_row_of(report, "matmul", &mm) && mm.calls == 2 * 3 && mm.fwd_ms > 0 && mm.bwd_ms > 0 && mm.fwd_tflops >= 0,
+          "the products' row: %s", report ? report : "(no report)");
+    CHECK(profile_row_of(report, "(zero activation grads)", &zero) || !strstr(report ? report : "", "zero"),
+          "zeroing's row unreadable");
+    double sum_ms = 0, shares = 0;
+    for (const char *line = report ? strchr(report, '\n') : NULL; line && line[1]; line = strchr(line + 1, '\n')) {
+        char name[64];
+        profile_row r;
+        if (sscanf(line + 1, "  %63[^0-9] ", name) != 1 || !strncmp(name, "op ", 3)) continue;
+        size_t len = strlen(name);
+        while (len && name[len - 1] == ' ') name[--len] = '\0';
+        if (profile_row_of(report, name, &r)) sum_ms += r.fwd_ms + r.bwd_ms, shares += r.share;
+    }
+    const double total_ms = profile_total_ms(report);
+    printf("profile: %.3f ms in the rows, %.3f the total, shares %.1f%%\n", sum_ms, total_ms, shares);
+    CHECK(total_ms > 0 && fabs(sum_ms - total_ms) <= 0.01 * total_ms + 0.01 && fabs(shares - 100) <= 1,
+          "the rows do not add up to the total: %s", report ? report : "(no report)");
+    free(report);
+}
+
 int main(void) {
     printf("%s\n", magna_runtime_info());
     test_memory_reuse();
@@ -694,5 +764,7 @@ int main(void) {
     test_threads_changed_between_forward_and_backward();
     test_layer_norm_thread_count();
     test_logits_gradient_in_place();
+    test_profile_flops();
+    test_profile_report();
     return check_finish("test_graph");
 }

@@ -119,6 +119,97 @@ magna_status cuda_graph_mirrors(magna_graph *g) {
     return MAGNA_OK;
 }
 
+/* The op profiler on the GPU (MAGNA_PROFILE; run.c keeps the table): timing events recorded on the graph's stream
+ * around every op, read once the stream has passed them: a forward's at the end of that forward, where it waits
+ * anyway, a backward's at the next forward or when the graph is freed. So profiling adds no wait to a step, only
+ * an event record per op. */
+typedef struct cuda_profile {
+    void **fwd; /* [0] before the inputs' upload, [1] after it, [2 + k] after order[k]'s forward */
+    void **bwd; /* [0] before the seed's upload, [1 + 2k] after order[k]'s gradients are zeroed, [2 + 2k] after
+                 * its backward (only for nodes that take a gradient) */
+    int n_fwd, n_bwd;
+    bool bwd_pending; /* a finished backward's events, not read yet */
+} cuda_profile;
+
+static void profile_free(cuda_graph *c) {
+    cuda_profile *p = c->profile;
+    if (!p) return;
+    for (int i = 0; i < p->n_fwd && p->fwd[i]; i++) cuda_event_destroy(p->fwd[i]);
+    for (int i = 0; i < p->n_bwd && p->bwd[i]; i++) cuda_event_destroy(p->bwd[i]);
+    free(p->fwd), free(p->bwd), free(p);
+    c->profile = NULL;
+}
+
+/* The events, made at the first forward after compile asked for a profile (run.c's graph_profile_start) */
+static cuda_profile *profile_of(magna_graph *g) {
+    cuda_graph *c = g->cuda;
+    if (!g->profile || c->profile) return c->profile;
+    cuda_profile *p = calloc(1, sizeof *p);
+    if (!p) return NULL;
+    c->profile = p;
+    p->n_fwd = g->n_order + 2, p->n_bwd = 2 * g->n_order + 1;
+    p->fwd = calloc((size_t)p->n_fwd, sizeof *p->fwd), p->bwd = calloc((size_t)p->n_bwd, sizeof *p->bwd);
+    bool ok = p->fwd && p->bwd;
+    for (int i = 0; ok && i < p->n_fwd; i++) ok = !cuda_timing_event_create(&p->fwd[i]);
+    for (int i = 0; ok && i < p->n_bwd; i++) ok = !cuda_timing_event_create(&p->bwd[i]);
+    if (!ok) {
+        fprintf(stderr, "magna profile: no timing events on the device: not profiled\n");
+        profile_free(c);
+        graph_profile_report_and_free(g);
+    }
+    return c->profile;
+}
+
+/* Records forward's (or backward's) event i on the stream, when profiling; a failure ends the profile, printing
+ * what it has (the step goes on) */
+static void profile_mark(magna_graph *g, bool backward, int i) {
+    cuda_profile *p = g->cuda->profile;
+    if (p && cuda_event_record(backward ? p->bwd[i] : p->fwd[i], cuda_stream(g))) {
+        fprintf(stderr, "magna profile: recording an event failed: the profile ends here\n");
+        profile_free(g->cuda);
+        graph_profile_report_and_free(g);
+    }
+}
+
+static double seconds_between(void *start, void *end) {
+    float ms = 0;
+    return cuda_event_elapsed_ms(&ms, start, end) ? 0.0 : 1e-3 * ms;
+}
+
+/* A node's row: its op, or its op fused (fuse.c replaced its forward) */
+static int profile_row(const magna_graph *g, const magna_node *n) {
+    return g->cuda->ops[n->id].forward == magna_cuda_op_table[n->op].forward ? (int)n->op : PROFILE_FUSED + (int)n->op;
+}
+
+/* The last backward's times (its events done), and the gap from its end to `next` (the next forward's start, or
+ * NULL) */
+static void profile_read_backward(magna_graph *g, void *next) {
+    cuda_profile *p = g->cuda->profile;
+    void *prev = p->bwd[0];
+    for (int k = g->n_order - 1; k >= 0; k--) {
+        magna_node *n = g->order[k];
+        if (!n->needs_grad) continue;
+        graph_profile_add(g, PROFILE_ZERO, true, seconds_between(prev, p->bwd[1 + 2 * k]), 0, 1);
+        graph_profile_add(g, profile_row(g, n), true, seconds_between(p->bwd[1 + 2 * k], p->bwd[2 + 2 * k]),
+                          graph_profile_flops(n, true), 0);
+        prev = p->bwd[2 + 2 * k];
+    }
+    if (next) graph_profile_add(g, PROFILE_BETWEEN, false, seconds_between(prev, next), 0, 1);
+    p->bwd_pending = false;
+}
+
+/* The forward just waited for: its times, and the backward's before it */
+static void profile_read_forward(magna_graph *g) {
+    cuda_profile *p = g->cuda->profile;
+    if (p->bwd_pending) profile_read_backward(g, p->fwd[0]);
+    graph_profile_add(g, PROFILE_INPUTS, false, seconds_between(p->fwd[0], p->fwd[1]), 0, 1);
+    for (int k = 0; k < g->n_order; k++) {
+        magna_node *n = g->order[k];
+        graph_profile_add(g, profile_row(g, n), false, seconds_between(p->fwd[1 + k], p->fwd[2 + k]),
+                          graph_profile_flops(n, false), 1);
+    }
+}
+
 magna_status cuda_graph_upload_params(magna_graph *g) {
     void *s = cuda_stream(g);
     int e = cuda_h2d(g->dev_params, g->params, g->n_params * sizeof(float), s);
@@ -133,6 +224,8 @@ void cuda_graph_free(magna_graph *g) {
     cuda_graph *c = g->cuda;
     if (!c) return;
     if (c->stream) cuda_stream_sync(c->stream);
+    if (c->profile && c->profile->bwd_pending) profile_read_backward(g, NULL);
+    profile_free(c);
     magna_cuda_blas_destroy(&c->blas);
     for (int i = 0; i < g->n_nodes; i++)
         if (g->nodes[i]->host && mirrored(g->nodes[i])) cuda_host_free(g->nodes[i]->host), g->nodes[i]->host = NULL;
@@ -174,16 +267,20 @@ magna_status cuda_graph_forward(magna_graph *g) {
     magna_status st = cuda_graph_sync_device(g);
     if (st != MAGNA_OK) return st;
     void *s = cuda_stream(g);
+    profile_of(g);
+    profile_mark(g, false, 0);
     int e = 0;
     for (int i = 0; i < g->n_nodes && !e; i++) {
         magna_node *n = g->nodes[i];
         if (n->live && n->kind == NODE_INPUT) e = cuda_h2d(n->value, n->host, node_bytes(n, n->numel), s);
     }
     if (e) return cuda_fail(g, e, "forward: copying the inputs to the device");
+    profile_mark(g, false, 1);
     g->last_status = MAGNA_OK;
     for (int k = 0; k < g->n_order; k++) {
         magna_node *n = g->order[k];
         if ((st = g->cuda->ops[n->id].forward(g, n)) != MAGNA_OK) return st;
+        profile_mark(g, false, 2 + k);
     }
     for (int k = 0; k < g->n_order && !e; k++) {
         magna_node *n = g->order[k];
@@ -192,6 +289,7 @@ magna_status cuda_graph_forward(magna_graph *g) {
     }
     if (!e) e = cuda_stream_sync(s); /* also where an asynchronous kernel fault surfaces */
     if (e) return cuda_fail(g, e, "forward");
+    if (g->cuda->profile) profile_read_forward(g);
     for (int k = 0; k < g->n_order; k++) /* outputs kept in bf16 came down as bf16: widen them in place */
         if (g->order[k]->keep && !g->order[k]->skip_fetch && g->order[k]->stored16)
             widen_bf16_in_place(g->order[k]->host, g->order[k]->numel);
@@ -203,6 +301,8 @@ magna_status cuda_graph_backward(magna_graph *g, const float *seed_grad) {
     magna_node *loss = g->loss;
     void *s = cuda_stream(g);
     float *seed = g->cuda->seed_host;
+    if (g->cuda->profile) g->cuda->profile->bwd_pending = false;
+    profile_mark(g, true, 0);
     for (int64_t i = 0; i < loss->numel; i++) seed[i] = seed_grad ? seed_grad[i] : 1.0f;
     int e = cuda_h2d(loss->grad, seed, (size_t)loss->numel * sizeof(float), s);
     if (e) return cuda_fail(g, e, "backward: the seed gradient");
@@ -212,11 +312,14 @@ magna_status cuda_graph_backward(magna_graph *g, const float *seed_grad) {
         if (n->needs_grad) {
             for (magna_node **z = g->grad_zero[n->id]; *z && !e; z++)
                 e = cuda_memset((*z)->grad, 0, (size_t)(*z)->numel * sizeof(float), s);
+            profile_mark(g, true, 1 + 2 * k);
             if (!e) g->cuda->ops[n->id].backward(g, n);
+            profile_mark(g, true, 2 + 2 * k);
             if (g->last_status != MAGNA_OK) return g->last_status; /* the op recorded a failed launch */
         }
         if (!e && g->after_backward) g->after_backward(g, k, g->after_backward_user);
     }
+    if (!e && g->cuda->profile) g->cuda->profile->bwd_pending = true; /* read at the next forward's wait */
     /* No wait here: the optimizer's kernels queue behind backward's on the same stream, and the host
      * meanwhile gathers the next batch. The seed buffer is rewritten only after the next forward's wait.
      * A kernel fault surfaces at the next wait (the finite check of the gradients, or forward). */

@@ -31,6 +31,7 @@ typedef struct cuda_graph {
     magna_cuda_op *ops;  /* per node id: the table's entry, or a fused pair's (fuse.c) */
     int fused;           /* pairs fused at compile */
     int device;          /* the CUDA device it runs on (data parallel: one per rank on a machine) */
+    struct cuda_profile *profile; /* MAGNA_PROFILE: timing events around every op (graph.c) */
 } cuda_graph;
 
 static inline void *cuda_stream(const magna_graph *g) { return g->cuda ? g->cuda->stream : NULL; }

@@ -40,6 +40,17 @@ int cuda_event_create(void **event) {
     *event = ev;
     return (int)e;
 }
+int cuda_timing_event_create(void **event) {
+    cudaEvent_t ev = nullptr;
+    const cudaError_t e = cudaEventCreate(&ev);
+    *event = ev;
+    return (int)e;
+}
+int cuda_event_elapsed_ms(float *ms, void *start, void *end) {
+    const cudaError_t e = cudaEventElapsedTime(ms, (cudaEvent_t)start, (cudaEvent_t)end);
+    if (e != cudaSuccess) cudaGetLastError(); /* not a launch's error: the next launch's check must not see it */
+    return (int)e;
+}
 int cuda_event_destroy(void *event) { return (int)cudaEventDestroy((cudaEvent_t)event); }
 int cuda_event_record(void *event, void *stream) { return (int)cudaEventRecord((cudaEvent_t)event, (cudaStream_t)stream); }
 int cuda_stream_wait_event(void *stream, void *event) {

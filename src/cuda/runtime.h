@@ -29,6 +29,10 @@ int cuda_event_create(void **event);
 int cuda_event_destroy(void *event);
 int cuda_event_record(void *event, void *stream);
 int cuda_stream_wait_event(void *stream, void *event);
+/* Events that time (the profiler, MAGNA_PROFILE): *ms, the GPU's time between two recorded on one stream, both
+ * done (the stream synchronised after them) */
+int cuda_timing_event_create(void **event);
+int cuda_event_elapsed_ms(float *ms, void *start, void *end);
 /* Data parallel: this process's rank among those on its machine; the graphs compiled after it run on device
  * local_rank % (devices here), chosen (cudaSetDevice) by cuda_use_device before a graph's stream is made. */
 void cuda_want_device(int local_rank);

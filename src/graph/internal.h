@@ -224,9 +224,16 @@ magna_status magna_error_set(magna_error *err, magna_status status, const char *
 int magna_io_mkdirs(const char *dir, char *failed, size_t cap);
 
 /* run.c: the op profiler (MAGNA_PROFILE=1): made at compile, its table printed to stderr and freed by
- * magna_graph_free. */
+ * magna_graph_free. Its rows: one per op kind; that op's forward fused with its input's (a CUDA fused pair);
+ * zeroing activation gradients; on CUDA the inputs' upload and the gap between a backward and the next
+ * forward (the optimizer's kernels, the host's work between steps). */
+enum { PROFILE_FUSED = OP_COUNT, PROFILE_ZERO = 2 * OP_COUNT, PROFILE_INPUTS, PROFILE_BETWEEN, PROFILE_ROWS };
 void graph_profile_start(magna_graph *g);
 void graph_profile_report_and_free(magna_graph *g);
+/* Adds seconds of a row's forward (or backward), the useful work done in them (flops) and calls */
+void graph_profile_add(magna_graph *g, int row, bool backward, double seconds, double flops, long calls);
+/* n's useful floating-point operations in forward (or backward): products and attention, else 0 */
+double graph_profile_flops(const magna_node *n, bool backward);
 
 /* graph.c */
 magna_status graph_error(magna_graph *g, magna_status status, const char *fmt, ...)

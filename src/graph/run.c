@@ -11,13 +11,14 @@
 #include <string.h>
 #include <time.h>
 
-/* The op profiler: with MAGNA_PROFILE=1 in the environment at compile, every CPU forward and backward
- * is timed per op kind, and the table (op, calls, forward and backward ms, share of the total) goes to
- * stderr when the graph is freed. It answers "where does a step go" without perf, and costs two clock
- * reads per op only when asked for. Zeroing activation gradients has its own row. */
-enum { PROFILE_ZERO = OP_COUNT, PROFILE_ROWS };
+/* The op profiler: with MAGNA_PROFILE=1 in the environment at compile, every forward and backward is timed
+ * per op kind, and the table (op, calls, forward and backward ms, share of the total, and the TFLOP/s of the
+ * products that do a known amount of work) goes to stderr when the graph is freed. It answers "where does a
+ * step go" without perf, and costs two clock reads per op only when asked for. On the CPU the times are the
+ * host's; on CUDA (src/cuda/graph.c) they are the GPU's, between events recorded on the graph's stream. */
 struct graph_profile {
     double fwd[PROFILE_ROWS], bwd[PROFILE_ROWS];
+    double fwd_flops[PROFILE_ROWS], bwd_flops[PROFILE_ROWS];
     long calls[PROFILE_ROWS];
 };
 
@@ -32,22 +33,81 @@ void graph_profile_start(magna_graph *g) {
     g->profile = calloc(1, sizeof *g->profile); /* no profile if this fails: it is only a report */
 }
 
+/* The useful floating-point work of a node's forward (or backward): 2 M N K a matrix product (backward, that
+ * for each input that takes a gradient); attention 4 C a (query, key) pair it scores forward, 8 backward
+ * (QK^T and PV; dV, dP, dQ and dK), the pairs a causal mask drops not counted. 0 for the other ops. */
+double graph_profile_flops(const magna_node *n, bool backward) {
+    if (n->op == OP_MATMUL) {
+        const magna_node *a = n->in[0];
+        const double k = (double)(n->ip[0] ? a->shape[a->ndim - 2] : a->shape[a->ndim - 1]);
+        const double product = 2.0 * (double)n->numel * k;
+        return backward ? product * (n->in[0]->needs_grad + n->in[1]->needs_grad) : product;
+    }
+    if (n->op == OP_ATTENTION) {
+        const int64_t B = n->in[0]->shape[0], Tq = n->in[0]->shape[1], Tk = n->in[1]->shape[1], C = n->in[0]->shape[2];
+        double pairs = (double)Tq * (double)Tk;
+        if (n->ip[1]) { /* causal: query i sees keys up to i + (Tk - Tq) */
+            pairs = 0;
+            for (int64_t i = 0; i < Tq; i++) {
+                const int64_t seen = i + (Tk - Tq) + 1;
+                pairs += (double)(seen < 0 ? 0 : seen > Tk ? Tk : seen);
+            }
+        }
+        return (backward ? 8.0 : 4.0) * (double)B * pairs * (double)C;
+    }
+    return 0.0;
+}
+
+void graph_profile_add(magna_graph *g, int row, bool backward, double seconds, double flops, long calls) {
+    struct graph_profile *p = g->profile;
+    if (!p || row < 0 || row >= PROFILE_ROWS) return;
+    p->calls[row] += calls;
+    if (backward)
+        p->bwd[row] += seconds, p->bwd_flops[row] += flops;
+    else
+        p->fwd[row] += seconds, p->fwd_flops[row] += flops;
+}
+
+static const char *profile_row_name(int row, char *buf, size_t cap) {
+    switch (row) {
+    case PROFILE_ZERO: return "(zero activation grads)";
+    case PROFILE_INPUTS: return "(inputs to the device)";
+    case PROFILE_BETWEEN: return "(between steps: optimizer, host)";
+    default:
+        if (row < OP_COUNT) return magna_op_table[row]->name;
+        snprintf(buf, cap, "%s (fused)", magna_op_table[row - PROFILE_FUSED]->name);
+        return buf;
+    }
+}
+
+/* "   12.34" TFLOP/s, or blanks where the row counts no work */
+static const char *tflops(double flops, double s, char *buf, size_t cap) {
+    if (flops > 0 && s > 0)
+        snprintf(buf, cap, "%9.2f", flops / s * 1e-12);
+    else
+        snprintf(buf, cap, "%9s", "");
+    return buf;
+}
+
 void graph_profile_report_and_free(magna_graph *g) {
     struct graph_profile *p = g->profile;
     if (!p) return;
     double total = 0;
     for (int r = 0; r < PROFILE_ROWS; r++) total += p->fwd[r] + p->bwd[r];
-    fprintf(stderr, "magna profile (MAGNA_PROFILE): %.3f s in forward and backward ops\n", total);
-    fprintf(stderr, "  %-22s %9s %12s %12s %7s\n", "op", "calls", "forward ms", "backward ms", "share");
+    fprintf(stderr, "magna profile (MAGNA_PROFILE): %.3f ms in forward and backward ops (%s time)\n", 1e3 * total,
+            g->device == MAGNA_DEVICE_CUDA ? "the GPU's" : "the host's");
+    fprintf(stderr, "  %-34s %9s %12s %12s %7s %9s %9s\n", "op", "calls", "forward ms", "backward ms", "share",
+            "fwd TF/s", "bwd TF/s");
     for (;;) { /* rows by total time, largest first */
         int best = -1;
         for (int r = 0; r < PROFILE_ROWS; r++)
             if (p->calls[r] && (best < 0 || p->fwd[r] + p->bwd[r] > p->fwd[best] + p->bwd[best])) best = r;
         if (best < 0) break;
-        const char *name = best == PROFILE_ZERO ? "(zero activation grads)" : magna_op_table[best]->name;
+        char name[64], f[16], b[16];
         double t = p->fwd[best] + p->bwd[best];
-        fprintf(stderr, "  %-22s %9ld %12.1f %12.1f %6.1f%%\n", name, p->calls[best], 1e3 * p->fwd[best],
-                1e3 * p->bwd[best], total > 0 ? 100.0 * t / total : 0.0);
+        fprintf(stderr, "  %-34s %9ld %12.3f %12.3f %6.1f%% %s %s\n", profile_row_name(best, name, sizeof name),
+                p->calls[best], 1e3 * p->fwd[best], 1e3 * p->bwd[best], total > 0 ? 100.0 * t / total : 0.0,
+                tflops(p->fwd_flops[best], p->fwd[best], f, sizeof f), tflops(p->bwd_flops[best], p->bwd[best], b, sizeof b));
         p->calls[best] = 0;
     }
     free(p);
@@ -71,7 +131,7 @@ magna_status magna_graph_forward(magna_graph *g) {
         magna_node *n = g->order[k];
         double t0 = prof ? now_s() : 0;
         magna_status st = magna_op_table[n->op]->forward(g, n);
-        if (prof) prof->fwd[n->op] += now_s() - t0, prof->calls[n->op]++;
+        if (prof) graph_profile_add(g, n->op, false, now_s() - t0, graph_profile_flops(n, false), 1);
         if (st != MAGNA_OK) return st;
     }
     g->last_status = MAGNA_OK;
@@ -119,7 +179,10 @@ magna_status magna_graph_backward_seeded(magna_graph *g, const float *seed_grad)
         for (magna_node **z = g->grad_zero[n->id]; *z; z++) zero_floats((*z)->grad, (*z)->numel);
         double t1 = prof ? now_s() : 0;
         magna_op_table[n->op]->backward(g, n);
-        if (prof) prof->bwd[PROFILE_ZERO] += t1 - t0, prof->calls[PROFILE_ZERO]++, prof->bwd[n->op] += now_s() - t1;
+        if (prof) {
+            graph_profile_add(g, PROFILE_ZERO, true, t1 - t0, 0, 1);
+            graph_profile_add(g, n->op, true, now_s() - t1, graph_profile_flops(n, true), 0);
+        }
         if (g->last_status != MAGNA_OK) return g->last_status; /* an op's error (oneDNN's, a state it cannot use) */
     }
     return MAGNA_OK;
