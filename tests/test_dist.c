@@ -140,6 +140,29 @@ static int worker_equiv(const char *dir, const char *tag, bool zero1, bool cuda)
     return 0;
 }
 
+/* weight DIR: 2 ranks on cuda begin backward with one weight (magna_dist_backward_begin: the buckets backward
+ * finishes are scaled by it and summed at once) and ask for the sum with another: a caller's bug, which each
+ * rank reports instead of averaging with the wrong weights (the errors returned, not aborting the job). */
+static int worker_weight(void) {
+    magna_error err;
+    magna_dist *d = magna_dist_init(&(magna_dist_opts){.timeout = 30, .bucket_bytes = 1024}, &err);
+    if (!d) return printf("dist init: %s\n", err.message), 3;
+    magna_dist_set_abort_on_error(d, false);
+    magna_model *m = make_model_on(BATCH, MAGNA_DEVICE_CUDA);
+    if (magna_model_set_dist(m, d) != MAGNA_OK) return printf("set_dist: %s\n", magna_model_errmsg(m)), 3;
+    magna_graph *g = magna_model_graph(m);
+    const int rank = magna_dist_rank(d);
+    magna_status st = magna_graph_forward(g);
+    if (st == MAGNA_OK) st = magna_dist_backward_begin(d, g, 16, 0, &err);
+    if (st == MAGNA_OK) st = magna_graph_backward(g);
+    if (st != MAGNA_OK) return printf("rank %d: the step before the sum failed: %s\n", rank, magna_graph_errmsg(g)), 3;
+    st = magna_dist_allreduce_grads(d, g, 8, NULL, 0, 0, &err);
+    printf("rank %d: allreduce_grads: %s: %s\n", rank, magna_status_name(st), st == MAGNA_OK ? "" : err.message);
+    magna_model_free(m);
+    magna_dist_finalize(d);
+    return st == MAGNA_OK ? 0 : 4;
+}
+
 /* ckpt DIR TAG MAX_STEPS RESUME: 2 ranks with ZeRO 1 and full-state checkpoints in DIR/TAG, stopping at
  * MAX_STEPS (0: the end), resuming from RESUME first unless it is "-"; rank 0 writes the weights and the
  * last epoch's loss. */
@@ -823,6 +846,19 @@ static void test_cuda_nccl_failures(void) {
     }
 }
 
+/* magna_dist_backward_begin's weight and magna_dist_allreduce_grads' disagree: both ranks say so */
+static void test_cuda_weight_mismatch(void) {
+    const int st = wait_for(launch(2, "weight.log", (const char *[]){"weight", dir, NULL}), 60);
+    CHECK(st != 0 && st != -1, "a weight mismatch: mpiexec status %d", st);
+    for (int r = 0; r < 2; r++) {
+        char want[160];
+        snprintf(want, sizeof want, "rank %d: allreduce_grads: %s: the gradient allreduce at step 0: the weight 8 is not "
+                 "the 16 backward began with", r, magna_status_name(MAGNA_ERR_IO));
+        CHECK(log_has("weight.log", want), "'%s'", want);
+    }
+    if (check_failed) show_log("weight.log");
+}
+
 /* Batch norm and dropout, 2 ranks on cuda against 2 ranks on the cpu: the same weights and states (the
  * statistics averaged at each epoch's end on the host mirrors, after the device's were brought down), the
  * states the same on both ranks. */
@@ -924,6 +960,7 @@ int main(int argc, char **argv) {
             return worker_equiv(argv[3], argv[4], atoi(argv[5]) != 0, false);
         if (strcmp(argv[2], "equiv_cuda") == 0 && argc == 6)
             return worker_equiv(argv[3], argv[4], atoi(argv[5]) != 0, true);
+        if (strcmp(argv[2], "weight") == 0 && argc == 4) return worker_weight();
         if (strcmp(argv[2], "bn") == 0 && argc == 6) return worker_bn(argv[3], argv[4], strcmp(argv[5], "cuda") == 0);
         if (strcmp(argv[2], "long") == 0 && argc == 5) return worker_long(argv[3], atof(argv[4]));
         if (strcmp(argv[2], "bad") == 0 && argc == 5) return worker_bad(argv[3], argv[4]);
@@ -953,6 +990,7 @@ int main(int argc, char **argv) {
         test_cuda_same_weights();
         test_cuda_batch_norm();
         test_cuda_nccl_failures();
+        test_cuda_weight_mismatch();
         test_cli_cuda();
     } else {
         test_same_weights_as_one_process();
