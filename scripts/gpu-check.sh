@@ -282,6 +282,16 @@ took=$(($(date +%s) - START))
     fi
 } >>"$REPORT.tail"
 cat "$REPORT.tail" >>"$REPORT"
+cat "$REPORT.tail" # the end of the output is what a remote run's caller surely sees
 rm -f "$REPORT.tail"
+# The device tool's machine gives back only what is under $OUT (8 files, 16 MiB each): the report, and the logs
+# and curves (no checkpoints) in one archive.
+if [ -n "${OUT:-}" ] && [ -d "$OUT" ] && [ -w "$OUT" ]; then
+    cp "$REPORT" "$OUT/gpu-check.txt"
+    (cd "$BUILD" && find gpu-check-*.log gpu-check-*.rc gpu-check-runs bench_gpt2 -maxdepth 1 -type f \
+        \( -name '*.log' -o -name '*.rc' -o -name '*.csv' -o -name '*.txt' -o -name '*.md' -o -name '*.mem' \) \
+        -size -4M 2>/dev/null | tar -czf "$OUT/gpu-check-logs.tar.gz" -T -) &&
+        echo "gpu-check: the report and the logs also in \$OUT: gpu-check.txt, gpu-check-logs.tar.gz"
+fi
 echo "gpu-check: $passed passed, $failed failed in $took s (logs: $BUILD/gpu-check-*.log and $RUNS, report: $REPORT)"
 [ $failed -eq 0 ]

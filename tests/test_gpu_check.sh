@@ -85,7 +85,8 @@ chmod +x "$tmp/bin"/* "$tmp/build"/*
 
 run() { (cd "$src" && PATH="$tmp/bin:$PATH" PYTHON="$tmp/bin/fakepython" CNN_STEPS=120 GPT_STEPS=80 "$@" \
     scripts/gpu-check.sh --build-dir "$tmp/build" --no-configure 2>&1); }
-out=$(run env); rc=$?
+mkdir -p "$tmp/out"
+out=$(run env OUT="$tmp/out"); rc=$?
 echo "$out"
 report=$tmp/build/gpu-check.txt
 check "every check passes: exit 0" '[ $rc -eq 0 ] && echo "$out" | grep -q "gpu-check: 16 passed, 0 failed"'
@@ -97,6 +98,10 @@ check "GPT-2: speed, MFU, memory" 'grep -q "^PASS gpt2_speed: magna bf16 600000 
     grep -q "^PASS gpt2_mfu: magna bf16 52.2% (target >= 45%)$" "$report" && grep -q "^PASS gpt2_memory: magna bf16 3.91 GiB, torch.compile 3.91 GiB" "$report"'
 check "the report ends with the lines for RESULTS.md and the GPT-2 table" 'grep -q "^---- 16 passed, 0 failed in [0-9]* s. Paste into bench/RESULTS.md: ----$" "$report" &&
     grep -q "^### make gpu-check — 20..-..-.., NVIDIA H100" "$report" && grep -q "^| torch_compile | 64 | 500000 |" "$report"'
+check "with \$OUT (the device tool's): the report and an archive of the logs there" 'cmp -s "$report" "$tmp/out/gpu-check.txt" &&
+    tar -tzf "$tmp/out/gpu-check-logs.tar.gz" | grep -q "^gpu-check-runs/cnn_cpu.csv$" &&
+    tar -tzf "$tmp/out/gpu-check-logs.tar.gz" | grep -q "^gpu-check-gpt2_profile.log$" &&
+    echo "$out" | grep -q "^| torch_compile | 64 | 500000 |"'
 check "the GPT-2 profile: its check and its table" 'grep -q "^PASS gpt2_profile: " "$report" &&
     grep -q "^Where magna.s bf16 step goes (.MAGNA_PROFILE=1 .* --batch 64.):" "$report" &&
     tail -3 "$report" | grep -q "^  attention  *120  *100.000  *200.000  *20.0%"'
