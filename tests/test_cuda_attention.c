@@ -50,15 +50,16 @@ static float *dev_copy(const void *host, size_t bytes) {
     return d;
 }
 
-/* n floats as bf16 on the device (round to nearest even, as __float2bfloat16) */
-static void *dev_bf16(const float *x, int64_t n) {
-    uint16_t *bits = malloc((size_t)n * 2 + 2);
+/* n floats as bf16 on the device (round to nearest even, as __float2bfloat16), `skew` elements (zeros) after the
+ * allocation's start; returns the allocation */
+static void *dev_bf16(const float *x, int64_t n, int skew) {
+    uint16_t *bits = calloc((size_t)(n + skew) + 1, 2);
     for (int64_t i = 0; i < n; i++) {
         uint32_t u;
         memcpy(&u, &x[i], 4);
-        bits[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+        bits[skew + i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
     }
-    void *d = dev_copy(bits, (size_t)n * 2);
+    void *d = dev_copy(bits, (size_t)(n + skew) * 2);
     free(bits);
     return d;
 }
@@ -73,7 +74,10 @@ static void same_with_bf16_inputs(const attn_case *c, const magna_cuda_attention
                                   int out16, const char *label) {
     const int64_t C = (int64_t)c->H * c->hd, nq = (int64_t)c->B * c->Tq * C, nk = (int64_t)c->B * c->Tk * C;
     magna_cuda_attention_args a = *fa;
-    a.q = dev_bf16(q, nq), a.k = c->shared ? a.q : dev_bf16(k, nk), a.v = c->shared ? a.q : dev_bf16(v, nk);
+    /* with out16, q, k and v one element past an aligned start: staged element by element, not 16 bytes a load */
+    const int skew = out16;
+    void *bq = dev_bf16(q, nq, skew), *bk = c->shared ? bq : dev_bf16(k, nk, skew), *bv = c->shared ? bq : dev_bf16(v, nk, skew);
+    a.q = (uint16_t *)bq + skew, a.k = (uint16_t *)bk + skew, a.v = (uint16_t *)bv + skew;
     a.q16 = a.k16 = a.v16 = 1, a.out16 = out16;
     const size_t fq = (size_t)nq * sizeof(float), fk = (size_t)nk * sizeof(float);
     float *d_out = dev_copy(NULL, fq), *d_saved = dev_copy(NULL, 2 * (size_t)c->B * c->H * c->Tq * sizeof(float));
@@ -116,8 +120,8 @@ static void same_with_bf16_inputs(const attn_case *c, const magna_cuda_attention
                   out16 ? " and out" : "", (const char *[]){"out", "dq", "dk", "dv"}[i], err);
         }
     }
-    cudaFree((void *)a.q), cudaFree(d_out), cudaFree(d_saved), cudaFree(d_g[0]);
-    if (!c->shared) cudaFree((void *)a.k), cudaFree((void *)a.v), cudaFree(d_g[1]), cudaFree(d_g[2]);
+    cudaFree(bq), cudaFree(d_out), cudaFree(d_saved), cudaFree(d_g[0]);
+    if (!c->shared) cudaFree(bk), cudaFree(bv), cudaFree(d_g[1]), cudaFree(d_g[2]);
     free(start), free(host);
 }
 

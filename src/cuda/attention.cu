@@ -401,8 +401,21 @@ template <int HD> __device__ __forceinline__ void stage_bf16(__nv_bfloat16 *tile
     }
 }
 
+/* From bf16 (what a bf16 graph stores): 16 bytes (8 elements) a load where every row starts 16-byte aligned,
+ * as a GPU's loads are widest (a row of a 64-wide head is 8 such loads, not 64); element by element else. The
+ * tile (its base 128-byte aligned, rows HD * 2 bytes, a multiple of 32) is aligned for both. */
 template <int HD> __device__ __forceinline__ void stage_bf16(__nv_bfloat16 *tile, const __nv_bfloat16 *src, int C,
                                                              int r0, int n) {
+    if (C % 8 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0) { /* block-uniform */
+        constexpr int G = HD / 8; /* 16-byte groups a row */
+        for (int e = threadIdx.x; e < TT * G; e += blockDim.x) {
+            const int r = e / G, g = e - r * G;
+            int4 v = make_int4(0, 0, 0, 0); /* all-zero bits: bf16 zeros */
+            if (r < n) v = *reinterpret_cast<const int4 *>(src + (size_t)(r0 + r) * C + g * 8);
+            *reinterpret_cast<int4 *>(tile + r * HD + g * 8) = v;
+        }
+        return;
+    }
     const __nv_bfloat16 zero = __float2bfloat16(0.0f);
     for (int e = threadIdx.x; e < TT * HD; e += blockDim.x) {
         const int r = e / HD, d = e - r * HD;
