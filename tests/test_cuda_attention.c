@@ -74,8 +74,12 @@ static void same_with_bf16_inputs(const attn_case *c, const magna_cuda_attention
                                   int out16, const char *label) {
     const int64_t C = (int64_t)c->H * c->hd, nq = (int64_t)c->B * c->Tq * C, nk = (int64_t)c->B * c->Tk * C;
     magna_cuda_attention_args a = *fa;
-    /* with out16, q, k and v one element past an aligned start: staged element by element, not 16 bytes a load */
+    /* with out16, q, k, v and dO one element past an aligned start: staged element by element, not 16 bytes a
+     * load */
     const int skew = out16;
+    float *skewed_dout = dev_copy(NULL, ((size_t)nq + 1) * sizeof(float));
+    cudaMemcpy(skewed_dout + skew, d_dout, (size_t)nq * sizeof(float), cudaMemcpyDeviceToDevice);
+    d_dout = skewed_dout + skew;
     void *bq = dev_bf16(q, nq, skew), *bk = c->shared ? bq : dev_bf16(k, nk, skew), *bv = c->shared ? bq : dev_bf16(v, nk, skew);
     a.q = (uint16_t *)bq + skew, a.k = (uint16_t *)bk + skew, a.v = (uint16_t *)bv + skew;
     a.q16 = a.k16 = a.v16 = 1, a.out16 = out16;
@@ -120,7 +124,7 @@ static void same_with_bf16_inputs(const attn_case *c, const magna_cuda_attention
                   out16 ? " and out" : "", (const char *[]){"out", "dq", "dk", "dv"}[i], err);
         }
     }
-    cudaFree(bq), cudaFree(d_out), cudaFree(d_saved), cudaFree(d_g[0]);
+    cudaFree(bq), cudaFree(d_out), cudaFree(d_saved), cudaFree(d_g[0]), cudaFree(skewed_dout);
     if (!c->shared) cudaFree(bk), cudaFree(bv), cudaFree(d_g[1]), cudaFree(d_g[2]);
     free(start), free(host);
 }

@@ -392,9 +392,32 @@ constexpr int TT = MAGNA_ATTN_TC_TILE, TW = MAGNA_ATTN_TC_BLOCK / 32;
  * (unpadded, rows 64 floats apart share one: 16-way conflicts) */
 constexpr int SLD = MAGNA_ATTN_TC_SLD, PLD = MAGNA_ATTN_TC_PLD;
 
-/* rows [r0, r0 + n) of a head's [*, C] matrix as a bf16 tile of TT rows x HD (zeros past n) */
+/* rows [r0, r0 + n) of a head's [*, C] matrix as a bf16 tile of TT rows x HD (zeros past n); from float32 (dO,
+ * or q, k, v a graph keeps in float32) 8 elements at a time, two 16-byte loads and one 16-byte store, where every
+ * row starts 16-byte aligned */
 template <int HD> __device__ __forceinline__ void stage_bf16(__nv_bfloat16 *tile, const float *src, int C, int r0,
                                                              int n) {
+    if (C % 4 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0) { /* block-uniform */
+        constexpr int G = HD / 8;
+        for (int e = threadIdx.x; e < TT * G; e += blockDim.x) {
+            const int r = e / G, g = e - r * G;
+            float4 lo = make_float4(0.0f, 0.0f, 0.0f, 0.0f), hi = lo;
+            if (r < n) {
+                const float4 *at = reinterpret_cast<const float4 *>(src + (size_t)(r0 + r) * C + g * 8);
+                lo = at[0], hi = at[1];
+            }
+            union {
+                int4 v;
+                __nv_bfloat16 h[8];
+            } out;
+            out.h[0] = __float2bfloat16(lo.x), out.h[1] = __float2bfloat16(lo.y);
+            out.h[2] = __float2bfloat16(lo.z), out.h[3] = __float2bfloat16(lo.w);
+            out.h[4] = __float2bfloat16(hi.x), out.h[5] = __float2bfloat16(hi.y);
+            out.h[6] = __float2bfloat16(hi.z), out.h[7] = __float2bfloat16(hi.w);
+            *reinterpret_cast<int4 *>(tile + r * HD + g * 8) = out.v;
+        }
+        return;
+    }
     for (int e = threadIdx.x; e < TT * HD; e += blockDim.x) {
         const int r = e / HD, d = e - r * HD;
         tile[e] = __float2bfloat16(r < n ? src[(size_t)(r0 + r) * C + d] : 0.0f);
