@@ -574,15 +574,20 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc
         }
         for (int nt = 0; nt < HD / 16; nt++) wmma::store_matrix_sync(O + nt * 16, acc[nt], RLD, wmma::mem_row_major);
         __syncwarp();
-        if (i < Tq) {
-            const float inv = lsum > 0.0f ? 1.0f / lsum : 0.0f;
-            const size_t at = ((size_t)b * Tq + i) * C + (size_t)h * HD;
+        if (i < Tq && half == 0) a.lse[bh * Tq + i] = lsum > 0.0f ? m + logf(lsum) : 0.0f;
+        /* the warp's 16 rows out one after another, its 32 lanes along a row: whole segments a store (the lanes'
+         * own rows, two lanes a row, would touch 16 segments a store) */
+        const float inv = lsum > 0.0f ? 1.0f / lsum : 0.0f;
+        for (int rr = 0; rr < 16; rr++) {
+            const float row_inv = __shfl_sync(0xffffffffu, inv, 2 * rr);
+            const int ii = q0 + warp * 16 + rr;
+            if (ii >= Tq) break; /* warp-uniform */
+            const size_t at = ((size_t)b * Tq + ii) * C + (size_t)h * HD;
             if (a.out16)
-                for (int d = half; d < HD; d += 2)
-                    magna_store(static_cast<__nv_bfloat16 *>(a.o) + at + d, O[r * RLD + d] * inv);
+                for (int d = lane; d < HD; d += 32)
+                    magna_store(static_cast<__nv_bfloat16 *>(a.o) + at + d, O[rr * RLD + d] * row_inv);
             else
-                for (int d = half; d < HD; d += 2) magna_store(static_cast<float *>(a.o) + at + d, O[r * RLD + d] * inv);
-            if (half == 0) a.lse[bh * Tq + i] = lsum > 0.0f ? m + logf(lsum) : 0.0f;
+                for (int d = lane; d < HD; d += 32) magna_store(static_cast<float *>(a.o) + at + d, O[rr * RLD + d] * row_inv);
         }
     }
 }
@@ -626,9 +631,11 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc
         }
         for (int nt = 0; nt < HD / 16; nt++) wmma::store_matrix_sync(R + nt * 16, acc[nt], RLD, wmma::mem_row_major);
         __syncwarp();
-        if (i < Tq) {
-            float *dq = a.dq + ((size_t)b * Tq + i) * C + head;
-            for (int d = half; d < HD; d += 2) dq[d] += a.scale * R[r * RLD + d];
+        for (int rr = 0; rr < 16; rr++) { /* row by row, the lanes along it (as forward's output) */
+            const int ii = q0 + warp * 16 + rr;
+            if (ii >= Tq) break; /* warp-uniform */
+            float *dq = a.dq + ((size_t)b * Tq + ii) * C + head;
+            for (int d = lane; d < HD; d += 32) dq[d] += a.scale * R[rr * RLD + d];
         }
     }
 }
@@ -679,15 +686,18 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc
             tc_pb<HD>(dv, Pt, Ds);
             tc_pb<HD>(dk, dSt, Qs);
         }
-        const size_t krow = ((size_t)b * Tk + (j < Tk ? j : 0)) * C + head;
         for (int pass = 0; pass < 2; pass++) {
             float *dst = pass ? a.dk : a.dv;
             __syncwarp();
             for (int nt = 0; nt < HD / 16; nt++)
                 wmma::store_matrix_sync(R + nt * 16, pass ? dk[nt] : dv[nt], RLD, wmma::mem_row_major);
             __syncwarp();
-            if (dst && j < Tk)
-                for (int d = half; d < HD; d += 2) dst[krow + d] += (pass ? a.scale : 1.0f) * R[r * RLD + d];
+            for (int rr = 0; dst && rr < 16; rr++) { /* row by row, the lanes along it (as forward's output) */
+                const int jj = k0 + warp * 16 + rr;
+                if (jj >= Tk) break; /* warp-uniform */
+                float *row = dst + ((size_t)b * Tk + jj) * C + head;
+                for (int d = lane; d < HD; d += 32) row[d] += (pass ? a.scale : 1.0f) * R[rr * RLD + d];
+            }
         }
     }
 }
