@@ -132,9 +132,10 @@ static void same_with_bf16_inputs(const attn_case *c, const magna_cuda_attention
 static void run_case(attn_case c) {
     const int64_t C = (int64_t)c.H * c.hd, nq = (int64_t)c.B * c.Tq * C, nk = (int64_t)c.B * c.Tk * C;
     char label[160];
-    snprintf(label, sizeof label, "B=%d Tq=%d Tk=%d H=%d hd=%d%s%s%s%s grads=%d", c.B, c.Tq, c.Tk, c.H, c.hd,
+    const char *kernel = getenv("MAGNA_CUDA_ATTENTION");
+    snprintf(label, sizeof label, "B=%d Tq=%d Tk=%d H=%d hd=%d%s%s%s%s grads=%d%s", c.B, c.Tq, c.Tk, c.H, c.hd,
              c.causal ? " causal" : "", c.masked ? " masked" : "", c.shared ? " q=k=v" : "", c.bf16 ? " bf16" : "",
-             c.grads);
+             c.grads, kernel ? " (wmma forward)" : "");
     /* the CPU op */
     magna_graph *g = magna_graph_new(1);
     magna_node *q = magna_param(g, "q", 3, (int64_t[]){c.B, c.Tq, C}, magna_init_zeros());
@@ -255,6 +256,15 @@ int main(void) {
         {1, 20, 20, 1, 96, 1, 0, 0, 1, GRAD_ALL},
         {1, 20, 20, 1, 112, 0, 0, 0, 1, GRAD_ALL},
     };
+    /* mma.sync's fragment layout, as the kernel assumes it, is this device's (else the wmma forward would run,
+     * and this test would pass without testing the default) */
+    CHECK(!strcmp(magna_cuda_attention_forward_kind(), "mma.sync"), "the tensor-core forward is %s, not mma.sync",
+          magna_cuda_attention_forward_kind());
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(cases[i]);
+    /* the tensor-core cases again with the wmma forward (mma.sync's is the default) */
+    setenv("MAGNA_CUDA_ATTENTION", "wmma", 1);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        if (cases[i].bf16 && cases[i].hd % 16 == 0 && cases[i].hd <= 128) run_case(cases[i]);
+    unsetenv("MAGNA_CUDA_ATTENTION");
     return check_finish("test_cuda_attention");
 }

@@ -22,6 +22,11 @@
 #include "kernels.h"
 #include "launch.h"
 
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #ifdef MAGNA_CUDA_EMU
 #include "emu/wmma_emu.h"
 #else
@@ -702,6 +707,267 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc
     }
 }
 
+/* ---- tensor cores at the register level: mma.sync m16n8k16 (bf16 operands, float32 accumulators) ---------------------
+ * FlashAttention-2's forward: a warp's 16 query rows keep their scores, probabilities and output in registers, in
+ * the instruction's documented fragment layout (PTX ISA, "Matrix Fragments for mma.m16n8k16 with floating point
+ * type"), so the softmax touches no shared memory and P goes from accumulator to operand without leaving the
+ * registers; wmma above hides its layout, so there every score tile makes a trip through shared memory. With
+ * g = lane / 4 and t = lane % 4, a lane holds:
+ *   - of a 16 x 8 accumulator: (g, 2t), (g, 2t + 1), (g + 8, 2t), (g + 8, 2t + 1);
+ *   - of a 16 x 16 A operand, four registers of two bf16 (the lower column in the low half): (g, 2t..2t+1),
+ *     (g + 8, 2t..2t+1), (g, 2t+8..2t+9), (g + 8, 2t+8..2t+9);
+ *   - of a 16 x 8 B operand (k x n), two registers: column g at rows 2t..2t+1 and 2t+8..2t+9.
+ * Two neighbouring 16 x 8 score accumulators are, element for element, one 16 x 16 A operand: P needs no shuffle.
+ * Tiles in shared memory: Q and K row-major and V transposed (V^T: a B operand's two rows are then neighbours),
+ * rows padded by 8 bf16 so that the 8 rows x 4 lanes of a fragment load fall in 32 distinct banks. Backward is
+ * the wmma kernels' (the same lse). MAGNA_CUDA_ATTENTION=wmma runs the wmma forward instead, for comparison. */
+
+constexpr int MMA_LDV = TT + 8; /* V^T's row stride */
+template <int HD> struct mma_ld {
+    static constexpr int K = HD + 8; /* Q's and K's row stride */
+};
+
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    uint32_t u;
+    memcpy(&u, &h, sizeof u);
+    return u;
+}
+
+/* two neighbouring bf16 of shared memory (4-byte aligned) as one register */
+__device__ __forceinline__ uint32_t ld_pair(const __nv_bfloat16 *p) { return *reinterpret_cast<const uint32_t *>(p); }
+
+/* d += a b, one m16n8k16 product of the warp. The emulator has no tensor cores: each lane gathers, with shuffles,
+ * the rows of A and the columns of B its four results need, from the lanes that hold them in the layout above. */
+#ifdef MAGNA_CUDA_EMU
+/* the low and high bf16 of a register, as floats */
+__device__ __forceinline__ float bf16_lo(uint32_t u) { return __uint_as_float(u << 16); }
+__device__ __forceinline__ float bf16_hi(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
+#endif
+
+__device__ __forceinline__ void mma_16816(float d[4], const uint32_t a[4], const uint32_t b[2]) {
+#ifdef MAGNA_CUDA_EMU
+    const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    for (int u = 0; u < 4; u++) { /* k = 2u, 2u + 1 (registers 0, 1 of A; 0 of B) and 2u + 8, 2u + 9 (2, 3; 1) */
+        const uint32_t ag = __shfl_sync(0xffffffffu, a[0], g * 4 + u), ag8 = __shfl_sync(0xffffffffu, a[1], g * 4 + u);
+        const uint32_t agk = __shfl_sync(0xffffffffu, a[2], g * 4 + u), ag8k = __shfl_sync(0xffffffffu, a[3], g * 4 + u);
+        const uint32_t b0 = __shfl_sync(0xffffffffu, b[0], 2 * t * 4 + u), b0k = __shfl_sync(0xffffffffu, b[1], 2 * t * 4 + u);
+        const uint32_t b1 = __shfl_sync(0xffffffffu, b[0], (2 * t + 1) * 4 + u);
+        const uint32_t b1k = __shfl_sync(0xffffffffu, b[1], (2 * t + 1) * 4 + u);
+        const uint32_t rows[2][2] = {{ag, agk}, {ag8, ag8k}}, cols[2][2] = {{b0, b0k}, {b1, b1k}};
+        for (int r = 0; r < 2; r++)
+            for (int c = 0; c < 2; c++) {
+                const uint32_t *x = rows[r], *y = cols[c];
+                d[2 * r + c] += bf16_lo(x[0]) * bf16_lo(y[0]) + bf16_hi(x[0]) * bf16_hi(y[0]) +
+                                bf16_lo(x[1]) * bf16_lo(y[1]) + bf16_hi(x[1]) * bf16_hi(y[1]);
+            }
+    }
+#else
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+                 "{%0, %1, %2, %3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+
+/* Eight bf16 in one 16-byte value */
+union bf16x8 {
+    int4 v;
+    __nv_bfloat16 h[8];
+};
+
+/* Eight neighbouring elements of q, k or v (which: 0, 1, 2; stored float32 or bf16, a.qkv16) from `at` as bf16:
+ * one or two 16-byte loads where aligned, else one by one; zeros when `valid` is false */
+__device__ __forceinline__ bf16x8 read8(const attn_k &a, int which, size_t at, bool valid) {
+    const void *base = which == 0 ? a.q : which == 1 ? a.k : a.v;
+    bf16x8 out;
+    if (!valid) {
+        out.v = make_int4(0, 0, 0, 0); /* all-zero bits: bf16 zeros */
+    } else if (a.qkv16 & (1 << which)) {
+        const __nv_bfloat16 *p = static_cast<const __nv_bfloat16 *>(base) + at;
+        if (reinterpret_cast<uintptr_t>(p) % 16 == 0)
+            out.v = *reinterpret_cast<const int4 *>(p);
+        else
+            for (int j = 0; j < 8; j++) out.h[j] = p[j];
+    } else {
+        const float *p = static_cast<const float *>(base) + at;
+        if (reinterpret_cast<uintptr_t>(p) % 16 == 0) {
+            const float4 lo = reinterpret_cast<const float4 *>(p)[0], hi = reinterpret_cast<const float4 *>(p)[1];
+            const float v[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+            for (int j = 0; j < 8; j++) out.h[j] = __float2bfloat16(v[j]);
+        } else {
+            for (int j = 0; j < 8; j++) out.h[j] = __float2bfloat16(p[j]);
+        }
+    }
+    return out;
+}
+
+/* rows [r0, r0 + n) of a head of q, k or v into a tile of TT rows: row-major with row stride LD (a multiple of 8:
+ * 16-byte stores), or transposed, tile[d * LD + r]; zeros past n */
+template <int HD, int LD, bool TRANSPOSED>
+__device__ __forceinline__ void stage_mma(__nv_bfloat16 *tile, const attn_k &a, int which, size_t at, int r0, int n) {
+    constexpr int G = HD / 8;
+    for (int e = threadIdx.x; e < TT * G; e += blockDim.x) {
+        const int r = e / G, c = (e - r * G) * 8;
+        const bf16x8 x = read8(a, which, at + (size_t)(r0 + (r < n ? r : 0)) * a.C + c, r < n);
+        if (TRANSPOSED)
+            for (int j = 0; j < 8; j++) tile[(c + j) * LD + r] = x.h[j];
+        else
+            *reinterpret_cast<int4 *>(tile + r * LD + c) = x.v;
+    }
+}
+
+template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_mma_forward_kernel(attn_k a) {
+    MAGNA_DYNAMIC_SHARED(unsigned char, smem);
+    constexpr int LDK = mma_ld<HD>::K, NT = TT / 8, DT = HD / 8, KK = HD / 16;
+    const magna_launch_attention l = a.l;
+    const int Tq = (int)l.tq, Tk = (int)l.tk, C = a.C, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int g = lane / 4, t = lane % 4;
+    const int q0 = (int)magna_attn_q_begin(&l, blockIdx.x), q_last = (int)magna_attn_q_end(&l, blockIdx.x) - 1;
+    const int i0 = q0 + warp * 16 + g, i1 = i0 + 8; /* this lane's two rows */
+    __nv_bfloat16 *Qs = reinterpret_cast<__nv_bfloat16 *>((reinterpret_cast<uintptr_t>(smem) + 127) & ~(uintptr_t)127);
+    __nv_bfloat16 *Ks = Qs + TT * LDK, *Vt = Ks + TT * LDK;
+    for (int64_t bh = blockIdx.y; bh < l.bh; bh += magna_attn_bh_stride(&l)) {
+        const int b = (int)(bh / a.H), h = (int)(bh % a.H);
+        const int L = a.lengths ? a.lengths[b] : Tk;
+        const int vis0 = i0 < Tq ? visible(l, i0, L) : 0, vis1 = i1 < Tq ? visible(l, i1, L) : 0;
+        const int kend = visible(l, q_last, L);
+        const size_t qb = (size_t)b * Tq * C + (size_t)h * HD, kb = (size_t)b * Tk * C + (size_t)h * HD;
+        __syncthreads(); /* the last slot's tiles are read */
+        stage_mma<HD, LDK, false>(Qs, a, 0, qb, q0, q_last + 1 - q0);
+        __syncthreads();
+        uint32_t qa[KK][4];
+        const __nv_bfloat16 *qrow = Qs + (warp * 16 + g) * LDK + 2 * t;
+        for (int kk = 0; kk < KK; kk++) {
+            qa[kk][0] = ld_pair(qrow + kk * 16), qa[kk][1] = ld_pair(qrow + 8 * LDK + kk * 16);
+            qa[kk][2] = ld_pair(qrow + kk * 16 + 8), qa[kk][3] = ld_pair(qrow + 8 * LDK + kk * 16 + 8);
+        }
+        float o[DT][4];
+        for (int dt = 0; dt < DT; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.0f;
+        float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f; /* l: this lane's part of its rows' sums */
+        for (int k0 = 0; k0 < kend; k0 += TT) {
+            const int kn = kend - k0 < TT ? kend - k0 : TT;
+            __syncthreads();
+            stage_mma<HD, LDK, false>(Ks, a, 1, kb, k0, kn);
+            stage_mma<HD, MMA_LDV, true>(Vt, a, 2, kb, k0, kn);
+            __syncthreads();
+            float s[NT][4];
+            for (int nt = 0; nt < NT; nt++) {
+                s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+                const __nv_bfloat16 *krow = Ks + (nt * 8 + g) * LDK + 2 * t;
+                for (int kk = 0; kk < KK; kk++) {
+                    const uint32_t kb2[2] = {ld_pair(krow + kk * 16), ld_pair(krow + kk * 16 + 8)};
+                    mma_16816(s[nt], qa[kk], kb2);
+                }
+            }
+            /* scaled and masked; the rows' maxima over the four lanes that share them */
+            float mx0 = -INFINITY, mx1 = -INFINITY;
+            for (int nt = 0; nt < NT; nt++)
+                for (int e = 0; e < 2; e++) {
+                    const int col = k0 + nt * 8 + 2 * t + e;
+                    s[nt][e] = col < vis0 ? s[nt][e] * a.scale : -INFINITY;
+                    s[nt][2 + e] = col < vis1 ? s[nt][2 + e] * a.scale : -INFINITY;
+                    mx0 = fmaxf(mx0, s[nt][e]), mx1 = fmaxf(mx1, s[nt][2 + e]);
+                }
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1)), mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2)), mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+            const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+            /* a row that has seen nothing yet (max -inf) holds zeros: nothing to rescale */
+            const float al0 = n0 == -INFINITY ? 1.0f : __expf(m0 - n0), al1 = n1 == -INFINITY ? 1.0f : __expf(m1 - n1);
+            m0 = n0, m1 = n1, l0 *= al0, l1 *= al1;
+            for (int dt = 0; dt < DT; dt++) o[dt][0] *= al0, o[dt][1] *= al0, o[dt][2] *= al1, o[dt][3] *= al1;
+            for (int ks = 0; ks < TT / 16; ks++) {
+                float p[2][4];
+                for (int hlf = 0; hlf < 2; hlf++)
+                    for (int e = 0; e < 4; e++) {
+                        const float x = s[2 * ks + hlf][e], mrow = e < 2 ? n0 : n1;
+                        p[hlf][e] = mrow == -INFINITY ? 0.0f : __expf(x - mrow);
+                    }
+                l0 += p[0][0] + p[0][1] + p[1][0] + p[1][1], l1 += p[0][2] + p[0][3] + p[1][2] + p[1][3];
+                const uint32_t pa[4] = {pack_bf16x2(p[0][0], p[0][1]), pack_bf16x2(p[0][2], p[0][3]),
+                                        pack_bf16x2(p[1][0], p[1][1]), pack_bf16x2(p[1][2], p[1][3])};
+                for (int dt = 0; dt < DT; dt++) {
+                    const __nv_bfloat16 *vrow = Vt + (dt * 8 + g) * MMA_LDV + ks * 16 + 2 * t;
+                    const uint32_t vb[2] = {ld_pair(vrow), ld_pair(vrow + 8)};
+                    mma_16816(o[dt], pa, vb);
+                }
+            }
+        }
+        l0 += __shfl_xor_sync(0xffffffffu, l0, 1), l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+        l0 += __shfl_xor_sync(0xffffffffu, l0, 2), l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+        for (int half = 0; half < 2; half++) {
+            const int i = half ? i1 : i0;
+            const float lsum = half ? l1 : l0, m = half ? m1 : m0, inv = lsum > 0.0f ? 1.0f / lsum : 0.0f;
+            if (i >= Tq) continue;
+            const size_t at = ((size_t)b * Tq + i) * C + (size_t)h * HD + 2 * t;
+            for (int dt = 0; dt < DT; dt++)
+                for (int e = 0; e < 2; e++) {
+                    const float v = o[dt][2 * half + e] * inv;
+                    if (a.out16)
+                        magna_store(static_cast<__nv_bfloat16 *>(a.o) + at + dt * 8 + e, v);
+                    else
+                        magna_store(static_cast<float *>(a.o) + at + dt * 8 + e, v);
+                }
+            if (t == 0) a.lse[bh * Tq + i] = lsum > 0.0f ? m + logf(lsum) : 0.0f;
+        }
+    }
+}
+
+/* the register-level forward's shared memory: Q and K tiles (TT rows of HD + 8), V^T (HD rows of TT + 8), bf16,
+ * and 128 bytes to align the start */
+size_t mma_forward_shared_bytes(int64_t hd) {
+    return 128 + (2 * (size_t)TT * (size_t)(hd + 8) + (size_t)hd * MMA_LDV) * sizeof(__nv_bfloat16);
+}
+
+/* The layout above, checked on the device it runs on: one warp multiplies A[r][k] = r + 16k by B[k][n] = (8k + n) %
+ * 13 + 1 (small integers: bf16 holds them, float32 sums them, exactly) and counts the results that are not the
+ * products the layout says it holds. A GPU that lays fragments out otherwise makes many of them wrong. */
+__global__ void mma_layout_probe_kernel(int *wrong) {
+    const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    auto A = [](int r, int k) { return (float)(r + 16 * k); };
+    auto B = [](int k, int n) { return (float)((8 * k + n) % 13 + 1); };
+    const uint32_t a[4] = {pack_bf16x2(A(g, 2 * t), A(g, 2 * t + 1)), pack_bf16x2(A(g + 8, 2 * t), A(g + 8, 2 * t + 1)),
+                           pack_bf16x2(A(g, 2 * t + 8), A(g, 2 * t + 9)),
+                           pack_bf16x2(A(g + 8, 2 * t + 8), A(g + 8, 2 * t + 9))};
+    const uint32_t b[2] = {pack_bf16x2(B(2 * t, g), B(2 * t + 1, g)), pack_bf16x2(B(2 * t + 8, g), B(2 * t + 9, g))};
+    float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    mma_16816(d, a, b);
+    for (int e = 0; e < 4; e++) {
+        const int r = g + 8 * (e / 2), n = 2 * t + e % 2;
+        float want = 0.0f;
+        for (int k = 0; k < 16; k++) want += A(r, k) * B(k, n);
+        if (d[e] != want) atomicAdd(wrong, 1);
+    }
+}
+
+/* 1 when the probe found the layout, 0 when not (or it could not run), said once on stderr */
+int mma_layout_verified() {
+    int *wrong = nullptr, host = -1;
+    cudaError_t e = cudaMalloc(reinterpret_cast<void **>(&wrong), sizeof *wrong);
+    if (e == cudaSuccess) e = cudaMemset(wrong, 0, sizeof *wrong);
+    if (e == cudaSuccess) e = (cudaError_t)magna_cuda_launch(dim3(1), dim3(32), 0, nullptr, mma_layout_probe_kernel, wrong);
+    if (e == cudaSuccess) e = cudaMemcpy(&host, wrong, sizeof host, cudaMemcpyDeviceToHost);
+    if (wrong) cudaFree(wrong);
+    if (e != cudaSuccess || host != 0) {
+        if (e != cudaSuccess) cudaGetLastError(); /* the probe's error is not the step's */
+        fprintf(stderr, "magna: attention: mma.sync's fragment layout %s on this GPU (%s): the wmma forward runs "
+                        "instead\n", e != cudaSuccess ? "could not be checked" : "is not the one expected",
+                e != cudaSuccess ? cudaGetErrorString(e) : "a probe product came out wrong");
+        return 0;
+    }
+    return 1;
+}
+
+/* the forward on tensor cores: mma.sync (default, once its layout checked out on this device) or wmma
+ * (MAGNA_CUDA_ATTENTION=wmma, read at every launch) */
+bool attn_forward_mma() {
+    const char *k = getenv("MAGNA_CUDA_ATTENTION");
+    if (k && !strcmp(k, "wmma")) return false;
+    static int verified = -1; /* once a process (two threads racing here both probe, and agree) */
+    if (verified < 0) verified = mma_layout_verified();
+    return verified == 1;
+}
+
 attn_k attn_args_of(const magna_cuda_attention_args *x) {
     attn_k a = {};
     const int hd = x->heads > 0 ? x->C / x->heads : 0;
@@ -738,10 +1004,11 @@ template <class K> int tc_launch(dim3 grid, size_t shared, void *stream, K kerne
     return magna_cuda_launch(grid, dim3(MAGNA_ATTN_TC_BLOCK), shared, stream, kernel, a);
 }
 
-#define ATTN_TC_DISPATCH(kernel, grid_x, which)                                                                      \
+/* a tensor-core kernel at the launch's head size, with `shared` bytes of dynamic shared memory */
+#define ATTN_TC_DISPATCH(kernel, grid_x, shared)                                                                     \
     do {                                                                                                             \
         const dim3 grid(grid_x, a.l.grid_y);                                                                         \
-        const size_t sh = magna_attn_tc_shared_bytes(a.l.hd, which);                                                 \
+        const size_t sh = (shared);                                                                                  \
         switch (a.l.hd) {                                                                                            \
         case 16: return tc_launch(grid, sh, stream, kernel<16>, a);                                                  \
         case 32: return tc_launch(grid, sh, stream, kernel<32>, a);                                                  \
@@ -756,19 +1023,22 @@ template <class K> int tc_launch(dim3 grid, size_t shared, void *stream, K kerne
     } while (0)
 
 int launch_forward(const attn_k &a, void *stream) {
-    if (a.tc) ATTN_TC_DISPATCH(attn_tc_forward_kernel, a.l.grid_x, 0);
+    if (a.tc && attn_forward_mma()) ATTN_TC_DISPATCH(attn_mma_forward_kernel, a.l.grid_x, mma_forward_shared_bytes(a.l.hd));
+    if (a.tc) ATTN_TC_DISPATCH(attn_tc_forward_kernel, a.l.grid_x, magna_attn_tc_shared_bytes(a.l.hd, 0));
     ATTN_DISPATCH(attn_forward_kernel, a.l.grid_x);
 }
 int launch_dq(const attn_k &a, void *stream) {
-    if (a.tc) ATTN_TC_DISPATCH(attn_tc_dq_kernel, a.l.grid_x, 1);
+    if (a.tc) ATTN_TC_DISPATCH(attn_tc_dq_kernel, a.l.grid_x, magna_attn_tc_shared_bytes(a.l.hd, 1));
     ATTN_DISPATCH(attn_dq_kernel, a.l.grid_x);
 }
 int launch_dkv(const attn_k &a, void *stream) {
-    if (a.tc) ATTN_TC_DISPATCH(attn_tc_dkv_kernel, a.l.kv_grid_x, 2);
+    if (a.tc) ATTN_TC_DISPATCH(attn_tc_dkv_kernel, a.l.kv_grid_x, magna_attn_tc_shared_bytes(a.l.hd, 2));
     ATTN_DISPATCH(attn_dkv_kernel, a.l.kv_grid_x);
 }
 
 } // namespace
+
+extern "C" const char *magna_cuda_attention_forward_kind(void) { return attn_forward_mma() ? "mma.sync" : "wmma"; }
 
 extern "C" int magna_cuda_attention_forward(const magna_cuda_attention_args *args, void *out, float *lse,
                                             void *stream) {
