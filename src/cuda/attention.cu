@@ -776,14 +776,13 @@ union bf16x8 {
     __nv_bfloat16 h[8];
 };
 
-/* Eight neighbouring elements of q, k or v (which: 0, 1, 2; stored float32 or bf16, a.qkv16) from `at` as bf16:
- * one or two 16-byte loads where aligned, else one by one; zeros when `valid` is false */
-__device__ __forceinline__ bf16x8 read8(const attn_k &a, int which, size_t at, bool valid) {
-    const void *base = which == 0 ? a.q : which == 1 ? a.k : a.v;
+/* Eight neighbouring elements of a matrix stored float32 or (is16) bf16, from element `at`, as bf16: one or two
+ * 16-byte loads where aligned, else one by one; zeros when `valid` is false */
+__device__ __forceinline__ bf16x8 read8(const void *base, bool is16, size_t at, bool valid) {
     bf16x8 out;
     if (!valid) {
         out.v = make_int4(0, 0, 0, 0); /* all-zero bits: bf16 zeros */
-    } else if (a.qkv16 & (1 << which)) {
+    } else if (is16) {
         const __nv_bfloat16 *p = static_cast<const __nv_bfloat16 *>(base) + at;
         if (reinterpret_cast<uintptr_t>(p) % 16 == 0)
             out.v = *reinterpret_cast<const int4 *>(p);
@@ -802,14 +801,15 @@ __device__ __forceinline__ bf16x8 read8(const attn_k &a, int which, size_t at, b
     return out;
 }
 
-/* rows [r0, r0 + n) of a head of q, k or v into a tile of TT rows: row-major with row stride LD (a multiple of 8:
- * 16-byte stores), or transposed, tile[d * LD + r]; zeros past n */
+/* rows [r0, r0 + n) of a head (from element `at` of a [*, C] matrix, float32 or is16 bf16) into a tile of TT rows:
+ * row-major with row stride LD (a multiple of 8: 16-byte stores), or transposed, tile[d * LD + r]; zeros past n */
 template <int HD, int LD, bool TRANSPOSED>
-__device__ __forceinline__ void stage_mma(__nv_bfloat16 *tile, const attn_k &a, int which, size_t at, int r0, int n) {
+__device__ __forceinline__ void stage_mma(__nv_bfloat16 *tile, const void *base, bool is16, int C, size_t at, int r0,
+                                          int n) {
     constexpr int G = HD / 8;
     for (int e = threadIdx.x; e < TT * G; e += blockDim.x) {
         const int r = e / G, c = (e - r * G) * 8;
-        const bf16x8 x = read8(a, which, at + (size_t)(r0 + (r < n ? r : 0)) * a.C + c, r < n);
+        const bf16x8 x = read8(base, is16, at + (size_t)(r0 + (r < n ? r : 0)) * C + c, r < n);
         if (TRANSPOSED)
             for (int j = 0; j < 8; j++) tile[(c + j) * LD + r] = x.h[j];
         else
@@ -817,9 +817,58 @@ __device__ __forceinline__ void stage_mma(__nv_bfloat16 *tile, const attn_k &a, 
     }
 }
 
+/* q, k or v (which: 0, 1, 2) as stage_mma's source */
+template <int HD, int LD, bool TRANSPOSED>
+__device__ __forceinline__ void stage_qkv_mma(__nv_bfloat16 *tile, const attn_k &a, int which, size_t at, int r0, int n) {
+    stage_mma<HD, LD, TRANSPOSED>(tile, which == 0 ? a.q : which == 1 ? a.k : a.v, (a.qkv16 >> which) & 1, a.C, at, r0, n);
+}
+
+/* The A fragments of 16 rows (from `rows`, a row-major tile with stride LD) over HD columns: frag[kk] for columns
+ * 16 kk .. 16 kk + 15 */
+template <int HD, int LD> __device__ __forceinline__ void load_a(uint32_t frag[HD / 16][4], const __nv_bfloat16 *rows) {
+    const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+    const __nv_bfloat16 *r = rows + g * LD + 2 * t;
+    for (int kk = 0; kk < HD / 16; kk++) {
+        frag[kk][0] = ld_pair(r + kk * 16), frag[kk][1] = ld_pair(r + 8 * LD + kk * 16);
+        frag[kk][2] = ld_pair(r + kk * 16 + 8), frag[kk][3] = ld_pair(r + 8 * LD + kk * 16 + 8);
+    }
+}
+
+/* acc[nt] (+)= A B^T over TT columns: A the warp's 16 rows (fragments over HD), B^T's rows the TT rows of `tile`
+ * (row-major, stride LD): scores Q K^T, or dO V^T, or K Q^T */
+template <int HD, int LD> __device__ __forceinline__ void mma_abt(float acc[TT / 8][4], const uint32_t a[HD / 16][4],
+                                                                 const __nv_bfloat16 *tile) {
+    const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+    for (int nt = 0; nt < TT / 8; nt++) {
+        acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
+        const __nv_bfloat16 *row = tile + (nt * 8 + g) * LD + 2 * t;
+        for (int kk = 0; kk < HD / 16; kk++) {
+            const uint32_t b[2] = {ld_pair(row + kk * 16), ld_pair(row + kk * 16 + 8)};
+            mma_16816(acc[nt], a[kk], b);
+        }
+    }
+}
+
+/* out[dt] += P B over TT: P the warp's 16 x TT probabilities (or dS) as float accumulators p[TT / 8][4], rounded to
+ * bf16 as A operands; B [TT x HD] given transposed (`bt`: HD rows of TT, stride LDT) */
+template <int HD, int LDT> __device__ __forceinline__ void mma_pb(float out[HD / 8][4], const float p[TT / 8][4],
+                                                                  const __nv_bfloat16 *bt) {
+    const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+    for (int ks = 0; ks < TT / 16; ks++) {
+        const float *x = p[2 * ks], *y = p[2 * ks + 1];
+        const uint32_t pa[4] = {pack_bf16x2(x[0], x[1]), pack_bf16x2(x[2], x[3]), pack_bf16x2(y[0], y[1]),
+                                pack_bf16x2(y[2], y[3])};
+        for (int dt = 0; dt < HD / 8; dt++) {
+            const __nv_bfloat16 *row = bt + (dt * 8 + g) * LDT + ks * 16 + 2 * t;
+            const uint32_t b[2] = {ld_pair(row), ld_pair(row + 8)};
+            mma_16816(out[dt], pa, b);
+        }
+    }
+}
+
 template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_mma_forward_kernel(attn_k a) {
     MAGNA_DYNAMIC_SHARED(unsigned char, smem);
-    constexpr int LDK = mma_ld<HD>::K, NT = TT / 8, DT = HD / 8, KK = HD / 16;
+    constexpr int LDK = mma_ld<HD>::K, NT = TT / 8, DT = HD / 8;
     const magna_launch_attention l = a.l;
     const int Tq = (int)l.tq, Tk = (int)l.tk, C = a.C, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int g = lane / 4, t = lane % 4;
@@ -834,32 +883,21 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_mm
         const int kend = visible(l, q_last, L);
         const size_t qb = (size_t)b * Tq * C + (size_t)h * HD, kb = (size_t)b * Tk * C + (size_t)h * HD;
         __syncthreads(); /* the last slot's tiles are read */
-        stage_mma<HD, LDK, false>(Qs, a, 0, qb, q0, q_last + 1 - q0);
+        stage_qkv_mma<HD, LDK, false>(Qs, a, 0, qb, q0, q_last + 1 - q0);
         __syncthreads();
-        uint32_t qa[KK][4];
-        const __nv_bfloat16 *qrow = Qs + (warp * 16 + g) * LDK + 2 * t;
-        for (int kk = 0; kk < KK; kk++) {
-            qa[kk][0] = ld_pair(qrow + kk * 16), qa[kk][1] = ld_pair(qrow + 8 * LDK + kk * 16);
-            qa[kk][2] = ld_pair(qrow + kk * 16 + 8), qa[kk][3] = ld_pair(qrow + 8 * LDK + kk * 16 + 8);
-        }
+        uint32_t qa[HD / 16][4];
+        load_a<HD, LDK>(qa, Qs + warp * 16 * LDK);
         float o[DT][4];
         for (int dt = 0; dt < DT; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.0f;
         float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f; /* l: this lane's part of its rows' sums */
         for (int k0 = 0; k0 < kend; k0 += TT) {
             const int kn = kend - k0 < TT ? kend - k0 : TT;
             __syncthreads();
-            stage_mma<HD, LDK, false>(Ks, a, 1, kb, k0, kn);
-            stage_mma<HD, MMA_LDV, true>(Vt, a, 2, kb, k0, kn);
+            stage_qkv_mma<HD, LDK, false>(Ks, a, 1, kb, k0, kn);
+            stage_qkv_mma<HD, MMA_LDV, true>(Vt, a, 2, kb, k0, kn);
             __syncthreads();
             float s[NT][4];
-            for (int nt = 0; nt < NT; nt++) {
-                s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
-                const __nv_bfloat16 *krow = Ks + (nt * 8 + g) * LDK + 2 * t;
-                for (int kk = 0; kk < KK; kk++) {
-                    const uint32_t kb2[2] = {ld_pair(krow + kk * 16), ld_pair(krow + kk * 16 + 8)};
-                    mma_16816(s[nt], qa[kk], kb2);
-                }
-            }
+            mma_abt<HD, LDK>(s, qa, Ks);
             /* scaled and masked; the rows' maxima over the four lanes that share them */
             float mx0 = -INFINITY, mx1 = -INFINITY;
             for (int nt = 0; nt < NT; nt++)
@@ -876,22 +914,13 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_mm
             const float al0 = n0 == -INFINITY ? 1.0f : __expf(m0 - n0), al1 = n1 == -INFINITY ? 1.0f : __expf(m1 - n1);
             m0 = n0, m1 = n1, l0 *= al0, l1 *= al1;
             for (int dt = 0; dt < DT; dt++) o[dt][0] *= al0, o[dt][1] *= al0, o[dt][2] *= al1, o[dt][3] *= al1;
-            for (int ks = 0; ks < TT / 16; ks++) {
-                float p[2][4];
-                for (int hlf = 0; hlf < 2; hlf++)
-                    for (int e = 0; e < 4; e++) {
-                        const float x = s[2 * ks + hlf][e], mrow = e < 2 ? n0 : n1;
-                        p[hlf][e] = mrow == -INFINITY ? 0.0f : __expf(x - mrow);
-                    }
-                l0 += p[0][0] + p[0][1] + p[1][0] + p[1][1], l1 += p[0][2] + p[0][3] + p[1][2] + p[1][3];
-                const uint32_t pa[4] = {pack_bf16x2(p[0][0], p[0][1]), pack_bf16x2(p[0][2], p[0][3]),
-                                        pack_bf16x2(p[1][0], p[1][1]), pack_bf16x2(p[1][2], p[1][3])};
-                for (int dt = 0; dt < DT; dt++) {
-                    const __nv_bfloat16 *vrow = Vt + (dt * 8 + g) * MMA_LDV + ks * 16 + 2 * t;
-                    const uint32_t vb[2] = {ld_pair(vrow), ld_pair(vrow + 8)};
-                    mma_16816(o[dt], pa, vb);
+            for (int nt = 0; nt < NT; nt++) /* the probabilities, over the scores */
+                for (int e = 0; e < 4; e++) {
+                    const float mrow = e < 2 ? n0 : n1;
+                    s[nt][e] = mrow == -INFINITY ? 0.0f : __expf(s[nt][e] - mrow);
+                    (e < 2 ? l0 : l1) += s[nt][e];
                 }
-            }
+            mma_pb<HD, MMA_LDV>(o, s, Vt);
         }
         l0 += __shfl_xor_sync(0xffffffffu, l0, 1), l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
         l0 += __shfl_xor_sync(0xffffffffu, l0, 2), l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
