@@ -135,7 +135,7 @@ static void run_case(attn_case c) {
     const char *kernel = getenv("MAGNA_CUDA_ATTENTION");
     snprintf(label, sizeof label, "B=%d Tq=%d Tk=%d H=%d hd=%d%s%s%s%s grads=%d%s", c.B, c.Tq, c.Tk, c.H, c.hd,
              c.causal ? " causal" : "", c.masked ? " masked" : "", c.shared ? " q=k=v" : "", c.bf16 ? " bf16" : "",
-             c.grads, kernel ? " (wmma forward)" : "");
+             c.grads, kernel ? " (wmma)" : "");
     /* the CPU op */
     magna_graph *g = magna_graph_new(1);
     magna_node *q = magna_param(g, "q", 3, (int64_t[]){c.B, c.Tq, C}, magna_init_zeros());
@@ -256,12 +256,12 @@ int main(void) {
         {1, 20, 20, 1, 96, 1, 0, 0, 1, GRAD_ALL},
         {1, 20, 20, 1, 112, 0, 0, 0, 1, GRAD_ALL},
     };
-    /* mma.sync's fragment layout, as the kernel assumes it, is this device's (else the wmma forward would run,
+    /* mma.sync's fragment layout, as the kernels assume it, is this device's (else the wmma kernels would run,
      * and this test would pass without testing the default) */
-    CHECK(!strcmp(magna_cuda_attention_forward_kind(), "mma.sync"), "the tensor-core forward is %s, not mma.sync",
-          magna_cuda_attention_forward_kind());
+    CHECK(!strcmp(magna_cuda_attention_tc_kind(), "mma.sync"), "the tensor-core kernels are %s, not mma.sync",
+          magna_cuda_attention_tc_kind());
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(cases[i]);
-    /* the tensor-core cases again with the wmma forward (mma.sync's is the default) */
+    /* the tensor-core cases again with the wmma kernels (mma.sync's are the default) */
     setenv("MAGNA_CUDA_ATTENTION", "wmma", 1);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         if (cases[i].bf16 && cases[i].hd % 16 == 0 && cases[i].hd <= 128) run_case(cases[i]);

@@ -942,10 +942,141 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_mm
     }
 }
 
-/* the register-level forward's shared memory: Q and K tiles (TT rows of HD + 8), V^T (HD rows of TT + 8), bf16,
- * and 128 bytes to align the start */
-size_t mma_forward_shared_bytes(int64_t hd) {
-    return 128 + (2 * (size_t)TT * (size_t)(hd + 8) + (size_t)hd * MMA_LDV) * sizeof(__nv_bfloat16);
+/* dQ, FlashAttention-2's way (a block of 64 queries, its warps 16 rows each, over the key tiles they see): S = Q K^T
+ * and dP = dO V^T in registers, P = exp(S scale - lse) and dS = P (dP - delta) there too, and dQ += dS K with dS
+ * straight from the accumulators as the A operand. Shared: K (for S), V (for dP) row-major, K^T (for dS K); Q and
+ * dO pass through it once, into the warps' fragments. */
+template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_mma_dq_kernel(attn_k a) {
+    MAGNA_DYNAMIC_SHARED(unsigned char, smem);
+    constexpr int LDK = mma_ld<HD>::K, NT = TT / 8, DT = HD / 8;
+    const magna_launch_attention l = a.l;
+    const int Tq = (int)l.tq, Tk = (int)l.tk, C = a.C, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int g = lane / 4, t = lane % 4;
+    const int q0 = (int)magna_attn_q_begin(&l, blockIdx.x), q_last = (int)magna_attn_q_end(&l, blockIdx.x) - 1;
+    const int i0 = q0 + warp * 16 + g, i1 = i0 + 8;
+    __nv_bfloat16 *Ks = reinterpret_cast<__nv_bfloat16 *>((reinterpret_cast<uintptr_t>(smem) + 127) & ~(uintptr_t)127);
+    __nv_bfloat16 *Vs = Ks + TT * LDK, *Kt = Vs + TT * LDK; /* Q and dO go through Ks and Vs first */
+    for (int64_t bh = blockIdx.y; bh < l.bh; bh += magna_attn_bh_stride(&l)) {
+        const int b = (int)(bh / a.H), h = (int)(bh % a.H);
+        const int L = a.lengths ? a.lengths[b] : Tk;
+        const int vis0 = i0 < Tq ? visible(l, i0, L) : 0, vis1 = i1 < Tq ? visible(l, i1, L) : 0;
+        const int kend = visible(l, q_last, L);
+        const size_t head = (size_t)h * HD, qb = (size_t)b * Tq * C + head, kb = (size_t)b * Tk * C + head;
+        const float lse0 = i0 < Tq ? a.lse[bh * Tq + i0] : 0.0f, lse1 = i1 < Tq ? a.lse[bh * Tq + i1] : 0.0f;
+        const float dl0 = i0 < Tq ? a.delta[bh * Tq + i0] : 0.0f, dl1 = i1 < Tq ? a.delta[bh * Tq + i1] : 0.0f;
+        __syncthreads();
+        stage_qkv_mma<HD, LDK, false>(Ks, a, 0, qb, q0, q_last + 1 - q0);
+        stage_mma<HD, LDK, false>(Vs, a.dout, false, C, qb, q0, q_last + 1 - q0);
+        __syncthreads();
+        uint32_t qa[HD / 16][4], da[HD / 16][4];
+        load_a<HD, LDK>(qa, Ks + warp * 16 * LDK);
+        load_a<HD, LDK>(da, Vs + warp * 16 * LDK);
+        float dq[DT][4];
+        for (int dt = 0; dt < DT; dt++) dq[dt][0] = dq[dt][1] = dq[dt][2] = dq[dt][3] = 0.0f;
+        for (int k0 = 0; k0 < kend; k0 += TT) {
+            const int kn = kend - k0 < TT ? kend - k0 : TT;
+            __syncthreads();
+            stage_qkv_mma<HD, LDK, false>(Ks, a, 1, kb, k0, kn);
+            stage_qkv_mma<HD, MMA_LDV, true>(Kt, a, 1, kb, k0, kn);
+            stage_qkv_mma<HD, LDK, false>(Vs, a, 2, kb, k0, kn);
+            __syncthreads();
+            float s[NT][4], dp[NT][4];
+            mma_abt<HD, LDK>(s, qa, Ks);
+            mma_abt<HD, LDK>(dp, da, Vs);
+            for (int nt = 0; nt < NT; nt++) /* dS over the scores */
+                for (int e = 0; e < 4; e++) {
+                    const int col = k0 + nt * 8 + 2 * t + (e & 1);
+                    const bool top = e < 2;
+                    const float p = col < (top ? vis0 : vis1) ? __expf(s[nt][e] * a.scale - (top ? lse0 : lse1)) : 0.0f;
+                    s[nt][e] = p * (dp[nt][e] - (top ? dl0 : dl1));
+                }
+            mma_pb<HD, MMA_LDV>(dq, s, Kt);
+        }
+        for (int half = 0; half < 2; half++) {
+            const int i = half ? i1 : i0;
+            if (i >= Tq) continue;
+            float *row = a.dq + ((size_t)b * Tq + i) * C + head + 2 * t;
+            for (int dt = 0; dt < DT; dt++)
+                for (int e = 0; e < 2; e++) row[dt * 8 + e] += a.scale * dq[dt][2 * half + e];
+        }
+    }
+}
+
+/* dK and dV (a block of 64 keys, its warps 16 keys each, over the query tiles that see them): S^T = K Q^T and
+ * dP^T = V dO^T in registers, P^T and dS^T = P^T (dP^T - delta) there, dV += P^T dO and dK += dS^T Q with both
+ * straight from the accumulators. Shared: Q and dO row-major (for S^T, dP^T) and transposed (for the products),
+ * the query tile's lse and delta; K and V pass through it once, into the warps' fragments. */
+template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_mma_dkv_kernel(attn_k a) {
+    MAGNA_DYNAMIC_SHARED(unsigned char, smem);
+    constexpr int LDK = mma_ld<HD>::K, NT = TT / 8, DT = HD / 8;
+    const magna_launch_attention l = a.l;
+    const int Tq = (int)l.tq, Tk = (int)l.tk, C = a.C, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int g = lane / 4, t = lane % 4;
+    const int k0 = (int)magna_attn_k_begin(&l, blockIdx.x), k_end = (int)magna_attn_k_end(&l, blockIdx.x);
+    const int qb = (int)magna_attn_kv_q_begin(&l, blockIdx.x);
+    const int j0 = k0 + warp * 16 + g, j1 = j0 + 8; /* this lane's two keys */
+    __nv_bfloat16 *Qs = reinterpret_cast<__nv_bfloat16 *>((reinterpret_cast<uintptr_t>(smem) + 127) & ~(uintptr_t)127);
+    __nv_bfloat16 *Ds = Qs + TT * LDK, *Qt = Ds + TT * LDK, *Dt = Qt + HD * MMA_LDV; /* K and V go through Qs, Ds */
+    float *lse_s = reinterpret_cast<float *>(Dt + HD * MMA_LDV), *delta_s = lse_s + TT;
+    for (int64_t bh = blockIdx.y; bh < l.bh; bh += magna_attn_bh_stride(&l)) {
+        const int b = (int)(bh / a.H), h = (int)(bh % a.H);
+        const int L = a.lengths ? a.lengths[b] : Tk;
+        if (k0 >= L) continue; /* block-uniform: no query sees these keys */
+        const size_t head = (size_t)h * HD, q = (size_t)b * Tq * C + head, kb = (size_t)b * Tk * C + head;
+        __syncthreads();
+        stage_qkv_mma<HD, LDK, false>(Qs, a, 1, kb, k0, k_end - k0);
+        stage_qkv_mma<HD, LDK, false>(Ds, a, 2, kb, k0, k_end - k0);
+        __syncthreads();
+        uint32_t ka[HD / 16][4], va[HD / 16][4];
+        load_a<HD, LDK>(ka, Qs + warp * 16 * LDK);
+        load_a<HD, LDK>(va, Ds + warp * 16 * LDK);
+        float dk[DT][4], dv[DT][4];
+        for (int dt = 0; dt < DT; dt++)
+            for (int e = 0; e < 4; e++) dk[dt][e] = dv[dt][e] = 0.0f;
+        for (int q0 = qb; q0 < Tq; q0 += TT) {
+            const int qn = Tq - q0 < TT ? Tq - q0 : TT;
+            __syncthreads();
+            stage_qkv_mma<HD, LDK, false>(Qs, a, 0, q, q0, qn);
+            stage_qkv_mma<HD, MMA_LDV, true>(Qt, a, 0, q, q0, qn);
+            stage_mma<HD, LDK, false>(Ds, a.dout, false, C, q, q0, qn);
+            stage_mma<HD, MMA_LDV, true>(Dt, a.dout, false, C, q, q0, qn);
+            for (int c = threadIdx.x; c < TT; c += blockDim.x) {
+                lse_s[c] = c < qn ? a.lse[bh * Tq + q0 + c] : 0.0f;
+                delta_s[c] = c < qn ? a.delta[bh * Tq + q0 + c] : 0.0f;
+            }
+            __syncthreads();
+            float st[NT][4], dpt[NT][4];
+            mma_abt<HD, LDK>(st, ka, Qs);  /* S^T: this warp's keys x the tile's queries */
+            mma_abt<HD, LDK>(dpt, va, Ds); /* dP^T */
+            for (int nt = 0; nt < NT; nt++)
+                for (int e = 0; e < 4; e++) {
+                    const int c = nt * 8 + 2 * t + (e & 1), j = e < 2 ? j0 : j1;
+                    const bool seen = c < qn && j < Tk && j < visible(l, q0 + c, L);
+                    const float p = seen ? __expf(st[nt][e] * a.scale - lse_s[c]) : 0.0f;
+                    st[nt][e] = p, dpt[nt][e] = p * (dpt[nt][e] - delta_s[c]);
+                }
+            mma_pb<HD, MMA_LDV>(dv, st, Dt);
+            mma_pb<HD, MMA_LDV>(dk, dpt, Qt);
+        }
+        for (int half = 0; half < 2; half++) {
+            const int j = half ? j1 : j0;
+            if (j >= Tk) continue;
+            const size_t at = ((size_t)b * Tk + j) * C + head + 2 * t;
+            for (int dt = 0; dt < DT; dt++)
+                for (int e = 0; e < 2; e++) {
+                    if (a.dk) a.dk[at + dt * 8 + e] += a.scale * dk[dt][2 * half + e];
+                    if (a.dv) a.dv[at + dt * 8 + e] += dv[dt][2 * half + e];
+                }
+        }
+    }
+}
+
+/* the register-level kernels' shared memory (bf16 tiles, 128 bytes to align the start): forward Q, K (TT rows of
+ * HD + 8) and V^T (HD rows of TT + 8); dQ K, V and K^T; dK/dV Q, dO, Q^T, dO^T and 2 x TT floats */
+size_t mma_shared_bytes(int64_t hd, int kernel) {
+    const size_t rows = (size_t)TT * (size_t)(hd + 8), cols = (size_t)hd * MMA_LDV;
+    const size_t bf16 = kernel == 0 ? 2 * rows + cols : kernel == 1 ? 2 * rows + cols : 2 * rows + 2 * cols;
+    return 128 + bf16 * sizeof(__nv_bfloat16) + (kernel == 2 ? 2 * (size_t)TT * sizeof(float) : 0);
 }
 
 /* The layout above, checked on the device it runs on: one warp multiplies A[r][k] = r + 16k by B[k][n] = (8k + n) %
@@ -987,9 +1118,9 @@ int mma_layout_verified() {
     return 1;
 }
 
-/* the forward on tensor cores: mma.sync (default, once its layout checked out on this device) or wmma
+/* the tensor-core kernels: mma.sync's (default, once its layout checked out on this device) or wmma's
  * (MAGNA_CUDA_ATTENTION=wmma, read at every launch) */
-bool attn_forward_mma() {
+bool attn_use_mma() {
     const char *k = getenv("MAGNA_CUDA_ATTENTION");
     if (k && !strcmp(k, "wmma")) return false;
     static int verified = -1; /* once a process (two threads racing here both probe, and agree) */
@@ -1052,22 +1183,27 @@ template <class K> int tc_launch(dim3 grid, size_t shared, void *stream, K kerne
     } while (0)
 
 int launch_forward(const attn_k &a, void *stream) {
-    if (a.tc && attn_forward_mma()) ATTN_TC_DISPATCH(attn_mma_forward_kernel, a.l.grid_x, mma_forward_shared_bytes(a.l.hd));
+    if (a.tc && attn_use_mma()) ATTN_TC_DISPATCH(attn_mma_forward_kernel, a.l.grid_x, mma_shared_bytes(a.l.hd, 0));
     if (a.tc) ATTN_TC_DISPATCH(attn_tc_forward_kernel, a.l.grid_x, magna_attn_tc_shared_bytes(a.l.hd, 0));
     ATTN_DISPATCH(attn_forward_kernel, a.l.grid_x);
 }
 int launch_dq(const attn_k &a, void *stream) {
+    if (a.tc && attn_use_mma()) ATTN_TC_DISPATCH(attn_mma_dq_kernel, a.l.grid_x, mma_shared_bytes(a.l.hd, 1));
     if (a.tc) ATTN_TC_DISPATCH(attn_tc_dq_kernel, a.l.grid_x, magna_attn_tc_shared_bytes(a.l.hd, 1));
     ATTN_DISPATCH(attn_dq_kernel, a.l.grid_x);
 }
 int launch_dkv(const attn_k &a, void *stream) {
+    /* past head size 80 the register-level dK/dV's fragments (K, V, dK, dV and two score tiles) outgrow 255
+     * registers and spill (ptxas: 120 bytes at 96, 8.8 KB at 128): the wmma kernel takes those */
+    if (a.tc && a.l.hd <= 80 && attn_use_mma())
+        ATTN_TC_DISPATCH(attn_mma_dkv_kernel, a.l.kv_grid_x, mma_shared_bytes(a.l.hd, 2));
     if (a.tc) ATTN_TC_DISPATCH(attn_tc_dkv_kernel, a.l.kv_grid_x, magna_attn_tc_shared_bytes(a.l.hd, 2));
     ATTN_DISPATCH(attn_dkv_kernel, a.l.kv_grid_x);
 }
 
 } // namespace
 
-extern "C" const char *magna_cuda_attention_forward_kind(void) { return attn_forward_mma() ? "mma.sync" : "wmma"; }
+extern "C" const char *magna_cuda_attention_tc_kind(void) { return attn_use_mma() ? "mma.sync" : "wmma"; }
 
 extern "C" int magna_cuda_attention_forward(const magna_cuda_attention_args *args, void *out, float *lse,
                                             void *stream) {

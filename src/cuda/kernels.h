@@ -41,10 +41,10 @@ typedef struct magna_cuda_attention_args {
 } magna_cuda_attention_args;
 /* out [B, Tq, C]; lse [B * heads * Tq]: each query row's log-sum-exp, what backward needs */
 int magna_cuda_attention_forward(const magna_cuda_attention_args *a, void *out, float *lse, void *stream);
-/* Which kernel a tensor-core forward (bf16, hd 16 .. 128) runs here and now: "mma.sync" (registers, the default,
- * once a probe on this device found mma.sync's fragment layout) or "wmma" (MAGNA_CUDA_ATTENTION=wmma, or the
- * probe failed) */
-const char *magna_cuda_attention_forward_kind(void);
+/* Which kernels tensor-core attention (bf16, hd 16 .. 128) runs here and now, forward and backward: "mma.sync"
+ * (registers, the default, once a probe on this device found mma.sync's fragment layout) or "wmma"
+ * (MAGNA_CUDA_ATTENTION=wmma, or the probe failed) */
+const char *magna_cuda_attention_tc_kind(void);
 /* dq, dk, dv (each may be NULL) += the gradients from dout; out and lse from forward; delta is scratch of
  * B * heads * Tq floats */
 int magna_cuda_attention_backward(const magna_cuda_attention_args *a, const void *out, const float *dout,
