@@ -14,6 +14,7 @@
 #                           issue 10's targets: >= torch.compile's tokens/s, >= 45% MFU, memory <= PyTorch's
 #   gpt2_profile            where magna's bf16 GPT-2 step goes: 10 steps under MAGNA_PROFILE=1 (the GPU's time per
 #                           op kind between events, the products' TFLOP/s), its table at the report's end
+#   gpt2_profile_wmma       the same with attention's wmma kernels (MAGNA_CUDA_ATTENTION=wmma), for comparison
 #   memcheck_ops, memcheck_kernels, memcheck_attention   compute-sanitizer's memcheck over those tests (beside the
 #                           training runs)
 # Exit 0 only when every check passed. Without a GPU (or without a CUDA build) it says so in one line and exits
@@ -259,7 +260,10 @@ fi
 GPT2_BATCH=$(cat "$BUILD/bench_gpt2/magna_bf16.batch" 2>/dev/null || echo 64)
 check gpt2_profile 45 env MAGNA_PROFILE=1 "$MAGNA" train models/gpt2-124m.ini --device cuda --steps 10 \
     --batch "$GPT2_BATCH" --out "$RUNS/gpt2_profile"
-PROFILE_LOG=$BUILD/gpu-check-gpt2_profile.log
+# the same with attention's wmma kernels (MAGNA_CUDA_ATTENTION=wmma) instead of mma.sync's: the attention rows
+# side by side say what the register-level kernels gained (last: the first thing a short budget drops)
+check gpt2_profile_wmma 45 env MAGNA_PROFILE=1 MAGNA_CUDA_ATTENTION=wmma "$MAGNA" train models/gpt2-124m.ini \
+    --device cuda --steps 10 --batch "$GPT2_BATCH" --out "$RUNS/gpt2_profile_wmma"
 
 took=$(($(date +%s) - START))
 {
@@ -272,14 +276,18 @@ took=$(($(date +%s) - START))
     grep -E '^(PASS|FAIL) ' "$REPORT"
     echo '```'
     [ -f "$BUILD/bench_gpt2/table.md" ] && cat "$BUILD/bench_gpt2/table.md"
-    if grep -q "^magna profile" "$PROFILE_LOG" 2>/dev/null; then
+    for kind in "" _wmma; do
+        log=$BUILD/gpu-check-gpt2_profile$kind.log
+        grep -q "^magna profile" "$log" 2>/dev/null || continue
+        env=""
+        [ -n "$kind" ] && env=" MAGNA_CUDA_ATTENTION=wmma"
         echo
-        echo "Where magna's bf16 step goes (\`MAGNA_PROFILE=1 magna train models/gpt2-124m.ini --device cuda --steps 10 --batch $GPT2_BATCH\`):"
+        echo "Where magna's bf16 step goes (\`MAGNA_PROFILE=1$env magna train models/gpt2-124m.ini --device cuda --steps 10 --batch $GPT2_BATCH\`):"
         echo
         echo '```'
-        awk '/^magna profile/ { on = 1; print; next } on && /^  / { print; next } { on = 0 }' "$PROFILE_LOG"
+        awk '/^magna profile/ { on = 1; print; next } on && /^  / { print; next } { on = 0 }' "$log"
         echo '```'
-    fi
+    done
 } >>"$REPORT.tail"
 cat "$REPORT.tail" >>"$REPORT"
 cat "$REPORT.tail" # the end of the output is what a remote run's caller surely sees
