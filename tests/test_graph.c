@@ -347,8 +347,9 @@ static void test_gelu_into_bf16_matmul(void) {
     setenv("MAGNA_GELU_KERNEL", "portable", 1);
     magna_graph *portable = gelu_mlp(true, true, &lp, &fc, &proj);
     unsetenv("MAGNA_GELU_KERNEL");
-    size_t n;
-    double scale, worst = max_diff(magna_graph_grads(fast, &n), magna_graph_grads(portable, NULL), (int64_t)n, &scale);
+    size_t n; /* set by the first call before it is read: C leaves the order of a call's arguments open */
+    const float *g_fast = magna_graph_grads(fast, &n), *g_portable = magna_graph_grads(portable, NULL);
+    double scale, worst = max_diff(g_fast, g_portable, (int64_t)n, &scale);
     printf("GELU kernels, bf16 MLP: loss %.7f one-pass vs %.7f portable, grads differ by %.2g of %.2g\n", lf, lp, worst,
            scale);
     CHECK(fabsf(lf - lp) <= 1e-6f * fabsf(lp) && worst <= 5e-3 * scale, "GELU kernels: loss %g vs %g, grads %g of %g",
