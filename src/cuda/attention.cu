@@ -866,6 +866,11 @@ template <int HD, int LDT> __device__ __forceinline__ void mma_pb(float out[HD /
     }
 }
 
+/* the dynamic shared memory's first 128-byte boundary, as bf16 (it is only promised 16-byte aligned) */
+__device__ __forceinline__ __nv_bfloat16 *bf16_smem(unsigned char *smem) {
+    return reinterpret_cast<__nv_bfloat16 *>((reinterpret_cast<uintptr_t>(smem) + 127) & ~(uintptr_t)127);
+}
+
 template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_mma_forward_kernel(attn_k a) {
     MAGNA_DYNAMIC_SHARED(unsigned char, smem);
     constexpr int LDK = mma_ld<HD>::K, NT = TT / 8, DT = HD / 8;
@@ -874,7 +879,7 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_mm
     const int g = lane / 4, t = lane % 4;
     const int q0 = (int)magna_attn_q_begin(&l, blockIdx.x), q_last = (int)magna_attn_q_end(&l, blockIdx.x) - 1;
     const int i0 = q0 + warp * 16 + g, i1 = i0 + 8; /* this lane's two rows */
-    __nv_bfloat16 *Qs = reinterpret_cast<__nv_bfloat16 *>((reinterpret_cast<uintptr_t>(smem) + 127) & ~(uintptr_t)127);
+    __nv_bfloat16 *Qs = bf16_smem(smem);
     __nv_bfloat16 *Ks = Qs + TT * LDK, *Vt = Ks + TT * LDK;
     for (int64_t bh = blockIdx.y; bh < l.bh; bh += magna_attn_bh_stride(&l)) {
         const int b = (int)(bh / a.H), h = (int)(bh % a.H);
@@ -954,7 +959,7 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_mm
     const int g = lane / 4, t = lane % 4;
     const int q0 = (int)magna_attn_q_begin(&l, blockIdx.x), q_last = (int)magna_attn_q_end(&l, blockIdx.x) - 1;
     const int i0 = q0 + warp * 16 + g, i1 = i0 + 8;
-    __nv_bfloat16 *Ks = reinterpret_cast<__nv_bfloat16 *>((reinterpret_cast<uintptr_t>(smem) + 127) & ~(uintptr_t)127);
+    __nv_bfloat16 *Ks = bf16_smem(smem);
     __nv_bfloat16 *Vs = Ks + TT * LDK, *Kt = Vs + TT * LDK; /* Q and dO go through Ks and Vs first */
     for (int64_t bh = blockIdx.y; bh < l.bh; bh += magna_attn_bh_stride(&l)) {
         const int b = (int)(bh / a.H), h = (int)(bh % a.H);
@@ -1015,7 +1020,7 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_mm
     const int k0 = (int)magna_attn_k_begin(&l, blockIdx.x), k_end = (int)magna_attn_k_end(&l, blockIdx.x);
     const int qb = (int)magna_attn_kv_q_begin(&l, blockIdx.x);
     const int j0 = k0 + warp * 16 + g, j1 = j0 + 8; /* this lane's two keys */
-    __nv_bfloat16 *Qs = reinterpret_cast<__nv_bfloat16 *>((reinterpret_cast<uintptr_t>(smem) + 127) & ~(uintptr_t)127);
+    __nv_bfloat16 *Qs = bf16_smem(smem);
     __nv_bfloat16 *Ds = Qs + TT * LDK, *Qt = Ds + TT * LDK, *Dt = Qt + HD * MMA_LDV; /* K and V go through Qs, Ds */
     float *lse_s = reinterpret_cast<float *>(Dt + HD * MMA_LDV), *delta_s = lse_s + TT;
     for (int64_t bh = blockIdx.y; bh < l.bh; bh += magna_attn_bh_stride(&l)) {
