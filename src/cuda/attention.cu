@@ -802,13 +802,17 @@ __device__ __forceinline__ bf16x8 read8(const void *base, bool is16, size_t at, 
 }
 
 /* rows [r0, r0 + n) of a head (from element `at` of a [*, C] matrix, float32 or is16 bf16) into a tile of TT rows:
- * row-major with row stride LD (a multiple of 8: 16-byte stores), or transposed, tile[d * LD + r]; zeros past n */
+ * row-major with row stride LD (a multiple of 8: 16-byte stores), or transposed, tile[d * LD + r]; zeros past n.
+ * Row-major, a warp's lanes take neighbouring 8-element groups of a row (whole memory segments a load).
+ * Transposed, they take neighbouring rows of one group: each of their 8 stores then writes 32 neighbouring bf16
+ * (16 banks, two lanes a word), where lanes along a row would write 8 rows of stride LD, 8 of them in one bank
+ * (LD / 2 words x 8 is a multiple of 32). */
 template <int HD, int LD, bool TRANSPOSED>
 __device__ __forceinline__ void stage_mma(__nv_bfloat16 *tile, const void *base, bool is16, int C, size_t at, int r0,
                                           int n) {
     constexpr int G = HD / 8;
     for (int e = threadIdx.x; e < TT * G; e += blockDim.x) {
-        const int r = e / G, c = (e - r * G) * 8;
+        const int r = TRANSPOSED ? e % TT : e / G, c = (TRANSPOSED ? e / TT : e - r * G) * 8;
         const bf16x8 x = read8(base, is16, at + (size_t)(r0 + (r < n ? r : 0)) * C + c, r < n);
         if (TRANSPOSED)
             for (int j = 0; j < 8; j++) tile[(c + j) * LD + r] = x.h[j];
