@@ -708,7 +708,7 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc
 }
 
 /* ---- tensor cores at the register level: mma.sync m16n8k16 (bf16 operands, float32 accumulators) ---------------------
- * FlashAttention-2's forward: a warp's 16 query rows keep their scores, probabilities and output in registers, in
+ * FlashAttention-2's kernels: a warp's 16 rows keep their scores, probabilities and results in registers, in
  * the instruction's documented fragment layout (PTX ISA, "Matrix Fragments for mma.m16n8k16 with floating point
  * type"), so the softmax touches no shared memory and P goes from accumulator to operand without leaving the
  * registers; wmma above hides its layout, so there every score tile makes a trip through shared memory. With
@@ -719,8 +719,8 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc
  *   - of a 16 x 8 B operand (k x n), two registers: column g at rows 2t..2t+1 and 2t+8..2t+9.
  * Two neighbouring 16 x 8 score accumulators are, element for element, one 16 x 16 A operand: P needs no shuffle.
  * Tiles in shared memory: Q and K row-major and V transposed (V^T: a B operand's two rows are then neighbours),
- * rows padded by 8 bf16 so that the 8 rows x 4 lanes of a fragment load fall in 32 distinct banks. Backward is
- * the wmma kernels' (the same lse). MAGNA_CUDA_ATTENTION=wmma runs the wmma forward instead, for comparison. */
+ * rows padded by 8 bf16 so that the 8 rows x 4 lanes of a fragment load fall in 32 distinct banks. dQ and dK/dV
+ * follow below, the same way. MAGNA_CUDA_ATTENTION=wmma runs the wmma kernels instead, for comparison. */
 
 constexpr int MMA_LDV = TT + 8; /* V^T's row stride */
 template <int HD> struct mma_ld {
@@ -737,14 +737,14 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
 /* two neighbouring bf16 of shared memory (4-byte aligned) as one register */
 __device__ __forceinline__ uint32_t ld_pair(const __nv_bfloat16 *p) { return *reinterpret_cast<const uint32_t *>(p); }
 
-/* d += a b, one m16n8k16 product of the warp. The emulator has no tensor cores: each lane gathers, with shuffles,
- * the rows of A and the columns of B its four results need, from the lanes that hold them in the layout above. */
 #ifdef MAGNA_CUDA_EMU
 /* the low and high bf16 of a register, as floats */
 __device__ __forceinline__ float bf16_lo(uint32_t u) { return __uint_as_float(u << 16); }
 __device__ __forceinline__ float bf16_hi(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
 #endif
 
+/* d += a b, one m16n8k16 product of the warp. The emulator has no tensor cores: each lane gathers, with shuffles,
+ * the rows of A and the columns of B its four results need, from the lanes that hold them in the layout above. */
 __device__ __forceinline__ void mma_16816(float d[4], const uint32_t a[4], const uint32_t b[2]) {
 #ifdef MAGNA_CUDA_EMU
     const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -1119,7 +1119,7 @@ int mma_layout_verified() {
     if (wrong) cudaFree(wrong);
     if (e != cudaSuccess || host != 0) {
         if (e != cudaSuccess) cudaGetLastError(); /* the probe's error is not the step's */
-        fprintf(stderr, "magna: attention: mma.sync's fragment layout %s on this GPU (%s): the wmma forward runs "
+        fprintf(stderr, "magna: attention: mma.sync's fragment layout %s on this GPU (%s): the wmma kernels run "
                         "instead\n", e != cudaSuccess ? "could not be checked" : "is not the one expected",
                 e != cudaSuccess ? cudaGetErrorString(e) : "a probe product came out wrong");
         return 0;
