@@ -14,8 +14,8 @@
 #                           issue 10's targets: >= torch.compile's tokens/s, >= 45% MFU, memory <= PyTorch's
 #   gpt2_profile            where magna's bf16 GPT-2 step goes: 10 steps under MAGNA_PROFILE=1 (the GPU's time per
 #                           op kind between events, the products' TFLOP/s), its table at the report's end
-#                           (then, budget allowing, the same with attention's wmma kernels, MAGNA_CUDA_ATTENTION=wmma:
-#                           a comparison, its table added, not a check)
+#                           (then, budget allowing, the same with attention's wmma kernels, MAGNA_CUDA_ATTENTION=wmma,
+#                           and PyTorch's attention alone, bench/torch_attention.py: comparisons added, not checks)
 #   memcheck_ops, memcheck_kernels, memcheck_attention   compute-sanitizer's memcheck over those tests (beside the
 #                           training runs)
 # Exit 0 only when every check passed. Without a GPU (or without a CUDA build) it says so in one line and exits
@@ -266,6 +266,8 @@ check gpt2_profile 45 env MAGNA_PROFILE=1 "$MAGNA" train models/gpt2-124m.ini --
 # budget has left, and its table added when it has one.
 run_timed gpt2_profile_wmma 45 env MAGNA_PROFILE=1 MAGNA_CUDA_ATTENTION=wmma "$MAGNA" train models/gpt2-124m.ini \
     --device cuda --steps 10 --batch "$GPT2_BATCH" --out "$RUNS/gpt2_profile_wmma"
+# and PyTorch's attention (scaled_dot_product_attention, flash) at the same shape, counted as the profile counts
+run_timed torch_attention 30 "${PYTHON:-python3}" bench/torch_attention.py --batch "$GPT2_BATCH"
 
 took=$(($(date +%s) - START))
 {
@@ -290,6 +292,14 @@ took=$(($(date +%s) - START))
         awk '/^magna profile/ { on = 1; print; next } on && /^  / { print; next } { on = 0 }' "$log"
         echo '```'
     done
+    if grep -q "^torch_attention " "$BUILD/gpu-check-torch_attention.log" 2>/dev/null; then
+        echo
+        echo "PyTorch's causal attention at that shape (\`bench/torch_attention.py --batch $GPT2_BATCH\`, the same FLOP count):"
+        echo
+        echo '```'
+        grep "^torch_attention " "$BUILD/gpu-check-torch_attention.log" | tail -1
+        echo '```'
+    fi
 } >>"$REPORT.tail"
 cat "$REPORT.tail" >>"$REPORT"
 cat "$REPORT.tail" # the end of the output is what a remote run's caller surely sees

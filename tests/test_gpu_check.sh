@@ -44,6 +44,7 @@ printf '#!/bin/sh\necho "100%% tests passed, 0 tests failed out of 5"\n' >"$tmp/
 cat >"$tmp/bin/fakepython" <<'PY'
 #!/bin/sh
 case "$*" in *--peak*) exec python3 "$@" ;; esac
+case "$*" in *torch_attention.py*) echo "torch_attention fwd_ms=1.000 fwd_tflops=300.0 bwd_ms=2.500 bwd_tflops=240.0 batch=64"; exit 0 ;; esac
 sleep 0.5 # nvidia-smi's memory samples (taken in the background) land while it runs
 label=torch_eager tps=300000
 case "$*" in *--compile*) label=torch_compile tps=500000 ;; esac
@@ -105,6 +106,7 @@ check "with \$OUT (the device tool's): the report and an archive of the logs the
 check "the GPT-2 profile: its check and its table" 'grep -q "^PASS gpt2_profile: " "$report" &&
     grep -q "^Where magna.s bf16 step goes (.MAGNA_PROFILE=1 .* --batch 64.):" "$report" &&
     grep -q "^  attention  *120  *100.000  *200.000  *20.0%" "$report" &&
+    grep -q "^torch_attention fwd_ms=1.000 fwd_tflops=300.0" "$report" &&
     grep -q "^Where magna.s bf16 step goes (.MAGNA_PROFILE=1 MAGNA_CUDA_ATTENTION=wmma magna train" "$report"'
 show_failure
 
