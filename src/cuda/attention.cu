@@ -827,15 +827,16 @@ __device__ __forceinline__ void stage_qkv_mma(__nv_bfloat16 *tile, const attn_k 
     stage_mma<HD, LD, TRANSPOSED>(tile, which == 0 ? a.q : which == 1 ? a.k : a.v, (a.qkv16 >> which) & 1, a.C, at, r0, n);
 }
 
-/* The A fragments of 16 rows (from `rows`, a row-major tile with stride LD) over HD columns: frag[kk] for columns
- * 16 kk .. 16 kk + 15 */
-template <int HD, int LD> __device__ __forceinline__ void load_a(uint32_t frag[HD / 16][4], const __nv_bfloat16 *rows) {
+/* The A fragment of 16 rows (from `rows`, a row-major tile with stride LD) at columns 16 kk .. 16 kk + 15 */
+template <int LD> __device__ __forceinline__ void load_a1(uint32_t frag[4], const __nv_bfloat16 *rows, int kk) {
     const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
-    const __nv_bfloat16 *r = rows + g * LD + 2 * t;
-    for (int kk = 0; kk < HD / 16; kk++) {
-        frag[kk][0] = ld_pair(r + kk * 16), frag[kk][1] = ld_pair(r + 8 * LD + kk * 16);
-        frag[kk][2] = ld_pair(r + kk * 16 + 8), frag[kk][3] = ld_pair(r + 8 * LD + kk * 16 + 8);
-    }
+    const __nv_bfloat16 *r = rows + g * LD + 2 * t + kk * 16;
+    frag[0] = ld_pair(r), frag[1] = ld_pair(r + 8 * LD), frag[2] = ld_pair(r + 8), frag[3] = ld_pair(r + 8 * LD + 8);
+}
+
+/* ... over all HD columns: frag[kk] for columns 16 kk .. 16 kk + 15 */
+template <int HD, int LD> __device__ __forceinline__ void load_a(uint32_t frag[HD / 16][4], const __nv_bfloat16 *rows) {
+    for (int kk = 0; kk < HD / 16; kk++) load_a1<LD>(frag[kk], rows, kk);
 }
 
 /* acc[nt] (+)= A B^T over TT columns: A the warp's 16 rows (fragments over HD), B^T's rows the TT rows of `tile`
@@ -849,6 +850,23 @@ template <int HD, int LD> __device__ __forceinline__ void mma_abt(float acc[TT /
         for (int kk = 0; kk < HD / 16; kk++) {
             const uint32_t b[2] = {ld_pair(row + kk * 16), ld_pair(row + kk * 16 + 8)};
             mma_16816(acc[nt], a[kk], b);
+        }
+    }
+}
+
+/* mma_abt with A read from shared memory (`rows`, stride LD) a 16-column slice at a time, where holding all of its
+ * fragments would not leave registers enough */
+template <int HD, int LD> __device__ __forceinline__ void mma_abt_smem(float acc[TT / 8][4], const __nv_bfloat16 *rows,
+                                                                      const __nv_bfloat16 *tile) {
+    const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+    for (int nt = 0; nt < TT / 8; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
+    for (int kk = 0; kk < HD / 16; kk++) {
+        uint32_t a[4];
+        load_a1<LD>(a, rows, kk);
+        for (int nt = 0; nt < TT / 8; nt++) {
+            const __nv_bfloat16 *row = tile + (nt * 8 + g) * LD + 2 * t + kk * 16;
+            const uint32_t b[2] = {ld_pair(row), ld_pair(row + 8)};
+            mma_16816(acc[nt], a, b);
         }
     }
 }
@@ -1018,6 +1036,9 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_mm
 template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_mma_dkv_kernel(attn_k a) {
     MAGNA_DYNAMIC_SHARED(unsigned char, smem);
     constexpr int LDK = mma_ld<HD>::K, NT = TT / 8, DT = HD / 8;
+    /* past head size 80, K's and V's fragments beside dK, dV and two score tiles would outgrow 255 registers
+     * (ptxas spilled 120 bytes at 96, 8.8 KB at 128): K and V stay in shared memory, read a slice at a time */
+    constexpr bool KV_SMEM = HD > 80;
     const magna_launch_attention l = a.l;
     const int Tq = (int)l.tq, Tk = (int)l.tk, C = a.C, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int g = lane / 4, t = lane % 4;
@@ -1025,20 +1046,24 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_mm
     const int qb = (int)magna_attn_kv_q_begin(&l, blockIdx.x);
     const int j0 = k0 + warp * 16 + g, j1 = j0 + 8; /* this lane's two keys */
     __nv_bfloat16 *Qs = bf16_smem(smem);
-    __nv_bfloat16 *Ds = Qs + TT * LDK, *Qt = Ds + TT * LDK, *Dt = Qt + HD * MMA_LDV; /* K and V go through Qs, Ds */
-    float *lse_s = reinterpret_cast<float *>(Dt + HD * MMA_LDV), *delta_s = lse_s + TT;
+    __nv_bfloat16 *Ds = Qs + TT * LDK, *Qt = Ds + TT * LDK, *Dt = Qt + HD * MMA_LDV;
+    /* K and V: their own tiles (KV_SMEM), or through Qs and Ds into registers */
+    __nv_bfloat16 *Ks = KV_SMEM ? Dt + HD * MMA_LDV : Qs, *Vs = KV_SMEM ? Ks + TT * LDK : Ds;
+    float *lse_s = reinterpret_cast<float *>(KV_SMEM ? Vs + TT * LDK : Dt + HD * MMA_LDV), *delta_s = lse_s + TT;
     for (int64_t bh = blockIdx.y; bh < l.bh; bh += magna_attn_bh_stride(&l)) {
         const int b = (int)(bh / a.H), h = (int)(bh % a.H);
         const int L = a.lengths ? a.lengths[b] : Tk;
         if (k0 >= L) continue; /* block-uniform: no query sees these keys */
         const size_t head = (size_t)h * HD, q = (size_t)b * Tq * C + head, kb = (size_t)b * Tk * C + head;
         __syncthreads();
-        stage_qkv_mma<HD, LDK, false>(Qs, a, 1, kb, k0, k_end - k0);
-        stage_qkv_mma<HD, LDK, false>(Ds, a, 2, kb, k0, k_end - k0);
+        stage_qkv_mma<HD, LDK, false>(Ks, a, 1, kb, k0, k_end - k0);
+        stage_qkv_mma<HD, LDK, false>(Vs, a, 2, kb, k0, k_end - k0);
         __syncthreads();
-        uint32_t ka[HD / 16][4], va[HD / 16][4];
-        load_a<HD, LDK>(ka, Qs + warp * 16 * LDK);
-        load_a<HD, LDK>(va, Ds + warp * 16 * LDK);
+        uint32_t ka[KV_SMEM ? 1 : HD / 16][4], va[KV_SMEM ? 1 : HD / 16][4];
+        if constexpr (!KV_SMEM) {
+            load_a<HD, LDK>(ka, Ks + warp * 16 * LDK);
+            load_a<HD, LDK>(va, Vs + warp * 16 * LDK);
+        }
         float dk[DT][4], dv[DT][4];
         for (int dt = 0; dt < DT; dt++)
             for (int e = 0; e < 4; e++) dk[dt][e] = dv[dt][e] = 0.0f;
@@ -1055,8 +1080,13 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_mm
             }
             __syncthreads();
             float st[NT][4], dpt[NT][4];
-            mma_abt<HD, LDK>(st, ka, Qs);  /* S^T: this warp's keys x the tile's queries */
-            mma_abt<HD, LDK>(dpt, va, Ds); /* dP^T */
+            if constexpr (KV_SMEM) {
+                mma_abt_smem<HD, LDK>(st, Ks + warp * 16 * LDK, Qs);
+                mma_abt_smem<HD, LDK>(dpt, Vs + warp * 16 * LDK, Ds);
+            } else {
+                mma_abt<HD, LDK>(st, ka, Qs);  /* S^T: this warp's keys x the tile's queries */
+                mma_abt<HD, LDK>(dpt, va, Ds); /* dP^T */
+            }
             for (int nt = 0; nt < NT; nt++)
                 for (int e = 0; e < 4; e++) {
                     const int c = nt * 8 + 2 * t + (e & 1), j = e < 2 ? j0 : j1;
@@ -1081,10 +1111,11 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_mm
 }
 
 /* the register-level kernels' shared memory (bf16 tiles, 128 bytes to align the start): forward Q, K (TT rows of
- * HD + 8) and V^T (HD rows of TT + 8); dQ K, V and K^T; dK/dV Q, dO, Q^T, dO^T and 2 x TT floats */
+ * HD + 8) and V^T (HD rows of TT + 8); dQ K, V and K^T; dK/dV Q, dO, Q^T, dO^T (and past head size 80 K and V)
+ * and 2 x TT floats */
 size_t mma_shared_bytes(int64_t hd, int kernel) {
     const size_t rows = (size_t)TT * (size_t)(hd + 8), cols = (size_t)hd * MMA_LDV;
-    const size_t bf16 = kernel == 0 ? 2 * rows + cols : kernel == 1 ? 2 * rows + cols : 2 * rows + 2 * cols;
+    const size_t bf16 = kernel < 2 ? 2 * rows + cols : (hd > 80 ? 4 : 2) * rows + 2 * cols;
     return 128 + bf16 * sizeof(__nv_bfloat16) + (kernel == 2 ? 2 * (size_t)TT * sizeof(float) : 0);
 }
 
@@ -1202,10 +1233,7 @@ int launch_dq(const attn_k &a, void *stream) {
     ATTN_DISPATCH(attn_dq_kernel, a.l.grid_x);
 }
 int launch_dkv(const attn_k &a, void *stream) {
-    /* past head size 80 the register-level dK/dV's fragments (K, V, dK, dV and two score tiles) outgrow 255
-     * registers and spill (ptxas: 120 bytes at 96, 8.8 KB at 128): the wmma kernel takes those */
-    if (a.tc && a.l.hd <= 80 && attn_use_mma())
-        ATTN_TC_DISPATCH(attn_mma_dkv_kernel, a.l.kv_grid_x, mma_shared_bytes(a.l.hd, 2));
+    if (a.tc && attn_use_mma()) ATTN_TC_DISPATCH(attn_mma_dkv_kernel, a.l.kv_grid_x, mma_shared_bytes(a.l.hd, 2));
     if (a.tc) ATTN_TC_DISPATCH(attn_tc_dkv_kernel, a.l.kv_grid_x, magna_attn_tc_shared_bytes(a.l.hd, 2));
     ATTN_DISPATCH(attn_dkv_kernel, a.l.kv_grid_x);
 }
