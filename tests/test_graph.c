@@ -679,8 +679,9 @@ static void test_layer_norm_thread_count(void) {
     free(one), free(two);
 }
 
-/* The work the profiler counts: 2 M N K a product (backward, that per input taking a gradient), 4 C a scored
- * (query, key) pair of attention forward and 8 backward, the causal mask's dropped pairs not counted. */
+/* The work the profiler counts: 2 M N K a product (backward, that per input taking a gradient), a convolution's
+ * likewise, 4 C a scored (query, key) pair of attention forward and 8 backward, the causal mask's dropped pairs
+ * not counted. */
 static void test_profile_flops(void) {
     magna_graph *g = magna_graph_new(2);
     /* inputs agree on the batch dimension: xt^T is [5, 2] */
@@ -700,6 +701,15 @@ static void test_profile_flops(void) {
     CHECK(graph_profile_flops(causal, false) == 4.0 * 2 * 10 * 8 && graph_profile_flops(full, false) == 4.0 * 2 * 16 * 8,
           "attention: %g causal, %g full", graph_profile_flops(causal, false), graph_profile_flops(full, false));
     CHECK(graph_profile_flops(full, true) == 8.0 * 2 * 16 * 8, "attention backward: %g", graph_profile_flops(full, true));
+    magna_graph_free(g);
+    /* a convolution: 2 x [2, 4, 5, 5] outputs x (3 x 3 x 3); backward, the weights' alone (the image takes none) */
+    g = magna_graph_new(2);
+    magna_node *img = magna_input(g, "img", MAGNA_F32, 4, SHAPE(2, 3, 5, 5));
+    magna_node *conv = magna_conv2d(g, img, magna_param(g, "cw", 4, SHAPE(4, 3, 3, 3), magna_init_uniform(-1, 1)), NULL,
+                                    (magna_conv2d_opts){.pad_h = 1, .pad_w = 1});
+    CHECK(magna_graph_compile(g, magna_sum(g, conv, MAGNA_ALL_AXES, false)) == MAGNA_OK, "%s", magna_graph_errmsg(g));
+    CHECK(graph_profile_flops(conv, false) == 2.0 * (2 * 4 * 5 * 5) * 27 && graph_profile_flops(conv, true) == 2.0 * 200 * 27,
+          "conv: %g forward, %g backward", graph_profile_flops(conv, false), graph_profile_flops(conv, true));
     magna_graph_free(g);
 }
 

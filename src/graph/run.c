@@ -33,10 +33,16 @@ void graph_profile_start(magna_graph *g) {
     g->profile = calloc(1, sizeof *g->profile); /* no profile if this fails: it is only a report */
 }
 
-/* The useful floating-point work of a node's forward (or backward): 2 M N K a matrix product (backward, that
- * for each input that takes a gradient); attention 4 C a (query, key) pair it scores forward, 8 backward
- * (QK^T and PV; dV, dP, dQ and dK), the pairs a causal mask drops not counted. 0 for the other ops. */
+/* The useful floating-point work of a node's forward (or backward): 2 M N K a matrix product, and a convolution's
+ * 2 (its output's elements) (C KH KW) (backward, that for each of the two inputs that takes a gradient);
+ * attention 4 C a (query, key) pair it scores forward, 8 backward (QK^T and PV; dV, dP, dQ and dK), the pairs a
+ * causal mask drops not counted. 0 for the other ops. */
 double graph_profile_flops(const magna_node *n, bool backward) {
+    if (n->op == OP_CONV2D) { /* w [OC, C, KH, KW] */
+        const magna_node *w = n->in[1];
+        const double product = 2.0 * (double)n->numel * (double)(w->shape[1] * w->shape[2] * w->shape[3]);
+        return backward ? product * (n->in[0]->needs_grad + n->in[1]->needs_grad) : product;
+    }
     if (n->op == OP_MATMUL) {
         const magna_node *a = n->in[0];
         const double k = (double)(n->ip[0] ? a->shape[a->ndim - 2] : a->shape[a->ndim - 1]);
