@@ -12,6 +12,7 @@
  * with CUDA. */
 #include "check.h"
 #include "cuda/kernels.h"
+#include "profile_report.h" /* stderr_catch */
 #include "magna.h"
 
 #include <cuda_runtime_api.h>
@@ -260,6 +261,20 @@ int main(void) {
      * and this test would pass without testing the default) */
     CHECK(!strcmp(magna_cuda_attention_tc_kind(), "mma.sync"), "the tensor-core kernels are %s, not mma.sync",
           magna_cuda_attention_tc_kind());
+    /* the choice by name; a misspelt one is said on stderr, once, and the default runs */
+    setenv("MAGNA_CUDA_ATTENTION", "wmma", 1);
+    CHECK(!strcmp(magna_cuda_attention_tc_kind(), "wmma"), "MAGNA_CUDA_ATTENTION=wmma ran %s", magna_cuda_attention_tc_kind());
+    setenv("MAGNA_CUDA_ATTENTION", "mma", 1);
+    CHECK(!strcmp(magna_cuda_attention_tc_kind(), "mma.sync"), "MAGNA_CUDA_ATTENTION=mma ran %s", magna_cuda_attention_tc_kind());
+    setenv("MAGNA_CUDA_ATTENTION", "wmm", 1);
+    const int saved = stderr_catch();
+    const bool default_kind = !strcmp(magna_cuda_attention_tc_kind(), "mma.sync");
+    magna_cuda_attention_tc_kind();
+    char *said = stderr_caught(saved);
+    unsetenv("MAGNA_CUDA_ATTENTION");
+    const char *want = "magna: MAGNA_CUDA_ATTENTION=wmm is neither mma nor wmma: the default, mma, runs\n";
+    CHECK(default_kind && said && !strcmp(said, want), "a misspelt MAGNA_CUDA_ATTENTION: said '%s'", said ? said : "");
+    free(said);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(cases[i]);
 #ifndef MAGNA_CUDA_EMU
     /* on a GPU, GPT-2's shape too: 16 query and key tiles, the causal diagonal crossing each (the emulator would

@@ -466,11 +466,16 @@ int mma_layout_verified() {
 
 } // namespace
 
-/* the tensor-core kernels: mma.sync's (default, once its layout checked out on this device) or wmma's
- * (MAGNA_CUDA_ATTENTION=wmma, read at every launch) */
+/* the tensor-core kernels: mma.sync's (default, or MAGNA_CUDA_ATTENTION=mma, once its layout checked out on this
+ * device) or wmma's (MAGNA_CUDA_ATTENTION=wmma); the variable is read at every launch */
 bool magna_attention::attn_use_mma() {
     const char *k = getenv("MAGNA_CUDA_ATTENTION");
     if (k && !strcmp(k, "wmma")) return false;
+    static bool warned = false; /* a misspelt choice is said once, not at every launch */
+    if (k && *k && strcmp(k, "mma") && !warned) {
+        warned = true;
+        fprintf(stderr, "magna: MAGNA_CUDA_ATTENTION=%s is neither mma nor wmma: the default, mma, runs\n", k);
+    }
     static int verified = -1; /* once a process (two threads racing here both probe, and agree) */
     if (verified < 0) verified = mma_layout_verified();
     return verified == 1;
