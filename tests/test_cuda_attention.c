@@ -195,6 +195,33 @@ static void run_case(attn_case c) {
     }
     CHECK(e_out <= tol && e[0] <= tol && e[1] <= tol && e[2] <= tol,
           "%s: relative error out %.2g, dq %.2g, dk %.2g, dv %.2g (limit %.0e)", label, e_out, e[0], e[1], e[2], tol);
+    if (!c.shared) { /* as the gradients' first writer (assign): from NaNs, each element written, none read */
+        magna_cuda_attention_args as = a;
+        as.assign = 7u;
+        for (int64_t i = 0; i < (nq > nk ? nq : nk); i++) start[i] = NAN;
+        for (int i = 0; i < 3; i++)
+            if (dev_grads[i]) cudaMemcpy(dev_grads[i], start, i ? fk : fq, cudaMemcpyHostToDevice);
+        err = magna_cuda_attention_backward(&as, d_out, d_dout, d_saved, d_saved + (size_t)c.B * c.H * c.Tq, d_dq, d_dk,
+                                            d_dv, NULL);
+        if (!err) err = cudaDeviceSynchronize();
+        double ea[3] = {0, 0, 0};
+        for (int i = 0; i < 3; i++) {
+            if (!dev_grads[i]) continue;
+            const int64_t n = i == 0 ? nq : nk;
+            cudaMemcpy(host, dev_grads[i], (size_t)n * sizeof(float), cudaMemcpyDeviceToHost);
+            ea[i] = rel_err(host, magna_node_grad(nodes[i]), n, 0.0f);
+        }
+        CHECK(err == 0 && ea[0] <= tol && ea[1] <= tol && ea[2] <= tol,
+              "%s: assigning: %s, relative error dq %.2g, dk %.2g, dv %.2g", label, cudaGetErrorString((cudaError_t)err),
+              ea[0], ea[1], ea[2]);
+        /* the accumulating run's gradients back, for the bf16 comparisons below */
+        for (int64_t i = 0; i < (nq > nk ? nq : nk); i++) start[i] = GRAD_START;
+        for (int i = 0; i < 3; i++)
+            if (dev_grads[i]) cudaMemcpy(dev_grads[i], start, i ? fk : fq, cudaMemcpyHostToDevice);
+        err = magna_cuda_attention_backward(&a, d_out, d_dout, d_saved, d_saved + (size_t)c.B * c.H * c.Tq, d_dq, d_dk,
+                                            d_dv, NULL);
+        CHECK(err == 0 && cudaDeviceSynchronize() == 0, "%s: kernels again: %s", label, cudaGetErrorString((cudaError_t)err));
+    }
     if (c.bf16) {
         float *got[4] = {malloc(fq), NULL, NULL, NULL};
         cudaMemcpy(got[0], d_out, fq, cudaMemcpyDeviceToHost);

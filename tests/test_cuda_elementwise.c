@@ -82,10 +82,19 @@ static void forward_backward(magna_graph *g, const char *what) {
 
 /* ---- unary and scalar ops --------------------------------------------------------------------------- */
 
-static void unary(int em, const char *name, float a, int positive, int64_t n, int offset) {
-    float *x = malloc((size_t)n * 4), *dy = malloc((size_t)n * 4), *g0 = malloc((size_t)n * 4);
+/* n NaNs: what an assigning backward finds in a gradient nothing zeroed, and must never read */
+static float *nans(int64_t n) {
+    float *p = malloc((size_t)(n + 1) * sizeof(float));
+    for (int64_t i = 0; i < n; i++) p[i] = NAN;
+    return p;
+}
+
+/* assign: the gradient starts as NaNs and must come out as the gradient alone (the first writer's `=`) */
+static void unary(int em, const char *name, float a, int positive, int64_t n, int offset, int assign) {
+    float *x = malloc((size_t)n * 4), *dy = malloc((size_t)n * 4), *g0 = assign ? nans(n) : malloc((size_t)n * 4);
     float *y = malloc((size_t)n * 4), *dx = malloc((size_t)n * 4);
-    fill(x, n, 4, 1), fill(dy, n, 1, 2), fill(g0, n, 1, 3);
+    fill(x, n, 4, 1), fill(dy, n, 1, 2);
+    if (!assign) fill(g0, n, 1, 3);
     for (int64_t i = 0; i < n; i++) {
         if (positive) x[i] = fabsf(x[i]) + 0.05f;
         y[i] = magna_em_unary(em, x[i], a);
@@ -96,10 +105,10 @@ static void unary(int em, const char *name, float a, int positive, int64_t n, in
     CU(cudaMemcpy(dyd + offset, dy, (size_t)n * 4, cudaMemcpyHostToDevice));
     CU(cudaMemcpy(gd + offset, g0, (size_t)n * 4, cudaMemcpyHostToDevice));
     CU(magna_cuda_unary_forward(em, a, xd + offset, yd + offset, n, NULL));
-    CU(magna_cuda_unary_backward(em, a, xd + offset, yd + offset, dyd + offset, gd + offset, n, NULL));
-    const double ey = dev_err(yd + offset, y, NULL, n), edx = dev_err(gd + offset, dx, g0, n);
-    CHECK(ey <= 1e-6 && edx <= 1e-6, "%s n=%lld offset %d: forward %.3g backward %.3g", name, (long long)n, offset, ey,
-          edx);
+    CU(magna_cuda_unary_backward(em, a, xd + offset, yd + offset, dyd + offset, gd + offset, n, assign, NULL));
+    const double ey = dev_err(yd + offset, y, NULL, n), edx = dev_err(gd + offset, dx, assign ? NULL : g0, n);
+    CHECK(ey <= 1e-6 && edx <= 1e-6, "%s n=%lld offset %d%s: forward %.3g backward %.3g", name, (long long)n, offset,
+          assign ? " assign" : "", ey, edx);
     cudaFree(xd), cudaFree(yd), cudaFree(dyd), cudaFree(gd);
     free(x), free(dy), free(g0), free(y), free(dx);
 }
@@ -118,17 +127,19 @@ static void unaries(void) {
                {MAGNA_EM_EXP, "exp", 0, 0},           {MAGNA_EM_LOG, "log", 0, 1},
                {MAGNA_EM_SQRT, "sqrt", 0, 1}};
     for (int k = 0; k < (int)(sizeof OPS / sizeof OPS[0]); k++)
-        for (int offset = 0; offset < 2; offset++) {
-            unary(OPS[k].em, OPS[k].name, OPS[k].a, OPS[k].positive, 1, offset);
-            unary(OPS[k].em, OPS[k].name, OPS[k].a, OPS[k].positive, 1027, offset);
-        }
+        for (int offset = 0; offset < 2; offset++)
+            for (int assign = 0; assign < 2; assign++) {
+                unary(OPS[k].em, OPS[k].name, OPS[k].a, OPS[k].positive, 1, offset, assign);
+                unary(OPS[k].em, OPS[k].name, OPS[k].a, OPS[k].positive, 1027, offset, assign);
+            }
     CU(magna_cuda_unary_forward(MAGNA_EM_RELU, 0, NULL, NULL, 0, NULL)); /* nothing to launch */
     CHECK(magna_cuda_unary_forward(99, 0, NULL, NULL, 1, NULL) != 0, "an unknown op is refused");
 }
 
 /* ---- binary ops over broadcast shapes --------------------------------------------------------------- */
 
-static void binary(int op, int nda, const int64_t *sa, int ndb, const int64_t *sb) {
+/* assign: both gradients start as NaNs and must come out as the gradients alone (broadcast or not) */
+static void binary(int op, int nda, const int64_t *sa, int ndb, const int64_t *sb, int assign) {
     static const char *NAMES[] = {"add", "sub", "mul", "div", "pow"};
     magna_graph *g = magna_graph_new(21);
     magna_node *a = magna_param(g, "a", nda, sa, magna_init_zeros());
@@ -153,8 +164,9 @@ static void binary(int op, int nda, const int64_t *sa, int ndb, const int64_t *s
     magna_index ix = full;
     magna_index_simplify(&ix, 3);
     float *ad = dev(av, a->numel), *bd = dev(bv, b->numel), *cd = dev(cv, c->numel), *yd = dev_zeros(y->numel);
-    float *ga0 = malloc((size_t)a->numel * 4), *gb0 = malloc((size_t)b->numel * 4);
-    fill(ga0, a->numel, 1, 33), fill(gb0, b->numel, 1, 34);
+    float *ga0 = assign ? nans(a->numel) : malloc((size_t)a->numel * 4);
+    float *gb0 = assign ? nans(b->numel) : malloc((size_t)b->numel * 4);
+    if (!assign) fill(ga0, a->numel, 1, 33), fill(gb0, b->numel, 1, 34);
     float *gad = dev(ga0, a->numel), *gbd = dev(gb0, b->numel);
     CU(magna_cuda_binary_forward(op, &ix, ad, bd, yd, NULL));
     for (int which = 0; which < 2; which++) {
@@ -168,32 +180,34 @@ static void binary(int op, int nda, const int64_t *sa, int ndb, const int64_t *s
         CHECK(need <= y->workspace_bytes, "%s: infer asked for %zu bytes of workspace, the split needs %zu", NAMES[op],
               y->workspace_bytes, need);
         float *ws = need ? dev_zeros((int64_t)(need / sizeof(float))) : NULL;
-        CU(magna_cuda_binary_backward(op, which, &kept, &red, ad, bd, yd, cd, which ? gbd : gad, ws, NULL));
+        CU(magna_cuda_binary_backward(op, which, &kept, &red, ad, bd, yd, cd, which ? gbd : gad, assign, ws, NULL));
         cudaFree(ws);
     }
     const double ey = dev_err(yd, magna_node_data(y), NULL, y->numel);
-    const double ea = dev_err(gad, magna_node_grad(a), ga0, a->numel), eb = dev_err(gbd, magna_node_grad(b), gb0, b->numel);
+    const double ea = dev_err(gad, magna_node_grad(a), assign ? NULL : ga0, a->numel);
+    const double eb = dev_err(gbd, magna_node_grad(b), assign ? NULL : gb0, b->numel);
     char s1[SHAPE_STR_MAX], s2[SHAPE_STR_MAX];
-    CHECK(ey <= 1e-5 && ea <= 1e-5 && eb <= 1e-5, "%s %s %s: forward %.3g backward %.3g %.3g", NAMES[op],
-          shape_str(a, s1, sizeof s1), shape_str(b, s2, sizeof s2), ey, ea, eb);
+    CHECK(ey <= 1e-5 && ea <= 1e-5 && eb <= 1e-5, "%s %s %s%s: forward %.3g backward %.3g %.3g", NAMES[op],
+          shape_str(a, s1, sizeof s1), shape_str(b, s2, sizeof s2), assign ? " assign" : "", ey, ea, eb);
     cudaFree(ad), cudaFree(bd), cudaFree(cd), cudaFree(yd), cudaFree(gad), cudaFree(gbd);
     free(ga0), free(gb0);
     magna_graph_free(g);
 }
 
 static void binaries(void) {
-    for (int op = 0; op < 5; op++) {
-        binary(op, 2, (int64_t[]){3, 5}, 2, (int64_t[]){3, 5});               /* same shape: one flat dim */
-        binary(op, 3, (int64_t[]){2, 3, 4}, 1, (int64_t[]){4});               /* a bias */
-        binary(op, 1, (int64_t[]){1}, 2, (int64_t[]){3, 7});                  /* a scalar */
-        binary(op, 3, (int64_t[]){2, 1, 4}, 2, (int64_t[]){3, 1});            /* both broadcast */
-        binary(op, 3, (int64_t[]){1, 7, 1}, 3, (int64_t[]){3, 1, 5});
-        binary(op, 2, (int64_t[]){600, 40}, 1, (int64_t[]){40});              /* cols reduction, many rows */
-        binary(op, 2, (int64_t[]){5000, 40}, 1, (int64_t[]){40});             /* ... split over the grid */
-        binary(op, 3, (int64_t[]){3, 1, 7}, 3, (int64_t[]){3, 2100, 7});
-        binary(op, 2, (int64_t[]){4, 1500}, 2, (int64_t[]){4, 1});            /* rows reduction, a block each */
-        binary(op, 4, (int64_t[]){2, 3, 1, 5}, 4, (int64_t[]){1, 3, 4, 1});
-    }
+    for (int assign = 0; assign < 2; assign++)
+        for (int op = 0; op < 5; op++) {
+            binary(op, 2, (int64_t[]){3, 5}, 2, (int64_t[]){3, 5}, assign);    /* same shape: one flat dim */
+            binary(op, 3, (int64_t[]){2, 3, 4}, 1, (int64_t[]){4}, assign);    /* a bias */
+            binary(op, 1, (int64_t[]){1}, 2, (int64_t[]){3, 7}, assign);       /* a scalar */
+            binary(op, 3, (int64_t[]){2, 1, 4}, 2, (int64_t[]){3, 1}, assign); /* both broadcast */
+            binary(op, 3, (int64_t[]){1, 7, 1}, 3, (int64_t[]){3, 1, 5}, assign);
+            binary(op, 2, (int64_t[]){600, 40}, 1, (int64_t[]){40}, assign);  /* cols reduction, many rows */
+            binary(op, 2, (int64_t[]){5000, 40}, 1, (int64_t[]){40}, assign); /* ... split over the grid */
+            binary(op, 3, (int64_t[]){3, 1, 7}, 3, (int64_t[]){3, 2100, 7}, assign);
+            binary(op, 2, (int64_t[]){4, 1500}, 2, (int64_t[]){4, 1}, assign); /* rows reduction, a block each */
+            binary(op, 4, (int64_t[]){2, 3, 1, 5}, 4, (int64_t[]){1, 3, 4, 1}, assign);
+        }
 }
 
 /* ---- sum, mean, max over axes ----------------------------------------------------------------------- */

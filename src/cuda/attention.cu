@@ -259,7 +259,7 @@ UNROLL
             if (i < Tq)
 UNROLL
                 for (int e = 0; e < DPT; e++)
-                    if (part + P * e < hd) dqrow[part + P * e] += a.scale * acc[e];
+                    if (part + P * e < hd) put_grad(&dqrow[part + P * e], a.scale * acc[e], a.assign & 1u);
         }
     }
 }
@@ -347,8 +347,8 @@ UNROLL
                 for (int e = 0; e < DPT; e++) {
                     const int d = part + P * e;
                     if (d >= hd) continue;
-                    if (a.dv) a.dv[koff + d] += dv[e];
-                    if (a.dk) a.dk[koff + d] += a.scale * dk[e];
+                    if (a.dv) put_grad(&a.dv[koff + d], dv[e], a.assign & 4u);
+                    if (a.dk) put_grad(&a.dk[koff + d], a.scale * dk[e], a.assign & 2u);
                 }
         }
     }
@@ -616,7 +616,7 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc
             const int ii = q0 + warp * 16 + rr;
             if (ii >= Tq) break; /* warp-uniform */
             float *dq = a.dq + ((size_t)b * Tq + ii) * C + head;
-            for (int d = lane; d < HD; d += 32) dq[d] += a.scale * R[rr * RLD + d];
+            for (int d = lane; d < HD; d += 32) put_grad(&dq[d], a.scale * R[rr * RLD + d], a.assign & 1u);
         }
     }
 }
@@ -669,6 +669,7 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc
         }
         for (int pass = 0; pass < 2; pass++) {
             float *dst = pass ? a.dk : a.dv;
+            const bool assign = a.assign & (pass ? 2u : 4u);
             __syncwarp();
             for (int nt = 0; nt < HD / 16; nt++)
                 wmma::store_matrix_sync(R + nt * 16, pass ? dk[nt] : dv[nt], RLD, wmma::mem_row_major);
@@ -677,7 +678,7 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc
                 const int jj = k0 + warp * 16 + rr;
                 if (jj >= Tk) break; /* warp-uniform */
                 float *row = dst + ((size_t)b * Tk + jj) * C + head;
-                for (int d = lane; d < HD; d += 32) row[d] += (pass ? a.scale : 1.0f) * R[rr * RLD + d];
+                for (int d = lane; d < HD; d += 32) put_grad(&row[d], (pass ? a.scale : 1.0f) * R[rr * RLD + d], assign);
             }
         }
     }
@@ -742,18 +743,39 @@ extern "C" int magna_cuda_attention_forward(const magna_cuda_attention_args *arg
     return launch_forward(a, stream);
 }
 
+/* The gradients backward assigns (args->assign) that its kernels would not each write whole, zeroed here for
+ * them to add into: all three where nothing is launched or the CUDA-core kernels add straight into global
+ * memory (dpt 0, head sizes past 128), dk and dv where key lengths let a key tile's block skip its keys. */
+static int zero_unwritten(attn_k &a, const magna_cuda_attention_args *x, void *stream) {
+    const bool none = a.l.grid_x == 0 || a.l.kv_grid_x == 0, direct = !a.tc && a.l.dpt == 0;
+    const unsigned whole = none || direct ? 0u : a.lengths ? 1u : 7u;
+    float *const grad[3] = {a.dq, a.dk, a.dv};
+    const size_t rows[3] = {(size_t)x->B * x->Tq, (size_t)x->B * x->Tk, (size_t)x->B * x->Tk};
+    for (int t = 0; t < 3; t++) {
+        if (!(a.assign >> t & 1u) || (whole >> t & 1u)) continue;
+        a.assign &= ~(1u << t);
+        if (!grad[t] || rows[t] == 0) continue;
+        const cudaError_t e = cudaMemsetAsync(grad[t], 0, rows[t] * (size_t)x->C * sizeof(float), (cudaStream_t)stream);
+        if (e != cudaSuccess) return e;
+    }
+    return cudaSuccess;
+}
+
 extern "C" int magna_cuda_attention_backward(const magna_cuda_attention_args *args, const void *out,
                                              const float *dout, const float *lse, float *delta, float *dq, float *dk,
                                              float *dv, void *stream) {
     attn_k a = attn_args_of(args);
     if ((!a.tc && a.l.tile_k != KT) || ((a.qkv16 || a.out16) && !a.tc)) return cudaErrorInvalidValue;
-    if (a.l.grid_x == 0 || (!dq && !dk && !dv)) return cudaSuccess;
+    if (!dq && !dk && !dv) return cudaSuccess;
     a.out = out, a.dout = dout, a.delta = delta, a.dq = dq, a.dk = dk, a.dv = dv;
+    a.assign = args->assign & 7u;
+    int err = zero_unwritten(a, args, stream);
+    if (err != cudaSuccess || a.l.grid_x == 0) return err;
     a.lse = const_cast<float *>(lse); /* only forward writes it */
     /* a warp a row for any hd: the row launch's warp-per-row shape (columns capped at a warp's 1024) */
     const int64_t cols = a.l.hd < 1024 ? a.l.hd : 1024;
     const magna_launch_rows r = magna_launch_rowwise(a.l.bh * a.l.tq, cols);
-    int err = magna_cuda_launch(dim3(r.grid), dim3(r.block), 0, stream, attn_delta_kernel, a, r);
+    err = magna_cuda_launch(dim3(r.grid), dim3(r.block), 0, stream, attn_delta_kernel, a, r);
     if (err == cudaSuccess && dq) err = launch_dq(a, stream);
     if (err == cudaSuccess && (dk || dv) && a.l.kv_grid_x > 0) err = launch_dkv(a, stream);
     return err;

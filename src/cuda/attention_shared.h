@@ -24,8 +24,12 @@ struct attn_k {
     const int32_t *lengths;
     int H, C, bf16, tc; /* tc: the tensor-core kernels (bf16 mode, hd a multiple of 16 up to 128) */
     int qkv16, out16;
+    unsigned assign; /* bits 0, 1, 2: the kernels assign dq, dk, dv (each writes every element it owns once) */
     float scale;
 };
+
+/* a gradient element's one write from a kernel: += v, or = v where the backward is its first writer */
+__device__ __forceinline__ void put_grad(float *p, float v, bool assign) { *p = assign ? v : *p + v; }
 
 /* keys query i sees: [0, visible) */
 __device__ __forceinline__ int visible(const magna_launch_attention &l, int i, int L) {

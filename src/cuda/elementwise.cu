@@ -42,18 +42,20 @@ template <int OP> __device__ __forceinline__ float unary_grad(const float *x, co
     return magna_em_unary_backward(OP, reads_x ? x[i] : 0.0f, reads_y ? y[i] : 0.0f, dy[i], a);
 }
 
+/* dx (=, with assign: dx is not read) += the gradient */
 template <int OP> __global__ void unary_backward_kernel(magna_launch_1d l, float a, const float *__restrict__ x,
                                                         const float *__restrict__ y, const float *__restrict__ dy,
-                                                        float *__restrict__ dx) {
+                                                        float *__restrict__ dx, int assign) {
     const int64_t stride = magna_launch_1d_stride(&l);
     for (int64_t i = magna_launch_1d_first(&l, blockIdx.x, threadIdx.x); i < l.n; i += stride) {
         if (l.vec == 4 && i + 4 <= l.n) {
-            float4 o = *reinterpret_cast<float4 *>(dx + i);
+            float4 o = assign ? make_float4(0.0f, 0.0f, 0.0f, 0.0f) : *reinterpret_cast<float4 *>(dx + i);
             o.x += unary_grad<OP>(x, y, dy, i, a), o.y += unary_grad<OP>(x, y, dy, i + 1, a);
             o.z += unary_grad<OP>(x, y, dy, i + 2, a), o.w += unary_grad<OP>(x, y, dy, i + 3, a);
             *reinterpret_cast<float4 *>(dx + i) = o;
         } else {
-            for (uint32_t j = 0; j < l.vec && i + j < l.n; j++) dx[i + j] += unary_grad<OP>(x, y, dy, i + j, a);
+            for (uint32_t j = 0; j < l.vec && i + j < l.n; j++)
+                dx[i + j] = (assign ? 0.0f : dx[i + j]) + unary_grad<OP>(x, y, dy, i + j, a);
         }
     }
 }
@@ -64,11 +66,11 @@ template <int OP> int unary_forward_launch(float a, const float *x, float *y, in
     return magna_cuda_launch(l.grid, l.block, 0, stream, unary_forward_kernel<OP>, l, a, x, y);
 }
 template <int OP> int unary_backward_launch(float a, const float *x, const float *y, const float *dy, float *dx,
-                                            int64_t n, void *stream) {
+                                            int64_t n, int assign, void *stream) {
     /* the float4 path loads dy and dx as vectors; x and y are read element by element */
     const magna_launch_1d l = magna_launch_elementwise(n, aligned16(dy) && aligned16(dx) ? 4 : 1);
     if (l.grid == 0) return cudaSuccess;
-    return magna_cuda_launch(l.grid, l.block, 0, stream, unary_backward_kernel<OP>, l, a, x, y, dy, dx);
+    return magna_cuda_launch(l.grid, l.block, 0, stream, unary_backward_kernel<OP>, l, a, x, y, dy, dx, assign);
 }
 
 /* ---- binary with broadcasting ---------------------------------------------------------------------
@@ -179,22 +181,29 @@ template <class T> __global__ void grad_reduce_cols_kernel(magna_launch_reduce l
     }
 }
 
-/* nothing broadcast (the residual add's case): one element each, no reduction */
-template <class T> __global__ void grad_map_kernel(magna_launch_1d l, magna_index kept, T f, float *__restrict__ g) {
+/* nothing broadcast (the residual add's case): one element each, no reduction; with assign g is not read */
+template <class T>
+__global__ void grad_map_kernel(magna_launch_1d l, magna_index kept, T f, float *__restrict__ g, int assign) {
     const int64_t stride = magna_launch_1d_stride(&l);
     for (int64_t o = magna_launch_1d_first(&l, blockIdx.x, threadIdx.x); o < l.n; o += stride) {
         int64_t off[3];
         magna_index_offsets(&kept, o, 3, off);
-        g[o] += f.term(off);
+        g[o] = (assign ? 0.0f : g[o]) + f.term(off);
     }
 }
 
-/* workspace: magna_reduce_split_workspace(kept n, red n) bytes, or NULL (no split) */
-template <class T> int grad_reduce_launch(const magna_index *kept, const magna_index *red, T f, float *g,
+/* workspace: magna_reduce_split_workspace(kept n, red n) bytes, or NULL (no split). assign: g = the gradient (a
+ * broadcast operand's is zeroed first, then summed into, as the CPU op does), else g += it */
+template <class T> int grad_reduce_launch(const magna_index *kept, const magna_index *red, T f, float *g, int assign,
                                           float *workspace, void *stream) {
     if (red->n == 1) {
         const magna_launch_1d l = magna_launch_elementwise(kept->n, 1);
-        return l.grid ? magna_cuda_launch(l.grid, l.block, 0, stream, grad_map_kernel<T>, l, *kept, f, g) : cudaSuccess;
+        return l.grid ? magna_cuda_launch(l.grid, l.block, 0, stream, grad_map_kernel<T>, l, *kept, f, g, assign)
+                      : cudaSuccess;
+    }
+    if (assign && kept->n > 0) {
+        const cudaError_t e = cudaMemsetAsync(g, 0, (size_t)kept->n * sizeof *g, (cudaStream_t)stream);
+        if (e != cudaSuccess) return e;
     }
     const int inner = red->nd > 0 && red->stride[0][red->nd - 1] == 1;
     const magna_launch_reduce l = magna_launch_reduction(kept->n, red->n, inner, workspace != NULL);
@@ -208,10 +217,11 @@ template <class T> int grad_reduce_launch(const magna_index *kept, const magna_i
 }
 
 template <int OP> int binary_backward_op(int which, const magna_index *kept, const magna_index *red, const float *a,
-                                         const float *b, const float *y, const float *dy, float *g, float *workspace,
-                                         void *stream) {
-    if (which == 0) return grad_reduce_launch(kept, red, binary_grad_sum<OP, 0>{a, b, y, dy}, g, workspace, stream);
-    return grad_reduce_launch(kept, red, binary_grad_sum<OP, 1>{a, b, y, dy}, g, workspace, stream);
+                                         const float *b, const float *y, const float *dy, float *g, int assign,
+                                         float *workspace, void *stream) {
+    if (which == 0)
+        return grad_reduce_launch(kept, red, binary_grad_sum<OP, 0>{a, b, y, dy}, g, assign, workspace, stream);
+    return grad_reduce_launch(kept, red, binary_grad_sum<OP, 1>{a, b, y, dy}, g, assign, workspace, stream);
 }
 
 /* ---- strided copy: dst[off 1] = (accumulate ? dst[off 1] : 0) + scale src[off 0] ------------------- */
@@ -259,10 +269,10 @@ extern "C" int magna_cuda_unary_forward(int op, float a, const float *x, float *
 }
 
 extern "C" int magna_cuda_unary_backward(int op, float a, const float *x, const float *y, const float *dy, float *dx,
-                                         int64_t n, void *stream) {
+                                         int64_t n, int assign, void *stream) {
     switch (op) {
 #define X(OP)                                                                                                        \
-    case OP: return unary_backward_launch<OP>(a, x, y, dy, dx, n, stream);
+    case OP: return unary_backward_launch<OP>(a, x, y, dy, dx, n, assign, stream);
         UNARY_CASES(X)
 #undef X
     }
@@ -283,13 +293,12 @@ extern "C" int magna_cuda_binary_forward(int op, const magna_index *ix, const fl
 
 extern "C" int magna_cuda_binary_backward(int op, int which, const magna_index *kept, const magna_index *red,
                                           const float *a, const float *b, const float *y, const float *dy, float *g,
-                                          float *workspace, void *stream) {
+                                          int assign, float *workspace, void *stream) {
     switch (op) {
-    case MAGNA_EM_ADD: return binary_backward_op<MAGNA_EM_ADD>(which, kept, red, a, b, y, dy, g, workspace, stream);
-    case MAGNA_EM_SUB: return binary_backward_op<MAGNA_EM_SUB>(which, kept, red, a, b, y, dy, g, workspace, stream);
-    case MAGNA_EM_MUL: return binary_backward_op<MAGNA_EM_MUL>(which, kept, red, a, b, y, dy, g, workspace, stream);
-    case MAGNA_EM_DIV: return binary_backward_op<MAGNA_EM_DIV>(which, kept, red, a, b, y, dy, g, workspace, stream);
-    case MAGNA_EM_POW: return binary_backward_op<MAGNA_EM_POW>(which, kept, red, a, b, y, dy, g, workspace, stream);
+#define X(OP)                                                                                                        \
+    case OP: return binary_backward_op<OP>(which, kept, red, a, b, y, dy, g, assign, workspace, stream);
+        X(MAGNA_EM_ADD) X(MAGNA_EM_SUB) X(MAGNA_EM_MUL) X(MAGNA_EM_DIV) X(MAGNA_EM_POW)
+#undef X
     }
     return cudaErrorInvalidValue;
 }

@@ -61,17 +61,18 @@ static void bias_gelu_backward(magna_graph *g, magna_node *n) {
         return;
     }
     const int e = magna_cuda_bias_gelu_backward(n->op == OP_GELU_TANH, h->value, h->stored16, n->grad, rows, N, h->grad,
-                                                bias->grad, (float *)g->workspace, g->workspace_bytes / sizeof(float),
-                                                cuda_stream(g));
+                                                grad_assigns(n, 0), bias->grad, (float *)g->workspace,
+                                                g->workspace_bytes / sizeof(float), cuda_stream(g));
     if (e) cuda_fail(g, e, "bias + gelu backward");
 }
 
-/* The bias add's backward when the GELU's summed the bias: a's gradient += h's (the same shape) */
+/* The bias add's backward when the GELU's summed the bias: a's gradient += h's (the same shape; = as its first
+ * writer) */
 static void bias_add_input_backward(magna_graph *g, magna_node *h) {
     float *da = h->in[0]->grad;
     if (!da || da == h->grad) return; /* a's gradient is h's buffer (plan.c's grad_via): da = dh already */
     const int e = magna_cuda_unary_backward(MAGNA_EM_ADD_SCALAR, 0.0f, NULL, NULL, h->grad, da, h->numel,
-                                            cuda_stream(g));
+                                            grad_assigns(h, 0), cuda_stream(g));
     if (e) cuda_fail(g, e, "bias add backward");
 }
 

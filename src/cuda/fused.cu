@@ -61,7 +61,8 @@ __global__ void layer_norm_apply16_kernel(magna_launch_1d l, int64_t D, const fl
  * bits every run). */
 template <class TX>
 __global__ void bias_gelu_backward_kernel(magna_launch_colsum l, int op, const TX *__restrict__ x,
-                                          const float *__restrict__ dy, float *__restrict__ dx, float *__restrict__ part) {
+                                          const float *__restrict__ dy, float *__restrict__ dx, int assign,
+                                          float *__restrict__ part) {
     __shared__ float s[MAGNA_COLSUM_WARPS][MAGNA_LAUNCH_WARP];
     const int64_t N = l.cols, col = magna_colsum_col(blockIdx.x, threadIdx.x);
     const uint32_t warp = threadIdx.x / MAGNA_LAUNCH_WARP, lane = threadIdx.x % MAGNA_LAUNCH_WARP;
@@ -71,7 +72,7 @@ __global__ void bias_gelu_backward_kernel(magna_launch_colsum l, int op, const T
              r += MAGNA_COLSUM_WARPS) {
             const int64_t i = r * N + col;
             const float d = magna_em_unary_backward(op, magna_as_float(x[i]), 0.0f, dy[i], 0.0f);
-            dx[i] += d;
+            dx[i] = (assign ? 0.0f : dx[i]) + d;
             sum += d;
         }
     s[warp][lane] = sum;
@@ -175,7 +176,7 @@ extern "C" int magna_cuda_bias_add16(const float *a, const float *bias, int64_t 
 }
 
 extern "C" int magna_cuda_bias_gelu_backward(int tanh_approx, const void *x, int x16, const float *dy, int64_t rows,
-                                             int64_t N, float *dx, float *dbias, float *workspace,
+                                             int64_t N, float *dx, int assign_dx, float *dbias, float *workspace,
                                              size_t workspace_floats, void *stream) {
     if (rows <= 0 || N <= 0) return 0;
     const int64_t fit = (int64_t)(workspace_floats / (size_t)N);
@@ -184,9 +185,9 @@ extern "C" int magna_cuda_bias_gelu_backward(int tanh_approx, const void *x, int
     const int op = tanh_approx ? MAGNA_EM_GELU_TANH : MAGNA_EM_GELU;
     const dim3 grid(l.grid_x, l.grid_y), block(l.block);
     int e = x16 ? (int)magna_cuda_launch(grid, block, 0, stream, bias_gelu_backward_kernel<__nv_bfloat16>, l, op,
-                                         static_cast<const __nv_bfloat16 *>(x), dy, dx, workspace)
+                                         static_cast<const __nv_bfloat16 *>(x), dy, dx, assign_dx, workspace)
                 : (int)magna_cuda_launch(grid, block, 0, stream, bias_gelu_backward_kernel<float>, l, op,
-                                         static_cast<const float *>(x), dy, dx, workspace);
+                                         static_cast<const float *>(x), dy, dx, assign_dx, workspace);
     if (e) return e;
     const magna_launch_1d f = magna_launch_elementwise(N, 1);
     return (int)magna_cuda_launch(dim3(f.grid), dim3(f.block), 0, stream, bias_sum_final_kernel, f,

@@ -25,7 +25,7 @@ extern "C" int magna_cuda_act_forward(magna_cuda_act act, const float *x, float 
 extern "C" int magna_cuda_act_backward(magna_cuda_act act, const float *saved, const float *dy, float *dx, int64_t n,
                                        void *stream) {
     const bool from_x = act == MAGNA_CUDA_GELU;
-    return magna_cuda_unary_backward((int)act, 0.0f, from_x ? saved : NULL, from_x ? NULL : saved, dy, dx, n, stream);
+    return magna_cuda_unary_backward((int)act, 0.0f, from_x ? saved : NULL, from_x ? NULL : saved, dy, dx, n, 0, stream);
 }
 
 extern "C" int magna_cuda_adam_step(const magna_em_adam *k, float *w, float *m, float *v, const float *g, int64_t n,

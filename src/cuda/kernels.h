@@ -38,6 +38,7 @@ typedef struct magna_cuda_attention_args {
     const int32_t *key_lengths;
     int B, Tq, Tk, C, heads, causal, bf16;
     int q16, k16, v16, out16; /* out16: the output is kept in bf16 too (tensor-core shapes only) */
+    unsigned assign;          /* backward: bits 0, 1, 2: dq, dk, dv are assigned (=, never read), not added into */
 } magna_cuda_attention_args;
 /* out [B, Tq, C]; lse [B * heads * Tq]: each query row's log-sum-exp, what backward needs */
 int magna_cuda_attention_forward(const magna_cuda_attention_args *a, void *out, float *lse, void *stream);
@@ -45,8 +46,8 @@ int magna_cuda_attention_forward(const magna_cuda_attention_args *a, void *out, 
  * (registers, the default, once a probe on this device found mma.sync's fragment layout) or "wmma"
  * (MAGNA_CUDA_ATTENTION=wmma, or the probe failed) */
 const char *magna_cuda_attention_tc_kind(void);
-/* dq, dk, dv (each may be NULL) += the gradients from dout; out and lse from forward; delta is scratch of
- * B * heads * Tq floats */
+/* dq, dk, dv (each may be NULL) += the gradients from dout (= where a->assign says); out and lse from forward;
+ * delta is scratch of B * heads * Tq floats */
 int magna_cuda_attention_backward(const magna_cuda_attention_args *a, const void *out, const float *dout,
                                   const float *lse, float *delta, float *dq, float *dk, float *dv, void *stream);
 
@@ -168,17 +169,18 @@ int magna_cuda_avg_pool_backward(const magna_pool_dims *d, const float *dy, floa
 
 /* y = f(x; a) over n elements, op a magna_em_unary_op */
 int magna_cuda_unary_forward(int op, float a, const float *x, float *y, int64_t n, void *stream);
-/* dx += f'(x, y; a) dy; x or y may be NULL where the op's backward does not read it */
+/* dx += f'(x, y; a) dy (assign: dx = it, dx not read); x or y may be NULL where the op's backward does not read it */
 int magna_cuda_unary_backward(int op, float a, const float *x, const float *y, const float *dy, float *dx, int64_t n,
-                              void *stream);
+                              int assign, void *stream);
 /* y[i] = op(a[off 1], b[off 2]) over the output's space ix (op a magna_em_binary_op) */
 int magna_cuda_binary_forward(int op, const magna_index *ix, const float *a, const float *b, float *y, void *stream);
 /* the gradient of operand `which` (0: a, 1: b): g[o] += sum over r of dy * d(op)/d(operand) with the output's
- * (0), a's (1) and b's (2) strides in kept (g's elements, in order) and red (the broadcast dims). workspace:
- * magna_reduce_split_workspace(kept n, red n) bytes (launch.h), or NULL: few outputs over long runs (a bias's
- * gradient) then reduce in one pass on few blocks instead of two passes over the whole GPU. */
+ * (0), a's (1) and b's (2) strides in kept (g's elements, in order) and red (the broadcast dims); assign: g = the
+ * sum instead (g's old contents never read). workspace: magna_reduce_split_workspace(kept n, red n) bytes
+ * (launch.h), or NULL: few outputs over long runs (a bias's gradient) then reduce in one pass on few blocks
+ * instead of two passes over the whole GPU. */
 int magna_cuda_binary_backward(int op, int which, const magna_index *kept, const magna_index *red, const float *a,
-                               const float *b, const float *y, const float *dy, float *g, float *workspace,
+                               const float *b, const float *y, const float *dy, float *g, int assign, float *workspace,
                                void *stream);
 /* dst[off 1] = (accumulate ? dst[off 1] : 0) + scale src[off 0] over ix: permute, slice, concat, broadcasts */
 int magna_cuda_strided_copy(const magna_index *ix, const float *src, float *dst, float scale, int accumulate,
@@ -254,10 +256,11 @@ int magna_cuda_layer_norm_apply16(const float *x, const float *mean, const float
                                   const float *beta, int64_t rows, int64_t D, void *y, void *stream);
 /* y = a + bias (bias [N] over rows of N) written as bf16: a dense layer's output kept in bf16 (stored16) */
 int magna_cuda_bias_add16(const float *a, const float *bias, int64_t rows, int64_t N, void *y, void *stream);
-/* Its backward: dx += gelu'(x) dy [rows, N] and dbias[j] += the column sums of those terms (deterministic: slices of
- * rows into workspace, then added in order); workspace_floats >= N; x16: x kept in bf16 */
+/* Its backward: dx += gelu'(x) dy [rows, N] (assign_dx: dx = it) and dbias[j] += the column sums of those terms
+ * (deterministic: slices of rows into workspace, then added in order); workspace_floats >= N; x16: x kept in bf16 */
 int magna_cuda_bias_gelu_backward(int tanh_approx, const void *x, int x16, const float *dy, int64_t rows, int64_t N,
-                                  float *dx, float *dbias, float *workspace, size_t workspace_floats, void *stream);
+                                  float *dx, int assign_dx, float *dbias, float *workspace, size_t workspace_floats,
+                                  void *stream);
 /* x1 = a + r, y = layer_norm(x1) with gamma, beta (either may be NULL); mean and rstd [rows] as layer norm saves;
  * y16: y kept in bf16 */
 int magna_cuda_add_layer_norm_forward(const float *a, const float *r, const float *gamma, const float *beta, float eps,

@@ -3,7 +3,8 @@
  * real or emulated) compile the files that include it.
  *
  * An op's CUDA pair mirrors its CPU pair in src/ops/: forward writes n->value, backward adds into each
- * in[i]->grad that is not NULL. On a CUDA graph every value/grad/saved pointer and g->workspace is device
+ * in[i]->grad that is not NULL (or, where `assigns` says it can and plan.c made it that gradient's first
+ * writer, assigns it: grad_assigns). On a CUDA graph every value/grad/saved pointer and g->workspace is device
  * memory laid out exactly as the CPU plan lays it out; launches go on cuda_stream(g). */
 #ifndef MAGNA_CUDA_OPS_H
 #define MAGNA_CUDA_OPS_H
@@ -14,6 +15,9 @@
 typedef struct magna_cuda_op {
     magna_status (*forward)(magna_graph *g, magna_node *n);
     void (*backward)(magna_graph *g, magna_node *n);
+    /* backward honours grad_assigns for every input (the op's CPU backward does: OPF_GRAD_ASSIGN), so the
+     * plan need not zero a gradient it writes first; a fused pair's backward (fuse.c) honours it too */
+    bool assigns;
 } magna_cuda_op;
 
 /* Indexed by op_id; an op without a CUDA implementation has NULL entries and a graph that uses it

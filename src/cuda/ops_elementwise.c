@@ -1,6 +1,7 @@
 /* ops_elementwise.c — the CUDA glue of the elementwise ops: unary and scalar ops (src/ops/unary.c), binary
  * ops with broadcasting (binary.c) and dropout (dropout.c). Each reads the node as the CPU op does and
- * launches elementwise.cu's kernels on the graph's stream; backward adds into the inputs' gradients. */
+ * launches elementwise.cu's kernels on the graph's stream; backward adds into the inputs' gradients, or assigns
+ * them where it is their first writer (grad_assigns, plan.c step 5: the zeroing pass before it is skipped). */
 #include "cuda/ops.h"
 
 #include "cuda/kernels.h"
@@ -37,7 +38,8 @@ void cuda_unary_backward(magna_graph *g, magna_node *n) {
     /* the kernel reads x or y only where the CPU op keeps it (its flags) */
     const unsigned flags = magna_op_table[n->op]->flags;
     const float *x = flags & OPF_BWD_INPUTS ? fval(n->in[0]) : NULL, *y = flags & OPF_BWD_OUTPUT ? fval(n) : NULL;
-    const int e = magna_cuda_unary_backward(unary_em_op(n->op), n->fp[0], x, y, n->grad, dx, n->numel, cuda_stream(g));
+    const int e = magna_cuda_unary_backward(unary_em_op(n->op), n->fp[0], x, y, n->grad, dx, n->numel,
+                                            grad_assigns(n, 0), cuda_stream(g));
     if (e) cuda_fail(g, e, magna_op_table[n->op]->name);
 }
 
@@ -73,7 +75,7 @@ void cuda_binary_backward(magna_graph *g, magna_node *n) {
         const size_t need = magna_reduce_split_workspace(kept.n, red.n);
         float *ws = need && n->workspace_bytes >= need ? g->workspace : NULL;
         const int e = magna_cuda_binary_backward(n->op - OP_ADD, which, &kept, &red, fval(n->in[0]), fval(n->in[1]),
-                                                 fval(n), n->grad, gx, ws, cuda_stream(g));
+                                                 fval(n), n->grad, gx, grad_assigns(n, which), ws, cuda_stream(g));
         if (e) {
             cuda_fail(g, e, magna_op_table[n->op]->name);
             return;
@@ -99,7 +101,7 @@ void cuda_dropout_backward(magna_graph *g, magna_node *n) {
     const int e = dropout_active(g, n)
                       ? magna_cuda_dropout(magna_em_dropout_seed(g->seed), magna_em_dropout_stream(n->id, g->mask_step),
                                            n->fp[0], n->grad, dx, n->numel, 1, cuda_stream(g))
-                      : magna_cuda_unary_backward(MAGNA_EM_ADD_SCALAR, 0.0f, NULL, NULL, n->grad, dx, n->numel,
+                      : magna_cuda_unary_backward(MAGNA_EM_ADD_SCALAR, 0.0f, NULL, NULL, n->grad, dx, n->numel, 0,
                                                   cuda_stream(g));
     if (e) cuda_fail(g, e, "dropout");
 }

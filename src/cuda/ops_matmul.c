@@ -3,9 +3,10 @@
  *
  * a is [..., M, K] ([..., K, M] when ip[0]), b is [..., K, N] ([..., N, K] when ip[1]), out [..., M, N]; batch
  * dims match, or one operand is 2-D and shared (stride 0). A 2-D b with an untransposed a is one GEMM over all
- * rows of a. Backward: dA += dC op(B)^T, dB += op(A)^T dC (stored transposed when the operand is). A shared
- * operand's gradient sums over the batch: one GEMM a batch entry, in order, each adding (beta 1) into the same
- * matrix — a batched GEMM would have every entry write it at once. */
+ * rows of a. Backward: dA += dC op(B)^T, dB += op(A)^T dC (stored transposed when the operand is); beta 0 (=)
+ * where this is the gradient's first writer (grad_assigns, plan.c step 5: nothing zeroed it first). A shared
+ * operand's gradient sums over the batch: one GEMM a batch entry, in order, each adding (beta 1, or 0 for the
+ * first entry of an assigned one) into the same matrix — a batched GEMM would have every entry write it at once. */
 #include "ops_glue.h"
 #include "kernels.h"
 
@@ -75,17 +76,19 @@ magna_status cuda_matmul_bias_forward(magna_graph *g, magna_node *c, magna_node 
     return cuda_fail(g, e, "matmul + bias forward");
 }
 
-/* C (float32, a gradient) += op(A) op(B): one GEMM over the batch, or `batch` GEMMs one after another when the
- * output (a shared operand's gradient) has stride 0. */
+/* C (float32, a gradient) += op(A) op(B), or = with assign: one GEMM over the batch, or `batch` GEMMs one after
+ * another when the output (a shared operand's gradient) has stride 0. */
 static int gemm_into(magna_graph *g, const mm_dims *d, int ta, int tb, int m, int n, int k, mm_operand a, int lda,
-                     long long sa, mm_operand b, int ldb, long long sb, float *c, int ldc, long long sc) {
+                     long long sa, mm_operand b, int ldb, long long sb, float *c, int ldc, long long sc, bool assign) {
     const unsigned stored = (a.is16 ? MAGNA_GEMM_A16 : 0) | (b.is16 ? MAGNA_GEMM_B16 : 0);
+    const float beta = assign ? 0.0f : 1.0f;
     if (sc != 0 || d->batch == 1)
         return magna_cuda_gemm_stored(cuda_blas(g), cuda_stream(g), ta, tb, m, n, k, 1.0f, a.p, lda, sa, b.p, ldb, sb,
-                                      1.0f, c, ldc, sc, d->batch, g->bf16, stored);
+                                      beta, c, ldc, sc, d->batch, g->bf16, stored);
     for (int i = 0; i < d->batch; i++) {
         const int e = magna_cuda_gemm_stored(cuda_blas(g), cuda_stream(g), ta, tb, m, n, k, 1.0f, operand_at(a, i * sa),
-                                             lda, 0, operand_at(b, i * sb), ldb, 0, 1.0f, c, ldc, 0, 1, g->bf16, stored);
+                                             lda, 0, operand_at(b, i * sb), ldb, 0, i == 0 ? beta : 1.0f, c, ldc, 0, 1,
+                                             g->bf16, stored);
         if (e) return e;
     }
     return 0;
@@ -149,9 +152,11 @@ void cuda_matmul_backward(magna_graph *g, magna_node *c) {
     }
     if (dA) {
         if (!d.ta) /* dA [m, k] += dC [m, n] op(B)^T */
-            e = gemm_into(g, &d, 0, !d.tb, d.m, d.k, d.n, dC, d.n, d.sc, B, d.ldb, d.sb, dA, d.lda, d.sa);
+            e = gemm_into(g, &d, 0, !d.tb, d.m, d.k, d.n, dC, d.n, d.sc, B, d.ldb, d.sb, dA, d.lda, d.sa,
+                          grad_assigns(c, 0));
         else /* dA [k, m] += op(B) dC^T */
-            e = gemm_into(g, &d, d.tb, 1, d.k, d.m, d.n, B, d.ldb, d.sb, dC, d.n, d.sc, dA, d.lda, d.sa);
+            e = gemm_into(g, &d, d.tb, 1, d.k, d.m, d.n, B, d.ldb, d.sb, dC, d.n, d.sc, dA, d.lda, d.sa,
+                          grad_assigns(c, 0));
         if (e) {
             cuda_fail(g, e, "matmul backward (dA)");
             return;
@@ -159,9 +164,11 @@ void cuda_matmul_backward(magna_graph *g, magna_node *c) {
     }
     if (dB) {
         if (!d.tb) /* dB [k, n] += op(A)^T dC */
-            e = gemm_into(g, &d, !d.ta, 0, d.k, d.n, d.m, A, d.lda, d.sa, dC, d.n, d.sc, dB, d.ldb, d.sb);
+            e = gemm_into(g, &d, !d.ta, 0, d.k, d.n, d.m, A, d.lda, d.sa, dC, d.n, d.sc, dB, d.ldb, d.sb,
+                          grad_assigns(c, 1));
         else /* dB [n, k] += dC^T op(A) */
-            e = gemm_into(g, &d, 1, d.ta, d.n, d.k, d.m, dC, d.n, d.sc, A, d.lda, d.sa, dB, d.ldb, d.sb);
+            e = gemm_into(g, &d, 1, d.ta, d.n, d.k, d.m, dC, d.n, d.sc, A, d.lda, d.sa, dB, d.ldb, d.sb,
+                          grad_assigns(c, 1));
         if (e) cuda_fail(g, e, "matmul backward (dB)");
     }
 }

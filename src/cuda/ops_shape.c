@@ -19,7 +19,8 @@ static void strides_of(const magna_node *x, int64_t *s) {
     for (int d = x->ndim - 1; d >= 0; d--) s[d] = stride, stride *= x->shape[d];
 }
 
-/* ---- reshape: a view, so forward has nothing to do (the planner aliases the memory); dx += dy ------ */
+/* ---- reshape: a view, so forward has nothing to do (the planner aliases the memory); dx += dy (= as its first
+ * writer) */
 
 magna_status cuda_reshape_forward(magna_graph *g, magna_node *n) {
     (void)g, (void)n;
@@ -29,7 +30,7 @@ magna_status cuda_reshape_forward(magna_graph *g, magna_node *n) {
 void cuda_reshape_backward(magna_graph *g, magna_node *n) {
     if (!n->in[0]->grad) return;
     const int e = magna_cuda_unary_backward(MAGNA_EM_ADD_SCALAR, 0.0f, NULL, NULL, n->grad, n->in[0]->grad, n->numel,
-                                            cuda_stream(g));
+                                            grad_assigns(n, 0), cuda_stream(g));
     if (e) cuda_fail(g, e, "reshape");
 }
 

@@ -137,13 +137,18 @@ struct magna_node {
      * attention's probabilities), for its backward. */
     bool value16, grad16, saved16;
     unsigned grad_assign; /* bit i: this node's backward is the first writer of in[i]->grad and assigns it
-                           * (OPF_GRAD_ASSIGN ops on the CPU; plan.c step 5); else it adds into it */
+                           * (OPF_GRAD_ASSIGN ops on the CPU, and those whose CUDA backward can on a
+                           * CUDA graph; plan.c step 5); else it adds into it */
     /* On a CUDA graph value/grad/saved are device memory; `host` is the copy the caller reads and writes:
      * inputs (uploaded by forward), kept nodes (downloaded after forward), params and states (mirrors in
      * g->params / g->states). NULL on the CPU, where value is the host memory itself. */
     void *host;
     bool skip_fetch; /* CUDA: a kept node forward leaves on the device (outputs no metric reads in training) */
 };
+
+/* Whether n's backward is the first writer of in[i]->grad and must assign every element of it rather than
+ * add (its op has OPF_GRAD_ASSIGN and the planner skipped zeroing that gradient, plan.c step 5). */
+static inline bool grad_assigns(const magna_node *n, int i) { return (n->grad_assign >> i) & 1u; }
 
 struct magna_graph {
     uint64_t seed;

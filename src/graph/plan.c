@@ -188,6 +188,16 @@ static bool shares_its_grad(const magna_graph *g, const magna_node *x) {
 
 static bool cpu_rewrites(const magna_graph *g) { return g->device == MAGNA_DEVICE_CPU && fusing_allowed(); }
 
+/* c's backward assigns the gradients it writes first (step 5): an OPF_GRAD_ASSIGN op on the CPU, or on CUDA where
+ * its kernels do too (the CUDA table's `assigns`); never under MAGNA_NO_FUSE, which zeroes every one */
+static bool backward_assigns(const magna_graph *g, const magna_node *c) {
+    if (c->kind != NODE_OP || !(magna_op_table[c->op]->flags & OPF_GRAD_ASSIGN) || !fusing_allowed()) return false;
+#ifdef MAGNA_HAVE_CUDA
+    if (g->device == MAGNA_DEVICE_CUDA) return g->cuda && g->cuda->ops[c->id].assigns;
+#endif
+    return g->device == MAGNA_DEVICE_CPU;
+}
+
 /* The fusions decided before the kernels are made (cpu_rewrites; each clears what an earlier compile set):
  * - conv2d + ReLU: a conv2d whose one consumer is a ReLU applies it in its forward (oneDNN's post-op, or the
  *   im2col path's bias loop), and the ReLU becomes a view of the conv's output: the pass that read and wrote
@@ -562,14 +572,14 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
 #endif
 
     /* 5. Which activation grads each backward step must zero first (params accumulate instead). A grad whose
-     *    first writer assigns it (OPF_GRAD_ASSIGN, cpu_rewrites, the node one input of it, not two) is not
-     *    zeroed: zeroing costs a pass over memory as large as the activations, a fifth of a CNN's step. */
-    const bool rewrite = cpu_rewrites(g);
+     *    first writer assigns it (backward_assigns, the node one input of it, not two) is not zeroed: zeroing
+     *    costs a pass over memory as large as the activations, a fifth of a CNN's step on the CPU, and on CUDA
+     *    it is that write plus the accumulating kernel's read (GPT-2: 585 of 585 MiB a sample before). */
     for (int j = 0; j < N; j++) g->nodes[j]->grad_assign = 0;
     for (int j = 0; j < N; j++) {
         magna_node *c = g->nodes[j];
         g->grad_zero[j] = g->grad_zero_pool + n_zero;
-        const bool assigns = rewrite && c->kind == NODE_OP && (magna_op_table[c->op]->flags & OPF_GRAD_ASSIGN);
+        const bool assigns = backward_assigns(g, c);
         for (int i = 0; i < N; i++) {
             magna_node *n = g->nodes[i];
             if (!(n->needs_grad && n->kind == NODE_OP && n->grad_born_at == j)) continue;
@@ -589,6 +599,14 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
         }
         g->grad_zero_pool[n_zero++] = NULL;
         if (n_zero > 2 * N) break; /* cannot happen: each node is listed once, plus N terminators */
+    }
+    if (env_flag("MAGNA_PLAN_REPORT")) {
+        size_t bytes = 0;
+        int count = 0;
+        for (int z = 0; z < n_zero; z++)
+            if (g->grad_zero_pool[z]) bytes += (size_t)g->grad_zero_pool[z]->numel * sizeof(float), count++;
+        fprintf(stderr, "plan: zeroed before their first writer each backward: %d activation gradients, %.1f MiB\n",
+                count, bytes / 1048576.0);
     }
     free(vend), free(last_gc), free(blocks), free(scratch);
     g->compiled = true;

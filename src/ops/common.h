@@ -15,11 +15,6 @@ static inline size_t round64(size_t bytes) { return (bytes + 63) & ~(size_t)63; 
  * targets x86-64-v2 (SSE), and GCC's -O2 vectorises a loop only at the width the build allows. */
 #define ISA_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 
-/* Whether this backward is the first writer of in[i]->grad and must assign every element of it rather
- * than add (its op has OPF_GRAD_ASSIGN and the planner skipped zeroing that gradient, plan.c step 5). */
-static inline bool grad_assigns(const magna_node *n, int i) { return (n->grad_assign >> i) & 1u; }
-
-
 static inline magna_status require_dtype(magna_graph *g, const magna_node *n, int i, magna_dtype want) {
     const magna_node *x = n->in[i];
     if (x->dtype == want) return MAGNA_OK;
