@@ -11,8 +11,11 @@ int gc_randint(uint64_t seed, uint64_t counter, int lo, int hi) {
     return lo + (int)(magna_rand_u64(seed, 0x5eed, counter) % (uint64_t)(hi - lo + 1));
 }
 
+bool gc_params_through_op;
+
 magna_node *gc_param(magna_graph *g, const char *name, int ndim, const int64_t *shape, float lo, float hi) {
-    return magna_param(g, name, ndim, shape, magna_init_uniform(lo, hi));
+    magna_node *p = magna_param(g, name, ndim, shape, magna_init_uniform(lo, hi));
+    return gc_params_through_op ? magna_scale(g, p, 1.0f) : p;
 }
 
 /* Through magna_node_data: on a CUDA graph that is the host copy the next forward uploads. */

@@ -27,8 +27,10 @@ typedef struct gc_case {
 /* Small helpers for case builders. */
 /* A uniform integer in [lo, hi] drawn from (seed, counter). */
 int gc_randint(uint64_t seed, uint64_t counter, int lo, int hi);
-/* A param of the given shape initialised U(lo, hi). */
+/* A param of the given shape initialised U(lo, hi); with gc_params_through_op, the param (named so, for the
+ * fills) times 1 instead: an activation, whose gradient the op under test writes first and may assign. */
 magna_node *gc_param(magna_graph *g, const char *name, int ndim, const int64_t *shape, float lo, float hi);
+extern bool gc_params_through_op;
 /* Fill an input node with U(lo, hi) (float) or uniform integers in [lo, hi] (int32). */
 void gc_fill_input(magna_node *n, uint64_t seed, float lo, float hi);
 /* Make every |value| of a param at least `margin` (keeps relu/abs-like kinks away from 0), or spread

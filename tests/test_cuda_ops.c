@@ -7,6 +7,11 @@
  *     max |cuda - cpu| <= tol * max(1, max |cpu|)
  * with tol 1e-4 in float32 mode and 2e-2 in bf16 mode (bf16 operands keep 8 bits of mantissa).
  *
+ * Then every case again with its params times 1 (gc_params_through_op): the ops' operands are activations, whose
+ * gradients the op writes first and, where its CUDA backward can (magna_cuda_op.assigns), assigns instead of the
+ * plan zeroing them; the CUDA side runs its step twice and the second, from an arena the first left dirty, is
+ * compared (a gradient added into instead of assigned shows). Every op that assigns must be seen doing so.
+ *
  * Under the emulator (test_cuda_ops_emu, every CI run) this checks the kernels' logic and indexing; on a
  * GPU (test_cuda_ops, `make gpu-check`) the real thing. Where there is no device it exits 77 (skipped).
  *   test_cuda_ops [--fp32|--bf16] [--seeds N] [--case NAME] */
@@ -60,18 +65,22 @@ static magna_graph *build_side(const gc_case *c, uint64_t seed, bool cuda, bool 
     return g;
 }
 
-/* 0 passed, 1 failed, 2 the op has no CUDA implementation */
-static int run_case(const gc_case *c, uint64_t seed, bool bf16, bool *seen) {
+/* 0 passed, 1 failed, 2 the op has no CUDA implementation, 3 not built with activation operands (some ops take
+ * only params there). seen: the ops run; assigned: the ops the plan had assign a gradient (both per op id). */
+static int run_case(const gc_case *c, uint64_t seed, bool bf16, bool *seen, bool *assigned) {
     magna_node *out_c, *out_g;
     bool missing = false;
     magna_graph *gc = build_side(c, seed, false, false, &out_c, NULL);
     magna_graph *gg = gc ? build_side(c, seed, true, bf16, &out_g, &missing) : NULL;
     if (!gc || !gg) {
         magna_graph_free(gc), magna_graph_free(gg);
-        return missing ? 2 : 1;
+        return missing ? 2 : gc_params_through_op ? 3 : 1;
     }
     for (int i = 0; i < gg->n_nodes; i++)
-        if (gg->nodes[i]->live && gg->nodes[i]->kind == NODE_OP) seen[gg->nodes[i]->op] = true;
+        if (gg->nodes[i]->live && gg->nodes[i]->kind == NODE_OP) {
+            seen[gg->nodes[i]->op] = true;
+            if (gg->nodes[i]->grad_assign) assigned[gg->nodes[i]->op] = true;
+        }
     const int64_t n_out = out_c->numel;
     size_t np, ns;
     magna_graph_params(gc, &np), magna_graph_states(gc, &ns);
@@ -79,6 +88,21 @@ static int run_case(const gc_case *c, uint64_t seed, bool bf16, bool *seen) {
     for (int64_t i = 0; i < n_out; i++) r[i] = 2.0f * magna_rand_uniform(seed, 99, (uint64_t)i) - 1.0f;
     int failed = 0;
     diff dv = {0}, dg = {0}, ds = {0};
+    if (gc_params_through_op) { /* a step on CUDA first, leaving its arena dirty (its states put back after) */
+        float *states = magna_graph_states(gg, &ns), *before = malloc((ns + 1) * sizeof *before);
+        if (states) memcpy(before, states, ns * sizeof *before);
+        magna_graph_set_rng_step(gg, PINNED_STEP);
+        magna_graph_zero_grad(gg);
+        const bool ran = states && magna_graph_forward(gg) == MAGNA_OK && magna_graph_backward_seeded(gg, r) == MAGNA_OK &&
+                         (states = magna_graph_states(gg, &ns)) != NULL;
+        if (ran) memcpy(states, before, ns * sizeof *before);
+        free(before);
+        if (!ran) {
+            printf("  %s: the first step failed: '%s'\n", c->name, magna_graph_errmsg(gg));
+            failed = 1;
+            goto done;
+        }
+    }
     magna_graph_set_rng_step(gc, PINNED_STEP), magna_graph_set_rng_step(gg, PINNED_STEP);
     if (magna_graph_forward(gc) != MAGNA_OK || magna_graph_forward(gg) != MAGNA_OK) {
         printf("  %s: forward failed: cpu '%s', cuda '%s'\n", c->name, magna_graph_errmsg(gc), magna_graph_errmsg(gg));
@@ -109,8 +133,8 @@ static int run_case(const gc_case *c, uint64_t seed, bool bf16, bool *seen) {
     failed = !within(&dv, tol) || !within(&dg, tol) || !within(&ds, tol);
 done:;
     char buf[SHAPE_STR_MAX];
-    printf("cuda_ops %-30s seed=%llu %s out=%-16s value %.1e/%.1e grad %.1e/%.1e state %.1e %s\n", c->name,
-           (unsigned long long)seed, bf16 ? "bf16" : "fp32", shape_str(out_c, buf, sizeof buf), dv.max_err, dv.max_ref,
+    printf("cuda_ops %-30s seed=%llu %s%s out=%-16s value %.1e/%.1e grad %.1e/%.1e state %.1e %s\n", c->name,
+           (unsigned long long)seed, bf16 ? "bf16" : "fp32", gc_params_through_op ? " x1" : "", shape_str(out_c, buf, sizeof buf), dv.max_err, dv.max_ref,
            dg.max_err, dg.max_ref, ds.max_err, failed ? "FAILED" : "ok");
     free(r), free(got);
     magna_graph_free(gc), magna_graph_free(gg);
@@ -135,26 +159,37 @@ int main(int argc, char **argv) {
     }
     printf("test_cuda_ops: %s\n", why);
     const gc_case *const tables[] = {gc_cases_core, gc_cases_conv, gc_cases_sequence, gc_cases_recurrent};
-    bool seen[OP_COUNT] = {false};
-    int passed = 0, failed = 0, missing_cases = 0;
-    for (int m = 0; m < 2; m++) {
-        if (!modes[m]) continue;
-        for (size_t t = 0; t < sizeof tables / sizeof *tables; t++)
-            for (const gc_case *c = tables[t]; c->name; c++) {
-                if (only && strcmp(only, c->name) != 0) continue;
-                for (int s = 1; s <= seeds; s++) {
-                    const int r = run_case(c, (uint64_t)s * 1000 + 17, m == 1, seen);
-                    passed += r == 0, failed += r == 1, missing_cases += r == 2;
+    bool seen[OP_COUNT] = {false}, assigned[OP_COUNT] = {false};
+    int passed = 0, failed = 0, missing_cases = 0, not_built = 0;
+    for (int through = 0; through < 2; through++) { /* the params as they are, then times 1 (one seed) */
+        gc_params_through_op = through;
+        for (int m = 0; m < 2; m++) {
+            if (!modes[m]) continue;
+            for (size_t t = 0; t < sizeof tables / sizeof *tables; t++)
+                for (const gc_case *c = tables[t]; c->name; c++) {
+                    if (only && strcmp(only, c->name) != 0) continue;
+                    for (int s = 1; s <= (through ? 1 : seeds); s++) {
+                        const int r = run_case(c, (uint64_t)s * 1000 + 17, m == 1, seen, assigned);
+                        passed += r == 0, failed += r == 1, missing_cases += r == 2, not_built += r == 3;
+                    }
                 }
-            }
+        }
     }
+    gc_params_through_op = false;
+    int unassigned = 0;
+    for (int op = 1; op < OP_COUNT && !only; op++)
+        if (magna_cuda_op_table[op].assigns && !assigned[op]) {
+            printf("test_cuda_ops: op '%s' assigns on CUDA, but no case had it assign a gradient\n", magna_op_table[op]->name);
+            unassigned++;
+        }
     int missing_ops = 0;
     for (int op = 1; op < OP_COUNT && !only; op++)
         if (!magna_cuda_op_table[op].forward || !magna_cuda_op_table[op].backward) {
             printf("test_cuda_ops: op '%s' has no CUDA implementation\n", magna_op_table[op]->name);
             missing_ops++;
         }
-    printf("%d passed, %d failed, %d cases of ops without CUDA, %d ops without CUDA\n", passed, failed, missing_cases,
-           missing_ops);
-    return failed || missing_cases || missing_ops || passed == 0 ? 1 : 0;
+    printf("%d passed, %d failed, %d cases of ops without CUDA, %d ops without CUDA, %d cases not built with operands "
+           "times 1, %d assigning ops never seen assigning\n",
+           passed, failed, missing_cases, missing_ops, not_built, unassigned);
+    return failed || missing_cases || missing_ops || unassigned || passed == 0 ? 1 : 0;
 }

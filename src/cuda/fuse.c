@@ -53,6 +53,8 @@ static magna_status add_layer_norm_forward(magna_graph *g, magna_node *n) {
     return cuda_fail(g, e, "residual + layer_norm forward");
 }
 
+/* The GELU's backward writes h's gradient (its own first write: grad_assigns(n, 0)) and the bias's (the add's
+ * first write, when the bias is an activation: grad_assigns(h, 1)) */
 static void bias_gelu_backward(magna_graph *g, magna_node *n) {
     magna_node *h = n->in[0], *bias = h->in[1];
     const int64_t N = bias->shape[0], rows = h->numel / N;
@@ -61,7 +63,7 @@ static void bias_gelu_backward(magna_graph *g, magna_node *n) {
         return;
     }
     const int e = magna_cuda_bias_gelu_backward(n->op == OP_GELU_TANH, h->value, h->stored16, n->grad, rows, N, h->grad,
-                                                grad_assigns(n, 0), bias->grad, (float *)g->workspace,
+                                                grad_assigns(n, 0), bias->grad, grad_assigns(h, 1), (float *)g->workspace,
                                                 g->workspace_bytes / sizeof(float), cuda_stream(g));
     if (e) cuda_fail(g, e, "bias + gelu backward");
 }

@@ -83,14 +83,14 @@ __global__ void bias_gelu_backward_kernel(magna_launch_colsum l, int op, const T
     }
 }
 
-/* dbias[col] += the slices' partial sums, in slice order */
+/* dbias[col] += the slices' partial sums, in slice order (= with assign) */
 __global__ void bias_sum_final_kernel(magna_launch_1d l, const float *__restrict__ part, int slices,
-                                      float *__restrict__ dbias) {
+                                      float *__restrict__ dbias, int assign) {
     const int64_t stride = magna_launch_1d_stride(&l), N = l.n;
     for (int64_t col = magna_launch_1d_first(&l, blockIdx.x, threadIdx.x); col < N; col += stride) {
         float b = 0.0f;
         for (int s = 0; s < slices; s++) b += part[(int64_t)s * N + col];
-        dbias[col] += b;
+        dbias[col] = (assign ? 0.0f : dbias[col]) + b;
     }
 }
 
@@ -176,8 +176,8 @@ extern "C" int magna_cuda_bias_add16(const float *a, const float *bias, int64_t 
 }
 
 extern "C" int magna_cuda_bias_gelu_backward(int tanh_approx, const void *x, int x16, const float *dy, int64_t rows,
-                                             int64_t N, float *dx, int assign_dx, float *dbias, float *workspace,
-                                             size_t workspace_floats, void *stream) {
+                                             int64_t N, float *dx, int assign_dx, float *dbias, int assign_dbias,
+                                             float *workspace, size_t workspace_floats, void *stream) {
     if (rows <= 0 || N <= 0) return 0;
     const int64_t fit = (int64_t)(workspace_floats / (size_t)N);
     if (fit < 1) return (int)cudaErrorInvalidValue; /* fuse.c fuses only with room for one slice */
@@ -191,7 +191,7 @@ extern "C" int magna_cuda_bias_gelu_backward(int tanh_approx, const void *x, int
     if (e) return e;
     const magna_launch_1d f = magna_launch_elementwise(N, 1);
     return (int)magna_cuda_launch(dim3(f.grid), dim3(f.block), 0, stream, bias_sum_final_kernel, f,
-                                  (const float *)workspace, (int)l.grid_y, dbias);
+                                  (const float *)workspace, (int)l.grid_y, dbias, assign_dbias);
 }
 
 extern "C" int magna_cuda_add_layer_norm_forward(const float *a, const float *r, const float *gamma, const float *beta,
