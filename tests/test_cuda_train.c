@@ -170,7 +170,7 @@ typedef struct bf16_step {
     float logits[4 * T * 40], *grads;
     double loss;
     size_t n, arena;
-    int stored16;
+    int stored16, grad_stored16;
 } bf16_step;
 
 static void gpt_step(magna_device device, bool bf16, bool store16, bf16_step *out) {
@@ -188,8 +188,9 @@ static void gpt_step(magna_device device, bool bf16, bool store16, bf16_step *ou
     magna_graph_keep(g, logits);
     CHECK(magna_graph_compile(g, loss) == MAGNA_OK, "%s", magna_graph_errmsg(g));
     unsetenv("MAGNA_NO_FUSE");
-    out->stored16 = 0;
-    for (int i = 0; i < g->n_nodes; i++) out->stored16 += g->nodes[i]->stored16;
+    out->stored16 = out->grad_stored16 = 0;
+    for (int i = 0; i < g->n_nodes; i++)
+        out->stored16 += g->nodes[i]->stored16, out->grad_stored16 += g->nodes[i]->grad_stored16;
     for (int i = 0; i < 4 * T; i++) {
         magna_node_data_i32(ids)[i] = (int32_t)((i * 7 + 3) % 40);
         magna_node_data_i32(next)[i] = i % 9 == 4 ? MAGNA_IGNORE_LABEL : (int32_t)((i * 13 + 5) % 40);
@@ -255,7 +256,20 @@ static void test_bf16_storage(void) {
 #ifdef MAGNA_CUDA_EMU
     CHECK(gk == 0, "the emulator computes the outputs again to other bits (%g)", gk);
 #endif
-    free(s16.grads), free(s32.grads), free(kept.grads);
+    /* the GELU inputs' gradients written in bf16 by the fused GELU backward, or float32 and rounded by the matmul
+     * (MAGNA_CUDA_GRAD16=0): the same bits, in a smaller arena */
+    bf16_step g32;
+    setenv("MAGNA_CUDA_GRAD16", "0", 1);
+    gpt_step(MAGNA_DEVICE_CUDA, true, true, &g32);
+    unsetenv("MAGNA_CUDA_GRAD16");
+    double lg, gg;
+    steps_apart(&s16, &g32, &lg, &gg);
+    printf("GELU inputs' gradients in bf16: %d nodes, arena %zu bytes (%zu float32); gradients %.1e, logits %.1e "
+           "apart\n", s16.grad_stored16, s16.arena, g32.arena, gg, lg);
+    CHECK(s16.grad_stored16 == 4 && g32.grad_stored16 == 0 && s16.arena < g32.arena && g32.n == s16.n && gg == 0 &&
+              lg == 0,
+          "the GELU inputs' gradients in bf16 changed the step, or were not kept so");
+    free(s16.grads), free(s32.grads), free(kept.grads), free(g32.grads);
 }
 
 /* The same step in float32 on both devices. This model's plan once let the final layer norm's output take the

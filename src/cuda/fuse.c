@@ -62,9 +62,14 @@ static void bias_gelu_backward(magna_graph *g, magna_node *n) {
         graph_error(g, MAGNA_ERR_STATE, "bias + gelu backward: no gradient buffer for h or the bias");
         return;
     }
+    if (h->grad_stored16 && !grad_assigns(n, 0)) {
+        graph_error(g, MAGNA_ERR_STATE, "bias + gelu backward: a bf16 gradient it does not write first");
+        return;
+    }
     const int e = magna_cuda_bias_gelu_backward(n->op == OP_GELU_TANH, h->value, h->stored16, n->grad, rows, N, h->grad,
-                                                grad_assigns(n, 0), bias->grad, grad_assigns(h, 1), (float *)g->workspace,
-                                                g->workspace_bytes / sizeof(float), cuda_stream(g));
+                                                h->grad_stored16, grad_assigns(n, 0), bias->grad, grad_assigns(h, 1),
+                                                (float *)g->workspace, g->workspace_bytes / sizeof(float),
+                                                cuda_stream(g));
     if (e) cuda_fail(g, e, "bias + gelu backward");
 }
 
@@ -73,6 +78,10 @@ static void bias_gelu_backward(magna_graph *g, magna_node *n) {
 static void bias_add_input_backward(magna_graph *g, magna_node *h) {
     float *da = h->in[0]->grad;
     if (!da || da == h->grad) return; /* a's gradient is h's buffer (plan.c's grad_via): da = dh already */
+    if (h->grad_stored16) { /* store16.c keeps h's gradient in bf16 only where a shares it */
+        graph_error(g, MAGNA_ERR_STATE, "bias add backward: a bf16 gradient not shared with its operand");
+        return;
+    }
     const int e = magna_cuda_unary_backward(MAGNA_EM_ADD_SCALAR, 0.0f, NULL, NULL, h->grad, da, h->numel,
                                             grad_assigns(h, 0), cuda_stream(g));
     if (e) cuda_fail(g, e, "bias add backward");

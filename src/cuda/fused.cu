@@ -56,12 +56,16 @@ __global__ void layer_norm_apply16_kernel(magna_launch_1d l, int64_t D, const fl
         }
 }
 
+/* a gradient element's write: float added into (or assigned), bf16 assigned (a bf16 gradient has one writer) */
+__device__ __forceinline__ void put_dx(float *p, float v, int assign) { *p = (assign ? 0.0f : *p) + v; }
+__device__ __forceinline__ void put_dx(__nv_bfloat16 *p, float v, int) { magna_store(p, v); }
+
 /* Block (x: 32 columns, y: a slice of rows): dx += GELU'(x) dy over the slice's rows, and part[y][col] = the sum of
- * those terms, the block's warps taking every MAGNA_COLSUM_WARPS-th row, then added in warp order (fixed: the same
- * bits every run). */
-template <class TX>
+ * those terms (before any rounding of dx to bf16), the block's warps taking every MAGNA_COLSUM_WARPS-th row, then
+ * added in warp order (fixed: the same bits every run). */
+template <class TX, class TD>
 __global__ void bias_gelu_backward_kernel(magna_launch_colsum l, int op, const TX *__restrict__ x,
-                                          const float *__restrict__ dy, float *__restrict__ dx, int assign,
+                                          const float *__restrict__ dy, TD *__restrict__ dx, int assign,
                                           float *__restrict__ part) {
     __shared__ float s[MAGNA_COLSUM_WARPS][MAGNA_LAUNCH_WARP];
     const int64_t N = l.cols, col = magna_colsum_col(blockIdx.x, threadIdx.x);
@@ -72,7 +76,7 @@ __global__ void bias_gelu_backward_kernel(magna_launch_colsum l, int op, const T
              r += MAGNA_COLSUM_WARPS) {
             const int64_t i = r * N + col;
             const float d = magna_em_unary_backward(op, magna_as_float(x[i]), 0.0f, dy[i], 0.0f);
-            dx[i] = (assign ? 0.0f : dx[i]) + d;
+            put_dx(&dx[i], d, assign);
             sum += d;
         }
     s[warp][lane] = sum;
@@ -176,18 +180,29 @@ extern "C" int magna_cuda_bias_add16(const float *a, const float *bias, int64_t 
 }
 
 extern "C" int magna_cuda_bias_gelu_backward(int tanh_approx, const void *x, int x16, const float *dy, int64_t rows,
-                                             int64_t N, float *dx, int assign_dx, float *dbias, int assign_dbias,
-                                             float *workspace, size_t workspace_floats, void *stream) {
+                                             int64_t N, void *dx, int dx16, int assign_dx, float *dbias,
+                                             int assign_dbias, float *workspace, size_t workspace_floats, void *stream) {
     if (rows <= 0 || N <= 0) return 0;
+    if (dx16 && !assign_dx) return (int)cudaErrorInvalidValue; /* a bf16 gradient is written once */
     const int64_t fit = (int64_t)(workspace_floats / (size_t)N);
     if (fit < 1) return (int)cudaErrorInvalidValue; /* fuse.c fuses only with room for one slice */
     const magna_launch_colsum l = magna_launch_colsums(rows, N, fit);
     const int op = tanh_approx ? MAGNA_EM_GELU_TANH : MAGNA_EM_GELU;
     const dim3 grid(l.grid_x, l.grid_y), block(l.block);
-    int e = x16 ? (int)magna_cuda_launch(grid, block, 0, stream, bias_gelu_backward_kernel<__nv_bfloat16>, l, op,
-                                         static_cast<const __nv_bfloat16 *>(x), dy, dx, assign_dx, workspace)
-                : (int)magna_cuda_launch(grid, block, 0, stream, bias_gelu_backward_kernel<float>, l, op,
-                                         static_cast<const float *>(x), dy, dx, assign_dx, workspace);
+    typedef __nv_bfloat16 bf;
+    const bf *x16p = static_cast<const bf *>(x);
+    const float *x32p = static_cast<const float *>(x);
+    int e;
+    if (dx16)
+        e = x16 ? (int)magna_cuda_launch(grid, block, 0, stream, bias_gelu_backward_kernel<bf, bf>, l, op, x16p, dy,
+                                         static_cast<bf *>(dx), assign_dx, workspace)
+                : (int)magna_cuda_launch(grid, block, 0, stream, bias_gelu_backward_kernel<float, bf>, l, op, x32p, dy,
+                                         static_cast<bf *>(dx), assign_dx, workspace);
+    else
+        e = x16 ? (int)magna_cuda_launch(grid, block, 0, stream, bias_gelu_backward_kernel<bf, float>, l, op, x16p, dy,
+                                         static_cast<float *>(dx), assign_dx, workspace)
+                : (int)magna_cuda_launch(grid, block, 0, stream, bias_gelu_backward_kernel<float, float>, l, op, x32p,
+                                         dy, static_cast<float *>(dx), assign_dx, workspace);
     if (e) return e;
     const magna_launch_1d f = magna_launch_elementwise(N, 1);
     return (int)magna_cuda_launch(dim3(f.grid), dim3(f.block), 0, stream, bias_sum_final_kernel, f,

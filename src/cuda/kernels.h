@@ -257,10 +257,10 @@ int magna_cuda_layer_norm_apply16(const float *x, const float *mean, const float
 /* y = a + bias (bias [N] over rows of N) written as bf16: a dense layer's output kept in bf16 (stored16) */
 int magna_cuda_bias_add16(const float *a, const float *bias, int64_t rows, int64_t N, void *y, void *stream);
 /* Its backward: dx += gelu'(x) dy [rows, N] and dbias[j] += the column sums of those terms (deterministic: slices
- * of rows into workspace, then added in order); assign_dx, assign_dbias: = instead; workspace_floats >= N; x16: x
- * kept in bf16 */
+ * of rows into workspace, then added in order, from the float terms); assign_dx, assign_dbias: = instead;
+ * workspace_floats >= N; x16: x kept in bf16; dx16: dx kept in bf16 (assigned only) */
 int magna_cuda_bias_gelu_backward(int tanh_approx, const void *x, int x16, const float *dy, int64_t rows, int64_t N,
-                                  float *dx, int assign_dx, float *dbias, int assign_dbias, float *workspace,
+                                  void *dx, int dx16, int assign_dx, float *dbias, int assign_dbias, float *workspace,
                                   size_t workspace_floats, void *stream);
 /* x1 = a + r, y = layer_norm(x1) with gamma, beta (either may be NULL); mean and rstd [rows] as layer norm saves;
  * y16: y kept in bf16 */

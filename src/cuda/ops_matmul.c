@@ -42,14 +42,17 @@ static mm_dims mm_dims_of(const magna_node *c) {
 
 /* Where each operand lies and in what: a and b (the inputs' values), c (the output) and dc (its gradient), each
  * bf16 when the graph keeps that activation in bf16 (stored16; a matmul's own output and gradient only as the
- * logits a cross-entropy turns into their gradient in place). */
+ * logits a cross-entropy turns into their gradient in place), or that gradient (grad_stored16: a fused GELU's
+ * backward wrote it). */
 typedef struct mm_operand {
     const void *p;
     int is16;
 } mm_operand;
 
 static mm_operand value_of(const magna_node *x) { return (mm_operand){x->value, x->stored16}; }
-static mm_operand grad_of(const magna_node *x) { return (mm_operand){x->grad, x->stored16 && x->grad_in_value}; }
+static mm_operand grad_of(const magna_node *x) {
+    return (mm_operand){x->grad, (x->stored16 && x->grad_in_value) || x->grad_stored16};
+}
 
 /* element i of an operand, as a pointer */
 static const void *operand_at(mm_operand o, long long i) {

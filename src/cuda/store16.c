@@ -22,8 +22,15 @@
  * for its weight gradient (the same expression, the same bits). GPT-2: 72 + 37.5 MiB a sample less for a bf16
  * pass over [B T, 4 d] and three over [B T, d] a layer.
  *
- * Gradients stay float32 (but the logits'), and so do the residual stream, norm statistics, softmax and the
- * loss. MAGNA_NO_FUSE=1 turns this off with the other rewrites (plan.c). */
+ * Gradients (grad_stored16):
+ *   a GELU's input's: the bias add of such a GELU, when the pair's backward is fused and the matmul before is
+ *                  the add's only operand sharing its gradient (grad_via): the GELU's backward assigns it in bf16
+ *                  (the bias's sums taken from the float terms first), the matmul's backward reads it in place as
+ *                  dC, as autocast's GEMM would get it, instead of a float32 write, a read and a bf16 copy
+ *                  (GPT-2: [B T, 4 d] a layer; MAGNA_CUDA_GRAD16=0 keeps it float32, for comparing).
+ *
+ * Other gradients stay float32 (but the logits'), and so do the residual stream, norm statistics, softmax and
+ * the loss. MAGNA_NO_FUSE=1 turns this off with the other rewrites (plan.c). */
 #include "ops.h"
 #include "launch.h"
 
@@ -50,6 +57,21 @@ static bool matmul_reads_as_a(const magna_node *c, int input) {
 static bool recompute_allowed(void) {
     const char *v = getenv("MAGNA_CUDA_RECOMPUTE");
     return !(v && !strcmp(v, "0"));
+}
+
+/* MAGNA_CUDA_GRAD16=0 keeps the GELU inputs' gradients float32 (the same bits: the matmul rounds them itself) */
+static bool grad16_allowed(void) {
+    const char *v = getenv("MAGNA_CUDA_GRAD16");
+    return !(v && !strcmp(v, "0"));
+}
+
+/* the bias add h of a fused bias + GELU whose backward is fused too: its gradient (the GELU's backward its one
+ * writer, assigning: h has no other consumer) may be bf16 where its operand a is a matmul reading it in place as
+ * its own (grad_via) */
+static bool grad_stores16(const magna_graph *g, const magna_node *h, size_t workspace) {
+    const magna_node *a = h->in[0];
+    return grad16_allowed() && h->needs_grad && cuda_bias_gelu_backward_fused(h, workspace) && a->kind == NODE_OP &&
+           a->op == OP_MATMUL && a->live && !a->keep && a->grad_via == h && live_consumers(g, a) == 1;
 }
 
 /* an attention that runs the tensor-core kernels (bf16 mode, head dim a multiple of 16 up to 128), which stage
@@ -120,6 +142,7 @@ int cuda_plan_store16(magna_graph *g) {
             count++;
             /* then its output need not wait for backward: the matmuls after it compute it again */
             n->recompute = recompute_allowed() && only_read_by(g, n, matmul_reads_as_a);
+            if (grad_stores16(g, bias_add, workspace)) bias_add->grad_stored16 = bias_add->in[0]->grad_stored16 = true;
         }
     }
     return count;

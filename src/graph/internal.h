@@ -110,6 +110,10 @@ struct magna_node {
      * the bytes, as autocast keeps a matmul's output; decided at compile (src/cuda/store16.c), where its one
      * writer and every reader take bf16. The host mirror of a kept one is float32, widened after the copy. */
     bool stored16;
+    /* CUDA mixed precision: this node's gradient is kept in bf16, as autocast's is (store16.c): a fused bias +
+     * GELU's bias add, whose gradient the GELU's backward assigns and the matmul before it (its operand, sharing
+     * the buffer: grad_via) reads as dC, on both nodes. */
+    bool grad_stored16;
     /* CUDA bf16: this GELU's output is not kept for backward: the matmuls that read it compute it again from
      * its (bf16) input into the workspace for their weight gradient (store16.c), as torch.compile does */
     bool recompute;

@@ -437,7 +437,7 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
             vend[x->id] = END - 1 - x->id;
         }
     }
-    for (int i = 0; i < N; i++) g->nodes[i]->stored16 = g->nodes[i]->recompute = false;
+    for (int i = 0; i < N; i++) g->nodes[i]->stored16 = g->nodes[i]->grad_stored16 = g->nodes[i]->recompute = false;
 #ifdef MAGNA_HAVE_CUDA
     if (g->device == MAGNA_DEVICE_CUDA && g->bf16 && rewrites) cuda_plan_store16(g);
     if (g->device == MAGNA_DEVICE_CUDA && g->bf16) cuda_plan_matmul_workspace(g);
@@ -492,7 +492,9 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
                 const magna_node *m = g->nodes[k];
                 if (m->grad_via && grad_owner(m) == n && END - 1 - k > grad_end) grad_end = END - 1 - k;
             }
-            if (!n->grad_via && !n->grad_in_value) blocks[nb++] = (block){align_up((size_t)n->numel * sizeof(float)), 0, grad_born, grad_end, n, 1};
+            const size_t grad_elem = n->grad_stored16 ? 2 : sizeof(float);
+            if (!n->grad_via && !n->grad_in_value)
+                blocks[nb++] = (block){align_up((size_t)n->numel * grad_elem), 0, grad_born, grad_end, n, 1};
             n->grad_born_at = n == loss ? -1 : last_gc[i];
         }
         if (n->workspace_bytes > workspace) workspace = n->workspace_bytes;
