@@ -214,6 +214,35 @@ static void run_case(attn_case c) {
         CHECK(err == 0 && ea[0] <= tol && ea[1] <= tol && ea[2] <= tol,
               "%s: assigning: %s, relative error dq %.2g, dk %.2g, dv %.2g", label, cudaGetErrorString((cudaError_t)err),
               ea[0], ea[1], ea[2]);
+        /* and in bf16 (a.grad16: the tensor-core kernels without key lengths), from bf16 NaNs */
+        const int tc = c.bf16 && c.hd % 16 == 0 && c.hd <= 128;
+        as.grad16 = 7u;
+        for (int i = 0; i < 3; i++)
+            if (dev_grads[i]) cudaMemset(dev_grads[i], 0xff, (size_t)(i ? nk : nq) * 2);
+        err = magna_cuda_attention_backward(&as, d_out, d_dout, d_saved, d_saved + (size_t)c.B * c.H * c.Tq, d_dq, d_dk,
+                                            d_dv, NULL);
+        if (tc && !c.masked) {
+            if (!err) err = cudaDeviceSynchronize();
+            uint16_t *bits = malloc((size_t)(nq > nk ? nq : nk) * 2);
+            for (int i = 0; i < 3; i++) {
+                ea[i] = 0;
+                if (!dev_grads[i]) continue;
+                const int64_t n = i == 0 ? nq : nk;
+                cudaMemcpy(bits, dev_grads[i], (size_t)n * 2, cudaMemcpyDeviceToHost);
+                for (int64_t e = 0; e < n; e++) {
+                    const uint32_t u = (uint32_t)bits[e] << 16;
+                    memcpy(&host[e], &u, sizeof u);
+                }
+                ea[i] = rel_err(host, magna_node_grad(nodes[i]), n, 0.0f);
+            }
+            free(bits);
+            CHECK(err == 0 && ea[0] <= tol && ea[1] <= tol && ea[2] <= tol,
+                  "%s: bf16 gradients: %s, relative error dq %.2g, dk %.2g, dv %.2g", label,
+                  cudaGetErrorString((cudaError_t)err), ea[0], ea[1], ea[2]);
+        } else {
+            CHECK(err == cudaErrorInvalidValue, "%s: bf16 gradients outside the tensor-core kernels without key lengths "
+                  "were not refused", label);
+        }
         /* the accumulating run's gradients back, for the bf16 comparisons below */
         for (int64_t i = 0; i < (nq > nk ? nq : nk); i++) start[i] = GRAD_START;
         for (int i = 0; i < 3; i++)

@@ -180,7 +180,7 @@ static void binary(int op, int nda, const int64_t *sa, int ndb, const int64_t *s
         CHECK(need <= y->workspace_bytes, "%s: infer asked for %zu bytes of workspace, the split needs %zu", NAMES[op],
               y->workspace_bytes, need);
         float *ws = need ? dev_zeros((int64_t)(need / sizeof(float))) : NULL;
-        CU(magna_cuda_binary_backward(op, which, &kept, &red, ad, bd, yd, cd, which ? gbd : gad, assign, ws, NULL));
+        CU(magna_cuda_binary_backward(op, which, &kept, &red, ad, bd, yd, cd, 0, which ? gbd : gad, assign, ws, NULL));
         cudaFree(ws);
     }
     const double ey = dev_err(yd, magna_node_data(y), NULL, y->numel);

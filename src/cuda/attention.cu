@@ -615,8 +615,9 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc
         for (int rr = 0; rr < 16; rr++) { /* row by row, the lanes along it (as forward's output) */
             const int ii = q0 + warp * 16 + rr;
             if (ii >= Tq) break; /* warp-uniform */
-            float *dq = a.dq + ((size_t)b * Tq + ii) * C + head;
-            for (int d = lane; d < HD; d += 32) put_grad(&dq[d], a.scale * R[rr * RLD + d], a.assign & 1u);
+            const size_t at = ((size_t)b * Tq + ii) * C + head;
+            for (int d = lane; d < HD; d += 32)
+                put_grad_at(a.dq, at + d, a.scale * R[rr * RLD + d], a.assign & 1u, a.grad16 & 1u);
         }
     }
 }
@@ -669,7 +670,7 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc
         }
         for (int pass = 0; pass < 2; pass++) {
             float *dst = pass ? a.dk : a.dv;
-            const bool assign = a.assign & (pass ? 2u : 4u);
+            const bool assign = a.assign & (pass ? 2u : 4u), is16 = a.grad16 & (pass ? 2u : 4u);
             __syncwarp();
             for (int nt = 0; nt < HD / 16; nt++)
                 wmma::store_matrix_sync(R + nt * 16, pass ? dk[nt] : dv[nt], RLD, wmma::mem_row_major);
@@ -677,8 +678,9 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc
             for (int rr = 0; dst && rr < 16; rr++) { /* row by row, the lanes along it (as forward's output) */
                 const int jj = k0 + warp * 16 + rr;
                 if (jj >= Tk) break; /* warp-uniform */
-                float *row = dst + ((size_t)b * Tk + jj) * C + head;
-                for (int d = lane; d < HD; d += 32) put_grad(&row[d], (pass ? a.scale : 1.0f) * R[rr * RLD + d], assign);
+                const size_t at = ((size_t)b * Tk + jj) * C + head;
+                for (int d = lane; d < HD; d += 32)
+                    put_grad_at(dst, at + d, (pass ? a.scale : 1.0f) * R[rr * RLD + d], assign, is16);
             }
         }
     }
@@ -747,6 +749,7 @@ extern "C" int magna_cuda_attention_forward(const magna_cuda_attention_args *arg
  * them to add into: all three where nothing is launched or the CUDA-core kernels add straight into global
  * memory (dpt 0, head sizes past 128), dk and dv where key lengths let a key tile's block skip its keys. */
 static int zero_unwritten(attn_k &a, const magna_cuda_attention_args *x, void *stream) {
+    if (a.grad16 & ~(a.tc && !a.lengths ? a.assign : 0u)) return cudaErrorInvalidValue; /* bf16: one whole write */
     const bool none = a.l.grid_x == 0 || a.l.kv_grid_x == 0, direct = !a.tc && a.l.dpt == 0;
     const unsigned whole = none || direct ? 0u : a.lengths ? 1u : 7u;
     float *const grad[3] = {a.dq, a.dk, a.dv};
@@ -755,7 +758,8 @@ static int zero_unwritten(attn_k &a, const magna_cuda_attention_args *x, void *s
         if (!(a.assign >> t & 1u) || (whole >> t & 1u)) continue;
         a.assign &= ~(1u << t);
         if (!grad[t] || rows[t] == 0) continue;
-        const cudaError_t e = cudaMemsetAsync(grad[t], 0, rows[t] * (size_t)x->C * sizeof(float), (cudaStream_t)stream);
+        const size_t elem = a.grad16 >> t & 1u ? 2 : sizeof(float);
+        const cudaError_t e = cudaMemsetAsync(grad[t], 0, rows[t] * (size_t)x->C * elem, (cudaStream_t)stream);
         if (e != cudaSuccess) return e;
     }
     return cudaSuccess;
@@ -768,7 +772,7 @@ extern "C" int magna_cuda_attention_backward(const magna_cuda_attention_args *ar
     if ((!a.tc && a.l.tile_k != KT) || ((a.qkv16 || a.out16) && !a.tc)) return cudaErrorInvalidValue;
     if (!dq && !dk && !dv) return cudaSuccess;
     a.out = out, a.dout = dout, a.delta = delta, a.dq = dq, a.dk = dk, a.dv = dv;
-    a.assign = args->assign & 7u;
+    a.assign = args->assign & 7u, a.grad16 = args->grad16 & 7u;
     int err = zero_unwritten(a, args, stream);
     if (err != cudaSuccess || a.l.grid_x == 0) return err;
     a.lse = const_cast<float *>(lse); /* only forward writes it */

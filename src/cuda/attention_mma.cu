@@ -328,9 +328,10 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_mm
         for (int half = 0; half < 2; half++) {
             const int i = half ? i1 : i0;
             if (i >= Tq) continue;
-            float *row = a.dq + ((size_t)b * Tq + i) * C + head + 2 * t;
+            const size_t at = ((size_t)b * Tq + i) * C + head + 2 * t;
             for (int dt = 0; dt < DT; dt++)
-                for (int e = 0; e < 2; e++) put_grad(&row[dt * 8 + e], a.scale * dq[dt][2 * half + e], a.assign & 1u);
+                for (int e = 0; e < 2; e++)
+                    put_grad_at(a.dq, at + dt * 8 + e, a.scale * dq[dt][2 * half + e], a.assign & 1u, a.grad16 & 1u);
         }
     }
 }
@@ -409,8 +410,8 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_mm
             const size_t at = ((size_t)b * Tk + j) * C + head + 2 * t;
             for (int dt = 0; dt < DT; dt++)
                 for (int e = 0; e < 2; e++) {
-                    if (a.dk) put_grad(&a.dk[at + dt * 8 + e], a.scale * dk[dt][2 * half + e], a.assign & 2u);
-                    if (a.dv) put_grad(&a.dv[at + dt * 8 + e], dv[dt][2 * half + e], a.assign & 4u);
+                    if (a.dk) put_grad_at(a.dk, at + dt * 8 + e, a.scale * dk[dt][2 * half + e], a.assign & 2u, a.grad16 & 2u);
+                    if (a.dv) put_grad_at(a.dv, at + dt * 8 + e, dv[dt][2 * half + e], a.assign & 4u, a.grad16 & 4u);
                 }
         }
     }

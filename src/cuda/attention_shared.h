@@ -25,11 +25,19 @@ struct attn_k {
     int H, C, bf16, tc; /* tc: the tensor-core kernels (bf16 mode, hd a multiple of 16 up to 128) */
     int qkv16, out16;
     unsigned assign; /* bits 0, 1, 2: the kernels assign dq, dk, dv (each writes every element it owns once) */
+    unsigned grad16; /* bits 0, 1, 2: dq, dk, dv are bf16 (assigned; the tensor-core kernels only) */
     float scale;
 };
 
 /* a gradient element's one write from a kernel: += v, or = v where the backward is its first writer */
 __device__ __forceinline__ void put_grad(float *p, float v, bool assign) { *p = assign ? v : *p + v; }
+/* element i of a gradient that is float32, or bf16 (is16, then assigned: store16.c keeps only a first write so) */
+__device__ __forceinline__ void put_grad_at(float *base, size_t i, float v, bool assign, bool is16) {
+    if (is16)
+        magna_store(reinterpret_cast<__nv_bfloat16 *>(base) + i, v);
+    else
+        put_grad(base + i, v, assign);
+}
 
 /* keys query i sees: [0, visible) */
 __device__ __forceinline__ int visible(const magna_launch_attention &l, int i, int L) {

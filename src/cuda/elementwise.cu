@@ -120,13 +120,15 @@ template <int OP> int binary_forward_launch(const magna_index *ix, const float *
     return magna_cuda_launch(l.grid, l.block, 0, stream, binary_forward_kernel<OP>, *ix, a, b, y);
 }
 
-template <int OP, int WHICH> struct binary_grad_sum {
-    const float *a, *b, *y, *dy;
+/* dy float32, or bf16 (TY: an add's gradient kept so, store16.c) */
+template <int OP, int WHICH, class TY = float> struct binary_grad_sum {
+    const float *a, *b, *y;
+    const TY *dy;
     __device__ __forceinline__ float term(const int64_t *off) const {
         const bool reads_y = OP == MAGNA_EM_POW && WHICH == 1;
         const bool reads_ab = OP == MAGNA_EM_MUL || OP == MAGNA_EM_DIV || OP == MAGNA_EM_POW;
         const float x0 = reads_ab ? a[off[1]] : 0.0f, x1 = reads_ab ? b[off[2]] : 0.0f;
-        return dy[off[0]] * magna_em_binary_partial(OP, WHICH, x0, x1, reads_y ? y[off[0]] : 0.0f);
+        return magna_as_float(dy[off[0]]) * magna_em_binary_partial(OP, WHICH, x0, x1, reads_y ? y[off[0]] : 0.0f);
     }
 };
 
@@ -292,8 +294,18 @@ extern "C" int magna_cuda_binary_forward(int op, const magna_index *ix, const fl
 }
 
 extern "C" int magna_cuda_binary_backward(int op, int which, const magna_index *kept, const magna_index *red,
-                                          const float *a, const float *b, const float *y, const float *dy, float *g,
-                                          int assign, float *workspace, void *stream) {
+                                          const float *a, const float *b, const float *y, const void *dy_, int dy16,
+                                          float *g, int assign, float *workspace, void *stream) {
+    if (dy16) { /* an add's bf16 gradient (store16.c): d/da = d/db = 1 */
+        if (op != MAGNA_EM_ADD) return cudaErrorInvalidValue;
+        const __nv_bfloat16 *dy = static_cast<const __nv_bfloat16 *>(dy_);
+        if (which == 0)
+            return grad_reduce_launch(kept, red, binary_grad_sum<MAGNA_EM_ADD, 0, __nv_bfloat16>{a, b, y, dy}, g, assign,
+                                      workspace, stream);
+        return grad_reduce_launch(kept, red, binary_grad_sum<MAGNA_EM_ADD, 1, __nv_bfloat16>{a, b, y, dy}, g, assign,
+                                  workspace, stream);
+    }
+    const float *dy = static_cast<const float *>(dy_);
     switch (op) {
 #define X(OP)                                                                                                        \
     case OP: return binary_backward_op<OP>(which, kept, red, a, b, y, dy, g, assign, workspace, stream);

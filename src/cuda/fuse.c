@@ -53,8 +53,9 @@ static magna_status add_layer_norm_forward(magna_graph *g, magna_node *n) {
     return cuda_fail(g, e, "residual + layer_norm forward");
 }
 
-/* The GELU's backward writes h's gradient (its own first write: grad_assigns(n, 0)) and the bias's (the add's
- * first write, when the bias is an activation: grad_assigns(h, 1)) */
+/* The GELU's backward reads its gradient (bf16 where the matmul after it wrote it so: grad_stored16) and writes h's
+ * (its own first write: grad_assigns(n, 0)) and the bias's (the add's first write, when the bias is an activation:
+ * grad_assigns(h, 1)) */
 static void bias_gelu_backward(magna_graph *g, magna_node *n) {
     magna_node *h = n->in[0], *bias = h->in[1];
     const int64_t N = bias->shape[0], rows = h->numel / N;
@@ -66,10 +67,10 @@ static void bias_gelu_backward(magna_graph *g, magna_node *n) {
         graph_error(g, MAGNA_ERR_STATE, "bias + gelu backward: a bf16 gradient it does not write first");
         return;
     }
-    const int e = magna_cuda_bias_gelu_backward(n->op == OP_GELU_TANH, h->value, h->stored16, n->grad, rows, N, h->grad,
-                                                h->grad_stored16, grad_assigns(n, 0), bias->grad, grad_assigns(h, 1),
-                                                (float *)g->workspace, g->workspace_bytes / sizeof(float),
-                                                cuda_stream(g));
+    const int e = magna_cuda_bias_gelu_backward(n->op == OP_GELU_TANH, h->value, h->stored16, n->grad, n->grad_stored16,
+                                                rows, N, h->grad, h->grad_stored16, grad_assigns(n, 0), bias->grad,
+                                                grad_assigns(h, 1), (float *)g->workspace,
+                                                g->workspace_bytes / sizeof(float), cuda_stream(g));
     if (e) cuda_fail(g, e, "bias + gelu backward");
 }
 

@@ -63,9 +63,9 @@ __device__ __forceinline__ void put_dx(__nv_bfloat16 *p, float v, int) { magna_s
 /* Block (x: 32 columns, y: a slice of rows): dx += GELU'(x) dy over the slice's rows, and part[y][col] = the sum of
  * those terms (before any rounding of dx to bf16), the block's warps taking every MAGNA_COLSUM_WARPS-th row, then
  * added in warp order (fixed: the same bits every run). */
-template <class TX, class TD>
+template <class TX, class TY, class TD>
 __global__ void bias_gelu_backward_kernel(magna_launch_colsum l, int op, const TX *__restrict__ x,
-                                          const float *__restrict__ dy, TD *__restrict__ dx, int assign,
+                                          const TY *__restrict__ dy, TD *__restrict__ dx, int assign,
                                           float *__restrict__ part) {
     __shared__ float s[MAGNA_COLSUM_WARPS][MAGNA_LAUNCH_WARP];
     const int64_t N = l.cols, col = magna_colsum_col(blockIdx.x, threadIdx.x);
@@ -75,7 +75,7 @@ __global__ void bias_gelu_backward_kernel(magna_launch_colsum l, int op, const T
         for (int64_t r = magna_colsum_row_begin(&l, blockIdx.y) + warp; r < magna_colsum_row_end(&l, blockIdx.y);
              r += MAGNA_COLSUM_WARPS) {
             const int64_t i = r * N + col;
-            const float d = magna_em_unary_backward(op, magna_as_float(x[i]), 0.0f, dy[i], 0.0f);
+            const float d = magna_em_unary_backward(op, magna_as_float(x[i]), 0.0f, magna_as_float(dy[i]), 0.0f);
             put_dx(&dx[i], d, assign);
             sum += d;
         }
@@ -179,9 +179,23 @@ extern "C" int magna_cuda_bias_add16(const float *a, const float *bias, int64_t 
                                   static_cast<__nv_bfloat16 *>(y));
 }
 
-extern "C" int magna_cuda_bias_gelu_backward(int tanh_approx, const void *x, int x16, const float *dy, int64_t rows,
-                                             int64_t N, void *dx, int dx16, int assign_dx, float *dbias,
-                                             int assign_dbias, float *workspace, size_t workspace_floats, void *stream) {
+/* the backward kernel for x, dy and dx each float32 or bf16 (x16, dy16, dx16) */
+template <class TX, class TY>
+int bias_gelu_backward_launch(dim3 grid, dim3 block, void *stream, const magna_launch_colsum &l, int op, const void *x,
+                              const void *dy, void *dx, int dx16, int assign, float *part) {
+    const TX *xp = static_cast<const TX *>(x);
+    const TY *dyp = static_cast<const TY *>(dy);
+    if (dx16)
+        return (int)magna_cuda_launch(grid, block, 0, stream, bias_gelu_backward_kernel<TX, TY, __nv_bfloat16>, l, op,
+                                      xp, dyp, static_cast<__nv_bfloat16 *>(dx), assign, part);
+    return (int)magna_cuda_launch(grid, block, 0, stream, bias_gelu_backward_kernel<TX, TY, float>, l, op, xp, dyp,
+                                  static_cast<float *>(dx), assign, part);
+}
+
+extern "C" int magna_cuda_bias_gelu_backward(int tanh_approx, const void *x, int x16, const void *dy, int dy16,
+                                             int64_t rows, int64_t N, void *dx, int dx16, int assign_dx, float *dbias,
+                                             int assign_dbias, float *workspace, size_t workspace_floats,
+                                             void *stream) {
     if (rows <= 0 || N <= 0) return 0;
     if (dx16 && !assign_dx) return (int)cudaErrorInvalidValue; /* a bf16 gradient is written once */
     const int64_t fit = (int64_t)(workspace_floats / (size_t)N);
@@ -190,19 +204,14 @@ extern "C" int magna_cuda_bias_gelu_backward(int tanh_approx, const void *x, int
     const int op = tanh_approx ? MAGNA_EM_GELU_TANH : MAGNA_EM_GELU;
     const dim3 grid(l.grid_x, l.grid_y), block(l.block);
     typedef __nv_bfloat16 bf;
-    const bf *x16p = static_cast<const bf *>(x);
-    const float *x32p = static_cast<const float *>(x);
-    int e;
-    if (dx16)
-        e = x16 ? (int)magna_cuda_launch(grid, block, 0, stream, bias_gelu_backward_kernel<bf, bf>, l, op, x16p, dy,
-                                         static_cast<bf *>(dx), assign_dx, workspace)
-                : (int)magna_cuda_launch(grid, block, 0, stream, bias_gelu_backward_kernel<float, bf>, l, op, x32p, dy,
-                                         static_cast<bf *>(dx), assign_dx, workspace);
-    else
-        e = x16 ? (int)magna_cuda_launch(grid, block, 0, stream, bias_gelu_backward_kernel<bf, float>, l, op, x16p, dy,
-                                         static_cast<float *>(dx), assign_dx, workspace)
-                : (int)magna_cuda_launch(grid, block, 0, stream, bias_gelu_backward_kernel<float, float>, l, op, x32p,
-                                         dy, static_cast<float *>(dx), assign_dx, workspace);
+    const int e = x16 ? dy16 ? bias_gelu_backward_launch<bf, bf>(grid, block, stream, l, op, x, dy, dx, dx16, assign_dx,
+                                                                  workspace)
+                             : bias_gelu_backward_launch<bf, float>(grid, block, stream, l, op, x, dy, dx, dx16,
+                                                                     assign_dx, workspace)
+                      : dy16 ? bias_gelu_backward_launch<float, bf>(grid, block, stream, l, op, x, dy, dx, dx16,
+                                                                     assign_dx, workspace)
+                             : bias_gelu_backward_launch<float, float>(grid, block, stream, l, op, x, dy, dx, dx16,
+                                                                        assign_dx, workspace);
     if (e) return e;
     const magna_launch_1d f = magna_launch_elementwise(N, 1);
     return (int)magna_cuda_launch(dim3(f.grid), dim3(f.block), 0, stream, bias_sum_final_kernel, f,

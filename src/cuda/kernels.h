@@ -39,6 +39,7 @@ typedef struct magna_cuda_attention_args {
     int B, Tq, Tk, C, heads, causal, bf16;
     int q16, k16, v16, out16; /* out16: the output is kept in bf16 too (tensor-core shapes only) */
     unsigned assign;          /* backward: bits 0, 1, 2: dq, dk, dv are assigned (=, never read), not added into */
+    unsigned grad16;          /* backward: bits 0, 1, 2: dq, dk, dv are bf16 (assigned, tensor-core, no lengths) */
 } magna_cuda_attention_args;
 /* out [B, Tq, C]; lse [B * heads * Tq]: each query row's log-sum-exp, what backward needs */
 int magna_cuda_attention_forward(const magna_cuda_attention_args *a, void *out, float *lse, void *stream);
@@ -176,12 +177,12 @@ int magna_cuda_unary_backward(int op, float a, const float *x, const float *y, c
 int magna_cuda_binary_forward(int op, const magna_index *ix, const float *a, const float *b, float *y, void *stream);
 /* the gradient of operand `which` (0: a, 1: b): g[o] += sum over r of dy * d(op)/d(operand) with the output's
  * (0), a's (1) and b's (2) strides in kept (g's elements, in order) and red (the broadcast dims); assign: g = the
- * sum instead (g's old contents never read). workspace: magna_reduce_split_workspace(kept n, red n) bytes
- * (launch.h), or NULL: few outputs over long runs (a bias's gradient) then reduce in one pass on few blocks
- * instead of two passes over the whole GPU. */
+ * sum instead (g's old contents never read). dy is float32, or bf16 with dy16 (an add's only). workspace:
+ * magna_reduce_split_workspace(kept n, red n) bytes (launch.h), or NULL: few outputs over long runs (a bias's
+ * gradient) then reduce in one pass on few blocks instead of two passes over the whole GPU. */
 int magna_cuda_binary_backward(int op, int which, const magna_index *kept, const magna_index *red, const float *a,
-                               const float *b, const float *y, const float *dy, float *g, int assign, float *workspace,
-                               void *stream);
+                               const float *b, const float *y, const void *dy, int dy16, float *g, int assign,
+                               float *workspace, void *stream);
 /* dst[off 1] = (accumulate ? dst[off 1] : 0) + scale src[off 0] over ix: permute, slice, concat, broadcasts */
 int magna_cuda_strided_copy(const magna_index *ix, const float *src, float *dst, float scale, int accumulate,
                             void *stream);
@@ -258,10 +259,10 @@ int magna_cuda_layer_norm_apply16(const float *x, const float *mean, const float
 int magna_cuda_bias_add16(const float *a, const float *bias, int64_t rows, int64_t N, void *y, void *stream);
 /* Its backward: dx += gelu'(x) dy [rows, N] and dbias[j] += the column sums of those terms (deterministic: slices
  * of rows into workspace, then added in order, from the float terms); assign_dx, assign_dbias: = instead;
- * workspace_floats >= N; x16: x kept in bf16; dx16: dx kept in bf16 (assigned only) */
-int magna_cuda_bias_gelu_backward(int tanh_approx, const void *x, int x16, const float *dy, int64_t rows, int64_t N,
-                                  void *dx, int dx16, int assign_dx, float *dbias, int assign_dbias, float *workspace,
-                                  size_t workspace_floats, void *stream);
+ * workspace_floats >= N; x16, dy16: x, dy kept in bf16; dx16: dx kept in bf16 (assigned only) */
+int magna_cuda_bias_gelu_backward(int tanh_approx, const void *x, int x16, const void *dy, int dy16, int64_t rows,
+                                  int64_t N, void *dx, int dx16, int assign_dx, float *dbias, int assign_dbias,
+                                  float *workspace, size_t workspace_floats, void *stream);
 /* x1 = a + r, y = layer_norm(x1) with gamma, beta (either may be NULL); mean and rstd [rows] as layer norm saves;
  * y16: y kept in bf16 */
 int magna_cuda_add_layer_norm_forward(const float *a, const float *r, const float *gamma, const float *beta, float eps,

@@ -75,7 +75,8 @@ void cuda_binary_backward(magna_graph *g, magna_node *n) {
         const size_t need = magna_reduce_split_workspace(kept.n, red.n);
         float *ws = need && n->workspace_bytes >= need ? g->workspace : NULL;
         const int e = magna_cuda_binary_backward(n->op - OP_ADD, which, &kept, &red, fval(n->in[0]), fval(n->in[1]),
-                                                 fval(n), n->grad, gx, grad_assigns(n, which), ws, cuda_stream(g));
+                                                 fval(n), n->grad, n->grad_stored16, gx, grad_assigns(n, which), ws,
+                                                 cuda_stream(g));
         if (e) {
             cuda_fail(g, e, magna_op_table[n->op]->name);
             return;

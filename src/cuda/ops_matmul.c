@@ -79,11 +79,13 @@ magna_status cuda_matmul_bias_forward(magna_graph *g, magna_node *c, magna_node 
     return cuda_fail(g, e, "matmul + bias forward");
 }
 
-/* C (float32, a gradient) += op(A) op(B), or = with assign: one GEMM over the batch, or `batch` GEMMs one after
- * another when the output (a shared operand's gradient) has stride 0. */
+/* C (a gradient: float32, or bf16 with c16, assigned) += op(A) op(B), or = with assign: one GEMM over the batch, or
+ * `batch` GEMMs one after another when the output (a shared operand's gradient) has stride 0. */
 static int gemm_into(magna_graph *g, const mm_dims *d, int ta, int tb, int m, int n, int k, mm_operand a, int lda,
-                     long long sa, mm_operand b, int ldb, long long sb, float *c, int ldc, long long sc, bool assign) {
-    const unsigned stored = (a.is16 ? MAGNA_GEMM_A16 : 0) | (b.is16 ? MAGNA_GEMM_B16 : 0);
+                     long long sa, mm_operand b, int ldb, long long sb, void *c, int ldc, long long sc, bool assign,
+                     bool c16) {
+    if (c16 && (!assign || (sc == 0 && d->batch > 1))) return 1; /* store16.c keeps only a first write in bf16 */
+    const unsigned stored = (a.is16 ? MAGNA_GEMM_A16 : 0) | (b.is16 ? MAGNA_GEMM_B16 : 0) | (c16 ? MAGNA_GEMM_C16 : 0);
     const float beta = assign ? 0.0f : 1.0f;
     if (sc != 0 || d->batch == 1)
         return magna_cuda_gemm_stored(cuda_blas(g), cuda_stream(g), ta, tb, m, n, k, 1.0f, a.p, lda, sa, b.p, ldb, sb,
@@ -140,6 +142,7 @@ void cuda_matmul_backward(magna_graph *g, magna_node *c) {
     const mm_operand B = value_of(c->in[1]);
     mm_operand A = value_of(c->in[0]), dC = grad_of(c);
     float *dA = c->in[0]->grad, *dB = c->in[1]->grad;
+    const bool dA16 = c->in[0]->grad_stored16; /* a GELU's output's, which the GELU's backward reads (store16.c) */
     int e = 0;
     const bool once = (dA || dB) && dc_once(g, c);
     if (once) {
@@ -156,10 +159,10 @@ void cuda_matmul_backward(magna_graph *g, magna_node *c) {
     if (dA) {
         if (!d.ta) /* dA [m, k] += dC [m, n] op(B)^T */
             e = gemm_into(g, &d, 0, !d.tb, d.m, d.k, d.n, dC, d.n, d.sc, B, d.ldb, d.sb, dA, d.lda, d.sa,
-                          grad_assigns(c, 0));
+                          grad_assigns(c, 0), dA16);
         else /* dA [k, m] += op(B) dC^T */
             e = gemm_into(g, &d, d.tb, 1, d.k, d.m, d.n, B, d.ldb, d.sb, dC, d.n, d.sc, dA, d.lda, d.sa,
-                          grad_assigns(c, 0));
+                          grad_assigns(c, 0), dA16);
         if (e) {
             cuda_fail(g, e, "matmul backward (dA)");
             return;
@@ -168,10 +171,10 @@ void cuda_matmul_backward(magna_graph *g, magna_node *c) {
     if (dB) {
         if (!d.tb) /* dB [k, n] += op(A)^T dC */
             e = gemm_into(g, &d, !d.ta, 0, d.k, d.n, d.m, A, d.lda, d.sa, dC, d.n, d.sc, dB, d.ldb, d.sb,
-                          grad_assigns(c, 1));
+                          grad_assigns(c, 1), false);
         else /* dB [n, k] += dC^T op(A) */
             e = gemm_into(g, &d, 1, d.ta, d.n, d.k, d.m, dC, d.n, d.sc, A, d.lda, d.sa, dB, d.ldb, d.sb,
-                          grad_assigns(c, 1));
+                          grad_assigns(c, 1), false);
         if (e) cuda_fail(g, e, "matmul backward (dB)");
     }
 }

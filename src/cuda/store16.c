@@ -27,7 +27,15 @@
  *                  the add's only operand sharing its gradient (grad_via): the GELU's backward assigns it in bf16
  *                  (the bias's sums taken from the float terms first), the matmul's backward reads it in place as
  *                  dC, as autocast's GEMM would get it, instead of a float32 write, a read and a bf16 copy
- *                  (GPT-2: [B T, 4 d] a layer; MAGNA_CUDA_GRAD16=0 keeps it float32, for comparing).
+ *                  (GPT-2: [B T, 4 d] a layer; the same bits);
+ *   such a GELU's output's: when one matmul alone reads it, as its first operand, that matmul's backward
+ *                  writes dA there in bf16 (assigning, the GEMM's bf16 D) and the GELU's fused backward reads it,
+ *                  as autocast hands a bf16 GEMM's gradient on (GPT-2: [B T, 4 d] a layer, rounded to bf16 there);
+ *   q's, k's, v's: such bias adds, each read once by a tensor-core attention without key lengths (whose
+ *                  kernels write every element of dq, dk, dv once): the attention assigns them in bf16, the
+ *                  add's backward sums the bias's gradient from them and the matmul before (sharing the buffer,
+ *                  grad_via) reads it in place as dC (GPT-2: three [B T, d] a layer).
+ * MAGNA_CUDA_GRAD16=0 keeps these float32, for comparing.
  *
  * Other gradients stay float32 (but the logits'), and so do the residual stream, norm statistics, softmax and
  * the loss. MAGNA_NO_FUSE=1 turns this off with the other rewrites (plan.c). */
@@ -59,7 +67,7 @@ static bool recompute_allowed(void) {
     return !(v && !strcmp(v, "0"));
 }
 
-/* MAGNA_CUDA_GRAD16=0 keeps the GELU inputs' gradients float32 (the same bits: the matmul rounds them itself) */
+/* MAGNA_CUDA_GRAD16=0 keeps every gradient but the logits' float32 */
 static bool grad16_allowed(void) {
     const char *v = getenv("MAGNA_CUDA_GRAD16");
     return !(v && !strcmp(v, "0"));
@@ -72,6 +80,19 @@ static bool grad_stores16(const magna_graph *g, const magna_node *h, size_t work
     const magna_node *a = h->in[0];
     return grad16_allowed() && h->needs_grad && cuda_bias_gelu_backward_fused(h, workspace) && a->kind == NODE_OP &&
            a->op == OP_MATMUL && a->live && !a->keep && a->grad_via == h && live_consumers(g, a) == 1;
+}
+
+/* q, k or v (h, a bias add of a matmul's product) read once by one tensor-core attention without key lengths:
+ * its gradient may be bf16, the attention its one writer, the matmul reading it in place as its own (grad_via) */
+static bool qkv_grad_stores16(const magna_graph *g, const magna_node *h) {
+    const magna_node *a = h->in[0], *reader = NULL;
+    int uses = 0;
+    for (int j = h->id + 1; j < g->n_nodes; j++)
+        for (int k = 0; g->nodes[j]->live && k < g->nodes[j]->n_in; k++)
+            if (g->nodes[j]->in[k] == h) reader = g->nodes[j], uses++;
+    return grad16_allowed() && h->needs_grad && uses == 1 && reader->op == OP_ATTENTION && reader->n_in == 3 &&
+           a->kind == NODE_OP && a->op == OP_MATMUL && a->live && !a->keep && a->grad_via == h &&
+           live_consumers(g, a) == 1;
 }
 
 /* an attention that runs the tensor-core kernels (bf16 mode, head dim a multiple of 16 up to 128), which stage
@@ -126,6 +147,7 @@ int cuda_plan_store16(magna_graph *g) {
         if (n->op == OP_ADD && cuda_is_bias_add(n) && only_read_by(g, n, attention_reads_qkv)) { /* q, k, v */
             n->stored16 = true;
             count++;
+            if (qkv_grad_stores16(g, n)) n->grad_stored16 = n->in[0]->grad_stored16 = true;
             continue;
         }
         if (!only_read_by(g, n, matmul_reads)) continue;
@@ -142,7 +164,11 @@ int cuda_plan_store16(magna_graph *g) {
             count++;
             /* then its output need not wait for backward: the matmuls after it compute it again */
             n->recompute = recompute_allowed() && only_read_by(g, n, matmul_reads_as_a);
-            if (grad_stores16(g, bias_add, workspace)) bias_add->grad_stored16 = bias_add->in[0]->grad_stored16 = true;
+            if (grad_stores16(g, bias_add, workspace)) {
+                bias_add->grad_stored16 = bias_add->in[0]->grad_stored16 = true;
+                /* and the GELU's own, where one matmul's backward writes it first (dA, with beta 0) */
+                n->grad_stored16 = n->needs_grad && live_consumers(g, n) == 1 && only_read_by(g, n, matmul_reads_as_a);
+            }
         }
     }
     return count;
