@@ -243,6 +243,37 @@ static void run_case(attn_case c) {
             CHECK(err == cudaErrorInvalidValue, "%s: bf16 gradients outside the tensor-core kernels without key lengths "
                   "were not refused", label);
         }
+        /* dO in bf16 (dout16: the matmul after the attention wrote it so), the gradients float32 and assigned: within
+         * the tolerance of the CPU's from the float dO; refused outside the tensor-core kernels */
+        as.grad16 = 0u, as.dout16 = 1;
+        uint16_t *dout16 = malloc((size_t)nq * 2);
+        for (int64_t e = 0; e < nq; e++) {
+            uint32_t u;
+            memcpy(&u, &dout[e], 4);
+            dout16[e] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+        }
+        void *d_dout16 = dev_copy(dout16, (size_t)nq * 2);
+        for (int64_t i = 0; i < (nq > nk ? nq : nk); i++) start[i] = NAN;
+        for (int i = 0; i < 3; i++)
+            if (dev_grads[i]) cudaMemcpy(dev_grads[i], start, i ? fk : fq, cudaMemcpyHostToDevice);
+        err = magna_cuda_attention_backward(&as, d_out, d_dout16, d_saved, d_saved + (size_t)c.B * c.H * c.Tq, d_dq,
+                                            d_dk, d_dv, NULL);
+        if (tc) {
+            if (!err) err = cudaDeviceSynchronize();
+            for (int i = 0; i < 3; i++) {
+                ea[i] = 0;
+                if (!dev_grads[i]) continue;
+                const int64_t n = i == 0 ? nq : nk;
+                cudaMemcpy(host, dev_grads[i], (size_t)n * sizeof(float), cudaMemcpyDeviceToHost);
+                ea[i] = rel_err(host, magna_node_grad(nodes[i]), n, 0.0f);
+            }
+            CHECK(err == 0 && ea[0] <= tol && ea[1] <= tol && ea[2] <= tol,
+                  "%s: bf16 dO: %s, relative error dq %.2g, dk %.2g, dv %.2g", label,
+                  cudaGetErrorString((cudaError_t)err), ea[0], ea[1], ea[2]);
+        } else {
+            CHECK(err == cudaErrorInvalidValue, "%s: a bf16 dO outside the tensor-core kernels was not refused", label);
+        }
+        cudaFree(d_dout16), free(dout16);
         /* the accumulating run's gradients back, for the bf16 comparisons below */
         for (int64_t i = 0; i < (nq > nk ? nq : nk); i++) start[i] = GRAD_START;
         for (int i = 0; i < 3; i++)

@@ -181,12 +181,13 @@ __global__ void attn_delta_kernel(attn_k a, magna_launch_rows r) {
         const int64_t bh = row / Tq, i = row % Tq, b = bh / a.H, h = bh % a.H;
         const size_t off = ((size_t)b * Tq + i) * a.C + (size_t)h * hd;
         float s = 0.0f;
-        if (a.out16)
-            for (int d = (int)lane; d < hd; d += MAGNA_LAUNCH_WARP)
-                s += a.dout[off + d] * __bfloat162float(static_cast<const __nv_bfloat16 *>(a.out)[off + d]);
-        else
-            for (int d = (int)lane; d < hd; d += MAGNA_LAUNCH_WARP)
-                s += a.dout[off + d] * static_cast<const float *>(a.out)[off + d];
+        for (int d = (int)lane; d < hd; d += MAGNA_LAUNCH_WARP) {
+            const float o = a.out16 ? __bfloat162float(static_cast<const __nv_bfloat16 *>(a.out)[off + d])
+                                    : static_cast<const float *>(a.out)[off + d];
+            const float dO = a.dout16 ? __bfloat162float(static_cast<const __nv_bfloat16 *>(a.dout)[off + d])
+                                      : fptr(a.dout)[off + d];
+            s += dO * o;
+        }
         s = row_sum<MAGNA_LAUNCH_WARP>(s);
         if (lane == 0) a.delta[row] = s;
     }
@@ -206,7 +207,7 @@ template <int DPT, int P> __global__ void __launch_bounds__(MAGNA_ATTN_BLOCK) at
         const int L = a.lengths ? a.lengths[b] : Tk;
         const int vis = i < Tq ? visible(l, i, L) : 0, kend = visible(l, q_last, L);
         const size_t qoff = ((size_t)b * Tq + (i < Tq ? i : 0)) * C + (size_t)h * hd;
-        const float *qrow = fptr(a.q) + qoff, *dorow = a.dout + qoff, *kb = fptr(a.k) + (size_t)b * Tk * C + (size_t)h * hd;
+        const float *qrow = fptr(a.q) + qoff, *dorow = fptr(a.dout) + qoff, *kb = fptr(a.k) + (size_t)b * Tk * C + (size_t)h * hd;
         const float *vb = fptr(a.v) + (size_t)b * Tk * C + (size_t)h * hd;
         float *dqrow = a.dq + qoff;
         const float lse = i < Tq ? a.lse[bh * Tq + i] : 0.0f, delta = i < Tq ? a.delta[bh * Tq + i] : 0.0f;
@@ -280,7 +281,7 @@ template <int DPT, int P> __global__ void __launch_bounds__(MAGNA_ATTN_BLOCK) at
         if (k0 >= L) continue; /* block-uniform: no query sees these keys */
         const size_t koff = ((size_t)b * Tk + (j < Tk ? j : 0)) * C + (size_t)h * hd;
         const float *krow = fptr(a.k) + koff, *vrow = fptr(a.v) + koff, *qb_ = fptr(a.q) + (size_t)b * Tq * C + (size_t)h * hd;
-        const float *dob = a.dout + (size_t)b * Tq * C + (size_t)h * hd;
+        const float *dob = fptr(a.dout) + (size_t)b * Tq * C + (size_t)h * hd;
         float kr[NR], vr[NR], dk[NR], dv[NR];
         if constexpr (DPT > 0) {
 UNROLL
@@ -428,6 +429,14 @@ template <int HD> __device__ __forceinline__ void stage_bf16(__nv_bfloat16 *tile
 }
 
 /* the same from q, k or v (which: 0, 1, 2), stored float32 or bf16 (a.qkv16), at element offset `at` */
+/* dO's rows from element `at` on, float32 or bf16 (dout16) */
+template <int HD> __device__ __forceinline__ void stage_dout(__nv_bfloat16 *tile, const attn_k &a, size_t at, int r0, int n) {
+    if (a.dout16)
+        stage_bf16<HD>(tile, static_cast<const __nv_bfloat16 *>(a.dout) + at, a.C, r0, n);
+    else
+        stage_bf16<HD>(tile, fptr(a.dout) + at, a.C, r0, n);
+}
+
 template <int HD> __device__ __forceinline__ void stage_qkv(__nv_bfloat16 *tile, const attn_k &a, int which, size_t at,
                                                             int r0, int n) {
     const void *base = which == 0 ? a.q : which == 1 ? a.k : a.v;
@@ -592,7 +601,7 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc
         const float lse = i < Tq ? a.lse[bh * Tq + i] : 0.0f, delta = i < Tq ? a.delta[bh * Tq + i] : 0.0f;
         __syncthreads();
         stage_qkv<HD>(Qs, a, 0, (size_t)b * Tq * C + head, q0, q_last + 1 - q0);
-        stage_bf16<HD>(Ds, a.dout + (size_t)b * Tq * C + head, C, q0, q_last + 1 - q0);
+        stage_dout<HD>(Ds, a, (size_t)b * Tq * C + head, q0, q_last + 1 - q0);
         frag_c acc[HD / 16];
         for (int nt = 0; nt < HD / 16; nt++) wmma::fill_fragment(acc[nt], 0.0f);
         for (int k0 = 0; k0 < kend; k0 += TT) {
@@ -639,7 +648,7 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc
         if (k0 >= L) continue; /* block-uniform: no query sees these keys */
         const size_t head = (size_t)h * HD;
         const size_t q = (size_t)b * Tq * C + head;
-        const float *dout = a.dout + (size_t)b * Tq * C + head;
+        const size_t dout = (size_t)b * Tq * C + head;
         __syncthreads();
         stage_qkv<HD>(Kb, a, 1, (size_t)b * Tk * C + head, k0, k_end - k0);
         stage_qkv<HD>(Vb, a, 2, (size_t)b * Tk * C + head, k0, k_end - k0);
@@ -649,7 +658,7 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_tc
             const int qn = Tq - q0 < TT ? Tq - q0 : TT;
             __syncthreads();
             stage_qkv<HD>(Qs, a, 0, q, q0, qn);
-            stage_bf16<HD>(Ds, dout, C, q0, qn);
+            stage_dout<HD>(Ds, a, dout, q0, qn);
             for (int c = threadIdx.x; c < TT; c += blockDim.x) {
                 sm.lse[c] = c < qn ? a.lse[bh * Tq + q0 + c] : 0.0f;
                 sm.delta[c] = c < qn ? a.delta[bh * Tq + q0 + c] : 0.0f;
@@ -766,13 +775,14 @@ static int zero_unwritten(attn_k &a, const magna_cuda_attention_args *x, void *s
 }
 
 extern "C" int magna_cuda_attention_backward(const magna_cuda_attention_args *args, const void *out,
-                                             const float *dout, const float *lse, float *delta, float *dq, float *dk,
+                                             const void *dout, const float *lse, float *delta, float *dq, float *dk,
                                              float *dv, void *stream) {
     attn_k a = attn_args_of(args);
     if ((!a.tc && a.l.tile_k != KT) || ((a.qkv16 || a.out16) && !a.tc)) return cudaErrorInvalidValue;
     if (!dq && !dk && !dv) return cudaSuccess;
     a.out = out, a.dout = dout, a.delta = delta, a.dq = dq, a.dk = dk, a.dv = dv;
-    a.assign = args->assign & 7u, a.grad16 = args->grad16 & 7u;
+    a.assign = args->assign & 7u, a.grad16 = args->grad16 & 7u, a.dout16 = args->dout16 != 0;
+    if (a.dout16 && !a.tc) return cudaErrorInvalidValue; /* bf16 dO: the tensor-core kernels only */
     int err = zero_unwritten(a, args, stream);
     if (err != cudaSuccess || a.l.grid_x == 0) return err;
     a.lse = const_cast<float *>(lse); /* only forward writes it */

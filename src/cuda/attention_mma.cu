@@ -299,7 +299,7 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_mm
         const float dl0 = i0 < Tq ? a.delta[bh * Tq + i0] : 0.0f, dl1 = i1 < Tq ? a.delta[bh * Tq + i1] : 0.0f;
         __syncthreads();
         stage_qkv_mma<HD, LDK, false>(Ks, a, 0, qb, q0, q_last + 1 - q0);
-        stage_mma<HD, LDK, false>(Vs, a.dout, false, C, qb, q0, q_last + 1 - q0);
+        stage_mma<HD, LDK, false>(Vs, a.dout, a.dout16, C, qb, q0, q_last + 1 - q0);
         __syncthreads();
         uint32_t qa[HD / 16][4], da[HD / 16][4];
         load_a<HD, LDK>(qa, Ks + warp * 16 * LDK);
@@ -379,8 +379,8 @@ template <int HD> __global__ void __launch_bounds__(MAGNA_ATTN_TC_BLOCK) attn_mm
             __syncthreads();
             stage_qkv_mma<HD, LDK, false>(Qs, a, 0, q, q0, qn);
             stage_qkv_mma<HD, MMA_LDV, true>(Qt, a, 0, q, q0, qn);
-            stage_mma<HD, LDK, false>(Ds, a.dout, false, C, q, q0, qn);
-            stage_mma<HD, MMA_LDV, true>(Dt, a.dout, false, C, q, q0, qn);
+            stage_mma<HD, LDK, false>(Ds, a.dout, a.dout16, C, q, q0, qn);
+            stage_mma<HD, MMA_LDV, true>(Dt, a.dout, a.dout16, C, q, q0, qn);
             for (int c = threadIdx.x; c < TT; c += blockDim.x) {
                 lse_s[c] = c < qn ? a.lse[bh * Tq + q0 + c] : 0.0f;
                 delta_s[c] = c < qn ? a.delta[bh * Tq + q0 + c] : 0.0f;

@@ -18,12 +18,12 @@ struct attn_k {
     magna_launch_attention l;
     const void *q, *k, *v; /* float32, or bf16 (qkv16's bits 0, 1, 2: the tensor-core kernels only) */
     const void *out;       /* backward's view of the output: float32, or bf16 with out16 */
-    const float *dout;
+    const void *dout;      /* float32, or bf16 with dout16 (the tensor-core kernels only) */
     void *o;               /* forward's output: float32, or bf16 with out16 (the tensor-core kernel only) */
     float *lse, *delta, *dq, *dk, *dv;
     const int32_t *lengths;
     int H, C, bf16, tc; /* tc: the tensor-core kernels (bf16 mode, hd a multiple of 16 up to 128) */
-    int qkv16, out16;
+    int qkv16, out16, dout16;
     unsigned assign; /* bits 0, 1, 2: the kernels assign dq, dk, dv (each writes every element it owns once) */
     unsigned grad16; /* bits 0, 1, 2: dq, dk, dv are bf16 (assigned; the tensor-core kernels only) */
     float scale;

@@ -40,6 +40,7 @@ typedef struct magna_cuda_attention_args {
     int q16, k16, v16, out16; /* out16: the output is kept in bf16 too (tensor-core shapes only) */
     unsigned assign;          /* backward: bits 0, 1, 2: dq, dk, dv are assigned (=, never read), not added into */
     unsigned grad16;          /* backward: bits 0, 1, 2: dq, dk, dv are bf16 (assigned, tensor-core, no lengths) */
+    int dout16;               /* backward: dout is bf16 (tensor-core shapes only) */
 } magna_cuda_attention_args;
 /* out [B, Tq, C]; lse [B * heads * Tq]: each query row's log-sum-exp, what backward needs */
 int magna_cuda_attention_forward(const magna_cuda_attention_args *a, void *out, float *lse, void *stream);
@@ -49,7 +50,7 @@ int magna_cuda_attention_forward(const magna_cuda_attention_args *a, void *out, 
 const char *magna_cuda_attention_tc_kind(void);
 /* dq, dk, dv (each may be NULL) += the gradients from dout (= where a->assign says); out and lse from forward;
  * delta is scratch of B * heads * Tq floats */
-int magna_cuda_attention_backward(const magna_cuda_attention_args *a, const void *out, const float *dout,
+int magna_cuda_attention_backward(const magna_cuda_attention_args *a, const void *out, const void *dout,
                                   const float *lse, float *delta, float *dq, float *dk, float *dv, void *stream);
 
 /* ---- recurrent ops (rnn.cu): src/ops/rnn.c's LSTM, GRU and tanh RNN, the products through magna_cuda_gemm -- */

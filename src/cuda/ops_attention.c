@@ -29,6 +29,7 @@ void cuda_attention_backward(magna_graph *g, magna_node *n) {
     magna_cuda_attention_args a = attention_args(g, n);
     a.assign = n->grad_assign & 7u; /* the first writer of q's, k's or v's gradient assigns it (plan.c step 5) */
     for (int i = 0; i < 3; i++) a.grad16 |= n->in[i]->grad_stored16 ? 1u << i : 0u; /* in bf16 (store16.c) */
+    a.dout16 = n->grad_stored16; /* the matmul after it wrote dO in bf16 (store16.c) */
     float *dq = n->in[0]->grad, *dk = n->in[1]->grad, *dv = n->in[2]->grad;
     float *lse = (float *)n->saved, *delta = lse + (size_t)a.B * a.heads * a.Tq;
     const int err = magna_cuda_attention_backward(&a, n->value, n->grad, lse, delta, dq, dk, dv, cuda_stream(g));

@@ -34,7 +34,10 @@
  *   q's, k's, v's: such bias adds, each read once by a tensor-core attention without key lengths (whose
  *                  kernels write every element of dq, dk, dv once): the attention assigns them in bf16, the
  *                  add's backward sums the bias's gradient from them and the matmul before (sharing the buffer,
- *                  grad_via) reads it in place as dC (GPT-2: three [B T, d] a layer).
+ *                  grad_via) reads it in place as dC (GPT-2: three [B T, d] a layer);
+ *   attention out's: when one matmul alone reads it, as its first operand, that matmul's dA in bf16 (beta 0),
+ *                  which the tensor-core attention's backward stages as bf16 tiles anyway (GPT-2: [B T, d] a
+ *                  layer, read once per key tile that sees its row).
  * MAGNA_CUDA_GRAD16=0 keeps these float32, for comparing.
  *
  * Other gradients stay float32 (but the logits'), and so do the residual stream, norm statistics, softmax and
@@ -141,6 +144,9 @@ int cuda_plan_store16(magna_graph *g) {
         if (tensor_core_attention(n) && n->live && !n->keep && only_read_by(g, n, matmul_reads)) {
             n->stored16 = true;
             count++;
+            /* and its gradient, where one matmul's backward writes it first (dA, beta 0) for the attention's */
+            n->grad_stored16 = grad16_allowed() && n->needs_grad && live_consumers(g, n) == 1 &&
+                               only_read_by(g, n, matmul_reads_as_a);
             continue;
         }
         if (!may_store16(n)) continue;
