@@ -82,6 +82,24 @@ bool read_file(const char *dir, const char *name, void *p, size_t bytes) {
 
 /* ---- the workers (under mpiexec) ------------------------------------------------------------------ */
 
+/* Rank 0's record of a run, for the driver to compare: TAG.params (the weights) and TAG.results (three figures);
+ * then the run's history, model and MPI are released. */
+static void finish_run(const char *dir, const char *tag, magna_dist *d, magna_model *m, magna_history *h,
+                       const double results[3]) {
+    if (magna_dist_rank(d) == 0) {
+        char name[128];
+        size_t n;
+        const float *w = magna_graph_params(magna_model_graph(m), &n);
+        snprintf(name, sizeof name, "%s.params", tag);
+        write_file(dir, name, w, n * sizeof *w);
+        snprintf(name, sizeof name, "%s.results", tag);
+        write_file(dir, name, results, 3 * sizeof *results);
+    }
+    magna_history_free(h);
+    magna_model_free(m);
+    magna_dist_finalize(d);
+}
+
 /* equiv DIR TAG ZERO1 [cuda]: trains K steps data parallel (on the CUDA device with "cuda"); rank 0 writes the
  * weights and the global loss, every rank its optimizer memory. */
 static int worker_equiv(const char *dir, const char *tag, bool zero1, bool cuda) {
@@ -96,8 +114,6 @@ static int worker_equiv(const char *dir, const char *tag, bool zero1, bool cuda)
     magna_dataset data = {.rows = ROWS, .x = X, .y = Y};
     if (magna_model_fit(m, &data, NULL, &(magna_fit_opts){.epochs = EPOCHS, .verbose = 1}, &h) != MAGNA_OK)
         return printf("fit: %s\n", magna_model_errmsg(m)), 3;
-    size_t n;
-    const float *w = magna_graph_params(magna_model_graph(m), &n);
     char name[128];
     const int rank = magna_dist_rank(d);
     const int64_t bytes = (int64_t)magna_optimizer_state_bytes(magna_model_optimizer(m));
@@ -105,15 +121,7 @@ static int worker_equiv(const char *dir, const char *tag, bool zero1, bool cuda)
     write_file(dir, name, &bytes, sizeof bytes);
     const double results[3] = {h.epochs[h.count - 1].train.loss, h.epochs[h.count - 1].train.mae,
                                (double)magna_model_step(m)};
-    if (rank == 0) {
-        snprintf(name, sizeof name, "%s.params", tag);
-        write_file(dir, name, w, n * sizeof *w);
-        snprintf(name, sizeof name, "%s.results", tag);
-        write_file(dir, name, results, sizeof results);
-    }
-    magna_history_free(&h);
-    magna_model_free(m);
-    magna_dist_finalize(d);
+    finish_run(dir, tag, d, m, &h, results);
     return 0;
 }
 
@@ -151,25 +159,15 @@ static int worker_ckpt(const char *dir, const char *tag, int64_t max_steps, cons
     magna_model_set_dist(m, d);
     if (strcmp(resume, "-") != 0 && magna_model_resume(m, resume) != MAGNA_OK)
         return printf("resume: %s\n", magna_model_errmsg(m)), 3;
-    char ck[512], name[128];
+    char ck[512];
     snprintf(ck, sizeof ck, "%s/%s", dir, tag);
     magna_history h = {0};
     magna_dataset data = {.rows = ROWS, .x = X, .y = Y};
     magna_fit_opts fo = {.epochs = EPOCHS, .checkpoint_dir = ck, .save_each_epoch = true, .max_steps = max_steps};
     if (magna_model_fit(m, &data, NULL, &fo, &h) != MAGNA_OK) return printf("fit: %s\n", magna_model_errmsg(m)), 3;
-    size_t n;
-    const float *w = magna_graph_params(magna_model_graph(m), &n);
     const double results[3] = {h.count ? h.epochs[h.count - 1].train.loss : NAN,
                                h.count ? h.epochs[h.count - 1].epoch : 0, (double)magna_model_step(m)};
-    if (magna_dist_rank(d) == 0) {
-        snprintf(name, sizeof name, "%s.params", tag);
-        write_file(dir, name, w, n * sizeof *w);
-        snprintf(name, sizeof name, "%s.results", tag);
-        write_file(dir, name, results, sizeof results);
-    }
-    magna_history_free(&h);
-    magna_model_free(m);
-    magna_dist_finalize(d);
+    finish_run(dir, tag, d, m, &h, results);
     return 0;
 }
 
