@@ -48,8 +48,8 @@ int magna_cuda_attention_forward(const magna_cuda_attention_args *a, void *out, 
  * (registers, the default, once a probe on this device found mma.sync's fragment layout) or "wmma"
  * (MAGNA_CUDA_ATTENTION=wmma, or the probe failed) */
 const char *magna_cuda_attention_tc_kind(void);
-/* dq, dk, dv (each may be NULL) += the gradients from dout (= where a->assign says); out and lse from forward;
- * delta is scratch of B * heads * Tq floats */
+/* dq, dk, dv (each may be NULL) += the gradients from dout (= where a->assign says; bf16 where a->grad16 does);
+ * dout float32, or bf16 with a->dout16; out and lse from forward; delta is scratch of B * heads * Tq floats */
 int magna_cuda_attention_backward(const magna_cuda_attention_args *a, const void *out, const void *dout,
                                   const float *lse, float *delta, float *dq, float *dk, float *dv, void *stream);
 
