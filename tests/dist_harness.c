@@ -288,15 +288,11 @@ static void mpi_child_env(void) {
     setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
 }
 
-/* mpiexec -n RANKS self --worker ARGS..., in its own process group, output to DIR/LOG. */
-pid_t launch(int ranks, const char *log, const char *const *args) {
-    char np[16], path[512];
-    snprintf(np, sizeof np, "%d", ranks);
+/* argv (argv[0] a path) in its own process group, output to dist_dir/LOG, with Open MPI's settings; one_thread:
+ * OpenMP and magna on one thread (the workers); under_mpi: ranks of mpiexec, leak checking off */
+static pid_t spawn(const char *log, const char *const *argv, bool one_thread, bool under_mpi) {
+    char path[512];
     snprintf(path, sizeof path, "%s/%s", dist_dir, log);
-    const char *argv[16] = {MAGNA_MPIEXEC, "-n", np, self, "--worker"};
-    int n = 5;
-    for (int i = 0; args[i] && n < 15; i++) argv[n++] = args[i];
-    argv[n] = NULL;
     fflush(stdout);
     pid_t pid = fork();
     if (pid == 0) {
@@ -304,22 +300,30 @@ pid_t launch(int ranks, const char *log, const char *const *args) {
         int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (fd >= 0) dup2(fd, 1), dup2(fd, 2);
         mpi_child_env();
-        setenv("OMP_NUM_THREADS", "1", 1);
-        setenv("MAGNA_THREADS", "1", 1);
-        setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-        no_mpi_leak_check();
-        execv(MAGNA_MPIEXEC, (char *const *)argv);
+        if (one_thread) setenv("OMP_NUM_THREADS", "1", 1), setenv("MAGNA_THREADS", "1", 1);
+        if (under_mpi) no_mpi_leak_check();
+        execv(argv[0], (char *const *)argv);
         _exit(127);
     }
     return pid;
 }
 
+/* mpiexec -n RANKS self --worker ARGS..., in its own process group, output to DIR/LOG. */
+pid_t launch(int ranks, const char *log, const char *const *args) {
+    char np[16];
+    snprintf(np, sizeof np, "%d", ranks);
+    const char *argv[16] = {MAGNA_MPIEXEC, "-n", np, self, "--worker"};
+    int n = 5;
+    for (int i = 0; args[i] && n < 15; i++) argv[n++] = args[i];
+    argv[n] = NULL;
+    return spawn(log, argv, true, true);
+}
+
 /* The magna command (PROG, next to this test: magna, or magna-emu on the emulated CUDA device) under
  * mpiexec, or alone when ranks is 0. */
 pid_t launch_prog(const char *prog, int ranks, const char *log, const char *const *args) {
-    char np[16], path[512], magna[4200];
+    char np[16], magna[4200];
     snprintf(np, sizeof np, "%d", ranks);
-    snprintf(path, sizeof path, "%s/%s", dist_dir, log);
     snprintf(magna, sizeof magna, "%s", self);
     snprintf(strrchr(magna, '/'), sizeof magna - (size_t)(strrchr(magna, '/') - magna), "/%s", prog);
     const char *argv[24];
@@ -328,18 +332,7 @@ pid_t launch_prog(const char *prog, int ranks, const char *log, const char *cons
     argv[n++] = magna;
     for (int i = 0; args[i] && n < 23; i++) argv[n++] = args[i];
     argv[n] = NULL;
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-        setpgid(0, 0);
-        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd >= 0) dup2(fd, 1), dup2(fd, 2);
-        mpi_child_env();
-        if (ranks) no_mpi_leak_check();
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    return pid;
+    return spawn(log, argv, false, ranks != 0);
 }
 
 pid_t launch_cli(int ranks, const char *log, const char *const *args) {
