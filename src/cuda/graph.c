@@ -310,8 +310,8 @@ magna_status cuda_graph_backward(magna_graph *g, const float *seed_grad) {
     for (int k = g->n_order - 1; k >= 0 && !e; k--) {
         magna_node *n = g->order[k];
         if (n->needs_grad) {
-            for (magna_node **z = g->grad_zero[n->id]; *z && !e; z++) /* (a bf16 gradient is always assigned) */
-                e = cuda_memset((*z)->grad, 0, (size_t)(*z)->numel * ((*z)->grad_stored16 ? 2 : sizeof(float)), s);
+            for (magna_node **z = g->grad_zero[n->id]; *z && !e; z++)
+                e = cuda_memset((*z)->grad, 0, (size_t)(*z)->numel * grad_elem_bytes(*z), s);
             profile_mark(g, true, 1 + 2 * k);
             if (!e) g->cuda->ops[n->id].backward(g, n);
             profile_mark(g, true, 2 + 2 * k);

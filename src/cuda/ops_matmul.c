@@ -50,9 +50,7 @@ typedef struct mm_operand {
 } mm_operand;
 
 static mm_operand value_of(const magna_node *x) { return (mm_operand){x->value, x->stored16}; }
-static mm_operand grad_of(const magna_node *x) {
-    return (mm_operand){x->grad, (x->stored16 && x->grad_in_value) || x->grad_stored16};
-}
+static mm_operand grad_of(const magna_node *x) { return (mm_operand){x->grad, grad_is16(x)}; }
 
 /* element i of an operand, as a pointer */
 static const void *operand_at(mm_operand o, long long i) {

@@ -344,7 +344,7 @@ magna_status magna_node_read(magna_node *n, void *dst) {
 magna_status magna_node_read_grad(magna_node *n, float *dst) {
     if (!n || !dst) return MAGNA_ERR_ARG;
     if (!n->grad) return graph_state_error(n->g, "read_grad '%s': no gradient (it is not on the path to the loss)", n->name);
-    return copy_out_f32(n, dst, n->grad, (n->stored16 && n->grad_in_value) || n->grad_stored16, "reading a gradient");
+    return copy_out_f32(n, dst, n->grad, grad_is16(n), "reading a gradient");
 }
 
 magna_status magna_graph_set_device(magna_graph *g, magna_device device) {

@@ -154,6 +154,11 @@ struct magna_node {
  * add (its op has OPF_GRAD_ASSIGN and the planner skipped zeroing that gradient, plan.c step 5). */
 static inline bool grad_assigns(const magna_node *n, int i) { return (n->grad_assign >> i) & 1u; }
 
+/* Whether n's gradient buffer holds bf16 (CUDA mixed precision: the logits' gradient over their bf16 value, or
+ * grad_stored16), and the bytes of one of its elements */
+static inline bool grad_is16(const magna_node *n) { return (n->stored16 && n->grad_in_value) || n->grad_stored16; }
+static inline size_t grad_elem_bytes(const magna_node *n) { return grad_is16(n) ? 2 : sizeof(float); }
+
 struct magna_graph {
     uint64_t seed;
     magna_status build_status; /* first build error: sticky */

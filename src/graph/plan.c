@@ -492,9 +492,8 @@ magna_status magna_graph_compile(magna_graph *g, magna_node *loss) {
                 const magna_node *m = g->nodes[k];
                 if (m->grad_via && grad_owner(m) == n && END - 1 - k > grad_end) grad_end = END - 1 - k;
             }
-            const size_t grad_elem = n->grad_stored16 ? 2 : sizeof(float);
             if (!n->grad_via && !n->grad_in_value)
-                blocks[nb++] = (block){align_up((size_t)n->numel * grad_elem), 0, grad_born, grad_end, n, 1};
+                blocks[nb++] = (block){align_up((size_t)n->numel * grad_elem_bytes(n)), 0, grad_born, grad_end, n, 1};
             n->grad_born_at = n == loss ? -1 : last_gc[i];
         }
         if (n->workspace_bytes > workspace) workspace = n->workspace_bytes;
